@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the node needs to build and run (Debian 12). With --test, also what the tests and
+# benchmarks drive: real clients (curl, aria2, the @huggingface/hub npm client) and nginx as an anchor.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+build_packages=(build-essential cmake ninja-build ccache pkg-config
+  libboost-dev libcurl4-openssl-dev librocksdb-dev libssl-dev libspdlog-dev libfmt-dev
+  libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libtorrent-rasterbar-dev)
+test_packages=(libgtest-dev libgmock-dev python3 curl nodejs npm nginx-light aria2 wrk openssl procps)
+
+wanted=("${build_packages[@]}")
+if [[ "${1:-}" == "--test" ]]; then wanted+=("${test_packages[@]}"); fi
+
+missing=()
+for pkg in "${wanted[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+# npm ships with NodeSource's nodejs; don't ask apt for a second one when node is already present.
+if command -v npm >/dev/null; then
+  filtered=(); for p in "${missing[@]}"; do [[ "$p" == npm || "$p" == nodejs ]] || filtered+=("$p"); done
+  missing=("${filtered[@]}")
+fi
+if ((${#missing[@]})); then
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [[ "${1:-}" == "--test" && -f tests/js/package.json ]]; then
+  (cd tests/js && { [[ -d node_modules/@huggingface/hub ]] || npm ci --no-audit --no-fund --loglevel=error; })
+fi
