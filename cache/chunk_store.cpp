@@ -1,0 +1,52 @@
+#include "inferllama/chunk_store.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <system_error>
+
+namespace inferllama {
+namespace fs = std::filesystem;
+
+ChunkStore::ChunkStore(fs::path data_dir)
+    : root_(std::move(data_dir)), chunks_(root_ / "chunks"), staging_(root_ / "staging") {
+  fs::create_directories(chunks_);
+  // Staged chunks of downloads that a previous run did not finish are not referenced by anything.
+  std::error_code ec;
+  fs::remove_all(staging_, ec);
+  fs::create_directories(staging_);
+}
+
+fs::path ChunkStore::chunk_path(const Sha256& id) const {
+  std::string hex = id.hex();
+  return chunks_ / hex.substr(0, 2) / hex.substr(2, 2) / hex;
+}
+
+bool ChunkStore::contains(const Sha256& id) const {
+  std::error_code ec;
+  return fs::exists(chunk_path(id), ec);
+}
+
+int ChunkStore::open_chunk(const Sha256& id) const { return ::open(chunk_path(id).c_str(), O_RDONLY | O_CLOEXEC); }
+
+fs::path ChunkStore::make_staging_dir() {
+  auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
+  fs::path dir = staging_ / (std::to_string(stamp) + "-" + std::to_string(next_staging_++));
+  fs::create_directories(dir);
+  return dir;
+}
+
+void ChunkStore::adopt(const fs::path& staged, const Sha256& id) {
+  fs::path target = chunk_path(id);
+  std::error_code ec;
+  if (fs::exists(target, ec)) {
+    fs::remove(staged, ec);
+    return;
+  }
+  fs::create_directories(target.parent_path());
+  // Readers of the download hold open descriptors, so renaming under them is safe.
+  fs::rename(staged, target);
+}
+
+}  // namespace inferllama

@@ -1,0 +1,483 @@
+#include "download.hpp"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "hashing.hpp"
+
+namespace inferllama::cache {
+namespace {
+
+// Readers are woken at this granularity within a chunk, and always when a chunk fills.
+constexpr std::uint32_t kNotifyStep = 256 * 1024;
+
+bool read_fully(int fd, std::uint8_t* out, std::size_t size, std::uint64_t offset) {
+  std::size_t done = 0;
+  while (done < size) {
+    ssize_t n = ::pread(fd, out + done, size - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+std::vector<std::uint8_t>& thread_buffer(std::size_t size) {
+  thread_local std::vector<std::uint8_t> buffer;
+  if (buffer.size() < size) buffer.resize(size);
+  return buffer;
+}
+
+}  // namespace
+
+// The whole-file hash that must equal the Hub's etag: SHA-256 for LFS, git's blob SHA-1 otherwise.
+struct Download::FileHasher {
+  explicit FileHasher(bool lfs, std::uint64_t size) : lfs(lfs) {
+    if (!lfs) start_git_blob(sha1, size);
+  }
+  void update(std::span<const std::uint8_t> bytes) {
+    if (lfs) {
+      sha256.update(bytes);
+    } else {
+      sha1.update(bytes);
+    }
+  }
+  std::string finish() { return lfs ? sha256.finish().hex() : sha1.finish().hex(); }
+
+  bool lfs;
+  Sha256Stream sha256;
+  Sha1Stream sha1;
+};
+
+Download::Download(Downloads& owner, BlobSource source, FileClaim claim)
+    : owner_(owner), source_(std::move(source)), url_(source_.url) {
+  claims_.push_back(std::move(claim));
+  const std::uint64_t cs = owner_.settings_.chunk_size;
+  chunk_count_ = static_cast<std::size_t>((source_.size + cs - 1) / cs);
+  chunks_ = std::make_unique<Chunk[]>(chunk_count_);
+  for (std::size_t i = 0; i < chunk_count_; ++i) {
+    chunks_[i].start = i * cs;
+    chunks_[i].size = static_cast<std::uint32_t>(std::min<std::uint64_t>(cs, source_.size - i * cs));
+  }
+  file_hasher_ = std::make_unique<FileHasher>(source_.lfs, source_.size);
+  staging_ = owner_.store_.make_staging_dir();
+}
+
+Download::~Download() {
+  for (std::size_t i = 0; i < chunk_count_; ++i) {
+    if (chunks_[i].fd >= 0) ::close(chunks_[i].fd);
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(staging_, ec);
+}
+
+std::string Download::error() const {
+  std::lock_guard lock(mutex_);
+  return error_;
+}
+
+void Download::start() {
+  ++owner_.counters_.started;
+  spdlog::info("download {} ({} bytes) from {}", source_.etag, source_.size, source_.url);
+  std::lock_guard lock(mutex_);
+  const DownloadSettings& s = owner_.settings_;
+  std::size_t parts = 1;
+  if (source_.size >= s.parallel_threshold && s.connections > 1) {
+    parts = std::min<std::size_t>(s.connections, chunk_count_);
+  }
+  // Split into chunk-aligned segments, one connection each; idle connections later steal halves.
+  std::size_t per_part = parts == 0 ? 0 : (chunk_count_ + parts - 1) / parts;
+  for (std::size_t p = 0; p < parts; ++p) {
+    std::uint64_t first = std::min<std::uint64_t>(p * per_part * s.chunk_size, source_.size);
+    std::uint64_t end = std::min<std::uint64_t>((p + 1) * per_part * s.chunk_size, source_.size);
+    if (first < end) segments_.push_back({first, end, false});
+  }
+  if (segments_.empty()) {
+    // An empty file: nothing to fetch, only the hash of nothing to check.
+    asio::post(owner_.workers_, [self = shared_from_this()] { self->maybe_finalize(); });
+    return;
+  }
+  for (std::size_t i = 0; i < segments_.size(); ++i) spawn_connection_locked();
+}
+
+void Download::spawn_connection_locked() {
+  ++connections_;
+  asio::post(owner_.connections_, [self = shared_from_this()] { self->run_connection(); });
+}
+
+void Download::run_connection() {
+  for (int segment; (segment = claim_segment()) >= 0;) fetch_segment(segment);
+  std::lock_guard lock(mutex_);
+  --connections_;
+}
+
+int Download::claim_segment() {
+  std::lock_guard lock(mutex_);
+  if (state() != State::running || owner_.stopping_) return -1;
+  for (std::size_t i = 0; i < segments_.size(); ++i) {
+    auto& seg = segments_[i];
+    if (!seg.active && seg.next < seg.end) {
+      seg.active = true;
+      return static_cast<int>(i);
+    }
+  }
+  // Nothing waiting: take the second half of the largest segment still in flight.
+  const std::uint64_t cs = owner_.settings_.chunk_size;
+  Segment* largest = nullptr;
+  for (auto& seg : segments_) {
+    if (seg.active && (!largest || seg.end - seg.next > largest->end - largest->next)) largest = &seg;
+  }
+  if (!largest || largest->end - largest->next < 2 * cs) return -1;
+  std::uint64_t mid = largest->next + (largest->end - largest->next) / 2;
+  mid = (mid + cs - 1) / cs * cs;
+  if (mid >= largest->end) return -1;
+  Segment stolen{mid, largest->end, true};
+  largest->end = mid;
+  segments_.push_back(stolen);
+  return static_cast<int>(segments_.size() - 1);
+}
+
+void Download::prioritize(std::uint64_t offset) {
+  std::lock_guard lock(mutex_);
+  if (state() != State::running || offset >= source_.size) return;
+  const std::uint64_t cs = owner_.settings_.chunk_size;
+  const std::uint64_t boundary = offset / cs * cs;
+  for (auto& seg : segments_) {
+    if (offset < seg.next || offset >= seg.end) continue;
+    // Already being fetched, or next in line: it comes soon enough.
+    if (seg.next >= boundary || (!seg.active && seg.next + cs > offset)) return;
+    Segment urgent{boundary, seg.end, false};
+    seg.end = boundary;
+    segments_.insert(segments_.begin(), urgent);
+    if (connections_ < owner_.settings_.connections + 2) spawn_connection_locked();
+    return;
+  }
+}
+
+void Download::fetch_segment(int segment) {
+  unsigned failures = 0;
+  for (;;) {
+    std::uint64_t first, last;
+    {
+      std::lock_guard lock(mutex_);
+      auto& seg = segments_[static_cast<std::size_t>(segment)];
+      if (seg.next >= seg.end || state() != State::running) {
+        seg.active = false;
+        return;
+      }
+      first = seg.next;
+      last = seg.end - 1;
+    }
+    if (owner_.stopping_) {
+      fail("the node is shutting down");
+      return;
+    }
+    std::string url;
+    {
+      std::lock_guard lock(mutex_);
+      url = url_;
+    }
+    RangeResult r = owner_.upstream_.fetch_range(
+        url, source_.headers, first, last, [&](std::span<const char> bytes) { return write_body(segment, bytes); });
+    if (state() != State::running) return;
+    if (r.ok() && r.received > 0) {
+      failures = 0;
+      continue;
+    }
+    if (r.received > 0) failures = 0;
+    std::string why = r.error.empty() ? "upstream sent no bytes" : r.error;
+    if (r.status == 404 || r.status == 416) {
+      fail("upstream refused the byte range: " + why);
+      return;
+    }
+    if ((r.status == 401 || r.status == 403 || r.status == 410) && source_.refresh_url) {
+      // The signed CDN URL expired: ask the Hub for a new one.
+      if (auto fresh = source_.refresh_url()) {
+        std::lock_guard lock(mutex_);
+        url_ = *fresh;
+      }
+    }
+    if (++failures > owner_.settings_.retries) {
+      fail("upstream transfer failed after " + std::to_string(failures) + " attempts: " + why);
+      return;
+    }
+    ++owner_.counters_.retries;
+    spdlog::warn("download {}: {} (bytes {}-{}), retry {}", source_.etag, why, first, last, failures);
+    if (!wait_backoff(failures)) {
+      fail("the node is shutting down");
+      return;
+    }
+  }
+}
+
+bool Download::wait_backoff(unsigned attempt) {
+  auto delay = owner_.settings_.backoff * (1u << std::min(attempt - 1, 5u));
+  std::unique_lock lock(mutex_);
+  wake_.wait_for(lock, delay, [&] { return owner_.stopping_.load() || state() != State::running; });
+  return !owner_.stopping_ && state() == State::running;
+}
+
+int Download::chunk_fd_locked(std::size_t index) {
+  auto& chunk = chunks_[index];
+  if (chunk.fd < 0) {
+    auto path = staging_ / std::to_string(index);
+    chunk.fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  }
+  return chunk.fd;
+}
+
+std::size_t Download::write_body(int segment, std::span<const char> bytes) {
+  const std::uint64_t cs = owner_.settings_.chunk_size;
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    std::uint64_t pos, end;
+    int fd;
+    std::size_t index;
+    {
+      std::lock_guard lock(mutex_);
+      if (state() != State::running || owner_.stopping_) return done;
+      const auto& seg = segments_[static_cast<std::size_t>(segment)];
+      pos = seg.next;
+      end = seg.end;
+      if (pos >= end) return done;  // another connection took the rest of this segment
+      index = static_cast<std::size_t>(pos / cs);
+      fd = chunk_fd_locked(index);
+    }
+    if (fd < 0) {
+      fail(std::string("cannot stage chunk: ") + std::strerror(errno));
+      return done;
+    }
+    auto& chunk = chunks_[index];
+    const std::uint64_t within = pos - chunk.start;
+    const std::size_t n = static_cast<std::size_t>(
+        std::min<std::uint64_t>({bytes.size() - done, chunk.size - within, end - pos}));
+    ssize_t wrote = ::pwrite(fd, bytes.data() + done, n, static_cast<off_t>(within));
+    if (wrote < 0 && errno == EINTR) continue;
+    if (wrote <= 0) {
+      fail(std::string("cannot write chunk: ") + std::strerror(errno));
+      return done;
+    }
+    const auto w = static_cast<std::uint32_t>(wrote);
+    const std::uint32_t before = chunk.filled.load(std::memory_order_relaxed);
+    chunk.filled.store(before + w, std::memory_order_release);
+    {
+      std::lock_guard lock(mutex_);
+      segments_[static_cast<std::size_t>(segment)].next += w;
+    }
+    owner_.counters_.upstream_bytes += w;
+    done += w;
+    const bool full = before + w == chunk.size;
+    if (full) asio::post(owner_.workers_, [self = shared_from_this(), index] { self->hash_chunk_job(index); });
+    if (full || (before / kNotifyStep) != ((before + w) / kNotifyStep)) notify();
+  }
+  return done;
+}
+
+std::uint64_t Download::readable(std::uint64_t offset) const {
+  if (offset >= source_.size) return 0;
+  if (state() == State::complete) return source_.size - offset;
+  const std::uint64_t cs = owner_.settings_.chunk_size;
+  const auto& chunk = chunks_[offset / cs];
+  const std::uint64_t filled = chunk.filled.load(std::memory_order_acquire);
+  const std::uint64_t within = offset - chunk.start;
+  std::uint64_t available = filled > within ? filled - within : 0;
+  const std::uint64_t before_last = source_.size - 1 - offset;  // bytes before the held-back one
+  return std::min(available, before_last);
+}
+
+std::pair<int, std::uint64_t> Download::locate(std::uint64_t offset) const {
+  std::lock_guard lock(mutex_);
+  const std::uint64_t cs = owner_.settings_.chunk_size;
+  const auto& chunk = chunks_[offset / cs];
+  return {chunk.fd, offset - chunk.start};
+}
+
+void Download::subscribe(const std::shared_ptr<ProgressListener>& listener) {
+  std::lock_guard lock(mutex_);
+  std::erase_if(listeners_, [](const auto& w) { return w.expired(); });
+  listeners_.push_back(listener);
+}
+
+void Download::add_claim(FileClaim claim) {
+  std::lock_guard lock(mutex_);
+  claims_.push_back(std::move(claim));
+}
+
+void Download::notify() {
+  std::vector<std::shared_ptr<ProgressListener>> live;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& w : listeners_) {
+      if (auto l = w.lock()) live.push_back(std::move(l));
+    }
+  }
+  for (auto& l : live) l->on_progress();
+}
+
+void Download::hash_chunk_job(std::size_t index) {
+  auto& chunk = chunks_[index];
+  auto& buffer = thread_buffer(chunk.size);
+  if (!read_fully(chunk.fd, buffer.data(), chunk.size, 0)) {
+    fail("cannot read back a staged chunk");
+    return;
+  }
+  ChunkHashes h = hash_chunk(std::span<const std::uint8_t>(buffer.data(), chunk.size), owner_.settings_.chunk_size);
+  {
+    std::lock_guard lock(mutex_);
+    chunk.ref = ChunkRef{h.root, h.piece_sha1, chunk.size};
+    chunk.padded_sha1 = h.padded_sha1;
+    chunk.hashed = true;
+    ++hashed_count_;
+  }
+  advance_file_hash();
+}
+
+void Download::advance_file_hash() {
+  std::unique_lock lock(mutex_);
+  if (file_hashing_) return;
+  file_hashing_ = true;
+  while (file_hashed_ < chunk_count_ && state() == State::running) {
+    auto& chunk = chunks_[file_hashed_];
+    if (chunk.filled.load(std::memory_order_acquire) != chunk.size) break;
+    lock.unlock();
+    auto& buffer = thread_buffer(chunk.size);
+    bool ok = read_fully(chunk.fd, buffer.data(), chunk.size, 0);
+    if (ok) file_hasher_->update(std::span<const std::uint8_t>(buffer.data(), chunk.size));
+    lock.lock();
+    if (!ok) {
+      file_hashing_ = false;
+      lock.unlock();
+      fail("cannot read back a staged chunk");
+      return;
+    }
+    ++file_hashed_;
+  }
+  file_hashing_ = false;
+  lock.unlock();
+  maybe_finalize();
+}
+
+void Download::maybe_finalize() {
+  {
+    std::lock_guard lock(mutex_);
+    if (state() != State::running || finalizing_ || hashed_count_ != chunk_count_ || file_hashed_ != chunk_count_) {
+      return;
+    }
+    finalizing_ = true;
+  }
+  finalize();
+}
+
+void Download::finalize() {
+  const std::string actual = file_hasher_->finish();
+  if (actual != source_.etag) {
+    fail("content hash mismatch: expected " + source_.etag + ", upstream sent " + actual);
+    return;
+  }
+  BlobEntry blob;
+  blob.etag = source_.etag;
+  blob.lfs = source_.lfs;
+  blob.size = source_.size;
+  blob.chunk_size = owner_.settings_.chunk_size;
+  std::vector<FileClaim> claims;
+  try {
+    for (std::size_t i = 0; i < chunk_count_; ++i) {
+      if (::fdatasync(chunks_[i].fd) != 0) throw std::runtime_error(std::strerror(errno));
+    }
+    for (std::size_t i = 0; i < chunk_count_; ++i) {
+      owner_.store_.adopt(staging_ / std::to_string(i), chunks_[i].ref.id);
+      blob.chunks.push_back(chunks_[i].ref);
+    }
+    if (chunk_count_ > 0) blob.last_padded_sha1 = chunks_[chunk_count_ - 1].padded_sha1;
+    {
+      std::lock_guard lock(mutex_);
+      claims = claims_;
+    }
+    std::vector<Index::FileRef> refs;
+    for (const auto& c : claims) refs.push_back({c.repo, c.commit, c.path});
+    owner_.index_.commit_blob(blob, refs);
+  } catch (const std::exception& e) {
+    fail(std::string("cannot store the file: ") + e.what());
+    return;
+  }
+  state_.store(State::complete, std::memory_order_release);
+  ++owner_.counters_.completed;
+  spdlog::info("cached {} ({} bytes, {} chunks)", source_.etag, source_.size, chunk_count_);
+  wake_.notify_all();
+  owner_.finished(*this);
+  notify();
+}
+
+void Download::fail(const std::string& why) {
+  {
+    std::lock_guard lock(mutex_);
+    if (state() != State::running) return;
+    error_ = why;
+    state_.store(State::failed, std::memory_order_release);
+  }
+  ++owner_.counters_.failed;
+  spdlog::error("download {} failed: {}", source_.etag, why);
+  wake_.notify_all();
+  owner_.finished(*this);
+  notify();
+}
+
+Downloads::Downloads(ChunkStore& store, Index& index, Upstream& upstream, asio::thread_pool& workers,
+                     DownloadSettings settings, unsigned max_connections)
+    : store_(store),
+      index_(index),
+      upstream_(upstream),
+      workers_(workers),
+      connections_(max_connections),
+      settings_(settings) {}
+
+Downloads::~Downloads() { shutdown(); }
+
+std::shared_ptr<Download> Downloads::get_or_start(const BlobSource& source, const FileClaim& claim) {
+  std::shared_ptr<Download> download;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = running_.find(source.etag); it != running_.end()) {
+      it->second->add_claim(claim);
+      return it->second;
+    }
+    // A download that finished between the caller's index lookup and now has committed its blob.
+    if (index_.get_blob(source.etag)) return nullptr;
+    if (stopping_) return nullptr;
+    download = std::make_shared<Download>(*this, source, claim);
+    running_.emplace(source.etag, download);
+  }
+  download->start();
+  return download;
+}
+
+std::shared_ptr<Download> Downloads::find(const std::string& etag) {
+  std::lock_guard lock(mutex_);
+  auto it = running_.find(etag);
+  return it == running_.end() ? nullptr : it->second;
+}
+
+void Downloads::finished(const Download& download) {
+  std::lock_guard lock(mutex_);
+  if (auto it = running_.find(download.etag()); it != running_.end() && it->second.get() == &download) {
+    running_.erase(it);
+  }
+}
+
+void Downloads::shutdown() {
+  if (stopping_.exchange(true)) return;
+  std::vector<std::shared_ptr<Download>> all;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [_, d] : running_) all.push_back(d);
+  }
+  for (auto& d : all) d->wake_.notify_all();
+  connections_.join();
+}
+
+}  // namespace inferllama::cache

@@ -1,0 +1,182 @@
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "inferllama/asio.hpp"
+#include "inferllama/chunk_store.hpp"
+#include "inferllama/index.hpp"
+#include "inferllama/upstream.hpp"
+
+namespace inferllama::cache {
+
+// A path in a repo at a commit that wants a blob: committed with it so the path resolves as cached.
+struct FileClaim {
+  RepoId repo;
+  std::string commit;
+  std::string path;
+};
+
+// Where a blob's bytes come from and what they must hash to.
+struct BlobSource {
+  std::string url;       // the CDN's signed URL for LFS files, the Hub's resolve URL for regular ones
+  HeaderList headers;    // credentials, only for a URL on the Hub's own origin
+  std::string etag;      // SHA-256 (LFS) or git blob SHA-1 (regular), lower-case hex
+  bool lfs = false;
+  std::uint64_t size = 0;
+  std::function<std::optional<std::string>()> refresh_url;  // a fresh signed URL when one expired
+};
+
+struct DownloadSettings {
+  std::uint32_t chunk_size = 4u << 20;
+  unsigned connections = 4;
+  std::uint64_t parallel_threshold = 32u << 20;
+  unsigned retries = 5;
+  std::chrono::milliseconds backoff{200};
+};
+
+// Told (from any thread) that a download made progress or ended; must not block.
+class ProgressListener {
+ public:
+  virtual ~ProgressListener() = default;
+  virtual void on_progress() = 0;
+};
+
+struct DownloadCounters {
+  std::atomic<std::uint64_t> upstream_bytes{0};
+  std::atomic<std::uint64_t> started{0};
+  std::atomic<std::uint64_t> completed{0};
+  std::atomic<std::uint64_t> failed{0};
+  std::atomic<std::uint64_t> retries{0};
+};
+
+class Downloads;
+
+// One file being fetched from upstream, shared by every request that wants it (single flight).
+// Bytes land in staged chunk files as they arrive; readers follow each chunk's fill level. Chunks are
+// hashed on the worker pool as they fill, the whole file in order; when the file matches its etag the
+// chunks move to their content addresses and one index write makes the file visible.
+class Download : public std::enable_shared_from_this<Download> {
+ public:
+  enum class State { running, complete, failed };
+
+  Download(Downloads& owner, BlobSource source, FileClaim claim);
+  ~Download();
+  Download(const Download&) = delete;
+  Download& operator=(const Download&) = delete;
+
+  std::uint64_t size() const { return source_.size; }
+  const std::string& etag() const { return source_.etag; }
+  bool lfs() const { return source_.lfs; }
+  State state() const { return state_.load(std::memory_order_acquire); }
+  std::string error() const;
+
+  // Bytes readable from `offset` without waiting. The file's last byte is held back until the whole
+  // file has been verified, so a reader never sees a complete-looking body that failed its hash.
+  std::uint64_t readable(std::uint64_t offset) const;
+  // Descriptor of the staged chunk holding `offset` and the offset within it; valid while this lives.
+  std::pair<int, std::uint64_t> locate(std::uint64_t offset) const;
+  // Fetch the bytes at `offset` next (a Range request landing in the middle of the file).
+  void prioritize(std::uint64_t offset);
+
+  void subscribe(const std::shared_ptr<ProgressListener>& listener);
+  void add_claim(FileClaim claim);
+
+ private:
+  friend class Downloads;
+  struct Chunk {
+    std::uint64_t start = 0;
+    std::uint32_t size = 0;
+    std::atomic<std::uint32_t> filled{0};
+    int fd = -1;
+    bool hashed = false;
+    ChunkRef ref;
+    Sha1 padded_sha1;
+  };
+  struct Segment {
+    std::uint64_t next = 0;
+    std::uint64_t end = 0;
+    bool active = false;
+  };
+
+  void start();
+  void run_connection();
+  int claim_segment();
+  void fetch_segment(int segment);
+  std::size_t write_body(int segment, std::span<const char> bytes);
+  int chunk_fd_locked(std::size_t index);
+  void hash_chunk_job(std::size_t index);
+  void advance_file_hash();
+  void maybe_finalize();
+  void finalize();
+  void fail(const std::string& why);
+  void notify();
+  bool wait_backoff(unsigned attempt);
+  void spawn_connection_locked();
+
+  Downloads& owner_;
+  BlobSource source_;
+  std::vector<FileClaim> claims_;
+  std::filesystem::path staging_;
+  std::size_t chunk_count_ = 0;
+  std::unique_ptr<Chunk[]> chunks_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::vector<Segment> segments_;
+  unsigned connections_ = 0;
+  std::size_t hashed_count_ = 0;
+  std::size_t file_hashed_ = 0;  // chunks fed to the whole-file hash, in order
+  bool file_hashing_ = false;
+  bool finalizing_ = false;
+  std::string error_;
+  std::vector<std::weak_ptr<ProgressListener>> listeners_;
+  std::atomic<State> state_{State::running};
+  std::string url_;
+
+  struct FileHasher;
+  std::unique_ptr<FileHasher> file_hasher_;
+};
+
+// The registry of running downloads, with the pools they run on.
+class Downloads {
+ public:
+  Downloads(ChunkStore& store, Index& index, Upstream& upstream, asio::thread_pool& workers,
+            DownloadSettings settings, unsigned max_connections = 64);
+  ~Downloads();
+
+  // The running download of `source.etag`, or a new one; nullptr if the blob is already stored.
+  std::shared_ptr<Download> get_or_start(const BlobSource& source, const FileClaim& claim);
+  std::shared_ptr<Download> find(const std::string& etag);
+
+  // Stops every download (they fail with "shutting down") and waits for their connections.
+  void shutdown();
+
+  const DownloadSettings& settings() const { return settings_; }
+  DownloadCounters& counters() { return counters_; }
+
+ private:
+  friend class Download;
+  void finished(const Download& download);
+
+  ChunkStore& store_;
+  Index& index_;
+  Upstream& upstream_;
+  asio::thread_pool& workers_;
+  asio::thread_pool connections_;
+  DownloadSettings settings_;
+  DownloadCounters counters_;
+  std::mutex mutex_;
+  std::map<std::string, std::shared_ptr<Download>> running_;
+  std::atomic<bool> stopping_{false};
+};
+
+}  // namespace inferllama::cache

@@ -1,0 +1,64 @@
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+
+#include "inferllama/digest.hpp"
+
+namespace inferllama::cache {
+
+// Streaming hashers over OpenSSL's EVP (SHA-NI where the CPU has it).
+class Sha256Stream {
+ public:
+  Sha256Stream();
+  ~Sha256Stream();
+  Sha256Stream(const Sha256Stream&) = delete;
+  Sha256Stream& operator=(const Sha256Stream&) = delete;
+  void update(std::span<const std::uint8_t> bytes);
+  void update(std::string_view text);
+  Sha256 finish();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+class Sha1Stream {
+ public:
+  Sha1Stream();
+  ~Sha1Stream();
+  Sha1Stream(const Sha1Stream&) = delete;
+  Sha1Stream& operator=(const Sha1Stream&) = delete;
+  void update(std::span<const std::uint8_t> bytes);
+  void update(std::string_view text);
+  Sha1 finish();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+Sha256 sha256(std::span<const std::uint8_t> bytes);
+Sha1 sha1(std::span<const std::uint8_t> bytes);
+
+// Git names a regular file by the SHA-1 of "blob <size>\0" followed by its bytes; the Hub's ETag for
+// non-LFS files is that name. Start the stream with this header, then feed the bytes.
+void start_git_blob(Sha1Stream& stream, std::uint64_t size);
+
+// BitTorrent v2 (BEP 52) hashes 16 KiB blocks into a SHA-256 merkle tree. A chunk's content address is
+// the root of its blocks' subtree, padded with zero leaves to a full piece: the same value a v2 torrent
+// carries in its piece layer, so one SHA-256 pass names the chunk and serves BitTorrent.
+inline constexpr std::size_t kMerkleBlock = 16 * 1024;
+Sha256 piece_root(std::span<const std::uint8_t> chunk, std::size_t piece_size);
+
+// Hashes one chunk for storage and BitTorrent v1: its address, its SHA-1 piece hash, and for a short
+// final chunk also the SHA-1 of the chunk padded with zeros to a full piece (BEP 47 pad files).
+struct ChunkHashes {
+  Sha256 root;
+  Sha1 piece_sha1;
+  Sha1 padded_sha1;
+};
+ChunkHashes hash_chunk(std::span<const std::uint8_t> chunk, std::size_t piece_size);
+
+}  // namespace inferllama::cache

@@ -1,0 +1,256 @@
+// RocksDB index: one column family per kind of record, so each can be scanned and tuned on its own.
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/write_batch.h>
+
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+
+#include "inferllama/index.hpp"
+
+namespace inferllama {
+namespace {
+
+enum Family : std::size_t { kDefault, kRefs, kMeta, kFiles, kBlobs, kChunks, kFamilyCount };
+constexpr const char* kFamilyNames[kFamilyCount] = {"default", "refs", "meta", "files", "blobs", "chunks"};
+
+// Compact binary records: the hit path decodes a blob entry on every request.
+class Writer {
+ public:
+  void u8(std::uint8_t v) { out_.push_back(static_cast<char>(v)); }
+  void u32(std::uint32_t v) { out_.append(reinterpret_cast<const char*>(&v), sizeof v); }
+  void u64(std::uint64_t v) { out_.append(reinterpret_cast<const char*>(&v), sizeof v); }
+  void i64(std::int64_t v) { out_.append(reinterpret_cast<const char*>(&v), sizeof v); }
+  void str(std::string_view s) {
+    u32(static_cast<std::uint32_t>(s.size()));
+    out_.append(s);
+  }
+  void raw(std::string_view s) { out_.append(s); }
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+class Reader {
+ public:
+  explicit Reader(std::string_view in) : in_(in) {}
+  template <class T>
+  T num() {
+    T v{};
+    need(sizeof v);
+    std::memcpy(&v, in_.data(), sizeof v);
+    in_.remove_prefix(sizeof v);
+    return v;
+  }
+  std::string str() {
+    auto n = num<std::uint32_t>();
+    return std::string(raw(n));
+  }
+  std::string_view raw(std::size_t n) {
+    need(n);
+    auto v = in_.substr(0, n);
+    in_.remove_prefix(n);
+    return v;
+  }
+
+ private:
+  void need(std::size_t n) const {
+    if (in_.size() < n) throw std::runtime_error("corrupt index record");
+  }
+  std::string_view in_;
+};
+
+std::string encode(const FileEntry& f) {
+  Writer w;
+  w.str(f.etag);
+  w.u8(f.lfs ? 1 : 0);
+  w.u64(f.size);
+  return w.take();
+}
+
+FileEntry decode_file(std::string_view v) {
+  Reader r(v);
+  FileEntry f;
+  f.etag = r.str();
+  f.lfs = r.num<std::uint8_t>() != 0;
+  f.size = r.num<std::uint64_t>();
+  return f;
+}
+
+std::string encode(const BlobEntry& b) {
+  Writer w;
+  w.str(b.etag);
+  w.u8(b.lfs ? 1 : 0);
+  w.u64(b.size);
+  w.u32(b.chunk_size);
+  w.raw(b.last_padded_sha1.raw());
+  w.u32(static_cast<std::uint32_t>(b.chunks.size()));
+  for (const auto& c : b.chunks) {
+    w.raw(c.id.raw());
+    w.raw(c.piece_sha1.raw());
+    w.u32(c.size);
+  }
+  return w.take();
+}
+
+BlobEntry decode_blob(std::string_view v) {
+  Reader r(v);
+  BlobEntry b;
+  b.etag = r.str();
+  b.lfs = r.num<std::uint8_t>() != 0;
+  b.size = r.num<std::uint64_t>();
+  b.chunk_size = r.num<std::uint32_t>();
+  b.last_padded_sha1 = *Sha1::from_raw(r.raw(Sha1::size));
+  auto n = r.num<std::uint32_t>();
+  b.chunks.resize(n);
+  for (auto& c : b.chunks) {
+    c.id = *Sha256::from_raw(r.raw(Sha256::size));
+    c.piece_sha1 = *Sha1::from_raw(r.raw(Sha1::size));
+    c.size = r.num<std::uint32_t>();
+  }
+  return b;
+}
+
+std::string ref_key(const RepoId& repo, const std::string& rev) { return repo.key() + '\0' + rev; }
+std::string file_key(const RepoId& repo, const std::string& commit, const std::string& path) {
+  return repo.key() + '@' + commit + '\0' + path;
+}
+
+void check(const rocksdb::Status& s, const char* what) {
+  if (!s.ok()) throw std::runtime_error(std::string(what) + ": " + s.ToString());
+}
+
+class RocksIndex final : public Index {
+ public:
+  RocksIndex(const std::filesystem::path& dir, bool read_only) {
+    rocksdb::DBOptions options;
+    options.create_if_missing = true;
+    options.create_missing_column_families = true;
+    options.IncreaseParallelism(2);
+    options.max_open_files = 256;
+    std::vector<rocksdb::ColumnFamilyDescriptor> families;
+    for (const char* name : kFamilyNames) {
+      rocksdb::ColumnFamilyOptions cf;
+      cf.OptimizeForPointLookup(16);
+      families.emplace_back(name, cf);
+    }
+    rocksdb::DB* db = nullptr;
+    std::filesystem::create_directories(dir);
+    auto status = read_only ? rocksdb::DB::OpenForReadOnly(options, dir.string(), families, &handles_, &db)
+                            : rocksdb::DB::Open(options, dir.string(), families, &handles_, &db);
+    check(status, ("cannot open the index at " + dir.string()).c_str());
+    db_.reset(db);
+  }
+  ~RocksIndex() override {
+    for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+  }
+
+  std::optional<RefEntry> get_ref(const RepoId& repo, const std::string& rev) override {
+    auto v = get(kRefs, ref_key(repo, rev));
+    if (!v) return std::nullopt;
+    Reader r(*v);
+    RefEntry e;
+    e.commit = r.str();
+    e.fetched_at_ms = r.num<std::int64_t>();
+    return e;
+  }
+  void put_ref(const RepoId& repo, const std::string& rev, const RefEntry& ref) override {
+    Writer w;
+    w.str(ref.commit);
+    w.i64(ref.fetched_at_ms);
+    put(kRefs, ref_key(repo, rev), w.take());
+  }
+
+  std::optional<std::string> get_meta(const std::string& key) override { return get(kMeta, key); }
+  void put_meta(const std::string& key, const std::string& value) override { put(kMeta, key, value); }
+
+  std::optional<FileEntry> get_file(const RepoId& repo, const std::string& commit,
+                                    const std::string& path) override {
+    auto v = get(kFiles, file_key(repo, commit, path));
+    if (!v) return std::nullopt;
+    return decode_file(*v);
+  }
+  void put_file(const RepoId& repo, const std::string& commit, const std::string& path,
+                const FileEntry& file) override {
+    put(kFiles, file_key(repo, commit, path), encode(file));
+  }
+
+  std::optional<BlobEntry> get_blob(const std::string& etag) override {
+    auto v = get(kBlobs, etag);
+    if (!v) return std::nullopt;
+    return decode_blob(*v);
+  }
+
+  void commit_blob(const BlobEntry& blob, const std::vector<FileRef>& files) override {
+    // Reference counts are read-modify-write: one committer at a time.
+    std::lock_guard lock(commit_mutex_);
+    rocksdb::WriteBatch batch;
+    if (!get(kBlobs, blob.etag)) {
+      batch.Put(handles_[kBlobs], blob.etag, encode(blob));
+      std::map<std::string, std::uint64_t> increments;
+      for (const auto& c : blob.chunks) ++increments[std::string(c.id.raw())];
+      for (const auto& [id, n] : increments) {
+        std::uint64_t count = n;
+        if (auto old = get(kChunks, id)) count += Reader(*old).num<std::uint64_t>();
+        Writer w;
+        w.u64(count);
+        batch.Put(handles_[kChunks], id, w.take());
+      }
+    }
+    for (const auto& f : files) {
+      batch.Put(handles_[kFiles], file_key(f.repo, f.commit, f.path), encode(FileEntry{blob.etag, blob.lfs, blob.size}));
+    }
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    check(db_->Write(wo, &batch), "index commit");
+  }
+
+  std::uint64_t chunk_refcount(const Sha256& chunk) override {
+    auto v = get(kChunks, std::string(chunk.raw()));
+    return v ? Reader(*v).num<std::uint64_t>() : 0;
+  }
+
+  void list_files(const std::function<void(const ListedFile&)>& visit) override {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handles_[kFiles]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      auto key = it->key().ToStringView();
+      auto at = key.find('@');
+      auto nul = key.find('\0');
+      if (at == std::string_view::npos || nul == std::string_view::npos || nul < at) continue;
+      ListedFile f;
+      f.repo_key = std::string(key.substr(0, at));
+      f.commit = std::string(key.substr(at + 1, nul - at - 1));
+      f.path = std::string(key.substr(nul + 1));
+      f.file = decode_file(it->value().ToStringView());
+      f.cached = get(kBlobs, f.file.etag).has_value();
+      visit(f);
+    }
+  }
+
+ private:
+  std::optional<std::string> get(Family family, const std::string& key) {
+    std::string value;
+    auto s = db_->Get(rocksdb::ReadOptions(), handles_[family], key, &value);
+    if (s.IsNotFound()) return std::nullopt;
+    check(s, "index read");
+    return value;
+  }
+  void put(Family family, const std::string& key, const std::string& value) {
+    check(db_->Put(rocksdb::WriteOptions(), handles_[family], key, value), "index write");
+  }
+
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::mutex commit_mutex_;
+};
+
+}  // namespace
+
+std::unique_ptr<Index> open_rocksdb_index(const std::filesystem::path& dir, bool read_only) {
+  return std::make_unique<RocksIndex>(dir, read_only);
+}
+
+}  // namespace inferllama

@@ -1,0 +1,645 @@
+#include "inferllama/config.hpp"
+
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <sstream>
+#include <system_error>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace inferllama {
+namespace {
+
+__extension__ typedef unsigned __int128 u128;
+
+constexpr std::uint64_t kU64Max = std::numeric_limits<std::uint64_t>::max();
+
+char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+std::string to_lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = lower(c);
+  return out;
+}
+
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+bool is_space(char c) { return c == ' ' || c == '\t'; }
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+std::string quote_text(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[(static_cast<unsigned char>(c) >> 4) & 0xf];
+      out += kHex[static_cast<unsigned char>(c) & 0xf];
+    } else {
+      out += c;
+    }
+  }
+  out += '"';
+  return out;
+}
+
+// ---- numbers with an optional fraction and unit ------------------------------------------------
+
+struct Decimal {
+  std::uint64_t whole = 0;
+  std::uint64_t frac = 0;       // digits after the point, as an integer
+  std::uint64_t frac_scale = 1; // 10^(number of fraction digits)
+};
+
+// Reads [0-9]+(\.[0-9]+)? from the front of `s`; returns false when no digits are there.
+bool read_decimal(std::string_view& s, Decimal& d, std::string_view original, std::string_view what) {
+  std::size_t i = 0;
+  if (i >= s.size() || !is_digit(s[i])) return false;
+  for (; i < s.size() && is_digit(s[i]); ++i) {
+    if (__builtin_mul_overflow(d.whole, 10u, &d.whole) ||
+        __builtin_add_overflow(d.whole, static_cast<std::uint64_t>(s[i] - '0'), &d.whole))
+      throw ConfigError("invalid " + std::string(what) + " " + quote_text(original) + ": number too large");
+  }
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    if (i >= s.size() || !is_digit(s[i]))
+      throw ConfigError("invalid " + std::string(what) + " " + quote_text(original) + ": expected digits after '.'");
+    for (; i < s.size() && is_digit(s[i]); ++i) {
+      if (d.frac_scale >= 1'000'000'000'000'000'000ull)
+        throw ConfigError("invalid " + std::string(what) + " " + quote_text(original) + ": too many decimals");
+      d.frac = d.frac * 10 + static_cast<std::uint64_t>(s[i] - '0');
+      d.frac_scale *= 10;
+    }
+  }
+  s.remove_prefix(i);
+  return true;
+}
+
+// d * factor, exactly; throws when it is not whole or does not fit.
+std::uint64_t scale(const Decimal& d, std::uint64_t factor, std::string_view original, std::string_view what,
+                    std::string_view unit_name) {
+  u128 whole = static_cast<u128>(d.whole) * factor;
+  u128 frac = static_cast<u128>(d.frac) * factor;
+  if (frac % d.frac_scale != 0)
+    throw ConfigError("invalid " + std::string(what) + " " + quote_text(original) + ": not a whole number of " +
+                      std::string(unit_name));
+  u128 total = whole + frac / d.frac_scale;
+  if (total > kU64Max) throw ConfigError("invalid " + std::string(what) + " " + quote_text(original) + ": too large");
+  return static_cast<std::uint64_t>(total);
+}
+
+std::string_view read_unit(std::string_view& s) {
+  std::size_t i = 0;
+  while (i < s.size() && is_alpha(s[i])) ++i;
+  std::string_view unit = s.substr(0, i);
+  s.remove_prefix(i);
+  return unit;
+}
+
+// ---- validators ---------------------------------------------------------------------------------
+
+std::string validate_listen(std::string_view s) {
+  const std::string_view hint = " (expected HOST:PORT, e.g. 0.0.0.0:8080 or [::1]:8080)";
+  std::string_view host;
+  std::string_view port;
+  if (!s.empty() && s.front() == '[') {
+    const auto close = s.find(']');
+    if (close == std::string_view::npos) throw ConfigError(quote_text(s) + ": missing ']'" + std::string(hint));
+    host = s.substr(1, close - 1);
+    if (close + 1 >= s.size() || s[close + 1] != ':')
+      throw ConfigError(quote_text(s) + ": missing ':PORT' after ']'" + std::string(hint));
+    port = s.substr(close + 2);
+    if (host.find(':') == std::string_view::npos)
+      throw ConfigError(quote_text(s) + ": brackets are for IPv6 addresses" + std::string(hint));
+    for (char c : host) {
+      const bool ok = is_digit(c) || (lower(c) >= 'a' && lower(c) <= 'f') || c == ':' || c == '.' || c == '%' ||
+                      is_alpha(c) || c == '_' || c == '-';  // letters/_/- for a %zone suffix
+      if (!ok) throw ConfigError(quote_text(s) + ": invalid character in IPv6 address" + std::string(hint));
+    }
+  } else {
+    const auto colon = s.rfind(':');
+    if (colon == std::string_view::npos) throw ConfigError(quote_text(s) + ": missing ':PORT'" + std::string(hint));
+    host = s.substr(0, colon);
+    port = s.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos)
+      throw ConfigError(quote_text(s) + ": an IPv6 address needs brackets" + std::string(hint));
+    for (char c : host) {
+      if (!(is_digit(c) || is_alpha(c) || c == '.' || c == '-' || c == '_'))
+        throw ConfigError(quote_text(s) + ": invalid character in host" + std::string(hint));
+    }
+  }
+  if (host.empty()) throw ConfigError(quote_text(s) + ": empty host (use 0.0.0.0 for all interfaces)" + std::string(hint));
+  if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), is_digit))
+    throw ConfigError(quote_text(s) + ": port must be a number 0..65535" + std::string(hint));
+  unsigned long p = std::stoul(std::string(port));
+  if (p > 65535) throw ConfigError(quote_text(s) + ": port must be 0..65535");
+  return std::string(s);
+}
+
+// http(s)://HOST[:PORT][/path]; strips one trailing '/'; scheme normalised to lower case.
+std::string validate_url(std::string_view s) {
+  std::string out(s);
+  std::size_t scheme_len = 0;
+  const std::string low = to_lower(s.substr(0, 8));
+  if (low.starts_with("https://")) {
+    scheme_len = 8;
+  } else if (low.starts_with("http://")) {
+    scheme_len = 7;
+  } else {
+    throw ConfigError(quote_text(s) + ": must start with http:// or https://");
+  }
+  for (std::size_t i = 0; i < scheme_len; ++i) out[i] = lower(out[i]);
+  for (char c : s) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f)
+      throw ConfigError(quote_text(s) + ": URL must not contain spaces or control characters");
+    if (c == '?' || c == '#') throw ConfigError(quote_text(s) + ": URL must not have a query or fragment");
+  }
+  const std::string_view rest = std::string_view(out).substr(scheme_len);
+  const std::string_view authority = rest.substr(0, rest.find('/'));
+  const std::string_view host = authority.substr(authority.rfind('@') == std::string_view::npos
+                                                     ? 0
+                                                     : authority.rfind('@') + 1);
+  if (host.empty() || host.front() == ':') throw ConfigError(quote_text(s) + ": URL has no host");
+  if (out.ends_with('/')) out.pop_back();
+  return out;
+}
+
+// ---- one value from one source ------------------------------------------------------------------
+
+struct OtherType {
+  std::string type_name;
+};
+using RawValue = std::variant<std::string, std::int64_t, OtherType>;
+
+struct Input {
+  std::string_view key;
+  std::string origin;  // "flag --x", "environment variable INFERLLAMA_X", "config file F line N"
+  RawValue value;
+  bool secret = false;
+
+  [[noreturn]] void fail(std::string_view reason) const {
+    throw ConfigError("invalid " + std::string(key) + " (from " + origin + "): " + std::string(reason));
+  }
+
+  std::string type_name() const {
+    if (std::holds_alternative<std::string>(value)) return "string";
+    if (std::holds_alternative<std::int64_t>(value)) return "integer";
+    return std::get<OtherType>(value).type_name;
+  }
+
+  const std::string& text() const {
+    if (const auto* s = std::get_if<std::string>(&value)) return *s;
+    fail("expected a string, got " + type_name());
+  }
+
+  template <typename F>
+  auto checked(F&& f) const -> decltype(f()) {
+    try {
+      return f();
+    } catch (const ConfigError& e) {
+      if (secret) fail("rejected (value not shown)");
+      fail(e.what());
+    }
+  }
+
+  std::uint64_t integer(std::uint64_t min, std::uint64_t max) const {
+    std::uint64_t v = 0;
+    if (const auto* i = std::get_if<std::int64_t>(&value)) {
+      if (*i < 0) fail(std::to_string(*i) + " is negative");
+      v = static_cast<std::uint64_t>(*i);
+    } else if (const auto* s = std::get_if<std::string>(&value)) {
+      const std::string_view t = trim(*s);
+      if (t.empty() || !std::all_of(t.begin(), t.end(), is_digit)) fail(quote_text(*s) + " is not a whole number");
+      v = 0;
+      for (char c : t) {
+        if (__builtin_mul_overflow(v, 10u, &v) || __builtin_add_overflow(v, static_cast<std::uint64_t>(c - '0'), &v))
+          fail(quote_text(*s) + " is too large");
+      }
+    } else {
+      fail("expected an integer, got " + type_name());
+    }
+    if (v < min || v > max)
+      fail(std::to_string(v) + " is out of range " + std::to_string(min) + ".." + std::to_string(max));
+    return v;
+  }
+
+  std::uint64_t size() const {
+    if (const auto* i = std::get_if<std::int64_t>(&value)) {
+      if (*i < 0) fail(std::to_string(*i) + " is negative");
+      return static_cast<std::uint64_t>(*i);
+    }
+    if (const auto* s = std::get_if<std::string>(&value)) return checked([&] { return parse_size(*s); });
+    fail("expected a size (integer bytes or a string like \"4MiB\"), got " + type_name());
+  }
+
+  std::chrono::milliseconds duration() const {
+    if (const auto* i = std::get_if<std::int64_t>(&value)) {
+      if (*i < 0) fail(std::to_string(*i) + " is negative");
+      if (*i > std::numeric_limits<std::int64_t>::max() / 1000) fail(std::to_string(*i) + " is too large");
+      return std::chrono::seconds(*i);
+    }
+    if (const auto* s = std::get_if<std::string>(&value)) return checked([&] { return parse_duration(*s); });
+    fail("expected a duration (integer seconds or a string like \"30s\"), got " + type_name());
+  }
+
+  std::chrono::seconds whole_seconds(std::int64_t min, std::int64_t max) const {
+    const auto ms = duration();
+    if (ms.count() % 1000 != 0) fail(std::to_string(ms.count()) + "ms is not a whole number of seconds");
+    const auto s = std::chrono::duration_cast<std::chrono::seconds>(ms);
+    if (s.count() < min || s.count() > max)
+      fail(std::to_string(s.count()) + "s is out of range " + std::to_string(min) + "s.." + std::to_string(max) + "s");
+    return s;
+  }
+};
+
+// ---- the table ----------------------------------------------------------------------------------
+
+using Apply = void (*)(Config&, const Input&);
+
+struct KeySpec {
+  ConfigKey key;
+  Apply apply;
+  bool secret = false;
+};
+
+constexpr std::int64_t kMaxSeconds = std::numeric_limits<std::int64_t>::max() / 1000;
+
+constexpr KeySpec kSpecs[] = {
+    {{"listen", "--listen", "INFERLLAMA_LISTEN",
+      "HOST:PORT of the plain HTTP listener ([::1]:8080 for IPv6; port 0 = any free port)", "0.0.0.0:8080"},
+     [](Config& c, const Input& in) { c.listen = in.checked([&] { return validate_listen(in.text()); }); }},
+    {{"data_dir", "--data-dir", "INFERLLAMA_DATA_DIR",
+      "Directory for the chunk store and the RocksDB index (a relative path is used as given)", "./data"},
+     [](Config& c, const Input& in) {
+       if (in.text().empty()) in.fail("must not be empty");
+       c.data_dir = in.text();
+     }},
+    {{"upstream", "--upstream", "INFERLLAMA_UPSTREAM",
+      "Base URL to fetch from: the HuggingFace Hub or a parent InferLlama node (http:// or https://)",
+      "https://huggingface.co"},
+     [](Config& c, const Input& in) { c.upstream = in.checked([&] { return validate_url(in.text()); }); }},
+    {{"upstream_token", "--upstream-token", "INFERLLAMA_UPSTREAM_TOKEN",
+      "Bearer token sent upstream; when unset everywhere, the HF_TOKEN environment variable is used", ""},
+     [](Config& c, const Input& in) {
+       for (char ch : in.text()) {
+         if (static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f)
+           in.fail("must not contain spaces or control characters (value not shown)");
+       }
+       c.upstream_token = in.text();
+     },
+     true},
+    {{"public_url", "--public-url", "INFERLLAMA_PUBLIC_URL",
+      "URL this node uses for itself in links (http:// or https://); empty = from the request's Host header", ""},
+     [](Config& c, const Input& in) {
+       c.public_url = in.text().empty() ? std::string() : in.checked([&] { return validate_url(in.text()); });
+     }},
+    {{"log_level", "--log-level", "INFERLLAMA_LOG_LEVEL", "Log level: trace, debug, info, warn, error, critical or off",
+      "info"},
+     [](Config& c, const Input& in) {
+       static constexpr std::string_view kLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+       const std::string level = to_lower(trim(in.text()));
+       if (std::find(std::begin(kLevels), std::end(kLevels), level) == std::end(kLevels))
+         in.fail(quote_text(in.text()) + " is not one of trace, debug, info, warn, error, critical, off");
+       c.log_level = level;
+     }},
+    {{"chunk_size", "--chunk-size", "INFERLLAMA_CHUNK_SIZE",
+      "Size of stored chunks: a power of two from 64KiB to 64MiB", "4MiB"},
+     [](Config& c, const Input& in) {
+       const std::uint64_t v = in.size();
+       if (v < 64 * kKiB || v > 64 * kMiB || (v & (v - 1)) != 0)
+         in.fail(std::to_string(v) + " bytes is not a power of two from 64KiB (65536) to 64MiB (67108864)");
+       c.chunk_size = v;
+     }},
+    {{"upstream_connections", "--upstream-connections", "INFERLLAMA_UPSTREAM_CONNECTIONS",
+      "Parallel Range connections per large file, 1..32", "4"},
+     [](Config& c, const Input& in) { c.upstream_connections = static_cast<unsigned>(in.integer(1, 32)); }},
+    {{"parallel_threshold", "--parallel-threshold", "INFERLLAMA_PARALLEL_THRESHOLD",
+      "Files at least this large are fetched with parallel Range connections", "32MiB"},
+     [](Config& c, const Input& in) { c.parallel_threshold = in.size(); }},
+    {{"upstream_retries", "--upstream-retries", "INFERLLAMA_UPSTREAM_RETRIES",
+      "Retries per broken upstream connection, 0..100", "5"},
+     [](Config& c, const Input& in) { c.upstream_retries = static_cast<unsigned>(in.integer(0, 100)); }},
+    {{"upstream_timeout", "--upstream-timeout", "INFERLLAMA_UPSTREAM_TIMEOUT",
+      "Upstream connect and stall timeout (e.g. 30s, 500ms; a bare number is seconds), greater than 0", "30s"},
+     [](Config& c, const Input& in) {
+       const auto v = in.duration();
+       if (v.count() <= 0) in.fail("must be greater than 0");
+       c.upstream_timeout = v;
+     }},
+    {{"ref_ttl", "--ref-ttl", "INFERLLAMA_REF_TTL",
+      "How long a branch/tag -> commit resolution is cached, whole seconds (0 = always ask upstream)", "60s"},
+     [](Config& c, const Input& in) { c.ref_ttl = in.whole_seconds(0, kMaxSeconds); }},
+    {{"access_ttl", "--access-ttl", "INFERLLAMA_ACCESS_TTL",
+      "How long a gated/private repository access decision is cached, 1s..60s", "60s"},
+     [](Config& c, const Input& in) { c.access_ttl = in.whole_seconds(1, 60); }},
+    {{"io_threads", "--io-threads", "INFERLLAMA_IO_THREADS", "Network I/O threads, 0..1024 (0 = number of cores)",
+      "0"},
+     [](Config& c, const Input& in) { c.io_threads = static_cast<unsigned>(in.integer(0, 1024)); }},
+    {{"worker_threads", "--worker-threads", "INFERLLAMA_WORKER_THREADS",
+      "Threads for hashing, disk and RocksDB work, 0..1024 (0 = number of cores)", "0"},
+     [](Config& c, const Input& in) { c.worker_threads = static_cast<unsigned>(in.integer(0, 1024)); }},
+};
+
+constexpr std::size_t kKeyCount = std::size(kSpecs);
+
+constexpr std::array<ConfigKey, kKeyCount> kKeys = [] {
+  std::array<ConfigKey, kKeyCount> keys{};
+  for (std::size_t i = 0; i < kKeyCount; ++i) keys[i] = kSpecs[i].key;
+  return keys;
+}();
+
+// The table's flag and env names are derived from the key; check that at compile time.
+constexpr bool names_consistent() {
+  for (const KeySpec& s : kSpecs) {
+    const auto& k = s.key;
+    if (k.flag.size() != k.name.size() + 2 || k.flag.substr(0, 2) != "--") return false;
+    if (k.env.size() != k.name.size() + 11 || k.env.substr(0, 11) != "INFERLLAMA_") return false;
+    for (std::size_t i = 0; i < k.name.size(); ++i) {
+      const char c = k.name[i];
+      if (k.flag[i + 2] != (c == '_' ? '-' : c)) return false;
+      if (k.env[i + 11] != ((c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c)) return false;
+    }
+  }
+  return true;
+}
+static_assert(names_consistent(), "config key table: flag/env names must be derived from the key name");
+
+const KeySpec* find_spec(std::string_view name) {
+  for (const KeySpec& s : kSpecs)
+    if (s.key.name == name) return &s;
+  return nullptr;
+}
+
+const KeySpec* find_spec_by_env(std::string_view env) {
+  for (const KeySpec& s : kSpecs)
+    if (s.key.env == env) return &s;
+  return nullptr;
+}
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (lower(a[i - 1]) == lower(b[j - 1]) ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+// " (did you mean X?)" for a near miss, else a list of the valid names.
+template <typename Proj>
+std::string suggestion(std::string_view unknown, Proj proj) {
+  std::string_view best;
+  std::size_t best_d = 3;  // at most 2 edits away
+  for (const KeySpec& s : kSpecs) {
+    const std::size_t d = edit_distance(unknown, proj(s.key));
+    if (d < best_d) {
+      best_d = d;
+      best = proj(s.key);
+    }
+  }
+  if (!best.empty()) return " (did you mean " + std::string(best) + "?)";
+  std::string out = " (known: ";
+  for (std::size_t i = 0; i < kKeyCount; ++i) {
+    if (i) out += ", ";
+    out += proj(kSpecs[i].key);
+  }
+  return out + ")";
+}
+
+struct Applied {
+  std::array<bool, kKeyCount> set{};
+};
+
+void apply(Config& c, Applied& applied, const KeySpec& spec, Input in) {
+  in.secret = spec.secret;
+  spec.apply(c, in);
+  applied.set[static_cast<std::size_t>(&spec - kSpecs)] = true;
+}
+
+// ---- TOML file ----------------------------------------------------------------------------------
+
+std::string read_file(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw ConfigError("cannot read config file " + path.string() + ": is a directory");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int err = errno;
+    throw ConfigError("cannot read config file " + path.string() + ": " +
+                      (err ? std::strerror(err) : "cannot open"));
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) throw ConfigError("cannot read config file " + path.string() + ": read error");
+  return std::move(ss).str();
+}
+
+std::string node_type_name(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::table: return "table";
+    case toml::node_type::array: return "array";
+    case toml::node_type::string: return "string";
+    case toml::node_type::integer: return "integer";
+    case toml::node_type::floating_point: return "floating-point number";
+    case toml::node_type::boolean: return "boolean";
+    case toml::node_type::date: return "date";
+    case toml::node_type::time: return "time";
+    case toml::node_type::date_time: return "date-time";
+    default: return "unknown type";
+  }
+}
+
+void apply_file(Config& c, Applied& applied, const std::filesystem::path& path) {
+  const std::string text = read_file(path);
+  toml::table root;
+  try {
+    root = toml::parse(text, path.string());
+  } catch (const toml::parse_error& e) {
+    const auto& where = e.source().begin;
+    throw ConfigError("TOML syntax error in config file " + path.string() + " line " + std::to_string(where.line) +
+                      " column " + std::to_string(where.column) + ": " + std::string(e.description()));
+  }
+  for (auto&& [key, node] : root) {
+    const std::string origin = "config file " + path.string() + " line " + std::to_string(key.source().begin.line);
+    const KeySpec* spec = find_spec(key.str());
+    if (!spec) {
+      throw ConfigError("unknown key '" + std::string(key.str()) + "' in " + origin +
+                        suggestion(key.str(), [](const ConfigKey& k) { return k.name; }));
+    }
+    RawValue raw;
+    if (const auto* s = node.as_string()) {
+      raw = s->get();
+    } else if (const auto* i = node.as_integer()) {
+      raw = i->get();
+    } else {
+      raw = OtherType{node_type_name(node)};
+    }
+    apply(c, applied, *spec, Input{spec->key.name, origin, std::move(raw)});
+  }
+}
+
+}  // namespace
+
+// ---- public API ---------------------------------------------------------------------------------
+
+std::span<const ConfigKey> config_keys() { return kKeys; }
+
+std::uint64_t parse_size(std::string_view text) {
+  constexpr std::string_view what = "size";
+  std::string_view s = trim(text);
+  Decimal d;
+  if (s.empty()) throw ConfigError("invalid size: empty");
+  if (!read_decimal(s, d, text, what))
+    throw ConfigError("invalid size " + quote_text(text) + ": expected a number with an optional unit, e.g. 4MiB");
+  s = trim(s);
+  const std::string_view unit_text = read_unit(s);
+  if (!s.empty())
+    throw ConfigError("invalid size " + quote_text(text) + ": unexpected " + quote_text(s) + " (units: B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)");
+  const std::string unit = to_lower(unit_text);
+  struct Unit {
+    std::string_view name;
+    std::uint64_t factor;
+  };
+  static constexpr Unit kUnits[] = {
+      {"", 1},           {"b", 1},
+      {"k", kKiB},       {"kib", kKiB},       {"kb", 1000ull},
+      {"m", kMiB},       {"mib", kMiB},       {"mb", 1000'000ull},
+      {"g", kGiB},       {"gib", kGiB},       {"gb", 1000'000'000ull},
+      {"t", 1024 * kGiB}, {"tib", 1024 * kGiB}, {"tb", 1000'000'000'000ull},
+  };
+  for (const Unit& u : kUnits) {
+    if (u.name == unit) return scale(d, u.factor, text, what, "bytes");
+  }
+  throw ConfigError("invalid size " + quote_text(text) + ": unknown unit " + quote_text(unit_text) +
+                    " (units: B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)");
+}
+
+std::chrono::milliseconds parse_duration(std::string_view text) {
+  constexpr std::string_view what = "duration";
+  std::string_view s = trim(text);
+  if (s.empty()) throw ConfigError("invalid duration: empty");
+  struct Unit {
+    std::string_view name;
+    std::uint64_t ms;
+  };
+  static constexpr Unit kUnits[] = {{"ms", 1}, {"s", 1000}, {"m", 60'000}, {"h", 3'600'000}, {"d", 86'400'000}};
+  constexpr std::uint64_t kMax = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  std::uint64_t total = 0;
+  bool first = true;
+  while (!s.empty()) {
+    Decimal d;
+    if (!read_decimal(s, d, text, what))
+      throw ConfigError("invalid duration " + quote_text(text) + ": expected a number with a unit, e.g. 30s, 500ms, 2m, 1h");
+    s = trim(s);
+    const std::string_view unit_text = read_unit(s);
+    s = trim(s);
+    if (unit_text.empty()) {
+      if (!first || !s.empty())
+        throw ConfigError("invalid duration " + quote_text(text) + ": missing unit (ms, s, m, h, d)");
+      const std::uint64_t ms = scale(d, 1000, text, what, "milliseconds");
+      if (ms > kMax) throw ConfigError("invalid duration " + quote_text(text) + ": too large");
+      return std::chrono::milliseconds(static_cast<std::int64_t>(ms));
+    }
+    const std::string unit = to_lower(unit_text);
+    const Unit* found = nullptr;
+    for (const Unit& u : kUnits)
+      if (u.name == unit) found = &u;
+    if (!found)
+      throw ConfigError("invalid duration " + quote_text(text) + ": unknown unit " + quote_text(unit_text) +
+                        " (units: ms, s, m, h, d)");
+    const std::uint64_t part = scale(d, found->ms, text, what, "milliseconds");
+    if (__builtin_add_overflow(total, part, &total) || total > kMax)
+      throw ConfigError("invalid duration " + quote_text(text) + ": too large");
+    first = false;
+  }
+  return std::chrono::milliseconds(static_cast<std::int64_t>(total));
+}
+
+std::map<std::string, std::string> environment_map(char** envp) {
+  std::map<std::string, std::string> out;
+  if (!envp) return out;
+  for (char** p = envp; *p; ++p) {
+    const std::string_view entry(*p);
+    const auto eq = entry.find('=');
+    if (eq == std::string_view::npos || eq == 0) continue;
+    out.emplace(std::string(entry.substr(0, eq)), std::string(entry.substr(eq + 1)));
+  }
+  return out;
+}
+
+Config load_config(const ConfigSources& sources) {
+  Config config;
+  Applied applied;
+
+  // Normalised flags: "--data-dir" / "data-dir" / "data_dir" -> "data_dir".
+  std::map<std::string, std::pair<std::string, std::string>> flags;  // key -> (as given, value)
+  for (const auto& [given, value] : sources.flags) {
+    std::string key = given.starts_with("--") ? given.substr(2) : given;
+    std::replace(key.begin(), key.end(), '-', '_');
+    if (!flags.emplace(key, std::pair{given, value}).second)
+      throw ConfigError("flag " + given + " given twice (also as " + flags[key].first + ")");
+  }
+
+  // 1. The file.
+  std::optional<std::filesystem::path> file = sources.file;
+  if (!file) {
+    if (auto it = flags.find("config"); it != flags.end()) {
+      if (it->second.second.empty()) throw ConfigError("flag --config: empty path");
+      file = it->second.second;
+    } else if (auto env = sources.env.find("INFERLLAMA_CONFIG"); env != sources.env.end() && !env->second.empty()) {
+      file = env->second;
+    }
+  }
+  if (file) apply_file(config, applied, *file);
+
+  // 2. The environment.
+  for (const auto& [name, value] : sources.env) {
+    if (!name.starts_with("INFERLLAMA_") || name == "INFERLLAMA_CONFIG") continue;
+    const KeySpec* spec = find_spec_by_env(name);
+    if (!spec)
+      throw ConfigError("unknown environment variable " + name +
+                        suggestion(name, [](const ConfigKey& k) { return k.env; }));
+    apply(config, applied, *spec, Input{spec->key.name, "environment variable " + name, value});
+  }
+
+  // 3. The command line.
+  for (const auto& [key, given_value] : flags) {
+    if (key == "config") continue;
+    const auto& [given, value] = given_value;
+    const KeySpec* spec = find_spec(key);
+    if (!spec) {
+      std::string flag = "--" + key;
+      std::replace(flag.begin(), flag.end(), '_', '-');
+      throw ConfigError("unknown flag " + flag + suggestion(flag, [](const ConfigKey& k) { return k.flag; }));
+    }
+    apply(config, applied, *spec, Input{spec->key.name, "flag " + std::string(spec->key.flag), value});
+  }
+
+  // 4. HF_TOKEN, only when upstream_token was not given anywhere.
+  const KeySpec* token = find_spec("upstream_token");
+  if (!applied.set[static_cast<std::size_t>(token - kSpecs)]) {
+    if (auto it = sources.env.find("HF_TOKEN"); it != sources.env.end())
+      apply(config, applied, *token, Input{token->key.name, "environment variable HF_TOKEN", it->second});
+  }
+  return config;
+}
+
+}  // namespace inferllama

@@ -1,0 +1,33 @@
+#pragma once
+#include <atomic>
+#include <filesystem>
+
+#include "inferllama/digest.hpp"
+
+namespace inferllama {
+
+// Chunks on disk, one file each at chunks/ab/cd/<sha256>: named by content, so a chunk shared by
+// several files or revisions is stored once, and a read is a sendfile from one file.
+class ChunkStore {
+ public:
+  explicit ChunkStore(std::filesystem::path data_dir);
+
+  std::filesystem::path chunk_path(const Sha256& id) const;
+  bool contains(const Sha256& id) const;
+  int open_chunk(const Sha256& id) const;  // read-only fd, or -1
+
+  // A new, empty folder for one download's chunks while they are fetched and verified.
+  std::filesystem::path make_staging_dir();
+  // Moves a verified staged chunk to its content address (or drops it if that chunk is stored).
+  void adopt(const std::filesystem::path& staged, const Sha256& id);
+
+  const std::filesystem::path& root() const { return root_; }
+
+ private:
+  std::filesystem::path root_;
+  std::filesystem::path chunks_;
+  std::filesystem::path staging_;
+  std::atomic<std::uint64_t> next_staging_{0};
+};
+
+}  // namespace inferllama

@@ -1,0 +1,89 @@
+// Node configuration: defaults < TOML file < INFERLLAMA_* environment < command-line flags.
+//
+// One table (config_keys()) names every setting: its TOML key, its --flag, its INFERLLAMA_* variable,
+// a help line and the default's text. The CLI builds its flags from it, docs quote it, and
+// load_config() validates every value against it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace inferllama {
+
+inline constexpr std::uint64_t kKiB = 1024;
+inline constexpr std::uint64_t kMiB = 1024 * kKiB;
+inline constexpr std::uint64_t kGiB = 1024 * kMiB;
+
+struct Config {
+  std::string listen = "0.0.0.0:8080";               // HOST:PORT of the plain HTTP listener ([::1]:8080 for IPv6)
+  std::filesystem::path data_dir = "./data";         // chunk store + RocksDB index; relative = as given
+  std::string upstream = "https://huggingface.co";   // the Hub, or a parent node (no trailing slash)
+  std::string upstream_token;                        // falls back to HF_TOKEN when unset everywhere
+  std::string public_url;                            // how the node names itself in links; empty = Host header
+  std::string log_level = "info";                    // trace|debug|info|warn|error|critical|off
+  std::uint64_t chunk_size = 4 * kMiB;               // power of two, 64 KiB .. 64 MiB
+  unsigned upstream_connections = 4;                 // parallel Range connections per large file, 1..32
+  std::uint64_t parallel_threshold = 32 * kMiB;      // files at least this large use parallel ranges
+  unsigned upstream_retries = 5;                     // retries per broken connection, 0..100
+  std::chrono::milliseconds upstream_timeout{30000}; // connect and stall timeout, > 0
+  std::chrono::seconds ref_ttl{60};                  // branch/tag -> commit cache; 0 = always ask upstream
+  std::chrono::seconds access_ttl{60};               // cached gated/private access decisions; 1..60 s
+  unsigned io_threads = 0;                           // 0 = number of cores; at most 1024
+  unsigned worker_threads = 0;                       // 0 = number of cores (hashing, disk, RocksDB); at most 1024
+
+  friend bool operator==(const Config&, const Config&) = default;
+};
+
+// Invalid configuration. The message names the key and where the value came from
+// (flag --x, environment variable INFERLLAMA_X, config file PATH line N). Token values are never echoed.
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct ConfigSources {
+  // key -> value from the command line. Keys are snake_case as in TOML ("data_dir"); "data-dir" and
+  // "--data-dir" are accepted too. The key "config" names the config file when `file` is unset.
+  std::map<std::string, std::string> flags;
+  std::map<std::string, std::string> env;       // the process environment (NAME -> value), see environment_map()
+  std::optional<std::filesystem::path> file;    // --config FILE; else flags["config"]; else INFERLLAMA_CONFIG
+};
+
+// Precedence per key: flag > env (INFERLLAMA_<UPPER_SNAKE>) > TOML file > default. Every value given by
+// any source is validated, even one a higher source overrides. upstream_token falls back to env HF_TOKEN
+// only when no flag, INFERLLAMA_UPSTREAM_TOKEN or file value is given (an explicit empty value counts as given).
+// Throws ConfigError on: unknown TOML key, unknown flag, unknown INFERLLAMA_* variable (INFERLLAMA_CONFIG
+// excepted), wrong TOML type, unparsable or out-of-range value, unreadable file, TOML syntax error (with line).
+// No file is read unless one is named; an empty INFERLLAMA_CONFIG counts as unset.
+Config load_config(const ConfigSources& sources);
+
+// Parses a NULL-terminated "NAME=value" array (environ / main's envp). Entries without '=' are skipped;
+// for a duplicated NAME the first entry wins (as getenv). A null envp gives an empty map.
+std::map<std::string, std::string> environment_map(char** envp);
+
+struct ConfigKey {
+  std::string_view name;          // TOML key, snake_case: "data_dir"
+  std::string_view flag;          // "--data-dir"
+  std::string_view env;           // "INFERLLAMA_DATA_DIR"
+  std::string_view help;          // one line: what it does and what is allowed
+  std::string_view default_text;  // the default as one would write it in a flag ("" = empty)
+};
+std::span<const ConfigKey> config_keys();  // in a stable, documented order
+
+// "4MiB", "64 KiB", "1GiB", "123", "2GB" (= 2'000'000'000), "1.5GiB". Units, case-insensitive:
+// B; KiB MiB GiB TiB (and bare K M G T) are powers of 1024; kB MB GB TB are powers of 1000.
+// The result must be a whole number of bytes that fits in 64 bits. Throws ConfigError.
+std::uint64_t parse_size(std::string_view text);
+
+// "30s", "500ms", "2m", "1h", "1d", "1m30s", "1.5s"; a bare number is seconds. Units (case-insensitive):
+// ms s m h d. The result must be a whole number of milliseconds. Throws ConfigError.
+std::chrono::milliseconds parse_duration(std::string_view text);
+
+}  // namespace inferllama

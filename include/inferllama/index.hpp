@@ -1,0 +1,87 @@
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "inferllama/digest.hpp"
+#include "inferllama/repo.hpp"
+
+namespace inferllama {
+
+// One fixed-size piece of a stored file, named by its content (see cache/hashing.hpp).
+struct ChunkRef {
+  Sha256 id;
+  Sha1 piece_sha1;
+  std::uint32_t size = 0;
+};
+
+// The bytes of a file, stored once however many repos and revisions contain it. `etag` is the Hub's:
+// the SHA-256 of an LFS file, the git blob SHA-1 of a regular one.
+struct BlobEntry {
+  std::string etag;
+  bool lfs = false;
+  std::uint64_t size = 0;
+  std::uint32_t chunk_size = 0;
+  std::vector<ChunkRef> chunks;
+  Sha1 last_padded_sha1;  // SHA-1 of the last chunk zero-padded to chunk_size (BitTorrent v1 with pad files)
+};
+
+// A path in a repo at a commit, as the Hub described it.
+struct FileEntry {
+  std::string etag;
+  bool lfs = false;
+  std::uint64_t size = 0;
+};
+
+struct RefEntry {
+  std::string commit;
+  std::int64_t fetched_at_ms = 0;
+};
+
+// The node's RocksDB index. Calls block on disk: run them on the worker pool, never an I/O thread.
+class Index {
+ public:
+  virtual ~Index() = default;
+
+  virtual std::optional<RefEntry> get_ref(const RepoId& repo, const std::string& rev) = 0;
+  virtual void put_ref(const RepoId& repo, const std::string& rev, const RefEntry& ref) = 0;
+
+  // Hub API responses of a commit (revision info, tree pages, ...), by a key the caller composes.
+  virtual std::optional<std::string> get_meta(const std::string& key) = 0;
+  virtual void put_meta(const std::string& key, const std::string& value) = 0;
+
+  virtual std::optional<FileEntry> get_file(const RepoId& repo, const std::string& commit,
+                                            const std::string& path) = 0;
+  virtual void put_file(const RepoId& repo, const std::string& commit, const std::string& path,
+                        const FileEntry& file) = 0;
+  virtual std::optional<BlobEntry> get_blob(const std::string& etag) = 0;
+
+  struct FileRef {
+    RepoId repo;
+    std::string commit;
+    std::string path;
+  };
+  // Makes a downloaded blob visible in one atomic write: the blob, the file entries that asked for it,
+  // and one more reference on each of its chunks.
+  virtual void commit_blob(const BlobEntry& blob, const std::vector<FileRef>& files) = 0;
+
+  virtual std::uint64_t chunk_refcount(const Sha256& chunk) = 0;
+
+  struct ListedFile {
+    std::string repo_key;  // "model/acme/tiny-model"
+    std::string commit;
+    std::string path;
+    FileEntry file;
+    bool cached = false;  // its blob is stored
+  };
+  virtual void list_files(const std::function<void(const ListedFile&)>& visit) = 0;
+};
+
+// Opens (creating if needed) the index under `dir`. Throws std::runtime_error at start-up on failure.
+std::unique_ptr<Index> open_rocksdb_index(const std::filesystem::path& dir, bool read_only = false);
+
+}  // namespace inferllama

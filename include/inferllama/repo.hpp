@@ -1,0 +1,59 @@
+#pragma once
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace inferllama {
+
+enum class RepoType { model, dataset, space };
+
+// A Hub repository: "acme/tiny-model" of type model, "acme/data" of type dataset, ...
+struct RepoId {
+  RepoType type = RepoType::model;
+  std::string name;
+
+  // "models" / "datasets" / "spaces", as in /api/{segment}/...
+  std::string_view api_segment() const {
+    switch (type) {
+      case RepoType::dataset: return "datasets";
+      case RepoType::space: return "spaces";
+      default: return "models";
+    }
+  }
+  // "" / "datasets/" / "spaces/", as in /{prefix}{name}/resolve/...
+  std::string_view url_prefix() const {
+    switch (type) {
+      case RepoType::dataset: return "datasets/";
+      case RepoType::space: return "spaces/";
+      default: return "";
+    }
+  }
+  std::string_view type_name() const {
+    switch (type) {
+      case RepoType::dataset: return "dataset";
+      case RepoType::space: return "space";
+      default: return "model";
+    }
+  }
+  // Stable key used in the index: "model/acme/tiny-model".
+  std::string key() const { return std::string(type_name()) + "/" + name; }
+  bool operator==(const RepoId&) const = default;
+};
+
+inline std::optional<RepoType> parse_repo_type(std::string_view text) {
+  if (text == "model" || text == "models") return RepoType::model;
+  if (text == "dataset" || text == "datasets") return RepoType::dataset;
+  if (text == "space" || text == "spaces") return RepoType::space;
+  return std::nullopt;
+}
+
+// A full commit sha: 40 lowercase hex digits. Only these are immutable; everything else is a ref.
+inline bool is_commit_sha(std::string_view rev) {
+  if (rev.size() != 40) return false;
+  for (char c : rev) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+}  // namespace inferllama

@@ -1,0 +1,64 @@
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace inferllama {
+
+using HeaderList = std::vector<std::pair<std::string, std::string>>;
+
+struct UpstreamRequest {
+  std::string method = "GET";
+  std::string url;
+  HeaderList headers;
+  std::string body;
+};
+
+struct UpstreamResponse {
+  long status = 0;        // 0: no HTTP answer (see `error`)
+  HeaderList headers;     // names lower-cased, in arrival order
+  std::string body;
+  std::string error;      // transport failure, empty when an answer arrived
+
+  std::optional<std::string_view> header(std::string_view lower_name) const {
+    for (const auto& [k, v] : headers) {
+      if (k == lower_name) return std::string_view(v);
+    }
+    return std::nullopt;
+  }
+};
+
+// Receives body bytes; returns how many it took. Taking fewer stops the transfer (not an error).
+using BodySink = std::function<std::size_t(std::span<const char>)>;
+
+struct RangeResult {
+  long status = 0;
+  std::string error;         // empty on success or when the sink stopped the transfer
+  std::uint64_t received = 0;
+  bool ok() const { return error.empty() && (status == 200 || status == 206); }
+};
+
+// The Hub (or a parent node) over HTTP. Calls block: run them on a blocking pool, never an I/O thread.
+class Upstream {
+ public:
+  virtual ~Upstream() = default;
+  // One request, redirects not followed (the caller decides what a 3xx means).
+  virtual UpstreamResponse fetch(const UpstreamRequest& request) = 0;
+  // GET `url` for bytes [first, last] into `sink`, following redirects without sending credentials to
+  // another host. Stops at the sink's request or on error; `received` counts the bytes delivered.
+  virtual RangeResult fetch_range(const std::string& url, const HeaderList& headers, std::uint64_t first,
+                                  std::uint64_t last, const BodySink& sink) = 0;
+};
+
+struct UpstreamOptions {
+  std::chrono::milliseconds timeout{30000};  // connect timeout, and how long a transfer may stall
+  std::string user_agent = "inferllama/0.1";
+};
+
+}  // namespace inferllama

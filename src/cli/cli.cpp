@@ -1,0 +1,90 @@
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <iostream>
+
+#include "commands.hpp"
+
+extern char** environ;
+
+namespace inferllama::cli {
+namespace {
+
+// Adds every configuration key as a flag of `command`; what the user sets lands in `flags`.
+void add_config_flags(CLI::App& command, std::map<std::string, std::string>& flags,
+                      std::map<std::string, std::string>& given) {
+  for (const auto& key : config_keys()) {
+    std::string help(key.help);
+    if (!key.default_text.empty()) help += " [default: " + std::string(key.default_text) + "]";
+    help += " (env " + std::string(key.env) + ")";
+    command.add_option(std::string(key.flag), given[std::string(key.name)], help);
+  }
+  (void)flags;
+}
+
+Config config_from(const std::map<std::string, std::string>& given, CLI::App& command, const std::string& config_file) {
+  ConfigSources sources;
+  for (const auto& key : config_keys()) {
+    if (command.count(std::string(key.flag)) > 0) sources.flags[std::string(key.name)] = given.at(std::string(key.name));
+  }
+  if (!config_file.empty()) sources.file = config_file;
+  sources.env = environment_map(environ);
+  return load_config(sources);
+}
+
+}  // namespace
+
+int run(int argc, char** argv) {
+  CLI::App app{"InferLlama: a pull-through cache and distribution node for HuggingFace models"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "inferllama 0.1.0");
+
+  std::map<std::string, std::string> flags, serve_given, ls_given;
+  std::string serve_config, ls_config;
+  auto* serve_cmd = app.add_subcommand("serve", "Run the node (HTTP API compatible with the Hub)");
+  serve_cmd->add_option("--config", serve_config, "TOML configuration file (env INFERLLAMA_CONFIG)");
+  add_config_flags(*serve_cmd, flags, serve_given);
+
+  PullOptions pull_options;
+  if (const char* token = std::getenv("HF_TOKEN")) pull_options.token = token;
+  pull_options.node = "http://127.0.0.1:8080";
+  if (const char* node = std::getenv("HF_ENDPOINT")) pull_options.node = node;
+  auto* pull_cmd = app.add_subcommand("pull", "Warm a running node's cache with a whole snapshot");
+  pull_cmd->add_option("repo", pull_options.repo, "Repository id, e.g. acme/tiny-model")->required();
+  pull_cmd->add_option("--revision", pull_options.revision, "Branch, tag or commit")->capture_default_str();
+  pull_cmd->add_option("--repo-type", pull_options.repo_type, "model, dataset or space")
+      ->check(CLI::IsMember({"model", "dataset", "space"}))
+      ->capture_default_str();
+  pull_cmd->add_option("--node", pull_options.node, "Base URL of the node (default: HF_ENDPOINT or http://127.0.0.1:8080)");
+  pull_cmd->add_option("--token", pull_options.token, "Hub token sent to the node (default: HF_TOKEN)");
+  pull_cmd->add_flag("--quiet", pull_options.quiet, "No progress bars");
+
+  auto* ls_cmd = app.add_subcommand("ls", "List cached repos, revisions, files and sizes");
+  ls_cmd->add_option("--config", ls_config, "TOML configuration file (env INFERLLAMA_CONFIG)");
+  ls_cmd->add_option("--data-dir", ls_given["data_dir"], "Data directory [default: ./data] (env INFERLLAMA_DATA_DIR)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (*serve_cmd) return serve(config_from(serve_given, *serve_cmd, serve_config));
+    if (*pull_cmd) return pull(pull_options);
+    if (*ls_cmd) {
+      ConfigSources sources;
+      if (ls_cmd->count("--data-dir")) sources.flags["data_dir"] = ls_given["data_dir"];
+      if (!ls_config.empty()) sources.file = ls_config;
+      sources.env = environment_map(environ);
+      return list_cache(load_config(sources));
+    }
+  } catch (const ConfigError& e) {
+    std::cerr << "inferllama: configuration error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "inferllama: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace inferllama::cli

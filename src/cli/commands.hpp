@@ -1,0 +1,28 @@
+#pragma once
+#include <string>
+
+#include "inferllama/config.hpp"
+
+namespace inferllama::cli {
+
+// Entry point of the `inferllama` binary: parses the command line and runs a command.
+int run(int argc, char** argv);
+
+// `serve`: runs the node until SIGTERM/SIGINT, then drains and returns 0.
+int serve(const Config& config);
+
+struct PullOptions {
+  std::string node;  // base URL of a running node
+  std::string repo;
+  std::string revision = "main";
+  std::string repo_type = "model";
+  std::string token;  // sent as Bearer; HF_TOKEN by default
+  bool quiet = false;
+};
+// `pull`: warms the node's cache with every file of a snapshot, one progress bar per file.
+int pull(const PullOptions& options);
+
+// `ls`: lists cached repos, revisions, files and sizes from the data directory's index.
+int list_cache(const Config& config);
+
+}  // namespace inferllama::cli

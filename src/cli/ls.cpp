@@ -1,0 +1,49 @@
+#include <cstdio>
+#include <map>
+
+#include "commands.hpp"
+#include "inferllama/index.hpp"
+
+namespace inferllama::cli {
+
+namespace {
+std::string human(std::uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+}  // namespace
+
+int list_cache(const Config& config) {
+  auto dir = config.data_dir / "index";
+  if (!std::filesystem::exists(dir)) {
+    std::printf("no cache at %s\n", config.data_dir.c_str());
+    return 0;
+  }
+  auto index = open_rocksdb_index(dir, /*read_only=*/true);
+  // repo -> commit -> files
+  std::map<std::string, std::map<std::string, std::vector<Index::ListedFile>>> tree;
+  index->list_files([&](const Index::ListedFile& f) {
+    if (f.cached) tree[f.repo_key][f.commit].push_back(f);
+  });
+  for (const auto& [repo, commits] : tree) {
+    std::printf("%s\n", repo.c_str());
+    for (const auto& [commit, files] : commits) {
+      std::uint64_t total = 0;
+      for (const auto& f : files) total += f.file.size;
+      std::printf("  @%s  %zu files, %s\n", commit.c_str(), files.size(), human(total).c_str());
+      for (const auto& f : files) std::printf("    %10s  %s\n", human(f.file.size).c_str(), f.path.c_str());
+    }
+  }
+  if (tree.empty()) std::printf("the cache is empty\n");
+  return 0;
+}
+
+}  // namespace inferllama::cli

@@ -1,0 +1,87 @@
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+
+#include <boost/asio/signal_set.hpp>
+#include <iostream>
+#include <thread>
+
+#include "commands.hpp"
+#include "curl_upstream.hpp"
+#include "download.hpp"
+#include "hub_service.hpp"
+#include "inferllama/chunk_store.hpp"
+#include "inferllama/index.hpp"
+#include "server.hpp"
+
+namespace inferllama::cli {
+namespace {
+
+unsigned or_cores(unsigned n) { return n ? n : std::max(1u, std::thread::hardware_concurrency()); }
+
+// Downloads keep one descriptor per staged chunk: allow as many as the hard limit.
+void raise_fd_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+}  // namespace
+
+int serve(const Config& config) {
+  spdlog::set_level(spdlog::level::from_str(config.log_level));
+  raise_fd_limit();
+  std::filesystem::create_directories(config.data_dir);
+
+  ChunkStore store(config.data_dir);
+  auto index = open_rocksdb_index(config.data_dir / "index");
+  auto upstream = upstream::make_curl_upstream(UpstreamOptions{config.upstream_timeout});
+
+  asio::io_context io;
+  asio::thread_pool workers(or_cores(config.worker_threads));
+  asio::thread_pool blocking(64);  // upstream metadata calls wait on the network here
+  cache::DownloadSettings settings;
+  settings.chunk_size = static_cast<std::uint32_t>(config.chunk_size);
+  settings.connections = config.upstream_connections;
+  settings.parallel_threshold = config.parallel_threshold;
+  settings.retries = config.upstream_retries;
+  cache::Downloads downloads(store, *index, *upstream, workers, settings);
+  hub::HubService hub(config, *index, *upstream, downloads);
+  http::Server server(io, config, hub, store, blocking);
+
+  const std::uint16_t port = server.start();
+  std::string host = config.listen.substr(0, config.listen.rfind(':'));
+  // Tests and scripts read this line to learn the port when listening on port 0.
+  std::cout << "inferllama listening on http://" << host << ":" << port << std::endl;
+  spdlog::info("serving {} from {} (upstream {})", config.listen, config.data_dir.string(), config.upstream);
+
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  asio::steady_timer drain_timer(io);
+  std::function<void(int)> wait_drained = [&](int ticks_left) {
+    if (server.drained() || ticks_left == 0) {
+      io.stop();
+      return;
+    }
+    drain_timer.expires_after(std::chrono::milliseconds(50));
+    drain_timer.async_wait([&, ticks_left](const boost::system::error_code&) { wait_drained(ticks_left - 1); });
+  };
+  signals.async_wait([&](const boost::system::error_code& ec, int signal) {
+    if (ec) return;
+    spdlog::info("signal {}: draining responses in flight", signal);
+    server.begin_drain();
+    wait_drained(30 * 20);  // at most 30 s
+  });
+
+  std::vector<std::thread> threads;
+  for (unsigned i = 1; i < or_cores(config.io_threads); ++i) threads.emplace_back([&] { io.run(); });
+  io.run();
+  for (auto& t : threads) t.join();
+  downloads.shutdown();
+  workers.join();
+  blocking.join();
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace inferllama::cli

@@ -1,0 +1,141 @@
+#include "router.hpp"
+
+#include <vector>
+
+#include "url.hpp"
+
+namespace inferllama::http {
+namespace {
+
+std::vector<std::string_view> split(std::string_view path) {
+  std::vector<std::string_view> out;
+  while (!path.empty()) {
+    auto slash = path.find('/');
+    out.push_back(path.substr(0, slash));
+    if (slash == std::string_view::npos) break;
+    path.remove_prefix(slash + 1);
+  }
+  return out;
+}
+
+bool valid_repo_segment(std::string_view s) {
+  if (s.empty() || s == "." || s == ".." || s.size() > 96) return false;
+  for (char c : s) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+              c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// Joins decoded segments [from, end) with '/'; nullopt if any escape is malformed.
+std::optional<std::string> join_decoded(const std::vector<std::string_view>& segs, std::size_t from) {
+  std::string out;
+  for (std::size_t i = from; i < segs.size(); ++i) {
+    auto d = url::decode(segs[i]);
+    if (!d) return std::nullopt;
+    if (i > from) out += '/';
+    out += *d;
+  }
+  return out;
+}
+
+bool is_action(std::string_view s) {
+  return s == "revision" || s == "tree" || s == "paths-info" || s == "refs";
+}
+
+Route api_route(RepoType type, const std::vector<std::string_view>& segs) {
+  // segs: what follows /api/{type}s/ — a repo of one or two segments, then an action.
+  std::size_t repo_len;
+  if (segs.size() >= 3 && is_action(segs[2])) {
+    repo_len = 2;
+  } else if (segs.size() >= 2 && is_action(segs[1])) {
+    repo_len = 1;
+  } else if (segs.size() == 2 || segs.size() == 1) {
+    repo_len = segs.size();
+  } else {
+    return NotFound{};
+  }
+  ApiRoute r;
+  r.repo.type = type;
+  for (std::size_t i = 0; i < repo_len; ++i) {
+    if (!valid_repo_segment(segs[i])) return BadRequest{"invalid repository name"};
+    if (i) r.repo.name += '/';
+    r.repo.name += segs[i];
+  }
+  if (segs.size() == repo_len) return r;
+  std::string_view action = segs[repo_len];
+  std::size_t rest = repo_len + 1;
+  if (action == "refs") {
+    if (segs.size() != rest) return NotFound{};
+    r.kind = ApiRoute::Kind::refs;
+    return r;
+  }
+  if (segs.size() <= rest) return NotFound{};
+  auto rev = url::decode(segs[rest]);
+  if (!rev || rev->empty() || rev->find('\0') != std::string::npos) return BadRequest{"invalid revision"};
+  r.rev = std::move(*rev);
+  if (action == "revision") {
+    // A revision may arrive unencoded ("refs/pr/1"): take the rest of the path.
+    auto whole = join_decoded(segs, rest);
+    if (!whole) return BadRequest{"invalid revision"};
+    r.rev = std::move(*whole);
+    r.kind = ApiRoute::Kind::revision;
+    return r;
+  }
+  if (action == "paths-info") {
+    if (segs.size() != rest + 1) return NotFound{};
+    r.kind = ApiRoute::Kind::paths_info;
+    return r;
+  }
+  r.kind = ApiRoute::Kind::tree;
+  if (segs.size() > rest + 1) {
+    auto path = join_decoded(segs, rest + 1);
+    if (!path) return BadRequest{"invalid path"};
+    if (!path->empty() && !url::is_safe_relative_path(*path)) return BadRequest{"invalid path"};
+    r.path = std::move(*path);
+  }
+  return r;
+}
+
+}  // namespace
+
+Route route(std::string_view path) {
+  if (path.find('\0') != std::string_view::npos) return BadRequest{"invalid path"};
+  if (path == "/healthz") return HealthRoute{};
+  if (!path.starts_with("/")) return BadRequest{"invalid path"};
+  auto segs = split(path.substr(1));
+  if (segs.size() >= 2 && segs[0] == "api") {
+    auto type = parse_repo_type(segs[1]);
+    if (!type || segs[1] == "model" || segs[1] == "dataset" || segs[1] == "space") return NotFound{};
+    return api_route(*type, std::vector<std::string_view>(segs.begin() + 2, segs.end()));
+  }
+  // /{datasets/|spaces/}{repo}/resolve/{rev}/{path...}
+  RepoId repo;
+  std::size_t start = 0;
+  if (!segs.empty() && (segs[0] == "datasets" || segs[0] == "spaces")) {
+    repo.type = *parse_repo_type(segs[0]);
+    start = 1;
+  }
+  std::size_t resolve_at = 0;
+  for (std::size_t i = start + 1; i <= start + 2 && i < segs.size(); ++i) {
+    if (segs[i] == "resolve") {
+      resolve_at = i;
+      break;
+    }
+  }
+  if (resolve_at == 0) return NotFound{};
+  for (std::size_t i = start; i < resolve_at; ++i) {
+    if (!valid_repo_segment(segs[i])) return BadRequest{"invalid repository name"};
+    if (i > start) repo.name += '/';
+    repo.name += segs[i];
+  }
+  if (segs.size() < resolve_at + 3) return NotFound{};
+  auto rev = url::decode(segs[resolve_at + 1]);
+  if (!rev || rev->empty() || rev->find('\0') != std::string::npos) return BadRequest{"invalid revision"};
+  auto file = join_decoded(segs, resolve_at + 2);
+  if (!file || !url::is_safe_relative_path(*file)) return BadRequest{"invalid file path"};
+  return ResolveRoute{std::move(repo), std::move(*rev), std::move(*file)};
+}
+
+}  // namespace inferllama::http

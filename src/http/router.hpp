@@ -1,0 +1,34 @@
+#pragma once
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "inferllama/repo.hpp"
+
+namespace inferllama::http {
+
+struct HealthRoute {};
+struct ResolveRoute {
+  RepoId repo;
+  std::string rev;   // decoded ("refs/pr/1")
+  std::string path;  // decoded, checked by url::is_safe_relative_path
+};
+struct ApiRoute {
+  enum class Kind { info, revision, tree, paths_info, refs };
+  Kind kind = Kind::info;
+  RepoId repo;
+  std::string rev;
+  std::string path;  // tree only; may be empty
+};
+struct BadRequest {
+  std::string message;
+};
+struct NotFound {};
+
+using Route = std::variant<NotFound, BadRequest, HealthRoute, ResolveRoute, ApiRoute>;
+
+// Maps a request path (no query) onto the Hub's routes, decoding each segment once. Hostile paths
+// (traversal, NUL, malformed escapes) become BadRequest before anything touches the disk or the Hub.
+Route route(std::string_view path);
+
+}  // namespace inferllama::http

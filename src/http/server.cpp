@@ -1,0 +1,451 @@
+#include "server.hpp"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <list>
+#include <mutex>
+
+#include "hub_service.hpp"
+#include "inferllama/offload.hpp"
+#include "range.hpp"
+#include "router.hpp"
+#include "url.hpp"
+
+namespace inferllama::http {
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+using Request = bhttp::request<bhttp::string_body>;
+using StringResponse = bhttp::response<bhttp::string_body>;
+
+namespace {
+
+constexpr std::size_t kHeaderLimit = 16 * 1024;
+constexpr std::size_t kBodyLimit = 1024 * 1024;
+
+// Wakes a reader coroutine when the download it follows moves; the timer lives on the reader's strand.
+class ProgressTimer : public cache::ProgressListener, public std::enable_shared_from_this<ProgressTimer> {
+ public:
+  explicit ProgressTimer(const asio::any_io_executor& executor) : timer_(executor) {}
+  void on_progress() override {
+    if (signaled_.exchange(true)) return;
+    asio::post(timer_.get_executor(), [self = shared_from_this()] { self->timer_.cancel(); });
+  }
+  void arm() { signaled_ = false; }
+  Task<void> wait() {
+    timer_.expires_after(std::chrono::seconds(5));
+    boost::system::error_code ec;
+    co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+
+ private:
+  asio::steady_timer timer_;
+  std::atomic<bool> signaled_{false};
+};
+
+std::pair<std::string, std::uint16_t> split_host_port(const std::string& listen) {
+  auto colon = listen.rfind(':');
+  std::string host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return {host, static_cast<std::uint16_t>(std::stoul(listen.substr(colon + 1)))};
+}
+
+}  // namespace
+
+struct Server::Impl {
+  Impl(asio::io_context& io, const Config& config, hub::HubService& hub, ChunkStore& store,
+       asio::thread_pool& blocking)
+      : io(io), config(config), hub(hub), store(store), blocking(blocking), acceptor(io) {}
+
+  struct Connection {
+    tcp::socket socket;
+    bool idle = true;
+    explicit Connection(tcp::socket s) : socket(std::move(s)) {}
+  };
+
+  Task<void> accept_loop();
+  Task<void> serve(std::shared_ptr<Connection> connection);
+  Task<bool> handle(Connection& c, Request& request);
+  Task<bool> send(Connection& c, StringResponse response);
+  Task<bool> send_error(Connection& c, const Request& req, bhttp::status status, const std::string& message,
+                        const std::string& code = {});
+  Task<bool> send_reply(Connection& c, const Request& req, const hub::Reply& reply);
+  Task<bool> send_file(Connection& c, const Request& req, hub::FileAnswer answer);
+  Task<bool> stream_stored(Connection& c, const BlobEntry& blob, std::uint64_t first, std::uint64_t last);
+  Task<bool> stream_download(Connection& c, cache::Download& download, std::uint64_t first, std::uint64_t last);
+  Task<bool> sendfile_all(Connection& c, int fd, std::uint64_t offset, std::uint64_t length);
+  std::string public_base(const Request& req) const;
+
+  asio::io_context& io;
+  const Config& config;
+  hub::HubService& hub;
+  ChunkStore& store;
+  asio::thread_pool& blocking;
+  tcp::acceptor acceptor;
+  ServerCounters counters;
+  std::atomic<bool> draining{false};
+  std::mutex connections_mutex;
+  std::list<std::weak_ptr<Connection>> connections;
+};
+
+Server::Server(asio::io_context& io, const Config& config, hub::HubService& hub, ChunkStore& store,
+               asio::thread_pool& blocking)
+    : impl_(std::make_unique<Impl>(io, config, hub, store, blocking)) {}
+Server::~Server() = default;
+ServerCounters& Server::counters() { return impl_->counters; }
+
+std::uint16_t Server::start() {
+  auto [host, port] = split_host_port(impl_->config.listen);
+  tcp::endpoint endpoint(asio::ip::make_address(host), port);
+  auto& acceptor = impl_->acceptor;
+  acceptor.open(endpoint.protocol());
+  acceptor.set_option(asio::socket_base::reuse_address(true));
+  acceptor.bind(endpoint);
+  acceptor.listen(asio::socket_base::max_listen_connections);
+  asio::co_spawn(impl_->io, impl_->accept_loop(), asio::detached);
+  return acceptor.local_endpoint().port();
+}
+
+void Server::begin_drain() {
+  impl_->draining = true;
+  asio::post(impl_->io, [impl = impl_.get()] {
+    boost::system::error_code ec;
+    impl->acceptor.close(ec);
+  });
+  std::lock_guard lock(impl_->connections_mutex);
+  for (auto& weak : impl_->connections) {
+    if (auto c = weak.lock()) {
+      // Idle keep-alive connections are closed now; busy ones close after their response.
+      asio::post(c->socket.get_executor(), [c] {
+        if (c->idle) {
+          boost::system::error_code ec;
+          c->socket.close(ec);
+        }
+      });
+    }
+  }
+}
+
+bool Server::drained() const { return impl_->counters.open_connections.load() == 0; }
+
+Task<void> Server::Impl::accept_loop() {
+  while (acceptor.is_open()) {
+    boost::system::error_code ec;
+    tcp::socket socket(asio::make_strand(io));
+    co_await acceptor.async_accept(socket, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) break;
+      spdlog::warn("accept failed: {}", ec.message());
+      continue;
+    }
+    if (draining) break;
+    socket.set_option(tcp::no_delay(true), ec);
+    auto connection = std::make_shared<Connection>(std::move(socket));
+    {
+      std::lock_guard lock(connections_mutex);
+      std::erase_if(connections, [](const auto& w) { return w.expired(); });
+      connections.push_back(connection);
+    }
+    auto executor = connection->socket.get_executor();
+    asio::co_spawn(executor, serve(std::move(connection)), asio::detached);
+  }
+}
+
+Task<void> Server::Impl::serve(std::shared_ptr<Connection> connection) {
+  ++counters.open_connections;
+  beast::flat_buffer buffer;
+  try {
+    for (;;) {
+      bhttp::request_parser<bhttp::string_body> parser;
+      parser.header_limit(kHeaderLimit);
+      parser.body_limit(kBodyLimit);
+      boost::system::error_code ec;
+      connection->idle = true;
+      if (draining && buffer.size() == 0) break;
+      co_await bhttp::async_read(connection->socket, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+      connection->idle = false;
+      if (ec) {
+        Request dummy;
+        if (ec == bhttp::error::header_limit) {
+          co_await send_error(*connection, dummy, bhttp::status::request_header_fields_too_large, "request header too large");
+        } else if (ec == bhttp::error::body_limit) {
+          co_await send_error(*connection, dummy, bhttp::status::payload_too_large, "request body too large");
+        } else if (ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
+                   ec != asio::error::operation_aborted && ec != asio::error::connection_reset && parser.got_some()) {
+          co_await send_error(*connection, dummy, bhttp::status::bad_request, "malformed request");
+        }
+        break;
+      }
+      Request request = parser.release();
+      ++counters.requests;
+      bool keep_alive = co_await handle(*connection, request);
+      if (!keep_alive || draining) break;
+    }
+  } catch (const std::exception& e) {
+    spdlog::debug("connection ended: {}", e.what());
+  }
+  boost::system::error_code ignored;
+  connection->socket.shutdown(tcp::socket::shutdown_send, ignored);
+  connection->socket.close(ignored);
+  --counters.open_connections;
+}
+
+std::string Server::Impl::public_base(const Request& req) const {
+  if (!config.public_url.empty()) return config.public_url;
+  std::string host(req[bhttp::field::host]);
+  bool sane = !host.empty() && host.size() < 256 && std::all_of(host.begin(), host.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '.' || c == '-' || c == ':' || c == '[' || c == ']';
+  });
+  return "http://" + (sane ? host : config.listen);
+}
+
+Task<bool> Server::Impl::send(Connection& c, StringResponse response) {
+  response.set(bhttp::field::server, "inferllama");
+  response.prepare_payload();
+  bool keep = response.keep_alive() && !draining;
+  response.keep_alive(keep);
+  boost::system::error_code ec;
+  co_await bhttp::async_write(c.socket, response, asio::redirect_error(asio::use_awaitable, ec));
+  co_return keep && !ec;
+}
+
+Task<bool> Server::Impl::send_error(Connection& c, const Request& req, bhttp::status status,
+                                    const std::string& message, const std::string& code) {
+  StringResponse res{status, req.version() ? req.version() : 11};
+  res.keep_alive(req.version() ? req.keep_alive() : false);
+  res.set(bhttp::field::content_type, "application/json");
+  if (!code.empty()) res.set("X-Error-Code", code);
+  res.set("X-Error-Message", message);
+  std::string escaped;
+  for (char ch : message) {
+    if (ch == '"' || ch == '\\') escaped += '\\';
+    escaped += ch;
+  }
+  res.body() = "{\"error\":\"" + escaped + "\"}";
+  if (req.method() == bhttp::verb::head) {
+    res.content_length(res.body().size());
+    res.body().clear();
+  }
+  co_return co_await send(c, std::move(res));
+}
+
+Task<bool> Server::Impl::send_reply(Connection& c, const Request& req, const hub::Reply& reply) {
+  StringResponse res{static_cast<bhttp::status>(reply.status), req.version()};
+  res.keep_alive(req.keep_alive());
+  res.set(bhttp::field::content_type, reply.content_type);
+  for (const auto& [name, value] : reply.headers) res.set(name, value);
+  res.body() = reply.body;
+  if (req.method() == bhttp::verb::head) {
+    res.prepare_payload();
+    res.body().clear();
+    res.set(bhttp::field::server, "inferllama");
+    bhttp::response<bhttp::empty_body> head{res.result(), res.version()};
+    for (const auto& field : res) head.set(field.name_string(), field.value());
+    boost::system::error_code ec;
+    co_await bhttp::async_write(c.socket, head, asio::redirect_error(asio::use_awaitable, ec));
+    co_return !ec && req.keep_alive();
+  }
+  co_return co_await send(c, std::move(res));
+}
+
+Task<bool> Server::Impl::handle(Connection& c, Request& req) {
+  auto [raw_path, query] = url::split_target(req.target());
+  Route r = route(raw_path);
+  const bool read = req.method() == bhttp::verb::get || req.method() == bhttp::verb::head;
+  hub::Caller caller{std::string(req[bhttp::field::authorization])};
+
+  if (std::holds_alternative<BadRequest>(r)) {
+    co_return co_await send_error(c, req, bhttp::status::bad_request, std::get<BadRequest>(r).message);
+  }
+  if (std::holds_alternative<NotFound>(r)) {
+    co_return co_await send_error(c, req, bhttp::status::not_found, "no such route");
+  }
+  if (std::holds_alternative<HealthRoute>(r)) {
+    StringResponse res{bhttp::status::ok, req.version()};
+    res.keep_alive(req.keep_alive());
+    res.set(bhttp::field::content_type, "text/plain");
+    res.body() = "ok\n";
+    co_return co_await send(c, std::move(res));
+  }
+  if (auto* resolve = std::get_if<ResolveRoute>(&r)) {
+    if (!read) co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use GET or HEAD");
+    if (auto hit = hub.resolve_fast(resolve->repo, resolve->rev, resolve->path)) {
+      co_return co_await send_file(c, req, std::move(*hit));
+    }
+    const bool want_body = req.method() == bhttp::verb::get;
+    auto outcome = co_await offload(blocking, [&] {
+      return hub.resolve(resolve->repo, resolve->rev, resolve->path, caller, want_body);
+    });
+    if (auto* reply = std::get_if<hub::Reply>(&outcome)) co_return co_await send_reply(c, req, *reply);
+    co_return co_await send_file(c, req, std::move(std::get<hub::FileAnswer>(outcome)));
+  }
+  auto& api = std::get<ApiRoute>(r);
+  const std::string q(query);
+  hub::Reply reply;
+  switch (api.kind) {
+    case ApiRoute::Kind::info:
+    case ApiRoute::Kind::revision: {
+      if (!read) co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use GET");
+      std::optional<std::string> rev;
+      if (api.kind == ApiRoute::Kind::revision) rev = api.rev;
+      reply = co_await offload(blocking, [&] { return hub.info(api.repo, rev, q, caller); });
+      break;
+    }
+    case ApiRoute::Kind::tree: {
+      if (!read) co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use GET");
+      const std::string base = public_base(req);
+      reply = co_await offload(blocking, [&] { return hub.tree(api.repo, api.rev, api.path, q, caller, base); });
+      break;
+    }
+    case ApiRoute::Kind::paths_info: {
+      if (req.method() != bhttp::verb::post) {
+        co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use POST");
+      }
+      const std::string content_type(req[bhttp::field::content_type]);
+      reply = co_await offload(blocking, [&] {
+        return hub.paths_info(api.repo, api.rev, content_type, req.body(), caller);
+      });
+      break;
+    }
+    case ApiRoute::Kind::refs:
+      if (!read) co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use GET");
+      reply = co_await offload(blocking, [&] { return hub.refs(api.repo, q, caller); });
+      break;
+  }
+  co_return co_await send_reply(c, req, reply);
+}
+
+Task<bool> Server::Impl::send_file(Connection& c, const Request& req, hub::FileAnswer answer) {
+  const auto& file = answer.file;
+  const std::string quoted_etag = "\"" + file.etag + "\"";
+  bhttp::response<bhttp::empty_body> res{bhttp::status::ok, req.version()};
+  res.set(bhttp::field::server, "inferllama");
+  res.set("X-Repo-Commit", answer.commit);
+  res.set(bhttp::field::etag, quoted_etag);
+  if (file.lfs) {
+    res.set("X-Linked-Etag", quoted_etag);
+    res.set("X-Linked-Size", std::to_string(file.size));
+  }
+  res.set(bhttp::field::accept_ranges, "bytes");
+  res.set(bhttp::field::content_type, "application/octet-stream");
+  const bool keep = req.keep_alive() && !draining;
+  res.keep_alive(keep);
+
+  auto if_none_match = req[bhttp::field::if_none_match];
+  if (!if_none_match.empty() && (if_none_match == "*" || if_none_match.find(quoted_etag) != std::string_view::npos)) {
+    res.result(bhttp::status::not_modified);
+    boost::system::error_code ec;
+    bhttp::response_serializer<bhttp::empty_body> sr{res};
+    co_await bhttp::async_write_header(c.socket, sr, asio::redirect_error(asio::use_awaitable, ec));
+    co_return keep && !ec;
+  }
+
+  ByteRange range = parse_range(req[bhttp::field::range], file.size);
+  std::uint64_t first = 0, length = file.size;
+  if (range.kind == ByteRange::Kind::unsatisfiable) {
+    res.result(bhttp::status::range_not_satisfiable);
+    res.set(bhttp::field::content_range, "bytes */" + std::to_string(file.size));
+    length = 0;
+  } else if (range.kind == ByteRange::Kind::partial) {
+    res.result(bhttp::status::partial_content);
+    res.set(bhttp::field::content_range, "bytes " + std::to_string(range.first) + "-" + std::to_string(range.last) +
+                                             "/" + std::to_string(file.size));
+    first = range.first;
+    length = range.length();
+  }
+  res.content_length(length);
+  boost::system::error_code ec;
+  bhttp::response_serializer<bhttp::empty_body> sr{res};
+  co_await bhttp::async_write_header(c.socket, sr, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return false;
+  if (req.method() == bhttp::verb::head || length == 0) {
+    // Nothing to send, but a download a GET started must still finish before an empty file is listed.
+    if (!answer.download || file.size > 0 || req.method() == bhttp::verb::head) co_return keep;
+  }
+  bool ok;
+  if (answer.blob) {
+    ok = co_await stream_stored(c, *answer.blob, first, first + length);
+  } else if (answer.download) {
+    ok = co_await stream_download(c, *answer.download, first, first + length);
+  } else {
+    ok = false;
+  }
+  if (ok) counters.bytes_served += length;
+  co_return ok && keep;
+}
+
+Task<bool> Server::Impl::sendfile_all(Connection& c, int fd, std::uint64_t offset, std::uint64_t length) {
+  if (!c.socket.native_non_blocking()) c.socket.native_non_blocking(true);
+  off_t off = static_cast<off_t>(offset);
+  while (length > 0) {
+    ssize_t n = ::sendfile(c.socket.native_handle(), fd, &off, std::min<std::uint64_t>(length, 1u << 30));
+    if (n > 0) {
+      length -= static_cast<std::uint64_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      boost::system::error_code ec;
+      co_await c.socket.async_wait(tcp::socket::wait_write, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return false;
+      continue;
+    }
+    co_return false;  // the client went away, or the file is shorter than the index says
+  }
+  co_return true;
+}
+
+Task<bool> Server::Impl::stream_stored(Connection& c, const BlobEntry& blob, std::uint64_t first, std::uint64_t end) {
+  const std::uint64_t cs = blob.chunk_size;
+  for (std::uint64_t pos = first; pos < end;) {
+    const std::size_t index = static_cast<std::size_t>(pos / cs);
+    const std::uint64_t within = pos - index * cs;
+    const std::uint64_t n = std::min<std::uint64_t>(end - pos, blob.chunks[index].size - within);
+    int fd = store.open_chunk(blob.chunks[index].id);
+    if (fd < 0) {
+      spdlog::error("chunk {} of {} is missing from the store", blob.chunks[index].id.hex(), blob.etag);
+      co_return false;
+    }
+    bool ok = co_await sendfile_all(c, fd, within, n);
+    ::close(fd);
+    if (!ok) co_return false;
+    pos += n;
+  }
+  co_return true;
+}
+
+Task<bool> Server::Impl::stream_download(Connection& c, cache::Download& download, std::uint64_t first,
+                                         std::uint64_t end) {
+  auto listener = std::make_shared<ProgressTimer>(c.socket.get_executor());
+  download.subscribe(listener);
+  if (first > 0) download.prioritize(first);
+  std::uint64_t pos = first;
+  for (;;) {
+    listener->arm();
+    if (pos >= end) {
+      // Every byte asked for is out; an empty body still waits for the file to be verified.
+      if (end > 0 || download.state() != cache::Download::State::running) break;
+    } else if (std::uint64_t n = download.readable(pos); n > 0) {
+      auto [fd, within] = download.locate(pos);
+      n = std::min(n, end - pos);
+      if (!co_await sendfile_all(c, fd, within, n)) co_return false;
+      pos += n;
+      continue;
+    }
+    if (download.state() == cache::Download::State::failed) {
+      spdlog::warn("closing a response of {} at byte {}: {}", download.etag(), pos, download.error());
+      co_return false;  // the client sees a short body, never a complete-looking one
+    }
+    co_await listener->wait();
+  }
+  co_return download.state() != cache::Download::State::failed;
+}
+
+}  // namespace inferllama::http

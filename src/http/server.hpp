@@ -1,0 +1,43 @@
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "inferllama/asio.hpp"
+#include "inferllama/chunk_store.hpp"
+#include "inferllama/config.hpp"
+
+namespace inferllama::hub {
+class HubService;
+}
+
+namespace inferllama::http {
+
+struct ServerCounters {
+  std::atomic<std::uint64_t> requests{0};
+  std::atomic<std::uint64_t> bytes_served{0};
+  std::atomic<std::uint64_t> open_connections{0};
+};
+
+// The HTTP listener: Boost.Beast on Asio coroutines, one strand per connection.
+class Server {
+ public:
+  Server(asio::io_context& io, const Config& config, hub::HubService& hub, ChunkStore& store,
+         asio::thread_pool& blocking);
+  ~Server();
+
+  // Binds `config.listen` and starts accepting. Returns the bound port. Throws on failure.
+  std::uint16_t start();
+  // Stops accepting, closes idle connections and lets responses in flight finish.
+  void begin_drain();
+  bool drained() const;
+
+  ServerCounters& counters();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace inferllama::http

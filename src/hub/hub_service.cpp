@@ -1,0 +1,398 @@
+#include "hub_service.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+#include <nlohmann/json.hpp>
+
+#include "hashing.hpp"
+#include "hub_protocol.hpp"
+#include "url.hpp"
+
+namespace inferllama::hub {
+namespace {
+
+using Json = nlohmann::json;
+constexpr std::size_t kMaxMemoEntries = 100000;
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+Reply error_reply(unsigned status, std::string message, std::string code = {}) {
+  Reply r;
+  r.status = status;
+  if (!code.empty()) r.headers.emplace_back("X-Error-Code", code);
+  r.headers.emplace_back("X-Error-Message", message);
+  r.body = Json{{"error", message}}.dump();
+  return r;
+}
+
+std::optional<std::uint64_t> parse_u64(std::string_view text) {
+  std::uint64_t v = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || p != text.data() + text.size()) return std::nullopt;
+  return v;
+}
+
+bool is_hex(std::string_view s, std::size_t length) {
+  return s.size() == length && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+std::string credential_key(const std::string& authorization) {
+  if (authorization.empty()) return "anonymous";
+  return cache::sha256(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(authorization.data()),
+                                                     authorization.size()))
+      .hex();
+}
+
+std::string with_query(std::string url, std::string_view query) {
+  if (!query.empty()) {
+    url += '?';
+    url += query;
+  }
+  return url;
+}
+
+}  // namespace
+
+HubService::HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads)
+    : config_(config), index_(index), upstream_(upstream), downloads_(downloads) {}
+
+std::string HubService::api_url(const RepoId& repo) const {
+  return config_.upstream + "/api/" + std::string(repo.api_segment()) + "/" + repo.name;
+}
+
+std::string HubService::resolve_url(const RepoId& repo, const std::string& rev, const std::string& path) const {
+  return config_.upstream + "/" + std::string(repo.url_prefix()) + repo.name + "/resolve/" + url::encode(rev) + "/" +
+         url::encode(path, true);
+}
+
+UpstreamResponse HubService::call(const std::string& method, const std::string& url, const std::string& authorization,
+                                  const HeaderList& extra, const std::string& body) {
+  UpstreamRequest request{method, url, extra, body};
+  if (!authorization.empty()) request.headers.emplace_back("Authorization", authorization);
+  ++counters_.upstream_requests;
+  auto response = upstream_.fetch(request);
+  if (!response.error.empty()) spdlog::warn("upstream {} {}: {}", method, url, response.error);
+  return response;
+}
+
+std::string HubService::credentials_for(const Caller& caller, bool is_public) const {
+  if (!caller.authorization.empty() || !is_public || config_.upstream_token.empty()) return caller.authorization;
+  return "Bearer " + config_.upstream_token;
+}
+
+bool HubService::is_public(const RepoId& repo) {
+  const auto now = Clock::now();
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = visibility_.find(repo.key()); it != visibility_.end() && it->second.expires > now) {
+      return it->second.value == "public";
+    }
+  }
+  // The repo's own info says whether it is private or gated; anyone may read it for public and gated
+  // repos. Asked with the node's token so that it counts against the node's quota, not the client's.
+  std::string token = config_.upstream_token.empty() ? "" : "Bearer " + config_.upstream_token;
+  auto response = call("GET", api_url(repo) + "?expand=private&expand=gated", token);
+  bool open = false;
+  if (response.status == 200) {
+    auto info = Json::parse(response.body, nullptr, false);
+    open = info.is_object() && info.value("private", true) == false && info.contains("gated") &&
+           info["gated"].is_boolean() && info["gated"].get<bool>() == false;
+  }
+  if (response.status == 200 || response.status == 401 || response.status == 403 || response.status == 404) {
+    std::lock_guard lock(mutex_);
+    if (visibility_.size() > kMaxMemoEntries) visibility_.clear();
+    visibility_[repo.key()] = Memo{open ? "public" : "restricted", now + config_.access_ttl};
+  }
+  return open;
+}
+
+bool HubService::access_granted(const RepoId& repo, const Caller& caller) {
+  std::lock_guard lock(mutex_);
+  auto it = access_.find(repo.key() + '\0' + credential_key(caller.authorization));
+  return it != access_.end() && it->second.expires > Clock::now();
+}
+
+void HubService::remember_access(const RepoId& repo, const Caller& caller) {
+  std::lock_guard lock(mutex_);
+  if (access_.size() > kMaxMemoEntries) access_.clear();
+  access_[repo.key() + '\0' + credential_key(caller.authorization)] = Memo{"granted", Clock::now() + config_.access_ttl};
+}
+
+std::optional<std::string> HubService::fresh_ref(const RepoId& repo, const std::string& rev) {
+  if (is_commit_sha(rev)) return rev;
+  const std::string key = repo.key() + '\0' + rev;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = refs_.find(key); it != refs_.end() && it->second.expires > Clock::now()) return it->second.value;
+  }
+  auto stored = index_.get_ref(repo, rev);
+  if (!stored) return std::nullopt;
+  auto age = std::chrono::milliseconds(now_ms() - stored->fetched_at_ms);
+  if (age < std::chrono::milliseconds(0) || age >= config_.ref_ttl) return std::nullopt;
+  std::lock_guard lock(mutex_);
+  refs_[key] = Memo{stored->commit, Clock::now() + (config_.ref_ttl - age)};
+  return stored->commit;
+}
+
+void HubService::store_ref(const RepoId& repo, const std::string& rev, const std::string& commit) {
+  if (is_commit_sha(rev) || !is_commit_sha(commit)) return;
+  index_.put_ref(repo, rev, RefEntry{commit, now_ms()});
+  std::lock_guard lock(mutex_);
+  if (refs_.size() > kMaxMemoEntries) refs_.clear();
+  refs_[repo.key() + '\0' + rev] = Memo{commit, Clock::now() + config_.ref_ttl};
+}
+
+std::variant<std::string, Reply> HubService::resolve_commit(const RepoId& repo, const std::string& rev,
+                                                            const std::string& credentials) {
+  if (auto commit = fresh_ref(repo, rev)) return *commit;
+  auto response = call("GET", api_url(repo) + "/revision/" + url::encode(rev) + "?expand=sha", credentials);
+  if (response.status != 200) return relay(response);
+  auto info = Json::parse(response.body, nullptr, false);
+  if (!info.is_object() || !info.contains("sha") || !info["sha"].is_string() ||
+      !is_commit_sha(info["sha"].get<std::string>())) {
+    return error_reply(502, "the upstream revision answer carries no commit sha");
+  }
+  std::string commit = info["sha"].get<std::string>();
+  store_ref(repo, rev, commit);
+  return commit;
+}
+
+std::optional<FileAnswer> HubService::stored_file(const RepoId& repo, const std::string& commit,
+                                                  const std::string& path) {
+  const std::string key = repo.key() + '@' + commit + '\0' + path;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = files_.find(key); it != files_.end()) return it->second;
+  }
+  auto file = index_.get_file(repo, commit, path);
+  if (!file) return std::nullopt;
+  auto blob = index_.get_blob(file->etag);
+  if (!blob) return std::nullopt;
+  FileAnswer answer{commit, *file, std::make_shared<const BlobEntry>(std::move(*blob)), nullptr};
+  std::lock_guard lock(mutex_);
+  if (files_.size() > kMaxMemoEntries) files_.clear();
+  files_[key] = answer;
+  return answer;
+}
+
+std::optional<FileAnswer> HubService::resolve_fast(const RepoId& repo, const std::string& rev,
+                                                   const std::string& path) {
+  std::lock_guard lock(mutex_);
+  const auto now = Clock::now();
+  auto vis = visibility_.find(repo.key());
+  if (vis == visibility_.end() || vis->second.expires <= now || vis->second.value != "public") return std::nullopt;
+  std::string commit = rev;
+  if (!is_commit_sha(rev)) {
+    auto ref = refs_.find(repo.key() + '\0' + rev);
+    if (ref == refs_.end() || ref->second.expires <= now) return std::nullopt;
+    commit = ref->second.value;
+  }
+  auto it = files_.find(repo.key() + '@' + commit + '\0' + path);
+  if (it == files_.end()) return std::nullopt;
+  ++counters_.hits;
+  return it->second;
+}
+
+std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const std::string& rev, const std::string& path,
+                                                    const Caller& caller, bool want_body) {
+  const bool open = is_public(repo);
+  const std::string credentials = credentials_for(caller, open);
+  // A stored file needs no upstream call when the repo is public, or the Hub recently let this caller in.
+  if (open || access_granted(repo, caller)) {
+    if (auto commit = fresh_ref(repo, rev)) {
+      if (auto stored = stored_file(repo, *commit, path)) {
+        ++counters_.hits;
+        return *stored;
+      }
+    }
+  }
+  // Ask the Hub with the caller's own credentials: this is the access check and the file's metadata.
+  auto head = call("HEAD", resolve_url(repo, rev, path), credentials);
+  if (!head.error.empty()) return error_reply(502, "the upstream Hub is unreachable: " + head.error);
+  if (head.status >= 300 && head.status != 302) return relay(head);
+  if (head.status != 200 && head.status != 302) return relay(head);
+  if (!open) remember_access(repo, caller);
+
+  FileAnswer answer;
+  answer.commit = std::string(head.header("x-repo-commit").value_or(""));
+  if (!is_commit_sha(answer.commit)) {
+    if (!is_commit_sha(rev)) return error_reply(502, "the upstream answer carries no X-Repo-Commit");
+    answer.commit = rev;
+  }
+  store_ref(repo, rev, answer.commit);
+  if (auto stored = stored_file(repo, answer.commit, path)) {
+    ++counters_.hits;
+    return *stored;
+  }
+
+  std::string source_url = resolve_url(repo, answer.commit, path);
+  if (auto linked = head.header("x-linked-etag")) {
+    answer.file.lfs = true;
+    answer.file.etag = unquote_etag(*linked);
+    auto size = parse_u64(head.header("x-linked-size").value_or(""));
+    if (!size || !is_hex(answer.file.etag, 64)) return error_reply(502, "the upstream answer has no usable LFS etag");
+    answer.file.size = *size;
+    if (head.status == 302) {
+      std::string location(head.header("location").value_or(""));
+      if (location.starts_with("/")) location = config_.upstream + location;
+      if (location.empty()) return error_reply(502, "the upstream redirect has no Location");
+      source_url = location;
+    }
+  } else {
+    answer.file.lfs = false;
+    answer.file.etag = unquote_etag(head.header("etag").value_or(""));
+    auto size = parse_u64(head.header("content-length").value_or(""));
+    if (!size || !is_hex(answer.file.etag, 40)) return error_reply(502, "the upstream answer has no usable etag");
+    answer.file.size = *size;
+  }
+  ++counters_.misses;
+  if (!want_body) return answer;
+
+  // The download fetches from the Hub's origin with the caller's credentials; a redirect to the CDN
+  // drops them (libcurl does not send Authorization to another host).
+  cache::BlobSource source;
+  source.url = source_url;
+  if (!credentials.empty() && source_url.starts_with(config_.upstream + "/")) {
+    source.headers.emplace_back("Authorization", credentials);
+  }
+  source.etag = answer.file.etag;
+  source.lfs = answer.file.lfs;
+  source.size = answer.file.size;
+  source.refresh_url = [this, repo, commit = answer.commit, path, credentials]() -> std::optional<std::string> {
+    auto again = call("HEAD", resolve_url(repo, commit, path), credentials);
+    auto location = again.header("location");
+    if (again.status != 302 || !location) return std::nullopt;
+    return location->starts_with("/") ? config_.upstream + std::string(*location) : std::string(*location);
+  };
+  answer.download = downloads_.get_or_start(source, cache::FileClaim{repo, answer.commit, path});
+  if (!answer.download) {
+    // Stored meanwhile by a download that just finished (possibly under another path): record this path.
+    auto blob = index_.get_blob(answer.file.etag);
+    if (!blob) return error_reply(503, "the node is shutting down");
+    index_.put_file(repo, answer.commit, path, answer.file);
+    answer.blob = std::make_shared<const BlobEntry>(std::move(*blob));
+  }
+  return answer;
+}
+
+Reply HubService::relay(const UpstreamResponse& response, const std::string& public_base) const {
+  if (!response.error.empty()) return error_reply(502, "the upstream Hub is unreachable: " + response.error);
+  Reply r;
+  r.status = static_cast<unsigned>(response.status);
+  r.content_type = std::string(response.header("content-type").value_or("application/json"));
+  r.body = strip_xet(response.body);
+  for (const auto& [name, value] : response.headers) {
+    if (name == "x-error-code" || name == "x-error-message" || name == "x-repo-commit") {
+      r.headers.emplace_back(name, value);
+    } else if (name == "location") {
+      // Renamed repos: the Hub answers with a relative Location, which works against the node as is.
+      std::string location = value;
+      if (location.starts_with(config_.upstream + "/")) location = location.substr(config_.upstream.size());
+      r.headers.emplace_back("Location", location);
+    } else if (name == "link" && !public_base.empty()) {
+      if (auto next = next_link_path(value)) r.headers.emplace_back("Link", "<" + public_base + *next + ">; rel=\"next\"");
+    }
+  }
+  return r;
+}
+
+Reply HubService::info(const RepoId& repo, const std::optional<std::string>& rev, std::string_view query,
+                       const Caller& caller) {
+  const bool open = is_public(repo);
+  const std::string credentials = credentials_for(caller, open);
+  const std::string url = with_query(api_url(repo) + (rev ? "/revision/" + url::encode(*rev) : ""), query);
+  if (!open) return relay(call("GET", url, credentials));
+  // The default branch has no name in the URL; remember it under the empty name.
+  const std::string ref_name = rev.value_or("");
+  if (auto commit = fresh_ref(repo, ref_name)) {
+    if (auto body = index_.get_meta("info|" + repo.key() + '@' + *commit + '|' + std::string(query))) {
+      Reply r;
+      r.body = std::move(*body);
+      return r;
+    }
+  }
+  auto response = call("GET", url, credentials);
+  Reply r = relay(response);
+  if (response.status == 200) {
+    auto parsed = Json::parse(r.body, nullptr, false);
+    if (parsed.is_object() && parsed.contains("sha") && parsed["sha"].is_string()) {
+      std::string commit = parsed["sha"].get<std::string>();
+      if (is_commit_sha(commit)) {
+        store_ref(repo, ref_name, commit);
+        index_.put_meta("info|" + repo.key() + '@' + commit + '|' + std::string(query), r.body);
+      }
+    }
+  }
+  return r;
+}
+
+Reply HubService::tree(const RepoId& repo, const std::string& rev, const std::string& path, std::string_view query,
+                       const Caller& caller, const std::string& public_base) {
+  const bool open = is_public(repo);
+  const std::string credentials = credentials_for(caller, open);
+  const std::string suffix = path.empty() ? "" : "/" + url::encode(path, true);
+  if (!open) {
+    return relay(call("GET", with_query(api_url(repo) + "/tree/" + url::encode(rev) + suffix, query), credentials),
+                 public_base);
+  }
+  auto commit = resolve_commit(repo, rev, credentials);
+  if (auto* refused = std::get_if<Reply>(&commit)) return *refused;
+  const std::string& sha = std::get<std::string>(commit);
+  const std::string key = "tree|" + repo.key() + '@' + sha + '|' + path + '|' + std::string(query);
+  if (auto stored = index_.get_meta(key)) {
+    auto record = Json::parse(*stored, nullptr, false);
+    if (record.is_object()) {
+      Reply r;
+      r.body = record.value("body", "");
+      std::string next = record.value("next", "");
+      if (!next.empty()) r.headers.emplace_back("Link", "<" + public_base + next + ">; rel=\"next\"");
+      return r;
+    }
+  }
+  auto response = call("GET", with_query(api_url(repo) + "/tree/" + sha + suffix, query), credentials);
+  Reply r = relay(response, public_base);
+  if (response.status == 200) {
+    std::string next;
+    if (auto link = response.header("link")) next = next_link_path(*link).value_or("");
+    index_.put_meta(key, Json{{"body", r.body}, {"next", next}}.dump());
+  }
+  return r;
+}
+
+Reply HubService::paths_info(const RepoId& repo, const std::string& rev, const std::string& content_type,
+                             const std::string& body, const Caller& caller) {
+  const bool open = is_public(repo);
+  const std::string credentials = credentials_for(caller, open);
+  HeaderList headers{{"Content-Type", content_type.empty() ? "application/x-www-form-urlencoded" : content_type}};
+  if (!open) {
+    return relay(call("POST", api_url(repo) + "/paths-info/" + url::encode(rev), credentials, headers, body));
+  }
+  auto commit = resolve_commit(repo, rev, credentials);
+  if (auto* refused = std::get_if<Reply>(&commit)) return *refused;
+  const std::string& sha = std::get<std::string>(commit);
+  auto digest = cache::sha256(std::span<const std::uint8_t>(
+      reinterpret_cast<const std::uint8_t*>((content_type + '\n' + body).data()), content_type.size() + 1 + body.size()));
+  const std::string key = "paths|" + repo.key() + '@' + sha + '|' + digest.hex();
+  if (auto stored = index_.get_meta(key)) {
+    Reply r;
+    r.body = std::move(*stored);
+    return r;
+  }
+  auto response = call("POST", api_url(repo) + "/paths-info/" + sha, credentials, headers, body);
+  Reply r = relay(response);
+  if (response.status == 200) index_.put_meta(key, r.body);
+  return r;
+}
+
+Reply HubService::refs(const RepoId& repo, std::string_view query, const Caller& caller) {
+  const bool open = is_public(repo);
+  return relay(call("GET", with_query(api_url(repo) + "/refs", query), credentials_for(caller, open)));
+}
+
+}  // namespace inferllama::hub

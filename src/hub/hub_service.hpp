@@ -1,0 +1,107 @@
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <variant>
+
+#include "download.hpp"
+#include "inferllama/chunk_store.hpp"
+#include "inferllama/config.hpp"
+#include "inferllama/index.hpp"
+#include "inferllama/repo.hpp"
+#include "inferllama/upstream.hpp"
+
+namespace inferllama::hub {
+
+// An answer to relay to the client as it is (metadata, or an error in the Hub's words).
+struct Reply {
+  unsigned status = 200;
+  HeaderList headers;  // besides Content-Type
+  std::string content_type = "application/json";
+  std::string body;
+};
+
+// Who is asking: the client's own credentials, checked by the Hub for gated and private repos.
+struct Caller {
+  std::string authorization;  // the Authorization header as sent, empty when anonymous
+};
+
+// A file at a commit: either stored (blob) or on its way (download), or only described (HEAD).
+struct FileAnswer {
+  std::string commit;
+  FileEntry file;
+  std::shared_ptr<const BlobEntry> blob;
+  std::shared_ptr<cache::Download> download;
+};
+
+struct HubCounters {
+  std::atomic<std::uint64_t> upstream_requests{0};
+  std::atomic<std::uint64_t> hits{0};
+  std::atomic<std::uint64_t> misses{0};
+};
+
+// The node's view of the Hub: resolves revisions, keeps the metadata of cached commits, decides
+// access, and finds or starts the download of a file. Blocking calls (everything but *_fast) must run
+// on the blocking pool.
+class HubService {
+ public:
+  HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads);
+
+  // A stored file of a repo known to be public, answered from memory without blocking; nullopt when
+  // the slow path has to decide.
+  std::optional<FileAnswer> resolve_fast(const RepoId& repo, const std::string& rev, const std::string& path);
+
+  // `/{repo}/resolve/{rev}/{path}`: a FileAnswer, or the Hub's refusal/redirect to relay.
+  std::variant<FileAnswer, Reply> resolve(const RepoId& repo, const std::string& rev, const std::string& path,
+                                          const Caller& caller, bool want_body);
+
+  Reply info(const RepoId& repo, const std::optional<std::string>& rev, std::string_view query, const Caller& caller);
+  Reply tree(const RepoId& repo, const std::string& rev, const std::string& path, std::string_view query,
+             const Caller& caller, const std::string& public_base);
+  Reply paths_info(const RepoId& repo, const std::string& rev, const std::string& content_type,
+                   const std::string& body, const Caller& caller);
+  Reply refs(const RepoId& repo, std::string_view query, const Caller& caller);
+
+  HubCounters& counters() { return counters_; }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Memo {
+    std::string value;
+    Clock::time_point expires;
+  };
+
+  std::string api_url(const RepoId& repo) const;
+  std::string resolve_url(const RepoId& repo, const std::string& rev, const std::string& path) const;
+  UpstreamResponse call(const std::string& method, const std::string& url, const std::string& authorization,
+                        const HeaderList& extra = {}, const std::string& body = {});
+  // Credentials for an upstream call: the caller's; the node's token only for public repos.
+  std::string credentials_for(const Caller& caller, bool is_public) const;
+  bool is_public(const RepoId& repo);
+  bool access_granted(const RepoId& repo, const Caller& caller);
+  void remember_access(const RepoId& repo, const Caller& caller);
+  std::variant<std::string, Reply> resolve_commit(const RepoId& repo, const std::string& rev,
+                                                  const std::string& credentials);
+  std::optional<std::string> fresh_ref(const RepoId& repo, const std::string& rev);
+  void store_ref(const RepoId& repo, const std::string& rev, const std::string& commit);
+  std::optional<FileAnswer> stored_file(const RepoId& repo, const std::string& commit, const std::string& path);
+  Reply relay(const UpstreamResponse& response, const std::string& public_base = {}) const;
+
+  const Config& config_;
+  Index& index_;
+  Upstream& upstream_;
+  cache::Downloads& downloads_;
+  HubCounters counters_;
+
+  std::mutex mutex_;
+  std::unordered_map<std::string, Memo> refs_;        // repo key + '\0' + rev -> commit
+  std::unordered_map<std::string, Memo> visibility_;  // repo key -> "public" | "restricted"
+  std::unordered_map<std::string, Memo> access_;      // repo key + '\0' + credential hash -> granted
+  std::unordered_map<std::string, FileAnswer> files_;  // repo key@commit + '\0' + path -> stored file
+};
+
+}  // namespace inferllama::hub

@@ -1,0 +1,25 @@
+#pragma once
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace inferllama::url {
+
+// Percent-encodes everything but RFC 3986 unreserved characters; keeps '/' when `keep_slash`.
+std::string encode(std::string_view text, bool keep_slash = false);
+// Decodes %XX escapes (and '+' as space when `plus_is_space`); nullopt on a malformed escape.
+std::optional<std::string> decode(std::string_view text, bool plus_is_space = false);
+
+using QueryList = std::vector<std::pair<std::string, std::string>>;
+QueryList parse_query(std::string_view query);  // form-encoded pairs, decoded; malformed pairs skipped
+
+// Splits a request target into its path and query (without the '?').
+std::pair<std::string_view, std::string_view> split_target(std::string_view target);
+
+// A repository-relative file path that is safe to use: no empty, "." or ".." segments, no NUL or
+// control characters, no leading '/' or backslash.
+bool is_safe_relative_path(std::string_view path);
+
+}  // namespace inferllama::url

@@ -1,0 +1,1198 @@
+#!/usr/bin/env python3
+"""Fake HuggingFace Hub for InferLlama integration tests and benchmarks.
+
+Standard library only (Python 3.11).  It imitates the parts of the real Hub a
+pull-through cache talks to, including the awkward ones (302s to a signed CDN
+URL, Xet lures, gated/private repos, renamed repos, paginated trees with an
+absolute ``Link`` header, URL-encoded revisions and paths).
+
+Two HTTP origins are served:
+
+* the HUB origin  - ``/api/...``, ``/{prefix}{repo}/resolve/...`` and the
+  control API under ``/_fake/`` (stats, faults, manifest, reset, stop);
+* the CDN origin  - ``/blobs/<sha256>?expires=..&sig=..`` (LFS content,
+  served with ``os.sendfile`` from files materialised at start-up).
+
+Usage::
+
+    fake_hub.py [--host 127.0.0.1] [--port 0] [--cdn-port 0] [--data-dir DIR]
+                [--tree-page-size 3] [--big-file-size BYTES]
+                [--cdn-rate BYTES_PER_SEC] [--url-ttl SECONDS] [--verbose]
+
+When both origins listen it prints exactly one line on stdout::
+
+    READY hub=http://127.0.0.1:PORT cdn=http://127.0.0.1:PORT
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import socketserver
+import struct
+import sys
+import tempfile
+import termios
+import threading
+import time
+import traceback
+import urllib.parse
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MIB = 1024 * 1024
+BLOCK = MIB                    # content generator block; every block differs
+SENDFILE_CHUNK = 4 * MIB       # per sendfile() call, so byte counters advance
+SLICE = 64 * 1024              # byte-level writes (rate limit / faults)
+GENERATOR_VERSION = 1          # bump when BlobStore.materialise changes its output
+
+APPROVED_TOKEN = "hf_approved"
+UNAPPROVED_TOKEN = "hf_unapproved"
+KNOWN_TOKENS = {APPROVED_TOKEN, UNAPPROVED_TOKEN}
+
+TYPE_BY_PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space"}
+PLURAL = {v: k for k, v in TYPE_BY_PLURAL.items()}
+URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+API_ACTIONS = {"revision", "tree", "paths-info", "refs", "xet-read-token"}
+REF_NAMESPACES = {"pr", "heads", "tags", "convert"}
+
+REQUEST_KINDS = (
+    "api_info", "api_tree", "api_paths_info", "api_refs",
+    "resolve_head", "resolve_get", "cdn_get", "cdn_head",
+    "xet_read_token", "xet_cas", "other",
+)
+FAULT_KINDS = ("reset_after_bytes", "status", "corrupt_byte", "slow_body", "truncate")
+XET_FILEINFO = "application/vnd.xet-fileinfo+json"
+CREATED_AT = "2024-01-01T00:00:00.000Z"
+LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize {}\n"
+
+
+# --------------------------------------------------------------------------
+# Hash helpers (same definitions as git / git-lfs / the Hub)
+# --------------------------------------------------------------------------
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def sha1_hex(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def truthy(value: str | None) -> bool:
+    return value is not None and value.strip().lower() in ("1", "true", "yes", "on")
+
+
+# --------------------------------------------------------------------------
+# Data model
+# --------------------------------------------------------------------------
+
+@dataclass
+class FileEntry:
+    path: str
+    size: int
+    sha256: str
+    git_sha1: str                 # tree oid: blob sha1 of content, or of the LFS pointer
+    lfs: bool
+    pointer_size: int = 0
+    content: bytes | None = None  # regular files live in memory
+    disk_path: str | None = None  # LFS files are materialised on disk for sendfile
+
+    @property
+    def xet_hash(self) -> str:
+        # Not a real Xet merkle hash; only needs to look like one (64 hex) and
+        # be stable, because the node must never act on it.
+        return hashlib.sha256(b"xet:" + self.sha256.encode()).hexdigest()
+
+    def manifest(self) -> dict:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256,
+                "git_sha1": self.git_sha1, "lfs": self.lfs}
+
+
+@dataclass
+class Revision:
+    commit: str
+    title: str
+    date: str
+    files: dict[str, FileEntry]
+    dirs: dict[str, str] = field(default_factory=dict)  # dir path ("" = root) -> git tree oid
+
+    def __post_init__(self) -> None:
+        children: dict[str, list[tuple[str, bool, str]]] = {"": []}
+        for path in sorted(self.files):
+            parts = path.split("/")
+            for depth in range(1, len(parts)):
+                d = "/".join(parts[:depth])
+                if d not in children:
+                    children[d] = []
+                    children["/".join(parts[:depth - 1])].append((parts[depth - 1], True, d))
+            children["/".join(parts[:-1])].append((parts[-1], False, path))
+
+        # Real git tree objects, so directory oids change exactly when content does.
+        def tree_oid(d: str) -> str:
+            rows = []
+            for name, is_dir, p in children[d]:
+                oid = tree_oid(p) if is_dir else self.files[p].git_sha1
+                rows.append((name.encode(), is_dir, bytes.fromhex(oid)))
+            rows.sort(key=lambda r: r[0] + (b"/" if r[1] else b""))  # git's tree order
+            body = b"".join((b"40000 " if is_dir else b"100644 ") + name + b"\0" + oid
+                            for name, is_dir, oid in rows)
+            self.dirs[d] = hashlib.sha1(b"tree %d\0" % len(body) + body).hexdigest()
+            return self.dirs[d]
+
+        tree_oid("")
+
+    def listing(self, path: str, recursive: bool) -> list[tuple[str, bool]]:
+        """(path, is_dir) under directory `path`, sorted by path."""
+        prefix = path + "/" if path else ""
+        items = [(p, False) for p in self.files if p.startswith(prefix)]
+        items += [(d, True) for d in self.dirs if d and d.startswith(prefix)]
+        if not recursive:
+            items = [(p, is_dir) for p, is_dir in items if "/" not in p[len(prefix):]]
+        return sorted(items)
+
+
+@dataclass
+class Repo:
+    type: str
+    id: str
+    private: bool = False
+    gated: bool | str = False
+    commits: dict[str, Revision] = field(default_factory=dict)
+    branches: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    prs: dict[str, str] = field(default_factory=dict)  # "refs/pr/1" -> commit
+
+    def add_commit(self, rev: Revision) -> str:
+        self.commits[rev.commit] = rev
+        return rev.commit
+
+    def resolve(self, rev: str) -> Revision | None:
+        for table, prefix in ((self.branches, "refs/heads/"), (self.tags, "refs/tags/")):
+            name = rev[len(prefix):] if rev.startswith(prefix) else rev
+            if name in table:
+                return self.commits[table[name]]
+        if rev in self.prs:
+            return self.commits[self.prs[rev]]
+        return self.commits.get(rev.lower()) if len(rev) == 40 else None
+
+    def all_revisions(self) -> dict[str, str]:
+        return {**self.branches, **self.tags, **self.prs}
+
+
+# --------------------------------------------------------------------------
+# Blob materialisation and fixtures
+# --------------------------------------------------------------------------
+
+class BlobStore:
+    """Writes deterministic, non-repetitive LFS content to disk once."""
+
+    def __init__(self, root: str):
+        self.root = root
+
+    def materialise(self, seed: int, size: int) -> tuple[str, str]:
+        # GENERATOR_VERSION in the name keeps reused --data-dir blobs honest if the
+        # generator below ever changes.
+        path = os.path.join(self.root, f"v{GENERATOR_VERSION}-{seed:016x}-{size}.blob")
+        sidecar = path + ".sha256"
+        # A caller-provided --data-dir may already hold the blob (benchmarks
+        # restart often); the sidecar is only written after a complete write.
+        if os.path.exists(sidecar) and os.path.exists(path) and os.path.getsize(path) == size:
+            with open(sidecar) as fh:
+                digest = fh.read().strip()
+            if len(digest) == 64:
+                return digest, path
+        # One pseudo-random MiB per file, with (seed, block index) stamped in
+        # its first 16 bytes: cheap to produce, yet no two MiBs are equal, so
+        # block-level dedup or caching bugs cannot hide.
+        block = bytearray(random.Random(seed).randbytes(BLOCK))
+        view = memoryview(block)
+        hasher = hashlib.sha256()
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as out:
+            index, remaining = 0, size
+            while remaining > 0:
+                struct.pack_into(">QQ", block, 0, seed, index)
+                chunk = view[:min(BLOCK, remaining)]
+                out.write(chunk)
+                hasher.update(chunk)
+                remaining -= len(chunk)
+                index += 1
+        os.replace(tmp, path)
+        digest = hasher.hexdigest()
+        with open(sidecar, "w") as fh:
+            fh.write(digest)
+        return digest, path
+
+
+def regular_file(path: str, data: bytes | str) -> FileEntry:
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return FileEntry(path, len(data), hashlib.sha256(data).hexdigest(),
+                     git_blob_sha1(data), False, content=data)
+
+
+def lfs_file(store: BlobStore, repo_key: str, path: str, size: int) -> FileEntry:
+    seed = int.from_bytes(hashlib.sha256(f"{repo_key}/{path}".encode()).digest()[:8], "big")
+    digest, disk_path = store.materialise(seed, size)
+    pointer = LFS_POINTER.format(digest, size).encode()
+    return FileEntry(path, size, digest, git_blob_sha1(pointer), True,
+                     pointer_size=len(pointer), disk_path=disk_path)
+
+
+def config_json(**fields) -> str:
+    return json.dumps(fields, indent=2, sort_keys=True) + "\n"
+
+
+def make_repo(rtype: str, repo_id: str, files: list[FileEntry], **kwargs) -> Repo:
+    repo = Repo(rtype, repo_id, **kwargs)
+    commit = sha1_hex(f"{rtype}/{repo_id}@main")
+    repo.branches["main"] = repo.add_commit(Revision(
+        commit, "Initial commit", "2024-05-01T12:00:00.000Z", {f.path: f for f in files}))
+    return repo
+
+
+def build_fixtures(store: BlobStore, big_file_size: int) -> tuple[list[Repo], dict[tuple[str, str], str]]:
+    repos: list[Repo] = []
+
+    key = "model/acme/tiny-model"
+    tiny_common = [
+        regular_file("README.md", "---\nlicense: mit\n---\n# acme/tiny-model\n\n"
+                                  "A tiny fixture model for InferLlama tests.\n"),
+        regular_file("empty.txt", b""),
+        lfs_file(store, key, "model.safetensors", 9 * MIB + 12345),
+        lfs_file(store, key, "nested/deep/dir/weights.bin", 5 * MIB + 7),
+        regular_file("with space/naïve – file.txt", "Unicode file name fixture: naïve – ✓\n"),
+    ]
+    tiny = make_repo("model", "acme/tiny-model", tiny_common + [regular_file(
+        "config.json", config_json(architectures=["TinyModel"], model_type="tiny",
+                                   hidden_size=64, num_layers=2, vocab_size=1000))])
+    tiny.tags["v1.0"] = tiny.branches["main"]
+    pr_files = tiny_common + [regular_file(
+        "config.json", config_json(architectures=["TinyModel"], model_type="tiny",
+                                   hidden_size=128, num_layers=4, vocab_size=1000))]
+    tiny.prs["refs/pr/1"] = tiny.add_commit(Revision(
+        sha1_hex("model/acme/tiny-model@refs/pr/1"), "Bigger config (#1)",
+        "2024-05-02T12:00:00.000Z", {f.path: f for f in pr_files}))
+    repos.append(tiny)
+
+    repos.append(make_repo("model", "acme/gated-model", [
+        regular_file("config.json", config_json(model_type="gated")),
+        lfs_file(store, "model/acme/gated-model", "model.safetensors", 3 * MIB + 1),
+    ], gated="manual"))
+    repos.append(make_repo("model", "acme/private-model", [
+        regular_file("config.json", config_json(model_type="private")),
+        lfs_file(store, "model/acme/private-model", "weights.bin", 2 * MIB + 3),
+    ], private=True))
+    repos.append(make_repo("model", "acme/new-name", [
+        regular_file("config.json", config_json(model_type="renamed")),
+        lfs_file(store, "model/acme/new-name", "model.safetensors", 1 * MIB + 5),
+    ]))
+    repos.append(make_repo("dataset", "acme/tiny-dataset", [
+        regular_file("README.md", "# acme/tiny-dataset\n\nFixture dataset.\n"),
+        lfs_file(store, "dataset/acme/tiny-dataset", "data/train-00000-of-00001.parquet", 4 * MIB + 99),
+        regular_file("data/test.csv", "id,text,label\n0,hello,1\n1,world,0\n2,naïve,1\n"),
+    ]))
+    repos.append(make_repo("space", "acme/tiny-space", [
+        regular_file("app.py", "import gradio as gr\n\n"
+                               "gr.Interface(lambda x: x, 'text', 'text').launch()\n"),
+        regular_file("requirements.txt", "gradio\n"),
+    ]))
+    if big_file_size > 0:
+        repos.append(make_repo("model", "acme/big-model", [
+            regular_file("config.json", config_json(model_type="big", size=big_file_size)),
+            lfs_file(store, "model/acme/big-model", "model.safetensors", big_file_size),
+        ]))
+    renames = {("model", "acme/old-name"): "acme/new-name"}
+    return repos, renames
+
+
+# --------------------------------------------------------------------------
+# Shared mutable state: counters and faults
+# --------------------------------------------------------------------------
+
+class Stats:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests = {k: 0 for k in REQUEST_KINDS}
+            self.cdn_bytes: dict[str, int] = {}
+            self.hub_file_bytes: dict[str, int] = {}
+            self.cdn_authorization_headers = 0
+            self.xet_fileinfo_responses = 0
+            self.requests_by_auth: dict[str, int] = {}
+            self.total_requests = 0
+
+    def count(self, kind: str, auth_key: str) -> None:
+        with self.lock:
+            self.requests[kind] = self.requests.get(kind, 0) + 1
+            self.requests_by_auth[auth_key] = self.requests_by_auth.get(auth_key, 0) + 1
+            self.total_requests += 1
+
+    def add(self, table: str, key: str, n: int) -> None:
+        with self.lock:
+            d = getattr(self, table)
+            d[key] = d.get(key, 0) + n
+
+    def bump(self, attr: str) -> None:
+        with self.lock:
+            setattr(self, attr, getattr(self, attr) + 1)
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {
+                "requests": dict(self.requests),
+                "cdn_bytes": dict(self.cdn_bytes),
+                "hub_file_bytes": dict(self.hub_file_bytes),
+                "cdn_authorization_headers": self.cdn_authorization_headers,
+                "xet_fileinfo_responses": self.xet_fileinfo_responses,
+                "requests_by_auth": dict(self.requests_by_auth),
+                "total_requests": self.total_requests,
+            }
+
+
+class Faults:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.items: list[dict] = []
+
+    @staticmethod
+    def normalise(raw: dict) -> dict:
+        if not isinstance(raw, dict) or not isinstance(raw.get("match"), str) or not raw["match"]:
+            raise ValueError("each fault needs a non-empty string 'match'")
+        kind = raw.get("kind", "status")
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
+        fault = {"match": raw["match"], "kind": kind, "times": int(raw.get("times", 1)),
+                 "bytes": int(raw.get("bytes", 0)), "status": int(raw.get("status", 503)),
+                 "bps": int(raw.get("bps", 65536)), "triggered": 0}
+        if raw.get("offset") is not None:
+            fault["offset"] = int(raw["offset"])
+        return fault
+
+    def replace(self, raw_list: list) -> None:
+        items = [self.normalise(r) for r in raw_list]
+        with self.lock:
+            self.items = items
+
+    def take(self, predicate) -> dict | None:
+        """Atomically find the first live fault accepted by `predicate` and consume one use."""
+        with self.lock:
+            for fault in self.items:
+                if fault["times"] != 0 and predicate(fault):
+                    if fault["times"] > 0:
+                        fault["times"] -= 1
+                    fault["triggered"] += 1
+                    return dict(fault)
+        return None
+
+    def snapshot(self) -> list[dict]:
+        with self.lock:
+            return [dict(f) for f in self.items]
+
+
+def corrupt_offset(fault: dict, size: int) -> int:
+    return fault.get("offset", size // 2)
+
+
+class FakeHub:
+    """Everything the handlers share: fixtures, signing key, counters, faults."""
+
+    def __init__(self, args: argparse.Namespace, data_dir: str):
+        self.host = args.host
+        self.tree_page_size = max(1, args.tree_page_size)
+        self.cdn_rate = max(0, args.cdn_rate)
+        self.url_ttl = args.url_ttl
+        self.verbose = args.verbose
+        self.sign_key = secrets.token_bytes(32)  # per process: old signed URLs die with it
+        self.stats = Stats()
+        self.faults = Faults()
+        self.hub_port = 0
+        self.cdn_port = 0
+        self.stop_event = threading.Event()
+        repos, self.renames = build_fixtures(BlobStore(data_dir), args.big_file_size)
+        self.repos = {(r.type, r.id): r for r in repos}
+        self.blobs: dict[str, FileEntry] = {}         # sha256 -> LFS entry served by the CDN
+        self.blob_names: dict[str, set[str]] = {}     # sha256 -> {"acme/x/path", ...} for fault matching
+        for repo in repos:
+            for rev in repo.commits.values():
+                for f in rev.files.values():
+                    if f.lfs:
+                        self.blobs.setdefault(f.sha256, f)
+                        self.blob_names.setdefault(f.sha256, set()).add(f"{repo.id}/{f.path}")
+
+    @property
+    def hub_url(self) -> str:
+        return f"http://{self.host}:{self.hub_port}"
+
+    @property
+    def cdn_url(self) -> str:
+        return f"http://{self.host}:{self.cdn_port}"
+
+    def sign(self, sha256: str, expires: int) -> str:
+        return hmac.new(self.sign_key, f"{sha256}{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def signed_blob_url(self, sha256: str) -> str:
+        expires = int(time.time()) + self.url_ttl
+        return f"{self.cdn_url}/blobs/{sha256}?expires={expires}&sig={self.sign(sha256, expires)}"
+
+    def verify(self, sha256: str, expires: str | None, sig: str | None) -> bool:
+        if not expires or not sig or not expires.isdigit():
+            return False
+        if int(expires) < time.time():
+            return False
+        return hmac.compare_digest(self.sign(sha256, int(expires)), sig)
+
+    def manifest(self) -> dict:
+        out = []
+        for repo in self.repos.values():
+            out.append({
+                "type": repo.type, "id": repo.id, "private": repo.private, "gated": repo.gated,
+                "revisions": repo.all_revisions(),
+                "files": {c: [f.manifest() for _, f in sorted(rev.files.items())]
+                          for c, rev in repo.commits.items()},
+            })
+        return {"hub": self.hub_url, "cdn": self.cdn_url, "repos": out,
+                "renames": {f"{t}/{old}": new for (t, old), new in self.renames.items()}}
+
+
+# --------------------------------------------------------------------------
+# HTTP plumbing shared by both origins
+# --------------------------------------------------------------------------
+
+UNSATISFIABLE = "unsatisfiable"
+
+
+def parse_range(header: str | None, size: int):
+    """None = serve everything, (start, end) inclusive, or UNSATISFIABLE.
+
+    Multi-range and malformed headers are ignored (RFC 9110 allows that)."""
+    if not header or not header.strip().lower().startswith("bytes="):
+        return None
+    spec = header.strip()[6:].strip()
+    if "," in spec:
+        return None
+    first, sep, last = spec.partition("-")
+    if not sep:
+        return None
+    try:
+        if first.strip() == "":
+            n = int(last)
+            if n <= 0 or size == 0:
+                return UNSATISFIABLE
+            return (max(0, size - n), size - 1)
+        start = int(first)
+        end = int(last) if last.strip() else size - 1
+    except ValueError:
+        return None
+    if start < 0 or (last.strip() and end < start):
+        return None
+    if start >= size:
+        return UNSATISFIABLE
+    return (start, min(end, size - 1))
+
+
+def split_segments(raw_path: str) -> tuple[list[str], list[str]]:
+    """Raw and decoded path segments.
+
+    http.server decoded the request line as latin-1; undo that to get the raw
+    bytes, then percent-decode each segment on its own as UTF-8 so that an
+    encoded slash (``refs%2Fpr%2F1``) stays inside its segment."""
+    raw = [s for s in raw_path.split("/") if s]
+    decoded = [urllib.parse.unquote_to_bytes(s.encode("latin-1")).decode("utf-8", "replace")
+               for s in raw]
+    return raw, decoded
+
+
+def split_rev(args: list[str]) -> tuple[str, list[str]]:
+    """First revision in `args` (also accepts unencoded ``refs/pr/1``) and the rest."""
+    if len(args) >= 3 and args[0] == "refs" and args[1] in REF_NAMESPACES:
+        return "/".join(args[:3]), args[3:]
+    return args[0], args[1:]
+
+
+def header_safe(value: str) -> str:
+    return value.replace("\r", " ").replace("\n", " ").encode("latin-1", "replace").decode("latin-1")
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, address, handler, hub: FakeHub):
+        self.hub = hub
+        super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls getfqdn(), which can stall on a machine
+        # without working DNS; we never need the name.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], OSError):  # client went away
+            return
+        super().handle_error(request, client_address)
+
+
+class BaseHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "FakeHub/1.0"
+    origin = "?"
+
+    @property
+    def hub(self) -> FakeHub:
+        return self.server.hub
+
+    def handle(self) -> None:
+        # Clients (and our own reset faults) drop connections mid-response;
+        # that must never take a thread down with a traceback.
+        try:
+            super().handle()
+        except OSError:
+            self.close_connection = True
+
+    def log_message(self, fmt, *args) -> None:
+        if self.hub.verbose:
+            sys.stderr.write(f"[{self.origin}] {self.address_string()} {fmt % args}\n")
+
+    def do_GET(self) -> None:
+        self._safe_dispatch("GET")
+
+    def do_HEAD(self) -> None:
+        self._safe_dispatch("HEAD")
+
+    def do_POST(self) -> None:
+        self._safe_dispatch("POST")
+
+    def _safe_dispatch(self, method: str) -> None:
+        self._headers_sent = False
+        try:
+            self.dispatch(method)
+        except OSError:
+            raise
+        except Exception:  # a bug in the fake: make it loud but keep serving
+            traceback.print_exc(file=sys.stderr)
+            if self._headers_sent:
+                self.close_connection = True
+            else:
+                self.send_json(500, {"error": "fake hub internal error"}, method=method)
+
+    def dispatch(self, method: str) -> None:
+        raise NotImplementedError
+
+    # -- request helpers --------------------------------------------------
+
+    def read_body(self) -> bytes:
+        """Always drain the body so keep-alive stays in sync."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            out = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(out)
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    # -- response helpers -------------------------------------------------
+
+    def end_headers(self) -> None:
+        self._headers_sent = True
+        super().end_headers()
+
+    def send(self, status: int, body: bytes = b"", headers=(), method: str = "GET",
+             content_type: str | None = "application/json") -> None:
+        self.send_response(status)
+        if content_type:
+            self.send_header("Content-Type", content_type)
+        for k, v in headers:
+            self.send_header(k, header_safe(str(v)))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if method != "HEAD" and body:
+            self.wfile.write(body)
+
+    def send_json(self, status: int, obj, headers=(), method: str = "GET") -> None:
+        self.send(status, json.dumps(obj).encode(), headers, method)
+
+    def send_error_json(self, status: int, code: str | None, message: str, method: str,
+                        headers=()) -> None:
+        hdrs = list(headers) + [("X-Error-Message", message)]
+        if code:
+            hdrs.append(("X-Error-Code", code))
+        self.send_json(status, {"error": message}, hdrs, method)
+
+    def send_fault_status(self, fault: dict, method: str) -> None:
+        self.send_error_json(fault["status"], None, f"Injected fault: HTTP {fault['status']}", method)
+
+    def abort_connection(self) -> None:
+        """Send a TCP RST (what a crashing proxy looks like to a client).
+
+        RST discards unsent kernel buffers, so first wait (bounded) until the
+        peer has acknowledged what we wrote: the client then sees exactly the
+        promised number of bytes followed by ECONNRESET."""
+        self.close_connection = True
+        sock = self.connection
+        try:
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                pending = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+                if pending == 0:
+                    break
+                time.sleep(0.001)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.rfile.close()  # drop the makefile() reference so close() really closes
+            sock.close()
+        except OSError:
+            pass
+
+    def serve_content(self, f: FileEntry, headers: list, method: str, matcher, rate: int,
+                      account) -> None:
+        """200/206/416 for `f`, honouring a single byte range, faults and rate."""
+        size = f.size
+        rng = parse_range(self.headers.get("Range"), size)
+        if rng == UNSATISFIABLE:
+            self.send(416, b"", headers + [("Content-Range", f"bytes */{size}")], method,
+                      content_type=None)
+            return
+        if rng is None:
+            status, start, length = 200, 0, size
+        else:
+            status, start, length = 206, rng[0], rng[1] - rng[0] + 1
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, header_safe(str(v)))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{start + length - 1}/{size}")
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+        if method == "HEAD" or length == 0:
+            return
+        fault = None
+        if matcher is not None:
+            fault = self.hub.faults.take(lambda flt: (
+                flt["kind"] != "status" and matcher(flt["match"])
+                # a corrupt_byte fault is only spent on a response that carries its byte
+                and (flt["kind"] != "corrupt_byte"
+                     or start <= corrupt_offset(flt, size) < start + length)))
+        self.send_body(f, start, length, fault, rate, account)
+
+    def send_body(self, f: FileEntry, start: int, length: int, fault: dict | None,
+                  rate: int, account) -> None:
+        kind = fault["kind"] if fault else None
+        bps = rate
+        if kind == "slow_body":
+            bps = min(b for b in (rate, max(1, fault["bps"])) if b > 0)
+        if kind is None and not bps:  # fast path
+            if f.content is not None:
+                self.wfile.write(f.content[start:start + length])
+                account(length)
+                return
+            with open(f.disk_path, "rb") as fh:
+                sent = 0
+                while sent < length:
+                    n = self.connection.sendfile(fh, start + sent, min(SENDFILE_CHUNK, length - sent))
+                    if n <= 0:
+                        raise ConnectionError("sendfile made no progress")
+                    sent += n
+                    account(n)
+            return
+
+        # Byte-level path: rate limiting and faults need to see every slice.
+        limit = length
+        if kind in ("reset_after_bytes", "truncate"):
+            limit = max(0, min(length, fault["bytes"]))
+        flip_at = corrupt_offset(fault, f.size) if kind == "corrupt_byte" else None
+        slice_size = max(1, min(SLICE, bps // 16)) if bps else SLICE
+        fd = os.open(f.disk_path, os.O_RDONLY) if f.content is None else None
+        try:
+            t0, sent = time.monotonic(), 0
+            while sent < limit:
+                off, n = start + sent, min(slice_size, limit - sent)
+                chunk = f.content[off:off + n] if fd is None else os.pread(fd, n, off)
+                if flip_at is not None and off <= flip_at < off + len(chunk):
+                    chunk = bytearray(chunk)
+                    chunk[flip_at - off] ^= 0xFF
+                self.wfile.write(chunk)
+                sent += len(chunk)
+                account(len(chunk))
+                if bps and sent < limit:  # token bucket: never run ahead of bps
+                    delay = t0 + sent / bps - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+        finally:
+            if fd is not None:
+                os.close(fd)
+        if kind == "reset_after_bytes":
+            self.abort_connection()
+        elif kind == "truncate":
+            self.close_connection = True  # orderly FIN before Content-Length was reached
+
+
+def auth_key_of(header: str | None) -> str:
+    if header is None:
+        return "anonymous"
+    parts = header.split(None, 1)
+    if len(parts) == 2 and parts[0].lower() == "bearer":
+        return parts[1].strip()
+    return "invalid"
+
+
+# --------------------------------------------------------------------------
+# HUB origin
+# --------------------------------------------------------------------------
+
+@dataclass
+class Route:
+    kind: str                # api_info / api_tree / api_paths_info / api_refs / resolve / xet_read_token
+    rtype: str
+    repo_id: str
+    span: tuple[int, int]    # segments holding the repo id (for rename redirects)
+    rev: str = "main"
+    path: str = ""
+
+
+def route_hub(segs: list[str]) -> Route | None:
+    if len(segs) >= 3 and segs[0] == "api" and segs[1] in TYPE_BY_PLURAL:
+        rtype, rest = TYPE_BY_PLURAL[segs[1]], segs[2:]
+        # Legacy ids have no namespace ("gpt2"); everything we host has one.
+        n = 1 if len(rest) == 1 or rest[1] in API_ACTIONS else 2
+        repo_id, tail, span = "/".join(rest[:n]), rest[n:], (2, 2 + n)
+        if not tail:
+            return Route("api_info", rtype, repo_id, span)
+        action, args = tail[0], tail[1:]
+        if action == "revision" and args:
+            return Route("api_info", rtype, repo_id, span, rev="/".join(args))
+        if action == "tree" and args:
+            rev, rest_path = split_rev(args)
+            return Route("api_tree", rtype, repo_id, span, rev=rev, path="/".join(rest_path))
+        if action == "paths-info" and args:
+            return Route("api_paths_info", rtype, repo_id, span, rev="/".join(args))
+        if action == "refs" and not args:
+            return Route("api_refs", rtype, repo_id, span)
+        if action == "xet-read-token" and args:
+            return Route("xet_read_token", rtype, repo_id, span, rev="/".join(args))
+        return None
+    i, rtype = 0, "model"
+    if segs and segs[0] in ("datasets", "spaces"):
+        i, rtype = 1, TYPE_BY_PLURAL[segs[0]]
+    for n in (2, 1):
+        if len(segs) > i + n and segs[i + n] == "resolve":
+            args = segs[i + n + 1:]
+            if len(args) < 2:
+                return None
+            rev, rest_path = split_rev(args)
+            if not rest_path:
+                return None
+            return Route("resolve", rtype, "/".join(segs[i:i + n]), (i, i + n),
+                         rev=rev, path="/".join(rest_path))
+    return None
+
+
+class HubHandler(BaseHandler):
+    origin = "hub"
+
+    def dispatch(self, method: str) -> None:
+        hub = self.hub
+        raw_path, _, query = self.path.partition("?")
+        body = self.read_body()
+        if raw_path == "/_fake" or raw_path.startswith("/_fake/"):
+            return self.control(method, raw_path, body)
+
+        raw_segs, segs = split_segments(raw_path)
+        route = route_hub(segs)
+        auth_header = self.headers.get("Authorization")
+        auth_key = auth_key_of(auth_header)
+        kind = route.kind if route else "other"
+        if kind == "resolve":
+            kind = "resolve_head" if method == "HEAD" else "resolve_get"
+        hub.stats.count(kind, auth_key)
+
+        decoded_path = "/" + "/".join(segs)
+        fault = hub.faults.take(lambda f: f["kind"] == "status"
+                                and (f["match"] in decoded_path or f["match"] in raw_path))
+        if fault:
+            return self.send_fault_status(fault, method)
+        if auth_header is not None and auth_key not in KNOWN_TOKENS:
+            return self.send_error_json(401, None, "Invalid credentials in Authorization header", method)
+        if route is None:
+            return self.send_error_json(404, None, "Sorry, we can't find the page you are looking for.", method)
+
+        new_id = hub.renames.get((route.rtype, route.repo_id))
+        if new_id is not None:
+            # The Hub answers a renamed repo with a *relative* 307 to the new name.
+            i, j = route.span
+            location = "/" + "/".join(raw_segs[:i] + new_id.split("/") + raw_segs[j:])
+            if query:
+                location += "?" + query
+            body = f"Temporary Redirect. Redirecting to {location}".encode()
+            return self.send(307, body, [("Location", location)], method, "text/plain; charset=utf-8")
+
+        token = auth_key if auth_header is not None else None
+        repo = hub.repos.get((route.rtype, route.repo_id))
+        if repo is None or (repo.private and token != APPROVED_TOKEN):
+            return self.send_error_json(401, "RepoNotFound",
+                                        f"Repository Not Found for url: {hub.hub_url}{self.path}.", method)
+        if method not in ({"POST"} if route.kind == "api_paths_info" else {"GET", "HEAD"}):
+            return self.send_error_json(405, None, f"Method {method} not allowed", method)
+        if route.kind != "api_info" and route.kind != "api_refs" and self.gate_refused(repo, token, method):
+            return
+        q = urllib.parse.parse_qs(query, keep_blank_values=True)
+        if route.kind == "api_refs":
+            return self.api_refs(repo, q, method)
+        rev = repo.resolve(route.rev)
+        if rev is None:
+            return self.send_error_json(404, "RevisionNotFound", f"Invalid rev id: {route.rev}", method)
+        getattr(self, route.kind)(route, repo, rev, q, body, method)
+
+    def gate_refused(self, repo: Repo, token: str | None, method: str) -> bool:
+        if not repo.gated or token == APPROVED_TOKEN:
+            return False
+        what = f"Access to {repo.type} {repo.id} is restricted"
+        if token is None:
+            self.send_error_json(401, "GatedRepo", f"{what}. You must have access to it and be "
+                                 "authenticated to access it. Please log in.", method)
+        else:
+            self.send_error_json(403, "GatedRepo", f"{what} and you are not in the authorized list. "
+                                 f"Visit https://huggingface.co/{repo.id} to ask for access.", method)
+        return True
+
+    # -- JSON shapes ------------------------------------------------------
+
+    def entry_json(self, rev: Revision, path: str, is_dir: bool, expand: bool) -> dict:
+        if is_dir:
+            d = {"type": "directory", "oid": rev.dirs[path], "size": 0, "path": path}
+        else:
+            f = rev.files[path]
+            d = {"type": "file", "oid": f.git_sha1, "size": f.size, "path": path}
+            if f.lfs:
+                d["lfs"] = {"oid": f.sha256, "size": f.size, "pointerSize": f.pointer_size}
+                d["xetHash"] = f.xet_hash  # Xet marker, must be harmless to the node
+        if expand:
+            d["lastCommit"] = {"id": rev.commit, "title": rev.title, "date": rev.date}
+            if not is_dir:
+                d["securityFileStatus"] = {"status": "safe"}
+        return d
+
+    def api_info(self, route: Route, repo: Repo, rev: Revision, q: dict, body: bytes, method: str) -> None:
+        blobs = truthy((q.get("blobs") or [None])[-1])
+        siblings = []
+        for path, f in sorted(rev.files.items()):
+            s = {"rfilename": path}
+            if blobs:
+                s.update(size=f.size, blobId=f.git_sha1)
+                if f.lfs:
+                    s["lfs"] = {"sha256": f.sha256, "size": f.size, "pointerSize": f.pointer_size}
+            siblings.append(s)
+        info = {"_id": sha1_hex(f"{repo.type}/{repo.id}")[:24], "id": repo.id}
+        if repo.type == "model":
+            info["modelId"] = repo.id
+        info.update({
+            "author": repo.id.split("/")[0], "sha": rev.commit, "lastModified": rev.date,
+            "createdAt": CREATED_AT, "private": repo.private, "gated": repo.gated,
+            "disabled": False, "downloads": 0, "likes": 0, "tags": [],
+            "usedStorage": sum(f.size for f in rev.files.values()),
+            "xetEnabled": True, "siblings": siblings,
+        })
+        if repo.type == "space":
+            info["sdk"] = "gradio"
+        expand = q.get("expand", []) + q.get("expand[]", [])
+        if expand:
+            info = {k: v for k, v in info.items() if k in ("_id", "id") or k in expand}
+        self.send_json(200, info, method=method)
+
+    def api_tree(self, route: Route, repo: Repo, rev: Revision, q: dict, body: bytes, method: str) -> None:
+        path = route.path.strip("/")
+        if path and path not in rev.dirs:
+            return self.send_error_json(404, "EntryNotFound",
+                                        f"{path} does not exist on \"{route.rev}\"", method)
+        recursive_raw = (q.get("recursive") or ["false"])[-1]
+        expand_raw = (q.get("expand") or ["false"])[-1]
+        items = rev.listing(path, truthy(recursive_raw))
+
+        page = self.hub.tree_page_size
+        limit = (q.get("limit") or [""])[-1]
+        if limit.isdigit() and int(limit) > 0:
+            page = min(page, int(limit))
+        cursor = (q.get("cursor") or [""])[-1]
+        if cursor:
+            # Shaped like the Hub's cursor: base64("<base64 json>:<page size>").
+            try:
+                inner, _, size = base64.b64decode(cursor).decode().rpartition(":")
+                after = json.loads(base64.b64decode(inner))["file_name"]
+                if not (limit.isdigit() and int(limit) > 0):
+                    page = min(int(size), self.hub.tree_page_size)
+            except (ValueError, KeyError, TypeError):
+                return self.send_error_json(400, "BadRequest", "Invalid cursor", method)
+            items = [it for it in items if it[0] > after]
+
+        chunk, more = items[:page], len(items) > page
+        headers = []
+        if more:
+            inner = base64.b64encode(json.dumps({"file_name": chunk[-1][0]}).encode()).decode()
+            token = base64.b64encode(f"{inner}:{page}".encode()).decode()
+            url = (f"{self.hub.hub_url}/api/{PLURAL[repo.type]}/{repo.id}/tree/"
+                   f"{urllib.parse.quote(route.rev, safe='')}")
+            if path:
+                url += "/" + urllib.parse.quote(path, safe="/")
+            url += (f"?recursive={urllib.parse.quote(recursive_raw)}&expand={urllib.parse.quote(expand_raw)}"
+                    f"&cursor={urllib.parse.quote(token, safe='')}")
+            headers.append(("Link", f'<{url}>; rel="next"'))
+        expand = truthy(expand_raw)
+        self.send_json(200, [self.entry_json(rev, p, d, expand) for p, d in chunk], headers, method)
+
+    def api_paths_info(self, route: Route, repo: Repo, rev: Revision, q: dict, body: bytes, method: str) -> None:
+        ctype = self.headers.get("Content-Type", "")
+        try:
+            if "json" in ctype:
+                obj = json.loads(body or b"{}")
+                paths, expand = obj.get("paths", []), obj.get("expand", False)
+                if isinstance(paths, str):
+                    paths = [paths]
+                expand = expand if isinstance(expand, bool) else truthy(str(expand))
+            else:
+                form = urllib.parse.parse_qs(body.decode("utf-8"), keep_blank_values=True)
+                paths = form.get("paths", []) + form.get("paths[]", []) + q.get("paths", [])
+                expand = truthy((form.get("expand") or q.get("expand") or ["false"])[-1])
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            return self.send_error_json(400, "BadRequest", "Invalid paths-info body", method)
+        out = []
+        for p in paths:
+            p = str(p).strip("/")
+            if p in rev.files:
+                out.append(self.entry_json(rev, p, False, expand))
+            elif p and p in rev.dirs:
+                out.append(self.entry_json(rev, p, True, expand))
+        self.send_json(200, out, method=method)
+
+    def api_refs(self, repo: Repo, q: dict, method: str) -> None:
+        out = {
+            "branches": [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": c} for n, c in repo.branches.items()],
+            "tags": [{"name": n, "ref": f"refs/tags/{n}", "targetCommit": c} for n, c in repo.tags.items()],
+            "converts": [],
+        }
+        if truthy((q.get("include_prs") or [None])[-1]):
+            out["pullRequests"] = [{"name": n, "ref": n, "targetCommit": c} for n, c in repo.prs.items()]
+        self.send_json(200, out, method=method)
+
+    def xet_urls(self, repo: Repo, rev: Revision, f: FileEntry) -> tuple[str, str]:
+        refresh = f"/api/{PLURAL[repo.type]}/{repo.id}/xet-read-token/{rev.commit}"
+        reconstruction = f"{self.hub.cdn_url}/xet-cas/reconstruction/{f.xet_hash}"
+        return refresh, reconstruction
+
+    def xet_read_token(self, route: Route, repo: Repo, rev: Revision, q: dict, body: bytes, method: str) -> None:
+        exp = int(time.time()) + 3600
+        cas = f"{self.hub.cdn_url}/xet-cas"
+        self.send_json(200, {"accessToken": "xet_fake_token", "exp": exp, "casUrl": cas},
+                       [("X-Xet-Access-Token", "xet_fake_token"), ("X-Xet-Token-Expiration", exp),
+                        ("X-Xet-Cas-Url", cas)], method)
+
+    def resolve(self, route: Route, repo: Repo, rev: Revision, q: dict, body: bytes, method: str) -> None:
+        hub = self.hub
+        f = rev.files.get(route.path)
+        if f is None:
+            return self.send_error_json(404, "EntryNotFound", "Entry not found", method,
+                                        [("X-Repo-Commit", rev.commit)])
+        headers = [("X-Repo-Commit", rev.commit), ("Accept-Ranges", "bytes")]
+        if f.lfs:
+            refresh, reconstruction = self.xet_urls(repo, rev, f)
+            headers += [
+                ("ETag", f'"{f.sha256}"'), ("X-Linked-Etag", f'"{f.sha256}"'), ("X-Linked-Size", f.size),
+                ("X-Xet-Hash", f.xet_hash), ("X-Xet-Refresh-Route", refresh),
+                ("Link", f'<{hub.hub_url}{refresh}>; rel="xet-auth", '
+                         f'<{reconstruction}>; rel="xet-reconstruction-info"'),
+            ]
+            if XET_FILEINFO in self.headers.get("Accept", ""):
+                # How the real Hub lures Xet-capable clients; the node must not pass it on.
+                hub.stats.bump("xet_fileinfo_responses")
+                info = {"hash": f.xet_hash, "refreshUrl": hub.hub_url + refresh,
+                        "reconstructionUrl": reconstruction, "etag": f.sha256, "size": f.size}
+                return self.send(200, json.dumps(info).encode(), headers, method, XET_FILEINFO)
+            location = hub.signed_blob_url(f.sha256)
+            text = f"Found. Redirecting to {location}".encode()
+            return self.send(302, text, headers + [("Location", location)], method,
+                             "text/plain; charset=utf-8")
+
+        # Regular file, served by the Hub itself.
+        def matcher(m: str) -> bool:
+            return m in route.path or m in f"{repo.id}/{route.path}" or m in (f.sha256, f.git_sha1)
+
+        if method == "GET":
+            fault = hub.faults.take(lambda flt: flt["kind"] == "status" and matcher(flt["match"]))
+            if fault:
+                return self.send_fault_status(fault, method)
+        if f.path.endswith(".json"):
+            ctype = "application/json"
+        else:
+            try:
+                f.content.decode("utf-8")
+                ctype = "text/plain; charset=utf-8"
+            except UnicodeDecodeError:
+                ctype = "application/octet-stream"
+        headers += [("ETag", f'"{f.git_sha1}"'), ("Content-Type", ctype)]
+        self.serve_content(f, headers, method, matcher, 0,
+                           lambda n: hub.stats.add("hub_file_bytes", f.git_sha1, n))
+
+    # -- control API --------------------------------------------------------
+
+    def control(self, method: str, raw_path: str, body: bytes) -> None:
+        hub = self.hub
+        action = raw_path[len("/_fake/"):].strip("/")
+        if method in ("GET", "HEAD") and action == "stats":
+            return self.send_json(200, hub.stats.snapshot(), method=method)
+        if method in ("GET", "HEAD") and action == "faults":
+            return self.send_json(200, hub.faults.snapshot(), method=method)
+        if method in ("GET", "HEAD") and action == "manifest":
+            return self.send_json(200, hub.manifest(), method=method)
+        if method == "POST" and action == "reset":
+            hub.stats.reset()
+            hub.faults.replace([])
+            return self.send_json(200, {"ok": True})
+        if method == "POST" and action == "faults":
+            try:
+                obj = json.loads(body or b"[]")
+                if isinstance(obj, dict):
+                    obj = obj.get("faults", [obj] if "match" in obj else [])
+                hub.faults.replace(obj)
+            except (ValueError, TypeError) as exc:
+                return self.send_json(400, {"error": str(exc)})
+            return self.send_json(200, hub.faults.snapshot())
+        if method == "POST" and action == "stop":
+            self.close_connection = True
+            self.send_json(200, {"ok": True})
+            hub.stop_event.set()  # main thread shuts the servers down
+            return
+        self.send_json(404, {"error": f"unknown control endpoint {method} {raw_path}"}, method=method)
+
+
+# --------------------------------------------------------------------------
+# CDN origin
+# --------------------------------------------------------------------------
+
+class CdnHandler(BaseHandler):
+    origin = "cdn"
+    server_version = "FakeCDN/1.0"
+
+    def dispatch(self, method: str) -> None:
+        hub = self.hub
+        raw_path, _, query = self.path.partition("?")
+        self.read_body()
+        auth_header = self.headers.get("Authorization")
+        auth_key = auth_key_of(auth_header)
+        if raw_path.startswith("/xet-cas/"):
+            hub.stats.count("xet_cas", auth_key)
+            return self.send_json(404, {"error": "the fake hub has no Xet CAS; use the LFS redirect"},
+                                  method=method)
+        if not raw_path.startswith("/blobs/") or method not in ("GET", "HEAD"):
+            hub.stats.count("other", auth_key)
+            return self.send_json(404, {"error": "Not Found"}, method=method)
+        hub.stats.count("cdn_get" if method == "GET" else "cdn_head", auth_key)
+        if auth_header is not None:
+            # The signed URL is the credential; a Hub token reaching the CDN is a leak.
+            hub.stats.bump("cdn_authorization_headers")
+
+        sha = raw_path[len("/blobs/"):]
+        q = urllib.parse.parse_qs(query)
+        if not hub.verify(sha, (q.get("expires") or [None])[-1], (q.get("sig") or [None])[-1]):
+            body = (b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code>"
+                    b"<Message>Request has expired or signature is invalid</Message></Error>")
+            return self.send(403, body, method=method, content_type="application/xml")
+        f = hub.blobs.get(sha)
+        if f is None:
+            return self.send(404, b"<Error><Code>NoSuchKey</Code></Error>", method=method,
+                             content_type="application/xml")
+
+        names = hub.blob_names.get(sha, ())
+
+        def matcher(m: str) -> bool:
+            return m in raw_path or m == sha or any(m in n for n in names)
+
+        if method == "GET":
+            fault = hub.faults.take(lambda flt: flt["kind"] == "status" and matcher(flt["match"]))
+            if fault:
+                return self.send_fault_status(fault, method)
+        headers = [("Content-Type", "application/octet-stream"), ("Accept-Ranges", "bytes"),
+                   ("ETag", f'"{sha}"'), ("Cache-Control", "public, max-age=604800, immutable")]
+        self.serve_content(f, headers, method, matcher, hub.cdn_rate,
+                           lambda n: hub.stats.add("cdn_bytes", sha, n))
+
+
+# --------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Fake HuggingFace Hub (hub + CDN origins) for tests.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="hub origin port (0 = ephemeral)")
+    p.add_argument("--cdn-port", type=int, default=0, help="CDN origin port (0 = ephemeral)")
+    p.add_argument("--data-dir", default=None,
+                   help="where LFS blobs are materialised (default: temp dir removed at exit)")
+    p.add_argument("--tree-page-size", type=int, default=3)
+    p.add_argument("--big-file-size", type=int, default=0,
+                   help="if > 0, add acme/big-model with an LFS file of this many bytes")
+    p.add_argument("--cdn-rate", type=int, default=0, help="bytes/s per CDN response (0 = unlimited)")
+    p.add_argument("--url-ttl", type=int, default=3600, help="lifetime of signed CDN URLs, seconds")
+    p.add_argument("--verbose", action="store_true", help="log requests to stderr")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stop = threading.Event()
+    # Installed first, so SIGTERM during a long materialisation still cleans up.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    owns_dir = args.data_dir is None
+    data_dir = tempfile.mkdtemp(prefix="fake-hub-") if owns_dir else args.data_dir
+    servers: list[Server] = []
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+        hub = FakeHub(args, data_dir)
+        hub.stop_event = stop
+        if stop.is_set():
+            return 0
+        servers = [Server((args.host, args.port), HubHandler, hub),
+                   Server((args.host, args.cdn_port), CdnHandler, hub)]
+        hub.hub_port = servers[0].server_address[1]
+        hub.cdn_port = servers[1].server_address[1]
+        for srv in servers:
+            threading.Thread(target=srv.serve_forever, name=f"serve-{srv.server_port}", daemon=True).start()
+        sys.stdout.write(f"READY hub={hub.hub_url} cdn={hub.cdn_url}\n")
+        sys.stdout.flush()
+        stop.wait()
+        return 0
+    finally:
+        # shutdown() waits for the serve loop's next poll; do both at once.
+        stoppers = [threading.Thread(target=srv.shutdown) for srv in servers]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
+        for srv in servers:
+            srv.server_close()
+        if owns_dir:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

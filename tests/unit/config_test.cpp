@@ -1,0 +1,476 @@
+#include "inferllama/config.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#ifndef INFERLLAMA_SOURCE_DIR
+#error "config_test needs INFERLLAMA_SOURCE_DIR (the repository root, as a string literal) defined"
+#endif
+
+namespace inferllama {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+// Expects load_config to throw ConfigError whose message contains every one of `parts`.
+void expect_error(const ConfigSources& sources, std::initializer_list<std::string_view> parts) {
+  try {
+    (void)load_config(sources);
+    ADD_FAILURE() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    for (std::string_view part : parts) EXPECT_NE(what.find(part), std::string::npos) << "message: " << what << "\nmissing: " << part;
+  }
+}
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    static std::atomic<int> counter{0};
+    dir_ = fs::temp_directory_path() /
+           ("inferllama_config_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  fs::path write(std::string_view text, std::string_view name = "test.toml") {
+    const fs::path p = dir_ / name;
+    std::ofstream(p, std::ios::binary) << text;
+    return p;
+  }
+  ConfigSources with_file(std::string_view toml) {
+    ConfigSources s;
+    s.file = write(toml);
+    return s;
+  }
+  fs::path dir_;
+};
+
+TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
+  const Config c = load_config({});
+  EXPECT_EQ(c, Config{});
+  EXPECT_EQ(c.listen, "0.0.0.0:8080");
+  EXPECT_EQ(c.data_dir, fs::path("./data"));
+  EXPECT_EQ(c.upstream, "https://huggingface.co");
+  EXPECT_EQ(c.upstream_token, "");
+  EXPECT_EQ(c.public_url, "");
+  EXPECT_EQ(c.log_level, "info");
+  EXPECT_EQ(c.chunk_size, 4u * 1024 * 1024);
+  EXPECT_EQ(c.upstream_connections, 4u);
+  EXPECT_EQ(c.parallel_threshold, 32u * 1024 * 1024);
+  EXPECT_EQ(c.upstream_retries, 5u);
+  EXPECT_EQ(c.upstream_timeout, 30s);
+  EXPECT_EQ(c.ref_ttl, 60s);
+  EXPECT_EQ(c.access_ttl, 60s);
+  EXPECT_EQ(c.io_threads, 0u);
+  EXPECT_EQ(c.worker_threads, 0u);
+}
+
+TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
+  const auto keys = config_keys();
+  ASSERT_EQ(keys.size(), 15u);
+  for (const ConfigKey& k : keys) {
+    std::string flag = "--" + std::string(k.name);
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    std::string env = "INFERLLAMA_" + std::string(k.name);
+    for (char& c : env) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    EXPECT_EQ(k.flag, flag);
+    EXPECT_EQ(k.env, env);
+    EXPECT_FALSE(k.help.empty()) << k.name;
+    // The documented default, given as a flag, yields the default.
+    ConfigSources s;
+    s.flags[std::string(k.name)] = std::string(k.default_text);
+    EXPECT_EQ(load_config(s), Config{}) << k.name << " default_text " << k.default_text;
+  }
+  EXPECT_EQ(keys[1].flag, "--data-dir");
+  EXPECT_EQ(keys[1].env, "INFERLLAMA_DATA_DIR");
+}
+
+// ---- precedence -----------------------------------------------------------------------------------
+
+struct PrecedenceCase {
+  std::string key;
+  std::string toml_value;  // TOML literal
+  std::string env_value;
+  std::string flag_value;
+  std::string expect_file, expect_env, expect_flag, expect_default;
+  std::function<std::string(const Config&)> get;
+};
+
+std::vector<PrecedenceCase> precedence_cases() {
+  auto n = [](auto v) { return std::to_string(v); };
+  return {
+      {"listen", "\"127.0.0.1:1000\"", "127.0.0.1:2000", "[::1]:3000", "127.0.0.1:1000", "127.0.0.1:2000",
+       "[::1]:3000", "0.0.0.0:8080", [](const Config& c) { return c.listen; }},
+      {"data_dir", "\"/srv/file\"", "/srv/env", "rel/flag", "/srv/file", "/srv/env", "rel/flag", "./data",
+       [](const Config& c) { return c.data_dir.string(); }},
+      {"upstream", "\"http://file.example\"", "http://env.example:8080", "https://flag.example/hub",
+       "http://file.example", "http://env.example:8080", "https://flag.example/hub", "https://huggingface.co",
+       [](const Config& c) { return c.upstream; }},
+      {"upstream_token", "\"tok_file\"", "tok_env", "tok_flag", "tok_file", "tok_env", "tok_flag", "",
+       [](const Config& c) { return c.upstream_token; }},
+      {"public_url", "\"http://file.local\"", "http://env.local/", "https://flag.local", "http://file.local",
+       "http://env.local", "https://flag.local", "", [](const Config& c) { return c.public_url; }},
+      {"log_level", "\"debug\"", "warn", "error", "debug", "warn", "error", "info",
+       [](const Config& c) { return c.log_level; }},
+      {"chunk_size", "1048576", "2MiB", "8 MiB", "1048576", "2097152", "8388608", "4194304",
+       [n](const Config& c) { return n(c.chunk_size); }},
+      {"upstream_connections", "2", "3", "32", "2", "3", "32", "4",
+       [n](const Config& c) { return n(c.upstream_connections); }},
+      {"parallel_threshold", "\"1GiB\"", "100MB", "5", "1073741824", "100000000", "5", "33554432",
+       [n](const Config& c) { return n(c.parallel_threshold); }},
+      {"upstream_retries", "0", "2", "100", "0", "2", "100", "5",
+       [n](const Config& c) { return n(c.upstream_retries); }},
+      {"upstream_timeout", "10", "1500ms", "2m", "10000", "1500", "120000", "30000",
+       [n](const Config& c) { return n(c.upstream_timeout.count()); }},
+      {"ref_ttl", "\"5m\"", "0", "1h", "300", "0", "3600", "60", [n](const Config& c) { return n(c.ref_ttl.count()); }},
+      {"access_ttl", "10", "20s", "1", "10", "20", "1", "60", [n](const Config& c) { return n(c.access_ttl.count()); }},
+      {"io_threads", "1", "2", "3", "1", "2", "3", "0", [n](const Config& c) { return n(c.io_threads); }},
+      {"worker_threads", "4", "5", "6", "4", "5", "6", "0", [n](const Config& c) { return n(c.worker_threads); }},
+  };
+}
+
+TEST_F(ConfigTest, PrecedenceFlagOverEnvOverFileOverDefault) {
+  const auto cases = precedence_cases();
+  ASSERT_EQ(cases.size(), config_keys().size()) << "every key needs a precedence case";
+  for (const PrecedenceCase& pc : cases) {
+    SCOPED_TRACE(pc.key);
+    const ConfigKey* key = nullptr;
+    for (const ConfigKey& k : config_keys())
+      if (k.name == pc.key) key = &k;
+    ASSERT_NE(key, nullptr);
+    const fs::path file = write(pc.key + " = " + pc.toml_value + "\n", pc.key + ".toml");
+    const std::string env_name(key->env);
+
+    ConfigSources s;
+    EXPECT_EQ(pc.get(load_config(s)), pc.expect_default);
+    s.file = file;
+    EXPECT_EQ(pc.get(load_config(s)), pc.expect_file);
+    s.env[env_name] = pc.env_value;
+    EXPECT_EQ(pc.get(load_config(s)), pc.expect_env);
+    s.flags[pc.key] = pc.flag_value;
+    EXPECT_EQ(pc.get(load_config(s)), pc.expect_flag);
+    s.file.reset();
+    EXPECT_EQ(pc.get(load_config(s)), pc.expect_flag);
+    s.env.clear();
+    EXPECT_EQ(pc.get(load_config(s)), pc.expect_flag);
+    s.flags.clear();
+    s.env[env_name] = pc.env_value;
+    EXPECT_EQ(pc.get(load_config(s)), pc.expect_env);
+  }
+}
+
+TEST_F(ConfigTest, FlagSpellings) {
+  ConfigSources s;
+  s.flags["--data-dir"] = "/a";
+  EXPECT_EQ(load_config(s).data_dir, fs::path("/a"));
+  s.flags.clear();
+  s.flags["data-dir"] = "/b";
+  EXPECT_EQ(load_config(s).data_dir, fs::path("/b"));
+  s.flags["data_dir"] = "/c";
+  expect_error(s, {"given twice"});
+}
+
+TEST_F(ConfigTest, ConfigFileFromEnvOrFlag) {
+  const fs::path a = write("log_level = \"debug\"\n", "a.toml");
+  const fs::path b = write("log_level = \"error\"\n", "b.toml");
+  ConfigSources s;
+  s.env["INFERLLAMA_CONFIG"] = a.string();
+  EXPECT_EQ(load_config(s).log_level, "debug");
+  s.flags["config"] = b.string();
+  EXPECT_EQ(load_config(s).log_level, "error");
+  s.file = a;
+  EXPECT_EQ(load_config(s).log_level, "debug");
+  ConfigSources empty;
+  empty.env["INFERLLAMA_CONFIG"] = "";
+  EXPECT_EQ(load_config(empty), Config{});
+}
+
+// ---- upstream token -------------------------------------------------------------------------------
+
+TEST_F(ConfigTest, HfTokenFallback) {
+  ConfigSources s;
+  s.env["HF_TOKEN"] = "hf_fallback";
+  EXPECT_EQ(load_config(s).upstream_token, "hf_fallback");
+
+  s.env["INFERLLAMA_UPSTREAM_TOKEN"] = "own";
+  EXPECT_EQ(load_config(s).upstream_token, "own");
+
+  s.env.erase("INFERLLAMA_UPSTREAM_TOKEN");
+  s.flags["upstream_token"] = "flag";
+  EXPECT_EQ(load_config(s).upstream_token, "flag");
+
+  s.flags.clear();
+  s.file = write("upstream_token = \"file\"\n");
+  EXPECT_EQ(load_config(s).upstream_token, "file");
+
+  // An explicit empty value counts as set: no fallback.
+  s.file = write("upstream_token = \"\"\n", "empty.toml");
+  EXPECT_EQ(load_config(s).upstream_token, "");
+}
+
+TEST_F(ConfigTest, TokenNeverEchoed) {
+  ConfigSources s;
+  s.env["INFERLLAMA_UPSTREAM_TOKEN"] = "hf_secret value";
+  try {
+    (void)load_config(s);
+    ADD_FAILURE() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(what.find("secret"), std::string::npos) << what;
+    EXPECT_NE(what.find("upstream_token"), std::string::npos) << what;
+    EXPECT_NE(what.find("INFERLLAMA_UPSTREAM_TOKEN"), std::string::npos) << what;
+  }
+}
+
+// ---- unknown names --------------------------------------------------------------------------------
+
+TEST_F(ConfigTest, UnknownTomlKeyRejected) {
+  auto s = with_file("listen = \"0.0.0.0:1\"\n\nchunk_sise = \"4MiB\"\n");
+  expect_error(s, {"chunk_sise", "unknown key", s.file->string(), "line 3", "did you mean chunk_size"});
+  expect_error(with_file("[server]\nlisten = \"0.0.0.0:1\"\n"), {"unknown key 'server'"});
+}
+
+TEST_F(ConfigTest, UnknownEnvRejected) {
+  ConfigSources s;
+  s.env["INFERLLAMA_CHUNKSIZE"] = "4MiB";
+  expect_error(s, {"unknown environment variable INFERLLAMA_CHUNKSIZE", "INFERLLAMA_CHUNK_SIZE"});
+  // Other variables are not ours.
+  ConfigSources other;
+  other.env["PATH"] = "/usr/bin";
+  other.env["INFERLLAMAX"] = "1";
+  other.env["INFERLLAMA_CONFIG"] = "";
+  EXPECT_EQ(load_config(other), Config{});
+}
+
+TEST_F(ConfigTest, UnknownFlagRejected) {
+  ConfigSources s;
+  s.flags["chunk"] = "4MiB";
+  expect_error(s, {"unknown flag --chunk"});
+}
+
+// ---- bad values -----------------------------------------------------------------------------------
+
+TEST_F(ConfigTest, BadValuesRejectedWithKeyAndSource) {
+  struct Bad {
+    std::string key, value;
+  };
+  const std::vector<Bad> bad = {
+      {"chunk_size", "3000"},          {"chunk_size", "32KiB"},        {"chunk_size", "128MiB"},
+      {"chunk_size", "3MiB"},          {"chunk_size", "-4"},           {"chunk_size", "4XB"},
+      {"listen", "nohost"},            {"listen", "0.0.0.0:70000"},    {"listen", ":8080"},
+      {"listen", "0.0.0.0:"},          {"listen", "::1:8080"},         {"listen", "[::1]8080"},
+      {"listen", "host:80a"},          {"log_level", "loud"},          {"upstream", "ftp://x"},
+      {"upstream", ""},                {"upstream", "http://"},        {"upstream", "huggingface.co"},
+      {"public_url", "example.com"},   {"public_url", "http://x/?q"},  {"upstream_connections", "0"},
+      {"upstream_connections", "33"},  {"upstream_connections", "x"},  {"upstream_retries", "101"},
+      {"upstream_timeout", "0"},       {"upstream_timeout", "soon"},   {"access_ttl", "0"},
+      {"access_ttl", "61"},            {"access_ttl", "1500ms"},       {"ref_ttl", "-1"},
+      {"io_threads", "1025"},          {"worker_threads", "-1"},       {"data_dir", ""},
+      {"parallel_threshold", "lots"},
+  };
+  for (const Bad& b : bad) {
+    SCOPED_TRACE(b.key + " = " + b.value);
+    std::string env = "INFERLLAMA_" + b.key;
+    for (char& c : env) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    std::string flag = "--" + b.key;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+
+    ConfigSources by_flag;
+    by_flag.flags[b.key] = b.value;
+    expect_error(by_flag, {b.key, "flag " + flag});
+
+    ConfigSources by_env;
+    by_env.env[env] = b.value;
+    expect_error(by_env, {b.key, "environment variable " + env});
+
+    ConfigSources by_file;
+    std::string escaped;
+    for (char c : b.value) escaped += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
+    by_file.file = write("\n" + b.key + " = \"" + escaped + "\"\n");
+    expect_error(by_file, {b.key, "config file", by_file.file->string(), "line 2"});
+  }
+}
+
+TEST_F(ConfigTest, SpecificMessages) {
+  ConfigSources s;
+  s.flags["chunk_size"] = "3000";
+  expect_error(s, {"chunk_size", "--chunk-size", "power of two"});
+  s.flags = {{"listen", "0.0.0.0:70000"}};
+  expect_error(s, {"listen", "0..65535"});
+  s.flags = {{"log_level", "loud"}};
+  expect_error(s, {"\"loud\"", "trace, debug"});
+  s.flags = {{"upstream", "ftp://x"}};
+  expect_error(s, {"http:// or https://"});
+}
+
+TEST_F(ConfigTest, OverriddenFileValueStillValidated) {
+  auto s = with_file("chunk_size = 3000\n");
+  s.flags["chunk_size"] = "4MiB";
+  expect_error(s, {"chunk_size", "config file"});
+}
+
+TEST_F(ConfigTest, WrongTomlTypes) {
+  expect_error(with_file("upstream = 5\n"), {"upstream", "expected a string, got integer"});
+  expect_error(with_file("chunk_size = 4.0\n"), {"chunk_size", "floating-point"});
+  expect_error(with_file("upstream_connections = \"four\"\n"), {"upstream_connections"});
+  expect_error(with_file("upstream_retries = -1\n"), {"upstream_retries", "negative"});
+  expect_error(with_file("io_threads = true\n"), {"io_threads", "boolean"});
+  expect_error(with_file("ref_ttl = [1]\n"), {"ref_ttl", "array"});
+}
+
+TEST_F(ConfigTest, TomlValueForms) {
+  Config c = load_config(with_file("chunk_size = \"64 KiB\"\nparallel_threshold = 1000\nupstream_timeout = \"500ms\"\n"
+                                   "ref_ttl = 0\naccess_ttl = \"1m\"\nupstream_connections = \"8\"\n"));
+  EXPECT_EQ(c.chunk_size, 64u * 1024);
+  EXPECT_EQ(c.parallel_threshold, 1000u);
+  EXPECT_EQ(c.upstream_timeout, 500ms);
+  EXPECT_EQ(c.ref_ttl, 0s);
+  EXPECT_EQ(c.access_ttl, 60s);
+  EXPECT_EQ(c.upstream_connections, 8u);
+}
+
+TEST_F(ConfigTest, ValueNormalisation) {
+  ConfigSources s;
+  s.flags = {{"public_url", "https://cache.example.org/"},
+             {"upstream", "HTTP://parent:8080/"},
+             {"log_level", "WARN"},
+             {"listen", "[::1]:0"},
+             {"data_dir", "relative/dir"}};
+  const Config c = load_config(s);
+  EXPECT_EQ(c.public_url, "https://cache.example.org");
+  EXPECT_EQ(c.upstream, "http://parent:8080");
+  EXPECT_EQ(c.log_level, "warn");
+  EXPECT_EQ(c.listen, "[::1]:0");
+  EXPECT_EQ(c.data_dir, fs::path("relative/dir"));
+  EXPECT_TRUE(c.data_dir.is_relative());
+
+  s.flags = {{"listen", "localhost:65535"}, {"public_url", ""}};
+  EXPECT_EQ(load_config(s).listen, "localhost:65535");
+  EXPECT_EQ(load_config(s).public_url, "");
+}
+
+// ---- files ----------------------------------------------------------------------------------------
+
+TEST_F(ConfigTest, TomlSyntaxErrorHasLine) {
+  auto s = with_file("listen = \"0.0.0.0:8080\"\nlog_level = = \"info\"\n");
+  expect_error(s, {"TOML syntax error", s.file->string(), "line 2"});
+}
+
+TEST_F(ConfigTest, UnreadableFile) {
+  ConfigSources s;
+  s.file = dir_ / "missing.toml";
+  expect_error(s, {"cannot read config file", "missing.toml", "No such file"});
+  s.file = dir_;
+  expect_error(s, {"cannot read config file", "directory"});
+}
+
+TEST(ConfigShipped, ExampleFileLoadsToDefaultsAndDocumentsEveryKey) {
+  const fs::path example = fs::path(INFERLLAMA_SOURCE_DIR) / "config" / "inferllama.toml";
+  ConfigSources s;
+  s.file = example;
+  EXPECT_EQ(load_config(s), Config{});
+
+  std::ifstream in(example);
+  ASSERT_TRUE(in) << example;
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  for (const ConfigKey& k : config_keys()) {
+    bool documented = false;
+    for (std::size_t i = 1; i < lines.size(); ++i) {
+      const std::string& l = lines[i];
+      const bool sets = l.starts_with(std::string(k.name) + " =") || l.starts_with("# " + std::string(k.name) + " =");
+      if (sets && lines[i - 1].starts_with("#") && lines[i - 1].find("Default") != std::string::npos)
+        documented = true;
+    }
+    EXPECT_TRUE(documented) << k.name << " lacks a commented entry in " << example;
+  }
+}
+
+// ---- parsers --------------------------------------------------------------------------------------
+
+TEST(ParseSize, Accepts) {
+  EXPECT_EQ(parse_size("123"), 123u);
+  EXPECT_EQ(parse_size("0"), 0u);
+  EXPECT_EQ(parse_size("4MiB"), 4u * 1024 * 1024);
+  EXPECT_EQ(parse_size("64 KiB"), 64u * 1024);
+  EXPECT_EQ(parse_size("1GiB"), 1024u * 1024 * 1024);
+  EXPECT_EQ(parse_size("2GB"), 2'000'000'000u);
+  EXPECT_EQ(parse_size("5kB"), 5000u);
+  EXPECT_EQ(parse_size("3MB"), 3'000'000u);
+  EXPECT_EQ(parse_size("1TiB"), 1024ull * 1024 * 1024 * 1024);
+  EXPECT_EQ(parse_size("1TB"), 1'000'000'000'000ull);
+  EXPECT_EQ(parse_size("8M"), 8u * 1024 * 1024);
+  EXPECT_EQ(parse_size("16k"), 16u * 1024);
+  EXPECT_EQ(parse_size("10B"), 10u);
+  EXPECT_EQ(parse_size("4mib"), 4u * 1024 * 1024);
+  EXPECT_EQ(parse_size(" 1.5GiB "), 1536u * 1024 * 1024);
+  EXPECT_EQ(parse_size("0.5KiB"), 512u);
+  EXPECT_EQ(parse_size("18446744073709551615"), 18446744073709551615ull);
+}
+
+TEST(ParseSize, Rejects) {
+  for (std::string_view bad : {"", " ", "MiB", "-1", "4 XiB", "4MiB5", "1.", ".5MiB", "0.1KiB", "1.5",
+                               "18446744073709551616", "16777216TiB", "4 Mi B", "+4"}) {
+    EXPECT_THROW((void)parse_size(bad), ConfigError) << bad;
+  }
+  try {
+    (void)parse_size("4XB");
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("4XB"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ParseDuration, Accepts) {
+  EXPECT_EQ(parse_duration("30s"), 30s);
+  EXPECT_EQ(parse_duration("500ms"), 500ms);
+  EXPECT_EQ(parse_duration("2m"), 2min);
+  EXPECT_EQ(parse_duration("1h"), 1h);
+  EXPECT_EQ(parse_duration("1d"), 24h);
+  EXPECT_EQ(parse_duration("45"), 45s);
+  EXPECT_EQ(parse_duration("0"), 0ms);
+  EXPECT_EQ(parse_duration("1m30s"), 90s);
+  EXPECT_EQ(parse_duration("1h 30m"), 90min);
+  EXPECT_EQ(parse_duration("1.5s"), 1500ms);
+  EXPECT_EQ(parse_duration(" 10 S "), 10s);
+  EXPECT_EQ(parse_duration("2.5"), 2500ms);
+}
+
+TEST(ParseDuration, Rejects) {
+  for (std::string_view bad : {"", "s", "-1s", "10x", "1.0005s", "0.5ms", "1m30", "30 s 5", "1y",
+                               "99999999999999999999s", "9223372036854775807s"}) {
+    EXPECT_THROW((void)parse_duration(bad), ConfigError) << bad;
+  }
+}
+
+TEST(EnvironmentMap, ParsesEnviron) {
+  char a[] = "A=1";
+  char b[] = "B=x=y";
+  char c[] = "NOEQUALS";
+  char d[] = "A=2";
+  char e[] = "EMPTY=";
+  char* envp[] = {a, b, c, d, e, nullptr};
+  const auto env = environment_map(envp);
+  EXPECT_EQ(env.size(), 3u);
+  EXPECT_EQ(env.at("A"), "1");
+  EXPECT_EQ(env.at("B"), "x=y");
+  EXPECT_EQ(env.at("EMPTY"), "");
+  EXPECT_TRUE(environment_map(nullptr).empty());
+}
+
+}  // namespace
+}  // namespace inferllama
