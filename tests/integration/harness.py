@@ -1,0 +1,176 @@
+"""Shared plumbing for integration tests and benchmarks: start the fake Hub and the real node binary
+on loopback ports, learn their URLs from the line each prints when ready (no sleeps), talk HTTP.
+
+Environment:
+  INFERLLAMA_BINARY  path of the node binary (default: build/inferllama under the repo root)
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BINARY = os.environ.get("INFERLLAMA_BINARY", os.path.join(ROOT, "build", "inferllama"))
+FAKE_HUB = os.path.join(ROOT, "tests", "fakes", "fake_hub.py")
+READY_TIMEOUT = 60
+
+
+def _read_line_with_prefix(proc: subprocess.Popen, prefix: str, what: str) -> str:
+    """Blocks on the process's stdout until a line starting with `prefix` (bounded by a watchdog)."""
+    watchdog = threading.Timer(READY_TIMEOUT, proc.kill)
+    watchdog.start()
+    try:
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").strip()
+            if line.startswith(prefix):
+                return line
+        raise RuntimeError(f"{what} exited before it was ready (exit code {proc.wait()})")
+    finally:
+        watchdog.cancel()
+
+
+class FakeHub:
+    """The project's fake Hub (tests/fakes/fake_hub.py) with a hub origin and a CDN origin."""
+
+    def __init__(self, *args: str):
+        self.args = list(args)
+        self.proc: subprocess.Popen | None = None
+        self.url = self.cdn = ""
+
+    def start(self) -> "FakeHub":
+        self.proc = subprocess.Popen([sys.executable, FAKE_HUB, *self.args], stdout=subprocess.PIPE)
+        line = _read_line_with_prefix(self.proc, "READY", "fake hub")
+        fields = dict(part.split("=", 1) for part in line.split()[1:])
+        self.url, self.cdn = fields["hub"], fields["cdn"]
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # Control API
+    def control(self, method: str, path: str, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read() or b"null")
+
+    def stats(self) -> dict:
+        return self.control("GET", "/_fake/stats")
+
+    def reset(self) -> None:
+        self.control("POST", "/_fake/reset", {})
+
+    def faults(self, faults: list[dict]) -> None:
+        self.control("POST", "/_fake/faults", faults)
+
+    def manifest(self) -> dict:
+        return self.control("GET", "/_fake/manifest")
+
+    def files(self, repo_id: str, rev: str = "main") -> dict[str, dict]:
+        """path -> {path, size, sha256, git_sha1, lfs} of `repo_id` at `rev`."""
+        for repo in self.manifest()["repos"]:
+            if repo["id"] == repo_id:
+                commit = repo["revisions"].get(rev, rev)
+                return {f["path"]: f for f in repo["files"][commit]}
+        raise KeyError(repo_id)
+
+    def commit(self, repo_id: str, rev: str = "main") -> str:
+        for repo in self.manifest()["repos"]:
+            if repo["id"] == repo_id:
+                return repo["revisions"][rev]
+        raise KeyError(repo_id)
+
+
+class Node:
+    """The real `inferllama serve` process on a free loopback port."""
+
+    def __init__(self, upstream: str, data_dir: str | None = None, *extra: str, env: dict | None = None):
+        self.upstream = upstream
+        self.owns_dir = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="inferllama-test-")
+        self.extra = list(extra)
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+        self.log_path = os.path.join(self.data_dir, "node.log")
+
+    def start(self) -> "Node":
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INFERLLAMA_") and k != "HF_TOKEN"}
+        env.update(self.env or {})
+        cmd = [BINARY, "serve", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir,
+               "--upstream", self.upstream, *self.extra]
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=env)
+        line = _read_line_with_prefix(self.proc, "inferllama listening on", "node")
+        self.url = line.split()[-1]
+        u = urllib.parse.urlsplit(self.url)
+        self.host, self.port = u.hostname, u.port
+        return self
+
+    def stop(self, sig=signal.SIGTERM) -> int:
+        code = 0
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                code = self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                code = self.proc.wait()
+        elif self.proc:
+            code = self.proc.returncode
+        if getattr(self, "log", None):
+            self.log.close()
+        return code
+
+    def cleanup(self) -> None:
+        if self.owns_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        self.cleanup()
+
+    def request(self, method: str, path: str, headers: dict | None = None, body: bytes | None = None):
+        """One request on a fresh connection: (status, headers as lower-case dict, body bytes)."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=120)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            data = r.read()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+        finally:
+            conn.close()
+
+    def resolve_path(self, repo: str, rev: str, path: str, prefix: str = "") -> str:
+        return f"/{prefix}{repo}/resolve/{urllib.parse.quote(rev, safe='')}/{urllib.parse.quote(path)}"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
