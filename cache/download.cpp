@@ -119,11 +119,14 @@ void Download::run_connection() {
 int Download::claim_segment() {
   std::lock_guard lock(mutex_);
   if (state() != State::running || owner_.stopping_) return -1;
-  for (std::size_t i = 0; i < segments_.size(); ++i) {
-    auto& seg = segments_[i];
-    if (!seg.active && seg.next < seg.end) {
-      seg.active = true;
-      return static_cast<int>(i);
+  // Urgent segments (a reader waits at their start) first, then the rest in order.
+  for (bool urgent : {true, false}) {
+    for (std::size_t i = 0; i < segments_.size(); ++i) {
+      auto& seg = segments_[i];
+      if (!seg.active && seg.next < seg.end && seg.urgent == urgent) {
+        seg.active = true;
+        return static_cast<int>(i);
+      }
     }
   }
   // Nothing waiting: take the second half of the largest segment still in flight.
@@ -151,9 +154,10 @@ void Download::prioritize(std::uint64_t offset) {
     if (offset < seg.next || offset >= seg.end) continue;
     // Already being fetched, or next in line: it comes soon enough.
     if (seg.next >= boundary || (!seg.active && seg.next + cs > offset)) return;
-    Segment urgent{boundary, seg.end, false};
+    Segment urgent{boundary, seg.end, false, true};
     seg.end = boundary;
-    segments_.insert(segments_.begin(), urgent);
+    // Appended, never inserted: connections hold segment indices.
+    segments_.push_back(urgent);
     if (connections_ < owner_.settings_.connections + 2) spawn_connection_locked();
     return;
   }

@@ -105,6 +105,7 @@ class Download : public std::enable_shared_from_this<Download> {
     std::uint64_t next = 0;
     std::uint64_t end = 0;
     bool active = false;
+    bool urgent = false;
   };
 
   void start();

@@ -63,6 +63,8 @@ class FakeHub:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc and self.proc.stdout:
+            self.proc.stdout.close()
 
     def __enter__(self):
         return self.start()
@@ -142,6 +144,8 @@ class Node:
                 code = self.proc.wait()
         elif self.proc:
             code = self.proc.returncode
+        if self.proc and self.proc.stdout:
+            self.proc.stdout.close()
         if getattr(self, "log", None):
             self.log.close()
         return code
