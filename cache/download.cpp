@@ -90,19 +90,20 @@ void Download::start() {
   if (source_.size >= s.parallel_threshold && s.connections > 1) {
     parts = std::min<std::size_t>(s.connections, chunk_count_);
   }
-  // Split into chunk-aligned segments, one connection each; idle connections later steal halves.
-  std::size_t per_part = parts == 0 ? 0 : (chunk_count_ + parts - 1) / parts;
-  for (std::size_t p = 0; p < parts; ++p) {
-    std::uint64_t first = std::min<std::uint64_t>(p * per_part * s.chunk_size, source_.size);
-    std::uint64_t end = std::min<std::uint64_t>((p + 1) * per_part * s.chunk_size, source_.size);
-    if (first < end) segments_.push_back({first, end, false});
+  // Chunk-aligned segments, a few per connection: a connection that finishes early takes the next one,
+  // so a slow connection never holds up the tail, and no byte is requested twice.
+  std::size_t per_part = parts == 1 ? chunk_count_ : std::max<std::size_t>(1, chunk_count_ / (parts * 4));
+  for (std::size_t first_chunk = 0; first_chunk < chunk_count_; first_chunk += per_part) {
+    std::uint64_t first = first_chunk * s.chunk_size;
+    std::uint64_t end = std::min<std::uint64_t>((first_chunk + per_part) * s.chunk_size, source_.size);
+    segments_.push_back({first, end, false});
   }
   if (segments_.empty()) {
     // An empty file: nothing to fetch, only the hash of nothing to check.
     asio::post(owner_.workers_, [self = shared_from_this()] { self->maybe_finalize(); });
     return;
   }
-  for (std::size_t i = 0; i < segments_.size(); ++i) spawn_connection_locked();
+  for (std::size_t i = 0; i < std::min(parts, segments_.size()); ++i) spawn_connection_locked();
 }
 
 void Download::spawn_connection_locked() {
@@ -129,20 +130,7 @@ int Download::claim_segment() {
       }
     }
   }
-  // Nothing waiting: take the second half of the largest segment still in flight.
-  const std::uint64_t cs = owner_.settings_.chunk_size;
-  Segment* largest = nullptr;
-  for (auto& seg : segments_) {
-    if (seg.active && (!largest || seg.end - seg.next > largest->end - largest->next)) largest = &seg;
-  }
-  if (!largest || largest->end - largest->next < 2 * cs) return -1;
-  std::uint64_t mid = largest->next + (largest->end - largest->next) / 2;
-  mid = (mid + cs - 1) / cs * cs;
-  if (mid >= largest->end) return -1;
-  Segment stolen{mid, largest->end, true};
-  largest->end = mid;
-  segments_.push_back(stolen);
-  return static_cast<int>(segments_.size() - 1);
+  return -1;
 }
 
 void Download::prioritize(std::uint64_t offset) {
