@@ -1,0 +1,164 @@
+#include "download.hpp"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <thread>
+
+#include "hashing.hpp"
+
+namespace inferllama::cache {
+namespace {
+
+// Serves one in-memory file; can cut connections and count what it sent.
+class MemoryUpstream : public Upstream {
+ public:
+  explicit MemoryUpstream(std::vector<std::uint8_t> data) : data_(std::move(data)) {}
+  UpstreamResponse fetch(const UpstreamRequest&) override { return {}; }
+  RangeResult fetch_range(const std::string&, const HeaderList&, std::uint64_t first, std::uint64_t last,
+                          const BodySink& sink) override {
+    RangeResult r{206, {}, 0};
+    ++requests;
+    std::uint64_t end = std::min<std::uint64_t>(last + 1, data_.size());
+    std::uint64_t cut = cut_after.exchange(0);
+    for (std::uint64_t pos = first; pos < end;) {
+      std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(64 * 1024, end - pos));
+      if (cut && r.received + n > cut) {
+        r.error = "connection reset";
+        return r;
+      }
+      std::size_t taken = sink(std::span<const char>(reinterpret_cast<const char*>(data_.data() + pos), n));
+      sent += taken;
+      r.received += taken;
+      if (taken < n) return r;
+      pos += n;
+    }
+    return r;
+  }
+  std::atomic<std::uint64_t> cut_after{0};
+  std::atomic<std::uint64_t> sent{0};
+  std::atomic<int> requests{0};
+
+ private:
+  std::vector<std::uint8_t> data_;
+};
+
+class Waiter : public ProgressListener {
+ public:
+  void on_progress() override {
+    std::lock_guard lock(m);
+    cv.notify_all();
+  }
+  // Blocks until the download leaves the running state.
+  void until_done(Download& d) {
+    std::unique_lock lock(m);
+    cv.wait_for(lock, std::chrono::seconds(30), [&] { return d.state() != Download::State::running; });
+  }
+  std::mutex m;
+  std::condition_variable cv;
+};
+
+class DownloadTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("inferllama-dl-" + std::to_string(::getpid()) + "-" +
+                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    store_ = std::make_unique<ChunkStore>(dir_);
+    index_ = open_rocksdb_index(dir_ / "index");
+    data_.resize(5 * 64 * 1024 + 123);
+    for (std::size_t i = 0; i < data_.size(); ++i) data_[i] = static_cast<std::uint8_t>((i * 7919) >> 5);
+    upstream_ = std::make_unique<MemoryUpstream>(data_);
+    settings_.chunk_size = 64 * 1024;
+    settings_.connections = 3;
+    settings_.parallel_threshold = 64 * 1024;
+    settings_.backoff = std::chrono::milliseconds(1);
+    downloads_ = std::make_unique<Downloads>(*store_, *index_, *upstream_, workers_, settings_);
+  }
+  void TearDown() override {
+    downloads_.reset();
+    workers_.join();
+    index_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  BlobSource source(std::string etag) {
+    return BlobSource{"mem://file", {}, std::move(etag), true, data_.size(), nullptr};
+  }
+  std::string real_etag() { return sha256(data_).hex(); }
+
+  std::filesystem::path dir_;
+  std::vector<std::uint8_t> data_;
+  std::unique_ptr<ChunkStore> store_;
+  std::unique_ptr<Index> index_;
+  std::unique_ptr<MemoryUpstream> upstream_;
+  asio::thread_pool workers_{2};
+  DownloadSettings settings_;
+  std::unique_ptr<Downloads> downloads_;
+  RepoId repo_{RepoType::model, "acme/x"};
+  std::string commit_ = std::string(40, 'a');
+};
+
+TEST_F(DownloadTest, StoresVerifiedChunksAndCommitsEveryClaim) {
+  auto waiter = std::make_shared<Waiter>();
+  auto d = downloads_->get_or_start(source(real_etag()), {repo_, commit_, "a.bin"});
+  ASSERT_TRUE(d);
+  d->subscribe(waiter);
+  // A second request for the same bytes joins the same download.
+  EXPECT_EQ(downloads_->get_or_start(source(real_etag()), {repo_, commit_, "b.bin"}), d);
+  waiter->until_done(*d);
+  ASSERT_EQ(d->state(), Download::State::complete) << d->error();
+  EXPECT_EQ(upstream_->sent.load(), data_.size());
+  auto blob = index_->get_blob(real_etag());
+  ASSERT_TRUE(blob);
+  EXPECT_EQ(blob->chunks.size(), 6u);
+  for (std::size_t i = 0; i < blob->chunks.size(); ++i) {
+    auto part = std::span<const std::uint8_t>(data_).subspan(i * 65536, blob->chunks[i].size);
+    EXPECT_EQ(blob->chunks[i].id, piece_root(part, 65536));
+    EXPECT_TRUE(store_->contains(blob->chunks[i].id));
+  }
+  EXPECT_TRUE(index_->get_file(repo_, commit_, "a.bin"));
+  EXPECT_TRUE(index_->get_file(repo_, commit_, "b.bin"));
+  // Once committed, asking again starts nothing.
+  EXPECT_EQ(downloads_->get_or_start(source(real_etag()), {repo_, commit_, "c.bin"}), nullptr);
+}
+
+TEST_F(DownloadTest, HashMismatchCommitsNothingAndHoldsTheLastByte) {
+  auto waiter = std::make_shared<Waiter>();
+  auto d = downloads_->get_or_start(source(std::string(64, '0')), {repo_, commit_, "a.bin"});
+  d->subscribe(waiter);
+  waiter->until_done(*d);
+  EXPECT_EQ(d->state(), Download::State::failed);
+  EXPECT_NE(d->error().find("mismatch"), std::string::npos);
+  EXPECT_LT(d->readable(0), data_.size());  // the last byte never became readable
+  EXPECT_FALSE(index_->get_blob(std::string(64, '0')));
+  EXPECT_FALSE(index_->get_file(repo_, commit_, "a.bin"));
+}
+
+TEST_F(DownloadTest, BrokenConnectionsResumeWhereTheyStopped) {
+  upstream_->cut_after = 100 * 1024;
+  auto waiter = std::make_shared<Waiter>();
+  auto d = downloads_->get_or_start(source(real_etag()), {repo_, commit_, "a.bin"});
+  d->subscribe(waiter);
+  waiter->until_done(*d);
+  ASSERT_EQ(d->state(), Download::State::complete) << d->error();
+  EXPECT_EQ(upstream_->sent.load(), data_.size());
+  EXPECT_GT(upstream_->requests.load(), 3);
+}
+
+TEST_F(DownloadTest, EmptyFile) {
+  data_.clear();
+  upstream_ = std::make_unique<MemoryUpstream>(data_);
+  downloads_ = std::make_unique<Downloads>(*store_, *index_, *upstream_, workers_, settings_);
+  BlobSource s{"mem://empty", {}, "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391", false, 0, nullptr};
+  auto waiter = std::make_shared<Waiter>();
+  auto d = downloads_->get_or_start(s, {repo_, commit_, "empty.txt"});
+  d->subscribe(waiter);
+  waiter->until_done(*d);
+  EXPECT_EQ(d->state(), Download::State::complete) << d->error();
+  EXPECT_TRUE(index_->get_file(repo_, commit_, "empty.txt"));
+}
+
+}  // namespace
+}  // namespace inferllama::cache

@@ -1,0 +1,73 @@
+#include "hashing.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace inferllama::cache {
+namespace {
+
+std::span<const std::uint8_t> bytes(const std::string& s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+std::vector<std::uint8_t> pattern(std::size_t n) {
+  std::vector<std::uint8_t> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<std::uint8_t>(i % 251);
+  return v;
+}
+
+TEST(Hashing, KnownVectors) {
+  EXPECT_EQ(sha256(bytes("abc")).hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(sha1(bytes("abc")).hex(), "a9993e364706816aba3e25717850c26c9cd0d89d");
+  EXPECT_EQ(sha256(bytes("")).hex(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+}
+
+TEST(Hashing, StreamsAreReusableAfterFinish) {
+  Sha256Stream s;
+  s.update(std::string_view("ab"));
+  s.update(std::string_view("c"));
+  EXPECT_EQ(s.finish().hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  s.update(std::string_view("abc"));
+  EXPECT_EQ(s.finish().hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST(Hashing, GitBlobNamesMatchGit) {
+  Sha1Stream s;
+  start_git_blob(s, 12);
+  s.update(std::string_view("hello world\n"));
+  EXPECT_EQ(s.finish().hex(), "3b18e512dba79e4c8300dd08aeb37f8e728b8dad");
+  start_git_blob(s, 0);
+  EXPECT_EQ(s.finish().hex(), "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391");
+}
+
+TEST(Hashing, PieceRootPadsWithZeroLeaves) {
+  // Computed independently (Python hashlib): leaves of 16 KiB blocks, zero leaf padding to 64 KiB.
+  auto data = pattern(40000);
+  EXPECT_EQ(piece_root(data, 64 * 1024).hex(), "ab671631a9fa97a1fdac651fff6c68773b9acf0735b9c7f6ecdd54cbf1bf5dc2");
+  auto block = pattern(kMerkleBlock);
+  EXPECT_EQ(piece_root(block, kMerkleBlock), sha256(block));
+}
+
+TEST(Hashing, ChunkHashesPadTheLastPiece) {
+  auto data = pattern(40000);
+  auto h = hash_chunk(data, 64 * 1024);
+  EXPECT_EQ(h.piece_sha1.hex(), "a42317f69804ad9363a0e993c601e2a1f02fb990");
+  EXPECT_EQ(h.padded_sha1.hex(), "8fc6be81aac3968a1330f0503263c569641d6f0a");
+  auto full = pattern(64 * 1024);
+  auto f = hash_chunk(full, 64 * 1024);
+  EXPECT_EQ(f.piece_sha1, f.padded_sha1);
+  EXPECT_EQ(f.piece_sha1, sha1(full));
+}
+
+TEST(Digest, HexRoundTrip) {
+  auto d = Sha256::from_hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_FALSE(Sha256::from_hex("zz"));
+  EXPECT_FALSE(Sha1::from_hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+}
+
+}  // namespace
+}  // namespace inferllama::cache

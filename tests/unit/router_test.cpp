@@ -1,0 +1,93 @@
+#include "router.hpp"
+
+#include <gtest/gtest.h>
+
+#include "url.hpp"
+
+namespace inferllama::http {
+namespace {
+
+TEST(Router, ResolveForEveryRepoType) {
+  auto r = route("/acme/tiny/resolve/main/config.json");
+  auto* res = std::get_if<ResolveRoute>(&r);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->repo.type, RepoType::model);
+  EXPECT_EQ(res->repo.name, "acme/tiny");
+  EXPECT_EQ(res->rev, "main");
+  EXPECT_EQ(res->path, "config.json");
+
+  r = route("/gpt2/resolve/main/a/b.bin");
+  ASSERT_TRUE(std::get_if<ResolveRoute>(&r));
+  EXPECT_EQ(std::get<ResolveRoute>(r).repo.name, "gpt2");
+  EXPECT_EQ(std::get<ResolveRoute>(r).path, "a/b.bin");
+
+  r = route("/datasets/acme/data/resolve/v1/x%20y/na%C3%AFve.txt");
+  ASSERT_TRUE(std::get_if<ResolveRoute>(&r));
+  EXPECT_EQ(std::get<ResolveRoute>(r).repo.type, RepoType::dataset);
+  EXPECT_EQ(std::get<ResolveRoute>(r).path, "x y/na\xC3\xAFve.txt");
+
+  r = route("/spaces/acme/app/resolve/refs%2Fpr%2F1/app.py");
+  ASSERT_TRUE(std::get_if<ResolveRoute>(&r));
+  EXPECT_EQ(std::get<ResolveRoute>(r).repo.type, RepoType::space);
+  EXPECT_EQ(std::get<ResolveRoute>(r).rev, "refs/pr/1");
+}
+
+TEST(Router, HostilePathsAreBadRequests) {
+  for (const char* path : {"/acme/tiny/resolve/main/..%2Fsecret", "/acme/tiny/resolve/main/a/../b",
+                           "/acme/tiny/resolve/main/%2Fetc%2Fpasswd", "/acme/tiny/resolve/main/a%00b",
+                           "/acme/tiny/resolve/main/a%zz", "/acme/../resolve/main/x", "/acme/tiny/resolve/main/a//b",
+                           "/acme/tiny/resolve/main/a\\b"}) {
+    auto r = route(path);
+    EXPECT_TRUE(std::holds_alternative<BadRequest>(r)) << path;
+  }
+}
+
+TEST(Router, ApiRoutes) {
+  auto r = route("/api/models/acme/tiny");
+  ASSERT_TRUE(std::get_if<ApiRoute>(&r));
+  EXPECT_EQ(std::get<ApiRoute>(r).kind, ApiRoute::Kind::info);
+
+  r = route("/api/models/acme/tiny/revision/refs%2Fpr%2F1");
+  ASSERT_TRUE(std::get_if<ApiRoute>(&r));
+  EXPECT_EQ(std::get<ApiRoute>(r).kind, ApiRoute::Kind::revision);
+  EXPECT_EQ(std::get<ApiRoute>(r).rev, "refs/pr/1");
+
+  r = route("/api/datasets/acme/data/tree/main/sub/dir");
+  ASSERT_TRUE(std::get_if<ApiRoute>(&r));
+  EXPECT_EQ(std::get<ApiRoute>(r).kind, ApiRoute::Kind::tree);
+  EXPECT_EQ(std::get<ApiRoute>(r).repo.type, RepoType::dataset);
+  EXPECT_EQ(std::get<ApiRoute>(r).path, "sub/dir");
+
+  r = route("/api/models/gpt2/tree/main");
+  ASSERT_TRUE(std::get_if<ApiRoute>(&r));
+  EXPECT_EQ(std::get<ApiRoute>(r).repo.name, "gpt2");
+
+  r = route("/api/spaces/acme/app/paths-info/main");
+  ASSERT_TRUE(std::get_if<ApiRoute>(&r));
+  EXPECT_EQ(std::get<ApiRoute>(r).kind, ApiRoute::Kind::paths_info);
+
+  r = route("/api/models/acme/tiny/refs");
+  ASSERT_TRUE(std::get_if<ApiRoute>(&r));
+  EXPECT_EQ(std::get<ApiRoute>(r).kind, ApiRoute::Kind::refs);
+
+  EXPECT_TRUE(std::holds_alternative<NotFound>(route("/api/things/acme/x")));
+  EXPECT_TRUE(std::holds_alternative<BadRequest>(route("/api/models/ac%20me/x")));
+  EXPECT_TRUE(std::holds_alternative<HealthRoute>(route("/healthz")));
+  EXPECT_TRUE(std::holds_alternative<NotFound>(route("/")));
+}
+
+TEST(Url, EncodeDecode) {
+  EXPECT_EQ(url::encode("refs/pr/1"), "refs%2Fpr%2F1");
+  EXPECT_EQ(url::encode("a b/c", true), "a%20b/c");
+  EXPECT_EQ(url::decode("a%20b+c"), "a b+c");
+  EXPECT_EQ(url::decode("a%20b+c", true), "a b c");
+  EXPECT_FALSE(url::decode("%2"));
+  EXPECT_FALSE(url::decode("%g0"));
+  auto q = url::parse_query("recursive=true&expand=&cursor=a%3Db&&x");
+  ASSERT_EQ(q.size(), 4u);
+  EXPECT_EQ(q[2].second, "a=b");
+  EXPECT_EQ(q[3].first, "x");
+}
+
+}  // namespace
+}  // namespace inferllama::http
