@@ -2,7 +2,7 @@
 on loopback ports, learn their URLs from the line each prints when ready (no sleeps), talk HTTP.
 
 Environment:
-  INFERLLAMA_BINARY  path of the node binary (default: build/inferllama under the repo root)
+  TEST_INFERLLAMA_BINARY  path of the node binary (default: build/inferllama under the repo root)
 """
 from __future__ import annotations
 
@@ -21,7 +21,16 @@ import urllib.request
 from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BINARY = os.environ.get("INFERLLAMA_BINARY", os.path.join(ROOT, "build", "inferllama"))
+BINARY = os.environ.get("TEST_INFERLLAMA_BINARY") or os.environ.get("INFERLLAMA_BINARY") or \
+    os.path.join(ROOT, "build", "inferllama")
+
+
+def clean_env(extra: dict | None = None) -> dict:
+    """The environment for running the binary: no INFERLLAMA_* or HF_TOKEN leaking in from outside
+    (the node rejects unknown INFERLLAMA_* variables)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INFERLLAMA_") and k != "HF_TOKEN"}
+    env.update(extra or {})
+    return env
 FAKE_HUB = os.path.join(ROOT, "tests", "fakes", "fake_hub.py")
 READY_TIMEOUT = 60
 
@@ -121,8 +130,7 @@ class Node:
         self.log_path = os.path.join(self.data_dir, "node.log")
 
     def start(self) -> "Node":
-        env = {k: v for k, v in os.environ.items() if not k.startswith("INFERLLAMA_") and k != "HF_TOKEN"}
-        env.update(self.env or {})
+        env = clean_env(self.env)
         cmd = [BINARY, "serve", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir,
                "--upstream", self.upstream, *self.extra]
         self.log = open(self.log_path, "ab")

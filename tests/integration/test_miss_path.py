@@ -10,7 +10,7 @@ import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import BINARY, FakeHub, Node, sha256  # noqa: E402
+from harness import BINARY, FakeHub, Node, clean_env, sha256  # noqa: E402
 
 MODEL = "acme/tiny-model"
 BIG = "model.safetensors"  # 9 MiB + 12345: three 4 MiB chunks
@@ -145,18 +145,18 @@ class MissPathTest(unittest.TestCase):
 
     def test_pull_then_ls(self):
         result = subprocess.run([BINARY, "pull", MODEL, "--node", self.node.url, "--quiet"],
-                                capture_output=True, text=True, timeout=120)
+                                capture_output=True, text=True, timeout=120, env=clean_env())
         self.assertEqual(result.returncode, 0, result.stderr)
         stats = self.hub.stats()
         self.assertEqual(sum(stats["cdn_bytes"].values()), sum(f["size"] for f in self.files.values() if f["lfs"]))
         listing = subprocess.run([BINARY, "ls", "--data-dir", self.node.data_dir], capture_output=True, text=True,
-                                 timeout=60)
+                                 timeout=60, env=clean_env())
         self.assertEqual(listing.returncode, 0, listing.stderr)
         self.assertIn("model/" + MODEL, listing.stdout)
         for path in self.files:
             self.assertIn(path, listing.stdout)
         missing = subprocess.run([BINARY, "pull", "acme/missing", "--node", self.node.url, "--quiet"],
-                                 capture_output=True, text=True, timeout=60)
+                                 capture_output=True, text=True, timeout=60, env=clean_env())
         self.assertNotEqual(missing.returncode, 0)
         self.assertIn("401", missing.stderr)
 
@@ -176,9 +176,7 @@ class MissPathTest(unittest.TestCase):
 
 class CommandLineTest(unittest.TestCase):
     def run_binary(self, *args, env=None):
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("INFERLLAMA_")}
-        full_env.update(env or {})
-        return subprocess.run([BINARY, *args], capture_output=True, text=True, timeout=60, env=full_env)
+        return subprocess.run([BINARY, *args], capture_output=True, text=True, timeout=60, env=clean_env(env))
 
     def test_help_on_every_command(self):
         for args in ([], ["serve"], ["pull"], ["ls"]):
