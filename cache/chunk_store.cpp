@@ -28,7 +28,9 @@ bool ChunkStore::contains(const Sha256& id) const {
   return fs::exists(chunk_path(id), ec);
 }
 
-int ChunkStore::open_chunk(const Sha256& id) const { return ::open(chunk_path(id).c_str(), O_RDONLY | O_CLOEXEC); }
+int ChunkStore::open_chunk(const Sha256& id) const {
+  return ::open(chunk_path(id).c_str(), O_RDONLY | O_CLOEXEC);
+}
 
 fs::path ChunkStore::make_staging_dir() {
   auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();

@@ -246,8 +246,8 @@ std::size_t Download::write_body(int segment, std::span<const char> bytes) {
     }
     auto& chunk = chunks_[index];
     const std::uint64_t within = pos - chunk.start;
-    const std::size_t n = static_cast<std::size_t>(
-        std::min<std::uint64_t>({bytes.size() - done, chunk.size - within, end - pos}));
+    const std::size_t n =
+        static_cast<std::size_t>(std::min<std::uint64_t>({bytes.size() - done, chunk.size - within, end - pos}));
     ssize_t wrote = ::pwrite(fd, bytes.data() + done, n, static_cast<off_t>(within));
     if (wrote < 0 && errno == EINTR) continue;
     if (wrote <= 0) {
@@ -428,7 +428,9 @@ Downloads::Downloads(ChunkStore& store, Index& index, Upstream& upstream, asio::
       connections_(max_connections),
       settings_(settings) {}
 
-Downloads::~Downloads() { shutdown(); }
+Downloads::~Downloads() {
+  shutdown();
+}
 
 std::shared_ptr<Download> Downloads::get_or_start(const BlobSource& source, const FileClaim& claim) {
   std::shared_ptr<Download> download;

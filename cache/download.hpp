@@ -27,9 +27,9 @@ struct FileClaim {
 
 // Where a blob's bytes come from and what they must hash to.
 struct BlobSource {
-  std::string url;       // the CDN's signed URL for LFS files, the Hub's resolve URL for regular ones
-  HeaderList headers;    // credentials, only for a URL on the Hub's own origin
-  std::string etag;      // SHA-256 (LFS) or git blob SHA-1 (regular), lower-case hex
+  std::string url;     // the CDN's signed URL for LFS files, the Hub's resolve URL for regular ones
+  HeaderList headers;  // credentials, only for a URL on the Hub's own origin
+  std::string etag;    // SHA-256 (LFS) or git blob SHA-1 (regular), lower-case hex
   bool lfs = false;
   std::uint64_t size = 0;
   std::function<std::optional<std::string>()> refresh_url;  // a fresh signed URL when one expired
@@ -150,8 +150,8 @@ class Download : public std::enable_shared_from_this<Download> {
 // The registry of running downloads, with the pools they run on.
 class Downloads {
  public:
-  Downloads(ChunkStore& store, Index& index, Upstream& upstream, asio::thread_pool& workers,
-            DownloadSettings settings, unsigned max_connections = 64);
+  Downloads(ChunkStore& store, Index& index, Upstream& upstream, asio::thread_pool& workers, DownloadSettings settings,
+            unsigned max_connections = 64);
   ~Downloads();
 
   // The running download of `source.etag`, or a new one; nullptr if the blob is already stored.

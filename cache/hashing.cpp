@@ -44,18 +44,30 @@ struct Sha256Stream::Impl {
 };
 Sha256Stream::Sha256Stream() : impl_(std::make_unique<Impl>()) {}
 Sha256Stream::~Sha256Stream() = default;
-void Sha256Stream::update(std::span<const std::uint8_t> bytes) { impl_->ctx.update(bytes.data(), bytes.size()); }
-void Sha256Stream::update(std::string_view text) { impl_->ctx.update(text.data(), text.size()); }
-Sha256 Sha256Stream::finish() { return impl_->ctx.finish_and_reset<Sha256>(); }
+void Sha256Stream::update(std::span<const std::uint8_t> bytes) {
+  impl_->ctx.update(bytes.data(), bytes.size());
+}
+void Sha256Stream::update(std::string_view text) {
+  impl_->ctx.update(text.data(), text.size());
+}
+Sha256 Sha256Stream::finish() {
+  return impl_->ctx.finish_and_reset<Sha256>();
+}
 
 struct Sha1Stream::Impl {
   EvpContext ctx{EVP_sha1()};
 };
 Sha1Stream::Sha1Stream() : impl_(std::make_unique<Impl>()) {}
 Sha1Stream::~Sha1Stream() = default;
-void Sha1Stream::update(std::span<const std::uint8_t> bytes) { impl_->ctx.update(bytes.data(), bytes.size()); }
-void Sha1Stream::update(std::string_view text) { impl_->ctx.update(text.data(), text.size()); }
-Sha1 Sha1Stream::finish() { return impl_->ctx.finish_and_reset<Sha1>(); }
+void Sha1Stream::update(std::span<const std::uint8_t> bytes) {
+  impl_->ctx.update(bytes.data(), bytes.size());
+}
+void Sha1Stream::update(std::string_view text) {
+  impl_->ctx.update(text.data(), text.size());
+}
+Sha1 Sha1Stream::finish() {
+  return impl_->ctx.finish_and_reset<Sha1>();
+}
 
 Sha256 sha256(std::span<const std::uint8_t> bytes) {
   Sha256Stream s;

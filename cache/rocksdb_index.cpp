@@ -114,7 +114,9 @@ BlobEntry decode_blob(std::string_view v) {
   return b;
 }
 
-std::string ref_key(const RepoId& repo, const std::string& rev) { return repo.key() + '\0' + rev; }
+std::string ref_key(const RepoId& repo, const std::string& rev) {
+  return repo.key() + '\0' + rev;
+}
 std::string file_key(const RepoId& repo, const std::string& commit, const std::string& path) {
   return repo.key() + '@' + commit + '\0' + path;
 }
@@ -167,8 +169,7 @@ class RocksIndex final : public Index {
   std::optional<std::string> get_meta(const std::string& key) override { return get(kMeta, key); }
   void put_meta(const std::string& key, const std::string& value) override { put(kMeta, key, value); }
 
-  std::optional<FileEntry> get_file(const RepoId& repo, const std::string& commit,
-                                    const std::string& path) override {
+  std::optional<FileEntry> get_file(const RepoId& repo, const std::string& commit, const std::string& path) override {
     auto v = get(kFiles, file_key(repo, commit, path));
     if (!v) return std::nullopt;
     return decode_file(*v);
@@ -201,7 +202,8 @@ class RocksIndex final : public Index {
       }
     }
     for (const auto& f : files) {
-      batch.Put(handles_[kFiles], file_key(f.repo, f.commit, f.path), encode(FileEntry{blob.etag, blob.lfs, blob.size}));
+      batch.Put(handles_[kFiles], file_key(f.repo, f.commit, f.path),
+                encode(FileEntry{blob.etag, blob.lfs, blob.size}));
     }
     rocksdb::WriteOptions wo;
     wo.sync = true;

@@ -21,7 +21,9 @@ __extension__ typedef unsigned __int128 u128;
 
 constexpr std::uint64_t kU64Max = std::numeric_limits<std::uint64_t>::max();
 
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+char lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
 
 std::string to_lower(std::string_view s) {
   std::string out(s);
@@ -29,9 +31,15 @@ std::string to_lower(std::string_view s) {
   return out;
 }
 
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
-bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-bool is_space(char c) { return c == ' ' || c == '\t'; }
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+bool is_alpha(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+bool is_space(char c) {
+  return c == ' ' || c == '\t';
+}
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
@@ -62,8 +70,8 @@ std::string quote_text(std::string_view s) {
 
 struct Decimal {
   std::uint64_t whole = 0;
-  std::uint64_t frac = 0;       // digits after the point, as an integer
-  std::uint64_t frac_scale = 1; // 10^(number of fraction digits)
+  std::uint64_t frac = 0;        // digits after the point, as an integer
+  std::uint64_t frac_scale = 1;  // 10^(number of fraction digits)
 };
 
 // Reads [0-9]+(\.[0-9]+)? from the front of `s`; returns false when no digits are there.
@@ -143,7 +151,8 @@ std::string validate_listen(std::string_view s) {
         throw ConfigError(quote_text(s) + ": invalid character in host" + std::string(hint));
     }
   }
-  if (host.empty()) throw ConfigError(quote_text(s) + ": empty host (use 0.0.0.0 for all interfaces)" + std::string(hint));
+  if (host.empty())
+    throw ConfigError(quote_text(s) + ": empty host (use 0.0.0.0 for all interfaces)" + std::string(hint));
   if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), is_digit))
     throw ConfigError(quote_text(s) + ": port must be a number 0..65535" + std::string(hint));
   unsigned long p = std::stoul(std::string(port));
@@ -171,9 +180,8 @@ std::string validate_url(std::string_view s) {
   }
   const std::string_view rest = std::string_view(out).substr(scheme_len);
   const std::string_view authority = rest.substr(0, rest.find('/'));
-  const std::string_view host = authority.substr(authority.rfind('@') == std::string_view::npos
-                                                     ? 0
-                                                     : authority.rfind('@') + 1);
+  const std::string_view host =
+      authority.substr(authority.rfind('@') == std::string_view::npos ? 0 : authority.rfind('@') + 1);
   if (host.empty() || host.front() == ':') throw ConfigError(quote_text(s) + ": URL has no host");
   if (out.ends_with('/')) out.pop_back();
   return out;
@@ -347,8 +355,7 @@ constexpr KeySpec kSpecs[] = {
     {{"access_ttl", "--access-ttl", "INFERLLAMA_ACCESS_TTL",
       "How long a gated/private repository access decision is cached, 1s..60s", "60s"},
      [](Config& c, const Input& in) { c.access_ttl = in.whole_seconds(1, 60); }},
-    {{"io_threads", "--io-threads", "INFERLLAMA_IO_THREADS", "Network I/O threads, 0..1024 (0 = number of cores)",
-      "0"},
+    {{"io_threads", "--io-threads", "INFERLLAMA_IO_THREADS", "Network I/O threads, 0..1024 (0 = number of cores)", "0"},
      [](Config& c, const Input& in) { c.io_threads = static_cast<unsigned>(in.integer(0, 1024)); }},
     {{"worker_threads", "--worker-threads", "INFERLLAMA_WORKER_THREADS",
       "Threads for hashing, disk and RocksDB work, 0..1024 (0 = number of cores)", "0"},
@@ -443,8 +450,7 @@ std::string read_file(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     const int err = errno;
-    throw ConfigError("cannot read config file " + path.string() + ": " +
-                      (err ? std::strerror(err) : "cannot open"));
+    throw ConfigError("cannot read config file " + path.string() + ": " + (err ? std::strerror(err) : "cannot open"));
   }
   std::ostringstream ss;
   ss << in.rdbuf();
@@ -454,16 +460,26 @@ std::string read_file(const std::filesystem::path& path) {
 
 std::string node_type_name(const toml::node& n) {
   switch (n.type()) {
-    case toml::node_type::table: return "table";
-    case toml::node_type::array: return "array";
-    case toml::node_type::string: return "string";
-    case toml::node_type::integer: return "integer";
-    case toml::node_type::floating_point: return "floating-point number";
-    case toml::node_type::boolean: return "boolean";
-    case toml::node_type::date: return "date";
-    case toml::node_type::time: return "time";
-    case toml::node_type::date_time: return "date-time";
-    default: return "unknown type";
+    case toml::node_type::table:
+      return "table";
+    case toml::node_type::array:
+      return "array";
+    case toml::node_type::string:
+      return "string";
+    case toml::node_type::integer:
+      return "integer";
+    case toml::node_type::floating_point:
+      return "floating-point number";
+    case toml::node_type::boolean:
+      return "boolean";
+    case toml::node_type::date:
+      return "date";
+    case toml::node_type::time:
+      return "time";
+    case toml::node_type::date_time:
+      return "date-time";
+    default:
+      return "unknown type";
   }
 }
 
@@ -500,7 +516,9 @@ void apply_file(Config& c, Applied& applied, const std::filesystem::path& path) 
 
 // ---- public API ---------------------------------------------------------------------------------
 
-std::span<const ConfigKey> config_keys() { return kKeys; }
+std::span<const ConfigKey> config_keys() {
+  return kKeys;
+}
 
 std::uint64_t parse_size(std::string_view text) {
   constexpr std::string_view what = "size";
@@ -512,18 +530,28 @@ std::uint64_t parse_size(std::string_view text) {
   s = trim(s);
   const std::string_view unit_text = read_unit(s);
   if (!s.empty())
-    throw ConfigError("invalid size " + quote_text(text) + ": unexpected " + quote_text(s) + " (units: B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)");
+    throw ConfigError("invalid size " + quote_text(text) + ": unexpected " + quote_text(s) +
+                      " (units: B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)");
   const std::string unit = to_lower(unit_text);
   struct Unit {
     std::string_view name;
     std::uint64_t factor;
   };
   static constexpr Unit kUnits[] = {
-      {"", 1},           {"b", 1},
-      {"k", kKiB},       {"kib", kKiB},       {"kb", 1000ull},
-      {"m", kMiB},       {"mib", kMiB},       {"mb", 1000'000ull},
-      {"g", kGiB},       {"gib", kGiB},       {"gb", 1000'000'000ull},
-      {"t", 1024 * kGiB}, {"tib", 1024 * kGiB}, {"tb", 1000'000'000'000ull},
+      {"", 1},
+      {"b", 1},
+      {"k", kKiB},
+      {"kib", kKiB},
+      {"kb", 1000ull},
+      {"m", kMiB},
+      {"mib", kMiB},
+      {"mb", 1000'000ull},
+      {"g", kGiB},
+      {"gib", kGiB},
+      {"gb", 1000'000'000ull},
+      {"t", 1024 * kGiB},
+      {"tib", 1024 * kGiB},
+      {"tb", 1000'000'000'000ull},
   };
   for (const Unit& u : kUnits) {
     if (u.name == unit) return scale(d, u.factor, text, what, "bytes");
@@ -547,7 +575,8 @@ std::chrono::milliseconds parse_duration(std::string_view text) {
   while (!s.empty()) {
     Decimal d;
     if (!read_decimal(s, d, text, what))
-      throw ConfigError("invalid duration " + quote_text(text) + ": expected a number with a unit, e.g. 30s, 500ms, 2m, 1h");
+      throw ConfigError("invalid duration " + quote_text(text) +
+                        ": expected a number with a unit, e.g. 30s, 500ms, 2m, 1h");
     s = trim(s);
     const std::string_view unit_text = read_unit(s);
     s = trim(s);

@@ -22,21 +22,21 @@ inline constexpr std::uint64_t kMiB = 1024 * kKiB;
 inline constexpr std::uint64_t kGiB = 1024 * kMiB;
 
 struct Config {
-  std::string listen = "0.0.0.0:8080";               // HOST:PORT of the plain HTTP listener ([::1]:8080 for IPv6)
-  std::filesystem::path data_dir = "./data";         // chunk store + RocksDB index; relative = as given
-  std::string upstream = "https://huggingface.co";   // the Hub, or a parent node (no trailing slash)
-  std::string upstream_token;                        // falls back to HF_TOKEN when unset everywhere
-  std::string public_url;                            // how the node names itself in links; empty = Host header
-  std::string log_level = "info";                    // trace|debug|info|warn|error|critical|off
-  std::uint64_t chunk_size = 4 * kMiB;               // power of two, 64 KiB .. 64 MiB
-  unsigned upstream_connections = 4;                 // parallel Range connections per large file, 1..32
-  std::uint64_t parallel_threshold = 32 * kMiB;      // files at least this large use parallel ranges
-  unsigned upstream_retries = 5;                     // retries per broken connection, 0..100
-  std::chrono::milliseconds upstream_timeout{30000}; // connect and stall timeout, > 0
-  std::chrono::seconds ref_ttl{60};                  // branch/tag -> commit cache; 0 = always ask upstream
-  std::chrono::seconds access_ttl{60};               // cached gated/private access decisions; 1..60 s
-  unsigned io_threads = 0;                           // 0 = number of cores; at most 1024
-  unsigned worker_threads = 0;                       // 0 = number of cores (hashing, disk, RocksDB); at most 1024
+  std::string listen = "0.0.0.0:8080";                // HOST:PORT of the plain HTTP listener ([::1]:8080 for IPv6)
+  std::filesystem::path data_dir = "./data";          // chunk store + RocksDB index; relative = as given
+  std::string upstream = "https://huggingface.co";    // the Hub, or a parent node (no trailing slash)
+  std::string upstream_token;                         // falls back to HF_TOKEN when unset everywhere
+  std::string public_url;                             // how the node names itself in links; empty = Host header
+  std::string log_level = "info";                     // trace|debug|info|warn|error|critical|off
+  std::uint64_t chunk_size = 4 * kMiB;                // power of two, 64 KiB .. 64 MiB
+  unsigned upstream_connections = 4;                  // parallel Range connections per large file, 1..32
+  std::uint64_t parallel_threshold = 32 * kMiB;       // files at least this large use parallel ranges
+  unsigned upstream_retries = 5;                      // retries per broken connection, 0..100
+  std::chrono::milliseconds upstream_timeout{30000};  // connect and stall timeout, > 0
+  std::chrono::seconds ref_ttl{60};                   // branch/tag -> commit cache; 0 = always ask upstream
+  std::chrono::seconds access_ttl{60};                // cached gated/private access decisions; 1..60 s
+  unsigned io_threads = 0;                            // 0 = number of cores; at most 1024
+  unsigned worker_threads = 0;                        // 0 = number of cores (hashing, disk, RocksDB); at most 1024
 
   friend bool operator==(const Config&, const Config&) = default;
 };
@@ -52,8 +52,8 @@ struct ConfigSources {
   // key -> value from the command line. Keys are snake_case as in TOML ("data_dir"); "data-dir" and
   // "--data-dir" are accepted too. The key "config" names the config file when `file` is unset.
   std::map<std::string, std::string> flags;
-  std::map<std::string, std::string> env;       // the process environment (NAME -> value), see environment_map()
-  std::optional<std::filesystem::path> file;    // --config FILE; else flags["config"]; else INFERLLAMA_CONFIG
+  std::map<std::string, std::string> env;     // the process environment (NAME -> value), see environment_map()
+  std::optional<std::filesystem::path> file;  // --config FILE; else flags["config"]; else INFERLLAMA_CONFIG
 };
 
 // Precedence per key: flag > env (INFERLLAMA_<UPPER_SNAKE>) > TOML file > default. Every value given by

@@ -54,8 +54,7 @@ class Index {
   virtual std::optional<std::string> get_meta(const std::string& key) = 0;
   virtual void put_meta(const std::string& key, const std::string& value) = 0;
 
-  virtual std::optional<FileEntry> get_file(const RepoId& repo, const std::string& commit,
-                                            const std::string& path) = 0;
+  virtual std::optional<FileEntry> get_file(const RepoId& repo, const std::string& commit, const std::string& path) = 0;
   virtual void put_file(const RepoId& repo, const std::string& commit, const std::string& path,
                         const FileEntry& file) = 0;
   virtual std::optional<BlobEntry> get_blob(const std::string& etag) = 0;

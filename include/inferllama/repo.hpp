@@ -15,24 +15,33 @@ struct RepoId {
   // "models" / "datasets" / "spaces", as in /api/{segment}/...
   std::string_view api_segment() const {
     switch (type) {
-      case RepoType::dataset: return "datasets";
-      case RepoType::space: return "spaces";
-      default: return "models";
+      case RepoType::dataset:
+        return "datasets";
+      case RepoType::space:
+        return "spaces";
+      default:
+        return "models";
     }
   }
   // "" / "datasets/" / "spaces/", as in /{prefix}{name}/resolve/...
   std::string_view url_prefix() const {
     switch (type) {
-      case RepoType::dataset: return "datasets/";
-      case RepoType::space: return "spaces/";
-      default: return "";
+      case RepoType::dataset:
+        return "datasets/";
+      case RepoType::space:
+        return "spaces/";
+      default:
+        return "";
     }
   }
   std::string_view type_name() const {
     switch (type) {
-      case RepoType::dataset: return "dataset";
-      case RepoType::space: return "space";
-      default: return "model";
+      case RepoType::dataset:
+        return "dataset";
+      case RepoType::space:
+        return "space";
+      default:
+        return "model";
     }
   }
   // Stable key used in the index: "model/acme/tiny-model".

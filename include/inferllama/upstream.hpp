@@ -21,10 +21,10 @@ struct UpstreamRequest {
 };
 
 struct UpstreamResponse {
-  long status = 0;        // 0: no HTTP answer (see `error`)
-  HeaderList headers;     // names lower-cased, in arrival order
+  long status = 0;     // 0: no HTTP answer (see `error`)
+  HeaderList headers;  // names lower-cased, in arrival order
   std::string body;
-  std::string error;      // transport failure, empty when an answer arrived
+  std::string error;  // transport failure, empty when an answer arrived
 
   std::optional<std::string_view> header(std::string_view lower_name) const {
     for (const auto& [k, v] : headers) {
@@ -39,7 +39,7 @@ using BodySink = std::function<std::size_t(std::span<const char>)>;
 
 struct RangeResult {
   long status = 0;
-  std::string error;         // empty on success or when the sink stopped the transfer
+  std::string error;  // empty on success or when the sink stopped the transfer
   std::uint64_t received = 0;
   bool ok() const { return error.empty() && (status == 200 || status == 206); }
 };

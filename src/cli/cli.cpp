@@ -24,7 +24,8 @@ void add_config_flags(CLI::App& command, std::map<std::string, std::string>& fla
 Config config_from(const std::map<std::string, std::string>& given, CLI::App& command, const std::string& config_file) {
   ConfigSources sources;
   for (const auto& key : config_keys()) {
-    if (command.count(std::string(key.flag)) > 0) sources.flags[std::string(key.name)] = given.at(std::string(key.name));
+    if (command.count(std::string(key.flag)) > 0)
+      sources.flags[std::string(key.name)] = given.at(std::string(key.name));
   }
   if (!config_file.empty()) sources.file = config_file;
   sources.env = environment_map(environ);
@@ -54,7 +55,8 @@ int run(int argc, char** argv) {
   pull_cmd->add_option("--repo-type", pull_options.repo_type, "model, dataset or space")
       ->check(CLI::IsMember({"model", "dataset", "space"}))
       ->capture_default_str();
-  pull_cmd->add_option("--node", pull_options.node, "Base URL of the node (default: HF_ENDPOINT or http://127.0.0.1:8080)");
+  pull_cmd->add_option("--node", pull_options.node,
+                       "Base URL of the node (default: HF_ENDPOINT or http://127.0.0.1:8080)");
   pull_cmd->add_option("--token", pull_options.token, "Hub token sent to the node (default: HF_TOKEN)");
   pull_cmd->add_flag("--quiet", pull_options.quiet, "No progress bars");
 

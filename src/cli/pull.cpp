@@ -30,18 +30,20 @@ class Client {
   Fetched get_text(const std::string& url) {
     Fetched out;
     prepare(url);
-    curl_easy_setopt(curl_, CURLOPT_WRITEFUNCTION, +[](char* d, size_t s, size_t n, void* u) {
-      static_cast<std::string*>(u)->append(d, s * n);
-      return s * n;
-    });
+    curl_easy_setopt(
+        curl_, CURLOPT_WRITEFUNCTION, +[](char* d, size_t s, size_t n, void* u) {
+          static_cast<std::string*>(u)->append(d, s * n);
+          return s * n;
+        });
     curl_easy_setopt(curl_, CURLOPT_WRITEDATA, &out.body);
-    curl_easy_setopt(curl_, CURLOPT_HEADERFUNCTION, +[](char* d, size_t s, size_t n, void* u) {
-      std::string_view line(d, s * n);
-      if (line.size() > 5 && (line.starts_with("Link:") || line.starts_with("link:"))) {
-        *static_cast<std::string*>(u) = std::string(line.substr(5));
-      }
-      return s * n;
-    });
+    curl_easy_setopt(
+        curl_, CURLOPT_HEADERFUNCTION, +[](char* d, size_t s, size_t n, void* u) {
+          std::string_view line(d, s * n);
+          if (line.size() > 5 && (line.starts_with("Link:") || line.starts_with("link:"))) {
+            *static_cast<std::string*>(u) = std::string(line.substr(5));
+          }
+          return s * n;
+        });
     curl_easy_setopt(curl_, CURLOPT_HEADERDATA, &out.link);
     perform(out);
     return out;
@@ -58,21 +60,22 @@ class Client {
       bool draw;
       std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now(), last{};
     } progress{&label, expected, 0, !options_.quiet && isatty(STDERR_FILENO)};
-    curl_easy_setopt(curl_, CURLOPT_WRITEFUNCTION, +[](char*, size_t s, size_t n, void* u) {
-      auto* p = static_cast<Progress*>(u);
-      p->received += s * n;
-      auto now = std::chrono::steady_clock::now();
-      if (p->draw && now - p->last > std::chrono::milliseconds(100)) {
-        p->last = now;
-        double fraction = p->expected ? static_cast<double>(p->received) / static_cast<double>(p->expected) : 1.0;
-        int filled = static_cast<int>(fraction * 30);
-        double secs = std::chrono::duration<double>(now - p->start).count();
-        std::fprintf(stderr, "\r[%-30s] %3.0f%% %8.1f MiB/s  %s", std::string(static_cast<std::size_t>(filled), '#').c_str(),
-                     fraction * 100, secs > 0 ? static_cast<double>(p->received) / secs / (1 << 20) : 0.0,
-                     p->label->c_str());
-      }
-      return s * n;
-    });
+    curl_easy_setopt(
+        curl_, CURLOPT_WRITEFUNCTION, +[](char*, size_t s, size_t n, void* u) {
+          auto* p = static_cast<Progress*>(u);
+          p->received += s * n;
+          auto now = std::chrono::steady_clock::now();
+          if (p->draw && now - p->last > std::chrono::milliseconds(100)) {
+            p->last = now;
+            double fraction = p->expected ? static_cast<double>(p->received) / static_cast<double>(p->expected) : 1.0;
+            int filled = static_cast<int>(fraction * 30);
+            double secs = std::chrono::duration<double>(now - p->start).count();
+            std::fprintf(stderr, "\r[%-30s] %3.0f%% %8.1f MiB/s  %s",
+                         std::string(static_cast<std::size_t>(filled), '#').c_str(), fraction * 100,
+                         secs > 0 ? static_cast<double>(p->received) / secs / (1 << 20) : 0.0, p->label->c_str());
+          }
+          return s * n;
+        });
     curl_easy_setopt(curl_, CURLOPT_WRITEDATA, &progress);
     perform(out);
     if (out.error.empty() && out.status == 200 && progress.received != expected) {
@@ -146,7 +149,8 @@ int pull(const PullOptions& options) {
     auto page = client.get_text(next);
     auto entries = nlohmann::json::parse(page.body, nullptr, false);
     if (page.status != 200 || !entries.is_array()) {
-      std::fprintf(stderr, "cannot list %s@%s: %s\n", repo.name.c_str(), commit.c_str(), describe_failure(page).c_str());
+      std::fprintf(stderr, "cannot list %s@%s: %s\n", repo.name.c_str(), commit.c_str(),
+                   describe_failure(page).c_str());
       return 1;
     }
     for (const auto& e : entries) {
@@ -159,9 +163,9 @@ int pull(const PullOptions& options) {
   std::fprintf(stderr, "%s@%s: %zu files\n", repo.name.c_str(), commit.c_str(), files.size());
   int failures = 0;
   for (const auto& [path, size] : files) {
-    auto got = client.download(node + "/" + std::string(repo.url_prefix()) + repo.name + "/resolve/" + commit + "/" +
-                                   url::encode(path, true),
-                               path, size);
+    auto got = client.download(
+        node + "/" + std::string(repo.url_prefix()) + repo.name + "/resolve/" + commit + "/" + url::encode(path, true),
+        path, size);
     if (!got.error.empty() || got.status != 200) {
       std::fprintf(stderr, "  %s: %s\n", path.c_str(), describe_failure(got).c_str());
       ++failures;

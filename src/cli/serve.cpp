@@ -16,7 +16,9 @@
 namespace inferllama::cli {
 namespace {
 
-unsigned or_cores(unsigned n) { return n ? n : std::max(1u, std::thread::hardware_concurrency()); }
+unsigned or_cores(unsigned n) {
+  return n ? n : std::max(1u, std::thread::hardware_concurrency());
+}
 
 // Downloads keep one descriptor per staged chunk: allow as many as the hard limit.
 void raise_fd_limit() {

@@ -21,8 +21,8 @@ std::vector<std::string_view> split(std::string_view path) {
 bool valid_repo_segment(std::string_view s) {
   if (s.empty() || s == "." || s == ".." || s.size() > 96) return false;
   for (char c : s) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-              c == '.';
+    bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
     if (!ok) return false;
   }
   return true;

@@ -60,8 +60,7 @@ std::pair<std::string, std::uint16_t> split_host_port(const std::string& listen)
 }  // namespace
 
 struct Server::Impl {
-  Impl(asio::io_context& io, const Config& config, hub::HubService& hub, ChunkStore& store,
-       asio::thread_pool& blocking)
+  Impl(asio::io_context& io, const Config& config, hub::HubService& hub, ChunkStore& store, asio::thread_pool& blocking)
       : io(io), config(config), hub(hub), store(store), blocking(blocking), acceptor(io) {}
 
   struct Connection {
@@ -99,7 +98,9 @@ Server::Server(asio::io_context& io, const Config& config, hub::HubService& hub,
                asio::thread_pool& blocking)
     : impl_(std::make_unique<Impl>(io, config, hub, store, blocking)) {}
 Server::~Server() = default;
-ServerCounters& Server::counters() { return impl_->counters; }
+ServerCounters& Server::counters() {
+  return impl_->counters;
+}
 
 std::uint16_t Server::start() {
   auto [host, port] = split_host_port(impl_->config.listen);
@@ -133,7 +134,9 @@ void Server::begin_drain() {
   }
 }
 
-bool Server::drained() const { return impl_->counters.open_connections.load() == 0; }
+bool Server::drained() const {
+  return impl_->counters.open_connections.load() == 0;
+}
 
 Task<void> Server::Impl::accept_loop() {
   while (acceptor.is_open()) {
@@ -174,7 +177,8 @@ Task<void> Server::Impl::serve(std::shared_ptr<Connection> connection) {
       if (ec) {
         Request dummy;
         if (ec == bhttp::error::header_limit) {
-          co_await send_error(*connection, dummy, bhttp::status::request_header_fields_too_large, "request header too large");
+          co_await send_error(*connection, dummy, bhttp::status::request_header_fields_too_large,
+                              "request header too large");
         } else if (ec == bhttp::error::body_limit) {
           co_await send_error(*connection, dummy, bhttp::status::payload_too_large, "request body too large");
         } else if (ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
@@ -216,8 +220,8 @@ Task<bool> Server::Impl::send(Connection& c, StringResponse response) {
   co_return keep && !ec;
 }
 
-Task<bool> Server::Impl::send_error(Connection& c, const Request& req, bhttp::status status,
-                                    const std::string& message, const std::string& code) {
+Task<bool> Server::Impl::send_error(Connection& c, const Request& req, bhttp::status status, const std::string& message,
+                                    const std::string& code) {
   StringResponse res{status, req.version() ? req.version() : 11};
   res.keep_alive(req.version() ? req.keep_alive() : false);
   res.set(bhttp::field::content_type, "application/json");
@@ -280,9 +284,8 @@ Task<bool> Server::Impl::handle(Connection& c, Request& req) {
       co_return co_await send_file(c, req, std::move(*hit));
     }
     const bool want_body = req.method() == bhttp::verb::get;
-    auto outcome = co_await offload(blocking, [&] {
-      return hub.resolve(resolve->repo, resolve->rev, resolve->path, caller, want_body);
-    });
+    auto outcome = co_await offload(
+        blocking, [&] { return hub.resolve(resolve->repo, resolve->rev, resolve->path, caller, want_body); });
     if (auto* reply = std::get_if<hub::Reply>(&outcome)) co_return co_await send_reply(c, req, *reply);
     co_return co_await send_file(c, req, std::move(std::get<hub::FileAnswer>(outcome)));
   }
@@ -309,9 +312,8 @@ Task<bool> Server::Impl::handle(Connection& c, Request& req) {
         co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use POST");
       }
       const std::string content_type(req[bhttp::field::content_type]);
-      reply = co_await offload(blocking, [&] {
-        return hub.paths_info(api.repo, api.rev, content_type, req.body(), caller);
-      });
+      reply = co_await offload(blocking,
+                               [&] { return hub.paths_info(api.repo, api.rev, content_type, req.body(), caller); });
       break;
     }
     case ApiRoute::Kind::refs:
@@ -378,7 +380,7 @@ Task<bool> Server::Impl::send_file(Connection& c, const Request& req, hub::FileA
     ok = false;
   }
   if (ok) counters.bytes_served += length;
-  co_return ok && keep;
+  co_return ok&& keep;
 }
 
 Task<bool> Server::Impl::sendfile_all(Connection& c, int fd, std::uint64_t offset, std::uint64_t length) {

@@ -37,9 +37,8 @@ std::optional<std::uint64_t> parse_u64(std::string_view text) {
 }
 
 bool is_hex(std::string_view s, std::size_t length) {
-  return s.size() == length && std::all_of(s.begin(), s.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-         });
+  return s.size() == length &&
+         std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
 std::string credential_key(const std::string& authorization) {
@@ -121,7 +120,8 @@ bool HubService::access_granted(const RepoId& repo, const Caller& caller) {
 void HubService::remember_access(const RepoId& repo, const Caller& caller) {
   std::lock_guard lock(mutex_);
   if (access_.size() > kMaxMemoEntries) access_.clear();
-  access_[repo.key() + '\0' + credential_key(caller.authorization)] = Memo{"granted", Clock::now() + config_.access_ttl};
+  access_[repo.key() + '\0' + credential_key(caller.authorization)] =
+      Memo{"granted", Clock::now() + config_.access_ttl};
 }
 
 std::optional<std::string> HubService::fresh_ref(const RepoId& repo, const std::string& rev) {
@@ -296,7 +296,8 @@ Reply HubService::relay(const UpstreamResponse& response, const std::string& pub
       if (location.starts_with(config_.upstream + "/")) location = location.substr(config_.upstream.size());
       r.headers.emplace_back("Location", location);
     } else if (name == "link" && !public_base.empty()) {
-      if (auto next = next_link_path(value)) r.headers.emplace_back("Link", "<" + public_base + *next + ">; rel=\"next\"");
+      if (auto next = next_link_path(value))
+        r.headers.emplace_back("Link", "<" + public_base + *next + ">; rel=\"next\"");
     }
   }
   return r;
@@ -376,8 +377,9 @@ Reply HubService::paths_info(const RepoId& repo, const std::string& rev, const s
   auto commit = resolve_commit(repo, rev, credentials);
   if (auto* refused = std::get_if<Reply>(&commit)) return *refused;
   const std::string& sha = std::get<std::string>(commit);
-  auto digest = cache::sha256(std::span<const std::uint8_t>(
-      reinterpret_cast<const std::uint8_t*>((content_type + '\n' + body).data()), content_type.size() + 1 + body.size()));
+  auto digest = cache::sha256(
+      std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>((content_type + '\n' + body).data()),
+                                    content_type.size() + 1 + body.size()));
   const std::string key = "paths|" + repo.key() + '@' + sha + '|' + digest.hex();
   if (auto stored = index_.get_meta(key)) {
     Reply r;

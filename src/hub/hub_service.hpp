@@ -62,8 +62,8 @@ class HubService {
   Reply info(const RepoId& repo, const std::optional<std::string>& rev, std::string_view query, const Caller& caller);
   Reply tree(const RepoId& repo, const std::string& rev, const std::string& path, std::string_view query,
              const Caller& caller, const std::string& public_base);
-  Reply paths_info(const RepoId& repo, const std::string& rev, const std::string& content_type,
-                   const std::string& body, const Caller& caller);
+  Reply paths_info(const RepoId& repo, const std::string& rev, const std::string& content_type, const std::string& body,
+                   const Caller& caller);
   Reply refs(const RepoId& repo, std::string_view query, const Caller& caller);
 
   HubCounters& counters() { return counters_; }
@@ -98,9 +98,9 @@ class HubService {
   HubCounters counters_;
 
   std::mutex mutex_;
-  std::unordered_map<std::string, Memo> refs_;        // repo key + '\0' + rev -> commit
-  std::unordered_map<std::string, Memo> visibility_;  // repo key -> "public" | "restricted"
-  std::unordered_map<std::string, Memo> access_;      // repo key + '\0' + credential hash -> granted
+  std::unordered_map<std::string, Memo> refs_;         // repo key + '\0' + rev -> commit
+  std::unordered_map<std::string, Memo> visibility_;   // repo key -> "public" | "restricted"
+  std::unordered_map<std::string, Memo> access_;       // repo key + '\0' + credential hash -> granted
   std::unordered_map<std::string, FileAnswer> files_;  // repo key@commit + '\0' + path -> stored file
 };
 

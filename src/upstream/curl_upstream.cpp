@@ -70,10 +70,11 @@ class CurlUpstream final : public Upstream {
     }
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, &on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &response.headers);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, +[](char* d, size_t s, size_t n, void* u) {
-      static_cast<std::string*>(u)->append(d, s * n);
-      return s * n;
-    });
+    curl_easy_setopt(
+        c, CURLOPT_WRITEFUNCTION, +[](char* d, size_t s, size_t n, void* u) {
+          static_cast<std::string*>(u)->append(d, s * n);
+          return s * n;
+        });
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &response.body);
     CURLcode rc = curl_easy_perform(c);
     if (rc != CURLE_OK) {
@@ -85,8 +86,8 @@ class CurlUpstream final : public Upstream {
     return response;
   }
 
-  RangeResult fetch_range(const std::string& url, const HeaderList& extra, std::uint64_t first,
-                          std::uint64_t last, const BodySink& sink) override {
+  RangeResult fetch_range(const std::string& url, const HeaderList& extra, std::uint64_t first, std::uint64_t last,
+                          const BodySink& sink) override {
     CURL* c = handle();
     RangeResult result;
     HeaderList headers_seen;
@@ -106,16 +107,17 @@ class CurlUpstream final : public Upstream {
     curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, &on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &headers_seen);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, +[](char* d, size_t s, size_t n, void* u) -> size_t {
-      auto* ctx = static_cast<Context*>(u);
-      long status = 0;
-      curl_easy_getinfo(ctx->curl, CURLINFO_RESPONSE_CODE, &status);
-      if (status != 200 && status != 206) return s * n;  // an error body: drop it
-      std::size_t taken = (*ctx->sink)(std::span<const char>(d, s * n));
-      ctx->result->received += taken;
-      if (taken < s * n) ctx->stopped = true;
-      return taken;
-    });
+    curl_easy_setopt(
+        c, CURLOPT_WRITEFUNCTION, +[](char* d, size_t s, size_t n, void* u) -> size_t {
+          auto* ctx = static_cast<Context*>(u);
+          long status = 0;
+          curl_easy_getinfo(ctx->curl, CURLINFO_RESPONSE_CODE, &status);
+          if (status != 200 && status != 206) return s * n;  // an error body: drop it
+          std::size_t taken = (*ctx->sink)(std::span<const char>(d, s * n));
+          ctx->result->received += taken;
+          if (taken < s * n) ctx->stopped = true;
+          return taken;
+        });
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &ctx);
     CURLcode rc = curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &result.status);

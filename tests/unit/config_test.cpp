@@ -29,7 +29,8 @@ void expect_error(const ConfigSources& sources, std::initializer_list<std::strin
     ADD_FAILURE() << "expected ConfigError";
   } catch (const ConfigError& e) {
     const std::string what = e.what();
-    for (std::string_view part : parts) EXPECT_NE(what.find(part), std::string::npos) << "message: " << what << "\nmissing: " << part;
+    for (std::string_view part : parts)
+      EXPECT_NE(what.find(part), std::string::npos) << "message: " << what << "\nmissing: " << part;
   }
 }
 
@@ -113,8 +114,8 @@ struct PrecedenceCase {
 std::vector<PrecedenceCase> precedence_cases() {
   auto n = [](auto v) { return std::to_string(v); };
   return {
-      {"listen", "\"127.0.0.1:1000\"", "127.0.0.1:2000", "[::1]:3000", "127.0.0.1:1000", "127.0.0.1:2000",
-       "[::1]:3000", "0.0.0.0:8080", [](const Config& c) { return c.listen; }},
+      {"listen", "\"127.0.0.1:1000\"", "127.0.0.1:2000", "[::1]:3000", "127.0.0.1:1000", "127.0.0.1:2000", "[::1]:3000",
+       "0.0.0.0:8080", [](const Config& c) { return c.listen; }},
       {"data_dir", "\"/srv/file\"", "/srv/env", "rel/flag", "/srv/file", "/srv/env", "rel/flag", "./data",
        [](const Config& c) { return c.data_dir.string(); }},
       {"upstream", "\"http://file.example\"", "http://env.example:8080", "https://flag.example/hub",
@@ -269,17 +270,39 @@ TEST_F(ConfigTest, BadValuesRejectedWithKeyAndSource) {
     std::string key, value;
   };
   const std::vector<Bad> bad = {
-      {"chunk_size", "3000"},          {"chunk_size", "32KiB"},        {"chunk_size", "128MiB"},
-      {"chunk_size", "3MiB"},          {"chunk_size", "-4"},           {"chunk_size", "4XB"},
-      {"listen", "nohost"},            {"listen", "0.0.0.0:70000"},    {"listen", ":8080"},
-      {"listen", "0.0.0.0:"},          {"listen", "::1:8080"},         {"listen", "[::1]8080"},
-      {"listen", "host:80a"},          {"log_level", "loud"},          {"upstream", "ftp://x"},
-      {"upstream", ""},                {"upstream", "http://"},        {"upstream", "huggingface.co"},
-      {"public_url", "example.com"},   {"public_url", "http://x/?q"},  {"upstream_connections", "0"},
-      {"upstream_connections", "33"},  {"upstream_connections", "x"},  {"upstream_retries", "101"},
-      {"upstream_timeout", "0"},       {"upstream_timeout", "soon"},   {"access_ttl", "0"},
-      {"access_ttl", "61"},            {"access_ttl", "1500ms"},       {"ref_ttl", "-1"},
-      {"io_threads", "1025"},          {"worker_threads", "-1"},       {"data_dir", ""},
+      {"chunk_size", "3000"},
+      {"chunk_size", "32KiB"},
+      {"chunk_size", "128MiB"},
+      {"chunk_size", "3MiB"},
+      {"chunk_size", "-4"},
+      {"chunk_size", "4XB"},
+      {"listen", "nohost"},
+      {"listen", "0.0.0.0:70000"},
+      {"listen", ":8080"},
+      {"listen", "0.0.0.0:"},
+      {"listen", "::1:8080"},
+      {"listen", "[::1]8080"},
+      {"listen", "host:80a"},
+      {"log_level", "loud"},
+      {"upstream", "ftp://x"},
+      {"upstream", ""},
+      {"upstream", "http://"},
+      {"upstream", "huggingface.co"},
+      {"public_url", "example.com"},
+      {"public_url", "http://x/?q"},
+      {"upstream_connections", "0"},
+      {"upstream_connections", "33"},
+      {"upstream_connections", "x"},
+      {"upstream_retries", "101"},
+      {"upstream_timeout", "0"},
+      {"upstream_timeout", "soon"},
+      {"access_ttl", "0"},
+      {"access_ttl", "61"},
+      {"access_ttl", "1500ms"},
+      {"ref_ttl", "-1"},
+      {"io_threads", "1025"},
+      {"worker_threads", "-1"},
+      {"data_dir", ""},
       {"parallel_threshold", "lots"},
   };
   for (const Bad& b : bad) {
@@ -333,8 +356,9 @@ TEST_F(ConfigTest, WrongTomlTypes) {
 }
 
 TEST_F(ConfigTest, TomlValueForms) {
-  Config c = load_config(with_file("chunk_size = \"64 KiB\"\nparallel_threshold = 1000\nupstream_timeout = \"500ms\"\n"
-                                   "ref_ttl = 0\naccess_ttl = \"1m\"\nupstream_connections = \"8\"\n"));
+  Config c =
+      load_config(with_file("chunk_size = \"64 KiB\"\nparallel_threshold = 1000\nupstream_timeout = \"500ms\"\n"
+                            "ref_ttl = 0\naccess_ttl = \"1m\"\nupstream_connections = \"8\"\n"));
   EXPECT_EQ(c.chunk_size, 64u * 1024);
   EXPECT_EQ(c.parallel_threshold, 1000u);
   EXPECT_EQ(c.upstream_timeout, 500ms);
@@ -393,8 +417,7 @@ TEST(ConfigShipped, ExampleFileLoadsToDefaultsAndDocumentsEveryKey) {
     for (std::size_t i = 1; i < lines.size(); ++i) {
       const std::string& l = lines[i];
       const bool sets = l.starts_with(std::string(k.name) + " =") || l.starts_with("# " + std::string(k.name) + " =");
-      if (sets && lines[i - 1].starts_with("#") && lines[i - 1].find("Default") != std::string::npos)
-        documented = true;
+      if (sets && lines[i - 1].starts_with("#") && lines[i - 1].find("Default") != std::string::npos) documented = true;
     }
     EXPECT_TRUE(documented) << k.name << " lacks a commented entry in " << example;
   }

@@ -6,8 +6,7 @@ namespace inferllama::hub {
 namespace {
 
 TEST(HubProtocol, StripsEveryXetMarker) {
-  std::string body =
-      R"([{"path":"a","xetHash":"ff","lfs":{"oid":"1","xetHash":"ee"}},{"path":"b"}])";
+  std::string body = R"([{"path":"a","xetHash":"ff","lfs":{"oid":"1","xetHash":"ee"}},{"path":"b"}])";
   std::string out = strip_xet(body);
   EXPECT_EQ(out.find("xet"), std::string::npos);
   EXPECT_NE(out.find("\"oid\":\"1\""), std::string::npos);

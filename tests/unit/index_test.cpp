@@ -27,7 +27,8 @@ BlobEntry make_blob(const std::string& etag, std::initializer_list<std::string> 
   b.chunk_size = 1024;
   for (const auto& seed : chunk_seeds) {
     ChunkRef c;
-    c.id = cache::sha256(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(seed.data()), seed.size()));
+    c.id =
+        cache::sha256(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(seed.data()), seed.size()));
     c.size = 1024;
     b.chunks.push_back(c);
     b.size += 1024;

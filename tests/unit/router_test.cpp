@@ -33,10 +33,10 @@ TEST(Router, ResolveForEveryRepoType) {
 }
 
 TEST(Router, HostilePathsAreBadRequests) {
-  for (const char* path : {"/acme/tiny/resolve/main/..%2Fsecret", "/acme/tiny/resolve/main/a/../b",
-                           "/acme/tiny/resolve/main/%2Fetc%2Fpasswd", "/acme/tiny/resolve/main/a%00b",
-                           "/acme/tiny/resolve/main/a%zz", "/acme/../resolve/main/x", "/acme/tiny/resolve/main/a//b",
-                           "/acme/tiny/resolve/main/a\\b"}) {
+  for (const char* path :
+       {"/acme/tiny/resolve/main/..%2Fsecret", "/acme/tiny/resolve/main/a/../b",
+        "/acme/tiny/resolve/main/%2Fetc%2Fpasswd", "/acme/tiny/resolve/main/a%00b", "/acme/tiny/resolve/main/a%zz",
+        "/acme/../resolve/main/x", "/acme/tiny/resolve/main/a//b", "/acme/tiny/resolve/main/a\\b"}) {
     auto r = route(path);
     EXPECT_TRUE(std::holds_alternative<BadRequest>(r)) << path;
   }
