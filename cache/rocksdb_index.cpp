@@ -114,6 +114,14 @@ BlobEntry decode_blob(std::string_view v) {
   return b;
 }
 
+RefEntry decode_ref(std::string_view v) {
+  Reader r(v);
+  RefEntry e;
+  e.commit = r.str();
+  e.fetched_at_ms = r.num<std::int64_t>();
+  return e;
+}
+
 std::string ref_key(const RepoId& repo, const std::string& rev) {
   return repo.key() + '\0' + rev;
 }
@@ -153,11 +161,7 @@ class RocksIndex final : public Index {
   std::optional<RefEntry> get_ref(const RepoId& repo, const std::string& rev) override {
     auto v = get(kRefs, ref_key(repo, rev));
     if (!v) return std::nullopt;
-    Reader r(*v);
-    RefEntry e;
-    e.commit = r.str();
-    e.fetched_at_ms = r.num<std::int64_t>();
-    return e;
+    return decode_ref(*v);
   }
   void put_ref(const RepoId& repo, const std::string& rev, const RefEntry& ref) override {
     Writer w;
@@ -213,6 +217,16 @@ class RocksIndex final : public Index {
   std::uint64_t chunk_refcount(const Sha256& chunk) override {
     auto v = get(kChunks, std::string(chunk.raw()));
     return v ? Reader(*v).num<std::uint64_t>() : 0;
+  }
+
+  void list_refs(const std::function<void(const std::string&, const std::string&, const RefEntry&)>& visit) override {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handles_[kRefs]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      auto key = it->key().ToStringView();
+      auto nul = key.find('\0');
+      if (nul == std::string_view::npos) continue;
+      visit(std::string(key.substr(0, nul)), std::string(key.substr(nul + 1)), decode_ref(it->value().ToStringView()));
+    }
   }
 
   void list_files(const std::function<void(const ListedFile&)>& visit) override {

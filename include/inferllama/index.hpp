@@ -78,6 +78,8 @@ class Index {
     bool cached = false;  // its blob is stored
   };
   virtual void list_files(const std::function<void(const ListedFile&)>& visit) = 0;
+  // Every remembered branch or tag: (repo key, name, entry). The default branch has an empty name.
+  virtual void list_refs(const std::function<void(const std::string&, const std::string&, const RefEntry&)>& visit) = 0;
 };
 
 // Opens (creating if needed) the index under `dir`. Throws std::runtime_error at start-up on failure.

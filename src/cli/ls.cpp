@@ -33,12 +33,20 @@ int list_cache(const Config& config) {
   index->list_files([&](const Index::ListedFile& f) {
     if (f.cached) tree[f.repo_key][f.commit].push_back(f);
   });
+  // commit -> the branch and tag names last seen pointing at it
+  std::map<std::string, std::vector<std::string>> names;
+  index->list_refs([&](const std::string& repo, const std::string& name, const RefEntry& ref) {
+    names[repo + '@' + ref.commit].push_back(name.empty() ? "(default branch)" : name);
+  });
   for (const auto& [repo, commits] : tree) {
     std::printf("%s\n", repo.c_str());
     for (const auto& [commit, files] : commits) {
       std::uint64_t total = 0;
       for (const auto& f : files) total += f.file.size;
-      std::printf("  @%s  %zu files, %s\n", commit.c_str(), files.size(), human(total).c_str());
+      std::string refs;
+      for (const auto& n : names[repo + '@' + commit]) refs += (refs.empty() ? "  [" : ", ") + n;
+      if (!refs.empty()) refs += "]";
+      std::printf("  @%s  %zu files, %s%s\n", commit.c_str(), files.size(), human(total).c_str(), refs.c_str());
       for (const auto& f : files) std::printf("    %10s  %s\n", human(f.file.size).c_str(), f.path.c_str());
     }
   }
