@@ -302,7 +302,9 @@ constexpr KeySpec kSpecs[] = {
       "https://huggingface.co"},
      [](Config& c, const Input& in) { c.upstream = in.checked([&] { return validate_url(in.text()); }); }},
     {{"upstream_token", "--upstream-token", "INFERLLAMA_UPSTREAM_TOKEN",
-      "Bearer token sent upstream; when unset everywhere, the HF_TOKEN environment variable is used", ""},
+      "Hub token for the node's own upstream calls (visibility checks, public repos); never opens a gated or "
+      "private repo to a client. When unset everywhere, the HF_TOKEN environment variable is used",
+      ""},
      [](Config& c, const Input& in) {
        for (char ch : in.text()) {
          if (static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f)
