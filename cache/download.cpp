@@ -265,7 +265,8 @@ std::size_t Download::write_body(int segment, std::span<const char> bytes) {
     done += w;
     const bool full = before + w == chunk.size;
     if (full) asio::post(owner_.workers_, [self = shared_from_this(), index] { self->hash_chunk_job(index); });
-    if (full || (before / kNotifyStep) != ((before + w) / kNotifyStep)) notify();
+    // Wake readers for a chunk's first bytes (time to first byte), then every kNotifyStep.
+    if (full || before == 0 || (before / kNotifyStep) != ((before + w) / kNotifyStep)) notify();
   }
   return done;
 }
@@ -319,12 +320,21 @@ void Download::hash_chunk_job(std::size_t index) {
     return;
   }
   ChunkHashes h = hash_chunk(std::span<const std::uint8_t>(buffer.data(), chunk.size), owner_.settings_.chunk_size);
+  bool feed_file_hash = false;
   {
     std::lock_guard lock(mutex_);
     chunk.ref = ChunkRef{h.root, h.piece_sha1, chunk.size};
     chunk.padded_sha1 = h.padded_sha1;
     chunk.hashed = true;
     ++hashed_count_;
+    // The next chunk of the in-order file hash is already in memory: feed it now, not read it again.
+    if (!file_hashing_ && file_hashed_ == index) feed_file_hash = file_hashing_ = true;
+  }
+  if (feed_file_hash) {
+    file_hasher_->update(std::span<const std::uint8_t>(buffer.data(), chunk.size));
+    std::lock_guard lock(mutex_);
+    ++file_hashed_;
+    file_hashing_ = false;
   }
   advance_file_hash();
 }
