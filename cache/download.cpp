@@ -273,12 +273,14 @@ std::size_t Download::write_body(int segment, std::span<const char> bytes) {
 
 std::uint64_t Download::readable(std::uint64_t offset) const {
   if (offset >= source_.size) return 0;
-  if (state() == State::complete) return source_.size - offset;
+  const bool verified = state() == State::complete;
   const std::uint64_t cs = owner_.settings_.chunk_size;
   const auto& chunk = chunks_[offset / cs];
   const std::uint64_t filled = chunk.filled.load(std::memory_order_acquire);
   const std::uint64_t within = offset - chunk.start;
+  // Never past the end of this chunk: the caller reads from this chunk's file.
   std::uint64_t available = filled > within ? filled - within : 0;
+  if (verified) return available;
   const std::uint64_t before_last = source_.size - 1 - offset;  // bytes before the held-back one
   return std::min(available, before_last);
 }

@@ -79,8 +79,9 @@ class Download : public std::enable_shared_from_this<Download> {
   State state() const { return state_.load(std::memory_order_acquire); }
   std::string error() const;
 
-  // Bytes readable from `offset` without waiting. The file's last byte is held back until the whole
-  // file has been verified, so a reader never sees a complete-looking body that failed its hash.
+  // Bytes readable from `offset` without waiting, up to the end of the chunk holding it. The file's last
+  // byte is held back until the whole file has been verified, so a reader never sees a complete-looking
+  // body that failed its hash.
   std::uint64_t readable(std::uint64_t offset) const;
   // Descriptor of the staged chunk holding `offset` and the offset within it; valid while this lives.
   std::pair<int, std::uint64_t> locate(std::uint64_t offset) const;

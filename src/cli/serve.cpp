@@ -1,3 +1,4 @@
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 
@@ -32,6 +33,8 @@ void raise_fd_limit() {
 }  // namespace
 
 int serve(const Config& config) {
+  // Logs go to stderr: stdout carries only the "listening on" line that scripts read.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("inferllama"));
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   raise_fd_limit();
   std::filesystem::create_directories(config.data_dir);

@@ -9,6 +9,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <cstring>
 #include <list>
 #include <mutex>
 
@@ -399,7 +400,10 @@ Task<bool> Server::Impl::sendfile_all(Connection& c, int fd, std::uint64_t offse
       if (ec) co_return false;
       continue;
     }
-    co_return false;  // the client went away, or the file is shorter than the index says
+    // The client went away, or the file is shorter than the index says.
+    spdlog::debug("sendfile stopped at offset {} with {} bytes left: {}", off, length,
+                  n == 0 ? "end of file" : std::strerror(errno));
+    co_return false;
   }
   co_return true;
 }

@@ -110,6 +110,11 @@ TEST_F(DownloadTest, StoresVerifiedChunksAndCommitsEveryClaim) {
   waiter->until_done(*d);
   ASSERT_EQ(d->state(), Download::State::complete) << d->error();
   EXPECT_EQ(upstream_->sent.load(), data_.size());
+  // Readers read one chunk file at a time: what is readable stops at the chunk's end.
+  EXPECT_EQ(d->readable(0), 65536u);
+  EXPECT_EQ(d->readable(65536 + 100), 65536u - 100);
+  EXPECT_EQ(d->readable(5 * 65536), 123u);
+  EXPECT_EQ(d->readable(data_.size()), 0u);
   auto blob = index_->get_blob(real_etag());
   ASSERT_TRUE(blob);
   EXPECT_EQ(blob->chunks.size(), 6u);
