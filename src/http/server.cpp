@@ -352,7 +352,11 @@ Task<bool> Server::Impl::send_file(Connection& c, const Request& req, hub::FileA
 
   ByteRange range = parse_range(req[bhttp::field::range], file.size);
   std::uint64_t first = 0, length = file.size;
-  if (range.kind == ByteRange::Kind::unsatisfiable) {
+  if (file.size == 0 && !req[bhttp::field::range].empty()) {
+    // No range of an empty file is satisfiable, but @huggingface/hub probes every file with
+    // "bytes=0-0" and treats a 416 as fatal: answer the whole (empty) file, with its size.
+    res.set(bhttp::field::content_range, "bytes */0");
+  } else if (range.kind == ByteRange::Kind::unsatisfiable) {
     res.result(bhttp::status::range_not_satisfiable);
     res.set(bhttp::field::content_range, "bytes */" + std::to_string(file.size));
     length = 0;

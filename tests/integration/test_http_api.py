@@ -99,6 +99,11 @@ class HttpApiTest(unittest.TestCase):
             node.stop()
             node.cleanup()
 
+    def test_range_probe_of_an_empty_file(self):
+        # @huggingface/hub probes every file with bytes=0-0 and fails on a 416.
+        status, h, body = self.get(self.resolve("empty.txt"), Range="bytes=0-0")
+        self.assertEqual((status, h["content-range"], h["content-length"], body), (200, "bytes */0", "0", b""))
+
     def test_if_none_match(self):
         f = self.files["config.json"]
         self.get(self.resolve("config.json"))
