@@ -156,7 +156,18 @@ class Node:
             self.proc.stdout.close()
         if getattr(self, "log", None):
             self.log.close()
+            self._check_sanitizer_reports()
         return code
+
+    def _check_sanitizer_reports(self) -> None:
+        """A node built with sanitizers reports to its log; any report fails the test that ran it."""
+        with open(self.log_path, errors="replace") as f:
+            log = f.read()
+        for marker in ("runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                       "WARNING: ThreadSanitizer"):
+            at = log.find(marker)
+            if at >= 0:
+                raise AssertionError(f"sanitizer report in {self.log_path}:\n{log[at:at + 4000]}")
 
     def cleanup(self) -> None:
         if self.owns_dir:
