@@ -1,0 +1,437 @@
+"""Shared plumbing for the benchmarks in this directory (Python 3 stdlib only).
+
+Every benchmark starts the node *and* its anchor in the same run, on the same bytes, and prints
+`RATIO <name> = <x.xx>` lines.  This module holds what they share:
+
+* the fake Hub (tests/fakes/fake_hub.py) with a big LFS file, materialised once into a persistent
+  directory so that re-runs do not regenerate gigabytes (BENCH_HUB_DIR, default $TMPDIR/inferllama-bench-hub);
+* the node (tests/integration/harness.py's Node) on a fresh temporary data directory;
+* a minimal nginx (the anchor for hits) running in the foreground from a temporary directory;
+* curl-based measurement helpers and /proc samplers (per-thread CPU, RSS).
+
+Environment:
+  INFERLLAMA_BINARY   node binary (default: build/inferllama; benchmarks should use a private copy,
+                      the build directory is rebuilt while people work)
+  BENCH_HUB_DIR       where the fake Hub keeps its materialised blobs between runs
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+
+import harness  # noqa: E402  (FakeHub, Node, clean_env)
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+BIG_REPO, BIG_PATH = "acme/big-model", "model.safetensors"
+HUB_DIR = os.environ.get("BENCH_HUB_DIR") or os.path.join(tempfile.gettempdir(), "inferllama-bench-hub")
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+# --------------------------------------------------------------------------------------------
+# Sizes and printing
+# --------------------------------------------------------------------------------------------
+
+def parse_size(text: str) -> int:
+    """'1GiB', '256MiB', '64M', '1073741824' -> bytes (binary units)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if not m:
+        raise ValueError(f"bad size {text!r}")
+    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
+
+
+def fmt_size(n: float) -> str:
+    for unit, div in (("GiB", GIB), ("MiB", MIB), ("KiB", 1024)):
+        if n >= div:
+            return f"{n / div:.4g} {unit}"
+    return f"{n:.0f} B"
+
+
+def mbps(bytes_per_s: float) -> str:
+    return f"{bytes_per_s / 1e6:9.1f} MB/s"
+
+
+def table(headers: list[str], rows: list[list]) -> None:
+    cells = [[str(c) for c in r] for r in [headers] + rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for n, r in enumerate(cells):
+        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def ratio(name: str, value: float, note: str = "") -> None:
+    print(f"RATIO {name} = {value:.2f}" + (f"   ({note})" if note else ""), flush=True)
+
+
+def median(xs: list[float]) -> float:
+    s = sorted(xs)
+    return s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2
+
+
+def check_binary() -> None:
+    if not os.access(harness.BINARY, os.X_OK):
+        sys.exit(f"node binary {harness.BINARY} not found; set INFERLLAMA_BINARY")
+    print(f"# node binary: {harness.BINARY}")
+    print(f"# cores: {os.cpu_count()}  load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+          "  (other work on this machine skews every figure)")
+
+
+# --------------------------------------------------------------------------------------------
+# Fake Hub with a big file
+# --------------------------------------------------------------------------------------------
+
+class BigHub:
+    """The fake Hub with acme/big-model/model.safetensors of `size` bytes.
+
+    The blob lives in HUB_DIR, reused across runs (the hub writes a .sha256 sidecar only after a
+    complete write, so a reused blob is always whole)."""
+
+    def __init__(self, size: int, cdn_rate: int = 0):
+        os.makedirs(HUB_DIR, exist_ok=True)
+        args = ["--data-dir", HUB_DIR, "--big-file-size", str(size)]
+        if cdn_rate:
+            args += ["--cdn-rate", str(cdn_rate)]
+        self.size = size
+        self.hub = harness.FakeHub(*args)
+
+    def __enter__(self) -> "BigHub":
+        t0 = time.monotonic()
+        self.hub.start()
+        if time.monotonic() - t0 > 2:
+            print(f"# fake hub materialised its blobs in {time.monotonic() - t0:.1f} s (once per size)")
+        self.url, self.cdn = self.hub.url, self.hub.cdn
+        meta = self.hub.files(BIG_REPO)[BIG_PATH]
+        assert meta["size"] == self.size, meta
+        self.sha256 = meta["sha256"]
+        self.commit = self.hub.commit(BIG_REPO)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.hub.stop()
+
+    @property
+    def pid(self) -> int:
+        return self.hub.proc.pid
+
+    def blob_path(self) -> str:
+        """The materialised file on disk: same bytes the CDN serves (used as nginx's document)."""
+        for name in os.listdir(HUB_DIR):
+            if name.endswith(f"-{self.size}.blob"):
+                with open(os.path.join(HUB_DIR, name + ".sha256")) as fh:
+                    if fh.read().strip() == self.sha256:
+                        return os.path.join(HUB_DIR, name)
+        raise FileNotFoundError(f"no blob for {self.sha256} in {HUB_DIR}")
+
+    def resolve_path(self, rev: str | None = None) -> str:
+        # The commit sha, not "main": a branch name is re-resolved upstream every ref_ttl, which
+        # would put Hub round trips into a hit benchmark; real clients pin the commit too.
+        return f"/{BIG_REPO}/resolve/{rev or self.commit}/{BIG_PATH}"
+
+    def cdn_url(self) -> str:
+        """The signed CDN URL: the hub answers the resolve URL with a 302 (not followed here)."""
+        out = run(["curl", "-sS", "-o", "/dev/null", "-I", "-w", "%{http_code} %{redirect_url}",
+                   self.url + self.resolve_path()], timeout=30).split()
+        if out[0] != "302" or len(out) < 2:
+            raise RuntimeError(f"expected a 302 to the CDN, got {out}")
+        return out[1]
+
+    def cdn_bytes(self) -> int:
+        return self.hub.stats().get("cdn_bytes", {}).get(self.sha256, 0)
+
+    def stats(self) -> dict:
+        return self.hub.stats()
+
+
+# --------------------------------------------------------------------------------------------
+# Node
+# --------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def node(upstream: str, *flags: str):
+    """A node on a fresh temporary data dir; stopped and its data dir removed afterwards.
+    `--log-level warn` keeps per-request logging out of the measurement. On exit, warnings and
+    errors from its log are echoed (they are evidence, not noise)."""
+    n = harness.Node(upstream, None, "--log-level", "warn", *flags)
+    n.start()
+    try:
+        yield n
+    finally:
+        n.stop()
+        report_log(n.log_path)
+        n.cleanup()
+
+
+def report_log(path: str, limit: int = 15) -> None:
+    try:
+        with open(path, errors="replace") as fh:
+            lines = [l.rstrip() for l in fh if l.strip()]
+    except OSError:
+        return
+    if lines:
+        print(f"# node log ({len(lines)} lines, warn and above):")
+        for l in lines[:limit]:
+            print(f"#   {l[:300]}")
+        if len(lines) > limit:
+            print(f"#   ... {len(lines) - limit} more")
+
+
+# --------------------------------------------------------------------------------------------
+# nginx (the anchor for hits)
+# --------------------------------------------------------------------------------------------
+
+NGINX_CONF = """\
+daemon off;
+master_process off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location / {{ }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Nginx:
+    """Debian's nginx in the foreground, one process (master_process off: a single worker, the
+    closest match to a node whose I/O threads default to the core count is debatable, see README),
+    serving `file` as /<basename> from a symlink in its own temporary root."""
+
+    def __init__(self, file: str):
+        self.file = file
+        self.tmp = tempfile.mkdtemp(prefix="bench-nginx-")
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Nginx":
+        root = os.path.join(self.tmp, "root")
+        os.makedirs(root)
+        self.name = "file.bin"
+        os.symlink(self.file, os.path.join(root, self.name))
+        for _ in range(5):  # a free port can be taken between probing and binding: retry
+            self.port = free_port()
+            with open(os.path.join(self.tmp, "nginx.conf"), "w") as fh:
+                fh.write(NGINX_CONF.format(tmp=self.tmp, port=self.port, root=root))
+            self.proc = subprocess.Popen([NGINX, "-p", self.tmp, "-c", os.path.join(self.tmp, "nginx.conf"),
+                                          "-e", os.path.join(self.tmp, "error.log")],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if wait_port(self.port, self.proc, 10):
+                self.url = f"http://127.0.0.1:{self.port}/{self.name}"
+                return self
+            self.proc.wait()
+        raise RuntimeError(f"nginx did not start; see {self.tmp}/error.log")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)  # graceful: finish and exit
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# Clients
+# --------------------------------------------------------------------------------------------
+
+def run(cmd: list[str], timeout: float) -> str:
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} exited {r.returncode}: {r.stderr.strip()[:500]}")
+    return r.stdout
+
+
+CURL_FMT = "%{http_code} %{size_download} %{time_starttransfer} %{time_total} %{speed_download}"
+
+
+def curl_cmd(url: str, out: str = "/dev/null", extra: list[str] | None = None, max_time: float = 600) -> list[str]:
+    # -L: a miss through the hub directly is a redirect; harmless otherwise.
+    return ["curl", "-sS", "-L", "--max-time", str(int(max_time)), "-o", out, "-w", CURL_FMT,
+            *(extra or []), url]
+
+
+def parse_curl(out: str) -> dict:
+    code, size, ttfb, total, speed = out.split()
+    return {"code": int(code), "bytes": int(size), "ttfb": float(ttfb), "total": float(total),
+            "speed": float(speed)}
+
+
+def curl_get(url: str, out: str = "/dev/null", extra: list[str] | None = None, max_time: float = 600) -> dict:
+    """One download with curl: status, bytes, time to first byte, total time, bytes/s.
+    curl writing to /dev/null costs one copy out of the socket per byte: on loopback this is
+    well above what the servers under test deliver to one connection."""
+    return parse_curl(run(curl_cmd(url, out, extra, max_time), timeout=max_time + 30))
+
+
+def curl_many(url: str, n: int, expect_bytes: int, max_time: float = 900) -> dict:
+    """`n` curl processes started together; aggregate throughput = all bytes / wall time from the
+    first start to the last finish."""
+    t0 = time.monotonic()
+    procs = [subprocess.Popen(curl_cmd(url, max_time=max_time), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(n)]
+    results = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=max_time + 30)
+            if p.returncode != 0:
+                raise RuntimeError(f"curl exited {p.returncode}: {err.strip()[:300]}")
+            results.append(parse_curl(out))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    wall = time.monotonic() - t0
+    bad = [r for r in results if r["code"] != 200 or r["bytes"] != expect_bytes]
+    if bad:
+        raise RuntimeError(f"{len(bad)} of {n} downloads were wrong: {bad[:3]}")
+    total = sum(r["bytes"] for r in results)
+    return {"wall": wall, "bytes": total, "aggregate": total / wall,
+            "slowest": max(r["total"] for r in results), "fastest": min(r["total"] for r in results)}
+
+
+def sha256_of_url(url: str, max_time: float = 900) -> tuple[int, str, int]:
+    """(status, sha256 hex, bytes) of a GET, hashed by `openssl dgst` so Python is not the bottleneck."""
+    cmd = f"set -o pipefail; curl -sS -L --max-time {int(max_time)} -w '%{{http_code}}' -o >(openssl dgst -sha256 -r > \"$0\") '{url}'"
+    with tempfile.NamedTemporaryFile(prefix="bench-sha-", delete=False) as tf:
+        path = tf.name
+    try:
+        code = subprocess.run(["bash", "-c", cmd, path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              timeout=max_time + 30, text=True)
+        time.sleep(0.05)
+        digest = ""
+        for _ in range(100):  # the process substitution may finish a moment after curl
+            with open(path) as fh:
+                digest = fh.read().split(" ")[0].strip()
+            if len(digest) == 64:
+                break
+            time.sleep(0.1)
+        return int(code.stdout.strip() or 0), digest, 0
+    finally:
+        os.unlink(path)
+
+
+# --------------------------------------------------------------------------------------------
+# /proc samplers
+# --------------------------------------------------------------------------------------------
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """tid -> (thread name, user+system CPU seconds) from /proc/<pid>/task/*/stat."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue  # thread exited between listdir and open
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / CLK_TCK)
+    return out
+
+
+def process_cpu(pid: int) -> float:
+    """user+system CPU seconds of the whole process (all threads, live and exited)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        stat = fh.read()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS / VmHWM / Threads etc. from /proc/<pid>/status (kB values kept as kB)."""
+    out = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            k, _, v = line.partition(":")
+            parts = v.split()
+            if parts and parts[0].isdigit():
+                out[k] = int(parts[0])
+    return out
+
+
+class Sampler(threading.Thread):
+    """Calls fn() every `period` seconds in the background until stopped; keeps the results."""
+
+    def __init__(self, fn, period: float = 0.1):
+        super().__init__(daemon=True)
+        self.fn, self.period = fn, period
+        self.samples: list = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            try:
+                self.samples.append((time.monotonic(), self.fn()))
+            except OSError:
+                pass
+            self.halt.wait(self.period)
+
+    def stop(self) -> list:
+        self.halt.set()
+        self.join(timeout=5)
+        return self.samples
+
+
+def drop_page_cache_hint(path: str) -> None:
+    """Reads the file once so both servers start from a warm page cache (not measured)."""
+    with open(path, "rb", buffering=0) as fh:
+        while fh.read(8 * MIB):
+            pass
