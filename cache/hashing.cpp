@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace inferllama::cache {
@@ -39,35 +40,28 @@ class EvpContext {
 
 }  // namespace
 
-struct Sha256Stream::Impl {
-  EvpContext ctx{EVP_sha256()};
+template <class D>
+struct DigestStream<D>::Impl {
+  EvpContext ctx{std::is_same_v<D, Sha256> ? EVP_sha256() : EVP_sha1()};
 };
-Sha256Stream::Sha256Stream() : impl_(std::make_unique<Impl>()) {}
-Sha256Stream::~Sha256Stream() = default;
-void Sha256Stream::update(std::span<const std::uint8_t> bytes) {
+template <class D>
+DigestStream<D>::DigestStream() : impl_(std::make_unique<Impl>()) {}
+template <class D>
+DigestStream<D>::~DigestStream() = default;
+template <class D>
+void DigestStream<D>::update(std::span<const std::uint8_t> bytes) {
   impl_->ctx.update(bytes.data(), bytes.size());
 }
-void Sha256Stream::update(std::string_view text) {
+template <class D>
+void DigestStream<D>::update(std::string_view text) {
   impl_->ctx.update(text.data(), text.size());
 }
-Sha256 Sha256Stream::finish() {
-  return impl_->ctx.finish_and_reset<Sha256>();
+template <class D>
+D DigestStream<D>::finish() {
+  return impl_->ctx.template finish_and_reset<D>();
 }
-
-struct Sha1Stream::Impl {
-  EvpContext ctx{EVP_sha1()};
-};
-Sha1Stream::Sha1Stream() : impl_(std::make_unique<Impl>()) {}
-Sha1Stream::~Sha1Stream() = default;
-void Sha1Stream::update(std::span<const std::uint8_t> bytes) {
-  impl_->ctx.update(bytes.data(), bytes.size());
-}
-void Sha1Stream::update(std::string_view text) {
-  impl_->ctx.update(text.data(), text.size());
-}
-Sha1 Sha1Stream::finish() {
-  return impl_->ctx.finish_and_reset<Sha1>();
-}
+template class DigestStream<Sha256>;
+template class DigestStream<Sha1>;
 
 Sha256 sha256(std::span<const std::uint8_t> bytes) {
   Sha256Stream s;

@@ -8,36 +8,24 @@
 
 namespace inferllama::cache {
 
-// Streaming hashers over OpenSSL's EVP (SHA-NI where the CPU has it).
-class Sha256Stream {
+// A streaming hasher over OpenSSL's EVP (SHA-NI where the CPU has it); reusable after finish().
+template <class D>
+class DigestStream {
  public:
-  Sha256Stream();
-  ~Sha256Stream();
-  Sha256Stream(const Sha256Stream&) = delete;
-  Sha256Stream& operator=(const Sha256Stream&) = delete;
+  DigestStream();
+  ~DigestStream();
+  DigestStream(const DigestStream&) = delete;
+  DigestStream& operator=(const DigestStream&) = delete;
   void update(std::span<const std::uint8_t> bytes);
   void update(std::string_view text);
-  Sha256 finish();
+  D finish();
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-class Sha1Stream {
- public:
-  Sha1Stream();
-  ~Sha1Stream();
-  Sha1Stream(const Sha1Stream&) = delete;
-  Sha1Stream& operator=(const Sha1Stream&) = delete;
-  void update(std::span<const std::uint8_t> bytes);
-  void update(std::string_view text);
-  Sha1 finish();
-
- private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
-};
+using Sha256Stream = DigestStream<Sha256>;
+using Sha1Stream = DigestStream<Sha1>;
 
 Sha256 sha256(std::span<const std::uint8_t> bytes);
 Sha1 sha1(std::span<const std::uint8_t> bytes);
