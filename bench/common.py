@@ -17,12 +17,14 @@ Environment:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -35,6 +37,10 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 import harness  # noqa: E402  (FakeHub, Node, clean_env)
+
+# `timeout` (run_all.sh) sends SIGTERM: turn it into SystemExit so every `finally` / `with` stops
+# the node, the fake Hub and nginx it started instead of leaving them running.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -197,8 +203,8 @@ def report_log(path: str, limit: int = 15) -> None:
 
 NGINX_CONF = """\
 daemon off;
-master_process off;
-worker_processes 1;
+master_process on;
+worker_processes {workers};
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
 events {{ worker_connections 1024; }}
@@ -216,7 +222,7 @@ http {{
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port} reuseport;  # kernel spreads connections over the workers
         root {root};
         location / {{ }}
     }}
@@ -231,9 +237,9 @@ def free_port() -> int:
 
 
 class Nginx:
-    """Debian's nginx in the foreground, one process (master_process off: a single worker, the
-    closest match to a node whose I/O threads default to the core count is debatable, see README),
-    serving `file` as /<basename> from a symlink in its own temporary root."""
+    """Debian's nginx in the foreground (daemon off, so our child is the master and SIGQUIT to its
+    PID stops it) with one worker per core, as the node has one I/O thread per core by default;
+    serves `file` as /file.bin from a symlink in its own temporary root."""
 
     def __init__(self, file: str):
         self.file = file
@@ -243,12 +249,15 @@ class Nginx:
     def __enter__(self) -> "Nginx":
         root = os.path.join(self.tmp, "root")
         os.makedirs(root)
+        # Run as root, nginx's workers drop to `nobody`: they must be able to traverse to the file.
+        os.chmod(self.tmp, 0o755)
         self.name = "file.bin"
         os.symlink(self.file, os.path.join(root, self.name))
         for _ in range(5):  # a free port can be taken between probing and binding: retry
             self.port = free_port()
             with open(os.path.join(self.tmp, "nginx.conf"), "w") as fh:
-                fh.write(NGINX_CONF.format(tmp=self.tmp, port=self.port, root=root))
+                fh.write(NGINX_CONF.format(tmp=self.tmp, port=self.port, root=root,
+                                             workers=os.cpu_count() or 1))
             self.proc = subprocess.Popen([NGINX, "-p", self.tmp, "-c", os.path.join(self.tmp, "nginx.conf"),
                                           "-e", os.path.join(self.tmp, "error.log")],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -340,25 +349,25 @@ def curl_many(url: str, n: int, expect_bytes: int, max_time: float = 900) -> dic
             "slowest": max(r["total"] for r in results), "fastest": min(r["total"] for r in results)}
 
 
-def sha256_of_url(url: str, max_time: float = 900) -> tuple[int, str, int]:
-    """(status, sha256 hex, bytes) of a GET, hashed by `openssl dgst` so Python is not the bottleneck."""
-    cmd = f"set -o pipefail; curl -sS -L --max-time {int(max_time)} -w '%{{http_code}}' -o >(openssl dgst -sha256 -r > \"$0\") '{url}'"
-    with tempfile.NamedTemporaryFile(prefix="bench-sha-", delete=False) as tf:
-        path = tf.name
+def sha256_of_url(url: str, max_time: float = 900) -> tuple[int, str]:
+    """(HTTP status, sha256 hex) of a GET; curl pipes into `openssl dgst` so that Python is not the
+    bottleneck. The status goes to curl's stderr (%{stderr}) so it cannot mix with the body."""
+    curl = subprocess.Popen(["curl", "-sS", "-L", "--max-time", str(int(max_time)), "-o", "-",
+                             "-w", "%{stderr}STATUS %{http_code}", url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    dgst = subprocess.Popen(["openssl", "dgst", "-sha256", "-r"], stdin=curl.stdout,
+                            stdout=subprocess.PIPE, text=True)
+    curl.stdout.close()  # openssl owns the read end now
     try:
-        code = subprocess.run(["bash", "-c", cmd, path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=max_time + 30, text=True)
-        time.sleep(0.05)
-        digest = ""
-        for _ in range(100):  # the process substitution may finish a moment after curl
-            with open(path) as fh:
-                digest = fh.read().split(" ")[0].strip()
-            if len(digest) == 64:
-                break
-            time.sleep(0.1)
-        return int(code.stdout.strip() or 0), digest, 0
+        digest, _ = dgst.communicate(timeout=max_time + 30)
+        err = curl.communicate(timeout=30)[1].decode(errors="replace")
     finally:
-        os.unlink(path)
+        for p in (curl, dgst):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    m = re.search(r"STATUS (\d+)", err)
+    return (int(m.group(1)) if m else 0), digest.split(" ")[0].strip()
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,3 +444,100 @@ def drop_page_cache_hint(path: str) -> None:
     with open(path, "rb", buffering=0) as fh:
         while fh.read(8 * MIB):
             pass
+
+
+# --------------------------------------------------------------------------------------------
+# A zero-copy download client
+# --------------------------------------------------------------------------------------------
+
+F_SETPIPE_SZ = 1031
+SPLICE_STEP = 1 << 20
+
+
+def splice_get(url: str, timeout: float = 300, extra_headers: dict | None = None,
+               rate: float = 0, max_seconds: float = 0) -> dict:
+    """GET `url` (HTTP/1.1, plain, Content-Length body) and discard the body with splice(2):
+    socket -> pipe -> /dev/null, so the bytes never enter user space.
+
+    Why not curl: on loopback curl -o /dev/null tops out at ~3-4 GB/s on this kind of machine (one
+    copy per byte into user space), while nginx's sendfile delivers ~10 GB/s to a splice reader; a
+    curl-driven hit benchmark would measure curl. Returns status, bytes, ttfb and total seconds.
+    `rate` (bytes/s) paces the reader, `max_seconds` stops it early (a slow client that leaves)."""
+    from urllib.parse import urlsplit
+    u = urlsplit(url)
+    t0 = time.monotonic()
+    s = socket.create_connection((u.hostname, u.port), timeout=timeout)
+    # Blocking socket with a kernel receive timeout: splice() honours SO_RCVTIMEO.
+    s.settimeout(None)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", int(timeout), 0))
+    r = w = null = -1
+    try:
+        hdrs = "".join(f"{k}: {v}\r\n" for k, v in (extra_headers or {}).items())
+        path = u.path + (f"?{u.query}" if u.query else "")
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {u.netloc}\r\n{hdrs}Connection: close\r\n\r\n".encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            got = s.recv(65536)
+            if not got:
+                raise ConnectionError(f"connection closed in the headers from {url}")
+            buf += got
+        ttfb = time.monotonic() - t0
+        head, _, body = buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        fields = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+        length = int(fields.get("content-length", "-1"))
+        got = len(body)
+        r, w = os.pipe()
+        fcntl.fcntl(w, F_SETPIPE_SZ, SPLICE_STEP)
+        null = os.open("/dev/null", os.O_WRONLY)
+        step = min(SPLICE_STEP, max(65536, int(rate / 10))) if rate else SPLICE_STEP
+        while length < 0 or got < length:
+            if max_seconds and time.monotonic() - t0 > max_seconds:
+                break
+            if rate:  # token bucket: never run ahead of `rate`
+                delay = t0 + got / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            n = os.splice(s.fileno(), w, step if length < 0 else min(step, length - got))
+            if n == 0:
+                break  # closed early: reported as a short body
+            got += n
+            moved = 0
+            while moved < n:
+                moved += os.splice(r, null, n - moved)
+        total = time.monotonic() - t0
+        return {"code": status, "bytes": got, "ttfb": ttfb, "total": total, "speed": got / total,
+                "expected": length}
+    finally:
+        for fd in (r, w, null):
+            if fd >= 0:
+                os.close(fd)
+        s.close()
+
+
+def splice_many(url: str, n: int, expect_bytes: int, timeout: float = 600) -> dict:
+    """`n` concurrent splice_get()s (threads: splice() releases the GIL, each call moves up to 1 MiB,
+    so one Python process keeps up); aggregate = all bytes / wall time first start to last finish."""
+    results: list = [None] * n
+    errors: list = []
+
+    def one(i: int) -> None:
+        try:
+            results[i] = splice_get(url, timeout)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    wall = time.monotonic() - t0
+    bad = [r for r in results if r is None or r["code"] != 200 or r["bytes"] != expect_bytes]
+    if errors or bad:
+        raise RuntimeError(f"{len(bad)} of {n} downloads failed: {errors[:3]} {bad[:3]}")
+    total = sum(r["bytes"] for r in results)
+    return {"wall": wall, "bytes": total, "aggregate": total / wall,
+            "slowest": max(r["total"] for r in results), "fastest": min(r["total"] for r in results)}

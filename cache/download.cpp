@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <system_error>
 
 #include "hashing.hpp"
 
@@ -241,7 +242,7 @@ std::size_t Download::write_body(int segment, std::span<const char> bytes) {
       fd = chunk_fd_locked(index);
     }
     if (fd < 0) {
-      fail(std::string("cannot stage chunk: ") + std::strerror(errno));
+      fail(std::string("cannot stage chunk: ") + std::generic_category().message(errno));
       return done;
     }
     auto& chunk = chunks_[index];
@@ -251,7 +252,7 @@ std::size_t Download::write_body(int segment, std::span<const char> bytes) {
     ssize_t wrote = ::pwrite(fd, bytes.data() + done, n, static_cast<off_t>(within));
     if (wrote < 0 && errno == EINTR) continue;
     if (wrote <= 0) {
-      fail(std::string("cannot write chunk: ") + std::strerror(errno));
+      fail(std::string("cannot write chunk: ") + std::generic_category().message(errno));
       return done;
     }
     const auto w = static_cast<std::uint32_t>(wrote);
@@ -391,7 +392,7 @@ void Download::finalize() {
   std::vector<FileClaim> claims;
   try {
     for (std::size_t i = 0; i < chunk_count_; ++i) {
-      if (::fdatasync(chunks_[i].fd) != 0) throw std::runtime_error(std::strerror(errno));
+      if (::fdatasync(chunks_[i].fd) != 0) throw std::runtime_error(std::generic_category().message(errno));
     }
     for (std::size_t i = 0; i < chunk_count_; ++i) {
       owner_.store_.adopt(staging_ / std::to_string(i), chunks_[i].ref.id);

@@ -113,7 +113,7 @@ ChunkHashes hash_chunk(std::span<const std::uint8_t> chunk, std::size_t piece_si
   // Hash the unpadded piece, then the same prefix followed by zeros (a second short pass only for the
   // last chunk of a file).
   out.piece_sha1 = s.finish();
-  static const std::vector<std::uint8_t> zeros(64 * 1024, 0);
+  static const std::vector<std::uint8_t> zeros(std::size_t{64} * 1024, 0);
   s.update(chunk);
   for (std::size_t left = piece_size - chunk.size(); left > 0;) {
     std::size_t n = std::min(left, zeros.size());

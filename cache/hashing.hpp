@@ -37,7 +37,7 @@ void start_git_blob(Sha1Stream& stream, std::uint64_t size);
 // BitTorrent v2 (BEP 52) hashes 16 KiB blocks into a SHA-256 merkle tree. A chunk's content address is
 // the root of its blocks' subtree, padded with zero leaves to a full piece: the same value a v2 torrent
 // carries in its piece layer, so one SHA-256 pass names the chunk and serves BitTorrent.
-inline constexpr std::size_t kMerkleBlock = 16 * 1024;
+inline constexpr std::size_t kMerkleBlock = std::size_t{16} * 1024;
 Sha256 piece_root(std::span<const std::uint8_t> chunk, std::size_t piece_size);
 
 // Hashes one chunk for storage and BitTorrent v1: its address, its SHA-1 piece hash, and for a short

@@ -406,7 +406,7 @@ Task<bool> Server::Impl::sendfile_all(Connection& c, int fd, std::uint64_t offse
     }
     // The client went away, or the file is shorter than the index says.
     spdlog::debug("sendfile stopped at offset {} with {} bytes left: {}", off, length,
-                  n == 0 ? "end of file" : std::strerror(errno));
+                  n == 0 ? std::string("end of file") : std::generic_category().message(errno));
     co_return false;
   }
   co_return true;

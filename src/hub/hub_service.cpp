@@ -20,7 +20,7 @@ std::int64_t now_ms() {
       .count();
 }
 
-Reply error_reply(unsigned status, std::string message, std::string code = {}) {
+Reply error_reply(unsigned status, const std::string& message, const std::string& code = {}) {
   Reply r;
   r.status = status;
   if (!code.empty()) r.headers.emplace_back("X-Error-Code", code);
