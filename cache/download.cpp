@@ -16,6 +16,8 @@ namespace {
 
 // Readers are woken at this granularity within a chunk, and always when a chunk fills.
 constexpr std::uint32_t kNotifyStep = 256 * 1024;
+// One upstream Range request covers at most this much (see Download::start).
+constexpr std::uint64_t kSegmentBytes = 32u << 20;
 
 bool read_fully(int fd, std::uint8_t* out, std::size_t size, std::uint64_t offset) {
   std::size_t done = 0;
@@ -91,9 +93,12 @@ void Download::start() {
   if (source_.size >= s.parallel_threshold && s.connections > 1) {
     parts = std::min<std::size_t>(s.connections, chunk_count_);
   }
-  // Chunk-aligned segments, a few per connection: a connection that finishes early takes the next one,
-  // so a slow connection never holds up the tail, and no byte is requested twice.
-  std::size_t per_part = parts == 1 ? chunk_count_ : std::max<std::size_t>(1, chunk_count_ / (parts * 4));
+  // Chunk-aligned segments of at most kSegmentBytes: a connection that finishes early takes the next
+  // one, so a slow connection never holds up the tail, no byte is requested twice, and the in-order
+  // whole-file hash trails the connections by only a few segments.
+  std::size_t per_part = parts == 1 ? chunk_count_
+                                    : std::clamp<std::size_t>(chunk_count_ / parts, 1,
+                                                              std::max<std::size_t>(1, kSegmentBytes / s.chunk_size));
   for (std::size_t first_chunk = 0; first_chunk < chunk_count_; first_chunk += per_part) {
     std::uint64_t first = first_chunk * s.chunk_size;
     std::uint64_t end = std::min<std::uint64_t>((first_chunk + per_part) * s.chunk_size, source_.size);
@@ -220,6 +225,7 @@ int Download::chunk_fd_locked(std::size_t index) {
   if (chunk.fd < 0) {
     auto path = staging_ / std::to_string(index);
     chunk.fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    chunk.hasher = std::make_unique<ChunkHasher>(owner_.settings_.chunk_size);
   }
   return chunk.fd;
 }
@@ -256,6 +262,8 @@ std::size_t Download::write_body(int segment, std::span<const char> bytes) {
       return done;
     }
     const auto w = static_cast<std::uint32_t>(wrote);
+    // Hash while the bytes are in hand; this connection is the chunk's only writer.
+    chunk.hasher->update(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(bytes.data() + done), w));
     const std::uint32_t before = chunk.filled.load(std::memory_order_relaxed);
     chunk.filled.store(before + w, std::memory_order_release);
     {
@@ -265,7 +273,7 @@ std::size_t Download::write_body(int segment, std::span<const char> bytes) {
     owner_.counters_.upstream_bytes += w;
     done += w;
     const bool full = before + w == chunk.size;
-    if (full) asio::post(owner_.workers_, [self = shared_from_this(), index] { self->hash_chunk_job(index); });
+    if (full) chunk_filled(index);
     // Wake readers for a chunk's first bytes (time to first byte), then every kNotifyStep.
     if (full || before == 0 || (before / kNotifyStep) != ((before + w) / kNotifyStep)) notify();
   }
@@ -274,7 +282,7 @@ std::size_t Download::write_body(int segment, std::span<const char> bytes) {
 
 std::uint64_t Download::readable(std::uint64_t offset) const {
   if (offset >= source_.size) return 0;
-  const bool verified = state() == State::complete;
+  const bool verified = verified_.load(std::memory_order_acquire);
   const std::uint64_t cs = owner_.settings_.chunk_size;
   const auto& chunk = chunks_[offset / cs];
   const std::uint64_t filled = chunk.filled.load(std::memory_order_acquire);
@@ -315,31 +323,21 @@ void Download::notify() {
   for (auto& l : live) l->on_progress();
 }
 
-void Download::hash_chunk_job(std::size_t index) {
+void Download::chunk_filled(std::size_t index) {
   auto& chunk = chunks_[index];
-  auto& buffer = thread_buffer(chunk.size);
-  if (!read_fully(chunk.fd, buffer.data(), chunk.size, 0)) {
-    fail("cannot read back a staged chunk");
-    return;
-  }
-  ChunkHashes h = hash_chunk(std::span<const std::uint8_t>(buffer.data(), chunk.size), owner_.settings_.chunk_size);
-  bool feed_file_hash = false;
+  ChunkHashes h = chunk.hasher->finish();
+  chunk.hasher.reset();
+  // Start writing the chunk to disk now, so that the fsync before the commit finds little left to do.
+  ::sync_file_range(chunk.fd, 0, 0, SYNC_FILE_RANGE_WRITE);
   {
     std::lock_guard lock(mutex_);
     chunk.ref = ChunkRef{h.root, h.piece_sha1, chunk.size};
     chunk.padded_sha1 = h.padded_sha1;
     chunk.hashed = true;
     ++hashed_count_;
-    // The next chunk of the in-order file hash is already in memory: feed it now, not read it again.
-    if (!file_hashing_ && file_hashed_ == index) feed_file_hash = file_hashing_ = true;
   }
-  if (feed_file_hash) {
-    file_hasher_->update(std::span<const std::uint8_t>(buffer.data(), chunk.size));
-    std::lock_guard lock(mutex_);
-    ++file_hashed_;
-    file_hashing_ = false;
-  }
-  advance_file_hash();
+  // The in-order whole-file hash reads the chunk back from the page cache on a worker.
+  asio::post(owner_.workers_, [self = shared_from_this()] { self->advance_file_hash(); });
 }
 
 void Download::advance_file_hash() {
@@ -384,6 +382,9 @@ void Download::finalize() {
     fail("content hash mismatch: expected " + source_.etag + ", upstream sent " + actual);
     return;
   }
+  // Readers may have every byte now; making the file durable and visible is the node's business.
+  verified_.store(true, std::memory_order_release);
+  notify();
   BlobEntry blob;
   blob.etag = source_.etag;
   blob.lfs = source_.lfs;

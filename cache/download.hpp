@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "hashing.hpp"
 #include "inferllama/asio.hpp"
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/index.hpp"
@@ -77,11 +78,12 @@ class Download : public std::enable_shared_from_this<Download> {
   const std::string& etag() const { return source_.etag; }
   bool lfs() const { return source_.lfs; }
   State state() const { return state_.load(std::memory_order_acquire); }
+  bool verified() const { return verified_.load(std::memory_order_acquire); }
   std::string error() const;
 
   // Bytes readable from `offset` without waiting, up to the end of the chunk holding it. The file's last
   // byte is held back until the whole file has been verified, so a reader never sees a complete-looking
-  // body that failed its hash.
+  // body that failed its hash. (Verified comes before complete: storing it durably is not the reader's wait.)
   std::uint64_t readable(std::uint64_t offset) const;
   // Descriptor of the staged chunk holding `offset` and the offset within it; valid while this lives.
   std::pair<int, std::uint64_t> locate(std::uint64_t offset) const;
@@ -98,6 +100,7 @@ class Download : public std::enable_shared_from_this<Download> {
     std::uint32_t size = 0;
     std::atomic<std::uint32_t> filled{0};
     int fd = -1;
+    std::unique_ptr<ChunkHasher> hasher;  // used only by the one connection that writes this chunk
     bool hashed = false;
     ChunkRef ref;
     Sha1 padded_sha1;
@@ -115,7 +118,7 @@ class Download : public std::enable_shared_from_this<Download> {
   void fetch_segment(int segment);
   std::size_t write_body(int segment, std::span<const char> bytes);
   int chunk_fd_locked(std::size_t index);
-  void hash_chunk_job(std::size_t index);
+  void chunk_filled(std::size_t index);
   void advance_file_hash();
   void maybe_finalize();
   void finalize();
@@ -142,6 +145,7 @@ class Download : public std::enable_shared_from_this<Download> {
   std::string error_;
   std::vector<std::weak_ptr<ProgressListener>> listeners_;
   std::atomic<State> state_{State::running};
+  std::atomic<bool> verified_{false};  // the whole file matched its etag: every byte may be read
   std::string url_;
 
   struct FileHasher;

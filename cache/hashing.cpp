@@ -19,8 +19,12 @@ class EvpContext {
       throw std::runtime_error("OpenSSL digest initialisation failed");
     }
   }
+  EvpContext(const EvpContext& other) : ctx_(EVP_MD_CTX_new()), md_(other.md_) {
+    if (ctx_ == nullptr || EVP_MD_CTX_copy_ex(ctx_, other.ctx_) != 1) {
+      throw std::runtime_error("OpenSSL digest copy failed");
+    }
+  }
   ~EvpContext() { EVP_MD_CTX_free(ctx_); }
-  EvpContext(const EvpContext&) = delete;
   EvpContext& operator=(const EvpContext&) = delete;
 
   void update(const void* data, std::size_t size) { EVP_DigestUpdate(ctx_, data, size); }
@@ -46,6 +50,8 @@ struct DigestStream<D>::Impl {
 };
 template <class D>
 DigestStream<D>::DigestStream() : impl_(std::make_unique<Impl>()) {}
+template <class D>
+DigestStream<D>::DigestStream(const DigestStream& other) : impl_(std::make_unique<Impl>(*other.impl_)) {}
 template <class D>
 DigestStream<D>::~DigestStream() = default;
 template <class D>
@@ -81,47 +87,62 @@ void start_git_blob(Sha1Stream& stream, std::uint64_t size) {
   stream.update(header);
 }
 
-Sha256 piece_root(std::span<const std::uint8_t> chunk, std::size_t piece_size) {
-  const std::size_t leaves = std::max<std::size_t>(1, piece_size / kMerkleBlock);
-  std::vector<Sha256> layer(leaves);  // zero-initialised: BEP 52's padding leaves
-  Sha256Stream s;
-  for (std::size_t i = 0, off = 0; off < chunk.size(); ++i, off += kMerkleBlock) {
-    s.update(chunk.subspan(off, std::min(kMerkleBlock, chunk.size() - off)));
-    layer[i] = s.finish();
-  }
-  while (layer.size() > 1) {
-    for (std::size_t i = 0; i < layer.size() / 2; ++i) {
-      s.update(std::span<const std::uint8_t>(layer[2 * i].bytes));
-      s.update(std::span<const std::uint8_t>(layer[2 * i + 1].bytes));
-      layer[i] = s.finish();
+ChunkHasher::ChunkHasher(std::size_t piece_size) : piece_size_(piece_size) {
+  leaves_.reserve(std::max<std::size_t>(1, piece_size / kMerkleBlock));
+}
+
+void ChunkHasher::update(std::span<const std::uint8_t> bytes) {
+  sha1_.update(bytes);
+  size_ += bytes.size();
+  while (!bytes.empty()) {
+    const std::size_t n = std::min(bytes.size(), kMerkleBlock - block_fill_);
+    block_.update(bytes.first(n));
+    block_fill_ += n;
+    bytes = bytes.subspan(n);
+    if (block_fill_ == kMerkleBlock) {
+      leaves_.push_back(block_.finish());
+      block_fill_ = 0;
     }
-    layer.resize(layer.size() / 2);
   }
-  return layer.front();
+}
+
+ChunkHashes ChunkHasher::finish() {
+  ChunkHashes out;
+  if (block_fill_ > 0) leaves_.push_back(block_.finish());
+  // Zero leaves up to a full piece (BEP 52), then pairwise up to the root.
+  leaves_.resize(std::max<std::size_t>(1, piece_size_ / kMerkleBlock));
+  Sha256Stream s;
+  while (leaves_.size() > 1) {
+    for (std::size_t i = 0; i < leaves_.size() / 2; ++i) {
+      s.update(std::span<const std::uint8_t>(leaves_[2 * i].bytes));
+      s.update(std::span<const std::uint8_t>(leaves_[2 * i + 1].bytes));
+      leaves_[i] = s.finish();
+    }
+    leaves_.resize(leaves_.size() / 2);
+  }
+  out.root = leaves_.front();
+  if (size_ < piece_size_) {
+    // The last chunk of a file: also the piece as BitTorrent v1 sees it, followed by pad-file zeros.
+    static const std::vector<std::uint8_t> zeros(std::size_t{64} * 1024, 0);
+    Sha1Stream padded(sha1_);
+    for (std::size_t left = piece_size_ - size_; left > 0;) {
+      const std::size_t n = std::min(left, zeros.size());
+      padded.update(std::span<const std::uint8_t>(zeros.data(), n));
+      left -= n;
+    }
+    out.padded_sha1 = padded.finish();
+    out.piece_sha1 = sha1_.finish();
+  } else {
+    out.piece_sha1 = sha1_.finish();
+    out.padded_sha1 = out.piece_sha1;
+  }
+  return out;
 }
 
 ChunkHashes hash_chunk(std::span<const std::uint8_t> chunk, std::size_t piece_size) {
-  ChunkHashes out;
-  out.root = piece_root(chunk, piece_size);
-  Sha1Stream s;
-  s.update(chunk);
-  if (chunk.size() == piece_size) {
-    out.piece_sha1 = s.finish();
-    out.padded_sha1 = out.piece_sha1;
-    return out;
-  }
-  // Hash the unpadded piece, then the same prefix followed by zeros (a second short pass only for the
-  // last chunk of a file).
-  out.piece_sha1 = s.finish();
-  static const std::vector<std::uint8_t> zeros(std::size_t{64} * 1024, 0);
-  s.update(chunk);
-  for (std::size_t left = piece_size - chunk.size(); left > 0;) {
-    std::size_t n = std::min(left, zeros.size());
-    s.update(std::span<const std::uint8_t>(zeros.data(), n));
-    left -= n;
-  }
-  out.padded_sha1 = s.finish();
-  return out;
+  ChunkHasher h(piece_size);
+  h.update(chunk);
+  return h.finish();
 }
 
 }  // namespace inferllama::cache

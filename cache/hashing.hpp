@@ -3,6 +3,7 @@
 #include <memory>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "inferllama/digest.hpp"
 
@@ -14,7 +15,7 @@ class DigestStream {
  public:
   DigestStream();
   ~DigestStream();
-  DigestStream(const DigestStream&) = delete;
+  DigestStream(const DigestStream& other);  // the same state: hash a prefix once, finish it two ways
   DigestStream& operator=(const DigestStream&) = delete;
   void update(std::span<const std::uint8_t> bytes);
   void update(std::string_view text);
@@ -38,15 +39,34 @@ void start_git_blob(Sha1Stream& stream, std::uint64_t size);
 // the root of its blocks' subtree, padded with zero leaves to a full piece: the same value a v2 torrent
 // carries in its piece layer, so one SHA-256 pass names the chunk and serves BitTorrent.
 inline constexpr std::size_t kMerkleBlock = std::size_t{16} * 1024;
-Sha256 piece_root(std::span<const std::uint8_t> chunk, std::size_t piece_size);
 
-// Hashes one chunk for storage and BitTorrent v1: its address, its SHA-1 piece hash, and for a short
-// final chunk also the SHA-1 of the chunk padded with zeros to a full piece (BEP 47 pad files).
+// What a chunk is stored and seeded under: its address (piece root), its SHA-1 piece hash (BitTorrent
+// v1), and for a short final chunk also the SHA-1 of the chunk zero-padded to a full piece (BEP 47).
 struct ChunkHashes {
   Sha256 root;
   Sha1 piece_sha1;
   Sha1 padded_sha1;
 };
+
+// Hashes a chunk as its bytes arrive, in order, so they never have to be read back.
+class ChunkHasher {
+ public:
+  explicit ChunkHasher(std::size_t piece_size);
+  void update(std::span<const std::uint8_t> bytes);
+  ChunkHashes finish();
+
+ private:
+  std::size_t piece_size_;
+  std::size_t size_ = 0;
+  std::size_t block_fill_ = 0;
+  Sha256Stream block_;
+  std::vector<Sha256> leaves_;
+  Sha1Stream sha1_;
+};
+
 ChunkHashes hash_chunk(std::span<const std::uint8_t> chunk, std::size_t piece_size);
+inline Sha256 piece_root(std::span<const std::uint8_t> chunk, std::size_t piece_size) {
+  return hash_chunk(chunk, piece_size).root;
+}
 
 }  // namespace inferllama::cache

@@ -441,7 +441,7 @@ Task<bool> Server::Impl::stream_download(Connection& c, cache::Download& downloa
     listener->arm();
     if (pos >= end) {
       // Every byte asked for is out; an empty body still waits for the file to be verified.
-      if (end > 0 || download.state() != cache::Download::State::running) break;
+      if (end > 0 || download.verified() || download.state() != cache::Download::State::running) break;
     } else if (std::uint64_t n = download.readable(pos); n > 0) {
       auto [fd, within] = download.locate(pos);
       n = std::min(n, end - pos);
@@ -449,13 +449,13 @@ Task<bool> Server::Impl::stream_download(Connection& c, cache::Download& downloa
       pos += n;
       continue;
     }
-    if (download.state() == cache::Download::State::failed) {
+    if (download.state() == cache::Download::State::failed && !download.verified()) {
       spdlog::warn("closing a response of {} at byte {}: {}", download.etag(), pos, download.error());
       co_return false;  // the client sees a short body, never a complete-looking one
     }
     co_await listener->wait();
   }
-  co_return download.state() != cache::Download::State::failed;
+  co_return download.verified() || download.state() != cache::Download::State::failed;
 }
 
 }  // namespace inferllama::http
