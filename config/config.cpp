@@ -192,7 +192,7 @@ std::string validate_url(std::string_view s) {
 struct OtherType {
   std::string type_name;
 };
-using RawValue = std::variant<std::string, std::int64_t, OtherType>;
+using RawValue = std::variant<std::string, std::int64_t, bool, OtherType>;
 
 struct Input {
   std::string_view key;
@@ -207,6 +207,7 @@ struct Input {
   std::string type_name() const {
     if (std::holds_alternative<std::string>(value)) return "string";
     if (std::holds_alternative<std::int64_t>(value)) return "integer";
+    if (std::holds_alternative<bool>(value)) return "boolean";
     return std::get<OtherType>(value).type_name;
   }
 
@@ -244,6 +245,19 @@ struct Input {
     if (v < min || v > max)
       fail(std::to_string(v) + " is out of range " + std::to_string(min) + ".." + std::to_string(max));
     return v;
+  }
+
+  // TOML true/false, or text: true/false, yes/no, on/off, 1/0; empty (a bare --flag) means true.
+  bool boolean() const {
+    if (const auto* b = std::get_if<bool>(&value)) return *b;
+    if (const auto* s = std::get_if<std::string>(&value)) {
+      std::string t(trim(*s));
+      std::transform(t.begin(), t.end(), t.begin(), [](unsigned char ch) { return std::tolower(ch); });
+      if (t.empty() || t == "true" || t == "yes" || t == "on" || t == "1") return true;
+      if (t == "false" || t == "no" || t == "off" || t == "0") return false;
+      fail(quote_text(*s) + " is not true or false");
+    }
+    fail("expected true or false, got " + type_name());
   }
 
   std::uint64_t size() const {
@@ -362,6 +376,15 @@ constexpr KeySpec kSpecs[] = {
     {{"worker_threads", "--worker-threads", "INFERLLAMA_WORKER_THREADS",
       "Threads for hashing, disk and RocksDB work, 0..1024 (0 = number of cores)", "0"},
      [](Config& c, const Input& in) { c.worker_threads = static_cast<unsigned>(in.integer(0, 1024)); }},
+    {{"offline", "--offline", "INFERLLAMA_OFFLINE",
+      "Never contact the upstream: serve cached commits (branch names at the last commit seen), refuse the rest",
+      "false", true},
+     [](Config& c, const Input& in) { c.offline = in.boolean(); }},
+    {{"offline_grace", "--offline-grace", "INFERLLAMA_OFFLINE_GRACE",
+      "While the upstream cannot be asked, keep serving a gated or private repo to a caller the Hub let in "
+      "within this long; 0s = refuse them (at most 7 days)",
+      "0s"},
+     [](Config& c, const Input& in) { c.offline_grace = in.whole_seconds(0, 7 * 24 * 3600); }},
 };
 
 constexpr std::size_t kKeyCount = std::size(kSpecs);
@@ -507,6 +530,8 @@ void apply_file(Config& c, Applied& applied, const std::filesystem::path& path) 
       raw = s->get();
     } else if (const auto* i = node.as_integer()) {
       raw = i->get();
+    } else if (const auto* b = node.as_boolean()) {
+      raw = b->get();
     } else {
       raw = OtherType{node_type_name(node)};
     }

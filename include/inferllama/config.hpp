@@ -37,6 +37,8 @@ struct Config {
   std::chrono::seconds access_ttl{60};                // cached gated/private access decisions; 1..60 s
   unsigned io_threads = 0;                            // 0 = number of cores; at most 1024
   unsigned worker_threads = 0;                        // 0 = number of cores (hashing, disk, RocksDB); at most 1024
+  bool offline = false;                               // never contact the upstream: serve what is cached
+  std::chrono::seconds offline_grace{0};              // gated/private repos while the Hub can't be asked; 0 = refuse
 
   friend bool operator==(const Config&, const Config&) = default;
 };
@@ -74,6 +76,7 @@ struct ConfigKey {
   std::string_view env;           // "INFERLLAMA_DATA_DIR"
   std::string_view help;          // one line: what it does and what is allowed
   std::string_view default_text;  // the default as one would write it in a flag ("" = empty)
+  bool is_switch = false;         // a yes/no setting: `--flag` alone means true
 };
 std::span<const ConfigKey> config_keys();  // in a stable, documented order
 

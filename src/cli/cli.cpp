@@ -16,7 +16,8 @@ void add_config_flags(CLI::App& command, std::map<std::string, std::string>& fla
     std::string help(key.help);
     if (!key.default_text.empty()) help += " [default: " + std::string(key.default_text) + "]";
     help += " (env " + std::string(key.env) + ")";
-    command.add_option(std::string(key.flag), given[std::string(key.name)], help);
+    auto* option = command.add_option(std::string(key.flag), given[std::string(key.name)], help);
+    if (key.is_switch) option->expected(0, 1);  // `--offline` alone, or `--offline false`
   }
   (void)flags;
 }

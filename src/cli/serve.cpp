@@ -41,7 +41,9 @@ int serve(const Config& config) {
 
   ChunkStore store(config.data_dir);
   auto index = open_rocksdb_index(config.data_dir / "index");
-  auto upstream = upstream::make_curl_upstream(UpstreamOptions{config.upstream_timeout});
+  auto upstream = config.offline ? upstream::make_offline_upstream()
+                                 : upstream::make_curl_upstream(UpstreamOptions{config.upstream_timeout});
+  if (config.offline) spdlog::warn("offline mode: serving only what is cached, never contacting {}", config.upstream);
 
   asio::io_context io;
   asio::thread_pool workers(or_cores(config.worker_threads));

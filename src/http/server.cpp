@@ -339,6 +339,7 @@ Task<bool> Server::Impl::send_file(Connection& c, const Request& req, hub::FileA
   bhttp::response<bhttp::empty_body> res{bhttp::status::ok, req.version()};
   res.set(bhttp::field::server, "inferllama");
   res.set("X-Repo-Commit", answer.commit);
+  if (!answer.stale.empty()) res.set(hub::kStaleHeader, answer.stale);
   res.set(bhttp::field::etag, quoted_etag);
   if (file.lfs) {
     res.set("X-Linked-Etag", quoted_etag);

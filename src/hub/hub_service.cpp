@@ -41,6 +41,22 @@ bool is_hex(std::string_view s, std::size_t length) {
          std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
+// The Hub could not answer: no connection, a timeout, or a server error. Its refusals (4xx) are answers.
+bool unreachable(const UpstreamResponse& r) { return !r.error.empty() || r.status >= 500 || r.status == 0; }
+
+std::string describe_failure(const UpstreamResponse& r) {
+  return r.error.empty() ? "HTTP " + std::to_string(r.status) : r.error;
+}
+
+Reply outage_reply(const std::string& what, const std::string& why) {
+  return error_reply(504, "the upstream Hub cannot be asked (" + why + ") and " + what + " is not cached");
+}
+
+Reply restricted_outage_reply(const std::string& why) {
+  return error_reply(503, "the upstream Hub cannot be asked (" + why +
+                              "); gated and private repositories are not served without its confirmation");
+}
+
 std::string credential_key(const std::string& authorization) {
   if (authorization.empty()) return "anonymous";
   return cache::sha256(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(authorization.data()),
@@ -87,27 +103,34 @@ std::string HubService::credentials_for(const Caller& caller, bool is_public) co
 
 bool HubService::is_public(const RepoId& repo) {
   const auto now = Clock::now();
+  std::optional<Memo> known;
   {
     std::lock_guard lock(mutex_);
-    if (auto it = visibility_.find(repo.key()); it != visibility_.end() && it->second.expires > now) {
-      return it->second.value == "public";
+    if (auto it = visibility_.find(repo.key()); it != visibility_.end()) {
+      if (it->second.expires > now) return it->second.value == "public";
+      known = it->second;
     }
   }
   // The repo's own info says whether it is private or gated; anyone may read it for public and gated
   // repos. Asked with the node's token so that it counts against the node's quota, not the client's.
   std::string token = config_.upstream_token.empty() ? "" : "Bearer " + config_.upstream_token;
   auto response = call("GET", api_url(repo) + "?expand=private&expand=gated", token);
+  if (unreachable(response)) {
+    // What the node learnt last, in memory or in the index; unknown repos count as restricted.
+    if (known) return known->value == "public";
+    return index_.get_meta("visibility|" + repo.key()) == std::optional<std::string>("public");
+  }
   bool open = false;
   if (response.status == 200) {
     auto info = Json::parse(response.body, nullptr, false);
     open = info.is_object() && info.value("private", true) == false && info.contains("gated") &&
            info["gated"].is_boolean() && info["gated"].get<bool>() == false;
   }
-  if (response.status == 200 || response.status == 401 || response.status == 403 || response.status == 404) {
-    std::lock_guard lock(mutex_);
-    if (visibility_.size() > kMaxMemoEntries) visibility_.clear();
-    visibility_[repo.key()] = Memo{open ? "public" : "restricted", now + config_.access_ttl};
-  }
+  const std::string value = open ? "public" : "restricted";
+  index_.put_meta("visibility|" + repo.key(), value);
+  std::lock_guard lock(mutex_);
+  if (visibility_.size() > kMaxMemoEntries) visibility_.clear();
+  visibility_[repo.key()] = Memo{value, now + config_.access_ttl};
   return open;
 }
 
@@ -117,11 +140,37 @@ bool HubService::access_granted(const RepoId& repo, const Caller& caller) {
   return it != access_.end() && it->second.expires > Clock::now();
 }
 
+bool HubService::granted_within_grace(const RepoId& repo, const Caller& caller) {
+  if (config_.offline_grace.count() == 0) return false;
+  // Grants are kept in the index too, so that a node restarted during an outage still knows them.
+  auto granted = index_.get_meta("access|" + repo.key() + '|' + credential_key(caller.authorization));
+  if (!granted) return false;
+  const auto age = std::chrono::milliseconds(now_ms() - std::stoll(*granted));
+  return age >= std::chrono::milliseconds(0) && age < config_.offline_grace;
+}
+
 void HubService::remember_access(const RepoId& repo, const Caller& caller) {
+  const std::string key = repo.key() + '\0' + credential_key(caller.authorization);
+  index_.put_meta("access|" + repo.key() + '|' + credential_key(caller.authorization), std::to_string(now_ms()));
   std::lock_guard lock(mutex_);
   if (access_.size() > kMaxMemoEntries) access_.clear();
-  access_[repo.key() + '\0' + credential_key(caller.authorization)] =
-      Memo{"granted", Clock::now() + config_.access_ttl};
+  access_[key] = Memo{"granted", Clock::now() + config_.access_ttl};
+}
+
+std::optional<std::string> HubService::last_known_commit(const RepoId& repo, const std::string& rev) {
+  if (is_commit_sha(rev)) return rev;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = refs_.find(repo.key() + '\0' + rev); it != refs_.end()) return it->second.value;
+  }
+  if (auto stored = index_.get_ref(repo, rev)) return stored->commit;
+  return std::nullopt;
+}
+
+std::string HubService::stale_note(const std::string& rev, const std::string& commit) const {
+  if (is_commit_sha(rev)) return "";
+  return "upstream unreachable; " + (rev.empty() ? std::string("the default branch") : rev) +
+         " answered with the last commit seen, " + commit;
 }
 
 std::optional<std::string> HubService::fresh_ref(const RepoId& repo, const std::string& rev) {
@@ -149,9 +198,16 @@ void HubService::store_ref(const RepoId& repo, const std::string& rev, const std
 }
 
 std::variant<std::string, Reply> HubService::resolve_commit(const RepoId& repo, const std::string& rev,
-                                                            const std::string& credentials) {
+                                                            const std::string& credentials, std::string& stale) {
   if (auto commit = fresh_ref(repo, rev)) return *commit;
   auto response = call("GET", api_url(repo) + "/revision/" + url::encode(rev) + "?expand=sha", credentials);
+  if (unreachable(response)) {
+    auto commit = last_known_commit(repo, rev);
+    if (!commit) return outage_reply("revision " + rev + " of " + repo.name, describe_failure(response));
+    stale = stale_note(rev, *commit);
+    if (!stale.empty()) spdlog::warn("{}: {}", repo.key(), stale);
+    return *commit;
+  }
   if (response.status != 200) return relay(response);
   auto info = Json::parse(response.body, nullptr, false);
   if (!info.is_object() || !info.contains("sha") || !info["sha"].is_string() ||
@@ -174,7 +230,7 @@ std::optional<FileAnswer> HubService::stored_file(const RepoId& repo, const std:
   if (!file) return std::nullopt;
   auto blob = index_.get_blob(file->etag);
   if (!blob) return std::nullopt;
-  FileAnswer answer{commit, *file, std::make_shared<const BlobEntry>(std::move(*blob)), nullptr};
+  FileAnswer answer{commit, "", *file, std::make_shared<const BlobEntry>(std::move(*blob)), nullptr};
   std::lock_guard lock(mutex_);
   if (files_.size() > kMaxMemoEntries) files_.clear();
   files_[key] = answer;
@@ -214,7 +270,7 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
   }
   // Ask the Hub with the caller's own credentials: this is the access check and the file's metadata.
   auto head = call("HEAD", resolve_url(repo, rev, path), credentials);
-  if (!head.error.empty()) return error_reply(502, "the upstream Hub is unreachable: " + head.error);
+  if (unreachable(head)) return stored_during_outage(repo, rev, path, caller, open, describe_failure(head));
   if (head.status >= 300 && head.status != 302) return relay(head);
   if (head.status != 200 && head.status != 302) return relay(head);
   if (!open) remember_access(repo, caller);
@@ -281,6 +337,24 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
   return answer;
 }
 
+std::variant<FileAnswer, Reply> HubService::stored_during_outage(const RepoId& repo, const std::string& rev,
+                                                                 const std::string& path, const Caller& caller,
+                                                                 bool open, const std::string& why) {
+  if (!open && !granted_within_grace(repo, caller)) {
+    // A repo the node never saw has nothing cached; one it knows as gated or private is refused.
+    if (!index_.get_meta("visibility|" + repo.key())) return outage_reply(repo.name, why);
+    return restricted_outage_reply(why);
+  }
+  auto commit = last_known_commit(repo, rev);
+  std::optional<FileAnswer> stored;
+  if (commit) stored = stored_file(repo, *commit, path);
+  if (!stored) return outage_reply(path + " at " + rev + " of " + repo.name, why);
+  stored->stale = stale_note(rev, *commit);
+  if (!stored->stale.empty()) spdlog::warn("{}: {}", repo.key(), stored->stale);
+  ++counters_.hits;
+  return *stored;
+}
+
 Reply HubService::relay(const UpstreamResponse& response, const std::string& public_base) const {
   if (!response.error.empty()) return error_reply(502, "the upstream Hub is unreachable: " + response.error);
   Reply r;
@@ -308,17 +382,33 @@ Reply HubService::info(const RepoId& repo, const std::optional<std::string>& rev
   const bool open = is_public(repo);
   const std::string credentials = credentials_for(caller, open);
   const std::string url = with_query(api_url(repo) + (rev ? "/revision/" + url::encode(*rev) : ""), query);
-  if (!open) return relay(call("GET", url, credentials));
+  if (!open) {
+    auto response = call("GET", url, credentials);
+    return unreachable(response) ? restricted_outage_reply(describe_failure(response)) : relay(response);
+  }
   // The default branch has no name in the URL; remember it under the empty name.
   const std::string ref_name = rev.value_or("");
+  auto stored_info = [&](const std::string& commit) {
+    return index_.get_meta("info|" + repo.key() + '@' + commit + '|' + std::string(query));
+  };
   if (auto commit = fresh_ref(repo, ref_name)) {
-    if (auto body = index_.get_meta("info|" + repo.key() + '@' + *commit + '|' + std::string(query))) {
+    if (auto body = stored_info(*commit)) {
       Reply r;
       r.body = std::move(*body);
       return r;
     }
   }
   auto response = call("GET", url, credentials);
+  if (unreachable(response)) {
+    auto commit = last_known_commit(repo, ref_name);
+    std::optional<std::string> body;
+    if (commit) body = stored_info(*commit);
+    if (!body) return outage_reply("the revision info of " + repo.name, describe_failure(response));
+    Reply r;
+    r.body = std::move(*body);
+    if (auto note = stale_note(ref_name, *commit); !note.empty()) r.headers.emplace_back(kStaleHeader, note);
+    return r;
+  }
   Reply r = relay(response);
   if (response.status == 200) {
     auto parsed = Json::parse(r.body, nullptr, false);
@@ -342,7 +432,8 @@ Reply HubService::tree(const RepoId& repo, const std::string& rev, const std::st
     return relay(call("GET", with_query(api_url(repo) + "/tree/" + url::encode(rev) + suffix, query), credentials),
                  public_base);
   }
-  auto commit = resolve_commit(repo, rev, credentials);
+  std::string stale;
+  auto commit = resolve_commit(repo, rev, credentials, stale);
   if (auto* refused = std::get_if<Reply>(&commit)) return *refused;
   const std::string& sha = std::get<std::string>(commit);
   const std::string key = "tree|" + repo.key() + '@' + sha + '|' + path + '|' + std::string(query);
@@ -353,10 +444,12 @@ Reply HubService::tree(const RepoId& repo, const std::string& rev, const std::st
       r.body = record.value("body", "");
       std::string next = record.value("next", "");
       if (!next.empty()) r.headers.emplace_back("Link", "<" + public_base + next + ">; rel=\"next\"");
+      if (!stale.empty()) r.headers.emplace_back(kStaleHeader, stale);
       return r;
     }
   }
   auto response = call("GET", with_query(api_url(repo) + "/tree/" + sha + suffix, query), credentials);
+  if (unreachable(response)) return outage_reply("this tree listing of " + repo.name, describe_failure(response));
   Reply r = relay(response, public_base);
   if (response.status == 200) {
     std::string next;
@@ -374,7 +467,8 @@ Reply HubService::paths_info(const RepoId& repo, const std::string& rev, const s
   if (!open) {
     return relay(call("POST", api_url(repo) + "/paths-info/" + url::encode(rev), credentials, headers, body));
   }
-  auto commit = resolve_commit(repo, rev, credentials);
+  std::string stale;
+  auto commit = resolve_commit(repo, rev, credentials, stale);
   if (auto* refused = std::get_if<Reply>(&commit)) return *refused;
   const std::string& sha = std::get<std::string>(commit);
   auto digest = cache::sha256(
@@ -384,9 +478,11 @@ Reply HubService::paths_info(const RepoId& repo, const std::string& rev, const s
   if (auto stored = index_.get_meta(key)) {
     Reply r;
     r.body = std::move(*stored);
+    if (!stale.empty()) r.headers.emplace_back(kStaleHeader, stale);
     return r;
   }
   auto response = call("POST", api_url(repo) + "/paths-info/" + sha, credentials, headers, body);
+  if (unreachable(response)) return outage_reply("this paths-info answer of " + repo.name, describe_failure(response));
   Reply r = relay(response);
   if (response.status == 200) index_.put_meta(key, r.body);
   return r;

@@ -17,6 +17,9 @@
 
 namespace inferllama::hub {
 
+// Says that an answer names a branch at the last commit the node saw, because the Hub could not be asked.
+inline constexpr const char* kStaleHeader = "X-InferLlama-Stale";
+
 // An answer to relay to the client as it is (metadata, or an error in the Hub's words).
 struct Reply {
   unsigned status = 200;
@@ -33,6 +36,7 @@ struct Caller {
 // A file at a commit: either stored (blob) or on its way (download), or only described (HEAD).
 struct FileAnswer {
   std::string commit;
+  std::string stale;  // why a branch name was answered from the last commit seen (upstream down), or ""
   FileEntry file;
   std::shared_ptr<const BlobEntry> blob;
   std::shared_ptr<cache::Download> download;
@@ -83,9 +87,18 @@ class HubService {
   std::string credentials_for(const Caller& caller, bool is_public) const;
   bool is_public(const RepoId& repo);
   bool access_granted(const RepoId& repo, const Caller& caller);
+  // While the Hub cannot be asked: did it let this caller in within `offline_grace`?
+  bool granted_within_grace(const RepoId& repo, const Caller& caller);
+  // The commit a revision names, from what the node saw last, however old; nullopt if never seen.
+  std::optional<std::string> last_known_commit(const RepoId& repo, const std::string& rev);
+  std::string stale_note(const std::string& rev, const std::string& commit) const;
+  std::variant<FileAnswer, Reply> stored_during_outage(const RepoId& repo, const std::string& rev,
+                                                       const std::string& path, const Caller& caller, bool open,
+                                                       const std::string& why);
   void remember_access(const RepoId& repo, const Caller& caller);
+  // The commit of `rev`; when the Hub cannot be asked, the last one seen, with `stale` saying so.
   std::variant<std::string, Reply> resolve_commit(const RepoId& repo, const std::string& rev,
-                                                  const std::string& credentials);
+                                                  const std::string& credentials, std::string& stale);
   std::optional<std::string> fresh_ref(const RepoId& repo, const std::string& rev);
   void store_ref(const RepoId& repo, const std::string& rev, const std::string& commit);
   std::optional<FileAnswer> stored_file(const RepoId& repo, const std::string& commit, const std::string& path);

@@ -160,7 +160,24 @@ class CurlUpstream final : public Upstream {
   UpstreamOptions options_;
 };
 
+class OfflineUpstream final : public Upstream {
+ public:
+  UpstreamResponse fetch(const UpstreamRequest&) override {
+    UpstreamResponse r;
+    r.error = "offline mode: the node does not contact the upstream";
+    return r;
+  }
+  RangeResult fetch_range(const std::string&, const HeaderList&, std::uint64_t, std::uint64_t,
+                          const BodySink&) override {
+    RangeResult r;
+    r.error = "offline mode: the node does not contact the upstream";
+    return r;
+  }
+};
+
 }  // namespace
+
+std::unique_ptr<Upstream> make_offline_upstream() { return std::make_unique<OfflineUpstream>(); }
 
 std::unique_ptr<Upstream> make_curl_upstream(const UpstreamOptions& options) {
   return std::make_unique<CurlUpstream>(options);
