@@ -16,6 +16,9 @@ ChunkStore::ChunkStore(fs::path data_dir)
   std::error_code ec;
   fs::remove_all(staging_, ec);
   fs::create_directories(staging_);
+  for (const auto& entry : fs::recursive_directory_iterator(chunks_, ec)) {
+    if (entry.is_regular_file(ec)) bytes_stored_ += entry.file_size(ec);
+  }
 }
 
 fs::path ChunkStore::chunk_path(const Sha256& id) const {
@@ -47,8 +50,10 @@ void ChunkStore::adopt(const fs::path& staged, const Sha256& id) {
     return;
   }
   fs::create_directories(target.parent_path());
+  const auto size = fs::file_size(staged);
   // Readers of the download hold open descriptors, so renaming under them is safe.
   fs::rename(staged, target);
+  bytes_stored_ += size;
 }
 
 }  // namespace inferllama

@@ -470,6 +470,11 @@ std::shared_ptr<Download> Downloads::find(const std::string& etag) {
   return it == running_.end() ? nullptr : it->second;
 }
 
+std::size_t Downloads::in_flight() {
+  std::lock_guard lock(mutex_);
+  return running_.size();
+}
+
 void Downloads::finished(const Download& download) {
   std::lock_guard lock(mutex_);
   if (auto it = running_.find(download.etag()); it != running_.end() && it->second.get() == &download) {

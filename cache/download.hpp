@@ -162,6 +162,7 @@ class Downloads {
   // The running download of `source.etag`, or a new one; nullptr if the blob is already stored.
   std::shared_ptr<Download> get_or_start(const BlobSource& source, const FileClaim& claim);
   std::shared_ptr<Download> find(const std::string& etag);
+  std::size_t in_flight();
 
   // Stops every download (they fail with "shutting down") and waits for their connections.
   void shutdown();

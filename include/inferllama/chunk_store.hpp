@@ -22,12 +22,15 @@ class ChunkStore {
   void adopt(const std::filesystem::path& staged, const Sha256& id);
 
   const std::filesystem::path& root() const { return root_; }
+  // Bytes in stored chunks (counted at start-up, then kept as chunks are adopted).
+  std::uint64_t bytes_stored() const { return bytes_stored_.load(std::memory_order_relaxed); }
 
  private:
   std::filesystem::path root_;
   std::filesystem::path chunks_;
   std::filesystem::path staging_;
   std::atomic<std::uint64_t> next_staging_{0};
+  std::atomic<std::uint64_t> bytes_stored_{0};
 };
 
 }  // namespace inferllama

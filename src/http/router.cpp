@@ -103,6 +103,7 @@ Route api_route(RepoType type, const std::vector<std::string_view>& segs) {
 Route route(std::string_view path) {
   if (path.find('\0') != std::string_view::npos) return BadRequest{"invalid path"};
   if (path == "/healthz") return HealthRoute{};
+  if (path == "/metrics") return MetricsRoute{};
   if (!path.starts_with("/")) return BadRequest{"invalid path"};
   auto segs = split(path.substr(1));
   if (segs.size() >= 2 && segs[0] == "api") {
@@ -136,6 +137,23 @@ Route route(std::string_view path) {
   auto file = join_decoded(segs, resolve_at + 2);
   if (!file || !url::is_safe_relative_path(*file)) return BadRequest{"invalid file path"};
   return ResolveRoute{std::move(repo), std::move(*rev), std::move(*file)};
+}
+
+const char* route_name(const Route& route) {
+  if (std::holds_alternative<ResolveRoute>(route)) return "resolve";
+  if (std::holds_alternative<HealthRoute>(route)) return "healthz";
+  if (std::holds_alternative<MetricsRoute>(route)) return "metrics";
+  if (const auto* api = std::get_if<ApiRoute>(&route)) {
+    switch (api->kind) {
+      case ApiRoute::Kind::info: return "api_info";
+      case ApiRoute::Kind::revision: return "api_revision";
+      case ApiRoute::Kind::tree: return "api_tree";
+      case ApiRoute::Kind::paths_info: return "api_paths_info";
+      case ApiRoute::Kind::refs: return "api_refs";
+    }
+  }
+  if (std::holds_alternative<BadRequest>(route)) return "bad_request";
+  return "not_found";
 }
 
 }  // namespace inferllama::http

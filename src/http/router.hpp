@@ -8,6 +8,7 @@
 namespace inferllama::http {
 
 struct HealthRoute {};
+struct MetricsRoute {};
 struct ResolveRoute {
   RepoId repo;
   std::string rev;   // decoded ("refs/pr/1")
@@ -25,7 +26,10 @@ struct BadRequest {
 };
 struct NotFound {};
 
-using Route = std::variant<NotFound, BadRequest, HealthRoute, ResolveRoute, ApiRoute>;
+using Route = std::variant<NotFound, BadRequest, HealthRoute, MetricsRoute, ResolveRoute, ApiRoute>;
+
+// A short name for metrics and logs: "resolve", "api_tree", "healthz", ...
+const char* route_name(const Route& route);
 
 // Maps a request path (no query) onto the Hub's routes, decoding each segment once. Hostile paths
 // (traversal, NUL, malformed escapes) become BadRequest before anything touches the disk or the Hub.

@@ -1,6 +1,8 @@
 #include "server.hpp"
 
 #include <fcntl.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <netinet/tcp.h>
 #include <sys/sendfile.h>
@@ -13,6 +15,8 @@
 #include <cstring>
 #include <list>
 #include <mutex>
+
+#include <nlohmann/json.hpp>
 
 #include "hub_service.hpp"
 #include "inferllama/offload.hpp"
@@ -52,6 +56,16 @@ class ProgressTimer : public cache::ProgressListener, public std::enable_shared_
   std::atomic<bool> signaled_{false};
 };
 
+// On every response a browser might render: no sniffing, no framing, no referrer, nothing to load.
+template <class Message>
+void add_security_headers(Message& m) {
+  m.set(bhttp::field::server, "inferllama");
+  m.set("X-Content-Type-Options", "nosniff");
+  m.set("X-Frame-Options", "DENY");
+  m.set("Referrer-Policy", "no-referrer");
+  m.set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'");
+}
+
 // TCP_CORK while a stored file goes out: the header and the sendfile pages leave in full segments
 // (like nginx's tcp_nopush); uncorking flushes the tail. About 1.5x for one fast client on loopback.
 void set_cork(asio::ip::tcp::socket& socket, bool on) {
@@ -70,11 +84,22 @@ std::pair<std::string, std::uint16_t> split_host_port(const std::string& listen)
 
 struct Server::Impl {
   Impl(asio::io_context& io, const Config& config, hub::HubService& hub, ChunkStore& store, asio::thread_pool& blocking)
-      : io(io), config(config), hub(hub), store(store), blocking(blocking), acceptor(io) {}
+      : io(io), config(config), hub(hub), store(store), blocking(blocking), acceptor(io) {
+    if (!config.access_log.empty()) {
+      access_log = config.access_log == "-" ? spdlog::stderr_logger_mt("access")
+                                            : spdlog::basic_logger_mt("access", config.access_log);
+      access_log->set_pattern("%v");
+      access_log->flush_on(spdlog::level::info);
+    }
+  }
 
   struct Connection {
     tcp::socket socket;
     bool idle = true;
+    // What the current request turned into, for metrics and the access log.
+    const char* route = "";
+    unsigned status = 0;
+    std::uint64_t bytes = 0;
     explicit Connection(tcp::socket s) : socket(std::move(s)) {}
   };
 
@@ -90,6 +115,8 @@ struct Server::Impl {
   Task<bool> stream_download(Connection& c, cache::Download& download, std::uint64_t first, std::uint64_t last);
   Task<bool> sendfile_all(Connection& c, int fd, std::uint64_t offset, std::uint64_t length);
   std::string public_base(const Request& req) const;
+  std::string render_metrics() const;
+  void record(Connection& c, const Request& req, std::chrono::steady_clock::time_point started);
 
   asio::io_context& io;
   const Config& config;
@@ -97,7 +124,8 @@ struct Server::Impl {
   ChunkStore& store;
   asio::thread_pool& blocking;
   tcp::acceptor acceptor;
-  ServerCounters counters;
+  mutable ServerCounters counters;
+  std::shared_ptr<spdlog::logger> access_log;  // JSON lines, when configured
   std::atomic<bool> draining{false};
   std::mutex connections_mutex;
   std::list<std::weak_ptr<Connection>> connections;
@@ -197,8 +225,9 @@ Task<void> Server::Impl::serve(std::shared_ptr<Connection> connection) {
         break;
       }
       Request request = parser.release();
-      ++counters.requests;
+      const auto started = std::chrono::steady_clock::now();
       bool keep_alive = co_await handle(*connection, request);
+      record(*connection, request, started);
       if (!keep_alive || draining) break;
     }
   } catch (const std::exception& e) {
@@ -219,9 +248,77 @@ std::string Server::Impl::public_base(const Request& req) const {
   return "http://" + (sane ? host : config.listen);
 }
 
+void Server::Impl::record(Connection& c, const Request& req, std::chrono::steady_clock::time_point started) {
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  const std::string route = c.route;
+  counters.requests.with("route=\"" + route + "\",status=\"" + std::to_string(c.status) + "\"").add();
+  counters.latency.with("route=\"" + route + "\"").observe(seconds);
+  if (!access_log) return;
+  boost::system::error_code ec;
+  auto remote = c.socket.remote_endpoint(ec);
+  nlohmann::json line{{"time_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count()},
+                      {"remote", ec ? "" : remote.address().to_string()},
+                      {"method", std::string(req.method_string())},
+                      {"target", std::string(req.target())},
+                      {"route", route},
+                      {"status", c.status},
+                      {"bytes", c.bytes},
+                      {"duration_ms", seconds * 1000}};
+  access_log->info(line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
+std::string Server::Impl::render_metrics() const {
+  using metrics::write_header;
+  using metrics::write_sample;
+  std::string out;
+  write_header(out, "inferllama_http_requests_total", "counter", "HTTP requests by route and status");
+  counters.requests.each([&](const std::string& labels, const metrics::Counter& c) {
+    write_sample(out, "inferllama_http_requests_total", labels, static_cast<double>(c.value()));
+  });
+  write_header(out, "inferllama_http_request_duration_seconds", "histogram", "Time to answer a request, by route");
+  counters.latency.each([&](const std::string& labels, const metrics::Histogram& h) {
+    h.render(out, "inferllama_http_request_duration_seconds", labels);
+  });
+  write_header(out, "inferllama_http_open_connections", "gauge", "Open client connections");
+  write_sample(out, "inferllama_http_open_connections", "", static_cast<double>(counters.open_connections.load()));
+  write_header(out, "inferllama_served_bytes_total", "counter", "Body bytes sent, by where they came from");
+  write_sample(out, "inferllama_served_bytes_total", "source=\"cache\"", static_cast<double>(counters.bytes_from_cache.value()));
+  write_sample(out, "inferllama_served_bytes_total", "source=\"download\"",
+               static_cast<double>(counters.bytes_from_downloads.value()));
+  auto& h = hub.counters();
+  write_header(out, "inferllama_cache_requests_total", "counter", "File requests answered from the store (hit) or not");
+  write_sample(out, "inferllama_cache_requests_total", "result=\"hit\"", static_cast<double>(h.hits.load()));
+  write_sample(out, "inferllama_cache_requests_total", "result=\"miss\"", static_cast<double>(h.misses.load()));
+  write_header(out, "inferllama_upstream_requests_total", "counter", "Metadata requests sent upstream");
+  write_sample(out, "inferllama_upstream_requests_total", "", static_cast<double>(h.upstream_requests.load()));
+  auto& d = hub.downloads().counters();
+  write_header(out, "inferllama_upstream_errors_total", "counter", "Upstream failures by kind");
+  write_sample(out, "inferllama_upstream_errors_total", "kind=\"transport\"",
+               static_cast<double>(h.upstream_transport_errors.load()));
+  write_sample(out, "inferllama_upstream_errors_total", "kind=\"server\"",
+               static_cast<double>(h.upstream_server_errors.load()));
+  write_sample(out, "inferllama_upstream_errors_total", "kind=\"transfer_retry\"", static_cast<double>(d.retries.load()));
+  write_sample(out, "inferllama_upstream_errors_total", "kind=\"download_failed\"", static_cast<double>(d.failed.load()));
+  write_header(out, "inferllama_upstream_bytes_total", "counter", "File bytes fetched upstream");
+  write_sample(out, "inferllama_upstream_bytes_total", "", static_cast<double>(d.upstream_bytes.load()));
+  write_header(out, "inferllama_downloads_total", "counter", "Upstream file downloads by outcome");
+  write_sample(out, "inferllama_downloads_total", "result=\"started\"", static_cast<double>(d.started.load()));
+  write_sample(out, "inferllama_downloads_total", "result=\"completed\"", static_cast<double>(d.completed.load()));
+  write_sample(out, "inferllama_downloads_total", "result=\"failed\"", static_cast<double>(d.failed.load()));
+  write_header(out, "inferllama_downloads_in_flight", "gauge", "Files being fetched upstream now");
+  write_sample(out, "inferllama_downloads_in_flight", "", static_cast<double>(hub.downloads().in_flight()));
+  write_header(out, "inferllama_disk_used_bytes", "gauge", "Bytes in stored chunks");
+  write_sample(out, "inferllama_disk_used_bytes", "", static_cast<double>(store.bytes_stored()));
+  return out;
+}
+
 Task<bool> Server::Impl::send(Connection& c, StringResponse response) {
-  response.set(bhttp::field::server, "inferllama");
+  add_security_headers(response);
   response.prepare_payload();
+  c.status = response.result_int();
+  c.bytes = response.body().size();
   bool keep = response.keep_alive() && !draining;
   response.keep_alive(keep);
   boost::system::error_code ec;
@@ -258,7 +355,9 @@ Task<bool> Server::Impl::send_reply(Connection& c, const Request& req, const hub
   if (req.method() == bhttp::verb::head) {
     res.prepare_payload();
     res.body().clear();
-    res.set(bhttp::field::server, "inferllama");
+    add_security_headers(res);
+    c.status = res.result_int();
+    c.bytes = 0;
     bhttp::response<bhttp::empty_body> head{res.result(), res.version()};
     for (const auto& field : res) head.set(field.name_string(), field.value());
     boost::system::error_code ec;
@@ -271,6 +370,7 @@ Task<bool> Server::Impl::send_reply(Connection& c, const Request& req, const hub
 Task<bool> Server::Impl::handle(Connection& c, Request& req) {
   auto [raw_path, query] = url::split_target(req.target());
   Route r = route(raw_path);
+  c.route = route_name(r);
   const bool read = req.method() == bhttp::verb::get || req.method() == bhttp::verb::head;
   hub::Caller caller{std::string(req[bhttp::field::authorization])};
 
@@ -279,6 +379,13 @@ Task<bool> Server::Impl::handle(Connection& c, Request& req) {
   }
   if (std::holds_alternative<NotFound>(r)) {
     co_return co_await send_error(c, req, bhttp::status::not_found, "no such route");
+  }
+  if (std::holds_alternative<MetricsRoute>(r)) {
+    StringResponse res{bhttp::status::ok, req.version()};
+    res.keep_alive(req.keep_alive());
+    res.set(bhttp::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+    res.body() = render_metrics();
+    co_return co_await send(c, std::move(res));
   }
   if (std::holds_alternative<HealthRoute>(r)) {
     StringResponse res{bhttp::status::ok, req.version()};
@@ -337,7 +444,7 @@ Task<bool> Server::Impl::send_file(Connection& c, const Request& req, hub::FileA
   const auto& file = answer.file;
   const std::string quoted_etag = "\"" + file.etag + "\"";
   bhttp::response<bhttp::empty_body> res{bhttp::status::ok, req.version()};
-  res.set(bhttp::field::server, "inferllama");
+  add_security_headers(res);
   res.set("X-Repo-Commit", answer.commit);
   if (!answer.stale.empty()) res.set(hub::kStaleHeader, answer.stale);
   res.set(bhttp::field::etag, quoted_etag);
@@ -353,6 +460,8 @@ Task<bool> Server::Impl::send_file(Connection& c, const Request& req, hub::FileA
   auto if_none_match = req[bhttp::field::if_none_match];
   if (!if_none_match.empty() && (if_none_match == "*" || if_none_match.find(quoted_etag) != std::string_view::npos)) {
     res.result(bhttp::status::not_modified);
+    c.status = res.result_int();
+    c.bytes = 0;
     boost::system::error_code ec;
     bhttp::response_serializer<bhttp::empty_body> sr{res};
     co_await bhttp::async_write_header(c.socket, sr, asio::redirect_error(asio::use_awaitable, ec));
@@ -377,6 +486,8 @@ Task<bool> Server::Impl::send_file(Connection& c, const Request& req, hub::FileA
     length = range.length();
   }
   res.content_length(length);
+  c.status = res.result_int();
+  c.bytes = req.method() == bhttp::verb::head ? 0 : length;
   const bool cork = answer.blob && length > 0 && req.method() != bhttp::verb::head;
   if (cork) set_cork(c.socket, true);
   boost::system::error_code ec;
@@ -396,7 +507,7 @@ Task<bool> Server::Impl::send_file(Connection& c, const Request& req, hub::FileA
   } else {
     ok = false;
   }
-  if (ok) counters.bytes_served += length;
+  if (ok) (answer.blob ? counters.bytes_from_cache : counters.bytes_from_downloads).add(length);
   co_return ok&& keep;
 }
 

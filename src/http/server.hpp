@@ -7,6 +7,7 @@
 #include "inferllama/asio.hpp"
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/config.hpp"
+#include "inferllama/metrics.hpp"
 
 namespace inferllama::hub {
 class HubService;
@@ -15,8 +16,10 @@ class HubService;
 namespace inferllama::http {
 
 struct ServerCounters {
-  std::atomic<std::uint64_t> requests{0};
-  std::atomic<std::uint64_t> bytes_served{0};
+  metrics::Family<metrics::Counter> requests;         // route, status
+  metrics::Family<metrics::Histogram> latency;        // route
+  metrics::Counter bytes_from_cache;                  // stored files
+  metrics::Counter bytes_from_downloads;              // streamed while fetched upstream
   std::atomic<std::uint64_t> open_connections{0};
 };
 

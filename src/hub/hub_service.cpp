@@ -92,7 +92,12 @@ UpstreamResponse HubService::call(const std::string& method, const std::string& 
   if (!authorization.empty()) request.headers.emplace_back("Authorization", authorization);
   ++counters_.upstream_requests;
   auto response = upstream_.fetch(request);
-  if (!response.error.empty()) spdlog::warn("upstream {} {}: {}", method, url, response.error);
+  if (!response.error.empty()) {
+    ++counters_.upstream_transport_errors;
+    spdlog::warn("upstream {} {}: {}", method, url, response.error);
+  } else if (response.status >= 500) {
+    ++counters_.upstream_server_errors;
+  }
   return response;
 }
 

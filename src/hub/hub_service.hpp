@@ -44,6 +44,8 @@ struct FileAnswer {
 
 struct HubCounters {
   std::atomic<std::uint64_t> upstream_requests{0};
+  std::atomic<std::uint64_t> upstream_transport_errors{0};  // no answer: connection, timeout, TLS
+  std::atomic<std::uint64_t> upstream_server_errors{0};     // 5xx answers
   std::atomic<std::uint64_t> hits{0};
   std::atomic<std::uint64_t> misses{0};
 };
@@ -71,6 +73,7 @@ class HubService {
   Reply refs(const RepoId& repo, std::string_view query, const Caller& caller);
 
   HubCounters& counters() { return counters_; }
+  cache::Downloads& downloads() { return downloads_; }
 
  private:
   using Clock = std::chrono::steady_clock;

@@ -1,0 +1,49 @@
+#include "inferllama/metrics.hpp"
+
+#include <cstdio>
+
+namespace inferllama::metrics {
+
+void Histogram::observe(double seconds) {
+  std::size_t i = 0;
+  while (i < kBounds.size() && seconds > kBounds[i]) ++i;
+  buckets_[i].fetch_add(1, std::memory_order_relaxed);
+  count_.fetch_add(1, std::memory_order_relaxed);
+  sum_micros_.fetch_add(static_cast<std::uint64_t>(seconds * 1e6), std::memory_order_relaxed);
+}
+
+void Histogram::render(std::string& out, const std::string& name, const std::string& labels) const {
+  const std::string prefix = labels.empty() ? "" : labels + ",";
+  std::uint64_t cumulative = 0;
+  char bound[32];
+  for (std::size_t i = 0; i < kBounds.size(); ++i) {
+    cumulative += buckets_[i].load(std::memory_order_relaxed);
+    std::snprintf(bound, sizeof bound, "%g", kBounds[i]);
+    write_sample(out, name + "_bucket", prefix + "le=\"" + bound + "\"", static_cast<double>(cumulative));
+  }
+  cumulative += buckets_[kBounds.size()].load(std::memory_order_relaxed);
+  write_sample(out, name + "_bucket", prefix + "le=\"+Inf\"", static_cast<double>(cumulative));
+  write_sample(out, name + "_sum", labels, static_cast<double>(sum_micros_.load(std::memory_order_relaxed)) / 1e6);
+  write_sample(out, name + "_count", labels, static_cast<double>(count_.load(std::memory_order_relaxed)));
+}
+
+void write_header(std::string& out, const std::string& name, const std::string& type, const std::string& help) {
+  out += "# HELP " + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+}
+
+void write_sample(std::string& out, const std::string& name, const std::string& labels, double value) {
+  char number[40];
+  // Counters print as integers; sums and fractions with enough digits to be useful.
+  if (value == static_cast<double>(static_cast<std::uint64_t>(value)) && value >= 0 && value < 1e18) {
+    std::snprintf(number, sizeof number, "%llu", static_cast<unsigned long long>(value));
+  } else {
+    std::snprintf(number, sizeof number, "%.9g", value);
+  }
+  out += name;
+  if (!labels.empty()) out += "{" + labels + "}";
+  out += " ";
+  out += number;
+  out += "\n";
+}
+
+}  // namespace inferllama::metrics

@@ -1,0 +1,102 @@
+"""What an operator sees: Prometheus metrics, the JSON access log, security headers on every response."""
+import json
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import FakeHub, Node, sha256  # noqa: E402
+
+MODEL = "acme/tiny-model"
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+class OperationsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.hub = FakeHub().start()
+        cls.node = Node(cls.hub.url)
+        cls.node.extra = ["--access-log", os.path.join(cls.node.data_dir, "access.log")]
+        cls.node.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.node.stop()
+        cls.node.cleanup()
+        cls.hub.stop()
+
+    def metrics(self):
+        status, h, body = self.node.request("GET", "/metrics")
+        self.assertEqual(status, 200)
+        self.assertTrue(h["content-type"].startswith("text/plain; version=0.0.4"))
+        return parse_metrics(body.decode())
+
+    def test_metrics_count_hits_misses_bytes_and_requests(self):
+        f = self.hub.files(MODEL)["model.safetensors"]
+        path = self.node.resolve_path(MODEL, "main", "model.safetensors")
+        before = self.metrics()
+        self.node.request("GET", path)
+        self.node.request("GET", path)
+        self.node.request("GET", "/api/models/acme/missing/revision/main")
+        after = self.metrics()
+
+        def delta(name):
+            return after.get(name, 0) - before.get(name, 0)
+
+        # The second request may still find the first one's download (verified, not yet committed).
+        self.assertGreaterEqual(delta('inferllama_cache_requests_total{result="miss"}'), 1)
+        self.assertEqual(delta('inferllama_cache_requests_total{result="hit"}')
+                         + delta('inferllama_cache_requests_total{result="miss"}'), 2)
+        self.assertEqual(delta('inferllama_upstream_bytes_total'), f["size"])
+        self.assertEqual(delta('inferllama_served_bytes_total{source="cache"}')
+                         + delta('inferllama_served_bytes_total{source="download"}'), 2 * f["size"])
+        self.assertEqual(delta('inferllama_http_requests_total{route="resolve",status="200"}'), 2)
+        self.assertEqual(delta('inferllama_http_requests_total{route="api_revision",status="401"}'), 1)
+        self.assertEqual(delta('inferllama_downloads_total{result="completed"}'), 1)
+        self.assertEqual(after["inferllama_downloads_in_flight"], 0)
+        self.assertGreaterEqual(after["inferllama_disk_used_bytes"], f["size"])
+        self.assertGreaterEqual(after['inferllama_http_request_duration_seconds_count{route="resolve"}'], 2)
+
+    def test_security_headers_on_every_kind_of_response(self):
+        for method, path in (("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/nope"),
+                             ("GET", self.node.resolve_path(MODEL, "main", "config.json")),
+                             ("HEAD", self.node.resolve_path(MODEL, "main", "config.json")),
+                             ("GET", f"/api/models/{MODEL}/tree/main"),
+                             ("GET", self.node.resolve_path("acme/gated-model", "main", "config.json")),
+                             ("GET", "/acme/x/resolve/main/..%2Fetc")):
+            _, h, _ = self.node.request(method, path)
+            for name, value in SECURITY_HEADERS.items():
+                self.assertEqual(h.get(name), value, f"{method} {path}: {name}")
+            self.assertIn("default-src 'none'", h.get("content-security-policy", ""))
+
+    def test_access_log_has_one_json_line_per_request(self):
+        target = self.node.resolve_path(MODEL, "main", "README.md")
+        status, _, body = self.node.request("GET", target)
+        self.assertEqual(status, 200)
+        self.node.request("GET", "/healthz")  # the line above is written before this request is answered
+        with open(os.path.join(self.node.data_dir, "access.log")) as fh:
+            lines = [json.loads(line) for line in fh if line.strip()]
+        mine = [l for l in lines if l["target"] == target]
+        self.assertTrue(mine)
+        entry = mine[-1]
+        self.assertEqual((entry["method"], entry["status"], entry["route"], entry["bytes"]),
+                         ("GET", 200, "resolve", len(body)))
+        self.assertEqual(entry["remote"], "127.0.0.1")
+        self.assertGreaterEqual(entry["duration_ms"], 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
