@@ -38,6 +38,7 @@ for t in "${targets[@]}"; do
   else
     echo "!! $t failed (log: $log)"
     grep -E 'ERROR: |SUMMARY: |invariant failed|Test unit written to' "$log" | sed 's/^/   /' || tail -n 20 "$log"
+    grep -E '^#[0-9]+' "$log" | tail -n 1 | sed 's/^/   last status: /' || true
     failed+=("$t")
   fi
 done

@@ -37,6 +37,8 @@ struct Config {
   std::chrono::seconds access_ttl{60};                // cached gated/private access decisions; 1..60 s
   unsigned io_threads = 0;                            // 0 = number of cores; at most 1024
   unsigned worker_threads = 0;                        // 0 = number of cores (hashing, disk, RocksDB); at most 1024
+  std::chrono::seconds idle_timeout{60};              // a client that makes no progress this long is dropped
+  unsigned max_connections = 10000;                   // further connections get a 503
   std::string access_log;                            // JSON access log: "" off, "-" stderr, else a file path
   bool offline = false;                               // never contact the upstream: serve what is cached
   std::chrono::seconds offline_grace{0};              // gated/private repos while the Hub can't be asked; 0 = refuse

@@ -100,8 +100,17 @@ struct Server::Impl {
     const char* route = "";
     unsigned status = 0;
     std::uint64_t bytes = 0;
-    explicit Connection(tcp::socket s) : socket(std::move(s)) {}
+    // The connection is closed if it makes no progress by this time (slow or idle clients).
+    std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+    asio::steady_timer watchdog;
+    explicit Connection(tcp::socket s) : socket(std::move(s)), watchdog(socket.get_executor()) {}
   };
+
+  // Progress: the client has another idle_timeout to make the next step.
+  void touch(Connection& c) const { c.deadline = std::chrono::steady_clock::now() + config.idle_timeout; }
+  // Waiting on the upstream, not on the client: the client is not timed.
+  static void pause_deadline(Connection& c) { c.deadline = std::chrono::steady_clock::time_point::max(); }
+  Task<void> watch(std::shared_ptr<Connection> c);
 
   Task<void> accept_loop();
   Task<void> serve(std::shared_ptr<Connection> connection);
@@ -127,6 +136,7 @@ struct Server::Impl {
   mutable ServerCounters counters;
   std::shared_ptr<spdlog::logger> access_log;  // JSON lines, when configured
   std::atomic<bool> draining{false};
+  std::atomic<std::uint64_t> refused_connections{0};
   std::mutex connections_mutex;
   std::list<std::weak_ptr<Connection>> connections;
 };
@@ -186,6 +196,18 @@ Task<void> Server::Impl::accept_loop() {
       continue;
     }
     if (draining) break;
+    if (counters.open_connections.load() >= config.max_connections) {
+      // Over the limit: a short 503 instead of a connection that would starve the others.
+      static constexpr std::string_view busy =
+          "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+          "Retry-After: 1\r\nX-Error-Message: too many connections\r\nContent-Length: 33\r\n\r\n"
+          "{\"error\":\"too many connections\"}";
+      socket.non_blocking(true, ec);
+      socket.write_some(asio::buffer(busy), ec);
+      socket.close(ec);
+      ++refused_connections;
+      continue;
+    }
     socket.set_option(tcp::no_delay(true), ec);
     auto connection = std::make_shared<Connection>(std::move(socket));
     {
@@ -194,7 +216,20 @@ Task<void> Server::Impl::accept_loop() {
       connections.push_back(connection);
     }
     auto executor = connection->socket.get_executor();
+    asio::co_spawn(executor, watch(connection), asio::detached);
     asio::co_spawn(executor, serve(std::move(connection)), asio::detached);
+  }
+}
+
+Task<void> Server::Impl::watch(std::shared_ptr<Connection> c) {
+  while (c->socket.is_open()) {
+    boost::system::error_code ec;
+    c->watchdog.expires_at(std::min(c->deadline, std::chrono::steady_clock::now() + std::chrono::seconds(1)));
+    co_await c->watchdog.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (c->socket.is_open() && std::chrono::steady_clock::now() >= c->deadline) {
+      // Idle keep-alive, a slow request (slowloris) or a client that stopped reading.
+      c->socket.close(ec);
+    }
   }
 }
 
@@ -208,6 +243,7 @@ Task<void> Server::Impl::serve(std::shared_ptr<Connection> connection) {
       parser.body_limit(kBodyLimit);
       boost::system::error_code ec;
       connection->idle = true;
+      touch(*connection);
       if (draining && buffer.size() == 0) break;
       co_await bhttp::async_read(connection->socket, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
       connection->idle = false;
@@ -236,6 +272,7 @@ Task<void> Server::Impl::serve(std::shared_ptr<Connection> connection) {
   boost::system::error_code ignored;
   connection->socket.shutdown(tcp::socket::shutdown_send, ignored);
   connection->socket.close(ignored);
+  connection->watchdog.cancel();
   --counters.open_connections;
 }
 
@@ -283,6 +320,8 @@ std::string Server::Impl::render_metrics() const {
   });
   write_header(out, "inferllama_http_open_connections", "gauge", "Open client connections");
   write_sample(out, "inferllama_http_open_connections", "", static_cast<double>(counters.open_connections.load()));
+  write_header(out, "inferllama_http_refused_connections_total", "counter", "Connections refused over max_connections");
+  write_sample(out, "inferllama_http_refused_connections_total", "", static_cast<double>(refused_connections.load()));
   write_header(out, "inferllama_served_bytes_total", "counter", "Body bytes sent, by where they came from");
   write_sample(out, "inferllama_served_bytes_total", "source=\"cache\"", static_cast<double>(counters.bytes_from_cache.value()));
   write_sample(out, "inferllama_served_bytes_total", "source=\"download\"",
@@ -525,6 +564,7 @@ Task<bool> Server::Impl::sendfile_all(Connection& c, int fd, std::uint64_t offse
       boost::system::error_code ec;
       co_await c.socket.async_wait(tcp::socket::wait_write, asio::redirect_error(asio::use_awaitable, ec));
       if (ec) co_return false;
+      touch(c);
       continue;
     }
     // The client went away, or the file is shorter than the index says.
@@ -576,7 +616,9 @@ Task<bool> Server::Impl::stream_download(Connection& c, cache::Download& downloa
       spdlog::warn("closing a response of {} at byte {}: {}", download.etag(), pos, download.error());
       co_return false;  // the client sees a short body, never a complete-looking one
     }
+    pause_deadline(c);
     co_await listener->wait();
+    touch(c);
   }
   co_return download.verified() || download.state() != cache::Download::State::failed;
 }

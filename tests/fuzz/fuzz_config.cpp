@@ -22,6 +22,14 @@ const std::filesystem::path& config_path() {
     return std::filesystem::path(dir && *dir ? dir : "/tmp") /
            ("inferllama-fuzz-config-" + std::to_string(::getpid()) + ".toml");
   }();
+  static const bool cleanup = [] {
+    std::atexit([] {
+      std::error_code ec;
+      std::filesystem::remove(path, ec);
+    });
+    return true;
+  }();
+  (void)cleanup;
   return path;
 }
 
