@@ -1,0 +1,79 @@
+"""Hardening: slow and idle clients are dropped, connections are capped, oversized requests get
+clear errors, hostile paths never reach the disk."""
+import os
+import socket
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import FakeHub, Node  # noqa: E402
+
+
+class LimitsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.hub = FakeHub().start()
+        cls.node = Node(cls.hub.url, None, "--idle-timeout", "1", "--max-connections", "4").start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.node.stop()
+        cls.node.cleanup()
+        cls.hub.stop()
+
+    def connect(self):
+        s = socket.create_connection((self.node.host, self.node.port), timeout=10)
+        self.addCleanup(s.close)
+        return s
+
+    def read_all(self, s):
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+    def test_slowloris_request_is_dropped(self):
+        s = self.connect()
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the end of the header
+        self.assertEqual(self.read_all(s), b"")  # closed by the node, well within the 10 s socket timeout
+
+    def test_idle_keep_alive_connection_is_closed(self):
+        s = self.connect()
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = self.read_all(s)
+        self.assertTrue(data.startswith(b"HTTP/1.1 200"))
+
+    def test_connections_over_the_limit_get_503(self):
+        held = [self.connect() for _ in range(4)]
+        for s in held:  # make sure each is accepted and counted before the next one
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertIn(b"200 OK", s.recv(4096))
+        extra = self.connect()
+        data = self.read_all(extra)
+        self.assertTrue(data.startswith(b"HTTP/1.1 503"), data[:60])
+
+    def test_oversized_header_and_body(self):
+        s = self.connect()
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+        self.assertTrue(self.read_all(s).startswith(b"HTTP/1.1 431"))
+        s = self.connect()
+        body = b"paths=" + b"a" * (2 * 1024 * 1024)
+        s.sendall(b"POST /api/models/acme/tiny-model/paths-info/main HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: "
+                  + str(len(body)).encode() + b"\r\n\r\n")
+        try:
+            s.sendall(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the node may answer and close before the body is all sent
+        self.assertTrue(self.read_all(s).startswith(b"HTTP/1.1 413"))
+
+    def test_malformed_request_gets_400(self):
+        s = self.connect()
+        s.sendall(b"GARBAGE\r\n\r\n")
+        self.assertTrue(self.read_all(s).startswith(b"HTTP/1.1 400"))
+
+
+if __name__ == "__main__":
+    unittest.main()
