@@ -1,0 +1,23 @@
+# Build and run an InferLlama node as a non-root user. The image needs only the runtime libraries.
+#   docker build -t inferllama . && docker run -p 8080:8080 -v inferllama-data:/data inferllama
+FROM debian:12 AS build
+WORKDIR /src
+COPY . .
+RUN scripts/install-deps.sh && scripts/build.sh -DINFERLLAMA_TESTS=OFF
+
+FROM debian:12-slim
+RUN apt-get update -qq \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      ca-certificates libcurl4 libspdlog1.10 libfmt9 libssl3 libtomlplusplus3 \
+      libsnappy1v5 liblz4-1 libzstd1 libbz2-1.0 zlib1g \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin inferllama \
+ && mkdir -p /data && chown inferllama:inferllama /data
+COPY --from=build /src/build/inferllama /usr/local/bin/inferllama
+COPY --from=build /src/config/inferllama.toml /etc/inferllama/inferllama.toml
+USER 10001:10001
+VOLUME ["/data"]
+EXPOSE 8080
+ENV INFERLLAMA_DATA_DIR=/data INFERLLAMA_LISTEN=0.0.0.0:8080
+# The root file system can be mounted read-only (docker run --read-only): the node writes only /data.
+ENTRYPOINT ["/usr/local/bin/inferllama", "serve"]
