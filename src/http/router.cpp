@@ -78,7 +78,7 @@ Route api_route(RepoType type, const std::vector<std::string_view>& segs) {
   if (action == "revision") {
     // A revision may arrive unencoded ("refs/pr/1"): take the rest of the path.
     auto whole = join_decoded(segs, rest);
-    if (!whole) return BadRequest{"invalid revision"};
+    if (!whole || whole->find('\0') != std::string::npos) return BadRequest{"invalid revision"};
     r.rev = std::move(*whole);
     r.kind = ApiRoute::Kind::revision;
     return r;

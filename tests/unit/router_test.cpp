@@ -70,6 +70,8 @@ TEST(Router, ApiRoutes) {
   ASSERT_TRUE(std::get_if<ApiRoute>(&r));
   EXPECT_EQ(std::get<ApiRoute>(r).kind, ApiRoute::Kind::refs);
 
+  // Found by fuzz_router: a NUL in a later segment of an unencoded revision.
+  EXPECT_TRUE(std::holds_alternative<BadRequest>(route("/api/models/acme/tiny/revision/main/%00")));
   EXPECT_TRUE(std::holds_alternative<NotFound>(route("/api/things/acme/x")));
   EXPECT_TRUE(std::holds_alternative<BadRequest>(route("/api/models/ac%20me/x")));
   EXPECT_TRUE(std::holds_alternative<HealthRoute>(route("/healthz")));
