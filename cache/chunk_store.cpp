@@ -56,4 +56,21 @@ void ChunkStore::adopt(const fs::path& staged, const Sha256& id) {
   bytes_stored_ += size;
 }
 
+std::uint64_t ChunkStore::remove(const Sha256& id) {
+  std::error_code ec;
+  const fs::path path = chunk_path(id);
+  const auto size = fs::file_size(path, ec);
+  if (ec || !fs::remove(path, ec)) return 0;
+  bytes_stored_ -= size;
+  return size;
+}
+
+void ChunkStore::for_each_chunk(const std::function<void(const Sha256&)>& visit) const {
+  std::error_code ec;
+  for (const auto& entry : fs::recursive_directory_iterator(chunks_, ec)) {
+    if (!entry.is_regular_file(ec)) continue;
+    if (auto id = Sha256::from_hex(entry.path().filename().string())) visit(*id);
+  }
+}
+
 }  // namespace inferllama

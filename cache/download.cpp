@@ -248,7 +248,9 @@ std::size_t Download::write_body(int segment, std::span<const char> bytes) {
       fd = chunk_fd_locked(index);
     }
     if (fd < 0) {
-      fail(std::string("cannot stage chunk: ") + std::generic_category().message(errno));
+      const int error = errno;
+      fail(std::string("cannot stage chunk: ") + std::generic_category().message(error));
+      if (error == ENOSPC && owner_.on_disk_full_) owner_.on_disk_full_(source_.size);
       return done;
     }
     auto& chunk = chunks_[index];
@@ -258,7 +260,9 @@ std::size_t Download::write_body(int segment, std::span<const char> bytes) {
     ssize_t wrote = ::pwrite(fd, bytes.data() + done, n, static_cast<off_t>(within));
     if (wrote < 0 && errno == EINTR) continue;
     if (wrote <= 0) {
-      fail(std::string("cannot write chunk: ") + std::generic_category().message(errno));
+      const int error = errno;
+      fail(std::string("cannot write chunk: ") + std::generic_category().message(error));
+      if (error == ENOSPC && owner_.on_disk_full_) owner_.on_disk_full_(source_.size);
       return done;
     }
     const auto w = static_cast<std::uint32_t>(wrote);
@@ -395,6 +399,7 @@ void Download::finalize() {
     for (std::size_t i = 0; i < chunk_count_; ++i) {
       if (::fdatasync(chunks_[i].fd) != 0) throw std::runtime_error(std::generic_category().message(errno));
     }
+    std::lock_guard mutating(owner_.store_.mutation_mutex());
     for (std::size_t i = 0; i < chunk_count_; ++i) {
       owner_.store_.adopt(staging_ / std::to_string(i), chunks_[i].ref.id);
       blob.chunks.push_back(chunks_[i].ref);
@@ -417,6 +422,7 @@ void Download::finalize() {
   wake_.notify_all();
   owner_.finished(*this);
   notify();
+  if (owner_.on_stored_) owner_.on_stored_(source_.etag);
 }
 
 void Download::fail(const std::string& why) {
@@ -468,6 +474,12 @@ std::shared_ptr<Download> Downloads::find(const std::string& etag) {
   std::lock_guard lock(mutex_);
   auto it = running_.find(etag);
   return it == running_.end() ? nullptr : it->second;
+}
+
+void Downloads::set_hooks(std::function<void(const std::string&)> on_stored,
+                          std::function<void(std::uint64_t)> on_disk_full) {
+  on_stored_ = std::move(on_stored);
+  on_disk_full_ = std::move(on_disk_full);
 }
 
 std::size_t Downloads::in_flight() {

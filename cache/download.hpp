@@ -167,6 +167,9 @@ class Downloads {
   // Stops every download (they fail with "shutting down") and waits for their connections.
   void shutdown();
 
+  // Called on a worker after a file was stored (etag), and when a download hit a full disk (its size).
+  void set_hooks(std::function<void(const std::string&)> on_stored, std::function<void(std::uint64_t)> on_disk_full);
+
   const DownloadSettings& settings() const { return settings_; }
   DownloadCounters& counters() { return counters_; }
 
@@ -184,6 +187,8 @@ class Downloads {
   std::mutex mutex_;
   std::map<std::string, std::shared_ptr<Download>> running_;
   std::atomic<bool> stopping_{false};
+  std::function<void(const std::string&)> on_stored_;
+  std::function<void(std::uint64_t)> on_disk_full_;
 };
 
 }  // namespace inferllama::cache

@@ -214,6 +214,79 @@ class RocksIndex final : public Index {
     check(db_->Write(wo, &batch), "index commit");
   }
 
+  std::vector<Sha256> remove_blob(const std::string& etag) override {
+    std::lock_guard lock(commit_mutex_);
+    std::vector<Sha256> freed;
+    auto stored = get(kBlobs, etag);
+    if (!stored) return freed;
+    const BlobEntry blob = decode_blob(*stored);
+    rocksdb::WriteBatch batch;
+    batch.Delete(handles_[kBlobs], etag);
+    std::map<std::string, std::uint64_t> decrements;
+    for (const auto& c : blob.chunks) ++decrements[std::string(c.id.raw())];
+    for (const auto& [id, n] : decrements) {
+      std::uint64_t count = 0;
+      if (auto old = get(kChunks, id)) count = Reader(*old).num<std::uint64_t>();
+      if (count <= n) {
+        batch.Delete(handles_[kChunks], id);
+        freed.push_back(*Sha256::from_raw(id));
+      } else {
+        Writer w;
+        w.u64(count - n);
+        batch.Put(handles_[kChunks], id, w.take());
+      }
+    }
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    check(db_->Write(wo, &batch), "index eviction");
+    return freed;
+  }
+
+  void list_blobs(const std::function<void(const std::string&, std::uint64_t)>& visit) override {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handles_[kBlobs]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      Reader r(it->value().ToStringView());
+      r.str();                     // etag
+      r.num<std::uint8_t>();       // lfs
+      visit(std::string(it->key().ToStringView()), r.num<std::uint64_t>());
+    }
+  }
+
+  std::vector<std::string> etags_of(const RepoId& repo, const std::string& commit) override {
+    std::vector<std::string> out;
+    const std::string prefix = repo.key() + '@' + commit + '\0';
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handles_[kFiles]));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      out.push_back(decode_file(it->value().ToStringView()).etag);
+    }
+    return out;
+  }
+
+  void set_pinned(const RepoId& repo, const std::string& commit, bool pinned) override {
+    const std::string key = "pin|" + repo.key() + '@' + commit;
+    if (pinned) {
+      put(kMeta, key, "");
+    } else {
+      check(db_->Delete(rocksdb::WriteOptions(), handles_[kMeta], key), "index write");
+    }
+  }
+
+  std::vector<std::pair<RepoId, std::string>> pinned() override {
+    std::vector<std::pair<RepoId, std::string>> out;
+    const std::string prefix = "pin|";
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handles_[kMeta]));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      std::string_view key = it->key().ToStringView().substr(prefix.size());  // type/name@commit
+      auto slash = key.find('/');
+      auto at = key.rfind('@');
+      if (slash == std::string_view::npos || at == std::string_view::npos || at < slash) continue;
+      auto type = parse_repo_type(key.substr(0, slash));
+      if (!type) continue;
+      out.push_back({RepoId{*type, std::string(key.substr(slash + 1, at - slash - 1))}, std::string(key.substr(at + 1))});
+    }
+    return out;
+  }
+
   std::uint64_t chunk_refcount(const Sha256& chunk) override {
     auto v = get(kChunks, std::string(chunk.raw()));
     return v ? Reader(*v).num<std::uint64_t>() : 0;

@@ -376,6 +376,11 @@ constexpr KeySpec kSpecs[] = {
     {{"worker_threads", "--worker-threads", "INFERLLAMA_WORKER_THREADS",
       "Threads for hashing, disk and RocksDB work, 0..1024 (0 = number of cores)", "0"},
      [](Config& c, const Input& in) { c.worker_threads = static_cast<unsigned>(in.integer(0, 1024)); }},
+    {{"max_disk", "--max-disk", "INFERLLAMA_MAX_DISK",
+      "Disk budget of the chunk store (e.g. \"500GiB\"); least recently used files are evicted to stay under "
+      "it, pinned snapshots never; 0 = no budget",
+      "0"},
+     [](Config& c, const Input& in) { c.max_disk = in.size(); }},
     {{"idle_timeout", "--idle-timeout", "INFERLLAMA_IDLE_TIMEOUT",
       "Close a client connection that makes no progress this long: idle keep-alive, a request arriving too "
       "slowly (slowloris), or a client that stops reading; 1s..1h",

@@ -1,6 +1,8 @@
 #pragma once
 #include <atomic>
 #include <filesystem>
+#include <functional>
+#include <mutex>
 
 #include "inferllama/digest.hpp"
 
@@ -20,8 +22,15 @@ class ChunkStore {
   std::filesystem::path make_staging_dir();
   // Moves a verified staged chunk to its content address (or drops it if that chunk is stored).
   void adopt(const std::filesystem::path& staged, const Sha256& id);
+  // Deletes a chunk's file; returns the bytes freed (0 if it was not there).
+  std::uint64_t remove(const Sha256& id);
+  // Every chunk file in the store (for garbage collection).
+  void for_each_chunk(const std::function<void(const Sha256&)>& visit) const;
 
   const std::filesystem::path& root() const { return root_; }
+  // Held while chunk files and their index references change together (a download's commit, an
+  // eviction, garbage collection), so none of them sees the other half done.
+  std::mutex& mutation_mutex() { return mutation_mutex_; }
   // Bytes in stored chunks (counted at start-up, then kept as chunks are adopted).
   std::uint64_t bytes_stored() const { return bytes_stored_.load(std::memory_order_relaxed); }
 
@@ -31,6 +40,7 @@ class ChunkStore {
   std::filesystem::path staging_;
   std::atomic<std::uint64_t> next_staging_{0};
   std::atomic<std::uint64_t> bytes_stored_{0};
+  std::mutex mutation_mutex_;
 };
 
 }  // namespace inferllama

@@ -70,6 +70,19 @@ class Index {
 
   virtual std::uint64_t chunk_refcount(const Sha256& chunk) = 0;
 
+  // Forgets a stored blob in one atomic write: its record and one reference on each of its chunks.
+  // Returns the chunks nothing references any more (the caller deletes their files). File entries stay:
+  // a later request for such a path fetches the bytes again.
+  virtual std::vector<Sha256> remove_blob(const std::string& etag) = 0;
+  // Every stored blob: (etag, size).
+  virtual void list_blobs(const std::function<void(const std::string&, std::uint64_t)>& visit) = 0;
+  // The etags of the files of one commit.
+  virtual std::vector<std::string> etags_of(const RepoId& repo, const std::string& commit) = 0;
+
+  // Pinned snapshots are never evicted: "{type}/{repo}@{commit}".
+  virtual void set_pinned(const RepoId& repo, const std::string& commit, bool pinned) = 0;
+  virtual std::vector<std::pair<RepoId, std::string>> pinned() = 0;
+
   struct ListedFile {
     std::string repo_key;  // "model/acme/tiny-model"
     std::string commit;

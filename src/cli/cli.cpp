@@ -61,6 +61,21 @@ int run(int argc, char** argv) {
   pull_cmd->add_option("--token", pull_options.token, "Hub token sent to the node (default: HF_TOKEN)");
   pull_cmd->add_flag("--quiet", pull_options.quiet, "No progress bars");
 
+  std::string default_node = "http://127.0.0.1:8080";
+  if (const char* node = std::getenv("HF_ENDPOINT")) default_node = node;
+  AdminOptions pin_options{"pin", default_node}, unpin_options{"unpin", default_node}, gc_options{"gc", default_node};
+  auto* pin_cmd = app.add_subcommand("pin", "Never evict a snapshot (REPO[@REV], default revision main)");
+  auto* unpin_cmd = app.add_subcommand("unpin", "Let a pinned snapshot be evicted again");
+  for (auto [command, options] : {std::pair{pin_cmd, &pin_options}, std::pair{unpin_cmd, &unpin_options}}) {
+    command->add_option("repo", options->repo, "Repository id, optionally @revision")->required();
+    command->add_option("--repo-type", options->repo_type, "model, dataset or space")
+        ->check(CLI::IsMember({"model", "dataset", "space"}))
+        ->capture_default_str();
+    command->add_option("--node", options->node, "Base URL of the node (default: HF_ENDPOINT or http://127.0.0.1:8080)");
+  }
+  auto* gc_cmd = app.add_subcommand("gc", "Delete stored chunks that no file references, and report what was freed");
+  gc_cmd->add_option("--node", gc_options.node, "Base URL of the node (default: HF_ENDPOINT or http://127.0.0.1:8080)");
+
   auto* ls_cmd = app.add_subcommand("ls", "List cached repos, revisions, files and sizes");
   ls_cmd->add_option("--config", ls_config, "TOML configuration file (env INFERLLAMA_CONFIG)");
   ls_cmd->add_option("--data-dir", ls_given["data_dir"], "Data directory [default: ./data] (env INFERLLAMA_DATA_DIR)");
@@ -73,6 +88,9 @@ int run(int argc, char** argv) {
   try {
     if (*serve_cmd) return serve(config_from(serve_given, *serve_cmd, serve_config));
     if (*pull_cmd) return pull(pull_options);
+    if (*pin_cmd) return admin(pin_options);
+    if (*unpin_cmd) return admin(unpin_options);
+    if (*gc_cmd) return admin(gc_options);
     if (*ls_cmd) {
       ConfigSources sources;
       if (ls_cmd->count("--data-dir")) sources.flags["data_dir"] = ls_given["data_dir"];

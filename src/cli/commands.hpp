@@ -22,6 +22,15 @@ struct PullOptions {
 // `pull`: warms the node's cache with every file of a snapshot, one progress bar per file.
 int pull(const PullOptions& options);
 
+struct AdminOptions {
+  std::string action;  // pin, unpin, gc
+  std::string node;
+  std::string repo;    // REPO[@REV]
+  std::string repo_type = "model";
+};
+// `pin`, `unpin`, `gc`: ask a running node (from the same machine: the node takes these from loopback only).
+int admin(const AdminOptions& options);
+
 // `ls`: lists cached repos, revisions, files and sizes from the data directory's index.
 int list_cache(const Config& config);
 

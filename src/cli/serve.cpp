@@ -9,6 +9,7 @@
 #include "commands.hpp"
 #include "curl_upstream.hpp"
 #include "download.hpp"
+#include "evictor.hpp"
 #include "hub_service.hpp"
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/index.hpp"
@@ -54,7 +55,18 @@ int serve(const Config& config) {
   settings.parallel_threshold = config.parallel_threshold;
   settings.retries = config.upstream_retries;
   cache::Downloads downloads(store, *index, *upstream, workers, settings);
-  hub::HubService hub(config, *index, *upstream, downloads);
+  cache::Evictor evictor(store, *index, config.max_disk);
+  downloads.set_hooks(
+      [&](const std::string& etag) {
+        evictor.stored(etag);
+        evictor.enforce();
+      },
+      [&](std::uint64_t bytes) {
+        spdlog::error("the disk is full: evicting to make room for {} bytes", bytes);
+        asio::post(workers, [&evictor, bytes] { evictor.make_room(bytes); });
+      });
+  asio::post(workers, [&evictor] { evictor.enforce(); });  // a budget lowered since the last run
+  hub::HubService hub(config, *index, *upstream, downloads, evictor);
   http::Server server(io, config, hub, store, blocking);
 
   const std::uint16_t port = server.start();

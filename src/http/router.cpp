@@ -104,6 +104,9 @@ Route route(std::string_view path) {
   if (path.find('\0') != std::string_view::npos) return BadRequest{"invalid path"};
   if (path == "/healthz") return HealthRoute{};
   if (path == "/metrics") return MetricsRoute{};
+  if (path == "/api/inferllama/pin" || path == "/api/inferllama/unpin" || path == "/api/inferllama/gc") {
+    return AdminRoute{std::string(path.substr(std::string_view("/api/inferllama/").size()))};
+  }
   if (!path.starts_with("/")) return BadRequest{"invalid path"};
   auto segs = split(path.substr(1));
   if (segs.size() >= 2 && segs[0] == "api") {
@@ -143,6 +146,7 @@ const char* route_name(const Route& route) {
   if (std::holds_alternative<ResolveRoute>(route)) return "resolve";
   if (std::holds_alternative<HealthRoute>(route)) return "healthz";
   if (std::holds_alternative<MetricsRoute>(route)) return "metrics";
+  if (std::holds_alternative<AdminRoute>(route)) return "admin";
   if (const auto* api = std::get_if<ApiRoute>(&route)) {
     switch (api->kind) {
       case ApiRoute::Kind::info: return "api_info";

@@ -9,6 +9,10 @@ namespace inferllama::http {
 
 struct HealthRoute {};
 struct MetricsRoute {};
+// The node's own administration (loopback callers only): pin, unpin, gc.
+struct AdminRoute {
+  std::string action;
+};
 struct ResolveRoute {
   RepoId repo;
   std::string rev;   // decoded ("refs/pr/1")
@@ -26,7 +30,7 @@ struct BadRequest {
 };
 struct NotFound {};
 
-using Route = std::variant<NotFound, BadRequest, HealthRoute, MetricsRoute, ResolveRoute, ApiRoute>;
+using Route = std::variant<NotFound, BadRequest, HealthRoute, MetricsRoute, AdminRoute, ResolveRoute, ApiRoute>;
 
 // A short name for metrics and logs: "resolve", "api_tree", "healthz", ...
 const char* route_name(const Route& route);

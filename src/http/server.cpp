@@ -125,6 +125,7 @@ struct Server::Impl {
   Task<bool> sendfile_all(Connection& c, int fd, std::uint64_t offset, std::uint64_t length);
   std::string public_base(const Request& req) const;
   std::string render_metrics() const;
+  Task<bool> handle_admin(Connection& c, const Request& req, const std::string& action);
   void record(Connection& c, const Request& req, std::chrono::steady_clock::time_point started);
 
   asio::io_context& io;
@@ -350,7 +351,46 @@ std::string Server::Impl::render_metrics() const {
   write_sample(out, "inferllama_downloads_in_flight", "", static_cast<double>(hub.downloads().in_flight()));
   write_header(out, "inferllama_disk_used_bytes", "gauge", "Bytes in stored chunks");
   write_sample(out, "inferllama_disk_used_bytes", "", static_cast<double>(store.bytes_stored()));
+  auto& evictor = hub.evictor();
+  write_header(out, "inferllama_disk_budget_bytes", "gauge", "Disk budget of the chunk store (0 = none)");
+  write_sample(out, "inferllama_disk_budget_bytes", "", static_cast<double>(evictor.budget()));
+  write_header(out, "inferllama_evictions_total", "counter", "Files evicted to stay under the budget");
+  write_sample(out, "inferllama_evictions_total", "", static_cast<double>(evictor.counters().evicted_files.load()));
+  write_header(out, "inferllama_evicted_bytes_total", "counter", "Disk bytes freed by evictions");
+  write_sample(out, "inferllama_evicted_bytes_total", "", static_cast<double>(evictor.counters().evicted_bytes.load()));
   return out;
+}
+
+Task<bool> Server::Impl::handle_admin(Connection& c, const Request& req, const std::string& action) {
+  boost::system::error_code ec;
+  auto remote = c.socket.remote_endpoint(ec);
+  if (ec || !remote.address().is_loopback()) {
+    co_return co_await send_error(c, req, bhttp::status::forbidden, "administration is for loopback callers only");
+  }
+  if (req.method() != bhttp::verb::post) co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use POST");
+  nlohmann::json result;
+  if (action == "gc") {
+    auto report = co_await offload(blocking, [&] { return hub.evictor().collect_garbage(); });
+    result = {{"chunks_removed", report.chunks_removed}, {"bytes_freed", report.bytes_freed}};
+  } else {
+    auto body = nlohmann::json::parse(req.body(), nullptr, false);
+    if (!body.is_object() || !body.contains("repo") || !body["repo"].is_string()) {
+      co_return co_await send_error(c, req, bhttp::status::bad_request, "expected {\"repo\": ..., \"revision\": ...}");
+    }
+    auto type = parse_repo_type(body.value("type", "model"));
+    if (!type) co_return co_await send_error(c, req, bhttp::status::bad_request, "type is model, dataset or space");
+    RepoId repo{*type, body["repo"].get<std::string>()};
+    const std::string rev = body.value("revision", "main");
+    const bool pinned = action == "pin";
+    auto outcome = co_await offload(blocking, [&] { return hub.pin(repo, rev, pinned); });
+    if (auto* reply = std::get_if<hub::Reply>(&outcome)) co_return co_await send_reply(c, req, *reply);
+    result = {{"repo", repo.key()}, {"commit", std::get<std::string>(outcome)}, {"pinned", pinned}};
+  }
+  StringResponse res{bhttp::status::ok, req.version()};
+  res.keep_alive(req.keep_alive());
+  res.set(bhttp::field::content_type, "application/json");
+  res.body() = result.dump();
+  co_return co_await send(c, std::move(res));
 }
 
 Task<bool> Server::Impl::send(Connection& c, StringResponse response) {
@@ -419,6 +459,7 @@ Task<bool> Server::Impl::handle(Connection& c, Request& req) {
   if (std::holds_alternative<NotFound>(r)) {
     co_return co_await send_error(c, req, bhttp::status::not_found, "no such route");
   }
+  if (auto* admin = std::get_if<AdminRoute>(&r)) co_return co_await handle_admin(c, req, admin->action);
   if (std::holds_alternative<MetricsRoute>(r)) {
     StringResponse res{bhttp::status::ok, req.version()};
     res.keep_alive(req.keep_alive());

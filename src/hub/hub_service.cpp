@@ -74,8 +74,16 @@ std::string with_query(std::string url, std::string_view query) {
 
 }  // namespace
 
-HubService::HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads)
-    : config_(config), index_(index), upstream_(upstream), downloads_(downloads) {}
+HubService::HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads,
+                       cache::Evictor& evictor)
+    : config_(config), index_(index), upstream_(upstream), downloads_(downloads), evictor_(evictor) {}
+
+std::variant<std::string, Reply> HubService::pin(const RepoId& repo, const std::string& rev, bool pinned) {
+  std::string stale;
+  auto commit = resolve_commit(repo, rev, credentials_for(Caller{}, true), stale);
+  if (auto* commit_sha = std::get_if<std::string>(&commit)) index_.set_pinned(repo, *commit_sha, pinned);
+  return commit;
+}
 
 std::string HubService::api_url(const RepoId& repo) const {
   return config_.upstream + "/api/" + std::string(repo.api_segment()) + "/" + repo.name;
@@ -229,16 +237,26 @@ std::optional<FileAnswer> HubService::stored_file(const RepoId& repo, const std:
   const std::string key = repo.key() + '@' + commit + '\0' + path;
   {
     std::lock_guard lock(mutex_);
-    if (auto it = files_.find(key); it != files_.end()) return it->second;
+    if (auto it = files_.find(key); it != files_.end()) {
+      FileAnswer answer = it->second;
+      answer.lease = evictor_.lease(answer.file.etag);
+      if (answer.lease) return answer;
+      files_.erase(it);  // evicted: fetch again
+      return std::nullopt;
+    }
   }
   auto file = index_.get_file(repo, commit, path);
   if (!file) return std::nullopt;
   auto blob = index_.get_blob(file->etag);
   if (!blob) return std::nullopt;
-  FileAnswer answer{commit, "", *file, std::make_shared<const BlobEntry>(std::move(*blob)), nullptr};
-  std::lock_guard lock(mutex_);
-  if (files_.size() > kMaxMemoEntries) files_.clear();
-  files_[key] = answer;
+  FileAnswer answer{commit, "", *file, std::make_shared<const BlobEntry>(std::move(*blob)), nullptr, nullptr};
+  {
+    std::lock_guard lock(mutex_);
+    if (files_.size() > kMaxMemoEntries) files_.clear();
+    files_[key] = answer;
+  }
+  answer.lease = evictor_.lease(answer.file.etag);
+  if (!answer.lease) return std::nullopt;  // being evicted: fetch it again
   return answer;
 }
 
@@ -256,8 +274,14 @@ std::optional<FileAnswer> HubService::resolve_fast(const RepoId& repo, const std
   }
   auto it = files_.find(repo.key() + '@' + commit + '\0' + path);
   if (it == files_.end()) return std::nullopt;
+  FileAnswer answer = it->second;
+  answer.lease = evictor_.lease(answer.file.etag);
+  if (!answer.lease) {
+    files_.erase(it);  // evicted: the slow path fetches it again
+    return std::nullopt;
+  }
   ++counters_.hits;
-  return it->second;
+  return answer;
 }
 
 std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const std::string& rev, const std::string& path,
@@ -335,7 +359,8 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
   if (!answer.download) {
     // Stored meanwhile by a download that just finished (possibly under another path): record this path.
     auto blob = index_.get_blob(answer.file.etag);
-    if (!blob) return error_reply(503, "the node is shutting down");
+    answer.lease = evictor_.lease(answer.file.etag);
+    if (!blob || !answer.lease) return error_reply(503, "the file is being evicted or the node is stopping; retry");
     index_.put_file(repo, answer.commit, path, answer.file);
     answer.blob = std::make_shared<const BlobEntry>(std::move(*blob));
   }

@@ -9,6 +9,7 @@
 #include <variant>
 
 #include "download.hpp"
+#include "evictor.hpp"
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/config.hpp"
 #include "inferllama/index.hpp"
@@ -40,6 +41,7 @@ struct FileAnswer {
   FileEntry file;
   std::shared_ptr<const BlobEntry> blob;
   std::shared_ptr<cache::Download> download;
+  std::shared_ptr<void> lease;  // keeps a stored blob from being evicted while it is served
 };
 
 struct HubCounters {
@@ -55,7 +57,8 @@ struct HubCounters {
 // on the blocking pool.
 class HubService {
  public:
-  HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads);
+  HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads,
+             cache::Evictor& evictor);
 
   // A stored file of a repo known to be public, answered from memory without blocking; nullopt when
   // the slow path has to decide.
@@ -74,6 +77,11 @@ class HubService {
 
   HubCounters& counters() { return counters_; }
   cache::Downloads& downloads() { return downloads_; }
+  cache::Evictor& evictor() { return evictor_; }
+
+  // Pins or unpins the snapshot `rev` names (pinned snapshots are never evicted); the commit, or a Reply
+  // when the revision cannot be resolved.
+  std::variant<std::string, Reply> pin(const RepoId& repo, const std::string& rev, bool pinned);
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -111,6 +119,7 @@ class HubService {
   Index& index_;
   Upstream& upstream_;
   cache::Downloads& downloads_;
+  cache::Evictor& evictor_;
   HubCounters counters_;
 
   std::mutex mutex_;

@@ -262,7 +262,8 @@ def make_repo(rtype: str, repo_id: str, files: list[FileEntry], **kwargs) -> Rep
     return repo
 
 
-def build_fixtures(store: BlobStore, big_file_size: int) -> tuple[list[Repo], dict[tuple[str, str], str]]:
+def build_fixtures(store: BlobStore, big_file_size: int, sized_models: int = 0,
+                   sized_model_size: int = 0) -> tuple[list[Repo], dict[tuple[str, str], str]]:
     repos: list[Repo] = []
 
     key = "model/acme/tiny-model"
@@ -308,6 +309,12 @@ def build_fixtures(store: BlobStore, big_file_size: int) -> tuple[list[Repo], di
                                "gr.Interface(lambda x: x, 'text', 'text').launch()\n"),
         regular_file("requirements.txt", "gradio\n"),
     ]))
+    # Models of one size, for disk-budget tests: acme/sized-0 .. acme/sized-{N-1}.
+    for i in range(sized_models):
+        repos.append(make_repo("model", f"acme/sized-{i}", [
+            regular_file("config.json", config_json(model_type=f"sized-{i}", size=sized_model_size)),
+            lfs_file(store, f"model/acme/sized-{i}", "model.safetensors", sized_model_size),
+        ]))
     if big_file_size > 0:
         repos.append(make_repo("model", "acme/big-model", [
             regular_file("config.json", config_json(model_type="big", size=big_file_size)),
@@ -423,7 +430,8 @@ class FakeHub:
         self.hub_port = 0
         self.cdn_port = 0
         self.stop_event = threading.Event()
-        repos, self.renames = build_fixtures(BlobStore(data_dir), args.big_file_size)
+        repos, self.renames = build_fixtures(BlobStore(data_dir), args.big_file_size, args.sized_models,
+                                             args.sized_model_size)
         self.repos = {(r.type, r.id): r for r in repos}
         self.blobs: dict[str, FileEntry] = {}         # sha256 -> LFS entry served by the CDN
         self.blob_names: dict[str, set[str]] = {}     # sha256 -> {"acme/x/path", ...} for fault matching
@@ -1149,6 +1157,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tree-page-size", type=int, default=3)
     p.add_argument("--big-file-size", type=int, default=0,
                    help="if > 0, add acme/big-model with an LFS file of this many bytes")
+    p.add_argument("--sized-models", type=int, default=0,
+                   help="add acme/sized-0..N-1, each with an LFS file of --sized-model-size bytes")
+    p.add_argument("--sized-model-size", type=int, default=8 * MIB)
     p.add_argument("--cdn-rate", type=int, default=0, help="bytes/s per CDN response (0 = unlimited)")
     p.add_argument("--url-ttl", type=int, default=3600, help="lifetime of signed CDN URLs, seconds")
     p.add_argument("--verbose", action="store_true", help="log requests to stderr")

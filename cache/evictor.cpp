@@ -1,0 +1,118 @@
+#include "evictor.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <unordered_set>
+#include <vector>
+
+namespace inferllama::cache {
+namespace fs = std::filesystem;
+
+Evictor::Evictor(ChunkStore& store, Index& index, std::uint64_t budget_bytes)
+    : store_(store), index_(index), budget_(budget_bytes) {}
+
+void Evictor::stored(const std::string& etag) {
+  std::lock_guard lock(mutex_);
+  gone_.erase(etag);
+  last_used_[etag] = ++tick_;
+}
+
+std::shared_ptr<void> Evictor::lease(const std::string& etag) {
+  {
+    std::lock_guard lock(mutex_);
+    if (gone_.contains(etag)) return nullptr;
+    ++readers_[etag];
+    last_used_[etag] = ++tick_;
+  }
+  return std::shared_ptr<void>(this, [etag](Evictor* self) { self->release(etag); });
+}
+
+void Evictor::release(const std::string& etag) {
+  std::lock_guard lock(mutex_);
+  if (auto it = readers_.find(etag); it != readers_.end() && --it->second == 0) readers_.erase(it);
+}
+
+void Evictor::enforce() {
+  if (budget_ > 0 && store_.bytes_stored() > budget_) evict_until(budget_);
+}
+
+void Evictor::make_room(std::uint64_t bytes) {
+  const std::uint64_t limit = budget_ > 0 ? budget_ : store_.bytes_stored();
+  evict_until(limit > bytes ? limit - bytes : 0);
+}
+
+void Evictor::evict_until(std::uint64_t target_bytes) {
+  std::lock_guard evicting(evict_mutex_);
+  if (store_.bytes_stored() <= target_bytes) return;
+
+  std::unordered_set<std::string> pinned;
+  for (const auto& [repo, commit] : index_.pinned()) {
+    for (auto& etag : index_.etags_of(repo, commit)) pinned.insert(std::move(etag));
+  }
+  struct Candidate {
+    std::string etag;
+    std::int64_t last_used;
+  };
+  std::vector<Candidate> candidates;
+  {
+    std::vector<std::string> all;
+    index_.list_blobs([&](const std::string& etag, std::uint64_t) { all.push_back(etag); });
+    std::lock_guard lock(mutex_);
+    for (auto& etag : all) {
+      if (pinned.contains(etag) || readers_.contains(etag)) continue;
+      auto used = last_used_.find(etag);
+      // Files not used since start-up are the oldest.
+      candidates.push_back({std::move(etag), used == last_used_.end() ? 0 : used->second});
+    }
+  }
+  std::sort(candidates.begin(), candidates.end(),
+            [](const Candidate& a, const Candidate& b) { return a.last_used < b.last_used; });
+
+  for (const auto& candidate : candidates) {
+    if (store_.bytes_stored() <= target_bytes) break;
+    {
+      // Marked gone before its chunks go: a reader either holds a lease already (skip it) or gets none.
+      std::lock_guard lock(mutex_);
+      if (readers_.contains(candidate.etag)) continue;
+      gone_.insert(candidate.etag);
+    }
+    auto blob = index_.get_blob(candidate.etag);
+    if (!blob) continue;
+    std::uint64_t freed = 0;
+    {
+      std::lock_guard mutating(store_.mutation_mutex());
+      for (const auto& chunk : index_.remove_blob(candidate.etag)) freed += store_.remove(chunk);
+    }
+    ++counters_.evicted_files;
+    counters_.evicted_bytes += freed;
+    spdlog::info("evicted {} ({} bytes, {} freed on disk)", candidate.etag, blob->size, freed);
+    std::lock_guard lock(mutex_);
+    last_used_.erase(candidate.etag);
+  }
+  if (store_.bytes_stored() > target_bytes) {
+    spdlog::warn("the store holds {} bytes, over its target of {}: the rest is pinned or being read",
+                 store_.bytes_stored(), target_bytes);
+  }
+}
+
+GcReport Evictor::collect_garbage() {
+  std::lock_guard evicting(evict_mutex_);
+  GcReport report;
+  std::vector<Sha256> orphans;
+  store_.for_each_chunk([&](const Sha256& id) {
+    if (index_.chunk_refcount(id) == 0) orphans.push_back(id);
+  });
+  for (const auto& id : orphans) {
+    // Re-checked: a download may have committed a file that uses this chunk since the scan.
+    std::lock_guard mutating(store_.mutation_mutex());
+    if (index_.chunk_refcount(id) != 0) continue;
+    report.bytes_freed += store_.remove(id);
+    ++report.chunks_removed;
+  }
+  spdlog::info("gc: removed {} unreferenced chunks, {} bytes", report.chunks_removed, report.bytes_freed);
+  return report;
+}
+
+}  // namespace inferllama::cache

@@ -1,0 +1,64 @@
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <memory>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "inferllama/chunk_store.hpp"
+#include "inferllama/index.hpp"
+
+namespace inferllama::cache {
+
+struct EvictionCounters {
+  std::atomic<std::uint64_t> evicted_files{0};
+  std::atomic<std::uint64_t> evicted_bytes{0};
+};
+
+struct GcReport {
+  std::uint64_t chunks_removed = 0;
+  std::uint64_t bytes_freed = 0;
+};
+
+// Keeps the chunk store under its disk budget by forgetting the least recently used files. A file
+// counts once however many paths or revisions name it; a chunk is deleted only when no stored file
+// references it; files of pinned snapshots and files being read are never evicted.
+class Evictor {
+ public:
+  Evictor(ChunkStore& store, Index& index, std::uint64_t budget_bytes);
+
+  // A file was just stored (again): it is the most recently used.
+  void stored(const std::string& etag);
+  // A response is about to read a stored file: while the lease lives the file is not evicted. Null if
+  // the file was evicted (or is being evicted): the caller fetches it again.
+  std::shared_ptr<void> lease(const std::string& etag);
+
+  // Evicts until the store is within budget (a no-op without a budget). Blocking: run it on a worker.
+  void enforce();
+  // Evicts until `bytes` more fit under the budget, or everything evictable is gone (a full disk).
+  void make_room(std::uint64_t bytes);
+  // Deletes chunk files that no stored file references (left by a crash or an interrupted eviction).
+  GcReport collect_garbage();
+
+  std::uint64_t budget() const { return budget_; }
+  EvictionCounters& counters() { return counters_; }
+
+ private:
+  void evict_until(std::uint64_t target_bytes);
+  void release(const std::string& etag);
+
+  ChunkStore& store_;
+  Index& index_;
+  const std::uint64_t budget_;
+  EvictionCounters counters_;
+  std::mutex evict_mutex_;  // one eviction at a time
+  std::mutex mutex_;
+  std::unordered_map<std::string, std::int64_t> last_used_;  // etag -> steady tick of its last use
+  std::unordered_map<std::string, unsigned> readers_;
+  std::unordered_set<std::string> gone_;  // evicted and not stored again
+  std::int64_t tick_ = 0;
+};
+
+}  // namespace inferllama::cache
