@@ -252,7 +252,9 @@ class FakeHubTest(unittest.TestCase):
                     raise http.client.IncompleteRead(bytes(got))
                 got += chunk
         conn.close()
-        self.assertEqual(len(got), 100000)
+        # At most the 100000 bytes before the reset (fewer if a loaded machine delays the client's ACKs).
+        self.assertGreater(len(got), 0)
+        self.assertLessEqual(len(got), 100000)
         faults = json.loads(self.request("GET", "/_fake/faults")[2])
         self.assertEqual(faults[0]["times"], 0)
         status, _, body = self.request("GET", loc)  # fault used up: clean download
