@@ -12,10 +12,9 @@ namespace fs = std::filesystem;
 ChunkStore::ChunkStore(fs::path data_dir)
     : root_(std::move(data_dir)), chunks_(root_ / "chunks"), staging_(root_ / "staging") {
   fs::create_directories(chunks_);
-  // Staged chunks of downloads that a previous run did not finish are not referenced by anything.
-  std::error_code ec;
-  fs::remove_all(staging_, ec);
+  // Staged chunks of downloads a previous run did not finish stay: the next download of that file resumes.
   fs::create_directories(staging_);
+  std::error_code ec;
   for (const auto& entry : fs::recursive_directory_iterator(chunks_, ec)) {
     if (entry.is_regular_file(ec)) bytes_stored_ += entry.file_size(ec);
   }
@@ -35,9 +34,8 @@ int ChunkStore::open_chunk(const Sha256& id) const {
   return ::open(chunk_path(id).c_str(), O_RDONLY | O_CLOEXEC);
 }
 
-fs::path ChunkStore::make_staging_dir() {
-  auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
-  fs::path dir = staging_ / (std::to_string(stamp) + "-" + std::to_string(next_staging_++));
+fs::path ChunkStore::staging_dir(const std::string& etag) {
+  fs::path dir = staging_ / etag;
   fs::create_directories(dir);
   return dir;
 }

@@ -68,15 +68,47 @@ Download::Download(Downloads& owner, BlobSource source, FileClaim claim)
     chunks_[i].size = static_cast<std::uint32_t>(std::min<std::uint64_t>(cs, source_.size - i * cs));
   }
   file_hasher_ = std::make_unique<FileHasher>(source_.lfs, source_.size);
-  staging_ = owner_.store_.make_staging_dir();
+  staging_ = owner_.store_.staging_dir(source_.etag);
 }
 
 Download::~Download() {
   for (std::size_t i = 0; i < chunk_count_; ++i) {
     if (chunks_[i].fd >= 0) ::close(chunks_[i].fd);
   }
-  std::error_code ec;
-  std::filesystem::remove_all(staging_, ec);
+  // Stored (renamed away) or proven wrong: nothing left worth resuming. A download that failed on the
+  // network or stopped with the node keeps its staged bytes for the next attempt.
+  if (state() == State::complete || discard_staging_) {
+    std::error_code ec;
+    std::filesystem::remove_all(staging_, ec);
+  }
+}
+
+std::uint64_t Download::resume_staged() {
+  std::uint64_t resumed = 0;
+  std::vector<std::uint8_t> buffer;
+  for (std::size_t i = 0; i < chunk_count_; ++i) {
+    auto& chunk = chunks_[i];
+    const auto path = staging_ / std::to_string(i);
+    std::error_code ec;
+    const auto on_disk = std::filesystem::file_size(path, ec);
+    if (ec || on_disk == 0) continue;
+    chunk.fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (chunk.fd < 0) continue;
+    // A chunk is written in order by one connection, so its first `on_disk` bytes are what arrived.
+    const auto have = static_cast<std::uint32_t>(std::min<std::uint64_t>(on_disk, chunk.size));
+    buffer.resize(have);
+    if (!read_fully(chunk.fd, buffer.data(), have, 0)) {
+      ::close(chunk.fd);
+      chunk.fd = -1;
+      continue;
+    }
+    ::ftruncate(chunk.fd, have);
+    chunk.hasher = std::make_unique<ChunkHasher>(owner_.settings_.chunk_size);
+    chunk.hasher->update(std::span<const std::uint8_t>(buffer.data(), have));
+    chunk.filled.store(have, std::memory_order_release);
+    resumed += have;
+  }
+  return resumed;
 }
 
 std::string Download::error() const {
@@ -86,30 +118,48 @@ std::string Download::error() const {
 
 void Download::start() {
   ++owner_.counters_.started;
-  spdlog::info("download {} ({} bytes) from {}", source_.etag, source_.size, source_.url);
-  std::lock_guard lock(mutex_);
-  const DownloadSettings& s = owner_.settings_;
-  std::size_t parts = 1;
-  if (source_.size >= s.parallel_threshold && s.connections > 1) {
-    parts = std::min<std::size_t>(s.connections, chunk_count_);
+  const std::uint64_t resumed = resume_staged();
+  if (resumed > 0) owner_.counters_.resumed_bytes += resumed;
+  spdlog::info("download {} ({} bytes{}) from {}", source_.etag, source_.size,
+               resumed ? ", " + std::to_string(resumed) + " already staged" : std::string(), source_.url);
+  std::vector<std::size_t> full_chunks;
+  {
+    std::lock_guard lock(mutex_);
+    const DownloadSettings& s = owner_.settings_;
+    std::size_t parts = 1;
+    if (source_.size >= s.parallel_threshold && s.connections > 1) {
+      parts = std::min<std::size_t>(s.connections, chunk_count_);
+    }
+    // Segments of at most per_part chunks over what is still missing: a connection that finishes early
+    // takes the next one, so a slow connection never holds up the tail, no byte is requested twice, and
+    // the in-order whole-file hash trails the connections by only a few segments.
+    const std::size_t per_part =
+        parts == 1 ? chunk_count_
+                   : std::clamp<std::size_t>(chunk_count_ / parts, 1, std::max<std::size_t>(1, kSegmentBytes / s.chunk_size));
+    Segment open{0, 0, false};
+    std::size_t chunks_in_open = 0;
+    for (std::size_t i = 0; i < chunk_count_; ++i) {
+      const auto& chunk = chunks_[i];
+      const std::uint32_t filled = chunk.filled.load(std::memory_order_relaxed);
+      if (filled == chunk.size) {
+        full_chunks.push_back(i);
+      }
+      const bool continues = chunks_in_open > 0 && open.end == chunk.start && filled == 0 && chunks_in_open < per_part;
+      if (filled == chunk.size || !continues) {
+        if (chunks_in_open > 0) segments_.push_back(open);
+        chunks_in_open = 0;
+      }
+      if (filled == chunk.size) continue;
+      if (chunks_in_open == 0) open = Segment{chunk.start + filled, chunk.start, false};
+      open.end = chunk.start + chunk.size;
+      ++chunks_in_open;
+    }
+    if (chunks_in_open > 0) segments_.push_back(open);
+    for (std::size_t i = 0; i < std::min(parts, segments_.size()); ++i) spawn_connection_locked();
   }
-  // Chunk-aligned segments of at most kSegmentBytes: a connection that finishes early takes the next
-  // one, so a slow connection never holds up the tail, no byte is requested twice, and the in-order
-  // whole-file hash trails the connections by only a few segments.
-  std::size_t per_part = parts == 1 ? chunk_count_
-                                    : std::clamp<std::size_t>(chunk_count_ / parts, 1,
-                                                              std::max<std::size_t>(1, kSegmentBytes / s.chunk_size));
-  for (std::size_t first_chunk = 0; first_chunk < chunk_count_; first_chunk += per_part) {
-    std::uint64_t first = first_chunk * s.chunk_size;
-    std::uint64_t end = std::min<std::uint64_t>((first_chunk + per_part) * s.chunk_size, source_.size);
-    segments_.push_back({first, end, false});
-  }
-  if (segments_.empty()) {
-    // An empty file: nothing to fetch, only the hash of nothing to check.
-    asio::post(owner_.workers_, [self = shared_from_this()] { self->maybe_finalize(); });
-    return;
-  }
-  for (std::size_t i = 0; i < std::min(parts, segments_.size()); ++i) spawn_connection_locked();
+  // Chunks staged whole by an earlier attempt are hashed now; an empty file has only nothing to check.
+  for (std::size_t i : full_chunks) chunk_filled(i);
+  if (chunk_count_ == 0) asio::post(owner_.workers_, [self = shared_from_this()] { self->maybe_finalize(); });
 }
 
 void Download::spawn_connection_locked() {
@@ -383,6 +433,7 @@ void Download::maybe_finalize() {
 void Download::finalize() {
   const std::string actual = file_hasher_->finish();
   if (actual != source_.etag) {
+    discard_staging_ = true;  // resuming from these bytes would fail the same way
     fail("content hash mismatch: expected " + source_.etag + ", upstream sent " + actual);
     return;
   }

@@ -57,6 +57,7 @@ struct DownloadCounters {
   std::atomic<std::uint64_t> completed{0};
   std::atomic<std::uint64_t> failed{0};
   std::atomic<std::uint64_t> retries{0};
+  std::atomic<std::uint64_t> resumed_bytes{0};  // staged by an earlier attempt, not fetched again
 };
 
 class Downloads;
@@ -113,6 +114,8 @@ class Download : public std::enable_shared_from_this<Download> {
   };
 
   void start();
+  // Picks up the chunks an earlier attempt staged for this file; returns the bytes found.
+  std::uint64_t resume_staged();
   void run_connection();
   int claim_segment();
   void fetch_segment(int segment);
@@ -145,7 +148,8 @@ class Download : public std::enable_shared_from_this<Download> {
   std::string error_;
   std::vector<std::weak_ptr<ProgressListener>> listeners_;
   std::atomic<State> state_{State::running};
-  std::atomic<bool> verified_{false};  // the whole file matched its etag: every byte may be read
+  std::atomic<bool> verified_{false};
+  std::atomic<bool> discard_staging_{false};  // the whole file matched its etag: every byte may be read
   std::string url_;
 
   struct FileHasher;

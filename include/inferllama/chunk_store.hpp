@@ -18,8 +18,9 @@ class ChunkStore {
   bool contains(const Sha256& id) const;
   int open_chunk(const Sha256& id) const;  // read-only fd, or -1
 
-  // A new, empty folder for one download's chunks while they are fetched and verified.
-  std::filesystem::path make_staging_dir();
+  // The folder for the chunks of the file `etag` while they are fetched and verified. It outlives a
+  // failed download or a crash, so that a later download of the same file resumes from what is there.
+  std::filesystem::path staging_dir(const std::string& etag);
   // Moves a verified staged chunk to its content address (or drops it if that chunk is stored).
   void adopt(const std::filesystem::path& staged, const Sha256& id);
   // Deletes a chunk's file; returns the bytes freed (0 if it was not there).
@@ -38,7 +39,6 @@ class ChunkStore {
   std::filesystem::path root_;
   std::filesystem::path chunks_;
   std::filesystem::path staging_;
-  std::atomic<std::uint64_t> next_staging_{0};
   std::atomic<std::uint64_t> bytes_stored_{0};
   std::mutex mutation_mutex_;
 };

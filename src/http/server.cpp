@@ -343,6 +343,9 @@ std::string Server::Impl::render_metrics() const {
   write_sample(out, "inferllama_upstream_errors_total", "kind=\"download_failed\"", static_cast<double>(d.failed.load()));
   write_header(out, "inferllama_upstream_bytes_total", "counter", "File bytes fetched upstream");
   write_sample(out, "inferllama_upstream_bytes_total", "", static_cast<double>(d.upstream_bytes.load()));
+  write_header(out, "inferllama_resumed_bytes_total", "counter",
+               "File bytes an interrupted download had staged and a later one reused");
+  write_sample(out, "inferllama_resumed_bytes_total", "", static_cast<double>(d.resumed_bytes.load()));
   write_header(out, "inferllama_downloads_total", "counter", "Upstream file downloads by outcome");
   write_sample(out, "inferllama_downloads_total", "result=\"started\"", static_cast<double>(d.started.load()));
   write_sample(out, "inferllama_downloads_total", "result=\"completed\"", static_cast<double>(d.completed.load()));

@@ -152,6 +152,30 @@ TEST_F(DownloadTest, BrokenConnectionsResumeWhereTheyStopped) {
   EXPECT_GT(upstream_->requests.load(), 3);
 }
 
+TEST_F(DownloadTest, AFailedDownloadResumesFromItsStagedChunks) {
+  settings_.retries = 0;
+  settings_.connections = 1;
+  downloads_ = std::make_unique<Downloads>(*store_, *index_, *upstream_, workers_, settings_);
+  upstream_->cut_after = 150 * 1024;  // the connection breaks after 150 KiB, with no retry left
+  auto waiter = std::make_shared<Waiter>();
+  auto first = downloads_->get_or_start(source(real_etag()), {repo_, commit_, "a.bin"});
+  first->subscribe(waiter);
+  waiter->until_done(*first);
+  ASSERT_EQ(first->state(), Download::State::failed);
+  const std::uint64_t sent_before = upstream_->sent.load();
+  first.reset();
+
+  auto second = downloads_->get_or_start(source(real_etag()), {repo_, commit_, "a.bin"});
+  auto waiter2 = std::make_shared<Waiter>();
+  second->subscribe(waiter2);
+  waiter2->until_done(*second);
+  ASSERT_EQ(second->state(), Download::State::complete) << second->error();
+  // Only what was missing was fetched again.
+  EXPECT_EQ(upstream_->sent.load(), data_.size());
+  EXPECT_GT(sent_before, 0u);
+  EXPECT_EQ(downloads_->counters().resumed_bytes.load(), sent_before);
+}
+
 TEST_F(DownloadTest, EmptyFile) {
   data_.clear();
   upstream_ = std::make_unique<MemoryUpstream>(data_);
