@@ -97,6 +97,16 @@ void Evictor::evict_until(std::uint64_t target_bytes) {
   }
 }
 
+void Evictor::forget(const std::string& etag) {
+  {
+    std::lock_guard lock(mutex_);
+    gone_.insert(etag);
+  }
+  std::lock_guard mutating(store_.mutation_mutex());
+  for (const auto& chunk : index_.remove_blob(etag)) store_.remove(chunk);
+  spdlog::warn("forgot the damaged stored file {}: the next request fetches it again", etag);
+}
+
 GcReport Evictor::collect_garbage() {
   std::lock_guard evicting(evict_mutex_);
   GcReport report;

@@ -39,6 +39,8 @@ class Evictor {
   void enforce();
   // Evicts until `bytes` more fit under the budget, or everything evictable is gone (a full disk).
   void make_room(std::uint64_t bytes);
+  // A stored file turned out damaged (a chunk file missing): forget it so the next request fetches it.
+  void forget(const std::string& etag);
   // Deletes chunk files that no stored file references (left by a crash or an interrupted eviction).
   GcReport collect_garbage();
 
