@@ -98,6 +98,24 @@ class EvictionTest(unittest.TestCase):
         conn.close()
         self.assertEqual(sha256(first + rest), self.hub.files(self.model(0))[FILE]["sha256"])
 
+    def test_a_stored_file_missing_a_chunk_is_fetched_again(self):
+        self.assertEqual(self.fetch(3)[0], 200)
+        for root, _, names in os.walk(os.path.join(self.node.data_dir, "chunks")):
+            for name in names:
+                os.unlink(os.path.join(root, name))
+        with self.assertRaises((http.client.IncompleteRead, ConnectionError)):
+            self.fetch(3)
+        # The node forgets the damaged file on a worker; a following request fetches it again.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, _, body = self.fetch(3)
+                if status == 200 and sha256(body) == self.hub.files(self.model(3))[FILE]["sha256"]:
+                    break
+            except (http.client.IncompleteRead, ConnectionError):
+                pass
+            self.assertLess(time.monotonic(), deadline, "the damaged file was never fetched again")
+
     def test_gc_collects_unreferenced_chunks(self):
         self.assertEqual(self.fetch(3)[0], 200)
         orphan_dir = os.path.join(self.node.data_dir, "chunks", "ab", "cd")
