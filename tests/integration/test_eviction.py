@@ -100,6 +100,9 @@ class EvictionTest(unittest.TestCase):
 
     def test_a_stored_file_missing_a_chunk_is_fetched_again(self):
         self.assertEqual(self.fetch(3)[0], 200)
+        deadline = time.monotonic() + 30  # stored (committed), not only streamed
+        while metric(self.node, 'inferllama_downloads_total{result="completed"}') < 1:
+            self.assertLess(time.monotonic(), deadline)
         for root, _, names in os.walk(os.path.join(self.node.data_dir, "chunks")):
             for name in names:
                 os.unlink(os.path.join(root, name))
