@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every benchmark in turn and collects the RATIO lines at the end.
-#   bench/run_all.sh [--size 1GiB] [--memory-size 256MiB]
+#   bench/run_all.sh [--size 1GiB] [--memory-size 256MiB (memory.py, idle_load.py)]
 # INFERLLAMA_BINARY selects the node binary (default: build/inferllama). Use a private copy if the
 # build directory may be rebuilt during the run.
 set -euo pipefail
@@ -19,9 +19,9 @@ done
 here="$(cd "$(dirname "$0")" && pwd)"
 log="$(mktemp -t inferllama-bench-XXXXXX.log)"
 status=0
-for b in hits cold_miss ingest single_flight memory; do
+for b in hits cold_miss ingest single_flight memory idle_load; do
   args=(--size "$size")
-  [[ $b == memory ]] && args=(--size "$memory_size")
+  [[ $b == memory || $b == idle_load ]] && args=(--size "$memory_size")
   echo "=== $b ${args[*]}" | tee -a "$log"
   # Each script bounds its own run time; `timeout` is the backstop.
   if ! timeout 1800 python3 "$here/$b.py" "${args[@]}" 2>&1 | tee -a "$log"; then
@@ -31,5 +31,5 @@ for b in hits cold_miss ingest single_flight memory; do
 done
 echo
 echo "=== summary (full output in $log)"
-grep -E '^(RATIO|TTFB_DIFF_MS|RSS_MIB)' "$log" || true
+grep -E '^(RATIO|TTFB_DIFF_MS|RSS_MIB|FAILED)' "$log" || true
 exit $status
