@@ -191,6 +191,19 @@ class Node:
         finally:
             conn.close()
 
+    def metrics(self) -> dict[str, float]:
+        """The node's /metrics samples: 'name{labels}' -> value."""
+        _, _, body = self.request("GET", "/metrics")
+        samples = {}
+        for line in body.decode().splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    def metric(self, name: str) -> float:
+        return self.metrics().get(name, 0.0)
+
     def resolve_path(self, repo: str, rev: str, path: str, prefix: str = "") -> str:
         return f"/{prefix}{repo}/resolve/{urllib.parse.quote(rev, safe='')}/{urllib.parse.quote(path)}"
 

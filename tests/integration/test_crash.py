@@ -15,12 +15,6 @@ from harness import FakeHub, Node, sha256  # noqa: E402
 SIZE = 48 << 20
 
 
-def metric(node, name):
-    _, _, body = node.request("GET", "/metrics")
-    for line in body.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
 
 
 class CrashTest(unittest.TestCase):
@@ -39,7 +33,7 @@ class CrashTest(unittest.TestCase):
             client = threading.Thread(target=lambda: self.swallow(node, path), daemon=True)
             client.start()
             deadline = time.monotonic() + 60
-            while metric(node, "inferllama_upstream_bytes_total") < SIZE / 3:
+            while node.metric("inferllama_upstream_bytes_total") < SIZE / 3:
                 self.assertLess(time.monotonic(), deadline)
             node.proc.send_signal(signal.SIGKILL)
             node.stop()
@@ -49,7 +43,7 @@ class CrashTest(unittest.TestCase):
             sent_before = hub.stats()["cdn_bytes"][f["sha256"]]
             status, _, body = node.request("GET", path)
             self.assertEqual((status, sha256(body)), (200, f["sha256"]))
-            resumed = metric(node, "inferllama_resumed_bytes_total")
+            resumed = node.metric("inferllama_resumed_bytes_total")
             refetched = hub.stats()["cdn_bytes"][f["sha256"]] - sent_before
             self.assertGreaterEqual(resumed, SIZE / 4)
             self.assertLessEqual(refetched, SIZE - resumed + 4096)

@@ -14,12 +14,6 @@ SIZE = 8 * 1024 * 1024 + 1000  # three 4 MiB chunks a model
 FILE = "model.safetensors"
 
 
-def metric(node, name):
-    _, _, body = node.request("GET", "/metrics")
-    for line in body.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
 
 
 class EvictionTest(unittest.TestCase):
@@ -54,7 +48,7 @@ class EvictionTest(unittest.TestCase):
     def wait_for_evictions(self, at_least):
         # Eviction runs on a worker right after a file is stored: poll the node's own counter.
         deadline = time.monotonic() + 30
-        while metric(self.node, "inferllama_evictions_total") < at_least:
+        while self.node.metric("inferllama_evictions_total") < at_least:
             self.assertLess(time.monotonic(), deadline, "no eviction happened")
 
     def cdn_bytes(self, i):
@@ -69,7 +63,7 @@ class EvictionTest(unittest.TestCase):
         self.assertEqual(self.fetch(1)[0], 200)
         self.assertEqual(self.fetch(2)[0], 200)  # over budget now: sized-1 is the least recently used
         self.wait_for_evictions(1)
-        self.assertLessEqual(metric(self.node, "inferllama_disk_used_bytes"), 2.5 * SIZE)
+        self.assertLessEqual(self.node.metric("inferllama_disk_used_bytes"), 2.5 * SIZE)
 
         self.hub.reset()
         for i in (0, 2):
@@ -101,7 +95,7 @@ class EvictionTest(unittest.TestCase):
     def test_a_stored_file_missing_a_chunk_is_fetched_again(self):
         self.assertEqual(self.fetch(3)[0], 200)
         deadline = time.monotonic() + 30  # stored (committed), not only streamed
-        while metric(self.node, 'inferllama_downloads_total{result="completed"}') < 1:
+        while self.node.metric('inferllama_downloads_total{result="completed"}') < 1:
             self.assertLess(time.monotonic(), deadline)
         for root, _, names in os.walk(os.path.join(self.node.data_dir, "chunks")):
             for name in names:

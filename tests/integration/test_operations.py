@@ -16,13 +16,6 @@ SECURITY_HEADERS = {
 }
 
 
-def parse_metrics(text: str) -> dict[str, float]:
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
 
 
 class OperationsTest(unittest.TestCase):
@@ -40,10 +33,10 @@ class OperationsTest(unittest.TestCase):
         cls.hub.stop()
 
     def metrics(self):
-        status, h, body = self.node.request("GET", "/metrics")
+        status, h, _ = self.node.request("GET", "/metrics")
         self.assertEqual(status, 200)
         self.assertTrue(h["content-type"].startswith("text/plain; version=0.0.4"))
-        return parse_metrics(body.decode())
+        return self.node.metrics()
 
     def test_metrics_count_hits_misses_bytes_and_requests(self):
         f = self.hub.files(MODEL)["model.safetensors"]
