@@ -376,6 +376,15 @@ constexpr KeySpec kSpecs[] = {
     {{"worker_threads", "--worker-threads", "INFERLLAMA_WORKER_THREADS",
       "Threads for hashing, disk and RocksDB work, 0..1024 (0 = number of cores)", "0"},
      [](Config& c, const Input& in) { c.worker_threads = static_cast<unsigned>(in.integer(0, 1024)); }},
+    {{"tls_listen", "--tls-listen", "INFERLLAMA_TLS_LISTEN",
+      "HOST:PORT of the HTTPS listener (TLS 1.2+; needs tls_cert and tls_key); empty = no TLS", ""},
+     [](Config& c, const Input& in) {
+       c.tls_listen = in.text().empty() ? "" : in.checked([&] { return validate_listen(in.text()); });
+     }},
+    {{"tls_cert", "--tls-cert", "INFERLLAMA_TLS_CERT", "PEM certificate chain for the HTTPS listener", ""},
+     [](Config& c, const Input& in) { c.tls_cert = in.text(); }},
+    {{"tls_key", "--tls-key", "INFERLLAMA_TLS_KEY", "PEM private key for the HTTPS listener", ""},
+     [](Config& c, const Input& in) { c.tls_key = in.text(); }},
     {{"max_disk", "--max-disk", "INFERLLAMA_MAX_DISK",
       "Disk budget of the chunk store (e.g. \"500GiB\"); least recently used files are evicted to stay under "
       "it, pinned snapshots never; 0 = no budget",

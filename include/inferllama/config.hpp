@@ -37,6 +37,9 @@ struct Config {
   std::chrono::seconds access_ttl{60};                // cached gated/private access decisions; 1..60 s
   unsigned io_threads = 0;                            // 0 = number of cores; at most 1024
   unsigned worker_threads = 0;                        // 0 = number of cores (hashing, disk, RocksDB); at most 1024
+  std::string tls_listen;                             // HOST:PORT of the HTTPS listener; empty = none
+  std::filesystem::path tls_cert;                     // PEM certificate chain
+  std::filesystem::path tls_key;                      // PEM private key
   std::uint64_t max_disk = 0;                         // chunk store budget in bytes; 0 = no budget
   std::chrono::seconds idle_timeout{60};              // a client that makes no progress this long is dropped
   unsigned max_connections = 10000;                   // further connections get a 503

@@ -71,8 +71,14 @@ int serve(const Config& config) {
 
   const std::uint16_t port = server.start();
   std::string host = config.listen.substr(0, config.listen.rfind(':'));
-  // Tests and scripts read this line to learn the port when listening on port 0.
+  // Tests and scripts read these lines to learn the ports when listening on port 0.
   std::cout << "inferllama listening on http://" << host << ":" << port << std::endl;
+  if (!config.tls_listen.empty()) {
+    if (config.tls_cert.empty() || config.tls_key.empty()) throw ConfigError("tls_listen needs tls_cert and tls_key");
+    const std::uint16_t tls_port = server.start_tls();
+    std::cout << "inferllama listening on https://" << config.tls_listen.substr(0, config.tls_listen.rfind(':'))
+              << ":" << tls_port << std::endl;
+  }
   spdlog::info("serving {} from {} (upstream {})", config.listen, config.data_dir.string(), config.upstream);
 
   asio::signal_set signals(io, SIGINT, SIGTERM);

@@ -1,14 +1,15 @@
 #include "server.hpp"
 
 #include <fcntl.h>
+#include <netinet/tcp.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
-#include <netinet/tcp.h>
 #include <sys/sendfile.h>
 #include <unistd.h>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
@@ -58,8 +59,9 @@ class ProgressTimer : public cache::ProgressListener, public std::enable_shared_
 
 // On every response a browser might render: no sniffing, no framing, no referrer, nothing to load.
 template <class Message>
-void add_security_headers(Message& m) {
+void add_security_headers(Message& m, bool tls) {
   m.set(bhttp::field::server, "inferllama");
+  if (tls) m.set(bhttp::field::strict_transport_security, "max-age=31536000");
   m.set("X-Content-Type-Options", "nosniff");
   m.set("X-Frame-Options", "DENY");
   m.set("Referrer-Policy", "no-referrer");
@@ -95,6 +97,7 @@ struct Server::Impl {
 
   struct Connection {
     tcp::socket socket;
+    std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls;  // set on the TLS listener
     bool idle = true;
     // What the current request turned into, for metrics and the access log.
     const char* route = "";
@@ -112,7 +115,7 @@ struct Server::Impl {
   static void pause_deadline(Connection& c) { c.deadline = std::chrono::steady_clock::time_point::max(); }
   Task<void> watch(std::shared_ptr<Connection> c);
 
-  Task<void> accept_loop();
+  Task<void> accept_loop(tcp::acceptor& from, bool tls);
   Task<void> serve(std::shared_ptr<Connection> connection);
   Task<bool> handle(Connection& c, Request& request);
   Task<bool> send(Connection& c, StringResponse response);
@@ -134,6 +137,8 @@ struct Server::Impl {
   ChunkStore& store;
   asio::thread_pool& blocking;
   tcp::acceptor acceptor;
+  tcp::acceptor tls_acceptor{io};
+  std::unique_ptr<asio::ssl::context> tls_context;
   mutable ServerCounters counters;
   std::shared_ptr<spdlog::logger> access_log;  // JSON lines, when configured
   std::atomic<bool> draining{false};
@@ -158,7 +163,32 @@ std::uint16_t Server::start() {
   acceptor.set_option(asio::socket_base::reuse_address(true));
   acceptor.bind(endpoint);
   acceptor.listen(asio::socket_base::max_listen_connections);
-  asio::co_spawn(impl_->io, impl_->accept_loop(), asio::detached);
+  asio::co_spawn(impl_->io, impl_->accept_loop(acceptor, false), asio::detached);
+  return acceptor.local_endpoint().port();
+}
+
+std::uint16_t Server::start_tls() {
+  const Config& config = impl_->config;
+  // TLS 1.2 and 1.3 only, forward-secret AEAD ciphers only.
+  auto context = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+  context->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                       asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1 |
+                       asio::ssl::context::single_dh_use);
+  SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION);
+  SSL_CTX_set_cipher_list(context->native_handle(),
+                          "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+                          "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305");
+  context->use_certificate_chain_file(config.tls_cert.string());
+  context->use_private_key_file(config.tls_key.string(), asio::ssl::context::pem);
+  impl_->tls_context = std::move(context);
+  auto [host, port] = split_host_port(config.tls_listen);
+  tcp::endpoint endpoint(asio::ip::make_address(host), port);
+  auto& acceptor = impl_->tls_acceptor;
+  acceptor.open(endpoint.protocol());
+  acceptor.set_option(asio::socket_base::reuse_address(true));
+  acceptor.bind(endpoint);
+  acceptor.listen(asio::socket_base::max_listen_connections);
+  asio::co_spawn(impl_->io, impl_->accept_loop(acceptor, true), asio::detached);
   return acceptor.local_endpoint().port();
 }
 
@@ -167,6 +197,7 @@ void Server::begin_drain() {
   asio::post(impl_->io, [impl = impl_.get()] {
     boost::system::error_code ec;
     impl->acceptor.close(ec);
+    impl->tls_acceptor.close(ec);
   });
   std::lock_guard lock(impl_->connections_mutex);
   for (auto& weak : impl_->connections) {
@@ -186,7 +217,7 @@ bool Server::drained() const {
   return impl_->counters.open_connections.load() == 0;
 }
 
-Task<void> Server::Impl::accept_loop() {
+Task<void> Server::Impl::accept_loop(tcp::acceptor& acceptor, bool tls) {
   while (acceptor.is_open()) {
     boost::system::error_code ec;
     tcp::socket socket(asio::make_strand(io));
@@ -211,6 +242,7 @@ Task<void> Server::Impl::accept_loop() {
     }
     socket.set_option(tcp::no_delay(true), ec);
     auto connection = std::make_shared<Connection>(std::move(socket));
+    if (tls) connection->tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(connection->socket, *tls_context);
     {
       std::lock_guard lock(connections_mutex);
       std::erase_if(connections, [](const auto& w) { return w.expired(); });
@@ -238,6 +270,15 @@ Task<void> Server::Impl::serve(std::shared_ptr<Connection> connection) {
   ++counters.open_connections;
   beast::flat_buffer buffer;
   try {
+    // Plain and TLS streams are picked with if/else around each co_await, never `co_await (tls ? a : b)`:
+    // GCC 12 destroys the awaitable of a conditional expression twice.
+    if (connection->tls) {
+      touch(*connection);
+      boost::system::error_code ec;
+      co_await connection->tls->async_handshake(asio::ssl::stream_base::server,
+                                                asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) throw boost::system::system_error(ec, "TLS handshake");
+    }
     for (;;) {
       bhttp::request_parser<bhttp::string_body> parser;
       parser.header_limit(kHeaderLimit);
@@ -246,7 +287,11 @@ Task<void> Server::Impl::serve(std::shared_ptr<Connection> connection) {
       connection->idle = true;
       touch(*connection);
       if (draining && buffer.size() == 0) break;
-      co_await bhttp::async_read(connection->socket, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+      if (connection->tls) {
+        co_await bhttp::async_read(*connection->tls, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+      } else {
+        co_await bhttp::async_read(connection->socket, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+      }
       connection->idle = false;
       if (ec) {
         Request dummy;
@@ -324,7 +369,8 @@ std::string Server::Impl::render_metrics() const {
   write_header(out, "inferllama_http_refused_connections_total", "counter", "Connections refused over max_connections");
   write_sample(out, "inferllama_http_refused_connections_total", "", static_cast<double>(refused_connections.load()));
   write_header(out, "inferllama_served_bytes_total", "counter", "Body bytes sent, by where they came from");
-  write_sample(out, "inferllama_served_bytes_total", "source=\"cache\"", static_cast<double>(counters.bytes_from_cache.value()));
+  write_sample(out, "inferllama_served_bytes_total", "source=\"cache\"",
+               static_cast<double>(counters.bytes_from_cache.value()));
   write_sample(out, "inferllama_served_bytes_total", "source=\"download\"",
                static_cast<double>(counters.bytes_from_downloads.value()));
   auto& h = hub.counters();
@@ -339,8 +385,10 @@ std::string Server::Impl::render_metrics() const {
                static_cast<double>(h.upstream_transport_errors.load()));
   write_sample(out, "inferllama_upstream_errors_total", "kind=\"server\"",
                static_cast<double>(h.upstream_server_errors.load()));
-  write_sample(out, "inferllama_upstream_errors_total", "kind=\"transfer_retry\"", static_cast<double>(d.retries.load()));
-  write_sample(out, "inferllama_upstream_errors_total", "kind=\"download_failed\"", static_cast<double>(d.failed.load()));
+  write_sample(out, "inferllama_upstream_errors_total", "kind=\"transfer_retry\"",
+               static_cast<double>(d.retries.load()));
+  write_sample(out, "inferllama_upstream_errors_total", "kind=\"download_failed\"",
+               static_cast<double>(d.failed.load()));
   write_header(out, "inferllama_upstream_bytes_total", "counter", "File bytes fetched upstream");
   write_sample(out, "inferllama_upstream_bytes_total", "", static_cast<double>(d.upstream_bytes.load()));
   write_header(out, "inferllama_resumed_bytes_total", "counter",
@@ -370,7 +418,8 @@ Task<bool> Server::Impl::handle_admin(Connection& c, const Request& req, const s
   if (ec || !remote.address().is_loopback()) {
     co_return co_await send_error(c, req, bhttp::status::forbidden, "administration is for loopback callers only");
   }
-  if (req.method() != bhttp::verb::post) co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use POST");
+  if (req.method() != bhttp::verb::post)
+    co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use POST");
   nlohmann::json result;
   if (action == "gc") {
     auto report = co_await offload(blocking, [&] { return hub.evictor().collect_garbage(); });
@@ -397,14 +446,18 @@ Task<bool> Server::Impl::handle_admin(Connection& c, const Request& req, const s
 }
 
 Task<bool> Server::Impl::send(Connection& c, StringResponse response) {
-  add_security_headers(response);
+  add_security_headers(response, c.tls != nullptr);
   response.prepare_payload();
   c.status = response.result_int();
   c.bytes = response.body().size();
   bool keep = response.keep_alive() && !draining;
   response.keep_alive(keep);
   boost::system::error_code ec;
-  co_await bhttp::async_write(c.socket, response, asio::redirect_error(asio::use_awaitable, ec));
+  if (c.tls) {
+    co_await bhttp::async_write(*c.tls, response, asio::redirect_error(asio::use_awaitable, ec));
+  } else {
+    co_await bhttp::async_write(c.socket, response, asio::redirect_error(asio::use_awaitable, ec));
+  }
   co_return keep && !ec;
 }
 
@@ -437,13 +490,17 @@ Task<bool> Server::Impl::send_reply(Connection& c, const Request& req, const hub
   if (req.method() == bhttp::verb::head) {
     res.prepare_payload();
     res.body().clear();
-    add_security_headers(res);
+    add_security_headers(res, c.tls != nullptr);
     c.status = res.result_int();
     c.bytes = 0;
     bhttp::response<bhttp::empty_body> head{res.result(), res.version()};
     for (const auto& field : res) head.set(field.name_string(), field.value());
     boost::system::error_code ec;
-    co_await bhttp::async_write(c.socket, head, asio::redirect_error(asio::use_awaitable, ec));
+    if (c.tls) {
+      co_await bhttp::async_write(*c.tls, head, asio::redirect_error(asio::use_awaitable, ec));
+    } else {
+      co_await bhttp::async_write(c.socket, head, asio::redirect_error(asio::use_awaitable, ec));
+    }
     co_return !ec && req.keep_alive();
   }
   co_return co_await send(c, std::move(res));
@@ -527,7 +584,7 @@ Task<bool> Server::Impl::send_file(Connection& c, const Request& req, hub::FileA
   const auto& file = answer.file;
   const std::string quoted_etag = "\"" + file.etag + "\"";
   bhttp::response<bhttp::empty_body> res{bhttp::status::ok, req.version()};
-  add_security_headers(res);
+  add_security_headers(res, c.tls != nullptr);
   res.set("X-Repo-Commit", answer.commit);
   if (!answer.stale.empty()) res.set(hub::kStaleHeader, answer.stale);
   res.set(bhttp::field::etag, quoted_etag);
@@ -547,7 +604,11 @@ Task<bool> Server::Impl::send_file(Connection& c, const Request& req, hub::FileA
     c.bytes = 0;
     boost::system::error_code ec;
     bhttp::response_serializer<bhttp::empty_body> sr{res};
-    co_await bhttp::async_write_header(c.socket, sr, asio::redirect_error(asio::use_awaitable, ec));
+    if (c.tls) {
+      co_await bhttp::async_write_header(*c.tls, sr, asio::redirect_error(asio::use_awaitable, ec));
+    } else {
+      co_await bhttp::async_write_header(c.socket, sr, asio::redirect_error(asio::use_awaitable, ec));
+    }
     co_return keep && !ec;
   }
 
@@ -571,11 +632,15 @@ Task<bool> Server::Impl::send_file(Connection& c, const Request& req, hub::FileA
   res.content_length(length);
   c.status = res.result_int();
   c.bytes = req.method() == bhttp::verb::head ? 0 : length;
-  const bool cork = answer.blob && length > 0 && req.method() != bhttp::verb::head;
+  const bool cork = !c.tls && answer.blob && length > 0 && req.method() != bhttp::verb::head;
   if (cork) set_cork(c.socket, true);
   boost::system::error_code ec;
   bhttp::response_serializer<bhttp::empty_body> sr{res};
-  co_await bhttp::async_write_header(c.socket, sr, asio::redirect_error(asio::use_awaitable, ec));
+  if (c.tls) {
+    co_await bhttp::async_write_header(*c.tls, sr, asio::redirect_error(asio::use_awaitable, ec));
+  } else {
+    co_await bhttp::async_write_header(c.socket, sr, asio::redirect_error(asio::use_awaitable, ec));
+  }
   if (ec) co_return false;
   if (req.method() == bhttp::verb::head || length == 0) {
     // Nothing to send, but a download a GET started must still finish before an empty file is listed.
@@ -595,6 +660,24 @@ Task<bool> Server::Impl::send_file(Connection& c, const Request& req, hub::FileA
 }
 
 Task<bool> Server::Impl::sendfile_all(Connection& c, int fd, std::uint64_t offset, std::uint64_t length) {
+  if (c.tls) {
+    // TLS encrypts in user space: read the file and write it through the stream.
+    std::vector<char> buffer(std::min<std::uint64_t>(length, 256 * 1024));
+    while (length > 0) {
+      const ssize_t n =
+          ::pread(fd, buffer.data(), std::min<std::uint64_t>(length, buffer.size()), static_cast<off_t>(offset));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) co_return false;
+      boost::system::error_code ec;
+      co_await asio::async_write(*c.tls, asio::buffer(buffer.data(), static_cast<std::size_t>(n)),
+                                 asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return false;
+      touch(c);
+      offset += static_cast<std::uint64_t>(n);
+      length -= static_cast<std::uint64_t>(n);
+    }
+    co_return true;
+  }
   if (!c.socket.native_non_blocking()) c.socket.native_non_blocking(true);
   off_t off = static_cast<off_t>(offset);
   while (length > 0) {

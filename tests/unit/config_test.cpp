@@ -82,7 +82,7 @@ TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
 
 TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
   const auto keys = config_keys();
-  ASSERT_EQ(keys.size(), 21u);
+  ASSERT_EQ(keys.size(), 24u);
   for (const ConfigKey& k : keys) {
     std::string flag = "--" + std::string(k.name);
     std::replace(flag.begin(), flag.end(), '_', '-');
@@ -141,6 +141,12 @@ std::vector<PrecedenceCase> precedence_cases() {
       {"access_ttl", "10", "20s", "1", "10", "20", "1", "60", [n](const Config& c) { return n(c.access_ttl.count()); }},
       {"io_threads", "1", "2", "3", "1", "2", "3", "0", [n](const Config& c) { return n(c.io_threads); }},
       {"worker_threads", "4", "5", "6", "4", "5", "6", "0", [n](const Config& c) { return n(c.worker_threads); }},
+      {"tls_listen", "\"127.0.0.1:1\"", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "",
+       [](const Config& c) { return c.tls_listen; }},
+      {"tls_cert", "\"/a.pem\"", "/b.pem", "/c.pem", "/a.pem", "/b.pem", "/c.pem", "",
+       [](const Config& c) { return c.tls_cert.string(); }},
+      {"tls_key", "\"/a.key\"", "/b.key", "/c.key", "/a.key", "/b.key", "/c.key", "",
+       [](const Config& c) { return c.tls_key.string(); }},
       {"max_disk", "\"1GiB\"", "2048", "3KiB", "1073741824", "2048", "3072", "0",
        [n](const Config& c) { return n(c.max_disk); }},
       {"idle_timeout", "\"20s\"", "10", "1m", "20", "10", "60", "60",
