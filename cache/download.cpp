@@ -75,11 +75,12 @@ Download::~Download() {
   for (std::size_t i = 0; i < chunk_count_; ++i) {
     if (chunks_[i].fd >= 0) ::close(chunks_[i].fd);
   }
-  // Stored (renamed away) or proven wrong: nothing left worth resuming. A download that failed on the
-  // network or stopped with the node keeps its staged bytes for the next attempt.
-  if (state() == State::complete || discard_staging_) {
+  // Stored: the chunks were renamed away, only the empty folder is left (a later download of the same
+  // file may have made it again, so only an empty one goes). A download that failed on the network or
+  // stopped with the node keeps its staged bytes for the next attempt.
+  if (state() == State::complete) {
     std::error_code ec;
-    std::filesystem::remove_all(staging_, ec);
+    std::filesystem::remove(staging_, ec);
   }
 }
 
@@ -433,7 +434,10 @@ void Download::maybe_finalize() {
 void Download::finalize() {
   const std::string actual = file_hasher_->finish();
   if (actual != source_.etag) {
-    discard_staging_ = true;  // resuming from these bytes would fail the same way
+    // Resuming from these bytes would fail the same way: drop them before a retry can start (readers
+    // keep their open descriptors).
+    std::error_code ec;
+    std::filesystem::remove_all(staging_, ec);
     fail("content hash mismatch: expected " + source_.etag + ", upstream sent " + actual);
     return;
   }

@@ -149,7 +149,6 @@ class Download : public std::enable_shared_from_this<Download> {
   std::vector<std::weak_ptr<ProgressListener>> listeners_;
   std::atomic<State> state_{State::running};
   std::atomic<bool> verified_{false};
-  std::atomic<bool> discard_staging_{false};  // the whole file matched its etag: every byte may be read
   std::string url_;
 
   struct FileHasher;
