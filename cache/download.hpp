@@ -148,7 +148,7 @@ class Download : public std::enable_shared_from_this<Download> {
   std::string error_;
   std::vector<std::weak_ptr<ProgressListener>> listeners_;
   std::atomic<State> state_{State::running};
-  std::atomic<bool> verified_{false};
+  std::atomic<bool> verified_{false};  // the whole file matched its etag: every byte may be read
   std::string url_;
 
   struct FileHasher;
