@@ -116,6 +116,7 @@ struct Server::Impl {
   Task<void> watch(std::shared_ptr<Connection> c);
 
   Task<void> accept_loop(tcp::acceptor& from, bool tls);
+  std::uint16_t listen_on(tcp::acceptor& acceptor, const std::string& host_port, bool tls);
   Task<void> serve(std::shared_ptr<Connection> connection);
   Task<bool> handle(Connection& c, Request& request);
   Task<bool> send(Connection& c, StringResponse response);
@@ -155,17 +156,18 @@ ServerCounters& Server::counters() {
   return impl_->counters;
 }
 
-std::uint16_t Server::start() {
-  auto [host, port] = split_host_port(impl_->config.listen);
+std::uint16_t Server::Impl::listen_on(tcp::acceptor& acceptor, const std::string& host_port, bool tls) {
+  auto [host, port] = split_host_port(host_port);
   tcp::endpoint endpoint(asio::ip::make_address(host), port);
-  auto& acceptor = impl_->acceptor;
   acceptor.open(endpoint.protocol());
   acceptor.set_option(asio::socket_base::reuse_address(true));
   acceptor.bind(endpoint);
   acceptor.listen(asio::socket_base::max_listen_connections);
-  asio::co_spawn(impl_->io, impl_->accept_loop(acceptor, false), asio::detached);
+  asio::co_spawn(io, accept_loop(acceptor, tls), asio::detached);
   return acceptor.local_endpoint().port();
 }
+
+std::uint16_t Server::start() { return impl_->listen_on(impl_->acceptor, impl_->config.listen, false); }
 
 std::uint16_t Server::start_tls() {
   const Config& config = impl_->config;
@@ -181,15 +183,7 @@ std::uint16_t Server::start_tls() {
   context->use_certificate_chain_file(config.tls_cert.string());
   context->use_private_key_file(config.tls_key.string(), asio::ssl::context::pem);
   impl_->tls_context = std::move(context);
-  auto [host, port] = split_host_port(config.tls_listen);
-  tcp::endpoint endpoint(asio::ip::make_address(host), port);
-  auto& acceptor = impl_->tls_acceptor;
-  acceptor.open(endpoint.protocol());
-  acceptor.set_option(asio::socket_base::reuse_address(true));
-  acceptor.bind(endpoint);
-  acceptor.listen(asio::socket_base::max_listen_connections);
-  asio::co_spawn(impl_->io, impl_->accept_loop(acceptor, true), asio::detached);
-  return acceptor.local_endpoint().port();
+  return impl_->listen_on(impl_->tls_acceptor, config.tls_listen, true);
 }
 
 void Server::begin_drain() {
