@@ -126,6 +126,8 @@ struct Server::Impl {
   Task<bool> send_file(Connection& c, const Request& req, hub::FileAnswer answer);
   Task<bool> stream_stored(Connection& c, const BlobEntry& blob, std::uint64_t first, std::uint64_t last);
   Task<bool> stream_download(Connection& c, cache::Download& download, std::uint64_t first, std::uint64_t last);
+  // Writes a response's header (its body follows separately, or there is none).
+  Task<bool> write_head(Connection& c, bhttp::response<bhttp::empty_body>& res);
   Task<bool> sendfile_all(Connection& c, int fd, std::uint64_t offset, std::uint64_t length);
   std::string public_base(const Request& req) const;
   std::string render_metrics() const;
@@ -596,14 +598,8 @@ Task<bool> Server::Impl::send_file(Connection& c, const Request& req, hub::FileA
     res.result(bhttp::status::not_modified);
     c.status = res.result_int();
     c.bytes = 0;
-    boost::system::error_code ec;
-    bhttp::response_serializer<bhttp::empty_body> sr{res};
-    if (c.tls) {
-      co_await bhttp::async_write_header(*c.tls, sr, asio::redirect_error(asio::use_awaitable, ec));
-    } else {
-      co_await bhttp::async_write_header(c.socket, sr, asio::redirect_error(asio::use_awaitable, ec));
-    }
-    co_return keep && !ec;
+    const bool written = co_await write_head(c, res);
+    co_return keep && written;
   }
 
   ByteRange range = parse_range(req[bhttp::field::range], file.size);
@@ -628,14 +624,7 @@ Task<bool> Server::Impl::send_file(Connection& c, const Request& req, hub::FileA
   c.bytes = req.method() == bhttp::verb::head ? 0 : length;
   const bool cork = !c.tls && answer.blob && length > 0 && req.method() != bhttp::verb::head;
   if (cork) set_cork(c.socket, true);
-  boost::system::error_code ec;
-  bhttp::response_serializer<bhttp::empty_body> sr{res};
-  if (c.tls) {
-    co_await bhttp::async_write_header(*c.tls, sr, asio::redirect_error(asio::use_awaitable, ec));
-  } else {
-    co_await bhttp::async_write_header(c.socket, sr, asio::redirect_error(asio::use_awaitable, ec));
-  }
-  if (ec) co_return false;
+  if (!co_await write_head(c, res)) co_return false;
   if (req.method() == bhttp::verb::head || length == 0) {
     // Nothing to send, but a download a GET started must still finish before an empty file is listed.
     if (!answer.download || file.size > 0 || req.method() == bhttp::verb::head) co_return keep;
@@ -651,6 +640,17 @@ Task<bool> Server::Impl::send_file(Connection& c, const Request& req, hub::FileA
   }
   if (ok) (answer.blob ? counters.bytes_from_cache : counters.bytes_from_downloads).add(length);
   co_return ok&& keep;
+}
+
+Task<bool> Server::Impl::write_head(Connection& c, bhttp::response<bhttp::empty_body>& res) {
+  boost::system::error_code ec;
+  bhttp::response_serializer<bhttp::empty_body> sr{res};
+  if (c.tls) {
+    co_await bhttp::async_write_header(*c.tls, sr, asio::redirect_error(asio::use_awaitable, ec));
+  } else {
+    co_await bhttp::async_write_header(c.socket, sr, asio::redirect_error(asio::use_awaitable, ec));
+  }
+  co_return !ec;
 }
 
 Task<bool> Server::Impl::sendfile_all(Connection& c, int fd, std::uint64_t offset, std::uint64_t length) {
