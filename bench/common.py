@@ -416,6 +416,26 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
+def tree_pids(pid: int) -> list[int]:
+    """A process and its direct children (nginx master + workers)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [pid] + [int(x) for x in fh.read().split()]
+    except OSError:
+        return [pid]
+
+
+def status_kb(pids: list[int], field: str) -> int:
+    """Sum of a /proc status field (VmRSS, VmHWM, ...) over processes; vanished ones count 0."""
+    total = 0
+    for p in pids:
+        try:
+            total += proc_status(p).get(field, 0)
+        except OSError:
+            pass
+    return total
+
+
 class Sampler(threading.Thread):
     """Calls fn() every `period` seconds in the background until stopped; keeps the results."""
 

@@ -183,26 +183,8 @@ def reset_hwm(pids: list[int]) -> bool:
         return False
 
 
-def tree_pids(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            return [pid] + [int(x) for x in fh.read().split()]
-    except OSError:
-        return [pid]
-
-
-def hwm_kb(pids: list[int]) -> int:
-    total = 0
-    for p in pids:
-        try:
-            total += c.proc_status(p).get("VmHWM", 0)
-        except OSError:
-            pass
-    return total
-
-
 def phase(name: str, pid: int, rss, host: str, port: int, small_path: str, url: str, args, size: int) -> dict:
-    pids = tree_pids(pid)
+    pids = c.tree_pids(pid)
     hwm_ok = reset_hwm(pids)
     before = rss()
     t0 = time.monotonic()
@@ -223,7 +205,7 @@ def phase(name: str, pid: int, rss, host: str, port: int, small_path: str, url: 
         for s in conns:
             s.close()
     peak = max([s for _, s in samples] + [with_idle])
-    hwm = hwm_kb(pids) if hwm_ok else 0
+    hwm = c.status_kb(pids, "VmHWM") if hwm_ok else 0
     failed = len(open_errors) + len(dl["bad"]) + check["closed"] + check["unsolicited"] + check["failed_probes"]
     print(f"# {name}: {len(conns)}/{args.idle} idle open in {opened:.2f} s, "
           f"{args.clients} x {c.fmt_size(size)} in {dl['wall']:.2f} s = {dl['aggregate'] / 1e9:.2f} GB/s, "

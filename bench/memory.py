@@ -25,18 +25,7 @@ import common as c
 
 def rss_tree_kb(pid: int) -> int:
     """RSS of a process and its direct children (nginx master + workers)."""
-    total = c.proc_status(pid).get("VmRSS", 0)
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            kids = [int(x) for x in fh.read().split()]
-    except OSError:
-        kids = []
-    for k in kids:
-        try:
-            total += c.proc_status(k).get("VmRSS", 0)
-        except OSError:
-            pass
-    return total
+    return c.status_kb(c.tree_pids(pid), "VmRSS")
 
 
 def load(url: str, clients: int, rate: float, seconds: float, size: int) -> dict:
