@@ -410,6 +410,64 @@ constexpr KeySpec kSpecs[] = {
       "within this long; 0s = refuse them (at most 7 days)",
       "0s"},
      [](Config& c, const Input& in) { c.offline_grace = in.whole_seconds(0, 7 * 24 * 3600); }},
+    {{"bt_listen", "--bt-listen", "INFERLLAMA_BT_LISTEN",
+      "HOST:PORT of the BitTorrent peer-wire listener (TCP) that seeds every cached snapshot of a public repo; "
+      "port 0 = any free port; empty = no seeding",
+      "0.0.0.0:6881"},
+     [](Config& c, const Input& in) {
+       c.bt_listen = in.text().empty() ? "" : in.checked([&] { return validate_listen(in.text()); });
+     }},
+    {{"bt_upload_rate", "--bt-upload-rate", "INFERLLAMA_BT_UPLOAD_RATE",
+      "BitTorrent upload limit in bytes per second over all peers (e.g. \"100MiB\"); 0 = unlimited", "0"},
+     [](Config& c, const Input& in) {
+       const std::uint64_t v = in.size();
+       if (v > static_cast<std::uint64_t>(std::numeric_limits<int>::max())) in.fail("must be below 2GiB a second");
+       c.bt_upload_rate = v;
+     }},
+    {{"bt_max_connections", "--bt-max-connections", "INFERLLAMA_BT_MAX_CONNECTIONS",
+      "BitTorrent peer connections at most, over all torrents, 2..65535", "500"},
+     [](Config& c, const Input& in) { c.bt_max_connections = static_cast<unsigned>(in.integer(2, 65535)); }},
+    {{"bt_max_uploads", "--bt-max-uploads", "INFERLLAMA_BT_MAX_UPLOADS",
+      "BitTorrent peers unchoked at once, 0..65535 (0 = unlimited)", "0"},
+     [](Config& c, const Input& in) { c.bt_max_uploads = static_cast<unsigned>(in.integer(0, 65535)); }},
+    {{"bt_dht", "--bt-dht", "INFERLLAMA_BT_DHT", "Join the BitTorrent DHT (off: peers come from trackers)", "false",
+      true},
+     [](Config& c, const Input& in) { c.bt_dht = in.boolean(); }},
+    {{"bt_lsd", "--bt-lsd", "INFERLLAMA_BT_LSD", "BitTorrent local service discovery (LAN multicast)", "false", true},
+     [](Config& c, const Input& in) { c.bt_lsd = in.boolean(); }},
+    {{"tracker_udp", "--tracker-udp", "INFERLLAMA_TRACKER_UDP",
+      "HOST:PORT of the UDP tracker (BEP 15); port 0 = any free port; empty = HTTP announces only", "0.0.0.0:6969"},
+     [](Config& c, const Input& in) {
+       c.tracker_udp = in.text().empty() ? "" : in.checked([&] { return validate_listen(in.text()); });
+     }},
+    {{"tracker_interval", "--tracker-interval", "INFERLLAMA_TRACKER_INTERVAL",
+      "Announce interval the tracker tells clients, 10s..1d", "30m"},
+     [](Config& c, const Input& in) { c.tracker_interval = in.whole_seconds(10, 24 * 3600); }},
+    {{"tracker_min_interval", "--tracker-min-interval", "INFERLLAMA_TRACKER_MIN_INTERVAL",
+      "The shortest announce interval the tracker allows, 1s..1d (at most tracker_interval)", "5m"},
+     [](Config& c, const Input& in) { c.tracker_min_interval = in.whole_seconds(1, 24 * 3600); }},
+    {{"tracker_numwant", "--tracker-numwant", "INFERLLAMA_TRACKER_NUMWANT",
+      "Peers in a tracker reply when the client does not say, 0..1000", "50"},
+     [](Config& c, const Input& in) { c.tracker_numwant = static_cast<unsigned>(in.integer(0, 1000)); }},
+    {{"tracker_max_numwant", "--tracker-max-numwant", "INFERLLAMA_TRACKER_MAX_NUMWANT",
+      "Peers in a tracker reply at most, 1..1000", "200"},
+     [](Config& c, const Input& in) { c.tracker_max_numwant = static_cast<unsigned>(in.integer(1, 1000)); }},
+    {{"tracker_open", "--tracker-open", "INFERLLAMA_TRACKER_OPEN",
+      "Track any info-hash announced (default: only the node's own torrents)", "false", true},
+     [](Config& c, const Input& in) { c.tracker_open = in.boolean(); }},
+    {{"mirrors", "--mirrors", "INFERLLAMA_MIRRORS",
+      "Snapshots kept in sync from mirror_from, comma-separated REPO[@REV] (datasets/NAME, spaces/NAME for "
+      "other types; REV defaults to main)",
+      ""},
+     [](Config& c, const Input& in) { c.mirrors = in.text(); }},
+    {{"mirror_from", "--mirror-from", "INFERLLAMA_MIRROR_FROM",
+      "The InferLlama node mirrors fill from (its swarm and web seed); empty = the upstream", ""},
+     [](Config& c, const Input& in) {
+       c.mirror_from = in.text().empty() ? std::string() : in.checked([&] { return validate_url(in.text()); });
+     }},
+    {{"mirror_interval", "--mirror-interval", "INFERLLAMA_MIRROR_INTERVAL",
+      "How often mirrored branches are checked for a new commit, 10s..1d", "5m"},
+     [](Config& c, const Input& in) { c.mirror_interval = in.whole_seconds(10, 24 * 3600); }},
 };
 
 constexpr std::size_t kKeyCount = std::size(kSpecs);
@@ -720,6 +778,14 @@ Config load_config(const ConfigSources& sources) {
     if (auto it = sources.env.find("HF_TOKEN"); it != sources.env.end())
       apply(config, applied, *token, Input{token->key.name, "environment variable HF_TOKEN", it->second});
   }
+
+  // Settings that constrain each other.
+  if (config.tracker_min_interval > config.tracker_interval)
+    throw ConfigError("invalid tracker_min_interval: " + std::to_string(config.tracker_min_interval.count()) +
+                      "s is longer than tracker_interval (" + std::to_string(config.tracker_interval.count()) + "s)");
+  if (config.tracker_numwant > config.tracker_max_numwant)
+    throw ConfigError("invalid tracker_numwant: " + std::to_string(config.tracker_numwant) +
+                      " is more than tracker_max_numwant (" + std::to_string(config.tracker_max_numwant) + ")");
   return config;
 }
 

@@ -1,0 +1,62 @@
+#pragma once
+// The seam between the torrent builder (src/torrent/metainfo.*), the seeder (src/torrent/seeder.*), the
+// tracker and the HTTP routes: a snapshot's torrent as bytes, its info-hashes, and where each of its
+// pieces lives in the chunk store.
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "inferllama/digest.hpp"
+#include "inferllama/index.hpp"
+
+namespace inferllama::torrent {
+
+// v1: BitTorrent v1 with BEP 47 pad files between files (multi-file) — what aria2 1.36 and
+// Transmission 3.00 can use. hybrid: v1 + v2 (BEP 52) in one info dict, for libtorrent 2.x clients.
+enum class Format { v1, hybrid };
+
+// One piece as the chunk store holds it: the chunk's `size` bytes, then zeros (padding) up to the
+// piece's length. Piece i of a file is chunk i of its blob, so every piece is exactly one chunk.
+struct PieceSource {
+  Sha256 chunk;
+  std::uint32_t size = 0;
+};
+
+// A file of the torrent in the order of its info dict; pad files included (`pad`, path ".pad/N").
+struct TorrentFile {
+  std::string path;  // relative to the torrent's name, '/'-separated
+  std::uint64_t size = 0;
+  bool pad = false;
+  std::string etag;  // the Hub's etag of a real file, "" for pads
+};
+
+struct Torrent {
+  std::string metainfo;  // the .torrent file (bencoded)
+  std::string info;      // the bencoded info dict (what the info-hashes hash)
+  Sha1 info_hash_v1;
+  std::optional<Sha256> info_hash_v2;  // hybrid only
+  std::string name;
+  std::uint32_t piece_length = 0;
+  std::uint64_t total_size = 0;  // pads included
+  std::vector<TorrentFile> files;
+  std::vector<PieceSource> pieces;
+};
+
+// A file of a snapshot with the blob the node stored for it.
+struct SnapshotFile {
+  std::string path;  // '/'-separated, as in the repo
+  const BlobEntry* blob = nullptr;
+};
+
+struct BuildOptions {
+  Format format = Format::v1;
+  std::string name;                   // the torrent's name (top-level folder, or the single file's name)
+  bool single_file = false;           // exactly one file, no folder, no pad files
+  std::vector<std::string> trackers;  // announce URLs, one tier each, in order
+  std::vector<std::string> web_seeds; // BEP 19 url-list
+  std::string comment;
+};
+
+}  // namespace inferllama::torrent
