@@ -80,6 +80,7 @@ void Evictor::evict_until(std::uint64_t target_bytes) {
     }
     auto blob = index_.get_blob(candidate.etag);
     if (!blob) continue;
+    if (before_release_) before_release_(candidate.etag);
     std::uint64_t freed = 0;
     {
       std::lock_guard mutating(store_.mutation_mutex());
@@ -102,6 +103,7 @@ void Evictor::forget(const std::string& etag) {
     std::lock_guard lock(mutex_);
     gone_.insert(etag);
   }
+  if (before_release_) before_release_(etag);
   std::lock_guard mutating(store_.mutation_mutex());
   for (const auto& chunk : index_.remove_blob(etag)) store_.remove(chunk);
   spdlog::warn("forgot the damaged stored file {}: the next request fetches it again", etag);

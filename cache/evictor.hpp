@@ -1,6 +1,7 @@
 #pragma once
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <memory>
@@ -44,6 +45,10 @@ class Evictor {
   // Deletes chunk files that no stored file references (left by a crash or an interrupted eviction).
   GcReport collect_garbage();
 
+  // Called (on the evicting thread) before a stored file's chunks are released, so that whatever else
+  // reads them (the BitTorrent seed) lets go of them first. Set once at start-up.
+  void set_before_release(std::function<void(const std::string& etag)> hook) { before_release_ = std::move(hook); }
+
   std::uint64_t budget() const { return budget_; }
   EvictionCounters& counters() { return counters_; }
 
@@ -61,6 +66,7 @@ class Evictor {
   std::unordered_map<std::string, unsigned> readers_;
   std::unordered_set<std::string> gone_;  // evicted and not stored again
   std::int64_t tick_ = 0;
+  std::function<void(const std::string&)> before_release_;
 };
 
 }  // namespace inferllama::cache

@@ -41,7 +41,8 @@ std::optional<std::string> join_decoded(const std::vector<std::string_view>& seg
 }
 
 bool is_action(std::string_view s) {
-  return s == "revision" || s == "tree" || s == "paths-info" || s == "refs";
+  return s == "revision" || s == "tree" || s == "paths-info" || s == "refs" || s == "torrent" || s == "magnet" ||
+         s == "webseed";
 }
 
 Route api_route(RepoType type, const std::vector<std::string_view>& segs) {
@@ -88,7 +89,18 @@ Route api_route(RepoType type, const std::vector<std::string_view>& segs) {
     r.kind = ApiRoute::Kind::paths_info;
     return r;
   }
-  r.kind = ApiRoute::Kind::tree;
+  if (action == "webseed") {
+    // {commit}/{torrent name}/{path...}: the name is the torrent's and says nothing more.
+    if (segs.size() < rest + 3 || !is_commit_sha(r.rev)) return NotFound{};
+    auto path = join_decoded(segs, rest + 2);
+    if (!path || !url::is_safe_relative_path(*path)) return BadRequest{"invalid path"};
+    r.kind = ApiRoute::Kind::webseed;
+    r.path = std::move(*path);
+    return r;
+  }
+  r.kind = action == "torrent" ? ApiRoute::Kind::torrent
+           : action == "magnet" ? ApiRoute::Kind::magnet
+                                : ApiRoute::Kind::tree;
   if (segs.size() > rest + 1) {
     auto path = join_decoded(segs, rest + 1);
     if (!path) return BadRequest{"invalid path"};
@@ -104,7 +116,8 @@ Route route(std::string_view path) {
   if (path.find('\0') != std::string_view::npos) return BadRequest{"invalid path"};
   if (path == "/healthz") return HealthRoute{};
   if (path == "/metrics") return MetricsRoute{};
-  if (path == "/api/inferllama/pin" || path == "/api/inferllama/unpin" || path == "/api/inferllama/gc") {
+  if (path == "/api/inferllama/pin" || path == "/api/inferllama/unpin" || path == "/api/inferllama/gc" ||
+      path == "/api/inferllama/mirror") {
     return AdminRoute{std::string(path.substr(std::string_view("/api/inferllama/").size()))};
   }
   if (!path.starts_with("/")) return BadRequest{"invalid path"};
@@ -154,6 +167,9 @@ const char* route_name(const Route& route) {
       case ApiRoute::Kind::tree: return "api_tree";
       case ApiRoute::Kind::paths_info: return "api_paths_info";
       case ApiRoute::Kind::refs: return "api_refs";
+      case ApiRoute::Kind::torrent: return "api_torrent";
+      case ApiRoute::Kind::magnet: return "api_magnet";
+      case ApiRoute::Kind::webseed: return "webseed";
     }
   }
   if (std::holds_alternative<BadRequest>(route)) return "bad_request";

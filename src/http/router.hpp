@@ -9,7 +9,7 @@ namespace inferllama::http {
 
 struct HealthRoute {};
 struct MetricsRoute {};
-// The node's own administration (loopback callers only): pin, unpin, gc.
+// The node's own administration (loopback callers only): pin, unpin, gc, mirror.
 struct AdminRoute {
   std::string action;
 };
@@ -19,11 +19,12 @@ struct ResolveRoute {
   std::string path;  // decoded, checked by url::is_safe_relative_path
 };
 struct ApiRoute {
-  enum class Kind { info, revision, tree, paths_info, refs };
+  // torrent, magnet: /api/{type}s/{repo}/torrent/{rev}[/{path}]; webseed: .../webseed/{commit}/{name}/{path}
+  enum class Kind { info, revision, tree, paths_info, refs, torrent, magnet, webseed };
   Kind kind = Kind::info;
   RepoId repo;
   std::string rev;
-  std::string path;  // tree only; may be empty
+  std::string path;  // tree, torrent and magnet: may be empty; webseed: what follows the torrent's name
 };
 struct BadRequest {
   std::string message;

@@ -85,6 +85,55 @@ std::variant<std::string, Reply> HubService::pin(const RepoId& repo, const std::
   return commit;
 }
 
+std::variant<std::string, Reply> HubService::commit_of(const RepoId& repo, const std::string& rev) {
+  std::string stale;
+  return resolve_commit(repo, rev, credentials_for(Caller{}, is_public(repo)), stale);
+}
+
+std::variant<std::vector<HubService::SnapshotEntry>, Reply> HubService::snapshot_files(const RepoId& repo,
+                                                                                       const std::string& commit) {
+  // Pages are asked for as a client would, so that their answers are the stored tree answers too. The
+  // base only marks where the next page's path starts in the Link header.
+  static constexpr std::string_view kBase = "inferllama:";
+  std::vector<SnapshotEntry> files;
+  std::string query = "recursive=true";
+  for (int page = 0; page < 100000; ++page) {
+    Reply reply = tree(repo, commit, "", query, Caller{}, std::string(kBase));
+    if (reply.status != 200) return reply;
+    auto entries = Json::parse(reply.body, nullptr, false);
+    if (!entries.is_array()) return error_reply(502, "the upstream tree answer is not a list");
+    for (const auto& entry : entries) {
+      if (!entry.is_object() || entry.value("type", "") != "file" || !entry.contains("path") ||
+          !entry["path"].is_string()) {
+        continue;
+      }
+      SnapshotEntry item;
+      item.path = entry["path"].get<std::string>();
+      if (entry.contains("lfs") && entry["lfs"].is_object()) {
+        item.file.lfs = true;
+        item.file.etag = entry["lfs"].value("oid", "");
+        item.file.size = entry["lfs"].value("size", std::uint64_t{0});
+      } else {
+        item.file.etag = entry.value("oid", "");
+        item.file.size = entry.value("size", std::uint64_t{0});
+      }
+      if (!is_hex(item.file.etag, item.file.lfs ? 64 : 40) || !url::is_safe_relative_path(item.path)) {
+        return error_reply(502, "the upstream tree lists " + item.path + " without a usable etag or path");
+      }
+      files.push_back(std::move(item));
+    }
+    std::string next;
+    for (const auto& [name, value] : reply.headers) {
+      if (name == "Link" && value.starts_with("<" + std::string(kBase))) next = value;
+    }
+    auto question = next.find('?');
+    auto close = next.find('>');
+    if (question == std::string::npos || close == std::string::npos || close < question) return files;
+    query = next.substr(question + 1, close - question - 1);
+  }
+  return error_reply(502, "the upstream tree of " + repo.name + " does not end");
+}
+
 std::string HubService::api_url(const RepoId& repo) const {
   return config_.upstream + "/api/" + std::string(repo.api_segment()) + "/" + repo.name;
 }

@@ -7,6 +7,7 @@
 #include <string>
 #include <unordered_map>
 #include <variant>
+#include <vector>
 
 #include "download.hpp"
 #include "evictor.hpp"
@@ -79,6 +80,21 @@ class HubService {
   cache::Downloads& downloads() { return downloads_; }
   cache::Evictor& evictor() { return evictor_; }
 
+  // Whether the Hub says anyone may read the repo (neither private nor gated); remembered for access_ttl,
+  // and while the Hub cannot be asked, the last answer. Blocking.
+  bool is_public(const RepoId& repo);
+
+  // The commit `rev` names (resolved as the other routes do), or the Hub's refusal. Blocking.
+  std::variant<std::string, Reply> commit_of(const RepoId& repo, const std::string& rev);
+
+  // Every file of a public repo at a commit, from the Hub's recursive tree (stored like any tree answer,
+  // so a cached commit lists without the Hub). Blocking.
+  struct SnapshotEntry {
+    std::string path;
+    FileEntry file;
+  };
+  std::variant<std::vector<SnapshotEntry>, Reply> snapshot_files(const RepoId& repo, const std::string& commit);
+
   // Pins or unpins the snapshot `rev` names (pinned snapshots are never evicted); the commit, or a Reply
   // when the revision cannot be resolved.
   std::variant<std::string, Reply> pin(const RepoId& repo, const std::string& rev, bool pinned);
@@ -96,7 +112,6 @@ class HubService {
                         const HeaderList& extra = {}, const std::string& body = {});
   // Credentials for an upstream call: the caller's; the node's token only for public repos.
   std::string credentials_for(const Caller& caller, bool is_public) const;
-  bool is_public(const RepoId& repo);
   bool access_granted(const RepoId& repo, const Caller& caller);
   // While the Hub cannot be asked: did it let this caller in within `offline_grace`?
   bool granted_within_grace(const RepoId& repo, const Caller& caller);
