@@ -1,0 +1,32 @@
+#pragma once
+// Settings the node's libtorrent sessions (the seed and the mirror fetcher) share.
+#include <string>
+
+#include <libtorrent/alert.hpp>
+#include <libtorrent/settings_pack.hpp>
+
+namespace inferllama::torrent {
+
+struct PeerSettings {
+  std::string listen;  // HOST:PORT
+  bool dht = false;
+  bool lsd = false;
+};
+
+inline void apply_peer_settings(lt::settings_pack& pack, const PeerSettings& peer) {
+  pack.set_str(lt::settings_pack::listen_interfaces, peer.listen);
+  // TCP only: uTP was 40 times slower on loopback, and every client the node serves speaks TCP.
+  pack.set_bool(lt::settings_pack::enable_outgoing_utp, false);
+  pack.set_bool(lt::settings_pack::enable_incoming_utp, false);
+  pack.set_bool(lt::settings_pack::enable_dht, peer.dht);
+  pack.set_bool(lt::settings_pack::enable_lsd, peer.lsd);
+  // The node's port is configured, not mapped on a router behind its operator's back.
+  pack.set_bool(lt::settings_pack::enable_upnp, false);
+  pack.set_bool(lt::settings_pack::enable_natpmp, false);
+  // Many peers share one address: loopback in tests, one NAT in an office.
+  pack.set_bool(lt::settings_pack::allow_multiple_connections_per_ip, true);
+  pack.set_int(lt::settings_pack::alert_mask, lt::alert_category::error | lt::alert_category::status |
+                                                  lt::alert_category::storage | lt::alert_category::performance_warning);
+}
+
+}  // namespace inferllama::torrent
