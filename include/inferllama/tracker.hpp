@@ -1,0 +1,133 @@
+#pragma once
+// The node's BitTorrent tracker: HTTP announce/scrape (BEP 3, 7, 23, 48) answered by the HTTP server,
+// UDP (BEP 15) on its own socket and thread, one sharded in-memory swarm table behind both.
+//
+// Everything here is synchronous and in memory: callers run it on their own thread (the HTTP I/O
+// threads, the UDP thread) without offloading. No Asio or Beast in this header.
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "inferllama/config.hpp"
+#include "inferllama/digest.hpp"
+
+namespace inferllama::tracker {
+
+// A swarm's name: a v1 info-hash, or a v2 info-hash truncated to 20 bytes (as clients announce it).
+using InfoHash = Sha1;
+
+// The v2 info-hash as announced: its first 20 bytes.
+InfoHash truncated(const Sha256& v2);
+
+// Monotonic time, injected so peer expiry and connection-id epochs are testable without sleeping.
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  virtual std::chrono::seconds now() const = 0;
+};
+const Clock& steady_clock();  // std::chrono::steady_clock
+
+// An IPv4 or IPv6 address and port. IPv4 uses ip[0..3]; IPv4-mapped IPv6 addresses are IPv4.
+struct Endpoint {
+  std::array<std::uint8_t, 16> ip{};
+  std::uint16_t port = 0;
+  bool v6 = false;
+
+  static Endpoint v4_from(std::span<const std::uint8_t, 4> ip, std::uint16_t port);
+  // 16 bytes; an IPv4-mapped address (::ffff:a.b.c.d) becomes IPv4.
+  static Endpoint v6_from(std::span<const std::uint8_t, 16> ip, std::uint16_t port);
+  // "1.2.3.4", "::1" (no brackets); nullopt if it is not an address.
+  static std::optional<Endpoint> parse(std::string_view ip, std::uint16_t port = 0);
+  bool is_unspecified() const;  // 0.0.0.0 or ::
+  std::string ip_text() const;
+  friend bool operator==(const Endpoint&, const Endpoint&) = default;
+};
+
+struct Settings {
+  std::chrono::seconds interval{1800};
+  std::chrono::seconds min_interval{300};
+  unsigned numwant = 50;
+  unsigned max_numwant = 200;
+  bool open = false;  // track any info-hash; otherwise only the node's own torrents
+  // Where the node's own seed listens when that is a specific address (bt_listen's host); otherwise the
+  // seed is named by the local address the client reached the tracker on.
+  std::optional<Endpoint> own_seed_address;
+
+  static Settings from(const Config& config);
+};
+
+// The counters of one swarm as a scrape reports them.
+struct SwarmCounts {
+  std::uint32_t seeders = 0;  // the node's own seed included
+  std::uint32_t leechers = 0;
+  std::uint64_t downloaded = 0;
+  friend bool operator==(const SwarmCounts&, const SwarmCounts&) = default;
+};
+
+class Tracker {
+ public:
+  Tracker(const Settings& settings, const Clock& clock = steady_clock());
+  ~Tracker();
+  Tracker(const Tracker&) = delete;
+  Tracker& operator=(const Tracker&) = delete;
+
+  // The node's own torrents: tracked in restricted mode, with the node's seed in every peer list.
+  // A hybrid torrent's truncated v2 hash names the same swarm as its v1 hash.
+  void add_own_torrent(const InfoHash& v1, const std::optional<Sha256>& v2 = std::nullopt);
+  void remove_own_torrent(const InfoHash& v1);
+  // The port the node's seed listens on; 0 = the node does not seed (its seed is in no peer list).
+  void set_seed_port(std::uint16_t port);
+
+  // GET /announce and GET /scrape: `query` is the raw query string (after '?'), `client` the peer's
+  // address, `local` the address it reached the node on. The bencoded answer replaces `body`; a
+  // request the tracker refuses is a `failure reason` (HTTP 200, as BitTorrent clients expect).
+  void http_announce(std::string_view query, const Endpoint& client, const Endpoint& local, std::string& body);
+  void http_scrape(std::string_view query, std::string& body);
+
+  // One UDP datagram from `client` that reached the node on `local`; the reply is written into `reply`
+  // (at least kUdpReplyCapacity bytes). Returns the reply's length; 0 = send nothing.
+  static constexpr std::size_t kUdpReplyCapacity = 4096;
+  std::size_t udp_datagram(std::span<const std::uint8_t> datagram, const Endpoint& client, const Endpoint& local,
+                           std::span<std::uint8_t> reply);
+
+  // Drops peers that have not announced for about 2 x interval in swarms nobody announced to since;
+  // announced swarms expire their own peers on the way. Call every sweep_period().
+  void sweep();
+  std::chrono::seconds sweep_period() const;
+
+  // Scrape counts of one swarm (nullopt if it is not tracked), for tests and the admin view.
+  std::optional<SwarmCounts> counts(const InfoHash& hash) const;
+  std::size_t swarm_count() const;
+
+  // Appends the tracker's metric families (Prometheus text format).
+  void render_metrics(std::string& out) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The UDP tracker: a non-blocking socket served by one thread with recvmmsg/sendmmsg batches.
+class UdpServer {
+ public:
+  explicit UdpServer(Tracker& tracker);
+  ~UdpServer();  // stops the thread
+  UdpServer(const UdpServer&) = delete;
+  UdpServer& operator=(const UdpServer&) = delete;
+
+  // Binds HOST:PORT ("[::]:6969", port 0 = any free port) and starts serving; returns the bound port.
+  // Throws std::runtime_error when the address cannot be bound.
+  std::uint16_t start(const std::string& host_port);
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace inferllama::tracker

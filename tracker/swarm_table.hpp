@@ -1,0 +1,150 @@
+#pragma once
+// The swarm table: info-hash -> peers, in 64 shards with a mutex each (an announce holds one shard
+// lock for a binary search, an insert or update, and a copy of the peers it returns).
+//
+// A peer is its compact address (6 bytes IPv4, 18 bytes IPv6: address then port, network order) and
+// the time bucket it last announced in; each swarm keeps seeders and leechers of each family in
+// sorted vectors (the vector a peer is in is its seeder flag). Buckets are a quarter interval long;
+// a peer lives kLifetimeBuckets - 1 to kLifetimeBuckets buckets after its last announce (2 to 2.25 x
+// interval: one missed announce is forgiven, two are not). A swarm drops its
+// expired peers the first time it is touched in a new bucket, and sweep() does the same for swarms
+// nobody touches, so no announce ever scans more than its own swarm.
+#include <array>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "inferllama/tracker.hpp"
+#include "siphash.hpp"
+
+namespace inferllama::tracker {
+
+using Compact4 = std::array<std::uint8_t, 6>;
+using Compact6 = std::array<std::uint8_t, 18>;
+
+enum class Event { none, started, stopped, completed };
+
+struct PeerAnnounce {
+  InfoHash hash;
+  Endpoint peer;
+  Event event = Event::none;
+  bool seeder = false;
+  unsigned numwant = 0;
+};
+
+// Where an announce's peers go: compact records of each family, at most their spans' sizes.
+struct PeerOutput {
+  std::span<Compact4> v4;
+  std::span<Compact6> v6;
+  bool prefer_v6 = false;  // fill from the IPv6 peers first (the client came over IPv6)
+};
+
+struct AnnounceOutcome {
+  enum class Result { ok, unknown_torrent } result = Result::ok;
+  SwarmCounts counts;  // the own seed not included
+  bool own = false;    // one of the node's own torrents
+  std::size_t v4 = 0, v6 = 0;  // peers written
+};
+
+struct SwarmState {
+  SwarmCounts counts;  // the own seed not included
+  bool own = false;
+};
+
+struct TableTotals {
+  std::size_t swarms = 0;
+  std::uint64_t seeders = 0, leechers = 0;
+};
+
+class SwarmTable {
+ public:
+  static constexpr std::size_t kShards = 64;
+  static constexpr std::uint64_t kLifetimeBuckets = 9;
+
+  SwarmTable(bool open, std::chrono::seconds bucket_length, const Clock& clock, const SipKey& key);
+
+  AnnounceOutcome announce(const PeerAnnounce& request, const PeerOutput& out);
+  // nullopt: not tracked (an unknown hash in restricted mode, or a swarm that does not exist yet).
+  std::optional<SwarmState> state(const InfoHash& hash);
+  // own counts once per own torrent; for a full scrape and /metrics.
+  template <class Fn>  // fn(const InfoHash&, const SwarmCounts&, bool own)
+  void each_swarm(Fn&& fn);
+
+  void add_own(const InfoHash& v1, const std::optional<InfoHash>& alias);
+  void remove_own(const InfoHash& v1);
+
+  void sweep();
+  TableTotals totals();
+
+ private:
+  template <std::size_t N>
+  struct Peer {
+    std::array<std::uint8_t, N> address;
+    std::uint8_t seen;  // the time bucket of its last announce, modulo 256
+  };
+  template <std::size_t N>
+  struct PeerSet {
+    std::vector<Peer<N>> seeders, leechers;  // sorted by address
+  };
+  struct Swarm {
+    PeerSet<6> v4;
+    PeerSet<18> v6;
+    std::uint64_t downloaded = 0;
+    std::uint64_t swept_bucket = 0;
+    bool own = false;
+    std::optional<InfoHash> alias_of;  // set: this entry only points at the v1 swarm of a hybrid torrent
+    std::optional<InfoHash> alias;     // the v1 swarm of a hybrid torrent: its truncated v2 hash
+    SwarmCounts counts() const;
+    bool empty() const;
+  };
+  struct HashOf {
+    const SipKey* key;
+    std::size_t operator()(const InfoHash& h) const { return siphash24(*key, h.bytes); }
+  };
+  struct alignas(64) Shard {
+    std::mutex mutex;
+    std::unordered_map<InfoHash, Swarm, HashOf> swarms;
+    explicit Shard(const SipKey* key) : swarms(16, HashOf{key}) {}
+  };
+
+  Shard& shard_of(const InfoHash& h);
+  std::uint64_t current_bucket() const;
+  void expire(Swarm& swarm, std::uint64_t bucket);
+  // The swarm `hash` names under `lock` (following an alias to its shard); null if none.
+  Swarm* find(const InfoHash& hash, std::unique_lock<std::mutex>& lock, bool create);
+  template <std::size_t N>
+  static void update(PeerSet<N>& set, const std::array<std::uint8_t, N>& address, const PeerAnnounce& request,
+                     std::uint8_t seen, std::uint64_t& downloaded);
+  template <std::size_t N>
+  static std::size_t select(const PeerSet<N>& set, bool for_seeder, const std::array<std::uint8_t, N>* self,
+                            std::span<std::array<std::uint8_t, N>> out, std::size_t want);
+  template <std::size_t N>
+  static void merge(PeerSet<N>& into, PeerSet<N>& from);
+
+  bool open_;
+  std::chrono::seconds bucket_length_;
+  const Clock& clock_;
+  SipKey key_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+};
+
+Compact4 compact4(const Endpoint& e);
+Compact6 compact6(const Endpoint& e);
+
+template <class Fn>
+void SwarmTable::each_swarm(Fn&& fn) {
+  const std::uint64_t bucket = current_bucket();
+  for (auto& shard : shards_) {
+    std::lock_guard lock(shard->mutex);
+    for (auto& [hash, swarm] : shard->swarms) {
+      if (swarm.alias_of) continue;
+      expire(swarm, bucket);
+      fn(hash, swarm.counts(), swarm.own);
+    }
+  }
+}
+
+}  // namespace inferllama::tracker
