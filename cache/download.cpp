@@ -388,6 +388,7 @@ void Download::chunk_filled(std::size_t index) {
     std::lock_guard lock(mutex_);
     chunk.ref = ChunkRef{h.root, h.piece_sha1, chunk.size};
     chunk.padded_sha1 = h.padded_sha1;
+    chunk.file_root = h.file_root;
     chunk.hashed = true;
     ++hashed_count_;
   }
@@ -460,6 +461,14 @@ void Download::finalize() {
       blob.chunks.push_back(chunks_[i].ref);
     }
     if (chunk_count_ > 0) blob.last_padded_sha1 = chunks_[chunk_count_ - 1].padded_sha1;
+    if (chunk_count_ == 1) {
+      blob.v2_root = chunks_[0].file_root;
+    } else if (chunk_count_ > 1) {
+      std::vector<Sha256> piece_layer;
+      piece_layer.reserve(chunk_count_);
+      for (const auto& c : blob.chunks) piece_layer.push_back(c.id);
+      blob.v2_root = piece_layer_root(piece_layer, blob.chunk_size);
+    }
     {
       std::lock_guard lock(mutex_);
       claims = claims_;

@@ -105,6 +105,7 @@ class Download : public std::enable_shared_from_this<Download> {
     bool hashed = false;
     ChunkRef ref;
     Sha1 padded_sha1;
+    Sha256 file_root;  // the pieces root of a file that is only this chunk
   };
   struct Segment {
     std::uint64_t next = 0;

@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <bit>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -106,21 +107,48 @@ void ChunkHasher::update(std::span<const std::uint8_t> bytes) {
   }
 }
 
+namespace {
+
+// Hashes pairs of nodes up to the root; `nodes` holds a power of two of them and is consumed.
+Sha256 merkle_root(std::vector<Sha256>& nodes) {
+  Sha256Stream s;
+  while (nodes.size() > 1) {
+    for (std::size_t i = 0; i < nodes.size() / 2; ++i) {
+      s.update(std::span<const std::uint8_t>(nodes[2 * i].bytes));
+      s.update(std::span<const std::uint8_t>(nodes[2 * i + 1].bytes));
+      nodes[i] = s.finish();
+    }
+    nodes.resize(nodes.size() / 2);
+  }
+  return nodes.front();
+}
+
+Sha256 hash_pair(const Sha256& left, const Sha256& right) {
+  Sha256Stream s;
+  s.update(std::span<const std::uint8_t>(left.bytes));
+  s.update(std::span<const std::uint8_t>(right.bytes));
+  return s.finish();
+}
+
+}  // namespace
+
 ChunkHashes ChunkHasher::finish() {
   ChunkHashes out;
   if (block_fill_ > 0) leaves_.push_back(block_.finish());
-  // Zero leaves up to a full piece (BEP 52), then pairwise up to the root.
-  leaves_.resize(std::max<std::size_t>(1, piece_size_ / kMerkleBlock));
-  Sha256Stream s;
-  while (leaves_.size() > 1) {
-    for (std::size_t i = 0; i < leaves_.size() / 2; ++i) {
-      s.update(std::span<const std::uint8_t>(leaves_[2 * i].bytes));
-      s.update(std::span<const std::uint8_t>(leaves_[2 * i + 1].bytes));
-      leaves_[i] = s.finish();
-    }
-    leaves_.resize(leaves_.size() / 2);
+  // The file-width root first (zero leaves up to a power of two), then widened with all-zero subtrees
+  // of the same height to a full piece (BEP 52): the two roots share every hash below the first.
+  const std::size_t piece_leaves = std::max<std::size_t>(1, piece_size_ / kMerkleBlock);
+  leaves_.resize(std::bit_ceil(std::max<std::size_t>(1, leaves_.size())));
+  std::size_t width = leaves_.size();
+  out.file_root = merkle_root(leaves_);
+  out.root = out.file_root;
+  Sha256 zero_subtree;  // the root of an all-zero subtree as wide as the tree so far
+  for (std::size_t w = 1; w < width; w *= 2) zero_subtree = hash_pair(zero_subtree, zero_subtree);
+  for (; width < piece_leaves; width *= 2) {
+    out.root = hash_pair(out.root, zero_subtree);
+    zero_subtree = hash_pair(zero_subtree, zero_subtree);
   }
-  out.root = leaves_.front();
+  leaves_.clear();
   if (size_ < piece_size_) {
     // The last chunk of a file: also the piece as BitTorrent v1 sees it, followed by pad-file zeros.
     static const std::vector<std::uint8_t> zeros(std::size_t{64} * 1024, 0);
@@ -137,6 +165,16 @@ ChunkHashes ChunkHasher::finish() {
     out.padded_sha1 = out.piece_sha1;
   }
   return out;
+}
+
+Sha256 piece_layer_root(std::span<const Sha256> piece_layer, std::size_t piece_size) {
+  Sha256 zero_piece;  // an all-zero leaf, then hashed up to the height of one piece
+  for (std::size_t width = 1; width < piece_size / kMerkleBlock; width *= 2) {
+    zero_piece = hash_pair(zero_piece, zero_piece);
+  }
+  std::vector<Sha256> nodes(piece_layer.begin(), piece_layer.end());
+  nodes.resize(std::bit_ceil(std::max<std::size_t>(1, nodes.size())), zero_piece);
+  return merkle_root(nodes);
 }
 
 ChunkHashes hash_chunk(std::span<const std::uint8_t> chunk, std::size_t piece_size) {

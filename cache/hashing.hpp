@@ -42,10 +42,13 @@ inline constexpr std::size_t kMerkleBlock = std::size_t{16} * 1024;
 
 // What a chunk is stored and seeded under: its address (piece root), its SHA-1 piece hash (BitTorrent
 // v1), and for a short final chunk also the SHA-1 of the chunk zero-padded to a full piece (BEP 47).
+// `file_root` is the root of the chunk's blocks padded only to the next power of two: the BEP 52
+// `pieces root` of a file that is this one chunk, which cannot be derived from `root` later.
 struct ChunkHashes {
   Sha256 root;
   Sha1 piece_sha1;
   Sha1 padded_sha1;
+  Sha256 file_root;
 };
 
 // Hashes a chunk as its bytes arrive, in order, so they never have to be read back.
@@ -63,6 +66,10 @@ class ChunkHasher {
   std::vector<Sha256> leaves_;
   Sha1Stream sha1_;
 };
+
+// The BEP 52 `pieces root` of a file longer than one piece: the merkle root of its piece layer (its
+// chunks' roots, in order) padded to a power of two with the root of an all-zero piece.
+Sha256 piece_layer_root(std::span<const Sha256> piece_layer, std::size_t piece_size);
 
 ChunkHashes hash_chunk(std::span<const std::uint8_t> chunk, std::size_t piece_size);
 inline Sha256 piece_root(std::span<const std::uint8_t> chunk, std::size_t piece_size) {

@@ -49,6 +49,7 @@ class Reader {
     auto n = num<std::uint32_t>();
     return std::string(raw(n));
   }
+  bool done() const { return in_.empty(); }
   std::string_view raw(std::size_t n) {
     need(n);
     auto v = in_.substr(0, n);
@@ -93,6 +94,8 @@ std::string encode(const BlobEntry& b) {
     w.raw(c.piece_sha1.raw());
     w.u32(c.size);
   }
+  // Appended last, so records written before it existed still decode (without it).
+  if (b.v2_root) w.raw(b.v2_root->raw());
   return w.take();
 }
 
@@ -111,6 +114,7 @@ BlobEntry decode_blob(std::string_view v) {
     c.piece_sha1 = *Sha1::from_raw(r.raw(Sha1::size));
     c.size = r.num<std::uint32_t>();
   }
+  if (!r.done()) b.v2_root = *Sha256::from_raw(r.raw(Sha256::size));
   return b;
 }
 

@@ -28,6 +28,9 @@ struct BlobEntry {
   std::uint32_t chunk_size = 0;
   std::vector<ChunkRef> chunks;
   Sha1 last_padded_sha1;  // SHA-1 of the last chunk zero-padded to chunk_size (BitTorrent v1 with pad files)
+  // The file's BEP 52 `pieces root` (BitTorrent v2), set for every non-empty file. Records written before
+  // the node kept it load without one: see torrent::BuildOptions::read_chunk.
+  std::optional<Sha256> v2_root;
 };
 
 // A path in a repo at a commit, as the Hub described it.

@@ -3,6 +3,7 @@
 // tracker and the HTTP routes: a snapshot's torrent as bytes, its info-hashes, and where each of its
 // pieces lives in the chunk store.
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -57,6 +58,29 @@ struct BuildOptions {
   std::vector<std::string> trackers;  // announce URLs, one tier each, in order
   std::vector<std::string> web_seeds; // BEP 19 url-list
   std::string comment;
+  // Reads a stored chunk back. Only blobs indexed before BlobEntry::v2_root existed need it, and only
+  // when they are one chunk long (a longer file's root follows from its chunk ids): the migration path
+  // for hybrid torrents of such snapshots. nullopt when the chunk cannot be read.
+  std::function<std::optional<std::vector<std::uint8_t>>(const Sha256& chunk)> read_chunk;
+};
+
+// Why a snapshot cannot be made a torrent, or why a .torrent from elsewhere is not acceptable.
+struct TorrentError {
+  std::string message;
+};
+
+// What a .torrent file from another node says (see parse_torrent).
+struct ParsedTorrent {
+  std::string info;  // the bencoded info dict, byte for byte
+  Sha1 info_hash_v1;
+  std::optional<Sha256> info_hash_v2;  // hybrid only
+  std::string name;
+  std::uint32_t piece_length = 0;
+  std::uint64_t total_size = 0;
+  bool single_file = false;
+  std::vector<TorrentFile> files;  // v1 order, pads included; etags are unknown ("")
+  std::vector<std::string> trackers;
+  std::vector<std::string> web_seeds;
 };
 
 }  // namespace inferllama::torrent

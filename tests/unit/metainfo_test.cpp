@@ -1,0 +1,426 @@
+// The node's torrents against libtorrent 2.0's own create_torrent on the same files: the info dicts
+// must be byte-identical, so a snapshot seeded by the node and one made by a libtorrent client share
+// one swarm.
+#include <utility>  // before Asio (via libtorrent): Boost 1.74's awaitable.hpp needs std::exchange
+
+#include <gtest/gtest.h>
+#include <libtorrent/bencode.hpp>
+#include <libtorrent/create_torrent.hpp>
+#include <libtorrent/magnet_uri.hpp>
+#include <libtorrent/torrent_info.hpp>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "bencode.hpp"
+#include "hashing.hpp"
+#include "metainfo.hpp"
+
+namespace inferllama::torrent {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr std::uint32_t kChunk = 64 * 1024;
+
+std::span<const std::uint8_t> bytes_of(std::string_view s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+// What the ingest stores for a file (cache/download.cpp): per-chunk hashes, then the file's v2 root.
+BlobEntry ingest(const std::string& content, std::uint32_t chunk_size) {
+  BlobEntry blob;
+  blob.etag = cache::sha256(bytes_of(content)).hex();
+  blob.lfs = true;
+  blob.size = content.size();
+  blob.chunk_size = chunk_size;
+  cache::ChunkHashes last;
+  for (std::size_t offset = 0; offset < content.size(); offset += chunk_size) {
+    const auto chunk = bytes_of(content).subspan(offset, std::min<std::size_t>(chunk_size, content.size() - offset));
+    last = cache::hash_chunk(chunk, chunk_size);
+    blob.chunks.push_back(ChunkRef{last.root, last.piece_sha1, static_cast<std::uint32_t>(chunk.size())});
+  }
+  if (blob.chunks.size() == 1) blob.v2_root = last.file_root;
+  if (blob.chunks.size() > 1) {
+    std::vector<Sha256> layer;
+    for (const auto& c : blob.chunks) layer.push_back(c.id);
+    blob.v2_root = cache::piece_layer_root(layer, chunk_size);
+  }
+  if (!blob.chunks.empty()) blob.last_padded_sha1 = last.padded_sha1;
+  return blob;
+}
+
+Torrent build_or_fail(std::span<const SnapshotFile> files, const BuildOptions& options) {
+  auto built = build_torrent(files, options);
+  if (auto* e = std::get_if<TorrentError>(&built)) ADD_FAILURE() << e->message;
+  return std::get<Torrent>(std::move(built));
+}
+
+std::vector<char> generate(lt::create_torrent& ct) {
+  std::vector<char> out;
+  lt::bencode(std::back_inserter(out), ct.generate());
+  return out;
+}
+
+lt::torrent_info load(std::string_view metainfo) {
+  return lt::torrent_info(lt::span<const char>(metainfo.data(), static_cast<std::ptrdiff_t>(metainfo.size())),
+                          lt::from_span);
+}
+
+template <class H>
+std::string raw(const H& hash) {
+  return std::string(hash.data(), hash.size());
+}
+
+class MetainfoTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    base_ = fs::temp_directory_path() / ("inferllama-metainfo-" + std::to_string(::getpid()) + "-" +
+                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(base_);
+    std::mt19937_64 random(42);
+    // Sizes around every boundary, and names whose part-by-part order differs from their byte order
+    // ("sub-x" < "sub.txt" < "sub/" as bytes, but the folder "sub" sorts first), uppercase, UTF-8.
+    const std::vector<std::pair<std::string, std::size_t>> layout = {
+        {"empty.txt", 0},
+        {"one.bin", 1},
+        {"small.json", 5000},
+        {"exact.bin", kChunk},
+        {"exact-plus-one.bin", kChunk + 1},
+        {"sub/dir/several.safetensors", 3 * kChunk + 1234},
+        {"sub/four.bin", 4 * kChunk},
+        {"sub/five.bin", 5 * kChunk - 7},
+        {"sub-x.txt", 17},
+        {"sub.txt", 16 * 1024},
+        {"Upper.md", 20000},
+        {"données/é.txt", 300},
+        {"zz/empty-too", 0},
+    };
+    for (const auto& [path, size] : layout) {
+      std::string content(size, '\0');
+      for (auto& c : content) c = static_cast<char>(random());
+      fs::create_directories((base_ / kName / path).parent_path());
+      std::ofstream(base_ / kName / path, std::ios::binary) << content;
+      contents_.emplace_back(path, content);
+    }
+    blobs_.reserve(contents_.size());
+    for (const auto& [path, content] : contents_) blobs_.push_back(ingest(content, kChunk));
+    for (std::size_t i = 0; i < contents_.size(); ++i) files_.push_back(SnapshotFile{contents_[i].first, &blobs_[i]});
+  }
+  void TearDown() override { fs::remove_all(base_); }
+
+  lt::torrent_info libtorrent_torrent(const fs::path& path, lt::create_flags_t flags) {
+    lt::file_storage storage;
+    lt::add_files(storage, path.string());
+    lt::create_torrent ct(storage, kChunk, flags);
+    lt::set_piece_hashes(ct, path.parent_path().string());
+    const auto bytes = generate(ct);
+    return lt::torrent_info(bytes, lt::from_span);
+  }
+
+  // Our file list, as libtorrent reads it back from our .torrent.
+  static void expect_same_files(const Torrent& ours, const lt::torrent_info& ti, bool single_file) {
+    const lt::file_storage& files = ti.files();
+    ASSERT_EQ(files.num_files(), static_cast<int>(ours.files.size()));
+    for (lt::file_index_t i{0}; i < files.end_file(); ++i) {
+      const auto& f = ours.files[static_cast<std::size_t>(static_cast<int>(i))];
+      EXPECT_EQ(files.file_path(i), single_file ? ours.name : ours.name + "/" + f.path);
+      EXPECT_EQ(files.file_size(i), static_cast<std::int64_t>(f.size));
+      EXPECT_EQ(files.pad_file_at(i), f.pad);
+    }
+    EXPECT_EQ(ti.num_pieces(), static_cast<int>(ours.pieces.size()));
+    EXPECT_EQ(ti.total_size(), static_cast<std::int64_t>(ours.total_size));
+  }
+
+  static constexpr const char* kName = "tiny-model";
+  fs::path base_;
+  std::vector<std::pair<std::string, std::string>> contents_;
+  std::vector<BlobEntry> blobs_;
+  std::vector<SnapshotFile> files_;
+};
+
+TEST_F(MetainfoTest, V1MatchesLibtorrentCanonicalFilesByteForByte) {
+  BuildOptions options{.format = Format::v1, .name = kName};
+  const Torrent ours = build_or_fail(files_, options);
+  const auto theirs =
+      libtorrent_torrent(base_ / kName, lt::create_torrent::v1_only | lt::create_torrent::canonical_files);
+  EXPECT_EQ(raw(theirs.info_hashes().v1), std::string(ours.info_hash_v1.raw()));
+  EXPECT_EQ(std::string(theirs.info_section().data(), static_cast<std::size_t>(theirs.info_section().size())), ours.info);
+  EXPECT_FALSE(ours.info_hash_v2);
+
+  const auto parsed = load(ours.metainfo);
+  EXPECT_EQ(raw(parsed.info_hashes().v1), std::string(ours.info_hash_v1.raw()));
+  EXPECT_FALSE(parsed.info_hashes().has_v2());
+  expect_same_files(ours, parsed, false);
+  // libtorrent's order and padding, spelled out: by path part, a pad after every non-empty file that
+  // does not end on a piece boundary (the last one included), none after empty or whole-piece files.
+  std::vector<std::string> paths;
+  for (const auto& f : ours.files) paths.push_back(f.path);
+  const std::vector<std::string> expected = {
+      "Upper.md", ".pad/45536", "données/é.txt", ".pad/65236", "empty.txt", "exact-plus-one.bin", ".pad/65535",
+      "exact.bin", "one.bin", ".pad/65535", "small.json", ".pad/60536", "sub/dir/several.safetensors",
+      ".pad/64302", "sub/five.bin", ".pad/7", "sub/four.bin", "sub-x.txt", ".pad/65519", "sub.txt",
+      ".pad/49152", "zz/empty-too"};
+  EXPECT_EQ(paths, expected);
+  // Every piece is one chunk: the pieces follow the files, chunk by chunk.
+  std::size_t piece = 0;
+  for (const auto& f : ours.files) {
+    if (f.pad) continue;
+    const auto blob = std::find_if(blobs_.begin(), blobs_.end(), [&](const BlobEntry& b) { return b.etag == f.etag; });
+    ASSERT_NE(blob, blobs_.end());
+    for (const auto& c : blob->chunks) {
+      EXPECT_EQ(ours.pieces[piece].chunk, c.id);
+      EXPECT_EQ(ours.pieces[piece++].size, c.size);
+    }
+  }
+  EXPECT_EQ(piece, ours.pieces.size());
+}
+
+TEST_F(MetainfoTest, HybridMatchesLibtorrentByteForByte) {
+  BuildOptions options{.format = Format::hybrid, .name = kName};
+  const Torrent ours = build_or_fail(files_, options);
+  const auto theirs = libtorrent_torrent(base_ / kName, {});
+  ASSERT_TRUE(ours.info_hash_v2);
+  EXPECT_EQ(raw(theirs.info_hashes().v1), std::string(ours.info_hash_v1.raw()));
+  EXPECT_EQ(raw(theirs.info_hashes().v2), std::string(ours.info_hash_v2->raw()));
+  EXPECT_EQ(std::string(theirs.info_section().data(), static_cast<std::size_t>(theirs.info_section().size())), ours.info);
+
+  const auto parsed = load(ours.metainfo);
+  EXPECT_TRUE(parsed.v2());
+  EXPECT_EQ(raw(parsed.info_hashes().v2), std::string(ours.info_hash_v2->raw()));
+  expect_same_files(ours, parsed, false);
+  // The piece layers of the files longer than one piece made it through libtorrent's checks.
+  for (lt::file_index_t i{0}; i < parsed.files().end_file(); ++i) {
+    const auto size = parsed.files().file_size(i);
+    if (parsed.files().pad_file_at(i) || size <= kChunk) continue;
+    const auto layer = parsed.piece_layer(i);
+    EXPECT_EQ(layer.size(), (size + kChunk - 1) / kChunk * 32) << parsed.files().file_path(i);
+    EXPECT_EQ(raw(parsed.files().root(i)), raw(theirs.files().root(i)));
+  }
+}
+
+TEST_F(MetainfoTest, SingleFileTorrentsMatchLibtorrent) {
+  for (const std::string path : {"sub/dir/several.safetensors", "one.bin", "exact.bin", "small.json"}) {
+    SCOPED_TRACE(path);
+    const auto index = static_cast<std::size_t>(
+        std::find_if(files_.begin(), files_.end(), [&](const SnapshotFile& f) { return f.path == path; }) - files_.begin());
+    const std::string name = fs::path(path).filename().string();
+    const SnapshotFile file{path, &blobs_[index]};
+    for (const auto format : {Format::v1, Format::hybrid}) {
+      BuildOptions options{.format = format, .name = name, .single_file = true};
+      const Torrent ours = build_or_fail(std::span(&file, 1), options);
+      const auto theirs =
+          libtorrent_torrent(base_ / kName / path, format == Format::v1 ? lt::create_torrent::v1_only : lt::create_flags_t{});
+      EXPECT_EQ(raw(theirs.info_hashes().v1), std::string(ours.info_hash_v1.raw()));
+      if (format == Format::hybrid) {
+        EXPECT_EQ(raw(theirs.info_hashes().v2), std::string(ours.info_hash_v2->raw()));
+      }
+      EXPECT_EQ(std::string(theirs.info_section().data(), static_cast<std::size_t>(theirs.info_section().size())), ours.info);
+      expect_same_files(ours, load(ours.metainfo), true);
+    }
+  }
+}
+
+TEST_F(MetainfoTest, BytesAreDeterministicWhateverTheInputOrder) {
+  BuildOptions options{.format = Format::hybrid,
+                       .name = kName,
+                       .trackers = {"http://node-a:8080/announce", "udp://node-b:6969/announce"},
+                       .web_seeds = {"http://node-a:8080/webseed/"},
+                       .comment = "acme/tiny-model@0123"};
+  const Torrent first = build_or_fail(files_, options);
+  auto shuffled = files_;
+  std::reverse(shuffled.begin(), shuffled.end());
+  const Torrent second = build_or_fail(shuffled, options);
+  EXPECT_EQ(first.metainfo, second.metainfo);
+
+  const auto ti = load(first.metainfo);
+  ASSERT_EQ(ti.trackers().size(), 2u);
+  EXPECT_EQ(ti.trackers()[0].url, options.trackers[0]);
+  EXPECT_EQ(ti.trackers()[1].tier, 1);
+  ASSERT_EQ(ti.web_seeds().size(), 1u);
+  EXPECT_EQ(ti.web_seeds()[0].url, options.web_seeds[0]);
+  EXPECT_EQ(ti.comment(), options.comment);
+}
+
+TEST_F(MetainfoTest, ParseReadsBackWhatWasBuilt) {
+  BuildOptions options{.format = Format::hybrid, .name = kName, .trackers = {"http://t/announce"}, .web_seeds = {"http://w/"}};
+  const Torrent ours = build_or_fail(files_, options);
+  auto parsed = parse_torrent(ours.metainfo);
+  ASSERT_TRUE(std::holds_alternative<ParsedTorrent>(parsed)) << std::get<TorrentError>(parsed).message;
+  const auto& p = std::get<ParsedTorrent>(parsed);
+  EXPECT_EQ(p.info, ours.info);
+  EXPECT_EQ(p.info_hash_v1, ours.info_hash_v1);
+  EXPECT_EQ(p.info_hash_v2, ours.info_hash_v2);
+  EXPECT_EQ(p.name, kName);
+  EXPECT_EQ(p.piece_length, kChunk);
+  EXPECT_EQ(p.total_size, ours.total_size);
+  ASSERT_EQ(p.files.size(), ours.files.size());
+  for (std::size_t i = 0; i < p.files.size(); ++i) {
+    EXPECT_EQ(p.files[i].path, ours.files[i].path);
+    EXPECT_EQ(p.files[i].size, ours.files[i].size);
+    EXPECT_EQ(p.files[i].pad, ours.files[i].pad);
+  }
+  EXPECT_EQ(p.trackers, options.trackers);
+  EXPECT_EQ(p.web_seeds, options.web_seeds);
+}
+
+TEST_F(MetainfoTest, ParseSurvivesMutatedTorrents) {
+  const Torrent ours = build_or_fail(files_, BuildOptions{.format = Format::hybrid, .name = kName});
+  std::mt19937 random(7);
+  for (int round = 0; round < 3000; ++round) {
+    std::string bytes = ours.metainfo;
+    const int edits = 1 + static_cast<int>(random() % 4);
+    for (int e = 0; e < edits; ++e) {
+      const std::size_t at = random() % bytes.size();
+      switch (random() % 3) {
+        case 0: bytes[at] = static_cast<char>(random()); break;
+        case 1: bytes.erase(at, 1 + random() % 8); break;
+        default: bytes.resize(at); break;
+      }
+      if (bytes.empty()) break;
+    }
+    const auto result = parse_torrent(bytes);
+    if (const auto* p = std::get_if<ParsedTorrent>(&result)) {
+      for (const auto& f : p->files) {
+        for (const auto& part : {std::string(".."), std::string("."), std::string()}) {
+          EXPECT_EQ(("/" + f.path + "/").find("/" + part + "/"), std::string::npos) << f.path;
+        }
+      }
+    }
+  }
+}
+
+TEST_F(MetainfoTest, ParseRejectsUnsafePaths) {
+  const std::string piece(20, 'x');
+  for (const std::string path : {"2:..", "0:", "3:a/b"}) {
+    const std::string info = "d5:filesld6:lengthi1e4:pathl" + path + "eee4:name1:n12:piece lengthi16384e6:pieces20:" +
+                             piece + "e";
+    EXPECT_TRUE(std::holds_alternative<TorrentError>(parse_torrent("d4:info" + info + "e"))) << path;
+  }
+  EXPECT_TRUE(std::holds_alternative<TorrentError>(
+      parse_torrent("d4:infod6:lengthi1e4:name2:..12:piece lengthi16384e6:pieces20:" + piece + "ee")));
+}
+
+TEST_F(MetainfoTest, MagnetNamesBothHashes) {
+  const Torrent ours = build_or_fail(files_, BuildOptions{.format = Format::hybrid, .name = "tiny model"});
+  const std::vector<std::string> trackers = {"http://node:8080/announce?x=1&y=2"};
+  const std::vector<std::string> seeds = {"http://node:8080/ws/"};
+  const std::string uri = magnet_uri(ours, trackers, seeds);
+  EXPECT_EQ(uri.rfind("magnet:?xt=urn:btih:" + ours.info_hash_v1.hex() + "&xt=urn:btmh:1220" + ours.info_hash_v2->hex() +
+                          "&dn=tiny%20model&tr=http%3A%2F%2Fnode%3A8080%2Fannounce%3Fx%3D1%26y%3D2",
+                      0),
+            0u);
+  lt::error_code ec;
+  const lt::add_torrent_params params = lt::parse_magnet_uri(uri, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(raw(params.info_hashes.v1), std::string(ours.info_hash_v1.raw()));
+  EXPECT_EQ(raw(params.info_hashes.v2), std::string(ours.info_hash_v2->raw()));
+  EXPECT_EQ(params.name, "tiny model");
+  EXPECT_EQ(params.trackers, trackers);
+  EXPECT_EQ(params.url_seeds, seeds);
+}
+
+TEST_F(MetainfoTest, OldBlobsWithoutV2RootAreReadBackOnce) {
+  const Torrent expected = build_or_fail(files_, BuildOptions{.format = Format::hybrid, .name = kName});
+  auto old_blobs = blobs_;
+  for (auto& b : old_blobs) b.v2_root.reset();
+  std::vector<SnapshotFile> old_files;
+  for (std::size_t i = 0; i < files_.size(); ++i) old_files.push_back(SnapshotFile{files_[i].path, &old_blobs[i]});
+
+  BuildOptions options{.format = Format::hybrid, .name = kName};
+  const auto without_reader = build_torrent(old_files, options);
+  ASSERT_TRUE(std::holds_alternative<TorrentError>(without_reader));
+  EXPECT_NE(std::get<TorrentError>(without_reader).message.find("v2 pieces root"), std::string::npos);
+
+  int reads = 0;
+  options.read_chunk = [&](const Sha256& id) -> std::optional<std::vector<std::uint8_t>> {
+    ++reads;
+    for (std::size_t i = 0; i < blobs_.size(); ++i) {
+      if (blobs_[i].chunks.size() == 1 && blobs_[i].chunks[0].id == id) {
+        const auto bytes = bytes_of(contents_[i].second);
+        return std::vector<std::uint8_t>(bytes.begin(), bytes.end());
+      }
+    }
+    return std::nullopt;
+  };
+  EXPECT_EQ(build_or_fail(old_files, options).info_hash_v2, expected.info_hash_v2);
+  // Only the files shorter than one piece: a longer file's root follows from its chunk ids.
+  EXPECT_EQ(reads, 6);
+  // v1 torrents never need the v2 roots.
+  options.read_chunk = nullptr;
+  EXPECT_TRUE(std::holds_alternative<Torrent>(build_torrent(old_files, BuildOptions{.format = Format::v1, .name = kName})));
+}
+
+TEST_F(MetainfoTest, RejectsWhatCannotBeATorrent) {
+  auto error_of = [](std::span<const SnapshotFile> files, const BuildOptions& options) {
+    auto built = build_torrent(files, options);
+    return std::holds_alternative<TorrentError>(built) ? std::get<TorrentError>(built).message : std::string();
+  };
+  BuildOptions options{.format = Format::v1, .name = kName};
+  BlobEntry other_size = ingest("abc", 2 * kChunk);
+  std::vector<SnapshotFile> mixed = {files_[1], SnapshotFile{"b.bin", &other_size}};
+  EXPECT_NE(error_of(mixed, options).find("mixed chunk sizes"), std::string::npos);
+  std::vector<SnapshotFile> empty_only = {files_[0]};
+  EXPECT_NE(error_of(empty_only, options).find("empty"), std::string::npos);
+  std::vector<SnapshotFile> collide = {SnapshotFile{"a", &blobs_[1]}, SnapshotFile{"a/b", &blobs_[2]}};
+  EXPECT_NE(error_of(collide, options).find("collides"), std::string::npos);
+  std::vector<SnapshotFile> twice = {SnapshotFile{"a", &blobs_[1]}, SnapshotFile{"a", &blobs_[2]}};
+  EXPECT_NE(error_of(twice, options).find("collides"), std::string::npos);
+  for (const std::string bad : {"../x", "/abs", "a//b", "a/./b", ""}) {
+    std::vector<SnapshotFile> one = {SnapshotFile{bad, &blobs_[1]}};
+    EXPECT_NE(error_of(one, options).find("invalid path"), std::string::npos) << bad;
+  }
+  BlobEntry truncated = blobs_[5];
+  truncated.chunks.pop_back();
+  std::vector<SnapshotFile> short_chunks = {SnapshotFile{"x", &truncated}};
+  EXPECT_NE(error_of(short_chunks, options).find("do not add up"), std::string::npos);
+  EXPECT_FALSE(error_of(files_, BuildOptions{.format = Format::v1, .name = "a/b"}).empty());
+  EXPECT_FALSE(error_of(files_, BuildOptions{.format = Format::v1, .name = kName, .single_file = true}).empty());
+}
+
+using bencode::Dict;
+using bencode::List;
+using bencode::Value;
+
+TEST(Bencode, EncodesCanonicallyAndRoundTrips) {
+  Dict d{{"zeta", std::int64_t{-42}}, {"alpha", "x"}, {std::string("\xff", 1), List{Value(std::int64_t{0}), Value("")}},
+         {"Beta", Dict{}}};
+  const std::string encoded = bencode::encode(Value(d));
+  EXPECT_EQ(encoded, "d4:Betade5:alpha1:x4:zetai-42e1:\xffli0e0:ee");
+  auto decoded = bencode::decode(encoded);
+  ASSERT_TRUE(std::holds_alternative<Value>(decoded));
+  EXPECT_EQ(bencode::encode(std::get<Value>(decoded)), encoded);
+  EXPECT_EQ(*std::get<Value>(decoded).find("zeta")->integer(), -42);
+  const std::string extremes = "li9223372036854775807ei-9223372036854775808ee";
+  auto big = bencode::decode(extremes);
+  ASSERT_TRUE(std::holds_alternative<Value>(big));
+  EXPECT_EQ(bencode::encode(std::get<Value>(big)), extremes);
+}
+
+TEST(Bencode, RejectsHostileInput) {
+  const std::vector<std::string> bad = {
+      "", "i", "ie", "i-0e", "i01e", "i+1e", "i1x2e", "i9223372036854775808e", "01:a", "2:a", "-1:a",
+      "9999999999999999999999:a", "l", "d", "d1:a", "d1:ai1e", "di1ei2ee", "d1:b0:1:a0:e", "d1:a0:1:a0:e",
+      "i1ei2e", "x", "le garbage", std::string("\0", 1), std::string(100000, 'l') + std::string(100000, 'e')};
+  for (const auto& input : bad) {
+    const auto result = bencode::decode(input);
+    EXPECT_TRUE(std::holds_alternative<bencode::DecodeError>(result)) << input.substr(0, 40);
+  }
+  EXPECT_TRUE(std::holds_alternative<bencode::DecodeError>(bencode::decode(std::string(40, 'l') + std::string(40, 'e'))));
+  EXPECT_TRUE(std::holds_alternative<Value>(bencode::decode(std::string(32, 'l') + std::string(32, 'e'))));
+  EXPECT_TRUE(std::holds_alternative<bencode::DecodeError>(
+      bencode::decode("l" + std::string(100, 'l') + std::string(100, 'e') + "e", bencode::DecodeLimits{.max_depth = 200, .max_items = 50})));
+  std::mt19937 random(1);
+  for (int round = 0; round < 20000; ++round) {
+    std::string input(random() % 24, '\0');
+    for (auto& c : input) c = "ilde0123456789:-x"[random() % 17];
+    const auto result = bencode::decode(input);
+    if (const auto* v = std::get_if<Value>(&result)) {
+      EXPECT_EQ(bencode::encode(*v), input);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace inferllama::torrent
