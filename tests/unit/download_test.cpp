@@ -100,6 +100,15 @@ class DownloadTest : public ::testing::Test {
   std::string commit_ = std::string(40, 'a');
 };
 
+// The file's BEP 52 pieces root, from its bytes: the merkle root of its 64 KiB pieces' roots.
+Sha256 v2_root_of(std::span<const std::uint8_t> data) {
+  std::vector<Sha256> layer;
+  for (std::size_t at = 0; at < data.size(); at += 65536) {
+    layer.push_back(piece_root(data.subspan(at, std::min<std::size_t>(65536, data.size() - at)), 65536));
+  }
+  return piece_layer_root(layer, 65536);
+}
+
 TEST_F(DownloadTest, StoresVerifiedChunksAndCommitsEveryClaim) {
   auto waiter = std::make_shared<Waiter>();
   auto d = downloads_->get_or_start(source(real_etag()), {repo_, commit_, "a.bin"});
@@ -123,6 +132,7 @@ TEST_F(DownloadTest, StoresVerifiedChunksAndCommitsEveryClaim) {
     EXPECT_EQ(blob->chunks[i].id, piece_root(part, 65536));
     EXPECT_TRUE(store_->contains(blob->chunks[i].id));
   }
+  EXPECT_EQ(blob->v2_root, v2_root_of(data_));
   EXPECT_TRUE(index_->get_file(repo_, commit_, "a.bin"));
   EXPECT_TRUE(index_->get_file(repo_, commit_, "b.bin"));
   // Once committed, asking again starts nothing.
@@ -174,6 +184,8 @@ TEST_F(DownloadTest, AFailedDownloadResumesFromItsStagedChunks) {
   EXPECT_EQ(upstream_->sent.load(), data_.size());
   EXPECT_GT(sent_before, 0u);
   EXPECT_EQ(downloads_->counters().resumed_bytes.load(), sent_before);
+  // A chunk hashed partly from its staged bytes names the file as one hashed in a single pass.
+  EXPECT_EQ(index_->get_blob(real_etag())->v2_root, v2_root_of(data_));
 }
 
 TEST_F(DownloadTest, EmptyFile) {

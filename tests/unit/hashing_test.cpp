@@ -61,6 +61,41 @@ TEST(Hashing, ChunkHashesPadTheLastPiece) {
   EXPECT_EQ(f.piece_sha1, sha1(full));
 }
 
+Sha256 pair_hash(const Sha256& left, const Sha256& right) {
+  std::vector<std::uint8_t> both(left.bytes.begin(), left.bytes.end());
+  both.insert(both.end(), right.bytes.begin(), right.bytes.end());
+  return sha256(both);
+}
+
+TEST(Hashing, FileRootIsTheNaturalWidthTree) {
+  // 40000 bytes: three blocks, padded with one zero leaf to four, which is also a full 64 KiB piece.
+  auto data = pattern(40000);
+  auto leaf = [&](std::size_t i) {
+    return sha256(std::span<const std::uint8_t>(data).subspan(i * kMerkleBlock, std::min(kMerkleBlock, data.size() - i * kMerkleBlock)));
+  };
+  const Sha256 zero;
+  const Sha256 four = pair_hash(pair_hash(leaf(0), leaf(1)), pair_hash(leaf(2), zero));
+  EXPECT_EQ(hash_chunk(data, 64 * 1024).file_root, four);
+  EXPECT_EQ(hash_chunk(data, 64 * 1024).root, four);
+  // In a 128 KiB piece the chunk's address grows by an all-zero subtree; the file's root does not.
+  const Sha256 zero_four = pair_hash(pair_hash(zero, zero), pair_hash(zero, zero));
+  EXPECT_EQ(hash_chunk(data, 128 * 1024).root, pair_hash(four, zero_four));
+  EXPECT_EQ(hash_chunk(data, 128 * 1024).file_root, four);
+  // One block: the file's root is the block's hash.
+  auto small = pattern(5000);
+  EXPECT_EQ(hash_chunk(small, 64 * 1024).file_root, sha256(small));
+  EXPECT_EQ(hash_chunk(small, 64 * 1024).root, pair_hash(pair_hash(sha256(small), zero), pair_hash(zero, zero)));
+}
+
+TEST(Hashing, PieceLayerRootPadsWithZeroPieces) {
+  const std::vector<Sha256> layer = {sha256(pattern(1)), sha256(pattern(2)), sha256(pattern(3))};
+  const Sha256 zero;
+  const Sha256 zero_piece = pair_hash(pair_hash(zero, zero), pair_hash(zero, zero));  // 64 KiB: four leaves
+  EXPECT_EQ(piece_layer_root(layer, 64 * 1024),
+            pair_hash(pair_hash(layer[0], layer[1]), pair_hash(layer[2], zero_piece)));
+  EXPECT_EQ(piece_layer_root(std::span(layer).first(2), 64 * 1024), pair_hash(layer[0], layer[1]));
+}
+
 TEST(Digest, HexRoundTrip) {
   auto d = Sha256::from_hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   ASSERT_TRUE(d);

@@ -77,5 +77,25 @@ TEST_F(IndexTest, CommitMakesFilesVisibleAndCountsChunkReferences) {
   EXPECT_EQ(listed, 4);
 }
 
+TEST_F(IndexTest, BlobV2RootIsKeptAndOptional) {
+  RepoId repo{RepoType::model, "acme/x"};
+  auto with_root = make_blob(std::string(64, 'e'), {"one"});
+  with_root.v2_root = with_root.chunks[0].id;
+  // A record without the root is byte for byte what the node wrote before it kept one.
+  auto without_root = make_blob(std::string(64, 'f'), {"two"});
+  {
+    auto index = open_rocksdb_index(dir_);
+    index->commit_blob(with_root, {{repo, std::string(40, 'a'), "a.bin"}});
+    index->commit_blob(without_root, {{repo, std::string(40, 'a'), "b.bin"}});
+  }
+  auto index = open_rocksdb_index(dir_);
+  EXPECT_EQ(index->get_blob(with_root.etag)->v2_root, with_root.v2_root);
+  auto old = index->get_blob(without_root.etag);
+  ASSERT_TRUE(old);
+  EXPECT_FALSE(old->v2_root);
+  ASSERT_EQ(old->chunks.size(), 1u);
+  EXPECT_EQ(old->chunks[0].id, without_root.chunks[0].id);
+}
+
 }  // namespace
 }  // namespace inferllama
