@@ -175,6 +175,7 @@ void SwarmTable::merge(PeerSet<N>& into, PeerSet<N>& from) {
 
 AnnounceOutcome SwarmTable::announce(const PeerAnnounce& request, const PeerOutput& out) {
   AnnounceOutcome outcome;
+  sweep_step();
   std::unique_lock<std::mutex> lock;
   Swarm* swarm = find(request.hash, lock, request.event != Event::stopped);
   if (!swarm) {
@@ -277,15 +278,31 @@ void SwarmTable::remove_own(const InfoHash& v1) {
   if (it != shard.swarms.end() && it->second.alias_of == v1) shard.swarms.erase(it);
 }
 
+void SwarmTable::sweep_shard(Shard& shard, std::uint64_t bucket) {
+  std::lock_guard lock(shard.mutex);
+  for (auto it = shard.swarms.begin(); it != shard.swarms.end();) {
+    Swarm& swarm = it->second;
+    if (!swarm.alias_of) expire(swarm, bucket);
+    // Open mode forgets swarms nobody is in; own swarms and aliases stay.
+    it = !swarm.alias_of && !swarm.own && swarm.empty() ? shard.swarms.erase(it) : std::next(it);
+  }
+}
+
 void SwarmTable::sweep() {
   const std::uint64_t bucket = current_bucket();
-  for (auto& shard : shards_) {
-    std::lock_guard lock(shard->mutex);
-    for (auto it = shard->swarms.begin(); it != shard->swarms.end();) {
-      Swarm& swarm = it->second;
-      if (!swarm.alias_of) expire(swarm, bucket);
-      // Open mode forgets swarms nobody is in; own swarms and aliases stay.
-      it = !swarm.alias_of && !swarm.own && swarm.empty() ? shard->swarms.erase(it) : std::next(it);
+  for (auto& shard : shards_) sweep_shard(*shard, bucket);
+}
+
+void SwarmTable::sweep_step() {
+  const std::uint64_t bucket = current_bucket();
+  std::uint64_t position = sweep_position_.load(std::memory_order_relaxed);
+  for (;;) {
+    const std::uint64_t pass = position >> 8, next = position & 0xff;
+    if (pass == bucket && next >= kShards) return;  // this bucket's pass is done: the common case
+    const std::uint64_t shard = pass == bucket ? next : 0;
+    if (sweep_position_.compare_exchange_weak(position, bucket << 8 | (shard + 1), std::memory_order_relaxed)) {
+      sweep_shard(*shards_[shard], bucket);
+      return;
     }
   }
 }

@@ -7,9 +7,11 @@
 // sorted vectors (the vector a peer is in is its seeder flag). Buckets are a quarter interval long;
 // a peer lives kLifetimeBuckets - 1 to kLifetimeBuckets buckets after its last announce (2 to 2.25 x
 // interval: one missed announce is forgiven, two are not). A swarm drops its
-// expired peers the first time it is touched in a new bucket, and sweep() does the same for swarms
-// nobody touches, so no announce ever scans more than its own swarm.
+// expired peers the first time it is touched in a new bucket; swarms nobody touches are swept by the
+// announces passing by, one shard per announce until the table has been swept once in the bucket. So
+// no announce scans more than its own swarm and one shard.
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -76,7 +78,7 @@ class SwarmTable {
   void add_own(const InfoHash& v1, const std::optional<InfoHash>& alias);
   void remove_own(const InfoHash& v1);
 
-  void sweep();
+  void sweep();  // every shard, now
   TableTotals totals();
 
  private:
@@ -111,6 +113,8 @@ class SwarmTable {
   };
 
   Shard& shard_of(const InfoHash& h);
+  void sweep_shard(Shard& shard, std::uint64_t bucket);
+  void sweep_step();  // the next shard of this bucket's pass, if any is left
   std::uint64_t current_bucket() const;
   void expire(Swarm& swarm, std::uint64_t bucket);
   // The swarm `hash` names under `lock` (following an alias to its shard); null if none.
@@ -129,6 +133,7 @@ class SwarmTable {
   const Clock& clock_;
   SipKey key_;
   std::vector<std::unique_ptr<Shard>> shards_;
+  std::atomic<std::uint64_t> sweep_position_{0};  // bucket << 8 | the next shard to sweep in it
 };
 
 Compact4 compact4(const Endpoint& e);

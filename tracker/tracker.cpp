@@ -579,8 +579,6 @@ std::size_t Tracker::udp_datagram(std::span<const std::uint8_t> datagram, const 
 
 void Tracker::sweep() { impl_->table.sweep(); }
 
-std::chrono::seconds Tracker::sweep_period() const { return Impl::bucket_length(impl_->settings); }
-
 std::optional<SwarmCounts> Tracker::counts(const InfoHash& hash) const {
   auto state = impl_->table.state(hash);
   if (!state) return std::nullopt;

@@ -95,10 +95,9 @@ class Tracker {
   std::size_t udp_datagram(std::span<const std::uint8_t> datagram, const Endpoint& client, const Endpoint& local,
                            std::span<std::uint8_t> reply);
 
-  // Drops peers that have not announced for about 2 x interval in swarms nobody announced to since;
-  // announced swarms expire their own peers on the way. Call every sweep_period().
+  // Drops expired peers and empty swarms everywhere now. Not needed in service: each swarm expires its
+  // peers when touched, and announces sweep the table one shard at a time, a full pass per time bucket.
   void sweep();
-  std::chrono::seconds sweep_period() const;
 
   // Scrape counts of one swarm (nullopt if it is not tracked), for tests and the admin view.
   std::optional<SwarmCounts> counts(const InfoHash& hash) const;

@@ -116,6 +116,8 @@ Route route(std::string_view path) {
   if (path.find('\0') != std::string_view::npos) return BadRequest{"invalid path"};
   if (path == "/healthz") return HealthRoute{};
   if (path == "/metrics") return MetricsRoute{};
+  if (path == "/announce") return TrackerRoute{TrackerRoute::Kind::announce};
+  if (path == "/scrape") return TrackerRoute{TrackerRoute::Kind::scrape};
   if (path == "/api/inferllama/pin" || path == "/api/inferllama/unpin" || path == "/api/inferllama/gc" ||
       path == "/api/inferllama/mirror") {
     return AdminRoute{std::string(path.substr(std::string_view("/api/inferllama/").size()))};
@@ -160,6 +162,9 @@ const char* route_name(const Route& route) {
   if (std::holds_alternative<HealthRoute>(route)) return "healthz";
   if (std::holds_alternative<MetricsRoute>(route)) return "metrics";
   if (std::holds_alternative<AdminRoute>(route)) return "admin";
+  if (const auto* tracker = std::get_if<TrackerRoute>(&route)) {
+    return tracker->kind == TrackerRoute::Kind::announce ? "announce" : "scrape";
+  }
   if (const auto* api = std::get_if<ApiRoute>(&route)) {
     switch (api->kind) {
       case ApiRoute::Kind::info: return "api_info";

@@ -26,12 +26,18 @@ struct ApiRoute {
   std::string rev;
   std::string path;  // tree, torrent and magnet: may be empty; webseed: what follows the torrent's name
 };
+// The node's BitTorrent tracker: GET /announce and GET /scrape (the query carries the parameters).
+struct TrackerRoute {
+  enum class Kind { announce, scrape };
+  Kind kind = Kind::announce;
+};
 struct BadRequest {
   std::string message;
 };
 struct NotFound {};
 
-using Route = std::variant<NotFound, BadRequest, HealthRoute, MetricsRoute, AdminRoute, ResolveRoute, ApiRoute>;
+using Route = std::variant<NotFound, BadRequest, HealthRoute, MetricsRoute, AdminRoute, ResolveRoute, ApiRoute,
+                           TrackerRoute>;
 
 // A short name for metrics and logs: "resolve", "api_tree", "healthz", ...
 const char* route_name(const Route& route);

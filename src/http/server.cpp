@@ -21,6 +21,7 @@
 
 #include "hub_service.hpp"
 #include "inferllama/offload.hpp"
+#include "inferllama/tracker.hpp"
 #include "range.hpp"
 #include "router.hpp"
 #include "url.hpp"
@@ -75,6 +76,12 @@ void set_cork(asio::ip::tcp::socket& socket, bool on) {
   ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_CORK, &value, sizeof value);
 }
 
+tracker::Endpoint tracker_endpoint(const tcp::endpoint& e) {
+  const auto address = e.address();
+  if (address.is_v4()) return tracker::Endpoint::v4_from(address.to_v4().to_bytes(), e.port());
+  return tracker::Endpoint::v6_from(address.to_v6().to_bytes(), e.port());
+}
+
 std::pair<std::string, std::uint16_t> split_host_port(const std::string& listen) {
   auto colon = listen.rfind(':');
   std::string host = listen.substr(0, colon);
@@ -103,6 +110,7 @@ struct Server::Impl {
     const char* route = "";
     unsigned status = 0;
     std::uint64_t bytes = 0;
+    std::string tracker_reply;  // reused by every tracker answer on this connection
     // The connection is closed if it makes no progress by this time (slow or idle clients).
     std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
     asio::steady_timer watchdog;
@@ -132,6 +140,7 @@ struct Server::Impl {
   std::string public_base(const Request& req) const;
   std::string render_metrics() const;
   Task<bool> handle_admin(Connection& c, const Request& req, const std::string& action);
+  Task<bool> handle_tracker(Connection& c, const Request& req, const TrackerRoute& route, std::string_view query);
   void record(Connection& c, const Request& req, std::chrono::steady_clock::time_point started);
 
   asio::io_context& io;
@@ -148,6 +157,7 @@ struct Server::Impl {
   std::atomic<std::uint64_t> refused_connections{0};
   std::mutex connections_mutex;
   std::list<std::weak_ptr<Connection>> connections;
+  tracker::Tracker* tracker = nullptr;
 };
 
 Server::Server(asio::io_context& io, const Config& config, hub::HubService& hub, ChunkStore& store,
@@ -156,6 +166,9 @@ Server::Server(asio::io_context& io, const Config& config, hub::HubService& hub,
 Server::~Server() = default;
 ServerCounters& Server::counters() {
   return impl_->counters;
+}
+void Server::attach_tracker(tracker::Tracker& tracker) {
+  impl_->tracker = &tracker;
 }
 
 std::uint16_t Server::Impl::listen_on(tcp::acceptor& acceptor, const std::string& host_port, bool tls) {
@@ -405,6 +418,7 @@ std::string Server::Impl::render_metrics() const {
   write_sample(out, "inferllama_evictions_total", "", static_cast<double>(evictor.counters().evicted_files.load()));
   write_header(out, "inferllama_evicted_bytes_total", "counter", "Disk bytes freed by evictions");
   write_sample(out, "inferllama_evicted_bytes_total", "", static_cast<double>(evictor.counters().evicted_bytes.load()));
+  if (tracker) tracker->render_metrics(out);
   return out;
 }
 
@@ -516,6 +530,7 @@ Task<bool> Server::Impl::handle(Connection& c, Request& req) {
     co_return co_await send_error(c, req, bhttp::status::not_found, "no such route");
   }
   if (auto* admin = std::get_if<AdminRoute>(&r)) co_return co_await handle_admin(c, req, admin->action);
+  if (auto* tracker_route = std::get_if<TrackerRoute>(&r)) co_return co_await handle_tracker(c, req, *tracker_route, query);
   if (std::holds_alternative<MetricsRoute>(r)) {
     StringResponse res{bhttp::status::ok, req.version()};
     res.keep_alive(req.keep_alive());
@@ -574,6 +589,44 @@ Task<bool> Server::Impl::handle(Connection& c, Request& req) {
       break;
   }
   co_return co_await send_reply(c, req, reply);
+}
+
+// Tracker answers are small and frequent: the tracker fills the connection's reused buffer and a fixed
+// head goes out in front of it, without Beast's header map and serializer.
+Task<bool> Server::Impl::handle_tracker(Connection& c, const Request& req, const TrackerRoute& route,
+                                        std::string_view query) {
+  if (!tracker) co_return co_await send_error(c, req, bhttp::status::not_found, "this node runs no tracker");
+  if (req.method() != bhttp::verb::get) co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use GET");
+  boost::system::error_code ec;
+  const auto remote = c.socket.remote_endpoint(ec);
+  if (ec) co_return false;
+  const auto local = c.socket.local_endpoint(ec);
+  if (ec) co_return false;
+  if (route.kind == TrackerRoute::Kind::announce) {
+    tracker->http_announce(query, tracker_endpoint(remote), tracker_endpoint(local), c.tracker_reply);
+  } else {
+    tracker->http_scrape(query, c.tracker_reply);
+  }
+  const bool keep = req.keep_alive() && !draining;
+  const bool http10 = req.version() == 10;
+  char head[512];
+  const int head_size = std::snprintf(
+      head, sizeof head,
+      "HTTP/1.%d 200 OK\r\nServer: inferllama\r\n%sContent-Type: text/plain\r\nX-Content-Type-Options: nosniff\r\n"
+      "X-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\n"
+      "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\nContent-Length: %zu\r\n%s\r\n",
+      http10 ? 0 : 1, c.tls ? "Strict-Transport-Security: max-age=31536000\r\n" : "", c.tracker_reply.size(),
+      keep ? (http10 ? "Connection: keep-alive\r\n" : "") : "Connection: close\r\n");
+  c.status = 200;
+  c.bytes = c.tracker_reply.size();
+  const std::array<asio::const_buffer, 2> buffers{asio::buffer(head, static_cast<std::size_t>(head_size)),
+                                                  asio::buffer(c.tracker_reply)};
+  if (c.tls) {
+    co_await asio::async_write(*c.tls, buffers, asio::redirect_error(asio::use_awaitable, ec));
+  } else {
+    co_await asio::async_write(c.socket, buffers, asio::redirect_error(asio::use_awaitable, ec));
+  }
+  co_return keep && !ec;
 }
 
 Task<bool> Server::Impl::send_file(Connection& c, const Request& req, hub::FileAnswer answer) {

@@ -13,6 +13,10 @@ namespace inferllama::hub {
 class HubService;
 }
 
+namespace inferllama::tracker {
+class Tracker;
+}
+
 namespace inferllama::http {
 
 struct ServerCounters {
@@ -39,6 +43,10 @@ class Server {
   bool drained() const;
 
   ServerCounters& counters();
+
+  // Answers GET /announce and GET /scrape with this tracker (otherwise 404) and adds its metrics to
+  // /metrics. Set before start().
+  void attach_tracker(tracker::Tracker& tracker);
 
  private:
   struct Impl;
