@@ -27,7 +27,7 @@ struct PieceSource {
 
 // A file of the torrent in the order of its info dict; pad files included (`pad`, path ".pad/N").
 struct TorrentFile {
-  std::string path;  // relative to the torrent's name, '/'-separated
+  std::string path;  // relative to the torrent's name, '/'-separated; a single-file torrent's is its name
   std::uint64_t size = 0;
   bool pad = false;
   std::string etag;  // the Hub's etag of a real file, "" for pads

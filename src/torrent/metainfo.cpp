@@ -2,7 +2,8 @@
 
 #include <algorithm>
 #include <bit>
-#include <limits>
+#include <optional>
+#include <set>
 
 #include "bencode.hpp"
 #include "hashing.hpp"
@@ -168,7 +169,7 @@ std::variant<Torrent, TorrentError> build_torrent(std::span<const SnapshotFile> 
   Dict piece_layers;
   for (const auto& e : entries) {
     const BlobEntry& blob = *e.file->blob;
-    t.files.push_back(TorrentFile{join_path(e.parts), blob.size, false, blob.etag});
+    t.files.push_back(TorrentFile{options.single_file ? t.name : join_path(e.parts), blob.size, false, blob.etag});
     for (const auto& c : blob.chunks) {
       t.pieces.push_back(PieceSource{c.id, c.size});
       piece_hashes.append(c.piece_sha1.raw());
@@ -348,6 +349,10 @@ std::variant<ParsedTorrent, TorrentError> parse_torrent(std::string_view metainf
     if (!add_file(t.name, *length, false)) return error("file length out of range");
   } else {
     return error("neither files nor length");
+  }
+  std::set<std::string_view> paths;
+  for (const auto& f : t.files) {
+    if (!f.pad && !paths.insert(f.path).second) return error("file " + f.path + " is listed twice");
   }
   const std::uint64_t piece_count = (t.total_size + t.piece_length - 1) / t.piece_length;
   if (pieces->size() / Sha1::size != piece_count) return error("piece count does not match the files' sizes");

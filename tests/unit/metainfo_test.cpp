@@ -218,6 +218,7 @@ TEST_F(MetainfoTest, SingleFileTorrentsMatchLibtorrent) {
       }
       EXPECT_EQ(std::string(theirs.info_section().data(), static_cast<std::size_t>(theirs.info_section().size())), ours.info);
       expect_same_files(ours, load(ours.metainfo), true);
+      EXPECT_EQ(ours.files.front().path, name);
     }
   }
 }
@@ -300,6 +301,9 @@ TEST_F(MetainfoTest, ParseRejectsUnsafePaths) {
   }
   EXPECT_TRUE(std::holds_alternative<TorrentError>(
       parse_torrent("d4:infod6:lengthi1e4:name2:..12:piece lengthi16384e6:pieces20:" + piece + "ee")));
+  const std::string twice = "d4:infod5:filesld6:lengthi1e4:pathl1:aeed6:lengthi1e4:pathl1:aeee4:name1:n"
+                            "12:piece lengthi16384e6:pieces40:" + piece + piece + "ee";
+  EXPECT_TRUE(std::holds_alternative<TorrentError>(parse_torrent(twice)));
 }
 
 TEST_F(MetainfoTest, MagnetNamesBothHashes) {
