@@ -13,6 +13,7 @@
 #include <libtorrent/file_storage.hpp>
 #include <libtorrent/hasher.hpp>
 #include <libtorrent/storage_defs.hpp>
+#include <spdlog/spdlog.h>
 
 namespace inferllama::torrent {
 
@@ -88,8 +89,10 @@ void ChunkReader::forget(const Sha256& chunk) {
 
 ReadFailure ChunkReader::read(const PieceTable& table, std::size_t piece, std::uint64_t offset,
                               std::span<char> out) {
-  auto fail = [this](std::error_code error, ReadStage stage) {
+  auto fail = [&](std::error_code error, ReadStage stage) {
     read_errors_.fetch_add(1, std::memory_order_relaxed);
+    spdlog::error("BitTorrent read of piece {}: chunk {}: {}", piece,
+                  piece < table.pieces.size() ? table.pieces[piece].chunk.hex() : "out of range", error.message());
     return ReadFailure{error, stage};
   };
   std::shared_lock gate(table.gate);

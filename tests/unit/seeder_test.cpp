@@ -1,0 +1,361 @@
+// The seed serves torrents straight from the chunk store to a real libtorrent client over loopback,
+// and the mirror fetcher downloads from it.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <random>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+#include <libtorrent/add_torrent_params.hpp>
+#include <libtorrent/alert_types.hpp>
+#include <libtorrent/bencode.hpp>
+#include <libtorrent/create_torrent.hpp>
+#include <libtorrent/session.hpp>
+#include <libtorrent/session_params.hpp>
+#include <libtorrent/torrent_flags.hpp>
+#include <libtorrent/torrent_info.hpp>
+
+#include "chunk_disk_io.hpp"
+#include "fetcher.hpp"
+#include "hashing.hpp"
+#include "inferllama/chunk_store.hpp"
+#include "seeder.hpp"
+#include "session_settings.hpp"
+
+namespace fs = std::filesystem;
+using namespace inferllama;
+using namespace inferllama::torrent;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr std::uint32_t kPiece = 64 * 1024;
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_file(const fs::path& path, const std::string& bytes) {
+  fs::create_directories(path.parent_path());
+  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::string random_bytes(std::size_t size, std::uint64_t seed) {
+  std::mt19937_64 random(seed);
+  std::string bytes(size, '\0');
+  for (std::size_t i = 0; i < size; i += 8) {
+    const std::uint64_t word = random();
+    std::memcpy(bytes.data() + i, &word, std::min<std::size_t>(8, size - i));
+  }
+  return bytes;
+}
+
+// The snapshot's files: sizes that end mid-piece, on a piece boundary, and within the first piece.
+const std::vector<std::pair<std::string, std::size_t>> kFiles = {
+    {"config.json", 1000},
+    {"weights/part1.bin", 3 * kPiece + 123},
+    {"weights/part2.bin", 5 * kPiece},
+    {"weights/large.bin", 16 * 1024 * 1024 + 7},
+};
+
+class SeederTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() / ("seeder_test_" + std::to_string(::getpid()) + "_" +
+                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(root_);
+    store_ = std::make_unique<ChunkStore>(root_ / "store");
+    std::uint64_t seed = 1;
+    for (const auto& [path, size] : kFiles) write_file(root_ / "content" / "model" / path, random_bytes(size, seed++));
+    SeederOptions options;
+    options.listen = "127.0.0.1:0";
+    seeder_ = std::make_unique<Seeder>(*store_, options);
+  }
+
+  void TearDown() override {
+    seeder_.reset();
+    fs::remove_all(root_);
+  }
+
+  // A torrent over the content as libtorrent makes it, with each piece's bytes stored as a chunk
+  // under its content address (what the node's ingest does).
+  Torrent make_torrent(Format format) {
+    lt::file_storage files;
+    lt::add_files(files, (root_ / "content" / "model").string());
+    lt::create_torrent creator(files, kPiece,
+                               format == Format::v1 ? lt::create_torrent::v1_only | lt::create_torrent::canonical_files
+                                                    : lt::create_flags_t{});
+    lt::set_piece_hashes(creator, (root_ / "content").string());
+    Torrent torrent;
+    lt::bencode(std::back_inserter(torrent.metainfo), creator.generate());
+
+    const lt::torrent_info info(torrent.metainfo, lt::from_span);
+    const lt::file_storage& layout = info.files();
+    const lt::sha1_hash v1 = info.info_hashes().v1;
+    std::copy(v1.begin(), v1.end(), torrent.info_hash_v1.bytes.begin());
+    torrent.name = info.name();
+    torrent.piece_length = kPiece;
+    torrent.total_size = static_cast<std::uint64_t>(layout.total_size());
+    std::map<lt::file_index_t, std::string> contents;
+    for (lt::piece_index_t piece : layout.piece_range()) {
+      const lt::file_index_t file = layout.file_index_at_piece(piece);
+      const std::int64_t offset = static_cast<std::int64_t>(static_cast<int>(piece)) * kPiece - layout.file_offset(file);
+      const std::int64_t size = std::min<std::int64_t>(kPiece, layout.file_size(file) - offset);
+      auto [whole, unread] = contents.try_emplace(file);
+      if (unread) whole->second = read_file(root_ / "content" / layout.file_path(file));
+      const std::string bytes = whole->second.substr(static_cast<std::size_t>(offset), static_cast<std::size_t>(size));
+      const Sha256 id = cache::piece_root(
+          {reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()}, kPiece);
+      const fs::path staged = store_->staging_dir("test") / id.hex();
+      write_file(staged, bytes);
+      store_->adopt(staged, id);
+      torrent.pieces.push_back(PieceSource{id, static_cast<std::uint32_t>(size)});
+    }
+    return torrent;
+  }
+
+  void expect_same_content(const fs::path& downloaded) {
+    for (const auto& [path, size] : kFiles) {
+      const std::string got = read_file(downloaded / "model" / path);
+      EXPECT_EQ(got.size(), size) << path;
+      EXPECT_TRUE(got == read_file(root_ / "content" / "model" / path)) << path << " differs";
+    }
+  }
+
+  fs::path root_;
+  std::unique_ptr<ChunkStore> store_;
+  std::unique_ptr<Seeder> seeder_;
+};
+
+// A plain libtorrent client with its ordinary disk storage, talking to the seed only.
+class Leecher {
+ public:
+  struct Outcome {
+    bool finished = false;      // every piece downloaded, verified and on disk
+    bool disconnected = false;  // the seed closed or refused the connection
+    std::int64_t bytes = 0;
+    int pieces = 0;
+  };
+
+  Leecher() : session_(params()) {}
+
+  // Downloads until finished, or (when `until_disconnected`) until the seed drops the connection.
+  Outcome download(const std::string& metainfo, const fs::path& directory, std::uint16_t seed_port,
+                   bool until_disconnected, std::chrono::seconds limit) {
+    lt::add_torrent_params add;
+    add.ti = std::make_shared<lt::torrent_info>(metainfo, lt::from_span);
+    add.save_path = directory.string();
+    add.flags &= ~(lt::torrent_flags::auto_managed | lt::torrent_flags::paused);
+    lt::torrent_handle handle = session_.add_torrent(std::move(add));
+    handle.connect_peer({boost::asio::ip::make_address("127.0.0.1"), seed_port});
+
+    Outcome outcome;
+    const auto deadline = Clock::now() + limit;
+    std::vector<lt::alert*> alerts;
+    bool done = false;
+    while (!done && Clock::now() < deadline) {
+      session_.wait_for_alert(std::chrono::milliseconds(200));
+      session_.pop_alerts(&alerts);
+      for (lt::alert* alert : alerts) {
+        if (lt::alert_cast<lt::torrent_finished_alert>(alert)) handle.flush_cache();
+        if (lt::alert_cast<lt::cache_flushed_alert>(alert)) outcome.finished = done = true;
+        if (until_disconnected &&
+            (lt::alert_cast<lt::peer_disconnected_alert>(alert) || lt::alert_cast<lt::peer_error_alert>(alert))) {
+          outcome.disconnected = done = true;
+        }
+      }
+    }
+    const lt::torrent_status status = handle.status(lt::torrent_handle::query_pieces);
+    outcome.bytes = status.total_wanted_done;
+    outcome.pieces = status.num_pieces;
+    have_ = status.pieces;
+    return outcome;
+  }
+
+  bool has_piece(int piece) const { return have_.get_bit(lt::piece_index_t{piece}); }
+
+ private:
+  static lt::session_params params() {
+    lt::settings_pack pack;
+    apply_peer_settings(pack, PeerSettings{.listen = "127.0.0.1:0"});
+    pack.set_int(lt::settings_pack::alert_mask, lt::alert_category::all);
+    return lt::session_params(std::move(pack));
+  }
+
+  lt::session session_;
+  lt::typed_bitfield<lt::piece_index_t> have_;
+};
+
+}  // namespace
+
+TEST_F(SeederTest, ServesV1PaddedMultiFileTorrent) {
+  const Torrent torrent = make_torrent(Format::v1);
+  ASSERT_EQ(seeder_->add(torrent), "");
+  EXPECT_EQ(seeder_->torrents(), 1u);
+  EXPECT_NE(seeder_->listen_port(), 0);
+
+  Leecher leecher;
+  const auto start = Clock::now();
+  const auto outcome = leecher.download(torrent.metainfo, root_ / "leech", seeder_->listen_port(), false,
+                                        std::chrono::seconds(120));
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  ASSERT_TRUE(outcome.finished);
+  std::printf("v1: %lld bytes in %.2f s (%.0f MB/s)\n", static_cast<long long>(outcome.bytes), seconds,
+              static_cast<double>(outcome.bytes) / seconds / 1e6);
+  expect_same_content(root_ / "leech");
+  EXPECT_GE(seeder_->stats().chunk_bytes_read, static_cast<std::uint64_t>(outcome.bytes));
+  EXPECT_EQ(seeder_->stats().read_errors, 0u);
+}
+
+TEST_F(SeederTest, ServesHybridTorrent) {
+  const Torrent torrent = make_torrent(Format::hybrid);
+  ASSERT_EQ(seeder_->add(torrent), "");
+  Leecher leecher;
+  const auto start = Clock::now();
+  const auto outcome = leecher.download(torrent.metainfo, root_ / "leech", seeder_->listen_port(), false,
+                                        std::chrono::seconds(120));
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  ASSERT_TRUE(outcome.finished);
+  std::printf("hybrid: %lld bytes in %.2f s (%.0f MB/s)\n", static_cast<long long>(outcome.bytes), seconds,
+              static_cast<double>(outcome.bytes) / seconds / 1e6);
+  expect_same_content(root_ / "leech");
+}
+
+TEST_F(SeederTest, AddRejectsWhatItCannotServe) {
+  Torrent torrent = make_torrent(Format::v1);
+  Torrent short_table = torrent;
+  short_table.pieces.pop_back();
+  EXPECT_NE(seeder_->add(short_table), "");
+  Torrent garbage = torrent;
+  garbage.metainfo = "d4:infoi1ee";
+  EXPECT_NE(seeder_->add(garbage), "");
+  ASSERT_EQ(seeder_->add(torrent), "");
+  EXPECT_EQ(seeder_->add(torrent), "already seeded");
+  EXPECT_EQ(seeder_->torrents(), 1u);
+}
+
+TEST_F(SeederTest, RemovedTorrentServesNothing) {
+  const Torrent torrent = make_torrent(Format::v1);
+  ASSERT_EQ(seeder_->add(torrent), "");
+  EXPECT_TRUE(seeder_->remove(torrent.info_hash_v1));
+  EXPECT_FALSE(seeder_->remove(torrent.info_hash_v1));
+  EXPECT_FALSE(seeder_->seeds(torrent.info_hash_v1));
+  EXPECT_EQ(seeder_->torrents(), 0u);
+
+  Leecher leecher;
+  const auto outcome = leecher.download(torrent.metainfo, root_ / "leech", seeder_->listen_port(), true,
+                                        std::chrono::seconds(30));
+  EXPECT_TRUE(outcome.disconnected);
+  EXPECT_FALSE(outcome.finished);
+  EXPECT_EQ(outcome.bytes, 0);
+  EXPECT_EQ(seeder_->stats().chunk_bytes_read, 0u);
+}
+
+TEST_F(SeederTest, MissingChunkIsAReadErrorNotACrash) {
+  const Torrent torrent = make_torrent(Format::v1);
+  // Evicted underneath the seed.
+  const int missing = static_cast<int>(torrent.pieces.size() / 2);
+  ASSERT_GT(store_->remove(torrent.pieces[missing].chunk), 0u);
+  ASSERT_EQ(seeder_->add(torrent), "");
+
+  Leecher leecher;
+  const auto outcome = leecher.download(torrent.metainfo, root_ / "leech", seeder_->listen_port(), true,
+                                        std::chrono::seconds(60));
+  EXPECT_TRUE(outcome.disconnected);  // libtorrent pauses a torrent whose storage failed a read
+  EXPECT_FALSE(outcome.finished);
+  EXPECT_FALSE(leecher.has_piece(missing));
+  EXPECT_GE(seeder_->stats().read_errors, 1u);
+  std::string metrics;
+  seeder_->render_metrics(metrics);
+  EXPECT_NE(metrics.find("inferllama_bt_read_errors_total "), std::string::npos);
+  EXPECT_EQ(metrics.find("inferllama_bt_read_errors_total 0"), std::string::npos);
+  EXPECT_TRUE(seeder_->remove(torrent.info_hash_v1));
+}
+
+TEST_F(SeederTest, FetcherDownloadsFromTheSeed) {
+  const Torrent torrent = make_torrent(Format::hybrid);
+  ASSERT_EQ(seeder_->add(torrent), "");
+  TorrentFetcher fetcher({.listen = "127.0.0.1:0"});
+  int progress_calls = 0;
+  FetchRequest request;
+  request.metainfo = torrent.metainfo;
+  request.directory = root_ / "mirror";
+  request.peers = {{"127.0.0.1", seeder_->listen_port()}};
+  request.timeout = std::chrono::seconds(120);
+  request.on_progress = [&](const FetchProgress&) { ++progress_calls; };
+  const FetchResult result = fetcher.fetch(request);
+  ASSERT_EQ(result.error, "");
+  EXPECT_GE(progress_calls, 1);
+  expect_same_content(root_ / "mirror");
+
+  // The same torrent again: already complete on disk, so it only verifies.
+  EXPECT_EQ(fetcher.fetch(request).error, "");
+}
+
+TEST_F(SeederTest, FetcherTimesOutAndCancels) {
+  const Torrent torrent = make_torrent(Format::v1);  // not seeded: nobody has it
+  TorrentFetcher fetcher({.listen = "127.0.0.1:0"});
+  FetchRequest request;
+  request.metainfo = torrent.metainfo;
+  request.directory = root_ / "mirror";
+  request.timeout = std::chrono::milliseconds(300);
+  EXPECT_NE(fetcher.fetch(request).error.find("timed out"), std::string::npos);
+
+  std::stop_source stop;
+  stop.request_stop();
+  request.timeout = std::chrono::seconds(60);
+  EXPECT_EQ(fetcher.fetch(request, stop.get_token()).error, "cancelled");
+
+  request.peers = {{"not an address", 1}};
+  EXPECT_NE(fetcher.fetch(request).error, "");
+  request.metainfo = "not bencode";
+  EXPECT_NE(fetcher.fetch(request).error, "");
+}
+
+// ChunkReader on its own: pad zeros, withdrawal, a missing chunk.
+TEST(ChunkReaderTest, ReadsChunkThenZerosAndStopsAfterWithdraw) {
+  const fs::path root = fs::temp_directory_path() / ("chunk_reader_test_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  ChunkStore store(root);
+  const std::string bytes = random_bytes(100, 7);
+  const Sha256 id = cache::piece_root({reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()}, kPiece);
+  write_file(store.staging_dir("x") / "c", bytes);
+  store.adopt(store.staging_dir("x") / "c", id);
+  Sha256 absent;
+  absent.bytes.fill(0xab);
+
+  ChunkReader reader(store, 1);
+  Sha1 key;
+  key.bytes.fill(1);
+  ASSERT_TRUE(reader.publish(key, {PieceSource{id, 100}, PieceSource{absent, 50}}));
+  EXPECT_FALSE(reader.publish(key, {}));
+  auto table = reader.find(key);
+  ASSERT_TRUE(table);
+
+  std::string out(100, 'x');
+  ASSERT_FALSE(reader.read(*table, 0, 50, out));
+  EXPECT_EQ(out.substr(0, 50), bytes.substr(50));
+  EXPECT_EQ(out.substr(50), std::string(50, '\0'));
+
+  const ReadFailure missing = reader.read(*table, 1, 0, out);
+  EXPECT_EQ(missing.error, std::errc::no_such_file_or_directory);
+  EXPECT_EQ(missing.stage, ReadStage::open);
+  EXPECT_EQ(reader.read_errors(), 1u);
+
+  // Wholly inside the pad: no file is touched.
+  ASSERT_FALSE(reader.read(*table, 1, 60, std::span<char>(out).first(10)));
+
+  reader.withdraw(key);
+  EXPECT_FALSE(reader.find(key));
+  EXPECT_EQ(reader.read(*table, 0, 0, out).error, std::errc::operation_canceled);
+  fs::remove_all(root);
+}
