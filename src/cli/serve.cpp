@@ -13,7 +13,11 @@
 #include "hub_service.hpp"
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/index.hpp"
+#include "mirror.hpp"
+#include "seeder.hpp"
 #include "server.hpp"
+#include "snapshot_torrents.hpp"
+#include "inferllama/tracker.hpp"
 
 namespace inferllama::cli {
 namespace {
@@ -65,13 +69,59 @@ int serve(const Config& config) {
         spdlog::error("the disk is full: evicting to make room for {} bytes", bytes);
         asio::post(workers, [&evictor, bytes] { evictor.make_room(bytes); });
       });
-  asio::post(workers, [&evictor] { evictor.enforce(); });  // a budget lowered since the last run
   hub::HubService hub(config, *index, *upstream, downloads, evictor);
   http::Server server(io, config, hub, store, blocking);
 
+  // BitTorrent: every torrent the node builds is seeded from the chunk store and tracked by its own
+  // tracker, and stops before any of its files leaves the store.
+  tracker::Tracker tracker(tracker::Settings::from(config));
+  std::unique_ptr<torrent::Seeder> seeder;
+  if (!config.bt_listen.empty()) {
+    seeder = std::make_unique<torrent::Seeder>(store, torrent::SeederOptions::from(config));
+    tracker.set_seed_port(seeder->listen_port());
+    server.add_metrics([&seeder](std::string& out) { seeder->render_metrics(out); });
+  }
+  torrent::SnapshotTorrents torrents(
+      store, *index, hub,
+      {[&](const torrent::SnapshotTorrent& t) {
+         if (seeder) {
+           if (auto refused = seeder->add(*t.torrent); !refused.empty())
+             spdlog::error("cannot seed {}: {}", t.torrent->info_hash_v1.hex(), refused);
+         }
+         tracker.add_own_torrent(t.torrent->info_hash_v1, t.torrent->info_hash_v2);
+       },
+       [&](const torrent::SnapshotTorrent& t) {
+         tracker.remove_own_torrent(t.torrent->info_hash_v1);
+         if (seeder) seeder->remove(t.torrent->info_hash_v1);
+       }});
+  evictor.set_before_release([&torrents](const std::string& etag) { torrents.release(etag); });
+  asio::post(workers, [&evictor] { evictor.enforce(); });  // a budget lowered since the last run
+  asio::post(blocking, [&torrents] { torrents.restore(); });
+  torrent::Mirror mirror({config, store, *index, workers, hub, evictor, torrents, [&evictor](const std::string& etag) {
+                            evictor.stored(etag);
+                            evictor.enforce();
+                          }});
+  server.attach_mirror(mirror);
+
+  std::unique_ptr<tracker::UdpServer> udp_tracker;
+  std::uint16_t udp_port = 0;
+  if (!config.tracker_udp.empty()) {
+    udp_tracker = std::make_unique<tracker::UdpServer>(tracker);
+    udp_port = udp_tracker->start(config.tracker_udp);
+  }
+  server.attach_torrents(torrents, udp_port);
+  server.attach_tracker(tracker);
+  // Tests and scripts read these lines to learn the ports when listening on port 0.
+  if (seeder) {
+    std::cout << "inferllama bittorrent on tcp://" << config.bt_listen.substr(0, config.bt_listen.rfind(':')) << ":"
+              << seeder->listen_port() << std::endl;
+  }
+  if (udp_tracker) {
+    std::cout << "inferllama tracker on udp://" << config.tracker_udp.substr(0, config.tracker_udp.rfind(':')) << ":"
+              << udp_port << std::endl;
+  }
   const std::uint16_t port = server.start();
   std::string host = config.listen.substr(0, config.listen.rfind(':'));
-  // Tests and scripts read these lines to learn the ports when listening on port 0.
   std::cout << "inferllama listening on http://" << host << ":" << port << std::endl;
   if (!config.tls_listen.empty()) {
     if (config.tls_cert.empty() || config.tls_key.empty()) throw ConfigError("tls_listen needs tls_cert and tls_key");
@@ -100,8 +150,12 @@ int serve(const Config& config) {
 
   std::vector<std::thread> threads;
   for (unsigned i = 1; i < or_cores(config.io_threads); ++i) threads.emplace_back([&] { io.run(); });
+  mirror.start_sync();
   io.run();
   for (auto& t : threads) t.join();
+  mirror.stop();
+  if (udp_tracker) udp_tracker->stop();
+  if (seeder) seeder->stop();
   downloads.shutdown();
   workers.join();
   blocking.join();

@@ -20,6 +20,9 @@
 #include <nlohmann/json.hpp>
 
 #include "hub_service.hpp"
+#include "hashing.hpp"
+#include "mirror.hpp"
+#include "snapshot_torrents.hpp"
 #include "inferllama/offload.hpp"
 #include "inferllama/tracker.hpp"
 #include "range.hpp"
@@ -141,6 +144,9 @@ struct Server::Impl {
   std::string render_metrics() const;
   Task<bool> handle_admin(Connection& c, const Request& req, const std::string& action);
   Task<bool> handle_tracker(Connection& c, const Request& req, const TrackerRoute& route, std::string_view query);
+  Task<bool> handle_resolve(Connection& c, const Request& req, const ResolveRoute& resolve, const hub::Caller& caller);
+  Task<bool> handle_torrent(Connection& c, const Request& req, const ApiRoute& api, std::string_view query);
+  Task<bool> send_zeros(Connection& c, const Request& req, std::uint64_t size);
   void record(Connection& c, const Request& req, std::chrono::steady_clock::time_point started);
 
   asio::io_context& io;
@@ -158,6 +164,10 @@ struct Server::Impl {
   std::mutex connections_mutex;
   std::list<std::weak_ptr<Connection>> connections;
   tracker::Tracker* tracker = nullptr;
+  torrent::SnapshotTorrents* torrents = nullptr;
+  torrent::Mirror* mirror = nullptr;
+  std::uint16_t udp_announce_port = 0;
+  std::vector<std::function<void(std::string&)>> metrics_sources;
 };
 
 Server::Server(asio::io_context& io, const Config& config, hub::HubService& hub, ChunkStore& store,
@@ -169,6 +179,16 @@ ServerCounters& Server::counters() {
 }
 void Server::attach_tracker(tracker::Tracker& tracker) {
   impl_->tracker = &tracker;
+}
+void Server::attach_torrents(torrent::SnapshotTorrents& torrents, std::uint16_t udp_announce_port) {
+  impl_->torrents = &torrents;
+  impl_->udp_announce_port = udp_announce_port;
+}
+void Server::attach_mirror(torrent::Mirror& mirror) {
+  impl_->mirror = &mirror;
+}
+void Server::add_metrics(std::function<void(std::string&)> render) {
+  impl_->metrics_sources.push_back(std::move(render));
 }
 
 std::uint16_t Server::Impl::listen_on(tcp::acceptor& acceptor, const std::string& host_port, bool tls) {
@@ -419,6 +439,7 @@ std::string Server::Impl::render_metrics() const {
   write_header(out, "inferllama_evicted_bytes_total", "counter", "Disk bytes freed by evictions");
   write_sample(out, "inferllama_evicted_bytes_total", "", static_cast<double>(evictor.counters().evicted_bytes.load()));
   if (tracker) tracker->render_metrics(out);
+  for (const auto& render : metrics_sources) render(out);
   return out;
 }
 
@@ -431,7 +452,31 @@ Task<bool> Server::Impl::handle_admin(Connection& c, const Request& req, const s
   if (req.method() != bhttp::verb::post)
     co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use POST");
   nlohmann::json result;
-  if (action == "gc") {
+  if (action == "mirror") {
+    auto body = nlohmann::json::parse(req.body(), nullptr, false);
+    if (!mirror || !body.is_object() || !body.contains("repo") || !body["repo"].is_string() || !body.contains("from") ||
+        !body["from"].is_string()) {
+      co_return co_await send_error(c, req, bhttp::status::bad_request,
+                                    "expected {\"repo\": ..., \"revision\": ..., \"type\": ..., \"from\": URL}");
+    }
+    auto type = parse_repo_type(body.value("type", "model"));
+    if (!type) co_return co_await send_error(c, req, bhttp::status::bad_request, "type is model, dataset or space");
+    RepoId repo{*type, body["repo"].get<std::string>()};
+    const std::string rev = body.value("revision", "main");
+    std::string from = body["from"].get<std::string>();
+    while (from.ends_with('/')) from.pop_back();
+    if (!from.starts_with("http://") && !from.starts_with("https://"))
+      co_return co_await send_error(c, req, bhttp::status::bad_request, "from is the http(s) URL of another node");
+    pause_deadline(c);
+    auto outcome = co_await offload(blocking, [&] { return mirror->mirror(repo, rev, from); });
+    touch(c);
+    if (auto* reply = std::get_if<hub::Reply>(&outcome)) co_return co_await send_reply(c, req, *reply);
+    const auto& done = std::get<torrent::MirrorOutcome>(outcome);
+    result = {{"repo", repo.key()},         {"commit", done.commit},
+              {"files", done.files},        {"fetched_files", done.fetched_files},
+              {"fetched_bytes", done.fetched_bytes}, {"info_hash", done.info_hash},
+              {"same_swarm", done.same_swarm}};
+  } else if (action == "gc") {
     auto report = co_await offload(blocking, [&] { return hub.evictor().collect_garbage(); });
     result = {{"chunks_removed", report.chunks_removed}, {"bytes_freed", report.bytes_freed}};
   } else {
@@ -547,16 +592,31 @@ Task<bool> Server::Impl::handle(Connection& c, Request& req) {
   }
   if (auto* resolve = std::get_if<ResolveRoute>(&r)) {
     if (!read) co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use GET or HEAD");
-    if (auto hit = hub.resolve_fast(resolve->repo, resolve->rev, resolve->path)) {
-      co_return co_await send_file(c, req, std::move(*hit));
-    }
-    const bool want_body = req.method() == bhttp::verb::get;
-    auto outcome = co_await offload(
-        blocking, [&] { return hub.resolve(resolve->repo, resolve->rev, resolve->path, caller, want_body); });
-    if (auto* reply = std::get_if<hub::Reply>(&outcome)) co_return co_await send_reply(c, req, *reply);
-    co_return co_await send_file(c, req, std::move(std::get<hub::FileAnswer>(outcome)));
+    co_return co_await handle_resolve(c, req, *resolve, caller);
   }
   auto& api = std::get<ApiRoute>(r);
+  if (api.kind == ApiRoute::Kind::webseed) {
+    if (!read) co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use GET or HEAD");
+    // BEP 47 padding between files: clients that fetch pieces over HTTP ask for these zeros too.
+    if (api.path.starts_with(".pad/")) {
+      const std::string_view digits = std::string_view(api.path).substr(5);
+      std::uint64_t size = 0;
+      const bool valid = !digits.empty() && digits.size() <= 9 &&
+                         std::all_of(digits.begin(), digits.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+      if (valid) size = std::stoull(std::string(digits));
+      if (!valid || size > 64 * kMiB) {
+        co_return co_await send_error(c, req, bhttp::status::not_found, "no such pad file", "EntryNotFound");
+      }
+      co_return co_await send_zeros(c, req, size);
+    }
+    // A named route, not a temporary: GCC 12 destroys temporaries of a co_await expression twice.
+    const ResolveRoute file{api.repo, api.rev, api.path};
+    co_return co_await handle_resolve(c, req, file, caller);
+  }
+  if (api.kind == ApiRoute::Kind::torrent || api.kind == ApiRoute::Kind::magnet) {
+    if (!read) co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use GET");
+    co_return co_await handle_torrent(c, req, api, query);
+  }
   const std::string q(query);
   hub::Reply reply;
   switch (api.kind) {
@@ -587,8 +647,134 @@ Task<bool> Server::Impl::handle(Connection& c, Request& req) {
       if (!read) co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use GET");
       reply = co_await offload(blocking, [&] { return hub.refs(api.repo, q, caller); });
       break;
+    case ApiRoute::Kind::torrent:
+    case ApiRoute::Kind::magnet:
+    case ApiRoute::Kind::webseed:
+      break;  // answered above
   }
   co_return co_await send_reply(c, req, reply);
+}
+
+Task<bool> Server::Impl::handle_resolve(Connection& c, const Request& req, const ResolveRoute& resolve,
+                                        const hub::Caller& caller) {
+  if (auto hit = hub.resolve_fast(resolve.repo, resolve.rev, resolve.path)) {
+    co_return co_await send_file(c, req, std::move(*hit));
+  }
+  const bool want_body = req.method() == bhttp::verb::get;
+  auto outcome =
+      co_await offload(blocking, [&] { return hub.resolve(resolve.repo, resolve.rev, resolve.path, caller, want_body); });
+  if (auto* reply = std::get_if<hub::Reply>(&outcome)) co_return co_await send_reply(c, req, *reply);
+  co_return co_await send_file(c, req, std::move(std::get<hub::FileAnswer>(outcome)));
+}
+
+Task<bool> Server::Impl::handle_torrent(Connection& c, const Request& req, const ApiRoute& api,
+                                        std::string_view query) {
+  if (!torrents) co_return co_await send_error(c, req, bhttp::status::not_found, "this node offers no torrents");
+  torrent::SnapshotTorrents::Request request{api.repo, api.rev, api.path};
+  for (const auto& [name, value] : url::parse_query(query)) {
+    if (name == "format") {
+      if (value == "hybrid") {
+        request.format = torrent::Format::hybrid;
+      } else if (value != "v1") {
+        co_return co_await send_error(c, req, bhttp::status::bad_request, "format is v1 (default) or hybrid");
+      }
+    } else if (name == "wait") {
+      request.wait = !(value == "false" || value == "0" || value == "no");
+    }
+  }
+  pause_deadline(c);  // completing a snapshot waits on the upstream, not on the client
+  auto outcome = co_await offload(blocking, [&] { return torrents->get(request); });
+  touch(c);
+  if (auto* reply = std::get_if<hub::Reply>(&outcome)) co_return co_await send_reply(c, req, *reply);
+  const auto& built = std::get<torrent::SnapshotTorrent>(outcome);
+
+  torrent::NodeLinks links{public_base(req), ""};
+  if (udp_announce_port) {
+    const std::string& base = links.base;
+    const auto host_start = base.find("://") + 3;
+    auto host_end = base.find('/', host_start);
+    std::string host = base.substr(host_start, host_end == std::string::npos ? std::string::npos : host_end - host_start);
+    // The HTTP port is not the tracker's: keep the host (a bracketed IPv6 address keeps its brackets).
+    if (auto colon = host.rfind(':'); colon != std::string::npos && host.find(']', colon) == std::string::npos)
+      host.resize(colon);
+    links.udp_announce = "udp://" + host + ":" + std::to_string(udp_announce_port) + "/announce";
+  }
+  StringResponse res{bhttp::status::ok, req.version()};
+  res.keep_alive(req.keep_alive());
+  res.set("X-InferLlama-Info-Hash", built.torrent->info_hash_v1.hex());
+  if (built.torrent->info_hash_v2) res.set("X-InferLlama-Info-Hash-V2", built.torrent->info_hash_v2->hex());
+  res.set("X-Repo-Commit", built.commit);
+  if (api.kind == ApiRoute::Kind::magnet) {
+    res.set(bhttp::field::content_type, "text/plain; charset=utf-8");
+    res.body() = torrents->magnet(built, links);
+    co_return co_await send(c, std::move(res));
+  }
+  std::string metainfo = torrents->metainfo(built, links);
+  const std::string etag =
+      "\"" +
+      cache::sha256(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(metainfo.data()), metainfo.size()))
+          .hex() +
+      "\"";
+  res.set(bhttp::field::etag, etag);
+  res.set(bhttp::field::content_type, "application/x-bittorrent");
+  res.set(bhttp::field::content_disposition, "attachment; filename=\"" + built.torrent->name + ".torrent\"");
+  auto if_none_match = req[bhttp::field::if_none_match];
+  if (!if_none_match.empty() && if_none_match.find(etag) != std::string_view::npos) {
+    res.result(bhttp::status::not_modified);
+  } else {
+    res.body() = std::move(metainfo);
+  }
+  if (req.method() == bhttp::verb::head) {
+    res.content_length(res.body().size());
+    res.body().clear();
+    bhttp::response<bhttp::empty_body> head{res.result(), res.version()};
+    add_security_headers(res, c.tls != nullptr);
+    for (const auto& field : res) head.set(field.name_string(), field.value());
+    head.keep_alive(res.keep_alive());
+    c.status = head.result_int();
+    co_return co_await write_head(c, head) && req.keep_alive();
+  }
+  co_return co_await send(c, std::move(res));
+}
+
+Task<bool> Server::Impl::send_zeros(Connection& c, const Request& req, std::uint64_t size) {
+  static const std::vector<char> zeros(64 * 1024, 0);
+  bhttp::response<bhttp::empty_body> res{bhttp::status::ok, req.version()};
+  add_security_headers(res, c.tls != nullptr);
+  res.set(bhttp::field::content_type, "application/octet-stream");
+  res.set(bhttp::field::accept_ranges, "bytes");
+  const bool keep = req.keep_alive() && !draining;
+  res.keep_alive(keep);
+  std::uint64_t length = size;
+  ByteRange range = parse_range(req[bhttp::field::range], size);
+  if (range.kind == ByteRange::Kind::unsatisfiable) {
+    res.result(bhttp::status::range_not_satisfiable);
+    res.set(bhttp::field::content_range, "bytes */" + std::to_string(size));
+    length = 0;
+  } else if (range.kind == ByteRange::Kind::partial) {
+    res.result(bhttp::status::partial_content);
+    res.set(bhttp::field::content_range,
+            "bytes " + std::to_string(range.first) + "-" + std::to_string(range.last) + "/" + std::to_string(size));
+    length = range.length();
+  }
+  res.content_length(length);
+  c.status = res.result_int();
+  if (req.method() == bhttp::verb::head) length = 0;
+  c.bytes = length;
+  if (!co_await write_head(c, res)) co_return false;
+  while (length > 0) {
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(length, zeros.size()));
+    boost::system::error_code ec;
+    if (c.tls) {
+      co_await asio::async_write(*c.tls, asio::buffer(zeros.data(), n), asio::redirect_error(asio::use_awaitable, ec));
+    } else {
+      co_await asio::async_write(c.socket, asio::buffer(zeros.data(), n), asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (ec) co_return false;
+    touch(c);
+    length -= n;
+  }
+  co_return keep;
 }
 
 // Tracker answers are small and frequent: the tracker fills the connection's reused buffer and a fixed

@@ -1,6 +1,7 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -12,6 +13,11 @@
 namespace inferllama::hub {
 class HubService;
 }
+namespace inferllama::torrent {
+class SnapshotTorrents;
+class Mirror;
+}
+
 
 namespace inferllama::tracker {
 class Tracker;
@@ -47,6 +53,14 @@ class Server {
   // Answers GET /announce and GET /scrape with this tracker (otherwise 404) and adds its metrics to
   // /metrics. Set before start().
   void attach_tracker(tracker::Tracker& tracker);
+
+  // Torrents of cached snapshots (torrent, magnet and web seed routes); `udp_announce_port` is the UDP
+  // tracker's port written into torrents, 0 for none. Set before start().
+  void attach_torrents(torrent::SnapshotTorrents& torrents, std::uint16_t udp_announce_port);
+  // POST /api/inferllama/mirror. Set before start().
+  void attach_mirror(torrent::Mirror& mirror);
+  // More Prometheus text for /metrics (the seed, the tracker). Set before start().
+  void add_metrics(std::function<void(std::string&)> render);
 
  private:
   struct Impl;

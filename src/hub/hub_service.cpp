@@ -134,6 +134,15 @@ std::variant<std::vector<HubService::SnapshotEntry>, Reply> HubService::snapshot
   return error_reply(502, "the upstream tree of " + repo.name + " does not end");
 }
 
+void HubService::adopt_mirrored(const RepoId& repo, const std::string& rev, const std::string& commit) {
+  index_.put_meta("visibility|" + repo.key(), "public");
+  {
+    std::lock_guard lock(mutex_);
+    visibility_[repo.key()] = Memo{"public", Clock::now() + config_.access_ttl};
+  }
+  store_ref(repo, rev, commit);
+}
+
 std::string HubService::api_url(const RepoId& repo) const {
   return config_.upstream + "/api/" + std::string(repo.api_segment()) + "/" + repo.name;
 }

@@ -95,6 +95,10 @@ class HubService {
   };
   std::variant<std::vector<SnapshotEntry>, Reply> snapshot_files(const RepoId& repo, const std::string& commit);
 
+  // A parent node offered this snapshot's torrent, which it does for public repos only: remember the repo
+  // as public and `rev` as naming `commit`, so the mirrored snapshot is served while the Hub is away.
+  void adopt_mirrored(const RepoId& repo, const std::string& rev, const std::string& commit);
+
   // Pins or unpins the snapshot `rev` names (pinned snapshots are never evicted); the commit, or a Reply
   // when the revision cannot be resolved.
   std::variant<std::string, Reply> pin(const RepoId& repo, const std::string& rev, bool pinned);

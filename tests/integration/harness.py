@@ -131,11 +131,34 @@ class Node:
 
     def start(self) -> "Node":
         env = clean_env(self.env)
+        # BitTorrent and the UDP tracker on free loopback ports unless a test says otherwise.
+        defaults = []
+        if not any(a.startswith("--bt-listen") for a in self.extra):
+            defaults += ["--bt-listen", "127.0.0.1:0"]
+        if not any(a.startswith("--tracker-udp") for a in self.extra):
+            defaults += ["--tracker-udp", "127.0.0.1:0"]
         cmd = [BINARY, "serve", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir,
-               "--upstream", self.upstream, *self.extra]
+               "--upstream", self.upstream, *defaults, *self.extra]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=env)
-        line = _read_line_with_prefix(self.proc, "inferllama listening on", "node")
+        # "inferllama bittorrent on tcp://H:P" and "inferllama tracker on udp://H:P" come first.
+        self.bt_port = self.udp_tracker_port = None
+        line = ""
+        watchdog = threading.Timer(READY_TIMEOUT, self.proc.kill)
+        watchdog.start()
+        try:
+            for raw in self.proc.stdout:
+                line = raw.decode(errors="replace").strip()
+                if line.startswith("inferllama bittorrent on "):
+                    self.bt_port = urllib.parse.urlsplit(line.split()[-1]).port
+                elif line.startswith("inferllama tracker on "):
+                    self.udp_tracker_port = urllib.parse.urlsplit(line.split()[-1]).port
+                elif line.startswith("inferllama listening on"):
+                    break
+            else:
+                raise RuntimeError(f"node exited before it was ready (exit code {self.proc.wait()})")
+        finally:
+            watchdog.cancel()
         self.url = line.split()[-1]
         u = urllib.parse.urlsplit(self.url)
         self.host, self.port = u.hostname, u.port

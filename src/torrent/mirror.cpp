@@ -1,0 +1,242 @@
+#include "mirror.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <nlohmann/json.hpp>
+
+#include "curl_upstream.hpp"
+#include "download_wait.hpp"
+#include "metainfo.hpp"
+#include "url.hpp"
+
+namespace inferllama::torrent {
+namespace {
+
+hub::Reply error_reply(unsigned status, const std::string& message) {
+  hub::Reply r;
+  r.status = status;
+  r.headers.emplace_back("X-Error-Message", message);
+  r.body = nlohmann::json{{"error", message}}.dump();
+  return r;
+}
+
+}  // namespace
+
+std::optional<MirrorSpec> parse_mirror_spec(std::string_view text) {
+  while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
+  while (!text.empty() && text.back() == ' ') text.remove_suffix(1);
+  MirrorSpec spec;
+  if (auto at = text.rfind('@'); at != std::string_view::npos) {
+    spec.rev = std::string(text.substr(at + 1));
+    text = text.substr(0, at);
+    if (spec.rev.empty()) return std::nullopt;
+  }
+  for (auto [prefix, type] : {std::pair{std::string_view("datasets/"), RepoType::dataset},
+                              std::pair{std::string_view("spaces/"), RepoType::space}}) {
+    if (text.starts_with(prefix)) {
+      spec.repo.type = type;
+      text.remove_prefix(prefix.size());
+    }
+  }
+  if (text.empty() || text.front() == '/' || text.back() == '/' || !url::is_safe_relative_path(text) ||
+      std::count(text.begin(), text.end(), '/') > 1) {
+    return std::nullopt;
+  }
+  spec.repo.name = std::string(text);
+  return spec;
+}
+
+Mirror::Mirror(Parts parts)
+    : parts_(std::move(parts)),
+      folder_(parts_.config.data_dir / "mirror"),
+      network_(upstream::make_curl_upstream(UpstreamOptions{parts_.config.upstream_timeout})) {
+  std::filesystem::create_directories(folder_);
+  // Files that arrived over BitTorrent enter the store through the same ingest as any download: chunked,
+  // hashed and checked against the Hub's etag before one index write makes them visible.
+  local_files_ = upstream::make_local_file_upstream(folder_);
+  cache::DownloadSettings settings;
+  settings.chunk_size = static_cast<std::uint32_t>(parts_.config.chunk_size);
+  settings.connections = 1;
+  settings.parallel_threshold = ~std::uint64_t{0};
+  settings.retries = 0;
+  ingest_ = std::make_unique<cache::Downloads>(parts_.store, parts_.index, *local_files_, parts_.workers, settings, 4);
+  ingest_->set_hooks(parts_.on_stored, [this](std::uint64_t bytes) {
+    spdlog::error("the disk is full: evicting to make room for {} mirrored bytes", bytes);
+    parts_.evictor.make_room(bytes);
+  });
+  FetcherOptions fetcher;
+  fetcher.listen = parts_.config.bt_listen.empty() ? "0.0.0.0:0" : parts_.config.bt_listen.substr(0, parts_.config.bt_listen.rfind(':')) + ":0";
+  fetcher.dht = parts_.config.bt_dht;
+  fetcher.lsd = parts_.config.bt_lsd;
+  fetcher_ = std::make_unique<TorrentFetcher>(fetcher);
+}
+
+Mirror::~Mirror() {
+  stop();
+  ingest_->shutdown();
+}
+
+hub::HubService& Mirror::source_hub(const std::string& from) {
+  auto& [config, hub] = sources_[from];
+  if (!hub) {
+    // The source node answers the Hub's API for what it holds: the same HubService, another upstream,
+    // writing into this node's index under the same keys.
+    config = std::make_unique<Config>(parts_.config);
+    config->upstream = from;
+    config->upstream_token.clear();
+    hub = std::make_unique<hub::HubService>(*config, parts_.index, *network_, *ingest_, parts_.evictor);
+  }
+  return *hub;
+}
+
+std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const std::string& rev,
+                                                       const std::string& from) {
+  std::lock_guard one_at_a_time(mirror_mutex_);
+  // 1. The source's torrent of the snapshot; it names the commit, and offering it says the repo is public.
+  const std::string torrent_url = from + "/api/" + std::string(repo.api_segment()) + "/" + repo.name + "/torrent/" +
+                                  url::encode(rev);
+  auto answer = network_->fetch(UpstreamRequest{"GET", torrent_url, {}, {}});
+  if (!answer.error.empty()) return error_reply(502, "the source node " + from + " cannot be reached: " + answer.error);
+  if (answer.status != 200) {
+    std::string why(answer.header("x-error-message").value_or(answer.body.substr(0, 200)));
+    return error_reply(502, "the source node answered " + std::to_string(answer.status) + " for the torrent of " +
+                                repo.name + "@" + rev + ": " + why);
+  }
+  const std::string commit(answer.header("x-repo-commit").value_or(""));
+  if (!is_commit_sha(commit)) return error_reply(502, "the source node's torrent answer names no commit");
+  auto parsed = parse_torrent(answer.body);
+  if (auto* bad = std::get_if<TorrentError>(&parsed)) {
+    return error_reply(502, "the source node's torrent is not acceptable: " + bad->message);
+  }
+  const ParsedTorrent& source = std::get<ParsedTorrent>(parsed);
+  parts_.hub.adopt_mirrored(repo, rev, commit);
+
+  // 2. The Hub's etags from the source's tree (stored here too, so the snapshot lists while the Hub is away).
+  hub::HubService& source_api = source_hub(from);
+  source_api.adopt_mirrored(repo, rev, commit);
+  auto listed = source_api.snapshot_files(repo, commit);
+  if (auto* refused = std::get_if<hub::Reply>(&listed)) return *refused;
+  const auto& files = std::get<std::vector<hub::HubService::SnapshotEntry>>(listed);
+  std::map<std::string, std::uint64_t> in_torrent;
+  for (const auto& f : source.files)
+    if (!f.pad) in_torrent[f.path] = f.size;
+  std::map<std::string, std::uint64_t> in_tree;
+  for (const auto& f : files) in_tree[f.path] = f.file.size;
+  if (in_torrent != in_tree) {
+    return error_reply(502, "the source node's torrent of " + repo.name + "@" + commit + " does not list the files of "
+                                                                                       "its tree");
+  }
+
+  MirrorOutcome outcome;
+  outcome.commit = commit;
+  outcome.files = files.size();
+  std::vector<const hub::HubService::SnapshotEntry*> missing;
+  for (const auto& f : files) {
+    if (!parts_.index.get_blob(f.file.etag)) missing.push_back(&f);
+  }
+
+  // 3. The swarm: the source's seed and every other peer its tracker knows, and its web seed.
+  const std::filesystem::path landing = folder_ / source.info_hash_v1.hex();
+  if (!missing.empty()) {
+    FetchRequest request;
+    request.metainfo = answer.body;
+    request.directory = landing;
+    request.timeout = std::chrono::hours(6);
+    std::uint64_t last_logged = 0;
+    request.on_progress = [&](const FetchProgress& p) {
+      if (p.done - last_logged >= 256 * kMiB || p.done == p.total) {
+        spdlog::info("mirror {}@{}: {} of {} bytes from {} peers", repo.key(), commit, p.done, p.total, p.peers);
+        last_logged = p.done;
+      }
+    };
+    auto fetched = fetcher_->fetch(request, cancel_.get_token());
+    if (!fetched.error.empty()) {
+      return error_reply(502, "fetching " + repo.name + "@" + commit + " from the swarm failed: " + fetched.error);
+    }
+    outcome.fetched_bytes = fetched.bytes;
+  }
+
+  // 4. Each file through the ingest: a file whose bytes do not hash to the Hub's etag is refused.
+  std::vector<std::shared_ptr<cache::Download>> ingests;
+  std::vector<const hub::HubService::SnapshotEntry*> ingested;
+  for (const auto* f : missing) {
+    cache::BlobSource from_disk;
+    from_disk.url = (landing / (source.single_file ? source.name : source.name + "/" + f->path)).string();
+    from_disk.etag = f->file.etag;
+    from_disk.lfs = f->file.lfs;
+    from_disk.size = f->file.size;
+    if (auto download = ingest_->get_or_start(from_disk, cache::FileClaim{repo, commit, f->path})) {
+      ingests.push_back(std::move(download));
+      ingested.push_back(f);
+    }
+  }
+  wait_until_done(ingests);
+  std::string failures;
+  for (std::size_t i = 0; i < ingests.size(); ++i) {
+    if (ingests[i]->state() == cache::Download::State::failed)
+      failures += (failures.empty() ? "" : "; ") + ingested[i]->path + ": " + ingests[i]->error();
+  }
+  std::error_code ignored;
+  std::filesystem::remove_all(landing, ignored);
+  if (!failures.empty()) return error_reply(502, "mirrored files failed verification: " + failures);
+  outcome.fetched_files = missing.size();
+  for (const auto& f : files) parts_.index.put_file(repo, commit, f.path, f.file);
+
+  // 5. Seed it here too.
+  auto seeded = parts_.torrents.get(SnapshotTorrents::Request{repo, commit, "", Format::v1, false});
+  if (auto* refused = std::get_if<hub::Reply>(&seeded)) return *refused;
+  const auto& own = std::get<SnapshotTorrent>(seeded);
+  outcome.info_hash = own.torrent->info_hash_v1.hex();
+  outcome.same_swarm = own.torrent->info_hash_v1 == source.info_hash_v1;
+  if (!outcome.same_swarm) {
+    spdlog::warn("mirror {}@{}: this node's torrent differs from the source's ({} vs {}): is its chunk_size different?",
+                 repo.key(), commit, outcome.info_hash, source.info_hash_v1.hex());
+  }
+  spdlog::info("mirrored {}@{} from {}: {} files, {} fetched ({} bytes)", repo.key(), commit, from, outcome.files,
+               outcome.fetched_files, outcome.fetched_bytes);
+  return outcome;
+}
+
+void Mirror::start_sync() {
+  std::vector<MirrorSpec> specs;
+  std::string list = parts_.config.mirrors;
+  for (std::size_t start = 0; start <= list.size();) {
+    auto comma = list.find(',', start);
+    const std::string item = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    start = comma == std::string::npos ? list.size() + 1 : comma + 1;
+    if (item.find_first_not_of(' ') == std::string::npos) continue;
+    auto spec = parse_mirror_spec(item);
+    if (!spec) throw ConfigError("invalid mirrors entry \"" + item + "\": expected REPO[@REV]");
+    specs.push_back(std::move(*spec));
+  }
+  if (specs.empty()) return;
+  const std::string from = parts_.config.mirror_from.empty() ? parts_.config.upstream : parts_.config.mirror_from;
+  sync_thread_ = std::thread([this, specs, from] {
+    std::unique_lock lock(sync_mutex_);
+    while (!stopping_) {
+      lock.unlock();
+      for (const auto& spec : specs) {
+        auto outcome = mirror(spec.repo, spec.rev, from);
+        if (auto* refused = std::get_if<hub::Reply>(&outcome)) {
+          spdlog::warn("mirror {}@{}: {}", spec.repo.key(), spec.rev, refused->body);
+        }
+        std::lock_guard check(sync_mutex_);
+        if (stopping_) break;
+      }
+      lock.lock();
+      sync_wake_.wait_for(lock, parts_.config.mirror_interval, [this] { return stopping_; });
+    }
+  });
+}
+
+void Mirror::stop() {
+  {
+    std::lock_guard lock(sync_mutex_);
+    stopping_ = true;
+  }
+  cancel_.request_stop();
+  sync_wake_.notify_all();
+  if (sync_thread_.joinable()) sync_thread_.join();
+}
+
+}  // namespace inferllama::torrent

@@ -1,0 +1,83 @@
+#pragma once
+#include <condition_variable>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <stop_token>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "download.hpp"
+#include "evictor.hpp"
+#include "fetcher.hpp"
+#include "hub_service.hpp"
+#include "inferllama/asio.hpp"
+#include "inferllama/config.hpp"
+#include "snapshot_torrents.hpp"
+
+namespace inferllama::torrent {
+
+struct MirrorOutcome {
+  std::string commit;
+  std::size_t files = 0;           // files of the snapshot
+  std::size_t fetched_files = 0;   // of them, fetched over BitTorrent now (the rest were stored already)
+  std::uint64_t fetched_bytes = 0;
+  std::string info_hash;           // of the torrent the node seeds now
+  bool same_swarm = false;         // the source's torrent has the same info-hash: both seed one swarm
+};
+
+// One mirror entry: "acme/model", "datasets/acme/data@v2".
+struct MirrorSpec {
+  RepoId repo;
+  std::string rev = "main";
+};
+std::optional<MirrorSpec> parse_mirror_spec(std::string_view text);
+
+// Fills the cache from another node's swarm: its torrent of the snapshot (peers from its tracker, and
+// its web seed) lands in a folder, every file is checked against the Hub's etag from the source's tree
+// through the ordinary ingest, and the node then seeds the snapshot itself.
+class Mirror {
+ public:
+  struct Parts {
+    const Config& config;
+    ChunkStore& store;
+    Index& index;
+    asio::thread_pool& workers;
+    hub::HubService& hub;
+    cache::Evictor& evictor;
+    SnapshotTorrents& torrents;
+    std::function<void(const std::string& etag)> on_stored;  // as for downloads: eviction bookkeeping
+  };
+  explicit Mirror(Parts parts);
+  ~Mirror();
+
+  // Mirrors `rev` of `repo` from the node at `from` (http(s)://host:port). Blocking; one at a time.
+  std::variant<MirrorOutcome, hub::Reply> mirror(const RepoId& repo, const std::string& rev, const std::string& from);
+
+  // Keeps config.mirrors in sync from config.mirror_from (or the upstream) every mirror_interval.
+  void start_sync();
+  void stop();
+
+ private:
+  hub::HubService& source_hub(const std::string& from);
+
+  Parts parts_;
+  std::filesystem::path folder_;
+  std::unique_ptr<Upstream> network_;
+  std::unique_ptr<Upstream> local_files_;
+  std::unique_ptr<cache::Downloads> ingest_;
+  std::unique_ptr<TorrentFetcher> fetcher_;
+  std::mutex mirror_mutex_;  // one mirror at a time
+  std::map<std::string, std::pair<std::unique_ptr<Config>, std::unique_ptr<hub::HubService>>> sources_;
+
+  std::mutex sync_mutex_;
+  std::condition_variable sync_wake_;
+  bool stopping_ = false;
+  std::stop_source cancel_;  // ends a swarm download in progress at shutdown
+  std::thread sync_thread_;
+};
+
+}  // namespace inferllama::torrent

@@ -1,0 +1,276 @@
+#include "snapshot_torrents.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+
+#include "download_wait.hpp"
+#include "metainfo.hpp"
+#include "url.hpp"
+
+namespace inferllama::torrent {
+namespace {
+
+using Json = nlohmann::json;
+
+hub::Reply error_reply(unsigned status, const std::string& message, const std::string& code = {}) {
+  hub::Reply r;
+  r.status = status;
+  if (!code.empty()) r.headers.emplace_back("X-Error-Code", code);
+  r.headers.emplace_back("X-Error-Message", message);
+  r.body = Json{{"error", message}}.dump();
+  return r;
+}
+
+const char* format_name(Format format) { return format == Format::hybrid ? "hybrid" : "v1"; }
+
+std::string last_segment(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+std::string record_key(const RepoId& repo, const std::string& commit) {
+  return "torrents|" + repo.key() + '@' + commit;
+}
+
+std::optional<RepoId> parse_repo_key(const std::string& key) {
+  auto slash = key.find('/');
+  if (slash == std::string::npos) return std::nullopt;
+  auto type = parse_repo_type(key.substr(0, slash));
+  if (!type) return std::nullopt;
+  return RepoId{*type, key.substr(slash + 1)};
+}
+
+}  // namespace
+
+SnapshotTorrents::SnapshotTorrents(const ChunkStore& store, Index& index, hub::HubService& hub, Hooks hooks)
+    : store_(store), index_(index), hub_(hub), hooks_(std::move(hooks)) {}
+
+std::string SnapshotTorrents::key(const RepoId& repo, const std::string& commit, const std::string& path,
+                                  Format format) {
+  return repo.key() + '@' + commit + '|' + format_name(format) + '|' + path;
+}
+
+std::size_t SnapshotTorrents::size() {
+  std::lock_guard lock(mutex_);
+  return seeded_.size();
+}
+
+std::variant<SnapshotTorrent, hub::Reply> SnapshotTorrents::get(const Request& request) {
+  auto resolved = hub_.commit_of(request.repo, request.rev);
+  if (auto* refused = std::get_if<hub::Reply>(&resolved)) return *refused;
+  const std::string commit = std::get<std::string>(resolved);
+  if (!hub_.is_public(request.repo)) {
+    // A swarm cannot ask the Hub who may read a file: gated and private repos stay off BitTorrent.
+    return error_reply(403, "torrents are offered for public repositories only; " + request.repo.name +
+                                " is gated or private");
+  }
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = seeded_.find(key(request.repo, commit, request.path, request.format)); it != seeded_.end())
+      return it->second;
+  }
+  auto listed = hub_.snapshot_files(request.repo, commit);
+  if (auto* refused = std::get_if<hub::Reply>(&listed)) return *refused;
+  Files files = std::move(std::get<Files>(listed));
+  if (!request.path.empty()) {
+    auto it = std::find_if(files.begin(), files.end(), [&](const auto& f) { return f.path == request.path; });
+    if (it == files.end()) {
+      return error_reply(404, request.path + " does not exist at " + commit + " of " + request.repo.name,
+                         "EntryNotFound");
+    }
+    files = Files{*it};
+  }
+  std::uint64_t total = 0;
+  for (const auto& f : files) total += f.file.size;
+  if (total == 0) return error_reply(404, "nothing to share: every file of this torrent is empty", "EntryNotFound");
+
+  auto blobs = complete(request.repo, commit, files, request.wait);
+  if (auto* refused = std::get_if<hub::Reply>(&blobs)) return *refused;
+  return build(request.repo, commit, request.path, request.format, files,
+               std::move(std::get<std::vector<BlobEntry>>(blobs)));
+}
+
+std::variant<std::vector<BlobEntry>, hub::Reply> SnapshotTorrents::complete(const RepoId& repo,
+                                                                            const std::string& commit,
+                                                                            const Files& files, bool wait) {
+  std::vector<std::size_t> missing;
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    if (!index_.get_blob(files[i].file.etag)) missing.push_back(i);
+  }
+  if (!missing.empty() && !wait) {
+    return error_reply(409, std::to_string(missing.size()) + " of the " + std::to_string(files.size()) +
+                                " files are not cached yet (first: " + files[missing.front()].path +
+                                "); ask without wait=false and the node fetches them first");
+  }
+  // Every missing file is fetched at once through the cache, as if a client had asked for it.
+  std::vector<std::size_t> fetched;
+  std::vector<std::shared_ptr<cache::Download>> downloads;
+  for (std::size_t i : missing) {
+    auto outcome = hub_.resolve(repo, commit, files[i].path, hub::Caller{}, true);
+    if (auto* refused = std::get_if<hub::Reply>(&outcome)) return *refused;
+    auto& answer = std::get<hub::FileAnswer>(outcome);
+    if (answer.download) {
+      fetched.push_back(i);
+      downloads.push_back(std::move(answer.download));
+    }
+  }
+  wait_until_done(downloads);
+  for (std::size_t k = 0; k < downloads.size(); ++k) {
+    if (downloads[k]->state() == cache::Download::State::failed) {
+      return error_reply(502, "fetching " + files[fetched[k]].path + " for the torrent failed: " +
+                                  downloads[k]->error());
+    }
+  }
+  std::vector<BlobEntry> blobs;
+  blobs.reserve(files.size());
+  for (const auto& f : files) {
+    auto blob = index_.get_blob(f.file.etag);
+    if (!blob) return error_reply(503, f.path + " was evicted while the torrent was being built; retry");
+    index_.put_file(repo, commit, f.path, f.file);
+    blobs.push_back(std::move(*blob));
+  }
+  return blobs;
+}
+
+BuildOptions SnapshotTorrents::options_for(const SnapshotTorrent& torrent, const NodeLinks* links) const {
+  BuildOptions options;
+  options.read_chunk = [this](const Sha256& chunk) -> std::optional<std::vector<std::uint8_t>> {
+    std::ifstream in(store_.chunk_path(chunk), std::ios::binary);
+    if (!in) return std::nullopt;
+    return std::vector<std::uint8_t>(std::istreambuf_iterator<char>(in), {});
+  };
+  options.format = torrent.format;
+  options.single_file = !torrent.path.empty();
+  options.name = last_segment(options.single_file ? torrent.path : torrent.repo.name);
+  if (!links) return options;
+  options.trackers.push_back(links->base + "/announce");
+  if (!links->udp_announce.empty()) options.trackers.push_back(links->udp_announce);
+  const std::string& repo = torrent.repo.name;
+  if (options.single_file) {
+    // A single-file web seed URL is used as it is (BEP 19): the file's own resolve URL.
+    options.web_seeds.push_back(links->base + "/" + std::string(torrent.repo.url_prefix()) + repo + "/resolve/" +
+                                torrent.commit + "/" + url::encode(torrent.path, true));
+  } else {
+    // Clients append "<name>/<path>" (and ".pad/N" for padding) to a URL that ends in '/'.
+    options.web_seeds.push_back(links->base + "/api/" + std::string(torrent.repo.api_segment()) + "/" + repo +
+                                "/webseed/" + torrent.commit + "/");
+  }
+  options.comment = torrent.repo.name + " at " + torrent.commit + (options.single_file ? ": " + torrent.path : "");
+  return options;
+}
+
+std::variant<SnapshotTorrent, hub::Reply> SnapshotTorrents::build(const RepoId& repo, const std::string& commit,
+                                                                  const std::string& path, Format format,
+                                                                  const Files& files, std::vector<BlobEntry> blobs) {
+  auto contents = std::make_shared<std::vector<std::pair<std::string, BlobEntry>>>();
+  for (std::size_t i = 0; i < files.size(); ++i) contents->emplace_back(files[i].path, std::move(blobs[i]));
+  SnapshotTorrent torrent{repo, commit, path, format, nullptr, contents};
+  std::vector<SnapshotFile> inputs;
+  for (const auto& [file_path, blob] : *contents) inputs.push_back(SnapshotFile{file_path, &blob});
+  auto built = build_torrent(inputs, options_for(torrent, nullptr));
+  if (auto* error = std::get_if<TorrentError>(&built))
+    return error_reply(500, "cannot build the torrent: " + error->message);
+  torrent.torrent = std::make_shared<const Torrent>(std::move(std::get<Torrent>(built)));
+
+  const std::string k = key(repo, commit, path, format);
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = seeded_.find(k); it != seeded_.end()) return it->second;  // built meanwhile by another caller
+    seeded_.emplace(k, torrent);
+    for (const auto& [file_path, blob] : *contents) by_etag_[blob.etag].insert(k);
+  }
+  hooks_.seed(torrent);
+  remember(torrent);
+  spdlog::info("seeding {} at {}{} ({}, info-hash {})", repo.key(), commit, path.empty() ? "" : " " + path,
+               format_name(format), torrent.torrent->info_hash_v1.hex());
+  return torrent;
+}
+
+void SnapshotTorrents::remember(const SnapshotTorrent& torrent) {
+  std::lock_guard lock(mutex_);
+  const std::string record = record_key(torrent.repo, torrent.commit);
+  auto stored = Json::parse(index_.get_meta(record).value_or("[]"), nullptr, false);
+  if (!stored.is_array()) stored = Json::array();
+  Json entry{{"path", torrent.path}, {"format", format_name(torrent.format)}};
+  for (const auto& e : stored)
+    if (e == entry) return;
+  stored.push_back(entry);
+  index_.put_meta(record, stored.dump());
+}
+
+void SnapshotTorrents::restore() {
+  std::set<std::pair<std::string, std::string>> snapshots;
+  index_.list_files([&](const Index::ListedFile& f) {
+    if (f.cached) snapshots.emplace(f.repo_key, f.commit);
+  });
+  std::size_t restored = 0;
+  for (const auto& [repo_key, commit] : snapshots) {
+    auto record = index_.get_meta("torrents|" + repo_key + '@' + commit);
+    auto repo = parse_repo_key(repo_key);
+    if (!record || !repo) continue;
+    // Only what the node last knew to be public; the Hub is asked again when a client wants the torrent.
+    if (index_.get_meta("visibility|" + repo_key) != std::optional<std::string>("public")) continue;
+    auto entries = Json::parse(*record, nullptr, false);
+    if (!entries.is_array()) continue;
+    auto listed = hub_.snapshot_files(*repo, commit);
+    if (!std::holds_alternative<Files>(listed)) continue;
+    const Files& all = std::get<Files>(listed);
+    for (const auto& e : entries) {
+      if (!e.is_object()) continue;
+      const std::string path = e.value("path", "");
+      const Format format = e.value("format", "") == "hybrid" ? Format::hybrid : Format::v1;
+      Files files;
+      for (const auto& f : all)
+        if (path.empty() || f.path == path) files.push_back(f);
+      if (files.empty()) continue;
+      // Nothing is fetched at start-up: a torrent comes back only if all of its files are still stored.
+      auto blobs = complete(*repo, commit, files, false);
+      if (!std::holds_alternative<std::vector<BlobEntry>>(blobs)) continue;
+      if (std::holds_alternative<SnapshotTorrent>(
+              build(*repo, commit, path, format, files, std::move(std::get<std::vector<BlobEntry>>(blobs)))))
+        ++restored;
+    }
+  }
+  if (restored) spdlog::info("seeding {} torrents again from the index", restored);
+}
+
+void SnapshotTorrents::release(const std::string& etag) {
+  std::vector<SnapshotTorrent> stopping;
+  {
+    std::lock_guard lock(mutex_);
+    auto holders = by_etag_.find(etag);
+    if (holders == by_etag_.end()) return;
+    for (const auto& k : holders->second) {
+      auto it = seeded_.find(k);
+      if (it == seeded_.end()) continue;
+      for (const auto& [path, blob] : *it->second.contents) {
+        if (blob.etag != etag) by_etag_[blob.etag].erase(k);
+      }
+      stopping.push_back(std::move(it->second));
+      seeded_.erase(it);
+    }
+    by_etag_.erase(etag);
+  }
+  for (const auto& torrent : stopping) {
+    hooks_.unseed(torrent);
+    spdlog::info("stopped seeding {} at {}: {} is leaving the store", torrent.repo.key(), torrent.commit, etag);
+  }
+}
+
+std::string SnapshotTorrents::metainfo(const SnapshotTorrent& torrent, const NodeLinks& links) {
+  std::vector<SnapshotFile> inputs;
+  for (const auto& [path, blob] : *torrent.contents) inputs.push_back(SnapshotFile{path, &blob});
+  auto built = build_torrent(inputs, options_for(torrent, &links));
+  if (auto* t = std::get_if<Torrent>(&built)) return t->metainfo;
+  return {};
+}
+
+std::string SnapshotTorrents::magnet(const SnapshotTorrent& torrent, const NodeLinks& links) {
+  const BuildOptions options = options_for(torrent, &links);
+  return magnet_uri(*torrent.torrent, options.trackers, options.web_seeds);
+}
+
+}  // namespace inferllama::torrent

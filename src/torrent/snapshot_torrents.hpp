@@ -1,0 +1,90 @@
+#pragma once
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "hub_service.hpp"
+#include "inferllama/chunk_store.hpp"
+#include "inferllama/index.hpp"
+#include "inferllama/torrent.hpp"
+
+namespace inferllama::torrent {
+
+// Where a torrent's clients find the node: written into the .torrent and the magnet link, never into
+// the info dict (so every node holding a snapshot shares one info-hash).
+struct NodeLinks {
+  std::string base;          // "http://node:8080": HTTP announce, web seed
+  std::string udp_announce;  // "udp://node:6969/announce", or "" without a UDP tracker
+};
+
+// One torrent the node serves: a whole snapshot, or one file of it.
+struct SnapshotTorrent {
+  RepoId repo;
+  std::string commit;
+  std::string path;  // the file of a single-file torrent; "" for the snapshot
+  Format format = Format::v1;
+  std::shared_ptr<const Torrent> torrent;  // built without links: the info dict, hashes and pieces
+  // What it was built from: each file's path and stored blob.
+  std::shared_ptr<const std::vector<std::pair<std::string, BlobEntry>>> contents;
+};
+
+// Turns cached snapshots into torrents and keeps the seed in step with the store: a snapshot is
+// completed through the cache before its torrent is built, a torrent is seeded as soon as it is built,
+// forgotten before any of its files is evicted, and built again at start-up for everything seeded before.
+class SnapshotTorrents {
+ public:
+  struct Hooks {
+    std::function<void(const SnapshotTorrent&)> seed;    // start seeding and tracking
+    std::function<void(const SnapshotTorrent&)> unseed;  // stop; returns once no read of its chunks starts
+  };
+  SnapshotTorrents(const ChunkStore& store, Index& index, hub::HubService& hub, Hooks hooks);
+
+  struct Request {
+    RepoId repo;
+    std::string rev;
+    std::string path;  // non-empty: a single-file torrent of this file
+    Format format = Format::v1;
+    bool wait = true;  // false: a snapshot not fully cached is a 409 instead of being completed first
+  };
+  // The torrent of a public snapshot, completing it through the cache first. Blocking (downloads).
+  std::variant<SnapshotTorrent, hub::Reply> get(const Request& request);
+
+  // The .torrent file and the magnet URI that point clients at this node.
+  std::string metainfo(const SnapshotTorrent& torrent, const NodeLinks& links);
+  std::string magnet(const SnapshotTorrent& torrent, const NodeLinks& links);
+
+  // Seeds again every torrent seeded before a restart whose files are all still stored. Blocking.
+  void restore();
+  // A stored file is about to be evicted or forgotten: every torrent holding it stops first.
+  void release(const std::string& etag);
+
+  std::size_t size();
+
+ private:
+  using Files = std::vector<hub::HubService::SnapshotEntry>;
+
+  // Every stored blob of `files`, downloading what is missing when `wait`; or the reason it can't be.
+  std::variant<std::vector<BlobEntry>, hub::Reply> complete(const RepoId& repo, const std::string& commit,
+                                                            const Files& files, bool wait);
+  BuildOptions options_for(const SnapshotTorrent& torrent, const NodeLinks* links) const;
+  std::variant<SnapshotTorrent, hub::Reply> build(const RepoId& repo, const std::string& commit,
+                                                  const std::string& path, Format format, const Files& files,
+                                                  std::vector<BlobEntry> blobs);
+  void remember(const SnapshotTorrent& torrent);
+  static std::string key(const RepoId& repo, const std::string& commit, const std::string& path, Format format);
+
+  const ChunkStore& store_;
+  Index& index_;
+  hub::HubService& hub_;
+  Hooks hooks_;
+  std::mutex mutex_;
+  std::map<std::string, SnapshotTorrent> seeded_;         // key -> torrent
+  std::map<std::string, std::set<std::string>> by_etag_;  // etag -> keys of the torrents holding it
+};
+
+}  // namespace inferllama::torrent
