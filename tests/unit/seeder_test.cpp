@@ -1,5 +1,5 @@
-// The seed serves torrents straight from the chunk store to a real libtorrent client over loopback,
-// and the mirror fetcher downloads from it.
+// The seed serves the node's torrents straight from the chunk store to a real libtorrent client over
+// loopback, and the mirror fetcher downloads from it.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -8,16 +8,15 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <map>
 #include <random>
+#include <span>
 #include <stop_token>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include <libtorrent/add_torrent_params.hpp>
 #include <libtorrent/alert_types.hpp>
-#include <libtorrent/bencode.hpp>
-#include <libtorrent/create_torrent.hpp>
 #include <libtorrent/session.hpp>
 #include <libtorrent/session_params.hpp>
 #include <libtorrent/torrent_flags.hpp>
@@ -27,6 +26,8 @@
 #include "fetcher.hpp"
 #include "hashing.hpp"
 #include "inferllama/chunk_store.hpp"
+#include "inferllama/index.hpp"
+#include "metainfo.hpp"
 #include "seeder.hpp"
 #include "session_settings.hpp"
 
@@ -86,41 +87,42 @@ class SeederTest : public ::testing::Test {
     fs::remove_all(root_);
   }
 
-  // A torrent over the content as libtorrent makes it, with each piece's bytes stored as a chunk
-  // under its content address (what the node's ingest does).
+  // The snapshot's torrent as the node builds it: each file ingested as the download does (chunks
+  // stored under their content address, their hashes kept in a blob entry), then the builder.
   Torrent make_torrent(Format format) {
-    lt::file_storage files;
-    lt::add_files(files, (root_ / "content" / "model").string());
-    lt::create_torrent creator(files, kPiece,
-                               format == Format::v1 ? lt::create_torrent::v1_only | lt::create_torrent::canonical_files
-                                                    : lt::create_flags_t{});
-    lt::set_piece_hashes(creator, (root_ / "content").string());
-    Torrent torrent;
-    lt::bencode(std::back_inserter(torrent.metainfo), creator.generate());
-
-    const lt::torrent_info info(torrent.metainfo, lt::from_span);
-    const lt::file_storage& layout = info.files();
-    const lt::sha1_hash v1 = info.info_hashes().v1;
-    std::copy(v1.begin(), v1.end(), torrent.info_hash_v1.bytes.begin());
-    torrent.name = info.name();
-    torrent.piece_length = kPiece;
-    torrent.total_size = static_cast<std::uint64_t>(layout.total_size());
-    std::map<lt::file_index_t, std::string> contents;
-    for (lt::piece_index_t piece : layout.piece_range()) {
-      const lt::file_index_t file = layout.file_index_at_piece(piece);
-      const std::int64_t offset = static_cast<std::int64_t>(static_cast<int>(piece)) * kPiece - layout.file_offset(file);
-      const std::int64_t size = std::min<std::int64_t>(kPiece, layout.file_size(file) - offset);
-      auto [whole, unread] = contents.try_emplace(file);
-      if (unread) whole->second = read_file(root_ / "content" / layout.file_path(file));
-      const std::string bytes = whole->second.substr(static_cast<std::size_t>(offset), static_cast<std::size_t>(size));
-      const Sha256 id = cache::piece_root(
-          {reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()}, kPiece);
-      const fs::path staged = store_->staging_dir("test") / id.hex();
-      write_file(staged, bytes);
-      store_->adopt(staged, id);
-      torrent.pieces.push_back(PieceSource{id, static_cast<std::uint32_t>(size)});
+    blobs_.clear();
+    blobs_.reserve(kFiles.size());
+    std::vector<SnapshotFile> files;
+    for (const auto& [path, size] : kFiles) {
+      blobs_.push_back(ingest(read_file(root_ / "content" / "model" / path)));
+      files.push_back(SnapshotFile{path, &blobs_.back()});
     }
-    return torrent;
+    auto built = build_torrent(files, BuildOptions{.format = format, .name = "model"});
+    if (auto* error = std::get_if<TorrentError>(&built)) ADD_FAILURE() << error->message;
+    return std::get<Torrent>(std::move(built));
+  }
+
+  BlobEntry ingest(const std::string& content) {
+    BlobEntry blob;
+    const auto bytes = std::span(reinterpret_cast<const std::uint8_t*>(content.data()), content.size());
+    blob.etag = cache::sha256(bytes).hex();
+    blob.lfs = true;
+    blob.size = content.size();
+    blob.chunk_size = kPiece;
+    cache::ChunkHashes last;
+    std::vector<Sha256> layer;
+    for (std::size_t offset = 0; offset < content.size(); offset += kPiece) {
+      const auto chunk = bytes.subspan(offset, std::min<std::size_t>(kPiece, content.size() - offset));
+      last = cache::hash_chunk(chunk, kPiece);
+      blob.chunks.push_back(ChunkRef{last.root, last.piece_sha1, static_cast<std::uint32_t>(chunk.size())});
+      layer.push_back(last.root);
+      const fs::path staged = store_->staging_dir(blob.etag) / last.root.hex();
+      write_file(staged, std::string(reinterpret_cast<const char*>(chunk.data()), chunk.size()));
+      store_->adopt(staged, last.root);
+    }
+    blob.v2_root = layer.size() == 1 ? last.file_root : cache::piece_layer_root(layer, kPiece);
+    blob.last_padded_sha1 = last.padded_sha1;
+    return blob;
   }
 
   void expect_same_content(const fs::path& downloaded) {
@@ -134,6 +136,7 @@ class SeederTest : public ::testing::Test {
   fs::path root_;
   std::unique_ptr<ChunkStore> store_;
   std::unique_ptr<Seeder> seeder_;
+  std::vector<BlobEntry> blobs_;
 };
 
 // A plain libtorrent client with its ordinary disk storage, talking to the seed only.
