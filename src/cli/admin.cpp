@@ -19,6 +19,7 @@ int admin(const AdminOptions& options) {
       repo = repo.substr(0, at);
     }
     body = {{"repo", repo}, {"revision", revision}, {"type", options.repo_type}};
+    if (options.action == "mirror") body["from"] = options.from;
   }
   const std::string payload = body.dump();
   std::string answer;
@@ -53,6 +54,14 @@ int admin(const AdminOptions& options) {
     std::printf("removed %llu unreferenced chunks, freed %llu bytes\n",
                 static_cast<unsigned long long>(result.value("chunks_removed", 0ULL)),
                 static_cast<unsigned long long>(result.value("bytes_freed", 0ULL)));
+  } else if (options.action == "mirror") {
+    std::printf("mirrored %s@%s: %llu files, %llu fetched over BitTorrent (%llu bytes); seeding %s%s\n",
+                result.value("repo", "").c_str(), result.value("commit", "").c_str(),
+                static_cast<unsigned long long>(result.value("files", 0ULL)),
+                static_cast<unsigned long long>(result.value("fetched_files", 0ULL)),
+                static_cast<unsigned long long>(result.value("fetched_bytes", 0ULL)),
+                result.value("info_hash", "").c_str(),
+                result.value("same_swarm", false) ? " (the same swarm as the source)" : "");
   } else {
     std::printf("%s %s@%s\n", result.value("pinned", false) ? "pinned" : "unpinned",
                 result.value("repo", "").c_str(), result.value("commit", "").c_str());

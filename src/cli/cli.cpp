@@ -73,6 +73,17 @@ int run(int argc, char** argv) {
         ->capture_default_str();
     command->add_option("--node", options->node, "Base URL of the node (default: HF_ENDPOINT or http://127.0.0.1:8080)");
   }
+  AdminOptions mirror_options{"mirror", default_node};
+  auto* mirror_cmd = app.add_subcommand(
+      "mirror", "Fill the node's cache with a snapshot from another node's swarm (peers and web seed), verify it "
+                "against the Hub's etags and seed it");
+  mirror_cmd->add_option("repo", mirror_options.repo, "Repository id, optionally @revision (default main)")->required();
+  mirror_cmd->add_option("--from", mirror_options.from, "Base URL of the node to mirror from")->required();
+  mirror_cmd->add_option("--repo-type", mirror_options.repo_type, "model, dataset or space")
+      ->check(CLI::IsMember({"model", "dataset", "space"}))
+      ->capture_default_str();
+  mirror_cmd->add_option("--node", mirror_options.node,
+                         "Base URL of this node (default: HF_ENDPOINT or http://127.0.0.1:8080)");
   auto* gc_cmd = app.add_subcommand("gc", "Delete stored chunks that no file references, and report what was freed");
   gc_cmd->add_option("--node", gc_options.node, "Base URL of the node (default: HF_ENDPOINT or http://127.0.0.1:8080)");
 
@@ -91,6 +102,7 @@ int run(int argc, char** argv) {
     if (*pin_cmd) return admin(pin_options);
     if (*unpin_cmd) return admin(unpin_options);
     if (*gc_cmd) return admin(gc_options);
+    if (*mirror_cmd) return admin(mirror_options);
     if (*ls_cmd) {
       ConfigSources sources;
       if (ls_cmd->count("--data-dir")) sources.flags["data_dir"] = ls_given["data_dir"];

@@ -23,12 +23,13 @@ struct PullOptions {
 int pull(const PullOptions& options);
 
 struct AdminOptions {
-  std::string action;  // pin, unpin, gc
+  std::string action;  // pin, unpin, gc, mirror
   std::string node;
   std::string repo;    // REPO[@REV]
   std::string repo_type = "model";
+  std::string from;    // mirror: the node whose swarm fills this one
 };
-// `pin`, `unpin`, `gc`: ask a running node (from the same machine: the node takes these from loopback only).
+// `pin`, `unpin`, `gc`, `mirror`: ask a running node (from the same machine: the node takes these from loopback only).
 int admin(const AdminOptions& options);
 
 // `ls`: lists cached repos, revisions, files and sizes from the data directory's index.
