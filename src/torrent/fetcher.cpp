@@ -31,9 +31,6 @@ namespace {
 lt::session_params fetcher_params(const FetcherOptions& options) {
   lt::settings_pack pack;
   apply_peer_settings(pack, PeerSettings{.listen = options.listen, .dht = options.dht, .lsd = options.lsd});
-  // A fetch starts at once, never queued behind another torrent.
-  pack.set_int(lt::settings_pack::active_downloads, -1);
-  pack.set_int(lt::settings_pack::active_limit, -1);
   return lt::session_params(std::move(pack));
 }
 
@@ -86,6 +83,7 @@ FetchResult TorrentFetcher::fetch(const FetchRequest& request, std::stop_token s
   lt::add_torrent_params params;
   params.ti = info;
   params.save_path = request.directory.string();
+  // Started at once, never queued behind libtorrent's limits on active torrents.
   params.flags &= ~(lt::torrent_flags::auto_managed | lt::torrent_flags::paused);
   lt::torrent_handle handle = session.add_torrent(std::move(params), ec);
   if (ec) return {"add torrent: " + ec.message(), 0};

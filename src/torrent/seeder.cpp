@@ -82,9 +82,6 @@ Seeder::Seeder(const ChunkStore& store, const SeederOptions& options) : impl_(st
   pack.set_int(lt::settings_pack::connections_limit, static_cast<int>(std::min<unsigned>(options.max_connections, INT_MAX)));
   pack.set_int(lt::settings_pack::unchoke_slots_limit,
                options.max_uploads == 0 ? -1 : static_cast<int>(std::min<unsigned>(options.max_uploads, INT_MAX)));
-  // Torrents are added stopped-or-seeding by the node itself, never queued.
-  pack.set_int(lt::settings_pack::active_seeds, -1);
-  pack.set_int(lt::settings_pack::active_limit, -1);
 
   lt::session_params params(std::move(pack));
   params.disk_io_constructor = [reader = impl_->reader, threads = options.disk_threads](
@@ -167,6 +164,7 @@ std::string Seeder::add(const Torrent& torrent) {
   params.ti = info;
   // The disk backend reads chunks, never files under a save path.
   params.save_path = ".";
+  // Not auto-managed: libtorrent never queues or pauses a seed of the node on its own.
   params.flags = lt::torrent_flags::seed_mode;
   // Every chunk was verified when it was stored: nothing is hashed again before it is sent.
   params.verified_pieces.resize(info->num_pieces(), true);
