@@ -193,6 +193,39 @@ class FakeHubTest(unittest.TestCase):
         self.assertIn("lfs", entry)
         self.assertIn("lastCommit", entry)
 
+    def test_push_moves_the_branch_to_a_new_commit(self):
+        before = json.loads(self.request("GET", "/api/spaces/acme/tiny-space/revision/main")[2])["sha"]
+        body = json.dumps({"repo": "acme/tiny-space", "type": "space",
+                           "files": {"app.py": "print('v2')\n", "model.bin": {"size": 70000},
+                                     "requirements.txt": None}}).encode()
+        status, _, answer = self.post("/_fake/push", body)
+        self.assertEqual(status, 200, answer)
+        pushed = json.loads(answer)
+        self.assertEqual(pushed["parent"], before)
+        self.assertNotEqual(pushed["commit"], before)
+        self.assertEqual(json.loads(self.request("GET", "/api/spaces/acme/tiny-space/revision/main")[2])["sha"],
+                         pushed["commit"])
+        tree = json.loads(self.request("GET", f"/api/spaces/acme/tiny-space/tree/{pushed['commit']}")[2])
+        by_path = {e["path"]: e for e in tree}
+        self.assertEqual(set(by_path), {"app.py", "model.bin"})
+        self.assertEqual(by_path["app.py"]["oid"], hashlib.sha1(b"blob 12\0print('v2')\n").hexdigest())
+        self.assertEqual(by_path["model.bin"]["lfs"]["size"], 70000)
+        # The new LFS blob is served through the CDN like every other, and the old commit stays readable.
+        status, headers, _ = self.request("GET", "/spaces/acme/tiny-space/resolve/main/model.bin")
+        self.assertEqual(status, 302)
+        status, _, data = self.request("GET", headers["Location"])
+        self.assertEqual((status, hashlib.sha256(data).hexdigest()), (200, by_path["model.bin"]["lfs"]["oid"]))
+        status, _, data = self.request("GET", f"/spaces/acme/tiny-space/resolve/{before}/requirements.txt")
+        self.assertEqual((status, data), (200, b"gradio\n"))
+        manifest = json.loads(self.request("GET", "/_fake/manifest")[2])
+        space = next(r for r in manifest["repos"] if r["id"] == "acme/tiny-space")
+        self.assertEqual(space["revisions"]["main"], pushed["commit"])
+        self.assertEqual({f["path"] for f in space["files"][pushed["commit"]]}, {"app.py", "model.bin"})
+        for bad in ({"repo": "acme/nope", "type": "space", "files": {}},
+                    {"repo": "acme/tiny-space", "type": "space", "files": {"../x": "y"}},
+                    {"files": {}}):
+            self.assertIn(self.post("/_fake/push", json.dumps(bad).encode())[0], (400, 404), bad)
+
     def test_refs_and_info(self):
         refs = json.loads(self.request("GET", "/api/models/acme/tiny-model/refs?include_prs=1")[2])
         self.assertEqual(refs["tags"][0]["targetCommit"], refs["branches"][0]["targetCommit"])

@@ -101,6 +101,12 @@ class FakeHub:
     def manifest(self) -> dict:
         return self.control("GET", "/_fake/manifest")
 
+    def push(self, repo_id: str, files: dict, repo_type: str = "model", branch: str = "main") -> str:
+        """A new commit on `branch` with `files` changed (path -> text, {"size": N} for LFS, None to
+        delete); returns its sha."""
+        body = {"repo": repo_id, "type": repo_type, "branch": branch, "files": files}
+        return self.control("POST", "/_fake/push", body)["commit"]
+
     def files(self, repo_id: str, rev: str = "main") -> dict[str, dict]:
         """path -> {path, size, sha256, git_sha1, lfs} of `repo_id` at `rev`."""
         for repo in self.manifest()["repos"]:
