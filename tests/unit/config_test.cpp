@@ -82,7 +82,7 @@ TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
 
 TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
   const auto keys = config_keys();
-  ASSERT_EQ(keys.size(), 24u);
+  ASSERT_EQ(keys.size(), 39u);
   for (const ConfigKey& k : keys) {
     std::string flag = "--" + std::string(k.name);
     std::replace(flag.begin(), flag.end(), '_', '-');
@@ -158,7 +158,43 @@ std::vector<PrecedenceCase> precedence_cases() {
       {"offline", "true", "0", "yes", "1", "0", "1", "0", [n](const Config& c) { return n(c.offline ? 1 : 0); }},
       {"offline_grace", "\"1h\"", "30", "2m", "3600", "30", "120", "0",
        [n](const Config& c) { return n(c.offline_grace.count()); }},
+      {"bt_listen", "\"127.0.0.1:1\"", "[::1]:2", "127.0.0.1:0", "127.0.0.1:1", "[::1]:2", "127.0.0.1:0",
+       "0.0.0.0:6881", [](const Config& c) { return c.bt_listen; }},
+      {"bt_upload_rate", "\"1MiB\"", "1000", "2KiB", "1048576", "1000", "2048", "0",
+       [n](const Config& c) { return n(c.bt_upload_rate); }},
+      {"bt_max_connections", "10", "20", "30", "10", "20", "30", "500",
+       [n](const Config& c) { return n(c.bt_max_connections); }},
+      {"bt_max_uploads", "1", "2", "3", "1", "2", "3", "0", [n](const Config& c) { return n(c.bt_max_uploads); }},
+      {"bt_dht", "true", "0", "yes", "1", "0", "1", "0", [n](const Config& c) { return n(c.bt_dht ? 1 : 0); }},
+      {"bt_lsd", "true", "0", "yes", "1", "0", "1", "0", [n](const Config& c) { return n(c.bt_lsd ? 1 : 0); }},
+      {"tracker_udp", "\"127.0.0.1:1\"", "127.0.0.1:2", "", "127.0.0.1:1", "127.0.0.1:2", "", "0.0.0.0:6969",
+       [](const Config& c) { return c.tracker_udp; }},
+      {"tracker_interval", "\"1h\"", "600", "20m", "3600", "600", "1200", "1800",
+       [n](const Config& c) { return n(c.tracker_interval.count()); }},
+      {"tracker_min_interval", "60", "2m", "30s", "60", "120", "30", "300",
+       [n](const Config& c) { return n(c.tracker_min_interval.count()); }},
+      {"tracker_numwant", "10", "20", "30", "10", "20", "30", "50",
+       [n](const Config& c) { return n(c.tracker_numwant); }},
+      {"tracker_max_numwant", "100", "300", "400", "100", "300", "400", "200",
+       [n](const Config& c) { return n(c.tracker_max_numwant); }},
+      {"tracker_open", "true", "0", "yes", "1", "0", "1", "0",
+       [n](const Config& c) { return n(c.tracker_open ? 1 : 0); }},
+      {"mirrors", "\"acme/a\"", "acme/b@v1", "datasets/acme/c", "acme/a", "acme/b@v1", "datasets/acme/c", "",
+       [](const Config& c) { return c.mirrors; }},
+      {"mirror_from", "\"http://a.local\"", "http://b.local", "https://c.local", "http://a.local", "http://b.local",
+       "https://c.local", "", [](const Config& c) { return c.mirror_from; }},
+      {"mirror_interval", "\"1m\"", "30", "1h", "60", "30", "3600", "300",
+       [n](const Config& c) { return n(c.mirror_interval.count()); }},
   };
+}
+
+TEST_F(ConfigTest, TrackerSettingsMustAgree) {
+  ConfigSources s;
+  s.flags["tracker_interval"] = "60s";
+  s.flags["tracker_min_interval"] = "2m";
+  expect_error(s, {"tracker_min_interval", "120s", "tracker_interval", "60s"});
+  s.flags = {{"tracker_numwant", "300"}};
+  expect_error(s, {"tracker_numwant", "300", "tracker_max_numwant", "200"});
 }
 
 TEST_F(ConfigTest, PrecedenceFlagOverEnvOverFileOverDefault) {
