@@ -474,7 +474,8 @@ void Download::finalize() {
       claims = claims_;
     }
     std::vector<Index::FileRef> refs;
-    for (const auto& c : claims) refs.push_back({c.repo, c.commit, c.path});
+    for (const auto& c : claims)
+      if (!c.path.empty()) refs.push_back({c.repo, c.commit, c.path});
     owner_.index_.commit_blob(blob, refs);
   } catch (const std::exception& e) {
     fail(std::string("cannot store the file: ") + e.what());

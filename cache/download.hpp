@@ -20,6 +20,8 @@
 namespace inferllama::cache {
 
 // A path in a repo at a commit that wants a blob: committed with it so the path resolves as cached.
+// A claim without a path stores the blob for no file yet (a mirror lists a snapshot only once every
+// file of it verified).
 struct FileClaim {
   RepoId repo;
   std::string commit;

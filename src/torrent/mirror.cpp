@@ -109,11 +109,11 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
     return error_reply(502, "the source node's torrent is not acceptable: " + bad->message);
   }
   const ParsedTorrent& source = std::get<ParsedTorrent>(parsed);
-  parts_.hub.adopt_mirrored(repo, rev, commit);
 
   // 2. The Hub's etags from the source's tree (stored here too, so the snapshot lists while the Hub is away).
+  // The branch moves to the commit only once every file verified.
   hub::HubService& source_api = source_hub(from);
-  source_api.adopt_mirrored(repo, rev, commit);
+  source_api.adopt_mirrored(repo, commit, commit);
   auto listed = source_api.snapshot_files(repo, commit);
   if (auto* refused = std::get_if<hub::Reply>(&listed)) return *refused;
   const auto& files = std::get<std::vector<hub::HubService::SnapshotEntry>>(listed);
@@ -156,7 +156,8 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
     outcome.fetched_bytes = fetched.bytes;
   }
 
-  // 4. Each file through the ingest: a file whose bytes do not hash to the Hub's etag is refused.
+  // 4. Each file through the ingest: a file whose bytes do not hash to the Hub's etag is refused. Blobs are
+  // stored without their paths, so a refused snapshot lists none of its files.
   std::vector<std::shared_ptr<cache::Download>> ingests;
   std::vector<const hub::HubService::SnapshotEntry*> ingested;
   for (const auto* f : missing) {
@@ -165,7 +166,7 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
     from_disk.etag = f->file.etag;
     from_disk.lfs = f->file.lfs;
     from_disk.size = f->file.size;
-    if (auto download = ingest_->get_or_start(from_disk, cache::FileClaim{repo, commit, f->path})) {
+    if (auto download = ingest_->get_or_start(from_disk, cache::FileClaim{})) {
       ingests.push_back(std::move(download));
       ingested.push_back(f);
     }
@@ -181,6 +182,7 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
   if (!failures.empty()) return error_reply(502, "mirrored files failed verification: " + failures);
   outcome.fetched_files = missing.size();
   for (const auto& f : files) parts_.index.put_file(repo, commit, f.path, f.file);
+  parts_.hub.adopt_mirrored(repo, rev, commit);
 
   // 5. Seed it here too.
   auto seeded = parts_.torrents.get(SnapshotTorrents::Request{repo, commit, "", Format::v1, false});
