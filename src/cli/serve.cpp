@@ -76,8 +76,16 @@ int serve(const Config& config) {
   // tracker, and stops before any of its files leaves the store.
   tracker::Tracker tracker(tracker::Settings::from(config));
   std::unique_ptr<torrent::Seeder> seeder;
+  torrent::SnapshotTorrents* seeded = nullptr;  // set below, before anything is seeded
   if (!config.bt_listen.empty()) {
-    seeder = std::make_unique<torrent::Seeder>(store, torrent::SeederOptions::from(config));
+    auto options = torrent::SeederOptions::from(config);
+    // A chunk gone missing under a seed: forget its file (which stops its torrents), as a hit would.
+    options.on_damaged_chunk = [&workers, &evictor, &seeded](const Sha256& chunk) {
+      asio::post(workers, [&evictor, &seeded, chunk] {
+        if (auto etag = seeded->etag_holding(chunk)) evictor.forget(*etag);
+      });
+    };
+    seeder = std::make_unique<torrent::Seeder>(store, options);
     tracker.set_seed_port(seeder->listen_port());
     server.add_metrics([&seeder](std::string& out) { seeder->render_metrics(out); });
   }
@@ -94,6 +102,7 @@ int serve(const Config& config) {
          tracker.remove_own_torrent(t.torrent->info_hash_v1);
          if (seeder) seeder->remove(t.torrent->info_hash_v1);
        }});
+  seeded = &torrents;
   evictor.set_before_release([&torrents](const std::string& etag) { torrents.release(etag); });
   asio::post(workers, [&evictor] { evictor.enforce(); });  // a budget lowered since the last run
   asio::post(blocking, [&torrents] { torrents.restore(); });

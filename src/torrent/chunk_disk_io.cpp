@@ -21,8 +21,9 @@ namespace inferllama::torrent {
 
 ChunkReader::OpenFile::~OpenFile() { ::close(fd); }
 
-ChunkReader::ChunkReader(const ChunkStore& store, std::size_t max_open_chunks)
-    : store_(store), max_open_chunks_(std::max<std::size_t>(max_open_chunks, 1)) {}
+ChunkReader::ChunkReader(const ChunkStore& store, std::size_t max_open_chunks,
+                         std::function<void(const Sha256&)> on_damaged)
+    : store_(store), max_open_chunks_(std::max<std::size_t>(max_open_chunks, 1)), on_damaged_(std::move(on_damaged)) {}
 
 bool ChunkReader::publish(const Sha1& key, std::vector<PieceSource> pieces) {
   auto table = std::make_shared<PieceTable>();
@@ -93,6 +94,7 @@ ReadFailure ChunkReader::read(const PieceTable& table, std::size_t piece, std::u
     read_errors_.fetch_add(1, std::memory_order_relaxed);
     spdlog::error("BitTorrent read of piece {}: chunk {}: {}", piece,
                   piece < table.pieces.size() ? table.pieces[piece].chunk.hex() : "out of range", error.message());
+    if (on_damaged_ && piece < table.pieces.size()) on_damaged_(table.pieces[piece].chunk);
     return ReadFailure{error, stage};
   };
   std::shared_lock gate(table.gate);

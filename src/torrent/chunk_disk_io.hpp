@@ -4,6 +4,7 @@
 // module's own sources only (it pulls in libtorrent).
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
@@ -42,7 +43,9 @@ struct ReadFailure {
 // Reads pieces of published torrents from their chunk files. Thread-safe.
 class ChunkReader {
  public:
-  ChunkReader(const ChunkStore& store, std::size_t max_open_chunks);
+  // `on_damaged` hears of a chunk that cannot be opened or read in full (called on the reading thread).
+  ChunkReader(const ChunkStore& store, std::size_t max_open_chunks,
+              std::function<void(const Sha256&)> on_damaged = {});
 
   // `key` is the 20-byte hash libtorrent names the torrent's storage by (its v1 info-hash, or the
   // truncated v2 info-hash of a hybrid torrent). False if a table is already published under it.
@@ -71,6 +74,7 @@ class ChunkReader {
 
   const ChunkStore& store_;
   const std::size_t max_open_chunks_;
+  const std::function<void(const Sha256&)> on_damaged_;
 
   mutable std::mutex tables_mutex_;
   std::map<Sha1, std::shared_ptr<PieceTable>> tables_;

@@ -73,7 +73,7 @@ struct Seeder::Impl {
 };
 
 Seeder::Seeder(const ChunkStore& store, const SeederOptions& options) : impl_(std::make_unique<Impl>()) {
-  impl_->reader = std::make_shared<ChunkReader>(store, options.max_open_chunks);
+  impl_->reader = std::make_shared<ChunkReader>(store, options.max_open_chunks, options.on_damaged_chunk);
 
   lt::settings_pack pack = lt::high_performance_seed();
   apply_peer_settings(pack, PeerSettings{.listen = options.listen, .dht = options.dht, .lsd = options.lsd});

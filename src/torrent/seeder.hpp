@@ -2,6 +2,7 @@
 // The node's BitTorrent seed: one libtorrent session whose disk backend reads pieces straight from the
 // chunk store. libtorrent stays out of this header.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -20,6 +21,9 @@ struct SeederOptions {
   bool lsd = false;
   int disk_threads = 4;             // workers reading chunks for peers
   std::size_t max_open_chunks = 256;  // chunk files kept open between reads
+  // A chunk a peer asked for is missing or short (its torrent stops): called on a disk thread, must not
+  // block; the node forgets the damaged file so that the next request fetches it again.
+  std::function<void(const Sha256& chunk)> on_damaged_chunk;
 
   static SeederOptions from(const Config& config);
 };

@@ -53,6 +53,17 @@ std::string SnapshotTorrents::key(const RepoId& repo, const std::string& commit,
   return repo.key() + '@' + commit + '|' + format_name(format) + '|' + path;
 }
 
+std::optional<std::string> SnapshotTorrents::etag_holding(const Sha256& chunk) {
+  std::lock_guard lock(mutex_);
+  for (const auto& [key, torrent] : seeded_) {
+    for (const auto& [path, blob] : *torrent.contents) {
+      for (const auto& c : blob.chunks)
+        if (c.id == chunk) return blob.etag;
+    }
+  }
+  return std::nullopt;
+}
+
 std::size_t SnapshotTorrents::size() {
   std::lock_guard lock(mutex_);
   return seeded_.size();

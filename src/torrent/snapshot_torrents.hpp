@@ -63,6 +63,9 @@ class SnapshotTorrents {
   // A stored file is about to be evicted or forgotten: every torrent holding it stops first.
   void release(const std::string& etag);
 
+  // The stored file of a seeded torrent that holds `chunk` (to forget it when the chunk is damaged).
+  std::optional<std::string> etag_holding(const Sha256& chunk);
+
   std::size_t size();
 
  private:

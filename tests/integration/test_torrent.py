@@ -296,5 +296,42 @@ class SeedLifecycleTest(unittest.TestCase):
                 shutil.rmtree(data, ignore_errors=True)
 
 
+class DamagedChunkTest(unittest.TestCase):
+    def test_a_missing_chunk_stops_the_seed_and_the_file_is_fetched_again(self):
+        with FakeHub() as hub, Node(hub.url) as node:
+            status, _, body = node.request("GET", f"/api/models/{REPO}/torrent/main")
+            self.assertEqual(status, 200)
+            self.assertEqual(node.metric("inferllama_bt_torrents"), 1)
+            # The full 4 MiB chunks (of the two big files) go missing on disk: a power cut, a slip of hand.
+            big = hub.files(REPO)["model.safetensors"]
+            removed = 0
+            for root, _, names in os.walk(os.path.join(node.data_dir, "chunks")):
+                for name in names:
+                    if os.path.getsize(os.path.join(root, name)) == 4 * 1024 * 1024:
+                        os.remove(os.path.join(root, name))
+                        removed += 1
+            self.assertGreater(removed, 0)
+            tmp = tempfile.mkdtemp(prefix="inferllama-damaged-")
+            try:
+                meta = bencode.decode(body)
+                del meta[b"url-list"]
+                torrent = os.path.join(tmp, "t.torrent")
+                with open(torrent, "wb") as f:
+                    f.write(bencode.encode(meta))
+                # The leecher asks for a missing chunk; the node forgets that file and stops the torrent.
+                subprocess.run([SYSTEM_PYTHON, os.path.join(HERE, "lt_client.py"), torrent, os.path.join(tmp, "out"),
+                                "--timeout", "20"], capture_output=True, text=True, timeout=60)
+                wait_until(lambda: node.metric("inferllama_bt_torrents") == 0, what="the damaged torrent stopped")
+                self.assertGreater(node.metric("inferllama_bt_read_errors_total"), 0)
+                # Asking again fetches the damaged file from the Hub and seeds a whole torrent again.
+                status, _, _ = node.request("GET", f"/api/models/{REPO}/torrent/main")
+                self.assertEqual(status, 200)
+                self.assertEqual(node.metric("inferllama_bt_torrents"), 1)
+                status, _, data = node.request("GET", node.resolve_path(REPO, "main", "model.safetensors"))
+                self.assertEqual((status, sha256(data)), (200, big["sha256"]))
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
     unittest.main()
