@@ -223,6 +223,8 @@ std::uint16_t Server::start_tls() {
 
 void Server::begin_drain() {
   impl_->draining = true;
+  // A mirror can take hours: it answers "cancelled" now instead of holding the drain.
+  if (impl_->mirror) impl_->mirror->cancel();
   asio::post(impl_->io, [impl = impl_.get()] {
     boost::system::error_code ec;
     impl->acceptor.close(ec);

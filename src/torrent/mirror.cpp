@@ -212,7 +212,8 @@ void Mirror::start_sync() {
     specs.push_back(std::move(*spec));
   }
   if (specs.empty()) return;
-  const std::string from = parts_.config.mirror_from.empty() ? parts_.config.upstream : parts_.config.mirror_from;
+  std::string from = parts_.config.mirror_from.empty() ? parts_.config.upstream : parts_.config.mirror_from;
+  while (from.ends_with('/')) from.pop_back();  // URLs are built by appending "/api/..."
   sync_thread_ = std::thread([this, specs, from] {
     std::unique_lock lock(sync_mutex_);
     while (!stopping_) {
@@ -231,13 +232,17 @@ void Mirror::start_sync() {
   });
 }
 
-void Mirror::stop() {
+void Mirror::cancel() {
   {
     std::lock_guard lock(sync_mutex_);
     stopping_ = true;
   }
   cancel_.request_stop();
   sync_wake_.notify_all();
+}
+
+void Mirror::stop() {
+  cancel();
   if (sync_thread_.joinable()) sync_thread_.join();
 }
 

@@ -59,6 +59,9 @@ class Mirror {
 
   // Keeps config.mirrors in sync from config.mirror_from (or the upstream) every mirror_interval.
   void start_sync();
+  // Ends the swarm download in progress (its mirror fails with "cancelled") and every later one; does not wait.
+  void cancel();
+  // cancel(), then waits for the sync thread.
   void stop();
 
  private:

@@ -305,6 +305,28 @@ class MirrorRefusalsTest(MirrorTestCase):
         finally:
             source.close()
 
+    def test_shutdown_during_a_mirror_asked_for_by_the_cli(self):
+        source = self.tampered_source(stall=True)
+        try:
+            cli = subprocess.Popen([BINARY, "mirror", "acme/tiny-model", "--from", source.url, "--node", self.b.url],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+            try:
+                self.assertTrue(source.web_seed_asked.wait(60), "the mirror never asked the web seed")
+                started = time.monotonic()
+                # The mirror in flight answers at once instead of holding the drain for its 30 s.
+                self.assertEqual(self.b.stop(), 0)
+                self.assertLess(time.monotonic() - started, 10)
+                _, stderr = cli.communicate(timeout=30)
+                self.assertNotEqual(cli.returncode, 0)
+                self.assertIn("cancelled", stderr)
+            finally:
+                if cli.poll() is None:
+                    cli.kill()
+                    cli.communicate()
+            self.assertIn("the cache is empty", list_cache(self.b.data_dir))
+        finally:
+            source.close()
+
     def test_gated_and_private_repos_are_refused(self):
         # A offers no torrent of a gated repo (403), and the Hub tells it a private one does not exist (401).
         for repo, answer, why in (("acme/gated-model", "403", "public repositories only"),
