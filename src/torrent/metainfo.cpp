@@ -7,6 +7,7 @@
 
 #include "bencode.hpp"
 #include "hashing.hpp"
+#include "url.hpp"
 
 namespace inferllama::torrent {
 namespace {
@@ -92,22 +93,6 @@ Value path_list(const std::vector<std::string_view>& parts) {
   List list;
   for (const auto& p : parts) list.emplace_back(p);
   return list;
-}
-
-std::string percent_encode(std::string_view text) {
-  static constexpr char digits[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : text) {
-    const bool unreserved = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-    if (unreserved || c == '-' || c == '.' || c == '_' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(digits[c >> 4]);
-      out.push_back(digits[c & 0xf]);
-    }
-  }
-  return out;
 }
 
 }  // namespace
@@ -251,9 +236,9 @@ std::string magnet_uri(const Torrent& torrent, std::span<const std::string> trac
                        std::span<const std::string> web_seeds) {
   std::string uri = "magnet:?xt=urn:btih:" + torrent.info_hash_v1.hex();
   if (torrent.info_hash_v2) uri += "&xt=urn:btmh:1220" + torrent.info_hash_v2->hex();
-  uri += "&dn=" + percent_encode(torrent.name);
-  for (const auto& tracker : trackers) uri += "&tr=" + percent_encode(tracker);
-  for (const auto& seed : web_seeds) uri += "&ws=" + percent_encode(seed);
+  uri += "&dn=" + url::encode(torrent.name);
+  for (const auto& tracker : trackers) uri += "&tr=" + url::encode(tracker);
+  for (const auto& seed : web_seeds) uri += "&ws=" + url::encode(seed);
   return uri;
 }
 
