@@ -31,6 +31,7 @@ struct Config {
   std::uint64_t chunk_size = 4 * kMiB;                // power of two, 64 KiB .. 64 MiB
   unsigned upstream_connections = 4;                  // parallel Range connections per large file, 1..32
   std::uint64_t parallel_threshold = 32 * kMiB;       // files at least this large use parallel ranges
+  std::uint64_t swarm_threshold = 256 * kMiB;         // files this large come from a parent node's swarm; 0 = never
   unsigned upstream_retries = 5;                      // retries per broken connection, 0..100
   std::chrono::milliseconds upstream_timeout{30000};  // connect and stall timeout, > 0
   std::chrono::seconds ref_ttl{60};                   // branch/tag -> commit cache; 0 = always ask upstream

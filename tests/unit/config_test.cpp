@@ -72,6 +72,7 @@ TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
   EXPECT_EQ(c.chunk_size, 4u * 1024 * 1024);
   EXPECT_EQ(c.upstream_connections, 4u);
   EXPECT_EQ(c.parallel_threshold, 32u * 1024 * 1024);
+  EXPECT_EQ(c.swarm_threshold, 256u * 1024 * 1024);
   EXPECT_EQ(c.upstream_retries, 5u);
   EXPECT_EQ(c.upstream_timeout, 30s);
   EXPECT_EQ(c.ref_ttl, 60s);
@@ -82,7 +83,7 @@ TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
 
 TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
   const auto keys = config_keys();
-  ASSERT_EQ(keys.size(), 39u);
+  ASSERT_EQ(keys.size(), 40u);
   for (const ConfigKey& k : keys) {
     std::string flag = "--" + std::string(k.name);
     std::replace(flag.begin(), flag.end(), '_', '-');
@@ -133,6 +134,8 @@ std::vector<PrecedenceCase> precedence_cases() {
        [n](const Config& c) { return n(c.upstream_connections); }},
       {"parallel_threshold", "\"1GiB\"", "100MB", "5", "1073741824", "100000000", "5", "33554432",
        [n](const Config& c) { return n(c.parallel_threshold); }},
+      {"swarm_threshold", "\"1GiB\"", "0", "16MiB", "1073741824", "0", "16777216", "268435456",
+       [n](const Config& c) { return n(c.swarm_threshold); }},
       {"upstream_retries", "0", "2", "100", "0", "2", "100", "5",
        [n](const Config& c) { return n(c.upstream_retries); }},
       {"upstream_timeout", "10", "1500ms", "2m", "10000", "1500", "120000", "30000",
