@@ -17,6 +17,7 @@
 #include "seeder.hpp"
 #include "server.hpp"
 #include "snapshot_torrents.hpp"
+#include "swarm_upstream.hpp"
 #include "inferllama/tracker.hpp"
 
 namespace inferllama::cli {
@@ -58,7 +59,9 @@ int serve(const Config& config) {
   settings.connections = config.upstream_connections;
   settings.parallel_threshold = config.parallel_threshold;
   settings.retries = config.upstream_retries;
-  cache::Downloads downloads(store, *index, *upstream, workers, settings);
+  // File bytes may come from a parent node's swarm; metadata always asks the upstream over HTTP.
+  auto file_upstream = torrent::make_swarm_preferring_upstream(*upstream, config);
+  cache::Downloads downloads(store, *index, *file_upstream, workers, settings);
   cache::Evictor evictor(store, *index, config.max_disk);
   downloads.set_hooks(
       [&](const std::string& etag) {
@@ -71,6 +74,7 @@ int serve(const Config& config) {
       });
   hub::HubService hub(config, *index, *upstream, downloads, evictor);
   http::Server server(io, config, hub, store, blocking);
+  server.add_metrics([&file_upstream](std::string& out) { file_upstream->render_metrics(out); });
 
   // BitTorrent: every torrent the node builds is seeded from the chunk store and tracked by its own
   // tracker, and stops before any of its files leaves the store.
@@ -165,6 +169,7 @@ int serve(const Config& config) {
   mirror.stop();
   if (udp_tracker) udp_tracker->stop();
   if (seeder) seeder->stop();
+  file_upstream->stop();
   downloads.shutdown();
   workers.join();
   blocking.join();

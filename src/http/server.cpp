@@ -23,6 +23,7 @@
 #include "hashing.hpp"
 #include "mirror.hpp"
 #include "snapshot_torrents.hpp"
+#include "swarm_upstream.hpp"
 #include "inferllama/offload.hpp"
 #include "inferllama/tracker.hpp"
 #include "range.hpp"
@@ -823,6 +824,7 @@ Task<bool> Server::Impl::send_file(Connection& c, const Request& req, hub::FileA
   bhttp::response<bhttp::empty_body> res{bhttp::status::ok, req.version()};
   add_security_headers(res, c.tls != nullptr);
   res.set("X-Repo-Commit", answer.commit);
+  res.set(torrent::kNodeHeader, torrent::kNodeVersion);  // a child node learns that its upstream is a node
   if (!answer.stale.empty()) res.set(hub::kStaleHeader, answer.stale);
   res.set(bhttp::field::etag, quoted_etag);
   if (file.lfs) {
