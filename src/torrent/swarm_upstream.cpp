@@ -28,9 +28,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Pieces a range reader asks for ahead of the one it waits on: enough to keep the peers busy, few
-// enough that the buffers libtorrent reads back stay small (a window of 4 MiB pieces per connection).
-constexpr int kReadAhead = 4;
+// Bytes a range reader asks for ahead of the piece it waits on (at least one piece, at most four):
+// enough to keep the peers busy, little enough that the pieces read back and held stay small.
+constexpr std::uint64_t kReadAheadBytes = 16u << 20;
+constexpr std::uint64_t kMaxReadAhead = 4;
 // Plans are cheap to make again; the map of them stays bounded however many files the node fetches.
 constexpr std::size_t kMaxPlans = 4096;
 
@@ -256,6 +257,7 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
     const int last_piece = static_cast<int>(last / piece_length);
     std::deque<int> held;  // pieces this reader counts itself among the readers of, in order
     int next_to_hold = static_cast<int>(first / piece_length);
+    const int read_ahead = static_cast<int>(std::clamp<std::uint64_t>(kReadAheadBytes / piece_length, 1, kMaxReadAhead));
 
     // The whole range is wanted; deadlines make the pieces near the read position come first.
     std::vector<std::pair<lt::piece_index_t, lt::download_priority_t>> priorities;
@@ -270,7 +272,7 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
     auto last_progress = Clock::now();
     while (offset <= last) {
       const int piece = static_cast<int>(offset / piece_length);
-      for (; next_to_hold <= last_piece && next_to_hold < piece + kReadAhead; ++next_to_hold) {
+      for (; next_to_hold <= last_piece && next_to_hold < piece + read_ahead; ++next_to_hold) {
         WantedPiece& wanted = file->pieces[next_to_hold];
         ++wanted.readers;
         held.push_back(next_to_hold);

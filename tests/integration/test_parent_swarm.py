@@ -122,5 +122,40 @@ class ParentSwarmTest(unittest.TestCase):
                            before["inferllama_parent_swarm_fallbacks_total"])
 
 
+class StalledParentSwarmTest(unittest.TestCase):
+    """A parent that hands out torrents but seeds nothing: B's swarm stalls and the file comes over HTTP."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.hub = FakeHub("--big-file-size", str(BIG)).start()
+        cls.a = Node(cls.hub.url, None, "--chunk-size", "4MiB", "--bt-listen", "").start()
+        cls.b = Node(cls.a.url, None, "--chunk-size", "4MiB", "--swarm-threshold", "16MiB",
+                     "--upstream-timeout", "2s").start()
+
+    @classmethod
+    def tearDownClass(cls):
+        for node in (cls.b, cls.a):
+            node.stop()
+            node.cleanup()
+        cls.hub.stop()
+
+    def test_a_stalled_swarm_falls_back_to_http(self):
+        f = self.hub.files("acme/big-model")["model.safetensors"]
+        path = self.a.resolve_path("acme/big-model", "main", "model.safetensors")
+        status, _, body = self.a.request("GET", path)
+        self.assertEqual((status, sha256(body)), (200, f["sha256"]))
+        commit = self.hub.commit("acme/big-model")
+        status, _, body = self.a.request("GET", f"/api/models/acme/big-model/torrent/{commit}/model.safetensors")
+        self.assertEqual(status, 200, body[:300])
+
+        status, _, body = self.b.request("GET", path)
+        self.assertEqual((status, len(body), sha256(body)), (200, f["size"], f["sha256"]))
+        m = self.b.metrics()
+        self.assertEqual(m["inferllama_parent_swarm_bytes_total"], 0)
+        self.assertEqual(m["inferllama_parent_http_bytes_total"], BIG)
+        self.assertGreaterEqual(m["inferllama_parent_swarm_fallbacks_total"], 1)
+        wait_for("B to drop the stalled torrent", lambda: self.b.metric("inferllama_parent_swarm_torrents") == 0)
+
+
 if __name__ == "__main__":
     unittest.main()
