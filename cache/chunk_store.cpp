@@ -25,6 +25,13 @@ fs::path ChunkStore::chunk_path(const Sha256& id) const {
   return chunks_ / hex.substr(0, 2) / hex.substr(2, 2) / hex;
 }
 
+bool ChunkStore::chunk_damaged(const Sha256& id, std::uint64_t expected_size) const {
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(chunk_path(id), ec);
+  if (ec) return ec == std::errc::no_such_file_or_directory;
+  return size < expected_size;
+}
+
 bool ChunkStore::contains(const Sha256& id) const {
   std::error_code ec;
   return fs::exists(chunk_path(id), ec);

@@ -118,7 +118,7 @@ std::string Download::error() const {
 }
 
 void Download::start() {
-  ++owner_.counters_.started;
+  ++(source_.upstream ? owner_.counters_.ingests_started : owner_.counters_.started);
   const std::uint64_t resumed = resume_staged();
   if (resumed > 0) owner_.counters_.resumed_bytes += resumed;
   spdlog::info("download {} ({} bytes{}) from {}", source_.etag, source_.size,
@@ -231,7 +231,8 @@ void Download::fetch_segment(int segment) {
       std::lock_guard lock(mutex_);
       url = url_;
     }
-    RangeResult r = owner_.upstream_.fetch_range(
+    Upstream& upstream = source_.upstream ? *source_.upstream : owner_.upstream_;
+    RangeResult r = upstream.fetch_range(
         url, source_.headers, first, last, [&](std::span<const char> bytes) { return write_body(segment, bytes); });
     if (state() != State::running) return;
     if (r.ok() && r.received > 0) {
@@ -325,7 +326,7 @@ std::size_t Download::write_body(int segment, std::span<const char> bytes) {
       std::lock_guard lock(mutex_);
       segments_[static_cast<std::size_t>(segment)].next += w;
     }
-    owner_.counters_.upstream_bytes += w;
+    if (!source_.upstream) owner_.counters_.upstream_bytes += w;  // bytes from elsewhere are not fetched upstream
     done += w;
     const bool full = before + w == chunk.size;
     if (full) chunk_filled(index);
@@ -482,7 +483,7 @@ void Download::finalize() {
     return;
   }
   state_.store(State::complete, std::memory_order_release);
-  ++owner_.counters_.completed;
+  ++(source_.upstream ? owner_.counters_.ingests_completed : owner_.counters_.completed);
   spdlog::info("cached {} ({} bytes, {} chunks)", source_.etag, source_.size, chunk_count_);
   wake_.notify_all();
   owner_.finished(*this);
@@ -497,7 +498,7 @@ void Download::fail(const std::string& why) {
     error_ = why;
     state_.store(State::failed, std::memory_order_release);
   }
-  ++owner_.counters_.failed;
+  ++(source_.upstream ? owner_.counters_.ingests_failed : owner_.counters_.failed);
   spdlog::error("download {} failed: {}", source_.etag, why);
   wake_.notify_all();
   owner_.finished(*this);

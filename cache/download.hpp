@@ -36,6 +36,9 @@ struct BlobSource {
   bool lfs = false;
   std::uint64_t size = 0;
   std::function<std::optional<std::string>()> refresh_url;  // a fresh signed URL when one expired
+  // Where the bytes come from when not from the registry's upstream (files that arrived over BitTorrent):
+  // one registry for every way in keeps single flight and the staging folder of an etag to one download.
+  Upstream* upstream = nullptr;
 };
 
 struct DownloadSettings {
@@ -60,6 +63,10 @@ struct DownloadCounters {
   std::atomic<std::uint64_t> failed{0};
   std::atomic<std::uint64_t> retries{0};
   std::atomic<std::uint64_t> resumed_bytes{0};  // staged by an earlier attempt, not fetched again
+  // Files that arrived by other means (a mirror's BitTorrent download) and went through the ingest.
+  std::atomic<std::uint64_t> ingests_started{0};
+  std::atomic<std::uint64_t> ingests_completed{0};
+  std::atomic<std::uint64_t> ingests_failed{0};
 };
 
 class Downloads;

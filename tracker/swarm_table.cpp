@@ -65,7 +65,8 @@ std::uint64_t SwarmTable::current_bucket() const {
 }
 
 void SwarmTable::expire(Swarm& swarm, std::uint64_t bucket) {
-  if (swarm.swept_bucket == bucket) return;
+  // A caller that read the clock before another moved this swarm on holds an older bucket: nothing to do.
+  if (bucket <= swarm.swept_bucket) return;
   // Every peer announced while swept_bucket was current or earlier: past the lifetime, all are gone.
   if (bucket - swarm.swept_bucket >= kLifetimeBuckets) {
     swarm.v4 = {};
@@ -298,6 +299,7 @@ void SwarmTable::sweep_step() {
   std::uint64_t position = sweep_position_.load(std::memory_order_relaxed);
   for (;;) {
     const std::uint64_t pass = position >> 8, next = position & 0xff;
+    if (pass > bucket) return;  // another announcer read the clock later and started the next pass
     if (pass == bucket && next >= kShards) return;  // this bucket's pass is done: the common case
     const std::uint64_t shard = pass == bucket ? next : 0;
     if (sweep_position_.compare_exchange_weak(position, bucket << 8 | (shard + 1), std::memory_order_relaxed)) {

@@ -17,6 +17,8 @@ class ChunkStore {
   std::filesystem::path chunk_path(const Sha256& id) const;
   bool contains(const Sha256& id) const;
   int open_chunk(const Sha256& id) const;  // read-only fd, or -1
+  // The chunk's file is gone or shorter than `expected_size` (its recorded size).
+  bool chunk_damaged(const Sha256& id, std::uint64_t expected_size) const;
 
   // The folder for the chunks of the file `etag` while they are fetched and verified. It outlives a
   // failed download or a crash, so that a later download of the same file resumes from what is there.

@@ -84,9 +84,11 @@ int serve(const Config& config) {
   if (!config.bt_listen.empty()) {
     auto options = torrent::SeederOptions::from(config);
     // A chunk gone missing under a seed: forget its file (which stops its torrents), as a hit would.
-    options.on_damaged_chunk = [&workers, &evictor, &seeded](const Sha256& chunk) {
-      asio::post(workers, [&evictor, &seeded, chunk] {
-        if (auto etag = seeded->etag_holding(chunk)) evictor.forget(*etag);
+    options.on_damaged_chunk = [&workers, &evictor, &seeded, &store](const Sha256& chunk) {
+      asio::post(workers, [&evictor, &seeded, &store, chunk] {
+        // Only a file really gone or short is forgotten; a read that failed for want of descriptors is not.
+        auto owner = seeded->owner_of(chunk);
+        if (owner && store.chunk_damaged(chunk, owner->chunk_size)) evictor.forget(owner->etag);
       });
     };
     seeder = std::make_unique<torrent::Seeder>(store, options);
@@ -97,8 +99,10 @@ int serve(const Config& config) {
       store, *index, hub,
       {[&](const torrent::SnapshotTorrent& t) {
          if (seeder) {
-           if (auto refused = seeder->add(*t.torrent); !refused.empty())
+           if (auto refused = seeder->add(*t.torrent); !refused.empty()) {
              spdlog::error("cannot seed {}: {}", t.torrent->info_hash_v1.hex(), refused);
+             return;
+           }
          }
          tracker.add_own_torrent(t.torrent->info_hash_v1, t.torrent->info_hash_v2);
        },
@@ -110,10 +114,18 @@ int serve(const Config& config) {
   evictor.set_before_release([&torrents](const std::string& etag) { torrents.release(etag); });
   asio::post(workers, [&evictor] { evictor.enforce(); });  // a budget lowered since the last run
   asio::post(blocking, [&torrents] { torrents.restore(); });
-  torrent::Mirror mirror({config, store, *index, workers, hub, evictor, torrents, [&evictor](const std::string& etag) {
-                            evictor.stored(etag);
-                            evictor.enforce();
-                          }});
+  // A seeded repo that became gated or private on the Hub stops being seeded within a few minutes.
+  asio::steady_timer visibility_timer(io);
+  std::function<void()> recheck_visibility = [&] {
+    visibility_timer.expires_after(std::chrono::minutes(5));
+    visibility_timer.async_wait([&](const boost::system::error_code& ec) {
+      if (ec) return;
+      asio::post(blocking, [&torrents] { torrents.recheck_visibility(); });
+      recheck_visibility();
+    });
+  };
+  recheck_visibility();
+  torrent::Mirror mirror({config, store, *index, workers, hub, downloads, evictor, torrents});
   server.attach_mirror(mirror);
 
   std::unique_ptr<tracker::UdpServer> udp_tracker;
@@ -166,11 +178,13 @@ int serve(const Config& config) {
   mirror.start_sync();
   io.run();
   for (auto& t : threads) t.join();
+  // Downloads stop before the mirror is joined: a mirror or a torrent waiting on them then fails at once.
+  mirror.cancel();
+  file_upstream->stop();
+  downloads.shutdown();
   mirror.stop();
   if (udp_tracker) udp_tracker->stop();
   if (seeder) seeder->stop();
-  file_upstream->stop();
-  downloads.shutdown();
   workers.join();
   blocking.join();
   spdlog::info("stopped");

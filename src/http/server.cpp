@@ -430,6 +430,12 @@ std::string Server::Impl::render_metrics() const {
   write_sample(out, "inferllama_downloads_total", "result=\"started\"", static_cast<double>(d.started.load()));
   write_sample(out, "inferllama_downloads_total", "result=\"completed\"", static_cast<double>(d.completed.load()));
   write_sample(out, "inferllama_downloads_total", "result=\"failed\"", static_cast<double>(d.failed.load()));
+  write_header(out, "inferllama_ingests_total", "counter",
+               "Files that arrived over BitTorrent (mirrors) and went through the verified ingest, by outcome");
+  write_sample(out, "inferllama_ingests_total", "result=\"started\"", static_cast<double>(d.ingests_started.load()));
+  write_sample(out, "inferllama_ingests_total", "result=\"completed\"",
+               static_cast<double>(d.ingests_completed.load()));
+  write_sample(out, "inferllama_ingests_total", "result=\"failed\"", static_cast<double>(d.ingests_failed.load()));
   write_header(out, "inferllama_downloads_in_flight", "gauge", "Files being fetched upstream now");
   write_sample(out, "inferllama_downloads_in_flight", "", static_cast<double>(hub.downloads().in_flight()));
   write_header(out, "inferllama_disk_used_bytes", "gauge", "Bytes in stored chunks");
@@ -607,7 +613,7 @@ Task<bool> Server::Impl::handle(Connection& c, Request& req) {
       const bool valid = !digits.empty() && digits.size() <= 9 &&
                          std::all_of(digits.begin(), digits.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
       if (valid) size = std::stoull(std::string(digits));
-      if (!valid || size > 64 * kMiB) {
+      if (!valid || size >= config.chunk_size) {  // padding always ends within one piece (one chunk)
         co_return co_await send_error(c, req, bhttp::status::not_found, "no such pad file", "EntryNotFound");
       }
       co_return co_await send_zeros(c, req, size);
@@ -686,11 +692,6 @@ Task<bool> Server::Impl::handle_torrent(Connection& c, const Request& req, const
     }
   }
   pause_deadline(c);  // completing a snapshot waits on the upstream, not on the client
-  auto outcome = co_await offload(blocking, [&] { return torrents->get(request); });
-  touch(c);
-  if (auto* reply = std::get_if<hub::Reply>(&outcome)) co_return co_await send_reply(c, req, *reply);
-  const auto& built = std::get<torrent::SnapshotTorrent>(outcome);
-
   torrent::NodeLinks links{public_base(req), ""};
   if (udp_announce_port) {
     const std::string& base = links.base;
@@ -702,22 +703,36 @@ Task<bool> Server::Impl::handle_torrent(Connection& c, const Request& req, const
       host.resize(colon);
     links.udp_announce = "udp://" + host + ":" + std::to_string(udp_announce_port) + "/announce";
   }
+  // Completing the snapshot, and bencoding and hashing a torrent of maybe thousands of files, stay off
+  // the I/O thread.
+  const bool magnet = api.kind == ApiRoute::Kind::magnet;
+  std::string document, etag;
+  auto outcome = co_await offload(blocking, [&] {
+    auto got = torrents->get(request);
+    if (const auto* built = std::get_if<torrent::SnapshotTorrent>(&got)) {
+      document = magnet ? torrents->magnet(*built, links) : torrents->metainfo(*built, links);
+      etag = "\"" +
+             cache::sha256(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(document.data()),
+                                                         document.size()))
+                 .hex() +
+             "\"";
+    }
+    return got;
+  });
+  touch(c);
+  if (auto* reply = std::get_if<hub::Reply>(&outcome)) co_return co_await send_reply(c, req, *reply);
+  const auto& built = std::get<torrent::SnapshotTorrent>(outcome);
   StringResponse res{bhttp::status::ok, req.version()};
   res.keep_alive(req.keep_alive());
   res.set("X-InferLlama-Info-Hash", built.torrent->info_hash_v1.hex());
   if (built.torrent->info_hash_v2) res.set("X-InferLlama-Info-Hash-V2", built.torrent->info_hash_v2->hex());
   res.set("X-Repo-Commit", built.commit);
-  if (api.kind == ApiRoute::Kind::magnet) {
+  if (magnet) {
     res.set(bhttp::field::content_type, "text/plain; charset=utf-8");
-    res.body() = torrents->magnet(built, links);
+    res.body() = std::move(document);
     co_return co_await send(c, std::move(res));
   }
-  std::string metainfo = torrents->metainfo(built, links);
-  const std::string etag =
-      "\"" +
-      cache::sha256(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(metainfo.data()), metainfo.size()))
-          .hex() +
-      "\"";
+  std::string metainfo = std::move(document);
   res.set(bhttp::field::etag, etag);
   res.set(bhttp::field::content_type, "application/x-bittorrent");
   res.set(bhttp::field::content_disposition, "attachment; filename=\"" + built.torrent->name + ".torrent\"");

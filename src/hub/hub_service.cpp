@@ -85,9 +85,11 @@ std::variant<std::string, Reply> HubService::pin(const RepoId& repo, const std::
   return commit;
 }
 
-std::variant<std::string, Reply> HubService::commit_of(const RepoId& repo, const std::string& rev) {
-  std::string stale;
-  return resolve_commit(repo, rev, credentials_for(Caller{}, is_public(repo)), stale);
+std::variant<std::string, Reply> HubService::commit_of(const RepoId& repo, const std::string& rev, std::string* stale) {
+  std::string why;
+  auto commit = resolve_commit(repo, rev, credentials_for(Caller{}, is_public(repo)), why);
+  if (stale) *stale = why;
+  return commit;
 }
 
 std::variant<std::vector<HubService::SnapshotEntry>, Reply> HubService::snapshot_files(const RepoId& repo,
@@ -134,12 +136,14 @@ std::variant<std::vector<HubService::SnapshotEntry>, Reply> HubService::snapshot
   return error_reply(502, "the upstream tree of " + repo.name + " does not end");
 }
 
+void HubService::assume_public_for(const RepoId& repo, std::chrono::seconds how_long) {
+  std::lock_guard lock(mutex_);
+  visibility_[repo.key()] = Memo{"public", Clock::now() + how_long};
+}
+
 void HubService::adopt_mirrored(const RepoId& repo, const std::string& rev, const std::string& commit) {
-  index_.put_meta("visibility|" + repo.key(), "public");
-  {
-    std::lock_guard lock(mutex_);
-    visibility_[repo.key()] = Memo{"public", Clock::now() + config_.access_ttl};
-  }
+  // Only a repo the node knows nothing about takes the source's word; the Hub's answers stay as they are.
+  if (!index_.get_meta("visibility|" + repo.key())) index_.put_meta("visibility|" + repo.key(), "public");
   store_ref(repo, rev, commit);
 }
 
@@ -172,13 +176,15 @@ std::string HubService::credentials_for(const Caller& caller, bool is_public) co
   return "Bearer " + config_.upstream_token;
 }
 
-bool HubService::is_public(const RepoId& repo) {
+bool HubService::is_public(const RepoId& repo) { return visibility(repo).open; }
+
+HubService::Visibility HubService::visibility(const RepoId& repo) {
   const auto now = Clock::now();
   std::optional<Memo> known;
   {
     std::lock_guard lock(mutex_);
     if (auto it = visibility_.find(repo.key()); it != visibility_.end()) {
-      if (it->second.expires > now) return it->second.value == "public";
+      if (it->second.expires > now) return Visibility{it->second.value == "public", true, true};
       known = it->second;
     }
   }
@@ -188,8 +194,9 @@ bool HubService::is_public(const RepoId& repo) {
   auto response = call("GET", api_url(repo) + "?expand=private&expand=gated", token);
   if (unreachable(response)) {
     // What the node learnt last, in memory or in the index; unknown repos count as restricted.
-    if (known) return known->value == "public";
-    return index_.get_meta("visibility|" + repo.key()) == std::optional<std::string>("public");
+    if (known) return Visibility{known->value == "public", true, false};
+    auto recorded = index_.get_meta("visibility|" + repo.key());
+    return Visibility{recorded == std::optional<std::string>("public"), recorded.has_value(), false};
   }
   bool open = false;
   if (response.status == 200) {
@@ -202,7 +209,7 @@ bool HubService::is_public(const RepoId& repo) {
   std::lock_guard lock(mutex_);
   if (visibility_.size() > kMaxMemoEntries) visibility_.clear();
   visibility_[repo.key()] = Memo{value, now + config_.access_ttl};
-  return open;
+  return Visibility{open, true, true};
 }
 
 bool HubService::access_granted(const RepoId& repo, const Caller& caller) {

@@ -83,9 +83,16 @@ class HubService {
   // Whether the Hub says anyone may read the repo (neither private nor gated); remembered for access_ttl,
   // and while the Hub cannot be asked, the last answer. Blocking.
   bool is_public(const RepoId& repo);
+  struct Visibility {
+    bool open = false;      // neither private nor gated
+    bool known = false;     // false: the Hub cannot be asked and the node never learnt it
+    bool from_hub = false;  // the Hub said so within access_ttl (not a remembered answer)
+  };
+  Visibility visibility(const RepoId& repo);
 
-  // The commit `rev` names (resolved as the other routes do), or the Hub's refusal. Blocking.
-  std::variant<std::string, Reply> commit_of(const RepoId& repo, const std::string& rev);
+  // The commit `rev` names (resolved as the other routes do), or the Hub's refusal; `stale` (if given)
+  // says why it is the last commit seen rather than the Hub's answer, or is empty. Blocking.
+  std::variant<std::string, Reply> commit_of(const RepoId& repo, const std::string& rev, std::string* stale = nullptr);
 
   // Every file of a public repo at a commit, from the Hub's recursive tree (stored like any tree answer,
   // so a cached commit lists without the Hub). Blocking.
@@ -95,9 +102,13 @@ class HubService {
   };
   std::variant<std::vector<SnapshotEntry>, Reply> snapshot_files(const RepoId& repo, const std::string& commit);
 
-  // A parent node offered this snapshot's torrent, which it does for public repos only: remember the repo
-  // as public and `rev` as naming `commit`, so the mirrored snapshot is served while the Hub is away.
+  // A snapshot mirrored from another node verified: remember `rev` as naming `commit`, and a repo the
+  // node knew nothing about as public (the source offers torrents of public repos only), so the
+  // snapshot is served while the Hub is away.
   void adopt_mirrored(const RepoId& repo, const std::string& rev, const std::string& commit);
+  // Treats the repo as public for a while without asking and without writing it down: for a view of
+  // another node's answers, whose word must never become this node's record of the Hub's.
+  void assume_public_for(const RepoId& repo, std::chrono::seconds how_long);
 
   // Pins or unpins the snapshot `rev` names (pinned snapshots are never evicted); the commit, or a Reply
   // when the revision cannot be resolved.

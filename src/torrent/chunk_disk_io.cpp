@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <libtorrent/add_torrent_params.hpp>
@@ -41,6 +42,7 @@ void ChunkReader::withdraw(const Sha1& key) {
     table = std::move(it->second);
     tables_.erase(it);
   }
+  table->withdrawing = true;
   {
     std::unique_lock gate(table->gate);
     table->withdrawn = true;
@@ -94,9 +96,13 @@ ReadFailure ChunkReader::read(const PieceTable& table, std::size_t piece, std::u
     read_errors_.fetch_add(1, std::memory_order_relaxed);
     spdlog::error("BitTorrent read of piece {}: chunk {}: {}", piece,
                   piece < table.pieces.size() ? table.pieces[piece].chunk.hex() : "out of range", error.message());
-    if (on_damaged_ && piece < table.pieces.size()) on_damaged_(table.pieces[piece].chunk);
+    // Damage is a chunk file gone or shorter than it should be; running out of descriptors is not.
+    const bool damaged = error == std::errc::no_such_file_or_directory || error == std::errc::io_error;
+    if (on_damaged_ && damaged && piece < table.pieces.size() && !table.damage_reported.exchange(true))
+      on_damaged_(table.pieces[piece].chunk);
     return ReadFailure{error, stage};
   };
+  if (table.withdrawing) return ReadFailure{std::make_error_code(std::errc::operation_canceled), ReadStage::read};
   std::shared_lock gate(table.gate);
   if (table.withdrawn) return ReadFailure{std::make_error_code(std::errc::operation_canceled), ReadStage::read};
   if (piece >= table.pieces.size()) return fail(std::make_error_code(std::errc::invalid_argument), ReadStage::read);
@@ -198,7 +204,8 @@ class ChunkDiskIo final : public lt::disk_interface {
                   lt::disk_job_flags_t) override {
     std::shared_ptr<const Storage> storage = storages_[slot(index)];
     const lt::file_index_t file = file_of(*storage, request.piece);
-    boost::asio::post(workers_, [this, storage, request, file, handler = std::move(handler)]() mutable {
+    boost::asio::post(workers_, [this, storage, request, file, work = keep_network_running(),
+                                 handler = std::move(handler)]() mutable {
       lt::disk_buffer_holder buffer(heap_buffers(), heap_buffers().allocate(request.length), request.length);
       lt::storage_error error;
       if (!storage->table) {
@@ -236,7 +243,7 @@ class ChunkDiskIo final : public lt::disk_interface {
     const int v2_size = block_hashes.empty() ? 0 : storage->files->piece_size2(piece);
     const lt::file_index_t file = file_of(*storage, piece);
     boost::asio::post(workers_, [this, storage, piece, block_hashes, v1, v1_size, v2_size, file,
-                                 handler = std::move(handler)]() mutable {
+                                 work = keep_network_running(), handler = std::move(handler)]() mutable {
       std::vector<char> bytes(static_cast<std::size_t>(std::max(v1_size, v2_size)));
       lt::storage_error error;
       lt::sha1_hash hash;
@@ -261,7 +268,8 @@ class ChunkDiskIo final : public lt::disk_interface {
     std::shared_ptr<const Storage> storage = storages_[slot(index)];
     const int length = std::max(0, std::min(lt::default_block_size, storage->files->piece_size2(piece) - offset));
     const lt::file_index_t file = file_of(*storage, piece);
-    boost::asio::post(workers_, [this, storage, piece, offset, length, file, handler = std::move(handler)]() mutable {
+    boost::asio::post(workers_, [this, storage, piece, offset, length, file, work = keep_network_running(),
+                                 handler = std::move(handler)]() mutable {
       std::vector<char> bytes(static_cast<std::size_t>(length));
       lt::storage_error error;
       lt::sha256_hash hash;
@@ -359,6 +367,12 @@ class ChunkDiskIo final : public lt::disk_interface {
 
  private:
   static std::size_t slot(lt::storage_index_t index) { return static_cast<std::uint32_t>(index); }
+
+  // Held by every job in flight: libtorrent lets its network loop end once the disk backend has no work,
+  // so a completion posted after that still runs (and frees what it holds) before the session is gone.
+  boost::asio::executor_work_guard<lt::io_context::executor_type> keep_network_running() {
+    return boost::asio::make_work_guard(network_);
+  }
 
   static lt::storage_error unknown_torrent(lt::file_index_t file) {
     return lt::storage_error(lt::error_code(boost::system::errc::no_such_file_or_directory, boost::system::generic_category()),

@@ -29,6 +29,9 @@ struct PieceTable {
   std::vector<PieceSource> pieces;
   mutable std::shared_mutex gate;
   bool withdrawn = false;  // guarded by gate
+  // Set before the gate is taken exclusively: reads queued behind it give up instead of holding it shared.
+  std::atomic<bool> withdrawing{false};
+  mutable std::atomic<bool> damage_reported{false};  // a damaged chunk is reported once per torrent
 };
 
 // Where a read failed: libtorrent reports the operation with the error.

@@ -306,7 +306,9 @@ std::variant<ParsedTorrent, TorrentError> parse_torrent(std::string_view metainf
   if (pieces == nullptr || pieces->size() % Sha1::size != 0) return error("missing or malformed pieces");
 
   auto add_file = [&](std::string path, std::int64_t length, bool pad) -> bool {
+    // Each file and the whole torrent stay far from 64-bit overflow (2^50 bytes a file, 2^60 in all).
     if (length < 0 || length > kMaxFileSize) return false;
+    if (t.total_size + static_cast<std::uint64_t>(length) > (std::uint64_t{1} << 60)) return false;
     t.files.push_back(TorrentFile{std::move(path), static_cast<std::uint64_t>(length), pad, ""});
     t.total_size += static_cast<std::uint64_t>(length);
     return true;

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bencode.hpp"
 #include "curl_upstream.hpp"
 #include "download_wait.hpp"
 #include "metainfo.hpp"
@@ -18,6 +19,43 @@ hub::Reply error_reply(unsigned status, const std::string& message) {
   r.headers.emplace_back("X-Error-Message", message);
   r.body = nlohmann::json{{"error", message}}.dump();
   return r;
+}
+
+// The source's .torrent with only the trackers and web seeds on the source node's own host (its HTTP
+// origin, or its UDP tracker): what a hostile or confused source writes there never makes this node
+// contact other hosts. The source node's own announce and web seed stand in when none is left.
+std::string with_links_of(const std::string& metainfo, const std::string& from, const RepoId& repo,
+                          const std::string& commit) {
+  auto decoded = bencode::decode(metainfo);
+  const auto* dict = std::get_if<bencode::Value>(&decoded) ? std::get<bencode::Value>(decoded).dict() : nullptr;
+  if (!dict) return metainfo;  // parse_torrent accepted it, so this does not happen
+  const auto host_start = from.find("://") + 3;
+  const std::string host = from.substr(host_start, from.find_first_of(":/", host_start) - host_start);
+  auto on_source = [&](const std::string& url) {
+    return url.starts_with(from + "/") || url.starts_with("udp://" + host + ":");
+  };
+  bencode::Dict out = *dict;
+  bencode::List tiers;
+  if (const auto* list = out.contains("announce-list") ? out["announce-list"].list() : nullptr) {
+    for (const auto& tier : *list) {
+      for (const auto& url : tier.list() ? *tier.list() : bencode::List{}) {
+        if (url.string() && on_source(*url.string())) tiers.emplace_back(bencode::List{url});
+      }
+    }
+  }
+  if (tiers.empty()) tiers.emplace_back(bencode::List{bencode::Value(from + "/announce")});
+  bencode::List seeds;
+  if (const auto* list = out.contains("url-list") ? out["url-list"].list() : nullptr) {
+    for (const auto& url : *list)
+      if (url.string() && url.string()->starts_with(from + "/")) seeds.push_back(url);
+  }
+  if (seeds.empty()) {
+    seeds.emplace_back(from + "/api/" + std::string(repo.api_segment()) + "/" + repo.name + "/webseed/" + commit + "/");
+  }
+  out["announce"] = *tiers.front().list()->begin();
+  out["announce-list"] = bencode::Value(std::move(tiers));
+  out["url-list"] = bencode::Value(std::move(seeds));
+  return bencode::encode(bencode::Value(std::move(out)));
 }
 
 }  // namespace
@@ -38,12 +76,25 @@ std::optional<MirrorSpec> parse_mirror_spec(std::string_view text) {
       text.remove_prefix(prefix.size());
     }
   }
-  if (text.empty() || text.front() == '/' || text.back() == '/' || !url::is_safe_relative_path(text) ||
-      std::count(text.begin(), text.end(), '/') > 1) {
-    return std::nullopt;
-  }
+  if (!valid_repo_name(text)) return std::nullopt;
   spec.repo.name = std::string(text);
   return spec;
+}
+
+bool valid_repo_name(std::string_view name) {
+  if (name.empty() || name.size() > 200 || std::count(name.begin(), name.end(), '/') > 1) return false;
+  for (std::size_t start = 0; start <= name.size();) {
+    const auto slash = std::min(name.find('/', start), name.size());
+    const auto segment = name.substr(start, slash - start);
+    if (segment.empty() || segment == "." || segment == "..") return false;
+    for (char c : segment) {
+      const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                      c == '_' || c == '.';
+      if (!ok) return false;
+    }
+    start = slash + 1;
+  }
+  return true;
 }
 
 Mirror::Mirror(Parts parts)
@@ -51,19 +102,9 @@ Mirror::Mirror(Parts parts)
       folder_(parts_.config.data_dir / "mirror"),
       network_(upstream::make_curl_upstream(UpstreamOptions{parts_.config.upstream_timeout})) {
   std::filesystem::create_directories(folder_);
-  // Files that arrived over BitTorrent enter the store through the same ingest as any download: chunked,
-  // hashed and checked against the Hub's etag before one index write makes them visible.
+  // Files that arrived over BitTorrent enter the store through the node's own downloads, read from this
+  // folder: chunked, hashed and checked against the Hub's etag before one index write makes them visible.
   local_files_ = upstream::make_local_file_upstream(folder_);
-  cache::DownloadSettings settings;
-  settings.chunk_size = static_cast<std::uint32_t>(parts_.config.chunk_size);
-  settings.connections = 1;
-  settings.parallel_threshold = ~std::uint64_t{0};
-  settings.retries = 0;
-  ingest_ = std::make_unique<cache::Downloads>(parts_.store, parts_.index, *local_files_, parts_.workers, settings, 4);
-  ingest_->set_hooks(parts_.on_stored, [this](std::uint64_t bytes) {
-    spdlog::error("the disk is full: evicting to make room for {} mirrored bytes", bytes);
-    parts_.evictor.make_room(bytes);
-  });
   FetcherOptions fetcher;
   fetcher.listen = parts_.config.bt_listen.empty() ? "0.0.0.0:0" : parts_.config.bt_listen.substr(0, parts_.config.bt_listen.rfind(':')) + ":0";
   fetcher.dht = parts_.config.bt_dht;
@@ -71,20 +112,17 @@ Mirror::Mirror(Parts parts)
   fetcher_ = std::make_unique<TorrentFetcher>(fetcher);
 }
 
-Mirror::~Mirror() {
-  stop();
-  ingest_->shutdown();
-}
+Mirror::~Mirror() { stop(); }
 
 hub::HubService& Mirror::source_hub(const std::string& from) {
   auto& [config, hub] = sources_[from];
   if (!hub) {
     // The source node answers the Hub's API for what it holds: the same HubService, another upstream,
-    // writing into this node's index under the same keys.
+    // writing the trees it lists into this node's index under the same keys.
     config = std::make_unique<Config>(parts_.config);
     config->upstream = from;
     config->upstream_token.clear();
-    hub = std::make_unique<hub::HubService>(*config, parts_.index, *network_, *ingest_, parts_.evictor);
+    hub = std::make_unique<hub::HubService>(*config, parts_.index, *network_, parts_.downloads, parts_.evictor);
   }
   return *hub;
 }
@@ -92,7 +130,14 @@ hub::HubService& Mirror::source_hub(const std::string& from) {
 std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const std::string& rev,
                                                        const std::string& from) {
   std::lock_guard one_at_a_time(mirror_mutex_);
-  // 1. The source's torrent of the snapshot; it names the commit, and offering it says the repo is public.
+  if (!valid_repo_name(repo.name)) return error_reply(400, "invalid repository name");
+  // 0. The Hub's word first: a repo it calls gated or private is never mirrored, whatever a source says.
+  const auto visibility = parts_.hub.visibility(repo);
+  if (visibility.known && !visibility.open) {
+    return error_reply(403, repo.name + " is gated or private on the Hub: only public repositories are mirrored");
+  }
+
+  // 1. The source's torrent of the snapshot; it names the commit.
   const std::string torrent_url = from + "/api/" + std::string(repo.api_segment()) + "/" + repo.name + "/torrent/" +
                                   url::encode(rev);
   auto answer = network_->fetch(UpstreamRequest{"GET", torrent_url, {}, {}});
@@ -110,11 +155,24 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
   }
   const ParsedTorrent& source = std::get<ParsedTorrent>(parsed);
 
-  // 2. The Hub's etags from the source's tree (stored here too, so the snapshot lists while the Hub is away).
-  // The branch moves to the commit only once every file verified.
-  hub::HubService& source_api = source_hub(from);
-  source_api.adopt_mirrored(repo, commit, commit);
-  auto listed = source_api.snapshot_files(repo, commit);
+  // 2. Which files the commit holds, with their Hub etags: the Hub's tree when it answers (and its commit
+  // must be the source's), else the source's tree (stored here too, so the snapshot lists while the Hub
+  // is away). The branch moves to the commit only once every file verified.
+  std::variant<std::vector<hub::HubService::SnapshotEntry>, hub::Reply> listed;
+  if (visibility.from_hub) {
+    std::string stale;
+    auto hub_commit = parts_.hub.commit_of(repo, rev, &stale);
+    if (auto* refused = std::get_if<hub::Reply>(&hub_commit)) return *refused;
+    if (stale.empty() && std::get<std::string>(hub_commit) != commit) {
+      return error_reply(409, "the source holds " + commit + " but the Hub names " + std::get<std::string>(hub_commit) +
+                                  " for " + rev + "; mirror again once the source has it");
+    }
+    listed = parts_.hub.snapshot_files(repo, commit);
+  } else {
+    hub::HubService& source_api = source_hub(from);
+    source_api.assume_public_for(repo, std::chrono::minutes(1));  // it offered the torrent: public for it
+    listed = source_api.snapshot_files(repo, commit);
+  }
   if (auto* refused = std::get_if<hub::Reply>(&listed)) return *refused;
   const auto& files = std::get<std::vector<hub::HubService::SnapshotEntry>>(listed);
   std::map<std::string, std::uint64_t> in_torrent;
@@ -123,8 +181,8 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
   std::map<std::string, std::uint64_t> in_tree;
   for (const auto& f : files) in_tree[f.path] = f.file.size;
   if (in_torrent != in_tree) {
-    return error_reply(502, "the source node's torrent of " + repo.name + "@" + commit + " does not list the files of "
-                                                                                       "its tree");
+    return error_reply(502, "the source node's torrent of " + repo.name + "@" + commit +
+                                " does not list the files of the commit's tree");
   }
 
   MirrorOutcome outcome;
@@ -139,7 +197,7 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
   const std::filesystem::path landing = folder_ / source.info_hash_v1.hex();
   if (!missing.empty()) {
     FetchRequest request;
-    request.metainfo = answer.body;
+    request.metainfo = with_links_of(answer.body, from, repo, commit);
     request.directory = landing;
     request.timeout = std::chrono::hours(6);
     std::uint64_t last_logged = 0;
@@ -166,7 +224,8 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
     from_disk.etag = f->file.etag;
     from_disk.lfs = f->file.lfs;
     from_disk.size = f->file.size;
-    if (auto download = ingest_->get_or_start(from_disk, cache::FileClaim{})) {
+    from_disk.upstream = local_files_.get();
+    if (auto download = parts_.downloads.get_or_start(from_disk, cache::FileClaim{})) {
       ingests.push_back(std::move(download));
       ingested.push_back(f);
     }
@@ -180,6 +239,9 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
   std::error_code ignored;
   std::filesystem::remove_all(landing, ignored);
   if (!failures.empty()) return error_reply(502, "mirrored files failed verification: " + failures);
+  for (const auto& f : files) {
+    if (!parts_.index.get_blob(f.file.etag)) return error_reply(503, f.path + " is not stored (the node is stopping?)");
+  }
   outcome.fetched_files = missing.size();
   for (const auto& f : files) parts_.index.put_file(repo, commit, f.path, f.file);
   parts_.hub.adopt_mirrored(repo, rev, commit);

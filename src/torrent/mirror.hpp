@@ -35,10 +35,14 @@ struct MirrorSpec {
   std::string rev = "main";
 };
 std::optional<MirrorSpec> parse_mirror_spec(std::string_view text);
+// "acme/model" or "model": one or two segments of letters, digits, '-', '_' and '.'.
+bool valid_repo_name(std::string_view name);
 
 // Fills the cache from another node's swarm: its torrent of the snapshot (peers from its tracker, and
-// its web seed) lands in a folder, every file is checked against the Hub's etag from the source's tree
-// through the ordinary ingest, and the node then seeds the snapshot itself.
+// its web seed) lands in a folder, every file is checked against its Hub etag through the ordinary
+// ingest, and the node then seeds the snapshot itself. When the Hub can be asked, it decides whether the
+// repo is public, which commit the revision names and which files it holds; only while it cannot, for a
+// repo this node knows nothing about, is the source's word taken (its bytes are still checked).
 class Mirror {
  public:
   struct Parts {
@@ -47,9 +51,9 @@ class Mirror {
     Index& index;
     asio::thread_pool& workers;
     hub::HubService& hub;
+    cache::Downloads& downloads;  // the node's one registry: a file being fetched is fetched once
     cache::Evictor& evictor;
     SnapshotTorrents& torrents;
-    std::function<void(const std::string& etag)> on_stored;  // as for downloads: eviction bookkeeping
   };
   explicit Mirror(Parts parts);
   ~Mirror();
@@ -71,7 +75,6 @@ class Mirror {
   std::filesystem::path folder_;
   std::unique_ptr<Upstream> network_;
   std::unique_ptr<Upstream> local_files_;
-  std::unique_ptr<cache::Downloads> ingest_;
   std::unique_ptr<TorrentFetcher> fetcher_;
   std::mutex mirror_mutex_;  // one mirror at a time
   std::map<std::string, std::pair<std::unique_ptr<Config>, std::unique_ptr<hub::HubService>>> sources_;

@@ -53,12 +53,12 @@ std::string SnapshotTorrents::key(const RepoId& repo, const std::string& commit,
   return repo.key() + '@' + commit + '|' + format_name(format) + '|' + path;
 }
 
-std::optional<std::string> SnapshotTorrents::etag_holding(const Sha256& chunk) {
+std::optional<SnapshotTorrents::ChunkOwner> SnapshotTorrents::owner_of(const Sha256& chunk) {
   std::lock_guard lock(mutex_);
   for (const auto& [key, torrent] : seeded_) {
     for (const auto& [path, blob] : *torrent.contents) {
       for (const auto& c : blob.chunks)
-        if (c.id == chunk) return blob.etag;
+        if (c.id == chunk) return ChunkOwner{blob.etag, c.size};
     }
   }
   return std::nullopt;
@@ -98,15 +98,14 @@ std::variant<SnapshotTorrent, hub::Reply> SnapshotTorrents::get(const Request& r
   for (const auto& f : files) total += f.file.size;
   if (total == 0) return error_reply(404, "nothing to share: every file of this torrent is empty", "EntryNotFound");
 
-  auto blobs = complete(request.repo, commit, files, request.wait);
-  if (auto* refused = std::get_if<hub::Reply>(&blobs)) return *refused;
-  return build(request.repo, commit, request.path, request.format, files,
-               std::move(std::get<std::vector<BlobEntry>>(blobs)));
+  auto stored = complete(request.repo, commit, files, request.wait);
+  if (auto* refused = std::get_if<hub::Reply>(&stored)) return *refused;
+  return build(request.repo, commit, request.path, request.format, files, std::move(std::get<Stored>(stored)));
 }
 
-std::variant<std::vector<BlobEntry>, hub::Reply> SnapshotTorrents::complete(const RepoId& repo,
-                                                                            const std::string& commit,
-                                                                            const Files& files, bool wait) {
+std::variant<SnapshotTorrents::Stored, hub::Reply> SnapshotTorrents::complete(const RepoId& repo,
+                                                                              const std::string& commit,
+                                                                              const Files& files, bool wait) {
   std::vector<std::size_t> missing;
   for (std::size_t i = 0; i < files.size(); ++i) {
     if (!index_.get_blob(files[i].file.etag)) missing.push_back(i);
@@ -135,15 +134,21 @@ std::variant<std::vector<BlobEntry>, hub::Reply> SnapshotTorrents::complete(cons
                                   downloads[k]->error());
     }
   }
-  std::vector<BlobEntry> blobs;
-  blobs.reserve(files.size());
+  // Leases keep every file in the store until the torrent is seeded; from then on eviction stops it first.
+  Stored stored;
+  stored.blobs.reserve(files.size());
   for (const auto& f : files) {
+    auto lease = hub_.evictor().lease(f.file.etag);
     auto blob = index_.get_blob(f.file.etag);
-    if (!blob) return error_reply(503, f.path + " was evicted while the torrent was being built; retry");
+    if (!lease || !blob) {
+      return error_reply(503, f.path + " was evicted while the torrent was being built (is the disk budget smaller "
+                                       "than the snapshot?); retry");
+    }
     index_.put_file(repo, commit, f.path, f.file);
-    blobs.push_back(std::move(*blob));
+    stored.blobs.push_back(std::move(*blob));
+    stored.leases.push_back(std::move(lease));
   }
-  return blobs;
+  return stored;
 }
 
 BuildOptions SnapshotTorrents::options_for(const SnapshotTorrent& torrent, const NodeLinks* links) const {
@@ -175,9 +180,9 @@ BuildOptions SnapshotTorrents::options_for(const SnapshotTorrent& torrent, const
 
 std::variant<SnapshotTorrent, hub::Reply> SnapshotTorrents::build(const RepoId& repo, const std::string& commit,
                                                                   const std::string& path, Format format,
-                                                                  const Files& files, std::vector<BlobEntry> blobs) {
+                                                                  const Files& files, Stored stored) {
   auto contents = std::make_shared<std::vector<std::pair<std::string, BlobEntry>>>();
-  for (std::size_t i = 0; i < files.size(); ++i) contents->emplace_back(files[i].path, std::move(blobs[i]));
+  for (std::size_t i = 0; i < files.size(); ++i) contents->emplace_back(files[i].path, std::move(stored.blobs[i]));
   SnapshotTorrent torrent{repo, commit, path, format, nullptr, contents};
   std::vector<SnapshotFile> inputs;
   for (const auto& [file_path, blob] : *contents) inputs.push_back(SnapshotFile{file_path, &blob});
@@ -188,12 +193,16 @@ std::variant<SnapshotTorrent, hub::Reply> SnapshotTorrents::build(const RepoId& 
 
   const std::string k = key(repo, commit, path, format);
   {
-    std::lock_guard lock(mutex_);
-    if (auto it = seeded_.find(k); it != seeded_.end()) return it->second;  // built meanwhile by another caller
-    seeded_.emplace(k, torrent);
-    for (const auto& [file_path, blob] : *contents) by_etag_[blob.etag].insert(k);
+    // Registered and seeded as one step, so that a release() cannot fall between the two.
+    std::lock_guard seeding(seeding_mutex_);
+    {
+      std::lock_guard lock(mutex_);
+      if (auto it = seeded_.find(k); it != seeded_.end()) return it->second;  // built meanwhile by another caller
+      seeded_.emplace(k, torrent);
+      for (const auto& [file_path, blob] : *contents) by_etag_[blob.etag].insert(k);
+    }
+    hooks_.seed(torrent);
   }
-  hooks_.seed(torrent);
   remember(torrent);
   spdlog::info("seeding {} at {}{} ({}, info-hash {})", repo.key(), commit, path.empty() ? "" : " " + path,
                format_name(format), torrent.torrent->info_hash_v1.hex());
@@ -238,10 +247,10 @@ void SnapshotTorrents::restore() {
         if (path.empty() || f.path == path) files.push_back(f);
       if (files.empty()) continue;
       // Nothing is fetched at start-up: a torrent comes back only if all of its files are still stored.
-      auto blobs = complete(*repo, commit, files, false);
-      if (!std::holds_alternative<std::vector<BlobEntry>>(blobs)) continue;
+      auto stored = complete(*repo, commit, files, false);
+      if (!std::holds_alternative<Stored>(stored)) continue;
       if (std::holds_alternative<SnapshotTorrent>(
-              build(*repo, commit, path, format, files, std::move(std::get<std::vector<BlobEntry>>(blobs)))))
+              build(*repo, commit, path, format, files, std::move(std::get<Stored>(stored)))))
         ++restored;
     }
   }
@@ -249,25 +258,55 @@ void SnapshotTorrents::restore() {
 }
 
 void SnapshotTorrents::release(const std::string& etag) {
+  std::lock_guard seeding(seeding_mutex_);
+  std::vector<std::string> keys;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto holders = by_etag_.find(etag); holders != by_etag_.end()) keys.assign(holders->second.begin(), holders->second.end());
+  }
+  stop(keys, etag + " is leaving the store");
+}
+
+void SnapshotTorrents::recheck_visibility() {
+  std::map<std::string, RepoId> repos;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [k, torrent] : seeded_) repos.emplace(torrent.repo.key(), torrent.repo);
+  }
+  for (const auto& [repo_key, repo] : repos) {
+    const auto visibility = hub_.visibility(repo);
+    if (!visibility.known || visibility.open) continue;
+    std::lock_guard seeding(seeding_mutex_);
+    std::vector<std::string> keys;
+    {
+      std::lock_guard lock(mutex_);
+      for (const auto& [k, torrent] : seeded_)
+        if (torrent.repo == repo) keys.push_back(k);
+    }
+    stop(keys, repo.name + " is gated or private now");
+  }
+}
+
+void SnapshotTorrents::stop(const std::vector<std::string>& keys, const std::string& why) {
   std::vector<SnapshotTorrent> stopping;
   {
     std::lock_guard lock(mutex_);
-    auto holders = by_etag_.find(etag);
-    if (holders == by_etag_.end()) return;
-    for (const auto& k : holders->second) {
+    for (const auto& k : keys) {
       auto it = seeded_.find(k);
       if (it == seeded_.end()) continue;
       for (const auto& [path, blob] : *it->second.contents) {
-        if (blob.etag != etag) by_etag_[blob.etag].erase(k);
+        auto holders = by_etag_.find(blob.etag);
+        if (holders == by_etag_.end()) continue;
+        holders->second.erase(k);
+        if (holders->second.empty()) by_etag_.erase(holders);
       }
       stopping.push_back(std::move(it->second));
       seeded_.erase(it);
     }
-    by_etag_.erase(etag);
   }
   for (const auto& torrent : stopping) {
     hooks_.unseed(torrent);
-    spdlog::info("stopped seeding {} at {}: {} is leaving the store", torrent.repo.key(), torrent.commit, etag);
+    spdlog::info("stopped seeding {} at {}: {}", torrent.repo.key(), torrent.commit, why);
   }
 }
 

@@ -62,9 +62,17 @@ class SnapshotTorrents {
   void restore();
   // A stored file is about to be evicted or forgotten: every torrent holding it stops first.
   void release(const std::string& etag);
+  // Stops the torrents of every seeded repo the Hub now calls gated or private. Blocking; run it now
+  // and then (the node does every few minutes).
+  void recheck_visibility();
 
-  // The stored file of a seeded torrent that holds `chunk` (to forget it when the chunk is damaged).
-  std::optional<std::string> etag_holding(const Sha256& chunk);
+  // The stored file of a seeded torrent that holds `chunk`, and the chunk's size (to forget the file
+  // when the chunk is damaged).
+  struct ChunkOwner {
+    std::string etag;
+    std::uint32_t chunk_size = 0;
+  };
+  std::optional<ChunkOwner> owner_of(const Sha256& chunk);
 
   std::size_t size();
 
@@ -72,19 +80,26 @@ class SnapshotTorrents {
   using Files = std::vector<hub::HubService::SnapshotEntry>;
 
   // Every stored blob of `files`, downloading what is missing when `wait`; or the reason it can't be.
-  std::variant<std::vector<BlobEntry>, hub::Reply> complete(const RepoId& repo, const std::string& commit,
+  struct Stored {
+    std::vector<BlobEntry> blobs;               // in the order of the files
+    std::vector<std::shared_ptr<void>> leases;  // none of them is evicted while these live
+  };
+  std::variant<Stored, hub::Reply> complete(const RepoId& repo, const std::string& commit,
                                                             const Files& files, bool wait);
   BuildOptions options_for(const SnapshotTorrent& torrent, const NodeLinks* links) const;
   std::variant<SnapshotTorrent, hub::Reply> build(const RepoId& repo, const std::string& commit,
                                                   const std::string& path, Format format, const Files& files,
-                                                  std::vector<BlobEntry> blobs);
+                                                  Stored stored);
   void remember(const SnapshotTorrent& torrent);
+  // Drops these torrents and stops seeding them; the caller holds seeding_mutex_.
+  void stop(const std::vector<std::string>& keys, const std::string& why);
   static std::string key(const RepoId& repo, const std::string& commit, const std::string& path, Format format);
 
   const ChunkStore& store_;
   Index& index_;
   hub::HubService& hub_;
   Hooks hooks_;
+  std::mutex seeding_mutex_;  // held while torrents are seeded or stopped, outside mutex_
   std::mutex mutex_;
   std::map<std::string, SnapshotTorrent> seeded_;         // key -> torrent
   std::map<std::string, std::set<std::string>> by_etag_;  // etag -> keys of the torrents holding it

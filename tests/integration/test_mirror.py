@@ -138,6 +138,9 @@ class MirrorWithTheHubStoppedTest(MirrorTestCase):
             # Nothing came from an upstream: B's own upstream is the stopped Hub, and A served from its store.
             self.assertEqual(b.metric("inferllama_upstream_bytes_total"), 0)
             self.assertEqual(b.metric('inferllama_downloads_total{result="started"}'), 0)
+            # Every file went through the verified ingest.
+            self.assertEqual(b.metric('inferllama_ingests_total{result="completed"}'),
+                             model["fetched_files"] + dataset["fetched_files"])
             self.assertEqual(a.metric("inferllama_upstream_bytes_total"), a_upstream_bytes)
             # A's seed and web seed gave B the bytes (a piece may come from both).
             self.assertGreaterEqual(self.shared_bytes(a) - a_shared_bytes,
@@ -259,6 +262,38 @@ class MirrorRefusalsTest(MirrorTestCase):
         self.assertEqual(os.listdir(os.path.join(self.b.data_dir, "mirror")), [])
         self.b.stop()
         self.assertIn("the cache is empty", list_cache(self.b.data_dir))
+
+    def test_the_hubs_word_on_a_gated_repo_outranks_a_source(self):
+        """A source, confused or hostile, offers a torrent of a gated repo: the Hub says gated, so it is refused."""
+        status, _, torrent = self.a.request("GET", torrent_path("model", "acme/tiny-model"))
+        self.assertEqual(status, 200)
+        commit = self.hub.commit("acme/gated-model")
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", commit)
+                self.send_header("Content-Length", str(len(torrent)))
+                self.end_headers()
+                self.wfile.write(torrent)
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        b = Node(self.hub.url).start()  # this node can ask the Hub
+        try:
+            done = run_mirror(b, "acme/gated-model", f"http://127.0.0.1:{server.server_address[1]}")
+            self.assertNotEqual(done.returncode, 0, done.stdout)
+            self.assertIn("gated or private on the Hub", done.stderr)
+            self.assertEqual(b.metric("inferllama_bt_torrents"), 0)
+            self.assertEqual(b.metric('inferllama_ingests_total{result="started"}'), 0)
+        finally:
+            b.stop()
+            b.cleanup()
+            server.shutdown()
+            server.server_close()
 
     def test_a_source_where_nothing_listens(self):
         done = run_mirror(self.b, "acme/tiny-model", f"http://127.0.0.1:{free_port()}")
