@@ -72,12 +72,7 @@ class Server:
         return self
 
     def __exit__(self, *exc):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        common.harness.stop_process(self.proc)
 
 
 def main() -> None:

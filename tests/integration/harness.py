@@ -31,6 +31,18 @@ def clean_env(extra: dict | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFERLLAMA_") and k != "HF_TOKEN"}
     env.update(extra or {})
     return env
+def stop_process(proc: subprocess.Popen, timeout: float = 20) -> int:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds; returns the exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 FAKE_HUB = os.path.join(ROOT, "tests", "fakes", "fake_hub.py")
 READY_TIMEOUT = 60
 
@@ -65,13 +77,8 @@ class FakeHub:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_process(self.proc)
         if self.proc and self.proc.stdout:
             self.proc.stdout.close()
 
