@@ -482,13 +482,15 @@ void Download::finalize() {
     fail(std::string("cannot store the file: ") + e.what());
     return;
   }
+  // The store's bookkeeping (a file stored again is leasable again) comes before anyone waiting for
+  // `complete` can try to lease it.
+  if (owner_.on_stored_) owner_.on_stored_(source_.etag);
   state_.store(State::complete, std::memory_order_release);
   ++(source_.upstream ? owner_.counters_.ingests_completed : owner_.counters_.completed);
   spdlog::info("cached {} ({} bytes, {} chunks)", source_.etag, source_.size, chunk_count_);
   wake_.notify_all();
   owner_.finished(*this);
   notify();
-  if (owner_.on_stored_) owner_.on_stored_(source_.etag);
 }
 
 void Download::fail(const std::string& why) {

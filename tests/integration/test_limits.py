@@ -3,6 +3,7 @@ clear errors, hostile paths never reach the disk."""
 import os
 import socket
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -20,6 +21,17 @@ class LimitsTest(unittest.TestCase):
         cls.node.stop()
         cls.node.cleanup()
         cls.hub.stop()
+
+    def setUp(self):
+        # Each test starts once the node has closed the previous test's connections (not only the client):
+        # the connection cap counts what the node holds open.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status, _, body = self.node.request("GET", "/metrics")
+            if status == 200 and "\ninferllama_http_open_connections 1\n" in body.decode():
+                return
+            time.sleep(0.05)  # polling the node's own count, bounded by the deadline
+        self.fail("the node never closed the previous test's connections")
 
     def connect(self):
         s = socket.create_connection((self.node.host, self.node.port), timeout=10)
