@@ -1,10 +1,14 @@
 #include "chunk_disk_io.hpp"
 
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
+#include <iterator>
+#include <utility>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
@@ -91,7 +95,7 @@ void ChunkReader::forget(const Sha256& chunk) {
 }
 
 ReadFailure ChunkReader::read(const PieceTable& table, std::size_t piece, std::uint64_t offset,
-                              std::span<char> out) {
+                              std::span<const std::span<char>> blocks) {
   auto fail = [&](std::error_code error, ReadStage stage) {
     read_errors_.fetch_add(1, std::memory_order_relaxed);
     spdlog::error("BitTorrent read of piece {}: chunk {}: {}", piece,
@@ -108,24 +112,51 @@ ReadFailure ChunkReader::read(const PieceTable& table, std::size_t piece, std::u
   if (piece >= table.pieces.size()) return fail(std::make_error_code(std::errc::invalid_argument), ReadStage::read);
   const PieceSource& source = table.pieces[piece];
 
-  const std::uint64_t in_chunk = offset < source.size ? std::min<std::uint64_t>(out.size(), source.size - offset) : 0;
+  std::uint64_t total = 0;
+  for (const std::span<char> block : blocks) total += block.size();
+  const std::uint64_t in_chunk = offset < source.size ? std::min<std::uint64_t>(total, source.size - offset) : 0;
   if (in_chunk > 0) {
     std::error_code error;
     auto file = open(source.chunk, error);
     if (!file) return fail(error, ReadStage::open);
+    std::vector<iovec> pending;
+    pending.reserve(blocks.size());
+    for (std::uint64_t left = in_chunk; const std::span<char> block : blocks) {
+      if (left == 0) break;
+      const std::size_t length = static_cast<std::size_t>(std::min<std::uint64_t>(block.size(), left));
+      if (length > 0) pending.push_back(iovec{block.data(), length});
+      left -= length;
+    }
+    std::size_t first = 0;
     std::uint64_t done = 0;
     while (done < in_chunk) {
-      const ssize_t n = ::pread(file->fd, out.data() + done, in_chunk - done, static_cast<off_t>(offset + done));
+      const int count = static_cast<int>(std::min<std::size_t>(pending.size() - first, IOV_MAX));
+      const ssize_t n = ::preadv(file->fd, pending.data() + first, count, static_cast<off_t>(offset + done));
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) return fail(std::error_code(errno, std::generic_category()), ReadStage::read);
       // A chunk file shorter than the size the index recorded: the store was damaged underneath.
       if (n == 0) return fail(std::make_error_code(std::errc::io_error), ReadStage::read);
       done += static_cast<std::uint64_t>(n);
+      // Skip the buffers this call filled; a partly filled one continues where it stopped.
+      for (auto rest = static_cast<std::size_t>(n); rest > 0;) {
+        iovec& next = pending[first];
+        if (rest < next.iov_len) {
+          next.iov_base = static_cast<char*>(next.iov_base) + rest;
+          next.iov_len -= rest;
+          break;
+        }
+        rest -= next.iov_len;
+        ++first;
+      }
     }
   }
   // Past the chunk's end a piece holds pad bytes, which are zeros.
-  std::memset(out.data() + in_chunk, 0, out.size() - in_chunk);
-  bytes_read_.fetch_add(out.size(), std::memory_order_relaxed);
+  for (std::uint64_t start = 0; const std::span<char> block : blocks) {
+    const std::uint64_t filled = in_chunk > start ? std::min<std::uint64_t>(in_chunk - start, block.size()) : 0;
+    std::memset(block.data() + filled, 0, block.size() - filled);
+    start += block.size();
+  }
+  bytes_read_.fetch_add(total, std::memory_order_relaxed);
   return {};
 }
 
@@ -170,7 +201,11 @@ struct Storage {
 class ChunkDiskIo final : public lt::disk_interface {
  public:
   ChunkDiskIo(lt::io_context& network, lt::counters& counters, std::shared_ptr<ChunkReader> reader, int threads)
-      : network_(network), counters_(counters), reader_(std::move(reader)), workers_(static_cast<std::size_t>(threads)) {}
+      : network_(network),
+        counters_(counters),
+        reader_(std::move(reader)),
+        threads_(static_cast<std::size_t>(threads)),
+        workers_(threads_) {}
 
   ~ChunkDiskIo() override { workers_.join(); }
 
@@ -199,30 +234,13 @@ class ChunkDiskIo final : public lt::disk_interface {
     free_slots_.push_back(index);
   }
 
+  // Queued until submit_jobs(), which hands the round to the workers.
   void async_read(lt::storage_index_t index, const lt::peer_request& request,
                   std::function<void(lt::disk_buffer_holder, const lt::storage_error&)> handler,
                   lt::disk_job_flags_t) override {
     std::shared_ptr<const Storage> storage = storages_[slot(index)];
     const lt::file_index_t file = file_of(*storage, request.piece);
-    boost::asio::post(workers_, [this, storage, request, file, work = keep_network_running(),
-                                 handler = std::move(handler)]() mutable {
-      lt::disk_buffer_holder buffer(heap_buffers(), heap_buffers().allocate(request.length), request.length);
-      lt::storage_error error;
-      if (!storage->table) {
-        error = unknown_torrent(file);
-      } else if (auto failure = reader_->read(*storage->table, static_cast<std::size_t>(static_cast<int>(request.piece)),
-                                              static_cast<std::uint64_t>(request.start),
-                                              {buffer.data(), static_cast<std::size_t>(request.length)})) {
-        error = storage_failure(failure, file);
-      } else {
-        counters_.inc_stats_counter(lt::counters::num_blocks_read);
-        counters_.inc_stats_counter(lt::counters::num_read_ops);
-      }
-      if (error) buffer.reset();
-      boost::asio::post(network_, [handler = std::move(handler), buffer = std::move(buffer), error]() mutable {
-        handler(std::move(buffer), error);
-      });
-    });
+    queued_reads_.push_back(QueuedRead{std::move(storage), request, file, std::move(handler)});
   }
 
   // Seeds never receive bytes: the chunk store is filled by the node's downloads, not by peers.
@@ -356,20 +374,104 @@ class ChunkDiskIo final : public lt::disk_interface {
 
   // Waiting means letting the queued reads finish, so none posts to the network thread afterwards.
   void abort(bool wait) override {
+    submit_jobs();
     if (wait) workers_.join();
   }
 
-  // Jobs are handed to the workers as they arrive; there is no batch to submit.
-  void submit_jobs() override {}
+  // libtorrent calls this after a round of async_read()s (each peer's fill_send_buffer ends in
+  // deferred_submit_jobs()). The round goes to at most one batch per worker, each batch's
+  // completions come back to the network thread in one post, and a peer's consecutive blocks of a
+  // piece are read in one system call: a hop per block made the seed switch context far more often
+  // than libtorrent's own disk backend, which batches the same way.
+  void submit_jobs() override {
+    if (queued_reads_.empty()) return;
+    const std::size_t batches = std::clamp<std::size_t>(queued_reads_.size() / kMinReadBatch, 1, threads_);
+    const std::size_t batch_size = (queued_reads_.size() + batches - 1) / batches;
+    std::vector<QueuedRead> batch;
+    for (QueuedRead& job : queued_reads_) {
+      // Batches end between runs, so a run is read in one call.
+      if (batch.size() >= batch_size && !continues(batch.back(), job)) post_batch(std::exchange(batch, {}));
+      batch.push_back(std::move(job));
+    }
+    post_batch(std::move(batch));
+    queued_reads_.clear();
+  }
 
   // The worker count is fixed when the backend is made; no libtorrent disk setting applies.
   void settings_updated() override {}
 
  private:
+  using ReadHandler = std::function<void(lt::disk_buffer_holder, const lt::storage_error&)>;
+  struct QueuedRead {
+    std::shared_ptr<const Storage> storage;
+    lt::peer_request request;
+    lt::file_index_t file;
+    ReadHandler handler;
+  };
+  struct CompletedRead {
+    ReadHandler handler;
+    lt::disk_buffer_holder buffer;
+    lt::storage_error error;
+  };
+  // Fewer reads than this are not worth waking another worker for.
+  static constexpr std::size_t kMinReadBatch = 32;
+
+  // Whether `next` asks for the bytes of the same piece right after `previous`'s.
+  static bool continues(const QueuedRead& previous, const QueuedRead& next) {
+    return next.storage == previous.storage && next.request.piece == previous.request.piece &&
+           next.request.start == previous.request.start + previous.request.length;
+  }
+
+  void post_batch(std::vector<QueuedRead> batch) {
+    boost::asio::post(workers_, [this, batch = std::move(batch), work = keep_network_running()]() mutable {
+      std::vector<CompletedRead> done;
+      done.reserve(batch.size());
+      for (auto run = batch.begin(); run != batch.end();) {
+        auto end = std::next(run);
+        while (end != batch.end() && continues(*std::prev(end), *end)) ++end;
+        read_run(std::span<QueuedRead>(run, end), done);
+        run = end;
+      }
+      boost::asio::post(network_, [done = std::move(done)]() mutable {
+        for (CompletedRead& completed : done) completed.handler(std::move(completed.buffer), completed.error);
+      });
+    });
+  }
+
+  // On a worker: consecutive blocks of one piece, each into its own buffer (libtorrent frees them one by one).
+  void read_run(std::span<QueuedRead> run, std::vector<CompletedRead>& done) {
+    std::vector<std::span<char>> blocks;
+    blocks.reserve(run.size());
+    const std::size_t first = done.size();
+    for (QueuedRead& job : run) {
+      const int length = job.request.length;
+      lt::disk_buffer_holder buffer(heap_buffers(), heap_buffers().allocate(length), length);
+      blocks.emplace_back(buffer.data(), static_cast<std::size_t>(length));
+      done.push_back(CompletedRead{std::move(job.handler), std::move(buffer), {}});
+    }
+    const QueuedRead& head = run.front();
+    lt::storage_error error;
+    if (!head.storage->table) {
+      error = unknown_torrent(head.file);
+    } else if (auto failure = reader_->read(*head.storage->table, static_cast<std::size_t>(static_cast<int>(head.request.piece)),
+                                            static_cast<std::uint64_t>(head.request.start), blocks)) {
+      error = storage_failure(failure, head.file);
+    } else {
+      counters_.inc_stats_counter(lt::counters::num_blocks_read, static_cast<std::int64_t>(run.size()));
+      counters_.inc_stats_counter(lt::counters::num_read_ops);
+      return;
+    }
+    for (std::size_t i = first; i < done.size(); ++i) {
+      done[i].buffer.reset();
+      done[i].error = error;
+    }
+  }
+
   static std::size_t slot(lt::storage_index_t index) { return static_cast<std::uint32_t>(index); }
 
-  // Held by every job in flight: libtorrent lets its network loop end once the disk backend has no work,
-  // so a completion posted after that still runs (and frees what it holds) before the session is gone.
+  // Held by every job in flight (a batch of reads, a hash): libtorrent lets its network loop end once the
+  // disk backend has no work, so a completion posted after that still runs (and frees what it holds)
+  // before the session is gone.
   boost::asio::executor_work_guard<lt::io_context::executor_type> keep_network_running() {
     return boost::asio::make_work_guard(network_);
   }
@@ -397,10 +499,12 @@ class ChunkDiskIo final : public lt::disk_interface {
   lt::io_context& network_;
   lt::counters& counters_;
   std::shared_ptr<ChunkReader> reader_;
+  const std::size_t threads_;
   boost::asio::thread_pool workers_;
   // Touched on the network thread only (libtorrent calls every disk_interface function there).
   std::vector<std::shared_ptr<const Storage>> storages_;
   std::vector<lt::storage_index_t> free_slots_;
+  std::vector<QueuedRead> queued_reads_;  // until the next submit_jobs()
 };
 
 }  // namespace

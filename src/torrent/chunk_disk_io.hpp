@@ -59,7 +59,13 @@ class ChunkReader {
   std::shared_ptr<const PieceTable> find(const Sha1& key) const;
 
   // Fills `out` with the piece's bytes from `offset`: the chunk's bytes, zeros past the chunk's end.
-  ReadFailure read(const PieceTable& table, std::size_t piece, std::uint64_t offset, std::span<char> out);
+  ReadFailure read(const PieceTable& table, std::size_t piece, std::uint64_t offset, std::span<char> out) {
+    return read(table, piece, offset, std::span<const std::span<char>>(&out, 1));
+  }
+  // The same for consecutive buffers (`blocks` holds the piece's bytes from `offset` one after the
+  // other), in one system call: a peer asks for a piece block by block.
+  ReadFailure read(const PieceTable& table, std::size_t piece, std::uint64_t offset,
+                   std::span<const std::span<char>> blocks);
 
   std::uint64_t bytes_read() const { return bytes_read_.load(std::memory_order_relaxed); }
   std::uint64_t read_errors() const { return read_errors_.load(std::memory_order_relaxed); }
@@ -91,7 +97,8 @@ class ChunkReader {
 };
 
 // A read-only libtorrent disk backend for session_params::disk_io_constructor. Reads and hashes run on
-// `threads` worker threads; every completion is posted to libtorrent's network io_context.
+// `threads` worker threads; completions are posted to libtorrent's network io_context, the reads'
+// a batch at a time.
 std::unique_ptr<lt::disk_interface> make_chunk_disk_io(lt::io_context& network, lt::counters& counters,
                                                        std::shared_ptr<ChunkReader> reader, int threads);
 

@@ -362,3 +362,36 @@ TEST(ChunkReaderTest, ReadsChunkThenZerosAndStopsAfterWithdraw) {
   EXPECT_EQ(reader.read(*table, 0, 0, out).error, std::errc::operation_canceled);
   fs::remove_all(root);
 }
+
+// Consecutive blocks in one call: each buffer gets its part of the chunk, then pad zeros.
+TEST(ChunkReaderTest, ReadsConsecutiveBlocksAcrossTheChunkEnd) {
+  const fs::path root = fs::temp_directory_path() / ("chunk_reader_blocks_test_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  ChunkStore store(root);
+  const std::string bytes = random_bytes(100, 9);
+  const Sha256 id = cache::piece_root({reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()}, kPiece);
+  write_file(store.staging_dir("x") / "c", bytes);
+  store.adopt(store.staging_dir("x") / "c", id);
+
+  ChunkReader reader(store, 1);
+  Sha1 key;
+  key.bytes.fill(2);
+  ASSERT_TRUE(reader.publish(key, {PieceSource{id, 100}}));
+  auto table = reader.find(key);
+  ASSERT_TRUE(table);
+
+  std::string first(30, 'x'), second(0, 'x'), third(40, 'x'), fourth(20, 'x');
+  const std::span<char> blocks[] = {first, second, third, fourth};
+  ASSERT_FALSE(reader.read(*table, 0, 10, blocks));
+  EXPECT_EQ(first, bytes.substr(10, 30));
+  EXPECT_EQ(third, bytes.substr(40, 40));
+  EXPECT_EQ(fourth, bytes.substr(80, 20));
+
+  std::string straddling(30, 'x'), past(10, 'x');
+  const std::span<char> at_the_end[] = {straddling, past};
+  ASSERT_FALSE(reader.read(*table, 0, 80, at_the_end));
+  EXPECT_EQ(straddling, bytes.substr(80) + std::string(10, '\0'));
+  EXPECT_EQ(past, std::string(10, '\0'));
+  EXPECT_EQ(reader.bytes_read(), 130u);
+  fs::remove_all(root);
+}
