@@ -135,13 +135,7 @@ class LibtorrentSeed:
             return self.stats[-1]
 
     def __exit__(self, *exc) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        common.harness.stop_process(self.proc, timeout=30)
         self.reader.join(timeout=5)
 
     @property
