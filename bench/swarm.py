@@ -135,7 +135,7 @@ class LibtorrentSeed:
             return self.stats[-1]
 
     def __exit__(self, *exc) -> None:
-        common.harness.stop_process(self.proc, timeout=30)
+        c.harness.stop_process(self.proc, timeout=30)
         self.reader.join(timeout=5)
 
     @property
