@@ -2,6 +2,7 @@
 
 #include <mutex>
 #include <optional>
+#include <set>
 
 #include <boost/asio/ip/address.hpp>
 #include <libtorrent/add_torrent_params.hpp>
@@ -83,6 +84,18 @@ FetchResult TorrentFetcher::fetch(const FetchRequest& request, std::stop_token s
   lt::add_torrent_params params;
   params.ti = info;
   params.save_path = request.directory.string();
+  if (!request.skip.empty()) {
+    // Files the caller holds are not fetched; every file starts on a piece boundary in the node's
+    // torrents, so no piece of a wanted file is given up with them.
+    const std::set<std::string> skipped(request.skip.begin(), request.skip.end());
+    const lt::file_storage& files = info->files();
+    params.file_priorities.assign(static_cast<std::size_t>(files.num_files()), lt::default_priority);
+    for (const lt::file_index_t i : files.file_range()) {
+      std::string path = files.file_path(i);
+      if (files.num_files() > 1 && path.starts_with(info->name() + "/")) path.erase(0, info->name().size() + 1);
+      if (skipped.contains(path)) params.file_priorities[static_cast<std::size_t>(static_cast<int>(i))] = lt::dont_download;
+    }
+  }
   // Started at once, never queued behind libtorrent's limits on active torrents.
   params.flags &= ~(lt::torrent_flags::auto_managed | lt::torrent_flags::paused);
   lt::torrent_handle handle = session.add_torrent(std::move(params), ec);

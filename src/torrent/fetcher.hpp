@@ -33,6 +33,7 @@ struct FetchRequest {
   std::string metainfo;             // the .torrent; its url-list web seeds (BEP 19) and trackers are used
   std::filesystem::path directory;  // files land under directory/<torrent name>/... (single file: directory/<name>)
   std::vector<PeerEndpoint> peers;  // connected to directly, besides whatever trackers and web seeds give
+  std::vector<std::string> skip;    // files not to fetch (already held), '/'-separated paths under the name
   std::chrono::milliseconds timeout{std::chrono::minutes(30)};  // for the whole download
   std::function<void(const FetchProgress&)> on_progress;      // called from fetch()'s thread, about twice a second
 };

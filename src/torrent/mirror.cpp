@@ -198,6 +198,8 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
   if (!missing.empty()) {
     FetchRequest request;
     request.metainfo = with_links_of(answer.body, from, repo, commit);
+    for (const auto& f : files)
+      if (std::find(missing.begin(), missing.end(), &f) == missing.end()) request.skip.push_back(f.path);
     request.directory = landing;
     request.timeout = std::chrono::hours(6);
     std::uint64_t last_logged = 0;

@@ -397,6 +397,12 @@ class MirrorsConfigTest(MirrorTestCase):
             self.assert_serves(b, "acme/tiny-model", hub.files("acme/tiny-model"), commit=second)
             self.assertEqual(b.metric("inferllama_upstream_bytes_total"), 0)
             self.assertEqual(fetch_torrent(b, "model", "acme/tiny-model"), fetch_torrent(a, "model", "acme/tiny-model"))
+            # Files B already held were not fetched again: only the changed ones came over the swarm.
+            with open(b.log_path, errors="replace") as f:
+                fetched = [int(m[1]) for m in re.finditer(
+                    rf"mirrored model/acme/tiny-model@{second} from \S+: \d+ files, \d+ fetched \((\d+) bytes\)", f.read())]
+            total = sum(f["size"] for f in hub.files("acme/tiny-model").values())
+            self.assertTrue(fetched and 2 * 1024 * 1024 <= fetched[0] < total // 2, (fetched, total))
             print(f"\n  the moved branch was mirrored {picked_up:.1f}s after the push (interval {self.INTERVAL}s)")
         finally:
             for node in (b, a):
