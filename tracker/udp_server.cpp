@@ -52,6 +52,38 @@ std::optional<Endpoint> destination(msghdr& header, std::uint16_t port) {
   return std::nullopt;
 }
 
+// The control message that makes a reply leave from the address its request reached: on a host with
+// several addresses the kernel would otherwise pick one, and clients drop replies from another address.
+// Returns the control length written into `control` (0 when the request carried no destination).
+std::size_t reply_source(msghdr& request, std::uint8_t* control, std::size_t capacity) {
+  msghdr reply{};
+  reply.msg_control = control;
+  reply.msg_controllen = capacity;
+  cmsghdr* out = CMSG_FIRSTHDR(&reply);
+  for (cmsghdr* c = CMSG_FIRSTHDR(&request); c && out; c = CMSG_NXTHDR(&request, c)) {
+    if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO && capacity >= CMSG_SPACE(sizeof(in_pktinfo))) {
+      in_pktinfo info;
+      std::memcpy(&info, CMSG_DATA(c), sizeof info);
+      info.ipi_spec_dst = info.ipi_addr;
+      info.ipi_ifindex = 0;  // any interface: the routing table picks the way back
+      out->cmsg_level = IPPROTO_IP;
+      out->cmsg_type = IP_PKTINFO;
+      out->cmsg_len = CMSG_LEN(sizeof info);
+      std::memcpy(CMSG_DATA(out), &info, sizeof info);
+      return CMSG_SPACE(sizeof info);
+    }
+    if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO &&
+        capacity >= CMSG_SPACE(sizeof(in6_pktinfo))) {
+      out->cmsg_level = IPPROTO_IPV6;
+      out->cmsg_type = IPV6_PKTINFO;
+      out->cmsg_len = CMSG_LEN(sizeof(in6_pktinfo));
+      std::memcpy(CMSG_DATA(out), CMSG_DATA(c), sizeof(in6_pktinfo));  // the address it reached, its interface
+      return CMSG_SPACE(sizeof(in6_pktinfo));
+    }
+  }
+  return 0;
+}
+
 [[noreturn]] void fail(const std::string& what) {
   throw std::runtime_error("UDP tracker: " + what + ": " + std::strerror(errno));
 }
@@ -76,6 +108,7 @@ struct UdpServer::Impl {
   struct Slot {
     std::uint8_t request[kRequestCapacity];
     alignas(cmsghdr) std::uint8_t control[kControlCapacity];
+    alignas(cmsghdr) std::uint8_t reply_control[kControlCapacity];
     std::uint8_t reply[Tracker::kUdpReplyCapacity];
     sockaddr_storage source;
     iovec request_iov, reply_iov;
@@ -196,6 +229,12 @@ void UdpServer::Impl::process(std::size_t received) {
     out.msg_namelen = h.msg_namelen;
     out.msg_iov = &slot.reply_iov;
     out.msg_iovlen = 1;
+    if (wildcard) {
+      if (const std::size_t length = reply_source(h, slot.reply_control, sizeof slot.reply_control); length > 0) {
+        out.msg_control = slot.reply_control;
+        out.msg_controllen = length;
+      }
+    }
   }
   send_all(replies);
 }
