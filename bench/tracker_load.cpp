@@ -109,8 +109,8 @@ std::size_t build(std::uint8_t* out, const Slot& slot, std::uint32_t tid, const 
   return 98;
 }
 
-int run_udp(const char* host, int port, const std::vector<std::string>& hashes, double seconds, int sockets,
-            int window, int numwant) {
+int run_udp(const char* host, int port, const std::vector<std::string>& hashes, double seconds, int sockets, int window,
+            int numwant) {
   const sockaddr_in to = address(host, port);
   const int ep = epoll_create1(0);
   std::vector<int> fds;
@@ -277,8 +277,8 @@ int run_http(const char* host, int port, const std::vector<std::string>& hashes,
                   unsigned(1024 + rng() % 60000), rng() % 2 ? 1000u : 0u, numwant);
     std::string peer_id(20, 'a');
     for (auto& ch : peer_id) ch = static_cast<char>('a' + rng() % 26);
-    c.request = "GET /announce?info_hash=" + escape(h) + "&peer_id=" + peer_id + tail + " HTTP/1.1\r\nHost: " +
-                host + "\r\n" + (keep_alive ? "" : "Connection: close\r\n") + "\r\n";
+    c.request = "GET /announce?info_hash=" + escape(h) + "&peer_id=" + peer_id + tail + " HTTP/1.1\r\nHost: " + host +
+                "\r\n" + (keep_alive ? "" : "Connection: close\r\n") + "\r\n";
     c.sent = 0;
     c.response.clear();
   };
@@ -378,7 +378,8 @@ int main(int argc, char** argv) {
   if (mode == "fill") return run_fill(host, port, hashes, std::atoi(argv[5]));
   if (argc < 9) return 2;
   const double seconds = std::atof(argv[5]);
-  if (mode == "udp") return run_udp(host, port, hashes, seconds, std::atoi(argv[6]), std::atoi(argv[7]), std::atoi(argv[8]));
+  if (mode == "udp")
+    return run_udp(host, port, hashes, seconds, std::atoi(argv[6]), std::atoi(argv[7]), std::atoi(argv[8]));
   if (mode == "http")
     return run_http(host, port, hashes, seconds, std::atoi(argv[6]), std::string(argv[7]) == "keepalive",
                     std::atoi(argv[8]));

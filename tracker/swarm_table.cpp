@@ -27,7 +27,11 @@ bool address_less(const Peer& p, const std::array<std::uint8_t, N>& a) {
 }  // namespace
 
 Compact4 compact4(const Endpoint& e) {
-  return {e.ip[0], e.ip[1], e.ip[2], e.ip[3], static_cast<std::uint8_t>(e.port >> 8),
+  return {e.ip[0],
+          e.ip[1],
+          e.ip[2],
+          e.ip[3],
+          static_cast<std::uint8_t>(e.port >> 8),
           static_cast<std::uint8_t>(e.port & 0xff)};
 }
 
@@ -299,7 +303,7 @@ void SwarmTable::sweep_step() {
   std::uint64_t position = sweep_position_.load(std::memory_order_relaxed);
   for (;;) {
     const std::uint64_t pass = position >> 8, next = position & 0xff;
-    if (pass > bucket) return;  // another announcer read the clock later and started the next pass
+    if (pass > bucket) return;                      // another announcer read the clock later and started the next pass
     if (pass == bucket && next >= kShards) return;  // this bucket's pass is done: the common case
     const std::uint64_t shard = pass == bucket ? next : 0;
     if (sweep_position_.compare_exchange_weak(position, bucket << 8 | (shard + 1), std::memory_order_relaxed)) {

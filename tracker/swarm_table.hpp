@@ -46,8 +46,8 @@ struct PeerOutput {
 
 struct AnnounceOutcome {
   enum class Result { ok, unknown_torrent } result = Result::ok;
-  SwarmCounts counts;  // the own seed not included
-  bool own = false;    // one of the node's own torrents
+  SwarmCounts counts;          // the own seed not included
+  bool own = false;            // one of the node's own torrents
   std::size_t v4 = 0, v6 = 0;  // peers written
 };
 

@@ -228,7 +228,9 @@ struct Tracker::Impl {
         connection_key(random_key()),
         table(settings.open, bucket_length(settings), clock, random_key()) {}
 
-  static std::chrono::seconds bucket_length(const Settings& s) { return std::max(s.interval / 4, std::chrono::seconds(1)); }
+  static std::chrono::seconds bucket_length(const Settings& s) {
+    return std::max(s.interval / 4, std::chrono::seconds(1));
+  }
 
   void count(std::atomic<std::uint64_t> (&family)[2][3], Transport t, Outcome o) {
     family[static_cast<int>(t)][static_cast<int>(o)].fetch_add(1, std::memory_order_relaxed);
@@ -324,23 +326,32 @@ void Tracker::Impl::http_announce(std::string_view query, const Endpoint& client
       have_peer_id = true;
     } else if (key == "port") {
       auto port = decimal(value);
-      if (!port || *port == 0 || *port > 65535) invalid = "invalid port";
-      else request.peer.port = static_cast<std::uint16_t>(*port);
+      if (!port || *port == 0 || *port > 65535)
+        invalid = "invalid port";
+      else
+        request.peer.port = static_cast<std::uint16_t>(*port);
       have_port = true;
     } else if (key == "left") {
       auto left = decimal(value);
-      if (!left) invalid = "invalid left";
-      else request.seeder = request.seeder || *left == 0;
+      if (!left)
+        invalid = "invalid left";
+      else
+        request.seeder = request.seeder || *left == 0;
     } else if (key == "numwant" || key == "num_want") {
       auto n = decimal(value);
-      if (!n) invalid = "invalid numwant";
-      else request.numwant = static_cast<unsigned>(std::min<std::uint64_t>(*n, settings.max_numwant));
+      if (!n)
+        invalid = "invalid numwant";
+      else
+        request.numwant = static_cast<unsigned>(std::min<std::uint64_t>(*n, settings.max_numwant));
     } else if (key == "compact") {
       compact = value != "0";
     } else if (key == "event") {
-      if (value == "started") request.event = Event::started;
-      else if (value == "stopped") request.event = Event::stopped;
-      else if (value == "completed") request.event = Event::completed;
+      if (value == "started")
+        request.event = Event::started;
+      else if (value == "stopped")
+        request.event = Event::stopped;
+      else if (value == "completed")
+        request.event = Event::completed;
     }
   });
   if (!invalid && !have_hash) invalid = "missing info_hash";
@@ -451,8 +462,8 @@ std::size_t Tracker::Impl::udp_error(std::uint32_t transaction, std::string_view
   return 8 + n;
 }
 
-std::size_t Tracker::Impl::udp_datagram(std::span<const std::uint8_t> in, const Endpoint& client,
-                                        const Endpoint& local, std::span<std::uint8_t> reply) {
+std::size_t Tracker::Impl::udp_datagram(std::span<const std::uint8_t> in, const Endpoint& client, const Endpoint& local,
+                                        std::span<std::uint8_t> reply) {
   if (in.size() < 16 || reply.size() < kUdpReplyCapacity) {
     udp_errors[static_cast<int>(UdpError::dropped)].fetch_add(1, std::memory_order_relaxed);
     return 0;
@@ -503,8 +514,8 @@ std::size_t Tracker::Impl::udp_datagram(std::span<const std::uint8_t> in, const 
     request.seeder = left == 0 || request.event == Event::completed;
     request.peer = client;
     request.peer.port = port;  // the address is always the packet's source (the ip field is ignored)
-    request.numwant = numwant < 0 ? settings.numwant
-                                  : std::min<unsigned>(static_cast<unsigned>(numwant), settings.max_numwant);
+    request.numwant =
+        numwant < 0 ? settings.numwant : std::min<unsigned>(static_cast<unsigned>(numwant), settings.max_numwant);
     // One family per reply (BEP 15: 6-byte peers over IPv4, 18-byte peers over IPv6), bounded by the buffer.
     const std::size_t room = (kUdpReplyCapacity - 20) / (client.v6 ? sizeof(Compact6) : sizeof(Compact4));
     request.numwant = static_cast<unsigned>(std::min<std::size_t>(request.numwant, room));
@@ -562,22 +573,30 @@ void Tracker::add_own_torrent(const InfoHash& v1, const std::optional<Sha256>& v
   impl_->table.add_own(v1, alias);
 }
 
-void Tracker::remove_own_torrent(const InfoHash& v1) { impl_->table.remove_own(v1); }
+void Tracker::remove_own_torrent(const InfoHash& v1) {
+  impl_->table.remove_own(v1);
+}
 
-void Tracker::set_seed_port(std::uint16_t port) { impl_->seed_port.store(port, std::memory_order_relaxed); }
+void Tracker::set_seed_port(std::uint16_t port) {
+  impl_->seed_port.store(port, std::memory_order_relaxed);
+}
 
 void Tracker::http_announce(std::string_view query, const Endpoint& client, const Endpoint& local, std::string& body) {
   impl_->http_announce(query, client, local, body);
 }
 
-void Tracker::http_scrape(std::string_view query, std::string& body) { impl_->http_scrape(query, body); }
+void Tracker::http_scrape(std::string_view query, std::string& body) {
+  impl_->http_scrape(query, body);
+}
 
-std::size_t Tracker::udp_datagram(std::span<const std::uint8_t> datagram, const Endpoint& client,
-                                  const Endpoint& local, std::span<std::uint8_t> reply) {
+std::size_t Tracker::udp_datagram(std::span<const std::uint8_t> datagram, const Endpoint& client, const Endpoint& local,
+                                  std::span<std::uint8_t> reply) {
   return impl_->udp_datagram(datagram, client, local, reply);
 }
 
-void Tracker::sweep() { impl_->table.sweep(); }
+void Tracker::sweep() {
+  impl_->table.sweep();
+}
 
 std::optional<SwarmCounts> Tracker::counts(const InfoHash& hash) const {
   auto state = impl_->table.state(hash);
@@ -585,7 +604,9 @@ std::optional<SwarmCounts> Tracker::counts(const InfoHash& hash) const {
   return impl_->with_own(*state);
 }
 
-std::size_t Tracker::swarm_count() const { return impl_->table.totals().swarms; }
+std::size_t Tracker::swarm_count() const {
+  return impl_->table.totals().swarms;
+}
 
 void Tracker::render_metrics(std::string& out) const {
   using metrics::write_header;

@@ -72,8 +72,7 @@ std::size_t reply_source(msghdr& request, std::uint8_t* control, std::size_t cap
       std::memcpy(CMSG_DATA(out), &info, sizeof info);
       return CMSG_SPACE(sizeof info);
     }
-    if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO &&
-        capacity >= CMSG_SPACE(sizeof(in6_pktinfo))) {
+    if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO && capacity >= CMSG_SPACE(sizeof(in6_pktinfo))) {
       out->cmsg_level = IPPROTO_IPV6;
       out->cmsg_type = IPV6_PKTINFO;
       out->cmsg_len = CMSG_LEN(sizeof(in6_pktinfo));
@@ -119,7 +118,9 @@ struct UdpServer::Impl {
 };
 
 UdpServer::UdpServer(Tracker& tracker) : impl_(std::make_unique<Impl>(tracker)) {}
-UdpServer::~UdpServer() { stop(); }
+UdpServer::~UdpServer() {
+  stop();
+}
 
 std::uint16_t UdpServer::start(const std::string& host_port) {
   Impl& s = *impl_;
@@ -219,8 +220,8 @@ void UdpServer::Impl::process(std::size_t received) {
     const Endpoint client = from_sockaddr(slot.source);
     Endpoint local = bound;
     if (wildcard) local = destination(h, bound.port).value_or(bound);
-    const std::size_t n = tracker.udp_datagram(std::span<const std::uint8_t>(slot.request, incoming[i].msg_len),
-                                               client, local, slot.reply);
+    const std::size_t n = tracker.udp_datagram(std::span<const std::uint8_t>(slot.request, incoming[i].msg_len), client,
+                                               local, slot.reply);
     if (n == 0) continue;
     slot.reply_iov = {slot.reply, n};
     msghdr& out = outgoing[replies++].msg_hdr;

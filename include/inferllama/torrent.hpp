@@ -53,10 +53,10 @@ struct SnapshotFile {
 
 struct BuildOptions {
   Format format = Format::v1;
-  std::string name;                   // the torrent's name (top-level folder, or the single file's name)
-  bool single_file = false;           // exactly one file, no folder, no pad files
-  std::vector<std::string> trackers;  // announce URLs, one tier each, in order
-  std::vector<std::string> web_seeds; // BEP 19 url-list
+  std::string name;                    // the torrent's name (top-level folder, or the single file's name)
+  bool single_file = false;            // exactly one file, no folder, no pad files
+  std::vector<std::string> trackers;   // announce URLs, one tier each, in order
+  std::vector<std::string> web_seeds;  // BEP 19 url-list
   std::string comment;
   // Reads a stored chunk back. Only blobs indexed before BlobEntry::v2_root existed need it, and only
   // when they are one chunk long (a longer file's root follows from its chunk ids): the migration path

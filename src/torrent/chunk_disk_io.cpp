@@ -10,6 +10,7 @@
 #include <iterator>
 #include <utility>
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -18,13 +19,14 @@
 #include <libtorrent/file_storage.hpp>
 #include <libtorrent/hasher.hpp>
 #include <libtorrent/storage_defs.hpp>
-#include <spdlog/spdlog.h>
 
 namespace inferllama::torrent {
 
 // ---- ChunkReader ----
 
-ChunkReader::OpenFile::~OpenFile() { ::close(fd); }
+ChunkReader::OpenFile::~OpenFile() {
+  ::close(fd);
+}
 
 ChunkReader::ChunkReader(const ChunkStore& store, std::size_t max_open_chunks,
                          std::function<void(const Sha256&)> on_damaged)
@@ -186,8 +188,8 @@ lt::storage_error storage_failure(const ReadFailure& failure, lt::file_index_t f
 }
 
 lt::storage_error not_supported(lt::operation_t operation) {
-  return lt::storage_error(lt::error_code(boost::system::errc::operation_not_supported, boost::system::generic_category()),
-                           operation);
+  return lt::storage_error(
+      lt::error_code(boost::system::errc::operation_not_supported, boost::system::generic_category()), operation);
 }
 
 // What the backend knows of one torrent's storage. `files` is libtorrent's file list, which outlives
@@ -246,15 +248,17 @@ class ChunkDiskIo final : public lt::disk_interface {
   // Seeds never receive bytes: the chunk store is filled by the node's downloads, not by peers.
   bool async_write(lt::storage_index_t, const lt::peer_request&, const char*, std::shared_ptr<lt::disk_observer>,
                    std::function<void(const lt::storage_error&)> handler, lt::disk_job_flags_t) override {
-    boost::asio::post(network_, [handler = std::move(handler)] { handler(not_supported(lt::operation_t::file_write)); });
+    boost::asio::post(network_,
+                      [handler = std::move(handler)] { handler(not_supported(lt::operation_t::file_write)); });
     return false;
   }
 
   // Hashes a piece from its chunk: the SHA-1 of the whole piece (pad zeros included) when asked for v1,
   // and the SHA-256 of each 16 KiB block of the file's part of the piece when `block_hashes` is given.
-  void async_hash(lt::storage_index_t index, lt::piece_index_t piece, lt::span<lt::sha256_hash> block_hashes,
-                  lt::disk_job_flags_t flags,
-                  std::function<void(lt::piece_index_t, const lt::sha1_hash&, const lt::storage_error&)> handler) override {
+  void async_hash(
+      lt::storage_index_t index, lt::piece_index_t piece, lt::span<lt::sha256_hash> block_hashes,
+      lt::disk_job_flags_t flags,
+      std::function<void(lt::piece_index_t, const lt::sha1_hash&, const lt::storage_error&)> handler) override {
     std::shared_ptr<const Storage> storage = storages_[slot(index)];
     const bool v1 = bool(flags & lt::disk_interface::v1_hash);
     const int v1_size = v1 ? storage->files->piece_size(piece) : 0;
@@ -267,7 +271,8 @@ class ChunkDiskIo final : public lt::disk_interface {
       lt::sha1_hash hash;
       if (!storage->table) {
         error = unknown_torrent(file);
-      } else if (auto failure = reader_->read(*storage->table, static_cast<std::size_t>(static_cast<int>(piece)), 0, bytes)) {
+      } else if (auto failure =
+                     reader_->read(*storage->table, static_cast<std::size_t>(static_cast<int>(piece)), 0, bytes)) {
         error = storage_failure(failure, file);
       } else {
         if (v1) hash = lt::hasher(lt::span<const char>(bytes.data(), v1_size)).final();
@@ -281,8 +286,9 @@ class ChunkDiskIo final : public lt::disk_interface {
     });
   }
 
-  void async_hash2(lt::storage_index_t index, lt::piece_index_t piece, int offset, lt::disk_job_flags_t,
-                   std::function<void(lt::piece_index_t, const lt::sha256_hash&, const lt::storage_error&)> handler) override {
+  void async_hash2(
+      lt::storage_index_t index, lt::piece_index_t piece, int offset, lt::disk_job_flags_t,
+      std::function<void(lt::piece_index_t, const lt::sha256_hash&, const lt::storage_error&)> handler) override {
     std::shared_ptr<const Storage> storage = storages_[slot(index)];
     const int length = std::max(0, std::min(lt::default_block_size, storage->files->piece_size2(piece) - offset));
     const lt::file_index_t file = file_of(*storage, piece);
@@ -305,8 +311,9 @@ class ChunkDiskIo final : public lt::disk_interface {
   }
 
   // The bytes stay where the chunk store keeps them; a torrent's storage cannot be moved.
-  void async_move_storage(lt::storage_index_t index, std::string, lt::move_flags_t,
-                          std::function<void(lt::status_t, const std::string&, const lt::storage_error&)> handler) override {
+  void async_move_storage(
+      lt::storage_index_t index, std::string, lt::move_flags_t,
+      std::function<void(lt::status_t, const std::string&, const lt::storage_error&)> handler) override {
     std::string current = storages_[slot(index)]->save_path;
     boost::asio::post(network_, [handler = std::move(handler), current = std::move(current)] {
       handler(lt::status_t::fatal_disk_error, current, not_supported(lt::operation_t::file_rename));
@@ -321,7 +328,8 @@ class ChunkDiskIo final : public lt::disk_interface {
 
   // Every piece of a published torrent is a stored chunk, so there is nothing to check. A torrent
   // added without a matching piece table cannot be served at all.
-  void async_check_files(lt::storage_index_t index, const lt::add_torrent_params*, lt::aux::vector<std::string, lt::file_index_t>,
+  void async_check_files(lt::storage_index_t index, const lt::add_torrent_params*,
+                         lt::aux::vector<std::string, lt::file_index_t>,
                          std::function<void(lt::status_t, const lt::storage_error&)> handler) override {
     const bool known = storages_[slot(index)]->table != nullptr;
     boost::asio::post(network_, [handler = std::move(handler), known] {
@@ -338,8 +346,9 @@ class ChunkDiskIo final : public lt::disk_interface {
   }
 
   // Torrent file names are views of chunks, not files on disk.
-  void async_rename_file(lt::storage_index_t, lt::file_index_t file, std::string name,
-                         std::function<void(const std::string&, lt::file_index_t, const lt::storage_error&)> handler) override {
+  void async_rename_file(
+      lt::storage_index_t, lt::file_index_t file, std::string name,
+      std::function<void(const std::string&, lt::file_index_t, const lt::storage_error&)> handler) override {
     boost::asio::post(network_, [handler = std::move(handler), file, name = std::move(name)] {
       handler(name, file, not_supported(lt::operation_t::file_rename));
     });
@@ -349,20 +358,23 @@ class ChunkDiskIo final : public lt::disk_interface {
   // chunks, never a torrent.
   void async_delete_files(lt::storage_index_t, lt::remove_flags_t,
                           std::function<void(const lt::storage_error&)> handler) override {
-    boost::asio::post(network_, [handler = std::move(handler)] { handler(not_supported(lt::operation_t::file_remove)); });
+    boost::asio::post(network_,
+                      [handler = std::move(handler)] { handler(not_supported(lt::operation_t::file_remove)); });
   }
 
   // A seed downloads nothing, so priorities change nothing on disk; they are accepted as given.
   void async_set_file_priority(
       lt::storage_index_t, lt::aux::vector<lt::download_priority_t, lt::file_index_t> priorities,
-      std::function<void(const lt::storage_error&, lt::aux::vector<lt::download_priority_t, lt::file_index_t>)> handler) override {
+      std::function<void(const lt::storage_error&, lt::aux::vector<lt::download_priority_t, lt::file_index_t>)> handler)
+      override {
     boost::asio::post(network_, [handler = std::move(handler), priorities = std::move(priorities)]() mutable {
       handler(lt::storage_error(), std::move(priorities));
     });
   }
 
   // No piece is cached here, so there is nothing to clear.
-  void async_clear_piece(lt::storage_index_t, lt::piece_index_t piece, std::function<void(lt::piece_index_t)> handler) override {
+  void async_clear_piece(lt::storage_index_t, lt::piece_index_t piece,
+                         std::function<void(lt::piece_index_t)> handler) override {
     boost::asio::post(network_, [handler = std::move(handler), piece] { handler(piece); });
   }
 
@@ -453,8 +465,9 @@ class ChunkDiskIo final : public lt::disk_interface {
     lt::storage_error error;
     if (!head.storage->table) {
       error = unknown_torrent(head.file);
-    } else if (auto failure = reader_->read(*head.storage->table, static_cast<std::size_t>(static_cast<int>(head.request.piece)),
-                                            static_cast<std::uint64_t>(head.request.start), blocks)) {
+    } else if (auto failure =
+                   reader_->read(*head.storage->table, static_cast<std::size_t>(static_cast<int>(head.request.piece)),
+                                 static_cast<std::uint64_t>(head.request.start), blocks)) {
       error = storage_failure(failure, head.file);
     } else {
       counters_.inc_stats_counter(lt::counters::num_blocks_read, static_cast<std::int64_t>(run.size()));
@@ -477,8 +490,9 @@ class ChunkDiskIo final : public lt::disk_interface {
   }
 
   static lt::storage_error unknown_torrent(lt::file_index_t file) {
-    return lt::storage_error(lt::error_code(boost::system::errc::no_such_file_or_directory, boost::system::generic_category()),
-                             file, lt::operation_t::file_open);
+    return lt::storage_error(
+        lt::error_code(boost::system::errc::no_such_file_or_directory, boost::system::generic_category()), file,
+        lt::operation_t::file_open);
   }
 
   static lt::file_index_t file_of(const Storage& storage, lt::piece_index_t piece) {

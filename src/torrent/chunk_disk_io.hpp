@@ -47,8 +47,7 @@ struct ReadFailure {
 class ChunkReader {
  public:
   // `on_damaged` hears of a chunk that cannot be opened or read in full (called on the reading thread).
-  ChunkReader(const ChunkStore& store, std::size_t max_open_chunks,
-              std::function<void(const Sha256&)> on_damaged = {});
+  ChunkReader(const ChunkStore& store, std::size_t max_open_chunks, std::function<void(const Sha256&)> on_damaged = {});
 
   // `key` is the 20-byte hash libtorrent names the torrent's storage by (its v1 info-hash, or the
   // truncated v2 info-hash of a hybrid torrent). False if a table is already published under it.

@@ -4,6 +4,7 @@
 #include <optional>
 #include <set>
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/ip/address.hpp>
 #include <libtorrent/add_torrent_params.hpp>
 #include <libtorrent/alert_types.hpp>
@@ -12,7 +13,6 @@
 #include <libtorrent/torrent_flags.hpp>
 #include <libtorrent/torrent_info.hpp>
 #include <libtorrent/torrent_status.hpp>
-#include <spdlog/spdlog.h>
 
 #include "session_settings.hpp"
 
@@ -57,7 +57,8 @@ void TorrentFetcher::Impl::drop(const lt::torrent_handle& handle) {
     session.wait_for_alert(std::chrono::milliseconds(100));
     session.pop_alerts(&alerts);
     for (lt::alert* alert : alerts) {
-      if (auto* removed = lt::alert_cast<lt::torrent_removed_alert>(alert); removed && removed->handle == handle) return;
+      if (auto* removed = lt::alert_cast<lt::torrent_removed_alert>(alert); removed && removed->handle == handle)
+        return;
     }
   }
   spdlog::warn("torrent fetch: libtorrent did not confirm removing a torrent");
@@ -93,7 +94,8 @@ FetchResult TorrentFetcher::fetch(const FetchRequest& request, std::stop_token s
     for (const lt::file_index_t i : files.file_range()) {
       std::string path = files.file_path(i);
       if (files.num_files() > 1 && path.starts_with(info->name() + "/")) path.erase(0, info->name().size() + 1);
-      if (skipped.contains(path)) params.file_priorities[static_cast<std::size_t>(static_cast<int>(i))] = lt::dont_download;
+      if (skipped.contains(path))
+        params.file_priorities[static_cast<std::size_t>(static_cast<int>(i))] = lt::dont_download;
     }
   }
   // Started at once, never queued behind libtorrent's limits on active torrents.
@@ -123,7 +125,8 @@ FetchResult TorrentFetcher::fetch(const FetchRequest& request, std::stop_token s
       next_progress = now + std::chrono::milliseconds(500);
     }
 
-    session.wait_for_alert(std::min<std::chrono::steady_clock::duration>(deadline - now, std::chrono::milliseconds(200)));
+    session.wait_for_alert(
+        std::min<std::chrono::steady_clock::duration>(deadline - now, std::chrono::milliseconds(200)));
     session.pop_alerts(&alerts);
     bool flushed = false;
     for (lt::alert* alert : alerts) {

@@ -35,7 +35,7 @@ struct FetchRequest {
   std::vector<PeerEndpoint> peers;  // connected to directly, besides whatever trackers and web seeds give
   std::vector<std::string> skip;    // files not to fetch (already held), '/'-separated paths under the name
   std::chrono::milliseconds timeout{std::chrono::minutes(30)};  // for the whole download
-  std::function<void(const FetchProgress&)> on_progress;      // called from fetch()'s thread, about twice a second
+  std::function<void(const FetchProgress&)> on_progress;        // called from fetch()'s thread, about twice a second
 };
 
 struct FetchResult {

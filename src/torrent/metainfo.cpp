@@ -113,8 +113,8 @@ std::variant<Torrent, TorrentError> build_torrent(std::span<const SnapshotFile> 
       piece_length = f.blob->chunk_size;
       piece_length_from = f.path;
     } else if (f.blob->chunk_size != piece_length) {
-      return error("mixed chunk sizes: " + piece_length_from + " has " + std::to_string(piece_length) + ", " +
-                   f.path + " has " + std::to_string(f.blob->chunk_size));
+      return error("mixed chunk sizes: " + piece_length_from + " has " + std::to_string(piece_length) + ", " + f.path +
+                   " has " + std::to_string(f.blob->chunk_size));
     }
   }
   if (piece_length == 0) return error("every file is empty: there is nothing to seed");
@@ -165,9 +165,8 @@ std::variant<Torrent, TorrentError> build_torrent(std::span<const SnapshotFile> 
     if (pad > 0) {
       const std::string pad_name = std::to_string(pad);
       t.files.push_back(TorrentFile{".pad/" + pad_name, pad, true, ""});
-      v1_files.emplace_back(Dict{{"attr", "p"},
-                                 {"length", static_cast<std::int64_t>(pad)},
-                                 {"path", List{Value(".pad"), Value(pad_name)}}});
+      v1_files.emplace_back(Dict{
+          {"attr", "p"}, {"length", static_cast<std::int64_t>(pad)}, {"path", List{Value(".pad"), Value(pad_name)}}});
     }
     if (!hybrid) continue;
     Dict leaf{{"length", static_cast<std::int64_t>(blob.size)}};
@@ -195,9 +194,8 @@ std::variant<Torrent, TorrentError> build_torrent(std::span<const SnapshotFile> 
   }
   for (const auto& f : t.files) t.total_size += f.size;
 
-  Dict info{{"name", t.name},
-            {"piece length", static_cast<std::int64_t>(piece_length)},
-            {"pieces", std::move(piece_hashes)}};
+  Dict info{
+      {"name", t.name}, {"piece length", static_cast<std::int64_t>(piece_length)}, {"pieces", std::move(piece_hashes)}};
   if (options.single_file) {
     info.emplace("length", static_cast<std::int64_t>(t.total_size));
   } else {
@@ -209,7 +207,8 @@ std::variant<Torrent, TorrentError> build_torrent(std::span<const SnapshotFile> 
   }
   Value info_value(std::move(info));
   t.info = bencode::encode(info_value);
-  const auto info_bytes = std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(t.info.data()), t.info.size());
+  const auto info_bytes =
+      std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(t.info.data()), t.info.size());
   t.info_hash_v1 = cache::sha1(info_bytes);
   if (hybrid) t.info_hash_v2 = cache::sha256(info_bytes);
 
@@ -290,7 +289,8 @@ std::variant<ParsedTorrent, TorrentError> parse_torrent(std::string_view metainf
   ParsedTorrent t;
   // The decoder accepts only canonical bencoding, so this is the info dict's original bytes.
   t.info = bencode::encode(*info);
-  const auto info_bytes = std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(t.info.data()), t.info.size());
+  const auto info_bytes =
+      std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(t.info.data()), t.info.size());
   t.info_hash_v1 = cache::sha1(info_bytes);
 
   const std::string* name = string_at(*info, "name");

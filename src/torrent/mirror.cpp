@@ -106,13 +106,17 @@ Mirror::Mirror(Parts parts)
   // folder: chunked, hashed and checked against the Hub's etag before one index write makes them visible.
   local_files_ = upstream::make_local_file_upstream(folder_);
   FetcherOptions fetcher;
-  fetcher.listen = parts_.config.bt_listen.empty() ? "0.0.0.0:0" : parts_.config.bt_listen.substr(0, parts_.config.bt_listen.rfind(':')) + ":0";
+  fetcher.listen = parts_.config.bt_listen.empty()
+                       ? "0.0.0.0:0"
+                       : parts_.config.bt_listen.substr(0, parts_.config.bt_listen.rfind(':')) + ":0";
   fetcher.dht = parts_.config.bt_dht;
   fetcher.lsd = parts_.config.bt_lsd;
   fetcher_ = std::make_unique<TorrentFetcher>(fetcher);
 }
 
-Mirror::~Mirror() { stop(); }
+Mirror::~Mirror() {
+  stop();
+}
 
 hub::HubService& Mirror::source_hub(const std::string& from) {
   auto& [config, hub] = sources_[from];
@@ -138,8 +142,8 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
   }
 
   // 1. The source's torrent of the snapshot; it names the commit.
-  const std::string torrent_url = from + "/api/" + std::string(repo.api_segment()) + "/" + repo.name + "/torrent/" +
-                                  url::encode(rev);
+  const std::string torrent_url =
+      from + "/api/" + std::string(repo.api_segment()) + "/" + repo.name + "/torrent/" + url::encode(rev);
   auto answer = network_->fetch(UpstreamRequest{"GET", torrent_url, {}, {}});
   if (!answer.error.empty()) return error_reply(502, "the source node " + from + " cannot be reached: " + answer.error);
   if (answer.status != 200) {

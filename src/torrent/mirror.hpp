@@ -4,8 +4,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <string>
 #include <stop_token>
+#include <string>
 #include <thread>
 #include <variant>
 #include <vector>
@@ -22,11 +22,11 @@ namespace inferllama::torrent {
 
 struct MirrorOutcome {
   std::string commit;
-  std::size_t files = 0;           // files of the snapshot
-  std::size_t fetched_files = 0;   // of them, fetched over BitTorrent now (the rest were stored already)
+  std::size_t files = 0;          // files of the snapshot
+  std::size_t fetched_files = 0;  // of them, fetched over BitTorrent now (the rest were stored already)
   std::uint64_t fetched_bytes = 0;
-  std::string info_hash;           // of the torrent the node seeds now
-  bool same_swarm = false;         // the source's torrent has the same info-hash: both seed one swarm
+  std::string info_hash;    // of the torrent the node seeds now
+  bool same_swarm = false;  // the source's torrent has the same info-hash: both seed one swarm
 };
 
 // One mirror entry: "acme/model", "datasets/acme/data@v2".

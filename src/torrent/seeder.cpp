@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include <spdlog/spdlog.h>
 #include <libtorrent/add_torrent_params.hpp>
 #include <libtorrent/alert_types.hpp>
 #include <libtorrent/session.hpp>
@@ -17,7 +18,6 @@
 #include <libtorrent/settings_pack.hpp>
 #include <libtorrent/torrent_flags.hpp>
 #include <libtorrent/torrent_info.hpp>
-#include <spdlog/spdlog.h>
 
 #include "chunk_disk_io.hpp"
 #include "inferllama/metrics.hpp"
@@ -79,7 +79,8 @@ Seeder::Seeder(const ChunkStore& store, const SeederOptions& options) : impl_(st
   apply_peer_settings(pack, PeerSettings{.listen = options.listen, .dht = options.dht, .lsd = options.lsd});
   pack.set_int(lt::settings_pack::upload_rate_limit,
                static_cast<int>(std::min<std::uint64_t>(options.upload_rate, INT_MAX)));
-  pack.set_int(lt::settings_pack::connections_limit, static_cast<int>(std::min<unsigned>(options.max_connections, INT_MAX)));
+  pack.set_int(lt::settings_pack::connections_limit,
+               static_cast<int>(std::min<unsigned>(options.max_connections, INT_MAX)));
   pack.set_int(lt::settings_pack::unchoke_slots_limit,
                options.max_uploads == 0 ? -1 : static_cast<int>(std::min<unsigned>(options.max_uploads, INT_MAX)));
 
@@ -93,7 +94,9 @@ Seeder::Seeder(const ChunkStore& store, const SeederOptions& options) : impl_(st
   impl_->alert_thread = std::thread([impl = impl_.get()] { impl->run_alerts(); });
 }
 
-Seeder::~Seeder() { stop(); }
+Seeder::~Seeder() {
+  stop();
+}
 
 void Seeder::Impl::wait_for_listener() {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -199,7 +202,9 @@ bool Seeder::seeds(const Sha1& info_hash_v1) const {
   return impl_->seeded.contains(info_hash_v1);
 }
 
-std::uint16_t Seeder::listen_port() const { return impl_->port; }
+std::uint16_t Seeder::listen_port() const {
+  return impl_->port;
+}
 
 std::size_t Seeder::torrents() const {
   std::lock_guard lock(impl_->mutex);

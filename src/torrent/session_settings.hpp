@@ -26,7 +26,8 @@ inline void apply_peer_settings(lt::settings_pack& pack, const PeerSettings& pee
   // Many peers share one address: loopback in tests, one NAT in an office.
   pack.set_bool(lt::settings_pack::allow_multiple_connections_per_ip, true);
   pack.set_int(lt::settings_pack::alert_mask, lt::alert_category::error | lt::alert_category::status |
-                                                  lt::alert_category::storage | lt::alert_category::performance_warning);
+                                                  lt::alert_category::storage |
+                                                  lt::alert_category::performance_warning);
 }
 
 }  // namespace inferllama::torrent

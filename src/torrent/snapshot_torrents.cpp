@@ -24,7 +24,9 @@ hub::Reply error_reply(unsigned status, const std::string& message, const std::s
   return r;
 }
 
-const char* format_name(Format format) { return format == Format::hybrid ? "hybrid" : "v1"; }
+const char* format_name(Format format) {
+  return format == Format::hybrid ? "hybrid" : "v1";
+}
 
 std::string last_segment(const std::string& path) {
   auto slash = path.rfind('/');
@@ -75,8 +77,8 @@ std::variant<SnapshotTorrent, hub::Reply> SnapshotTorrents::get(const Request& r
   const std::string commit = std::get<std::string>(resolved);
   if (!hub_.is_public(request.repo)) {
     // A swarm cannot ask the Hub who may read a file: gated and private repos stay off BitTorrent.
-    return error_reply(403, "torrents are offered for public repositories only; " + request.repo.name +
-                                " is gated or private");
+    return error_reply(
+        403, "torrents are offered for public repositories only; " + request.repo.name + " is gated or private");
   }
   {
     std::lock_guard lock(mutex_);
@@ -130,8 +132,8 @@ std::variant<SnapshotTorrents::Stored, hub::Reply> SnapshotTorrents::complete(co
   wait_until_done(downloads);
   for (std::size_t k = 0; k < downloads.size(); ++k) {
     if (downloads[k]->state() == cache::Download::State::failed) {
-      return error_reply(502, "fetching " + files[fetched[k]].path + " for the torrent failed: " +
-                                  downloads[k]->error());
+      return error_reply(502,
+                         "fetching " + files[fetched[k]].path + " for the torrent failed: " + downloads[k]->error());
     }
   }
   // Leases keep every file in the store until the torrent is seeded; from then on eviction stops it first.
@@ -141,8 +143,9 @@ std::variant<SnapshotTorrents::Stored, hub::Reply> SnapshotTorrents::complete(co
     auto lease = hub_.evictor().lease(f.file.etag);
     auto blob = index_.get_blob(f.file.etag);
     if (!lease || !blob) {
-      return error_reply(503, f.path + " was evicted while the torrent was being built (is the disk budget smaller "
-                                       "than the snapshot?); retry");
+      return error_reply(503, f.path +
+                                  " was evicted while the torrent was being built (is the disk budget smaller "
+                                  "than the snapshot?); retry");
     }
     index_.put_file(repo, commit, f.path, f.file);
     stored.blobs.push_back(std::move(*blob));
@@ -262,7 +265,8 @@ void SnapshotTorrents::release(const std::string& etag) {
   std::vector<std::string> keys;
   {
     std::lock_guard lock(mutex_);
-    if (auto holders = by_etag_.find(etag); holders != by_etag_.end()) keys.assign(holders->second.begin(), holders->second.end());
+    if (auto holders = by_etag_.find(etag); holders != by_etag_.end())
+      keys.assign(holders->second.begin(), holders->second.end());
   }
   stop(keys, etag + " is leaving the store");
 }

@@ -84,8 +84,8 @@ class SnapshotTorrents {
     std::vector<BlobEntry> blobs;               // in the order of the files
     std::vector<std::shared_ptr<void>> leases;  // none of them is evicted while these live
   };
-  std::variant<Stored, hub::Reply> complete(const RepoId& repo, const std::string& commit,
-                                                            const Files& files, bool wait);
+  std::variant<Stored, hub::Reply> complete(const RepoId& repo, const std::string& commit, const Files& files,
+                                            bool wait);
   BuildOptions options_for(const SnapshotTorrent& torrent, const NodeLinks* links) const;
   std::variant<SnapshotTorrent, hub::Reply> build(const RepoId& repo, const std::string& commit,
                                                   const std::string& path, Format format, const Files& files,

@@ -11,6 +11,7 @@
 #include <optional>
 #include <thread>
 
+#include <spdlog/spdlog.h>
 #include <libtorrent/add_torrent_params.hpp>
 #include <libtorrent/alert_types.hpp>
 #include <libtorrent/session.hpp>
@@ -18,7 +19,6 @@
 #include <libtorrent/torrent_flags.hpp>
 #include <libtorrent/torrent_info.hpp>
 #include <libtorrent/torrent_status.hpp>
-#include <spdlog/spdlog.h>
 
 #include "inferllama/metrics.hpp"
 #include "session_settings.hpp"
@@ -114,7 +114,8 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
         threshold_(config.swarm_threshold),
         stall_timeout_(config.upstream_timeout),
         staging_(config.data_dir / "swarm-staging"),
-        listen_(config.bt_listen.empty() ? "0.0.0.0:0" : config.bt_listen.substr(0, config.bt_listen.rfind(':')) + ":0") {
+        listen_(config.bt_listen.empty() ? "0.0.0.0:0"
+                                         : config.bt_listen.substr(0, config.bt_listen.rfind(':')) + ":0") {
     // What a crashed run left: the chunk store is the only copy the node keeps.
     std::error_code ec;
     std::filesystem::remove_all(staging_, ec);
@@ -257,11 +258,13 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
     const int last_piece = static_cast<int>(last / piece_length);
     std::deque<int> held;  // pieces this reader counts itself among the readers of, in order
     int next_to_hold = static_cast<int>(first / piece_length);
-    const int read_ahead = static_cast<int>(std::clamp<std::uint64_t>(kReadAheadBytes / piece_length, 1, kMaxReadAhead));
+    const int read_ahead =
+        static_cast<int>(std::clamp<std::uint64_t>(kReadAheadBytes / piece_length, 1, kMaxReadAhead));
 
     // The whole range is wanted; deadlines make the pieces near the read position come first.
     std::vector<std::pair<lt::piece_index_t, lt::download_priority_t>> priorities;
-    for (int p = next_to_hold; p <= last_piece; ++p) priorities.emplace_back(lt::piece_index_t(p), lt::default_priority);
+    for (int p = next_to_hold; p <= last_piece; ++p)
+      priorities.emplace_back(lt::piece_index_t(p), lt::default_priority);
     file->handle.prioritize_pieces(priorities);
 
     auto release = [&](int piece) {
@@ -301,7 +304,8 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
       }
       const std::uint64_t piece_start = static_cast<std::uint64_t>(piece) * piece_length;
       const std::uint64_t within = offset - piece_start;
-      const std::uint64_t piece_end = std::min<std::uint64_t>(piece_start + static_cast<std::uint64_t>(wanted.size), last + 1);
+      const std::uint64_t piece_end =
+          std::min<std::uint64_t>(piece_start + static_cast<std::uint64_t>(wanted.size), last + 1);
       if (piece_end <= offset) {
         result.error = "piece " + std::to_string(piece) + " from the parent's swarm is shorter than its torrent says";
         break;
@@ -425,7 +429,8 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
       auto it = file->pieces.find(static_cast<int>(read->piece));
       if (it == file->pieces.end()) return;  // every reader of it has gone
       if (read->error) {
-        it->second.error = "reading piece " + std::to_string(static_cast<int>(read->piece)) + ": " + read->error.message();
+        it->second.error =
+            "reading piece " + std::to_string(static_cast<int>(read->piece)) + ": " + read->error.message();
       } else {
         it->second.buffer = read->buffer;
         it->second.size = read->size;
@@ -477,7 +482,7 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
 
   mutable std::mutex mutex_;  // the session's torrents and the pieces their readers wait for
   std::condition_variable changed_;
-  std::atomic<bool> stopping_{false};  // set under mutex_, so that no waiter misses it
+  std::atomic<bool> stopping_{false};     // set under mutex_, so that no waiter misses it
   std::unique_ptr<lt::session> session_;  // started when the first file comes from the swarm
   std::thread alert_thread_;
   std::map<std::string, std::shared_ptr<SwarmFile>> files_;  // by v1 info-hash, hex

@@ -4,11 +4,11 @@
 #include <utility>  // before Asio (via libtorrent): Boost 1.74's awaitable.hpp needs std::exchange
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <libtorrent/bencode.hpp>
 #include <libtorrent/create_torrent.hpp>
 #include <libtorrent/magnet_uri.hpp>
 #include <libtorrent/torrent_info.hpp>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -146,7 +146,8 @@ TEST_F(MetainfoTest, V1MatchesLibtorrentCanonicalFilesByteForByte) {
   const auto theirs =
       libtorrent_torrent(base_ / kName, lt::create_torrent::v1_only | lt::create_torrent::canonical_files);
   EXPECT_EQ(raw(theirs.info_hashes().v1), std::string(ours.info_hash_v1.raw()));
-  EXPECT_EQ(std::string(theirs.info_section().data(), static_cast<std::size_t>(theirs.info_section().size())), ours.info);
+  EXPECT_EQ(std::string(theirs.info_section().data(), static_cast<std::size_t>(theirs.info_section().size())),
+            ours.info);
   EXPECT_FALSE(ours.info_hash_v2);
 
   const auto parsed = load(ours.metainfo);
@@ -157,11 +158,28 @@ TEST_F(MetainfoTest, V1MatchesLibtorrentCanonicalFilesByteForByte) {
   // does not end on a piece boundary (the last one included), none after empty or whole-piece files.
   std::vector<std::string> paths;
   for (const auto& f : ours.files) paths.push_back(f.path);
-  const std::vector<std::string> expected = {
-      "Upper.md", ".pad/45536", "données/é.txt", ".pad/65236", "empty.txt", "exact-plus-one.bin", ".pad/65535",
-      "exact.bin", "one.bin", ".pad/65535", "small.json", ".pad/60536", "sub/dir/several.safetensors",
-      ".pad/64302", "sub/five.bin", ".pad/7", "sub/four.bin", "sub-x.txt", ".pad/65519", "sub.txt",
-      ".pad/49152", "zz/empty-too"};
+  const std::vector<std::string> expected = {"Upper.md",
+                                             ".pad/45536",
+                                             "données/é.txt",
+                                             ".pad/65236",
+                                             "empty.txt",
+                                             "exact-plus-one.bin",
+                                             ".pad/65535",
+                                             "exact.bin",
+                                             "one.bin",
+                                             ".pad/65535",
+                                             "small.json",
+                                             ".pad/60536",
+                                             "sub/dir/several.safetensors",
+                                             ".pad/64302",
+                                             "sub/five.bin",
+                                             ".pad/7",
+                                             "sub/four.bin",
+                                             "sub-x.txt",
+                                             ".pad/65519",
+                                             "sub.txt",
+                                             ".pad/49152",
+                                             "zz/empty-too"};
   EXPECT_EQ(paths, expected);
   // Every piece is one chunk: the pieces follow the files, chunk by chunk.
   std::size_t piece = 0;
@@ -184,7 +202,8 @@ TEST_F(MetainfoTest, HybridMatchesLibtorrentByteForByte) {
   ASSERT_TRUE(ours.info_hash_v2);
   EXPECT_EQ(raw(theirs.info_hashes().v1), std::string(ours.info_hash_v1.raw()));
   EXPECT_EQ(raw(theirs.info_hashes().v2), std::string(ours.info_hash_v2->raw()));
-  EXPECT_EQ(std::string(theirs.info_section().data(), static_cast<std::size_t>(theirs.info_section().size())), ours.info);
+  EXPECT_EQ(std::string(theirs.info_section().data(), static_cast<std::size_t>(theirs.info_section().size())),
+            ours.info);
 
   const auto parsed = load(ours.metainfo);
   EXPECT_TRUE(parsed.v2());
@@ -204,19 +223,21 @@ TEST_F(MetainfoTest, SingleFileTorrentsMatchLibtorrent) {
   for (const std::string path : {"sub/dir/several.safetensors", "one.bin", "exact.bin", "small.json"}) {
     SCOPED_TRACE(path);
     const auto index = static_cast<std::size_t>(
-        std::find_if(files_.begin(), files_.end(), [&](const SnapshotFile& f) { return f.path == path; }) - files_.begin());
+        std::find_if(files_.begin(), files_.end(), [&](const SnapshotFile& f) { return f.path == path; }) -
+        files_.begin());
     const std::string name = fs::path(path).filename().string();
     const SnapshotFile file{path, &blobs_[index]};
     for (const auto format : {Format::v1, Format::hybrid}) {
       BuildOptions options{.format = format, .name = name, .single_file = true};
       const Torrent ours = build_or_fail(std::span(&file, 1), options);
-      const auto theirs =
-          libtorrent_torrent(base_ / kName / path, format == Format::v1 ? lt::create_torrent::v1_only : lt::create_flags_t{});
+      const auto theirs = libtorrent_torrent(base_ / kName / path,
+                                             format == Format::v1 ? lt::create_torrent::v1_only : lt::create_flags_t{});
       EXPECT_EQ(raw(theirs.info_hashes().v1), std::string(ours.info_hash_v1.raw()));
       if (format == Format::hybrid) {
         EXPECT_EQ(raw(theirs.info_hashes().v2), std::string(ours.info_hash_v2->raw()));
       }
-      EXPECT_EQ(std::string(theirs.info_section().data(), static_cast<std::size_t>(theirs.info_section().size())), ours.info);
+      EXPECT_EQ(std::string(theirs.info_section().data(), static_cast<std::size_t>(theirs.info_section().size())),
+                ours.info);
       expect_same_files(ours, load(ours.metainfo), true);
       EXPECT_EQ(ours.files.front().path, name);
     }
@@ -245,7 +266,8 @@ TEST_F(MetainfoTest, BytesAreDeterministicWhateverTheInputOrder) {
 }
 
 TEST_F(MetainfoTest, ParseReadsBackWhatWasBuilt) {
-  BuildOptions options{.format = Format::hybrid, .name = kName, .trackers = {"http://t/announce"}, .web_seeds = {"http://w/"}};
+  BuildOptions options{
+      .format = Format::hybrid, .name = kName, .trackers = {"http://t/announce"}, .web_seeds = {"http://w/"}};
   const Torrent ours = build_or_fail(files_, options);
   auto parsed = parse_torrent(ours.metainfo);
   ASSERT_TRUE(std::holds_alternative<ParsedTorrent>(parsed)) << std::get<TorrentError>(parsed).message;
@@ -275,9 +297,15 @@ TEST_F(MetainfoTest, ParseSurvivesMutatedTorrents) {
     for (int e = 0; e < edits; ++e) {
       const std::size_t at = random() % bytes.size();
       switch (random() % 3) {
-        case 0: bytes[at] = static_cast<char>(random()); break;
-        case 1: bytes.erase(at, 1 + random() % 8); break;
-        default: bytes.resize(at); break;
+        case 0:
+          bytes[at] = static_cast<char>(random());
+          break;
+        case 1:
+          bytes.erase(at, 1 + random() % 8);
+          break;
+        default:
+          bytes.resize(at);
+          break;
       }
       if (bytes.empty()) break;
     }
@@ -295,14 +323,16 @@ TEST_F(MetainfoTest, ParseSurvivesMutatedTorrents) {
 TEST_F(MetainfoTest, ParseRejectsUnsafePaths) {
   const std::string piece(20, 'x');
   for (const std::string path : {"2:..", "0:", "3:a/b"}) {
-    const std::string info = "d5:filesld6:lengthi1e4:pathl" + path + "eee4:name1:n12:piece lengthi16384e6:pieces20:" +
-                             piece + "e";
+    const std::string info =
+        "d5:filesld6:lengthi1e4:pathl" + path + "eee4:name1:n12:piece lengthi16384e6:pieces20:" + piece + "e";
     EXPECT_TRUE(std::holds_alternative<TorrentError>(parse_torrent("d4:info" + info + "e"))) << path;
   }
   EXPECT_TRUE(std::holds_alternative<TorrentError>(
       parse_torrent("d4:infod6:lengthi1e4:name2:..12:piece lengthi16384e6:pieces20:" + piece + "ee")));
-  const std::string twice = "d4:infod5:filesld6:lengthi1e4:pathl1:aeed6:lengthi1e4:pathl1:aeee4:name1:n"
-                            "12:piece lengthi16384e6:pieces40:" + piece + piece + "ee";
+  const std::string twice =
+      "d4:infod5:filesld6:lengthi1e4:pathl1:aeed6:lengthi1e4:pathl1:aeee4:name1:n"
+      "12:piece lengthi16384e6:pieces40:" +
+      piece + piece + "ee";
   EXPECT_TRUE(std::holds_alternative<TorrentError>(parse_torrent(twice)));
 }
 
@@ -311,10 +341,11 @@ TEST_F(MetainfoTest, MagnetNamesBothHashes) {
   const std::vector<std::string> trackers = {"http://node:8080/announce?x=1&y=2"};
   const std::vector<std::string> seeds = {"http://node:8080/ws/"};
   const std::string uri = magnet_uri(ours, trackers, seeds);
-  EXPECT_EQ(uri.rfind("magnet:?xt=urn:btih:" + ours.info_hash_v1.hex() + "&xt=urn:btmh:1220" + ours.info_hash_v2->hex() +
-                          "&dn=tiny%20model&tr=http%3A%2F%2Fnode%3A8080%2Fannounce%3Fx%3D1%26y%3D2",
-                      0),
-            0u);
+  EXPECT_EQ(
+      uri.rfind("magnet:?xt=urn:btih:" + ours.info_hash_v1.hex() + "&xt=urn:btmh:1220" + ours.info_hash_v2->hex() +
+                    "&dn=tiny%20model&tr=http%3A%2F%2Fnode%3A8080%2Fannounce%3Fx%3D1%26y%3D2",
+                0),
+      0u);
   lt::error_code ec;
   const lt::add_torrent_params params = lt::parse_magnet_uri(uri, ec);
   ASSERT_FALSE(ec) << ec.message();
@@ -353,7 +384,8 @@ TEST_F(MetainfoTest, OldBlobsWithoutV2RootAreReadBackOnce) {
   EXPECT_EQ(reads, 6);
   // v1 torrents never need the v2 roots.
   options.read_chunk = nullptr;
-  EXPECT_TRUE(std::holds_alternative<Torrent>(build_torrent(old_files, BuildOptions{.format = Format::v1, .name = kName})));
+  EXPECT_TRUE(
+      std::holds_alternative<Torrent>(build_torrent(old_files, BuildOptions{.format = Format::v1, .name = kName})));
 }
 
 TEST_F(MetainfoTest, RejectsWhatCannotBeATorrent) {
@@ -388,7 +420,9 @@ using bencode::List;
 using bencode::Value;
 
 TEST(Bencode, EncodesCanonicallyAndRoundTrips) {
-  Dict d{{"zeta", std::int64_t{-42}}, {"alpha", "x"}, {std::string("\xff", 1), List{Value(std::int64_t{0}), Value("")}},
+  Dict d{{"zeta", std::int64_t{-42}},
+         {"alpha", "x"},
+         {std::string("\xff", 1), List{Value(std::int64_t{0}), Value("")}},
          {"Beta", Dict{}}};
   const std::string encoded = bencode::encode(Value(d));
   EXPECT_EQ(encoded, "d4:Betade5:alpha1:x4:zetai-42e1:\xffli0e0:ee");
@@ -403,18 +437,40 @@ TEST(Bencode, EncodesCanonicallyAndRoundTrips) {
 }
 
 TEST(Bencode, RejectsHostileInput) {
-  const std::vector<std::string> bad = {
-      "", "i", "ie", "i-0e", "i01e", "i+1e", "i1x2e", "i9223372036854775808e", "01:a", "2:a", "-1:a",
-      "9999999999999999999999:a", "l", "d", "d1:a", "d1:ai1e", "di1ei2ee", "d1:b0:1:a0:e", "d1:a0:1:a0:e",
-      "i1ei2e", "x", "le garbage", std::string("\0", 1), std::string(100000, 'l') + std::string(100000, 'e')};
+  const std::vector<std::string> bad = {"",
+                                        "i",
+                                        "ie",
+                                        "i-0e",
+                                        "i01e",
+                                        "i+1e",
+                                        "i1x2e",
+                                        "i9223372036854775808e",
+                                        "01:a",
+                                        "2:a",
+                                        "-1:a",
+                                        "9999999999999999999999:a",
+                                        "l",
+                                        "d",
+                                        "d1:a",
+                                        "d1:ai1e",
+                                        "di1ei2ee",
+                                        "d1:b0:1:a0:e",
+                                        "d1:a0:1:a0:e",
+                                        "i1ei2e",
+                                        "x",
+                                        "le garbage",
+                                        std::string("\0", 1),
+                                        std::string(100000, 'l') + std::string(100000, 'e')};
   for (const auto& input : bad) {
     const auto result = bencode::decode(input);
     EXPECT_TRUE(std::holds_alternative<bencode::DecodeError>(result)) << input.substr(0, 40);
   }
-  EXPECT_TRUE(std::holds_alternative<bencode::DecodeError>(bencode::decode(std::string(40, 'l') + std::string(40, 'e'))));
+  EXPECT_TRUE(
+      std::holds_alternative<bencode::DecodeError>(bencode::decode(std::string(40, 'l') + std::string(40, 'e'))));
   EXPECT_TRUE(std::holds_alternative<Value>(bencode::decode(std::string(32, 'l') + std::string(32, 'e'))));
   EXPECT_TRUE(std::holds_alternative<bencode::DecodeError>(
-      bencode::decode("l" + std::string(100, 'l') + std::string(100, 'e') + "e", bencode::DecodeLimits{.max_depth = 200, .max_items = 50})));
+      bencode::decode("l" + std::string(100, 'l') + std::string(100, 'e') + "e",
+                      bencode::DecodeLimits{.max_depth = 200, .max_items = 50})));
   std::mt19937 random(1);
   for (int round = 0; round < 20000; ++round) {
     std::string input(random() % 24, '\0');

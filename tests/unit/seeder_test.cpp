@@ -208,8 +208,8 @@ TEST_F(SeederTest, ServesV1PaddedMultiFileTorrent) {
 
   Leecher leecher;
   const auto start = Clock::now();
-  const auto outcome = leecher.download(torrent.metainfo, root_ / "leech", seeder_->listen_port(), false,
-                                        std::chrono::seconds(120));
+  const auto outcome =
+      leecher.download(torrent.metainfo, root_ / "leech", seeder_->listen_port(), false, std::chrono::seconds(120));
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   ASSERT_TRUE(outcome.finished);
   std::printf("v1: %lld bytes in %.2f s (%.0f MB/s)\n", static_cast<long long>(outcome.bytes), seconds,
@@ -224,8 +224,8 @@ TEST_F(SeederTest, ServesHybridTorrent) {
   ASSERT_EQ(seeder_->add(torrent), "");
   Leecher leecher;
   const auto start = Clock::now();
-  const auto outcome = leecher.download(torrent.metainfo, root_ / "leech", seeder_->listen_port(), false,
-                                        std::chrono::seconds(120));
+  const auto outcome =
+      leecher.download(torrent.metainfo, root_ / "leech", seeder_->listen_port(), false, std::chrono::seconds(120));
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   ASSERT_TRUE(outcome.finished);
   std::printf("hybrid: %lld bytes in %.2f s (%.0f MB/s)\n", static_cast<long long>(outcome.bytes), seconds,
@@ -255,8 +255,8 @@ TEST_F(SeederTest, RemovedTorrentServesNothing) {
   EXPECT_EQ(seeder_->torrents(), 0u);
 
   Leecher leecher;
-  const auto outcome = leecher.download(torrent.metainfo, root_ / "leech", seeder_->listen_port(), true,
-                                        std::chrono::seconds(30));
+  const auto outcome =
+      leecher.download(torrent.metainfo, root_ / "leech", seeder_->listen_port(), true, std::chrono::seconds(30));
   EXPECT_TRUE(outcome.disconnected);
   EXPECT_FALSE(outcome.finished);
   EXPECT_EQ(outcome.bytes, 0);
@@ -271,8 +271,8 @@ TEST_F(SeederTest, MissingChunkIsAReadErrorNotACrash) {
   ASSERT_EQ(seeder_->add(torrent), "");
 
   Leecher leecher;
-  const auto outcome = leecher.download(torrent.metainfo, root_ / "leech", seeder_->listen_port(), true,
-                                        std::chrono::seconds(60));
+  const auto outcome =
+      leecher.download(torrent.metainfo, root_ / "leech", seeder_->listen_port(), true, std::chrono::seconds(60));
   EXPECT_TRUE(outcome.disconnected);  // libtorrent pauses a torrent whose storage failed a read
   EXPECT_FALSE(outcome.finished);
   EXPECT_FALSE(leecher.has_piece(missing));

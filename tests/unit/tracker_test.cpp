@@ -129,9 +129,9 @@ class TrackerTest : public ::testing::Test {
     const std::string& compact = reply["peers"].bytes();
     for (std::size_t i = 0; i + 6 <= compact.size(); i += 6) {
       auto b = [&](std::size_t k) { return std::to_string(static_cast<unsigned char>(compact[i + k])); };
-      out.push_back(b(0) + "." + b(1) + "." + b(2) + "." + b(3) + ":" +
-                    std::to_string(static_cast<unsigned char>(compact[i + 4]) << 8 |
-                                   static_cast<unsigned char>(compact[i + 5])));
+      out.push_back(
+          b(0) + "." + b(1) + "." + b(2) + "." + b(3) + ":" +
+          std::to_string(static_cast<unsigned char>(compact[i + 4]) << 8 | static_cast<unsigned char>(compact[i + 5])));
     }
     return out;
   }
@@ -413,8 +413,20 @@ class UdpTrackerTest : public TrackerTest {
   }
   static Packet announce_packet(std::uint64_t id, const InfoHash& h, std::uint16_t port, std::uint64_t left = 1,
                                 std::uint32_t event = 2, std::int32_t numwant = -1) {
-    return Packet{}.u64(id).u32(1).u32(5).raw(h.raw()).raw(std::string(20, 'p')).u64(0).u64(left).u64(0).u32(event)
-        .u32(0).u32(0).u32(static_cast<std::uint32_t>(numwant)).u16(port);
+    return Packet{}
+        .u64(id)
+        .u32(1)
+        .u32(5)
+        .raw(h.raw())
+        .raw(std::string(20, 'p'))
+        .u64(0)
+        .u64(left)
+        .u64(0)
+        .u32(event)
+        .u32(0)
+        .u32(0)
+        .u32(static_cast<std::uint32_t>(numwant))
+        .u16(port);
   }
   static std::string error_of(const std::vector<std::uint8_t>& r) {
     if (r.size() < 8 || be32(r, 0) != 3) return "(not an error)";
