@@ -232,8 +232,8 @@ void Download::fetch_segment(int segment) {
       url = url_;
     }
     Upstream& upstream = source_.upstream ? *source_.upstream : owner_.upstream_;
-    RangeResult r = upstream.fetch_range(
-        url, source_.headers, first, last, [&](std::span<const char> bytes) { return write_body(segment, bytes); });
+    RangeResult r = upstream.fetch_range(url, source_.headers, first, last,
+                                         [&](std::span<const char> bytes) { return write_body(segment, bytes); });
     if (state() != State::running) return;
     if (r.ok() && r.received > 0) {
       failures = 0;

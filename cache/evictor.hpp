@@ -2,9 +2,9 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
-#include <memory>
 #include <unordered_map>
 #include <unordered_set>
 

@@ -49,21 +49,21 @@ struct Config {
   std::chrono::seconds offline_grace{0};              // gated/private repos while the Hub can't be asked; 0 = refuse
 
   // BitTorrent: the node seeds every cached snapshot of a public repo and runs its own tracker.
-  std::string bt_listen = "0.0.0.0:6881";             // HOST:PORT of the peer-wire (TCP) listener; empty = no seeding
-  std::uint64_t bt_upload_rate = 0;                   // bytes per second over all peers; 0 = unlimited
-  unsigned bt_max_connections = 500;                  // peer connections at most, over all torrents
-  unsigned bt_max_uploads = 0;                        // peers unchoked at once; 0 = unlimited
-  bool bt_dht = false;                                // join the DHT (off: the node's tracker finds peers)
-  bool bt_lsd = false;                                // local service discovery (multicast on the LAN)
-  std::string tracker_udp = "0.0.0.0:6969";           // HOST:PORT of the UDP tracker (BEP 15); empty = none
-  std::chrono::seconds tracker_interval{1800};        // announce interval told to clients
-  std::chrono::seconds tracker_min_interval{300};     // the least interval a client may use
-  unsigned tracker_numwant = 50;                      // peers per reply when the client asks for none
-  unsigned tracker_max_numwant = 200;                 // peers per reply at most
-  bool tracker_open = false;                          // track any info-hash (false: only the node's own torrents)
-  std::string mirrors;                                // "REPO[@REV],..." kept in sync from mirror_from; "" = none
-  std::string mirror_from;                            // node to mirror from; "" = the upstream (when it is a node)
-  std::chrono::seconds mirror_interval{300};          // how often mirrored branches are checked for a new commit
+  std::string bt_listen = "0.0.0.0:6881";          // HOST:PORT of the peer-wire (TCP) listener; empty = no seeding
+  std::uint64_t bt_upload_rate = 0;                // bytes per second over all peers; 0 = unlimited
+  unsigned bt_max_connections = 500;               // peer connections at most, over all torrents
+  unsigned bt_max_uploads = 0;                     // peers unchoked at once; 0 = unlimited
+  bool bt_dht = false;                             // join the DHT (off: the node's tracker finds peers)
+  bool bt_lsd = false;                             // local service discovery (multicast on the LAN)
+  std::string tracker_udp = "0.0.0.0:6969";        // HOST:PORT of the UDP tracker (BEP 15); empty = none
+  std::chrono::seconds tracker_interval{1800};     // announce interval told to clients
+  std::chrono::seconds tracker_min_interval{300};  // the least interval a client may use
+  unsigned tracker_numwant = 50;                   // peers per reply when the client asks for none
+  unsigned tracker_max_numwant = 200;              // peers per reply at most
+  bool tracker_open = false;                       // track any info-hash (false: only the node's own torrents)
+  std::string mirrors;                             // "REPO[@REV],..." kept in sync from mirror_from; "" = none
+  std::string mirror_from;                         // node to mirror from; "" = the upstream (when it is a node)
+  std::chrono::seconds mirror_interval{300};       // how often mirrored branches are checked for a new commit
 
   friend bool operator==(const Config&, const Config&) = default;
 };

@@ -75,8 +75,9 @@ int run(int argc, char** argv) {
   }
   AdminOptions mirror_options{"mirror", default_node};
   auto* mirror_cmd = app.add_subcommand(
-      "mirror", "Fill the node's cache with a snapshot from another node's swarm (peers and web seed), verify it "
-                "against the Hub's etags and seed it");
+      "mirror",
+      "Fill the node's cache with a snapshot from another node's swarm (peers and web seed), verify it "
+      "against the Hub's etags and seed it");
   mirror_cmd->add_option("repo", mirror_options.repo, "Repository id, optionally @revision (default main)")->required();
   mirror_cmd->add_option("--from", mirror_options.from, "Base URL of the node to mirror from")->required();
   mirror_cmd->add_option("--repo-type", mirror_options.repo_type, "model, dataset or space")

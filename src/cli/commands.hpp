@@ -27,7 +27,7 @@ struct AdminOptions {
   std::string node;
   std::string repo;    // REPO[@REV]
   std::string repo_type = "model";
-  std::string from;    // mirror: the node whose swarm fills this one
+  std::string from;  // mirror: the node whose swarm fills this one
 };
 // `pin`, `unpin`, `gc`, `mirror`: ask a running node (from the same machine: the node takes these from loopback only).
 int admin(const AdminOptions& options);

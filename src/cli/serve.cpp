@@ -13,12 +13,12 @@
 #include "hub_service.hpp"
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/index.hpp"
+#include "inferllama/tracker.hpp"
 #include "mirror.hpp"
 #include "seeder.hpp"
 #include "server.hpp"
 #include "snapshot_torrents.hpp"
 #include "swarm_upstream.hpp"
-#include "inferllama/tracker.hpp"
 
 namespace inferllama::cli {
 namespace {
@@ -95,21 +95,20 @@ int serve(const Config& config) {
     tracker.set_seed_port(seeder->listen_port());
     server.add_metrics([&seeder](std::string& out) { seeder->render_metrics(out); });
   }
-  torrent::SnapshotTorrents torrents(
-      store, *index, hub,
-      {[&](const torrent::SnapshotTorrent& t) {
-         if (seeder) {
-           if (auto refused = seeder->add(*t.torrent); !refused.empty()) {
-             spdlog::error("cannot seed {}: {}", t.torrent->info_hash_v1.hex(), refused);
-             return;
-           }
-         }
-         tracker.add_own_torrent(t.torrent->info_hash_v1, t.torrent->info_hash_v2);
-       },
-       [&](const torrent::SnapshotTorrent& t) {
-         tracker.remove_own_torrent(t.torrent->info_hash_v1);
-         if (seeder) seeder->remove(t.torrent->info_hash_v1);
-       }});
+  torrent::SnapshotTorrents torrents(store, *index, hub,
+                                     {[&](const torrent::SnapshotTorrent& t) {
+                                        if (seeder) {
+                                          if (auto refused = seeder->add(*t.torrent); !refused.empty()) {
+                                            spdlog::error("cannot seed {}: {}", t.torrent->info_hash_v1.hex(), refused);
+                                            return;
+                                          }
+                                        }
+                                        tracker.add_own_torrent(t.torrent->info_hash_v1, t.torrent->info_hash_v2);
+                                      },
+                                      [&](const torrent::SnapshotTorrent& t) {
+                                        tracker.remove_own_torrent(t.torrent->info_hash_v1);
+                                        if (seeder) seeder->remove(t.torrent->info_hash_v1);
+                                      }});
   seeded = &torrents;
   evictor.set_before_release([&torrents](const std::string& etag) { torrents.release(etag); });
   asio::post(workers, [&evictor] { evictor.enforce(); });  // a budget lowered since the last run

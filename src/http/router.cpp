@@ -98,7 +98,7 @@ Route api_route(RepoType type, const std::vector<std::string_view>& segs) {
     r.path = std::move(*path);
     return r;
   }
-  r.kind = action == "torrent" ? ApiRoute::Kind::torrent
+  r.kind = action == "torrent"  ? ApiRoute::Kind::torrent
            : action == "magnet" ? ApiRoute::Kind::magnet
                                 : ApiRoute::Kind::tree;
   if (segs.size() > rest + 1) {
@@ -172,9 +172,12 @@ const char* route_name(const Route& route) {
       case ApiRoute::Kind::tree: return "api_tree";
       case ApiRoute::Kind::paths_info: return "api_paths_info";
       case ApiRoute::Kind::refs: return "api_refs";
-      case ApiRoute::Kind::torrent: return "api_torrent";
-      case ApiRoute::Kind::magnet: return "api_magnet";
-      case ApiRoute::Kind::webseed: return "webseed";
+      case ApiRoute::Kind::torrent:
+        return "api_torrent";
+      case ApiRoute::Kind::magnet:
+        return "api_magnet";
+      case ApiRoute::Kind::webseed:
+        return "webseed";
     }
   }
   if (std::holds_alternative<BadRequest>(route)) return "bad_request";

@@ -36,8 +36,8 @@ struct BadRequest {
 };
 struct NotFound {};
 
-using Route = std::variant<NotFound, BadRequest, HealthRoute, MetricsRoute, AdminRoute, ResolveRoute, ApiRoute,
-                           TrackerRoute>;
+using Route =
+    std::variant<NotFound, BadRequest, HealthRoute, MetricsRoute, AdminRoute, ResolveRoute, ApiRoute, TrackerRoute>;
 
 // A short name for metrics and logs: "resolve", "api_tree", "healthz", ...
 const char* route_name(const Route& route);

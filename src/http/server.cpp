@@ -19,15 +19,15 @@
 
 #include <nlohmann/json.hpp>
 
-#include "hub_service.hpp"
 #include "hashing.hpp"
-#include "mirror.hpp"
-#include "snapshot_torrents.hpp"
-#include "swarm_upstream.hpp"
+#include "hub_service.hpp"
 #include "inferllama/offload.hpp"
 #include "inferllama/tracker.hpp"
+#include "mirror.hpp"
 #include "range.hpp"
 #include "router.hpp"
+#include "snapshot_torrents.hpp"
+#include "swarm_upstream.hpp"
 #include "url.hpp"
 
 namespace inferllama::http {
@@ -481,9 +481,12 @@ Task<bool> Server::Impl::handle_admin(Connection& c, const Request& req, const s
     touch(c);
     if (auto* reply = std::get_if<hub::Reply>(&outcome)) co_return co_await send_reply(c, req, *reply);
     const auto& done = std::get<torrent::MirrorOutcome>(outcome);
-    result = {{"repo", repo.key()},         {"commit", done.commit},
-              {"files", done.files},        {"fetched_files", done.fetched_files},
-              {"fetched_bytes", done.fetched_bytes}, {"info_hash", done.info_hash},
+    result = {{"repo", repo.key()},
+              {"commit", done.commit},
+              {"files", done.files},
+              {"fetched_files", done.fetched_files},
+              {"fetched_bytes", done.fetched_bytes},
+              {"info_hash", done.info_hash},
               {"same_swarm", done.same_swarm}};
   } else if (action == "gc") {
     auto report = co_await offload(blocking, [&] { return hub.evictor().collect_garbage(); });
@@ -584,7 +587,8 @@ Task<bool> Server::Impl::handle(Connection& c, Request& req) {
     co_return co_await send_error(c, req, bhttp::status::not_found, "no such route");
   }
   if (auto* admin = std::get_if<AdminRoute>(&r)) co_return co_await handle_admin(c, req, admin->action);
-  if (auto* tracker_route = std::get_if<TrackerRoute>(&r)) co_return co_await handle_tracker(c, req, *tracker_route, query);
+  if (auto* tracker_route = std::get_if<TrackerRoute>(&r))
+    co_return co_await handle_tracker(c, req, *tracker_route, query);
   if (std::holds_alternative<MetricsRoute>(r)) {
     StringResponse res{bhttp::status::ok, req.version()};
     res.keep_alive(req.keep_alive());
@@ -670,8 +674,8 @@ Task<bool> Server::Impl::handle_resolve(Connection& c, const Request& req, const
     co_return co_await send_file(c, req, std::move(*hit));
   }
   const bool want_body = req.method() == bhttp::verb::get;
-  auto outcome =
-      co_await offload(blocking, [&] { return hub.resolve(resolve.repo, resolve.rev, resolve.path, caller, want_body); });
+  auto outcome = co_await offload(
+      blocking, [&] { return hub.resolve(resolve.repo, resolve.rev, resolve.path, caller, want_body); });
   if (auto* reply = std::get_if<hub::Reply>(&outcome)) co_return co_await send_reply(c, req, *reply);
   co_return co_await send_file(c, req, std::move(std::get<hub::FileAnswer>(outcome)));
 }
@@ -697,7 +701,8 @@ Task<bool> Server::Impl::handle_torrent(Connection& c, const Request& req, const
     const std::string& base = links.base;
     const auto host_start = base.find("://") + 3;
     auto host_end = base.find('/', host_start);
-    std::string host = base.substr(host_start, host_end == std::string::npos ? std::string::npos : host_end - host_start);
+    std::string host =
+        base.substr(host_start, host_end == std::string::npos ? std::string::npos : host_end - host_start);
     // The HTTP port is not the tracker's: keep the host (a bracketed IPv6 address keeps its brackets).
     if (auto colon = host.rfind(':'); colon != std::string::npos && host.find(']', colon) == std::string::npos)
       host.resize(colon);
@@ -712,8 +717,8 @@ Task<bool> Server::Impl::handle_torrent(Connection& c, const Request& req, const
     if (const auto* built = std::get_if<torrent::SnapshotTorrent>(&got)) {
       document = magnet ? torrents->magnet(*built, links) : torrents->metainfo(*built, links);
       etag = "\"" +
-             cache::sha256(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(document.data()),
-                                                         document.size()))
+             cache::sha256(
+                 std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(document.data()), document.size()))
                  .hex() +
              "\"";
     }
@@ -786,7 +791,8 @@ Task<bool> Server::Impl::send_zeros(Connection& c, const Request& req, std::uint
     if (c.tls) {
       co_await asio::async_write(*c.tls, asio::buffer(zeros.data(), n), asio::redirect_error(asio::use_awaitable, ec));
     } else {
-      co_await asio::async_write(c.socket, asio::buffer(zeros.data(), n), asio::redirect_error(asio::use_awaitable, ec));
+      co_await asio::async_write(c.socket, asio::buffer(zeros.data(), n),
+                                 asio::redirect_error(asio::use_awaitable, ec));
     }
     if (ec) co_return false;
     touch(c);
@@ -800,7 +806,8 @@ Task<bool> Server::Impl::send_zeros(Connection& c, const Request& req, std::uint
 Task<bool> Server::Impl::handle_tracker(Connection& c, const Request& req, const TrackerRoute& route,
                                         std::string_view query) {
   if (!tracker) co_return co_await send_error(c, req, bhttp::status::not_found, "this node runs no tracker");
-  if (req.method() != bhttp::verb::get) co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use GET");
+  if (req.method() != bhttp::verb::get)
+    co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use GET");
   boost::system::error_code ec;
   const auto remote = c.socket.remote_endpoint(ec);
   if (ec) co_return false;

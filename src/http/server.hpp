@@ -16,8 +16,7 @@ class HubService;
 namespace inferllama::torrent {
 class SnapshotTorrents;
 class Mirror;
-}
-
+}  // namespace inferllama::torrent
 
 namespace inferllama::tracker {
 class Tracker;

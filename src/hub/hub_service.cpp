@@ -176,7 +176,9 @@ std::string HubService::credentials_for(const Caller& caller, bool is_public) co
   return "Bearer " + config_.upstream_token;
 }
 
-bool HubService::is_public(const RepoId& repo) { return visibility(repo).open; }
+bool HubService::is_public(const RepoId& repo) {
+  return visibility(repo).open;
+}
 
 HubService::Visibility HubService::visibility(const RepoId& repo) {
   const auto now = Clock::now();

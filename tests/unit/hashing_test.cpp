@@ -71,7 +71,8 @@ TEST(Hashing, FileRootIsTheNaturalWidthTree) {
   // 40000 bytes: three blocks, padded with one zero leaf to four, which is also a full 64 KiB piece.
   auto data = pattern(40000);
   auto leaf = [&](std::size_t i) {
-    return sha256(std::span<const std::uint8_t>(data).subspan(i * kMerkleBlock, std::min(kMerkleBlock, data.size() - i * kMerkleBlock)));
+    return sha256(std::span<const std::uint8_t>(data).subspan(i * kMerkleBlock,
+                                                              std::min(kMerkleBlock, data.size() - i * kMerkleBlock)));
   };
   const Sha256 zero;
   const Sha256 four = pair_hash(pair_hash(leaf(0), leaf(1)), pair_hash(leaf(2), zero));
