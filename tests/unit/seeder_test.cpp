@@ -87,6 +87,8 @@ class SeederTest : public ::testing::Test {
     fs::remove_all(root_);
   }
 
+  void expect_served(Format format);
+
   // The snapshot's torrent as the node builds it: each file ingested as the download does (chunks
   // stored under their content address, their hashes kept in a blob entry), then the builder.
   Torrent make_torrent(Format format) {
@@ -200,8 +202,9 @@ class Leecher {
 
 }  // namespace
 
-TEST_F(SeederTest, ServesV1PaddedMultiFileTorrent) {
-  const Torrent torrent = make_torrent(Format::v1);
+// A plain libtorrent client downloads `format`'s torrent from the seed alone; every byte must match.
+void SeederTest::expect_served(Format format) {
+  const Torrent torrent = make_torrent(format);
   ASSERT_EQ(seeder_->add(torrent), "");
   EXPECT_EQ(seeder_->torrents(), 1u);
   EXPECT_NE(seeder_->listen_port(), 0);
@@ -212,26 +215,16 @@ TEST_F(SeederTest, ServesV1PaddedMultiFileTorrent) {
       leecher.download(torrent.metainfo, root_ / "leech", seeder_->listen_port(), false, std::chrono::seconds(120));
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   ASSERT_TRUE(outcome.finished);
-  std::printf("v1: %lld bytes in %.2f s (%.0f MB/s)\n", static_cast<long long>(outcome.bytes), seconds,
-              static_cast<double>(outcome.bytes) / seconds / 1e6);
+  std::printf("%s: %lld bytes in %.2f s (%.0f MB/s)\n", format == Format::v1 ? "v1" : "hybrid",
+              static_cast<long long>(outcome.bytes), seconds, static_cast<double>(outcome.bytes) / seconds / 1e6);
   expect_same_content(root_ / "leech");
   EXPECT_GE(seeder_->stats().chunk_bytes_read, static_cast<std::uint64_t>(outcome.bytes));
   EXPECT_EQ(seeder_->stats().read_errors, 0u);
 }
 
-TEST_F(SeederTest, ServesHybridTorrent) {
-  const Torrent torrent = make_torrent(Format::hybrid);
-  ASSERT_EQ(seeder_->add(torrent), "");
-  Leecher leecher;
-  const auto start = Clock::now();
-  const auto outcome =
-      leecher.download(torrent.metainfo, root_ / "leech", seeder_->listen_port(), false, std::chrono::seconds(120));
-  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  ASSERT_TRUE(outcome.finished);
-  std::printf("hybrid: %lld bytes in %.2f s (%.0f MB/s)\n", static_cast<long long>(outcome.bytes), seconds,
-              static_cast<double>(outcome.bytes) / seconds / 1e6);
-  expect_same_content(root_ / "leech");
-}
+TEST_F(SeederTest, ServesV1PaddedMultiFileTorrent) { expect_served(Format::v1); }
+
+TEST_F(SeederTest, ServesHybridTorrent) { expect_served(Format::hybrid); }
 
 TEST_F(SeederTest, AddRejectsWhatItCannotServe) {
   Torrent torrent = make_torrent(Format::v1);
