@@ -17,7 +17,8 @@ COPY --from=build /src/build/inferllama /usr/local/bin/inferllama
 COPY --from=build /src/config/inferllama.toml /etc/inferllama/inferllama.toml
 USER 10001:10001
 VOLUME ["/data"]
-EXPOSE 8080
+# HTTP (Hub API, web seed, HTTP tracker), BitTorrent peer wire, UDP tracker.
+EXPOSE 8080 6881 6969/udp
 ENV INFERLLAMA_DATA_DIR=/data INFERLLAMA_LISTEN=0.0.0.0:8080
 # The root file system can be mounted read-only (docker run --read-only): the node writes only /data.
 ENTRYPOINT ["/usr/local/bin/inferllama", "serve"]
