@@ -20,15 +20,6 @@ std::int64_t now_ms() {
       .count();
 }
 
-Reply error_reply(unsigned status, const std::string& message, const std::string& code = {}) {
-  Reply r;
-  r.status = status;
-  if (!code.empty()) r.headers.emplace_back("X-Error-Code", code);
-  r.headers.emplace_back("X-Error-Message", message);
-  r.body = Json{{"error", message}}.dump();
-  return r;
-}
-
 std::optional<std::uint64_t> parse_u64(std::string_view text) {
   std::uint64_t v = 0;
   auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
@@ -73,6 +64,15 @@ std::string with_query(std::string url, std::string_view query) {
 }
 
 }  // namespace
+
+Reply error_reply(unsigned status, const std::string& message, const std::string& code) {
+  Reply r;
+  r.status = status;
+  if (!code.empty()) r.headers.emplace_back("X-Error-Code", code);
+  r.headers.emplace_back("X-Error-Message", message);
+  r.body = Json{{"error", message}}.dump();
+  return r;
+}
 
 HubService::HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads,
                        cache::Evictor& evictor)

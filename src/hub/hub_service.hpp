@@ -30,6 +30,9 @@ struct Reply {
   std::string body;
 };
 
+// An error as the Hub words one: the status, `X-Error-Code` (when given), `X-Error-Message` and a JSON body.
+Reply error_reply(unsigned status, const std::string& message, const std::string& code = {});
+
 // Who is asking: the client's own credentials, checked by the Hub for gated and private repos.
 struct Caller {
   std::string authorization;  // the Authorization header as sent, empty when anonymous

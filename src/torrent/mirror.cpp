@@ -2,8 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <nlohmann/json.hpp>
-
 #include "bencode.hpp"
 #include "curl_upstream.hpp"
 #include "download_wait.hpp"
@@ -13,13 +11,7 @@
 namespace inferllama::torrent {
 namespace {
 
-hub::Reply error_reply(unsigned status, const std::string& message) {
-  hub::Reply r;
-  r.status = status;
-  r.headers.emplace_back("X-Error-Message", message);
-  r.body = nlohmann::json{{"error", message}}.dump();
-  return r;
-}
+using hub::error_reply;
 
 // The source's .torrent with only the trackers and web seeds on the source node's own host (its HTTP
 // origin, or its UDP tracker): what a hostile or confused source writes there never makes this node

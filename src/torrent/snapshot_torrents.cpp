@@ -15,14 +15,7 @@ namespace {
 
 using Json = nlohmann::json;
 
-hub::Reply error_reply(unsigned status, const std::string& message, const std::string& code = {}) {
-  hub::Reply r;
-  r.status = status;
-  if (!code.empty()) r.headers.emplace_back("X-Error-Code", code);
-  r.headers.emplace_back("X-Error-Message", message);
-  r.body = Json{{"error", message}}.dump();
-  return r;
-}
+using hub::error_reply;
 
 const char* format_name(Format format) {
   return format == Format::hybrid ? "hybrid" : "v1";
