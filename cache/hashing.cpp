@@ -82,6 +82,18 @@ Sha1 sha1(std::span<const std::uint8_t> bytes) {
   return s.finish();
 }
 
+Sha256 sha256(std::string_view text) {
+  Sha256Stream s;
+  s.update(text);
+  return s.finish();
+}
+
+Sha1 sha1(std::string_view text) {
+  Sha1Stream s;
+  s.update(text);
+  return s.finish();
+}
+
 void start_git_blob(Sha1Stream& stream, std::uint64_t size) {
   std::string header = "blob " + std::to_string(size);
   header.push_back('\0');

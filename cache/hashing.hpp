@@ -30,6 +30,8 @@ using Sha1Stream = DigestStream<Sha1>;
 
 Sha256 sha256(std::span<const std::uint8_t> bytes);
 Sha1 sha1(std::span<const std::uint8_t> bytes);
+Sha256 sha256(std::string_view text);
+Sha1 sha1(std::string_view text);
 
 // Git names a regular file by the SHA-1 of "blob <size>\0" followed by its bytes; the Hub's ETag for
 // non-LFS files is that name. Start the stream with this header, then feed the bytes.

@@ -716,11 +716,7 @@ Task<bool> Server::Impl::handle_torrent(Connection& c, const Request& req, const
     auto got = torrents->get(request);
     if (const auto* built = std::get_if<torrent::SnapshotTorrent>(&got)) {
       document = magnet ? torrents->magnet(*built, links) : torrents->metainfo(*built, links);
-      etag = "\"" +
-             cache::sha256(
-                 std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(document.data()), document.size()))
-                 .hex() +
-             "\"";
+      etag = "\"" + cache::sha256(document).hex() + "\"";
     }
     return got;
   });

@@ -50,9 +50,7 @@ Reply restricted_outage_reply(const std::string& why) {
 
 std::string credential_key(const std::string& authorization) {
   if (authorization.empty()) return "anonymous";
-  return cache::sha256(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(authorization.data()),
-                                                     authorization.size()))
-      .hex();
+  return cache::sha256(authorization).hex();
 }
 
 std::string with_query(std::string url, std::string_view query) {
@@ -568,9 +566,7 @@ Reply HubService::paths_info(const RepoId& repo, const std::string& rev, const s
   auto commit = resolve_commit(repo, rev, credentials, stale);
   if (auto* refused = std::get_if<Reply>(&commit)) return *refused;
   const std::string& sha = std::get<std::string>(commit);
-  auto digest = cache::sha256(
-      std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>((content_type + '\n' + body).data()),
-                                    content_type.size() + 1 + body.size()));
+  auto digest = cache::sha256(content_type + '\n' + body);
   const std::string key = "paths|" + repo.key() + '@' + sha + '|' + digest.hex();
   if (auto stored = index_.get_meta(key)) {
     Reply r;

@@ -207,10 +207,8 @@ std::variant<Torrent, TorrentError> build_torrent(std::span<const SnapshotFile> 
   }
   Value info_value(std::move(info));
   t.info = bencode::encode(info_value);
-  const auto info_bytes =
-      std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(t.info.data()), t.info.size());
-  t.info_hash_v1 = cache::sha1(info_bytes);
-  if (hybrid) t.info_hash_v2 = cache::sha256(info_bytes);
+  t.info_hash_v1 = cache::sha1(t.info);
+  if (hybrid) t.info_hash_v2 = cache::sha256(t.info);
 
   // No creation date: the .torrent's bytes depend only on the snapshot and the options.
   Dict meta{{"created by", "InferLlama"}, {"info", std::move(info_value)}};
@@ -289,9 +287,7 @@ std::variant<ParsedTorrent, TorrentError> parse_torrent(std::string_view metainf
   ParsedTorrent t;
   // The decoder accepts only canonical bencoding, so this is the info dict's original bytes.
   t.info = bencode::encode(*info);
-  const auto info_bytes =
-      std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(t.info.data()), t.info.size());
-  t.info_hash_v1 = cache::sha1(info_bytes);
+  t.info_hash_v1 = cache::sha1(t.info);
 
   const std::string* name = string_at(*info, "name");
   if (name == nullptr || !valid_component(*name)) return error("missing or unsafe name");
@@ -358,7 +354,7 @@ std::variant<ParsedTorrent, TorrentError> parse_torrent(std::string_view metainf
       if (!f.pad) v1_files.emplace_back(t.single_file ? t.name : f.path, static_cast<std::int64_t>(f.size));
     }
     if (v1_files != v2_files) return error("the v1 and v2 file lists disagree");
-    t.info_hash_v2 = cache::sha256(info_bytes);
+    t.info_hash_v2 = cache::sha256(t.info);
   }
 
   if (const Value* tiers = root.find("announce-list"); tiers != nullptr && tiers->list() != nullptr) {

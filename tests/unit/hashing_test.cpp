@@ -21,6 +21,8 @@ std::vector<std::uint8_t> pattern(std::size_t n) {
 TEST(Hashing, KnownVectors) {
   EXPECT_EQ(sha256(bytes("abc")).hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_EQ(sha1(bytes("abc")).hex(), "a9993e364706816aba3e25717850c26c9cd0d89d");
+  EXPECT_EQ(sha256(std::string_view("abc")), sha256(bytes("abc")));
+  EXPECT_EQ(sha1(std::string_view("abc")), sha1(bytes("abc")));
   EXPECT_EQ(sha256(bytes("")).hex(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
 
