@@ -698,15 +698,9 @@ Task<bool> Server::Impl::handle_torrent(Connection& c, const Request& req, const
   pause_deadline(c);  // completing a snapshot waits on the upstream, not on the client
   torrent::NodeLinks links{public_base(req), ""};
   if (udp_announce_port) {
-    const std::string& base = links.base;
-    const auto host_start = base.find("://") + 3;
-    auto host_end = base.find('/', host_start);
-    std::string host =
-        base.substr(host_start, host_end == std::string::npos ? std::string::npos : host_end - host_start);
-    // The HTTP port is not the tracker's: keep the host (a bracketed IPv6 address keeps its brackets).
-    if (auto colon = host.rfind(':'); colon != std::string::npos && host.find(']', colon) == std::string::npos)
-      host.resize(colon);
-    links.udp_announce = "udp://" + host + ":" + std::to_string(udp_announce_port) + "/announce";
+    // The HTTP port is not the tracker's: the same host, the tracker's port.
+    links.udp_announce =
+        "udp://" + std::string(url::host_of(links.base)) + ":" + std::to_string(udp_announce_port) + "/announce";
   }
   // Completing the snapshot, and bencoding and hashing a torrent of maybe thousands of files, stay off
   // the I/O thread.

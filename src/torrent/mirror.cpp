@@ -21,8 +21,7 @@ std::string with_links_of(const std::string& metainfo, const std::string& from, 
   auto decoded = bencode::decode(metainfo);
   const auto* dict = std::get_if<bencode::Value>(&decoded) ? std::get<bencode::Value>(decoded).dict() : nullptr;
   if (!dict) return metainfo;  // parse_torrent accepted it, so this does not happen
-  const auto host_start = from.find("://") + 3;
-  const std::string host = from.substr(host_start, from.find_first_of(":/", host_start) - host_start);
+  const std::string host(url::host_of(from));
   auto on_source = [&](const std::string& url) {
     return url.starts_with(from + "/") || url.starts_with("udp://" + host + ":");
   };

@@ -15,6 +15,9 @@ std::optional<std::string> decode(std::string_view text, bool plus_is_space = fa
 using QueryList = std::vector<std::pair<std::string, std::string>>;
 QueryList parse_query(std::string_view query);  // form-encoded pairs, decoded; malformed pairs skipped
 
+// The host of "scheme://host[:port]/...", without the port; an IPv6 host keeps its brackets ("[::1]").
+std::string_view host_of(std::string_view url);
+
 // Splits a request target into its path and query (without the '?').
 std::pair<std::string_view, std::string_view> split_target(std::string_view target);
 

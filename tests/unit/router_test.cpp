@@ -78,6 +78,14 @@ TEST(Router, ApiRoutes) {
   EXPECT_TRUE(std::holds_alternative<NotFound>(route("/")));
 }
 
+TEST(Url, HostOf) {
+  EXPECT_EQ(url::host_of("http://node.local:8080/api"), "node.local");
+  EXPECT_EQ(url::host_of("https://node.local"), "node.local");
+  EXPECT_EQ(url::host_of("http://127.0.0.1:34439"), "127.0.0.1");
+  EXPECT_EQ(url::host_of("http://[::1]:8080/x"), "[::1]");
+  EXPECT_EQ(url::host_of("udp://[fe80::1]:6969/announce"), "[fe80::1]");
+}
+
 TEST(Url, EncodeDecode) {
   EXPECT_EQ(url::encode("refs/pr/1"), "refs%2Fpr%2F1");
   EXPECT_EQ(url::encode("a b/c", true), "a%20b/c");
