@@ -56,6 +56,24 @@ inline std::optional<RepoType> parse_repo_type(std::string_view text) {
   return std::nullopt;
 }
 
+// One segment of a repo id ("acme", "tiny-model"): 1..96 letters, digits, '-', '_' or '.', not "." or "..".
+inline bool is_valid_repo_segment(std::string_view s) {
+  if (s.empty() || s == "." || s == ".." || s.size() > 96) return false;
+  for (char c : s) {
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// A repo id: one segment ("gpt2") or two ("acme/tiny-model").
+inline bool is_valid_repo_name(std::string_view name) {
+  const auto slash = name.find('/');
+  if (slash == std::string_view::npos) return is_valid_repo_segment(name);
+  return is_valid_repo_segment(name.substr(0, slash)) && is_valid_repo_segment(name.substr(slash + 1));
+}
+
 // A full commit sha: 40 lowercase hex digits. Only these are immutable; everything else is a ref.
 inline bool is_commit_sha(std::string_view rev) {
   if (rev.size() != 40) return false;

@@ -18,16 +18,6 @@ std::vector<std::string_view> split(std::string_view path) {
   return out;
 }
 
-bool valid_repo_segment(std::string_view s) {
-  if (s.empty() || s == "." || s == ".." || s.size() > 96) return false;
-  for (char c : s) {
-    bool ok =
-        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
-    if (!ok) return false;
-  }
-  return true;
-}
-
 // Joins decoded segments [from, end) with '/'; nullopt if any escape is malformed.
 std::optional<std::string> join_decoded(const std::vector<std::string_view>& segs, std::size_t from) {
   std::string out;
@@ -60,7 +50,7 @@ Route api_route(RepoType type, const std::vector<std::string_view>& segs) {
   ApiRoute r;
   r.repo.type = type;
   for (std::size_t i = 0; i < repo_len; ++i) {
-    if (!valid_repo_segment(segs[i])) return BadRequest{"invalid repository name"};
+    if (!is_valid_repo_segment(segs[i])) return BadRequest{"invalid repository name"};
     if (i) r.repo.name += '/';
     r.repo.name += segs[i];
   }
@@ -145,7 +135,7 @@ Route route(std::string_view path) {
   }
   if (resolve_at == 0) return NotFound{};
   for (std::size_t i = start; i < resolve_at; ++i) {
-    if (!valid_repo_segment(segs[i])) return BadRequest{"invalid repository name"};
+    if (!is_valid_repo_segment(segs[i])) return BadRequest{"invalid repository name"};
     if (i > start) repo.name += '/';
     repo.name += segs[i];
   }

@@ -67,25 +67,9 @@ std::optional<MirrorSpec> parse_mirror_spec(std::string_view text) {
       text.remove_prefix(prefix.size());
     }
   }
-  if (!valid_repo_name(text)) return std::nullopt;
+  if (!is_valid_repo_name(text)) return std::nullopt;
   spec.repo.name = std::string(text);
   return spec;
-}
-
-bool valid_repo_name(std::string_view name) {
-  if (name.empty() || name.size() > 200 || std::count(name.begin(), name.end(), '/') > 1) return false;
-  for (std::size_t start = 0; start <= name.size();) {
-    const auto slash = std::min(name.find('/', start), name.size());
-    const auto segment = name.substr(start, slash - start);
-    if (segment.empty() || segment == "." || segment == "..") return false;
-    for (char c : segment) {
-      const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-                      c == '_' || c == '.';
-      if (!ok) return false;
-    }
-    start = slash + 1;
-  }
-  return true;
 }
 
 Mirror::Mirror(Parts parts)
@@ -125,7 +109,7 @@ hub::HubService& Mirror::source_hub(const std::string& from) {
 std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const std::string& rev,
                                                        const std::string& from) {
   std::lock_guard one_at_a_time(mirror_mutex_);
-  if (!valid_repo_name(repo.name)) return error_reply(400, "invalid repository name");
+  if (!is_valid_repo_name(repo.name)) return error_reply(400, "invalid repository name");
   // 0. The Hub's word first: a repo it calls gated or private is never mirrored, whatever a source says.
   const auto visibility = parts_.hub.visibility(repo);
   if (visibility.known && !visibility.open) {

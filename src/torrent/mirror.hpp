@@ -35,8 +35,6 @@ struct MirrorSpec {
   std::string rev = "main";
 };
 std::optional<MirrorSpec> parse_mirror_spec(std::string_view text);
-// "acme/model" or "model": one or two segments of letters, digits, '-', '_' and '.'.
-bool valid_repo_name(std::string_view name);
 
 // Fills the cache from another node's swarm: its torrent of the snapshot (peers from its tracker, and
 // its web seed) lands in a folder, every file is checked against its Hub etag through the ordinary

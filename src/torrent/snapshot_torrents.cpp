@@ -59,11 +59,6 @@ std::optional<SnapshotTorrents::ChunkOwner> SnapshotTorrents::owner_of(const Sha
   return std::nullopt;
 }
 
-std::size_t SnapshotTorrents::size() {
-  std::lock_guard lock(mutex_);
-  return seeded_.size();
-}
-
 std::variant<SnapshotTorrent, hub::Reply> SnapshotTorrents::get(const Request& request) {
   auto resolved = hub_.commit_of(request.repo, request.rev);
   if (auto* refused = std::get_if<hub::Reply>(&resolved)) return *refused;

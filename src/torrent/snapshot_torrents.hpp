@@ -74,8 +74,6 @@ class SnapshotTorrents {
   };
   std::optional<ChunkOwner> owner_of(const Sha256& chunk);
 
-  std::size_t size();
-
  private:
   using Files = std::vector<hub::HubService::SnapshotEntry>;
 
