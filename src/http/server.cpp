@@ -709,8 +709,12 @@ Task<bool> Server::Impl::handle_torrent(Connection& c, const Request& req, const
   auto outcome = co_await offload(blocking, [&] {
     auto got = torrents->get(request);
     if (const auto* built = std::get_if<torrent::SnapshotTorrent>(&got)) {
-      document = magnet ? torrents->magnet(*built, links) : torrents->metainfo(*built, links);
-      etag = "\"" + cache::sha256(document).hex() + "\"";
+      if (magnet) {
+        document = torrents->magnet(*built, links);
+      } else {
+        document = torrents->metainfo(*built, links);
+        etag = "\"" + cache::sha256(document).hex() + "\"";
+      }
     }
     return got;
   });

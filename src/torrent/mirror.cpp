@@ -168,8 +168,13 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
   outcome.commit = commit;
   outcome.files = files.size();
   std::vector<const hub::HubService::SnapshotEntry*> missing;
+  std::vector<std::string> held;  // stored already: not fetched again
   for (const auto& f : files) {
-    if (!parts_.index.get_blob(f.file.etag)) missing.push_back(&f);
+    if (parts_.index.get_blob(f.file.etag)) {
+      held.push_back(f.path);
+    } else {
+      missing.push_back(&f);
+    }
   }
 
   // 3. The swarm: the source's seed and every other peer its tracker knows, and its web seed.
@@ -177,8 +182,7 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
   if (!missing.empty()) {
     FetchRequest request;
     request.metainfo = with_links_of(answer.body, from, repo, commit);
-    for (const auto& f : files)
-      if (std::find(missing.begin(), missing.end(), &f) == missing.end()) request.skip.push_back(f.path);
+    request.skip = std::move(held);
     request.directory = landing;
     request.timeout = std::chrono::hours(6);
     std::uint64_t last_logged = 0;
