@@ -98,15 +98,18 @@ void Evictor::evict_until(std::uint64_t target_bytes) {
   }
 }
 
-void Evictor::forget(const std::string& etag) {
+void Evictor::forget(const std::vector<std::string>& etags) {
   {
+    // All are gone before any torrent stops, so no request that follows can lease one of them.
     std::lock_guard lock(mutex_);
-    gone_.insert(etag);
+    gone_.insert(etags.begin(), etags.end());
   }
-  if (before_release_) before_release_(etag);
-  std::lock_guard mutating(store_.mutation_mutex());
-  for (const auto& chunk : index_.remove_blob(etag)) store_.remove(chunk);
-  spdlog::warn("forgot the damaged stored file {}: the next request fetches it again", etag);
+  for (const auto& etag : etags) {
+    if (before_release_) before_release_(etag);
+    std::lock_guard mutating(store_.mutation_mutex());
+    for (const auto& chunk : index_.remove_blob(etag)) store_.remove(chunk);
+    spdlog::warn("forgot the damaged stored file {}: the next request fetches it again", etag);
+  }
 }
 
 GcReport Evictor::collect_garbage() {

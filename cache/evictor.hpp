@@ -7,6 +7,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/index.hpp"
@@ -40,8 +41,8 @@ class Evictor {
   void enforce();
   // Evicts until `bytes` more fit under the budget, or everything evictable is gone (a full disk).
   void make_room(std::uint64_t bytes);
-  // A stored file turned out damaged (a chunk file missing): forget it so the next request fetches it.
-  void forget(const std::string& etag);
+  // Stored files turned out damaged (a chunk file missing): forget them so the next request fetches them.
+  void forget(const std::vector<std::string>& etags);
   // Deletes chunk files that no stored file references (left by a crash or an interrupted eviction).
   GcReport collect_garbage();
 

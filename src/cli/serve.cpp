@@ -83,12 +83,12 @@ int serve(const Config& config) {
   torrent::SnapshotTorrents* seeded = nullptr;  // set below, before anything is seeded
   if (!config.bt_listen.empty()) {
     auto options = torrent::SeederOptions::from(config);
-    // A chunk gone missing under a seed: forget its file (which stops its torrents), as a hit would.
-    options.on_damaged_chunk = [&workers, &evictor, &seeded, &store](const Sha256& chunk) {
-      asio::post(workers, [&evictor, &seeded, &store, chunk] {
-        // Only a file really gone or short is forgotten; a read that failed for want of descriptors is not.
-        auto owner = seeded->owner_of(chunk);
-        if (owner && store.chunk_damaged(chunk, owner->chunk_size)) evictor.forget(owner->etag);
+    // A chunk gone missing under a seed: forget every damaged file of its torrents (which stops them), as
+    // a hit would. Only files really gone or short are forgotten; a read that failed for want of
+    // descriptors forgets nothing.
+    options.on_damaged_chunk = [&workers, &evictor, &seeded](const Sha256& chunk) {
+      asio::post(workers, [&evictor, &seeded, chunk] {
+        evictor.forget(seeded->damaged_files_beside(chunk));
       });
     };
     seeder = std::make_unique<torrent::Seeder>(store, options);

@@ -965,7 +965,7 @@ Task<bool> Server::Impl::stream_stored(Connection& c, const BlobEntry& blob, std
     if (fd < 0) {
       spdlog::error("chunk {} of {} is missing from the store", blob.chunks[index].id.hex(), blob.etag);
       const std::string etag = blob.etag;
-      asio::post(blocking, [this, etag] { hub.evictor().forget(etag); });
+      asio::post(blocking, [this, etag] { hub.evictor().forget({etag}); });
       co_return false;
     }
     bool ok = co_await sendfile_all(c, fd, within, n);

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <fstream>
+#include <algorithm>
 #include <iterator>
 #include <nlohmann/json.hpp>
 
@@ -48,15 +49,29 @@ std::string SnapshotTorrents::key(const RepoId& repo, const std::string& commit,
   return repo.key() + '@' + commit + '|' + format_name(format) + '|' + path;
 }
 
-std::optional<SnapshotTorrents::ChunkOwner> SnapshotTorrents::owner_of(const Sha256& chunk) {
-  std::lock_guard lock(mutex_);
-  for (const auto& [key, torrent] : seeded_) {
-    for (const auto& [path, blob] : *torrent.contents) {
-      for (const auto& c : blob.chunks)
-        if (c.id == chunk) return ChunkOwner{blob.etag, c.size};
+std::vector<std::string> SnapshotTorrents::damaged_files_beside(const Sha256& chunk) {
+  std::map<std::string, const BlobEntry*> suspects;  // etag -> blob, of every torrent holding the chunk
+  std::vector<std::shared_ptr<const std::vector<std::pair<std::string, BlobEntry>>>> held;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [key, torrent] : seeded_) {
+      const auto& contents = *torrent.contents;
+      const bool holds = std::any_of(contents.begin(), contents.end(), [&](const auto& file) {
+        return std::any_of(file.second.chunks.begin(), file.second.chunks.end(),
+                           [&](const auto& c) { return c.id == chunk; });
+      });
+      if (!holds) continue;
+      held.push_back(torrent.contents);  // keeps the blobs alive once the lock is gone
+      for (const auto& [path, blob] : contents) suspects.emplace(blob.etag, &blob);
     }
   }
-  return std::nullopt;
+  std::vector<std::string> damaged;
+  for (const auto& [etag, blob] : suspects) {
+    const bool gone = std::any_of(blob->chunks.begin(), blob->chunks.end(),
+                                  [&](const auto& c) { return store_.chunk_damaged(c.id, c.size); });
+    if (gone) damaged.push_back(etag);
+  }
+  return damaged;
 }
 
 std::variant<SnapshotTorrent, hub::Reply> SnapshotTorrents::get(const Request& request) {

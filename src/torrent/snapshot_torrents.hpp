@@ -66,13 +66,10 @@ class SnapshotTorrents {
   // and then (the node does every few minutes).
   void recheck_visibility();
 
-  // The stored file of a seeded torrent that holds `chunk`, and the chunk's size (to forget the file
-  // when the chunk is damaged).
-  struct ChunkOwner {
-    std::string etag;
-    std::uint32_t chunk_size = 0;
-  };
-  std::optional<ChunkOwner> owner_of(const Sha256& chunk);
+  // A read of `chunk` failed under a seed: the stored files (etags) of every seeded torrent holding it
+  // whose chunks are really gone or short on disk. The whole torrent is checked, not only the chunk's
+  // own file, since what damaged one file (a slip of hand, a lost rename) rarely stops at one. Blocking.
+  std::vector<std::string> damaged_files_beside(const Sha256& chunk);
 
  private:
   using Files = std::vector<hub::HubService::SnapshotEntry>;
