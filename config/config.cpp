@@ -2,6 +2,8 @@
 
 #include <toml++/toml.h>
 
+#include "inferllama/user_name.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cerrno>
@@ -471,6 +473,83 @@ constexpr KeySpec kSpecs[] = {
     {{"mirror_interval", "--mirror-interval", "INFERLLAMA_MIRROR_INTERVAL",
       "How often mirrored branches are checked for a new commit, 10s..1d", "5m"},
      [](Config& c, const Input& in) { c.mirror_interval = in.whole_seconds(10, 24 * 3600); }},
+    {{"require_auth", "--require-auth", "INFERLLAMA_REQUIRE_AUTH",
+      "Refuse requests that carry no node API key (401); other bearers count as Hub tokens", "false", true},
+     [](Config& c, const Input& in) { c.require_auth = in.boolean(); }},
+    {{"admin_key", "--admin-key", "INFERLLAMA_ADMIN_KEY",
+      "Bearer token of the admin API (users, keys, usage of everyone, pin, gc, mirror), at least 16 characters; "
+      "empty = the admin API answers loopback callers only",
+      ""},
+     [](Config& c, const Input& in) {
+       const std::string& key = in.text();
+       if (!key.empty() && key.size() < 16) in.fail("must be at least 16 characters (value not shown)");
+       for (char ch : key) {
+         if (static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f)
+           in.fail("must not contain spaces or control characters (value not shown)");
+       }
+       c.admin_key = key;
+     },
+     true},
+    {{"secret_key_file", "--secret-key-file", "INFERLLAMA_SECRET_KEY_FILE",
+      "File with the key that seals users' Hub tokens at rest (created when missing); empty = DATA_DIR/secret.key",
+      ""},
+     [](Config& c, const Input& in) { c.secret_key_file = in.text(); }},
+    {{"token_size", "--token-size", "INFERLLAMA_TOKEN_SIZE",
+      "Bytes of file content per rate-limit token, 1KiB..1GiB", "1MiB"},
+     [](Config& c, const Input& in) {
+       const std::uint64_t size = in.size();
+       if (size < kKiB || size > kGiB) in.fail(std::to_string(size) + " is out of range 1KiB..1GiB");
+       c.token_size = size;
+     }},
+    {{"limit_anonymous", "--limit-anonymous", "INFERLLAMA_LIMIT_ANONYMOUS",
+      "Limits of callers without a node key, per address: \"requests=N/WINDOW burst=N tokens=N/WINDOW "
+      "token_burst=N concurrent=N\"; empty = none",
+      ""},
+     [](Config& c, const Input& in) { c.limit_anonymous = in.checked([&] { return parse_limit_policy(in.text()); }); }},
+    {{"limit_default", "--limit-default", "INFERLLAMA_LIMIT_DEFAULT",
+      "Limits of each node user without an override (same form as limit_anonymous); empty = none", ""},
+     [](Config& c, const Input& in) { c.limit_default = in.checked([&] { return parse_limit_policy(in.text()); }); }},
+    {{"limit_users", "--limit-users", "INFERLLAMA_LIMIT_USERS",
+      "Per-user overrides: \"alice: requests=1000/1m; bob: concurrent=8\" (in TOML also a table of "
+      "name = \"policy\"); empty = none",
+      ""},
+     [](Config& c, const Input& in) { c.limit_users = in.checked([&] { return parse_user_limits(in.text()); }); }},
+    {{"ratelimit_backend", "--ratelimit-backend", "INFERLLAMA_RATELIMIT_BACKEND",
+      "Where limit state lives: local (this process) or redis://[:password@]HOST[:PORT][/DB] (shared by every "
+      "node pointed at it)",
+      "local"},
+     [](Config& c, const Input& in) {
+       const std::string& backend = in.text();
+       if (backend != "local" && !backend.starts_with("redis://"))
+         in.fail(quote_text(backend) + " is neither local nor a redis:// URL");
+       c.ratelimit_backend = backend;
+     },
+     true},
+    {{"ratelimit_fallback", "--ratelimit-fallback", "INFERLLAMA_RATELIMIT_FALLBACK",
+      "While Redis cannot be asked: local (decide in this process) or refuse (answer 503)", "local"},
+     [](Config& c, const Input& in) {
+       const std::string& fallback = in.text();
+       if (fallback != "local" && fallback != "refuse") in.fail(quote_text(fallback) + " is not local or refuse");
+       c.ratelimit_refuse_when_down = fallback == "refuse";
+     }},
+    {{"ratelimit_timeout", "--ratelimit-timeout", "INFERLLAMA_RATELIMIT_TIMEOUT",
+      "How long a decision waits for Redis before it falls back, 1ms..10s", "200ms"},
+     [](Config& c, const Input& in) {
+       const auto timeout = in.duration();
+       if (timeout.count() < 1 || timeout.count() > 10000) in.fail(std::to_string(timeout.count()) + "ms is out of range 1ms..10s");
+       c.ratelimit_timeout = timeout;
+     }},
+    {{"usage_retention", "--usage-retention", "INFERLLAMA_USAGE_RETENTION",
+      "Usage records older than this are deleted, 1d..10000d", "90d"},
+     [](Config& c, const Input& in) { c.usage_retention = in.whole_seconds(86400, 10000LL * 86400); }},
+    {{"usage_flush_interval", "--usage-flush-interval", "INFERLLAMA_USAGE_FLUSH_INTERVAL",
+      "How often usage counters are written to the index (a crash loses at most this much), 1s..1h", "5s"},
+     [](Config& c, const Input& in) { c.usage_flush_interval = in.whole_seconds(1, 3600); }},
+    {{"tracker_private", "--tracker-private", "INFERLLAMA_TRACKER_PRIVATE",
+      "Private tracker: announces need a user's passkey (/announce/PASSKEY) and count against that user; "
+      "torrents handed to a user carry it",
+      "false", true},
+     [](Config& c, const Input& in) { c.tracker_private = in.boolean(); }},
 };
 
 constexpr std::size_t kKeyCount = std::size(kSpecs);
@@ -612,7 +691,18 @@ void apply_file(Config& c, Applied& applied, const std::filesystem::path& path) 
                         suggestion(key.str(), [](const ConfigKey& k) { return k.name; }));
     }
     RawValue raw;
-    if (const auto* s = node.as_string()) {
+    if (const auto* table = node.as_table(); table && spec->key.name == "limit_users") {
+      // [limit_users] alice = "requests=..." reads as the flag's "alice: requests=...; ...".
+      std::string users;
+      for (auto&& [name, policy] : *table) {
+        const auto* text = policy.as_string();
+        if (!text)
+          throw ConfigError("invalid limit_users (from " + origin + "): the policy of " + std::string(name.str()) +
+                            " must be a string, got " + node_type_name(policy));
+        users += std::string(name.str()) + ": " + text->get() + "; ";
+      }
+      raw = users;
+    } else if (const auto* s = node.as_string()) {
       raw = s->get();
     } else if (const auto* i = node.as_integer()) {
       raw = i->get();
@@ -631,6 +721,103 @@ void apply_file(Config& c, Applied& applied, const std::filesystem::path& path) 
 
 std::span<const ConfigKey> config_keys() {
   return kKeys;
+}
+
+LimitPolicy parse_limit_policy(std::string_view text) {
+  LimitPolicy policy;
+  const std::string_view whole = trim(text);
+  if (whole.empty() || to_lower(whole) == "none") return policy;
+  auto fail = [&](const std::string& why) -> ConfigError {
+    return ConfigError("invalid limit policy " + quote_text(text) + ": " + why);
+  };
+  auto count_of = [&](std::string_view name, std::string_view digits) {
+    std::uint64_t v = 0;
+    if (digits.empty() || !std::all_of(digits.begin(), digits.end(), is_digit)) throw fail(std::string(name) + " needs a whole number");
+    for (char c : digits) {
+      if (__builtin_mul_overflow(v, 10u, &v) || __builtin_add_overflow(v, static_cast<std::uint64_t>(c - '0'), &v))
+        throw fail(std::string(name) + " is too large");
+    }
+    if (v == 0) throw fail(std::string(name) + " must be at least 1 (leave the part out for no limit)");
+    return v;
+  };
+  // "100/1m" or "100/m": a count per window of whole seconds (1s..366d).
+  auto rate_of = [&](std::string_view name, std::string_view value, std::uint64_t& count, std::chrono::seconds& window) {
+    const auto slash = value.find('/');
+    if (slash == std::string_view::npos) throw fail(std::string(name) + " needs COUNT/WINDOW, e.g. 100/1m");
+    count = count_of(name, value.substr(0, slash));
+    std::string span(value.substr(slash + 1));
+    if (!span.empty() && is_alpha(span.front())) span.insert(0, "1");
+    std::chrono::milliseconds ms;
+    try {
+      ms = parse_duration(span);
+    } catch (const ConfigError& e) {
+      throw fail(std::string(name) + ": " + e.what());
+    }
+    if (ms.count() % 1000 != 0 || ms < std::chrono::seconds(1) || ms > std::chrono::hours(24 * 366))
+      throw fail(std::string(name) + "'s window must be whole seconds, 1s..366d");
+    window = std::chrono::duration_cast<std::chrono::seconds>(ms);
+  };
+  std::string_view rest = whole;
+  while (!rest.empty()) {
+    const auto end = rest.find_first_of(", \t");
+    const std::string_view part = rest.substr(0, end);
+    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+    if (part.empty()) continue;
+    const auto eq = part.find('=');
+    if (eq == std::string_view::npos) throw fail("expected NAME=VALUE, got " + quote_text(part));
+    const std::string name = to_lower(part.substr(0, eq));
+    const std::string_view value = part.substr(eq + 1);
+    if (name == "requests") {
+      rate_of(name, value, policy.requests, policy.request_window);
+    } else if (name == "tokens") {
+      rate_of(name, value, policy.tokens, policy.token_window);
+    } else if (name == "burst") {
+      policy.request_burst = count_of(name, value);
+    } else if (name == "token_burst") {
+      policy.token_burst = count_of(name, value);
+    } else if (name == "concurrent") {
+      const std::uint64_t n = count_of(name, value);
+      if (n > 100000) throw fail("concurrent is at most 100000");
+      policy.concurrent = static_cast<unsigned>(n);
+    } else {
+      throw fail("unknown part " + quote_text(name) + " (requests, burst, tokens, token_burst, concurrent)");
+    }
+  }
+  if (policy.request_burst && !policy.requests) throw fail("burst needs requests=COUNT/WINDOW");
+  if (policy.token_burst && !policy.tokens) throw fail("token_burst needs tokens=COUNT/WINDOW");
+  return policy;
+}
+
+std::map<std::string, LimitPolicy> parse_user_limits(std::string_view text) {
+  std::map<std::string, LimitPolicy> users;
+  std::string_view rest = text;
+  while (!rest.empty()) {
+    const auto end = rest.find(';');
+    const std::string_view entry = trim(rest.substr(0, end));
+    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+    if (entry.empty()) continue;
+    const auto colon = entry.find(':');
+    if (colon == std::string_view::npos)
+      throw ConfigError("invalid user limits " + quote_text(entry) + ": expected NAME: POLICY");
+    const std::string name(trim(entry.substr(0, colon)));
+    if (!is_valid_user_name(name))
+      throw ConfigError("invalid user limits: " + quote_text(name) +
+                        " is not a user name (1..64 of A-Z a-z 0-9 . _ -, starting with a letter or digit)");
+    if (!users.emplace(name, parse_limit_policy(entry.substr(colon + 1))).second)
+      throw ConfigError("invalid user limits: " + name + " is given twice");
+  }
+  return users;
+}
+
+std::string format_limit_policy(const LimitPolicy& policy) {
+  std::string out;
+  auto add = [&](const std::string& part) { out += (out.empty() ? "" : " ") + part; };
+  if (policy.requests) add("requests=" + std::to_string(policy.requests) + "/" + std::to_string(policy.request_window.count()) + "s");
+  if (policy.request_burst) add("burst=" + std::to_string(policy.request_burst));
+  if (policy.tokens) add("tokens=" + std::to_string(policy.tokens) + "/" + std::to_string(policy.token_window.count()) + "s");
+  if (policy.token_burst) add("token_burst=" + std::to_string(policy.token_burst));
+  if (policy.concurrent) add("concurrent=" + std::to_string(policy.concurrent));
+  return out;
 }
 
 std::uint64_t parse_size(std::string_view text) {
@@ -783,6 +970,8 @@ Config load_config(const ConfigSources& sources) {
   }
 
   // Settings that constrain each other.
+  for (LimitPolicy* policy : {&config.limit_anonymous, &config.limit_default}) policy->token_bytes = config.token_size;
+  for (auto& [name, policy] : config.limit_users) policy.token_bytes = config.token_size;
   if (config.tracker_min_interval > config.tracker_interval)
     throw ConfigError("invalid tracker_min_interval: " + std::to_string(config.tracker_min_interval.count()) +
                       "s is longer than tracker_interval (" + std::to_string(config.tracker_interval.count()) + "s)");

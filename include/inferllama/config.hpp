@@ -15,6 +15,8 @@
 #include <string>
 #include <string_view>
 
+#include "inferllama/limit_policy.hpp"
+
 namespace inferllama {
 
 inline constexpr std::uint64_t kKiB = 1024;
@@ -65,6 +67,21 @@ struct Config {
   std::string mirror_from;                         // node to mirror from; "" = the upstream (when it is a node)
   std::chrono::seconds mirror_interval{300};       // how often mirrored branches are checked for a new commit
 
+  // Users, limits and usage records.
+  bool require_auth = false;                         // refuse requests without a node key (401)
+  std::string admin_key;                             // bearer of the admin API; "" = loopback callers only
+  std::filesystem::path secret_key_file;             // key that seals users' Hub tokens; "" = data_dir/secret.key
+  std::uint64_t token_size = kMiB;                   // bytes of file content per token
+  LimitPolicy limit_anonymous;                       // callers without a node key, per address
+  LimitPolicy limit_default;                         // node users without an override
+  std::map<std::string, LimitPolicy> limit_users;    // user name -> override
+  std::string ratelimit_backend = "local";           // "local", or "redis://[:password@]host[:port][/db]"
+  bool ratelimit_refuse_when_down = false;           // Redis unreachable: refuse (503) instead of deciding locally
+  std::chrono::milliseconds ratelimit_timeout{200};  // wait for Redis at most this long per decision
+  std::chrono::seconds usage_retention{90 * 86400};  // usage records older than this are deleted
+  std::chrono::seconds usage_flush_interval{5};      // counters reach RocksDB this often (a crash loses at most one)
+  bool tracker_private = false;                      // announces need a user's passkey (/announce/{passkey})
+
   friend bool operator==(const Config&, const Config&) = default;
 };
 
@@ -104,6 +121,15 @@ struct ConfigKey {
   bool is_switch = false;         // a yes/no setting: `--flag` alone means true
 };
 std::span<const ConfigKey> config_keys();  // in a stable, documented order
+
+// A limit policy: "requests=100/1m burst=20 tokens=10000/1h token_burst=500 concurrent=4" (commas or
+// spaces between parts; a window is a duration, "1m", or a bare unit, "m"; "" or "none" = no limits).
+// Throws ConfigError. token_bytes is left at its default (load_config sets it from token_size).
+LimitPolicy parse_limit_policy(std::string_view text);
+// Per-user policies: "alice: requests=1000/1m; bob: concurrent=8". Throws ConfigError.
+std::map<std::string, LimitPolicy> parse_user_limits(std::string_view text);
+// The canonical text of a policy, which parse_limit_policy reads back ("" for no limits).
+std::string format_limit_policy(const LimitPolicy& policy);
 
 // "4MiB", "64 KiB", "1GiB", "123", "2GB" (= 2'000'000'000), "1.5GiB". Units, case-insensitive:
 // B; KiB MiB GiB TiB (and bare K M G T) are powers of 1024; kB MB GB TB are powers of 1000.

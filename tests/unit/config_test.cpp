@@ -83,7 +83,7 @@ TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
 
 TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
   const auto keys = config_keys();
-  ASSERT_EQ(keys.size(), 40u);
+  ASSERT_EQ(keys.size(), 53u);
   for (const ConfigKey& k : keys) {
     std::string flag = "--" + std::string(k.name);
     std::replace(flag.begin(), flag.end(), '_', '-');
@@ -188,7 +188,75 @@ std::vector<PrecedenceCase> precedence_cases() {
        "https://c.local", "", [](const Config& c) { return c.mirror_from; }},
       {"mirror_interval", "\"1m\"", "30", "1h", "60", "30", "3600", "300",
        [n](const Config& c) { return n(c.mirror_interval.count()); }},
+      {"require_auth", "true", "0", "yes", "1", "0", "1", "0",
+       [n](const Config& c) { return n(c.require_auth ? 1 : 0); }},
+      {"admin_key", "\"file-admin-key-0123\"", "env-admin-key-01234", "flag-admin-key-0123", "file-admin-key-0123",
+       "env-admin-key-01234", "flag-admin-key-0123", "", [](const Config& c) { return c.admin_key; }},
+      {"secret_key_file", "\"/etc/a.key\"", "/etc/b.key", "c.key", "/etc/a.key", "/etc/b.key", "c.key", "",
+       [](const Config& c) { return c.secret_key_file.string(); }},
+      {"token_size", "\"4MiB\"", "2048", "1GiB", "4194304", "2048", "1073741824", "1048576",
+       [n](const Config& c) { return n(c.token_size); }},
+      {"limit_anonymous", "\"requests=10/1m\"", "requests=20/h, burst=5", "concurrent=2 tokens=100/1d",
+       "requests=10/60s", "requests=20/3600s burst=5", "tokens=100/86400s concurrent=2", "",
+       [](const Config& c) { return format_limit_policy(c.limit_anonymous); }},
+      {"limit_default", "\"requests=10/1m\"", "tokens=5/1m token_burst=2", "none", "requests=10/60s",
+       "tokens=5/60s token_burst=2", "", "", [](const Config& c) { return format_limit_policy(c.limit_default); }},
+      {"limit_users", "{ alice = \"requests=1/1s\", bob = \"concurrent=3\" }", "carol: requests=2/2s",
+       "dave: concurrent=1; erin: requests=5/m", "alice=requests=1/1s;bob=concurrent=3;",
+       "carol=requests=2/2s;", "dave=concurrent=1;erin=requests=5/60s;", "",
+       [](const Config& c) {
+         std::string out;
+         for (const auto& [name, policy] : c.limit_users) out += name + "=" + format_limit_policy(policy) + ";";
+         return out;
+       }},
+      {"ratelimit_backend", "\"redis://127.0.0.1:1\"", "redis://h:2/1", "local", "redis://127.0.0.1:1",
+       "redis://h:2/1", "local", "local", [](const Config& c) { return c.ratelimit_backend; }},
+      {"ratelimit_fallback", "\"refuse\"", "local", "refuse", "1", "0", "1", "0",
+       [n](const Config& c) { return n(c.ratelimit_refuse_when_down ? 1 : 0); }},
+      {"ratelimit_timeout", "\"1s\"", "50ms", "2", "1000", "50", "2000", "200",
+       [n](const Config& c) { return n(c.ratelimit_timeout.count()); }},
+      {"usage_retention", "\"30d\"", "1d", "365d", "2592000", "86400", "31536000", "7776000",
+       [n](const Config& c) { return n(c.usage_retention.count()); }},
+      {"usage_flush_interval", "\"1m\"", "1", "10s", "60", "1", "10", "5",
+       [n](const Config& c) { return n(c.usage_flush_interval.count()); }},
+      {"tracker_private", "true", "0", "yes", "1", "0", "1", "0",
+       [n](const Config& c) { return n(c.tracker_private ? 1 : 0); }},
   };
+}
+
+TEST(LimitPolicies, ParseAndRefuse) {
+  const LimitPolicy p = parse_limit_policy("requests=100/1m, burst=20 tokens=10000/1h token_burst=500 concurrent=4");
+  EXPECT_EQ(p.requests, 100u);
+  EXPECT_EQ(p.request_window, std::chrono::seconds(60));
+  EXPECT_EQ(p.effective_request_burst(), 20u);
+  EXPECT_EQ(p.tokens, 10000u);
+  EXPECT_EQ(p.token_window, std::chrono::seconds(3600));
+  EXPECT_EQ(p.effective_token_burst(), 500u);
+  EXPECT_EQ(p.concurrent, 4u);
+  EXPECT_EQ(parse_limit_policy(format_limit_policy(p)), p);
+  EXPECT_EQ(parse_limit_policy("requests=5/m").effective_request_burst(), 5u);
+  EXPECT_FALSE(parse_limit_policy("").limits_anything());
+  EXPECT_FALSE(parse_limit_policy(" none ").limits_anything());
+  for (const char* bad : {"requests=100", "requests=0/1m", "requests=x/1m", "requests=1/0s", "requests=1/1.5s",
+                          "burst=3", "token_burst=3", "speed=1", "requests", "concurrent=0",
+                          "requests=99999999999999999999/1m", "tokens=1/400d"}) {
+    EXPECT_THROW(parse_limit_policy(bad), ConfigError) << bad;
+  }
+  const auto users = parse_user_limits("alice: requests=1/1s; bob.b: concurrent=2;");
+  ASSERT_EQ(users.size(), 2u);
+  EXPECT_EQ(users.at("bob.b").concurrent, 2u);
+  EXPECT_THROW(parse_user_limits("alice requests=1/1s"), ConfigError);
+  EXPECT_THROW(parse_user_limits("anon:1: requests=1/1s"), ConfigError);
+  EXPECT_THROW(parse_user_limits("a: concurrent=1; a: concurrent=2"), ConfigError);
+}
+
+TEST(LimitPolicies, TokenSizeReachesEveryPolicy) {
+  ConfigSources s;
+  s.flags = {{"token_size", "4MiB"}, {"limit_default", "tokens=10/1m"}, {"limit_users", "alice: tokens=1/1m"}};
+  const Config c = load_config(s);
+  EXPECT_EQ(c.limit_default.token_bytes, 4u * 1024 * 1024);
+  EXPECT_EQ(c.limit_anonymous.token_bytes, 4u * 1024 * 1024);
+  EXPECT_EQ(c.limit_users.at("alice").token_bytes, 4u * 1024 * 1024);
 }
 
 TEST_F(ConfigTest, TrackerSettingsMustAgree) {
