@@ -3,6 +3,8 @@
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -13,8 +15,31 @@
 namespace inferllama {
 namespace {
 
-enum Family : std::size_t { kDefault, kRefs, kMeta, kFiles, kBlobs, kChunks, kFamilyCount };
-constexpr const char* kFamilyNames[kFamilyCount] = {"default", "refs", "meta", "files", "blobs", "chunks"};
+enum Family : std::size_t { kDefault, kRefs, kMeta, kFiles, kBlobs, kChunks, kIdentities, kUsage, kFamilyCount };
+constexpr const char* kFamilyNames[kFamilyCount] = {"default", "refs",   "meta",       "files",
+                                                    "blobs",   "chunks", "identities", "usage"};
+// The record tables are read by prefix scans rather than point lookups.
+constexpr bool scanned(std::size_t family) {
+  return family == kIdentities || family == kUsage;
+}
+
+Family family_of(RecordTable table) {
+  switch (table) {
+    case RecordTable::identities:
+      return kIdentities;
+    case RecordTable::usage:
+      return kUsage;
+  }
+  throw std::logic_error("unknown record table");
+}
+
+// The smallest key greater than every key starting with `prefix`; "" when there is none (all 0xff).
+std::string prefix_end(std::string_view prefix) {
+  std::string end(prefix);
+  while (!end.empty() && static_cast<unsigned char>(end.back()) == 0xff) end.pop_back();
+  if (!end.empty()) end.back() = static_cast<char>(static_cast<unsigned char>(end.back()) + 1);
+  return end;
+}
 
 // Compact binary records: the hit path decodes a blob entry on every request.
 class Writer {
@@ -139,28 +164,41 @@ void check(const rocksdb::Status& s, const char* what) {
 
 class RocksIndex final : public Index {
  public:
-  RocksIndex(const std::filesystem::path& dir, bool read_only) {
+  RocksIndex(const std::filesystem::path& dir, bool read_only) : records_(*this) {
     rocksdb::DBOptions options;
     options.create_if_missing = true;
     options.create_missing_column_families = true;
     options.IncreaseParallelism(2);
     options.max_open_files = 256;
+    std::filesystem::create_directories(dir);
+    // Opening for writing creates the families an older index lacks; a read-only open cannot, and
+    // refuses a family that is not there, so it opens those present and the others read as empty.
+    std::vector<std::string> present;
+    const bool listed = read_only && rocksdb::DB::ListColumnFamilies(options, dir.string(), &present).ok();
     std::vector<rocksdb::ColumnFamilyDescriptor> families;
-    for (const char* name : kFamilyNames) {
+    std::vector<Family> opened;
+    for (std::size_t f = 0; f < kFamilyCount; ++f) {
+      if (listed && std::find(present.begin(), present.end(), kFamilyNames[f]) == present.end()) continue;
       rocksdb::ColumnFamilyOptions cf;
-      cf.OptimizeForPointLookup(16);
-      families.emplace_back(name, cf);
+      if (!scanned(f)) cf.OptimizeForPointLookup(16);
+      families.emplace_back(kFamilyNames[f], cf);
+      opened.push_back(static_cast<Family>(f));
     }
     rocksdb::DB* db = nullptr;
-    std::filesystem::create_directories(dir);
-    auto status = read_only ? rocksdb::DB::OpenForReadOnly(options, dir.string(), families, &handles_, &db)
-                            : rocksdb::DB::Open(options, dir.string(), families, &handles_, &db);
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    auto status = read_only ? rocksdb::DB::OpenForReadOnly(options, dir.string(), families, &handles, &db)
+                            : rocksdb::DB::Open(options, dir.string(), families, &handles, &db);
     check(status, ("cannot open the index at " + dir.string()).c_str());
     db_.reset(db);
+    for (std::size_t i = 0; i < handles.size(); ++i) handles_[opened[i]] = handles[i];
   }
   ~RocksIndex() override {
-    for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+    for (auto* h : handles_) {
+      if (h) db_->DestroyColumnFamilyHandle(h);
+    }
   }
+
+  RecordStore& records() override { return records_; }
 
   std::optional<RefEntry> get_ref(const RepoId& repo, const std::string& rev) override {
     auto v = get(kRefs, ref_key(repo, rev));
@@ -340,9 +378,77 @@ class RocksIndex final : public Index {
     check(db_->Put(rocksdb::WriteOptions(), handles_[family], key, value), "index write");
   }
 
-  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  class Records final : public RecordStore {
+   public:
+    explicit Records(RocksIndex& index) : index_(index) {}
+
+    std::optional<std::string> get(RecordTable table, const std::string& key) override {
+      if (!index_.handles_[family_of(table)]) return std::nullopt;
+      return index_.get(family_of(table), key);
+    }
+
+    void write(RecordTable table, const std::vector<Write>& writes, bool sync) override {
+      auto* family = writable(table);
+      rocksdb::WriteBatch batch;
+      for (const auto& w : writes) {
+        if (w.value) {
+          check(batch.Put(family, w.key, *w.value), "record write");
+        } else {
+          check(batch.Delete(family, w.key), "record write");
+        }
+      }
+      commit(batch, sync);
+    }
+
+    void scan(RecordTable table, std::string_view prefix,
+              const std::function<bool(std::string_view key, std::string_view value)>& visit) override {
+      auto* family = index_.handles_[family_of(table)];
+      if (!family) return;
+      rocksdb::ReadOptions ro;
+      const std::string end = prefix_end(prefix);
+      rocksdb::Slice upper(end);
+      if (!end.empty()) ro.iterate_upper_bound = &upper;
+      std::unique_ptr<rocksdb::Iterator> it(index_.db_->NewIterator(ro, family));
+      for (it->Seek(rocksdb::Slice(prefix.data(), prefix.size())); it->Valid(); it->Next()) {
+        if (!it->key().starts_with(rocksdb::Slice(prefix.data(), prefix.size()))) break;
+        if (!visit(it->key().ToStringView(), it->value().ToStringView())) return;
+      }
+      check(it->status(), "record scan");
+    }
+
+    void erase_range(RecordTable table, const std::string& begin, const std::string& end) override {
+      auto* family = writable(table);
+      if (begin >= end) return;  // an empty range; RocksDB refuses an inverted one
+      rocksdb::WriteBatch batch;
+      check(batch.DeleteRange(family, begin, end), "record range delete");
+      commit(batch, /*sync=*/true);
+    }
+
+   private:
+    rocksdb::ColumnFamilyHandle* writable(RecordTable table) {
+      auto* family = index_.handles_[family_of(table)];
+      if (!family) {
+        throw std::runtime_error(std::string("the index has no ") + kFamilyNames[family_of(table)] +
+                                 " records to change (opened read-only)");
+      }
+      return family;
+    }
+    void commit(rocksdb::WriteBatch& batch, bool sync) {
+#ifdef __SANITIZE_THREAD__
+      std::lock_guard lock(index_.commit_mutex_);  // see put()
+#endif
+      rocksdb::WriteOptions wo;
+      wo.sync = sync;
+      check(index_.db_->Write(wo, &batch), "record write");
+    }
+    RocksIndex& index_;
+  };
+
+  // Indexed by Family; null for a family a read-only open did not find.
+  std::array<rocksdb::ColumnFamilyHandle*, kFamilyCount> handles_{};
   std::unique_ptr<rocksdb::DB> db_;
   std::mutex commit_mutex_;
+  Records records_;
 };
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "inferllama/digest.hpp"
+#include "inferllama/records.hpp"
 #include "inferllama/repo.hpp"
 
 namespace inferllama {
@@ -96,6 +97,9 @@ class Index {
   virtual void list_files(const std::function<void(const ListedFile&)>& visit) = 0;
   // Every remembered branch or tag: (repo key, name, entry). The default branch has an empty name.
   virtual void list_refs(const std::function<void(const std::string&, const std::string&, const RefEntry&)>& visit) = 0;
+
+  // Identities and usage records, kept in column families of their own beside the cache's.
+  virtual RecordStore& records() = 0;
 };
 
 // Opens (creating if needed) the index under `dir`. Throws std::runtime_error at start-up on failure.

@@ -1,7 +1,9 @@
 #include <gtest/gtest.h>
+#include <rocksdb/db.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <stdexcept>
 
 #include "hashing.hpp"
 #include "inferllama/index.hpp"
@@ -95,6 +97,88 @@ TEST_F(IndexTest, BlobV2RootIsKeptAndOptional) {
   EXPECT_FALSE(old->v2_root);
   ASSERT_EQ(old->chunks.size(), 1u);
   EXPECT_EQ(old->chunks[0].id, without_root.chunks[0].id);
+}
+
+std::vector<std::string> scan_keys(RecordStore& records, RecordTable table, std::string_view prefix) {
+  std::vector<std::string> keys;
+  records.scan(table, prefix, [&](std::string_view key, std::string_view) {
+    keys.emplace_back(key);
+    return true;
+  });
+  return keys;
+}
+
+TEST_F(IndexTest, RecordTablesWriteScanAndEraseRanges) {
+  auto index = open_rocksdb_index(dir_);
+  auto& records = index->records();
+  const std::string high_prefix = "p\xff";
+  records.write(RecordTable::usage,
+                {{"d|2026-01-01|a", "1"},
+                 {"d|2026-01-02|a", "2"},
+                 {"d|2026-01-03|a", "3"},
+                 {"e|x", "4"},
+                 {high_prefix + "\xff", "5"},
+                 {high_prefix + "\xff\x01", "6"},
+                 {"q", "7"}},
+                /*sync=*/true);
+  records.write(RecordTable::identities, {{"d|2026-01-01|a", "other table"}}, /*sync=*/false);
+  EXPECT_EQ(records.get(RecordTable::usage, "d|2026-01-02|a"), "2");
+  EXPECT_EQ(records.get(RecordTable::identities, "d|2026-01-01|a"), "other table");
+  EXPECT_FALSE(records.get(RecordTable::identities, "e|x"));
+
+  EXPECT_EQ(scan_keys(records, RecordTable::usage, "d|"),
+            (std::vector<std::string>{"d|2026-01-01|a", "d|2026-01-02|a", "d|2026-01-03|a"}));
+  // A prefix ending in 0xff bytes has no simple upper bound: the scan still stops at the prefix.
+  EXPECT_EQ(scan_keys(records, RecordTable::usage, high_prefix),
+            (std::vector<std::string>{high_prefix + "\xff", high_prefix + "\xff\x01"}));
+  EXPECT_EQ(scan_keys(records, RecordTable::usage, "").size(), 7u);
+  int visited = 0;
+  records.scan(RecordTable::usage, "", [&](std::string_view, std::string_view) { return ++visited < 2; });
+  EXPECT_EQ(visited, 2);
+
+  // One batch puts and deletes together.
+  records.write(RecordTable::usage, {{"e|x", std::nullopt}, {"e|y", "8"}}, /*sync=*/true);
+  EXPECT_EQ(scan_keys(records, RecordTable::usage, "e|"), (std::vector<std::string>{"e|y"}));
+
+  // [begin, end): the end key stays, and the other table is untouched.
+  records.erase_range(RecordTable::usage, "d|", "d|2026-01-03");
+  EXPECT_EQ(scan_keys(records, RecordTable::usage, "d|"), (std::vector<std::string>{"d|2026-01-03|a"}));
+  EXPECT_EQ(records.get(RecordTable::identities, "d|2026-01-01|a"), "other table");
+  records.erase_range(RecordTable::usage, "z", "a");  // inverted: nothing
+  EXPECT_EQ(scan_keys(records, RecordTable::usage, "").size(), 5u);
+}
+
+TEST_F(IndexTest, OpensAnIndexWrittenBeforeTheRecordTables) {
+  {
+    // The column families of an index from before identities and usage were kept.
+    rocksdb::DBOptions options;
+    options.create_if_missing = true;
+    options.create_missing_column_families = true;
+    std::vector<rocksdb::ColumnFamilyDescriptor> families;
+    for (const char* name : {"default", "refs", "meta", "files", "blobs", "chunks"})
+      families.emplace_back(name, rocksdb::ColumnFamilyOptions());
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* db = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(options, dir_.string(), families, &handles, &db).ok());
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[2], "k", "old").ok());
+    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+    delete db;
+  }
+  {
+    // Read-only (`inferllama ls`): the missing tables read as empty and refuse changes.
+    auto index = open_rocksdb_index(dir_, /*read_only=*/true);
+    EXPECT_EQ(index->get_meta("k"), "old");
+    EXPECT_FALSE(index->records().get(RecordTable::identities, "user|alice"));
+    EXPECT_TRUE(scan_keys(index->records(), RecordTable::usage, "").empty());
+    EXPECT_THROW(index->records().write(RecordTable::usage, {{"k", "v"}}, true), std::runtime_error);
+  }
+  {
+    auto index = open_rocksdb_index(dir_);
+    EXPECT_EQ(index->get_meta("k"), "old");
+    index->records().write(RecordTable::identities, {{"user|alice", "{}"}}, /*sync=*/true);
+  }
+  auto index = open_rocksdb_index(dir_, /*read_only=*/true);
+  EXPECT_EQ(index->records().get(RecordTable::identities, "user|alice"), "{}");
 }
 
 }  // namespace
