@@ -213,6 +213,7 @@ Settings Settings::from(const Config& config) {
   s.numwant = config.tracker_numwant;
   s.max_numwant = config.tracker_max_numwant;
   s.open = config.tracker_open;
+  s.private_tracker = config.tracker_private;
   if (!config.bt_listen.empty()) {
     std::string host = config.bt_listen.substr(0, config.bt_listen.rfind(':'));
     if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
@@ -508,6 +509,10 @@ std::size_t Tracker::Impl::udp_datagram(std::span<const std::uint8_t> in, const 
     if (port == 0) {
       count(announces, Transport::udp, Outcome::invalid);
       return malformed("invalid port");
+    }
+    if (settings.private_tracker) {
+      count(announces, Transport::udp, Outcome::invalid);
+      return udp_error(transaction, "this tracker is private: announce over HTTP with your passkey", reply);
     }
     static constexpr Event kEvents[] = {Event::none, Event::completed, Event::started, Event::stopped};
     request.event = kEvents[event];

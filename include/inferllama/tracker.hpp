@@ -54,6 +54,8 @@ struct Settings {
   unsigned numwant = 50;
   unsigned max_numwant = 200;
   bool open = false;  // track any info-hash; otherwise only the node's own torrents
+  // Announces need a user's passkey, which only the HTTP announce path carries: UDP announces are refused.
+  bool private_tracker = false;
   // Where the node's own seed listens when that is a specific address (bt_listen's host); otherwise the
   // seed is named by the local address the client reached the tracker on.
   std::optional<Endpoint> own_seed_address;

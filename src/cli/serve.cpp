@@ -10,15 +10,21 @@
 #include "curl_upstream.hpp"
 #include "download.hpp"
 #include "evictor.hpp"
+#include "accounts_api.hpp"
 #include "hub_service.hpp"
+#include "identities.hpp"
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/index.hpp"
 #include "inferllama/tracker.hpp"
+#include "inferllama/usage.hpp"
+#include "local_limiter.hpp"
 #include "mirror.hpp"
+#include "redis_limiter.hpp"
 #include "seeder.hpp"
 #include "server.hpp"
 #include "snapshot_torrents.hpp"
 #include "swarm_upstream.hpp"
+#include "usage_log.hpp"
 
 namespace inferllama::cli {
 namespace {
@@ -75,6 +81,50 @@ int serve(const Config& config) {
   hub::HubService hub(config, *index, *upstream, downloads, evictor);
   http::Server server(io, config, hub, store, blocking);
   server.add_metrics([&file_upstream](std::string& out) { file_upstream->render_metrics(out); });
+
+  // Users, limits and usage records.
+  SystemClock clock;
+  usage::Identities identities(index->records(), clock,
+                               usage::SecretBox::from_file(usage::secret_key_path(config)));
+  usage::UsageLog usage_log(index->records(), clock);
+  usage::LocalRateLimiter local_limits(clock);
+  std::unique_ptr<usage::RedisRateLimiter> shared_limits;
+  if (config.ratelimit_backend != "local") {
+    usage::RedisSettings redis;
+    try {
+      redis = usage::RedisSettings::from_url(config.ratelimit_backend);
+    } catch (const std::invalid_argument& e) {
+      throw ConfigError(std::string("invalid ratelimit_backend: ") + e.what());
+    }
+    redis.timeout = config.ratelimit_timeout;
+    redis.refuse_when_down = config.ratelimit_refuse_when_down;
+    spdlog::info("rate limits are shared through Redis at {}:{}", redis.host, redis.port);
+    shared_limits = std::make_unique<usage::RedisRateLimiter>(io, redis, local_limits);
+  }
+  RateLimiter& limiter = shared_limits ? static_cast<RateLimiter&>(*shared_limits) : local_limits;
+  server.attach_accounts(identities, usage_log, limiter);
+  // Counters reach the index every usage_flush_interval (a crash loses at most one); records older than
+  // usage_retention go at start-up and then hourly.
+  auto expire_usage = [&usage_log, &config] {
+    if (auto rows = usage_log.expire(config.usage_retention)) spdlog::info("deleted {} expired usage records", rows);
+  };
+  asio::post(blocking, expire_usage);
+  asio::steady_timer usage_timer(io);
+  auto last_expiry = std::chrono::steady_clock::now();
+  std::function<void()> flush_usage = [&] {
+    usage_timer.expires_after(config.usage_flush_interval);
+    usage_timer.async_wait([&](const boost::system::error_code& ec) {
+      if (ec) return;
+      const bool expire = std::chrono::steady_clock::now() - last_expiry >= std::chrono::hours(1);
+      if (expire) last_expiry = std::chrono::steady_clock::now();
+      asio::post(blocking, [&usage_log, expire, &expire_usage] {
+        usage_log.flush();
+        if (expire) expire_usage();
+      });
+      flush_usage();
+    });
+  };
+  flush_usage();
 
   // BitTorrent: every torrent the node builds is seeded from the chunk store and tracked by its own
   // tracker, and stops before any of its files leaves the store.
@@ -186,6 +236,7 @@ int serve(const Config& config) {
   if (seeder) seeder->stop();
   workers.join();
   blocking.join();
+  usage_log.flush();  // what the last interval counted
   spdlog::info("stopped");
   return 0;
 }

@@ -1,5 +1,6 @@
 #include "router.hpp"
 
+#include <algorithm>
 #include <vector>
 
 #include "url.hpp"
@@ -102,15 +103,43 @@ Route api_route(RepoType type, const std::vector<std::string_view>& segs) {
 
 }  // namespace
 
+bool is_passkey(std::string_view text) {
+  return text.size() == 32 &&
+         std::all_of(text.begin(), text.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
 Route route(std::string_view path) {
   if (path.find('\0') != std::string_view::npos) return BadRequest{"invalid path"};
   if (path == "/healthz") return HealthRoute{};
   if (path == "/metrics") return MetricsRoute{};
-  if (path == "/announce") return TrackerRoute{TrackerRoute::Kind::announce};
-  if (path == "/scrape") return TrackerRoute{TrackerRoute::Kind::scrape};
+  if (path == "/announce") return TrackerRoute{TrackerRoute::Kind::announce, ""};
+  if (path == "/scrape") return TrackerRoute{TrackerRoute::Kind::scrape, ""};
+  if (path.starts_with("/announce/")) {
+    const std::string_view passkey = path.substr(std::string_view("/announce/").size());
+    if (!is_passkey(passkey)) return NotFound{};
+    return TrackerRoute{TrackerRoute::Kind::announce, std::string(passkey)};
+  }
+  if (path == "/api/usage") return UsageRoute{};
+  constexpr std::string_view kAdmin = "/api/inferllama/";
   if (path == "/api/inferllama/pin" || path == "/api/inferllama/unpin" || path == "/api/inferllama/gc" ||
-      path == "/api/inferllama/mirror") {
-    return AdminRoute{std::string(path.substr(std::string_view("/api/inferllama/").size()))};
+      path == "/api/inferllama/mirror" || path == "/api/inferllama/users" || path.starts_with("/api/inferllama/users/") ||
+      path == "/api/inferllama/keys" || path.starts_with("/api/inferllama/keys/")) {
+    return AdminRoute{std::string(path.substr(kAdmin.size()))};
+  }
+  if (path.starts_with("/p/")) {
+    // /p/{passkey}/{a resolve or web seed path}: the URLs of a torrent handed to a user.
+    const std::string_view rest = path.substr(3);
+    const auto slash = rest.find('/');
+    if (slash == std::string_view::npos || !is_passkey(rest.substr(0, slash))) return NotFound{};
+    Route inner = route(rest.substr(slash));
+    if (auto* resolve = std::get_if<ResolveRoute>(&inner)) {
+      resolve->passkey = std::string(rest.substr(0, slash));
+    } else if (auto* api = std::get_if<ApiRoute>(&inner); api && api->kind == ApiRoute::Kind::webseed) {
+      api->passkey = std::string(rest.substr(0, slash));
+    } else if (!std::holds_alternative<BadRequest>(inner)) {
+      return NotFound{};
+    }
+    return inner;
   }
   if (!path.starts_with("/")) return BadRequest{"invalid path"};
   auto segs = split(path.substr(1));
@@ -152,6 +181,7 @@ const char* route_name(const Route& route) {
   if (std::holds_alternative<HealthRoute>(route)) return "healthz";
   if (std::holds_alternative<MetricsRoute>(route)) return "metrics";
   if (std::holds_alternative<AdminRoute>(route)) return "admin";
+  if (std::holds_alternative<UsageRoute>(route)) return "usage";
   if (const auto* tracker = std::get_if<TrackerRoute>(&route)) {
     return tracker->kind == TrackerRoute::Kind::announce ? "announce" : "scrape";
   }

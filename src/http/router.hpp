@@ -9,14 +9,20 @@ namespace inferllama::http {
 
 struct HealthRoute {};
 struct MetricsRoute {};
-// The node's own administration (loopback callers only): pin, unpin, gc, mirror.
+// The node's own administration (the admin key, or loopback callers when the node has none): pin, unpin,
+// gc, mirror, and users/... keys/... (the rest of the path, still encoded, for usage::answer_admin).
 struct AdminRoute {
   std::string action;
 };
+// GET /api/usage: a user's own usage records, or everyone's for the admin.
+struct UsageRoute {};
 struct ResolveRoute {
   RepoId repo;
   std::string rev;   // decoded ("refs/pr/1")
   std::string path;  // decoded, checked by url::is_safe_relative_path
+  // From a /p/{passkey}/ prefix: how a torrent handed to a user names its web seed, since BitTorrent
+  // clients send no Authorization header. "" otherwise.
+  std::string passkey;
 };
 struct ApiRoute {
   // torrent, magnet: /api/{type}s/{repo}/torrent/{rev}[/{path}]; webseed: .../webseed/{commit}/{name}/{path}
@@ -25,19 +31,24 @@ struct ApiRoute {
   RepoId repo;
   std::string rev;
   std::string path;  // tree, torrent and magnet: may be empty; webseed: what follows the torrent's name
+  std::string passkey;  // webseed only: from a /p/{passkey}/ prefix (see ResolveRoute)
 };
-// The node's BitTorrent tracker: GET /announce and GET /scrape (the query carries the parameters).
+// The node's BitTorrent tracker: GET /announce[/{passkey}] and GET /scrape (the query carries the parameters).
 struct TrackerRoute {
   enum class Kind { announce, scrape };
   Kind kind = Kind::announce;
+  std::string passkey;  // a private tracker's user passkey, or ""
 };
 struct BadRequest {
   std::string message;
 };
 struct NotFound {};
 
-using Route =
-    std::variant<NotFound, BadRequest, HealthRoute, MetricsRoute, AdminRoute, ResolveRoute, ApiRoute, TrackerRoute>;
+using Route = std::variant<NotFound, BadRequest, HealthRoute, MetricsRoute, AdminRoute, UsageRoute, ResolveRoute,
+                           ApiRoute, TrackerRoute>;
+
+// A user's passkey: 32 lowercase hex characters.
+bool is_passkey(std::string_view text);
 
 // A short name for metrics and logs: "resolve", "api_tree", "healthz", ...
 const char* route_name(const Route& route);

@@ -5,6 +5,7 @@
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <openssl/crypto.h>
 #include <sys/sendfile.h>
 #include <unistd.h>
 
@@ -13,22 +14,27 @@
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <cctype>
 #include <cstring>
 #include <list>
 #include <mutex>
 
 #include <nlohmann/json.hpp>
 
+#include "accounts_api.hpp"
 #include "hashing.hpp"
 #include "hub_service.hpp"
+#include "identities.hpp"
 #include "inferllama/offload.hpp"
 #include "inferllama/tracker.hpp"
 #include "mirror.hpp"
 #include "range.hpp"
+#include "rate_limit_headers.hpp"
 #include "router.hpp"
 #include "snapshot_torrents.hpp"
 #include "swarm_upstream.hpp"
 #include "url.hpp"
+#include "usage_log.hpp"
 
 namespace inferllama::http {
 namespace beast = boost::beast;
@@ -86,6 +92,24 @@ tracker::Endpoint tracker_endpoint(const tcp::endpoint& e) {
   return tracker::Endpoint::v6_from(address.to_v6().to_bytes(), e.port());
 }
 
+// The credentials of "Authorization: Bearer X" (the scheme is case-insensitive), or "".
+std::string_view bearer_of(std::string_view authorization) {
+  if (authorization.size() < 7) return {};
+  for (std::size_t i = 0; i < 6; ++i) {
+    if (std::tolower(static_cast<unsigned char>(authorization[i])) != "bearer"[i]) return {};
+  }
+  if (authorization[6] != ' ') return {};
+  std::string_view token = authorization.substr(7);
+  while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
+  while (!token.empty() && token.back() == ' ') token.remove_suffix(1);
+  return token;
+}
+
+// Compares secrets in time independent of where they differ.
+bool same_secret(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
 std::pair<std::string, std::uint16_t> split_host_port(const std::string& listen) {
   auto colon = listen.rfind(':');
   std::string host = listen.substr(0, colon);
@@ -115,6 +139,17 @@ struct Server::Impl {
     unsigned status = 0;
     std::uint64_t bytes = 0;
     std::string tracker_reply;  // reused by every tracker answer on this connection
+    // Who the current request is from and what it has used; unset for routes nobody is accounted for.
+    struct Account {
+      UserId who;
+      std::string user;                     // the node user, "" for an address
+      const LimitPolicy* policy = nullptr;  // nullptr: no limits apply
+      std::string repo;                     // "model/acme/x", or "" for requests about no repo
+      usage::UsageCounts counts;
+      Decision decision;  // holds the concurrent-download slot until the response is done
+    };
+    std::optional<Account> account;
+    HeaderList limit_headers;  // RateLimit fields of the current request, on every response to it
     // The connection is closed if it makes no progress by this time (slow or idle clients).
     std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
     asio::steady_timer watchdog;
@@ -149,6 +184,22 @@ struct Server::Impl {
   Task<bool> handle_torrent(Connection& c, const Request& req, const ApiRoute& api, std::string_view query);
   Task<bool> send_zeros(Connection& c, const Request& req, std::uint64_t size);
   void record(Connection& c, const Request& req, std::chrono::steady_clock::time_point started);
+  template <class Message>
+  void add_node_headers(const Connection& c, Message& m) const {
+    add_security_headers(m, c.tls != nullptr);
+    for (const auto& [name, value] : c.limit_headers) m.set(name, value);
+  }
+  // Identifies the caller (node key, passkey, or address), sets `caller` to the credentials the Hub
+  // sees for it, and applies its limits. nullopt: go on; a value: the request was answered (401, 429,
+  // 503) and this says whether the connection stays open.
+  Task<std::optional<bool>> open_account(Connection& c, const Request& req, hub::Caller& caller,
+                                         const std::string& passkey, const std::string& repo, bool download);
+  const LimitPolicy* policy_for(const std::string& user) const;
+  // File content sent: counted for the usage records and charged to the token limit as it flows.
+  void flowed(Connection& c, std::uint64_t bytes, bool from_cache);
+  Task<bool> send_unauthorized(Connection& c, const Request& req, const std::string& message);
+  Task<bool> handle_usage(Connection& c, const Request& req, std::string_view query);
+  bool admin_allowed(Connection& c, const Request& req) const;
 
   asio::io_context& io;
   const Config& config;
@@ -169,6 +220,10 @@ struct Server::Impl {
   torrent::Mirror* mirror = nullptr;
   std::uint16_t udp_announce_port = 0;
   std::vector<std::function<void(std::string&)>> metrics_sources;
+  usage::Identities* identities = nullptr;
+  usage::UsageLog* usage_log = nullptr;
+  RateLimiter* limiter = nullptr;
+  metrics::Counter unauthorized{}, limited{};
 };
 
 Server::Server(asio::io_context& io, const Config& config, hub::HubService& hub, ChunkStore& store,
@@ -187,6 +242,11 @@ void Server::attach_torrents(torrent::SnapshotTorrents& torrents, std::uint16_t 
 }
 void Server::attach_mirror(torrent::Mirror& mirror) {
   impl_->mirror = &mirror;
+}
+void Server::attach_accounts(usage::Identities& identities, usage::UsageLog& usage, RateLimiter& limiter) {
+  impl_->identities = &identities;
+  impl_->usage_log = &usage;
+  impl_->limiter = &limiter;
 }
 void Server::add_metrics(std::function<void(std::string&)> render) {
   impl_->metrics_sources.push_back(std::move(render));
@@ -368,6 +428,13 @@ void Server::Impl::record(Connection& c, const Request& req, std::chrono::steady
   const std::string route = c.route;
   counters.requests.with("route=\"" + route + "\",status=\"" + std::to_string(c.status) + "\"").add();
   counters.latency.with("route=\"" + route + "\"").observe(seconds);
+  if (c.account) {
+    auto& account = *c.account;
+    account.counts.requests = 1;
+    usage_log->add(account.who, account.repo, account.counts);
+    c.account.reset();  // frees a concurrent-download slot
+  }
+  c.limit_headers.clear();
   if (!access_log) return;
   boost::system::error_code ec;
   auto remote = c.socket.remote_endpoint(ec);
@@ -448,15 +515,49 @@ std::string Server::Impl::render_metrics() const {
   write_header(out, "inferllama_evicted_bytes_total", "counter", "Disk bytes freed by evictions");
   write_sample(out, "inferllama_evicted_bytes_total", "", static_cast<double>(evictor.counters().evicted_bytes.load()));
   if (tracker) tracker->render_metrics(out);
+  if (limiter) {
+    write_header(out, "inferllama_http_unauthorized_total", "counter",
+                 "Requests refused with 401: a bad node key or passkey, or none under require_auth");
+    write_sample(out, "inferllama_http_unauthorized_total", "", static_cast<double>(unauthorized.value()));
+    write_header(out, "inferllama_http_rate_limited_total", "counter", "Requests refused by a rate limit (429, 503)");
+    write_sample(out, "inferllama_http_rate_limited_total", "", static_cast<double>(limited.value()));
+    limiter->render_metrics(out);
+  }
   for (const auto& render : metrics_sources) render(out);
   return out;
 }
 
-Task<bool> Server::Impl::handle_admin(Connection& c, const Request& req, const std::string& action) {
+bool Server::Impl::admin_allowed(Connection& c, const Request& req) const {
+  if (!config.admin_key.empty()) return same_secret(bearer_of(req[bhttp::field::authorization]), config.admin_key);
   boost::system::error_code ec;
   auto remote = c.socket.remote_endpoint(ec);
-  if (ec || !remote.address().is_loopback()) {
-    co_return co_await send_error(c, req, bhttp::status::forbidden, "administration is for loopback callers only");
+  return !ec && remote.address().is_loopback();
+}
+
+Task<bool> Server::Impl::handle_admin(Connection& c, const Request& req, const std::string& action) {
+  if (!admin_allowed(c, req)) {
+    if (!config.admin_key.empty()) {
+      unauthorized.add();
+      co_return co_await send_unauthorized(c, req, "the admin API needs the node's admin key as a bearer token");
+    }
+    co_return co_await send_error(c, req, bhttp::status::forbidden,
+                                  "administration is for loopback callers only (the node has no admin_key)");
+  }
+  if (action.starts_with("users") || action.starts_with("keys")) {
+    if (!identities) co_return co_await send_error(c, req, bhttp::status::not_found, "this node keeps no users");
+    const std::string_view query = url::split_target(req.target()).second;
+    const std::string method(req.method_string());
+    usage::Accounts accounts{*identities, *usage_log, config.token_size};
+    auto answer = co_await offload(blocking, [&] {
+      return usage::answer_admin(accounts, method, action, query, req.body());
+    });
+    if (!answer) co_return co_await send_error(c, req, bhttp::status::not_found, "no such route");
+    StringResponse res{static_cast<bhttp::status>(answer->status), req.version()};
+    res.keep_alive(req.keep_alive());
+    res.set(bhttp::field::content_type, answer->content_type);
+    res.set(bhttp::field::cache_control, "no-store");  // a created key's secret must not be kept anywhere
+    res.body() = std::move(answer->body);
+    co_return co_await send(c, std::move(res));
   }
   if (req.method() != bhttp::verb::post)
     co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use POST");
@@ -513,7 +614,7 @@ Task<bool> Server::Impl::handle_admin(Connection& c, const Request& req, const s
 }
 
 Task<bool> Server::Impl::send(Connection& c, StringResponse response) {
-  add_security_headers(response, c.tls != nullptr);
+  add_node_headers(c, response);
   response.prepare_payload();
   c.status = response.result_int();
   c.bytes = response.body().size();
@@ -557,7 +658,7 @@ Task<bool> Server::Impl::send_reply(Connection& c, const Request& req, const hub
   if (req.method() == bhttp::verb::head) {
     res.prepare_payload();
     res.body().clear();
-    add_security_headers(res, c.tls != nullptr);
+    add_node_headers(c, res);
     c.status = res.result_int();
     c.bytes = 0;
     bhttp::response<bhttp::empty_body> head{res.result(), res.version()};
@@ -602,6 +703,20 @@ Task<bool> Server::Impl::handle(Connection& c, Request& req) {
     res.set(bhttp::field::content_type, "text/plain");
     res.body() = "ok\n";
     co_return co_await send(c, std::move(res));
+  }
+  if (std::holds_alternative<UsageRoute>(r)) {
+    if (!read) co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use GET");
+    co_return co_await handle_usage(c, req, query);
+  }
+  // The Hub's routes and the node's torrent routes: accounted to a user or an address, and limited.
+  if (limiter) {
+    const auto* resolve = std::get_if<ResolveRoute>(&r);
+    const auto* api = std::get_if<ApiRoute>(&r);
+    const std::string& passkey = resolve ? resolve->passkey : api->passkey;
+    const std::string repo = resolve ? resolve->repo.key() : api->repo.key();
+    const bool download = req.method() == bhttp::verb::get && (resolve || api->kind == ApiRoute::Kind::webseed);
+    const auto answered = co_await open_account(c, req, caller, passkey, repo, download);
+    if (answered) co_return *answered;
   }
   if (auto* resolve = std::get_if<ResolveRoute>(&r)) {
     if (!read) co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use GET or HEAD");
@@ -668,6 +783,122 @@ Task<bool> Server::Impl::handle(Connection& c, Request& req) {
   co_return co_await send_reply(c, req, reply);
 }
 
+const LimitPolicy* Server::Impl::policy_for(const std::string& user) const {
+  const LimitPolicy* policy = &config.limit_anonymous;
+  if (!user.empty()) {
+    auto it = config.limit_users.find(user);
+    policy = it != config.limit_users.end() ? &it->second : &config.limit_default;
+  }
+  return policy->limits_anything() ? policy : nullptr;
+}
+
+Task<bool> Server::Impl::send_unauthorized(Connection& c, const Request& req, const std::string& message) {
+  c.limit_headers.emplace_back("WWW-Authenticate", "Bearer realm=\"inferllama\"");
+  co_return co_await send_error(c, req, bhttp::status::unauthorized, message);
+}
+
+Task<std::optional<bool>> Server::Impl::open_account(Connection& c, const Request& req, hub::Caller& caller,
+                                                      const std::string& passkey, const std::string& repo,
+                                                      bool download) {
+  Connection::Account account;
+  const std::string_view bearer = bearer_of(req[bhttp::field::authorization]);
+  if (!passkey.empty()) {
+    // A torrent's web seed: BitTorrent clients send no credentials, so the Hub sees an anonymous caller.
+    auto user = identities->user_of_passkey(passkey);
+    if (!user) {
+      unauthorized.add();
+      co_return co_await send_unauthorized(c, req, "unknown passkey, or its user is disabled");
+    }
+    account.user = std::move(*user);
+    caller.authorization.clear();
+  } else if (usage::Identities::is_node_key(bearer)) {
+    auto checked = identities->authenticate(bearer);
+    if (const auto* why = std::get_if<std::string>(&checked)) {
+      unauthorized.add();
+      co_return co_await send_unauthorized(c, req, *why);
+    }
+    auto& who = std::get<usage::Authenticated>(checked);
+    account.user = std::move(who.user);
+    // The node key never leaves the node: upstream, the user is their own Hub token, or anonymous
+    // (the node's token then opens public repos only).
+    caller.authorization = who.hub_token.empty() ? std::string() : "Bearer " + who.hub_token;
+  } else if (config.require_auth) {
+    unauthorized.add();
+    co_return co_await send_unauthorized(
+        c, req, "this node needs an API key: send Authorization: Bearer il_... (set HF_TOKEN to your node key)");
+  }
+  if (account.user.empty()) {
+    boost::system::error_code ec;
+    const auto remote = c.socket.remote_endpoint(ec);
+    account.who = UserId::address(ec ? std::string("unknown") : remote.address().to_string());
+  } else {
+    account.who = UserId::user(account.user);
+  }
+  account.repo = repo;
+  account.policy = policy_for(account.user);
+  if (account.policy) {
+    const UserId who = account.who;
+    const LimitPolicy& policy = *account.policy;
+    account.decision = co_await limiter->admit(who, policy, download);
+    c.limit_headers = rate_limit_headers(account.decision);
+  }
+  c.account = std::move(account);
+  const Decision& decision = c.account->decision;
+  if (decision.allowed) co_return std::nullopt;
+  limited.add();
+  StringResponse res{decision.refused_by ? bhttp::status::too_many_requests : bhttp::status::service_unavailable,
+                     req.version()};
+  res.keep_alive(req.keep_alive());
+  res.set(bhttp::field::content_type, "application/json");
+  if (decision.refused_by) {
+    res.body() = rate_limited_body(decision, c.account->who);
+  } else {
+    // The shared limit store could not be asked and the node is told to refuse rather than guess.
+    res.set(bhttp::field::retry_after, "1");
+    res.body() = R"({"error":"rate limits cannot be checked right now; retry shortly"})";
+  }
+  res.set("X-Error-Message", nlohmann::json::parse(res.body()).value("error", "rate limited"));
+  if (req.method() == bhttp::verb::head) {
+    co_return co_await send_reply(c, req, hub::Reply{res.result_int(), {}, "application/json", res.body()});
+  }
+  co_return co_await send(c, std::move(res));
+}
+
+void Server::Impl::flowed(Connection& c, std::uint64_t bytes, bool from_cache) {
+  if (!c.account || bytes == 0) return;
+  auto& account = *c.account;
+  (from_cache ? account.counts.bytes_from_cache : account.counts.bytes_from_upstream) += bytes;
+  account.counts.token_bytes += bytes;
+  if (account.policy && account.policy->tokens > 0) limiter->charge(account.who, *account.policy, bytes);
+}
+
+Task<bool> Server::Impl::handle_usage(Connection& c, const Request& req, std::string_view query) {
+  if (!identities) co_return co_await send_error(c, req, bhttp::status::not_found, "this node keeps no usage records");
+  std::optional<std::string> viewer;
+  const std::string_view bearer = bearer_of(req[bhttp::field::authorization]);
+  if (!config.admin_key.empty() && same_secret(bearer, config.admin_key)) {
+    viewer.reset();  // the admin sees everyone
+  } else if (usage::Identities::is_node_key(bearer)) {
+    auto checked = identities->authenticate(bearer);
+    if (const auto* why = std::get_if<std::string>(&checked)) {
+      unauthorized.add();
+      co_return co_await send_unauthorized(c, req, *why);
+    }
+    viewer = std::get<usage::Authenticated>(checked).user;
+  } else {
+    unauthorized.add();
+    co_return co_await send_unauthorized(c, req, "usage records need your node key (or the admin key) as a bearer token");
+  }
+  usage::Accounts accounts{*identities, *usage_log, config.token_size};
+  auto answer = co_await offload(blocking, [&] { return usage::answer_usage(accounts, viewer, query); });
+  StringResponse res{static_cast<bhttp::status>(answer.status), req.version()};
+  res.keep_alive(req.keep_alive());
+  res.set(bhttp::field::content_type, answer.content_type);
+  res.set(bhttp::field::cache_control, "no-store");
+  res.body() = std::move(answer.body);
+  co_return co_await send(c, std::move(res));
+}
+
 Task<bool> Server::Impl::handle_resolve(Connection& c, const Request& req, const ResolveRoute& resolve,
                                         const hub::Caller& caller) {
   if (auto hit = hub.resolve_fast(resolve.repo, resolve.rev, resolve.path)) {
@@ -696,8 +927,11 @@ Task<bool> Server::Impl::handle_torrent(Connection& c, const Request& req, const
     }
   }
   pause_deadline(c);  // completing a snapshot waits on the upstream, not on the client
-  torrent::NodeLinks links{public_base(req), ""};
-  if (udp_announce_port) {
+  torrent::NodeLinks links{public_base(req), "", ""};
+  if ((config.tracker_private || config.require_auth) && c.account && !c.account->user.empty()) {
+    if (auto user = identities->user(c.account->user)) links.passkey = user->passkey;
+  }
+  if (udp_announce_port && links.passkey.empty()) {
     // The HTTP port is not the tracker's: the same host, the tracker's port.
     links.udp_announce =
         "udp://" + std::string(url::host_of(links.base)) + ":" + std::to_string(udp_announce_port) + "/announce";
@@ -745,7 +979,7 @@ Task<bool> Server::Impl::handle_torrent(Connection& c, const Request& req, const
     res.content_length(res.body().size());
     res.body().clear();
     bhttp::response<bhttp::empty_body> head{res.result(), res.version()};
-    add_security_headers(res, c.tls != nullptr);
+    add_node_headers(c, res);
     for (const auto& field : res) head.set(field.name_string(), field.value());
     head.keep_alive(res.keep_alive());
     c.status = head.result_int();
@@ -757,7 +991,7 @@ Task<bool> Server::Impl::handle_torrent(Connection& c, const Request& req, const
 Task<bool> Server::Impl::send_zeros(Connection& c, const Request& req, std::uint64_t size) {
   static const std::vector<char> zeros(64 * 1024, 0);
   bhttp::response<bhttp::empty_body> res{bhttp::status::ok, req.version()};
-  add_security_headers(res, c.tls != nullptr);
+  add_node_headers(c, res);
   res.set(bhttp::field::content_type, "application/octet-stream");
   res.set(bhttp::field::accept_ranges, "bytes");
   const bool keep = req.keep_alive() && !draining;
@@ -790,6 +1024,7 @@ Task<bool> Server::Impl::send_zeros(Connection& c, const Request& req, std::uint
     }
     if (ec) co_return false;
     touch(c);
+    flowed(c, n, true);
     length -= n;
   }
   co_return keep;
@@ -807,7 +1042,35 @@ Task<bool> Server::Impl::handle_tracker(Connection& c, const Request& req, const
   if (ec) co_return false;
   const auto local = c.socket.local_endpoint(ec);
   if (ec) co_return false;
-  if (route.kind == TrackerRoute::Kind::announce) {
+  // A private tracker answers only announces that carry a user's passkey, and counts them against the user.
+  std::string refusal;
+  if (route.kind == TrackerRoute::Kind::announce && (config.tracker_private || !route.passkey.empty())) {
+    std::optional<std::string> user;
+    if (route.passkey.empty()) {
+      refusal = "this tracker is private: announce with your passkey (/announce/PASSKEY)";
+    } else if (!identities || !(user = identities->user_of_passkey(route.passkey))) {
+      refusal = "unknown passkey, or its user is disabled";
+    } else {
+      c.account.emplace();
+      c.account->user = *user;
+      c.account->who = UserId::user(*user);
+      c.account->policy = policy_for(*user);
+      if (c.account->policy) {
+        const UserId who = c.account->who;
+        const LimitPolicy& policy = *c.account->policy;
+        c.account->decision = co_await limiter->admit(who, policy, false);
+        if (!c.account->decision.allowed) {
+          limited.add();
+          const auto seconds = (std::max<std::int64_t>(c.account->decision.retry_after.count(), 1) + 999) / 1000;
+          refusal = "rate limit exceeded: retry in " + std::to_string(seconds) + " s";
+        }
+      }
+    }
+  }
+  if (!refusal.empty()) {
+    // Trackers refuse in bencoding, with a 200: that is what every client shows its user.
+    c.tracker_reply = "d14:failure reason" + std::to_string(refusal.size()) + ":" + refusal + "e";
+  } else if (route.kind == TrackerRoute::Kind::announce) {
     tracker->http_announce(query, tracker_endpoint(remote), tracker_endpoint(local), c.tracker_reply);
   } else {
     tracker->http_scrape(query, c.tracker_reply);
@@ -838,7 +1101,7 @@ Task<bool> Server::Impl::send_file(Connection& c, const Request& req, hub::FileA
   const auto& file = answer.file;
   const std::string quoted_etag = "\"" + file.etag + "\"";
   bhttp::response<bhttp::empty_body> res{bhttp::status::ok, req.version()};
-  add_security_headers(res, c.tls != nullptr);
+  add_node_headers(c, res);
   res.set("X-Repo-Commit", answer.commit);
   res.set(torrent::kNodeHeader, torrent::kNodeVersion);  // a child node learns that its upstream is a node
   if (!answer.stale.empty()) res.set(hub::kStaleHeader, answer.stale);
@@ -971,6 +1234,7 @@ Task<bool> Server::Impl::stream_stored(Connection& c, const BlobEntry& blob, std
     bool ok = co_await sendfile_all(c, fd, within, n);
     ::close(fd);
     if (!ok) co_return false;
+    flowed(c, n, true);
     pos += n;
   }
   co_return true;
@@ -991,6 +1255,7 @@ Task<bool> Server::Impl::stream_download(Connection& c, cache::Download& downloa
       auto [fd, within] = download.locate(pos);
       n = std::min(n, end - pos);
       if (!co_await sendfile_all(c, fd, within, n)) co_return false;
+      flowed(c, n, false);
       pos += n;
       continue;
     }

@@ -21,6 +21,13 @@ class Mirror;
 namespace inferllama::tracker {
 class Tracker;
 }
+namespace inferllama::usage {
+class Identities;
+class UsageLog;
+}  // namespace inferllama::usage
+namespace inferllama {
+class RateLimiter;
+}
 
 namespace inferllama::http {
 
@@ -58,6 +65,10 @@ class Server {
   void attach_torrents(torrent::SnapshotTorrents& torrents, std::uint16_t udp_announce_port);
   // POST /api/inferllama/mirror. Set before start().
   void attach_mirror(torrent::Mirror& mirror);
+  // Users, limits and usage records: node keys and passkeys identify callers (401 for a bad one, or for
+  // none under require_auth), limit policies answer 429 with RateLimit headers, every request and every
+  // byte is recorded, /api/usage and the admin API's users/ and keys/ routes answer. Set before start().
+  void attach_accounts(usage::Identities& identities, usage::UsageLog& usage, RateLimiter& limiter);
   // More Prometheus text for /metrics (the seed, the tracker). Set before start().
   void add_metrics(std::function<void(std::string&)> render);
 

@@ -168,16 +168,21 @@ BuildOptions SnapshotTorrents::options_for(const SnapshotTorrent& torrent, const
   options.single_file = !torrent.path.empty();
   options.name = last_segment(options.single_file ? torrent.path : torrent.repo.name);
   if (!links) return options;
-  options.trackers.push_back(links->base + "/announce");
-  if (!links->udp_announce.empty()) options.trackers.push_back(links->udp_announce);
+  if (links->passkey.empty()) {
+    options.trackers.push_back(links->base + "/announce");
+    if (!links->udp_announce.empty()) options.trackers.push_back(links->udp_announce);
+  } else {
+    options.trackers.push_back(links->base + "/announce/" + links->passkey);  // UDP cannot carry a passkey
+  }
   const std::string& repo = torrent.repo.name;
+  const std::string seed_base = links->passkey.empty() ? links->base : links->base + "/p/" + links->passkey;
   if (options.single_file) {
     // A single-file web seed URL is used as it is (BEP 19): the file's own resolve URL.
-    options.web_seeds.push_back(links->base + "/" + std::string(torrent.repo.url_prefix()) + repo + "/resolve/" +
+    options.web_seeds.push_back(seed_base + "/" + std::string(torrent.repo.url_prefix()) + repo + "/resolve/" +
                                 torrent.commit + "/" + url::encode(torrent.path, true));
   } else {
     // Clients append "<name>/<path>" (and ".pad/N" for padding) to a URL that ends in '/'.
-    options.web_seeds.push_back(links->base + "/api/" + std::string(torrent.repo.api_segment()) + "/" + repo +
+    options.web_seeds.push_back(seed_base + "/api/" + std::string(torrent.repo.api_segment()) + "/" + repo +
                                 "/webseed/" + torrent.commit + "/");
   }
   options.comment = torrent.repo.name + " at " + torrent.commit + (options.single_file ? ": " + torrent.path : "");

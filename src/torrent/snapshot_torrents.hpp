@@ -20,6 +20,9 @@ namespace inferllama::torrent {
 struct NodeLinks {
   std::string base;          // "http://node:8080": HTTP announce, web seed
   std::string udp_announce;  // "udp://node:6969/announce", or "" without a UDP tracker
+  // A user's passkey when the node is private: the torrent announces to /announce/{passkey} (HTTP only)
+  // and names its web seed under /p/{passkey}/, since BitTorrent clients send no credentials.
+  std::string passkey;
 };
 
 // One torrent the node serves: a whole snapshot, or one file of it.
