@@ -1,0 +1,346 @@
+#include "identities.hpp"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <tuple>
+
+#include "crypto.hpp"
+
+namespace inferllama::usage {
+namespace {
+
+using nlohmann::json;
+
+// Record keys in the identities table.
+constexpr std::string_view kUserPrefix = "user|";
+constexpr std::string_view kKeyRecordPrefix = "key|";
+std::string user_record_key(const std::string& name) {
+  return std::string(kUserPrefix) + name;
+}
+std::string key_record_key(const std::string& id) {
+  return std::string(kKeyRecordPrefix) + id;
+}
+
+constexpr std::size_t kSecretDigits = 43;  // 62^43 > 2^256: every 32-byte value has its own secret
+constexpr std::size_t kHintSize = 8;
+constexpr std::size_t kMaxEmail = 254;
+constexpr std::size_t kMaxLabel = 100;
+constexpr std::size_t kMaxHubToken = 4096;
+
+// The 32 bytes as one big-endian number in base 62, most significant digit first, zero-padded.
+std::string base62(std::array<unsigned char, 32> number) {
+  static constexpr char kDigits[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+  std::string out(kSecretDigits, '0');
+  for (std::size_t i = kSecretDigits; i-- > 0;) {
+    unsigned remainder = 0;  // long division of the whole number by 62
+    for (auto& byte : number) {
+      const unsigned value = remainder << 8 | byte;
+      byte = static_cast<unsigned char>(value / 62);
+      remainder = value % 62;
+    }
+    out[i] = kDigits[remainder];
+  }
+  return out;
+}
+
+bool is_valid_utf8(std::string_view text) {
+  try {
+    (void)json(text).dump();  // nlohmann refuses to write what it could not read back
+    return true;
+  } catch (const json::type_error&) {
+    return false;
+  }
+}
+
+// Control characters (C0 and DEL) never belong in a name shown in a terminal or a header.
+bool has_control_characters(std::string_view text) {
+  return std::any_of(text.begin(), text.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u < 0x20 || u == 0x7f;
+  });
+}
+
+std::size_t code_points(std::string_view utf8) {
+  return static_cast<std::size_t>(
+      std::count_if(utf8.begin(), utf8.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xc0) != 0x80; }));
+}
+
+bool is_valid_email(std::string_view email) {
+  if (email.size() > kMaxEmail || has_control_characters(email) || !is_valid_utf8(email)) return false;
+  if (email.find(' ') != std::string_view::npos) return false;
+  const auto at = email.find('@');
+  return at != std::string_view::npos && at > 0 && at + 1 < email.size() &&
+         email.find('@', at + 1) == std::string_view::npos;
+}
+
+bool is_valid_label(std::string_view label) {
+  return !has_control_characters(label) && is_valid_utf8(label) && code_points(label) <= kMaxLabel;
+}
+
+// It goes into an Authorization header upstream: visible ASCII only.
+bool is_valid_hub_token(std::string_view token) {
+  return token.size() <= kMaxHubToken &&
+         std::all_of(token.begin(), token.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+}
+
+template <class T>
+T field(const json& record, const char* name) {
+  return record.at(name).get<T>();
+}
+
+}  // namespace
+
+Identities::Identities(RecordStore& records, const Clock& clock, SecretBox box)
+    : records_(records), clock_(clock), box_(box) {
+  auto load = [&](std::string_view prefix, auto&& read) {
+    records_.scan(RecordTable::identities, prefix, [&](std::string_view key, std::string_view value) {
+      try {
+        read(json::parse(value));
+      } catch (const json::exception& e) {
+        throw std::runtime_error("cannot read the identity record " + std::string(key) + ": " + e.what());
+      }
+      return true;
+    });
+  };
+  load(kUserPrefix, [&](const json& record) {
+    User user;
+    user.name = field<std::string>(record, "name");
+    user.email = field<std::string>(record, "email");
+    user.created_ms = field<std::int64_t>(record, "created_ms");
+    user.disabled = field<bool>(record, "disabled");
+    user.passkey = field<std::string>(record, "passkey");
+    if (record.contains("hub_token")) {
+      auto token = box_.open(field<std::string>(record, "hub_token"));
+      if (!token) {
+        throw std::runtime_error("the Hub token of user " + user.name +
+                                 " does not open with this node's secret key file: the file is not the one it "
+                                 "was sealed under; restore that key file");
+      }
+      user.has_hub_token = true;
+      hub_tokens_[user.name] = std::move(*token);
+    }
+    user_by_passkey_[user.passkey] = user.name;
+    users_[user.name] = std::move(user);
+  });
+  load(kKeyRecordPrefix, [&](const json& record) {
+    StoredKey stored;
+    stored.key.id = field<std::string>(record, "id");
+    stored.key.user = field<std::string>(record, "user");
+    stored.key.label = field<std::string>(record, "label");
+    stored.key.hint = field<std::string>(record, "hint");
+    stored.key.created_ms = field<std::int64_t>(record, "created_ms");
+    if (record.contains("revoked_ms")) stored.key.revoked_ms = field<std::int64_t>(record, "revoked_ms");
+    stored.sha256 = field<std::string>(record, "sha256");
+    key_by_hash_[stored.sha256] = stored.key.id;
+    keys_[stored.key.id] = std::move(stored);
+  });
+}
+
+bool Identities::is_valid_user_name(std::string_view name) {
+  auto allowed = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+           c == '-';
+  };
+  auto alphanumeric = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); };
+  return !name.empty() && name.size() <= 64 && alphanumeric(name.front()) &&
+         std::all_of(name.begin(), name.end(), allowed);
+}
+
+std::int64_t Identities::now_ms() const {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(clock_.now().time_since_epoch()).count();
+}
+
+std::string Identities::user_record(const User& user, const std::string& hub_token) const {
+  json record = {{"name", user.name},
+                 {"email", user.email},
+                 {"created_ms", user.created_ms},
+                 {"disabled", user.disabled},
+                 {"passkey", user.passkey}};
+  if (!hub_token.empty()) record["hub_token"] = box_.seal(hub_token);
+  return record.dump();
+}
+
+std::string Identities::key_record(const StoredKey& stored) {
+  json record = {{"id", stored.key.id},
+                 {"user", stored.key.user},
+                 {"label", stored.key.label},
+                 {"hint", stored.key.hint},
+                 {"created_ms", stored.key.created_ms},
+                 {"sha256", stored.sha256}};
+  if (stored.key.revoked_ms) record["revoked_ms"] = *stored.key.revoked_ms;
+  return record.dump();
+}
+
+std::optional<std::string> Identities::save(const std::vector<RecordStore::Write>& writes) {
+  try {
+    records_.write(RecordTable::identities, writes, /*sync=*/true);
+    return std::nullopt;
+  } catch (const std::exception& e) {
+    return std::string("cannot save the change: ") + e.what();
+  }
+}
+
+std::variant<User, std::string> Identities::add_user(const std::string& name, const std::string& email) {
+  if (!is_valid_user_name(name)) {
+    return "invalid user name \"" + name + "\": 1 to 64 of A-Z a-z 0-9 . _ -, starting with a letter or a digit";
+  }
+  if (!email.empty() && !is_valid_email(email)) return "invalid email address \"" + email + "\"";
+  std::lock_guard writing(write_mutex_);
+  if (users_.contains(name)) return "user " + name + " exists";
+  User user;
+  user.name = name;
+  user.email = email;
+  user.created_ms = now_ms();
+  do {
+    user.passkey = crypto::hex(crypto::random_bytes<16>());
+  } while (user_by_passkey_.contains(user.passkey));
+  if (auto error = save({{user_record_key(name), user_record(user, "")}})) return *error;
+  std::unique_lock lock(mutex_);
+  user_by_passkey_[user.passkey] = name;
+  users_[name] = user;
+  return user;
+}
+
+std::vector<User> Identities::users() const {
+  std::vector<User> out;
+  {
+    std::shared_lock lock(mutex_);
+    for (const auto& [name, user] : users_) out.push_back(user);
+  }
+  std::sort(out.begin(), out.end(), [](const User& a, const User& b) { return a.name < b.name; });
+  return out;
+}
+
+std::optional<User> Identities::user(const std::string& name) const {
+  std::shared_lock lock(mutex_);
+  auto it = users_.find(name);
+  if (it == users_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<std::string> Identities::disable_user(const std::string& name) {
+  return set_disabled(name, true);
+}
+
+std::optional<std::string> Identities::enable_user(const std::string& name) {
+  return set_disabled(name, false);
+}
+
+std::optional<std::string> Identities::set_disabled(const std::string& name, bool disabled) {
+  std::lock_guard writing(write_mutex_);
+  auto it = users_.find(name);
+  if (it == users_.end()) return "unknown user " + name;
+  if (it->second.disabled == disabled) return std::nullopt;
+  User changed = it->second;
+  changed.disabled = disabled;
+  auto token = hub_tokens_.find(name);
+  if (auto error =
+          save({{user_record_key(name), user_record(changed, token == hub_tokens_.end() ? "" : token->second)}})) {
+    return error;
+  }
+  std::unique_lock lock(mutex_);
+  it->second = std::move(changed);
+  return std::nullopt;
+}
+
+std::optional<std::string> Identities::set_hub_token(const std::string& name, const std::string& token) {
+  if (!is_valid_hub_token(token)) return std::string("invalid Hub token: visible ASCII characters only");
+  std::lock_guard writing(write_mutex_);
+  auto it = users_.find(name);
+  if (it == users_.end()) return "unknown user " + name;
+  User changed = it->second;
+  changed.has_hub_token = !token.empty();
+  if (auto error = save({{user_record_key(name), user_record(changed, token)}})) return error;
+  std::unique_lock lock(mutex_);
+  it->second = std::move(changed);
+  if (token.empty()) {
+    hub_tokens_.erase(name);
+  } else {
+    hub_tokens_[name] = token;
+  }
+  return std::nullopt;
+}
+
+std::variant<CreatedKey, std::string> Identities::create_key(const std::string& user, const std::string& label) {
+  if (!is_valid_label(label)) {
+    return "invalid label: at most " + std::to_string(kMaxLabel) + " characters, no control characters";
+  }
+  std::lock_guard writing(write_mutex_);
+  auto owner = users_.find(user);
+  if (owner == users_.end()) return "unknown user " + user;
+  if (owner->second.disabled) return "user " + user + " is disabled";
+  CreatedKey created;
+  StoredKey stored;
+  do {
+    created.secret = std::string(kKeyPrefix) + base62(crypto::random_bytes<32>());
+    stored.sha256 = crypto::sha256_hex(created.secret);
+  } while (key_by_hash_.contains(stored.sha256));
+  do {
+    stored.key.id = "key_" + crypto::hex(crypto::random_bytes<8>());
+  } while (keys_.contains(stored.key.id));
+  stored.key.user = user;
+  stored.key.label = label;
+  stored.key.hint = created.secret.substr(0, kHintSize);
+  stored.key.created_ms = now_ms();
+  if (auto error = save({{key_record_key(stored.key.id), key_record(stored)}})) return *error;
+  created.key = stored.key;
+  std::unique_lock lock(mutex_);
+  key_by_hash_[stored.sha256] = stored.key.id;
+  keys_[stored.key.id] = std::move(stored);
+  return created;
+}
+
+std::variant<std::vector<ApiKey>, std::string> Identities::keys_of(const std::string& user) const {
+  std::vector<ApiKey> out;
+  {
+    std::shared_lock lock(mutex_);
+    if (!users_.contains(user)) return "unknown user " + user;
+    for (const auto& [id, stored] : keys_) {
+      if (stored.key.user == user) out.push_back(stored.key);
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const ApiKey& a, const ApiKey& b) {
+    return std::tie(a.created_ms, a.id) < std::tie(b.created_ms, b.id);
+  });
+  return out;
+}
+
+// Revoking a revoked key changes nothing: it keeps the time of its first revocation.
+std::optional<std::string> Identities::revoke_key(const std::string& id) {
+  std::lock_guard writing(write_mutex_);
+  auto it = keys_.find(id);
+  if (it == keys_.end()) return "unknown key " + id;
+  if (it->second.key.revoked_ms) return std::nullopt;
+  StoredKey changed = it->second;
+  changed.key.revoked_ms = now_ms();
+  if (auto error = save({{key_record_key(id), key_record(changed)}})) return error;
+  std::unique_lock lock(mutex_);
+  it->second = std::move(changed);
+  return std::nullopt;
+}
+
+std::variant<Authenticated, std::string> Identities::authenticate(std::string_view bearer) const {
+  if (!is_node_key(bearer)) return std::string("not a node API key");
+  const std::string hash = crypto::sha256_hex(bearer);
+  std::shared_lock lock(mutex_);
+  auto id = key_by_hash_.find(hash);
+  if (id == key_by_hash_.end()) return std::string("unknown API key");
+  const ApiKey& key = keys_.at(id->second).key;
+  if (key.revoked_ms) return std::string("this key was revoked");
+  auto user = users_.find(key.user);
+  if (user == users_.end()) return std::string("unknown API key");
+  if (user->second.disabled) return "user " + key.user + " is disabled";
+  auto token = hub_tokens_.find(key.user);
+  return Authenticated{key.user, token == hub_tokens_.end() ? "" : token->second};
+}
+
+std::optional<std::string> Identities::user_of_passkey(std::string_view passkey) const {
+  std::shared_lock lock(mutex_);
+  auto it = user_by_passkey_.find(std::string(passkey));
+  if (it == user_by_passkey_.end()) return std::nullopt;
+  if (users_.at(it->second).disabled) return std::nullopt;
+  return it->second;
+}
+
+}  // namespace inferllama::usage

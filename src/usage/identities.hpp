@@ -1,0 +1,105 @@
+#pragma once
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+#include "inferllama/records.hpp"
+#include "inferllama/usage.hpp"
+#include "secret_box.hpp"
+
+namespace inferllama::usage {
+
+// Node API keys look like this; any other bearer is a Hub token to pass on.
+inline constexpr std::string_view kKeyPrefix = "il_";
+
+struct User {
+  std::string name;  // 1..64 of [A-Za-z0-9._-], starting with a letter or digit
+  std::string email;
+  std::int64_t created_ms = 0;
+  bool disabled = false;
+  std::string passkey;  // 32 hex characters: the user's private-tracker announce path
+  bool has_hub_token = false;
+};
+
+struct ApiKey {
+  std::string id;  // "key_" + 16 hex characters: names the key in lists and revocations
+  std::string user;
+  std::string label;
+  std::string hint;  // the key's first 8 characters ("il_AbCdE"), to recognise it
+  std::int64_t created_ms = 0;
+  std::optional<std::int64_t> revoked_ms;
+};
+
+struct CreatedKey {
+  ApiKey key;
+  std::string secret;  // "il_" + 43 base62 characters (256 bits); shown once, stored only as its SHA-256
+};
+
+// A request's node key, checked.
+struct Authenticated {
+  std::string user;
+  std::string hub_token;  // the user's own Hub token (decrypted), or "" to use the node's
+};
+
+// Users and API keys, kept in the `identities` record table and mirrored in memory so that checking a
+// key on the request path takes one SHA-256 and a shared lock. Changes are written (synced) before they
+// are visible; a revoked key or disabled user is refused from the next request on. Errors are values:
+// the string says what is wrong, for the CLI and the admin API to show.
+class Identities {
+ public:
+  // Loads every record. Throws std::runtime_error when a record cannot be read back.
+  Identities(RecordStore& records, const Clock& clock, SecretBox box);
+
+  std::variant<User, std::string> add_user(const std::string& name, const std::string& email);
+  std::vector<User> users() const;
+  std::optional<User> user(const std::string& name) const;
+  std::optional<std::string> disable_user(const std::string& name);
+  std::optional<std::string> enable_user(const std::string& name);
+  // The user's own Hub token, used upstream for their requests instead of the node's; "" removes it.
+  std::optional<std::string> set_hub_token(const std::string& name, const std::string& token);
+
+  std::variant<CreatedKey, std::string> create_key(const std::string& user, const std::string& label);
+  std::variant<std::vector<ApiKey>, std::string> keys_of(const std::string& user) const;
+  std::optional<std::string> revoke_key(const std::string& id);
+
+  static bool is_node_key(std::string_view bearer) { return bearer.starts_with(kKeyPrefix); }
+  // An "il_" bearer: the user it names, or why it is refused (unknown, revoked, user disabled).
+  std::variant<Authenticated, std::string> authenticate(std::string_view bearer) const;
+  // The user whose passkey this is, when enabled.
+  std::optional<std::string> user_of_passkey(std::string_view passkey) const;
+
+  static bool is_valid_user_name(std::string_view name);
+
+ private:
+  struct StoredKey {
+    ApiKey key;
+    std::string sha256;  // hex, of the secret
+  };
+  std::string user_record(const User& user, const std::string& hub_token) const;
+  static std::string key_record(const StoredKey& stored);
+  // Writes (synced); the error to show when the store refused.
+  std::optional<std::string> save(const std::vector<RecordStore::Write>& writes);
+  std::optional<std::string> set_disabled(const std::string& name, bool disabled);
+  std::int64_t now_ms() const;
+
+  RecordStore& records_;
+  const Clock& clock_;
+  SecretBox box_;
+  // One change at a time: it reads the maps, writes the store, then publishes under `mutex_`, so the
+  // request path never waits for a synced write.
+  std::mutex write_mutex_;
+  mutable std::shared_mutex mutex_;  // the maps below
+  std::unordered_map<std::string, User> users_;
+  std::unordered_map<std::string, StoredKey> keys_;           // by key id
+  std::unordered_map<std::string, std::string> key_by_hash_;  // SHA-256 hex of the secret -> key id
+  std::unordered_map<std::string, std::string> user_by_passkey_;
+  std::unordered_map<std::string, std::string> hub_tokens_;  // user -> plaintext token
+};
+
+}  // namespace inferllama::usage
