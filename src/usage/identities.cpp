@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "crypto.hpp"
+#include "inferllama/user_name.hpp"
 
 namespace inferllama::usage {
 namespace {
@@ -138,13 +139,7 @@ Identities::Identities(RecordStore& records, const Clock& clock, SecretBox box)
 }
 
 bool Identities::is_valid_user_name(std::string_view name) {
-  auto allowed = [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-           c == '-';
-  };
-  auto alphanumeric = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); };
-  return !name.empty() && name.size() <= 64 && alphanumeric(name.front()) &&
-         std::all_of(name.begin(), name.end(), allowed);
+  return inferllama::is_valid_user_name(name);
 }
 
 std::int64_t Identities::now_ms() const {

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+
+#include "rate_limit_headers.hpp"
 #include "url.hpp"
 
 namespace inferllama::http {
@@ -76,6 +79,68 @@ TEST(Router, ApiRoutes) {
   EXPECT_TRUE(std::holds_alternative<BadRequest>(route("/api/models/ac%20me/x")));
   EXPECT_TRUE(std::holds_alternative<HealthRoute>(route("/healthz")));
   EXPECT_TRUE(std::holds_alternative<NotFound>(route("/")));
+}
+
+TEST(Router, AccountRoutes) {
+  const std::string passkey(32, 'a');
+  auto r = route("/announce/" + passkey);
+  ASSERT_TRUE(std::get_if<TrackerRoute>(&r));
+  EXPECT_EQ(std::get<TrackerRoute>(r).passkey, passkey);
+  EXPECT_TRUE(std::holds_alternative<NotFound>(route("/announce/short")));
+  EXPECT_TRUE(std::holds_alternative<NotFound>(route("/announce/" + std::string(32, 'G'))));
+  EXPECT_TRUE(std::holds_alternative<UsageRoute>(route("/api/usage")));
+  r = route("/api/inferllama/keys/key_0123/revoke");
+  ASSERT_TRUE(std::get_if<AdminRoute>(&r));
+  EXPECT_EQ(std::get<AdminRoute>(r).action, "keys/key_0123/revoke");
+  EXPECT_TRUE(std::holds_alternative<AdminRoute>(route("/api/inferllama/users")));
+  EXPECT_FALSE(std::holds_alternative<AdminRoute>(route("/api/inferllama/usersx")));
+
+  // A torrent's web seed and resolve URLs under a passkey; nothing else is reachable that way.
+  r = route("/p/" + passkey + "/acme/tiny/resolve/main/config.json");
+  ASSERT_TRUE(std::get_if<ResolveRoute>(&r));
+  EXPECT_EQ(std::get<ResolveRoute>(r).passkey, passkey);
+  const std::string commit(40, 'b');
+  r = route("/p/" + passkey + "/api/models/acme/tiny/webseed/" + commit + "/tiny/config.json");
+  ASSERT_TRUE(std::get_if<ApiRoute>(&r));
+  EXPECT_EQ(std::get<ApiRoute>(r).passkey, passkey);
+  EXPECT_TRUE(std::holds_alternative<NotFound>(route("/p/" + passkey + "/api/models/acme/tiny/revision/main")));
+  EXPECT_TRUE(std::holds_alternative<NotFound>(route("/p/" + passkey + "/api/inferllama/users")));
+  EXPECT_TRUE(std::holds_alternative<NotFound>(route("/p/nothex/acme/tiny/resolve/main/config.json")));
+  EXPECT_TRUE(std::holds_alternative<BadRequest>(route("/p/" + passkey + "/acme/tiny/resolve/main/../x")));
+  EXPECT_TRUE(std::get<ResolveRoute>(route("/acme/tiny/resolve/main/config.json")).passkey.empty());
+}
+
+TEST(RateLimitHeaders, FollowTheDraft) {
+  Decision d;
+  d.allowed = false;
+  d.refused_by = LimitKind::requests;
+  d.retry_after = std::chrono::milliseconds(1200);
+  d.status = {{LimitKind::requests, 100, std::chrono::seconds(60), 0, std::chrono::seconds(54)},
+              {LimitKind::tokens, 10 * 1048576, std::chrono::seconds(3600), 1048576, std::chrono::seconds(3240)},
+              {LimitKind::concurrent, 4, std::chrono::seconds(0), 3, std::chrono::seconds(0)}};
+  std::map<std::string, std::string> h;
+  for (const auto& [name, value] : rate_limit_headers(d)) h[name] = value;
+  EXPECT_EQ(h["RateLimit-Policy"],
+            "\"requests\";q=100;w=60, \"tokens\";q=10485760;w=3600;qu=\"content-bytes\", "
+            "\"concurrent\";q=4;qu=\"concurrent-requests\"");
+  EXPECT_EQ(h["RateLimit"], "\"requests\";r=0;t=54, \"tokens\";r=1048576;t=3240, \"concurrent\";r=3");
+  EXPECT_EQ(h["RateLimit-Limit"], "100");
+  EXPECT_EQ(h["RateLimit-Remaining"], "0");
+  EXPECT_EQ(h["RateLimit-Reset"], "54");
+  EXPECT_EQ(h["Retry-After"], "2");  // rounded up: never earlier than the limit allows
+  const std::string body = rate_limited_body(d, UserId::user("alice"));
+  EXPECT_NE(body.find("\"limit\":\"requests\""), std::string::npos) << body;
+  EXPECT_NE(body.find("100 requests per 60 s for alice"), std::string::npos) << body;
+
+  // Allowed: no Retry-After; the legacy fields name the limit closest to running out.
+  d.allowed = true;
+  d.refused_by.reset();
+  d.status[0].remaining = 90;
+  h.clear();
+  for (const auto& [name, value] : rate_limit_headers(d)) h[name] = value;
+  EXPECT_FALSE(h.contains("Retry-After"));
+  EXPECT_EQ(h["RateLimit-Limit"], "10485760");
+  EXPECT_TRUE(rate_limit_headers(Decision{}).empty());
 }
 
 TEST(Url, HostOf) {
