@@ -3,23 +3,9 @@
 
 #include "commands.hpp"
 #include "inferllama/index.hpp"
+#include "text.hpp"
 
 namespace inferllama::cli {
-
-namespace {
-std::string human(std::uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(bytes);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-  return buf;
-}
-}  // namespace
 
 int list_cache(const Config& config) {
   auto dir = config.data_dir / "index";
@@ -46,8 +32,8 @@ int list_cache(const Config& config) {
       std::string refs;
       for (const auto& n : names[repo + '@' + commit]) refs += (refs.empty() ? "  [" : ", ") + n;
       if (!refs.empty()) refs += "]";
-      std::printf("  @%s  %zu files, %s%s\n", commit.c_str(), files.size(), human(total).c_str(), refs.c_str());
-      for (const auto& f : files) std::printf("    %10s  %s\n", human(f.file.size).c_str(), f.path.c_str());
+      std::printf("  @%s  %zu files, %s%s\n", commit.c_str(), files.size(), human_bytes(total).c_str(), refs.c_str());
+      for (const auto& f : files) std::printf("    %10s  %s\n", human_bytes(f.file.size).c_str(), f.path.c_str());
     }
   }
   if (tree.empty()) std::printf("the cache is empty\n");
