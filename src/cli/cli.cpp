@@ -2,6 +2,7 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "accounts.hpp"
 #include "commands.hpp"
 
 extern char** environ;
@@ -92,10 +93,13 @@ int run(int argc, char** argv) {
   ls_cmd->add_option("--config", ls_config, "TOML configuration file (env INFERLLAMA_CONFIG)");
   ls_cmd->add_option("--data-dir", ls_given["data_dir"], "Data directory [default: ./data] (env INFERLLAMA_DATA_DIR)");
 
+  AccountCommands accounts(app);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    const int code = app.exit(e);  // prints the help, the version or what was wrong
+    return code == 0 ? 0 : 2;
   }
   try {
     if (*serve_cmd) return serve(config_from(serve_given, *serve_cmd, serve_config));
@@ -104,6 +108,7 @@ int run(int argc, char** argv) {
     if (*unpin_cmd) return admin(unpin_options);
     if (*gc_cmd) return admin(gc_options);
     if (*mirror_cmd) return admin(mirror_options);
+    if (auto code = accounts.run()) return *code;
     if (*ls_cmd) {
       ConfigSources sources;
       if (ls_cmd->count("--data-dir")) sources.flags["data_dir"] = ls_given["data_dir"];

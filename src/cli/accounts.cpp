@@ -1,0 +1,334 @@
+#include "accounts.hpp"
+
+#include <termios.h>
+#include <unistd.h>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <variant>
+
+#include "accounts_api.hpp"
+#include "identities.hpp"
+#include "inferllama/config.hpp"
+#include "inferllama/index.hpp"
+#include "inferllama/usage.hpp"
+#include "node_http.hpp"
+#include "secret_box.hpp"
+#include "text.hpp"
+#include "url.hpp"
+#include "usage_log.hpp"
+
+extern char** environ;
+
+namespace inferllama::cli {
+namespace {
+
+using Json = nlohmann::json;
+
+// A secret typed at a terminal is not echoed; a piped one is the first line of stdin. Either way it
+// stays out of the shell's history.
+std::string read_secret_line(const std::string& prompt) {
+  const bool terminal = ::isatty(STDIN_FILENO);
+  termios saved{};
+  if (terminal && ::tcgetattr(STDIN_FILENO, &saved) == 0) {
+    termios quiet = saved;
+    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    std::fprintf(stderr, "%s", prompt.c_str());
+  }
+  std::string line;
+  std::getline(std::cin, line);
+  if (terminal) {
+    ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+    std::fprintf(stderr, "\n");
+  }
+  const auto first = line.find_first_not_of(" \t\r");
+  if (first == std::string::npos) return "";
+  return line.substr(first, line.find_last_not_of(" \t\r") - first + 1);
+}
+
+bool is_lock_error(const std::string& message) {
+  return message.find("lock file") != std::string::npos || message.find("/LOCK") != std::string::npos;
+}
+
+// The data-directory way: the node's records opened here, answered by the node's own API functions.
+usage::ApiAnswer answer_locally(const AccountCommands::Call& call, const std::string& data_dir,
+                                const std::string& config_file) {
+  ConfigSources sources;
+  if (!data_dir.empty()) sources.flags["data_dir"] = data_dir;
+  if (!config_file.empty()) sources.file = config_file;
+  sources.env = environment_map(environ);
+  // The client's own variables, which are no node settings.
+  sources.env.erase("INFERLLAMA_NODE");
+  sources.env.erase("INFERLLAMA_ADMIN_KEY");
+  const Config config = load_config(sources);
+  // What the records log (a key file created, say) is no answer: it goes to stderr, as the node's does.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("inferllama"));
+  spdlog::set_level(spdlog::level::from_str(config.log_level));
+  std::unique_ptr<Index> index;
+  try {
+    index = open_rocksdb_index(config.data_dir / "index");
+  } catch (const std::runtime_error& e) {
+    if (!is_lock_error(e.what())) throw;
+    throw std::runtime_error("the data directory " + config.data_dir.string() +
+                             " is in use by a running node: pass --node URL --admin-key KEY");
+  }
+  SystemClock clock;
+  usage::Identities identities(index->records(), clock, usage::SecretBox::from_file(usage::secret_key_path(config)));
+  usage::UsageLog usage_log(index->records(), clock);
+  usage::Accounts accounts{identities, usage_log, config.token_size};
+  if (call.usage) return usage::answer_usage(accounts, std::nullopt, call.query);
+  auto answer = usage::answer_admin(accounts, call.method, call.path, call.query, call.body);
+  if (!answer) throw std::logic_error("no accounts route " + call.method + " " + call.path);
+  return *answer;
+}
+
+std::variant<usage::ApiAnswer, std::string> answer_remotely(const AccountCommands::Call& call, const std::string& node,
+                                                            const std::string& admin_key) {
+  std::string url = node_base(node) + (call.usage ? "/api/usage" : "/api/inferllama/" + call.path);
+  if (!call.query.empty()) url += "?" + call.query;
+  auto called = call_node(call.method, url, admin_key, call.body);
+  if (auto* why = std::get_if<std::string>(&called)) return *why;
+  auto& answer = std::get<NodeAnswer>(called);
+  return usage::ApiAnswer{static_cast<unsigned>(answer.status), answer.content_type, std::move(answer.body)};
+}
+
+Json parse_answer(const std::string& body) {
+  auto json = Json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (!json.is_object()) throw std::runtime_error("the node answered what is not a JSON object: " + body);
+  return json;
+}
+
+// A string field of an answer's object; "" when it is missing or not a string (a key's "revoked": null).
+std::string text_of(const Json& object, const char* field) {
+  const auto it = object.find(field);
+  return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+void print_users(const std::string& body) {
+  const auto users = parse_answer(body).value("users", Json::array());
+  if (users.empty()) {
+    std::printf("no users\n");
+    return;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& user : users) {
+    rows.push_back({text_of(user, "name"), text_of(user, "email"), text_of(user, "created"),
+                    user.value("disabled", false) ? "disabled" : "enabled",
+                    user.value("has_hub_token", false) ? "own" : "node's", text_of(user, "passkey")});
+  }
+  print_table({{"NAME"}, {"EMAIL"}, {"CREATED"}, {"STATUS"}, {"HUB TOKEN"}, {"PASSKEY"}}, rows);
+}
+
+void print_keys(const std::string& body, const std::string& user) {
+  const auto keys = parse_answer(body).value("keys", Json::array());
+  if (keys.empty()) {
+    std::printf("%s has no keys\n", user.c_str());
+    return;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& key : keys) {
+    const std::string revoked = text_of(key, "revoked");
+    rows.push_back({text_of(key, "id"), text_of(key, "label"), text_of(key, "hint") + "...", text_of(key, "created"),
+                    revoked.empty() ? "-" : revoked});
+  }
+  print_table({{"ID"}, {"LABEL"}, {"HINT"}, {"CREATED"}, {"REVOKED"}}, rows);
+}
+
+void print_usage(const std::string& body) {
+  const auto answer = parse_answer(body);
+  const auto rows_json = answer.value("usage", Json::array());
+  if (rows_json.empty()) {
+    std::printf("no usage recorded\n");
+    return;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& row : rows_json) {
+    const std::string repo = text_of(row, "repo");
+    rows.push_back({text_of(row, "day"), text_of(row, "user"), repo.empty() ? "-" : repo,
+                    std::to_string(row.value("requests", 0ULL)), std::to_string(row.value("tokens", 0ULL)),
+                    human_bytes(row.value("bytes_from_cache", 0ULL)),
+                    human_bytes(row.value("bytes_from_upstream", 0ULL))});
+  }
+  print_table({{"DAY"},
+               {"USER"},
+               {"REPO"},
+               {"REQUESTS", true},
+               {"TOKENS", true},
+               {"FROM CACHE", true},
+               {"FROM UPSTREAM", true}},
+              rows);
+  std::printf("a token is %s of file content\n", human_bytes(answer.value("token_size", 0ULL)).c_str());
+}
+
+}  // namespace
+
+CLI::App* AccountCommands::add(CLI::App& parent, const std::string& name, const std::string& help) {
+  auto* command = parent.add_subcommand(name, help);
+  command
+      ->add_option("--node", target_.node,
+                   "Base URL of a running node to ask through its admin API; without it, the data directory is "
+                   "read and changed directly")
+      ->envname("INFERLLAMA_NODE");
+  command
+      ->add_option("--admin-key", target_.admin_key,
+                   "The node's admin key, with --node (for `usage`, a user's own node key shows their own usage)")
+      ->envname("INFERLLAMA_ADMIN_KEY");
+  command->add_option("--data-dir", target_.data_dir, "Data directory [default: ./data] (env INFERLLAMA_DATA_DIR)");
+  command->add_option("--config", target_.config_file, "TOML configuration file (env INFERLLAMA_CONFIG)");
+  return command;
+}
+
+AccountCommands::AccountCommands(CLI::App& app) {
+  auto* user = app.add_subcommand("user", "Node users: add, list, disable, enable, set their own Hub token");
+  user->require_subcommand(1);
+  auto* key = app.add_subcommand("key", "Users' API keys: create, list, revoke");
+  key->require_subcommand(1);
+
+  auto* user_add = add(*user, "add", "Add a user");
+  user_add->add_option("name", name_, "1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit")->required();
+  user_add->add_option("--email", email_, "The user's email address");
+  commands_.push_back(
+      {user_add,
+       [this] {
+         return Call{false, "POST", "users", "", Json{{"name", name_}, {"email", email_}}.dump()};
+       },
+       [](const std::string& body) { std::printf("added user %s\n", text_of(parse_answer(body), "name").c_str()); }});
+
+  auto* user_list = add(*user, "list", "List the users");
+  commands_.push_back({user_list, [] { return Call{false, "GET", "users", "", ""}; }, print_users});
+
+  auto* user_disable = add(*user, "disable", "Disable a user: their keys are refused from the next request on");
+  user_disable->add_option("name", name_, "User name")->required();
+  commands_.push_back({user_disable,
+                       [this] {
+                         return Call{false, "POST", "users/" + url::encode(name_) + "/disable", "", ""};
+                       },
+                       [this](const std::string&) {
+                         std::printf("disabled user %s: their keys are refused from now on\n", name_.c_str());
+                       }});
+
+  auto* user_enable = add(*user, "enable", "Enable a disabled user again");
+  user_enable->add_option("name", name_, "User name")->required();
+  commands_.push_back({user_enable,
+                       [this] {
+                         return Call{false, "POST", "users/" + url::encode(name_) + "/enable", "", ""};
+                       },
+                       [this](const std::string&) { std::printf("enabled user %s\n", name_.c_str()); }});
+
+  auto* hub_token = add(*user, "hub-token",
+                        "Set the Hub token the node uses upstream for a user's requests (read from stdin when TOKEN "
+                        "is not given, so it stays out of the shell's history); empty removes it");
+  hub_token->add_option("name", name_, "User name")->required();
+  token_option_ = hub_token->add_option("token", token_, "The user's Hub token (default: read from stdin)");
+  commands_.push_back(
+      {hub_token,
+       [this] {
+         const std::string token =
+             token_option_->count() > 0 ? token_ : read_secret_line("Hub token for " + name_ + " (empty removes it): ");
+         return Call{false, "POST", "users/" + url::encode(name_) + "/hub-token", "", Json{{"token", token}}.dump()};
+       },
+       [this](const std::string& body) {
+         const bool own = parse_answer(body).value("has_hub_token", false);
+         std::printf("requests of %s now use %s Hub token\n", name_.c_str(), own ? "their own" : "the node's");
+       }});
+
+  auto* key_create = add(*key, "create", "Create an API key for a user; its secret is shown this once");
+  key_create->add_option("user", name_, "User name")->required();
+  key_create->add_option("--label", label_, "What the key is for, to tell keys apart");
+  commands_.push_back({key_create,
+                       [this] {
+                         return Call{false, "POST", "keys", "", Json{{"user", name_}, {"label", label_}}.dump()};
+                       },
+                       [](const std::string& body) {
+                         const auto created = parse_answer(body);
+                         std::printf("created key %s for %s\n%s\nthe key will not be shown again: store it now\n",
+                                     text_of(created, "id").c_str(), text_of(created, "user").c_str(),
+                                     text_of(created, "key").c_str());
+                       }});
+
+  auto* key_list = add(*key, "list", "List a user's API keys");
+  key_list->add_option("user", name_, "User name")->required();
+  commands_.push_back({key_list,
+                       [this] {
+                         return Call{false, "GET", "keys", "user=" + url::encode(name_), ""};
+                       },
+                       [this](const std::string& body) { print_keys(body, name_); }});
+
+  auto* key_revoke = add(*key, "revoke", "Revoke an API key: it is refused from the next request on");
+  key_revoke->add_option("id", key_id_, "The key's id (key_...), as `key list` shows it")->required();
+  commands_.push_back({key_revoke,
+                       [this] {
+                         return Call{false, "POST", "keys/" + url::encode(key_id_) + "/revoke", "", ""};
+                       },
+                       [](const std::string& body) {
+                         const auto revoked = parse_answer(body);
+                         std::printf("revoked key %s of %s\n", text_of(revoked, "id").c_str(),
+                                     text_of(revoked, "user").c_str());
+                       }});
+
+  auto* usage = add(app, "usage", "Requests, tokens and bytes per day, user and repo");
+  usage->add_option("user", name_, "Only this user's usage (or anon:ADDRESS)");
+  usage->add_option("--since", since_, "From this day on (YYYY-MM-DD, UTC)");
+  usage->add_option("--format", format_, "table, json or csv")
+      ->check(CLI::IsMember({"table", "json", "csv"}))
+      ->capture_default_str();
+  commands_.push_back({usage,
+                       [this] {
+                         std::string query = format_ == "csv" ? "format=csv" : "format=json";
+                         if (!name_.empty()) query += "&user=" + url::encode(name_);
+                         if (!since_.empty()) query += "&since=" + url::encode(since_);
+                         return Call{true, "GET", "", query, ""};
+                       },
+                       [this](const std::string& body) {
+                         if (format_ == "table") {
+                           print_usage(body);
+                         } else if (format_ == "json") {
+                           std::printf("%s\n", parse_answer(body).dump(2).c_str());
+                         } else {
+                           std::fwrite(body.data(), 1, body.size(), stdout);
+                         }
+                       }});
+}
+
+std::optional<int> AccountCommands::run() {
+  const Command* given = nullptr;
+  for (const auto& command : commands_) {
+    if (command.app->parsed()) given = &command;
+  }
+  if (!given) return std::nullopt;
+  if (!target_.node.empty() && (!target_.data_dir.empty() || !target_.config_file.empty())) {
+    std::fprintf(stderr,
+                 "inferllama: --node asks a running node; --data-dir and --config name a data directory: "
+                 "pass one or the other\n");
+    return 2;
+  }
+  const Call call = given->call();
+  std::variant<usage::ApiAnswer, std::string> answer;
+  if (target_.node.empty()) {
+    answer = answer_locally(call, target_.data_dir, target_.config_file);
+  } else {
+    answer = answer_remotely(call, target_.node, target_.admin_key);
+  }
+  if (auto* why = std::get_if<std::string>(&answer)) {
+    std::fprintf(stderr, "inferllama: %s\n", why->c_str());
+    return 1;
+  }
+  const auto& done = std::get<usage::ApiAnswer>(answer);
+  if (done.status < 200 || done.status >= 300) {
+    // The status tells more only when it came over HTTP.
+    const std::string status = target_.node.empty() ? "" : " (HTTP " + std::to_string(done.status) + ")";
+    std::fprintf(stderr, "inferllama: %s%s\n", error_of(done.body).c_str(), status.c_str());
+    return 1;
+  }
+  given->print(done.body);
+  return 0;
+}
+
+}  // namespace inferllama::cli
