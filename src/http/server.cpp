@@ -876,15 +876,15 @@ Task<bool> Server::Impl::handle_usage(Connection& c, const Request& req, std::st
   if (!identities) co_return co_await send_error(c, req, bhttp::status::not_found, "this node keeps no usage records");
   std::optional<std::string> viewer;
   const std::string_view bearer = bearer_of(req[bhttp::field::authorization]);
-  if (!config.admin_key.empty() && same_secret(bearer, config.admin_key)) {
-    viewer.reset();  // the admin sees everyone
-  } else if (usage::Identities::is_node_key(bearer)) {
+  if (usage::Identities::is_node_key(bearer)) {
     auto checked = identities->authenticate(bearer);
     if (const auto* why = std::get_if<std::string>(&checked)) {
       unauthorized.add();
       co_return co_await send_unauthorized(c, req, *why);
     }
     viewer = std::get<usage::Authenticated>(checked).user;
+  } else if (admin_allowed(c, req)) {
+    viewer.reset();  // the admin (its key, or loopback on a node without one) sees everyone
   } else {
     unauthorized.add();
     co_return co_await send_unauthorized(c, req, "usage records need your node key (or the admin key) as a bearer token");
