@@ -491,11 +491,10 @@ constexpr KeySpec kSpecs[] = {
      },
      true},
     {{"secret_key_file", "--secret-key-file", "INFERLLAMA_SECRET_KEY_FILE",
-      "File with the key that seals users' Hub tokens at rest (created when missing); empty = DATA_DIR/secret.key",
-      ""},
+      "File with the key that seals users' Hub tokens at rest (created when missing); empty = DATA_DIR/secret.key", ""},
      [](Config& c, const Input& in) { c.secret_key_file = in.text(); }},
-    {{"token_size", "--token-size", "INFERLLAMA_TOKEN_SIZE",
-      "Bytes of file content per rate-limit token, 1KiB..1GiB", "1MiB"},
+    {{"token_size", "--token-size", "INFERLLAMA_TOKEN_SIZE", "Bytes of file content per rate-limit token, 1KiB..1GiB",
+      "1MiB"},
      [](Config& c, const Input& in) {
        const std::uint64_t size = in.size();
        if (size < kKiB || size > kGiB) in.fail(std::to_string(size) + " is out of range 1KiB..1GiB");
@@ -536,7 +535,8 @@ constexpr KeySpec kSpecs[] = {
       "How long a decision waits for Redis before it falls back, 1ms..10s", "200ms"},
      [](Config& c, const Input& in) {
        const auto timeout = in.duration();
-       if (timeout.count() < 1 || timeout.count() > 10000) in.fail(std::to_string(timeout.count()) + "ms is out of range 1ms..10s");
+       if (timeout.count() < 1 || timeout.count() > 10000)
+         in.fail(std::to_string(timeout.count()) + "ms is out of range 1ms..10s");
        c.ratelimit_timeout = timeout;
      }},
     {{"usage_retention", "--usage-retention", "INFERLLAMA_USAGE_RETENTION",
@@ -732,7 +732,8 @@ LimitPolicy parse_limit_policy(std::string_view text) {
   };
   auto count_of = [&](std::string_view name, std::string_view digits) {
     std::uint64_t v = 0;
-    if (digits.empty() || !std::all_of(digits.begin(), digits.end(), is_digit)) throw fail(std::string(name) + " needs a whole number");
+    if (digits.empty() || !std::all_of(digits.begin(), digits.end(), is_digit))
+      throw fail(std::string(name) + " needs a whole number");
     for (char c : digits) {
       if (__builtin_mul_overflow(v, 10u, &v) || __builtin_add_overflow(v, static_cast<std::uint64_t>(c - '0'), &v))
         throw fail(std::string(name) + " is too large");
@@ -741,7 +742,8 @@ LimitPolicy parse_limit_policy(std::string_view text) {
     return v;
   };
   // "100/1m" or "100/m": a count per window of whole seconds (1s..366d).
-  auto rate_of = [&](std::string_view name, std::string_view value, std::uint64_t& count, std::chrono::seconds& window) {
+  auto rate_of = [&](std::string_view name, std::string_view value, std::uint64_t& count,
+                     std::chrono::seconds& window) {
     const auto slash = value.find('/');
     if (slash == std::string_view::npos) throw fail(std::string(name) + " needs COUNT/WINDOW, e.g. 100/1m");
     count = count_of(name, value.substr(0, slash));
@@ -812,9 +814,11 @@ std::map<std::string, LimitPolicy> parse_user_limits(std::string_view text) {
 std::string format_limit_policy(const LimitPolicy& policy) {
   std::string out;
   auto add = [&](const std::string& part) { out += (out.empty() ? "" : " ") + part; };
-  if (policy.requests) add("requests=" + std::to_string(policy.requests) + "/" + std::to_string(policy.request_window.count()) + "s");
+  if (policy.requests)
+    add("requests=" + std::to_string(policy.requests) + "/" + std::to_string(policy.request_window.count()) + "s");
   if (policy.request_burst) add("burst=" + std::to_string(policy.request_burst));
-  if (policy.tokens) add("tokens=" + std::to_string(policy.tokens) + "/" + std::to_string(policy.token_window.count()) + "s");
+  if (policy.tokens)
+    add("tokens=" + std::to_string(policy.tokens) + "/" + std::to_string(policy.token_window.count()) + "s");
   if (policy.token_burst) add("token_burst=" + std::to_string(policy.token_burst));
   if (policy.concurrent) add("concurrent=" + std::to_string(policy.concurrent));
   return out;

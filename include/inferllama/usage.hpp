@@ -51,9 +51,9 @@ enum class LimitKind { requests, tokens, concurrent };
 // One limit of a policy as the RateLimit header fields describe it.
 struct LimitStatus {
   LimitKind kind = LimitKind::requests;
-  std::uint64_t quota = 0;       // requests, bytes (tokens x token_bytes) or downloads at once
+  std::uint64_t quota = 0;         // requests, bytes (tokens x token_bytes) or downloads at once
   std::chrono::seconds window{0};  // 0 for concurrent downloads
-  std::uint64_t remaining = 0;   // what may still be used now (bytes for tokens)
+  std::uint64_t remaining = 0;     // what may still be used now (bytes for tokens)
   std::chrono::seconds reset{0};   // until the whole quota is available again
 };
 
@@ -61,9 +61,9 @@ struct Decision {
   bool allowed = true;
   std::optional<LimitKind> refused_by;
   std::chrono::milliseconds retry_after{0};  // when refused: until the refusing limit lets one through
-  std::vector<LimitStatus> status;            // each limit of the policy, after this decision
-  bool fallback = false;                      // decided locally: the shared backend could not be asked
-  std::shared_ptr<void> slot;                 // a concurrent-download slot, freed when the last copy goes
+  std::vector<LimitStatus> status;           // each limit of the policy, after this decision
+  bool fallback = false;                     // decided locally: the shared backend could not be asked
+  std::shared_ptr<void> slot;                // a concurrent-download slot, freed when the last copy goes
 };
 
 class RateLimiter {

@@ -6,11 +6,11 @@
 #include <iostream>
 #include <thread>
 
+#include "accounts_api.hpp"
 #include "commands.hpp"
 #include "curl_upstream.hpp"
 #include "download.hpp"
 #include "evictor.hpp"
-#include "accounts_api.hpp"
 #include "hub_service.hpp"
 #include "identities.hpp"
 #include "inferllama/chunk_store.hpp"
@@ -84,8 +84,7 @@ int serve(const Config& config) {
 
   // Users, limits and usage records.
   SystemClock clock;
-  usage::Identities identities(index->records(), clock,
-                               usage::SecretBox::from_file(usage::secret_key_path(config)));
+  usage::Identities identities(index->records(), clock, usage::SecretBox::from_file(usage::secret_key_path(config)));
   usage::UsageLog usage_log(index->records(), clock);
   usage::LocalRateLimiter local_limits(clock);
   std::unique_ptr<usage::RedisRateLimiter> shared_limits;
@@ -137,9 +136,7 @@ int serve(const Config& config) {
     // a hit would. Only files really gone or short are forgotten; a read that failed for want of
     // descriptors forgets nothing.
     options.on_damaged_chunk = [&workers, &evictor, &seeded](const Sha256& chunk) {
-      asio::post(workers, [&evictor, &seeded, chunk] {
-        evictor.forget(seeded->damaged_files_beside(chunk));
-      });
+      asio::post(workers, [&evictor, &seeded, chunk] { evictor.forget(seeded->damaged_files_beside(chunk)); });
     };
     seeder = std::make_unique<torrent::Seeder>(store, options);
     tracker.set_seed_port(seeder->listen_port());

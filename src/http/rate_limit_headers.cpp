@@ -25,9 +25,12 @@ const LimitStatus* headline(const Decision& decision) {
 
 const char* limit_name(LimitKind kind) {
   switch (kind) {
-    case LimitKind::requests: return "requests";
-    case LimitKind::tokens: return "tokens";
-    case LimitKind::concurrent: return "concurrent";
+    case LimitKind::requests:
+      return "requests";
+    case LimitKind::tokens:
+      return "tokens";
+    case LimitKind::concurrent:
+      return "concurrent";
   }
   return "requests";
 }
@@ -81,12 +84,13 @@ std::string rate_limited_body(const Decision& decision, const UserId& who) {
       what = std::to_string(s->quota) + " downloads at once";
       break;
   }
-  body = {{"error", "rate limit exceeded: " + what + " for " + who.str() + "; retry in " + std::to_string(retry) + " s"},
-          {"limit", limit_name(s->kind)},
-          {"quota", s->quota},
-          {"remaining", s->remaining},
-          {"retry_after_seconds", retry},
-          {"identity", who.str()}};
+  body = {
+      {"error", "rate limit exceeded: " + what + " for " + who.str() + "; retry in " + std::to_string(retry) + " s"},
+      {"limit", limit_name(s->kind)},
+      {"quota", s->quota},
+      {"remaining", s->remaining},
+      {"retry_after_seconds", retry},
+      {"identity", who.str()}};
   if (s->window.count() > 0) body["window_seconds"] = s->window.count();
   if (s->kind == LimitKind::tokens) body["quota_unit"] = "content-bytes";
   return body.dump();

@@ -2,10 +2,10 @@
 
 #include <fcntl.h>
 #include <netinet/tcp.h>
+#include <openssl/crypto.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
-#include <openssl/crypto.h>
 #include <sys/sendfile.h>
 #include <unistd.h>
 
@@ -548,9 +548,8 @@ Task<bool> Server::Impl::handle_admin(Connection& c, const Request& req, const s
     const std::string_view query = url::split_target(req.target()).second;
     const std::string method(req.method_string());
     usage::Accounts accounts{*identities, *usage_log, config.token_size};
-    auto answer = co_await offload(blocking, [&] {
-      return usage::answer_admin(accounts, method, action, query, req.body());
-    });
+    auto answer =
+        co_await offload(blocking, [&] { return usage::answer_admin(accounts, method, action, query, req.body()); });
     if (!answer) co_return co_await send_error(c, req, bhttp::status::not_found, "no such route");
     StringResponse res{static_cast<bhttp::status>(answer->status), req.version()};
     res.keep_alive(req.keep_alive());
@@ -798,8 +797,8 @@ Task<bool> Server::Impl::send_unauthorized(Connection& c, const Request& req, co
 }
 
 Task<std::optional<bool>> Server::Impl::open_account(Connection& c, const Request& req, hub::Caller& caller,
-                                                      const std::string& passkey, const std::string& repo,
-                                                      bool download) {
+                                                     const std::string& passkey, const std::string& repo,
+                                                     bool download) {
   Connection::Account account;
   const std::string_view bearer = bearer_of(req[bhttp::field::authorization]);
   if (!passkey.empty()) {
@@ -887,7 +886,8 @@ Task<bool> Server::Impl::handle_usage(Connection& c, const Request& req, std::st
     viewer.reset();  // the admin (its key, or loopback on a node without one) sees everyone
   } else {
     unauthorized.add();
-    co_return co_await send_unauthorized(c, req, "usage records need your node key (or the admin key) as a bearer token");
+    co_return co_await send_unauthorized(c, req,
+                                         "usage records need your node key (or the admin key) as a bearer token");
   }
   usage::Accounts accounts{*identities, *usage_log, config.token_size};
   auto answer = co_await offload(blocking, [&] { return usage::answer_usage(accounts, viewer, query); });

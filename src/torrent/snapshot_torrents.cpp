@@ -2,8 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include <fstream>
 #include <algorithm>
+#include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
 

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import tempfile
-import time
 
 ADMIN_KEY = "test-admin-key-0123456789"
 
@@ -63,11 +62,3 @@ def burst(urls: list[str], headers: dict | None = None, connections: int = 50) -
         os.unlink(config)
 
 
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)  # polling an observable state, bounded by the deadline
-    raise AssertionError(f"timed out waiting for {what}")

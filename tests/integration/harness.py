@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -242,6 +243,17 @@ class Node:
 
     def resolve_path(self, repo: str, rev: str, path: str, prefix: str = "") -> str:
         return f"/{prefix}{repo}/resolve/{urllib.parse.quote(rev, safe='')}/{urllib.parse.quote(path)}"
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
+    """Polls `predicate` until it returns something true (and returns that), or fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)  # polling an observable state, bounded by the deadline
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def sha256(data: bytes) -> str:

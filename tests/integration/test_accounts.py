@@ -1,7 +1,6 @@
 """Users, API keys, limits and usage records against the real node and the fake Hub."""
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
@@ -10,8 +9,8 @@ import tempfile
 import unittest
 
 import bencode
-from accounts import ADMIN_KEY, add_user, admin, bearer, burst, totals, usage, wait_until
-from harness import FakeHub, Node, sha256
+from accounts import ADMIN_KEY, add_user, admin, bearer, burst, totals, usage
+from harness import FakeHub, Node, sha256, wait_until
 
 REPO = "acme/tiny-model"
 BIG = "model.safetensors"

@@ -1,15 +1,14 @@
 """Two nodes share one set of limits through a real redis-server on loopback."""
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import unittest
 
-from accounts import burst, wait_until
-from harness import FakeHub, Node, stop_process
+from accounts import burst
+from harness import FakeHub, Node, stop_process, wait_until
 
 REPO = "acme/tiny-model"
 

@@ -9,12 +9,11 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 import unittest
 import urllib.parse
 
 import bencode
-from harness import FakeHub, Node, sha256
+from harness import FakeHub, Node, sha256, wait_until
 
 REPO = "acme/tiny-model"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -29,16 +28,6 @@ def aria2c(torrent: str, directory: str, timeout: int = 120) -> subprocess.Compl
          "--enable-peer-exchange=false", "--seed-time=0", "--summary-interval=0", "--console-log-level=warn",
          "--file-allocation=none", f"--bt-stop-timeout={timeout}", "--bt-tracker-connect-timeout=10",
          torrent], capture_output=True, text=True, timeout=timeout + 30)
-
-
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)  # polling an observable state, bounded by the deadline
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class TorrentTest(unittest.TestCase):

@@ -9,21 +9,14 @@
 
 #include "inferllama/index.hpp"
 #include "usage_json.hpp"
+#include "test_support.hpp"
 
 namespace inferllama::usage {
 namespace {
 
+using testing::ManualClock;
+
 using Json = nlohmann::json;
-
-class FakeClock final : public Clock {
- public:
-  SystemTime now() const override { return now_; }
-  void set(SystemTime t) { now_ = t; }
-  void advance(std::chrono::milliseconds d) { now_ += d; }
-
- private:
-  SystemTime now_;
-};
 
 // 2026-12-01T22:30:00Z
 const SystemTime kStart = SystemTime(std::chrono::seconds(1796164200));
@@ -32,9 +25,7 @@ constexpr std::uint64_t kTokenSize = 1000;
 class AccountsApiTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("inferllama-accounts-" + std::to_string(::getpid()) + "-" +
-                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
+    dir_ = testing::fresh_test_dir("accounts");
     clock_.set(kStart);
     index_ = open_rocksdb_index(dir_ / "index");
     std::array<unsigned char, 32> key{};
@@ -76,7 +67,7 @@ class AccountsApiTest : public ::testing::Test {
   }
 
   std::filesystem::path dir_;
-  FakeClock clock_;
+  ManualClock clock_;
   std::unique_ptr<Index> index_;
   std::unique_ptr<Identities> identities_;
   std::unique_ptr<UsageLog> usage_;

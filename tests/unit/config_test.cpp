@@ -202,15 +202,15 @@ std::vector<PrecedenceCase> precedence_cases() {
       {"limit_default", "\"requests=10/1m\"", "tokens=5/1m token_burst=2", "none", "requests=10/60s",
        "tokens=5/60s token_burst=2", "", "", [](const Config& c) { return format_limit_policy(c.limit_default); }},
       {"limit_users", "{ alice = \"requests=1/1s\", bob = \"concurrent=3\" }", "carol: requests=2/2s",
-       "dave: concurrent=1; erin: requests=5/m", "alice=requests=1/1s;bob=concurrent=3;",
-       "carol=requests=2/2s;", "dave=concurrent=1;erin=requests=5/60s;", "",
+       "dave: concurrent=1; erin: requests=5/m", "alice=requests=1/1s;bob=concurrent=3;", "carol=requests=2/2s;",
+       "dave=concurrent=1;erin=requests=5/60s;", "",
        [](const Config& c) {
          std::string out;
          for (const auto& [name, policy] : c.limit_users) out += name + "=" + format_limit_policy(policy) + ";";
          return out;
        }},
-      {"ratelimit_backend", "\"redis://127.0.0.1:1\"", "redis://h:2/1", "local", "redis://127.0.0.1:1",
-       "redis://h:2/1", "local", "local", [](const Config& c) { return c.ratelimit_backend; }},
+      {"ratelimit_backend", "\"redis://127.0.0.1:1\"", "redis://h:2/1", "local", "redis://127.0.0.1:1", "redis://h:2/1",
+       "local", "local", [](const Config& c) { return c.ratelimit_backend; }},
       {"ratelimit_fallback", "\"refuse\"", "local", "refuse", "1", "0", "1", "0",
        [n](const Config& c) { return n(c.ratelimit_refuse_when_down ? 1 : 0); }},
       {"ratelimit_timeout", "\"1s\"", "50ms", "2", "1000", "50", "2000", "200",
@@ -237,9 +237,9 @@ TEST(LimitPolicies, ParseAndRefuse) {
   EXPECT_EQ(parse_limit_policy("requests=5/m").effective_request_burst(), 5u);
   EXPECT_FALSE(parse_limit_policy("").limits_anything());
   EXPECT_FALSE(parse_limit_policy(" none ").limits_anything());
-  for (const char* bad : {"requests=100", "requests=0/1m", "requests=x/1m", "requests=1/0s", "requests=1/1.5s",
-                          "burst=3", "token_burst=3", "speed=1", "requests", "concurrent=0",
-                          "requests=99999999999999999999/1m", "tokens=1/400d"}) {
+  for (const char* bad :
+       {"requests=100", "requests=0/1m", "requests=x/1m", "requests=1/0s", "requests=1/1.5s", "burst=3",
+        "token_burst=3", "speed=1", "requests", "concurrent=0", "requests=99999999999999999999/1m", "tokens=1/400d"}) {
     EXPECT_THROW(parse_limit_policy(bad), ConfigError) << bad;
   }
   const auto users = parse_user_limits("alice: requests=1/1s; bob.b: concurrent=2;");

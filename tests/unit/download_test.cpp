@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "hashing.hpp"
+#include "test_support.hpp"
 
 namespace inferllama::cache {
 namespace {
@@ -63,9 +64,7 @@ class Waiter : public ProgressListener {
 class DownloadTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("inferllama-dl-" + std::to_string(::getpid()) + "-" +
-                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
+    dir_ = testing::fresh_test_dir("dl");
     store_ = std::make_unique<ChunkStore>(dir_);
     index_ = open_rocksdb_index(dir_ / "index");
     data_.resize(5 * 64 * 1024 + 123);

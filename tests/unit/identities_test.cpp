@@ -11,25 +11,17 @@
 
 #include "identities.hpp"
 #include "inferllama/index.hpp"
+#include "test_support.hpp"
 
 namespace inferllama::usage {
 namespace {
 
-class FakeClock final : public Clock {
- public:
-  SystemTime now() const override { return SystemTime(std::chrono::milliseconds(ms_)); }
-  void advance(std::chrono::milliseconds d) { ms_ += d.count(); }
-
- private:
-  std::int64_t ms_ = 1'796'083'200'000;  // 2026-12-01T00:00:00Z
-};
+using testing::ManualClock;
 
 class IdentitiesTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("inferllama-identities-" + std::to_string(::getpid()) + "-" +
-                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
+    dir_ = testing::fresh_test_dir("identities");
     open();
   }
   void TearDown() override {
@@ -66,7 +58,7 @@ class IdentitiesTest : public ::testing::Test {
   Identities& ids() { return *identities_; }
 
   std::filesystem::path dir_;
-  FakeClock clock_;
+  ManualClock clock_;
   std::unique_ptr<Index> index_;
   std::unique_ptr<Identities> identities_;
 };
@@ -313,7 +305,7 @@ class FailingRecords final : public RecordStore {
 
 TEST(IdentitiesStoreTest, AFailedWriteChangesNothing) {
   FailingRecords records;
-  FakeClock clock;
+  ManualClock clock;
   std::array<unsigned char, 32> key{};
   Identities ids(records, clock, SecretBox(key));
   value_of(ids.add_user("alice", ""));

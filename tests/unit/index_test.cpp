@@ -7,6 +7,7 @@
 
 #include "hashing.hpp"
 #include "inferllama/index.hpp"
+#include "test_support.hpp"
 
 namespace inferllama {
 namespace {
@@ -14,9 +15,7 @@ namespace {
 class IndexTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("inferllama-index-" + std::to_string(::getpid()) + "-" +
-                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
+    dir_ = testing::fresh_test_dir("index");
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
   std::filesystem::path dir_;

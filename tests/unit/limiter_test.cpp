@@ -7,22 +7,16 @@
 
 #include "inferllama/asio.hpp"
 #include "local_limiter.hpp"
+#include "test_support.hpp"
 
 namespace inferllama::usage {
 namespace {
 
+using testing::ManualClock;
+
 using namespace std::chrono_literals;
 
 // A clock that moves only when told to; readable from several threads.
-class FakeClock final : public Clock {
- public:
-  SystemTime now() const override { return SystemTime(std::chrono::nanoseconds(ns_.load())); }
-  void advance(std::chrono::nanoseconds d) { ns_ += d.count(); }
-
- private:
-  std::atomic<std::int64_t> ns_{1'796'083'200'000'000'000};  // 2026-12-01T00:00:00Z
-};
-
 LimitPolicy requests_per_minute(std::uint64_t n) {
   LimitPolicy p;
   p.requests = n;
@@ -79,7 +73,7 @@ TEST(GcraTest, TakeBuildsDebtAndRemainingCountsWholeUnits) {
 }
 
 TEST(LocalRateLimiterTest, ABurstOf2000AdmitsExactlyTheHundredOfAMinute) {
-  FakeClock clock;
+  ManualClock clock;
   LocalRateLimiter limiter(clock);
   const auto policy = requests_per_minute(100);
   const auto alice = UserId::user("alice");
@@ -101,7 +95,7 @@ TEST(LocalRateLimiterTest, ABurstOf2000AdmitsExactlyTheHundredOfAMinute) {
 }
 
 TEST(LocalRateLimiterTest, OneRequestComesBackEveryIntervalOnTheDot) {
-  FakeClock clock;
+  ManualClock clock;
   LocalRateLimiter limiter(clock);
   const auto policy = requests_per_minute(100);
   const auto alice = UserId::user("alice");
@@ -117,7 +111,7 @@ TEST(LocalRateLimiterTest, OneRequestComesBackEveryIntervalOnTheDot) {
 }
 
 TEST(LocalRateLimiterTest, StatusReportsQuotaRemainingAndReset) {
-  FakeClock clock;
+  ManualClock clock;
   LocalRateLimiter limiter(clock);
   auto policy = requests_per_minute(100);
   policy.tokens = 10;
@@ -158,7 +152,7 @@ TEST(LocalRateLimiterTest, StatusReportsQuotaRemainingAndReset) {
 }
 
 TEST(LocalRateLimiterTest, TokenDebtRefusesTheNextRequestUntilPaidOff) {
-  FakeClock clock;
+  ManualClock clock;
   LocalRateLimiter limiter(clock);
   LimitPolicy policy;
   policy.requests = 1000;
@@ -190,7 +184,7 @@ TEST(LocalRateLimiterTest, TokenDebtRefusesTheNextRequestUntilPaidOff) {
 }
 
 TEST(LocalRateLimiterTest, ChargeNeverRefusesAndDebtKeepsGrowing) {
-  FakeClock clock;
+  ManualClock clock;
   LocalRateLimiter limiter(clock);
   LimitPolicy policy;
   policy.tokens = 1;
@@ -213,7 +207,7 @@ TEST(LocalRateLimiterTest, ChargeNeverRefusesAndDebtKeepsGrowing) {
 }
 
 TEST(LocalRateLimiterTest, DownloadSlotsAreFreedWhenTheLastCopyGoes) {
-  FakeClock clock;
+  ManualClock clock;
   LocalRateLimiter limiter(clock);
   LimitPolicy policy;
   policy.concurrent = 2;
@@ -244,7 +238,7 @@ TEST(LocalRateLimiterTest, DownloadSlotsAreFreedWhenTheLastCopyGoes) {
 }
 
 TEST(LocalRateLimiterTest, ARefusedDecisionCountsNothing) {
-  FakeClock clock;
+  ManualClock clock;
   LocalRateLimiter limiter(clock);
   auto policy = requests_per_minute(5);
   policy.concurrent = 1;
@@ -261,7 +255,7 @@ TEST(LocalRateLimiterTest, ARefusedDecisionCountsNothing) {
 }
 
 TEST(LocalRateLimiterTest, AnEntryWithADownloadIsNotSweptWhileIdle) {
-  FakeClock clock;
+  ManualClock clock;
   LocalRateLimiter limiter(clock);
   LimitPolicy policy;
   policy.concurrent = 1;
@@ -275,7 +269,7 @@ TEST(LocalRateLimiterTest, AnEntryWithADownloadIsNotSweptWhileIdle) {
 }
 
 TEST(LocalRateLimiterTest, APolicyThatLimitsNothingAllowsWithoutStatus) {
-  FakeClock clock;
+  ManualClock clock;
   LocalRateLimiter limiter(clock);
   auto d = limiter.decide(UserId::user("alice"), LimitPolicy{}, true);
   EXPECT_TRUE(d.allowed);
@@ -284,7 +278,7 @@ TEST(LocalRateLimiterTest, APolicyThatLimitsNothingAllowsWithoutStatus) {
 }
 
 TEST(LocalRateLimiterTest, FourThreadsStillAdmitExactlyTheBurst) {
-  FakeClock clock;
+  ManualClock clock;
   LocalRateLimiter limiter(clock);
   const auto policy = requests_per_minute(100);
   std::atomic<int> allowed{0};
@@ -310,7 +304,7 @@ TEST(LocalRateLimiterTest, FourThreadsStillAdmitExactlyTheBurst) {
 }
 
 TEST(LocalRateLimiterTest, AdmitIsTheSameDecisionAsACoroutine) {
-  FakeClock clock;
+  ManualClock clock;
   LocalRateLimiter limiter(clock);
   RateLimiter& as_interface = limiter;
   const auto policy = requests_per_minute(1);

@@ -24,19 +24,14 @@
 
 #include "local_limiter.hpp"
 #include "redis_limiter.hpp"
+#include "test_support.hpp"
 
 namespace inferllama::usage {
 namespace {
 
+using testing::ManualClock;
+
 using namespace std::chrono_literals;
-
-class FakeClock final : public Clock {
- public:
-  SystemTime now() const override { return now_; }
-
- private:
-  SystemTime now_ = SystemTime(std::chrono::seconds(1'700'000'000));
-};
 
 // Polls `done` until it holds or `limit` passes: for what happens on other threads or in Redis.
 bool eventually(const std::function<bool()>& done, std::chrono::milliseconds limit = 15s) {
@@ -219,7 +214,7 @@ struct Node {
 
   asio::io_context io;
   asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
-  FakeClock clock;
+  ManualClock clock;
   LocalRateLimiter local{clock};
   RedisRateLimiter redis;
   std::vector<std::thread> threads;
@@ -290,7 +285,7 @@ TEST_F(RedisLimiterTest, TwoNodesShareOneRequestLimit) {
 
 TEST_F(RedisLimiterTest, AnswersAsTheLocalLimiterDoes) {
   auto node = connected_node();
-  FakeClock frozen;
+  ManualClock frozen;
   LocalRateLimiter local(frozen);
   LimitPolicy policy;
   policy.requests = 3;

@@ -7,28 +7,19 @@
 
 #include "inferllama/index.hpp"
 #include "usage_log.hpp"
+#include "test_support.hpp"
 
 namespace inferllama::usage {
 namespace {
 
+using testing::ManualClock;
+
 using namespace std::chrono_literals;
-
-class FakeClock final : public Clock {
- public:
-  SystemTime now() const override { return now_; }
-  void set(SystemTime t) { now_ = t; }
-  void advance(std::chrono::seconds d) { now_ += d; }
-
- private:
-  SystemTime now_ = *parse_day("2026-12-01") + 12h;
-};
 
 class UsageLogTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("inferllama-usage-" + std::to_string(::getpid()) + "-" +
-                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
+    dir_ = testing::fresh_test_dir("usage");
     reopen();
   }
   void TearDown() override {
@@ -53,7 +44,7 @@ class UsageLogTest : public ::testing::Test {
   }
 
   std::filesystem::path dir_;
-  FakeClock clock_;
+  ManualClock clock_{testing::kTestStart + std::chrono::hours(12)};
   std::unique_ptr<Index> index_;
   std::unique_ptr<UsageLog> log_;
 };
@@ -206,7 +197,7 @@ class FlakyRecords final : public RecordStore {
 
 TEST(UsageLogStoreTest, AFailedFlushKeepsTheCountsForTheNext) {
   FlakyRecords records;
-  FakeClock clock;
+  ManualClock clock{testing::kTestStart + std::chrono::hours(12)};
   UsageLog log(records, clock);
   const auto alice = UserId::user("alice");
   log.add(alice, "model/acme/x", counts(1, 2, 3, 4));
