@@ -21,6 +21,14 @@ struct LimitPolicy {
   bool limits_anything() const { return requests > 0 || tokens > 0 || concurrent > 0; }
   std::uint64_t effective_request_burst() const { return request_burst ? request_burst : requests; }
   std::uint64_t effective_token_burst() const { return token_burst ? token_burst : tokens; }
+  // GCRA's emission intervals, in seconds: of one request, and of one byte of the token limit.
+  double request_interval_seconds() const {
+    return static_cast<double>(request_window.count()) / static_cast<double>(requests);
+  }
+  double byte_interval_seconds() const {
+    return static_cast<double>(token_window.count()) / (static_cast<double>(tokens) * static_cast<double>(token_bytes));
+  }
+  double burst_bytes() const { return static_cast<double>(effective_token_burst()) * static_cast<double>(token_bytes); }
   friend bool operator==(const LimitPolicy&, const LimitPolicy&) = default;
 };
 

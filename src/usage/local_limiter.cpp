@@ -36,16 +36,11 @@ std::chrono::milliseconds whole_millis_from(std::int64_t ns) {
   return std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(static_cast<double>(ns) / 1e6)));
 }
 
-// The emission intervals of a policy: one request, and one byte of the token limit.
 double request_interval_ns(const LimitPolicy& policy) {
-  return static_cast<double>(policy.request_window.count()) * kNanosPerSecond / static_cast<double>(policy.requests);
+  return policy.request_interval_seconds() * kNanosPerSecond;
 }
 double byte_interval_ns(const LimitPolicy& policy) {
-  return static_cast<double>(policy.token_window.count()) * kNanosPerSecond /
-         (static_cast<double>(policy.tokens) * static_cast<double>(policy.token_bytes));
-}
-double burst_bytes(const LimitPolicy& policy) {
-  return static_cast<double>(policy.effective_token_burst()) * static_cast<double>(policy.token_bytes);
+  return policy.byte_interval_seconds() * kNanosPerSecond;
 }
 
 }  // namespace
@@ -136,7 +131,7 @@ Decision LocalRateLimiter::decide(const UserId& who, const LimitPolicy& policy, 
       // Costs nothing now (the bytes are charged as they flow); refused only while in debt.
       GcraState tokens = entry.tokens;
       std::int64_t wait_ns = 0;
-      if (!Gcra::try_take(tokens, now_ns, byte_interval_ns(policy), burst_bytes(policy), 0, wait_ns)) {
+      if (!Gcra::try_take(tokens, now_ns, byte_interval_ns(policy), policy.burst_bytes(), 0, wait_ns)) {
         refuse(LimitKind::tokens, whole_millis_from(wait_ns));
       }
     }
@@ -174,7 +169,7 @@ void LocalRateLimiter::fill_status(Decision& decision, const Entry& entry, const
                                static_cast<std::uint64_t>(left), whole_seconds_from(reset_ns)});
   }
   if (policy.tokens > 0) {
-    const double left = Gcra::remaining(entry.tokens, now_ns, byte_interval_ns(policy), burst_bytes(policy), reset_ns);
+    const double left = Gcra::remaining(entry.tokens, now_ns, byte_interval_ns(policy), policy.burst_bytes(), reset_ns);
     decision.status.push_back({LimitKind::tokens, policy.tokens * policy.token_bytes, policy.token_window,
                                static_cast<std::uint64_t>(left), whole_seconds_from(reset_ns)});
   }

@@ -205,14 +205,10 @@ constexpr int kRefusedByTokens = 2;
 constexpr int kRefusedByConcurrent = 4;
 
 double request_interval_us(const LimitPolicy& policy) {
-  return static_cast<double>(policy.request_window.count()) * kMicrosPerSecond / static_cast<double>(policy.requests);
+  return policy.request_interval_seconds() * kMicrosPerSecond;
 }
 double byte_interval_us(const LimitPolicy& policy) {
-  return static_cast<double>(policy.token_window.count()) * kMicrosPerSecond /
-         (static_cast<double>(policy.tokens) * static_cast<double>(policy.token_bytes));
-}
-double burst_bytes(const LimitPolicy& policy) {
-  return static_cast<double>(policy.effective_token_burst()) * static_cast<double>(policy.token_bytes);
+  return policy.byte_interval_seconds() * kMicrosPerSecond;
 }
 
 std::int64_t nanos_from_micros(double micros) {
@@ -616,7 +612,7 @@ struct RedisRateLimiter::Impl : std::enable_shared_from_this<Impl> {
                                   requests ? exact(request_interval_us(policy)) : "0",
                                   std::to_string(policy.effective_request_burst()),
                                   tokens ? exact(byte_interval_us(policy)) : "0",
-                                  exact(burst_bytes(policy)),
+                                  exact(policy.burst_bytes()),
                                   std::to_string(policy.concurrent),
                                   slot,
                                   std::to_string(std::chrono::microseconds(kSlotLease).count())};
@@ -776,7 +772,7 @@ struct RedisRateLimiter::Impl : std::enable_shared_from_this<Impl> {
     if (policy.tokens > 0) {
       const GcraState state{nanos_from_micros(answer.token_tat_us)};
       const double left =
-          Gcra::remaining(state, now_ns, byte_interval_us(policy) * 1000, burst_bytes(policy), reset_ns);
+          Gcra::remaining(state, now_ns, byte_interval_us(policy) * 1000, policy.burst_bytes(), reset_ns);
       decision.status.push_back({LimitKind::tokens, policy.tokens * policy.token_bytes, policy.token_window,
                                  static_cast<std::uint64_t>(left), whole_seconds_from(reset_ns)});
     }

@@ -275,36 +275,8 @@ TEST_F(IdentitiesTest, ARecordThatIsNotJsonStopsTheStart) {
   EXPECT_THROW(open(), std::runtime_error);
 }
 
-// A store that refuses writes on demand, to see that memory changes only after a successful write.
-class FailingRecords final : public RecordStore {
- public:
-  bool fail = false;
-  std::optional<std::string> get(RecordTable, const std::string& key) override {
-    auto it = rows.find(key);
-    return it == rows.end() ? std::nullopt : std::optional(it->second);
-  }
-  void write(RecordTable, const std::vector<Write>& writes, bool) override {
-    if (fail) throw std::runtime_error("disk full");
-    for (const auto& w : writes) {
-      if (w.value) {
-        rows[w.key] = *w.value;
-      } else {
-        rows.erase(w.key);
-      }
-    }
-  }
-  void scan(RecordTable, std::string_view prefix,
-            const std::function<bool(std::string_view, std::string_view)>& visit) override {
-    for (const auto& [k, v] : rows) {
-      if (k.starts_with(prefix) && !visit(k, v)) return;
-    }
-  }
-  void erase_range(RecordTable, const std::string&, const std::string&) override {}
-  std::map<std::string, std::string> rows;
-};
-
 TEST(IdentitiesStoreTest, AFailedWriteChangesNothing) {
-  FailingRecords records;
+  testing::MemoryRecords records;
   ManualClock clock;
   std::array<unsigned char, 32> key{};
   Identities ids(records, clock, SecretBox(key));

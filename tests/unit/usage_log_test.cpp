@@ -170,33 +170,8 @@ TEST_F(UsageLogTest, RetentionDeletesExactlyTheDaysOlderThanItsCutoff) {
   EXPECT_EQ(log_->query(alice, std::nullopt).front().day, "2026-09-03");
 }
 
-// A store whose writes fail on demand.
-class FlakyRecords final : public RecordStore {
- public:
-  bool fail = false;
-  std::optional<std::string> get(RecordTable, const std::string& key) override {
-    auto it = rows.find(key);
-    return it == rows.end() ? std::nullopt : std::optional(it->second);
-  }
-  void write(RecordTable, const std::vector<Write>& writes, bool sync) override {
-    if (fail) throw std::runtime_error("disk full");
-    EXPECT_TRUE(sync);
-    ++batches;
-    for (const auto& w : writes) rows[w.key] = *w.value;
-  }
-  void scan(RecordTable, std::string_view prefix,
-            const std::function<bool(std::string_view, std::string_view)>& visit) override {
-    for (const auto& [k, v] : rows) {
-      if (k.starts_with(prefix) && !visit(k, v)) return;
-    }
-  }
-  void erase_range(RecordTable, const std::string&, const std::string&) override {}
-  std::map<std::string, std::string> rows;
-  int batches = 0;
-};
-
 TEST(UsageLogStoreTest, AFailedFlushKeepsTheCountsForTheNext) {
-  FlakyRecords records;
+  testing::MemoryRecords records;
   ManualClock clock{testing::kTestStart + std::chrono::hours(12)};
   UsageLog log(records, clock);
   const auto alice = UserId::user("alice");
@@ -209,6 +184,7 @@ TEST(UsageLogStoreTest, AFailedFlushKeepsTheCountsForTheNext) {
   records.fail = false;
   log.flush();
   EXPECT_EQ(records.batches, 1);  // every row in one batch
+  EXPECT_TRUE(records.all_synced);
   ASSERT_EQ(records.rows.size(), 2u);
   EXPECT_EQ(records.rows.begin()->first, "d|2026-12-01|alice|model/acme/x");
   EXPECT_EQ(log.query(alice, std::nullopt)[0].counts, counts(2, 2, 3, 4));
