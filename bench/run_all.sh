@@ -19,9 +19,10 @@ done
 here="$(cd "$(dirname "$0")" && pwd)"
 log="$(mktemp -t inferllama-bench-XXXXXX.log)"
 status=0
-for b in hits cold_miss ingest single_flight memory idle_load tracker swarm; do
+for b in hits cold_miss ingest single_flight memory idle_load tracker swarm limits; do
   args=(--size "$size")
   [[ $b == memory || $b == idle_load ]] && args=(--size "$memory_size")
+  [[ $b == limits ]] && args=(--redis)
   echo "=== $b ${args[*]}" | tee -a "$log"
   # Each script bounds its own run time; `timeout` is the backstop.
   if ! timeout 1800 python3 "$here/$b.py" "${args[@]}" 2>&1 | tee -a "$log"; then
