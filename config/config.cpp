@@ -483,6 +483,7 @@ constexpr KeySpec kSpecs[] = {
      [](Config& c, const Input& in) {
        const std::string& key = in.text();
        if (!key.empty() && key.size() < 16) in.fail("must be at least 16 characters (value not shown)");
+       if (key.starts_with("il_")) in.fail("must not look like a user's node key (il_...) (value not shown)");
        for (char ch : key) {
          if (static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f)
            in.fail("must not contain spaces or control characters (value not shown)");
@@ -773,10 +774,13 @@ LimitPolicy parse_limit_policy(std::string_view text) {
       rate_of(name, value, policy.requests, policy.request_window);
     } else if (name == "tokens") {
       rate_of(name, value, policy.tokens, policy.token_window);
+      // Counted in bytes (tokens x token_size <= 1 GiB) without overflow.
+      if (policy.tokens > (1ull << 32)) throw fail("tokens is at most 4294967296 per window");
     } else if (name == "burst") {
       policy.request_burst = count_of(name, value);
     } else if (name == "token_burst") {
       policy.token_burst = count_of(name, value);
+      if (policy.token_burst > (1ull << 32)) throw fail("token_burst is at most 4294967296");
     } else if (name == "concurrent") {
       const std::uint64_t n = count_of(name, value);
       if (n > 100000) throw fail("concurrent is at most 100000");

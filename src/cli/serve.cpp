@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 
 #include <boost/asio/signal_set.hpp>
+#include <csignal>
 #include <iostream>
 #include <thread>
 
@@ -33,6 +34,15 @@ unsigned or_cores(unsigned n) {
   return n ? n : std::max(1u, std::thread::hardware_concurrency());
 }
 
+// Rate limits follow a clock that never steps back (an NTP correction would otherwise refuse everyone
+// for as long as the step); usage days and key times follow the wall clock.
+class MonotonicClock final : public Clock {
+ public:
+  SystemTime now() const override {
+    return SystemTime(std::chrono::duration_cast<SystemTime::duration>(std::chrono::steady_clock::now().time_since_epoch()));
+  }
+};
+
 // Downloads keep one descriptor per staged chunk: allow as many as the hard limit.
 void raise_fd_limit() {
   rlimit limit{};
@@ -49,6 +59,9 @@ int serve(const Config& config) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("inferllama"));
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   raise_fd_limit();
+  // sendfile(2) to a client that reset its connection raises SIGPIPE: a client must never stop the node
+  // (the write fails with EPIPE instead, and that response ends).
+  std::signal(SIGPIPE, SIG_IGN);
   std::filesystem::create_directories(config.data_dir);
 
   ChunkStore store(config.data_dir);
@@ -56,6 +69,14 @@ int serve(const Config& config) {
   auto upstream = config.offline ? upstream::make_offline_upstream()
                                  : upstream::make_curl_upstream(UpstreamOptions{config.upstream_timeout});
   if (config.offline) spdlog::warn("offline mode: serving only what is cached, never contacting {}", config.upstream);
+
+  // Users, limits and usage records. Before the io_context: a response still streaming when it is
+  // destroyed gives its download slot back to the limiter and its counts to the usage log.
+  SystemClock clock;
+  MonotonicClock limiter_clock;
+  usage::Identities identities(index->records(), clock, usage::SecretBox::from_file(usage::secret_key_path(config)));
+  usage::UsageLog usage_log(index->records(), clock);
+  usage::LocalRateLimiter local_limits(limiter_clock);
 
   asio::io_context io;
   asio::thread_pool workers(or_cores(config.worker_threads));
@@ -83,10 +104,6 @@ int serve(const Config& config) {
   server.add_metrics([&file_upstream](std::string& out) { file_upstream->render_metrics(out); });
 
   // Users, limits and usage records.
-  SystemClock clock;
-  usage::Identities identities(index->records(), clock, usage::SecretBox::from_file(usage::secret_key_path(config)));
-  usage::UsageLog usage_log(index->records(), clock);
-  usage::LocalRateLimiter local_limits(clock);
   std::unique_ptr<usage::RedisRateLimiter> shared_limits;
   if (config.ratelimit_backend != "local") {
     usage::RedisSettings redis;
@@ -104,8 +121,20 @@ int serve(const Config& config) {
   server.attach_accounts(identities, usage_log, limiter);
   // Counters reach the index every usage_flush_interval (a crash loses at most one); records older than
   // usage_retention go at start-up and then hourly.
+  // A failed write keeps the counts for the next flush; it must not take the node down.
+  auto flush_usage_now = [&usage_log] {
+    try {
+      usage_log.flush();
+    } catch (const std::exception& e) {
+      spdlog::error("cannot write usage records (kept for the next flush): {}", e.what());
+    }
+  };
   auto expire_usage = [&usage_log, &config] {
-    if (auto rows = usage_log.expire(config.usage_retention)) spdlog::info("deleted {} expired usage records", rows);
+    try {
+      if (auto rows = usage_log.expire(config.usage_retention)) spdlog::info("deleted {} expired usage records", rows);
+    } catch (const std::exception& e) {
+      spdlog::error("cannot delete expired usage records: {}", e.what());
+    }
   };
   asio::post(blocking, expire_usage);
   asio::steady_timer usage_timer(io);
@@ -116,8 +145,8 @@ int serve(const Config& config) {
       if (ec) return;
       const bool expire = std::chrono::steady_clock::now() - last_expiry >= std::chrono::hours(1);
       if (expire) last_expiry = std::chrono::steady_clock::now();
-      asio::post(blocking, [&usage_log, expire, &expire_usage] {
-        usage_log.flush();
+      asio::post(blocking, [expire, &flush_usage_now, &expire_usage] {
+        flush_usage_now();
         if (expire) expire_usage();
       });
       flush_usage();
@@ -233,7 +262,7 @@ int serve(const Config& config) {
   if (seeder) seeder->stop();
   workers.join();
   blocking.join();
-  usage_log.flush();  // what the last interval counted
+  flush_usage_now();  // what the last interval counted
   spdlog::info("stopped");
   return 0;
 }

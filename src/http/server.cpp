@@ -105,6 +105,26 @@ std::string_view bearer_of(std::string_view authorization) {
   return token;
 }
 
+// A request target for the access log, without the passkey of /p/{passkey}/ or /announce/{passkey}.
+std::string redact_passkey(std::string_view target) {
+  std::string out(target);
+  for (std::string_view prefix : {"/p/", "/announce/"}) {
+    if (out.starts_with(prefix) && out.size() >= prefix.size() + 32) out.replace(prefix.size(), 32, "<passkey>");
+  }
+  return out;
+}
+
+// Who an anonymous client is: its IPv4 address (also when it arrives IPv4-mapped), or its IPv6 /64,
+// since one IPv6 host can pick any address of its /64.
+std::string client_network(const asio::ip::address& address) {
+  if (address.is_v4()) return address.to_string();
+  const auto v6 = address.to_v6();
+  if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6).to_string();
+  auto bytes = v6.to_bytes();
+  std::fill(bytes.begin() + 8, bytes.end(), 0);
+  return asio::ip::address_v6(bytes).to_string() + "/64";
+}
+
 // Compares secrets in time independent of where they differ.
 bool same_secret(std::string_view a, std::string_view b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
@@ -175,7 +195,9 @@ struct Server::Impl {
   Task<bool> stream_download(Connection& c, cache::Download& download, std::uint64_t first, std::uint64_t last);
   // Writes a response's header (its body follows separately, or there is none).
   Task<bool> write_head(Connection& c, bhttp::response<bhttp::empty_body>& res);
-  Task<bool> sendfile_all(Connection& c, int fd, std::uint64_t offset, std::uint64_t length);
+  // Every write that goes out is counted by flowed(), so a client that drops the connection mid-chunk
+  // has still been charged for what it received.
+  Task<bool> sendfile_all(Connection& c, int fd, std::uint64_t offset, std::uint64_t length, bool from_cache);
   std::string public_base(const Request& req) const;
   std::string render_metrics() const;
   Task<bool> handle_admin(Connection& c, const Request& req, const std::string& action);
@@ -431,6 +453,9 @@ void Server::Impl::record(Connection& c, const Request& req, std::chrono::steady
   if (c.account) {
     auto& account = *c.account;
     account.counts.requests = 1;
+    // A row per repo that answered: names that do not exist (or were refused) go under no repo, so
+    // made-up names cannot grow the usage table.
+    if (c.status >= 400) account.repo.clear();
     usage_log->add(account.who, account.repo, account.counts);
     c.account.reset();  // frees a concurrent-download slot
   }
@@ -443,7 +468,7 @@ void Server::Impl::record(Connection& c, const Request& req, std::chrono::steady
                                       .count()},
                       {"remote", ec ? "" : remote.address().to_string()},
                       {"method", std::string(req.method_string())},
-                      {"target", std::string(req.target())},
+                      {"target", redact_passkey(req.target())},
                       {"route", route},
                       {"status", c.status},
                       {"bytes", c.bytes},
@@ -545,21 +570,30 @@ Task<bool> Server::Impl::handle_admin(Connection& c, const Request& req, const s
   }
   if (action.starts_with("users") || action.starts_with("keys")) {
     if (!identities) co_return co_await send_error(c, req, bhttp::status::not_found, "this node keeps no users");
+    // Keys and Hub tokens are not trusted to "any loopback caller": a browser page or a proxy on this
+    // host is one too.
+    if (config.admin_key.empty()) {
+      co_return co_await send_error(c, req, bhttp::status::forbidden,
+                                    "users and keys are managed over HTTP only with the node's admin_key; without "
+                                    "one, use `inferllama user`/`key` on the data directory of a stopped node");
+    }
     const std::string_view query = url::split_target(req.target()).second;
-    const std::string method(req.method_string());
+    // HEAD is GET without the body (send_reply leaves it out).
+    const std::string method = req.method() == bhttp::verb::head ? "GET" : std::string(req.method_string());
     usage::Accounts accounts{*identities, *usage_log, config.token_size};
     auto answer =
         co_await offload(blocking, [&] { return usage::answer_admin(accounts, method, action, query, req.body()); });
     if (!answer) co_return co_await send_error(c, req, bhttp::status::not_found, "no such route");
-    StringResponse res{static_cast<bhttp::status>(answer->status), req.version()};
-    res.keep_alive(req.keep_alive());
-    res.set(bhttp::field::content_type, answer->content_type);
-    res.set(bhttp::field::cache_control, "no-store");  // a created key's secret must not be kept anywhere
-    res.body() = std::move(answer->body);
-    co_return co_await send(c, std::move(res));
+    // no-store: a created key's secret must not be kept anywhere.
+    const hub::Reply reply{answer->status, {{"Cache-Control", "no-store"}}, answer->content_type, std::move(answer->body)};
+    co_return co_await send_reply(c, req, reply);
   }
   if (req.method() != bhttp::verb::post)
     co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use POST");
+  // A JSON body cannot be sent across origins without a preflight, which the node never grants: a web
+  // page in a browser on this host cannot pin, collect or mirror.
+  if (!req[bhttp::field::content_type].starts_with("application/json"))
+    co_return co_await send_error(c, req, bhttp::status::unsupported_media_type, "send a JSON body (application/json)");
   nlohmann::json result;
   if (action == "mirror") {
     auto body = nlohmann::json::parse(req.body(), nullptr, false);
@@ -821,15 +855,21 @@ Task<std::optional<bool>> Server::Impl::open_account(Connection& c, const Reques
     // The node key never leaves the node: upstream, the user is their own Hub token, or anonymous
     // (the node's token then opens public repos only).
     caller.authorization = who.hub_token.empty() ? std::string() : "Bearer " + who.hub_token;
+  } else if (req[bhttp::field::authorization].find(usage::kKeyPrefix) != std::string_view::npos) {
+    // Something like a node key in another form ("Basic", no scheme, a tab): refused, never passed on.
+    unauthorized.add();
+    co_return co_await send_unauthorized(c, req, "send a node key as Authorization: Bearer il_...");
   } else if (config.require_auth) {
     unauthorized.add();
     co_return co_await send_unauthorized(
         c, req, "this node needs an API key: send Authorization: Bearer il_... (set HF_TOKEN to your node key)");
+  } else if (!config.admin_key.empty() && same_secret(bearer, config.admin_key)) {
+    caller.authorization.clear();  // the admin key opens the admin API, and is nobody's Hub token
   }
   if (account.user.empty()) {
     boost::system::error_code ec;
     const auto remote = c.socket.remote_endpoint(ec);
-    account.who = UserId::address(ec ? std::string("unknown") : remote.address().to_string());
+    account.who = UserId::address(ec ? std::string("unknown") : client_network(remote.address()));
   } else {
     account.who = UserId::user(account.user);
   }
@@ -882,8 +922,8 @@ Task<bool> Server::Impl::handle_usage(Connection& c, const Request& req, std::st
       co_return co_await send_unauthorized(c, req, *why);
     }
     viewer = std::get<usage::Authenticated>(checked).user;
-  } else if (admin_allowed(c, req)) {
-    viewer.reset();  // the admin (its key, or loopback on a node without one) sees everyone
+  } else if (!config.admin_key.empty() && admin_allowed(c, req)) {
+    viewer.reset();  // the admin sees everyone
   } else {
     unauthorized.add();
     co_return co_await send_unauthorized(c, req,
@@ -891,12 +931,8 @@ Task<bool> Server::Impl::handle_usage(Connection& c, const Request& req, std::st
   }
   usage::Accounts accounts{*identities, *usage_log, config.token_size};
   auto answer = co_await offload(blocking, [&] { return usage::answer_usage(accounts, viewer, query); });
-  StringResponse res{static_cast<bhttp::status>(answer.status), req.version()};
-  res.keep_alive(req.keep_alive());
-  res.set(bhttp::field::content_type, answer.content_type);
-  res.set(bhttp::field::cache_control, "no-store");
-  res.body() = std::move(answer.body);
-  co_return co_await send(c, std::move(res));
+  const hub::Reply reply{answer.status, {{"Cache-Control", "no-store"}}, answer.content_type, std::move(answer.body)};
+  co_return co_await send_reply(c, req, reply);
 }
 
 Task<bool> Server::Impl::handle_resolve(Connection& c, const Request& req, const ResolveRoute& resolve,
@@ -960,6 +996,7 @@ Task<bool> Server::Impl::handle_torrent(Connection& c, const Request& req, const
   res.set("X-InferLlama-Info-Hash", built.torrent->info_hash_v1.hex());
   if (built.torrent->info_hash_v2) res.set("X-InferLlama-Info-Hash-V2", built.torrent->info_hash_v2->hex());
   res.set("X-Repo-Commit", built.commit);
+  if (!links.passkey.empty()) res.set(bhttp::field::cache_control, "private, no-store");  // it names the passkey
   if (magnet) {
     res.set(bhttp::field::content_type, "text/plain; charset=utf-8");
     res.body() = std::move(document);
@@ -1175,7 +1212,8 @@ Task<bool> Server::Impl::write_head(Connection& c, bhttp::response<bhttp::empty_
   co_return !ec;
 }
 
-Task<bool> Server::Impl::sendfile_all(Connection& c, int fd, std::uint64_t offset, std::uint64_t length) {
+Task<bool> Server::Impl::sendfile_all(Connection& c, int fd, std::uint64_t offset, std::uint64_t length,
+                                      bool from_cache) {
   if (c.tls) {
     // TLS encrypts in user space: read the file and write it through the stream.
     std::vector<char> buffer(std::min<std::uint64_t>(length, 256 * 1024));
@@ -1189,6 +1227,7 @@ Task<bool> Server::Impl::sendfile_all(Connection& c, int fd, std::uint64_t offse
                                  asio::redirect_error(asio::use_awaitable, ec));
       if (ec) co_return false;
       touch(c);
+      flowed(c, static_cast<std::uint64_t>(n), from_cache);
       offset += static_cast<std::uint64_t>(n);
       length -= static_cast<std::uint64_t>(n);
     }
@@ -1200,6 +1239,7 @@ Task<bool> Server::Impl::sendfile_all(Connection& c, int fd, std::uint64_t offse
     ssize_t n = ::sendfile(c.socket.native_handle(), fd, &off, std::min<std::uint64_t>(length, 1u << 30));
     if (n > 0) {
       length -= static_cast<std::uint64_t>(n);
+      flowed(c, static_cast<std::uint64_t>(n), from_cache);
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -1231,10 +1271,9 @@ Task<bool> Server::Impl::stream_stored(Connection& c, const BlobEntry& blob, std
       asio::post(blocking, [this, etag] { hub.evictor().forget({etag}); });
       co_return false;
     }
-    bool ok = co_await sendfile_all(c, fd, within, n);
+    bool ok = co_await sendfile_all(c, fd, within, n, true);
     ::close(fd);
     if (!ok) co_return false;
-    flowed(c, n, true);
     pos += n;
   }
   co_return true;
@@ -1254,8 +1293,7 @@ Task<bool> Server::Impl::stream_download(Connection& c, cache::Download& downloa
     } else if (std::uint64_t n = download.readable(pos); n > 0) {
       auto [fd, within] = download.locate(pos);
       n = std::min(n, end - pos);
-      if (!co_await sendfile_all(c, fd, within, n)) co_return false;
-      flowed(c, n, false);
+      if (!co_await sendfile_all(c, fd, within, n, false)) co_return false;
       pos += n;
       continue;
     }

@@ -241,6 +241,7 @@ std::optional<std::string> Identities::set_disabled(const std::string& name, boo
 
 std::optional<std::string> Identities::set_hub_token(const std::string& name, const std::string& token) {
   if (!is_valid_hub_token(token)) return std::string("invalid Hub token: visible ASCII characters only");
+  if (is_node_key(token)) return std::string("invalid Hub token: that is a node key (il_...), not a Hub token");
   std::lock_guard writing(write_mutex_);
   auto it = users_.find(name);
   if (it == users_.end()) return "unknown user " + name;

@@ -1,6 +1,7 @@
 """Users, API keys, limits and usage records against the real node and the fake Hub."""
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -64,6 +65,57 @@ class IdentityTest(unittest.TestCase):
         self.assertEqual(admin(self.node, "POST", "users/bob/disable")[0], 200)
         self.assertEqual(self.get(second)[0], 401)
 
+    def test_a_node_key_in_any_other_form_is_refused_and_never_passed_on(self):
+        key = add_user(self.node, "kim")
+        for header in (f"Bearer\t{key}", key, f"Token {key}", f"Basic {key}"):
+            status, _, _ = self.node.request("GET", self.node.resolve_path(REPO, "main", "config.json"),
+                                             {"Authorization": header})
+            self.assertEqual(status, 401, header)
+        # The admin key opens the admin API and is nobody's Hub token.
+        self.assertEqual(self.get(ADMIN_KEY)[0], 200)
+        by_auth = self.hub.stats()["requests_by_auth"]
+        self.assertFalse([k for k in by_auth if "il_" in k or ADMIN_KEY in k], by_auth)
+
+    def test_head_answers_carry_no_body(self):
+        conn = http.client.HTTPConnection(self.node.host, self.node.port, timeout=30)
+        try:
+            for path in ("/api/usage", "/api/inferllama/users"):
+                conn.request("HEAD", path, headers=bearer(ADMIN_KEY))
+                r = conn.getresponse()
+                self.assertEqual((r.status, r.read()), (200, b""), path)
+                self.assertGreater(int(r.getheader("content-length")), 0)
+            conn.request("GET", "/healthz")  # the same connection is still in step
+            self.assertEqual(conn.getresponse().read(), b"ok\n")
+        finally:
+            conn.close()
+
+    def test_made_up_repos_make_no_usage_rows(self):
+        key = add_user(self.node, "lee")
+        for i in range(5):
+            self.assertEqual(self.get(key, repo=f"acme/no-such-repo-{i}")[0], 401)
+        rows = usage(self.node, key)
+        self.assertEqual({r["repo"] for r in rows}, {""})
+        self.assertEqual(totals(rows)["requests"], 5)
+
+    def test_a_download_dropped_midway_is_still_charged(self):
+        key = add_user(self.node, "mia")
+        path = self.node.resolve_path(REPO, "main", BIG)
+        self.assertEqual(self.get(key, path)[0], 200)  # stored now
+        before = totals(usage(self.node, key))["bytes_from_cache"]
+        conn = socket.create_connection((self.node.host, self.node.port))
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode())
+        got = 0
+        while got < 1024 * 1024:  # a megabyte of a 9 MiB file, then gone
+            chunk = conn.recv(65536)
+            self.assertTrue(chunk)
+            got += len(chunk)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        conn.close()  # a reset
+        wait_until(lambda: totals(usage(self.node, key))["requests"] == 2, what="the dropped request recorded")
+        sent = totals(usage(self.node, key))["bytes_from_cache"] - before
+        self.assertGreaterEqual(sent, got - 1024)  # what arrived, less the response head
+        self.assertLess(sent, self.hub.files(REPO)[BIG]["size"])
+
     def test_admin_api_needs_the_admin_key(self):
         status, _ = admin(self.node, "GET", "users", key="wrong-admin-key-000000")
         self.assertEqual(status, 401)
@@ -98,6 +150,19 @@ class IdentityTest(unittest.TestCase):
             for name in names:
                 with open(os.path.join(root, name), "rb") as f:
                     self.assertNotIn(b"hf_unapproved", f.read(), name)
+
+
+class NoAdminKeyTest(unittest.TestCase):
+    def test_users_and_keys_need_an_admin_key_even_from_loopback(self):
+        with FakeHub() as hub, Node(hub.url) as node:
+            status, _, body = node.request("POST", "/api/inferllama/users", {"Content-Type": "application/json"},
+                                           b'{"name": "x"}')
+            self.assertEqual(status, 403, body)
+            self.assertIn(b"admin_key", body)
+            # pin/gc from loopback need a JSON body: a browser page cannot send one across origins.
+            self.assertEqual(node.request("POST", "/api/inferllama/gc", {"Content-Type": "text/plain"}, b"{}")[0], 415)
+            self.assertEqual(node.request("POST", "/api/inferllama/gc", {"Content-Type": "application/json"},
+                                          b"{}")[0], 200)
 
 
 class RequireAuthTest(unittest.TestCase):
