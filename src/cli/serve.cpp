@@ -39,7 +39,8 @@ unsigned or_cores(unsigned n) {
 class MonotonicClock final : public Clock {
  public:
   SystemTime now() const override {
-    return SystemTime(std::chrono::duration_cast<SystemTime::duration>(std::chrono::steady_clock::now().time_since_epoch()));
+    return SystemTime(
+        std::chrono::duration_cast<SystemTime::duration>(std::chrono::steady_clock::now().time_since_epoch()));
   }
 };
 

@@ -585,7 +585,8 @@ Task<bool> Server::Impl::handle_admin(Connection& c, const Request& req, const s
         co_await offload(blocking, [&] { return usage::answer_admin(accounts, method, action, query, req.body()); });
     if (!answer) co_return co_await send_error(c, req, bhttp::status::not_found, "no such route");
     // no-store: a created key's secret must not be kept anywhere.
-    const hub::Reply reply{answer->status, {{"Cache-Control", "no-store"}}, answer->content_type, std::move(answer->body)};
+    const hub::Reply reply{
+        answer->status, {{"Cache-Control", "no-store"}}, answer->content_type, std::move(answer->body)};
     co_return co_await send_reply(c, req, reply);
   }
   if (req.method() != bhttp::verb::post)
