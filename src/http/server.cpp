@@ -886,22 +886,18 @@ Task<std::optional<bool>> Server::Impl::open_account(Connection& c, const Reques
   const Decision& decision = c.account->decision;
   if (decision.allowed) co_return std::nullopt;
   limited.add();
-  StringResponse res{decision.refused_by ? bhttp::status::too_many_requests : bhttp::status::service_unavailable,
-                     req.version()};
-  res.keep_alive(req.keep_alive());
-  res.set(bhttp::field::content_type, "application/json");
+  hub::Reply refusal;
   if (decision.refused_by) {
-    res.body() = rate_limited_body(decision, c.account->who);
+    refusal.status = 429;
+    refusal.body = rate_limited_body(decision, c.account->who);  // Retry-After is among the limit headers
   } else {
     // The shared limit store could not be asked and the node is told to refuse rather than guess.
-    res.set(bhttp::field::retry_after, "1");
-    res.body() = R"({"error":"rate limits cannot be checked right now; retry shortly"})";
+    refusal.status = 503;
+    refusal.headers.emplace_back("Retry-After", "1");
+    refusal.body = R"({"error":"rate limits cannot be checked right now; retry shortly"})";
   }
-  res.set("X-Error-Message", nlohmann::json::parse(res.body()).value("error", "rate limited"));
-  if (req.method() == bhttp::verb::head) {
-    co_return co_await send_reply(c, req, hub::Reply{res.result_int(), {}, "application/json", res.body()});
-  }
-  co_return co_await send(c, std::move(res));
+  refusal.headers.emplace_back("X-Error-Message", nlohmann::json::parse(refusal.body).value("error", "rate limited"));
+  co_return co_await send_reply(c, req, refusal);
 }
 
 void Server::Impl::flowed(Connection& c, std::uint64_t bytes, bool from_cache) {

@@ -222,7 +222,10 @@ class LimitTest(unittest.TestCase):
             self.assertEqual(answer["identity"], "gina")
             self.assertIn("5 requests per 60 s", answer["error"])
             self.assertEqual(headers["x-error-message"], answer["error"])
-            self.assertGreaterEqual(node.metric("inferllama_http_rate_limited_total"), 1)
+            status, headers, body = node.request("HEAD", path, bearer(key))
+            self.assertEqual((status, body), (429, b""))
+            self.assertIn("retry-after", headers)
+            self.assertGreaterEqual(node.metric("inferllama_http_rate_limited_total"), 2)
 
     def test_a_download_is_never_cut_and_its_debt_refuses_the_next(self):
         with FakeHub() as hub, Node(hub.url, None, "--admin-key", ADMIN_KEY, "--limit-default",
