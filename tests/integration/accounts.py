@@ -6,6 +6,8 @@ import os
 import subprocess
 import tempfile
 
+from harness import wait_until
+
 ADMIN_KEY = "test-admin-key-0123456789"
 
 
@@ -34,6 +36,14 @@ def usage(node, key: str, query: str = "") -> list[dict]:
     status, _, body = node.request("GET", "/api/usage" + query, bearer(key))
     assert status == 200, (status, body)
     return json.loads(body)["usage"]
+
+
+def usage_after(node, key: str, requests: int, query: str = "") -> list[dict]:
+    """The usage rows once `requests` requests are in them: a request is recorded just after its answer."""
+    def settled():
+        rows = usage(node, key, query)
+        return rows if totals(rows)["requests"] == requests else None
+    return wait_until(settled, what=f"{requests} requests recorded")
 
 
 def totals(rows: list[dict], who: str | None = None) -> dict:

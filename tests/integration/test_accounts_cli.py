@@ -12,7 +12,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from accounts import ADMIN_KEY, bearer  # noqa: E402
+from accounts import ADMIN_KEY, bearer, usage_after  # noqa: E402
 from harness import BINARY, FakeHub, Node, clean_env  # noqa: E402
 
 REPO = "acme/tiny-model"
@@ -175,6 +175,7 @@ class NodeTest(unittest.TestCase):
         key_id = re.search(r"created key (key_[0-9a-f]{16})", created).group(1)
         self.assertEqual(self.node.request("GET", self.node.resolve_path(REPO, "main", "config.json"),
                                            bearer(secret))[0], 200)
+        usage_after(self.node, secret, 1)  # recorded just after its answer
 
         rows = table(self.run_cli("usage", "nina").stdout.rsplit("\n", 2)[0])
         self.assertEqual([(r["USER"], r["REPO"], r["REQUESTS"]) for r in rows], [("nina", "model/" + REPO, "1")])
@@ -219,6 +220,7 @@ class BothWaysTest(unittest.TestCase):
                 created = cli("key", "create", "quinn", *remote).stdout
                 secret = next(line for line in created.splitlines() if line.startswith("il_"))
                 node.request("GET", node.resolve_path(REPO, "main", "config.json"), bearer(secret))
+                usage_after(node, secret, 1)  # recorded just after its answer
                 through_node = [cli(*command, *remote).stdout for command in
                                 (["user", "list"], ["key", "list", "quinn"], ["usage", "quinn"],
                                  ["usage", "--format", "csv"])]
