@@ -222,6 +222,18 @@ AccountCommands::AccountCommands(CLI::App& app) {
                        },
                        [this](const std::string&) { std::printf("enabled user %s\n", name_.c_str()); }});
 
+  auto* user_passkey =
+      add(*user, "passkey", "Give a user a new passkey (private tracker, web seeds); the old one stops working");
+  user_passkey->add_option("name", name_, "User name")->required();
+  commands_.push_back({user_passkey,
+                       [this] {
+                         return Call{false, "POST", "users/" + url::encode(name_) + "/passkey", "", ""};
+                       },
+                       [this](const std::string& body) {
+                         std::printf("new passkey of %s: %s (torrents with the old one must be fetched again)\n",
+                                     name_.c_str(), text_of(parse_answer(body), "passkey").c_str());
+                       }});
+
   auto* hub_token = add(*user, "hub-token",
                         "Set the Hub token the node uses upstream for a user's requests (read from stdin when TOKEN "
                         "is not given, so it stays out of the shell's history); empty removes it");

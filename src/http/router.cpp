@@ -114,10 +114,12 @@ Route route(std::string_view path) {
   if (path == "/metrics") return MetricsRoute{};
   if (path == "/announce") return TrackerRoute{TrackerRoute::Kind::announce, ""};
   if (path == "/scrape") return TrackerRoute{TrackerRoute::Kind::scrape, ""};
-  if (path.starts_with("/announce/")) {
-    const std::string_view passkey = path.substr(std::string_view("/announce/").size());
+  for (const auto kind : {TrackerRoute::Kind::announce, TrackerRoute::Kind::scrape}) {
+    const std::string_view prefix = kind == TrackerRoute::Kind::announce ? "/announce/" : "/scrape/";
+    if (!path.starts_with(prefix)) continue;
+    const std::string_view passkey = path.substr(prefix.size());
     if (!is_passkey(passkey)) return NotFound{};
-    return TrackerRoute{TrackerRoute::Kind::announce, std::string(passkey)};
+    return TrackerRoute{kind, std::string(passkey)};
   }
   if (path == "/api/usage") return UsageRoute{};
   constexpr std::string_view kAdmin = "/api/inferllama/";

@@ -33,7 +33,8 @@ struct ApiRoute {
   std::string path;  // tree, torrent and magnet: may be empty; webseed: what follows the torrent's name
   std::string passkey;  // webseed only: from a /p/{passkey}/ prefix (see ResolveRoute)
 };
-// The node's BitTorrent tracker: GET /announce[/{passkey}] and GET /scrape (the query carries the parameters).
+// The node's BitTorrent tracker: GET /announce[/{passkey}] and GET /scrape[/{passkey}] (the query carries
+// the parameters).
 struct TrackerRoute {
   enum class Kind { announce, scrape };
   Kind kind = Kind::announce;

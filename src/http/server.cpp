@@ -105,10 +105,10 @@ std::string_view bearer_of(std::string_view authorization) {
   return token;
 }
 
-// A request target for the access log, without the passkey of /p/{passkey}/ or /announce/{passkey}.
+// A request target for the access log, without the passkey of /p/, /announce/ or /scrape/{passkey}.
 std::string redact_passkey(std::string_view target) {
   std::string out(target);
-  for (std::string_view prefix : {"/p/", "/announce/"}) {
+  for (std::string_view prefix : {"/p/", "/announce/", "/scrape/"}) {
     if (out.starts_with(prefix) && out.size() >= prefix.size() + 32) out.replace(prefix.size(), 32, "<passkey>");
   }
   return out;
@@ -1076,12 +1076,13 @@ Task<bool> Server::Impl::handle_tracker(Connection& c, const Request& req, const
   if (ec) co_return false;
   const auto local = c.socket.local_endpoint(ec);
   if (ec) co_return false;
-  // A private tracker answers only announces that carry a user's passkey, and counts them against the user.
+  // A private tracker answers only announces and scrapes that carry a user's passkey, and counts them
+  // against the user.
   std::string refusal;
-  if (route.kind == TrackerRoute::Kind::announce && (config.tracker_private || !route.passkey.empty())) {
+  if (config.tracker_private || !route.passkey.empty()) {
     std::optional<std::string> user;
     if (route.passkey.empty()) {
-      refusal = "this tracker is private: announce with your passkey (/announce/PASSKEY)";
+      refusal = "this tracker is private: announce with your passkey (/announce/PASSKEY, /scrape/PASSKEY)";
     } else if (!identities || !(user = identities->user_of_passkey(route.passkey))) {
       refusal = "unknown passkey, or its user is disabled";
     } else {

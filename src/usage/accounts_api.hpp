@@ -31,6 +31,7 @@ struct Accounts {
 //   POST users {name, email?}      201 user; 409 when the name is taken, 400 when it is invalid
 //   POST users/{name}/disable      user (its keys are refused from the next request on)
 //   POST users/{name}/enable       user
+//   POST users/{name}/passkey      user, with a new passkey (the old one is refused from now on)
 //   POST users/{name}/hub-token {token}   user; "" removes the token
 //   POST keys {user, label?}       201 the key with its secret ("key"), shown this once
 //   GET keys?user=NAME             {"keys": [key...]}

@@ -187,9 +187,7 @@ std::variant<User, std::string> Identities::add_user(const std::string& name, co
   user.name = name;
   user.email = email;
   user.created_ms = now_ms();
-  do {
-    user.passkey = crypto::hex(crypto::random_bytes<16>());
-  } while (user_by_passkey_.contains(user.passkey));
+  user.passkey = unused_passkey();
   if (auto error = save({{user_record_key(name), user_record(user, "")}})) return *error;
   std::unique_lock lock(mutex_);
   user_by_passkey_[user.passkey] = name;
@@ -235,6 +233,32 @@ std::optional<std::string> Identities::set_disabled(const std::string& name, boo
     return error;
   }
   std::unique_lock lock(mutex_);
+  it->second = std::move(changed);
+  return std::nullopt;
+}
+
+std::string Identities::unused_passkey() const {
+  std::string passkey;
+  do {
+    passkey = crypto::hex(crypto::random_bytes<16>());
+  } while (user_by_passkey_.contains(passkey));
+  return passkey;
+}
+
+std::optional<std::string> Identities::new_passkey(const std::string& name) {
+  std::lock_guard writing(write_mutex_);
+  auto it = users_.find(name);
+  if (it == users_.end()) return "unknown user " + name;
+  User changed = it->second;
+  changed.passkey = unused_passkey();
+  auto token = hub_tokens_.find(name);
+  if (auto error =
+          save({{user_record_key(name), user_record(changed, token == hub_tokens_.end() ? "" : token->second)}})) {
+    return error;
+  }
+  std::unique_lock lock(mutex_);
+  user_by_passkey_.erase(it->second.passkey);
+  user_by_passkey_[changed.passkey] = name;
   it->second = std::move(changed);
   return std::nullopt;
 }

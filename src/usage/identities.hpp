@@ -61,6 +61,9 @@ class Identities {
   std::optional<User> user(const std::string& name) const;
   std::optional<std::string> disable_user(const std::string& name);
   std::optional<std::string> enable_user(const std::string& name);
+  // A new passkey for the user; the old one is refused from the next announce or web seed request on
+  // (torrents handed out with it must be fetched again).
+  std::optional<std::string> new_passkey(const std::string& name);
   // The user's own Hub token, used upstream for their requests instead of the node's; "" removes it.
   std::optional<std::string> set_hub_token(const std::string& name, const std::string& token);
 
@@ -82,6 +85,7 @@ class Identities {
     std::string sha256;  // hex, of the secret
   };
   std::string user_record(const User& user, const std::string& hub_token) const;
+  std::string unused_passkey() const;  // the caller holds write_mutex_
   static std::string key_record(const StoredKey& stored);
   // Writes (synced); the error to show when the store refused.
   std::optional<std::string> save(const std::vector<RecordStore::Write>& writes);

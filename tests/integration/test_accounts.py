@@ -330,6 +330,16 @@ class PrivateTrackerTest(unittest.TestCase):
                                           "tiny-model/config.json")[0], 401)
             rows = usage_after(node, key, 4)  # two torrents, the announce, the web seed
             self.assertIn("", {r["repo"] for r in rows})  # the announce, about no repo
+            # Scrapes need the passkey too.
+            scrape = "info_hash=" + "".join(f"%{b:02x}" for b in bytes.fromhex(info_hash))
+            self.assertIn(b"private", node.request("GET", "/scrape?" + scrape)[2])
+            self.assertIn(b"files", node.request("GET", f"/scrape/{passkey}?" + scrape)[2])
+            # A new passkey: the old one is refused at once, the new one works.
+            status, user = admin(node, "POST", "users/jane/passkey")
+            self.assertEqual(status, 200, user)
+            self.assertNotEqual(user["passkey"], passkey)
+            self.assertIn(b"unknown passkey", node.request("GET", f"/announce/{passkey}?" + query)[2])
+            self.assertNotIn(b"failure reason", node.request("GET", f"/announce/{user['passkey']}?" + query)[2])
 
 
 if __name__ == "__main__":

@@ -83,6 +83,11 @@ class DataDirectoryTest(unittest.TestCase):
         self.assertEqual(table(self.run_cli("user", "list").stdout)[1]["STATUS"], "enabled")
         self.assertIn('no user named "nobody"', self.run_cli("user", "disable", "nobody", code=1).stderr)
 
+        old = users[1]["PASSKEY"]
+        fresh = re.search(r"new passkey of bob: ([0-9a-f]{32})", self.run_cli("user", "passkey", "bob").stdout).group(1)
+        self.assertNotEqual(fresh, old)
+        self.assertEqual(table(self.run_cli("user", "list").stdout)[1]["PASSKEY"], fresh)
+
     def test_a_key_is_shown_once_and_stored_only_as_its_hash(self):
         self.run_cli("user", "add", "alice")
         created = self.run_cli("key", "create", "alice", "--label", "laptop").stdout

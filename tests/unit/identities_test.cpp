@@ -204,6 +204,22 @@ TEST_F(IdentitiesTest, DisabledUsersAreRefusedFromTheNextRequestOn) {
   EXPECT_EQ(ids().user_of_passkey(alice.passkey), "alice");
 }
 
+TEST_F(IdentitiesTest, ANewPasskeyRefusesTheOldOneAtOnceAndIsKept) {
+  auto alice = value_of(ids().add_user("alice", ""));
+  ASSERT_EQ(ids().set_hub_token("alice", "hf_own"), std::nullopt);
+  ASSERT_EQ(ids().new_passkey("alice"), std::nullopt);
+  const std::string fresh = ids().user("alice")->passkey;
+  EXPECT_NE(fresh, alice.passkey);
+  EXPECT_EQ(fresh.size(), 32u);
+  EXPECT_FALSE(ids().user_of_passkey(alice.passkey));
+  EXPECT_EQ(ids().user_of_passkey(fresh), "alice");
+  EXPECT_EQ(ids().new_passkey("nobody"), "unknown user nobody");
+  open();
+  EXPECT_EQ(ids().user_of_passkey(fresh), "alice");
+  EXPECT_FALSE(ids().user_of_passkey(alice.passkey));
+  EXPECT_TRUE(ids().user("alice")->has_hub_token);  // the rest of the record is kept
+}
+
 TEST_F(IdentitiesTest, EverythingSurvivesAReopen) {
   auto alice = value_of(ids().add_user("alice", "a@example.org"));
   value_of(ids().add_user("bob", ""));

@@ -88,6 +88,10 @@ TEST(Router, AccountRoutes) {
   EXPECT_EQ(std::get<TrackerRoute>(r).passkey, passkey);
   EXPECT_TRUE(std::holds_alternative<NotFound>(route("/announce/short")));
   EXPECT_TRUE(std::holds_alternative<NotFound>(route("/announce/" + std::string(32, 'G'))));
+  r = route("/scrape/" + passkey);
+  ASSERT_TRUE(std::get_if<TrackerRoute>(&r));
+  EXPECT_EQ(std::get<TrackerRoute>(r).kind, TrackerRoute::Kind::scrape);
+  EXPECT_EQ(std::get<TrackerRoute>(r).passkey, passkey);
   EXPECT_TRUE(std::holds_alternative<UsageRoute>(route("/api/usage")));
   r = route("/api/inferllama/keys/key_0123/revoke");
   ASSERT_TRUE(std::get_if<AdminRoute>(&r));
