@@ -1196,6 +1196,8 @@ Task<bool> Server::Impl::send_file(Connection& c, const Request& req, hub::FileA
     ok = false;
   }
   if (ok) (answer.blob ? counters.bytes_from_cache : counters.bytes_from_downloads).add(length);
+  // The body is with the kernel: the download's slot is free for the client's next one right away.
+  if (c.account) c.account->decision.slot.reset();
   co_return ok&& keep;
 }
 

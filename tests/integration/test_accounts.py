@@ -251,11 +251,23 @@ class LimitTest(unittest.TestCase):
             key = add_user(node, "ivan")
             path = node.resolve_path(REPO, "main", BIG)
             self.assertEqual(node.request("GET", path, bearer(key))[0], 200)  # cached now
-            # A download that does not read: its slot stays taken while the node waits on the socket.
-            slow = socket.create_connection((node.host, node.port))
-            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            slow.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode())
-            self.assertTrue(slow.recv(12).startswith(b"HTTP/1.1 200"))
+
+            def slow_download():
+                """A download that does not read: its slot stays taken while the node waits on the socket."""
+                s = socket.create_connection((node.host, node.port))
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode())
+                head = b""
+                while len(head) < 12:
+                    chunk = s.recv(12 - len(head))
+                    self.assertTrue(chunk)
+                    head += chunk
+                if head.startswith(b"HTTP/1.1 200"):
+                    return s
+                s.close()  # the slot of the download before was not given back yet: it is, within moments
+                return None
+
+            slow = wait_until(slow_download, what="a download slot")
             status, _, body = node.request("GET", path, bearer(key))
             self.assertEqual(status, 429, body)
             self.assertEqual(json.loads(body)["limit"], "concurrent")
