@@ -35,6 +35,10 @@ const char* limit_name(LimitKind kind) {
   return "requests";
 }
 
+std::int64_t retry_after_seconds(const Decision& decision) {
+  return (std::max<std::int64_t>(decision.retry_after.count(), 1) + 999) / 1000;
+}
+
 HeaderList rate_limit_headers(const Decision& decision) {
   HeaderList headers;
   if (decision.status.empty()) return headers;
@@ -58,15 +62,14 @@ HeaderList rate_limit_headers(const Decision& decision) {
     headers.emplace_back("RateLimit-Reset", std::to_string(s->reset.count()));
   }
   if (!decision.allowed) {
-    const auto ms = std::max<std::int64_t>(decision.retry_after.count(), 1);
-    headers.emplace_back("Retry-After", std::to_string((ms + 999) / 1000));
+    headers.emplace_back("Retry-After", std::to_string(retry_after_seconds(decision)));
   }
   return headers;
 }
 
 std::string rate_limited_body(const Decision& decision, const UserId& who) {
   const LimitStatus* s = headline(decision);
-  const std::int64_t retry = (std::max<std::int64_t>(decision.retry_after.count(), 1) + 999) / 1000;
+  const std::int64_t retry = retry_after_seconds(decision);
   nlohmann::json body;
   if (!s) {
     body = {{"error", "rate limit exceeded"}, {"retry_after_seconds", retry}};

@@ -1,4 +1,5 @@
 #pragma once
+#include <cstdint>
 #include <string>
 
 #include "inferllama/upstream.hpp"
@@ -13,6 +14,9 @@ namespace inferllama::http {
 // and the older single-limit RateLimit-Limit / -Remaining / -Reset, naming the limit that refused or
 // else the one closest to running out. Tokens are counted in bytes of content.
 HeaderList rate_limit_headers(const Decision& decision);
+
+// Retry-After in whole seconds, rounded up (never earlier than the limit allows) and at least 1.
+std::int64_t retry_after_seconds(const Decision& decision);
 
 // The body of a 429: which limit, its quota and window, and when to come back.
 std::string rate_limited_body(const Decision& decision, const UserId& who);

@@ -162,7 +162,6 @@ struct Server::Impl {
     // Who the current request is from and what it has used; unset for routes nobody is accounted for.
     struct Account {
       UserId who;
-      std::string user;                     // the node user, "" for an address
       const LimitPolicy* policy = nullptr;  // nullptr: no limits apply
       std::string repo;                     // "model/acme/x", or "" for requests about no repo
       usage::UsageCounts counts;
@@ -216,7 +215,10 @@ struct Server::Impl {
   // 503) and this says whether the connection stays open.
   Task<std::optional<bool>> open_account(Connection& c, const Request& req, hub::Caller& caller,
                                          const std::string& passkey, const std::string& repo, bool download);
-  const LimitPolicy* policy_for(const std::string& user) const;
+  const LimitPolicy* policy_for(const UserId& who) const;
+  // Makes `account` the current request's, with its policy's decision on this request (a download when
+  // `download`). Whether it was allowed is in c.account->decision.
+  Task<void> admit(Connection& c, Connection::Account& account, bool download);
   // File content sent: counted for the usage records and charged to the token limit as it flows.
   void flowed(Connection& c, std::uint64_t bytes, bool from_cache);
   Task<bool> send_unauthorized(Connection& c, const Request& req, const std::string& message);
@@ -562,7 +564,6 @@ bool Server::Impl::admin_allowed(Connection& c, const Request& req) const {
 Task<bool> Server::Impl::handle_admin(Connection& c, const Request& req, const std::string& action) {
   if (!admin_allowed(c, req)) {
     if (!config.admin_key.empty()) {
-      unauthorized.add();
       co_return co_await send_unauthorized(c, req, "the admin API needs the node's admin key as a bearer token");
     }
     co_return co_await send_error(c, req, bhttp::status::forbidden,
@@ -817,16 +818,28 @@ Task<bool> Server::Impl::handle(Connection& c, Request& req) {
   co_return co_await send_reply(c, req, reply);
 }
 
-const LimitPolicy* Server::Impl::policy_for(const std::string& user) const {
+const LimitPolicy* Server::Impl::policy_for(const UserId& who) const {
   const LimitPolicy* policy = &config.limit_anonymous;
-  if (!user.empty()) {
-    auto it = config.limit_users.find(user);
+  if (!who.anonymous()) {
+    auto it = config.limit_users.find(who.str());
     policy = it != config.limit_users.end() ? &it->second : &config.limit_default;
   }
   return policy->limits_anything() ? policy : nullptr;
 }
 
+Task<void> Server::Impl::admit(Connection& c, Connection::Account& account, bool download) {
+  account.policy = policy_for(account.who);
+  if (account.policy) {
+    const UserId who = account.who;
+    const LimitPolicy& policy = *account.policy;
+    account.decision = co_await limiter->admit(who, policy, download);
+    if (!account.decision.allowed) limited.add();
+  }
+  c.account = std::move(account);
+}
+
 Task<bool> Server::Impl::send_unauthorized(Connection& c, const Request& req, const std::string& message) {
+  unauthorized.add();
   c.limit_headers.emplace_back("WWW-Authenticate", "Bearer realm=\"inferllama\"");
   co_return co_await send_error(c, req, bhttp::status::unauthorized, message);
 }
@@ -835,57 +848,47 @@ Task<std::optional<bool>> Server::Impl::open_account(Connection& c, const Reques
                                                      const std::string& passkey, const std::string& repo,
                                                      bool download) {
   Connection::Account account;
+  std::string user;  // the node user; none: the request is the client address's
   const std::string_view bearer = bearer_of(req[bhttp::field::authorization]);
   if (!passkey.empty()) {
     // A torrent's web seed: BitTorrent clients send no credentials, so the Hub sees an anonymous caller.
-    auto user = identities->user_of_passkey(passkey);
-    if (!user) {
-      unauthorized.add();
+    auto owner = identities->user_of_passkey(passkey);
+    if (!owner) {
       co_return co_await send_unauthorized(c, req, "unknown passkey, or its user is disabled");
     }
-    account.user = std::move(*user);
+    user = std::move(*owner);
     caller.authorization.clear();
   } else if (usage::Identities::is_node_key(bearer)) {
     auto checked = identities->authenticate(bearer);
     if (const auto* why = std::get_if<std::string>(&checked)) {
-      unauthorized.add();
       co_return co_await send_unauthorized(c, req, *why);
     }
     auto& who = std::get<usage::Authenticated>(checked);
-    account.user = std::move(who.user);
+    user = std::move(who.user);
     // The node key never leaves the node: upstream, the user is their own Hub token, or anonymous
     // (the node's token then opens public repos only).
     caller.authorization = who.hub_token.empty() ? std::string() : "Bearer " + who.hub_token;
   } else if (req[bhttp::field::authorization].find(usage::kKeyPrefix) != std::string_view::npos) {
     // Something like a node key in another form ("Basic", no scheme, a tab): refused, never passed on.
-    unauthorized.add();
     co_return co_await send_unauthorized(c, req, "send a node key as Authorization: Bearer il_...");
   } else if (config.require_auth) {
-    unauthorized.add();
     co_return co_await send_unauthorized(
         c, req, "this node needs an API key: send Authorization: Bearer il_... (set HF_TOKEN to your node key)");
   } else if (!config.admin_key.empty() && same_secret(bearer, config.admin_key)) {
     caller.authorization.clear();  // the admin key opens the admin API, and is nobody's Hub token
   }
-  if (account.user.empty()) {
+  if (user.empty()) {
     boost::system::error_code ec;
     const auto remote = c.socket.remote_endpoint(ec);
     account.who = UserId::address(ec ? std::string("unknown") : client_network(remote.address()));
   } else {
-    account.who = UserId::user(account.user);
+    account.who = UserId::user(std::move(user));
   }
   account.repo = repo;
-  account.policy = policy_for(account.user);
-  if (account.policy) {
-    const UserId who = account.who;
-    const LimitPolicy& policy = *account.policy;
-    account.decision = co_await limiter->admit(who, policy, download);
-    c.limit_headers = rate_limit_headers(account.decision);
-  }
-  c.account = std::move(account);
+  co_await admit(c, account, download);
   const Decision& decision = c.account->decision;
+  c.limit_headers = rate_limit_headers(decision);
   if (decision.allowed) co_return std::nullopt;
-  limited.add();
   hub::Reply refusal;
   if (decision.refused_by) {
     refusal.status = 429;
@@ -915,14 +918,12 @@ Task<bool> Server::Impl::handle_usage(Connection& c, const Request& req, std::st
   if (usage::Identities::is_node_key(bearer)) {
     auto checked = identities->authenticate(bearer);
     if (const auto* why = std::get_if<std::string>(&checked)) {
-      unauthorized.add();
       co_return co_await send_unauthorized(c, req, *why);
     }
     viewer = std::get<usage::Authenticated>(checked).user;
   } else if (!config.admin_key.empty() && admin_allowed(c, req)) {
     viewer.reset();  // the admin sees everyone
   } else {
-    unauthorized.add();
     co_return co_await send_unauthorized(c, req,
                                          "usage records need your node key (or the admin key) as a bearer token");
   }
@@ -961,8 +962,8 @@ Task<bool> Server::Impl::handle_torrent(Connection& c, const Request& req, const
   }
   pause_deadline(c);  // completing a snapshot waits on the upstream, not on the client
   torrent::NodeLinks links{public_base(req), "", ""};
-  if ((config.tracker_private || config.require_auth) && c.account && !c.account->user.empty()) {
-    if (auto user = identities->user(c.account->user)) links.passkey = user->passkey;
+  if ((config.tracker_private || config.require_auth) && c.account && !c.account->who.anonymous()) {
+    if (auto user = identities->user(c.account->who.str())) links.passkey = user->passkey;
   }
   if (udp_announce_port && links.passkey.empty()) {
     // The HTTP port is not the tracker's: the same host, the tracker's port.
@@ -1086,19 +1087,11 @@ Task<bool> Server::Impl::handle_tracker(Connection& c, const Request& req, const
     } else if (!identities || !(user = identities->user_of_passkey(route.passkey))) {
       refusal = "unknown passkey, or its user is disabled";
     } else {
-      c.account.emplace();
-      c.account->user = *user;
-      c.account->who = UserId::user(*user);
-      c.account->policy = policy_for(*user);
-      if (c.account->policy) {
-        const UserId who = c.account->who;
-        const LimitPolicy& policy = *c.account->policy;
-        c.account->decision = co_await limiter->admit(who, policy, false);
-        if (!c.account->decision.allowed) {
-          limited.add();
-          const auto seconds = (std::max<std::int64_t>(c.account->decision.retry_after.count(), 1) + 999) / 1000;
-          refusal = "rate limit exceeded: retry in " + std::to_string(seconds) + " s";
-        }
+      Connection::Account account;
+      account.who = UserId::user(std::move(*user));
+      co_await admit(c, account, false);
+      if (!c.account->decision.allowed) {
+        refusal = "rate limit exceeded: retry in " + std::to_string(retry_after_seconds(c.account->decision)) + " s";
       }
     }
   }
