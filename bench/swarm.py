@@ -143,10 +143,10 @@ class LibtorrentSeed:
         return self.proc.pid
 
 
-def node_uploaded(node_url: str) -> int:
+def node_uploaded(metrics_url: str) -> int:
     """Bytes the node's seed has read from chunks for peers (a live counter; the payload-sent
     counter is refreshed only once a second)."""
-    with urllib.request.urlopen(node_url + "/metrics", timeout=10) as r:
+    with urllib.request.urlopen(metrics_url, timeout=10) as r:
         for line in r.read().decode().splitlines():
             if line.startswith("inferllama_bt_chunk_read_bytes_total"):
                 return int(float(line.split()[-1]))
@@ -303,7 +303,7 @@ def main() -> int:
                     raise RuntimeError(f"anchor file {rel}: {got}")
 
             with LibtorrentSeed(paths["libtorrent"], save_path) as lt_seed:
-                seeds = {"node": (node.proc.pid, lambda: node_uploaded(node.url)),
+                seeds = {"node": (node.proc.pid, lambda: node_uploaded(f"http://{node.host}:{node.metrics_port}/metrics")),
                          "libtorrent": (lt_seed.pid, lt_seed.uploaded)}
                 # Warm-up rounds (not counted): the first swarm on a fresh machine state ran slowest
                 # for both seeds, and whichever went first paid for it.

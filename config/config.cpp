@@ -1,4 +1,5 @@
 #include "inferllama/config.hpp"
+#include "inferllama/network.hpp"
 
 #include <toml++/toml.h>
 
@@ -551,6 +552,31 @@ constexpr KeySpec kSpecs[] = {
       "torrents handed to a user carry it",
       "false", true},
      [](Config& c, const Input& in) { c.tracker_private = in.boolean(); }},
+    {{"trusted_proxies", "--trusted-proxies", "INFERLLAMA_TRUSTED_PROXIES",
+      "Reverse proxies (CIDR list, e.g. \"127.0.0.1/32, 10.0.0.0/8\") whose X-Forwarded-For, Forwarded and "
+      "X-Forwarded-Proto name the client; from any other peer these headers are ignored. Empty = trust none",
+      ""},
+     [](Config& c, const Input& in) {
+       std::string bad;
+       if (!parse_networks(in.text(), &bad)) in.fail(quote_text(bad) + " is not an address or ADDRESS/PREFIX network");
+       c.trusted_proxies = in.text();
+     }},
+    {{"metrics_listen", "--metrics-listen", "INFERLLAMA_METRICS_LISTEN",
+      "HOST:PORT of the listener that serves /metrics (and /healthz) and nothing else; empty = none. On the "
+      "other listeners /metrics needs the admin key",
+      "127.0.0.1:9464"},
+     [](Config& c, const Input& in) {
+       c.metrics_listen = in.text().empty() ? "" : in.checked([&] { return validate_listen(in.text()); });
+     }},
+    {{"auth_failure_limit", "--auth-failure-limit", "INFERLLAMA_AUTH_FAILURE_LIMIT",
+      "Failed credentials (node keys, passkeys, the admin key) allowed per client address, as a limit policy; "
+      "past it, requests with credentials get 429 until it recovers. \"none\" = no limit",
+      "requests=20/1m burst=20"},
+     [](Config& c, const Input& in) {
+       c.auth_failure_limit = in.checked([&] { return parse_limit_policy(in.text()); });
+       if (c.auth_failure_limit.tokens || c.auth_failure_limit.concurrent)
+         in.fail("counts failed attempts only: give requests=N/WINDOW [burst=N]");
+     }},
 };
 
 constexpr std::size_t kKeyCount = std::size(kSpecs);

@@ -82,6 +82,11 @@ struct Config {
   std::chrono::seconds usage_flush_interval{5};      // counters reach RocksDB this often (a crash loses at most one)
   bool tracker_private = false;                      // announces need a user's passkey (/announce/{passkey})
 
+  // Trust.
+  std::string trusted_proxies;                    // CIDR list whose X-Forwarded-For/Forwarded are believed; "" = none
+  std::string metrics_listen = "127.0.0.1:9464";  // HOST:PORT serving /metrics (and /healthz) only; "" = none
+  LimitPolicy auth_failure_limit{20, std::chrono::seconds(60), 20};  // failed credentials per address
+
   friend bool operator==(const Config&, const Config&) = default;
 };
 

@@ -27,6 +27,16 @@ class SystemClock final : public Clock {
   SystemTime now() const override { return std::chrono::system_clock::now(); }
 };
 
+// Rate limits follow a clock that never steps back (an NTP correction would otherwise refuse everyone
+// for as long as the step); usage days and key times follow the wall clock.
+class MonotonicClock final : public Clock {
+ public:
+  SystemTime now() const override {
+    return SystemTime(
+        std::chrono::duration_cast<SystemTime::duration>(std::chrono::steady_clock::now().time_since_epoch()));
+  }
+};
+
 // Who a request is accounted to and limited as: a node user ("alice"), or, without a node key, the
 // client's address ("anon:203.0.113.7"). User names never contain ':'.
 class UserId {

@@ -34,16 +34,6 @@ unsigned or_cores(unsigned n) {
   return n ? n : std::max(1u, std::thread::hardware_concurrency());
 }
 
-// Rate limits follow a clock that never steps back (an NTP correction would otherwise refuse everyone
-// for as long as the step); usage days and key times follow the wall clock.
-class MonotonicClock final : public Clock {
- public:
-  SystemTime now() const override {
-    return SystemTime(
-        std::chrono::duration_cast<SystemTime::duration>(std::chrono::steady_clock::now().time_since_epoch()));
-  }
-};
-
 // Downloads keep one descriptor per staged chunk: allow as many as the hard limit.
 void raise_fd_limit() {
   rlimit limit{};
@@ -220,6 +210,11 @@ int serve(const Config& config) {
   if (udp_tracker) {
     std::cout << "inferllama tracker on udp://" << config.tracker_udp.substr(0, config.tracker_udp.rfind(':')) << ":"
               << udp_port << std::endl;
+  }
+  if (!config.metrics_listen.empty()) {
+    const std::uint16_t metrics_port = server.start_metrics();
+    std::cout << "inferllama metrics on http://" << config.metrics_listen.substr(0, config.metrics_listen.rfind(':'))
+              << ":" << metrics_port << "/metrics" << std::endl;
   }
   const std::uint16_t port = server.start();
   std::string host = config.listen.substr(0, config.listen.rfind(':'));

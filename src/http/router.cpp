@@ -31,6 +31,14 @@ std::optional<std::string> join_decoded(const std::vector<std::string_view>& seg
   return out;
 }
 
+// A decoded segment or query value that would smuggle a line break, or any other control character, into
+// a header, a log line or an upstream URL.
+bool has_control(std::string_view text) {
+  return std::any_of(text.begin(), text.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; });
+}
+
+bool is_valid_revision(const std::optional<std::string>& rev) { return rev && !rev->empty() && !has_control(*rev); }
+
 bool is_action(std::string_view s) {
   return s == "revision" || s == "tree" || s == "paths-info" || s == "refs" || s == "torrent" || s == "magnet" ||
          s == "webseed";
@@ -65,12 +73,12 @@ Route api_route(RepoType type, const std::vector<std::string_view>& segs) {
   }
   if (segs.size() <= rest) return NotFound{};
   auto rev = url::decode(segs[rest]);
-  if (!rev || rev->empty() || rev->find('\0') != std::string::npos) return BadRequest{"invalid revision"};
+  if (!is_valid_revision(rev)) return BadRequest{"invalid revision"};
   r.rev = std::move(*rev);
   if (action == "revision") {
     // A revision may arrive unencoded ("refs/pr/1"): take the rest of the path.
     auto whole = join_decoded(segs, rest);
-    if (!whole || whole->find('\0') != std::string::npos) return BadRequest{"invalid revision"};
+    if (!is_valid_revision(whole)) return BadRequest{"invalid revision"};
     r.rev = std::move(*whole);
     r.kind = ApiRoute::Kind::revision;
     return r;
@@ -173,10 +181,31 @@ Route route(std::string_view path) {
   }
   if (segs.size() < resolve_at + 3) return NotFound{};
   auto rev = url::decode(segs[resolve_at + 1]);
-  if (!rev || rev->empty() || rev->find('\0') != std::string::npos) return BadRequest{"invalid revision"};
+  if (!is_valid_revision(rev)) return BadRequest{"invalid revision"};
   auto file = join_decoded(segs, resolve_at + 2);
   if (!file || !url::is_safe_relative_path(*file)) return BadRequest{"invalid file path"};
   return ResolveRoute{std::move(repo), std::move(*rev), std::move(*file)};
+}
+
+std::optional<BadRequest> check_query(std::string_view query) {
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    const auto eq = pair.find('=');
+    for (const std::string_view part : {pair.substr(0, eq), eq == std::string_view::npos ? "" : pair.substr(eq + 1)}) {
+      const auto decoded = url::decode(part, true);
+      if (!decoded || has_control(*decoded)) return BadRequest{"invalid query string"};
+    }
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return std::nullopt;
+}
+
+Route route_target(std::string_view target) {
+  const auto [path, query] = url::split_target(target);
+  if (auto bad = check_query(query)) return *bad;
+  return route(path);
 }
 
 const char* route_name(const Route& route) {

@@ -1,4 +1,5 @@
 #pragma once
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -57,5 +58,9 @@ const char* route_name(const Route& route);
 // Maps a request path (no query) onto the Hub's routes, decoding each segment once. Hostile paths
 // (traversal, NUL, malformed escapes) become BadRequest before anything touches the disk or the Hub.
 Route route(std::string_view path);
+// A query string every name and value of which decodes cleanly and holds no control character; else why not.
+std::optional<BadRequest> check_query(std::string_view query);
+// route() of a whole request target, whose query must pass check_query: the server's entry point.
+Route route_target(std::string_view target);
 
 }  // namespace inferllama::http

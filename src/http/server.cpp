@@ -29,11 +29,14 @@
 #include "inferllama/tracker.hpp"
 #include "mirror.hpp"
 #include "range.hpp"
+#include "forwarded.hpp"
 #include "rate_limit_headers.hpp"
+#include "response.hpp"
 #include "router.hpp"
 #include "snapshot_torrents.hpp"
 #include "swarm_upstream.hpp"
 #include "url.hpp"
+#include "failed_attempts.hpp"
 #include "usage_log.hpp"
 
 namespace inferllama::http {
@@ -41,7 +44,6 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using tcp = asio::ip::tcp;
 using Request = bhttp::request<bhttp::string_body>;
-using StringResponse = bhttp::response<bhttp::string_body>;
 
 namespace {
 
@@ -106,7 +108,7 @@ std::string_view bearer_of(std::string_view authorization) {
 }
 
 // A request target for the access log, without the passkey of /p/, /announce/ or /scrape/{passkey}.
-std::string redact_passkey(std::string_view target) {
+std::string redact_target(std::string_view target) {
   std::string out(target);
   for (std::string_view prefix : {"/p/", "/announce/", "/scrape/"}) {
     if (out.starts_with(prefix) && out.size() >= prefix.size() + 32) out.replace(prefix.size(), 32, "<passkey>");
@@ -125,6 +127,55 @@ std::string client_network(const asio::ip::address& address) {
   return asio::ip::address_v6(bytes).to_string() + "/64";
 }
 
+Address16 address16(const asio::ip::address& address) {
+  if (address.is_v6()) return address.to_v6().to_bytes();
+  return asio::ip::make_address_v6(asio::ip::v4_mapped, address.to_v4()).to_bytes();
+}
+
+// IPv4-mapped addresses come back as IPv4, as the peer's own address would be.
+asio::ip::address to_address(const Address16& bytes) {
+  const asio::ip::address_v6 v6(bytes);
+  if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6);
+  return v6;
+}
+
+// Request smuggling: only "chunked" alone frames a request body the node can read. A Transfer-Encoding
+// whose last coding is not chunked leaves the body's end to guesswork (RFC 9112 6.3: 400), and codings
+// before chunked would need decoding the node does not do (501).
+std::optional<std::pair<bhttp::status, std::string>> transfer_coding_problem(const Request& req) {
+  std::vector<std::string_view> codings;
+  for (auto [it, end] = req.equal_range(bhttp::field::transfer_encoding); it != end; ++it) {
+    std::string_view field = it->value();
+    while (true) {
+      const auto comma = field.find(',');
+      std::string_view coding = field.substr(0, comma);
+      while (!coding.empty() && (coding.front() == ' ' || coding.front() == '\t')) coding.remove_prefix(1);
+      while (!coding.empty() && (coding.back() == ' ' || coding.back() == '\t')) coding.remove_suffix(1);
+      if (!coding.empty()) codings.push_back(coding);
+      if (comma == std::string_view::npos) break;
+      field.remove_prefix(comma + 1);
+    }
+  }
+  if (codings.empty() && req.find(bhttp::field::transfer_encoding) == req.end()) return std::nullopt;
+  const auto chunked = std::count_if(codings.begin(), codings.end(),
+                                     [](std::string_view c) { return beast::iequals(c, "chunked"); });
+  if (codings.empty() || !beast::iequals(codings.back(), "chunked") || chunked != 1) {
+    return std::pair{bhttp::status::bad_request, std::string("Transfer-Encoding must end with chunked, used once")};
+  }
+  if (codings.size() > 1) {
+    return std::pair{bhttp::status::not_implemented, std::string("only the chunked transfer coding is supported")};
+  }
+  return std::nullopt;
+}
+
+// The passkey a route carries (/p/{passkey}/..., /announce/{passkey}), or "".
+std::string_view passkey_of(const Route& route) {
+  if (const auto* resolve = std::get_if<ResolveRoute>(&route)) return resolve->passkey;
+  if (const auto* api = std::get_if<ApiRoute>(&route)) return api->passkey;
+  if (const auto* tracker = std::get_if<TrackerRoute>(&route)) return tracker->passkey;
+  return {};
+}
+
 // Compares secrets in time independent of where they differ.
 bool same_secret(std::string_view a, std::string_view b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
@@ -141,7 +192,13 @@ std::pair<std::string, std::uint16_t> split_host_port(const std::string& listen)
 
 struct Server::Impl {
   Impl(asio::io_context& io, const Config& config, hub::HubService& hub, ChunkStore& store, asio::thread_pool& blocking)
-      : io(io), config(config), hub(hub), store(store), blocking(blocking), acceptor(io) {
+      : io(io),
+        config(config),
+        hub(hub),
+        store(store),
+        blocking(blocking),
+        acceptor(io),
+        trusted_proxies(parse_networks(config.trusted_proxies).value_or(std::vector<Network>{})) {
     if (!config.access_log.empty()) {
       access_log = config.access_log == "-" ? spdlog::stderr_logger_mt("access")
                                             : spdlog::basic_logger_mt("access", config.access_log);
@@ -159,6 +216,12 @@ struct Server::Impl {
     unsigned status = 0;
     std::uint64_t bytes = 0;
     std::string tracker_reply;  // reused by every tracker answer on this connection
+    bool responded = false;     // some of the current response has been written
+    tcp::endpoint peer;         // the other end of the connection, learnt at accept
+    bool metrics_only = false;  // on metrics_listen: /metrics and /healthz only
+    asio::ip::address client;   // who the current request is from (see identify_client)
+    bool forwarded_https = false;  // a trusted proxy says the client spoke https
+    bool credentials = false;      // the current request presents a key or passkey (see FailedAttempts)
     // Who the current request is from and what it has used; unset for routes nobody is accounted for.
     struct Account {
       UserId who;
@@ -181,14 +244,18 @@ struct Server::Impl {
   static void pause_deadline(Connection& c) { c.deadline = std::chrono::steady_clock::time_point::max(); }
   Task<void> watch(std::shared_ptr<Connection> c);
 
-  Task<void> accept_loop(tcp::acceptor& from, bool tls);
-  std::uint16_t listen_on(tcp::acceptor& acceptor, const std::string& host_port, bool tls);
+  enum class Listener { plain, tls, metrics };
+  Task<void> accept_loop(tcp::acceptor& from, Listener kind);
+  std::uint16_t listen_on(tcp::acceptor& acceptor, const std::string& host_port, Listener kind);
   Task<void> serve(std::shared_ptr<Connection> connection);
   Task<bool> handle(Connection& c, Request& request);
   Task<bool> send(Connection& c, StringResponse response);
   Task<bool> send_error(Connection& c, const Request& req, bhttp::status status, const std::string& message,
                         const std::string& code = {});
   Task<bool> send_reply(Connection& c, const Request& req, const hub::Reply& reply);
+  // A fault of the node's own (the index failing, say) while answering: logged and counted, and a 500
+  // when nothing of the response went out yet (else the connection is closed).
+  Task<bool> send_internal_error(Connection& c, const Request& req, const std::string& what);
   Task<bool> send_file(Connection& c, const Request& req, hub::FileAnswer answer);
   Task<bool> stream_stored(Connection& c, const BlobEntry& blob, std::uint64_t first, std::uint64_t last);
   Task<bool> stream_download(Connection& c, cache::Download& download, std::uint64_t first, std::uint64_t last);
@@ -197,7 +264,9 @@ struct Server::Impl {
   // Every write that goes out is counted by flowed(), so a client that drops the connection mid-chunk
   // has still been charged for what it received.
   Task<bool> sendfile_all(Connection& c, int fd, std::uint64_t offset, std::uint64_t length, bool from_cache);
-  std::string public_base(const Request& req) const;
+  std::string public_base(const Connection& c, const Request& req) const;
+  // Who the request is from: the peer, or the client a trusted reverse proxy names (c.client).
+  void identify_client(Connection& c, const Request& req) const;
   std::string render_metrics() const;
   Task<bool> handle_admin(Connection& c, const Request& req, const std::string& action);
   Task<bool> handle_tracker(Connection& c, const Request& req, const TrackerRoute& route, std::string_view query);
@@ -232,6 +301,7 @@ struct Server::Impl {
   asio::thread_pool& blocking;
   tcp::acceptor acceptor;
   tcp::acceptor tls_acceptor{io};
+  tcp::acceptor metrics_acceptor{io};
   std::unique_ptr<asio::ssl::context> tls_context;
   mutable ServerCounters counters;
   std::shared_ptr<spdlog::logger> access_log;  // JSON lines, when configured
@@ -247,7 +317,10 @@ struct Server::Impl {
   usage::Identities* identities = nullptr;
   usage::UsageLog* usage_log = nullptr;
   RateLimiter* limiter = nullptr;
-  metrics::Counter unauthorized{}, limited{};
+  metrics::Counter unauthorized{}, limited{}, internal_errors{};
+  std::vector<Network> trusted_proxies;
+  MonotonicClock attempts_clock;
+  usage::FailedAttempts failed_attempts{attempts_clock, config.auth_failure_limit};
 };
 
 Server::Server(asio::io_context& io, const Config& config, hub::HubService& hub, ChunkStore& store,
@@ -276,18 +349,22 @@ void Server::add_metrics(std::function<void(std::string&)> render) {
   impl_->metrics_sources.push_back(std::move(render));
 }
 
-std::uint16_t Server::Impl::listen_on(tcp::acceptor& acceptor, const std::string& host_port, bool tls) {
+std::uint16_t Server::Impl::listen_on(tcp::acceptor& acceptor, const std::string& host_port, Listener kind) {
   auto [host, port] = split_host_port(host_port);
   tcp::endpoint endpoint(asio::ip::make_address(host), port);
   acceptor.open(endpoint.protocol());
   acceptor.set_option(asio::socket_base::reuse_address(true));
   acceptor.bind(endpoint);
   acceptor.listen(asio::socket_base::max_listen_connections);
-  asio::co_spawn(io, accept_loop(acceptor, tls), asio::detached);
+  asio::co_spawn(io, accept_loop(acceptor, kind), asio::detached);
   return acceptor.local_endpoint().port();
 }
 
-std::uint16_t Server::start() { return impl_->listen_on(impl_->acceptor, impl_->config.listen, false); }
+std::uint16_t Server::start() { return impl_->listen_on(impl_->acceptor, impl_->config.listen, Impl::Listener::plain); }
+
+std::uint16_t Server::start_metrics() {
+  return impl_->listen_on(impl_->metrics_acceptor, impl_->config.metrics_listen, Impl::Listener::metrics);
+}
 
 std::uint16_t Server::start_tls() {
   const Config& config = impl_->config;
@@ -303,7 +380,7 @@ std::uint16_t Server::start_tls() {
   context->use_certificate_chain_file(config.tls_cert.string());
   context->use_private_key_file(config.tls_key.string(), asio::ssl::context::pem);
   impl_->tls_context = std::move(context);
-  return impl_->listen_on(impl_->tls_acceptor, config.tls_listen, true);
+  return impl_->listen_on(impl_->tls_acceptor, config.tls_listen, Impl::Listener::tls);
 }
 
 void Server::begin_drain() {
@@ -314,6 +391,7 @@ void Server::begin_drain() {
     boost::system::error_code ec;
     impl->acceptor.close(ec);
     impl->tls_acceptor.close(ec);
+    impl->metrics_acceptor.close(ec);
   });
   std::lock_guard lock(impl_->connections_mutex);
   for (auto& weak : impl_->connections) {
@@ -333,7 +411,7 @@ bool Server::drained() const {
   return impl_->counters.open_connections.load() == 0;
 }
 
-Task<void> Server::Impl::accept_loop(tcp::acceptor& acceptor, bool tls) {
+Task<void> Server::Impl::accept_loop(tcp::acceptor& acceptor, Listener kind) {
   while (acceptor.is_open()) {
     boost::system::error_code ec;
     tcp::socket socket(asio::make_strand(io));
@@ -357,8 +435,13 @@ Task<void> Server::Impl::accept_loop(tcp::acceptor& acceptor, bool tls) {
       continue;
     }
     socket.set_option(tcp::no_delay(true), ec);
+    const auto peer = socket.remote_endpoint(ec);
+    if (ec) continue;  // gone already
     auto connection = std::make_shared<Connection>(std::move(socket));
-    if (tls) connection->tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(connection->socket, *tls_context);
+    connection->peer = peer;
+    if (kind == Listener::tls)
+      connection->tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(connection->socket, *tls_context);
+    connection->metrics_only = kind == Listener::metrics;
     {
       std::lock_guard lock(connections_mutex);
       std::erase_if(connections, [](const auto& w) { return w.expired(); });
@@ -424,7 +507,24 @@ Task<void> Server::Impl::serve(std::shared_ptr<Connection> connection) {
       }
       Request request = parser.release();
       const auto started = std::chrono::steady_clock::now();
-      bool keep_alive = co_await handle(*connection, request);
+      identify_client(*connection, request);
+      if (auto problem = transfer_coding_problem(request)) {
+        // The body's end is unknown, so is where the next request starts: answer and close.
+        request.keep_alive(false);
+        connection->route = "bad_request";
+        co_await send_error(*connection, request, problem->first, problem->second);
+        record(*connection, request, started);
+        break;
+      }
+      connection->responded = false;
+      bool keep_alive = false;
+      std::string failure;
+      try {
+        keep_alive = co_await handle(*connection, request);
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      if (!failure.empty()) keep_alive = co_await send_internal_error(*connection, request, failure);
       record(*connection, request, started);
       if (!keep_alive || draining) break;
     }
@@ -438,13 +538,30 @@ Task<void> Server::Impl::serve(std::shared_ptr<Connection> connection) {
   --counters.open_connections;
 }
 
-std::string Server::Impl::public_base(const Request& req) const {
+void Server::Impl::identify_client(Connection& c, const Request& req) const {
+  const auto& peer = c.peer;
+  if (trusted_proxies.empty()) {
+    c.client = peer.address();
+    c.forwarded_https = false;
+    return;
+  }
+  ForwardedHeaders headers;
+  for (auto [it, end] = req.equal_range(bhttp::field::forwarded); it != end; ++it) headers.forwarded.push_back(it->value());
+  for (auto [it, end] = req.equal_range(bhttp::field::x_forwarded_for); it != end; ++it)
+    headers.x_forwarded_for.push_back(it->value());
+  headers.x_forwarded_proto = req["X-Forwarded-Proto"];
+  const auto origin = client_origin(address16(peer.address()), trusted_proxies, headers);
+  c.client = to_address(origin.address);
+  c.forwarded_https = origin.https;
+}
+
+std::string Server::Impl::public_base(const Connection& c, const Request& req) const {
   if (!config.public_url.empty()) return config.public_url;
   std::string host(req[bhttp::field::host]);
   bool sane = !host.empty() && host.size() < 256 && std::all_of(host.begin(), host.end(), [](unsigned char c) {
     return std::isalnum(c) || c == '.' || c == '-' || c == ':' || c == '[' || c == ']';
   });
-  return "http://" + (sane ? host : config.listen);
+  return (c.tls || c.forwarded_https ? "https://" : "http://") + (sane ? host : config.listen);
 }
 
 void Server::Impl::record(Connection& c, const Request& req, std::chrono::steady_clock::time_point started) {
@@ -463,14 +580,12 @@ void Server::Impl::record(Connection& c, const Request& req, std::chrono::steady
   }
   c.limit_headers.clear();
   if (!access_log) return;
-  boost::system::error_code ec;
-  auto remote = c.socket.remote_endpoint(ec);
   nlohmann::json line{{"time_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
                                       std::chrono::system_clock::now().time_since_epoch())
                                       .count()},
-                      {"remote", ec ? "" : remote.address().to_string()},
+                      {"remote", c.client.is_unspecified() ? "" : c.client.to_string()},
                       {"method", std::string(req.method_string())},
-                      {"target", redact_passkey(req.target())},
+                      {"target", redact_target(req.target())},
                       {"route", route},
                       {"status", c.status},
                       {"bytes", c.bytes},
@@ -541,6 +656,9 @@ std::string Server::Impl::render_metrics() const {
   write_sample(out, "inferllama_evictions_total", "", static_cast<double>(evictor.counters().evicted_files.load()));
   write_header(out, "inferllama_evicted_bytes_total", "counter", "Disk bytes freed by evictions");
   write_sample(out, "inferllama_evicted_bytes_total", "", static_cast<double>(evictor.counters().evicted_bytes.load()));
+  write_header(out, "inferllama_http_internal_errors_total", "counter",
+               "Requests the node failed to answer for a fault of its own (500 or a closed connection)");
+  write_sample(out, "inferllama_http_internal_errors_total", "", static_cast<double>(internal_errors.value()));
   if (tracker) tracker->render_metrics(out);
   if (limiter) {
     write_header(out, "inferllama_http_unauthorized_total", "counter",
@@ -548,6 +666,14 @@ std::string Server::Impl::render_metrics() const {
     write_sample(out, "inferllama_http_unauthorized_total", "", static_cast<double>(unauthorized.value()));
     write_header(out, "inferllama_http_rate_limited_total", "counter", "Requests refused by a rate limit (429, 503)");
     write_sample(out, "inferllama_http_rate_limited_total", "", static_cast<double>(limited.value()));
+    write_header(out, "inferllama_auth_failures_total", "counter",
+                 "Credentials refused (node keys, passkeys, the admin key), counted per client address");
+    write_sample(out, "inferllama_auth_failures_total", "", static_cast<double>(failed_attempts.failures()));
+    write_header(out, "inferllama_auth_blocked_total", "counter",
+                 "Requests refused (429) because their address presented too many refused credentials");
+    write_sample(out, "inferllama_auth_blocked_total", "", static_cast<double>(failed_attempts.refusals()));
+    write_header(out, "inferllama_auth_tracked_addresses", "gauge", "Client addresses with recent refused credentials");
+    write_sample(out, "inferllama_auth_tracked_addresses", "", static_cast<double>(failed_attempts.tracked()));
     limiter->render_metrics(out);
   }
   for (const auto& render : metrics_sources) render(out);
@@ -648,9 +774,20 @@ Task<bool> Server::Impl::handle_admin(Connection& c, const Request& req, const s
   co_return co_await send(c, std::move(res));
 }
 
+Task<bool> Server::Impl::send_internal_error(Connection& c, const Request& req, const std::string& what) {
+  internal_errors.add();
+  spdlog::error("{} {}: {}", std::string(req.method_string()), redact_target(req.target()), what);
+  c.account.reset();  // nothing is charged for a failed answer's unsent bytes; the slot is freed
+  if (c.responded) co_return false;
+  co_return co_await send_error(c, req, bhttp::status::internal_server_error,
+                                "the node failed to answer this request; see its log");
+}
+
 Task<bool> Server::Impl::send(Connection& c, StringResponse response) {
+  c.responded = true;
   add_node_headers(c, response);
   response.prepare_payload();
+  clean_fields(response);
   c.status = response.result_int();
   c.bytes = response.body().size();
   bool keep = response.keep_alive() && !draining;
@@ -666,52 +803,28 @@ Task<bool> Server::Impl::send(Connection& c, StringResponse response) {
 
 Task<bool> Server::Impl::send_error(Connection& c, const Request& req, bhttp::status status, const std::string& message,
                                     const std::string& code) {
-  StringResponse res{status, req.version() ? req.version() : 11};
-  res.keep_alive(req.version() ? req.keep_alive() : false);
-  res.set(bhttp::field::content_type, "application/json");
-  if (!code.empty()) res.set("X-Error-Code", code);
-  res.set("X-Error-Message", message);
-  std::string escaped;
-  for (char ch : message) {
-    if (ch == '"' || ch == '\\') escaped += '\\';
-    escaped += ch;
-  }
-  res.body() = "{\"error\":\"" + escaped + "\"}";
-  if (req.method() == bhttp::verb::head) {
-    res.content_length(res.body().size());
-    res.body().clear();
-  }
-  co_return co_await send(c, std::move(res));
+  co_return co_await send_reply(c, req, hub::error_reply(static_cast<unsigned>(status), message, code));
 }
 
 Task<bool> Server::Impl::send_reply(Connection& c, const Request& req, const hub::Reply& reply) {
-  StringResponse res{static_cast<bhttp::status>(reply.status), req.version()};
-  res.keep_alive(req.keep_alive());
-  res.set(bhttp::field::content_type, reply.content_type);
-  for (const auto& [name, value] : reply.headers) res.set(name, value);
-  res.body() = reply.body;
-  if (req.method() == bhttp::verb::head) {
-    res.prepare_payload();
-    res.body().clear();
-    add_node_headers(c, res);
-    c.status = res.result_int();
-    c.bytes = 0;
-    bhttp::response<bhttp::empty_body> head{res.result(), res.version()};
-    for (const auto& field : res) head.set(field.name_string(), field.value());
-    boost::system::error_code ec;
-    if (c.tls) {
-      co_await bhttp::async_write(*c.tls, head, asio::redirect_error(asio::use_awaitable, ec));
-    } else {
-      co_await bhttp::async_write(c.socket, head, asio::redirect_error(asio::use_awaitable, ec));
-    }
-    co_return !ec && req.keep_alive();
-  }
-  co_return co_await send(c, std::move(res));
+  // A request that could not be parsed has no version: answer in HTTP/1.1 and close.
+  StringResponse res = reply_response(reply, req.version() ? req.version() : 11, req.version() && req.keep_alive());
+  if (req.method() != bhttp::verb::head) co_return co_await send(c, std::move(res));
+  // HEAD: the GET answer's header, without its body.
+  res.prepare_payload();
+  add_node_headers(c, res);
+  bhttp::response<bhttp::empty_body> head{res.result(), res.version()};
+  for (const auto& field : res) head.set(field.name_string(), field.value());
+  const bool keep = res.keep_alive() && !draining;
+  head.keep_alive(keep);
+  c.status = head.result_int();
+  c.bytes = 0;
+  co_return co_await write_head(c, head) && keep;
 }
 
 Task<bool> Server::Impl::handle(Connection& c, Request& req) {
-  auto [raw_path, query] = url::split_target(req.target());
-  Route r = route(raw_path);
+  const std::string_view query = url::split_target(req.target()).second;
+  Route r = route_target(req.target());
   c.route = route_name(r);
   const bool read = req.method() == bhttp::verb::get || req.method() == bhttp::verb::head;
   hub::Caller caller{std::string(req[bhttp::field::authorization])};
@@ -719,13 +832,33 @@ Task<bool> Server::Impl::handle(Connection& c, Request& req) {
   if (std::holds_alternative<BadRequest>(r)) {
     co_return co_await send_error(c, req, bhttp::status::bad_request, std::get<BadRequest>(r).message);
   }
+  c.credentials = !req[bhttp::field::authorization].empty() || !passkey_of(r).empty();
+  if (c.credentials) {
+    std::chrono::milliseconds retry_after{0};
+    if (failed_attempts.blocked(client_network(c.client), retry_after)) {
+      const auto seconds = std::chrono::ceil<std::chrono::seconds>(retry_after).count();
+      hub::Reply refusal = hub::error_reply(429, "too many refused credentials from this address; retry in " +
+                                                     std::to_string(seconds) + " s");
+      refusal.headers.emplace_back("Retry-After", std::to_string(seconds));
+      co_return co_await send_reply(c, req, refusal);
+    }
+  }
   if (std::holds_alternative<NotFound>(r)) {
     co_return co_await send_error(c, req, bhttp::status::not_found, "no such route");
   }
   if (auto* admin = std::get_if<AdminRoute>(&r)) co_return co_await handle_admin(c, req, admin->action);
   if (auto* tracker_route = std::get_if<TrackerRoute>(&r))
     co_return co_await handle_tracker(c, req, *tracker_route, query);
+  if (c.metrics_only && !std::holds_alternative<MetricsRoute>(r) && !std::holds_alternative<HealthRoute>(r)) {
+    co_return co_await send_error(c, req, bhttp::status::not_found, "this listener serves /metrics and /healthz only");
+  }
   if (std::holds_alternative<MetricsRoute>(r)) {
+    // Counters tell an outsider what is cached and who is busy: on metrics_listen, or with the admin key.
+    if (!c.metrics_only &&
+        (config.admin_key.empty() || !same_secret(bearer_of(req[bhttp::field::authorization]), config.admin_key))) {
+      co_return co_await send_error(c, req, bhttp::status::not_found,
+                                    "metrics are served on metrics_listen, or here with the admin key as a bearer");
+    }
     StringResponse res{bhttp::status::ok, req.version()};
     res.keep_alive(req.keep_alive());
     res.set(bhttp::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
@@ -793,7 +926,7 @@ Task<bool> Server::Impl::handle(Connection& c, Request& req) {
     }
     case ApiRoute::Kind::tree: {
       if (!read) co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use GET");
-      const std::string base = public_base(req);
+      const std::string base = public_base(c, req);
       reply = co_await offload(blocking, [&] { return hub.tree(api.repo, api.rev, api.path, q, caller, base); });
       break;
     }
@@ -840,6 +973,7 @@ Task<void> Server::Impl::admit(Connection& c, Connection::Account& account, bool
 
 Task<bool> Server::Impl::send_unauthorized(Connection& c, const Request& req, const std::string& message) {
   unauthorized.add();
+  if (c.credentials) failed_attempts.failed(client_network(c.client));
   c.limit_headers.emplace_back("WWW-Authenticate", "Bearer realm=\"inferllama\"");
   co_return co_await send_error(c, req, bhttp::status::unauthorized, message);
 }
@@ -878,9 +1012,7 @@ Task<std::optional<bool>> Server::Impl::open_account(Connection& c, const Reques
     caller.authorization.clear();  // the admin key opens the admin API, and is nobody's Hub token
   }
   if (user.empty()) {
-    boost::system::error_code ec;
-    const auto remote = c.socket.remote_endpoint(ec);
-    account.who = UserId::address(ec ? std::string("unknown") : client_network(remote.address()));
+    account.who = UserId::address(c.client.is_unspecified() ? std::string("unknown") : client_network(c.client));
   } else {
     account.who = UserId::user(std::move(user));
   }
@@ -961,7 +1093,7 @@ Task<bool> Server::Impl::handle_torrent(Connection& c, const Request& req, const
     }
   }
   pause_deadline(c);  // completing a snapshot waits on the upstream, not on the client
-  torrent::NodeLinks links{public_base(req), "", ""};
+  torrent::NodeLinks links{public_base(c, req), "", ""};
   if ((config.tracker_private || config.require_auth) && c.account && !c.account->who.anonymous()) {
     if (auto user = identities->user(c.account->who.str())) links.passkey = user->passkey;
   }
@@ -1086,6 +1218,7 @@ Task<bool> Server::Impl::handle_tracker(Connection& c, const Request& req, const
       refusal = "this tracker is private: announce with your passkey (/announce/PASSKEY, /scrape/PASSKEY)";
     } else if (!identities || !(user = identities->user_of_passkey(route.passkey))) {
       refusal = "unknown passkey, or its user is disabled";
+      failed_attempts.failed(client_network(c.client));
     } else {
       Connection::Account account;
       account.who = UserId::user(std::move(*user));
@@ -1099,7 +1232,9 @@ Task<bool> Server::Impl::handle_tracker(Connection& c, const Request& req, const
     // Trackers refuse in bencoding, with a 200: that is what every client shows its user.
     c.tracker_reply = "d14:failure reason" + std::to_string(refusal.size()) + ":" + refusal + "e";
   } else if (route.kind == TrackerRoute::Kind::announce) {
-    tracker->http_announce(query, tracker_endpoint(remote), tracker_endpoint(local), c.tracker_reply);
+    // The peer's address is the client's, also behind a trusted proxy; its port is the announce's own.
+    tracker->http_announce(query, tracker_endpoint(tcp::endpoint(c.client, remote.port())), tracker_endpoint(local),
+                           c.tracker_reply);
   } else {
     tracker->http_scrape(query, c.tracker_reply);
   }
@@ -1115,6 +1250,7 @@ Task<bool> Server::Impl::handle_tracker(Connection& c, const Request& req, const
       keep ? (http10 ? "Connection: keep-alive\r\n" : "") : "Connection: close\r\n");
   c.status = 200;
   c.bytes = c.tracker_reply.size();
+  c.responded = true;
   const std::array<asio::const_buffer, 2> buffers{asio::buffer(head, static_cast<std::size_t>(head_size)),
                                                   asio::buffer(c.tracker_reply)};
   if (c.tls) {
@@ -1195,6 +1331,8 @@ Task<bool> Server::Impl::send_file(Connection& c, const Request& req, hub::FileA
 }
 
 Task<bool> Server::Impl::write_head(Connection& c, bhttp::response<bhttp::empty_body>& res) {
+  c.responded = true;
+  clean_fields(res);
   boost::system::error_code ec;
   bhttp::response_serializer<bhttp::empty_body> sr{res};
   if (c.tls) {

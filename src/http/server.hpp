@@ -48,6 +48,8 @@ class Server {
 
   // Binds `config.listen` and starts accepting. Returns the bound port. Throws on failure.
   std::uint16_t start();
+  // Binds `config.metrics_listen`, which answers /metrics and /healthz only; returns the bound port.
+  std::uint16_t start_metrics();
   // Binds `config.tls_listen` with `tls_cert`/`tls_key` (TLS 1.2+); returns the bound port. Throws on failure.
   std::uint16_t start_tls();
   // Stops accepting, closes idle connections and lets responses in flight finish.

@@ -63,15 +63,6 @@ std::string with_query(std::string url, std::string_view query) {
 
 }  // namespace
 
-Reply error_reply(unsigned status, const std::string& message, const std::string& code) {
-  Reply r;
-  r.status = status;
-  if (!code.empty()) r.headers.emplace_back("X-Error-Code", code);
-  r.headers.emplace_back("X-Error-Message", message);
-  r.body = Json{{"error", message}}.dump();
-  return r;
-}
-
 HubService::HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads,
                        cache::Evictor& evictor)
     : config_(config), index_(index), upstream_(upstream), downloads_(downloads), evictor_(evictor) {}

@@ -16,22 +16,12 @@
 #include "inferllama/index.hpp"
 #include "inferllama/repo.hpp"
 #include "inferllama/upstream.hpp"
+#include "reply.hpp"
 
 namespace inferllama::hub {
 
 // Says that an answer names a branch at the last commit the node saw, because the Hub could not be asked.
 inline constexpr const char* kStaleHeader = "X-InferLlama-Stale";
-
-// An answer to relay to the client as it is (metadata, or an error in the Hub's words).
-struct Reply {
-  unsigned status = 200;
-  HeaderList headers;  // besides Content-Type
-  std::string content_type = "application/json";
-  std::string body;
-};
-
-// An error as the Hub words one: the status, `X-Error-Code` (when given), `X-Error-Message` and a JSON body.
-Reply error_reply(unsigned status, const std::string& message, const std::string& code = {});
 
 // Who is asking: the client's own credentials, checked by the Hub for gated and private repos.
 struct Caller {

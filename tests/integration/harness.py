@@ -151,12 +151,14 @@ class Node:
             defaults += ["--bt-listen", "127.0.0.1:0"]
         if not any(a.startswith("--tracker-udp") for a in self.extra):
             defaults += ["--tracker-udp", "127.0.0.1:0"]
+        if not any(a.startswith("--metrics-listen") for a in self.extra):
+            defaults += ["--metrics-listen", "127.0.0.1:0"]
         cmd = [BINARY, "serve", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir,
                "--upstream", self.upstream, *defaults, *self.extra]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=env)
         # "inferllama bittorrent on tcp://H:P" and "inferllama tracker on udp://H:P" come first.
-        self.bt_port = self.udp_tracker_port = None
+        self.bt_port = self.udp_tracker_port = self.metrics_port = None
         line = ""
         watchdog = threading.Timer(READY_TIMEOUT, self.proc.kill)
         watchdog.start()
@@ -167,6 +169,8 @@ class Node:
                     self.bt_port = urllib.parse.urlsplit(line.split()[-1]).port
                 elif line.startswith("inferllama tracker on "):
                     self.udp_tracker_port = urllib.parse.urlsplit(line.split()[-1]).port
+                elif line.startswith("inferllama metrics on "):
+                    self.metrics_port = urllib.parse.urlsplit(line.split()[-1]).port
                 elif line.startswith("inferllama listening on"):
                     break
             else:
@@ -217,9 +221,11 @@ class Node:
         self.stop()
         self.cleanup()
 
-    def request(self, method: str, path: str, headers: dict | None = None, body: bytes | None = None):
-        """One request on a fresh connection: (status, headers as lower-case dict, body bytes)."""
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=120)
+    def request(self, method: str, path: str, headers: dict | None = None, body: bytes | None = None,
+                port: int | None = None):
+        """One request on a fresh connection: (status, headers as lower-case dict, body bytes); to the
+        main listener, or to `port`."""
+        conn = http.client.HTTPConnection(self.host, port or self.port, timeout=120)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             r = conn.getresponse()
@@ -230,13 +236,17 @@ class Node:
 
     def metrics(self) -> dict[str, float]:
         """The node's /metrics samples: 'name{labels}' -> value."""
-        _, _, body = self.request("GET", "/metrics")
+        _, _, body = self.metrics_request()
         samples = {}
         for line in body.decode().splitlines():
             if line and not line.startswith("#"):
                 name, _, value = line.rpartition(" ")
                 samples[name] = float(value)
         return samples
+
+    def metrics_request(self):
+        """GET /metrics on the node's metrics listener: (status, headers, body)."""
+        return self.request("GET", "/metrics", port=self.metrics_port)
 
     def metric(self, name: str) -> float:
         return self.metrics().get(name, 0.0)

@@ -62,7 +62,7 @@ class DiskFullTest(unittest.TestCase):
         # Eviction (of the least recently used file, sized-0) made room: the retry succeeds.
         deadline = time.monotonic() + 30
         while True:
-            _, _, metrics = self.node.request("GET", "/metrics")
+            _, _, metrics = self.node.metrics_request()
             if "inferllama_evictions_total 1" in metrics.decode():
                 break
             self.assertLess(time.monotonic(), deadline, "nothing was evicted")

@@ -27,7 +27,7 @@ class LimitsTest(unittest.TestCase):
         # the connection cap counts what the node holds open.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            status, _, body = self.node.request("GET", "/metrics")
+            status, _, body = self.node.metrics_request()
             if status == 200 and "\ninferllama_http_open_connections 1\n" in body.decode():
                 return
             time.sleep(0.05)  # polling the node's own count, bounded by the deadline

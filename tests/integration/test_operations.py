@@ -33,7 +33,7 @@ class OperationsTest(unittest.TestCase):
         cls.hub.stop()
 
     def metrics(self):
-        status, h, _ = self.node.request("GET", "/metrics")
+        status, h, _ = self.node.metrics_request()
         self.assertEqual(status, 200)
         self.assertTrue(h["content-type"].startswith("text/plain; version=0.0.4"))
         return self.node.metrics()

@@ -1,0 +1,70 @@
+// How the node's answers become HTTP responses, and the one place every header value it writes passes.
+#pragma once
+#include <algorithm>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include "reply.hpp"
+
+namespace inferllama::http {
+
+using StringResponse = boost::beast::http::response<boost::beast::http::string_body>;
+
+// A header value may hold visible characters, spaces and tabs; CR, LF, NUL and every other control
+// character would end the header early (response splitting) or confuse whoever reads it.
+inline bool is_clean_header_value(std::string_view value) {
+  return std::none_of(value.begin(), value.end(), [](unsigned char c) { return (c < 0x20 && c != '\t') || c == 0x7f; });
+}
+
+// The value without its control characters (tabs kept).
+inline std::string clean_header_value(std::string_view value) {
+  std::string out;
+  out.reserve(value.size());
+  for (unsigned char c : value) {
+    if ((c >= 0x20 && c != 0x7f) || c == '\t') out += static_cast<char>(c);
+  }
+  return out;
+}
+
+// An RFC 9110 token: what a field name may be.
+inline bool is_header_name(std::string_view name) {
+  static constexpr std::string_view kSpecials = "!#$%&'*+-.^_`|~";
+  return !name.empty() && std::all_of(name.begin(), name.end(), [](unsigned char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           kSpecials.find(static_cast<char>(c)) != std::string_view::npos;
+  });
+}
+
+// Makes every field of a response safe to write: control characters leave the values, and a field whose
+// name is not a token is dropped. The server calls this on every response header it serialises, so no
+// request, upstream answer or message can split a response, whatever built the fields.
+template <class Fields>
+void clean_fields(Fields& fields) {
+  std::vector<std::pair<std::string, std::string>> dirty;
+  for (const auto& field : fields) {
+    const std::string_view name(field.name_string().data(), field.name_string().size());
+    const std::string_view value(field.value().data(), field.value().size());
+    if (!is_header_name(name) || !is_clean_header_value(value)) dirty.emplace_back(name, value);
+  }
+  for (const auto& [name, value] : dirty) {
+    fields.erase(name);
+    if (is_header_name(name)) fields.set(name, clean_header_value(value));
+  }
+}
+
+// The response of a Reply (its status, headers, content type and body) to a request of this HTTP version.
+inline StringResponse reply_response(const hub::Reply& reply, unsigned version, bool keep_alive) {
+  StringResponse res{static_cast<boost::beast::http::status>(reply.status), version};
+  res.keep_alive(keep_alive);
+  res.set(boost::beast::http::field::content_type, reply.content_type);
+  for (const auto& [name, value] : reply.headers) res.set(name, value);
+  res.body() = reply.body;
+  return res;
+}
+
+}  // namespace inferllama::http

@@ -1,0 +1,54 @@
+#include "failed_attempts.hpp"
+
+namespace inferllama::usage {
+
+FailedAttempts::FailedAttempts(const Clock& clock, const LimitPolicy& policy, std::size_t max_addresses)
+    : clock_(clock), policy_(policy), max_addresses_(max_addresses) {}
+
+std::int64_t FailedAttempts::now_ns() const {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_.now().time_since_epoch()).count();
+}
+
+bool FailedAttempts::blocked(const std::string& address, std::chrono::milliseconds& retry_after) {
+  if (policy_.requests == 0) return false;
+  const std::int64_t now = now_ns();
+  std::lock_guard lock(mutex_);
+  const auto it = addresses_.find(address);
+  if (it == addresses_.end()) return false;
+  // Blocked while not even one more failure would fit: the same test as a failure's, without taking it.
+  GcraState probe = it->second;
+  std::int64_t retry_ns = 0;
+  if (Gcra::try_take(probe, now, policy_.request_interval_seconds() * 1e9,
+                     static_cast<double>(policy_.effective_request_burst()), 1, retry_ns)) {
+    return false;
+  }
+  retry_after = std::chrono::ceil<std::chrono::milliseconds>(std::chrono::nanoseconds(retry_ns));
+  ++refusals_;
+  return true;
+}
+
+void FailedAttempts::failed(const std::string& address) {
+  ++failures_;
+  if (policy_.requests == 0) return;
+  const std::int64_t now = now_ns();
+  const double interval = policy_.request_interval_seconds() * 1e9;
+  std::lock_guard lock(mutex_);
+  auto it = addresses_.find(address);
+  if (it == addresses_.end()) {
+    if (addresses_.size() >= max_addresses_) sweep(now);
+    if (addresses_.size() >= max_addresses_) return;  // full of addresses still failing: this one goes untracked
+    it = addresses_.emplace(address, GcraState{}).first;
+  }
+  Gcra::take(it->second, now, interval, 1);
+}
+
+void FailedAttempts::sweep(std::int64_t now) {
+  std::erase_if(addresses_, [&](const auto& entry) { return entry.second.tat_ns <= now; });
+}
+
+std::size_t FailedAttempts::tracked() const {
+  std::lock_guard lock(mutex_);
+  return addresses_.size();
+}
+
+}  // namespace inferllama::usage

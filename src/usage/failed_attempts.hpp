@@ -1,0 +1,45 @@
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "inferllama/limit_policy.hpp"
+#include "inferllama/usage.hpp"
+#include "local_limiter.hpp"
+
+namespace inferllama::usage {
+
+// A credential-stuffing guard: failed credentials (a wrong node key, passkey or admin key) per client
+// address, under a GCRA policy ("requests=20/1m burst=20": 20 failures at once, then one every 3 s).
+// An address past it is blocked from presenting credentials until it recovers. At most `max_addresses`
+// are remembered; recovered ones are dropped first, and past the bound a new address is not tracked.
+// Thread-safe.
+class FailedAttempts {
+ public:
+  FailedAttempts(const Clock& clock, const LimitPolicy& policy, std::size_t max_addresses = 100000);
+
+  // Whether `address` may present credentials now; if not, how long until it may.
+  bool blocked(const std::string& address, std::chrono::milliseconds& retry_after);
+  // `address` presented a credential that was refused.
+  void failed(const std::string& address);
+
+  std::size_t tracked() const;
+  std::uint64_t failures() const { return failures_.load(); }
+  std::uint64_t refusals() const { return refusals_.load(); }
+
+ private:
+  std::int64_t now_ns() const;
+  void sweep(std::int64_t now);  // under mutex_
+
+  const Clock& clock_;
+  const LimitPolicy policy_;
+  const std::size_t max_addresses_;
+  mutable std::mutex mutex_;
+  std::unordered_map<std::string, GcraState> addresses_;
+  std::atomic<std::uint64_t> failures_{0}, refusals_{0};
+};
+
+}  // namespace inferllama::usage
