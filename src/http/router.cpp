@@ -204,8 +204,12 @@ std::optional<BadRequest> check_query(std::string_view query) {
 
 Route route_target(std::string_view target) {
   const auto [path, query] = url::split_target(target);
+  Route routed = route(path);
+  // A tracker's info_hash and peer_id are 20 binary bytes by design: its own parser reads them, and they
+  // never reach a header or a URL.
+  if (std::holds_alternative<TrackerRoute>(routed)) return routed;
   if (auto bad = check_query(query)) return *bad;
-  return route(path);
+  return routed;
 }
 
 const char* route_name(const Route& route) {

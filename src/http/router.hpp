@@ -60,7 +60,8 @@ const char* route_name(const Route& route);
 Route route(std::string_view path);
 // A query string every name and value of which decodes cleanly and holds no control character; else why not.
 std::optional<BadRequest> check_query(std::string_view query);
-// route() of a whole request target, whose query must pass check_query: the server's entry point.
+// route() of a whole request target, whose query must pass check_query (but a tracker's, whose binary
+// info_hash and peer_id its own parser reads): the server's entry point.
 Route route_target(std::string_view target);
 
 }  // namespace inferllama::http

@@ -547,7 +547,7 @@ void Server::Impl::identify_client(Connection& c, const Request& req) const {
   }
   ForwardedHeaders headers;
   for (auto [it, end] = req.equal_range(bhttp::field::forwarded); it != end; ++it) headers.forwarded.push_back(it->value());
-  for (auto [it, end] = req.equal_range(bhttp::field::x_forwarded_for); it != end; ++it)
+  for (auto [it, end] = req.equal_range("X-Forwarded-For"); it != end; ++it)
     headers.x_forwarded_for.push_back(it->value());
   headers.x_forwarded_proto = req["X-Forwarded-Proto"];
   const auto origin = client_origin(address16(peer.address()), trusted_proxies, headers);

@@ -221,6 +221,12 @@ std::vector<PrecedenceCase> precedence_cases() {
        [n](const Config& c) { return n(c.usage_flush_interval.count()); }},
       {"tracker_private", "true", "0", "yes", "1", "0", "1", "0",
        [n](const Config& c) { return n(c.tracker_private ? 1 : 0); }},
+      {"trusted_proxies", "\"127.0.0.1/32\"", "10.0.0.0/8, ::1", "192.0.2.7", "127.0.0.1/32", "10.0.0.0/8, ::1",
+       "192.0.2.7", "", [](const Config& c) { return c.trusted_proxies; }},
+      {"metrics_listen", "\"127.0.0.1:9000\"", "[::1]:9001", "", "127.0.0.1:9000", "[::1]:9001", "", "127.0.0.1:9464",
+       [](const Config& c) { return c.metrics_listen; }},
+      {"auth_failure_limit", "\"requests=5/1m\"", "requests=1/1s", "none", "requests=5/60s", "requests=1/1s", "",
+       "requests=20/60s burst=20", [](const Config& c) { return format_limit_policy(c.auth_failure_limit); }},
   };
 }
 
