@@ -427,7 +427,8 @@ def corrupt_offset(fault: dict, size: int) -> int:
 #                                   R's file P; the body is the file's own bytes ("own")
 #                                   or P's ("claimed": this upstream really has them)
 #   {"kind": "endless"}             a body of the file (resolve GET or CDN) that never
-#                                   ends: its bytes, then 0xAB without end, no length
+#                                   ends: its bytes, then 0xAB without end, no length;
+#                                   with "match": "{repo id}/" every API answer of the repo
 # --------------------------------------------------------------------------
 
 LIE_KINDS = ("size", "etag_of", "endless")
@@ -841,6 +842,18 @@ class BaseHandler(BaseHTTPRequestHandler):
                 pos += len(chunk)
                 account(len(chunk))
 
+    def send_endless_json(self) -> None:
+        """Hostile: a JSON answer that never ends (no length)."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        self.wfile.write(b"[")
+        filler = b'"' + b"a" * (SLICE - 3) + b'",'
+        while True:
+            self.wfile.write(filler)  # raises once the client closes the connection
+
     def send_body(self, f: FileEntry, start: int, length: int, fault: dict | None,
                   rate: int, account) -> None:
         kind = fault["kind"] if fault else None
@@ -1009,6 +1022,8 @@ class HubHandler(BaseHandler):
             return self.send_error_json(405, None, f"Method {method} not allowed", method)
         if route.kind != "api_info" and route.kind != "api_refs" and self.gate_refused(repo, token, method):
             return
+        if route.kind.startswith("api_") and hub.lies.any_for("endless", {f"{repo.id}/"}):
+            return self.send_endless_json()
         q = urllib.parse.parse_qs(query, keep_blank_values=True)
         if route.kind == "api_refs":
             return self.api_refs(repo, q, method)

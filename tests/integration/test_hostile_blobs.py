@@ -9,7 +9,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import FakeHub, Node, sha256  # noqa: E402
+from harness import FakeHub, Node, sha256, wait_until  # noqa: E402
 
 PUBLIC = "acme/tiny-model"
 OTHER_PUBLIC = "acme/new-name"
@@ -50,9 +50,14 @@ class HostileBlobsTest(unittest.TestCase):
         finally:
             conn.close()
 
+    def settled(self):
+        """A client has the last byte once the file verified; it is stored a moment later."""
+        wait_until(lambda: self.node.metric("inferllama_downloads_in_flight") == 0, what="downloads to end")
+
     def blob_bytes(self, repo, path):
         status, _, body, complete = self.fetch("GET", self.node.resolve_path(repo, "main", path), APPROVED)
         self.assertEqual((status, complete), (200, True))
+        self.settled()
         return body
 
     def chunk_files(self):
@@ -76,6 +81,7 @@ class HostileBlobsTest(unittest.TestCase):
             self.assertLess(len(body), len(gated_bytes))
             if body:
                 self.assertNotEqual(body[:4096], gated_bytes[:len(body[:4096])])
+        self.settled()
         self.assertGreater(self.hub.stats()["cdn_bytes"].get(own["sha256"], 0), 0,
                            "the public repo's own upstream was not asked for the bytes")
         self.assertEqual(self.chunk_files(), chunks)
@@ -88,6 +94,7 @@ class HostileBlobsTest(unittest.TestCase):
         status, headers, body, complete = self.fetch("GET", path)
         self.assertEqual((status, complete), (200, True))
         self.assertEqual(body, gated_bytes)
+        self.settled()
         self.assertGreaterEqual(self.hub.stats()["cdn_bytes"].get(gated["sha256"], 0) - before, gated["size"])
         self.assertEqual(self.chunk_files(), chunks)
         # From now on it is served from the store.
@@ -147,6 +154,17 @@ class HostileBlobsTest(unittest.TestCase):
         self.hub.lies([])
         status, headers, body, complete = self.fetch("GET", path)
         self.assertEqual((status, complete, sha256(body)), (200, True, csv["sha256"]))
+
+    def test_an_endless_metadata_answer_is_an_error_in_bounded_memory(self):
+        def rss_kib():
+            with open(f"/proc/{self.node.proc.pid}/status") as f:
+                return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+        before = rss_kib()
+        self.hub.lies([{"kind": "endless", "match": "acme/tiny-space/"}])
+        status, _, _, _ = self.fetch("GET", "/api/spaces/acme/tiny-space/tree/main", timeout=60)
+        self.assertGreaterEqual(status, 500)
+        self.assertLess(rss_kib() - before, 512 * 1024)
 
     def test_endless_bodies_are_cut_at_the_claimed_size(self):
         parquet_path = "data/train-00000-of-00001.parquet"
