@@ -44,9 +44,10 @@ Reply outage_reply(const std::string& what, const std::string& why) {
 }
 
 // An upstream that names bytes by a hash the node holds, with another size, lies about one or the other.
-Reply size_mismatch_reply(const FileEntry& claimed, std::uint64_t true_size) {
+// (The true size is not told: the bytes may be another repo's.)
+Reply size_mismatch_reply(const FileEntry& claimed) {
   return error_reply(502, "the upstream claims " + std::to_string(claimed.size) + " bytes for " + claimed.etag +
-                              ", which has " + std::to_string(true_size) + " bytes");
+                              ", which is not the size of the bytes with that hash");
 }
 
 Reply restricted_outage_reply(const std::string& why) {
@@ -415,7 +416,7 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
   }
   ++counters_.misses;
   if (auto held = index_.get_blob(answer.file.etag); held && held->size != answer.file.size) {
-    return size_mismatch_reply(answer.file, held->size);
+    return size_mismatch_reply(answer.file);
   }
   if (!want_body) return answer;
 
@@ -437,7 +438,7 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
   };
   answer.download = downloads_.get_or_start(source, cache::FileClaim{repo, answer.commit, path, open});
   if (answer.download && answer.download->size() != answer.file.size) {
-    return size_mismatch_reply(answer.file, answer.download->size());
+    return size_mismatch_reply(answer.file);
   }
   if (!answer.download) {
     // Stored meanwhile by a download that just finished, or stored under another path and proven for this
@@ -447,7 +448,7 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
     if (!blob || !answer.lease || !index_.blob_serves(answer.file.etag, repo)) {
       return error_reply(503, "the file is being evicted or the node is stopping; retry");
     }
-    if (blob->size != answer.file.size) return size_mismatch_reply(answer.file, blob->size);
+    if (blob->size != answer.file.size) return size_mismatch_reply(answer.file);
     index_.put_file(repo, answer.commit, path, answer.file);
     answer.blob = std::make_shared<const BlobEntry>(std::move(*blob));
   }

@@ -212,7 +212,8 @@ TEST_F(DownloadTest, ABlobOfARestrictedRepoAnswersAnotherRepoOnlyAfterItsUpstrea
   auto blob = index_->get_blob(real_etag());
   ASSERT_TRUE(blob);
   for (const auto& c : blob->chunks) {  // one reference per place in the one blob: stored once
-    const auto places = std::count_if(blob->chunks.begin(), blob->chunks.end(), [&](const ChunkRef& o) { return o.id == c.id; });
+    const auto places =
+        std::count_if(blob->chunks.begin(), blob->chunks.end(), [&](const ChunkRef& o) { return o.id == c.id; });
     EXPECT_EQ(index_->chunk_refcount(c.id), static_cast<std::uint64_t>(places));
   }
 
