@@ -30,6 +30,12 @@ bool read_fully(int fd, std::uint8_t* out, std::size_t size, std::uint64_t offse
   return true;
 }
 
+// A restricted repo's download has a registry key and staging folder of its own: another repo's claim must
+// neither read its bytes as they arrive nor resume from them (its own upstream has to deliver them).
+std::string download_key(const std::string& etag, const FileClaim& claim) {
+  return claim.shared ? etag : etag + "." + sha256(claim.repo.key()).hex().substr(0, 16);
+}
+
 std::vector<std::uint8_t>& thread_buffer(std::size_t size) {
   thread_local std::vector<std::uint8_t> buffer;
   if (buffer.size() < size) buffer.resize(size);
@@ -57,8 +63,8 @@ struct Download::FileHasher {
   Sha1Stream sha1;
 };
 
-Download::Download(Downloads& owner, BlobSource source, FileClaim claim)
-    : owner_(owner), source_(std::move(source)), url_(source_.url) {
+Download::Download(Downloads& owner, BlobSource source, FileClaim claim, std::string key)
+    : owner_(owner), source_(std::move(source)), key_(std::move(key)), shared_(claim.shared), url_(source_.url) {
   claims_.push_back(std::move(claim));
   const std::uint64_t cs = owner_.settings_.chunk_size;
   chunk_count_ = static_cast<std::size_t>((source_.size + cs - 1) / cs);
@@ -68,7 +74,7 @@ Download::Download(Downloads& owner, BlobSource source, FileClaim claim)
     chunks_[i].size = static_cast<std::uint32_t>(std::min<std::uint64_t>(cs, source_.size - i * cs));
   }
   file_hasher_ = std::make_unique<FileHasher>(source_.lfs, source_.size);
-  staging_ = owner_.store_.staging_dir(source_.etag);
+  staging_ = owner_.store_.staging_dir(key_);
 }
 
 Download::~Download() {
@@ -337,7 +343,7 @@ std::size_t Download::write_body(int segment, std::span<const char> bytes) {
 }
 
 std::uint64_t Download::readable(std::uint64_t offset) const {
-  if (offset >= source_.size) return 0;
+  if (offset >= source_.size || chunk_count_ == 0) return 0;
   const bool verified = verified_.load(std::memory_order_acquire);
   const std::uint64_t cs = owner_.settings_.chunk_size;
   const auto& chunk = chunks_[offset / cs];
@@ -353,6 +359,7 @@ std::uint64_t Download::readable(std::uint64_t offset) const {
 std::pair<int, std::uint64_t> Download::locate(std::uint64_t offset) const {
   std::lock_guard lock(mutex_);
   const std::uint64_t cs = owner_.settings_.chunk_size;
+  if (offset >= source_.size) return {-1, 0};
   const auto& chunk = chunks_[offset / cs];
   return {chunk.fd, offset - chunk.start};
 }
@@ -453,12 +460,26 @@ void Download::finalize() {
   blob.chunk_size = owner_.settings_.chunk_size;
   std::vector<FileClaim> claims;
   try {
-    for (std::size_t i = 0; i < chunk_count_; ++i) {
-      if (::fdatasync(chunks_[i].fd) != 0) throw std::runtime_error(std::generic_category().message(errno));
-    }
+    // Stored already (for another repo, or by a download of another scope that finished first): these bytes
+    // only proved it for this download's repos; the stored chunks stay as they are.
+    auto sync_chunks = [this] {
+      for (std::size_t i = 0; i < chunk_count_; ++i) {
+        if (::fdatasync(chunks_[i].fd) != 0) throw std::runtime_error(std::generic_category().message(errno));
+      }
+    };
+    const bool stored_before = owner_.index_.get_blob(source_.etag).has_value();
+    if (!stored_before) sync_chunks();  // outside the lock: eviction and other commits go on meanwhile
     std::lock_guard mutating(owner_.store_.mutation_mutex());
+    const bool stored = owner_.index_.get_blob(source_.etag).has_value();
+    if (stored_before && !stored) sync_chunks();  // evicted meanwhile: these chunks become the stored ones
     for (std::size_t i = 0; i < chunk_count_; ++i) {
-      owner_.store_.adopt(staging_ / std::to_string(i), chunks_[i].ref.id);
+      const auto staged = staging_ / std::to_string(i);
+      if (stored) {
+        std::error_code ignored;
+        std::filesystem::remove(staged, ignored);
+      } else {
+        owner_.store_.adopt(staged, chunks_[i].ref.id);
+      }
       blob.chunks.push_back(chunks_[i].ref);
     }
     if (chunk_count_ > 0) blob.last_padded_sha1 = chunks_[chunk_count_ - 1].padded_sha1;
@@ -475,9 +496,15 @@ void Download::finalize() {
       claims = claims_;
     }
     std::vector<Index::FileRef> refs;
-    for (const auto& c : claims)
+    BlobScope scope;
+    scope.shared = shared_;
+    for (const auto& c : claims) {
       if (!c.path.empty()) refs.push_back({c.repo, c.commit, c.path});
-    owner_.index_.commit_blob(blob, refs);
+      if (!c.repo.name.empty() && std::find(scope.repos.begin(), scope.repos.end(), c.repo) == scope.repos.end()) {
+        scope.repos.push_back(c.repo);
+      }
+    }
+    owner_.index_.commit_blob(blob, refs, scope);
   } catch (const std::exception& e) {
     fail(std::string("cannot store the file: ") + e.what());
     return;
@@ -522,23 +549,27 @@ Downloads::~Downloads() {
 
 std::shared_ptr<Download> Downloads::get_or_start(const BlobSource& source, const FileClaim& claim) {
   std::shared_ptr<Download> download;
+  const std::string key = download_key(source.etag, claim);
   {
     std::lock_guard lock(mutex_);
-    if (auto it = running_.find(source.etag); it != running_.end()) {
-      it->second->add_claim(claim);
+    // This repo's own download, else a public repo's (its bytes are anyone's).
+    auto it = running_.find(key);
+    if (it == running_.end()) it = running_.find(source.etag);
+    if (it != running_.end()) {
+      if (it->second->size() == source.size) it->second->add_claim(claim);
       return it->second;
     }
     // A download that finished between the caller's index lookup and now has committed its blob.
-    if (index_.get_blob(source.etag)) return nullptr;
+    if (index_.get_blob(source.etag) && index_.blob_serves(source.etag, claim.repo)) return nullptr;
     if (stopping_) return nullptr;
-    download = std::make_shared<Download>(*this, source, claim);
-    running_.emplace(source.etag, download);
+    download = std::make_shared<Download>(*this, source, claim, key);
+    running_.emplace(key, download);
   }
   download->start();
   return download;
 }
 
-std::shared_ptr<Download> Downloads::find(const std::string& etag) {
+std::shared_ptr<Download> Downloads::find(const std::string& etag) {  // the shared download of `etag`
   std::lock_guard lock(mutex_);
   auto it = running_.find(etag);
   return it == running_.end() ? nullptr : it->second;
@@ -557,7 +588,7 @@ std::size_t Downloads::in_flight() {
 
 void Downloads::finished(const Download& download) {
   std::lock_guard lock(mutex_);
-  if (auto it = running_.find(download.etag()); it != running_.end() && it->second.get() == &download) {
+  if (auto it = running_.find(download.key_); it != running_.end() && it->second.get() == &download) {
     running_.erase(it);
   }
 }

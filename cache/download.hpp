@@ -21,11 +21,14 @@ namespace inferllama::cache {
 
 // A path in a repo at a commit that wants a blob: committed with it so the path resolves as cached.
 // A claim without a path stores the blob for no file yet (a mirror lists a snapshot only once every
-// file of it verified).
+// file of it verified). The blob answers for the claim's repo once the bytes verified (see BlobScope).
 struct FileClaim {
   RepoId repo;
   std::string commit;
   std::string path;
+  // The repo is public: bytes it delivered answer for every repo, and the claim may share a download with
+  // any repo's. A restricted repo's claim shares only its own repo's download (or a public one).
+  bool shared = false;
 };
 
 // Where a blob's bytes come from and what they must hash to.
@@ -79,7 +82,7 @@ class Download : public std::enable_shared_from_this<Download> {
  public:
   enum class State { running, complete, failed };
 
-  Download(Downloads& owner, BlobSource source, FileClaim claim);
+  Download(Downloads& owner, BlobSource source, FileClaim claim, std::string key);
   ~Download();
   Download(const Download&) = delete;
   Download& operator=(const Download&) = delete;
@@ -142,6 +145,8 @@ class Download : public std::enable_shared_from_this<Download> {
 
   Downloads& owner_;
   BlobSource source_;
+  const std::string key_;  // in the registry: the etag, and the repo of a restricted download
+  const bool shared_;      // the bytes come from a public repo's upstream
   std::vector<FileClaim> claims_;
   std::filesystem::path staging_;
   std::size_t chunk_count_ = 0;
@@ -172,7 +177,10 @@ class Downloads {
             unsigned max_connections = 64);
   ~Downloads();
 
-  // The running download of `source.etag`, or a new one; nullptr if the blob is already stored.
+  // The running download of `source.etag` the claim may share, or a new one; nullptr if the stored blob
+  // answers for the claim's repo (Index::blob_serves). A blob stored for another, restricted repo is fetched
+  // again from this claim's upstream and verified: it then answers for this repo too (its chunks are not
+  // stored twice). A running download of another size is returned without the claim: the caller refuses.
   std::shared_ptr<Download> get_or_start(const BlobSource& source, const FileClaim& claim);
   std::shared_ptr<Download> find(const std::string& etag);
   std::size_t in_flight();

@@ -15,12 +15,34 @@
 namespace inferllama {
 namespace {
 
-enum Family : std::size_t { kDefault, kRefs, kMeta, kFiles, kBlobs, kChunks, kIdentities, kUsage, kFamilyCount };
-constexpr const char* kFamilyNames[kFamilyCount] = {"default", "refs",   "meta",       "files",
-                                                    "blobs",   "chunks", "identities", "usage"};
-// The record tables are read by prefix scans rather than point lookups.
+enum Family : std::size_t {
+  kDefault,
+  kRefs,
+  kMeta,
+  kFiles,
+  kBlobs,
+  kChunks,
+  kIdentities,
+  kUsage,
+  kBlobScopes,
+  kFamilyCount
+};
+constexpr const char* kFamilyNames[kFamilyCount] = {"default", "refs",       "meta",  "files",      "blobs",
+                                                    "chunks",  "identities", "usage", "blob_scopes"};
+// The record tables (and a blob's scope, dropped with the blob) are read by prefix scans rather than point lookups.
 constexpr bool scanned(std::size_t family) {
-  return family == kIdentities || family == kUsage;
+  return family == kIdentities || family == kUsage || family == kBlobScopes;
+}
+
+// Scope records: "{etag}\0{repo key}" for each repo a blob was verified for, "{etag}\0*" when it is shared.
+std::string scope_prefix(const std::string& etag) {
+  return etag + '\0';
+}
+std::string scope_key(const std::string& etag, const RepoId& repo) {
+  return scope_prefix(etag) + repo.key();
+}
+std::string shared_scope_key(const std::string& etag) {
+  return scope_prefix(etag) + '*';
 }
 
 Family family_of(RecordTable table) {
@@ -140,6 +162,14 @@ BlobEntry decode_blob(std::string_view v) {
     c.size = r.num<std::uint32_t>();
   }
   if (!r.done()) b.v2_root = *Sha256::from_raw(r.raw(Sha256::size));
+  // Every position below `size` maps to a chunk, and every chunk but the last is whole: readers index
+  // `chunks[pos / chunk_size]` without checking again.
+  const std::uint64_t expected = b.chunk_size == 0 ? 0 : (b.size + b.chunk_size - 1) / b.chunk_size;
+  if ((b.size > 0 && b.chunk_size == 0) || b.chunks.size() != expected) throw std::runtime_error("corrupt blob record");
+  for (std::size_t i = 0; i < b.chunks.size(); ++i) {
+    const std::uint64_t want = std::min<std::uint64_t>(b.chunk_size, b.size - i * std::uint64_t{b.chunk_size});
+    if (b.chunks[i].size != want) throw std::runtime_error("corrupt blob record");
+  }
   return b;
 }
 
@@ -174,7 +204,8 @@ class RocksIndex final : public Index {
     // Opening for writing creates the families an older index lacks; a read-only open cannot, and
     // refuses a family that is not there, so it opens those present and the others read as empty.
     std::vector<std::string> present;
-    const bool listed = read_only && rocksdb::DB::ListColumnFamilies(options, dir.string(), &present).ok();
+    const bool existed = rocksdb::DB::ListColumnFamilies(options, dir.string(), &present).ok();
+    const bool listed = read_only && existed;
     std::vector<rocksdb::ColumnFamilyDescriptor> families;
     std::vector<Family> opened;
     for (std::size_t f = 0; f < kFamilyCount; ++f) {
@@ -191,6 +222,10 @@ class RocksIndex final : public Index {
     check(status, ("cannot open the index at " + dir.string()).c_str());
     db_.reset(db);
     for (std::size_t i = 0; i < handles.size(); ++i) handles_[opened[i]] = handles[i];
+    if (!read_only && existed &&
+        std::find(present.begin(), present.end(), kFamilyNames[kBlobScopes]) == present.end()) {
+      scope_stored_blobs();
+    }
   }
   ~RocksIndex() override {
     for (auto* h : handles_) {
@@ -231,7 +266,7 @@ class RocksIndex final : public Index {
     return decode_blob(*v);
   }
 
-  void commit_blob(const BlobEntry& blob, const std::vector<FileRef>& files) override {
+  void commit_blob(const BlobEntry& blob, const std::vector<FileRef>& files, const BlobScope& scope) override {
     // Reference counts are read-modify-write: one committer at a time.
     std::lock_guard lock(commit_mutex_);
     rocksdb::WriteBatch batch;
@@ -251,9 +286,16 @@ class RocksIndex final : public Index {
       batch.Put(handles_[kFiles], file_key(f.repo, f.commit, f.path),
                 encode(FileEntry{blob.etag, blob.lfs, blob.size}));
     }
+    if (scope.shared) batch.Put(handles_[kBlobScopes], shared_scope_key(blob.etag), "");
+    for (const auto& repo : scope.repos) batch.Put(handles_[kBlobScopes], scope_key(blob.etag, repo), "");
     rocksdb::WriteOptions wo;
     wo.sync = true;
     check(db_->Write(wo, &batch), "index commit");
+  }
+
+  bool blob_serves(const std::string& etag, const RepoId& repo) override {
+    if (!handles_[kBlobScopes]) return false;
+    return get(kBlobScopes, shared_scope_key(etag)) || get(kBlobScopes, scope_key(etag, repo));
   }
 
   std::vector<Sha256> remove_blob(const std::string& etag) override {
@@ -264,6 +306,11 @@ class RocksIndex final : public Index {
     const BlobEntry blob = decode_blob(*stored);
     rocksdb::WriteBatch batch;
     batch.Delete(handles_[kBlobs], etag);
+    const std::string scopes = scope_prefix(etag);
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handles_[kBlobScopes]));
+    for (it->Seek(scopes); it->Valid() && it->key().starts_with(scopes); it->Next()) {
+      batch.Delete(handles_[kBlobScopes], it->key());
+    }
     std::map<std::string, std::uint64_t> decrements;
     for (const auto& c : blob.chunks) ++decrements[std::string(c.id.raw())];
     for (const auto& [id, n] : decrements) {
@@ -362,6 +409,28 @@ class RocksIndex final : public Index {
   }
 
  private:
+  // An index written before blobs had scopes: each stored blob answers for the repos whose file entries name
+  // it (what those nodes served it for), and is shared with no one else until verified.
+  void scope_stored_blobs() {
+    rocksdb::WriteBatch batch;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handles_[kFiles]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      auto key = it->key().ToStringView();
+      auto at = key.find('@');
+      auto slash = key.find('/');
+      if (at == std::string_view::npos || slash == std::string_view::npos || slash > at) continue;
+      auto type = parse_repo_type(key.substr(0, slash));
+      if (!type) continue;
+      const RepoId repo{*type, std::string(key.substr(slash + 1, at - slash - 1))};
+      const std::string etag = decode_file(it->value().ToStringView()).etag;
+      if (get(kBlobs, etag)) batch.Put(handles_[kBlobScopes], scope_key(etag, repo), "");
+    }
+    check(it->status(), "index scan");
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    check(db_->Write(wo, &batch), "index scope migration");
+  }
+
   std::optional<std::string> get(Family family, const std::string& key) {
     std::string value;
     auto s = db_->Get(rocksdb::ReadOptions(), handles_[family], key, &value);

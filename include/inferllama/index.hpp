@@ -41,6 +41,13 @@ struct FileEntry {
   std::uint64_t size = 0;
 };
 
+// Which repos a stored blob answers for. A hash is public metadata; the bytes of a gated or private
+// file are not: a blob answers for a repo only once that repo's own upstream delivered the same bytes.
+struct BlobScope {
+  bool shared = false;         // verified for a public repo: answers for every repo (anyone can fetch it)
+  std::vector<RepoId> repos;   // repos whose upstream delivered these bytes
+};
+
 struct RefEntry {
   std::string commit;
   std::int64_t fetched_at_ms = 0;
@@ -69,12 +76,17 @@ class Index {
     std::string path;
   };
   // Makes a downloaded blob visible in one atomic write: the blob, the file entries that asked for it,
-  // and one more reference on each of its chunks.
-  virtual void commit_blob(const BlobEntry& blob, const std::vector<FileRef>& files) = 0;
+  // one more reference on each of its chunks, and the repos it answers for (added to those recorded: a
+  // blob stored already keeps its record and chunks, and gains the repos and file entries).
+  virtual void commit_blob(const BlobEntry& blob, const std::vector<FileRef>& files, const BlobScope& scope) = 0;
+  // Whether the stored blob `etag` may answer for `repo` (see BlobScope). Blobs stored before the node kept
+  // scopes answer for the repos whose file entries named them when the index was first opened by a node
+  // that keeps them (a one-time migration), and are not shared.
+  virtual bool blob_serves(const std::string& etag, const RepoId& repo) = 0;
 
   virtual std::uint64_t chunk_refcount(const Sha256& chunk) = 0;
 
-  // Forgets a stored blob in one atomic write: its record and one reference on each of its chunks.
+  // Forgets a stored blob in one atomic write: its record, its scope and one reference on each of its chunks.
   // Returns the chunks nothing references any more (the caller deletes their files). File entries stay:
   // a later request for such a path fetches the bytes again.
   virtual std::vector<Sha256> remove_blob(const std::string& etag) = 0;

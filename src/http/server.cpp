@@ -1262,6 +1262,13 @@ Task<bool> Server::Impl::handle_tracker(Connection& c, const Request& req, const
 }
 
 Task<bool> Server::Impl::send_file(Connection& c, const Request& req, hub::FileAnswer answer) {
+  // The size is the stored blob's (or the download's, checked against the file's hash when it completes),
+  // never a description that may disagree with the bytes.
+  if (answer.blob) {
+    answer.file.size = answer.blob->size;
+  } else if (answer.download) {
+    answer.file.size = answer.download->size();
+  }
   const auto& file = answer.file;
   const std::string quoted_etag = "\"" + file.etag + "\"";
   bhttp::response<bhttp::empty_body> res{bhttp::status::ok, req.version()};
@@ -1392,8 +1399,13 @@ Task<bool> Server::Impl::sendfile_all(Connection& c, int fd, std::uint64_t offse
 Task<bool> Server::Impl::stream_stored(Connection& c, const BlobEntry& blob, std::uint64_t first, std::uint64_t end) {
   const std::uint64_t cs = blob.chunk_size;
   for (std::uint64_t pos = first; pos < end;) {
-    const std::size_t index = static_cast<std::size_t>(pos / cs);
+    // Every step sends at least one byte of a chunk the record lists, or ends the response.
+    const std::size_t index = cs == 0 ? blob.chunks.size() : static_cast<std::size_t>(pos / cs);
     const std::uint64_t within = pos - index * cs;
+    if (index >= blob.chunks.size() || within >= blob.chunks[index].size) {
+      spdlog::error("byte {} of {} lies past its {} recorded chunks", pos, blob.etag, blob.chunks.size());
+      co_return false;
+    }
     const std::uint64_t n = std::min<std::uint64_t>(end - pos, blob.chunks[index].size - within);
     int fd = store.open_chunk(blob.chunks[index].id);
     if (fd < 0) {
@@ -1431,6 +1443,12 @@ Task<bool> Server::Impl::stream_download(Connection& c, cache::Download& downloa
     if (download.state() == cache::Download::State::failed && !download.verified()) {
       spdlog::warn("closing a response of {} at byte {}: {}", download.etag(), pos, download.error());
       co_return false;  // the client sees a short body, never a complete-looking one
+    }
+    if (pos < end && (pos >= download.size() || download.state() == cache::Download::State::complete)) {
+      // Nothing more will come for this position: never wait (or spin) on a range the file does not have.
+      spdlog::error("closing a response of {} at byte {}: the file has {} bytes", download.etag(), pos,
+                    download.size());
+      co_return false;
     }
     pause_deadline(c);
     co_await listener->wait();

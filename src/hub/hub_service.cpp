@@ -43,6 +43,13 @@ Reply outage_reply(const std::string& what, const std::string& why) {
   return error_reply(504, "the upstream Hub cannot be asked (" + why + ") and " + what + " is not cached");
 }
 
+// An upstream that names bytes by a hash the node holds, with another size, lies about one or the other.
+// (The true size is not told: the bytes may be another repo's.)
+Reply size_mismatch_reply(const FileEntry& claimed) {
+  return error_reply(502, "the upstream claims " + std::to_string(claimed.size) + " bytes for " + claimed.etag +
+                              ", which is not the size of the bytes with that hash");
+}
+
 Reply restricted_outage_reply(const std::string& why) {
   return error_reply(503, "the upstream Hub cannot be asked (" + why +
                               "); gated and private repositories are not served without its confirmation");
@@ -304,7 +311,13 @@ std::optional<FileAnswer> HubService::stored_file(const RepoId& repo, const std:
   auto file = index_.get_file(repo, commit, path);
   if (!file) return std::nullopt;
   auto blob = index_.get_blob(file->etag);
-  if (!blob) return std::nullopt;
+  // A blob that has not answered for this repo yet is fetched from the repo's own upstream first.
+  if (!blob || !index_.blob_serves(file->etag, repo)) return std::nullopt;
+  if (file->size != blob->size) {
+    // Sizes come from the stored blob (an entry may have kept an upstream's lie).
+    file->size = blob->size;
+    index_.put_file(repo, commit, path, *file);
+  }
   FileAnswer answer{commit, "", *file, std::make_shared<const BlobEntry>(std::move(*blob)), nullptr, nullptr};
   {
     std::lock_guard lock(mutex_);
@@ -393,6 +406,9 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
     answer.file.size = *size;
   }
   ++counters_.misses;
+  if (auto held = index_.get_blob(answer.file.etag); held && held->size != answer.file.size) {
+    return size_mismatch_reply(answer.file);
+  }
   if (!want_body) return answer;
 
   // The download fetches from the Hub's origin with the caller's credentials; a redirect to the CDN
@@ -411,12 +427,19 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
     if (again.status != 302 || !location) return std::nullopt;
     return location->starts_with("/") ? config_.upstream + std::string(*location) : std::string(*location);
   };
-  answer.download = downloads_.get_or_start(source, cache::FileClaim{repo, answer.commit, path});
+  answer.download = downloads_.get_or_start(source, cache::FileClaim{repo, answer.commit, path, open});
+  if (answer.download && answer.download->size() != answer.file.size) {
+    return size_mismatch_reply(answer.file);
+  }
   if (!answer.download) {
-    // Stored meanwhile by a download that just finished (possibly under another path): record this path.
+    // Stored meanwhile by a download that just finished, or stored under another path and proven for this
+    // repo already (a blob of another restricted repo is fetched and verified instead): record this path.
     auto blob = index_.get_blob(answer.file.etag);
     answer.lease = evictor_.lease(answer.file.etag);
-    if (!blob || !answer.lease) return error_reply(503, "the file is being evicted or the node is stopping; retry");
+    if (!blob || !answer.lease || !index_.blob_serves(answer.file.etag, repo)) {
+      return error_reply(503, "the file is being evicted or the node is stopping; retry");
+    }
+    if (blob->size != answer.file.size) return size_mismatch_reply(answer.file);
     index_.put_file(repo, answer.commit, path, answer.file);
     answer.blob = std::make_shared<const BlobEntry>(std::move(*blob));
   }

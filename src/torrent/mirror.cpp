@@ -170,7 +170,8 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
   std::vector<const hub::HubService::SnapshotEntry*> missing;
   std::vector<std::string> held;  // stored already: not fetched again
   for (const auto& f : files) {
-    if (parts_.index.get_blob(f.file.etag)) {
+    // A blob held for another, restricted repo is not this repo's until the source delivered its bytes too.
+    if (parts_.index.get_blob(f.file.etag) && parts_.index.blob_serves(f.file.etag, repo)) {
       held.push_back(f.path);
     } else {
       missing.push_back(&f);
@@ -210,7 +211,8 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
     from_disk.lfs = f->file.lfs;
     from_disk.size = f->file.size;
     from_disk.upstream = local_files_.get();
-    if (auto download = parts_.downloads.get_or_start(from_disk, cache::FileClaim{})) {
+    // Shared: the Hub (or, while it is away, the node's record) calls the repo public.
+    if (auto download = parts_.downloads.get_or_start(from_disk, cache::FileClaim{repo, commit, "", true})) {
       ingests.push_back(std::move(download));
       ingested.push_back(f);
     }
@@ -225,7 +227,15 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
   std::filesystem::remove_all(landing, ignored);
   if (!failures.empty()) return error_reply(502, "mirrored files failed verification: " + failures);
   for (const auto& f : files) {
-    if (!parts_.index.get_blob(f.file.etag)) return error_reply(503, f.path + " is not stored (the node is stopping?)");
+    auto blob = parts_.index.get_blob(f.file.etag);
+    if (!blob || !parts_.index.blob_serves(f.file.etag, repo)) {
+      return error_reply(503, f.path + " is not stored (the node is stopping?)");
+    }
+    if (blob->size != f.file.size) {
+      return error_reply(502, "the file list of " + repo.name + "@" + commit + " claims " +
+                                  std::to_string(f.file.size) + " bytes for " + f.path + ", whose bytes have " +
+                                  std::to_string(blob->size));
+    }
   }
   outcome.fetched_files = missing.size();
   for (const auto& f : files) parts_.index.put_file(repo, commit, f.path, f.file);

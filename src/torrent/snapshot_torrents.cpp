@@ -113,7 +113,8 @@ std::variant<SnapshotTorrents::Stored, hub::Reply> SnapshotTorrents::complete(co
                                                                               const Files& files, bool wait) {
   std::vector<std::size_t> missing;
   for (std::size_t i = 0; i < files.size(); ++i) {
-    if (!index_.get_blob(files[i].file.etag)) missing.push_back(i);
+    // A blob stored for another, restricted repo is fetched from this repo's upstream and verified first.
+    if (!index_.get_blob(files[i].file.etag) || !index_.blob_serves(files[i].file.etag, repo)) missing.push_back(i);
   }
   if (!missing.empty() && !wait) {
     return error_reply(409, std::to_string(missing.size()) + " of the " + std::to_string(files.size()) +
@@ -145,10 +146,14 @@ std::variant<SnapshotTorrents::Stored, hub::Reply> SnapshotTorrents::complete(co
   for (const auto& f : files) {
     auto lease = hub_.evictor().lease(f.file.etag);
     auto blob = index_.get_blob(f.file.etag);
-    if (!lease || !blob) {
+    if (!lease || !blob || !index_.blob_serves(f.file.etag, repo)) {
       return error_reply(503, f.path +
                                   " was evicted while the torrent was being built (is the disk budget smaller "
                                   "than the snapshot?); retry");
+    }
+    if (blob->size != f.file.size) {
+      return error_reply(502, "the upstream tree claims " + std::to_string(f.file.size) + " bytes for " + f.path +
+                                  ", whose bytes have " + std::to_string(blob->size));
     }
     index_.put_file(repo, commit, f.path, f.file);
     stored.blobs.push_back(std::move(*blob));

@@ -11,6 +11,11 @@ namespace {
 
 std::once_flag g_curl_init;
 
+// A hostile upstream's body may never end: a metadata answer is held in memory up to this size, and an
+// error body in place of file bytes is read (and dropped) only this far before the transfer is cut.
+constexpr std::size_t kMaxMetadataBody = 64u << 20;
+constexpr std::size_t kMaxDroppedErrorBody = 64u << 10;
+
 struct EasyDeleter {
   void operator()(CURL* c) const { curl_easy_cleanup(c); }
 };
@@ -71,8 +76,10 @@ class CurlUpstream final : public Upstream {
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, &on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &response.headers);
     curl_easy_setopt(
-        c, CURLOPT_WRITEFUNCTION, +[](char* d, size_t s, size_t n, void* u) {
-          static_cast<std::string*>(u)->append(d, s * n);
+        c, CURLOPT_WRITEFUNCTION, +[](char* d, size_t s, size_t n, void* u) -> size_t {
+          auto* body = static_cast<std::string*>(u);
+          if (body->size() + s * n > kMaxMetadataBody) return 0;  // curl fails the transfer: an error value
+          body->append(d, s * n);
           return s * n;
         });
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &response.body);
@@ -98,6 +105,7 @@ class CurlUpstream final : public Upstream {
       RangeResult* result;
       CURL* curl;
       bool stopped = false;
+      std::size_t dropped = 0;
     } ctx{&sink, &result, c};
     curl_easy_setopt(c, CURLOPT_URL, url.c_str());
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
@@ -112,7 +120,10 @@ class CurlUpstream final : public Upstream {
           auto* ctx = static_cast<Context*>(u);
           long status = 0;
           curl_easy_getinfo(ctx->curl, CURLINFO_RESPONSE_CODE, &status);
-          if (status != 200 && status != 206) return s * n;  // an error body: drop it
+          if (status != 200 && status != 206) {  // an error body: drop it, up to a bound
+            ctx->dropped += s * n;
+            return ctx->dropped > kMaxDroppedErrorBody ? 0 : s * n;
+          }
           std::size_t taken = (*ctx->sink)(std::span<const char>(d, s * n));
           ctx->result->received += taken;
           if (taken < s * n) ctx->stopped = true;

@@ -9,7 +9,7 @@ absolute ``Link`` header, URL-encoded revisions and paths).
 Two HTTP origins are served:
 
 * the HUB origin  - ``/api/...``, ``/{prefix}{repo}/resolve/...`` and the
-  control API under ``/_fake/`` (stats, faults, manifest, reset, push, stop);
+  control API under ``/_fake/`` (stats, faults, lies, manifest, reset, push, stop);
 * the CDN origin  - ``/blobs/<sha256>?expires=..&sig=..`` (LFS content,
   served with ``os.sendfile`` from files materialised at start-up).
 
@@ -415,6 +415,85 @@ def corrupt_offset(fault: dict, size: int) -> int:
     return fault.get("offset", size // 2)
 
 
+# --------------------------------------------------------------------------
+# Hostile mode: an upstream (a compromised Hub, a parent node) that lies.
+#
+# POST /_fake/lies with a list of lies; each names one file as "{repo id}/{path}" in
+# "match" and lasts until replaced or reset:
+#   {"kind": "size", "size": N}     resolve (X-Linked-Size / Content-Length) and tree
+#                                   entries claim N bytes; the bytes stay the file's own
+#   {"kind": "etag_of", "repo": R, "path": P, "type": "model", "deliver": "own"|"claimed"}
+#                                   resolve and tree entries name the hash and size of
+#                                   R's file P; the body is the file's own bytes ("own")
+#                                   or P's ("claimed": this upstream really has them)
+#   {"kind": "endless"}             a body of the file (resolve GET or CDN) that never
+#                                   ends: its bytes, then 0xAB without end, no length;
+#                                   with "match": "{repo id}/" every API answer of the repo
+# --------------------------------------------------------------------------
+
+LIE_KINDS = ("size", "etag_of", "endless")
+ENDLESS_FILLER = b"\xab" * SLICE
+
+
+class Lies:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.items: list[dict] = []
+
+    @staticmethod
+    def normalise(raw: dict) -> dict:
+        if not isinstance(raw, dict) or not isinstance(raw.get("match"), str) or "/" not in raw["match"]:
+            raise ValueError("each lie needs 'match': \"{repo id}/{path}\"")
+        if raw.get("kind") not in LIE_KINDS:
+            raise ValueError(f"unknown lie kind {raw.get('kind')!r}; expected one of {LIE_KINDS}")
+        lie = dict(raw)
+        if lie["kind"] == "size" and not (isinstance(lie.get("size"), int) and lie["size"] >= 0):
+            raise ValueError("a size lie needs 'size': N >= 0")
+        if lie["kind"] == "etag_of":
+            if not isinstance(lie.get("repo"), str) or not isinstance(lie.get("path"), str):
+                raise ValueError("an etag_of lie needs 'repo' and 'path' of the file whose hash it claims")
+            lie.setdefault("type", "model")
+            lie.setdefault("deliver", "own")
+        return lie
+
+    def replace(self, raw_list: list) -> None:
+        items = [self.normalise(r) for r in raw_list]
+        with self.lock:
+            self.items = items
+
+    def find(self, kind: str, name: str) -> dict | None:
+        with self.lock:
+            return next((dict(lie) for lie in self.items if lie["kind"] == kind and lie["match"] == name), None)
+
+    def any_for(self, kind: str, names) -> bool:
+        with self.lock:
+            return any(lie["kind"] == kind and lie["match"] in names for lie in self.items)
+
+    def snapshot(self) -> list[dict]:
+        with self.lock:
+            return [dict(lie) for lie in self.items]
+
+
+def claimed_file(hub: "FakeHub", repo: "Repo", f: "FileEntry") -> tuple["FileEntry", "FileEntry"]:
+    """(what the upstream says the file is, whose bytes it sends) under the lies about `f`."""
+    name = f"{repo.id}/{f.path}"
+    claim, body = f, f
+    other = hub.lies.find("etag_of", name)
+    if other is not None:
+        source = hub.repos.get((other["type"], other["repo"]))
+        rev = source.resolve("main") if source else None
+        named = rev.files.get(other["path"]) if rev else None
+        if named is not None:
+            claim = named
+            if other["deliver"] == "claimed":
+                body = named
+    size = hub.lies.find("size", name)
+    if size is not None:
+        claim = FileEntry(claim.path, size["size"], claim.sha256, claim.git_sha1, claim.lfs,
+                          content=claim.content, pointer_size=claim.pointer_size, disk_path=claim.disk_path)
+    return claim, body
+
+
 class FakeHub:
     """Everything the handlers share: fixtures, signing key, counters, faults."""
 
@@ -427,6 +506,7 @@ class FakeHub:
         self.sign_key = secrets.token_bytes(32)  # per process: old signed URLs die with it
         self.stats = Stats()
         self.faults = Faults()
+        self.lies = Lies()
         self.hub_port = 0
         self.cdn_port = 0
         self.stop_event = threading.Event()
@@ -709,10 +789,12 @@ class BaseHandler(BaseHTTPRequestHandler):
             pass
 
     def serve_content(self, f: FileEntry, headers: list, method: str, matcher, rate: int,
-                      account) -> None:
+                      account, endless: bool = False) -> None:
         """200/206/416 for `f`, honouring a single byte range, faults and rate."""
         size = f.size
         rng = parse_range(self.headers.get("Range"), size)
+        if endless and method == "GET" and rng != UNSATISFIABLE:
+            return self.send_endless(f, 0 if rng is None else rng[0], headers, account)
         if rng == UNSATISFIABLE:
             self.send(416, b"", headers + [("Content-Range", f"bytes */{size}")], method,
                       content_type=None)
@@ -738,6 +820,39 @@ class BaseHandler(BaseHTTPRequestHandler):
                 and (flt["kind"] != "corrupt_byte"
                      or start <= corrupt_offset(flt, size) < start + length)))
         self.send_body(f, start, length, fault, rate, account)
+
+    def send_endless(self, f: FileEntry, start: int, headers: list, account) -> None:
+        """Hostile: the file's bytes from `start`, then filler until the client hangs up (no length)."""
+        self.send_response(206 if start else 200)
+        for k, v in headers:
+            self.send_header(k, header_safe(str(v)))
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{f.size - 1}/{f.size}")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        with open(f.disk_path, "rb") if f.content is None else _nullcontext() as fh:
+            pos = start
+            while True:
+                if pos < f.size:
+                    chunk = f.content[pos:pos + SLICE] if fh is None else os.pread(fh.fileno(), SLICE, pos)
+                else:
+                    chunk = ENDLESS_FILLER
+                self.wfile.write(chunk)  # raises once the client closes the connection
+                pos += len(chunk)
+                account(len(chunk))
+
+    def send_endless_json(self) -> None:
+        """Hostile: a JSON answer that never ends (no length)."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        self.wfile.write(b"[")
+        filler = b'"' + b"a" * (SLICE - 3) + b'",'
+        while True:
+            self.wfile.write(filler)  # raises once the client closes the connection
 
     def send_body(self, f: FileEntry, start: int, length: int, fault: dict | None,
                   rate: int, account) -> None:
@@ -789,6 +904,14 @@ class BaseHandler(BaseHTTPRequestHandler):
             self.abort_connection()
         elif kind == "truncate":
             self.close_connection = True  # orderly FIN before Content-Length was reached
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
 
 
 def auth_key_of(header: str | None) -> str:
@@ -899,6 +1022,8 @@ class HubHandler(BaseHandler):
             return self.send_error_json(405, None, f"Method {method} not allowed", method)
         if route.kind != "api_info" and route.kind != "api_refs" and self.gate_refused(repo, token, method):
             return
+        if route.kind.startswith("api_") and hub.lies.any_for("endless", {f"{repo.id}/"}):
+            return self.send_endless_json()
         q = urllib.parse.parse_qs(query, keep_blank_values=True)
         if route.kind == "api_refs":
             return self.api_refs(repo, q, method)
@@ -921,11 +1046,13 @@ class HubHandler(BaseHandler):
 
     # -- JSON shapes ------------------------------------------------------
 
-    def entry_json(self, rev: Revision, path: str, is_dir: bool, expand: bool) -> dict:
+    def entry_json(self, rev: Revision, path: str, is_dir: bool, expand: bool, repo: Repo | None = None) -> dict:
         if is_dir:
             d = {"type": "directory", "oid": rev.dirs[path], "size": 0, "path": path}
         else:
             f = rev.files[path]
+            if repo is not None:
+                f = claimed_file(self.hub, repo, f)[0]
             d = {"type": "file", "oid": f.git_sha1, "size": f.size, "path": path}
             if f.lfs:
                 d["lfs"] = {"oid": f.sha256, "size": f.size, "pointerSize": f.pointer_size}
@@ -1001,7 +1128,7 @@ class HubHandler(BaseHandler):
                     f"&cursor={urllib.parse.quote(token, safe='')}")
             headers.append(("Link", f'<{url}>; rel="next"'))
         expand = truthy(expand_raw)
-        self.send_json(200, [self.entry_json(rev, p, d, expand) for p, d in chunk], headers, method)
+        self.send_json(200, [self.entry_json(rev, p, d, expand, repo) for p, d in chunk], headers, method)
 
     def api_paths_info(self, route: Route, repo: Repo, rev: Revision, q: dict, body: bytes, method: str) -> None:
         ctype = self.headers.get("Content-Type", "")
@@ -1022,7 +1149,7 @@ class HubHandler(BaseHandler):
         for p in paths:
             p = str(p).strip("/")
             if p in rev.files:
-                out.append(self.entry_json(rev, p, False, expand))
+                out.append(self.entry_json(rev, p, False, expand, repo))
             elif p and p in rev.dirs:
                 out.append(self.entry_json(rev, p, True, expand))
         self.send_json(200, out, method=method)
@@ -1055,6 +1182,9 @@ class HubHandler(BaseHandler):
         if f is None:
             return self.send_error_json(404, "EntryNotFound", "Entry not found", method,
                                         [("X-Repo-Commit", rev.commit)])
+        claim, body = claimed_file(hub, repo, f)
+        if claim is not f or body is not f or (not f.lfs and hub.lies.any_for("endless", {f"{repo.id}/{f.path}"})):
+            return self.resolve_lying(repo, rev, f, claim, body, method)
         headers = [("X-Repo-Commit", rev.commit), ("Accept-Ranges", "bytes")]
         if f.lfs:
             refresh, reconstruction = self.xet_urls(repo, rev, f)
@@ -1095,6 +1225,29 @@ class HubHandler(BaseHandler):
         self.serve_content(f, headers, method, matcher, 0,
                            lambda n: hub.stats.add("hub_file_bytes", f.git_sha1, n))
 
+    def resolve_lying(self, repo: Repo, rev: Revision, f: FileEntry, claim: FileEntry, body: FileEntry,
+                      method: str) -> None:
+        """Hostile: describe `f` as `claim` and send `body`'s bytes (LFS through the CDN as usual)."""
+        hub = self.hub
+        headers = [("X-Repo-Commit", rev.commit), ("Accept-Ranges", "bytes")]
+        if f.lfs:
+            headers += [("ETag", f'"{claim.sha256}"'), ("X-Linked-Etag", f'"{claim.sha256}"'),
+                        ("X-Linked-Size", claim.size)]
+            location = hub.signed_blob_url(body.sha256)
+            return self.send(302, f"Found. Redirecting to {location}".encode(),
+                             headers + [("Location", location)], method, "text/plain; charset=utf-8")
+        headers += [("ETag", f'"{claim.git_sha1}"'), ("Content-Type", "application/octet-stream")]
+        if method == "HEAD":
+            self.send_response(200)
+            for k, v in headers:
+                self.send_header(k, header_safe(str(v)))
+            self.send_header("Content-Length", str(claim.size))
+            self.end_headers()
+            return
+        endless = hub.lies.any_for("endless", {f"{repo.id}/{f.path}"})
+        self.serve_content(body, headers, method, None, 0,
+                           lambda n: hub.stats.add("hub_file_bytes", body.git_sha1, n), endless)
+
     # -- control API --------------------------------------------------------
 
     def control(self, method: str, raw_path: str, body: bytes) -> None:
@@ -1104,11 +1257,21 @@ class HubHandler(BaseHandler):
             return self.send_json(200, hub.stats.snapshot(), method=method)
         if method in ("GET", "HEAD") and action == "faults":
             return self.send_json(200, hub.faults.snapshot(), method=method)
+        if method in ("GET", "HEAD") and action == "lies":
+            return self.send_json(200, hub.lies.snapshot(), method=method)
+        if method == "POST" and action == "lies":
+            try:
+                obj = json.loads(body or b"[]")
+                hub.lies.replace(obj if isinstance(obj, list) else [obj])
+            except (ValueError, TypeError) as exc:
+                return self.send_json(400, {"error": str(exc)})
+            return self.send_json(200, hub.lies.snapshot())
         if method in ("GET", "HEAD") and action == "manifest":
             return self.send_json(200, hub.manifest(), method=method)
         if method == "POST" and action == "reset":
             hub.stats.reset()
             hub.faults.replace([])
+            hub.lies.replace([])
             return self.send_json(200, {"ok": True})
         if method == "POST" and action == "faults":
             try:
@@ -1188,7 +1351,7 @@ class CdnHandler(BaseHandler):
         headers = [("Content-Type", "application/octet-stream"), ("Accept-Ranges", "bytes"),
                    ("ETag", f'"{sha}"'), ("Cache-Control", "public, max-age=604800, immutable")]
         self.serve_content(f, headers, method, matcher, hub.cdn_rate,
-                           lambda n: hub.stats.add("cdn_bytes", sha, n))
+                           lambda n: hub.stats.add("cdn_bytes", sha, n), hub.lies.any_for("endless", names))
 
 
 # --------------------------------------------------------------------------

@@ -106,6 +106,10 @@ class FakeHub:
     def faults(self, faults: list[dict]) -> None:
         self.control("POST", "/_fake/faults", faults)
 
+    def lies(self, lies: list[dict]) -> None:
+        """Hostile mode (see fake_hub.py): wrong sizes, other files' hashes, endless bodies."""
+        self.control("POST", "/_fake/lies", lies)
+
     def manifest(self) -> dict:
         return self.control("GET", "/_fake/manifest")
 

@@ -187,6 +187,68 @@ TEST_F(DownloadTest, AFailedDownloadResumesFromItsStagedChunks) {
   EXPECT_EQ(index_->get_blob(real_etag())->v2_root, v2_root_of(data_));
 }
 
+// A hash is public: a blob stored for a restricted repo answers another repo only once that repo's own
+// upstream delivered the same bytes, which are hashed again but not stored twice.
+TEST_F(DownloadTest, ABlobOfARestrictedRepoAnswersAnotherRepoOnlyAfterItsUpstreamDeliveredIt) {
+  const RepoId other{RepoType::model, "acme/other"};
+  auto waiter = std::make_shared<Waiter>();
+  auto first = downloads_->get_or_start(source(real_etag()), {repo_, commit_, "a.bin", false});
+  first->subscribe(waiter);
+  // Another repo's claim does not read the restricted download's bytes as they arrive.
+  auto apart = downloads_->get_or_start(source(real_etag()), {other, commit_, "b.bin", false});
+  ASSERT_TRUE(apart);
+  EXPECT_NE(apart, first);
+  apart->subscribe(waiter);
+  waiter->until_done(*first);
+  waiter->until_done(*apart);
+  ASSERT_EQ(first->state(), Download::State::complete) << first->error();
+  ASSERT_EQ(apart->state(), Download::State::complete) << apart->error();
+  EXPECT_EQ(upstream_->sent.load(), 2 * data_.size());
+
+  const RepoId third{RepoType::model, "acme/third"};
+  EXPECT_TRUE(index_->blob_serves(real_etag(), repo_));
+  EXPECT_TRUE(index_->blob_serves(real_etag(), other));
+  EXPECT_FALSE(index_->blob_serves(real_etag(), third));
+  auto blob = index_->get_blob(real_etag());
+  ASSERT_TRUE(blob);
+  for (const auto& c : blob->chunks) {  // one reference per place in the one blob: stored once
+    const auto places =
+        std::count_if(blob->chunks.begin(), blob->chunks.end(), [&](const ChunkRef& o) { return o.id == c.id; });
+    EXPECT_EQ(index_->chunk_refcount(c.id), static_cast<std::uint64_t>(places));
+  }
+
+  // A third repo's claim fetches and verifies again; bytes that do not match leave it unproven.
+  upstream_ = std::make_unique<MemoryUpstream>(std::vector<std::uint8_t>(data_.size(), 0x5a));
+  downloads_ = std::make_unique<Downloads>(*store_, *index_, *upstream_, workers_, settings_);
+  auto verify = downloads_->get_or_start(source(real_etag()), {third, commit_, "c.bin", false});
+  ASSERT_TRUE(verify);
+  verify->subscribe(waiter);
+  waiter->until_done(*verify);
+  EXPECT_EQ(verify->state(), Download::State::failed);
+  EXPECT_FALSE(index_->blob_serves(real_etag(), third));
+  EXPECT_FALSE(index_->get_file(third, commit_, "c.bin"));
+  EXPECT_EQ(index_->get_blob(real_etag())->chunks.size(), blob->chunks.size());
+}
+
+TEST_F(DownloadTest, ABlobOfAPublicRepoIsSharedAndItsDownloadJoinedByAnyRepo) {
+  const RepoId restricted{RepoType::model, "acme/gated"};
+  auto waiter = std::make_shared<Waiter>();
+  auto d = downloads_->get_or_start(source(real_etag()), {repo_, commit_, "a.bin", true});
+  d->subscribe(waiter);
+  EXPECT_EQ(downloads_->get_or_start(source(real_etag()), {restricted, commit_, "b.bin", false}), d);
+  // A claim of another size is not taken: the caller refuses it.
+  BlobSource lying = source(real_etag());
+  lying.size += 1;
+  EXPECT_EQ(downloads_->get_or_start(lying, {repo_, commit_, "lie.bin", true}), d);
+  waiter->until_done(*d);
+  ASSERT_EQ(d->state(), Download::State::complete) << d->error();
+  EXPECT_FALSE(index_->get_file(repo_, commit_, "lie.bin"));
+  EXPECT_EQ(index_->get_file(restricted, commit_, "b.bin")->size, data_.size());
+  EXPECT_TRUE(index_->blob_serves(real_etag(), RepoId{RepoType::dataset, "anyone/else"}));
+  EXPECT_EQ(downloads_->get_or_start(source(real_etag()), {RepoId{RepoType::model, "x/y"}, commit_, "c", false}),
+            nullptr);
+}
+
 TEST_F(DownloadTest, EmptyFile) {
   data_.clear();
   upstream_ = std::make_unique<MemoryUpstream>(data_);

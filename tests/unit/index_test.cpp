@@ -44,7 +44,7 @@ TEST_F(IndexTest, CommitMakesFilesVisibleAndCountsChunkReferences) {
     auto index = open_rocksdb_index(dir_);
     EXPECT_FALSE(index->get_file(repo, commit, "a.bin"));
     auto blob = make_blob(std::string(64, 'b'), {"one", "two", "one"});
-    index->commit_blob(blob, {{repo, commit, "a.bin"}, {repo, commit, "copy/a.bin"}});
+    index->commit_blob(blob, {{repo, commit, "a.bin"}, {repo, commit, "copy/a.bin"}}, BlobScope{true, {}});
     auto file = index->get_file(repo, commit, "copy/a.bin");
     ASSERT_TRUE(file);
     EXPECT_EQ(file->etag, blob.etag);
@@ -56,8 +56,8 @@ TEST_F(IndexTest, CommitMakesFilesVisibleAndCountsChunkReferences) {
     EXPECT_EQ(index->chunk_refcount(blob.chunks[0].id), 2u);
     EXPECT_EQ(index->chunk_refcount(blob.chunks[1].id), 1u);
     // A second blob sharing a chunk adds one reference to it; committing a known blob again adds none.
-    index->commit_blob(make_blob(std::string(64, 'c'), {"two"}), {{repo, commit, "b.bin"}});
-    index->commit_blob(blob, {{repo, std::string(40, 'd'), "a.bin"}});
+    index->commit_blob(make_blob(std::string(64, 'c'), {"two"}), {{repo, commit, "b.bin"}}, BlobScope{true, {}});
+    index->commit_blob(blob, {{repo, std::string(40, 'd'), "a.bin"}}, BlobScope{true, {}});
     EXPECT_EQ(index->chunk_refcount(blob.chunks[1].id), 2u);
     EXPECT_EQ(index->chunk_refcount(blob.chunks[0].id), 2u);
     index->put_ref(repo, "main", RefEntry{commit, 1234});
@@ -86,8 +86,8 @@ TEST_F(IndexTest, BlobV2RootIsKeptAndOptional) {
   auto without_root = make_blob(std::string(64, 'f'), {"two"});
   {
     auto index = open_rocksdb_index(dir_);
-    index->commit_blob(with_root, {{repo, std::string(40, 'a'), "a.bin"}});
-    index->commit_blob(without_root, {{repo, std::string(40, 'a'), "b.bin"}});
+    index->commit_blob(with_root, {{repo, std::string(40, 'a'), "a.bin"}}, BlobScope{true, {}});
+    index->commit_blob(without_root, {{repo, std::string(40, 'a'), "b.bin"}}, BlobScope{true, {}});
   }
   auto index = open_rocksdb_index(dir_);
   EXPECT_EQ(index->get_blob(with_root.etag)->v2_root, with_root.v2_root);
@@ -96,6 +96,59 @@ TEST_F(IndexTest, BlobV2RootIsKeptAndOptional) {
   EXPECT_FALSE(old->v2_root);
   ASSERT_EQ(old->chunks.size(), 1u);
   EXPECT_EQ(old->chunks[0].id, without_root.chunks[0].id);
+}
+
+TEST_F(IndexTest, BlobScopesSayWhichReposABlobAnswersFor) {
+  const RepoId gated{RepoType::model, "acme/gated"};
+  const RepoId open{RepoType::model, "acme/open"};
+  const RepoId other{RepoType::dataset, "acme/gated"};
+  auto restricted = make_blob(std::string(64, 'a'), {"one"});
+  auto shared = make_blob(std::string(64, 'b'), {"two"});
+  {
+    auto index = open_rocksdb_index(dir_);
+    index->commit_blob(restricted, {{gated, std::string(40, 'a'), "w.bin"}}, BlobScope{false, {gated}});
+    index->commit_blob(shared, {}, BlobScope{true, {open}});
+    EXPECT_TRUE(index->blob_serves(restricted.etag, gated));
+    EXPECT_FALSE(index->blob_serves(restricted.etag, open));
+    EXPECT_FALSE(index->blob_serves(restricted.etag, other));
+    EXPECT_TRUE(index->blob_serves(shared.etag, other));
+    // Verified for one more repo: the record and chunk references stay as they are.
+    index->commit_blob(restricted, {{open, std::string(40, 'b'), "w.bin"}}, BlobScope{false, {open}});
+    EXPECT_TRUE(index->blob_serves(restricted.etag, open));
+    EXPECT_EQ(index->chunk_refcount(restricted.chunks[0].id), 1u);
+    // Forgetting the blob forgets its scope: stored again, it answers only for whoever delivered it then.
+    index->remove_blob(restricted.etag);
+    index->commit_blob(restricted, {}, BlobScope{false, {gated}});
+    EXPECT_FALSE(index->blob_serves(restricted.etag, open));
+  }
+  // An index written before scopes: its blobs answer for the repos whose file entries name them.
+  {
+    rocksdb::DB* raw = nullptr;
+    std::vector<rocksdb::ColumnFamilyDescriptor> families;
+    std::vector<std::string> names;
+    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir_.string(), &names).ok());
+    for (const auto& n : names) families.emplace_back(n, rocksdb::ColumnFamilyOptions());
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::DBOptions(), dir_.string(), families, &handles, &raw).ok());
+    for (auto* h : handles) {
+      if (h->GetName() == "blob_scopes") EXPECT_TRUE(raw->DropColumnFamily(h).ok());
+      raw->DestroyColumnFamilyHandle(h);
+    }
+    delete raw;
+  }
+  auto index = open_rocksdb_index(dir_);
+  EXPECT_TRUE(index->blob_serves(restricted.etag, gated));
+  EXPECT_TRUE(index->blob_serves(restricted.etag, open));  // its file entry outlived the blob's eviction
+  EXPECT_FALSE(index->blob_serves(restricted.etag, other));
+  EXPECT_FALSE(index->blob_serves(shared.etag, other));  // no file entry names it, and nothing is shared
+}
+
+TEST_F(IndexTest, ABlobRecordWhoseChunksDoNotCoverItsSizeIsRefused) {
+  auto index = open_rocksdb_index(dir_);
+  auto blob = make_blob(std::string(64, 'c'), {"one", "two"});
+  blob.size += 1;  // a position past the chunk list
+  index->commit_blob(blob, {}, BlobScope{true, {}});
+  EXPECT_THROW(index->get_blob(blob.etag), std::runtime_error);
 }
 
 std::vector<std::string> scan_keys(RecordStore& records, RecordTable table, std::string_view prefix) {
