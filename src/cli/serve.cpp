@@ -221,6 +221,10 @@ int serve(const Config& config) {
     std::cout << "inferllama tracker on udp://" << config.tracker_udp.substr(0, config.tracker_udp.rfind(':')) << ":"
               << udp_port << std::endl;
   }
+  if (const auto admin_socket = admin_socket_path(config); !admin_socket.empty()) {
+    server.start_admin_socket(admin_socket);
+    std::cout << "inferllama admin socket at " << admin_socket.string() << std::endl;
+  }
   const std::uint16_t port = server.start();
   std::string host = config.listen.substr(0, config.listen.rfind(':'));
   std::cout << "inferllama listening on http://" << host << ":" << port << std::endl;
