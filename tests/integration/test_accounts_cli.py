@@ -29,6 +29,8 @@ def files_holding(data_dir: str, secret: str) -> list[str]:
     found = []
     for root, _, names in os.walk(data_dir):
         for name in names:
+            if not os.path.isfile(os.path.join(root, name)):
+                continue  # a running node's admin socket
             with open(os.path.join(root, name), "rb") as f:
                 if secret.encode() in f.read():
                     found.append(os.path.join(root, name))
