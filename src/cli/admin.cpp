@@ -17,6 +17,12 @@ int admin(const AdminOptions& options) {
     body = {{"repo", repo}, {"revision", revision}, {"type", options.repo_type}};
     if (options.action == "mirror") body["from"] = options.from;
   }
+  if (!options.node.empty() && (!options.data_dir.empty() || !options.config_file.empty())) {
+    std::fprintf(stderr,
+                 "inferllama: --node asks a node over HTTP(S); --data-dir and --config find the admin socket of the "
+                 "node beside: pass one or the other\n");
+    return 2;
+  }
   NodeTarget node;
   if (!options.node.empty()) {
     node = NodeTarget::over_tcp(options.node, options.admin_key);

@@ -71,7 +71,8 @@ int run(int argc, char** argv) {
         ->envname("INFERLLAMA_NODE");
     command.add_option("--admin-key", options.admin_key, "The node's admin key, with --node")
         ->envname("INFERLLAMA_ADMIN_KEY");
-    command.add_option("--data-dir", options.data_dir, "The node's data directory [default: ./data] (env INFERLLAMA_DATA_DIR)");
+    command.add_option("--data-dir", options.data_dir,
+                       "The node's data directory [default: ./data] (env INFERLLAMA_DATA_DIR)");
     command.add_option("--config", options.config_file, "The node's TOML configuration file (env INFERLLAMA_CONFIG)");
   };
   AdminOptions pin_options{"pin"}, unpin_options{"unpin"}, gc_options{"gc"};

@@ -145,6 +145,7 @@ class LoopbackIsNoIdentityTest(unittest.TestCase):
         self.assertEqual(added.returncode, 0, added.stderr)
         self.assertIn("tess", cli("user", "list", "--data-dir", self.node.data_dir).stdout)
         self.assertEqual(cli("usage", "--data-dir", self.node.data_dir).returncode, 0)
+        self.assertEqual(cli("gc", "--node", self.node.url, "--data-dir", self.node.data_dir).returncode, 2)
         # Over TCP the node says where to go instead.
         refused = cli("gc", "--node", self.node.url)
         self.assertEqual(refused.returncode, 1)
