@@ -478,8 +478,8 @@ constexpr KeySpec kSpecs[] = {
       "Refuse requests that carry no node API key (401); other bearers count as Hub tokens", "false", true},
      [](Config& c, const Input& in) { c.require_auth = in.boolean(); }},
     {{"admin_key", "--admin-key", "INFERLLAMA_ADMIN_KEY",
-      "Bearer token of the admin API (users, keys, usage of everyone, pin, gc, mirror), at least 16 characters; "
-      "empty = the admin API answers loopback callers only",
+      "Bearer token of the admin API (users, keys, usage of everyone, pin, gc, mirror) over TCP, at least 16 "
+      "characters; empty = the admin API is served on the admin socket only",
       ""},
      [](Config& c, const Input& in) {
        const std::string& key = in.text();
@@ -492,6 +492,11 @@ constexpr KeySpec kSpecs[] = {
        c.admin_key = key;
      },
      true},
+    {{"admin_socket", "--admin-socket", "INFERLLAMA_ADMIN_SOCKET",
+      "Unix socket (mode 0600) that serves the admin API to the node's own user, which the CLI uses beside the "
+      "node; a relative path is in the data directory; empty = none",
+      "admin.sock"},
+     [](Config& c, const Input& in) { c.admin_socket = in.text(); }},
     {{"secret_key_file", "--secret-key-file", "INFERLLAMA_SECRET_KEY_FILE",
       "File with the key that seals users' Hub tokens at rest (created when missing); empty = DATA_DIR/secret.key", ""},
      [](Config& c, const Input& in) { c.secret_key_file = in.text(); }},
@@ -946,6 +951,12 @@ std::map<std::string, std::string> environment_map(char** envp) {
     out.emplace(std::string(entry.substr(0, eq)), std::string(entry.substr(eq + 1)));
   }
   return out;
+}
+
+std::filesystem::path admin_socket_path(const Config& config) {
+  if (config.admin_socket.empty()) return {};
+  const std::filesystem::path path(config.admin_socket);
+  return path.is_absolute() ? path : config.data_dir / path;
 }
 
 Config load_config(const ConfigSources& sources) {

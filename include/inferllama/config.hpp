@@ -69,7 +69,8 @@ struct Config {
 
   // Users, limits and usage records.
   bool require_auth = false;                         // refuse requests without a node key (401)
-  std::string admin_key;                             // bearer of the admin API; "" = loopback callers only
+  std::string admin_key;                             // bearer of the admin API over TCP; "" = not served over TCP
+  std::string admin_socket = "admin.sock";           // admin API's Unix socket; relative = in data_dir; "" = none
   std::filesystem::path secret_key_file;             // key that seals users' Hub tokens; "" = data_dir/secret.key
   std::uint64_t token_size = kMiB;                   // bytes of file content per token
   LimitPolicy limit_anonymous;                       // callers without a node key, per address
@@ -112,6 +113,9 @@ struct ConfigSources {
 // excepted), wrong TOML type, unparsable or out-of-range value, unreadable file, TOML syntax error (with line).
 // No file is read unless one is named; an empty INFERLLAMA_CONFIG counts as unset.
 Config load_config(const ConfigSources& sources);
+
+// Where the admin socket of `config` is (admin_socket, inside data_dir when relative); empty = none.
+std::filesystem::path admin_socket_path(const Config& config);
 
 // Parses a NULL-terminated "NAME=value" array (environ / main's envp). Entries without '=' are skipped;
 // for a duplicated NAME the first entry wins (as getenv). A null envp gives an empty map.

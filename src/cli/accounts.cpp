@@ -24,8 +24,6 @@
 #include "url.hpp"
 #include "usage_log.hpp"
 
-extern char** environ;
-
 namespace inferllama::cli {
 namespace {
 
@@ -58,16 +56,7 @@ bool is_lock_error(const std::string& message) {
 }
 
 // The data-directory way: the node's records opened here, answered by the node's own API functions.
-usage::ApiAnswer answer_locally(const AccountCommands::Call& call, const std::string& data_dir,
-                                const std::string& config_file) {
-  ConfigSources sources;
-  if (!data_dir.empty()) sources.flags["data_dir"] = data_dir;
-  if (!config_file.empty()) sources.file = config_file;
-  sources.env = environment_map(environ);
-  // The client's own variables, which are no node settings.
-  sources.env.erase("INFERLLAMA_NODE");
-  sources.env.erase("INFERLLAMA_ADMIN_KEY");
-  const Config config = load_config(sources);
+usage::ApiAnswer answer_locally(const AccountCommands::Call& call, const Config& config) {
   // What the records log (a key file created, say) is no answer: it goes to stderr, as the node's does.
   spdlog::set_default_logger(spdlog::stderr_color_mt("inferllama"));
   spdlog::set_level(spdlog::level::from_str(config.log_level));
@@ -76,8 +65,11 @@ usage::ApiAnswer answer_locally(const AccountCommands::Call& call, const std::st
     index = open_rocksdb_index(config.data_dir / "index");
   } catch (const std::runtime_error& e) {
     if (!is_lock_error(e.what())) throw;
-    throw std::runtime_error("the data directory " + config.data_dir.string() +
-                             " is in use by a running node: pass --node URL --admin-key KEY");
+    const auto socket = admin_socket_path(config);
+    throw std::runtime_error("the data directory " + config.data_dir.string() + " is in use by a running node " +
+                             (socket.empty() ? std::string("and admin_socket is off")
+                                             : "that serves no admin socket at " + socket.string()) +
+                             ": pass the node's --config, or --node URL --admin-key KEY");
   }
   SystemClock clock;
   usage::Identities identities(index->records(), clock, usage::SecretBox::from_file(usage::secret_key_path(config)));
@@ -89,11 +81,10 @@ usage::ApiAnswer answer_locally(const AccountCommands::Call& call, const std::st
   return *answer;
 }
 
-std::variant<usage::ApiAnswer, std::string> answer_remotely(const AccountCommands::Call& call, const std::string& node,
-                                                            const std::string& admin_key) {
-  std::string url = node_base(node) + (call.usage ? "/api/usage" : "/api/inferllama/" + call.path);
-  if (!call.query.empty()) url += "?" + call.query;
-  auto called = call_node(call.method, url, admin_key, call.body);
+std::variant<usage::ApiAnswer, std::string> answer_remotely(const AccountCommands::Call& call, const NodeTarget& node) {
+  std::string path = call.usage ? "/api/usage" : "/api/inferllama/" + call.path;
+  if (!call.query.empty()) path += "?" + call.query;
+  auto called = call_node(node, call.method, path, call.body);
   if (auto* why = std::get_if<std::string>(&called)) return *why;
   auto& answer = std::get<NodeAnswer>(called);
   return usage::ApiAnswer{static_cast<unsigned>(answer.status), answer.content_type, std::move(answer.body)};
@@ -173,8 +164,8 @@ CLI::App* AccountCommands::add(CLI::App& parent, const std::string& name, const 
   auto* command = parent.add_subcommand(name, help);
   command
       ->add_option("--node", target_.node,
-                   "Base URL of a running node to ask through its admin API; without it, the data directory is "
-                   "read and changed directly")
+                   "Base URL of a running node to ask through its admin API over HTTP(S); without it, the admin "
+                   "socket of the data directory's node is used, or the data directory itself when no node runs")
       ->envname("INFERLLAMA_NODE");
   command
       ->add_option("--admin-key", target_.admin_key,
@@ -323,10 +314,18 @@ std::optional<int> AccountCommands::run() {
   }
   const Call call = given->call();
   std::variant<usage::ApiAnswer, std::string> answer;
-  if (target_.node.empty()) {
-    answer = answer_locally(call, target_.data_dir, target_.config_file);
+  bool over_http = true;
+  if (!target_.node.empty()) {
+    answer = answer_remotely(call, NodeTarget::over_tcp(target_.node, target_.admin_key));
   } else {
-    answer = answer_remotely(call, target_.node, target_.admin_key);
+    const Config config = config_beside(target_.data_dir, target_.config_file);
+    const std::string socket = admin_socket_beside(config);
+    if (!socket.empty()) answer = answer_remotely(call, NodeTarget::over_socket(socket));
+    // No socket, or one a stopped node left behind: the data directory itself.
+    if (socket.empty() || std::holds_alternative<std::string>(answer)) {
+      answer = answer_locally(call, config);
+      over_http = false;
+    }
   }
   if (auto* why = std::get_if<std::string>(&answer)) {
     std::fprintf(stderr, "inferllama: %s\n", why->c_str());
@@ -335,7 +334,7 @@ std::optional<int> AccountCommands::run() {
   const auto& done = std::get<usage::ApiAnswer>(answer);
   if (done.status < 200 || done.status >= 300) {
     // The status tells more only when it came over HTTP.
-    const std::string status = target_.node.empty() ? "" : " (HTTP " + std::to_string(done.status) + ")";
+    const std::string status = over_http ? " (HTTP " + std::to_string(done.status) + ")" : "";
     std::fprintf(stderr, "inferllama: %s%s\n", error_of(done.body).c_str(), status.c_str());
     return 1;
   }

@@ -17,8 +17,29 @@ int admin(const AdminOptions& options) {
     body = {{"repo", repo}, {"revision", revision}, {"type", options.repo_type}};
     if (options.action == "mirror") body["from"] = options.from;
   }
-  const std::string url = node_base(options.node) + "/api/inferllama/" + options.action;
-  auto called = call_node("POST", url, "", body.dump());
+  if (!options.node.empty() && (!options.data_dir.empty() || !options.config_file.empty())) {
+    std::fprintf(stderr,
+                 "inferllama: --node asks a node over HTTP(S); --data-dir and --config find the admin socket of the "
+                 "node beside: pass one or the other\n");
+    return 2;
+  }
+  NodeTarget node;
+  if (!options.node.empty()) {
+    node = NodeTarget::over_tcp(options.node, options.admin_key);
+  } else {
+    const Config config = config_beside(options.data_dir, options.config_file);
+    const std::string socket = admin_socket_beside(config);
+    if (socket.empty()) {
+      const auto expected = admin_socket_path(config);
+      std::fprintf(stderr,
+                   "inferllama: no node's admin socket at %s: run this beside the node with its --data-dir or "
+                   "--config, or pass --node URL --admin-key KEY\n",
+                   expected.empty() ? "(admin_socket is off)" : expected.c_str());
+      return 1;
+    }
+    node = NodeTarget::over_socket(socket);
+  }
+  auto called = call_node(node, "POST", "/api/inferllama/" + options.action, body.dump());
   if (auto* why = std::get_if<std::string>(&called)) {
     std::fprintf(stderr, "%s\n", why->c_str());
     return 1;

@@ -62,9 +62,20 @@ int run(int argc, char** argv) {
   pull_cmd->add_option("--token", pull_options.token, "Hub token sent to the node (default: HF_TOKEN)");
   pull_cmd->add_flag("--quiet", pull_options.quiet, "No progress bars");
 
-  std::string default_node = "http://127.0.0.1:8080";
-  if (const char* node = std::getenv("HF_ENDPOINT")) default_node = node;
-  AdminOptions pin_options{"pin", default_node}, unpin_options{"unpin", default_node}, gc_options{"gc", default_node};
+  // Where the admin commands find the node: its admin socket beside it, or --node with the admin key.
+  auto add_node_options = [](CLI::App& command, AdminOptions& options) {
+    command
+        .add_option("--node", options.node,
+                    "Base URL of the node, asked over HTTP(S) with --admin-key; without it, the admin socket of the "
+                    "node that runs on --data-dir/--config")
+        ->envname("INFERLLAMA_NODE");
+    command.add_option("--admin-key", options.admin_key, "The node's admin key, with --node")
+        ->envname("INFERLLAMA_ADMIN_KEY");
+    command.add_option("--data-dir", options.data_dir,
+                       "The node's data directory [default: ./data] (env INFERLLAMA_DATA_DIR)");
+    command.add_option("--config", options.config_file, "The node's TOML configuration file (env INFERLLAMA_CONFIG)");
+  };
+  AdminOptions pin_options{"pin"}, unpin_options{"unpin"}, gc_options{"gc"};
   auto* pin_cmd = app.add_subcommand("pin", "Never evict a snapshot (REPO[@REV], default revision main)");
   auto* unpin_cmd = app.add_subcommand("unpin", "Let a pinned snapshot be evicted again");
   for (auto [command, options] : {std::pair{pin_cmd, &pin_options}, std::pair{unpin_cmd, &unpin_options}}) {
@@ -72,9 +83,9 @@ int run(int argc, char** argv) {
     command->add_option("--repo-type", options->repo_type, "model, dataset or space")
         ->check(CLI::IsMember({"model", "dataset", "space"}))
         ->capture_default_str();
-    command->add_option("--node", options->node, "Base URL of the node (default: HF_ENDPOINT or http://127.0.0.1:8080)");
+    add_node_options(*command, *options);
   }
-  AdminOptions mirror_options{"mirror", default_node};
+  AdminOptions mirror_options{"mirror"};
   auto* mirror_cmd = app.add_subcommand(
       "mirror",
       "Fill the node's cache with a snapshot from another node's swarm (peers and web seed), verify it "
@@ -84,10 +95,9 @@ int run(int argc, char** argv) {
   mirror_cmd->add_option("--repo-type", mirror_options.repo_type, "model, dataset or space")
       ->check(CLI::IsMember({"model", "dataset", "space"}))
       ->capture_default_str();
-  mirror_cmd->add_option("--node", mirror_options.node,
-                         "Base URL of this node (default: HF_ENDPOINT or http://127.0.0.1:8080)");
+  add_node_options(*mirror_cmd, mirror_options);
   auto* gc_cmd = app.add_subcommand("gc", "Delete stored chunks that no file references, and report what was freed");
-  gc_cmd->add_option("--node", gc_options.node, "Base URL of the node (default: HF_ENDPOINT or http://127.0.0.1:8080)");
+  add_node_options(*gc_cmd, gc_options);
 
   auto* ls_cmd = app.add_subcommand("ls", "List cached repos, revisions, files and sizes");
   ls_cmd->add_option("--config", ls_config, "TOML configuration file (env INFERLLAMA_CONFIG)");

@@ -24,12 +24,16 @@ int pull(const PullOptions& options);
 
 struct AdminOptions {
   std::string action;  // pin, unpin, gc, mirror
-  std::string node;
-  std::string repo;    // REPO[@REV]
+  std::string node;    // base URL over HTTP(S); "" = the admin socket beside the node
+  std::string admin_key;
+  std::string data_dir;     // where the node beside runs (its admin socket), with config_file
+  std::string config_file;
+  std::string repo;  // REPO[@REV]
   std::string repo_type = "model";
   std::string from;  // mirror: the node whose swarm fills this one
 };
-// `pin`, `unpin`, `gc`, `mirror`: ask a running node (from the same machine: the node takes these from loopback only).
+// `pin`, `unpin`, `gc`, `mirror`: ask a running node, through its admin socket when run beside it, else
+// at --node with the admin key.
 int admin(const AdminOptions& options);
 
 // `ls`: lists cached repos, revisions, files and sizes from the data directory's index.

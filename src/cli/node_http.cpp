@@ -2,22 +2,41 @@
 
 #include <curl/curl.h>
 
+#include <filesystem>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+extern char** environ;
+
 namespace inferllama::cli {
 
-std::variant<NodeAnswer, std::string> call_node(const std::string& method, const std::string& url,
-                                                const std::string& bearer, const std::string& json_body) {
+NodeTarget NodeTarget::over_socket(const std::string& path) {
+  // The host is only the request's Host header: curl connects to the socket.
+  return NodeTarget{"http://localhost", path, ""};
+}
+
+NodeTarget NodeTarget::over_tcp(std::string url, const std::string& bearer) {
+  while (url.ends_with('/')) url.pop_back();
+  return NodeTarget{std::move(url), "", bearer};
+}
+
+std::string NodeTarget::where() const {
+  return socket.empty() ? url : "the admin socket " + socket;
+}
+
+std::variant<NodeAnswer, std::string> call_node(const NodeTarget& node, const std::string& method,
+                                                const std::string& path_and_query, const std::string& json_body) {
   static std::once_flag curl_ready;
   std::call_once(curl_ready, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   NodeAnswer answer;
   CURL* curl = curl_easy_init();
   curl_slist* headers = nullptr;
   if (!json_body.empty()) headers = curl_slist_append(headers, "Content-Type: application/json");
-  const std::string authorization = "Authorization: Bearer " + bearer;
-  if (!bearer.empty()) headers = curl_slist_append(headers, authorization.c_str());
+  const std::string authorization = "Authorization: Bearer " + node.bearer;
+  if (!node.bearer.empty()) headers = curl_slist_append(headers, authorization.c_str());
+  const std::string url = node.url + path_and_query;
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  if (!node.socket.empty()) curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, node.socket.c_str());
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
   curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
@@ -38,13 +57,25 @@ std::variant<NodeAnswer, std::string> call_node(const std::string& method, const
     answer.content_type = content_type;
   curl_slist_free_all(headers);
   curl_easy_cleanup(curl);
-  if (rc != CURLE_OK) return "cannot reach the node at " + url + ": " + curl_easy_strerror(rc);
+  if (rc != CURLE_OK) return "cannot reach the node at " + node.where() + ": " + curl_easy_strerror(rc);
   return answer;
 }
 
-std::string node_base(std::string url) {
-  while (url.ends_with('/')) url.pop_back();
-  return url;
+Config config_beside(const std::string& data_dir, const std::string& config_file) {
+  ConfigSources sources;
+  if (!data_dir.empty()) sources.flags["data_dir"] = data_dir;
+  if (!config_file.empty()) sources.file = config_file;
+  sources.env = environment_map(environ);
+  // The client's own variables, which are no node settings.
+  sources.env.erase("INFERLLAMA_NODE");
+  sources.env.erase("INFERLLAMA_ADMIN_KEY");
+  return load_config(sources);
+}
+
+std::string admin_socket_beside(const Config& config) {
+  const auto path = admin_socket_path(config);
+  std::error_code ec;
+  return !path.empty() && std::filesystem::is_socket(path, ec) ? path.string() : std::string();
 }
 
 std::string error_of(const std::string& body) {

@@ -216,6 +216,10 @@ int serve(const Config& config) {
     std::cout << "inferllama metrics on http://" << config.metrics_listen.substr(0, config.metrics_listen.rfind(':'))
               << ":" << metrics_port << "/metrics" << std::endl;
   }
+  if (const auto admin_socket = admin_socket_path(config); !admin_socket.empty()) {
+    server.start_admin_socket(admin_socket);
+    std::cout << "inferllama admin socket at " << admin_socket.string() << std::endl;
+  }
   const std::uint16_t port = server.start();
   std::string host = config.listen.substr(0, config.listen.rfind(':'));
   std::cout << "inferllama listening on http://" << host << ":" << port << std::endl;

@@ -7,9 +7,13 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -43,6 +47,7 @@ namespace inferllama::http {
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using tcp = asio::ip::tcp;
+using local = asio::local::stream_protocol;
 using Request = bhttp::request<bhttp::string_body>;
 
 namespace {
@@ -181,6 +186,15 @@ bool same_secret(std::string_view a, std::string_view b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
+// The peer of an admin socket connection runs as the node's own user, or as root. The socket's mode
+// (0600) already keeps other users out; this holds should the mode or its directory be loosened.
+bool peer_is_node_user(int fd) {
+  ucred peer{};
+  socklen_t size = sizeof peer;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0) return false;
+  return peer.uid == ::geteuid() || peer.uid == 0;
+}
+
 std::pair<std::string, std::uint16_t> split_host_port(const std::string& listen) {
   auto colon = listen.rfind(':');
   std::string host = listen.substr(0, colon);
@@ -206,10 +220,16 @@ struct Server::Impl {
       access_log->flush_on(spdlog::level::info);
     }
   }
+  ~Impl() {
+    if (!admin_socket.empty()) ::unlink(admin_socket.c_str());
+  }
 
   struct Connection {
     tcp::socket socket;
     std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls;  // set on the TLS listener
+    // On the admin socket: the OS vouched for the peer (the socket's mode, SO_PEERCRED), who is the admin.
+    // The socket then holds a Unix domain descriptor: no peer address, no TCP options.
+    bool admin = false;
     bool idle = true;
     // What the current request turned into, for metrics and the access log.
     const char* route = "";
@@ -246,6 +266,8 @@ struct Server::Impl {
 
   enum class Listener { plain, tls, metrics };
   Task<void> accept_loop(tcp::acceptor& from, Listener kind);
+  Task<void> accept_admin_loop();
+  void spawn(std::shared_ptr<Connection> connection);
   std::uint16_t listen_on(tcp::acceptor& acceptor, const std::string& host_port, Listener kind);
   Task<void> serve(std::shared_ptr<Connection> connection);
   Task<bool> handle(Connection& c, Request& request);
@@ -292,7 +314,7 @@ struct Server::Impl {
   void flowed(Connection& c, std::uint64_t bytes, bool from_cache);
   Task<bool> send_unauthorized(Connection& c, const Request& req, const std::string& message);
   Task<bool> handle_usage(Connection& c, const Request& req, std::string_view query);
-  bool admin_allowed(Connection& c, const Request& req) const;
+  bool admin_allowed(const Connection& c, const Request& req) const;
 
   asio::io_context& io;
   const Config& config;
@@ -302,6 +324,8 @@ struct Server::Impl {
   tcp::acceptor acceptor;
   tcp::acceptor tls_acceptor{io};
   tcp::acceptor metrics_acceptor{io};
+  local::acceptor admin_acceptor{io};
+  std::filesystem::path admin_socket;  // bound by this node, removed when it stops
   std::unique_ptr<asio::ssl::context> tls_context;
   mutable ServerCounters counters;
   std::shared_ptr<spdlog::logger> access_log;  // JSON lines, when configured
@@ -366,6 +390,41 @@ std::uint16_t Server::start_metrics() {
   return impl_->listen_on(impl_->metrics_acceptor, impl_->config.metrics_listen, Impl::Listener::metrics);
 }
 
+void Server::start_admin_socket(const std::filesystem::path& path) {
+  Impl& impl = *impl_;
+  if (path.native().size() >= sizeof(sockaddr_un::sun_path)) {
+    throw std::runtime_error("admin_socket " + path.string() + " is longer than a Unix socket path may be (" +
+                             std::to_string(sizeof(sockaddr_un::sun_path) - 1) + " bytes): set a shorter one");
+  }
+  struct stat existing {};
+  if (::lstat(path.c_str(), &existing) == 0) {
+    if (!S_ISSOCK(existing.st_mode)) {
+      throw std::runtime_error("admin_socket " + path.string() + " exists and is not a socket: move it away");
+    }
+    // A socket left by a node that stopped refuses connections and is replaced; one that answers
+    // belongs to a live node, and one we may not connect to is not ours to remove.
+    local::socket probe(impl.io);
+    boost::system::error_code ec;
+    probe.connect(local::endpoint(path.string()), ec);
+    if (!ec) throw std::runtime_error("another node serves the admin socket " + path.string());
+    if (ec != asio::error::connection_refused) {
+      throw std::runtime_error("admin_socket " + path.string() + " is in the way: " + ec.message());
+    }
+    ::unlink(path.c_str());
+  }
+  impl.admin_acceptor.open();
+  // Created 0600 from the start (no moment in which another user could connect), then bound.
+  boost::system::error_code ec;
+  const mode_t saved_umask = ::umask(0177);
+  impl.admin_acceptor.bind(local::endpoint(path.string()), ec);
+  ::umask(saved_umask);
+  if (ec) throw std::runtime_error("cannot bind the admin socket " + path.string() + ": " + ec.message());
+  impl.admin_socket = path;
+  ::chmod(path.c_str(), 0600);
+  impl.admin_acceptor.listen(asio::socket_base::max_listen_connections);
+  asio::co_spawn(impl.io, impl.accept_admin_loop(), asio::detached);
+}
+
 std::uint16_t Server::start_tls() {
   const Config& config = impl_->config;
   // TLS 1.2 and 1.3 only, forward-secret AEAD ciphers only.
@@ -392,6 +451,7 @@ void Server::begin_drain() {
     impl->acceptor.close(ec);
     impl->tls_acceptor.close(ec);
     impl->metrics_acceptor.close(ec);
+    impl->admin_acceptor.close(ec);
   });
   std::lock_guard lock(impl_->connections_mutex);
   for (auto& weak : impl_->connections) {
@@ -442,14 +502,44 @@ Task<void> Server::Impl::accept_loop(tcp::acceptor& acceptor, Listener kind) {
     if (kind == Listener::tls)
       connection->tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(connection->socket, *tls_context);
     connection->metrics_only = kind == Listener::metrics;
-    {
-      std::lock_guard lock(connections_mutex);
-      std::erase_if(connections, [](const auto& w) { return w.expired(); });
-      connections.push_back(connection);
+    spawn(std::move(connection));
+  }
+}
+
+void Server::Impl::spawn(std::shared_ptr<Connection> connection) {
+  {
+    std::lock_guard lock(connections_mutex);
+    std::erase_if(connections, [](const auto& w) { return w.expired(); });
+    connections.push_back(connection);
+  }
+  auto executor = connection->socket.get_executor();
+  asio::co_spawn(executor, watch(connection), asio::detached);
+  asio::co_spawn(executor, serve(std::move(connection)), asio::detached);
+}
+
+Task<void> Server::Impl::accept_admin_loop() {
+  while (admin_acceptor.is_open()) {
+    boost::system::error_code ec;
+    local::socket peer(asio::make_strand(io));
+    co_await admin_acceptor.async_accept(peer, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !admin_acceptor.is_open()) break;
+      spdlog::warn("admin socket: accept failed: {}", ec.message());
+      continue;
     }
-    auto executor = connection->socket.get_executor();
-    asio::co_spawn(executor, watch(connection), asio::detached);
-    asio::co_spawn(executor, serve(std::move(connection)), asio::detached);
+    if (draining) break;
+    if (!peer_is_node_user(peer.native_handle())) {
+      spdlog::warn("admin socket: refused a peer that runs as another user");
+      continue;  // `peer` closes
+    }
+    // Served by the same code as TCP connections: reading, writing and timeouts do not depend on the
+    // socket's family, so the descriptor moves into the connection's socket.
+    tcp::socket socket(peer.get_executor());
+    socket.assign(tcp::v6(), peer.release(), ec);
+    if (ec) continue;
+    auto connection = std::make_shared<Connection>(std::move(socket));
+    connection->admin = true;
+    spawn(std::move(connection));
   }
 }
 
@@ -583,7 +673,7 @@ void Server::Impl::record(Connection& c, const Request& req, std::chrono::steady
   nlohmann::json line{{"time_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
                                       std::chrono::system_clock::now().time_since_epoch())
                                       .count()},
-                      {"remote", c.client.is_unspecified() ? "" : c.client.to_string()},
+                      {"remote", c.admin ? "admin socket" : c.client.is_unspecified() ? "" : c.client.to_string()},
                       {"method", std::string(req.method_string())},
                       {"target", redact_target(req.target())},
                       {"route", route},
@@ -680,11 +770,11 @@ std::string Server::Impl::render_metrics() const {
   return out;
 }
 
-bool Server::Impl::admin_allowed(Connection& c, const Request& req) const {
-  if (!config.admin_key.empty()) return same_secret(bearer_of(req[bhttp::field::authorization]), config.admin_key);
-  boost::system::error_code ec;
-  auto remote = c.socket.remote_endpoint(ec);
-  return !ec && remote.address().is_loopback();
+// The admin is a caller on the admin socket (the OS checked who it is) or a TCP caller with the admin
+// key. An address is no identity: behind a reverse proxy on this host every client comes from loopback.
+bool Server::Impl::admin_allowed(const Connection& c, const Request& req) const {
+  if (c.admin) return true;
+  return !config.admin_key.empty() && same_secret(bearer_of(req[bhttp::field::authorization]), config.admin_key);
 }
 
 Task<bool> Server::Impl::handle_admin(Connection& c, const Request& req, const std::string& action) {
@@ -693,17 +783,11 @@ Task<bool> Server::Impl::handle_admin(Connection& c, const Request& req, const s
       co_return co_await send_unauthorized(c, req, "the admin API needs the node's admin key as a bearer token");
     }
     co_return co_await send_error(c, req, bhttp::status::forbidden,
-                                  "administration is for loopback callers only (the node has no admin_key)");
+                                  "the admin API is not served over TCP on a node without admin_key: run `inferllama` "
+                                  "beside the node (it uses the admin socket in the data directory) or set admin_key");
   }
   if (action.starts_with("users") || action.starts_with("keys")) {
     if (!identities) co_return co_await send_error(c, req, bhttp::status::not_found, "this node keeps no users");
-    // Keys and Hub tokens are not trusted to "any loopback caller": a browser page or a proxy on this
-    // host is one too.
-    if (config.admin_key.empty()) {
-      co_return co_await send_error(c, req, bhttp::status::forbidden,
-                                    "users and keys are managed over HTTP only with the node's admin_key; without "
-                                    "one, use `inferllama user`/`key` on the data directory of a stopped node");
-    }
     const std::string_view query = url::split_target(req.target()).second;
     // HEAD is GET without the body (send_reply leaves it out).
     const std::string method = req.method() == bhttp::verb::head ? "GET" : std::string(req.method_string());
@@ -846,6 +930,10 @@ Task<bool> Server::Impl::handle(Connection& c, Request& req) {
   if (std::holds_alternative<NotFound>(r)) {
     co_return co_await send_error(c, req, bhttp::status::not_found, "no such route");
   }
+  if (c.admin && !std::holds_alternative<AdminRoute>(r) && !std::holds_alternative<UsageRoute>(r) &&
+      !std::holds_alternative<HealthRoute>(r)) {
+    co_return co_await send_error(c, req, bhttp::status::not_found, "the admin socket serves the admin API only");
+  }
   if (auto* admin = std::get_if<AdminRoute>(&r)) co_return co_await handle_admin(c, req, admin->action);
   if (auto* tracker_route = std::get_if<TrackerRoute>(&r))
     co_return co_await handle_tracker(c, req, *tracker_route, query);
@@ -869,6 +957,7 @@ Task<bool> Server::Impl::handle(Connection& c, Request& req) {
     StringResponse res{bhttp::status::ok, req.version()};
     res.keep_alive(req.keep_alive());
     res.set(bhttp::field::content_type, "text/plain");
+    res.set(torrent::kNodeHeader, torrent::kNodeVersion);  // how a mirror tells a node from another server
     res.body() = "ok\n";
     co_return co_await send(c, std::move(res));
   }
@@ -1053,7 +1142,7 @@ Task<bool> Server::Impl::handle_usage(Connection& c, const Request& req, std::st
       co_return co_await send_unauthorized(c, req, *why);
     }
     viewer = std::get<usage::Authenticated>(checked).user;
-  } else if (!config.admin_key.empty() && admin_allowed(c, req)) {
+  } else if (admin_allowed(c, req)) {
     viewer.reset();  // the admin sees everyone
   } else {
     co_return co_await send_unauthorized(c, req,

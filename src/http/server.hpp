@@ -50,6 +50,10 @@ class Server {
   std::uint16_t start();
   // Binds `config.metrics_listen`, which answers /metrics and /healthz only; returns the bound port.
   std::uint16_t start_metrics();
+  // Serves the admin API (and /healthz, /api/usage) on a Unix socket at `path`, created mode 0600, to
+  // peers of the node's own uid or root, who are the admin without a key. A stale socket is replaced;
+  // throws when a live node answers on it, when `path` is something else, or on failure.
+  void start_admin_socket(const std::filesystem::path& path);
   // Binds `config.tls_listen` with `tls_cert`/`tls_key` (TLS 1.2+); returns the bound port. Throws on failure.
   std::uint16_t start_tls();
   // Stops accepting, closes idle connections and lets responses in flight finish.

@@ -6,6 +6,7 @@
 #include "curl_upstream.hpp"
 #include "download_wait.hpp"
 #include "metainfo.hpp"
+#include "swarm_upstream.hpp"
 #include "url.hpp"
 
 namespace inferllama::torrent {
@@ -47,6 +48,23 @@ std::string with_links_of(const std::string& metainfo, const std::string& from, 
   out["announce-list"] = bencode::Value(std::move(tiers));
   out["url-list"] = bencode::Value(std::move(seeds));
   return bencode::encode(bencode::Value(std::move(out)));
+}
+
+// What is wrong with `from` as the base URL of a node: http(s), a host, and nothing that would make the
+// node send credentials or reach something other than a node's API root.
+std::optional<std::string> source_url_problem(std::string_view from) {
+  const bool https = from.starts_with("https://");
+  if (!https && !from.starts_with("http://")) return "the source must be an http:// or https:// URL";
+  for (char ch : from) {
+    if (static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f || ch == '\\')
+      return "the source URL must not contain spaces, control characters or backslashes";
+  }
+  if (from.find_first_of("?#") != std::string_view::npos) return "the source URL must not have a query or fragment";
+  const std::string_view rest = from.substr(https ? 8 : 7);
+  const std::string_view authority = rest.substr(0, rest.find('/'));
+  if (authority.find('@') != std::string_view::npos) return "the source URL must not carry credentials (user@host)";
+  if (authority.empty() || authority.front() == ':') return "the source URL has no host";
+  return std::nullopt;
 }
 
 }  // namespace
@@ -106,6 +124,25 @@ hub::HubService& Mirror::source_hub(const std::string& from) {
   return *hub;
 }
 
+std::optional<hub::Reply> Mirror::refuse_source(const std::string& from) {
+  if (auto problem = source_url_problem(from)) return error_reply(400, *problem);
+  // Redirects are never followed (fetch does not), and an answer that is one is refused: the node asks
+  // only the host it was given, and only once that host has shown it is a node.
+  auto probe = network_->fetch(UpstreamRequest{"GET", from + "/healthz", {}, {}});
+  if (!probe.error.empty()) return error_reply(502, "the source node " + from + " cannot be reached: " + probe.error);
+  if (probe.status >= 300 && probe.status < 400) {
+    return error_reply(502, "the source " + from + " answered with a redirect (HTTP " + std::to_string(probe.status) +
+                                "): mirror sources are named by their own URL, redirects are refused");
+  }
+  std::string node_header(kNodeHeader);
+  for (char& ch : node_header) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (probe.status != 200 || !probe.header(node_header)) {
+    return error_reply(502, "the source " + from + " is not an InferLlama node (its /healthz answered HTTP " +
+                                std::to_string(probe.status) + " without " + kNodeHeader + ")");
+  }
+  return std::nullopt;
+}
+
 std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const std::string& rev,
                                                        const std::string& from) {
   std::lock_guard one_at_a_time(mirror_mutex_);
@@ -115,12 +152,17 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
   if (visibility.known && !visibility.open) {
     return error_reply(403, repo.name + " is gated or private on the Hub: only public repositories are mirrored");
   }
+  if (auto refused = refuse_source(from)) return *refused;
 
   // 1. The source's torrent of the snapshot; it names the commit.
   const std::string torrent_url =
       from + "/api/" + std::string(repo.api_segment()) + "/" + repo.name + "/torrent/" + url::encode(rev);
   auto answer = network_->fetch(UpstreamRequest{"GET", torrent_url, {}, {}});
   if (!answer.error.empty()) return error_reply(502, "the source node " + from + " cannot be reached: " + answer.error);
+  if (answer.status >= 300 && answer.status < 400) {
+    return error_reply(502, "the source node answered a redirect (HTTP " + std::to_string(answer.status) +
+                                ") for the torrent of " + repo.name + "@" + rev + ": redirects are refused");
+  }
   if (answer.status != 200) {
     std::string why(answer.header("x-error-message").value_or(answer.body.substr(0, 200)));
     return error_reply(502, "the source node answered " + std::to_string(answer.status) + " for the torrent of " +

@@ -56,7 +56,9 @@ class Mirror {
   explicit Mirror(Parts parts);
   ~Mirror();
 
-  // Mirrors `rev` of `repo` from the node at `from` (http(s)://host:port). Blocking; one at a time.
+  // Mirrors `rev` of `repo` from the node at `from` (http(s)://host[:port][/path], no credentials, query
+  // or fragment). The source must answer /healthz as a node (X-InferLlama-Node) before anything else is
+  // asked of it, and no request to it follows a redirect. Blocking; one at a time.
   std::variant<MirrorOutcome, hub::Reply> mirror(const RepoId& repo, const std::string& rev, const std::string& from);
 
   // Keeps config.mirrors in sync from config.mirror_from (or the upstream) every mirror_interval.
@@ -68,6 +70,8 @@ class Mirror {
 
  private:
   hub::HubService& source_hub(const std::string& from);
+  // Why `from` may not be mirrored from (not a node's URL, not a node, a redirect); nullopt: it may.
+  std::optional<hub::Reply> refuse_source(const std::string& from);
 
   Parts parts_;
   std::filesystem::path folder_;

@@ -1,5 +1,5 @@
-"""The account commands (user, key, usage): on a data directory no node runs on, and through a running
-node's admin API with --node and --admin-key."""
+"""The account commands (user, key, usage): on a data directory no node runs on, through the admin
+socket of the node that runs on it, and through a running node's admin API with --node and --admin-key."""
 from __future__ import annotations
 
 import json
@@ -29,6 +29,8 @@ def files_holding(data_dir: str, secret: str) -> list[str]:
     found = []
     for root, _, names in os.walk(data_dir):
         for name in names:
+            if not os.path.isfile(os.path.join(root, name)):
+                continue  # a running node's admin socket
             with open(os.path.join(root, name), "rb") as f:
                 if secret.encode() in f.read():
                     found.append(os.path.join(root, name))
@@ -144,11 +146,19 @@ class DataDirectoryTest(unittest.TestCase):
         done = cli("user", "list", "--node", "http://127.0.0.1:1", "--data-dir", self.data_dir)
         self.assertEqual(done.returncode, 2, done.stderr)
 
-    def test_a_directory_in_use_by_a_running_node_is_refused(self):
+    def test_a_directory_in_use_by_a_running_node_is_asked_through_its_admin_socket(self):
         with FakeHub() as hub, Node(hub.url, self.data_dir):
+            self.assertEqual(self.run_cli("user", "add", "uma").stdout, "added user uma\n")
+            self.assertEqual([u["NAME"] for u in table(self.run_cli("user", "list").stdout)], ["uma"])
+        # The node is gone (and its socket with it): the directory itself answers the same.
+        self.assertEqual([u["NAME"] for u in table(self.run_cli("user", "list").stdout)], ["uma"])
+
+    def test_a_directory_in_use_by_a_node_without_admin_socket_is_refused(self):
+        with FakeHub() as hub, Node(hub.url, self.data_dir, "--admin-socket", ""):
             done = self.run_cli("user", "list", code=1)
-            self.assertIn(f"the data directory {self.data_dir} is in use by a running node: "
-                          "pass --node URL --admin-key KEY", done.stderr)
+            self.assertIn(f"the data directory {self.data_dir} is in use by a running node that serves no admin "
+                          f"socket at {self.data_dir}/admin.sock: pass the node's --config, or --node URL "
+                          "--admin-key KEY", done.stderr)
 
 
 class NodeTest(unittest.TestCase):

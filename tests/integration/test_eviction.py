@@ -42,7 +42,8 @@ class EvictionTest(unittest.TestCase):
         return self.node.request("GET", self.node.resolve_path(self.model(i), commit, path))
 
     def cli(self, *args):
-        return subprocess.run([BINARY, *args, "--node", self.node.url], capture_output=True, text=True,
+        # Beside the node: through its admin socket.
+        return subprocess.run([BINARY, *args, "--data-dir", self.node.data_dir], capture_output=True, text=True,
                               timeout=60, env=clean_env())
 
     def wait_for_evictions(self, at_least):

@@ -1,7 +1,8 @@
 """Mirrors: a node fills its cache from another node's swarm (peers from its tracker, its web seed),
 verifies every file against the Hub's etags from the source's tree, serves it over HTTP and seeds it.
 
-Two real nodes on loopback and the fake Hub; the `inferllama mirror` CLI drives the admin route. No
+Two real nodes on loopback and the fake Hub; the `inferllama mirror` CLI drives the admin route through
+the node's admin socket. No
 sleeps as synchronisation: the CLI blocks until the mirror is done, and the `mirrors` config is
 observed by polling the node with a deadline.
 """
@@ -31,7 +32,7 @@ def free_port() -> int:
 
 
 def run_mirror(node: Node, spec: str, source: str, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([BINARY, "mirror", spec, "--from", source, "--node", node.url, *extra],
+    return subprocess.run([BINARY, "mirror", spec, "--from", source, "--data-dir", node.data_dir, *extra],
                           capture_output=True, text=True, timeout=MIRROR_TIMEOUT, env=clean_env())
 
 
@@ -194,7 +195,8 @@ class TamperedSource:
                     return self.web_seed(path[len("/webseed/tiny-model/"):])
                 status, headers, body = source.real.request("GET", self.path)
                 self.answer(status, body, [(k, v) for k, v in headers.items()
-                                           if k in ("link", "x-repo-commit", "x-error-code", "x-error-message")])
+                                           if k in ("link", "x-repo-commit", "x-error-code", "x-error-message",
+                                                    "x-inferllama-node")])
 
             def web_seed(self, name: str):
                 source.web_seed_asked.set()
@@ -343,7 +345,8 @@ class MirrorRefusalsTest(MirrorTestCase):
     def test_shutdown_during_a_mirror_asked_for_by_the_cli(self):
         source = self.tampered_source(stall=True)
         try:
-            cli = subprocess.Popen([BINARY, "mirror", "acme/tiny-model", "--from", source.url, "--node", self.b.url],
+            cli = subprocess.Popen([BINARY, "mirror", "acme/tiny-model", "--from", source.url, "--data-dir",
+                                    self.b.data_dir],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
             try:
                 self.assertTrue(source.web_seed_asked.wait(60), "the mirror never asked the web seed")

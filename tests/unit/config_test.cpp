@@ -83,7 +83,7 @@ TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
 
 TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
   const auto keys = config_keys();
-  ASSERT_EQ(keys.size(), 53u);
+  ASSERT_EQ(keys.size(), 57u);
   for (const ConfigKey& k : keys) {
     std::string flag = "--" + std::string(k.name);
     std::replace(flag.begin(), flag.end(), '_', '-');
@@ -192,6 +192,8 @@ std::vector<PrecedenceCase> precedence_cases() {
        [n](const Config& c) { return n(c.require_auth ? 1 : 0); }},
       {"admin_key", "\"file-admin-key-0123\"", "env-admin-key-01234", "flag-admin-key-0123", "file-admin-key-0123",
        "env-admin-key-01234", "flag-admin-key-0123", "", [](const Config& c) { return c.admin_key; }},
+      {"admin_socket", "\"/run/a.sock\"", "b.sock", "", "/run/a.sock", "b.sock", "", "admin.sock",
+       [](const Config& c) { return c.admin_socket; }},
       {"secret_key_file", "\"/etc/a.key\"", "/etc/b.key", "c.key", "/etc/a.key", "/etc/b.key", "c.key", "",
        [](const Config& c) { return c.secret_key_file.string(); }},
       {"token_size", "\"4MiB\"", "2048", "1GiB", "4194304", "2048", "1073741824", "1048576",

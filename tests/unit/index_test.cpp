@@ -131,7 +131,9 @@ TEST_F(IndexTest, BlobScopesSayWhichReposABlobAnswersFor) {
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     ASSERT_TRUE(rocksdb::DB::Open(rocksdb::DBOptions(), dir_.string(), families, &handles, &raw).ok());
     for (auto* h : handles) {
-      if (h->GetName() == "blob_scopes") EXPECT_TRUE(raw->DropColumnFamily(h).ok());
+      if (h->GetName() == "blob_scopes") {
+        EXPECT_TRUE(raw->DropColumnFamily(h).ok());
+      }
       raw->DestroyColumnFamilyHandle(h);
     }
     delete raw;
