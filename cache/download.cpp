@@ -10,6 +10,7 @@
 #include <system_error>
 
 #include "hashing.hpp"
+#include "url.hpp"
 
 namespace inferllama::cache {
 namespace {
@@ -122,7 +123,7 @@ void Download::start() {
   const std::uint64_t resumed = resume_staged();
   if (resumed > 0) owner_.counters_.resumed_bytes += resumed;
   spdlog::info("download {} ({} bytes{}) from {}", source_.etag, source_.size,
-               resumed ? ", " + std::to_string(resumed) + " already staged" : std::string(), source_.url);
+               resumed ? ", " + std::to_string(resumed) + " already staged" : std::string(), url::redact(source_.url));
   std::vector<std::size_t> full_chunks;
   {
     std::lock_guard lock(mutex_);
@@ -232,7 +233,11 @@ void Download::fetch_segment(int segment) {
       url = url_;
     }
     Upstream& upstream = source_.upstream ? *source_.upstream : owner_.upstream_;
-    RangeResult r = upstream.fetch_range(url, source_.headers, first, last,
+    // Credentials go with this URL only if it is on their own origin: a refreshed URL may be elsewhere.
+    static const HeaderList kNoHeaders;
+    const bool credentials_apply =
+        !source_.credentials_origin.empty() && url::http_origin(url) == source_.credentials_origin;
+    RangeResult r = upstream.fetch_range(url, credentials_apply ? source_.headers : kNoHeaders, first, last,
                                          [&](std::span<const char> bytes) { return write_body(segment, bytes); });
     if (state() != State::running) return;
     if (r.ok() && r.received > 0) {

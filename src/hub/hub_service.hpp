@@ -16,6 +16,7 @@
 #include "inferllama/index.hpp"
 #include "inferllama/repo.hpp"
 #include "inferllama/upstream.hpp"
+#include "metadata_store.hpp"
 
 namespace inferllama::hub {
 
@@ -54,6 +55,8 @@ struct HubCounters {
   std::atomic<std::uint64_t> upstream_server_errors{0};     // 5xx answers
   std::atomic<std::uint64_t> hits{0};
   std::atomic<std::uint64_t> misses{0};
+  // Metadata requests with parameters outside the stored allowlist: forwarded, their answers not kept.
+  std::atomic<std::uint64_t> metadata_unstored{0};
 };
 
 // The node's view of the Hub: resolves revisions, keeps the metadata of cached commits, decides
@@ -82,6 +85,7 @@ class HubService {
   HubCounters& counters() { return counters_; }
   cache::Downloads& downloads() { return downloads_; }
   cache::Evictor& evictor() { return evictor_; }
+  const MetadataStore& metadata() const { return metadata_; }
 
   // Whether the Hub says anyone may read the repo (neither private nor gated); remembered for access_ttl,
   // and while the Hub cannot be asked, the last answer. Blocking.
@@ -154,6 +158,7 @@ class HubService {
   cache::Downloads& downloads_;
   cache::Evictor& evictor_;
   HubCounters counters_;
+  MetadataStore metadata_;
 
   std::mutex mutex_;
   std::unordered_map<std::string, Memo> refs_;         // repo key + '\0' + rev -> commit
