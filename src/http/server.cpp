@@ -506,7 +506,8 @@ std::string Server::Impl::render_metrics() const {
   write_header(out, "inferllama_upstream_requests_total", "counter", "Metadata requests sent upstream");
   write_sample(out, "inferllama_upstream_requests_total", "", static_cast<double>(h.upstream_requests.load()));
   const auto& metadata = hub.metadata();
-  write_header(out, "inferllama_metadata_entries", "gauge", "Hub metadata answers stored (revision info, trees, paths-info)");
+  write_header(out, "inferllama_metadata_entries", "gauge",
+               "Hub metadata answers stored (revision info, tree pages, paths-info)");
   write_sample(out, "inferllama_metadata_entries", "", static_cast<double>(metadata.entries()));
   write_header(out, "inferllama_metadata_bytes", "gauge", "Bytes charged to the stored metadata answers");
   write_sample(out, "inferllama_metadata_bytes", "", static_cast<double>(metadata.bytes()));

@@ -401,7 +401,9 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
       std::string location(head.header("location").value_or(""));
       if (location.starts_with("/")) location = config_.upstream + location;
       if (location.empty()) return error_reply(502, "the upstream redirect has no Location");
-      if (!url::http_origin(location)) return error_reply(502, "the upstream redirect leads to a URL that is not http(s)");
+      if (!url::http_origin(location)) {
+        return error_reply(502, "the upstream redirect leads to a URL that is not http(s)");
+      }
       source_url = location;
     }
   } else {
@@ -585,10 +587,10 @@ Reply HubService::tree(const RepoId& repo, const std::string& rev, const std::st
     std::string next;
     if (auto link = response.header("link")) next = next_link_path(*link).value_or("");
     metadata_.put(key, Json{{"body", r.body}, {"next", next}}.dump());
-    auto question = next.find('?');
-    if (auto next_query = question == std::string::npos ? std::nullopt : canonical_tree_query(next.substr(question + 1));
-        next_query && next_query->has_cursor) {
-      metadata_.put("cursor|" + page_prefix + next_query->canonical, "");
+    const auto question = next.find('?');
+    if (question != std::string::npos) {
+      auto next_query = canonical_tree_query(next.substr(question + 1));
+      if (next_query && next_query->has_cursor) metadata_.put("cursor|" + page_prefix + next_query->canonical, "");
     }
   }
   return r;
@@ -610,7 +612,9 @@ Reply HubService::paths_info(const RepoId& repo, const std::string& rev, const s
   if (!canonical) {
     ++counters_.metadata_unstored;
     auto response = call("POST", api_url(repo) + "/paths-info/" + sha, credentials, headers, body);
-    if (unreachable(response)) return outage_reply("this paths-info answer of " + repo.name, describe_failure(response));
+    if (unreachable(response)) {
+      return outage_reply("this paths-info answer of " + repo.name, describe_failure(response));
+    }
     return relay(response);
   }
   const std::string key = "paths|" + repo.key() + '@' + sha + '|' + canonical->body;

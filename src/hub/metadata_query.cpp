@@ -121,7 +121,11 @@ std::optional<TreeQuery> canonical_tree_query(std::string_view query) {
       if (!is_cursor(value) || (cursor && *cursor != value)) return std::nullopt;
       cursor = value;
     } else if (name == "limit") {
-      if (value.empty() || value.size() > 5 || !std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) return std::nullopt;
+      const bool digits =
+          !value.empty() && value.size() <= 5 && std::all_of(value.begin(), value.end(), [](char c) {
+            return c >= '0' && c <= '9';
+          });
+      if (!digits) return std::nullopt;
       const unsigned long n = std::stoul(value);
       if (n == 0 || n > kMaxLimit || (limit && std::stoul(*limit) != n)) return std::nullopt;
       limit = std::to_string(n);

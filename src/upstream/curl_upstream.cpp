@@ -48,6 +48,8 @@ size_t on_header(char* data, size_t size, size_t count, void* user) {
   return size * count;
 }
 
+const HeaderList kNoHeaders;
+
 // Redirects a Range fetch follows (the Hub's resolve URL to its CDN, a CDN to its storage).
 constexpr int kMaxRedirects = 5;
 
@@ -129,11 +131,13 @@ class CurlUpstream final : public Upstream {
       const auto here = url::http_origin(current);
       if (!here) {
         RangeResult refused;
-        refused.error = hop == 0 ? "the upstream URL is not http(s)" : "the upstream redirected to a URL that is not http(s)";
+        refused.error =
+            hop == 0 ? "the upstream URL is not http(s)" : "the upstream redirected to a URL that is not http(s)";
         return refused;
       }
       std::string next;
-      RangeResult result = fetch_range_once(current, *here == *origin ? extra : HeaderList{}, first, last, sink, next);
+      const HeaderList& headers = *here == *origin ? extra : kNoHeaders;
+      RangeResult result = fetch_range_once(current, headers, first, last, sink, next);
       if (!is_redirect(result.status)) return result;
       if (next.empty()) return result;  // no Location, or the transfer failed: the error says which
       if (hop == kMaxRedirects) {

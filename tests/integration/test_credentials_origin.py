@@ -2,6 +2,7 @@
 and port) and nowhere else, decided again for every URL a download uses: the first, a refreshed one,
 and each redirect. Only http and https are spoken: a Location with another scheme is a clear error
 and nothing is stored. Signed URLs are not written to the log with their query."""
+import http.client
 import os
 import socket
 import sys
@@ -112,8 +113,13 @@ class CredentialsOriginTest(unittest.TestCase):
                              {"lfs_locations": ["hub-redirect"], "redirect_to": "file:///etc/passwd"}):
                 with self.subTest(switches=switches):
                     self.hostile(**switches)
-                    status, _, body = self.fetch(TOKEN)
-                    self.assertFalse(status == 200 and len(body) == self.file["size"])
+                    # The download fails after the answer started (its last byte is held back until
+                    # the whole file verified): the client sees the connection end short.
+                    try:
+                        status, _, body = self.fetch(TOKEN)
+                        self.assertFalse(status == 200 and len(body) == self.file["size"])
+                    except http.client.IncompleteRead:
+                        pass
             self.assertEqual(ftp.connections, 0, "the node followed a Location to ftp://")
         finally:
             ftp.close()

@@ -18,7 +18,7 @@ MODEL = "acme/tiny-model"
 API = f"/api/models/{MODEL}"
 JUNK = 10_000
 # The fields of huggingface_hub's ExpandModelProperty_T the fake Hub answers with.
-FIELDS = ["author", "sha", "lastModified", "createdAt", "private", "gated", "disabled", "downloads",
+FIELDS = ["author", "lastModified", "createdAt", "private", "gated", "disabled", "downloads",
           "likes", "tags", "usedStorage", "xetEnabled", "siblings"]
 
 
@@ -149,7 +149,8 @@ class MetadataBudgetTest(unittest.TestCase):
             self.get(node, kept)
             pairs = [(a, b) for i, a in enumerate(FIELDS) for b in FIELDS[i + 1:]]
             for a, b in pairs:
-                self.get(node, f"{API}/revision/main?expand={a}&expand={b}")
+                # Revision info is stored when it names its commit: `sha` is always asked for.
+                self.get(node, f"{API}/revision/main?expand=sha&expand={a}&expand={b}")
                 self.get(node, kept)  # the most recently used: never the one evicted
                 self.assertLessEqual(node.metric("inferllama_metadata_bytes"), budget)
             self.assertGreater(node.metric("inferllama_metadata_evictions_total"), 0)
@@ -164,6 +165,7 @@ class MetadataBudgetTest(unittest.TestCase):
             with Node(self.hub.url, data_dir, "--metadata-budget", str(budget)) as again:
                 self.assertEqual(again.metric("inferllama_metadata_entries"), entries)
                 self.assertLessEqual(again.metric("inferllama_metadata_bytes"), budget)
+                self.get(again, f"{API}/revision/main?expand=sha")  # the node asks whether the repo is public
                 calls = self.upstream_calls("api_info")
                 self.get(again, kept)
                 self.assertEqual(self.upstream_calls("api_info"), calls)
