@@ -83,7 +83,17 @@ HubService::HubService(const Config& config, Index& index, Upstream& upstream, c
       upstream_(upstream),
       downloads_(downloads),
       evictor_(evictor),
-      metadata_(index, config.metadata_budget) {}
+      own_metadata_(std::make_unique<MetadataStore>(index, config.metadata_budget)),
+      metadata_(*own_metadata_) {}
+
+HubService::HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads,
+                       cache::Evictor& evictor, MetadataStore& shared_metadata)
+    : config_(config),
+      index_(index),
+      upstream_(upstream),
+      downloads_(downloads),
+      evictor_(evictor),
+      metadata_(shared_metadata) {}
 
 std::variant<std::string, Reply> HubService::pin(const RepoId& repo, const std::string& rev, bool pinned) {
   std::string stale;

@@ -66,6 +66,9 @@ class HubService {
  public:
   HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads,
              cache::Evictor& evictor);
+  // Another view of the same index (a mirror's source) shares its stored metadata and budget.
+  HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads,
+             cache::Evictor& evictor, MetadataStore& shared_metadata);
 
   // A stored file of a repo known to be public, answered from memory without blocking; nullopt when
   // the slow path has to decide.
@@ -85,7 +88,7 @@ class HubService {
   HubCounters& counters() { return counters_; }
   cache::Downloads& downloads() { return downloads_; }
   cache::Evictor& evictor() { return evictor_; }
-  const MetadataStore& metadata() const { return metadata_; }
+  MetadataStore& metadata() { return metadata_; }
 
   // Whether the Hub says anyone may read the repo (neither private nor gated); remembered for access_ttl,
   // and while the Hub cannot be asked, the last answer. Blocking.
@@ -158,7 +161,8 @@ class HubService {
   cache::Downloads& downloads_;
   cache::Evictor& evictor_;
   HubCounters counters_;
-  MetadataStore metadata_;
+  std::unique_ptr<MetadataStore> own_metadata_;  // unless shared
+  MetadataStore& metadata_;
 
   std::mutex mutex_;
   std::unordered_map<std::string, Memo> refs_;         // repo key + '\0' + rev -> commit
