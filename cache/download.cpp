@@ -10,6 +10,7 @@
 #include <system_error>
 
 #include "hashing.hpp"
+#include "url.hpp"
 
 namespace inferllama::cache {
 namespace {
@@ -18,6 +19,7 @@ namespace {
 constexpr std::uint32_t kNotifyStep = 256 * 1024;
 // One upstream Range request covers at most this much (see Download::start).
 constexpr std::uint64_t kSegmentBytes = 32u << 20;
+const HeaderList kNoHeaders;
 
 bool read_fully(int fd, std::uint8_t* out, std::size_t size, std::uint64_t offset) {
   std::size_t done = 0;
@@ -127,8 +129,10 @@ void Download::start() {
   ++(source_.upstream ? owner_.counters_.ingests_started : owner_.counters_.started);
   const std::uint64_t resumed = resume_staged();
   if (resumed > 0) owner_.counters_.resumed_bytes += resumed;
+  // A signed URL carries its credential in the query: logged without it.
   spdlog::info("download {} ({} bytes{}) from {}", source_.etag, source_.size,
-               resumed ? ", " + std::to_string(resumed) + " already staged" : std::string(), source_.url);
+               resumed ? ", " + std::to_string(resumed) + " already staged" : std::string(),
+               url::redact(source_.url));
   std::vector<std::size_t> full_chunks;
   {
     std::lock_guard lock(mutex_);
@@ -238,7 +242,10 @@ void Download::fetch_segment(int segment) {
       url = url_;
     }
     Upstream& upstream = source_.upstream ? *source_.upstream : owner_.upstream_;
-    RangeResult r = upstream.fetch_range(url, source_.headers, first, last,
+    // Credentials go with this URL only if it is on their own origin: a refreshed URL may be elsewhere.
+    const bool credentials_apply =
+        !source_.credentials_origin.empty() && url::http_origin(url) == source_.credentials_origin;
+    RangeResult r = upstream.fetch_range(url, credentials_apply ? source_.headers : kNoHeaders, first, last,
                                          [&](std::span<const char> bytes) { return write_body(segment, bytes); });
     if (state() != State::running) return;
     if (r.ok() && r.received > 0) {

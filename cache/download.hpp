@@ -34,7 +34,7 @@ struct FileClaim {
 // Where a blob's bytes come from and what they must hash to.
 struct BlobSource {
   std::string url;     // the CDN's signed URL for LFS files, the Hub's resolve URL for regular ones
-  HeaderList headers;  // credentials, only for a URL on the Hub's own origin
+  HeaderList headers;  // credentials, sent only to `credentials_origin` (see url::http_origin)
   std::string etag;    // SHA-256 (LFS) or git blob SHA-1 (regular), lower-case hex
   bool lfs = false;
   std::uint64_t size = 0;
@@ -42,6 +42,9 @@ struct BlobSource {
   // Where the bytes come from when not from the registry's upstream (files that arrived over BitTorrent):
   // one registry for every way in keeps single flight and the staging folder of an etag to one download.
   Upstream* upstream = nullptr;
+  // The one origin `headers` may go to; decided again for every URL the download uses (the first, a
+  // refreshed one, each redirect). Empty: `headers` go nowhere.
+  std::string credentials_origin;
 };
 
 struct DownloadSettings {

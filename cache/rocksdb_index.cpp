@@ -249,6 +249,17 @@ class RocksIndex final : public Index {
 
   std::optional<std::string> get_meta(const std::string& key) override { return get(kMeta, key); }
   void put_meta(const std::string& key, const std::string& value) override { put(kMeta, key, value); }
+  void erase_meta(const std::string& key) override {
+    check(db_->Delete(rocksdb::WriteOptions(), handles_[kMeta], key), "index write");
+  }
+  void list_meta(const std::string& prefix,
+                 const std::function<void(const std::string&, std::size_t)>& visit) override {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handles_[kMeta]));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      visit(std::string(it->key().ToStringView()), it->value().size());
+    }
+    check(it->status(), "index scan");
+  }
 
   std::optional<FileEntry> get_file(const RepoId& repo, const std::string& commit, const std::string& path) override {
     auto v = get(kFiles, file_key(repo, commit, path));

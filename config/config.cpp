@@ -396,6 +396,11 @@ constexpr KeySpec kSpecs[] = {
       "it, pinned snapshots never; 0 = no budget",
       "0"},
      [](Config& c, const Input& in) { c.max_disk = in.size(); }},
+    {{"metadata_budget", "--metadata-budget", "INFERLLAMA_METADATA_BUDGET",
+      "Bytes of Hub metadata answers (revision info, tree pages, paths-info) kept in the index, each entry "
+      "charged 1KiB more than its size; the least recently used go first; 0 = keep none",
+      "256MiB"},
+     [](Config& c, const Input& in) { c.metadata_budget = in.size(); }},
     {{"idle_timeout", "--idle-timeout", "INFERLLAMA_IDLE_TIMEOUT",
       "Close a client connection that makes no progress this long: idle keep-alive, a request arriving too "
       "slowly (slowloris), or a client that stops reading; 1s..1h",

@@ -11,7 +11,7 @@ if ! [[ "$seconds" =~ ^[0-9]+$ ]]; then
   echo "usage: $0 [SECONDS]" >&2
   exit 2
 fi
-targets=(fuzz_router fuzz_range fuzz_config fuzz_announce fuzz_udp_tracker fuzz_reply)
+targets=(fuzz_router fuzz_range fuzz_config fuzz_announce fuzz_udp_tracker fuzz_reply fuzz_metadata_query)
 build=build-fuzz
 jobs="${INFERLLAMA_JOBS:-2}"
 export CCACHE_DIR="${CCACHE_DIR:-$PWD/.ccache}"

@@ -64,6 +64,10 @@ class Index {
   // Hub API responses of a commit (revision info, tree pages, ...), by a key the caller composes.
   virtual std::optional<std::string> get_meta(const std::string& key) = 0;
   virtual void put_meta(const std::string& key, const std::string& value) = 0;
+  virtual void erase_meta(const std::string& key) = 0;
+  // Every meta record whose key starts with `prefix`: (key, size of its value).
+  virtual void list_meta(const std::string& prefix,
+                         const std::function<void(const std::string&, std::size_t)>& visit) = 0;
 
   virtual std::optional<FileEntry> get_file(const RepoId& repo, const std::string& commit, const std::string& path) = 0;
   virtual void put_file(const RepoId& repo, const std::string& commit, const std::string& path,

@@ -25,6 +25,7 @@ struct UpstreamResponse {
   HeaderList headers;  // names lower-cased, in arrival order
   std::string body;
   std::string error;  // transport failure, empty when an answer arrived
+  bool too_large = false;  // the answer went past UpstreamOptions::max_body: `error` says so, status is 0
 
   std::optional<std::string_view> header(std::string_view lower_name) const {
     for (const auto& [k, v] : headers) {
@@ -50,8 +51,9 @@ class Upstream {
   virtual ~Upstream() = default;
   // One request, redirects not followed (the caller decides what a 3xx means).
   virtual UpstreamResponse fetch(const UpstreamRequest& request) = 0;
-  // GET `url` for bytes [first, last] into `sink`, following redirects without sending credentials to
-  // another host. Stops at the sink's request or on error; `received` counts the bytes delivered.
+  // GET `url` for bytes [first, last] into `sink`, following redirects. `headers` (credentials) go to
+  // `url`'s own origin only (scheme, host and port), never to another one a redirect leads to; only http
+  // and https are spoken. Stops at the sink's request or on error; `received` counts the bytes delivered.
   virtual RangeResult fetch_range(const std::string& url, const HeaderList& headers, std::uint64_t first,
                                   std::uint64_t last, const BodySink& sink) = 0;
 };
@@ -59,6 +61,9 @@ class Upstream {
 struct UpstreamOptions {
   std::chrono::milliseconds timeout{30000};  // connect timeout, and how long a transfer may stall
   std::string user_agent = "inferllama/0.1";
+  // The most a metadata answer (fetch) may carry: a larger or endless one is cut off and fails.
+  std::uint64_t max_body = kMaxMetadataBody;
+  static constexpr std::uint64_t kMaxMetadataBody = 64ull << 20;
 };
 
 }  // namespace inferllama

@@ -96,6 +96,9 @@ class Client {
     curl_easy_setopt(curl_, CURLOPT_URL, url.c_str());
     curl_easy_setopt(curl_, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl_, CURLOPT_FOLLOWLOCATION, 1L);
+    // A node speaks http(s); the token is a custom header, which libcurl (7.83+) keeps to the first origin.
+    curl_easy_setopt(curl_, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(curl_, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(curl_, CURLOPT_USERAGENT, "inferllama-pull/0.1");
     if (headers_) curl_slist_free_all(headers_);
     headers_ = nullptr;

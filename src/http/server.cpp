@@ -710,6 +710,19 @@ std::string Server::Impl::render_metrics() const {
   write_sample(out, "inferllama_cache_requests_total", "result=\"miss\"", static_cast<double>(h.misses.load()));
   write_header(out, "inferllama_upstream_requests_total", "counter", "Metadata requests sent upstream");
   write_sample(out, "inferllama_upstream_requests_total", "", static_cast<double>(h.upstream_requests.load()));
+  const auto& metadata = hub.metadata();
+  write_header(out, "inferllama_metadata_entries", "gauge",
+               "Hub metadata answers stored (revision info, tree pages, paths-info)");
+  write_sample(out, "inferllama_metadata_entries", "", static_cast<double>(metadata.entries()));
+  write_header(out, "inferllama_metadata_bytes", "gauge", "Bytes charged to the stored metadata answers");
+  write_sample(out, "inferllama_metadata_bytes", "", static_cast<double>(metadata.bytes()));
+  write_header(out, "inferllama_metadata_budget_bytes", "gauge", "Budget of the stored metadata answers");
+  write_sample(out, "inferllama_metadata_budget_bytes", "", static_cast<double>(metadata.budget()));
+  write_header(out, "inferllama_metadata_evictions_total", "counter", "Stored metadata answers dropped for the budget");
+  write_sample(out, "inferllama_metadata_evictions_total", "", static_cast<double>(metadata.evictions()));
+  write_header(out, "inferllama_metadata_unstored_total", "counter",
+               "Metadata requests with parameters real clients do not send: forwarded, not stored");
+  write_sample(out, "inferllama_metadata_unstored_total", "", static_cast<double>(h.metadata_unstored.load()));
   auto& d = hub.downloads().counters();
   write_header(out, "inferllama_upstream_errors_total", "counter", "Upstream failures by kind");
   write_sample(out, "inferllama_upstream_errors_total", "kind=\"transport\"",

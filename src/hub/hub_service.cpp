@@ -7,6 +7,7 @@
 
 #include "hashing.hpp"
 #include "hub_protocol.hpp"
+#include "metadata_query.hpp"
 #include "url.hpp"
 
 namespace inferllama::hub {
@@ -32,8 +33,11 @@ bool is_hex(std::string_view s, std::size_t length) {
          std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
-// The Hub could not answer: no connection, a timeout, or a server error. Its refusals (4xx) are answers.
-bool unreachable(const UpstreamResponse& r) { return !r.error.empty() || r.status >= 500 || r.status == 0; }
+// The Hub could not answer: no connection, a timeout, or a server error. Its refusals (4xx) are answers,
+// and so is an answer too large to read: that one is relayed as a 502, never answered from the store.
+bool unreachable(const UpstreamResponse& r) {
+  return !r.too_large && (!r.error.empty() || r.status >= 500 || r.status == 0);
+}
 
 std::string describe_failure(const UpstreamResponse& r) {
   return r.error.empty() ? "HTTP " + std::to_string(r.status) : r.error;
@@ -72,7 +76,22 @@ std::string with_query(std::string url, std::string_view query) {
 
 HubService::HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads,
                        cache::Evictor& evictor)
-    : config_(config), index_(index), upstream_(upstream), downloads_(downloads), evictor_(evictor) {}
+    : config_(config),
+      index_(index),
+      upstream_(upstream),
+      downloads_(downloads),
+      evictor_(evictor),
+      own_metadata_(std::make_unique<MetadataStore>(index, config.metadata_budget)),
+      metadata_(*own_metadata_) {}
+
+HubService::HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads,
+                       cache::Evictor& evictor, MetadataStore& shared_metadata)
+    : config_(config),
+      index_(index),
+      upstream_(upstream),
+      downloads_(downloads),
+      evictor_(evictor),
+      metadata_(shared_metadata) {}
 
 std::variant<std::string, Reply> HubService::pin(const RepoId& repo, const std::string& rev, bool pinned) {
   std::string stale;
@@ -160,7 +179,7 @@ UpstreamResponse HubService::call(const std::string& method, const std::string& 
   auto response = upstream_.fetch(request);
   if (!response.error.empty()) {
     ++counters_.upstream_transport_errors;
-    spdlog::warn("upstream {} {}: {}", method, url, response.error);
+    spdlog::warn("upstream {} {}: {}", method, url::redact(url), response.error);
   } else if (response.status >= 500) {
     ++counters_.upstream_server_errors;
   }
@@ -396,6 +415,9 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
       std::string location(head.header("location").value_or(""));
       if (location.starts_with("/")) location = config_.upstream + location;
       if (location.empty()) return error_reply(502, "the upstream redirect has no Location");
+      if (!url::http_origin(location)) {
+        return error_reply(502, "the upstream redirect leads to a URL that is not http(s)");
+      }
       source_url = location;
     }
   } else {
@@ -411,12 +433,13 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
   }
   if (!want_body) return answer;
 
-  // The download fetches from the Hub's origin with the caller's credentials; a redirect to the CDN
-  // drops them (libcurl does not send Authorization to another host).
+  // The caller's credentials go to the Hub's own origin only: the download decides again for every URL
+  // it uses (this one, a refreshed one, each redirect), so a CDN or any other host never sees them.
   cache::BlobSource source;
   source.url = source_url;
-  if (!credentials.empty() && source_url.starts_with(config_.upstream + "/")) {
+  if (!credentials.empty()) {
     source.headers.emplace_back("Authorization", credentials);
+    source.credentials_origin = url::http_origin(config_.upstream).value_or("");
   }
   source.etag = answer.file.etag;
   source.lfs = answer.file.lfs;
@@ -425,7 +448,12 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
     auto again = call("HEAD", resolve_url(repo, commit, path), credentials);
     auto location = again.header("location");
     if (again.status != 302 || !location) return std::nullopt;
-    return location->starts_with("/") ? config_.upstream + std::string(*location) : std::string(*location);
+    std::string fresh = location->starts_with("/") ? config_.upstream + std::string(*location) : std::string(*location);
+    if (!url::http_origin(fresh)) {
+      spdlog::warn("{}: the refreshed URL of {} is not http(s); not followed", repo.key(), path);
+      return std::nullopt;
+    }
+    return fresh;
   };
   answer.download = downloads_.get_or_start(source, cache::FileClaim{repo, answer.commit, path, open});
   if (answer.download && answer.download->size() != answer.file.size) {
@@ -465,6 +493,7 @@ std::variant<FileAnswer, Reply> HubService::stored_during_outage(const RepoId& r
 }
 
 Reply HubService::relay(const UpstreamResponse& response, const std::string& public_base) const {
+  if (response.too_large) return error_reply(502, response.error);
   if (!response.error.empty()) return error_reply(502, "the upstream Hub is unreachable: " + response.error);
   Reply r;
   r.status = static_cast<unsigned>(response.status);
@@ -490,18 +519,24 @@ Reply HubService::info(const RepoId& repo, const std::optional<std::string>& rev
                        const Caller& caller) {
   const bool open = is_public(repo);
   const std::string credentials = credentials_for(caller, open);
-  const std::string url = with_query(api_url(repo) + (rev ? "/revision/" + url::encode(*rev) : ""), query);
+  const auto canonical = canonical_info_query(query);
+  const std::string url =
+      with_query(api_url(repo) + (rev ? "/revision/" + url::encode(*rev) : ""), canonical ? *canonical : query);
   if (!open) {
     auto response = call("GET", url, credentials);
     return unreachable(response) ? restricted_outage_reply(describe_failure(response)) : relay(response);
   }
+  if (!canonical) {
+    ++counters_.metadata_unstored;
+    auto response = call("GET", url, credentials);
+    if (unreachable(response)) return outage_reply("this revision info of " + repo.name, describe_failure(response));
+    return relay(response);
+  }
   // The default branch has no name in the URL; remember it under the empty name.
   const std::string ref_name = rev.value_or("");
-  auto stored_info = [&](const std::string& commit) {
-    return index_.get_meta("info|" + repo.key() + '@' + commit + '|' + std::string(query));
-  };
+  auto key_of = [&](const std::string& commit) { return "info|" + repo.key() + '@' + commit + '|' + *canonical; };
   if (auto commit = fresh_ref(repo, ref_name)) {
-    if (auto body = stored_info(*commit)) {
+    if (auto body = metadata_.get(key_of(*commit))) {
       Reply r;
       r.body = std::move(*body);
       return r;
@@ -511,7 +546,7 @@ Reply HubService::info(const RepoId& repo, const std::optional<std::string>& rev
   if (unreachable(response)) {
     auto commit = last_known_commit(repo, ref_name);
     std::optional<std::string> body;
-    if (commit) body = stored_info(*commit);
+    if (commit) body = metadata_.get(key_of(*commit));
     if (!body) return outage_reply("the revision info of " + repo.name, describe_failure(response));
     Reply r;
     r.body = std::move(*body);
@@ -525,7 +560,7 @@ Reply HubService::info(const RepoId& repo, const std::optional<std::string>& rev
       std::string commit = parsed["sha"].get<std::string>();
       if (is_commit_sha(commit)) {
         store_ref(repo, ref_name, commit);
-        index_.put_meta("info|" + repo.key() + '@' + commit + '|' + std::string(query), r.body);
+        metadata_.put(key_of(commit), r.body);
       }
     }
   }
@@ -537,6 +572,7 @@ Reply HubService::tree(const RepoId& repo, const std::string& rev, const std::st
   const bool open = is_public(repo);
   const std::string credentials = credentials_for(caller, open);
   const std::string suffix = path.empty() ? "" : "/" + url::encode(path, true);
+  const auto canonical = canonical_tree_query(query);
   if (!open) {
     return relay(call("GET", with_query(api_url(repo) + "/tree/" + url::encode(rev) + suffix, query), credentials),
                  public_base);
@@ -545,8 +581,15 @@ Reply HubService::tree(const RepoId& repo, const std::string& rev, const std::st
   auto commit = resolve_commit(repo, rev, credentials, stale);
   if (auto* refused = std::get_if<Reply>(&commit)) return *refused;
   const std::string& sha = std::get<std::string>(commit);
-  const std::string key = "tree|" + repo.key() + '@' + sha + '|' + path + '|' + std::string(query);
-  if (auto stored = index_.get_meta(key)) {
+  if (!canonical) {
+    ++counters_.metadata_unstored;
+    auto response = call("GET", with_query(api_url(repo) + "/tree/" + sha + suffix, query), credentials);
+    if (unreachable(response)) return outage_reply("this tree listing of " + repo.name, describe_failure(response));
+    return relay(response, public_base);
+  }
+  const std::string page_prefix = "tree|" + repo.key() + '@' + sha + '|' + path + '|';
+  const std::string key = page_prefix + canonical->canonical;
+  if (auto stored = metadata_.get(key)) {
     auto record = Json::parse(*stored, nullptr, false);
     if (record.is_object()) {
       Reply r;
@@ -557,13 +600,22 @@ Reply HubService::tree(const RepoId& repo, const std::string& rev, const std::st
       return r;
     }
   }
-  auto response = call("GET", with_query(api_url(repo) + "/tree/" + sha + suffix, query), credentials);
+  auto response =
+      call("GET", with_query(api_url(repo) + "/tree/" + sha + suffix, canonical->canonical), credentials);
   if (unreachable(response)) return outage_reply("this tree listing of " + repo.name, describe_failure(response));
   Reply r = relay(response, public_base);
-  if (response.status == 200) {
+  // A page after the first is kept only when its cursor came from a page the node kept: cursors are
+  // opaque, and made-up ones must not fill the store.
+  const bool issued = !canonical->has_cursor || metadata_.get("cursor|" + key).has_value();
+  if (response.status == 200 && issued) {
     std::string next;
     if (auto link = response.header("link")) next = next_link_path(*link).value_or("");
-    index_.put_meta(key, Json{{"body", r.body}, {"next", next}}.dump());
+    metadata_.put(key, Json{{"body", r.body}, {"next", next}}.dump());
+    const auto question = next.find('?');
+    if (question != std::string::npos) {
+      auto next_query = canonical_tree_query(next.substr(question + 1));
+      if (next_query && next_query->has_cursor) metadata_.put("cursor|" + page_prefix + next_query->canonical, "");
+    }
   }
   return r;
 }
@@ -580,18 +632,27 @@ Reply HubService::paths_info(const RepoId& repo, const std::string& rev, const s
   auto commit = resolve_commit(repo, rev, credentials, stale);
   if (auto* refused = std::get_if<Reply>(&commit)) return *refused;
   const std::string& sha = std::get<std::string>(commit);
-  auto digest = cache::sha256(content_type + '\n' + body);
-  const std::string key = "paths|" + repo.key() + '@' + sha + '|' + digest.hex();
-  if (auto stored = index_.get_meta(key)) {
+  const auto canonical = canonical_paths_query(content_type, body);
+  if (!canonical) {
+    ++counters_.metadata_unstored;
+    auto response = call("POST", api_url(repo) + "/paths-info/" + sha, credentials, headers, body);
+    if (unreachable(response)) {
+      return outage_reply("this paths-info answer of " + repo.name, describe_failure(response));
+    }
+    return relay(response);
+  }
+  const std::string key = "paths|" + repo.key() + '@' + sha + '|' + canonical->body;
+  if (auto stored = metadata_.get(key)) {
     Reply r;
     r.body = std::move(*stored);
     if (!stale.empty()) r.headers.emplace_back(kStaleHeader, stale);
     return r;
   }
-  auto response = call("POST", api_url(repo) + "/paths-info/" + sha, credentials, headers, body);
+  const HeaderList form{{"Content-Type", "application/x-www-form-urlencoded"}};
+  auto response = call("POST", api_url(repo) + "/paths-info/" + sha, credentials, form, canonical->body);
   if (unreachable(response)) return outage_reply("this paths-info answer of " + repo.name, describe_failure(response));
   Reply r = relay(response);
-  if (response.status == 200) index_.put_meta(key, r.body);
+  if (response.status == 200 && describes_every_path(r.body, canonical->paths)) metadata_.put(key, r.body);
   return r;
 }
 

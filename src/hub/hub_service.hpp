@@ -16,6 +16,7 @@
 #include "inferllama/index.hpp"
 #include "inferllama/repo.hpp"
 #include "inferllama/upstream.hpp"
+#include "metadata_store.hpp"
 #include "reply.hpp"
 
 namespace inferllama::hub {
@@ -44,6 +45,8 @@ struct HubCounters {
   std::atomic<std::uint64_t> upstream_server_errors{0};     // 5xx answers
   std::atomic<std::uint64_t> hits{0};
   std::atomic<std::uint64_t> misses{0};
+  // Metadata requests with parameters outside the stored allowlist: forwarded, their answers not kept.
+  std::atomic<std::uint64_t> metadata_unstored{0};
 };
 
 // The node's view of the Hub: resolves revisions, keeps the metadata of cached commits, decides
@@ -53,6 +56,9 @@ class HubService {
  public:
   HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads,
              cache::Evictor& evictor);
+  // Another view of the same index (a mirror's source) shares its stored metadata and budget.
+  HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads,
+             cache::Evictor& evictor, MetadataStore& shared_metadata);
 
   // A stored file of a repo known to be public, answered from memory without blocking; nullopt when
   // the slow path has to decide.
@@ -72,6 +78,7 @@ class HubService {
   HubCounters& counters() { return counters_; }
   cache::Downloads& downloads() { return downloads_; }
   cache::Evictor& evictor() { return evictor_; }
+  MetadataStore& metadata() { return metadata_; }
 
   // Whether the Hub says anyone may read the repo (neither private nor gated); remembered for access_ttl,
   // and while the Hub cannot be asked, the last answer. Blocking.
@@ -144,6 +151,8 @@ class HubService {
   cache::Downloads& downloads_;
   cache::Evictor& evictor_;
   HubCounters counters_;
+  std::unique_ptr<MetadataStore> own_metadata_;  // unless shared
+  MetadataStore& metadata_;
 
   std::mutex mutex_;
   std::unordered_map<std::string, Memo> refs_;         // repo key + '\0' + rev -> commit

@@ -119,7 +119,8 @@ hub::HubService& Mirror::source_hub(const std::string& from) {
     config = std::make_unique<Config>(parts_.config);
     config->upstream = from;
     config->upstream_token.clear();
-    hub = std::make_unique<hub::HubService>(*config, parts_.index, *network_, parts_.downloads, parts_.evictor);
+    hub = std::make_unique<hub::HubService>(*config, parts_.index, *network_, parts_.downloads, parts_.evictor,
+                                            parts_.hub.metadata());
   }
   return *hub;
 }

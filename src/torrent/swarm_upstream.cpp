@@ -22,6 +22,7 @@
 
 #include "inferllama/metrics.hpp"
 #include "session_settings.hpp"
+#include "url.hpp"
 
 namespace inferllama::torrent {
 namespace {
@@ -139,7 +140,8 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
         RangeResult from_swarm = read_from_swarm(plan.torrent, first, last, sink);
         if (from_swarm.error.empty() || stopping_) return from_swarm;
         // Never worse than HTTP: this and every later range of the file go over HTTP.
-        spdlog::warn("parent swarm: {} (bytes {}-{} of {}); fetching over HTTP", from_swarm.error, first, last, url);
+        spdlog::warn("parent swarm: {} (bytes {}-{} of {}); fetching over HTTP", from_swarm.error, first, last,
+                     url::redact(url));
         ++fallbacks_;
         forget_swarm(url);
         RangeResult rest = over_http(url, headers, first + from_swarm.received, last, sink);
@@ -228,7 +230,7 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
 
     UpstreamResponse answer = http_.fetch(UpstreamRequest{"GET", torrent_url, headers, ""});
     if (answer.status != 200) {
-      spdlog::info("parent swarm: no torrent for {} (HTTP {}{}); fetching over HTTP", url, answer.status,
+      spdlog::info("parent swarm: no torrent for {} (HTTP {}{}); fetching over HTTP", url::redact(url), answer.status,
                    answer.error.empty() ? "" : ", " + answer.error);
       ++fallbacks_;
       return {};
@@ -238,7 +240,8 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
         lt::span<const char>(answer.body.data(), static_cast<std::ptrdiff_t>(answer.body.size())), ec, lt::from_span);
     if (ec || info->num_files() != 1 || static_cast<std::uint64_t>(info->total_size()) != *size ||
         !info->info_hashes().has_v1()) {
-      spdlog::warn("parent swarm: the torrent of {} does not describe its {} bytes; fetching over HTTP", url, *size);
+      spdlog::warn("parent swarm: the torrent of {} does not describe its {} bytes; fetching over HTTP",
+                   url::redact(url), *size);
       ++fallbacks_;
       return {};
     }

@@ -1,5 +1,8 @@
 #include "url.hpp"
 
+#include <algorithm>
+#include <cctype>
+
 namespace inferllama::url {
 namespace {
 int hex_value(char c) {
@@ -75,6 +78,53 @@ std::string_view host_of(std::string_view url) {
   rest = rest.substr(0, rest.find_first_of("/?#"));
   if (rest.starts_with('[')) return rest.substr(0, rest.find(']') + 1);
   return rest.substr(0, rest.find(':'));
+}
+
+std::optional<std::string> http_origin(std::string_view url) {
+  const auto scheme_end = url.find("://");
+  if (scheme_end == std::string_view::npos) return std::nullopt;
+  std::string scheme(url.substr(0, scheme_end));
+  for (char& c : scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (scheme != "http" && scheme != "https") return std::nullopt;
+  std::string_view authority = url.substr(scheme_end + 3);
+  authority = authority.substr(0, authority.find_first_of("/?#"));
+  if (authority.empty() || authority.find('@') != std::string_view::npos) return std::nullopt;
+  std::string_view host = authority;
+  std::string_view port;
+  if (authority.starts_with('[')) {
+    const auto close = authority.find(']');
+    if (close == std::string_view::npos) return std::nullopt;
+    host = authority.substr(0, close + 1);
+    std::string_view rest = authority.substr(close + 1);
+    if (!rest.empty()) {
+      if (!rest.starts_with(':')) return std::nullopt;
+      port = rest.substr(1);
+    }
+  } else if (auto colon = authority.find(':'); colon != std::string_view::npos) {
+    host = authority.substr(0, colon);
+    port = authority.substr(colon + 1);
+  }
+  if (host.empty() || !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  if (port.empty()) port = scheme == "https" ? "443" : "80";
+  while (port.size() > 1 && port.front() == '0') port.remove_prefix(1);
+  std::string origin = scheme + "://";
+  for (char c : host) origin.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  origin += ':';
+  origin += port;
+  return origin;
+}
+
+std::string redact(std::string_view url) {
+  std::string_view kept = url.substr(0, url.find_first_of("?#"));
+  const auto scheme_end = kept.find("://");
+  if (scheme_end == std::string_view::npos) return std::string(kept);
+  const auto authority_start = scheme_end + 3;
+  const auto authority_end = std::min(kept.size(), kept.find('/', authority_start));
+  const auto at = kept.substr(0, authority_end).rfind('@');
+  if (at == std::string_view::npos || at < authority_start) return std::string(kept);
+  return std::string(kept.substr(0, authority_start)) + std::string(kept.substr(at + 1));
 }
 
 bool is_safe_relative_path(std::string_view path) {

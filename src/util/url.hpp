@@ -18,6 +18,15 @@ QueryList parse_query(std::string_view query);  // form-encoded pairs, decoded; 
 // The host of "scheme://host[:port]/...", without the port; an IPv6 host keeps its brackets ("[::1]").
 std::string_view host_of(std::string_view url);
 
+// The origin of an absolute http(s) URL, "scheme://host:port" in lower case with the scheme's default
+// port filled in; nullopt for any other scheme, a relative URL, or one with user info ("user@host").
+// Credentials are attached per origin: two URLs share them only when their origins are equal.
+std::optional<std::string> http_origin(std::string_view url);
+
+// The URL without its query, fragment or user info, for logs: a signed CDN URL carries its credential
+// in the query.
+std::string redact(std::string_view url);
+
 // Splits a request target into its path and query (without the '?').
 std::pair<std::string_view, std::string_view> split_target(std::string_view target);
 

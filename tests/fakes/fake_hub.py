@@ -411,6 +411,58 @@ class Faults:
             return [dict(f) for f in self.items]
 
 
+# --------------------------------------------------------------------------
+# Hostile switches: an upstream that lies about where the bytes are, or never stops talking.
+# Set with POST /_fake/hostile {...} (GET shows them), cleared by POST /_fake/reset.
+#
+#   lfs_locations  list: where successive LFS resolve answers (HEAD or GET) redirect; the last one
+#                  repeats. "cdn" is the usual signed CDN URL (another origin); "hub-expired" is
+#                  /_fake/hostile/expired/<sha> on the Hub origin, answering 403 like an expired signed
+#                  URL (the node then asks the Hub again); "hub-redirect" is
+#                  /_fake/hostile/redirect/<sha> on the Hub origin, answering 302 to `redirect_to`;
+#                  anything with "://" is sent as it is (ftp://..., file:///...).
+#   redirect_to    where /_fake/hostile/redirect/<sha> points: "cdn" (default) or a literal URL.
+#   endless_info   true: revision info answers stream JSON padding until the client hangs up.
+#
+# Counted in stats: hostile_hub_authorization (Authorization headers the Hub origin's hostile paths
+# received, which is the upstream's own origin); the CDN counts its own in cdn_authorization_headers.
+# --------------------------------------------------------------------------
+
+class Hostile:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.lfs_locations: list[str] = []
+            self.redirect_to = "cdn"
+            self.endless_info = False
+            self.hub_authorization = 0
+
+    def replace(self, raw: dict) -> None:
+        if not isinstance(raw, dict):
+            raise ValueError("expected an object of hostile switches")
+        locations = raw.get("lfs_locations", [])
+        if not isinstance(locations, list) or not all(isinstance(x, str) for x in locations):
+            raise ValueError("lfs_locations must be a list of strings")
+        with self.lock:
+            self.lfs_locations = list(locations)
+            self.redirect_to = str(raw.get("redirect_to", "cdn"))
+            self.endless_info = bool(raw.get("endless_info", False))
+
+    def next_lfs_location(self) -> str | None:
+        with self.lock:
+            if not self.lfs_locations:
+                return None
+            return self.lfs_locations.pop(0) if len(self.lfs_locations) > 1 else self.lfs_locations[0]
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {"lfs_locations": list(self.lfs_locations), "redirect_to": self.redirect_to,
+                    "endless_info": self.endless_info, "hub_authorization": self.hub_authorization}
+
+
 def corrupt_offset(fault: dict, size: int) -> int:
     return fault.get("offset", size // 2)
 
@@ -507,6 +559,7 @@ class FakeHub:
         self.stats = Stats()
         self.faults = Faults()
         self.lies = Lies()
+        self.hostile = Hostile()
         self.hub_port = 0
         self.cdn_port = 0
         self.stop_event = threading.Event()
@@ -1064,6 +1117,8 @@ class HubHandler(BaseHandler):
         return d
 
     def api_info(self, route: Route, repo: Repo, rev: Revision, q: dict, body: bytes, method: str) -> None:
+        if self.hub.hostile.endless_info:
+            return self.send_endless_json(method)
         blobs = truthy((q.get("blobs") or [None])[-1])
         siblings = []
         for path, f in sorted(rev.files.items()):
@@ -1200,7 +1255,7 @@ class HubHandler(BaseHandler):
                 info = {"hash": f.xet_hash, "refreshUrl": hub.hub_url + refresh,
                         "reconstructionUrl": reconstruction, "etag": f.sha256, "size": f.size}
                 return self.send(200, json.dumps(info).encode(), headers, method, XET_FILEINFO)
-            location = hub.signed_blob_url(f.sha256)
+            location = self.hostile_location(f.sha256) or hub.signed_blob_url(f.sha256)
             text = f"Found. Redirecting to {location}".encode()
             return self.send(302, text, headers + [("Location", location)], method,
                              "text/plain; charset=utf-8")
@@ -1248,6 +1303,57 @@ class HubHandler(BaseHandler):
         self.serve_content(body, headers, method, None, 0,
                            lambda n: hub.stats.add("hub_file_bytes", body.git_sha1, n), endless)
 
+    # -- hostile switches (see Hostile) ---------------------------------------
+
+    def hostile_location(self, sha: str) -> str | None:
+        kind = self.hub.hostile.next_lfs_location()
+        if kind is None or kind == "cdn":
+            return None
+        if kind == "hub-expired":
+            return f"/_fake/hostile/expired/{sha}"
+        if kind == "hub-redirect":
+            return f"/_fake/hostile/redirect/{sha}"
+        return kind  # a literal Location, e.g. ftp:// or file://
+
+    def hostile_control(self, method: str, action: str, body: bytes) -> None:
+        hub = self.hub
+        if action == "hostile":
+            if method == "POST":
+                try:
+                    hub.hostile.replace(json.loads(body or b"{}"))
+                except (ValueError, TypeError) as exc:
+                    return self.send_json(400, {"error": str(exc)})
+            return self.send_json(200, hub.hostile.snapshot(), method=method)
+        if self.headers.get("Authorization") is not None:
+            with hub.hostile.lock:
+                hub.hostile.hub_authorization += 1
+        kind, _, sha = action[len("hostile/"):].partition("/")
+        if kind == "expired":
+            return self.send(403, b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+                             method=method, content_type="application/xml")
+        if kind == "redirect" and sha in hub.blobs:
+            target = hub.hostile.redirect_to
+            location = hub.signed_blob_url(sha) if target == "cdn" else target
+            return self.send(302, b"", [("Location", location)], method, content_type=None)
+        return self.send_json(404, {"error": f"unknown hostile path {action}"}, method=method)
+
+    def send_endless_json(self, method: str) -> None:
+        """A JSON answer that never ends (no length, closed only when the client hangs up)."""
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if method == "HEAD":
+            return
+        pad = b" " * MIB
+        try:
+            self.wfile.write(b'{"sha": "')
+            while not self.hub.stop_event.is_set():
+                self.wfile.write(pad)
+        except OSError:
+            pass
+
     # -- control API --------------------------------------------------------
 
     def control(self, method: str, raw_path: str, body: bytes) -> None:
@@ -1268,10 +1374,13 @@ class HubHandler(BaseHandler):
             return self.send_json(200, hub.lies.snapshot())
         if method in ("GET", "HEAD") and action == "manifest":
             return self.send_json(200, hub.manifest(), method=method)
+        if action == "hostile" or action.startswith("hostile/"):
+            return self.hostile_control(method, action, body)
         if method == "POST" and action == "reset":
             hub.stats.reset()
             hub.faults.replace([])
             hub.lies.replace([])
+            hub.hostile.reset()
             return self.send_json(200, {"ok": True})
         if method == "POST" and action == "faults":
             try:

@@ -83,7 +83,7 @@ TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
 
 TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
   const auto keys = config_keys();
-  ASSERT_EQ(keys.size(), 57u);
+  ASSERT_EQ(keys.size(), 58u);
   for (const ConfigKey& k : keys) {
     std::string flag = "--" + std::string(k.name);
     std::replace(flag.begin(), flag.end(), '_', '-');
@@ -152,6 +152,8 @@ std::vector<PrecedenceCase> precedence_cases() {
        [](const Config& c) { return c.tls_key.string(); }},
       {"max_disk", "\"1GiB\"", "2048", "3KiB", "1073741824", "2048", "3072", "0",
        [n](const Config& c) { return n(c.max_disk); }},
+      {"metadata_budget", "\"1GiB\"", "2048", "3KiB", "1073741824", "2048", "3072", "268435456",
+       [n](const Config& c) { return n(c.metadata_budget); }},
       {"idle_timeout", "\"20s\"", "10", "1m", "20", "10", "60", "60",
        [n](const Config& c) { return n(c.idle_timeout.count()); }},
       {"max_connections", "10", "20", "30", "10", "20", "30", "10000",
