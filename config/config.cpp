@@ -982,12 +982,14 @@ std::chrono::milliseconds parse_duration(std::string_view text) {
 }
 
 std::string read_secret_file(const std::filesystem::path& path, std::string_view key) {
-  constexpr std::size_t kMaxSecret = 64 * 1024;  // a secret, not a stream (/dev/zero ends here too)
+  constexpr std::size_t kMaxSecret = 64 * 1024;  // a secret, not a data file
   auto fail = [&](const std::string& why) {
     return ConfigError("invalid " + std::string(key) + ": " + path.string() + " " + why);
   };
+  // A regular file only: a FIFO or a device could block start-up or never end.
   std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) throw fail("is a directory");
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec))
+    throw fail("is not a regular file");
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     const int err = errno;

@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 import tempfile
 import unittest
 
 from accounts import ADMIN_KEY, add_user, admin
-from harness import FakeHub, Node
+from harness import BINARY, FakeHub, Node, clean_env
 
 
 def open_to_others(root: str) -> list[str]:
@@ -50,6 +51,16 @@ class SecretFilesTest(unittest.TestCase):
             self.assertEqual(admin(node, "GET", "users", key="wrong-admin-key-0123456")[0], 401)
             with open(f"/proc/{node.proc.pid}/cmdline", "rb") as f:
                 self.assertNotIn(ADMIN_KEY.encode(), f.read(), "the key is in no argument")
+            # The CLI takes the key from a file too, and refuses it given both ways.
+            def cli(*args):
+                return subprocess.run([BINARY, "user", "list", "--node", node.url, *args], capture_output=True,
+                                      text=True, timeout=60, env=clean_env())
+            listed = cli("--admin-key-file", self.key_file)
+            self.assertEqual(listed.returncode, 0, listed.stderr)
+            self.assertIn("alice", listed.stdout)
+            both = cli("--admin-key-file", self.key_file, "--admin-key", ADMIN_KEY)
+            self.assertEqual(both.returncode, 2, both.stderr)
+            self.assertIn("one way", both.stderr)
             self.assertEqual(stat.S_IMODE(os.stat(data_dir).st_mode), 0o700)
             index = os.path.join(data_dir, "index")
             self.assertTrue(os.listdir(index))

@@ -416,7 +416,9 @@ TEST_F(ConfigTest, SecretFilesThatCannotServeAreErrorsNamingTheirKey) {
     s.flags[key] = write("\n", "empty").string();
     expect_error(s, {key, "is empty"});
     s.flags[key] = dir_.string();
-    expect_error(s, {key, "is a directory"});
+    expect_error(s, {key, "is not a regular file"});
+    s.flags[key] = "/dev/zero";
+    expect_error(s, {key, "is not a regular file"});
     s.flags[key] = write(std::string(70000, 'k'), "huge").string();
     expect_error(s, {key, "larger than 64KiB"});
   }
