@@ -1,5 +1,10 @@
 # Build and run an InferLlama node as a non-root user. The image needs only the runtime libraries.
 #   docker build -t inferllama . && docker run -p 8080:8080 -v inferllama-data:/data inferllama
+# Secrets go in files, never in flags or -e values (docker inspect shows those), e.g. an admin key:
+#   docker run ... -v /etc/inferllama/admin_key:/run/secrets/admin_key:ro \
+#     -e INFERLLAMA_ADMIN_KEY_FILE=/run/secrets/admin_key inferllama
+# (likewise INFERLLAMA_UPSTREAM_TOKEN_FILE and INFERLLAMA_RATELIMIT_BACKEND_PASSWORD_FILE; compose and swarm
+# secrets are mounted under /run/secrets/ the same way).
 FROM debian:12 AS build
 WORKDIR /src
 COPY . .

@@ -110,10 +110,13 @@ def main() -> None:
         def node():
             udp, tcp = free_port(), free_port()
             data = tempfile.mkdtemp(dir=work)
+            # Every benchmark peer is 127.0.0.1 on its own port: lift the per-address cap (opentracker has
+            # none) so both trackers hold the same swarms.
             return Server("node", [common.harness.BINARY, "serve", "--listen", f"127.0.0.1:{tcp}",
                                    "--tracker-udp", f"127.0.0.1:{udp}", "--tracker-open", "--io-threads", "1",
                                    "--worker-threads", "1", "--bt-listen", "", "--offline", "--data-dir", data,
-                                   "--log-level", "warn", "--tracker-numwant", "50"], udp, tcp)
+                                   "--log-level", "warn", "--tracker-numwant", "50",
+                                   "--tracker-max-peers-per-address", "65535"], udp, tcp)
 
         def opentracker():
             port = free_port()

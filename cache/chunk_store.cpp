@@ -9,6 +9,12 @@
 namespace inferllama {
 namespace fs = std::filesystem;
 
+unsigned make_private_dir(const fs::path& dir) {
+  if (!dir.parent_path().empty()) fs::create_directories(dir.parent_path());
+  if (fs::create_directory(dir)) fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace);
+  return static_cast<unsigned>(fs::status(dir).permissions() & (fs::perms::group_all | fs::perms::others_all));
+}
+
 ChunkStore::ChunkStore(fs::path data_dir)
     : root_(std::move(data_dir)), chunks_(root_ / "chunks"), staging_(root_ / "staging") {
   fs::create_directories(chunks_);

@@ -330,6 +330,11 @@ constexpr KeySpec kSpecs[] = {
        c.upstream_token = in.text();
      },
      true},
+    {{"upstream_token_file", "--upstream-token-file", "INFERLLAMA_UPSTREAM_TOKEN_FILE",
+      "File holding upstream_token (read at start; a trailing newline is ignored), so the token is in no "
+      "process's arguments or environment; not together with upstream_token",
+      ""},
+     [](Config& c, const Input& in) { c.upstream_token_file = in.text(); }},
     {{"public_url", "--public-url", "INFERLLAMA_PUBLIC_URL",
       "URL this node uses for itself in links (http:// or https://); empty = from the request's Host header", ""},
      [](Config& c, const Input& in) {
@@ -466,6 +471,22 @@ constexpr KeySpec kSpecs[] = {
     {{"tracker_open", "--tracker-open", "INFERLLAMA_TRACKER_OPEN",
       "Track any info-hash announced (default: only the node's own torrents)", "false", true},
      [](Config& c, const Input& in) { c.tracker_open = in.boolean(); }},
+    {{"tracker_max_peers_per_swarm", "--tracker-max-peers-per-swarm", "INFERLLAMA_TRACKER_MAX_PEERS_PER_SWARM",
+      "Peers the tracker keeps per swarm, 1..1000000; a new peer beyond it gets peers but is not stored", "5000"},
+     [](Config& c, const Input& in) { c.tracker_max_peers_per_swarm = static_cast<unsigned>(in.integer(1, 1000000)); }},
+    {{"tracker_max_peers_per_address", "--tracker-max-peers-per-address", "INFERLLAMA_TRACKER_MAX_PEERS_PER_ADDRESS",
+      "Peers the tracker keeps per swarm from one IPv4 address or IPv6 /64, 1..65535; beyond it a new peer gets "
+      "peers but is not stored",
+      "16"},
+     [](Config& c, const Input& in) { c.tracker_max_peers_per_address = static_cast<unsigned>(in.integer(1, 65535)); }},
+    {{"tracker_max_swarms", "--tracker-max-swarms", "INFERLLAMA_TRACKER_MAX_SWARMS",
+      "Swarms tracker_open tracks besides the node's own torrents (always tracked), 1..10000000; an announce "
+      "that would start another gets a failure reason",
+      "1000"},
+     [](Config& c, const Input& in) { c.tracker_max_swarms = static_cast<unsigned>(in.integer(1, 10000000)); }},
+    {{"tracker_full_scrape", "--tracker-full-scrape", "INFERLLAMA_TRACKER_FULL_SCRAPE",
+      "Answer a scrape without info_hash with every swarm tracked (off: a failure reason)", "false", true},
+     [](Config& c, const Input& in) { c.tracker_full_scrape = in.boolean(); }},
     {{"mirrors", "--mirrors", "INFERLLAMA_MIRRORS",
       "Snapshots kept in sync from mirror_from, comma-separated REPO[@REV] (datasets/NAME, spaces/NAME for "
       "other types; REV defaults to main)",
@@ -502,6 +523,9 @@ constexpr KeySpec kSpecs[] = {
       "node; a relative path is in the data directory; empty = none",
       "admin.sock"},
      [](Config& c, const Input& in) { c.admin_socket = in.text(); }},
+    {{"admin_key_file", "--admin-key-file", "INFERLLAMA_ADMIN_KEY_FILE",
+      "File holding admin_key (read at start; a trailing newline is ignored); not together with admin_key", ""},
+     [](Config& c, const Input& in) { c.admin_key_file = in.text(); }},
     {{"secret_key_file", "--secret-key-file", "INFERLLAMA_SECRET_KEY_FILE",
       "File with the key that seals users' Hub tokens at rest (created when missing); empty = DATA_DIR/secret.key", ""},
      [](Config& c, const Input& in) { c.secret_key_file = in.text(); }},
@@ -536,6 +560,12 @@ constexpr KeySpec kSpecs[] = {
        c.ratelimit_backend = backend;
      },
      true},
+    {{"ratelimit_backend_password_file", "--ratelimit-backend-password-file",
+      "INFERLLAMA_RATELIMIT_BACKEND_PASSWORD_FILE",
+      "File holding the Redis password (read at start; a trailing newline is ignored), for a ratelimit_backend "
+      "URL without one",
+      ""},
+     [](Config& c, const Input& in) { c.ratelimit_backend_password_file = in.text(); }},
     {{"ratelimit_fallback", "--ratelimit-fallback", "INFERLLAMA_RATELIMIT_FALLBACK",
       "While Redis cannot be asked: local (decide in this process) or refuse (answer 503)", "local"},
      [](Config& c, const Input& in) {
@@ -660,12 +690,53 @@ std::string suggestion(std::string_view unknown, Proj proj) {
 
 struct Applied {
   std::array<bool, kKeyCount> set{};
+  std::array<std::string, kKeyCount> origin{};  // of the value that counts
+  const std::string& origin_of(std::string_view key) const {
+    return origin[static_cast<std::size_t>(find_spec(key) - kSpecs)];
+  }
 };
 
 void apply(Config& c, Applied& applied, const KeySpec& spec, Input in) {
   in.secret = spec.secret;
   spec.apply(c, in);
-  applied.set[static_cast<std::size_t>(&spec - kSpecs)] = true;
+  const auto at = static_cast<std::size_t>(&spec - kSpecs);
+  applied.set[at] = true;
+  applied.origin[at] = in.origin;
+}
+
+// The secrets given as files: each is read once every source is applied, and checked as its key would be.
+void read_secret_files(Config& c, const Applied& applied) {
+  struct SecretFile {
+    std::string_view file_key;
+    std::string_view key;
+    const std::filesystem::path Config::*path;
+    const std::string Config::*value;
+  };
+  static constexpr SecretFile kFiles[] = {
+      {"admin_key_file", "admin_key", &Config::admin_key_file, &Config::admin_key},
+      {"upstream_token_file", "upstream_token", &Config::upstream_token_file, &Config::upstream_token}};
+  for (const SecretFile& f : kFiles) {
+    const std::filesystem::path& path = c.*f.path;
+    if (path.empty()) continue;
+    const std::string from = std::string(f.file_key) + " (from " + applied.origin_of(f.file_key) + ")";
+    const KeySpec* spec = find_spec(f.key);
+    if (!(c.*f.value).empty())
+      throw ConfigError("invalid " + from + ": " + std::string(f.key) + " is given too (from " +
+                        applied.origin_of(f.key) + "); give the secret one way");
+    Input in{f.file_key, applied.origin_of(f.file_key) + ", file " + path.string(), read_secret_file(path, from)};
+    in.secret = true;
+    spec->apply(c, in);
+  }
+  if (!c.ratelimit_backend_password_file.empty()) {
+    const std::string from =
+        "ratelimit_backend_password_file (from " + applied.origin_of("ratelimit_backend_password_file") + ")";
+    const std::string_view backend = c.ratelimit_backend;
+    const std::string_view authority = backend.substr(0, backend.find('/', std::string_view("redis://").size()));
+    if (backend.starts_with("redis://") && authority.find('@') != std::string_view::npos)
+      throw ConfigError("invalid " + from + ": ratelimit_backend carries a password too (from " +
+                        applied.origin_of("ratelimit_backend") + "); give the password one way");
+    c.ratelimit_backend_password = read_secret_file(c.ratelimit_backend_password_file, from);
+  }
 }
 
 // ---- TOML file ----------------------------------------------------------------------------------
@@ -946,6 +1017,30 @@ std::chrono::milliseconds parse_duration(std::string_view text) {
   return std::chrono::milliseconds(static_cast<std::int64_t>(total));
 }
 
+std::string read_secret_file(const std::filesystem::path& path, std::string_view key) {
+  constexpr std::size_t kMaxSecret = 64 * 1024;  // a secret, not a data file
+  auto fail = [&](const std::string& why) {
+    return ConfigError("invalid " + std::string(key) + ": " + path.string() + " " + why);
+  };
+  // A regular file only: a FIFO or a device could block start-up or never end.
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec))
+    throw fail("is not a regular file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int err = errno;
+    throw fail(std::string("cannot be read: ") + (err ? std::strerror(err) : "cannot open"));
+  }
+  std::string secret(kMaxSecret + 1, '\0');
+  in.read(secret.data(), static_cast<std::streamsize>(secret.size()));
+  if (in.bad()) throw fail("cannot be read: read error");
+  secret.resize(static_cast<std::size_t>(in.gcount()));
+  if (secret.size() > kMaxSecret) throw fail("is larger than 64KiB: not a secret");
+  while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
+  if (secret.empty()) throw fail("is empty");
+  return secret;
+}
+
 std::map<std::string, std::string> environment_map(char** envp) {
   std::map<std::string, std::string> out;
   if (!envp) return out;
@@ -1012,12 +1107,15 @@ Config load_config(const ConfigSources& sources) {
     apply(config, applied, *spec, Input{spec->key.name, "flag " + std::string(spec->key.flag), value});
   }
 
-  // 4. HF_TOKEN, only when upstream_token was not given anywhere.
+  // 4. HF_TOKEN, only when upstream_token was not given anywhere, nor as a file.
   const KeySpec* token = find_spec("upstream_token");
-  if (!applied.set[static_cast<std::size_t>(token - kSpecs)]) {
+  if (!applied.set[static_cast<std::size_t>(token - kSpecs)] && config.upstream_token_file.empty()) {
     if (auto it = sources.env.find("HF_TOKEN"); it != sources.env.end())
       apply(config, applied, *token, Input{token->key.name, "environment variable HF_TOKEN", it->second});
   }
+
+  // 5. Secrets kept in files.
+  read_secret_files(config, applied);
 
   // Settings that constrain each other.
   for (LimitPolicy* policy : {&config.limit_anonymous, &config.limit_default}) policy->token_bytes = config.token_size;

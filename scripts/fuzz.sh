@@ -11,7 +11,8 @@ if ! [[ "$seconds" =~ ^[0-9]+$ ]]; then
   echo "usage: $0 [SECONDS]" >&2
   exit 2
 fi
-targets=(fuzz_router fuzz_range fuzz_config fuzz_announce fuzz_udp_tracker fuzz_reply fuzz_metadata_query)
+# Every target in tests/fuzz (one fuzz_NAME.cpp each), so a new one cannot be left out.
+mapfile -t targets < <(cd tests/fuzz && ls fuzz_*.cpp | sed 's/\.cpp$//')
 build=build-fuzz
 jobs="${INFERLLAMA_JOBS:-2}"
 export CCACHE_DIR="${CCACHE_DIR:-$PWD/.ccache}"

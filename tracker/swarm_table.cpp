@@ -52,8 +52,11 @@ bool SwarmTable::Swarm::empty() const {
   return v4.seeders.empty() && v4.leechers.empty() && v6.seeders.empty() && v6.leechers.empty();
 }
 
-SwarmTable::SwarmTable(bool open, std::chrono::seconds bucket_length, const Clock& clock, const SipKey& key)
-    : open_(open), bucket_length_(std::max(bucket_length, std::chrono::seconds(1))), clock_(clock), key_(key) {
+SwarmTable::SwarmTable(bool open, const Limits& limits, std::chrono::seconds bucket_length, const Clock& clock,
+                       const SipKey& key)
+    : open_(open),
+      limits_(limits),
+      bucket_length_(std::max(bucket_length, std::chrono::seconds(1))), clock_(clock), key_(key) {
   shards_.reserve(kShards);
   for (std::size_t i = 0; i < kShards; ++i) shards_.push_back(std::make_unique<Shard>(&key_));
 }
@@ -86,12 +89,34 @@ void SwarmTable::expire(Swarm& swarm, std::uint64_t bucket) {
   swarm.swept_bucket = bucket;
 }
 
-SwarmTable::Swarm* SwarmTable::find(const InfoHash& hash, std::unique_lock<std::mutex>& lock, bool create) {
+bool SwarmTable::claim_open_swarm() {
+  std::size_t count = open_swarms_.load(std::memory_order_relaxed);
+  do {
+    if (count >= limits_.open_swarms) return false;
+  } while (!open_swarms_.compare_exchange_weak(count, count + 1, std::memory_order_relaxed));
+  return true;
+}
+
+bool SwarmTable::reclaim_once() {
+  const std::uint64_t mark = current_bucket() + 1;
+  std::uint64_t last = reclaimed_bucket_.load(std::memory_order_relaxed);
+  if (last >= mark || !reclaimed_bucket_.compare_exchange_strong(last, mark, std::memory_order_relaxed)) return false;
+  sweep();
+  return true;
+}
+
+SwarmTable::Swarm* SwarmTable::find(const InfoHash& hash, std::unique_lock<std::mutex>& lock, bool create,
+                                    bool& at_cap) {
+  at_cap = false;
   Shard* shard = &shard_of(hash);
   lock = std::unique_lock(shard->mutex);
   auto it = shard->swarms.find(hash);
   if (it == shard->swarms.end()) {
     if (!create || !open_) return nullptr;
+    if (!claim_open_swarm()) {
+      at_cap = true;
+      return nullptr;
+    }
     it = shard->swarms.try_emplace(hash).first;
     it->second.swept_bucket = current_bucket();
     return &it->second;
@@ -108,8 +133,26 @@ SwarmTable::Swarm* SwarmTable::find(const InfoHash& hash, std::unique_lock<std::
 }
 
 template <std::size_t N>
-void SwarmTable::update(PeerSet<N>& set, const std::array<std::uint8_t, N>& address, const PeerAnnounce& request,
-                        std::uint8_t seen, std::uint64_t& downloaded) {
+std::size_t SwarmTable::peers_of_address(const PeerSet<N>& set, const std::array<std::uint8_t, N>& address) {
+  // An IPv4 address, or an IPv6 /64: a prefix of the compact address, so its peers are adjacent.
+  constexpr std::size_t kPrefix = N == sizeof(Compact4) ? 4 : 8;
+  auto below = [](const Peer<N>& p, const std::array<std::uint8_t, N>& a) {
+    return std::memcmp(p.address.data(), a.data(), kPrefix) < 0;
+  };
+  auto above = [](const std::array<std::uint8_t, N>& a, const Peer<N>& p) {
+    return std::memcmp(a.data(), p.address.data(), kPrefix) < 0;
+  };
+  auto in = [&](const std::vector<Peer<N>>& peers) {
+    return static_cast<std::size_t>(std::upper_bound(peers.begin(), peers.end(), address, above) -
+                                    std::lower_bound(peers.begin(), peers.end(), address, below));
+  };
+  return in(set.seeders) + in(set.leechers);
+}
+
+template <std::size_t N>
+AnnounceOutcome::Unstored SwarmTable::update(PeerSet<N>& set, const std::array<std::uint8_t, N>& address,
+                                             const PeerAnnounce& request, std::uint8_t seen,
+                                             std::uint64_t& downloaded, const PeerLimits& limits) {
   auto locate = [&](std::vector<Peer<N>>& peers) {
     auto it = std::lower_bound(peers.begin(), peers.end(), address, address_less<Peer<N>, N>);
     return (it != peers.end() && it->address == address) ? it : peers.end();
@@ -120,7 +163,12 @@ void SwarmTable::update(PeerSet<N>& set, const std::array<std::uint8_t, N>& addr
   if (request.event == Event::stopped) {
     if (was_seeder) set.seeders.erase(as_seeder);
     if (as_leecher != set.leechers.end()) set.leechers.erase(as_leecher);
-    return;
+    return AnnounceOutcome::Unstored::no;
+  }
+  if (!was_seeder && as_leecher == set.leechers.end()) {
+    // A new peer: it takes a place only if the swarm and its address have one (peers already in stay).
+    if (limits.swarm_peers >= limits.per_swarm) return AnnounceOutcome::Unstored::swarm_full;
+    if (peers_of_address(set, address) >= limits.per_address) return AnnounceOutcome::Unstored::address_full;
   }
   auto& into = request.seeder ? set.seeders : set.leechers;
   if (request.seeder && as_leecher != set.leechers.end()) set.leechers.erase(as_leecher);
@@ -132,6 +180,7 @@ void SwarmTable::update(PeerSet<N>& set, const std::array<std::uint8_t, N>& addr
     into.insert(at, Peer<N>{address, seen});
   }
   if (request.event == Event::completed && !was_seeder) ++downloaded;
+  return AnnounceOutcome::Unstored::no;
 }
 
 template <std::size_t N>
@@ -182,9 +231,16 @@ AnnounceOutcome SwarmTable::announce(const PeerAnnounce& request, const PeerOutp
   AnnounceOutcome outcome;
   sweep_step();
   std::unique_lock<std::mutex> lock;
-  Swarm* swarm = find(request.hash, lock, request.event != Event::stopped);
+  const bool create = request.event != Event::stopped;
+  bool at_cap = false;
+  Swarm* swarm = find(request.hash, lock, create, at_cap);
+  if (at_cap) {
+    lock = {};
+    if (reclaim_once()) swarm = find(request.hash, lock, create, at_cap);
+  }
   if (!swarm) {
     // Open mode: a stopped peer of a swarm nobody tracks has nothing to leave.
+    if (at_cap) outcome.result = AnnounceOutcome::Result::too_many_swarms;
     if (!open_) outcome.result = AnnounceOutcome::Result::unknown_torrent;
     return outcome;
   }
@@ -194,12 +250,14 @@ AnnounceOutcome SwarmTable::announce(const PeerAnnounce& request, const PeerOutp
   const Endpoint& peer = request.peer;
   Compact4 self4{};
   Compact6 self6{};
+  const SwarmCounts before = swarm->counts();
+  const PeerLimits limits{before.seeders + before.leechers, limits_.peers_per_swarm, limits_.peers_per_address};
   if (peer.v6) {
     self6 = compact6(peer);
-    update(swarm->v6, self6, request, seen, swarm->downloaded);
+    outcome.unstored = update(swarm->v6, self6, request, seen, swarm->downloaded, limits);
   } else {
     self4 = compact4(peer);
-    update(swarm->v4, self4, request, seen, swarm->downloaded);
+    outcome.unstored = update(swarm->v4, self4, request, seen, swarm->downloaded, limits);
   }
   outcome.counts = swarm->counts();
   outcome.own = swarm->own;
@@ -224,7 +282,8 @@ AnnounceOutcome SwarmTable::announce(const PeerAnnounce& request, const PeerOutp
 
 std::optional<SwarmState> SwarmTable::state(const InfoHash& hash) {
   std::unique_lock<std::mutex> lock;
-  Swarm* swarm = find(hash, lock, false);
+  bool at_cap = false;
+  Swarm* swarm = find(hash, lock, false, at_cap);
   if (!swarm) return std::nullopt;
   expire(*swarm, current_bucket());
   return SwarmState{swarm->counts(), swarm->own};
@@ -237,6 +296,7 @@ void SwarmTable::add_own(const InfoHash& v1, const std::optional<InfoHash>& alia
     std::lock_guard lock(shard.mutex);
     auto [it, created] = shard.swarms.try_emplace(v1);
     if (created) it->second.swept_bucket = bucket;
+    if (!created && !it->second.own && !it->second.alias_of) open_swarms_.fetch_sub(1, std::memory_order_relaxed);
     it->second.own = true;
     it->second.alias_of.reset();
     if (alias && *alias != v1) it->second.alias = alias;
@@ -248,7 +308,10 @@ void SwarmTable::add_own(const InfoHash& v1, const std::optional<InfoHash>& alia
     Shard& shard = shard_of(*alias);
     std::lock_guard lock(shard.mutex);
     auto [it, created] = shard.swarms.try_emplace(*alias);
-    if (!created && !it->second.alias_of) moved = std::move(it->second);
+    if (!created && !it->second.alias_of) {
+      if (!it->second.own) open_swarms_.fetch_sub(1, std::memory_order_relaxed);
+      moved = std::move(it->second);
+    }
     it->second = Swarm{};
     it->second.alias_of = v1;
   }
@@ -274,7 +337,12 @@ void SwarmTable::remove_own(const InfoHash& v1) {
     alias = it->second.alias;
     it->second.own = false;
     it->second.alias.reset();
-    if (!open_) shard.swarms.erase(it);  // restricted: no longer tracked at all
+    if (!open_) {
+      shard.swarms.erase(it);  // restricted: no longer tracked at all
+    } else {
+      // Open mode keeps its peers as an open swarm (beyond the cap for a while: it goes when empty).
+      open_swarms_.fetch_add(1, std::memory_order_relaxed);
+    }
   }
   if (!alias) return;
   Shard& shard = shard_of(*alias);
@@ -289,7 +357,12 @@ void SwarmTable::sweep_shard(Shard& shard, std::uint64_t bucket) {
     Swarm& swarm = it->second;
     if (!swarm.alias_of) expire(swarm, bucket);
     // Open mode forgets swarms nobody is in; own swarms and aliases stay.
-    it = !swarm.alias_of && !swarm.own && swarm.empty() ? shard.swarms.erase(it) : std::next(it);
+    if (!swarm.alias_of && !swarm.own && swarm.empty()) {
+      it = shard.swarms.erase(it);
+      open_swarms_.fetch_sub(1, std::memory_order_relaxed);
+    } else {
+      ++it;
+    }
   }
 }
 

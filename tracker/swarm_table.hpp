@@ -10,6 +10,11 @@
 // expired peers the first time it is touched in a new bucket; swarms nobody touches are swept by the
 // announces passing by, one shard per announce until the table has been swept once in the bucket. So
 // no announce scans more than its own swarm and one shard.
+//
+// The table is bounded: a swarm holds at most Limits::peers_per_swarm peers and at most
+// Limits::peers_per_address of one address (an IPv4 address, or an IPv6 /64: its peers sit next to each
+// other in the sorted vectors); a new peer beyond either cap is not stored but still gets its peer list.
+// Open mode holds at most Limits::open_swarms swarms besides the node's own, which are always tracked.
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -44,8 +49,16 @@ struct PeerOutput {
   bool prefer_v6 = false;  // fill from the IPv6 peers first (the client came over IPv6)
 };
 
+struct Limits {
+  std::size_t peers_per_swarm = 5000;
+  std::size_t peers_per_address = 16;  // in one swarm
+  std::size_t open_swarms = 1000;      // open mode, the node's own torrents not counted
+};
+
 struct AnnounceOutcome {
-  enum class Result { ok, unknown_torrent } result = Result::ok;
+  enum class Result { ok, unknown_torrent, too_many_swarms } result = Result::ok;
+  // A new peer the swarm had no room for: answered with peers, not stored.
+  enum class Unstored { no, swarm_full, address_full } unstored = Unstored::no;
   SwarmCounts counts;          // the own seed not included
   bool own = false;            // one of the node's own torrents
   std::size_t v4 = 0, v6 = 0;  // peers written
@@ -61,12 +74,20 @@ struct TableTotals {
   std::uint64_t seeders = 0, leechers = 0;
 };
 
+// Unstored::swarm_full and address_full: the swarm's size and the announcing address's share of it.
+struct PeerLimits {
+  std::size_t swarm_peers;
+  std::size_t per_swarm;
+  std::size_t per_address;
+};
+
 class SwarmTable {
  public:
   static constexpr std::size_t kShards = 64;
   static constexpr std::uint64_t kLifetimeBuckets = 9;
 
-  SwarmTable(bool open, std::chrono::seconds bucket_length, const Clock& clock, const SipKey& key);
+  SwarmTable(bool open, const Limits& limits, std::chrono::seconds bucket_length, const Clock& clock,
+             const SipKey& key);
 
   AnnounceOutcome announce(const PeerAnnounce& request, const PeerOutput& out);
   // nullopt: not tracked (an unknown hash in restricted mode, or a swarm that does not exist yet).
@@ -80,6 +101,7 @@ class SwarmTable {
 
   void sweep();  // every shard, now
   TableTotals totals();
+  std::size_t open_swarms() const { return open_swarms_.load(std::memory_order_relaxed); }
 
  private:
   template <std::size_t N>
@@ -117,11 +139,19 @@ class SwarmTable {
   void sweep_step();  // the next shard of this bucket's pass, if any is left
   std::uint64_t current_bucket() const;
   void expire(Swarm& swarm, std::uint64_t bucket);
-  // The swarm `hash` names under `lock` (following an alias to its shard); null if none.
-  Swarm* find(const InfoHash& hash, std::unique_lock<std::mutex>& lock, bool create);
+  // The swarm `hash` names under `lock` (following an alias to its shard); null if none. With `create`
+  // (open mode), a missing swarm is made if the open-mode cap has room; `at_cap` says it had none.
+  Swarm* find(const InfoHash& hash, std::unique_lock<std::mutex>& lock, bool create, bool& at_cap);
+  bool claim_open_swarm();
+  // A full sweep, at most once per bucket: the swarm cap is reached, and swarms whose peers all expired
+  // may still hold slots. False if this bucket's was done already.
+  bool reclaim_once();
   template <std::size_t N>
-  static void update(PeerSet<N>& set, const std::array<std::uint8_t, N>& address, const PeerAnnounce& request,
-                     std::uint8_t seen, std::uint64_t& downloaded);
+  static AnnounceOutcome::Unstored update(PeerSet<N>& set, const std::array<std::uint8_t, N>& address,
+                                          const PeerAnnounce& request, std::uint8_t seen, std::uint64_t& downloaded,
+                                          const PeerLimits& limits);
+  template <std::size_t N>
+  static std::size_t peers_of_address(const PeerSet<N>& set, const std::array<std::uint8_t, N>& address);
   template <std::size_t N>
   static std::size_t select(const PeerSet<N>& set, bool for_seeder, const std::array<std::uint8_t, N>* self,
                             std::span<std::array<std::uint8_t, N>> out, std::size_t want);
@@ -129,11 +159,14 @@ class SwarmTable {
   static void merge(PeerSet<N>& into, PeerSet<N>& from);
 
   bool open_;
+  Limits limits_;
   std::chrono::seconds bucket_length_;
   const Clock& clock_;
   SipKey key_;
   std::vector<std::unique_ptr<Shard>> shards_;
   std::atomic<std::uint64_t> sweep_position_{0};  // bucket << 8 | the next shard to sweep in it
+  std::atomic<std::size_t> open_swarms_{0};       // swarms neither own nor aliases
+  std::atomic<std::uint64_t> reclaimed_bucket_{0};  // the bucket of the last full sweep at the cap, plus 1
 };
 
 Compact4 compact4(const Endpoint& e);

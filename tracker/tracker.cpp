@@ -25,9 +25,13 @@ constexpr std::size_t kUdpScrapeMax = 74;              // hashes per UDP scrape 
 enum class Transport { http, udp };
 enum class Outcome { ok, unknown_torrent, invalid };
 enum class UdpError { bad_connection_id, malformed, dropped };
+// What the table's bounds and the full-scrape switch turned away.
+enum class Refusal { swarm_full, address_full, too_many_swarms, full_scrape };
 constexpr const char* kTransportNames[] = {"http", "udp"};
 constexpr const char* kOutcomeNames[] = {"ok", "unknown_torrent", "invalid"};
 constexpr const char* kUdpErrorNames[] = {"bad_connection_id", "malformed", "dropped"};
+constexpr const char* kRefusalNames[] = {"swarm_full", "address_full", "too_many_swarms", "full_scrape"};
+constexpr std::string_view kTooManySwarms = "this tracker tracks too many swarms: try again later";
 
 class SteadyClock final : public Clock {
  public:
@@ -213,6 +217,10 @@ Settings Settings::from(const Config& config) {
   s.numwant = config.tracker_numwant;
   s.max_numwant = config.tracker_max_numwant;
   s.open = config.tracker_open;
+  s.max_peers_per_swarm = config.tracker_max_peers_per_swarm;
+  s.max_peers_per_address = config.tracker_max_peers_per_address;
+  s.max_swarms = config.tracker_max_swarms;
+  s.full_scrape = config.tracker_full_scrape;
   s.private_tracker = config.tracker_private;
   if (!config.bt_listen.empty()) {
     std::string host = config.bt_listen.substr(0, config.bt_listen.rfind(':'));
@@ -227,7 +235,11 @@ struct Tracker::Impl {
       : settings(settings),
         clock(clock),
         connection_key(random_key()),
-        table(settings.open, bucket_length(settings), clock, random_key()) {}
+        table(settings.open, limits(settings), bucket_length(settings), clock, random_key()) {}
+
+  static Limits limits(const Settings& s) {
+    return {std::max(s.max_peers_per_swarm, 1u), std::max(s.max_peers_per_address, 1u), s.max_swarms};
+  }
 
   static std::chrono::seconds bucket_length(const Settings& s) {
     return std::max(s.interval / 4, std::chrono::seconds(1));
@@ -235,6 +247,11 @@ struct Tracker::Impl {
 
   void count(std::atomic<std::uint64_t> (&family)[2][3], Transport t, Outcome o) {
     family[static_cast<int>(t)][static_cast<int>(o)].fetch_add(1, std::memory_order_relaxed);
+  }
+  void count(Refusal r) { refusals[static_cast<int>(r)].fetch_add(1, std::memory_order_relaxed); }
+  void count_unstored(AnnounceOutcome::Unstored u) {
+    if (u == AnnounceOutcome::Unstored::swarm_full) count(Refusal::swarm_full);
+    if (u == AnnounceOutcome::Unstored::address_full) count(Refusal::address_full);
   }
 
   // The node's own seed as a peer of a swarm the client reached on `local`; nullopt when it does not seed.
@@ -264,6 +281,8 @@ struct Tracker::Impl {
     s.fit(std::max(cap4, cap6));
     PeerOutput out{std::span(s.v4).first(cap4), std::span(s.v6).first(cap6), prefer_v6};
     AnnounceOutcome outcome = table.announce(request, out);
+    count_unstored(outcome.unstored);
+    if (outcome.result == AnnounceOutcome::Result::too_many_swarms) count(Refusal::too_many_swarms);
     if (!outcome.own) return outcome;
     auto own = own_seed(local);
     if (!own) return outcome;
@@ -307,6 +326,7 @@ struct Tracker::Impl {
   std::atomic<std::uint64_t> scrapes[2][3]{};
   std::atomic<std::uint64_t> udp_connects{0};
   std::atomic<std::uint64_t> udp_errors[3]{};
+  std::atomic<std::uint64_t> refusals[4]{};
 };
 
 void Tracker::Impl::http_announce(std::string_view query, const Endpoint& client, const Endpoint& local,
@@ -372,6 +392,11 @@ void Tracker::Impl::http_announce(std::string_view query, const Endpoint& client
     put_failure(body, "unknown torrent: this tracker serves only the node's own torrents");
     return;
   }
+  if (outcome.result == AnnounceOutcome::Result::too_many_swarms) {
+    count(announces, Transport::http, Outcome::invalid);
+    put_failure(body, kTooManySwarms);
+    return;
+  }
   count(announces, Transport::http, Outcome::ok);
   const SwarmCounts& c = outcome.counts;
   const Scratch& s = scratch();
@@ -416,6 +441,10 @@ void Tracker::Impl::http_scrape(std::string_view query, std::string& body) {
     if (!decode_exact(value, h.bytes)) invalid = "invalid info_hash";
     hashes.push_back(h);
   });
+  if (!invalid && hashes.empty() && !settings.full_scrape) {
+    invalid = "full scrape is disabled on this tracker: name each info_hash";
+    count(Refusal::full_scrape);
+  }
   if (invalid) {
     count(scrapes, Transport::http, Outcome::invalid);
     put_failure(body, invalid);
@@ -476,9 +505,15 @@ std::size_t Tracker::Impl::udp_datagram(std::span<const std::uint8_t> in, const 
     udp_errors[static_cast<int>(UdpError::malformed)].fetch_add(1, std::memory_order_relaxed);
     return udp_error(transaction, message, reply);
   };
+  // The source address of a datagram is unproven until it presents a connection id: nothing but a
+  // connect, whose 16-byte reply is no larger than the request, is answered before that. Any other
+  // reply would let a forged source turn the tracker into an amplifier.
   const std::int64_t now_epoch = epoch();
   if (action == 0) {
-    if (connection != kUdpProtocolId) return malformed("not a BEP 15 connect request");
+    if (connection != kUdpProtocolId) {
+      udp_errors[static_cast<int>(UdpError::malformed)].fetch_add(1, std::memory_order_relaxed);
+      return 0;
+    }
     udp_connects.fetch_add(1, std::memory_order_relaxed);
     std::uint8_t* p = write32(reply.data(), 0);
     p = write32(p, transaction);
@@ -489,7 +524,7 @@ std::size_t Tracker::Impl::udp_datagram(std::span<const std::uint8_t> in, const 
     udp_errors[static_cast<int>(UdpError::bad_connection_id)].fetch_add(1, std::memory_order_relaxed);
     if (action == 1) count(announces, Transport::udp, Outcome::invalid);
     if (action == 2) count(scrapes, Transport::udp, Outcome::invalid);
-    return udp_error(transaction, "bad connection id", reply);
+    return 0;
   }
   if (action == 1) {
     if (in.size() < 98) {
@@ -529,6 +564,10 @@ std::size_t Tracker::Impl::udp_datagram(std::span<const std::uint8_t> in, const 
     if (outcome.result == AnnounceOutcome::Result::unknown_torrent) {
       count(announces, Transport::udp, Outcome::unknown_torrent);
       return udp_error(transaction, "unknown torrent", reply);
+    }
+    if (outcome.result == AnnounceOutcome::Result::too_many_swarms) {
+      count(announces, Transport::udp, Outcome::invalid);
+      return udp_error(transaction, kTooManySwarms, reply);
     }
     count(announces, Transport::udp, Outcome::ok);
     std::uint8_t* p = write32(reply.data(), 1);
@@ -613,6 +652,11 @@ std::size_t Tracker::swarm_count() const {
   return impl_->table.totals().swarms;
 }
 
+std::size_t Tracker::peer_count() const {
+  const TableTotals totals = impl_->table.totals();
+  return static_cast<std::size_t>(totals.seeders + totals.leechers);
+}
+
 void Tracker::render_metrics(std::string& out) const {
   using metrics::write_header;
   using metrics::write_sample;
@@ -658,6 +702,16 @@ void Tracker::render_metrics(std::string& out) const {
     totals.leechers += c.leechers;
     if (is_own) own.push_back({h, t.with_own(SwarmState{c, true})});
   });
+  write_header(out, "inferllama_tracker_refusals_total", "counter",
+               "What the tracker's bounds turned away: new peers of a full swarm (swarm_full) or beyond their "
+               "address's share (address_full), both still answered; new swarms beyond tracker_max_swarms; full "
+               "scrapes while they are off");
+  for (int r = 0; r < 4; ++r)
+    write_sample(out, "inferllama_tracker_refusals_total", std::string("reason=\"") + kRefusalNames[r] + "\"",
+                 static_cast<double>(t.refusals[r].load()));
+  write_header(out, "inferllama_tracker_open_swarms", "gauge",
+               "Swarms of open mode (not the node's own torrents), bounded by tracker_max_swarms");
+  write_sample(out, "inferllama_tracker_open_swarms", "", static_cast<double>(t.table.open_swarms()));
   write_header(out, "inferllama_tracker_swarms", "gauge", "Swarms the tracker tracks");
   write_sample(out, "inferllama_tracker_swarms", "", static_cast<double>(totals.swarms));
   write_header(out, "inferllama_tracker_peers", "gauge", "Peers in all swarms (the node's own seed not included)");

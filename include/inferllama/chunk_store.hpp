@@ -8,6 +8,12 @@
 
 namespace inferllama {
 
+// The data directory holds the index (users' keys and passkeys, sealed Hub tokens) and the key that
+// seals them: it is the owner's only. Creates `dir` with mode 0700 when it is missing (its parents as
+// usual) and returns the permission bits group and others have on it (0: private). An existing
+// directory keeps the modes its operator gave it; the caller warns about open ones.
+unsigned make_private_dir(const std::filesystem::path& dir);
+
 // Chunks on disk, one file each at chunks/ab/cd/<sha256>: named by content, so a chunk shared by
 // several files or revisions is stored once, and a read is a sendfile from one file.
 class ChunkStore {

@@ -28,6 +28,7 @@ struct Config {
   std::filesystem::path data_dir = "./data";          // chunk store + RocksDB index; relative = as given
   std::string upstream = "https://huggingface.co";    // the Hub, or a parent node (no trailing slash)
   std::string upstream_token;                         // falls back to HF_TOKEN when unset everywhere
+  std::filesystem::path upstream_token_file;          // upstream_token read from this file; "" = none
   std::string public_url;                             // how the node names itself in links; empty = Host header
   std::string log_level = "info";                     // trace|debug|info|warn|error|critical|off
   std::uint64_t chunk_size = 4 * kMiB;                // power of two, 64 KiB .. 64 MiB
@@ -64,6 +65,10 @@ struct Config {
   unsigned tracker_numwant = 50;                   // peers per reply when the client asks for none
   unsigned tracker_max_numwant = 200;              // peers per reply at most
   bool tracker_open = false;                       // track any info-hash (false: only the node's own torrents)
+  unsigned tracker_max_peers_per_swarm = 5000;     // a new peer beyond it is answered but not stored
+  unsigned tracker_max_peers_per_address = 16;     // of one IPv4 address or IPv6 /64 in one swarm
+  unsigned tracker_max_swarms = 1000;              // open mode, the node's own torrents not counted
+  bool tracker_full_scrape = false;                // answer a scrape without info_hash with every swarm
   std::string mirrors;                             // "REPO[@REV],..." kept in sync from mirror_from; "" = none
   std::string mirror_from;                         // node to mirror from; "" = the upstream (when it is a node)
   std::chrono::seconds mirror_interval{300};       // how often mirrored branches are checked for a new commit
@@ -72,12 +77,15 @@ struct Config {
   bool require_auth = false;                         // refuse requests without a node key (401)
   std::string admin_key;                             // bearer of the admin API over TCP; "" = not served over TCP
   std::string admin_socket = "admin.sock";           // admin API's Unix socket; relative = in data_dir; "" = none
+  std::filesystem::path admin_key_file;              // admin_key read from this file; "" = none
   std::filesystem::path secret_key_file;             // key that seals users' Hub tokens; "" = data_dir/secret.key
   std::uint64_t token_size = kMiB;                   // bytes of file content per token
   LimitPolicy limit_anonymous;                       // callers without a node key, per address
   LimitPolicy limit_default;                         // node users without an override
   std::map<std::string, LimitPolicy> limit_users;    // user name -> override
   std::string ratelimit_backend = "local";           // "local", or "redis://[:password@]host[:port][/db]"
+  std::filesystem::path ratelimit_backend_password_file;  // the Redis password; "" = none (or in the URL)
+  std::string ratelimit_backend_password;                 // read from that file
   bool ratelimit_refuse_when_down = false;           // Redis unreachable: refuse (503) instead of deciding locally
   std::chrono::milliseconds ratelimit_timeout{200};  // wait for Redis at most this long per decision
   std::chrono::seconds usage_retention{90 * 86400};  // usage records older than this are deleted
@@ -117,6 +125,10 @@ Config load_config(const ConfigSources& sources);
 
 // Where the admin socket of `config` is (admin_socket, inside data_dir when relative); empty = none.
 std::filesystem::path admin_socket_path(const Config& config);
+
+// A secret kept in a file (admin_key_file, upstream_token_file, ...): its content without the trailing
+// newline. Throws ConfigError naming `key` when the file cannot be read or is empty.
+std::string read_secret_file(const std::filesystem::path& path, std::string_view key);
 
 // Parses a NULL-terminated "NAME=value" array (environ / main's envp). Entries without '=' are skipped;
 // for a duplicated NAME the first entry wins (as getenv). A null envp gives an empty map.

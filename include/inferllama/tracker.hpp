@@ -54,6 +54,14 @@ struct Settings {
   unsigned numwant = 50;
   unsigned max_numwant = 200;
   bool open = false;  // track any info-hash; otherwise only the node's own torrents
+  // Bounds of the swarm table. A new peer beyond a swarm's cap, or beyond its address's share of the
+  // swarm (an IPv4 address, or an IPv6 /64), is answered with peers but not stored; a new swarm beyond
+  // max_swarms (open mode; the node's own torrents are always tracked) gets a failure reason.
+  unsigned max_peers_per_swarm = 5000;
+  unsigned max_peers_per_address = 16;
+  unsigned max_swarms = 1000;
+  // A scrape without info_hash lists every swarm: off, it gets a failure reason.
+  bool full_scrape = false;
   // Announces need a user's passkey, which only the HTTP announce path carries: UDP announces are refused.
   bool private_tracker = false;
   // Where the node's own seed listens when that is a specific address (bt_listen's host); otherwise the
@@ -104,6 +112,7 @@ class Tracker {
   // Scrape counts of one swarm (nullopt if it is not tracked), for tests and the admin view.
   std::optional<SwarmCounts> counts(const InfoHash& hash) const;
   std::size_t swarm_count() const;
+  std::size_t peer_count() const;  // seeders and leechers of every swarm, the node's own seed not included
 
   // Appends the tracker's metric families (Prometheus text format).
   void render_metrics(std::string& out) const;

@@ -1,5 +1,6 @@
 #include "accounts.hpp"
 
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -61,6 +62,7 @@ usage::ApiAnswer answer_locally(const AccountCommands::Call& call, const Config&
   spdlog::set_default_logger(spdlog::stderr_color_mt("inferllama"));
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   std::unique_ptr<Index> index;
+  ::umask(077);  // an index this command creates holds keys: the owner's only, as the node's
   try {
     index = open_rocksdb_index(config.data_dir / "index");
   } catch (const std::runtime_error& e) {
@@ -171,6 +173,11 @@ CLI::App* AccountCommands::add(CLI::App& parent, const std::string& name, const 
       ->add_option("--admin-key", target_.admin_key,
                    "The node's admin key, with --node (for `usage`, a user's own node key shows their own usage)")
       ->envname("INFERLLAMA_ADMIN_KEY");
+  command
+      ->add_option("--admin-key-file", target_.admin_key_file,
+                   "File holding the node's admin key (a trailing newline is ignored), with --node: keeps the key "
+                   "out of the process list")
+      ->envname("INFERLLAMA_ADMIN_KEY_FILE");
   command->add_option("--data-dir", target_.data_dir, "Data directory [default: ./data] (env INFERLLAMA_DATA_DIR)");
   command->add_option("--config", target_.config_file, "TOML configuration file (env INFERLLAMA_CONFIG)");
   return command;
@@ -316,7 +323,14 @@ std::optional<int> AccountCommands::run() {
   std::variant<usage::ApiAnswer, std::string> answer;
   bool over_http = true;
   if (!target_.node.empty()) {
-    answer = answer_remotely(call, NodeTarget::over_tcp(target_.node, target_.admin_key));
+    if (!target_.admin_key.empty() && !target_.admin_key_file.empty()) {
+      std::fprintf(stderr, "inferllama: give the admin key one way: --admin-key or --admin-key-file\n");
+      return 2;
+    }
+    const std::string admin_key = target_.admin_key_file.empty()
+                                      ? target_.admin_key
+                                      : read_secret_file(target_.admin_key_file, "--admin-key-file");
+    answer = answer_remotely(call, NodeTarget::over_tcp(target_.node, admin_key));
   } else {
     const Config config = config_beside(target_.data_dir, target_.config_file);
     const std::string socket = admin_socket_beside(config);

@@ -41,6 +41,7 @@ class AccountCommands {
   struct Target {
     std::string node;  // base URL; "" = the data directory
     std::string admin_key;
+    std::string admin_key_file;  // the admin key, kept out of argv
     std::string data_dir;
     std::string config_file;
   };

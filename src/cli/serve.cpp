@@ -1,6 +1,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
@@ -50,10 +51,16 @@ int serve(const Config& config) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("inferllama"));
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   raise_fd_limit();
+  // Everything the node creates is its own only: the index holds users' keys and passkeys.
+  ::umask(077);
   // sendfile(2) to a client that reset its connection raises SIGPIPE: a client must never stop the node
   // (the write fails with EPIPE instead, and that response ends).
   std::signal(SIGPIPE, SIG_IGN);
-  std::filesystem::create_directories(config.data_dir);
+  if (const unsigned open_bits = make_private_dir(config.data_dir)) {
+    spdlog::warn("the data directory {} is open to others (group/other mode bits {:03o}) and holds users' keys: "
+                 "chmod 700 it (the node leaves its modes as they are)",
+                 config.data_dir.string(), open_bits);
+  }
 
   ChunkStore store(config.data_dir);
   auto index = open_rocksdb_index(config.data_dir / "index");
@@ -103,6 +110,7 @@ int serve(const Config& config) {
     } catch (const std::invalid_argument& e) {
       throw ConfigError(std::string("invalid ratelimit_backend: ") + e.what());
     }
+    if (!config.ratelimit_backend_password.empty()) redis.password = config.ratelimit_backend_password;
     redis.timeout = config.ratelimit_timeout;
     redis.refuse_when_down = config.ratelimit_refuse_when_down;
     spdlog::info("rate limits are shared through Redis at {}:{}", redis.host, redis.port);

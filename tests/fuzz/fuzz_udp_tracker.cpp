@@ -1,8 +1,9 @@
 // libFuzzer target: the tracker's BEP 15 side (Tracker::udp_datagram). Input byte 0 picks the client
 // (IPv4 or IPv6) and whether the datagram's first 8 bytes are replaced by a valid connection id (so the
 // announce and scrape parsers are reached); the rest is the datagram. A reply never exceeds its buffer,
-// an answered datagram had at least 16 bytes, and every reply starts with a known action and the
-// request's transaction id.
+// an answered datagram had at least 16 bytes, every reply starts with a known action and the
+// request's transaction id, and without a valid connection id no reply is larger than its request
+// (no amplification towards a forged source).
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -33,6 +34,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   FUZZ_CHECK(n <= reply.size(), "reply of %zu bytes", n);
   if (n == 0) return 0;
   FUZZ_CHECK(datagram.size() >= 16, "a %zu-byte datagram was answered", datagram.size());
+  FUZZ_CHECK((mode & 2) || n <= datagram.size(), "%zu bytes answer %zu from an unproven source", n,
+             datagram.size());
   FUZZ_CHECK(n >= 8 && reply[0] == 0 && reply[1] == 0 && reply[2] == 0 && reply[3] <= 3, "unknown reply action");
   FUZZ_CHECK(std::memcmp(reply.data() + 4, datagram.data() + 12, 4) == 0, "transaction id not echoed");
   if (mode & 4) tracker.sweep();

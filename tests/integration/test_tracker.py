@@ -1,5 +1,6 @@
 """The node's BitTorrent tracker over real sockets: HTTP announce/scrape through the node's listener and
-BEP 15 over UDP (connect, announce, scrape, bad connection ids, short and malformed packets, IPv6)."""
+BEP 15 over UDP (connect, announce, scrape, bad connection ids, short and malformed packets, IPv6), and its
+bounds under a flood of peers, addresses and info-hashes."""
 from __future__ import annotations
 
 import os
@@ -59,9 +60,11 @@ def announce_query(info_hash: bytes, port: int, **extra) -> str:
 class UdpClient:
     """One BEP 15 client socket."""
 
-    def __init__(self, host: str, port: int, family=socket.AF_INET):
+    def __init__(self, host: str, port: int, family=socket.AF_INET, source: str | None = None):
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.settimeout(3)
+        if source:
+            self.sock.bind((source, 0))  # another loopback address: another peer address
         self.sock.connect((host, port))
 
     def close(self):
@@ -100,7 +103,7 @@ class OpenTrackerTest(unittest.TestCase):
     def setUpClass(cls):
         cls.hub = FakeHub().start()
         cls.node = Node(cls.hub.url, None, "--tracker-open", "--tracker-udp", "127.0.0.1:0",
-                        "--tracker-numwant", "30").start()
+                        "--tracker-numwant", "30", "--tracker-full-scrape").start()
         cls.udp_port = cls.node.udp_tracker_port
         assert cls.udp_port, "the node printed no tracker line"
 
@@ -196,7 +199,8 @@ class OpenTrackerTest(unittest.TestCase):
         c = UdpClient("127.0.0.1", self.udp_port)
         try:
             h = os.urandom(20)
-            self.assertEqual(error_message(c.ask(UdpClient.announce_packet(12345, h, 1))), "bad connection id")
+            # A bad connection id gets no answer at all: the source address is unproven (no amplification).
+            self.assertIsNone(c.ask(UdpClient.announce_packet(12345, h, 1), timeout=0.3))
             for n in (0, 1, 8, 15):
                 self.assertIsNone(c.ask(os.urandom(n), timeout=0.3), f"{n} bytes answered")
             cid = c.connect()
@@ -204,7 +208,7 @@ class OpenTrackerTest(unittest.TestCase):
             self.assertEqual(error_message(c.ask(UdpClient.announce_packet(cid, h, 0))), "invalid port")
             self.assertEqual(error_message(c.ask(UdpClient.announce_packet(cid, h, 1, event=77))), "invalid event")
             self.assertEqual(error_message(c.ask(struct.pack(">QII", cid, 5, 1))), "unknown action")
-            self.assertEqual(error_message(c.ask(struct.pack(">QII", 1, 0, 1))), "not a BEP 15 connect request")
+            self.assertIsNone(c.ask(struct.pack(">QII", 1, 0, 1) + bytes(100), timeout=0.3), "not a connect")
             # Still serving afterwards.
             self.assertEqual(struct.unpack(">I", c.ask(UdpClient.announce_packet(cid, h, 1))[:4])[0], 1)
         finally:
@@ -213,7 +217,7 @@ class OpenTrackerTest(unittest.TestCase):
     def test_metrics(self):
         c = UdpClient("127.0.0.1", self.udp_port)
         try:
-            c.ask(UdpClient.announce_packet(1, os.urandom(20), 1))
+            self.assertIsNone(c.ask(UdpClient.announce_packet(1, os.urandom(20), 1), timeout=0.3))
         finally:
             c.close()
         self.http(announce_query(os.urandom(20), 1))
@@ -232,7 +236,7 @@ class RestrictedTrackerTest(unittest.TestCase):
             status, _, body = node.request("GET", announce_query(h, 1))
             self.assertEqual(status, 200)
             self.assertIn(b"unknown torrent", bdecode(body)[b"failure reason"])
-            self.assertEqual(bdecode(node.request("GET", "/scrape")[2]), {b"files": {}})
+            self.assertIn(b"full scrape is disabled", bdecode(node.request("GET", "/scrape")[2])[b"failure reason"])
             c = UdpClient("127.0.0.1", node.udp_tracker_port)
             try:
                 self.assertEqual(error_message(c.ask(UdpClient.announce_packet(c.connect(), h, 1))), "unknown torrent")
@@ -243,6 +247,94 @@ class RestrictedTrackerTest(unittest.TestCase):
         with FakeHub() as hub, Node(hub.url, None, "--tracker-udp", "") as node:
             self.assertIsNone(node.udp_tracker_port)
             self.assertEqual(node.request("GET", "/healthz")[0], 200)
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+class BoundedTrackerTest(unittest.TestCase):
+    """Open mode under a flood: distinct info-hashes, addresses (127.0.0.0/8 is all loopback) and ports."""
+    SWARMS, PER_SWARM, PER_ADDRESS = 100, 50, 4
+
+    def test_a_flood_stays_under_the_bounds(self):
+        with FakeHub() as hub, Node(hub.url, None, "--tracker-open",
+                                    "--tracker-max-swarms", str(self.SWARMS),
+                                    "--tracker-max-peers-per-swarm", str(self.PER_SWARM),
+                                    "--tracker-max-peers-per-address", str(self.PER_ADDRESS)) as node:
+            port = node.udp_tracker_port
+            c = UdpClient("127.0.0.1", port)
+            clients = [c]
+            try:
+                cid = c.connect()
+                rss_before = rss_bytes(node.proc.pid)
+                # 1. Many swarms: the first SWARMS are tracked, every later one gets an error.
+                answered = refused = 0
+                for _ in range(20000):
+                    reply = c.ask(UdpClient.announce_packet(cid, os.urandom(20), 6881))
+                    action = struct.unpack(">I", reply[:4])[0]
+                    answered += action == 1
+                    refused += action == 3 and "too many swarms" in error_message(reply)
+                self.assertEqual((answered, refused), (self.SWARMS, 20000 - self.SWARMS))
+                status, _, body = node.request("GET", announce_query(os.urandom(20), 1))
+                self.assertIn(b"too many swarms", bdecode(body)[b"failure reason"])
+
+                # 2. The same from many addresses and ports: still no swarm beyond the cap.
+                for last in range(2, 42):
+                    peer = UdpClient("127.0.0.1", port, source=f"127.0.0.{last}")
+                    clients.append(peer)
+                    peer_cid = peer.connect()
+                    for peer_port in range(7000, 7010):
+                        reply = peer.ask(UdpClient.announce_packet(peer_cid, os.urandom(20), peer_port))
+                        self.assertIn("too many swarms", error_message(reply))
+                m = node.metrics()
+                self.assertLessEqual(m["inferllama_tracker_swarms"], self.SWARMS)
+                self.assertLessEqual(m["inferllama_tracker_open_swarms"], self.SWARMS)
+                peers = m['inferllama_tracker_peers{kind="seeders"}'] + m['inferllama_tracker_peers{kind="leechers"}']
+                self.assertLessEqual(peers, self.SWARMS * self.PER_SWARM)
+                self.assertEqual(m['inferllama_tracker_refusals_total{reason="too_many_swarms"}'],
+                                 20000 - self.SWARMS + 1 + 40 * 10)
+                rss_after = rss_bytes(node.proc.pid)
+                self.assertLess(rss_after - rss_before, 16 << 20, f"RSS {rss_before} -> {rss_after}")
+            finally:
+                for client in clients:
+                    client.close()
+
+    def test_caps_of_one_swarm_over_http_and_udp(self):
+        with FakeHub() as hub, Node(hub.url, None, "--tracker-open",
+                                    "--tracker-max-peers-per-swarm", str(self.PER_SWARM),
+                                    "--tracker-max-peers-per-address", str(self.PER_ADDRESS)) as node:
+            hot = os.urandom(20)
+            # One address, many ports: PER_ADDRESS of them are stored, the rest still get peers.
+            for port in range(7000, 7020):
+                reply = bdecode(node.request("GET", announce_query(hot, port))[2])
+                self.assertNotIn(b"failure reason", reply)
+            scrape = bdecode(node.request("GET", "/scrape?" + urllib.parse.urlencode({"info_hash": hot}))[2])
+            self.assertEqual(scrape[b"files"][hot][b"incomplete"], self.PER_ADDRESS)
+            self.assertEqual(len(compact_peers(reply[b"peers"])), self.PER_ADDRESS)
+            # Many addresses: the swarm fills up to PER_SWARM and no further.
+            clients = []
+            try:
+                for last in range(2, 40):
+                    peer = UdpClient("127.0.0.1", node.udp_tracker_port, source=f"127.0.1.{last}")
+                    clients.append(peer)
+                    cid = peer.connect()
+                    for port in range(7000, 7004):
+                        reply = peer.ask(UdpClient.announce_packet(cid, hot, port))
+                        self.assertEqual(struct.unpack(">I", reply[:4])[0], 1)
+            finally:
+                for client in clients:
+                    client.close()
+            scrape = bdecode(node.request("GET", "/scrape?" + urllib.parse.urlencode({"info_hash": hot}))[2])
+            self.assertEqual(scrape[b"files"][hot][b"incomplete"], self.PER_SWARM)
+            m = node.metrics()
+            self.assertEqual(m['inferllama_tracker_refusals_total{reason="address_full"}'], 20 - self.PER_ADDRESS)
+            self.assertEqual(m['inferllama_tracker_refusals_total{reason="swarm_full"}'],
+                             self.PER_ADDRESS + 38 * 4 - self.PER_SWARM)
 
 
 def ipv6_loopback_works() -> bool:

@@ -83,7 +83,7 @@ TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
 
 TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
   const auto keys = config_keys();
-  ASSERT_EQ(keys.size(), 58u);
+  ASSERT_EQ(keys.size(), 62u);
   for (const ConfigKey& k : keys) {
     std::string flag = "--" + std::string(k.name);
     std::replace(flag.begin(), flag.end(), '_', '-');
@@ -102,6 +102,21 @@ TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
 }
 
 // ---- precedence -----------------------------------------------------------------------------------
+
+// A file holding `content` in a directory of this test process (removed at exit); its path.
+std::string secret_file(const std::string& name, const std::string& content) {
+  struct Dir {
+    fs::path path = fs::temp_directory_path() / ("inferllama_config_secrets_" + std::to_string(::getpid()));
+    Dir() { fs::create_directories(path); }
+    ~Dir() {
+      std::error_code ec;
+      fs::remove_all(path, ec);
+    }
+  };
+  static const Dir dir;
+  std::ofstream(dir.path / name, std::ios::binary) << content;
+  return (dir.path / name).string();
+}
 
 struct PrecedenceCase {
   std::string key;
@@ -123,6 +138,9 @@ std::vector<PrecedenceCase> precedence_cases() {
        "http://file.example", "http://env.example:8080", "https://flag.example/hub", "https://huggingface.co",
        [](const Config& c) { return c.upstream; }},
       {"upstream_token", "\"tok_file\"", "tok_env", "tok_flag", "tok_file", "tok_env", "tok_flag", "",
+       [](const Config& c) { return c.upstream_token; }},
+      {"upstream_token_file", "\"" + secret_file("t1", "tok_in_file\n") + "\"", secret_file("t2", "tok_in_env"),
+       secret_file("t3", "tok_in_flag\r\n"), "tok_in_file", "tok_in_env", "tok_in_flag", "",
        [](const Config& c) { return c.upstream_token; }},
       {"public_url", "\"http://file.local\"", "http://env.local/", "https://flag.local", "http://file.local",
        "http://env.local", "https://flag.local", "", [](const Config& c) { return c.public_url; }},
@@ -184,6 +202,14 @@ std::vector<PrecedenceCase> precedence_cases() {
        [n](const Config& c) { return n(c.tracker_max_numwant); }},
       {"tracker_open", "true", "0", "yes", "1", "0", "1", "0",
        [n](const Config& c) { return n(c.tracker_open ? 1 : 0); }},
+      {"tracker_max_peers_per_swarm", "10", "20", "1000000", "10", "20", "1000000", "5000",
+       [n](const Config& c) { return n(c.tracker_max_peers_per_swarm); }},
+      {"tracker_max_peers_per_address", "1", "2", "65535", "1", "2", "65535", "16",
+       [n](const Config& c) { return n(c.tracker_max_peers_per_address); }},
+      {"tracker_max_swarms", "10", "20", "10000000", "10", "20", "10000000", "1000",
+       [n](const Config& c) { return n(c.tracker_max_swarms); }},
+      {"tracker_full_scrape", "true", "0", "yes", "1", "0", "1", "0",
+       [n](const Config& c) { return n(c.tracker_full_scrape ? 1 : 0); }},
       {"mirrors", "\"acme/a\"", "acme/b@v1", "datasets/acme/c", "acme/a", "acme/b@v1", "datasets/acme/c", "",
        [](const Config& c) { return c.mirrors; }},
       {"mirror_from", "\"http://a.local\"", "http://b.local", "https://c.local", "http://a.local", "http://b.local",
@@ -196,6 +222,9 @@ std::vector<PrecedenceCase> precedence_cases() {
        "env-admin-key-01234", "flag-admin-key-0123", "", [](const Config& c) { return c.admin_key; }},
       {"admin_socket", "\"/run/a.sock\"", "b.sock", "", "/run/a.sock", "b.sock", "", "admin.sock",
        [](const Config& c) { return c.admin_socket; }},
+      {"admin_key_file", "\"" + secret_file("a1", "file-admin-key-0123\n") + "\"",
+       secret_file("a2", "env-admin-key-01234"), secret_file("a3", "flag-admin-key-0123\n\n"), "file-admin-key-0123",
+       "env-admin-key-01234", "flag-admin-key-0123", "", [](const Config& c) { return c.admin_key; }},
       {"secret_key_file", "\"/etc/a.key\"", "/etc/b.key", "c.key", "/etc/a.key", "/etc/b.key", "c.key", "",
        [](const Config& c) { return c.secret_key_file.string(); }},
       {"token_size", "\"4MiB\"", "2048", "1GiB", "4194304", "2048", "1073741824", "1048576",
@@ -215,6 +244,9 @@ std::vector<PrecedenceCase> precedence_cases() {
        }},
       {"ratelimit_backend", "\"redis://127.0.0.1:1\"", "redis://h:2/1", "local", "redis://127.0.0.1:1", "redis://h:2/1",
        "local", "local", [](const Config& c) { return c.ratelimit_backend; }},
+      {"ratelimit_backend_password_file", "\"" + secret_file("r1", "pw file\n") + "\"", secret_file("r2", "pw:env"),
+       secret_file("r3", "pw@flag"), "pw file", "pw:env", "pw@flag", "",
+       [](const Config& c) { return c.ratelimit_backend_password; }},
       {"ratelimit_fallback", "\"refuse\"", "local", "refuse", "1", "0", "1", "0",
        [n](const Config& c) { return n(c.ratelimit_refuse_when_down ? 1 : 0); }},
       {"ratelimit_timeout", "\"1s\"", "50ms", "2", "1000", "50", "2000", "200",
@@ -369,6 +401,84 @@ TEST_F(ConfigTest, TokenNeverEchoed) {
     EXPECT_NE(what.find("upstream_token"), std::string::npos) << what;
     EXPECT_NE(what.find("INFERLLAMA_UPSTREAM_TOKEN"), std::string::npos) << what;
   }
+}
+
+TEST_F(ConfigTest, SecretsFromFilesAreReadAtLoadAndCheckedAsTheirKeys) {
+  ConfigSources s;
+  s.flags["admin_key_file"] = write("an-admin-key-of-enough-length\n", "admin.key").string();
+  s.env["INFERLLAMA_UPSTREAM_TOKEN_FILE"] = write("hf_token_in_a_file", "hub.token").string();
+  s.env["HF_TOKEN"] = "hf_not_this_one";
+  s.env["INFERLLAMA_RATELIMIT_BACKEND"] = "redis://127.0.0.1:6379/2";
+  s.env["INFERLLAMA_RATELIMIT_BACKEND_PASSWORD_FILE"] = write("redis pass\r\n", "redis.pass").string();
+  const Config c = load_config(s);
+  EXPECT_EQ(c.admin_key, "an-admin-key-of-enough-length");
+  EXPECT_EQ(c.upstream_token, "hf_token_in_a_file") << "a token file turns the HF_TOKEN fallback off";
+  EXPECT_EQ(c.ratelimit_backend_password, "redis pass");
+  EXPECT_EQ(c.ratelimit_backend, "redis://127.0.0.1:6379/2");
+}
+
+TEST_F(ConfigTest, SecretFilesThatCannotServeAreErrorsNamingTheirKey) {
+  for (const std::string key : {"admin_key_file", "upstream_token_file", "ratelimit_backend_password_file"}) {
+    SCOPED_TRACE(key);
+    ConfigSources s;
+    s.flags[key] = (dir_ / "missing").string();
+    expect_error(s, {key, "flag --", "missing", "cannot be read"});
+    s.flags[key] = write("\n", "empty").string();
+    expect_error(s, {key, "is empty"});
+    s.flags[key] = dir_.string();
+    expect_error(s, {key, "is not a regular file"});
+    s.flags[key] = "/dev/zero";
+    expect_error(s, {key, "is not a regular file"});
+    s.flags[key] = write(std::string(70000, 'k'), "huge").string();
+    expect_error(s, {key, "larger than 64KiB"});
+  }
+}
+
+TEST_F(ConfigTest, ASecretGivenBothWaysIsAnError) {
+  const std::string key_file = write("an-admin-key-of-enough-length\n", "admin.key").string();
+  ConfigSources s;
+  s.flags["admin_key_file"] = key_file;
+  s.file = write("admin_key = \"another-admin-key-0123\"\n");
+  expect_error(s, {"admin_key_file", "flag --admin-key-file", "admin_key is given too", "test.toml"});
+
+  s = {};
+  s.env["INFERLLAMA_UPSTREAM_TOKEN"] = "hf_a";
+  s.env["INFERLLAMA_UPSTREAM_TOKEN_FILE"] = write("hf_b", "token").string();
+  expect_error(s, {"upstream_token_file", "upstream_token is given too", "INFERLLAMA_UPSTREAM_TOKEN"});
+
+  s = {};
+  s.flags["ratelimit_backend"] = "redis://:inline@127.0.0.1";
+  s.flags["ratelimit_backend_password_file"] = write("filed", "pw").string();
+  try {
+    (void)load_config(s);
+    ADD_FAILURE() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("ratelimit_backend carries a password too"), std::string::npos) << what;
+    EXPECT_EQ(what.find("inline"), std::string::npos) << "the password is not shown: " << what;
+  }
+
+  // An empty key beside its file is no second value.
+  s = {};
+  s.flags["admin_key"] = "";
+  s.flags["admin_key_file"] = key_file;
+  EXPECT_EQ(load_config(s).admin_key, "an-admin-key-of-enough-length");
+}
+
+TEST_F(ConfigTest, ASecretFromAFileIsValidatedWithoutEchoingIt) {
+  ConfigSources s;
+  s.flags["admin_key_file"] = write("short-secret\n", "admin.key").string();
+  try {
+    (void)load_config(s);
+    ADD_FAILURE() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("admin_key_file"), std::string::npos) << what;
+    EXPECT_NE(what.find("at least 16 characters"), std::string::npos) << what;
+    EXPECT_EQ(what.find("short-secret"), std::string::npos) << what;
+  }
+  s.flags = {{"upstream_token_file", write("hf_has a space", "token").string()}};
+  expect_error(s, {"upstream_token_file", "value not shown"});
 }
 
 // ---- unknown names --------------------------------------------------------------------------------

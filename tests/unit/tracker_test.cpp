@@ -1,7 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <map>
 #include <memory>
+#include <random>
 #include <variant>
 
 #include "inferllama/tracker.hpp"
@@ -109,7 +111,8 @@ struct Announce {
 
 class TrackerTest : public ::testing::Test {
  protected:
-  void make(bool open, std::optional<Endpoint> own_address = std::nullopt) {
+  void make(bool open, std::optional<Endpoint> own_address = std::nullopt,
+            const std::function<void(Settings&)>& tune = {}) {
     Settings s;
     s.interval = std::chrono::seconds(100);
     s.min_interval = std::chrono::seconds(10);
@@ -117,6 +120,7 @@ class TrackerTest : public ::testing::Test {
     s.max_numwant = 8;
     s.open = open;
     s.own_seed_address = own_address;
+    if (tune) tune(s);
     tracker = std::make_unique<Tracker>(s, clock);
   }
   Value announce(const Endpoint& client, const Announce& a = {}) {
@@ -275,8 +279,12 @@ TEST_F(TrackerTest, PeersExpireAfterTwoIntervalsWithoutSleeping) {
   EXPECT_EQ(tracker->swarm_count(), 0u);
 }
 
+void with_full_scrape(Settings& s) {
+  s.full_scrape = true;
+}
+
 TEST_F(TrackerTest, AnnouncesSweepSwarmsNobodyTouches) {
-  make(true);
+  make(true, std::nullopt, with_full_scrape);
   for (std::uint8_t i = 1; i <= 100; ++i) {
     Announce a;
     a.hash = hash_of(i);
@@ -341,7 +349,7 @@ TEST_F(TrackerTest, IPv6PeersGoInPeers6AndTheDictionaryModelWorks) {
 }
 
 TEST_F(TrackerTest, ScrapeReportsEachAskedSwarmAndAllSwarmsWhenNoneIsAsked) {
-  make(true);
+  make(true, std::nullopt, with_full_scrape);
   Announce a, b;
   b.hash = hash_of(9);
   b.left = 0;
@@ -463,12 +471,18 @@ TEST_F(UdpTrackerTest, ConnectionIdsAreBoundToTheAddressAndExpire) {
   make(true);
   const Endpoint a = v4(1, 5000);
   const auto id = connect(a);
-  EXPECT_EQ(error_of(send(announce_packet(id, hash_of(1), 1), v4(1, 5001))), "bad connection id");
-  EXPECT_EQ(error_of(send(announce_packet(id ^ 1, hash_of(1), 1), a)), "bad connection id");
+  // A bad connection id gets no answer at all: its source address is unproven.
+  EXPECT_TRUE(send(announce_packet(id, hash_of(1), 1), v4(1, 5001)).empty());
+  EXPECT_TRUE(send(announce_packet(id ^ 1, hash_of(1), 1), a).empty());
   clock.advance(std::chrono::seconds(120));
   EXPECT_EQ(error_of(send(announce_packet(id, hash_of(1), 1), a)), "(not an error)") << "the previous epoch counts";
   clock.advance(std::chrono::seconds(240));
-  EXPECT_EQ(error_of(send(announce_packet(id, hash_of(1), 1), a)), "bad connection id");
+  EXPECT_TRUE(send(announce_packet(id, hash_of(1), 1), a).empty());
+  std::string metrics;
+  tracker->render_metrics(metrics);
+  EXPECT_NE(metrics.find("inferllama_tracker_errors_total{transport=\"udp\",kind=\"bad_connection_id\"} 3"),
+            std::string::npos)
+      << metrics;
 }
 
 TEST_F(UdpTrackerTest, MalformedPacketsGetErrorsOrNothing) {
@@ -479,7 +493,7 @@ TEST_F(UdpTrackerTest, MalformedPacketsGetErrorsOrNothing) {
     p.bytes.assign(n, 0);
     EXPECT_TRUE(send(p, a).empty()) << n << " bytes";
   }
-  EXPECT_EQ(error_of(send(Packet{}.u64(1234).u32(0).u32(1), a)), "not a BEP 15 connect request");
+  EXPECT_TRUE(send(Packet{}.u64(1234).u32(0).u32(1), a).empty()) << "not a connect: the address is unproven";
   const auto id = connect(a);
   auto short_announce = announce_packet(id, hash_of(1), 1);
   short_announce.bytes.resize(97);
@@ -526,6 +540,198 @@ TEST_F(TrackerTest, MetricsNameTheOwnSwarms) {
             std::string::npos);
   EXPECT_NE(out.find("inferllama_tracker_swarms 1"), std::string::npos);
   EXPECT_NE(out.find("inferllama_tracker_peers{kind=\"leechers\"} 1"), std::string::npos);
+}
+
+TEST_F(UdpTrackerTest, NoReplyToAnUnprovenAddressIsLargerThanItsRequest) {
+  // Forged sources must not be able to aim the tracker at someone: before a connection id proves the
+  // address, only a connect is answered, with 16 bytes for at least 16.
+  make(true);
+  std::mt19937_64 random(7);
+  for (int i = 0; i < 20000; ++i) {
+    Packet p;
+    const std::uint64_t id = i % 3 == 0 ? 0x41727101980ULL : random();
+    p.u64(id).u32(static_cast<std::uint32_t>(random() % 5)).u32(static_cast<std::uint32_t>(random()));
+    p.bytes.resize(p.bytes.size() + random() % 120);
+    const Endpoint forged = v4(static_cast<std::uint8_t>(i), static_cast<std::uint16_t>(1 + i));
+    const auto reply = send(p, forged);
+    EXPECT_LE(reply.size(), p.bytes.size()) << "action " << be32(p.bytes, 8);
+    if (!reply.empty()) {
+      EXPECT_EQ(be32(reply, 0), 0u) << "only a connect is answered";
+    }
+  }
+}
+
+TEST_F(TrackerTest, FullScrapeIsOffByDefault) {
+  make(true);
+  announce(v4(1));
+  std::string body;
+  tracker->http_scrape("", body);
+  auto reply = decode(body);
+  ASSERT_TRUE(reply.has("failure reason")) << body;
+  EXPECT_NE(reply["failure reason"].bytes().find("full scrape is disabled"), std::string::npos);
+  tracker->http_scrape("info_hash=" + escape(hash_of(1).raw()), body);
+  EXPECT_EQ(decode(body)["files"].dict().size(), 1u) << "a scrape that names its swarms is answered";
+  std::string metrics;
+  tracker->render_metrics(metrics);
+  EXPECT_NE(metrics.find("inferllama_tracker_refusals_total{reason=\"full_scrape\"} 1"), std::string::npos)
+      << metrics;
+}
+
+TEST_F(TrackerTest, AFullSwarmAnswersNewPeersWithoutStoringThem) {
+  make(true, std::nullopt, [](Settings& s) { s.max_peers_per_swarm = 4; });
+  for (std::uint8_t i = 1; i <= 4; ++i) announce(v4(i));
+  EXPECT_EQ(tracker->counts(hash_of(1))->leechers, 4u);
+  const auto late = announce(v4(5));
+  EXPECT_FALSE(late.has("failure reason"));
+  EXPECT_EQ(peers(late).size(), 4u) << "a peer the swarm has no room for still gets peers";
+  EXPECT_EQ(tracker->counts(hash_of(1))->leechers, 4u);
+  Announce done;
+  done.left = 0;
+  done.event = "completed";
+  announce(v4(1), done);  // a peer already in stays in and may change its state
+  EXPECT_EQ(tracker->counts(hash_of(1)), (SwarmCounts{1, 3, 1}));
+  Announce stop;
+  stop.event = "stopped";
+  announce(v4(2), stop);
+  announce(v4(5));
+  EXPECT_EQ(tracker->counts(hash_of(1))->leechers, 3u) << "a place freed is taken by the next new peer";
+  for (const auto& p : peers(announce(v4(6)))) EXPECT_NE(p, "10.0.0.6:6881");
+  std::string metrics;
+  tracker->render_metrics(metrics);
+  EXPECT_NE(metrics.find("inferllama_tracker_refusals_total{reason=\"swarm_full\"} 2"), std::string::npos)
+      << metrics;
+}
+
+TEST_F(TrackerTest, OneAddressHoldsAFewPlacesOfASwarmAndAnIPv6Slash64IsOneAddress) {
+  make(true, std::nullopt, [](Settings& s) { s.max_peers_per_address = 3; });
+  auto announce_port = [&](const Endpoint& client, std::uint16_t port, std::uint8_t swarm = 1) {
+    Announce a;
+    a.hash = hash_of(swarm);
+    a.port = port;
+    return announce(client, a);
+  };
+  for (std::uint16_t port = 1000; port < 1100; ++port) announce_port(v4(1), port);
+  EXPECT_EQ(tracker->counts(hash_of(1))->leechers, 3u);
+  // The IPv4-mapped form of the same address is the same address.
+  announce_port(*Endpoint::parse("::ffff:10.0.0.1"), 2000);
+  EXPECT_EQ(tracker->counts(hash_of(1))->leechers, 3u);
+  announce_port(v4(2), 2000);
+  EXPECT_EQ(tracker->counts(hash_of(1))->leechers, 4u) << "another address has its own places";
+  // Every interface id of one /64 is one address; the next /64 is another.
+  for (int i = 1; i <= 50; ++i) {
+    char text[64];
+    std::snprintf(text, sizeof text, "2001:db8:0:1:%x:%x::1", i, i * 7);
+    announce_port(*Endpoint::parse(text), 3000);
+  }
+  EXPECT_EQ(tracker->counts(hash_of(1))->leechers, 7u);
+  announce_port(*Endpoint::parse("2001:db8:0:2::1"), 3000);
+  EXPECT_EQ(tracker->counts(hash_of(1))->leechers, 8u);
+  announce_port(v4(1), 1000, 2);
+  EXPECT_EQ(tracker->counts(hash_of(2))->leechers, 1u) << "the cap is per swarm";
+  std::string metrics;
+  tracker->render_metrics(metrics);
+  EXPECT_NE(metrics.find("inferllama_tracker_refusals_total{reason=\"address_full\"} 145"), std::string::npos)
+      << metrics;
+}
+
+TEST_F(TrackerTest, OpenModeStartsNoSwarmBeyondItsCapButOwnTorrentsAlwaysTrack) {
+  make(true, std::nullopt, [](Settings& s) { s.max_swarms = 3; });
+  for (std::uint8_t i = 1; i <= 3; ++i) {
+    Announce a;
+    a.hash = hash_of(i);
+    EXPECT_FALSE(announce(v4(i), a).has("failure reason"));
+  }
+  Announce fourth;
+  fourth.hash = hash_of(4);
+  const auto refused = announce(v4(4), fourth);
+  ASSERT_TRUE(refused.has("failure reason"));
+  EXPECT_NE(refused["failure reason"].bytes().find("too many swarms"), std::string::npos);
+  EXPECT_FALSE(tracker->counts(hash_of(4)));
+  Announce again;
+  again.hash = hash_of(2);
+  EXPECT_FALSE(announce(v4(9), again).has("failure reason")) << "swarms already tracked take new peers";
+
+  // The node's own torrents are tracked whatever open mode holds.
+  tracker->add_own_torrent(hash_of(5));
+  Announce own;
+  own.hash = hash_of(5);
+  EXPECT_FALSE(announce(v4(5), own).has("failure reason"));
+  EXPECT_EQ(tracker->counts(hash_of(5))->leechers, 1u);
+  // A swarm that becomes the node's own frees its open-mode place.
+  tracker->add_own_torrent(hash_of(3));
+  EXPECT_FALSE(announce(v4(4), fourth).has("failure reason"));
+
+  // Swarms whose peers are gone give their places back, even before the sweep passes them.
+  clock.advance(std::chrono::seconds(1000));
+  for (std::uint8_t i = 6; i <= 8; ++i) {
+    Announce fresh;
+    fresh.hash = hash_of(i);
+    EXPECT_FALSE(announce(v4(i), fresh).has("failure reason"));
+  }
+  std::string metrics;
+  tracker->render_metrics(metrics);
+  EXPECT_NE(metrics.find("inferllama_tracker_refusals_total{reason=\"too_many_swarms\"} 1"), std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("inferllama_tracker_open_swarms 3"), std::string::npos) << metrics;
+}
+
+TEST_F(UdpTrackerTest, NewSwarmsBeyondTheCapGetAnErrorOverUdp) {
+  make(true, std::nullopt, [](Settings& s) { s.max_swarms = 1; });
+  const Endpoint a = v4(1, 5000);
+  const auto id = connect(a);
+  EXPECT_EQ(error_of(send(announce_packet(id, hash_of(1), 1), a)), "(not an error)");
+  EXPECT_NE(error_of(send(announce_packet(id, hash_of(2), 1), a)).find("too many swarms"), std::string::npos);
+}
+
+TEST_F(TrackerTest, AFloodOfPeersAddressesAndSwarmsStaysUnderTheBound) {
+  // Many distinct peers, addresses and info-hashes over both transports, with time passing: the table
+  // never holds more than its caps allow.
+  constexpr unsigned kSwarms = 50, kPerSwarm = 40, kPerAddress = 4;
+  make(true, std::nullopt, [](Settings& s) {
+    s.max_swarms = kSwarms;
+    s.max_peers_per_swarm = kPerSwarm;
+    s.max_peers_per_address = kPerAddress;
+  });
+  for (std::uint8_t i = 0; i < 3; ++i) tracker->add_own_torrent(hash_of(static_cast<std::uint8_t>(0xf0 + i)));
+  std::mt19937_64 random(11);
+  std::size_t most_swarms = 0, most_peers = 0;
+  for (int round = 0; round < 40000; ++round) {
+    Announce a;
+    // A few hot swarms (own ones among them) and a long tail of fresh hashes.
+    if (round % 4 == 0) {
+      for (auto& b : a.hash.bytes) b = static_cast<std::uint8_t>(random());
+    } else {
+      a.hash = hash_of(static_cast<std::uint8_t>(0xf0 + random() % 6));
+    }
+    a.port = static_cast<std::uint16_t>(1 + random() % 65535);
+    a.left = random() % 2;
+    Endpoint client;
+    if (random() % 2) {
+      client = *Endpoint::parse("10." + std::to_string(random() % 4) + "." + std::to_string(random() % 256) + "." +
+                                std::to_string(random() % 256));
+    } else {
+      char text[64];
+      std::snprintf(text, sizeof text, "2001:db8:%x:%x::%x", static_cast<unsigned>(random() % 8),
+                    static_cast<unsigned>(random() % 65536), static_cast<unsigned>(random() % 65536));
+      client = *Endpoint::parse(text);
+    }
+    announce(client, a);
+    if (round % 1000 == 0) {
+      most_swarms = std::max(most_swarms, tracker->swarm_count());
+      most_peers = std::max(most_peers, tracker->peer_count());
+      clock.advance(std::chrono::seconds(40));
+    }
+  }
+  most_swarms = std::max(most_swarms, tracker->swarm_count());
+  most_peers = std::max(most_peers, tracker->peer_count());
+  EXPECT_LE(most_swarms, kSwarms + 3);
+  EXPECT_LE(most_peers, (kSwarms + 3) * kPerSwarm);
+  EXPECT_GE(most_swarms, kSwarms) << "the flood did reach the cap";
+  for (std::uint8_t i = 0; i < 3; ++i) {
+    const auto own = tracker->counts(hash_of(static_cast<std::uint8_t>(0xf0 + i)));
+    ASSERT_TRUE(own) << "own torrents stay tracked";
+    EXPECT_LE(own->seeders + own->leechers, kPerSwarm);
+  }
 }
 
 }  // namespace
