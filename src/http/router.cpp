@@ -188,16 +188,10 @@ Route route(std::string_view path) {
 }
 
 std::optional<BadRequest> check_query(std::string_view query) {
-  while (!query.empty()) {
-    const auto amp = query.find('&');
-    const std::string_view pair = query.substr(0, amp);
-    const auto eq = pair.find('=');
-    for (const std::string_view part : {pair.substr(0, eq), eq == std::string_view::npos ? "" : pair.substr(eq + 1)}) {
-      const auto decoded = url::decode(part, true);
-      if (!decoded || has_control(*decoded)) return BadRequest{"invalid query string"};
-    }
-    if (amp == std::string_view::npos) break;
-    query.remove_prefix(amp + 1);
+  const auto pairs = url::parse_query_strict(query);
+  if (!pairs) return BadRequest{"invalid query string"};
+  for (const auto& [name, value] : *pairs) {
+    if (has_control(name) || has_control(value)) return BadRequest{"invalid query string"};
   }
   return std::nullopt;
 }

@@ -42,23 +42,6 @@ std::optional<bool> parse_bool(std::string_view value) {
   return std::nullopt;
 }
 
-// Decoded pairs, or nullopt when any pair is malformed (so that nothing is silently dropped).
-std::optional<url::QueryList> strict_pairs(std::string_view query) {
-  url::QueryList pairs;
-  while (!query.empty()) {
-    const auto amp = query.find('&');
-    const std::string_view pair = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-    if (pair.empty()) continue;
-    const auto eq = pair.find('=');
-    auto name = url::decode(pair.substr(0, eq), true);
-    auto value = url::decode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1), true);
-    if (!name || !value) return std::nullopt;
-    pairs.emplace_back(std::move(*name), std::move(*value));
-  }
-  return pairs;
-}
-
 // One boolean parameter given once, or several times with the same value.
 bool merge_bool(std::optional<bool>& into, std::string_view value) {
   auto parsed = parse_bool(value);
@@ -84,7 +67,7 @@ bool is_cursor(std::string_view value) {
 }  // namespace
 
 std::optional<std::string> canonical_info_query(std::string_view query) {
-  auto pairs = strict_pairs(query);
+  auto pairs = url::parse_query_strict(query);
   if (!pairs) return std::nullopt;
   std::set<std::string> expand;
   std::optional<bool> blobs, security;
@@ -108,7 +91,7 @@ std::optional<std::string> canonical_info_query(std::string_view query) {
 }
 
 std::optional<TreeQuery> canonical_tree_query(std::string_view query) {
-  auto pairs = strict_pairs(query);
+  auto pairs = url::parse_query_strict(query);
   if (!pairs) return std::nullopt;
   std::optional<bool> recursive, expand;
   std::optional<std::string> cursor, limit;
@@ -172,7 +155,7 @@ std::optional<PathsQuery> canonical_paths_query(std::string_view content_type, s
       }
     }
   } else if (media.empty() || media == "application/x-www-form-urlencoded") {
-    auto pairs = strict_pairs(body);
+    auto pairs = url::parse_query_strict(body);
     if (!pairs) return std::nullopt;
     for (const auto& [name, value] : *pairs) {
       if (name == "paths" || name == "paths[]") {

@@ -47,17 +47,10 @@ std::optional<std::vector<std::string>> decoded_segments(std::string_view path) 
 // `user` must not be read one way here and another way by whatever checked the first.
 std::variant<std::map<std::string, std::string>, std::string> parse_query(std::string_view query) {
   std::map<std::string, std::string> params;
-  while (!query.empty()) {
-    const auto amp = query.find('&');
-    const std::string_view pair = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-    if (pair.empty()) continue;
-    const auto eq = pair.find('=');
-    auto name = url::decode(pair.substr(0, eq), /*plus_is_space=*/true);
-    auto value = eq == std::string_view::npos ? std::optional<std::string>("")
-                                              : url::decode(pair.substr(eq + 1), /*plus_is_space=*/true);
-    if (!name || !value) return "malformed percent-escape in the query";
-    if (!params.emplace(std::move(*name), std::move(*value)).second) return "the query gives a parameter twice";
+  auto pairs = url::parse_query_strict(query);
+  if (!pairs) return "malformed percent-escape in the query";
+  for (auto& [name, value] : *pairs) {
+    if (!params.emplace(std::move(name), std::move(value)).second) return "the query gives a parameter twice";
   }
   return params;
 }

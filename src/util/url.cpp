@@ -51,7 +51,9 @@ std::optional<std::string> decode(std::string_view text, bool plus_is_space) {
   return out;
 }
 
-QueryList parse_query(std::string_view query) {
+namespace {
+// The decoded pairs; a pair with a malformed escape is skipped, or, when `strict`, fails the whole query.
+std::optional<QueryList> decode_pairs(std::string_view query, bool strict) {
   QueryList out;
   while (!query.empty()) {
     auto amp = query.find('&');
@@ -61,10 +63,19 @@ QueryList parse_query(std::string_view query) {
     auto eq = pair.find('=');
     auto key = decode(pair.substr(0, eq), true);
     auto value = eq == std::string_view::npos ? std::optional<std::string>("") : decode(pair.substr(eq + 1), true);
-    if (key && value) out.emplace_back(std::move(*key), std::move(*value));
+    if (key && value) {
+      out.emplace_back(std::move(*key), std::move(*value));
+    } else if (strict) {
+      return std::nullopt;
+    }
   }
   return out;
 }
+}  // namespace
+
+QueryList parse_query(std::string_view query) { return *decode_pairs(query, false); }
+
+std::optional<QueryList> parse_query_strict(std::string_view query) { return decode_pairs(query, true); }
 
 std::pair<std::string_view, std::string_view> split_target(std::string_view target) {
   auto q = target.find('?');

@@ -14,6 +14,8 @@ std::optional<std::string> decode(std::string_view text, bool plus_is_space = fa
 
 using QueryList = std::vector<std::pair<std::string, std::string>>;
 QueryList parse_query(std::string_view query);  // form-encoded pairs, decoded; malformed pairs skipped
+// The same pairs, or nullopt when any pair has a malformed escape (so that nothing is silently dropped).
+std::optional<QueryList> parse_query_strict(std::string_view query);
 
 // The host of "scheme://host[:port]/...", without the port; an IPv6 host keeps its brackets ("[::1]").
 std::string_view host_of(std::string_view url);

@@ -83,7 +83,7 @@ TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
 
 TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
   const auto keys = config_keys();
-  ASSERT_EQ(keys.size(), 62u);
+  ASSERT_EQ(keys.size(), 65u);
   for (const ConfigKey& k : keys) {
     std::string flag = "--" + std::string(k.name);
     std::replace(flag.begin(), flag.end(), '_', '-');
