@@ -63,7 +63,9 @@ inline StringResponse reply_response(const hub::Reply& reply, unsigned version, 
   res.keep_alive(keep_alive);
   res.set(boost::beast::http::field::content_type, reply.content_type);
   for (const auto& [name, value] : reply.headers) res.set(name, value);
-  res.body() = reply.body;
+  // 1xx, 204 and 304 have no body (RFC 9110), whatever an upstream sent with them.
+  const bool bodiless = reply.status < 200 || reply.status == 204 || reply.status == 304;
+  if (!bodiless) res.body() = reply.body;
   return res;
 }
 
