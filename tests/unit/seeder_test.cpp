@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <random>
 #include <span>
@@ -153,15 +154,18 @@ class Leecher {
 
   Leecher() : session_(params()) {}
 
-  // Downloads until finished, or (when `until_disconnected`) until the seed drops the connection.
+  // Downloads until finished, or (when `until_disconnected`) until the seed drops the connection. A drop
+  // before `settled` holds (say, one the seed made while still adding the torrent) is retried.
   Outcome download(const std::string& metainfo, const fs::path& directory, std::uint16_t seed_port,
-                   bool until_disconnected, std::chrono::seconds limit) {
+                   bool until_disconnected, std::chrono::seconds limit,
+                   const std::function<bool()>& settled = [] { return true; }) {
     lt::add_torrent_params add;
     add.ti = std::make_shared<lt::torrent_info>(metainfo, lt::from_span);
     add.save_path = directory.string();
     add.flags &= ~(lt::torrent_flags::auto_managed | lt::torrent_flags::paused);
     lt::torrent_handle handle = session_.add_torrent(std::move(add));
-    handle.connect_peer({boost::asio::ip::make_address("127.0.0.1"), seed_port});
+    const lt::tcp::endpoint seed{boost::asio::ip::make_address("127.0.0.1"), seed_port};
+    handle.connect_peer(seed);
 
     Outcome outcome;
     const auto deadline = Clock::now() + limit;
@@ -175,7 +179,11 @@ class Leecher {
         if (lt::alert_cast<lt::cache_flushed_alert>(alert)) outcome.finished = done = true;
         if (until_disconnected &&
             (lt::alert_cast<lt::peer_disconnected_alert>(alert) || lt::alert_cast<lt::peer_error_alert>(alert))) {
-          outcome.disconnected = done = true;
+          if (settled()) {
+            outcome.disconnected = done = true;
+          } else {
+            handle.connect_peer(seed);
+          }
         }
       }
     }
@@ -265,7 +273,8 @@ TEST_F(SeederTest, MissingChunkIsAReadErrorNotACrash) {
 
   Leecher leecher;
   const auto outcome =
-      leecher.download(torrent.metainfo, root_ / "leech", seeder_->listen_port(), true, std::chrono::seconds(60));
+      leecher.download(torrent.metainfo, root_ / "leech", seeder_->listen_port(), true, std::chrono::seconds(60),
+                       [&] { return seeder_->stats().read_errors > 0; });
   EXPECT_TRUE(outcome.disconnected);  // libtorrent pauses a torrent whose storage failed a read
   EXPECT_FALSE(outcome.finished);
   EXPECT_FALSE(leecher.has_piece(missing));
