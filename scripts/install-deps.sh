@@ -9,7 +9,7 @@ build_packages=(build-essential cmake ninja-build ccache pkg-config
   libboost-dev libcurl4-openssl-dev librocksdb-dev libssl-dev libspdlog-dev libfmt-dev
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libtorrent-rasterbar-dev libhiredis-dev)
 test_packages=(libgtest-dev libgmock-dev python3 curl nodejs npm nginx-light aria2 wrk openssl procps
-  python3-libtorrent opentracker redis-server)
+  python3-libtorrent opentracker redis-server rocksdb-tools)
 
 wanted=("${build_packages[@]}")
 if [[ "${1:-}" == "--test" ]]; then wanted+=("${test_packages[@]}"); fi

@@ -1307,8 +1307,6 @@ Task<bool> Server::Impl::handle_tracker(Connection& c, const Request& req, const
   if (req.method() != bhttp::verb::get)
     co_return co_await send_error(c, req, bhttp::status::method_not_allowed, "use GET");
   boost::system::error_code ec;
-  const auto remote = c.socket.remote_endpoint(ec);
-  if (ec) co_return false;
   const auto local = c.socket.local_endpoint(ec);
   if (ec) co_return false;
   // A private tracker answers only announces and scrapes that carry a user's passkey, and counts them
@@ -1335,7 +1333,7 @@ Task<bool> Server::Impl::handle_tracker(Connection& c, const Request& req, const
     c.tracker_reply = "d14:failure reason" + std::to_string(refusal.size()) + ":" + refusal + "e";
   } else if (route.kind == TrackerRoute::Kind::announce) {
     // The peer's address is the client's, also behind a trusted proxy; its port is the announce's own.
-    tracker->http_announce(query, tracker_endpoint(tcp::endpoint(c.client, remote.port())), tracker_endpoint(local),
+    tracker->http_announce(query, tracker_endpoint(tcp::endpoint(c.client, c.peer.port())), tracker_endpoint(local),
                            c.tracker_reply);
   } else {
     tracker->http_scrape(query, c.tracker_reply);
