@@ -98,8 +98,8 @@ int serve(const Config& config) {
         asio::post(workers, [&evictor, bytes] { evictor.make_room(bytes); });
       });
   hub::HubService hub(config, *index, *upstream, downloads, evictor);
-  http::Server server(io, config, hub, store, blocking);
-  server.add_metrics([&file_upstream](std::string& out) { file_upstream->render_metrics(out); });
+  http::ServerDeps deps{.config = config, .hub = hub, .store = store, .blocking = blocking};
+  deps.metrics.push_back([&file_upstream](std::string& out) { file_upstream->render_metrics(out); });
 
   // Users, limits and usage records.
   std::unique_ptr<usage::RedisRateLimiter> shared_limits;
@@ -117,7 +117,9 @@ int serve(const Config& config) {
     shared_limits = std::make_unique<usage::RedisRateLimiter>(io, redis, local_limits);
   }
   RateLimiter& limiter = shared_limits ? static_cast<RateLimiter&>(*shared_limits) : local_limits;
-  server.attach_accounts(identities, usage_log, limiter);
+  deps.identities = &identities;
+  deps.usage_log = &usage_log;
+  deps.limiter = &limiter;
   // Counters reach the index every usage_flush_interval (a crash loses at most one); records older than
   // usage_retention go at start-up and then hourly.
   // A failed write keeps the counts for the next flush; it must not take the node down.
@@ -168,7 +170,7 @@ int serve(const Config& config) {
     };
     seeder = std::make_unique<torrent::Seeder>(store, options);
     tracker.set_seed_port(seeder->listen_port());
-    server.add_metrics([&seeder](std::string& out) { seeder->render_metrics(out); });
+    deps.metrics.push_back([&seeder](std::string& out) { seeder->render_metrics(out); });
   }
   torrent::SnapshotTorrents torrents(store, *index, hub,
                                      {[&](const torrent::SnapshotTorrent& t) {
@@ -200,7 +202,7 @@ int serve(const Config& config) {
   };
   recheck_visibility();
   torrent::Mirror mirror({config, store, *index, workers, hub, downloads, evictor, torrents});
-  server.attach_mirror(mirror);
+  deps.mirror = &mirror;
 
   std::unique_ptr<tracker::UdpServer> udp_tracker;
   std::uint16_t udp_port = 0;
@@ -208,8 +210,10 @@ int serve(const Config& config) {
     udp_tracker = std::make_unique<tracker::UdpServer>(tracker);
     udp_port = udp_tracker->start(config.tracker_udp);
   }
-  server.attach_torrents(torrents, udp_port);
-  server.attach_tracker(tracker);
+  deps.torrents = &torrents;
+  deps.udp_announce_port = udp_port;
+  deps.tracker = &tracker;
+  http::Server server(io, std::move(deps));
   // Tests and scripts read these lines to learn the ports when listening on port 0.
   if (seeder) {
     std::cout << "inferllama bittorrent on tcp://" << config.bt_listen.substr(0, config.bt_listen.rfind(':')) << ":"

@@ -1,18 +1,21 @@
 // How the node's answers become HTTP responses, and the one place every header value it writes passes.
 #pragma once
 #include <algorithm>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include <boost/beast/http/message.hpp>
+#include <boost/beast/http/status.hpp>
 #include <boost/beast/http/string_body.hpp>
 
 #include "reply.hpp"
 
 namespace inferllama::http {
 
+using Request = boost::beast::http::request<boost::beast::http::string_body>;
 using StringResponse = boost::beast::http::response<boost::beast::http::string_body>;
 
 // A header value may hold visible characters, spaces and tabs; CR, LF, NUL and every other control
@@ -21,13 +24,18 @@ inline bool is_clean_header_value(std::string_view value) {
   return std::none_of(value.begin(), value.end(), [](unsigned char c) { return (c < 0x20 && c != '\t') || c == 0x7f; });
 }
 
+// Appends the value without its control characters (tabs kept).
+inline void append_clean_header_value(std::string& out, std::string_view value) {
+  for (unsigned char c : value) {
+    if ((c >= 0x20 && c != 0x7f) || c == '\t') out += static_cast<char>(c);
+  }
+}
+
 // The value without its control characters (tabs kept).
 inline std::string clean_header_value(std::string_view value) {
   std::string out;
   out.reserve(value.size());
-  for (unsigned char c : value) {
-    if ((c >= 0x20 && c != 0x7f) || c == '\t') out += static_cast<char>(c);
-  }
+  append_clean_header_value(out, value);
   return out;
 }
 
@@ -56,6 +64,52 @@ void clean_fields(Fields& fields) {
     if (is_header_name(name)) fields.set(name, clean_header_value(value));
   }
 }
+
+// On every response a browser might render: no sniffing, no framing, no referrer, nothing to load.
+inline constexpr std::pair<std::string_view, std::string_view> kSecurityHeaders[] = {
+    {"Server", "inferllama"},
+    {"X-Content-Type-Options", "nosniff"},
+    {"X-Frame-Options", "DENY"},
+    {"Referrer-Policy", "no-referrer"},
+    {"Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"}};
+inline constexpr std::pair<std::string_view, std::string_view> kTlsHeader = {"Strict-Transport-Security",
+                                                                             "max-age=31536000"};
+
+// A response head written straight into a buffer, for the answers that are many and small (stored files,
+// tracker announces): no header map, no serializer. Every value passes the same sanitiser as
+// clean_fields, and a name that is not a token is dropped.
+class HeadWriter {
+ public:
+  HeadWriter(std::string& out, unsigned status, unsigned version) : out_(out) {
+    out_.clear();
+    out_ += version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+    out_ += std::to_string(status);
+    out_ += ' ';
+    const auto reason = boost::beast::http::obsolete_reason(static_cast<boost::beast::http::status>(status));
+    out_.append(reason.data(), reason.size());
+    out_ += "\r\n";
+  }
+  void field(std::string_view name, std::string_view value) {
+    if (!is_header_name(name)) return;
+    out_ += name;
+    out_ += ": ";
+    append_clean_header_value(out_, value);
+    out_ += "\r\n";
+  }
+  void field(std::string_view name, std::uint64_t value) { field(name, std::string_view(std::to_string(value))); }
+  // The connection's fate as HTTP/1.0 and 1.1 say it, then the blank line that ends the head.
+  void finish(unsigned version, bool keep_alive) {
+    if (!keep_alive) {
+      out_ += "Connection: close\r\n";
+    } else if (version == 10) {
+      out_ += "Connection: keep-alive\r\n";
+    }
+    out_ += "\r\n";
+  }
+
+ private:
+  std::string& out_;
+};
 
 // The response of a Reply (its status, headers, content type and body) to a request of this HTTP version.
 inline StringResponse reply_response(const hub::Reply& reply, unsigned version, bool keep_alive) {

@@ -206,32 +206,37 @@ Route route_target(std::string_view target) {
   return routed;
 }
 
-const char* route_name(const Route& route) {
-  if (std::holds_alternative<ResolveRoute>(route)) return "resolve";
-  if (std::holds_alternative<HealthRoute>(route)) return "healthz";
-  if (std::holds_alternative<MetricsRoute>(route)) return "metrics";
-  if (std::holds_alternative<AdminRoute>(route)) return "admin";
-  if (std::holds_alternative<UsageRoute>(route)) return "usage";
+RouteId route_id(const Route& route) {
+  if (std::holds_alternative<ResolveRoute>(route)) return RouteId::resolve;
+  if (std::holds_alternative<HealthRoute>(route)) return RouteId::healthz;
+  if (std::holds_alternative<MetricsRoute>(route)) return RouteId::metrics;
+  if (std::holds_alternative<AdminRoute>(route)) return RouteId::admin;
+  if (std::holds_alternative<UsageRoute>(route)) return RouteId::usage;
   if (const auto* tracker = std::get_if<TrackerRoute>(&route)) {
-    return tracker->kind == TrackerRoute::Kind::announce ? "announce" : "scrape";
+    return tracker->kind == TrackerRoute::Kind::announce ? RouteId::announce : RouteId::scrape;
   }
   if (const auto* api = std::get_if<ApiRoute>(&route)) {
     switch (api->kind) {
-      case ApiRoute::Kind::info: return "api_info";
-      case ApiRoute::Kind::revision: return "api_revision";
-      case ApiRoute::Kind::tree: return "api_tree";
-      case ApiRoute::Kind::paths_info: return "api_paths_info";
-      case ApiRoute::Kind::refs: return "api_refs";
-      case ApiRoute::Kind::torrent:
-        return "api_torrent";
-      case ApiRoute::Kind::magnet:
-        return "api_magnet";
-      case ApiRoute::Kind::webseed:
-        return "webseed";
+      case ApiRoute::Kind::info: return RouteId::api_info;
+      case ApiRoute::Kind::revision: return RouteId::api_revision;
+      case ApiRoute::Kind::tree: return RouteId::api_tree;
+      case ApiRoute::Kind::paths_info: return RouteId::api_paths_info;
+      case ApiRoute::Kind::refs: return RouteId::api_refs;
+      case ApiRoute::Kind::torrent: return RouteId::api_torrent;
+      case ApiRoute::Kind::magnet: return RouteId::api_magnet;
+      case ApiRoute::Kind::webseed: return RouteId::webseed;
     }
   }
-  if (std::holds_alternative<BadRequest>(route)) return "bad_request";
-  return "not_found";
+  if (std::holds_alternative<BadRequest>(route)) return RouteId::bad_request;
+  return RouteId::not_found;
+}
+
+const char* route_name(RouteId id) {
+  static constexpr const char* kNames[kRouteIds] = {
+      "not_found", "bad_request", "healthz",        "metrics",  "admin",       "usage",      "resolve",
+      "api_info",  "api_revision", "api_tree",      "api_paths_info", "api_refs", "api_torrent", "api_magnet",
+      "webseed",   "announce",     "scrape"};
+  return kNames[static_cast<std::size_t>(id)];
 }
 
 }  // namespace inferllama::http

@@ -1,4 +1,5 @@
 #pragma once
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -52,8 +53,15 @@ using Route = std::variant<NotFound, BadRequest, HealthRoute, MetricsRoute, Admi
 // A user's passkey: 32 lowercase hex characters.
 bool is_passkey(std::string_view text);
 
-// A short name for metrics and logs: "resolve", "api_tree", "healthz", ...
-const char* route_name(const Route& route);
+// What a request was, for metrics and logs: a fixed set, so that counters per route need no lookup.
+enum class RouteId {
+  not_found, bad_request, healthz, metrics, admin, usage, resolve, api_info, api_revision, api_tree,
+  api_paths_info, api_refs, api_torrent, api_magnet, webseed, announce, scrape
+};
+inline constexpr std::size_t kRouteIds = 17;
+RouteId route_id(const Route& route);
+// A short name: "resolve", "api_tree", "healthz", ...
+const char* route_name(RouteId id);
 
 // Maps a request path (no query) onto the Hub's routes, decoding each segment once. Hostile paths
 // (traversal, NUL, malformed escapes) become BadRequest before anything touches the disk or the Hub.

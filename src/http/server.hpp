@@ -1,14 +1,14 @@
 #pragma once
-#include <atomic>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "inferllama/asio.hpp"
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/config.hpp"
-#include "inferllama/metrics.hpp"
 
 namespace inferllama::hub {
 class HubService;
@@ -17,7 +17,6 @@ namespace inferllama::torrent {
 class SnapshotTorrents;
 class Mirror;
 }  // namespace inferllama::torrent
-
 namespace inferllama::tracker {
 class Tracker;
 }
@@ -31,19 +30,36 @@ class RateLimiter;
 
 namespace inferllama::http {
 
-struct ServerCounters {
-  metrics::Family<metrics::Counter> requests;         // route, status
-  metrics::Family<metrics::Histogram> latency;        // route
-  metrics::Counter bytes_from_cache;                  // stored files
-  metrics::Counter bytes_from_downloads;              // streamed while fetched upstream
-  std::atomic<std::uint64_t> open_connections{0};
+// What the HTTP edge answers with. The optional parts are null on a node without them, and their routes
+// then answer 404.
+struct ServerDeps {
+  const Config& config;
+  hub::HubService& hub;
+  ChunkStore& store;
+  asio::thread_pool& blocking;  // RocksDB on cold paths and upstream calls wait here, off the I/O threads
+  // GET /announce and /scrape, and the tracker's metrics.
+  tracker::Tracker* tracker = nullptr;
+  // Torrents of cached snapshots (torrent, magnet and web seed routes); `udp_announce_port` is the UDP
+  // tracker's port written into torrents, 0 for none.
+  torrent::SnapshotTorrents* torrents = nullptr;
+  std::uint16_t udp_announce_port = 0;
+  // POST /api/inferllama/mirror.
+  torrent::Mirror* mirror = nullptr;
+  // Users, limits and usage records (all three or none): node keys and passkeys identify callers (401 for
+  // a bad one, or for none under require_auth), limit policies answer 429 with RateLimit headers, every
+  // request and every byte is recorded, /api/usage and the admin API's users/ and keys/ routes answer.
+  usage::Identities* identities = nullptr;
+  usage::UsageLog* usage_log = nullptr;
+  RateLimiter* limiter = nullptr;
+  // More Prometheus text for /metrics (the seed, the upstream of files).
+  std::vector<std::function<void(std::string&)>> metrics;
 };
 
-// The HTTP listener: Boost.Beast on Asio coroutines, one strand per connection.
+// The HTTP listeners: Boost.Beast on Asio coroutines, one strand per connection. How a request goes
+// through: docs/ARCHITECTURE.md, "The request path".
 class Server {
  public:
-  Server(asio::io_context& io, const Config& config, hub::HubService& hub, ChunkStore& store,
-         asio::thread_pool& blocking);
+  Server(asio::io_context& io, ServerDeps deps);
   ~Server();
 
   // Binds `config.listen` and starts accepting. Returns the bound port. Throws on failure.
@@ -59,24 +75,6 @@ class Server {
   // Stops accepting, closes idle connections and lets responses in flight finish.
   void begin_drain();
   bool drained() const;
-
-  ServerCounters& counters();
-
-  // Answers GET /announce and GET /scrape with this tracker (otherwise 404) and adds its metrics to
-  // /metrics. Set before start().
-  void attach_tracker(tracker::Tracker& tracker);
-
-  // Torrents of cached snapshots (torrent, magnet and web seed routes); `udp_announce_port` is the UDP
-  // tracker's port written into torrents, 0 for none. Set before start().
-  void attach_torrents(torrent::SnapshotTorrents& torrents, std::uint16_t udp_announce_port);
-  // POST /api/inferllama/mirror. Set before start().
-  void attach_mirror(torrent::Mirror& mirror);
-  // Users, limits and usage records: node keys and passkeys identify callers (401 for a bad one, or for
-  // none under require_auth), limit policies answer 429 with RateLimit headers, every request and every
-  // byte is recorded, /api/usage and the admin API's users/ and keys/ routes answer. Set before start().
-  void attach_accounts(usage::Identities& identities, usage::UsageLog& usage, RateLimiter& limiter);
-  // More Prometheus text for /metrics (the seed, the tracker). Set before start().
-  void add_metrics(std::function<void(std::string&)> render);
 
  private:
   struct Impl;

@@ -1,0 +1,113 @@
+// The node's administration, for the admin (admission checked who): pin, unpin, gc, mirror, and the
+// users/ and keys/ routes of accounts.
+#include <nlohmann/json.hpp>
+
+#include "accounts_api.hpp"
+#include "connection.hpp"
+#include "evictor.hpp"
+#include "handlers.hpp"
+#include "inferllama/offload.hpp"
+#include "mirror.hpp"
+#include "server_context.hpp"
+#include "url.hpp"
+
+namespace inferllama::http {
+namespace bhttp = boost::beast::http;
+namespace {
+
+hub::Reply json_reply(const nlohmann::json& result) {
+  hub::Reply reply;
+  reply.body = result.dump();
+  return reply;
+}
+
+Task<Answer> answer_accounts(Exchange& x, const std::string& action) {
+  auto& server = x.server;
+  if (!server.deps.identities) co_return hub::error_reply(404, "this node keeps no users");
+  const Request& req = x.request;
+  // HEAD is GET without the body (the session leaves it out).
+  const std::string method = req.method() == bhttp::verb::head ? "GET" : std::string(req.method_string());
+  usage::Accounts accounts{*server.deps.identities, *server.deps.usage_log, server.config.token_size};
+  const std::string query(x.query);
+  auto answer = co_await offload(server.deps.blocking,
+                                 [&] { return usage::answer_admin(accounts, method, action, query, req.body()); });
+  if (!answer) co_return hub::error_reply(404, "no such route");
+  // no-store: a created key's secret must not be kept anywhere.
+  co_return hub::Reply{answer->status, {{"Cache-Control", "no-store"}}, answer->content_type, std::move(answer->body)};
+}
+
+// {"repo": ..., "revision": ..., "type": ...} of a pin, unpin or mirror request.
+std::optional<std::pair<RepoId, std::string>> repo_of(const nlohmann::json& body, std::string& error) {
+  auto type = parse_repo_type(body.value("type", "model"));
+  if (!type) {
+    error = "type is model, dataset or space";
+    return std::nullopt;
+  }
+  return std::pair{RepoId{*type, body["repo"].get<std::string>()}, body.value("revision", "main")};
+}
+
+Task<Answer> answer_mirror(Exchange& x, const nlohmann::json& body) {
+  auto* mirror = x.server.deps.mirror;
+  if (!mirror || !body.is_object() || !body.contains("repo") || !body["repo"].is_string() || !body.contains("from") ||
+      !body["from"].is_string()) {
+    co_return hub::error_reply(400, "expected {\"repo\": ..., \"revision\": ..., \"type\": ..., \"from\": URL}");
+  }
+  std::string error;
+  auto target = repo_of(body, error);
+  if (!target) co_return hub::error_reply(400, error);
+  const auto& [repo, rev] = *target;
+  std::string from = body["from"].get<std::string>();
+  while (from.ends_with('/')) from.pop_back();
+  if (!from.starts_with("http://") && !from.starts_with("https://"))
+    co_return hub::error_reply(400, "from is the http(s) URL of another node");
+  x.connection.pause_deadline();  // a mirror waits on the source, not on the client
+  auto outcome = co_await offload(x.server.deps.blocking, [&] { return mirror->mirror(repo, rev, from); });
+  x.connection.touch();
+  if (auto* reply = std::get_if<hub::Reply>(&outcome)) co_return std::move(*reply);
+  const auto& done = std::get<torrent::MirrorOutcome>(outcome);
+  co_return json_reply({{"repo", repo.key()},
+                        {"commit", done.commit},
+                        {"files", done.files},
+                        {"fetched_files", done.fetched_files},
+                        {"fetched_bytes", done.fetched_bytes},
+                        {"info_hash", done.info_hash},
+                        {"same_swarm", done.same_swarm}});
+}
+
+Task<Answer> answer_pin(Exchange& x, const nlohmann::json& body, bool pinned) {
+  if (!body.is_object() || !body.contains("repo") || !body["repo"].is_string()) {
+    co_return hub::error_reply(400, "expected {\"repo\": ..., \"revision\": ...}");
+  }
+  std::string error;
+  auto target = repo_of(body, error);
+  if (!target) co_return hub::error_reply(400, error);
+  const auto& [repo, rev] = *target;
+  auto& hub = x.server.deps.hub;
+  auto outcome = co_await offload(x.server.deps.blocking, [&] { return hub.pin(repo, rev, pinned); });
+  if (auto* reply = std::get_if<hub::Reply>(&outcome)) co_return std::move(*reply);
+  co_return json_reply({{"repo", repo.key()}, {"commit", std::get<std::string>(outcome)}, {"pinned", pinned}});
+}
+
+}  // namespace
+
+Task<Answer> handle(Exchange& x, const AdminRoute& route) {
+  const Request& req = x.request;
+  if (route.action.starts_with("users") || route.action.starts_with("keys")) {
+    co_return co_await answer_accounts(x, route.action);
+  }
+  if (req.method() != bhttp::verb::post) co_return method_not_allowed("use POST");
+  // A JSON body cannot be sent across origins without a preflight, which the node never grants: a web
+  // page in a browser on this host cannot pin, collect or mirror.
+  if (!req[bhttp::field::content_type].starts_with("application/json"))
+    co_return hub::error_reply(415, "send a JSON body (application/json)");
+  if (route.action == "gc") {
+    auto& evictor = x.server.deps.hub.evictor();
+    auto report = co_await offload(x.server.deps.blocking, [&] { return evictor.collect_garbage(); });
+    co_return json_reply({{"chunks_removed", report.chunks_removed}, {"bytes_freed", report.bytes_freed}});
+  }
+  const auto body = nlohmann::json::parse(req.body(), nullptr, false);
+  if (route.action == "mirror") co_return co_await answer_mirror(x, body);
+  co_return co_await answer_pin(x, body, route.action == "pin");
+}
+
+}  // namespace inferllama::http

@@ -1,0 +1,63 @@
+// The handlers: one per route family, each in its own file. A handler reads the request and answers
+// with an Answer, a value; the session (session.cpp) writes it on whatever stream the client is on.
+// `dispatch` picks the handler with std::visit, so a route without a handler does not compile.
+#pragma once
+#include <cstdint>
+#include <string_view>
+#include <variant>
+
+#include "hub_service.hpp"
+#include "inferllama/asio.hpp"
+#include "response.hpp"
+#include "router.hpp"
+
+namespace inferllama::http {
+
+class ServerContext;
+struct Connection;
+
+// A stored or in-flight file: the session writes its head (Range, If-None-Match) and streams its bytes.
+struct FileBody {
+  hub::FileAnswer file;
+};
+// A BEP 47 pad file: `size` zeros.
+struct PadBody {
+  std::uint64_t size = 0;
+};
+// A tracker's bencoded answer, in the connection's reused buffer (Connection::tracker_reply).
+struct TrackerBody {};
+
+// What a request is answered with: a whole message in the Hub's terms (metadata, errors, the node's
+// own JSON), or a body the session streams.
+using Answer = std::variant<hub::Reply, FileBody, PadBody, TrackerBody>;
+
+struct Exchange {
+  ServerContext& server;
+  Connection& connection;
+  const Request& request;
+  std::string_view query;
+  hub::Caller caller;  // the credentials the Hub sees for this request
+};
+
+Task<Answer> dispatch(Exchange& x, const Route& route);
+
+// One per route (hub_handlers.cpp, torrent_handlers.cpp, tracker_handler.cpp, admin_handler.cpp,
+// usage_handler.cpp, node_handlers.cpp).
+Task<Answer> handle(Exchange& x, const ResolveRoute& route);
+Task<Answer> handle(Exchange& x, const ApiRoute& route);
+Task<Answer> handle(Exchange& x, const TrackerRoute& route);
+Task<Answer> handle(Exchange& x, const AdminRoute& route);
+Task<Answer> handle(Exchange& x, const UsageRoute& route);
+Task<Answer> handle(Exchange& x, const HealthRoute& route);
+Task<Answer> handle(Exchange& x, const MetricsRoute& route);
+Task<Answer> handle(Exchange& x, const BadRequest& route);
+Task<Answer> handle(Exchange& x, const NotFound& route);
+
+// The torrent and magnet routes (torrent_handlers.cpp), reached through the API route.
+Task<Answer> handle_torrent(Exchange& x, const ApiRoute& route);
+
+// Method checks shared by the handlers.
+bool is_read(const Request& req);
+hub::Reply method_not_allowed(const char* allowed);
+
+}  // namespace inferllama::http

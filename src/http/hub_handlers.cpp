@@ -1,0 +1,88 @@
+// The Hub's own routes: files (resolve, and a torrent's web seed), and the metadata API.
+#include <algorithm>
+
+#include "connection.hpp"
+#include "handlers.hpp"
+#include "inferllama/offload.hpp"
+#include "server_context.hpp"
+
+namespace inferllama::http {
+namespace bhttp = boost::beast::http;
+namespace {
+
+Task<Answer> answer_file(Exchange& x, const ResolveRoute& route) {
+  auto& hub = x.server.deps.hub;
+  // A hit of a public repo is answered without leaving the I/O thread.
+  if (auto hit = hub.resolve_fast(route.repo, route.rev, route.path)) co_return FileBody{std::move(*hit)};
+  const bool want_body = x.request.method() == bhttp::verb::get;
+  auto outcome = co_await offload(x.server.deps.blocking, [&] {
+    return hub.resolve(route.repo, route.rev, route.path, x.caller, want_body);
+  });
+  if (auto* reply = std::get_if<hub::Reply>(&outcome)) co_return std::move(*reply);
+  co_return FileBody{std::move(std::get<hub::FileAnswer>(outcome))};
+}
+
+// BEP 47 padding between files: clients that fetch pieces over HTTP ask for these zeros too.
+Answer answer_pad(Exchange& x, std::string_view digits) {
+  const bool valid = !digits.empty() && digits.size() <= 9 &&
+                     std::all_of(digits.begin(), digits.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+  const std::uint64_t size = valid ? std::stoull(std::string(digits)) : 0;
+  if (!valid || size >= x.server.config.chunk_size) {  // padding always ends within one piece (one chunk)
+    return hub::error_reply(404, "no such pad file", "EntryNotFound");
+  }
+  return PadBody{size};
+}
+
+}  // namespace
+
+bool is_read(const Request& req) { return req.method() == bhttp::verb::get || req.method() == bhttp::verb::head; }
+
+hub::Reply method_not_allowed(const char* allowed) { return hub::error_reply(405, allowed); }
+
+Task<Answer> handle(Exchange& x, const ResolveRoute& route) {
+  if (!is_read(x.request)) co_return method_not_allowed("use GET or HEAD");
+  co_return co_await answer_file(x, route);
+}
+
+Task<Answer> handle(Exchange& x, const ApiRoute& api) {
+  auto& hub = x.server.deps.hub;
+  auto& blocking = x.server.deps.blocking;
+  const Request& req = x.request;
+  const std::string query(x.query);
+  switch (api.kind) {
+    case ApiRoute::Kind::webseed: {
+      if (!is_read(req)) co_return method_not_allowed("use GET or HEAD");
+      if (api.path.starts_with(".pad/")) co_return answer_pad(x, std::string_view(api.path).substr(5));
+      const ResolveRoute file{api.repo, api.rev, api.path};
+      co_return co_await answer_file(x, file);
+    }
+    case ApiRoute::Kind::torrent:
+    case ApiRoute::Kind::magnet:
+      co_return co_await handle_torrent(x, api);
+    case ApiRoute::Kind::info:
+    case ApiRoute::Kind::revision: {
+      if (!is_read(req)) co_return method_not_allowed("use GET");
+      std::optional<std::string> rev;
+      if (api.kind == ApiRoute::Kind::revision) rev = api.rev;
+      co_return co_await offload(blocking, [&] { return hub.info(api.repo, rev, query, x.caller); });
+    }
+    case ApiRoute::Kind::tree: {
+      if (!is_read(req)) co_return method_not_allowed("use GET");
+      const std::string base = x.server.public_base(x.connection, req);
+      co_return co_await offload(blocking,
+                                 [&] { return hub.tree(api.repo, api.rev, api.path, query, x.caller, base); });
+    }
+    case ApiRoute::Kind::paths_info: {
+      if (req.method() != bhttp::verb::post) co_return method_not_allowed("use POST");
+      const std::string content_type(req[bhttp::field::content_type]);
+      co_return co_await offload(blocking,
+                                 [&] { return hub.paths_info(api.repo, api.rev, content_type, req.body(), x.caller); });
+    }
+    case ApiRoute::Kind::refs:
+      if (!is_read(req)) co_return method_not_allowed("use GET");
+      co_return co_await offload(blocking, [&] { return hub.refs(api.repo, query, x.caller); });
+  }
+  co_return hub::error_reply(404, "no such route");
+}
+
+}  // namespace inferllama::http

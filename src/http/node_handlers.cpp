@@ -1,0 +1,29 @@
+// The node's own small routes (/healthz, /metrics), the refusals admission already gave, and the
+// dispatch of every route to its handler.
+#include "connection.hpp"
+#include "handlers.hpp"
+#include "server_context.hpp"
+#include "swarm_upstream.hpp"
+
+namespace inferllama::http {
+
+Task<Answer> handle(Exchange&, const HealthRoute&) {
+  // X-InferLlama-Node: how a mirror tells a node from another server.
+  co_return hub::Reply{200, {{torrent::kNodeHeader, torrent::kNodeVersion}}, "text/plain", "ok\n"};
+}
+
+Task<Answer> handle(Exchange& x, const MetricsRoute&) {
+  co_return hub::Reply{200, {}, "text/plain; version=0.0.4; charset=utf-8", x.server.render_metrics()};
+}
+
+// Admission answers these before dispatch; the handlers keep every route answered here too.
+Task<Answer> handle(Exchange&, const BadRequest& route) { co_return hub::error_reply(400, route.message); }
+Task<Answer> handle(Exchange&, const NotFound&) { co_return hub::error_reply(404, "no such route"); }
+
+Task<Answer> dispatch(Exchange& x, const Route& route) {
+  // Named before it is awaited: GCC 12 destroys temporaries of a co_await expression twice.
+  Task<Answer> answer = std::visit([&](const auto& r) { return handle(x, r); }, route);
+  co_return co_await std::move(answer);
+}
+
+}  // namespace inferllama::http

@@ -1,0 +1,51 @@
+// What every connection of a server shares: its dependencies, counters, admission gate and access log,
+// and the steps of a request that do not depend on the route (who the client is, what it is charged,
+// what is logged).
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <spdlog/logger.h>
+
+#include "admission.hpp"
+#include "connection.hpp"
+#include "failed_attempts.hpp"
+#include "forwarded.hpp"
+#include "http_stats.hpp"
+#include "inferllama/network.hpp"
+#include "response.hpp"
+#include "server.hpp"
+
+namespace inferllama::http {
+
+class ServerContext {
+ public:
+  explicit ServerContext(ServerDeps deps);
+
+  ServerDeps deps;
+  const Config& config;
+  HttpStats stats;
+  MonotonicClock attempts_clock;
+  usage::FailedAttempts failed_attempts;
+  Gate gate;
+  std::atomic<bool> draining{false};
+
+  // Who the request is from: the peer, or the client a trusted reverse proxy names.
+  void identify_client(Connection& c, const Request& req) const;
+  // The URL clients reach this node at: public_url, or the request's own scheme and Host.
+  std::string public_base(const Connection& c, const Request& req) const;
+  // File content sent: counted for the usage records and charged to the token limit as it flows.
+  void flowed(Connection& c, std::uint64_t bytes, bool from_cache);
+  // After each request: counters, the usage record of its account, the access log line.
+  void record(Connection& c, const Request& req, std::chrono::steady_clock::time_point started);
+  std::string render_metrics() const;
+
+ private:
+  std::vector<Network> trusted_proxies_;
+  std::shared_ptr<spdlog::logger> access_log_;  // JSON lines, when configured
+};
+
+}  // namespace inferllama::http

@@ -1,0 +1,442 @@
+#include "session.hpp"
+
+#include <netinet/tcp.h>
+#include <spdlog/spdlog.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <type_traits>
+
+#include "credentials.hpp"
+#include "file_response.hpp"
+#include "handlers.hpp"
+#include "server_context.hpp"
+#include "url.hpp"
+
+namespace inferllama::http {
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+constexpr std::size_t kHeaderLimit = 16 * 1024;
+constexpr std::size_t kBodyLimit = 1024 * 1024;
+
+// Request smuggling: only "chunked" alone frames a request body the node can read. A Transfer-Encoding
+// whose last coding is not chunked leaves the body's end to guesswork (RFC 9112 6.3: 400), and codings
+// before chunked would need decoding the node does not do (501).
+std::optional<hub::Reply> transfer_coding_problem(const Request& req) {
+  std::vector<std::string_view> codings;
+  bool present = false;
+  for (auto [it, end] = req.equal_range(bhttp::field::transfer_encoding); it != end; ++it) {
+    present = true;
+    std::string_view field = it->value();
+    while (true) {
+      const auto comma = field.find(',');
+      std::string_view coding = field.substr(0, comma);
+      while (!coding.empty() && (coding.front() == ' ' || coding.front() == '\t')) coding.remove_prefix(1);
+      while (!coding.empty() && (coding.back() == ' ' || coding.back() == '\t')) coding.remove_suffix(1);
+      if (!coding.empty()) codings.push_back(coding);
+      if (comma == std::string_view::npos) break;
+      field.remove_prefix(comma + 1);
+    }
+  }
+  if (!present) return std::nullopt;
+  const auto chunked = std::count_if(codings.begin(), codings.end(),
+                                     [](std::string_view c) { return beast::iequals(c, "chunked"); });
+  if (codings.empty() || !beast::iequals(codings.back(), "chunked") || chunked != 1) {
+    return hub::error_reply(400, "Transfer-Encoding must end with chunked, used once");
+  }
+  if (codings.size() > 1) return hub::error_reply(501, "only the chunked transfer coding is supported");
+  return std::nullopt;
+}
+
+// TCP_CORK while a stored file goes out: the header and the sendfile pages leave in full segments
+// (like nginx's tcp_nopush); uncorking flushes the tail. About 1.5x for one fast client on loopback.
+void set_cork(tcp::socket& socket, bool on) {
+  int value = on ? 1 : 0;
+  ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_CORK, &value, sizeof value);
+}
+
+// Wakes a reader coroutine when the download it follows moves; the timer lives on the reader's strand.
+class ProgressTimer : public cache::ProgressListener, public std::enable_shared_from_this<ProgressTimer> {
+ public:
+  explicit ProgressTimer(const asio::any_io_executor& executor) : timer_(executor) {}
+  void on_progress() override {
+    if (signaled_.exchange(true)) return;
+    asio::post(timer_.get_executor(), [self = shared_from_this()] { self->timer_.cancel(); });
+  }
+  void arm() { signaled_ = false; }
+  Task<void> wait() {
+    timer_.expires_after(std::chrono::seconds(5));
+    boost::system::error_code ec;
+    co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+
+ private:
+  asio::steady_timer timer_;
+  std::atomic<bool> signaled_{false};
+};
+
+// Writes answers on one connection's stream. Every response head passes the one sanitiser
+// (clean_fields for messages, HeadWriter for file and tracker heads).
+template <class Stream>
+class Responder {
+ public:
+  static constexpr bool kPlain = std::is_same_v<Stream, tcp::socket>;
+
+  Responder(ServerContext& server, Stream& stream, Connection& c) : server_(server), stream_(stream), c_(c) {}
+
+  // Writes the answer; whether the connection stays open.
+  Task<bool> write(const Request& req, Answer& answer) {
+    if (auto* reply = std::get_if<hub::Reply>(&answer)) co_return co_await write_reply(req, *reply);
+    if (auto* file = std::get_if<FileBody>(&answer)) co_return co_await write_file(req, file->file);
+    if (auto* pad = std::get_if<PadBody>(&answer)) co_return co_await write_pad(req, pad->size);
+    co_return co_await write_tracker(req);
+  }
+
+  // A message in the Hub's terms. HEAD gets the GET answer's head, Content-Length included, and no body.
+  Task<bool> write_reply(const Request& req, const hub::Reply& reply) {
+    // A request that could not be parsed has no version: answer in HTTP/1.1 and close.
+    const bool keep = req.version() && req.keep_alive() && !server_.draining;
+    StringResponse res = reply_response(reply, req.version() ? req.version() : 11, keep);
+    for (const auto& [name, value] : kSecurityHeaders) res.set(name, value);
+    if (c_.tls()) res.set(kTlsHeader.first, kTlsHeader.second);
+    for (const auto& [name, value] : c_.limit_headers) res.set(name, value);
+    res.prepare_payload();
+    clean_fields(res);
+    c_.responded = true;
+    c_.status = res.result_int();
+    const bool head_only = req.method() == bhttp::verb::head;
+    c_.bytes = head_only ? 0 : res.body().size();
+    boost::system::error_code ec;
+    if (head_only) {
+      bhttp::response_serializer<bhttp::string_body> serializer{res};
+      co_await bhttp::async_write_header(stream_, serializer, asio::redirect_error(asio::use_awaitable, ec));
+    } else {
+      co_await bhttp::async_write(stream_, res, asio::redirect_error(asio::use_awaitable, ec));
+    }
+    co_return keep && !ec;
+  }
+
+  // A fault of the node's own while answering: logged and counted, and a 500 when nothing of the
+  // response went out yet (else the connection is closed: never a complete-looking body).
+  Task<bool> internal_error(const Request& req, const std::string& what) {
+    server_.stats.internal_errors.add();
+    spdlog::error("{} {}: {}", std::string(req.method_string()), redact_target(req.target()), what);
+    c_.account.reset();  // nothing is charged for a failed answer's unsent bytes; the slot is freed
+    if (c_.responded) co_return false;
+    const hub::Reply reply = hub::error_reply(500, "the node failed to answer this request; see its log");
+    co_return co_await write_reply(req, reply);
+  }
+
+ private:
+  Task<bool> write_file(const Request& req, hub::FileAnswer& answer) {
+    // The size is the stored blob's (or the download's, checked against the file's hash when it
+    // completes), never a description that may disagree with the bytes.
+    if (answer.blob) {
+      answer.file.size = answer.blob->size;
+    } else if (answer.download) {
+      answer.file.size = answer.download->size();
+    }
+    const bool keep = req.keep_alive() && !server_.draining;
+    const FilePlan plan = write_file_head(c_, req, answer, keep);
+    c_.status = plan.status;
+    c_.bytes = plan.send_body ? plan.length : 0;
+    bool cork = false;
+    if constexpr (kPlain) {
+      cork = answer.blob && plan.send_body;
+      if (cork) set_cork(stream_, true);
+    }
+    if (!co_await write_head()) co_return false;
+    if (!plan.send_body) {
+      // Nothing to send, but a download a GET started must still finish before an empty file is listed.
+      const bool wait_for_verification = plan.status == 200 && answer.download && answer.file.size == 0 &&
+                                         req.method() == bhttp::verb::get;
+      if (!wait_for_verification) co_return keep;
+    }
+    const std::uint64_t end = plan.first + (plan.send_body ? plan.length : 0);
+    bool ok = false;
+    if (answer.blob) {
+      ok = co_await stream_stored(*answer.blob, plan.first, end);
+      if constexpr (kPlain) {
+        if (cork) set_cork(stream_, false);
+      }
+    } else if (answer.download) {
+      ok = co_await stream_download(*answer.download, plan.first, end);
+    }
+    if (ok) (answer.blob ? server_.stats.bytes_from_cache : server_.stats.bytes_from_downloads).add(end - plan.first);
+    // The body is with the kernel: the download's slot is free for the client's next one right away.
+    if (c_.account) c_.account->decision.slot.reset();
+    co_return ok && keep;
+  }
+
+  Task<bool> write_pad(const Request& req, std::uint64_t size) {
+    static const std::vector<char> zeros(64 * 1024, 0);
+    const bool keep = req.keep_alive() && !server_.draining;
+    const FilePlan plan = write_pad_head(c_, req, size, keep);
+    c_.status = plan.status;
+    c_.bytes = plan.send_body ? plan.length : 0;
+    if (!co_await write_head()) co_return false;
+    for (std::uint64_t left = c_.bytes; left > 0;) {
+      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(left, zeros.size()));
+      boost::system::error_code ec;
+      co_await asio::async_write(stream_, asio::buffer(zeros.data(), n), asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return false;
+      c_.touch();
+      server_.flowed(c_, n, true);
+      left -= n;
+    }
+    co_return keep;
+  }
+
+  Task<bool> write_tracker(const Request& req) {
+    const bool keep = req.keep_alive() && !server_.draining;
+    HeadWriter head(c_.head, 200, req.version());
+    for (const auto& [name, value] : kSecurityHeaders) head.field(name, value);
+    if (c_.tls()) head.field(kTlsHeader.first, kTlsHeader.second);
+    head.field("Content-Type", "text/plain");
+    head.field("Content-Length", c_.tracker_reply.size());
+    head.finish(req.version(), keep);
+    c_.status = 200;
+    c_.bytes = c_.tracker_reply.size();
+    c_.responded = true;
+    const std::array<asio::const_buffer, 2> buffers{asio::buffer(c_.head), asio::buffer(c_.tracker_reply)};
+    boost::system::error_code ec;
+    co_await asio::async_write(stream_, buffers, asio::redirect_error(asio::use_awaitable, ec));
+    co_return keep && !ec;
+  }
+
+  // The head in c.head.
+  Task<bool> write_head() {
+    c_.responded = true;
+    boost::system::error_code ec;
+    co_await asio::async_write(stream_, asio::buffer(c_.head), asio::redirect_error(asio::use_awaitable, ec));
+    co_return !ec;
+  }
+
+  // Every write that goes out is counted by flowed(), so a client that drops the connection mid-chunk
+  // has still been charged for what it received.
+  Task<bool> send_range(int fd, std::uint64_t offset, std::uint64_t length, bool from_cache) {
+    if constexpr (!kPlain) {
+      // TLS encrypts in user space: read the file and write it through the stream.
+      std::vector<char> buffer(std::min<std::uint64_t>(length, 256 * 1024));
+      while (length > 0) {
+        const ssize_t n =
+            ::pread(fd, buffer.data(), std::min<std::uint64_t>(length, buffer.size()), static_cast<off_t>(offset));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) co_return false;
+        boost::system::error_code ec;
+        co_await asio::async_write(stream_, asio::buffer(buffer.data(), static_cast<std::size_t>(n)),
+                                   asio::redirect_error(asio::use_awaitable, ec));
+        if (ec) co_return false;
+        c_.touch();
+        server_.flowed(c_, static_cast<std::uint64_t>(n), from_cache);
+        offset += static_cast<std::uint64_t>(n);
+        length -= static_cast<std::uint64_t>(n);
+      }
+      co_return true;
+    } else {
+      if (!stream_.native_non_blocking()) stream_.native_non_blocking(true);
+      off_t off = static_cast<off_t>(offset);
+      while (length > 0) {
+        const ssize_t n = ::sendfile(stream_.native_handle(), fd, &off, std::min<std::uint64_t>(length, 1u << 30));
+        if (n > 0) {
+          length -= static_cast<std::uint64_t>(n);
+          server_.flowed(c_, static_cast<std::uint64_t>(n), from_cache);
+          continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+          boost::system::error_code ec;
+          co_await stream_.async_wait(tcp::socket::wait_write, asio::redirect_error(asio::use_awaitable, ec));
+          if (ec) co_return false;
+          c_.touch();
+          continue;
+        }
+        // The client went away, or the file is shorter than the index says.
+        spdlog::debug("sendfile stopped at offset {} with {} bytes left: {}", off, length,
+                      n == 0 ? std::string("end of file") : std::generic_category().message(errno));
+        co_return false;
+      }
+      co_return true;
+    }
+  }
+
+  Task<bool> stream_stored(const BlobEntry& blob, std::uint64_t first, std::uint64_t end) {
+    const std::uint64_t cs = blob.chunk_size;
+    for (std::uint64_t pos = first; pos < end;) {
+      // Every step sends at least one byte of a chunk the record lists, or ends the response.
+      const std::size_t index = cs == 0 ? blob.chunks.size() : static_cast<std::size_t>(pos / cs);
+      const std::uint64_t within = pos - index * cs;
+      if (index >= blob.chunks.size() || within >= blob.chunks[index].size) {
+        spdlog::error("byte {} of {} lies past its {} recorded chunks", pos, blob.etag, blob.chunks.size());
+        co_return false;
+      }
+      const std::uint64_t n = std::min<std::uint64_t>(end - pos, blob.chunks[index].size - within);
+      const int fd = server_.deps.store.open_chunk(blob.chunks[index].id);
+      if (fd < 0) {
+        spdlog::error("chunk {} of {} is missing from the store", blob.chunks[index].id.hex(), blob.etag);
+        auto& hub = server_.deps.hub;
+        asio::post(server_.deps.blocking, [&hub, etag = blob.etag] { hub.evictor().forget({etag}); });
+        co_return false;
+      }
+      const bool ok = co_await send_range(fd, within, n, true);
+      ::close(fd);
+      if (!ok) co_return false;
+      pos += n;
+    }
+    co_return true;
+  }
+
+  Task<bool> stream_download(cache::Download& download, std::uint64_t first, std::uint64_t end) {
+    auto listener = std::make_shared<ProgressTimer>(stream_.get_executor());
+    download.subscribe(listener);
+    if (first > 0) download.prioritize(first);
+    std::uint64_t pos = first;
+    for (;;) {
+      listener->arm();
+      if (pos >= end) {
+        // Every byte asked for is out; an empty body still waits for the file to be verified.
+        if (end > 0 || download.verified() || download.state() != cache::Download::State::running) break;
+      } else if (std::uint64_t n = download.readable(pos); n > 0) {
+        auto [fd, within] = download.locate(pos);
+        n = std::min(n, end - pos);
+        if (!co_await send_range(fd, within, n, false)) co_return false;
+        pos += n;
+        continue;
+      }
+      if (download.state() == cache::Download::State::failed && !download.verified()) {
+        spdlog::warn("closing a response of {} at byte {}: {}", download.etag(), pos, download.error());
+        co_return false;  // the client sees a short body, never a complete-looking one
+      }
+      if (pos < end && (pos >= download.size() || download.state() == cache::Download::State::complete)) {
+        // Nothing more will come for this position: never wait (or spin) on a range the file does not have.
+        spdlog::error("closing a response of {} at byte {}: the file has {} bytes", download.etag(), pos,
+                      download.size());
+        co_return false;
+      }
+      c_.pause_deadline();
+      co_await listener->wait();
+      c_.touch();
+    }
+    co_return download.verified() || download.state() != cache::Download::State::failed;
+  }
+
+  ServerContext& server_;
+  Stream& stream_;
+  Connection& c_;
+};
+
+// One request, from admission to the last byte of its answer; whether the connection stays open.
+template <class Stream>
+Task<bool> answer_request(ServerContext& server, Responder<Stream>& responder, Connection& c, const Request& req) {
+  Admission admission = co_await server.gate.admit(req, Origin{c.listener, c.client});
+  c.route = admission.route;
+  c.credentials = admission.credentials;
+  c.account = std::move(admission.account);
+  c.limit_headers = std::move(admission.limit_headers);
+  if (auto* refusal = std::get_if<Refusal>(&admission.verdict)) co_return co_await responder.write_reply(req, refusal->reply);
+  auto& admitted = std::get<Admitted>(admission.verdict);
+  Exchange exchange{server, c, req, url::split_target(req.target()).second, std::move(admitted.caller)};
+  Answer answer = co_await dispatch(exchange, admitted.route);
+  co_return co_await responder.write(req, answer);
+}
+
+template <class Stream>
+Task<void> run(ServerContext& server, std::shared_ptr<Session<Stream>> session) {
+  Connection& c = session->connection;
+  Stream& stream = session->stream;
+  Responder<Stream> responder(server, stream, c);
+  ++server.stats.open_connections;
+  beast::flat_buffer buffer;
+  try {
+    if constexpr (!Responder<Stream>::kPlain) {
+      c.touch();
+      boost::system::error_code ec;
+      co_await stream.async_handshake(asio::ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) throw boost::system::system_error(ec, "TLS handshake");
+    }
+    for (;;) {
+      bhttp::request_parser<bhttp::string_body> parser;
+      parser.header_limit(kHeaderLimit);
+      parser.body_limit(kBodyLimit);
+      boost::system::error_code ec;
+      c.idle = true;
+      c.touch();
+      if (server.draining && buffer.size() == 0) break;
+      co_await bhttp::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+      c.idle = false;
+      if (ec) {
+        const Request unparsed;
+        std::optional<hub::Reply> refusal;
+        if (ec == bhttp::error::header_limit) {
+          refusal = hub::error_reply(431, "request header too large");
+        } else if (ec == bhttp::error::body_limit) {
+          refusal = hub::error_reply(413, "request body too large");
+        } else if (ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
+                   ec != asio::error::operation_aborted && ec != asio::error::connection_reset && parser.got_some()) {
+          refusal = hub::error_reply(400, "malformed request");
+        }
+        if (refusal) co_await responder.write_reply(unparsed, *refusal);
+        break;
+      }
+      Request request = parser.release();
+      const auto started = std::chrono::steady_clock::now();
+      server.identify_client(c, request);
+      c.responded = false;
+      if (auto problem = transfer_coding_problem(request)) {
+        // The body's end is unknown, so is where the next request starts: answer and close.
+        request.keep_alive(false);
+        c.route = RouteId::bad_request;
+        co_await responder.write_reply(request, *problem);
+        server.record(c, request, started);
+        break;
+      }
+      bool keep_alive = false;
+      std::string failure;
+      try {
+        keep_alive = co_await answer_request(server, responder, c, request);
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      if (!failure.empty()) keep_alive = co_await responder.internal_error(request, failure);
+      server.record(c, request, started);
+      if (!keep_alive || server.draining) break;
+    }
+  } catch (const std::exception& e) {
+    spdlog::debug("connection ended: {}", e.what());
+  }
+  boost::system::error_code ignored;
+  c.socket.shutdown(tcp::socket::shutdown_send, ignored);
+  c.socket.close(ignored);
+  c.watchdog.cancel();
+  --server.stats.open_connections;
+}
+
+}  // namespace
+
+Task<void> serve(ServerContext& server, std::shared_ptr<PlainSession> session) {
+  return run(server, std::move(session));
+}
+
+Task<void> serve(ServerContext& server, std::shared_ptr<TlsSession> session) {
+  return run(server, std::move(session));
+}
+
+Task<void> watch(std::shared_ptr<Connection> c) {
+  while (c->socket.is_open()) {
+    boost::system::error_code ec;
+    c->watchdog.expires_at(std::min(c->deadline, std::chrono::steady_clock::now() + std::chrono::seconds(1)));
+    co_await c->watchdog.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (c->socket.is_open() && std::chrono::steady_clock::now() >= c->deadline) {
+      // Idle keep-alive, a slow request (slowloris) or a client that stopped reading.
+      c->socket.close(ec);
+    }
+  }
+}
+
+}  // namespace inferllama::http

@@ -1,0 +1,61 @@
+// GET /announce and /scrape on the HTTP listeners. Announces are many and small: the tracker writes its
+// bencoded answer into the connection's reused buffer, which the session sends behind a fixed head.
+#include "connection.hpp"
+#include "credentials.hpp"
+#include "handlers.hpp"
+#include "identities.hpp"
+#include "inferllama/tracker.hpp"
+#include "rate_limit_headers.hpp"
+#include "server_context.hpp"
+
+namespace inferllama::http {
+namespace bhttp = boost::beast::http;
+namespace {
+
+tracker::Endpoint tracker_endpoint(const asio::ip::address& address, std::uint16_t port) {
+  if (address.is_v4()) return tracker::Endpoint::v4_from(address.to_v4().to_bytes(), port);
+  return tracker::Endpoint::v6_from(address.to_v6().to_bytes(), port);
+}
+
+}  // namespace
+
+Task<Answer> handle(Exchange& x, const TrackerRoute& route) {
+  auto* tracker = x.server.deps.tracker;
+  Connection& c = x.connection;
+  if (!tracker) co_return hub::error_reply(404, "this node runs no tracker");
+  if (x.request.method() != bhttp::verb::get) co_return method_not_allowed("use GET");
+  boost::system::error_code ec;
+  const auto local = c.socket.local_endpoint(ec);
+  if (ec) throw boost::system::system_error(ec, "the tracker connection's local address");
+  // A private tracker answers only announces and scrapes that carry a user's passkey, and counts them
+  // against the user.
+  std::string refusal;
+  if (x.server.config.tracker_private || !route.passkey.empty()) {
+    auto* identities = x.server.deps.identities;
+    std::optional<std::string> user;
+    if (route.passkey.empty()) {
+      refusal = "this tracker is private: announce with your passkey (/announce/PASSKEY, /scrape/PASSKEY)";
+    } else if (!identities || !(user = identities->user_of_passkey(route.passkey))) {
+      refusal = "unknown passkey, or its user is disabled";
+      x.server.failed_attempts.failed(client_network(c.client));
+    } else {
+      c.account = co_await x.server.gate.charge(UserId::user(std::move(*user)), "", false);
+      if (!c.account->decision.allowed) {
+        refusal = "rate limit exceeded: retry in " + std::to_string(retry_after_seconds(c.account->decision)) + " s";
+      }
+    }
+  }
+  if (!refusal.empty()) {
+    // Trackers refuse in bencoding, with a 200: that is what every client shows its user.
+    c.tracker_reply = "d14:failure reason" + std::to_string(refusal.size()) + ":" + refusal + "e";
+  } else if (route.kind == TrackerRoute::Kind::announce) {
+    // The peer's address is the client's, also behind a trusted proxy; its port is the announce's own.
+    tracker->http_announce(x.query, tracker_endpoint(c.client, c.peer.port()),
+                           tracker_endpoint(local.address(), local.port()), c.tracker_reply);
+  } else {
+    tracker->http_scrape(x.query, c.tracker_reply);
+  }
+  co_return TrackerBody{};
+}
+
+}  // namespace inferllama::http
