@@ -576,10 +576,11 @@ std::size_t Tracker::Impl::udp_datagram(std::span<const std::uint8_t> in, const 
     p = write32(p, outcome.counts.leechers);
     p = write32(p, outcome.counts.seeders);
     const Scratch& s = scratch();
-    if (client.v6) {
+    // No peers may mean no scratch storage yet: memcpy wants a valid source even for zero bytes.
+    if (client.v6 && outcome.v6 > 0) {
       std::memcpy(p, s.v6.data(), outcome.v6 * sizeof(Compact6));
       p += outcome.v6 * sizeof(Compact6);
-    } else {
+    } else if (!client.v6 && outcome.v4 > 0) {
       std::memcpy(p, s.v4.data(), outcome.v4 * sizeof(Compact4));
       p += outcome.v4 * sizeof(Compact4);
     }
