@@ -1,20 +1,23 @@
 #include "metainfo.hpp"
 
+#include <utility>  // before Asio (via libtorrent): Boost 1.74's awaitable.hpp needs std::exchange
+
+#include <libtorrent/bdecode.hpp>
+#include <libtorrent/bencode.hpp>
+#include <libtorrent/create_torrent.hpp>
+#include <libtorrent/torrent_info.hpp>
+
 #include <algorithm>
 #include <bit>
-#include <optional>
+#include <iterator>
 #include <set>
+#include <unordered_map>
 
-#include "bencode.hpp"
 #include "hashing.hpp"
 #include "url.hpp"
 
 namespace inferllama::torrent {
 namespace {
-
-using bencode::Dict;
-using bencode::List;
-using bencode::Value;
 
 constexpr std::uint32_t kMinPieceLength = 16 * 1024;  // one BEP 52 block
 constexpr std::uint64_t kMaxPieceLength = std::uint64_t{1} << 30;
@@ -41,15 +44,6 @@ std::vector<std::string_view> split_path(std::string_view path) {
   }
 }
 
-std::string join_path(const std::vector<std::string_view>& parts) {
-  std::string out;
-  for (const auto& p : parts) {
-    if (!out.empty()) out.push_back('/');
-    out.append(p);
-  }
-  return out;
-}
-
 struct Entry {
   std::vector<std::string_view> parts;
   const SnapshotFile* file = nullptr;
@@ -66,33 +60,47 @@ bool chunks_tile_blob(const BlobEntry& blob, std::uint32_t piece_length) {
   return true;
 }
 
-std::variant<Sha256, TorrentError> pieces_root(const Entry& entry, const BuildOptions& options,
-                                               std::uint32_t piece_length) {
-  const BlobEntry& blob = *entry.file->blob;
-  if (blob.chunks.size() > 1) {
-    std::vector<Sha256> piece_layer;
-    piece_layer.reserve(blob.chunks.size());
-    for (const auto& c : blob.chunks) piece_layer.push_back(c.id);
-    return cache::piece_layer_root(piece_layer, piece_length);
-  }
+// The `pieces root` of a file of one chunk (libtorrent takes a one-piece file's only piece-layer hash as
+// its root; a longer file's root it computes from the chunk ids).
+std::variant<Sha256, TorrentError> one_chunk_root(const SnapshotFile& file, const BuildOptions& options,
+                                                  std::uint32_t piece_length) {
+  const BlobEntry& blob = *file.blob;
   if (blob.v2_root) return *blob.v2_root;
   const ChunkRef& chunk = blob.chunks.front();
   if (chunk.size == piece_length) return chunk.id;  // a whole piece: the file's tree is the chunk's
-  const std::string& path = entry.file->path;
   if (!options.read_chunk) {
-    return error(path + ": stored without its v2 pieces root, and no way to read its chunk back was given");
+    return error(file.path + ": stored without its v2 pieces root, and no way to read its chunk back was given");
   }
   auto bytes = options.read_chunk(chunk.id);
-  if (!bytes || bytes->size() != chunk.size) return error(path + ": cannot read chunk " + chunk.id.hex());
+  if (!bytes || bytes->size() != chunk.size) return error(file.path + ": cannot read chunk " + chunk.id.hex());
   const cache::ChunkHashes hashes = cache::hash_chunk(*bytes, piece_length);
-  if (hashes.root != chunk.id) return error(path + ": chunk " + chunk.id.hex() + " does not match its stored bytes");
+  if (hashes.root != chunk.id) return error(file.path + ": chunk " + chunk.id.hex() + " does not match its stored bytes");
   return hashes.file_root;
 }
 
-Value path_list(const std::vector<std::string_view>& parts) {
-  List list;
-  for (const auto& p : parts) list.emplace_back(p);
-  return list;
+lt::sha1_hash lt_hash(const Sha1& h) {
+  return lt::sha1_hash(h.raw().data());
+}
+lt::sha256_hash lt_hash(const Sha256& h) {
+  return lt::sha256_hash(h.raw().data());
+}
+
+// libtorrent writes a single tracker without "announce-list", a single web seed as a string and always a
+// "creation date"; the node's torrents have always had one tier per tracker, a list of web seeds and no
+// date, so that their bytes depend only on the snapshot and the options.
+void put_node_links(lt::entry& metainfo, const BuildOptions& options) {
+  auto& dict = metainfo.dict();
+  dict.erase("creation date");
+  if (!options.trackers.empty()) {
+    dict["announce"] = options.trackers.front();
+    lt::entry::list_type tiers;
+    for (const auto& tracker : options.trackers) tiers.emplace_back(lt::entry::list_type{lt::entry(tracker)});
+    dict["announce-list"] = std::move(tiers);
+  }
+  if (!options.web_seeds.empty()) {
+    lt::entry::list_type seeds(options.web_seeds.begin(), options.web_seeds.end());
+    dict["url-list"] = std::move(seeds);
+  }
 }
 
 }  // namespace
@@ -121,6 +129,7 @@ std::variant<Torrent, TorrentError> build_torrent(std::span<const SnapshotFile> 
   if (!std::has_single_bit(piece_length) || piece_length < kMinPieceLength) {
     return error("chunk size " + std::to_string(piece_length) + " is not a power of two of at least 16 KiB");
   }
+  if (piece_length > kMaxPieceLength) return error("chunk size " + std::to_string(piece_length) + " is above 1 GiB");
 
   std::vector<Entry> entries;
   entries.reserve(files.size());
@@ -130,7 +139,7 @@ std::variant<Torrent, TorrentError> build_torrent(std::span<const SnapshotFile> 
     if (!chunks_tile_blob(*f.blob, piece_length)) return error(f.path + ": its chunks do not add up to its size");
     entries.push_back(std::move(e));
   }
-  // Part by part, as libtorrent orders files and as the v2 file tree's dictionaries are ordered.
+  // libtorrent does not refuse a path given twice, nor (in a v1 torrent) a file that is also a folder.
   std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.parts < b.parts; });
   for (std::size_t i = 1; i < entries.size(); ++i) {
     const auto& previous = entries[i - 1].parts;
@@ -142,93 +151,79 @@ std::variant<Torrent, TorrentError> build_torrent(std::span<const SnapshotFile> 
   }
 
   const bool hybrid = options.format == Format::hybrid;
-  // libtorrent pads after every non-empty file not ending on a piece boundary, the last one included,
-  // unless the torrent has a single file.
-  const bool padded = entries.size() > 1;
+  // libtorrent orders the files part by part and puts a BEP 47 pad after every non-empty file that does
+  // not end on a piece boundary, the last one included, unless the torrent has a single file.
+  lt::file_storage storage;
+  std::unordered_map<std::string, const SnapshotFile*> by_storage_path;
+  for (const auto& e : entries) {
+    std::string path = options.single_file ? options.name : options.name + "/" + e.file->path;
+    storage.add_file(path, static_cast<std::int64_t>(e.file->blob->size));
+    by_storage_path.emplace(std::move(path), e.file);
+  }
+
   Torrent t;
   t.name = options.name;
   t.piece_length = piece_length;
-  std::string piece_hashes;
-  List v1_files;
-  Dict file_tree;
-  Dict piece_layers;
-  for (const auto& e : entries) {
-    const BlobEntry& blob = *e.file->blob;
-    t.files.push_back(TorrentFile{options.single_file ? t.name : join_path(e.parts), blob.size, false, blob.etag});
-    for (const auto& c : blob.chunks) {
-      t.pieces.push_back(PieceSource{c.id, c.size});
-      piece_hashes.append(c.piece_sha1.raw());
-    }
-    const std::uint64_t pad = padded && blob.size % piece_length != 0 ? piece_length - blob.size % piece_length : 0;
-    if (pad > 0) piece_hashes.replace(piece_hashes.size() - Sha1::size, Sha1::size, blob.last_padded_sha1.raw());
-    v1_files.emplace_back(Dict{{"length", static_cast<std::int64_t>(blob.size)}, {"path", path_list(e.parts)}});
-    if (pad > 0) {
-      const std::string pad_name = std::to_string(pad);
-      t.files.push_back(TorrentFile{".pad/" + pad_name, pad, true, ""});
-      v1_files.emplace_back(Dict{
-          {"attr", "p"}, {"length", static_cast<std::int64_t>(pad)}, {"path", List{Value(".pad"), Value(pad_name)}}});
-    }
-    if (!hybrid) continue;
-    Dict leaf{{"length", static_cast<std::int64_t>(blob.size)}};
-    if (blob.size > 0) {
-      auto root = pieces_root(e, options, piece_length);
-      if (auto* failed = std::get_if<TorrentError>(&root)) return std::move(*failed);
-      const Sha256& pieces_root = std::get<Sha256>(root);
-      leaf.emplace("pieces root", std::string(pieces_root.raw()));
-      if (blob.size > piece_length) {
-        std::string layer;
-        layer.reserve(blob.chunks.size() * Sha256::size);
-        for (const auto& c : blob.chunks) layer.append(c.id.raw());
-        piece_layers.emplace(std::string(pieces_root.raw()), std::move(layer));
+  try {
+    const lt::create_flags_t flags =
+        hybrid ? lt::create_flags_t{} : lt::create_torrent::v1_only | lt::create_torrent::canonical_files;
+    lt::create_torrent creator(storage, static_cast<int>(piece_length), flags);
+    const lt::file_storage& layout = creator.files();
+    lt::piece_index_t piece{0};
+    const BlobEntry* previous = nullptr;  // the file a pad file follows
+    for (const lt::file_index_t i : layout.file_range()) {
+      if (layout.pad_file_at(i)) {
+        const auto pad = static_cast<std::uint64_t>(layout.file_size(i));
+        t.files.push_back(TorrentFile{".pad/" + std::to_string(pad), pad, true, ""});
+        if (previous == nullptr) return error("libtorrent put a pad file first");
+        // The last piece of the file before it is hashed with these zeros.
+        creator.set_hash(lt::piece_index_t(static_cast<int>(piece) - 1), lt_hash(previous->last_padded_sha1));
+        continue;
+      }
+      const SnapshotFile& file = *by_storage_path.at(layout.file_path(i));
+      const BlobEntry& blob = *file.blob;
+      previous = &blob;
+      t.files.push_back(TorrentFile{options.single_file ? t.name : file.path, blob.size, false, blob.etag});
+      for (const auto& c : blob.chunks) {
+        // set_hash does not check its index in a release build of libtorrent.
+        if (piece >= creator.end_piece()) return error("libtorrent lays out fewer pieces than the chunks");
+        t.pieces.push_back(PieceSource{c.id, c.size});
+        creator.set_hash(piece++, lt_hash(c.piece_sha1));
+      }
+      if (!hybrid || blob.size == 0) continue;
+      if (blob.chunks.size() == 1) {
+        auto root = one_chunk_root(file, options, piece_length);
+        if (auto* failed = std::get_if<TorrentError>(&root)) return std::move(*failed);
+        creator.set_hash2(i, 0, lt_hash(std::get<Sha256>(root)));
+        continue;
+      }
+      for (std::size_t k = 0; k < blob.chunks.size(); ++k) {
+        creator.set_hash2(i, static_cast<lt::piece_index_t::diff_type>(k), lt_hash(blob.chunks[k].id));
       }
     }
-    // Folders of the tree are created on the way down; the validated paths cannot clash with a leaf.
-    Dict* folder = &file_tree;
-    const std::vector<std::string_view> single{options.name};
-    const auto& parts = options.single_file ? single : e.parts;
-    for (const auto& part : parts) {
-      auto it = folder->try_emplace(std::string(part), Dict{}).first;
-      folder = &std::get<Dict>(it->second.data);
+    creator.set_creator("InferLlama");
+    if (!options.comment.empty()) creator.set_comment(options.comment.c_str());
+    lt::entry metainfo = creator.generate();
+    lt::entry& info = metainfo["info"];
+    // generate() silently leaves out a version whose hashes are incomplete.
+    if (info.find_key("pieces") == nullptr || hybrid != (info.find_key("file tree") != nullptr)) {
+      return error("the torrent's hashes are incomplete");
     }
-    folder->emplace("", std::move(leaf));
+    lt::bencode(std::back_inserter(t.info), info);
+    info = lt::entry::preformatted_type(t.info.begin(), t.info.end());
+    put_node_links(metainfo, options);
+    lt::bencode(std::back_inserter(t.metainfo), metainfo);
+  } catch (const std::exception& e) {
+    return error(std::string("libtorrent cannot make the torrent: ") + e.what());
   }
   for (const auto& f : t.files) t.total_size += f.size;
-
-  Dict info{
-      {"name", t.name}, {"piece length", static_cast<std::int64_t>(piece_length)}, {"pieces", std::move(piece_hashes)}};
-  if (options.single_file) {
-    info.emplace("length", static_cast<std::int64_t>(t.total_size));
-  } else {
-    info.emplace("files", std::move(v1_files));
-  }
-  if (hybrid) {
-    info.emplace("file tree", std::move(file_tree));
-    info.emplace("meta version", std::int64_t{2});
-  }
-  Value info_value(std::move(info));
-  t.info = bencode::encode(info_value);
   t.info_hash_v1 = cache::sha1(t.info);
   if (hybrid) t.info_hash_v2 = cache::sha256(t.info);
-
-  // No creation date: the .torrent's bytes depend only on the snapshot and the options.
-  Dict meta{{"created by", "InferLlama"}, {"info", std::move(info_value)}};
-  if (!options.trackers.empty()) {
-    meta.emplace("announce", options.trackers.front());
-    List tiers;
-    for (const auto& tracker : options.trackers) tiers.emplace_back(List{Value(tracker)});
-    meta.emplace("announce-list", std::move(tiers));
-  }
-  if (!options.web_seeds.empty()) {
-    List seeds;
-    for (const auto& seed : options.web_seeds) seeds.emplace_back(seed);
-    meta.emplace("url-list", std::move(seeds));
-  }
-  if (!options.comment.empty()) meta.emplace("comment", options.comment);
-  if (hybrid) meta.emplace("piece layers", std::move(piece_layers));
-  t.metainfo = bencode::encode(Value(std::move(meta)));
   return t;
 }
 
+// Hand-written rather than lt::make_magnet_uri: libtorrent escapes with lowercase hex digits and leaves
+// "!*()" as they are, so its links would differ from the ones this node has always given out.
 std::string magnet_uri(const Torrent& torrent, std::span<const std::string> trackers,
                        std::span<const std::string> web_seeds) {
   std::string uri = "magnet:?xt=urn:btih:" + torrent.info_hash_v1.hex();
@@ -241,22 +236,31 @@ std::string magnet_uri(const Torrent& torrent, std::span<const std::string> trac
 
 namespace {
 
-std::optional<std::int64_t> integer_at(const Value& dict, std::string_view key) {
-  const Value* v = dict.find(key);
-  if (v == nullptr || v->integer() == nullptr) return std::nullopt;
-  return *v->integer();
+// libtorrent 2.0's string_view is Boost's.
+std::string_view text_of(const lt::bdecode_node& node) {
+  const lt::string_view text = node.string_value();
+  return {text.data(), text.size()};
 }
 
-const std::string* string_at(const Value& dict, std::string_view key) {
-  const Value* v = dict.find(key);
-  return v == nullptr ? nullptr : v->string();
+std::optional<std::int64_t> integer_at(const lt::bdecode_node& dict, const char* key) {
+  const lt::bdecode_node v = dict.dict_find_int(key);
+  if (!v) return std::nullopt;
+  return v.int_value();
+}
+
+std::optional<std::string_view> string_at(const lt::bdecode_node& dict, const char* key) {
+  const lt::bdecode_node v = dict.dict_find_string(key);
+  if (!v) return std::nullopt;
+  return text_of(v);
 }
 
 // The v2 file tree's files in dictionary order: (path, length).
-bool walk_file_tree(const Dict& folder, std::string& prefix, std::vector<std::pair<std::string, std::int64_t>>& out) {
-  for (const auto& [name, node] : folder) {
-    const Dict* child = node.dict();
-    if (child == nullptr) return false;
+bool walk_file_tree(const lt::bdecode_node& folder, std::string& prefix,
+                    std::vector<std::pair<std::string, std::int64_t>>& out) {
+  for (int i = 0; i < folder.dict_size(); ++i) {
+    const auto [key, node] = folder.dict_at(i);
+    const std::string_view name(key.data(), key.size());
+    if (node.type() != lt::bdecode_node::dict_t) return false;
     if (name.empty()) {
       auto length = integer_at(node, "length");
       if (!length || prefix.empty()) return false;
@@ -266,41 +270,57 @@ bool walk_file_tree(const Dict& folder, std::string& prefix, std::vector<std::pa
     if (!valid_component(name)) return false;
     const std::size_t mark = prefix.size();
     prefix.append(name).push_back('/');
-    if (!walk_file_tree(*child, prefix, out)) return false;
+    if (!walk_file_tree(node, prefix, out)) return false;
     prefix.resize(mark);
   }
   return true;
 }
 
+// Each URL string of a list (an announce-list's tier, a url-list); nothing for anything else.
+void append_strings(const lt::bdecode_node& list, std::vector<std::string>& out) {
+  if (list.type() != lt::bdecode_node::list_t) return;
+  for (int i = 0; i < list.list_size(); ++i) {
+    if (const lt::bdecode_node url = list.list_at(i); url.type() == lt::bdecode_node::string_t) {
+      out.emplace_back(text_of(url));
+    }
+  }
+}
+
 }  // namespace
 
 std::variant<ParsedTorrent, TorrentError> parse_torrent(std::string_view metainfo) {
-  // Deep enough for file trees of deeply nested repos; decode() bounds recursion by it.
-  auto decoded = bencode::decode(metainfo, bencode::DecodeLimits{.max_depth = 64});
-  if (auto* failed = std::get_if<bencode::DecodeError>(&decoded)) {
-    return error("not a bencoded torrent: " + failed->message + " at byte " + std::to_string(failed->offset));
-  }
-  const Value& root = std::get<Value>(decoded);
-  const Value* info = root.find("info");
-  if (info == nullptr || info->dict() == nullptr) return error("no info dictionary");
+  lt::load_torrent_limits limits;
+  limits.max_decode_depth = 64;  // deep enough for the file trees of deeply nested repos
+  lt::error_code ec;
+  int error_at = 0;
+  const lt::bdecode_node root = lt::bdecode(lt::span<const char>(metainfo.data(), static_cast<std::ptrdiff_t>(metainfo.size())), ec,
+                                            &error_at, limits.max_decode_depth, limits.max_decode_tokens);
+  if (ec) return error("not a bencoded torrent: " + ec.message() + " at byte " + std::to_string(error_at));
+  // Only canonical bencoding (sorted unique keys, no leading zeros, nothing after the end), which is
+  // what re-encoding gives back unchanged: every client then hashes the info dict this node hashes,
+  // and the mirror can rewrite the links around it without touching its bytes.
+  std::string canonical;
+  lt::bencode(std::back_inserter(canonical), lt::entry(root));
+  if (canonical != metainfo) return error("not a bencoded torrent: not in canonical form");
+  if (root.type() != lt::bdecode_node::dict_t) return error("no info dictionary");
+  const lt::bdecode_node info = root.dict_find_dict("info");
+  if (!info) return error("no info dictionary");
 
   ParsedTorrent t;
-  // The decoder accepts only canonical bencoding, so this is the info dict's original bytes.
-  t.info = bencode::encode(*info);
-  t.info_hash_v1 = cache::sha1(t.info);
-
-  const std::string* name = string_at(*info, "name");
-  if (name == nullptr || !valid_component(*name)) return error("missing or unsafe name");
-  t.name = *name;
-  const auto piece_length = integer_at(*info, "piece length");
+  const auto name = string_at(info, "name");
+  if (!name || !valid_component(*name)) return error("missing or unsafe name");
+  t.name = std::string(*name);
+  const auto piece_length = integer_at(info, "piece length");
   if (!piece_length || *piece_length < kMinPieceLength || *piece_length > static_cast<std::int64_t>(kMaxPieceLength) ||
       !std::has_single_bit(static_cast<std::uint64_t>(*piece_length))) {
     return error("piece length is not a power of two between 16 KiB and 1 GiB");
   }
   t.piece_length = static_cast<std::uint32_t>(*piece_length);
-  const std::string* pieces = string_at(*info, "pieces");
-  if (pieces == nullptr || pieces->size() % Sha1::size != 0) return error("missing or malformed pieces");
+  const auto pieces = string_at(info, "pieces");
+  if (!pieces || pieces->size() % Sha1::size != 0) return error("missing or malformed pieces");
 
+  // The paths come from the info dict as written: libtorrent would rename unsafe or repeated ones where
+  // the node refuses them.
   auto add_file = [&](std::string path, std::int64_t length, bool pad) -> bool {
     // Each file and the whole torrent stay far from 64-bit overflow (2^50 bytes a file, 2^60 in all).
     if (length < 0 || length > kMaxFileSize) return false;
@@ -309,25 +329,27 @@ std::variant<ParsedTorrent, TorrentError> parse_torrent(std::string_view metainf
     t.total_size += static_cast<std::uint64_t>(length);
     return true;
   };
-  if (const Value* files = info->find("files")) {
-    if (files->list() == nullptr || files->list()->empty()) return error("files is not a list of files");
-    for (const Value& f : *files->list()) {
-      const auto length = integer_at(f, "length");
-      const Value* path = f.find("path");
-      if (!length || path == nullptr || path->list() == nullptr || path->list()->empty()) {
-        return error("a file without length or path");
-      }
+  if (const lt::bdecode_node files = info.dict_find("files")) {
+    if (files.type() != lt::bdecode_node::list_t || files.list_size() == 0) return error("files is not a list of files");
+    for (int i = 0; i < files.list_size(); ++i) {
+      const lt::bdecode_node f = files.list_at(i);
+      const auto length = f.type() == lt::bdecode_node::dict_t ? integer_at(f, "length") : std::nullopt;
+      const lt::bdecode_node path = f.type() == lt::bdecode_node::dict_t ? f.dict_find_list("path") : lt::bdecode_node();
+      if (!length || !path || path.list_size() == 0) return error("a file without length or path");
       std::string joined;
-      for (const Value& part : *path->list()) {
-        if (part.string() == nullptr || !valid_component(*part.string())) return error("unsafe file path");
+      for (int k = 0; k < path.list_size(); ++k) {
+        const lt::bdecode_node part = path.list_at(k);
+        if (part.type() != lt::bdecode_node::string_t || !valid_component(text_of(part))) {
+          return error("unsafe file path");
+        }
         if (!joined.empty()) joined.push_back('/');
-        joined.append(*part.string());
+        joined.append(text_of(part));
       }
-      const std::string* attr = string_at(f, "attr");
-      const bool pad = attr != nullptr && attr->find('p') != std::string::npos;
+      const auto attr = string_at(f, "attr");
+      const bool pad = attr && attr->find('p') != std::string_view::npos;
       if (!add_file(std::move(joined), *length, pad)) return error("file length out of range");
     }
-  } else if (const auto length = integer_at(*info, "length")) {
+  } else if (const auto length = integer_at(info, "length")) {
     t.single_file = true;
     if (!add_file(t.name, *length, false)) return error("file length out of range");
   } else {
@@ -340,40 +362,41 @@ std::variant<ParsedTorrent, TorrentError> parse_torrent(std::string_view metainf
   const std::uint64_t piece_count = (t.total_size + t.piece_length - 1) / t.piece_length;
   if (pieces->size() / Sha1::size != piece_count) return error("piece count does not match the files' sizes");
 
-  if (const Value* version = info->find("meta version")) {
-    if (version->integer() == nullptr || *version->integer() != 2) return error("unknown meta version");
-    const Value* tree = info->find("file tree");
+  const bool v2 = static_cast<bool>(info.dict_find("meta version"));
+  if (v2) {
+    if (integer_at(info, "meta version") != 2) return error("unknown meta version");
+    const lt::bdecode_node tree = info.dict_find_dict("file tree");
     std::vector<std::pair<std::string, std::int64_t>> v2_files;
     std::string prefix;
-    if (tree == nullptr || tree->dict() == nullptr || !walk_file_tree(*tree->dict(), prefix, v2_files)) {
-      return error("malformed file tree");
-    }
+    if (!tree || !walk_file_tree(tree, prefix, v2_files)) return error("malformed file tree");
     // A hybrid torrent describes the same files twice; clients trust either, so both must agree.
     std::vector<std::pair<std::string, std::int64_t>> v1_files;
     for (const auto& f : t.files) {
       if (!f.pad) v1_files.emplace_back(t.single_file ? t.name : f.path, static_cast<std::int64_t>(f.size));
     }
     if (v1_files != v2_files) return error("the v1 and v2 file lists disagree");
-    t.info_hash_v2 = cache::sha256(t.info);
   }
 
-  if (const Value* tiers = root.find("announce-list"); tiers != nullptr && tiers->list() != nullptr) {
-    for (const Value& tier : *tiers->list()) {
-      if (tier.list() == nullptr) continue;
-      for (const Value& url : *tier.list()) {
-        if (url.string() != nullptr) t.trackers.push_back(*url.string());
-      }
-    }
-  } else if (const std::string* announce = string_at(root, "announce")) {
-    t.trackers.push_back(*announce);
+  // What libtorrent checks besides (the piece layers against the files' roots, among others), and the
+  // info-hashes over the info dict's own bytes.
+  try {
+    const lt::torrent_info checked(root, limits);
+    const auto section = checked.info_section();
+    t.info.assign(section.data(), static_cast<std::size_t>(section.size()));
+    t.info_hash_v1 = *Sha1::from_raw({checked.info_hashes().v1.data(), Sha1::size});
+    if (v2) t.info_hash_v2 = *Sha256::from_raw({checked.info_hashes().v2.data(), Sha256::size});
+  } catch (const std::exception& e) {
+    return error(std::string("libtorrent refuses the torrent: ") + e.what());
   }
-  if (const Value* seeds = root.find("url-list")) {
-    if (seeds->string() != nullptr) t.web_seeds.push_back(*seeds->string());
-    if (seeds->list() != nullptr) {
-      for (const Value& url : *seeds->list()) {
-        if (url.string() != nullptr) t.web_seeds.push_back(*url.string());
-      }
-    }
+
+  if (const lt::bdecode_node tiers = root.dict_find_list("announce-list")) {
+    for (int i = 0; i < tiers.list_size(); ++i) append_strings(tiers.list_at(i), t.trackers);
+  } else if (const auto announce = string_at(root, "announce")) {
+    t.trackers.emplace_back(*announce);
+  }
+  if (const lt::bdecode_node seeds = root.dict_find("url-list")) {
+    if (seeds.type() == lt::bdecode_node::string_t) t.web_seeds.emplace_back(text_of(seeds));
+    append_strings(seeds, t.web_seeds);
   }
   return t;
 }

@@ -1,9 +1,10 @@
 #pragma once
 // The node's torrents, built from the hashes stored at ingest without reading the data again. The
 // bytes depend only on the snapshot, the chunk size and the options, so every node holding the same
-// snapshot makes the same info dict and joins one swarm. File order and BEP 47 padding are those of
-// libtorrent 2.0's create_torrent (hybrid by default, v1_only | canonical_files for v1), so a torrent
-// a libtorrent client makes from the same files has the same info-hashes too.
+// snapshot makes the same info dict and joins one swarm. libtorrent's create_torrent lays the files out
+// (its order and BEP 47 padding: hybrid by default, v1_only | canonical_files for v1) and writes them
+// from the stored hashes, so a torrent a libtorrent client makes from the same files has the same
+// info-hashes too.
 #include <span>
 #include <string>
 #include <string_view>
@@ -19,8 +20,9 @@ std::variant<Torrent, TorrentError> build_torrent(std::span<const SnapshotFile> 
 std::string magnet_uri(const Torrent& torrent, std::span<const std::string> trackers,
                        std::span<const std::string> web_seeds);
 
-// Reads a v1 or hybrid .torrent (untrusted: another node's answer). Paths are checked to stay inside
-// the torrent (no "..", no empty or absolute parts), sizes and piece counts to agree.
+// Reads a v1 or hybrid .torrent (untrusted: another node's answer) in canonical bencoding only. Paths are
+// checked to stay inside the torrent (no "..", no empty or absolute parts), sizes and piece counts to
+// agree, and libtorrent's torrent_info must accept it.
 std::variant<ParsedTorrent, TorrentError> parse_torrent(std::string_view metainfo);
 
 }  // namespace inferllama::torrent

@@ -1,8 +1,14 @@
 #include "mirror.hpp"
 
-#include <spdlog/spdlog.h>
+#include <utility>  // before Asio (via libtorrent): Boost 1.74's awaitable.hpp needs std::exchange
 
-#include "bencode.hpp"
+#include <spdlog/spdlog.h>
+#include <libtorrent/bdecode.hpp>
+#include <libtorrent/bencode.hpp>
+#include <libtorrent/entry.hpp>
+
+#include <iterator>
+
 #include "curl_upstream.hpp"
 #include "download_wait.hpp"
 #include "metainfo.hpp"
@@ -19,35 +25,48 @@ using hub::error_reply;
 // contact other hosts. The source node's own announce and web seed stand in when none is left.
 std::string with_links_of(const std::string& metainfo, const std::string& from, const RepoId& repo,
                           const std::string& commit) {
-  auto decoded = bencode::decode(metainfo);
-  const auto* dict = std::get_if<bencode::Value>(&decoded) ? std::get<bencode::Value>(decoded).dict() : nullptr;
-  if (!dict) return metainfo;  // parse_torrent accepted it, so this does not happen
+  lt::error_code ec;
+  const lt::bdecode_node root =
+      lt::bdecode(lt::span<const char>(metainfo.data(), static_cast<std::ptrdiff_t>(metainfo.size())), ec);
+  if (ec || root.type() != lt::bdecode_node::dict_t) return metainfo;  // parse_torrent accepted it: not so
   const std::string host(url::host_of(from));
-  auto on_source = [&](const std::string& url) {
+  auto on_source = [&](lt::string_view url) {
     return url.starts_with(from + "/") || url.starts_with("udp://" + host + ":");
   };
-  bencode::Dict out = *dict;
-  bencode::List tiers;
-  if (const auto* list = out.contains("announce-list") ? out["announce-list"].list() : nullptr) {
-    for (const auto& tier : *list) {
-      for (const auto& url : tier.list() ? *tier.list() : bencode::List{}) {
-        if (url.string() && on_source(*url.string())) tiers.emplace_back(bencode::List{url});
+  // parse_torrent accepted only canonical bencoding, so the info dict encodes back to its own bytes.
+  lt::entry out(root);
+  lt::entry::list_type tiers;
+  if (const lt::bdecode_node list = root.dict_find_list("announce-list")) {
+    for (int i = 0; i < list.list_size(); ++i) {
+      const lt::bdecode_node tier = list.list_at(i);
+      if (tier.type() != lt::bdecode_node::list_t) continue;
+      for (int k = 0; k < tier.list_size(); ++k) {
+        const lt::bdecode_node url = tier.list_at(k);
+        if (url.type() == lt::bdecode_node::string_t && on_source(url.string_value())) {
+          tiers.emplace_back(lt::entry::list_type{lt::entry(url.string_value())});
+        }
       }
     }
   }
-  if (tiers.empty()) tiers.emplace_back(bencode::List{bencode::Value(from + "/announce")});
-  bencode::List seeds;
-  if (const auto* list = out.contains("url-list") ? out["url-list"].list() : nullptr) {
-    for (const auto& url : *list)
-      if (url.string() && url.string()->starts_with(from + "/")) seeds.push_back(url);
+  if (tiers.empty()) tiers.emplace_back(lt::entry::list_type{lt::entry(from + "/announce")});
+  lt::entry::list_type seeds;
+  if (const lt::bdecode_node list = root.dict_find_list("url-list")) {
+    for (int i = 0; i < list.list_size(); ++i) {
+      const lt::bdecode_node url = list.list_at(i);
+      if (url.type() == lt::bdecode_node::string_t && url.string_value().starts_with(from + "/")) {
+        seeds.emplace_back(url.string_value());
+      }
+    }
   }
   if (seeds.empty()) {
     seeds.emplace_back(from + "/api/" + std::string(repo.api_segment()) + "/" + repo.name + "/webseed/" + commit + "/");
   }
-  out["announce"] = *tiers.front().list()->begin();
-  out["announce-list"] = bencode::Value(std::move(tiers));
-  out["url-list"] = bencode::Value(std::move(seeds));
-  return bencode::encode(bencode::Value(std::move(out)));
+  out["announce"] = tiers.front().list().front();
+  out["announce-list"] = std::move(tiers);
+  out["url-list"] = std::move(seeds);
+  std::string bytes;
+  lt::bencode(std::back_inserter(bytes), out);
+  return bytes;
 }
 
 // What is wrong with `from` as the base URL of a node: http(s), a host, and nothing that would make the
