@@ -52,6 +52,8 @@ class HubFixture : public ::testing::Test {
     settings.backoff = std::chrono::milliseconds(1);
     downloads_ = std::make_unique<cache::Downloads>(*store_, *index_, hub_api_, workers_, settings);
     evictor_ = std::make_unique<cache::Evictor>(*store_, *index_, 0);
+    downloads_->set_hooks([this](const std::string& etag) { evictor_->stored(etag); },
+                          [this](std::uint64_t bytes) { evictor_->make_room(bytes); });
     hub_api_.put("acme/open", repo_with(FakeHub::Access::open, {{"config.json", kConfig}, {"model.bin", kWeights}}));
     restart();
   }

@@ -145,8 +145,16 @@ TEST_F(HubServiceTest, AStoredBlobOfAPrivateRepoAnswersAnotherRepoOnlyOnceItsUps
   EXPECT_EQ(hub_api_.count("RANGE "), 2u);
   EXPECT_TRUE(index_->blob_serves(etag, second));
   EXPECT_FALSE(index_->blob_serves(etag, RepoId{RepoType::model, "acme/open"}));
+
+  // Forgotten, then stored again for the first repo only: the second's file entry stays, and still the
+  // bytes wait for its own upstream.
+  evictor_->forget({etag});
+  EXPECT_TRUE(answered("acme/private", "main", "model.bin", kApproved).download);
+  EXPECT_FALSE(index_->blob_serves(etag, second));
+  EXPECT_TRUE(answered("other/private", "main", "same.bin", kApproved).download);
+  EXPECT_EQ(hub_api_.count("RANGE "), 4u);
   EXPECT_TRUE(answered("other/private", "main", "same.bin", kApproved).blob);
-  EXPECT_EQ(hub_api_.count("RANGE "), 2u);
+  EXPECT_EQ(hub_api_.count("RANGE "), 4u);
 }
 
 TEST_F(HubServiceTest, MetadataAnswersAreStoredOnlyForTheAllowlistedQueries) {
