@@ -162,9 +162,11 @@ class FakeHub final : public Upstream {
       // The repo's own info, which anyone may read for public and gated repos.
       if (repo->second.access == Access::restricted && !repo->second.approved.contains(authorization))
         return answer(401, {{"x-error-code", "RepoNotFound"}});
+      const bool restricted = repo->second.access == Access::restricted;
       const bool gated = repo->second.access == Access::gated;
-      return answer(200, {}, R"({"private":)" + std::string(repo->second.access == Access::restricted ? "true" : "false") +
-                                 R"(,"gated":)" + (gated ? R"("auto")" : "false") + "}");
+      return answer(200, {},
+                    std::string(R"({"private":)") + (restricted ? "true" : "false") + R"(,"gated":)" +
+                        (gated ? R"("auto")" : "false") + "}");
     }
     if (auto refused = refusal(repo->second, authorization)) return *refused;
     const std::string commit = commit_of(repo->second, target->rev);

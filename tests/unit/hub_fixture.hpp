@@ -68,13 +68,13 @@ class HubFixture : public ::testing::Test {
   // A new service over the same index and store: what it remembers in memory is gone, as after a restart.
   void restart() { hub_ = std::make_unique<hub::HubService>(config_, *index_, hub_api_, *downloads_, *evictor_); }
 
-  std::variant<hub::FileAnswer, hub::Reply> resolve(const std::string& repo, const std::string& rev, const std::string& path,
-                                          const std::string& authorization = {}) {
+  std::variant<hub::FileAnswer, hub::Reply> resolve(const std::string& repo, const std::string& rev,
+                                                    const std::string& path, const std::string& authorization = {}) {
     return hub_->resolve(RepoId{RepoType::model, repo}, rev, path, hub::Caller{authorization}, true);
   }
   // Resolves a file that must be answered, and waits for its download if it started one.
   hub::FileAnswer answered(const std::string& repo, const std::string& rev, const std::string& path,
-                      const std::string& authorization = {}) {
+                           const std::string& authorization = {}) {
     auto result = resolve(repo, rev, path, authorization);
     if (auto* reply = std::get_if<hub::Reply>(&result)) {
       ADD_FAILURE() << "HTTP " << reply->status << ": " << reply->body;
@@ -90,7 +90,7 @@ class HubFixture : public ::testing::Test {
     return answer;
   }
   hub::Reply refused(const std::string& repo, const std::string& rev, const std::string& path,
-                const std::string& authorization = {}) {
+                     const std::string& authorization = {}) {
     auto result = resolve(repo, rev, path, authorization);
     if (auto* reply = std::get_if<hub::Reply>(&result)) return *reply;
     ADD_FAILURE() << path << " was answered";

@@ -81,7 +81,8 @@ TEST_F(MirrorTest, ASourceIsAskedForMoreOnlyOnceItsHealthzSaysItIsANode) {
   EXPECT_EQ(unreachable.status, 502u);
   EXPECT_NE(unreachable.body.find("cannot be reached"), std::string::npos) << unreachable.body;
 
-  health = UpstreamResponse{301, {{"location", "http://elsewhere.test/healthz"}, {"x-inferllama-node", "0.1.0"}}, {}, {}};
+  health = UpstreamResponse{301, {{"location", "http://elsewhere.test/healthz"}, {"x-inferllama-node", "0.1.0"}}, {},
+                            {}};
   hub::Reply redirect = refused("acme/one");
   EXPECT_EQ(redirect.status, 502u);
   EXPECT_NE(redirect.body.find("redirect"), std::string::npos) << redirect.body;
