@@ -7,6 +7,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include "inferllama/sync_point.hpp"
+
 namespace inferllama::cache {
 namespace fs = std::filesystem;
 
@@ -69,8 +71,9 @@ void Evictor::evict_until(std::uint64_t target_bytes) {
   }
   std::sort(candidates.begin(), candidates.end(),
             [](const Candidate& a, const Candidate& b) { return a.last_used < b.last_used; });
+  INFERLLAMA_SYNC_POINT("Evictor::evict_until:selected");
 
-  for (const auto& candidate : candidates) {
+  for (auto& candidate : candidates) {
     if (store_.bytes_stored() <= target_bytes) break;
     {
       // Marked gone before its chunks go: a reader either holds a lease already (skip it) or gets none.
@@ -78,6 +81,7 @@ void Evictor::evict_until(std::uint64_t target_bytes) {
       if (readers_.contains(candidate.etag)) continue;
       gone_.insert(candidate.etag);
     }
+    INFERLLAMA_SYNC_POINT_ARG("Evictor::evict_until:marked_gone", &candidate.etag);
     auto blob = index_.get_blob(candidate.etag);
     if (!blob) continue;
     if (before_release_) before_release_(candidate.etag);
@@ -119,6 +123,7 @@ GcReport Evictor::collect_garbage() {
   store_.for_each_chunk([&](const Sha256& id) {
     if (index_.chunk_refcount(id) == 0) orphans.push_back(id);
   });
+  INFERLLAMA_SYNC_POINT("Evictor::collect_garbage:scanned");
   for (const auto& id : orphans) {
     // Re-checked: a download may have committed a file that uses this chunk since the scan.
     std::lock_guard mutating(store_.mutation_mutex());

@@ -112,7 +112,9 @@ std::optional<MirrorSpec> parse_mirror_spec(std::string_view text) {
 Mirror::Mirror(Parts parts)
     : parts_(std::move(parts)),
       folder_(parts_.config.data_dir / "mirror"),
-      network_(upstream::make_curl_upstream(UpstreamOptions{parts_.config.upstream_timeout})) {
+      own_network_(parts_.network ? nullptr
+                                  : upstream::make_curl_upstream(UpstreamOptions{parts_.config.upstream_timeout})),
+      network_(parts_.network ? *parts_.network : *own_network_) {
   std::filesystem::create_directories(folder_);
   // Files that arrived over BitTorrent enter the store through the node's own downloads, read from this
   // folder: chunked, hashed and checked against the Hub's etag before one index write makes them visible.
@@ -138,7 +140,7 @@ hub::HubService& Mirror::source_hub(const std::string& from) {
     config = std::make_unique<Config>(parts_.config);
     config->upstream = from;
     config->upstream_token.clear();
-    hub = std::make_unique<hub::HubService>(*config, parts_.index, *network_, parts_.downloads, parts_.evictor,
+    hub = std::make_unique<hub::HubService>(*config, parts_.index, network_, parts_.downloads, parts_.evictor,
                                             parts_.hub.metadata());
   }
   return *hub;
@@ -148,7 +150,7 @@ std::optional<hub::Reply> Mirror::refuse_source(const std::string& from) {
   if (auto problem = source_url_problem(from)) return error_reply(400, *problem);
   // Redirects are never followed (fetch does not), and an answer that is one is refused: the node asks
   // only the host it was given, and only once that host has shown it is a node.
-  auto probe = network_->fetch(UpstreamRequest{"GET", from + "/healthz", {}, {}});
+  auto probe = network_.fetch(UpstreamRequest{"GET", from + "/healthz", {}, {}});
   if (!probe.error.empty()) return error_reply(502, "the source node " + from + " cannot be reached: " + probe.error);
   if (probe.status >= 300 && probe.status < 400) {
     return error_reply(502, "the source " + from + " answered with a redirect (HTTP " + std::to_string(probe.status) +
@@ -177,7 +179,7 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
   // 1. The source's torrent of the snapshot; it names the commit.
   const std::string torrent_url =
       from + "/api/" + std::string(repo.api_segment()) + "/" + repo.name + "/torrent/" + url::encode(rev);
-  auto answer = network_->fetch(UpstreamRequest{"GET", torrent_url, {}, {}});
+  auto answer = network_.fetch(UpstreamRequest{"GET", torrent_url, {}, {}});
   if (!answer.error.empty()) return error_reply(502, "the source node " + from + " cannot be reached: " + answer.error);
   if (answer.status >= 300 && answer.status < 400) {
     return error_reply(502, "the source node answered a redirect (HTTP " + std::to_string(answer.status) +

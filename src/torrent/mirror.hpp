@@ -52,6 +52,7 @@ class Mirror {
     cache::Downloads& downloads;  // the node's one registry: a file being fetched is fetched once
     cache::Evictor& evictor;
     SnapshotTorrents& torrents;
+    Upstream* network = nullptr;  // how source nodes are asked over HTTP; null: libcurl (tests pass a fake)
   };
   explicit Mirror(Parts parts);
   ~Mirror();
@@ -75,7 +76,8 @@ class Mirror {
 
   Parts parts_;
   std::filesystem::path folder_;
-  std::unique_ptr<Upstream> network_;
+  std::unique_ptr<Upstream> own_network_;  // unless Parts::network
+  Upstream& network_;
   std::unique_ptr<Upstream> local_files_;
   std::unique_ptr<TorrentFetcher> fetcher_;
   std::mutex mirror_mutex_;  // one mirror at a time

@@ -7,59 +7,15 @@
 #include <filesystem>
 #include <thread>
 
+#include "fake_upstreams.hpp"
 #include "hashing.hpp"
 #include "test_support.hpp"
 
 namespace inferllama::cache {
 namespace {
 
-// Serves one in-memory file; can cut connections and count what it sent.
-class MemoryUpstream : public Upstream {
- public:
-  explicit MemoryUpstream(std::vector<std::uint8_t> data) : data_(std::move(data)) {}
-  UpstreamResponse fetch(const UpstreamRequest&) override { return {}; }
-  RangeResult fetch_range(const std::string&, const HeaderList&, std::uint64_t first, std::uint64_t last,
-                          const BodySink& sink) override {
-    RangeResult r{206, {}, 0};
-    ++requests;
-    std::uint64_t end = std::min<std::uint64_t>(last + 1, data_.size());
-    std::uint64_t cut = cut_after.exchange(0);
-    for (std::uint64_t pos = first; pos < end;) {
-      std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(64 * 1024, end - pos));
-      if (cut && r.received + n > cut) {
-        r.error = "connection reset";
-        return r;
-      }
-      std::size_t taken = sink(std::span<const char>(reinterpret_cast<const char*>(data_.data() + pos), n));
-      sent += taken;
-      r.received += taken;
-      if (taken < n) return r;
-      pos += n;
-    }
-    return r;
-  }
-  std::atomic<std::uint64_t> cut_after{0};
-  std::atomic<std::uint64_t> sent{0};
-  std::atomic<int> requests{0};
-
- private:
-  std::vector<std::uint8_t> data_;
-};
-
-class Waiter : public ProgressListener {
- public:
-  void on_progress() override {
-    std::lock_guard lock(m);
-    cv.notify_all();
-  }
-  // Blocks until the download leaves the running state.
-  void until_done(Download& d) {
-    std::unique_lock lock(m);
-    cv.wait_for(lock, std::chrono::seconds(30), [&] { return d.state() != Download::State::running; });
-  }
-  std::mutex m;
-  std::condition_variable cv;
-};
+using testing::MemoryUpstream;
+using testing::Waiter;
 
 class DownloadTest : public ::testing::Test {
  protected:
