@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "inferllama/clock.hpp"
 #include "inferllama/config.hpp"
 #include "inferllama/digest.hpp"
 
@@ -23,14 +24,6 @@ using InfoHash = Sha1;
 
 // The v2 info-hash as announced: its first 20 bytes.
 InfoHash truncated(const Sha256& v2);
-
-// Monotonic time, injected so peer expiry and connection-id epochs are testable without sleeping.
-class Clock {
- public:
-  virtual ~Clock() = default;
-  virtual std::chrono::seconds now() const = 0;
-};
-const Clock& steady_clock();  // std::chrono::steady_clock
 
 // An IPv4 or IPv6 address and port. IPv4 uses ip[0..3]; IPv4-mapped IPv6 addresses are IPv4.
 struct Endpoint {
@@ -81,7 +74,8 @@ struct SwarmCounts {
 
 class Tracker {
  public:
-  Tracker(const Settings& settings, const Clock& clock = steady_clock());
+  // Peer expiry and connection-id epochs follow `clock` (monotonic in service, moved by hand in tests).
+  Tracker(const Settings& settings, const Clock& clock = monotonic_clock());
   ~Tracker();
   Tracker(const Tracker&) = delete;
   Tracker& operator=(const Tracker&) = delete;

@@ -65,13 +65,7 @@ MetadataStore::Id MetadataStore::id_of(const std::string& key) {
 }
 
 std::string MetadataStore::record_key(const Id& id) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out(kRecordPrefix);
-  for (auto b : id) {
-    out.push_back(digits[b >> 4]);
-    out.push_back(digits[b & 0xf]);
-  }
-  return out;
+  return std::string(kRecordPrefix) + hex(id);
 }
 
 MetadataStore::MetadataStore(Index& index, std::uint64_t budget) : index_(index), budget_(budget) {

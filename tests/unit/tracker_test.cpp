@@ -13,7 +13,7 @@ namespace {
 
 class FakeClock final : public Clock {
  public:
-  std::chrono::seconds now() const override { return now_; }
+  SystemTime now() const override { return SystemTime(now_); }
   void advance(std::chrono::seconds by) { now_ += by; }
 
  private:
