@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "inferllama/metrics.hpp"
+#include "inferllama/network.hpp"
 #include "inferllama/tracker.hpp"
 #include "swarm_table.hpp"
 #include "url.hpp"
@@ -190,10 +191,8 @@ Settings Settings::from(const Config& config) {
   s.max_swarms = config.tracker_max_swarms;
   s.full_scrape = config.tracker_full_scrape;
   s.private_tracker = config.tracker_private;
-  if (!config.bt_listen.empty()) {
-    std::string host = config.bt_listen.substr(0, config.bt_listen.rfind(':'));
-    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-    if (auto address = Endpoint::parse(host); address && !address->is_unspecified()) s.own_seed_address = address;
+  if (const auto seed = HostPort::parse(config.bt_listen)) {
+    if (auto address = Endpoint::parse(seed->host); address && !address->is_unspecified()) s.own_seed_address = address;
   }
   return s;
 }

@@ -21,6 +21,7 @@
 #include <libtorrent/torrent_status.hpp>
 
 #include "inferllama/digest.hpp"
+#include "inferllama/network.hpp"
 #include "inferllama/metrics.hpp"
 #include "session_settings.hpp"
 #include "url.hpp"
@@ -114,8 +115,8 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
         threshold_(config.swarm_threshold),
         stall_timeout_(config.upstream_timeout),
         staging_(config.data_dir / "swarm-staging"),
-        listen_(config.bt_listen.empty() ? "0.0.0.0:0"
-                                         : config.bt_listen.substr(0, config.bt_listen.rfind(':')) + ":0") {
+        // The seed's host at any free port; every interface when the node does not seed (bt_listen empty).
+        listen_(HostPort{HostPort::parse(config.bt_listen).value_or(HostPort{"0.0.0.0"}).host, 0}.str()) {
     // What a crashed run left: the chunk store is the only copy the node keeps.
     std::error_code ec;
     std::filesystem::remove_all(staging_, ec);
