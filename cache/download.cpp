@@ -541,6 +541,15 @@ void Download::fail(const std::string& why) {
   notify();
 }
 
+DownloadSettings DownloadSettings::from(const Config& config) {
+  DownloadSettings settings;
+  settings.chunk_size = static_cast<std::uint32_t>(config.chunk_size);
+  settings.connections = config.upstream_connections;
+  settings.parallel_threshold = config.parallel_threshold;
+  settings.retries = config.upstream_retries;
+  return settings;
+}
+
 Downloads::Downloads(ChunkStore& store, Index& index, Upstream& upstream, asio::thread_pool& workers,
                      DownloadSettings settings, unsigned max_connections)
     : store_(store),

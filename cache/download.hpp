@@ -14,6 +14,7 @@
 #include "hashing.hpp"
 #include "inferllama/asio.hpp"
 #include "inferllama/chunk_store.hpp"
+#include "inferllama/config.hpp"
 #include "inferllama/index.hpp"
 #include "inferllama/upstream.hpp"
 
@@ -47,12 +48,15 @@ struct BlobSource {
   std::string credentials_origin;
 };
 
+// Built by from(): the defaults are the configuration's (config/config.cpp's key table), stated nowhere else.
 struct DownloadSettings {
-  std::uint32_t chunk_size = 4u << 20;
-  unsigned connections = 4;
-  std::uint64_t parallel_threshold = 32u << 20;
-  unsigned retries = 5;
-  std::chrono::milliseconds backoff{200};
+  std::uint32_t chunk_size{};
+  unsigned connections{};
+  std::uint64_t parallel_threshold{};
+  unsigned retries{};
+  std::chrono::milliseconds backoff{200};  // before the first retry, doubled for each next one; not a setting
+
+  static DownloadSettings from(const Config& config);
 };
 
 // Told (from any thread) that a download made progress or ended; must not block.

@@ -125,41 +125,8 @@ std::string_view read_unit(std::string_view& s) {
 // ---- validators ---------------------------------------------------------------------------------
 
 std::string validate_listen(std::string_view s) {
-  const std::string_view hint = " (expected HOST:PORT, e.g. 0.0.0.0:8080 or [::1]:8080)";
-  std::string_view host;
-  std::string_view port;
-  if (!s.empty() && s.front() == '[') {
-    const auto close = s.find(']');
-    if (close == std::string_view::npos) throw ConfigError(quote_text(s) + ": missing ']'" + std::string(hint));
-    host = s.substr(1, close - 1);
-    if (close + 1 >= s.size() || s[close + 1] != ':')
-      throw ConfigError(quote_text(s) + ": missing ':PORT' after ']'" + std::string(hint));
-    port = s.substr(close + 2);
-    if (host.find(':') == std::string_view::npos)
-      throw ConfigError(quote_text(s) + ": brackets are for IPv6 addresses" + std::string(hint));
-    for (char c : host) {
-      const bool ok = is_digit(c) || (lower(c) >= 'a' && lower(c) <= 'f') || c == ':' || c == '.' || c == '%' ||
-                      is_alpha(c) || c == '_' || c == '-';  // letters/_/- for a %zone suffix
-      if (!ok) throw ConfigError(quote_text(s) + ": invalid character in IPv6 address" + std::string(hint));
-    }
-  } else {
-    const auto colon = s.rfind(':');
-    if (colon == std::string_view::npos) throw ConfigError(quote_text(s) + ": missing ':PORT'" + std::string(hint));
-    host = s.substr(0, colon);
-    port = s.substr(colon + 1);
-    if (host.find(':') != std::string_view::npos)
-      throw ConfigError(quote_text(s) + ": an IPv6 address needs brackets" + std::string(hint));
-    for (char c : host) {
-      if (!(is_digit(c) || is_alpha(c) || c == '.' || c == '-' || c == '_'))
-        throw ConfigError(quote_text(s) + ": invalid character in host" + std::string(hint));
-    }
-  }
-  if (host.empty())
-    throw ConfigError(quote_text(s) + ": empty host (use 0.0.0.0 for all interfaces)" + std::string(hint));
-  if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), is_digit))
-    throw ConfigError(quote_text(s) + ": port must be a number 0..65535" + std::string(hint));
-  unsigned long p = std::stoul(std::string(port));
-  if (p > 65535) throw ConfigError(quote_text(s) + ": port must be 0..65535");
+  std::string why;
+  if (!HostPort::parse(s, &why)) throw ConfigError(quote_text(s) + ": " + why);
   return std::string(s);
 }
 

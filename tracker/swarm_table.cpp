@@ -67,7 +67,7 @@ SwarmTable::Shard& SwarmTable::shard_of(const InfoHash& h) {
 }
 
 std::uint64_t SwarmTable::current_bucket() const {
-  const auto now = clock_.now().count();
+  const auto now = seconds_of(clock_);
   return now <= 0 ? 0 : static_cast<std::uint64_t>(now) / static_cast<std::uint64_t>(bucket_length_.count());
 }
 

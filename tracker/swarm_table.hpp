@@ -34,6 +34,11 @@ using Compact6 = std::array<std::uint8_t, 18>;
 
 enum class Event { none, started, stopped, completed };
 
+// The tracker counts time in whole seconds of its clock.
+inline std::int64_t seconds_of(const Clock& clock) {
+  return std::chrono::duration_cast<std::chrono::seconds>(clock.now().time_since_epoch()).count();
+}
+
 struct PeerAnnounce {
   InfoHash hash;
   Endpoint peer;

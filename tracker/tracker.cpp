@@ -12,8 +12,10 @@
 #include <vector>
 
 #include "inferllama/metrics.hpp"
+#include "inferllama/network.hpp"
 #include "inferllama/tracker.hpp"
 #include "swarm_table.hpp"
+#include "url.hpp"
 
 namespace inferllama::tracker {
 namespace {
@@ -32,13 +34,6 @@ constexpr const char* kOutcomeNames[] = {"ok", "unknown_torrent", "invalid"};
 constexpr const char* kUdpErrorNames[] = {"bad_connection_id", "malformed", "dropped"};
 constexpr const char* kRefusalNames[] = {"swarm_full", "address_full", "too_many_swarms", "full_scrape"};
 constexpr std::string_view kTooManySwarms = "this tracker tracks too many swarms: try again later";
-
-class SteadyClock final : public Clock {
- public:
-  std::chrono::seconds now() const override {
-    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch());
-  }
-};
 
 SipKey random_key() {
   SipKey key{};
@@ -65,31 +60,10 @@ std::uint8_t* write64(std::uint8_t* p, std::uint64_t v) {
   return write32(p + 4, static_cast<std::uint32_t>(v));
 }
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// Percent-decodes a query value ('+' is a space, as in forms) into exactly N bytes; false otherwise.
+// Percent-decodes a query value ('+' is a space, as in forms) into exactly N bytes, in place; false otherwise.
 template <std::size_t N>
 bool decode_exact(std::string_view in, std::array<std::uint8_t, N>& out) {
-  std::size_t n = 0;
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    if (n == N) return false;
-    char c = in[i];
-    if (c == '%') {
-      if (i + 2 >= in.size()) return false;
-      const int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
-      if (hi < 0 || lo < 0) return false;
-      out[n++] = static_cast<std::uint8_t>(hi << 4 | lo);
-      i += 2;
-    } else {
-      out[n++] = static_cast<std::uint8_t>(c == '+' ? ' ' : c);
-    }
-  }
-  return n == N;
+  return url::decode_to(in, out, true) == N;
 }
 
 std::optional<std::uint64_t> decimal(std::string_view text) {
@@ -169,11 +143,6 @@ InfoHash truncated(const Sha256& v2) {
   return h;
 }
 
-const Clock& steady_clock() {
-  static const SteadyClock clock;
-  return clock;
-}
-
 Endpoint Endpoint::v4_from(std::span<const std::uint8_t, 4> ip, std::uint16_t port) {
   Endpoint e;
   std::copy(ip.begin(), ip.end(), e.ip.begin());
@@ -222,10 +191,8 @@ Settings Settings::from(const Config& config) {
   s.max_swarms = config.tracker_max_swarms;
   s.full_scrape = config.tracker_full_scrape;
   s.private_tracker = config.tracker_private;
-  if (!config.bt_listen.empty()) {
-    std::string host = config.bt_listen.substr(0, config.bt_listen.rfind(':'));
-    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-    if (auto address = Endpoint::parse(host); address && !address->is_unspecified()) s.own_seed_address = address;
+  if (const auto seed = HostPort::parse(config.bt_listen)) {
+    if (auto address = Endpoint::parse(seed->host); address && !address->is_unspecified()) s.own_seed_address = address;
   }
   return s;
 }
@@ -272,7 +239,7 @@ struct Tracker::Impl {
     input[26] = client.v6;
     return siphash24(connection_key, input);
   }
-  std::int64_t epoch() const { return clock.now().count() / kConnectionEpochSeconds; }
+  std::int64_t epoch() const { return seconds_of(clock) / kConnectionEpochSeconds; }
 
   // Runs one announce through the table and adds the own seed; peers land in scratch().
   AnnounceOutcome announce(const PeerAnnounce& request, const Endpoint& local, std::size_t cap4, std::size_t cap6,

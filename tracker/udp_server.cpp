@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "inferllama/network.hpp"
 #include "inferllama/tracker.hpp"
 
 namespace inferllama::tracker {
@@ -124,12 +125,10 @@ UdpServer::~UdpServer() {
 
 std::uint16_t UdpServer::start(const std::string& host_port) {
   Impl& s = *impl_;
-  const auto colon = host_port.rfind(':');
-  if (colon == std::string::npos) throw std::runtime_error("UDP tracker: not HOST:PORT: " + host_port);
-  std::string host = host_port.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  auto endpoint = Endpoint::parse(host, static_cast<std::uint16_t>(std::stoul(host_port.substr(colon + 1))));
-  if (!endpoint) throw std::runtime_error("UDP tracker: not an IP address: " + host);
+  const auto listen = HostPort::parse(host_port);
+  if (!listen) throw std::runtime_error("UDP tracker: not HOST:PORT: " + host_port);
+  auto endpoint = Endpoint::parse(listen->host, listen->port);
+  if (!endpoint) throw std::runtime_error("UDP tracker: not an IP address: " + listen->host);
 
   sockaddr_storage address{};
   socklen_t length;

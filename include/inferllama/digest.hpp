@@ -3,10 +3,51 @@
 #include <compare>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
 namespace inferllama {
+
+// The value of one hex digit (either case), or -1.
+constexpr int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Lower-case hex of bytes.
+inline std::string hex(std::span<const std::uint8_t> bytes) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out(2 * bytes.size(), '0');
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    out[2 * i] = digits[bytes[i] >> 4];
+    out[2 * i + 1] = digits[bytes[i] & 0xf];
+  }
+  return out;
+}
+inline std::string hex(std::string_view bytes) {
+  return hex(std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()));
+}
+
+// Fills `out` from exactly 2 * out.size() hex digits (either case); false for anything else.
+inline bool unhex_to(std::string_view text, std::span<std::uint8_t> out) {
+  if (text.size() != 2 * out.size()) return false;
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const int high = hex_digit(text[2 * i]), low = hex_digit(text[2 * i + 1]);
+    if (high < 0 || low < 0) return false;
+    out[i] = static_cast<std::uint8_t>(high << 4 | low);
+  }
+  return true;
+}
+
+// The bytes of an even number of hex digits (either case); nullopt for anything else.
+inline std::optional<std::string> unhex(std::string_view text) {
+  std::string out(text.size() / 2, '\0');
+  if (!unhex_to(text, std::span(reinterpret_cast<std::uint8_t*>(out.data()), out.size()))) return std::nullopt;
+  return out;
+}
 
 // A fixed-size hash value; the Tag keeps SHA-1 and SHA-256 values from being mixed up.
 template <std::size_t N, class Tag>
@@ -14,25 +55,12 @@ struct Digest {
   static constexpr std::size_t size = N;
   std::array<std::uint8_t, N> bytes{};
 
-  std::string hex() const {
-    static constexpr char digits[] = "0123456789abcdef";
-    std::string out(2 * N, '0');
-    for (std::size_t i = 0; i < N; ++i) {
-      out[2 * i] = digits[bytes[i] >> 4];
-      out[2 * i + 1] = digits[bytes[i] & 0xf];
-    }
-    return out;
-  }
+  std::string hex() const { return inferllama::hex(bytes); }
   std::string_view raw() const { return {reinterpret_cast<const char*>(bytes.data()), N}; }
 
   static std::optional<Digest> from_hex(std::string_view text) {
-    if (text.size() != 2 * N) return std::nullopt;
     Digest d;
-    for (std::size_t i = 0; i < N; ++i) {
-      int hi = nibble(text[2 * i]), lo = nibble(text[2 * i + 1]);
-      if (hi < 0 || lo < 0) return std::nullopt;
-      d.bytes[i] = static_cast<std::uint8_t>(hi << 4 | lo);
-    }
+    if (!unhex_to(text, d.bytes)) return std::nullopt;
     return d;
   }
   static std::optional<Digest> from_raw(std::string_view raw) {
@@ -42,14 +70,6 @@ struct Digest {
     return d;
   }
   auto operator<=>(const Digest&) const = default;
-
- private:
-  static int nibble(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  }
 };
 
 using Sha256 = Digest<32, struct Sha256Tag>;

@@ -56,6 +56,19 @@ inline std::optional<RepoType> parse_repo_type(std::string_view text) {
   return std::nullopt;
 }
 
+// Whether anyone may read a repo (the Hub says it is neither private nor gated), or only those the Hub
+// lets in (gated, private, or not known to be open).
+enum class RepoVisibility { open, restricted };
+
+// The visibility as the index stores it ("public", "restricted"); data directories keep these words.
+inline std::string_view stored_text(RepoVisibility visibility) {
+  return visibility == RepoVisibility::open ? "public" : "restricted";
+}
+// Any stored word but "public" reads as restricted, as it always did.
+inline RepoVisibility parse_stored_visibility(std::string_view stored) {
+  return stored == "public" ? RepoVisibility::open : RepoVisibility::restricted;
+}
+
 // One segment of a repo id ("acme", "tiny-model"): 1..96 letters, digits, '-', '_' or '.', not "." or "..".
 inline bool is_valid_repo_segment(std::string_view s) {
   if (s.empty() || s == "." || s == ".." || s.size() > 96) return false;

@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "inferllama/clock.hpp"
 #include "inferllama/config.hpp"
 #include "inferllama/digest.hpp"
 
@@ -23,14 +24,6 @@ using InfoHash = Sha1;
 
 // The v2 info-hash as announced: its first 20 bytes.
 InfoHash truncated(const Sha256& v2);
-
-// Monotonic time, injected so peer expiry and connection-id epochs are testable without sleeping.
-class Clock {
- public:
-  virtual ~Clock() = default;
-  virtual std::chrono::seconds now() const = 0;
-};
-const Clock& steady_clock();  // std::chrono::steady_clock
 
 // An IPv4 or IPv6 address and port. IPv4 uses ip[0..3]; IPv4-mapped IPv6 addresses are IPv4.
 struct Endpoint {
@@ -48,22 +41,23 @@ struct Endpoint {
   friend bool operator==(const Endpoint&, const Endpoint&) = default;
 };
 
+// Built by from(): the defaults are the configuration's (config/config.cpp's key table), stated nowhere else.
 struct Settings {
-  std::chrono::seconds interval{1800};
-  std::chrono::seconds min_interval{300};
-  unsigned numwant = 50;
-  unsigned max_numwant = 200;
-  bool open = false;  // track any info-hash; otherwise only the node's own torrents
+  std::chrono::seconds interval{};
+  std::chrono::seconds min_interval{};
+  unsigned numwant{};
+  unsigned max_numwant{};
+  bool open{};  // track any info-hash; otherwise only the node's own torrents
   // Bounds of the swarm table. A new peer beyond a swarm's cap, or beyond its address's share of the
   // swarm (an IPv4 address, or an IPv6 /64), is answered with peers but not stored; a new swarm beyond
   // max_swarms (open mode; the node's own torrents are always tracked) gets a failure reason.
-  unsigned max_peers_per_swarm = 5000;
-  unsigned max_peers_per_address = 16;
-  unsigned max_swarms = 1000;
+  unsigned max_peers_per_swarm{};
+  unsigned max_peers_per_address{};
+  unsigned max_swarms{};
   // A scrape without info_hash lists every swarm: off, it gets a failure reason.
-  bool full_scrape = false;
+  bool full_scrape{};
   // Announces need a user's passkey, which only the HTTP announce path carries: UDP announces are refused.
-  bool private_tracker = false;
+  bool private_tracker{};
   // Where the node's own seed listens when that is a specific address (bt_listen's host); otherwise the
   // seed is named by the local address the client reached the tracker on.
   std::optional<Endpoint> own_seed_address;
@@ -81,7 +75,8 @@ struct SwarmCounts {
 
 class Tracker {
  public:
-  Tracker(const Settings& settings, const Clock& clock = steady_clock());
+  // Peer expiry and connection-id epochs follow `clock` (monotonic in service, moved by hand in tests).
+  Tracker(const Settings& settings, const Clock& clock = monotonic_clock());
   ~Tracker();
   Tracker(const Tracker&) = delete;
   Tracker& operator=(const Tracker&) = delete;

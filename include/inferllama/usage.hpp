@@ -1,5 +1,5 @@
-// The seams of accounting: who a request is from (UserId), the wall clock (Clock, injected so limits,
-// daily records and retention are tested without sleeping) and the rate limiter (local or shared).
+// The seams of accounting: who a request is from (UserId) and the rate limiter (local or shared); limits,
+// daily records and retention follow an injected Clock (inferllama/clock.hpp).
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -10,32 +10,10 @@
 #include <vector>
 
 #include "inferllama/asio.hpp"
+#include "inferllama/clock.hpp"
 #include "inferllama/limit_policy.hpp"
 
 namespace inferllama {
-
-using SystemTime = std::chrono::system_clock::time_point;
-
-class Clock {
- public:
-  virtual ~Clock() = default;
-  virtual SystemTime now() const = 0;
-};
-
-class SystemClock final : public Clock {
- public:
-  SystemTime now() const override { return std::chrono::system_clock::now(); }
-};
-
-// Rate limits follow a clock that never steps back (an NTP correction would otherwise refuse everyone
-// for as long as the step); usage days and key times follow the wall clock.
-class MonotonicClock final : public Clock {
- public:
-  SystemTime now() const override {
-    return SystemTime(
-        std::chrono::duration_cast<SystemTime::duration>(std::chrono::steady_clock::now().time_since_epoch()));
-  }
-};
 
 // Who a request is accounted to and limited as: a node user ("alice"), or, without a node key, the
 // client's address ("anon:203.0.113.7"). User names never contain ':'.

@@ -17,6 +17,7 @@
 #include "identities.hpp"
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/index.hpp"
+#include "inferllama/network.hpp"
 #include "inferllama/tracker.hpp"
 #include "inferllama/usage.hpp"
 #include "local_limiter.hpp"
@@ -42,6 +43,13 @@ void raise_fd_limit() {
     limit.rlim_cur = limit.rlim_max;
     setrlimit(RLIMIT_NOFILE, &limit);
   }
+}
+
+// Where a listener bound: its configured host (a validated HOST:PORT) with the port it got (port 0 = any).
+std::string bound(const std::string& listen, std::uint16_t port) {
+  HostPort address = HostPort::parse(listen).value_or(HostPort{});
+  address.port = port;
+  return address.str();
 }
 
 }  // namespace
@@ -79,14 +87,9 @@ int serve(const Config& config) {
   asio::io_context io;
   asio::thread_pool workers(or_cores(config.worker_threads));
   asio::thread_pool blocking(64);  // upstream metadata calls wait on the network here
-  cache::DownloadSettings settings;
-  settings.chunk_size = static_cast<std::uint32_t>(config.chunk_size);
-  settings.connections = config.upstream_connections;
-  settings.parallel_threshold = config.parallel_threshold;
-  settings.retries = config.upstream_retries;
   // File bytes may come from a parent node's swarm; metadata always asks the upstream over HTTP.
   auto file_upstream = torrent::make_swarm_preferring_upstream(*upstream, config);
-  cache::Downloads downloads(store, *index, *file_upstream, workers, settings);
+  cache::Downloads downloads(store, *index, *file_upstream, workers, cache::DownloadSettings::from(config));
   cache::Evictor evictor(store, *index, config.max_disk);
   downloads.set_hooks(
       [&](const std::string& etag) {
@@ -216,30 +219,26 @@ int serve(const Config& config) {
   http::Server server(io, std::move(deps));
   // Tests and scripts read these lines to learn the ports when listening on port 0.
   if (seeder) {
-    std::cout << "inferllama bittorrent on tcp://" << config.bt_listen.substr(0, config.bt_listen.rfind(':')) << ":"
-              << seeder->listen_port() << std::endl;
+    std::cout << "inferllama bittorrent on tcp://" << bound(config.bt_listen, seeder->listen_port()) << std::endl;
   }
   if (udp_tracker) {
-    std::cout << "inferllama tracker on udp://" << config.tracker_udp.substr(0, config.tracker_udp.rfind(':')) << ":"
-              << udp_port << std::endl;
+    std::cout << "inferllama tracker on udp://" << bound(config.tracker_udp, udp_port) << std::endl;
   }
   if (!config.metrics_listen.empty()) {
     const std::uint16_t metrics_port = server.start_metrics();
-    std::cout << "inferllama metrics on http://" << config.metrics_listen.substr(0, config.metrics_listen.rfind(':'))
-              << ":" << metrics_port << "/metrics" << std::endl;
+    std::cout << "inferllama metrics on http://" << bound(config.metrics_listen, metrics_port) << "/metrics"
+              << std::endl;
   }
   if (const auto admin_socket = admin_socket_path(config); !admin_socket.empty()) {
     server.start_admin_socket(admin_socket);
     std::cout << "inferllama admin socket at " << admin_socket.string() << std::endl;
   }
   const std::uint16_t port = server.start();
-  std::string host = config.listen.substr(0, config.listen.rfind(':'));
-  std::cout << "inferllama listening on http://" << host << ":" << port << std::endl;
+  std::cout << "inferllama listening on http://" << bound(config.listen, port) << std::endl;
   if (!config.tls_listen.empty()) {
     if (config.tls_cert.empty() || config.tls_key.empty()) throw ConfigError("tls_listen needs tls_cert and tls_key");
     const std::uint16_t tls_port = server.start_tls();
-    std::cout << "inferllama listening on https://" << config.tls_listen.substr(0, config.tls_listen.rfind(':'))
-              << ":" << tls_port << std::endl;
+    std::cout << "inferllama listening on https://" << bound(config.tls_listen, tls_port) << std::endl;
   }
   spdlog::info("serving {} from {} (upstream {})", config.listen, config.data_dir.string(), config.upstream);
 

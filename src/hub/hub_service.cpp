@@ -75,8 +75,9 @@ std::string with_query(std::string url, std::string_view query) {
 }  // namespace
 
 HubService::HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads,
-                       cache::Evictor& evictor)
+                       cache::Evictor& evictor, const Clock& clock)
     : config_(config),
+      clock_(clock),
       index_(index),
       upstream_(upstream),
       downloads_(downloads),
@@ -85,8 +86,9 @@ HubService::HubService(const Config& config, Index& index, Upstream& upstream, c
       metadata_(*own_metadata_) {}
 
 HubService::HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads,
-                       cache::Evictor& evictor, MetadataStore& shared_metadata)
+                       cache::Evictor& evictor, MetadataStore& shared_metadata, const Clock& clock)
     : config_(config),
+      clock_(clock),
       index_(index),
       upstream_(upstream),
       downloads_(downloads),
@@ -153,12 +155,12 @@ std::variant<std::vector<HubService::SnapshotEntry>, Reply> HubService::snapshot
 
 void HubService::assume_public_for(const RepoId& repo, std::chrono::seconds how_long) {
   std::lock_guard lock(mutex_);
-  visibility_[repo.key()] = Memo{"public", Clock::now() + how_long};
+  visibility_[repo.key()] = Memo<RepoVisibility>{RepoVisibility::open, clock_.now() + how_long};
 }
 
 void HubService::adopt_mirrored(const RepoId& repo, const std::string& rev, const std::string& commit) {
   // Only a repo the node knows nothing about takes the source's word; the Hub's answers stay as they are.
-  if (!index_.get_meta("visibility|" + repo.key())) index_.put_meta("visibility|" + repo.key(), "public");
+  if (!recorded_visibility(repo)) record_visibility(repo, RepoVisibility::open);
   store_ref(repo, rev, commit);
 }
 
@@ -195,14 +197,24 @@ bool HubService::is_public(const RepoId& repo) {
   return visibility(repo).open;
 }
 
+std::optional<RepoVisibility> HubService::recorded_visibility(const RepoId& repo) {
+  auto stored = index_.get_meta("visibility|" + repo.key());
+  if (!stored) return std::nullopt;
+  return parse_stored_visibility(*stored);
+}
+
+void HubService::record_visibility(const RepoId& repo, RepoVisibility visibility) {
+  index_.put_meta("visibility|" + repo.key(), std::string(stored_text(visibility)));
+}
+
 HubService::Visibility HubService::visibility(const RepoId& repo) {
-  const auto now = Clock::now();
-  std::optional<Memo> known;
+  const auto now = clock_.now();
+  std::optional<RepoVisibility> known;
   {
     std::lock_guard lock(mutex_);
     if (auto it = visibility_.find(repo.key()); it != visibility_.end()) {
-      if (it->second.expires > now) return Visibility{it->second.value == "public", true, true};
-      known = it->second;
+      if (it->second.expires > now) return Visibility{it->second.value == RepoVisibility::open, true, true};
+      known = it->second.value;
     }
   }
   // The repo's own info says whether it is private or gated; anyone may read it for public and gated
@@ -211,9 +223,8 @@ HubService::Visibility HubService::visibility(const RepoId& repo) {
   auto response = call("GET", api_url(repo) + "?expand=private&expand=gated", token);
   if (unreachable(response)) {
     // What the node learnt last, in memory or in the index; unknown repos count as restricted.
-    if (known) return Visibility{known->value == "public", true, false};
-    auto recorded = index_.get_meta("visibility|" + repo.key());
-    return Visibility{recorded == std::optional<std::string>("public"), recorded.has_value(), false};
+    if (!known) known = recorded_visibility(repo);
+    return Visibility{known == RepoVisibility::open, known.has_value(), false};
   }
   bool open = false;
   if (response.status == 200) {
@@ -221,18 +232,18 @@ HubService::Visibility HubService::visibility(const RepoId& repo) {
     open = info.is_object() && info.value("private", true) == false && info.contains("gated") &&
            info["gated"].is_boolean() && info["gated"].get<bool>() == false;
   }
-  const std::string value = open ? "public" : "restricted";
-  index_.put_meta("visibility|" + repo.key(), value);
+  const RepoVisibility visibility = open ? RepoVisibility::open : RepoVisibility::restricted;
+  record_visibility(repo, visibility);
   std::lock_guard lock(mutex_);
   if (visibility_.size() > kMaxMemoEntries) visibility_.clear();
-  visibility_[repo.key()] = Memo{value, now + config_.access_ttl};
+  visibility_[repo.key()] = Memo<RepoVisibility>{visibility, now + config_.access_ttl};
   return Visibility{open, true, true};
 }
 
 bool HubService::access_granted(const RepoId& repo, const Caller& caller) {
   std::lock_guard lock(mutex_);
   auto it = access_.find(repo.key() + '\0' + credential_key(caller.authorization));
-  return it != access_.end() && it->second.expires > Clock::now();
+  return it != access_.end() && it->second > clock_.now();
 }
 
 bool HubService::granted_within_grace(const RepoId& repo, const Caller& caller) {
@@ -249,7 +260,7 @@ void HubService::remember_access(const RepoId& repo, const Caller& caller) {
   index_.put_meta("access|" + repo.key() + '|' + credential_key(caller.authorization), std::to_string(now_ms()));
   std::lock_guard lock(mutex_);
   if (access_.size() > kMaxMemoEntries) access_.clear();
-  access_[key] = Memo{"granted", Clock::now() + config_.access_ttl};
+  access_[key] = clock_.now() + config_.access_ttl;
 }
 
 std::optional<std::string> HubService::last_known_commit(const RepoId& repo, const std::string& rev) {
@@ -273,14 +284,14 @@ std::optional<std::string> HubService::fresh_ref(const RepoId& repo, const std::
   const std::string key = repo.key() + '\0' + rev;
   {
     std::lock_guard lock(mutex_);
-    if (auto it = refs_.find(key); it != refs_.end() && it->second.expires > Clock::now()) return it->second.value;
+    if (auto it = refs_.find(key); it != refs_.end() && it->second.expires > clock_.now()) return it->second.value;
   }
   auto stored = index_.get_ref(repo, rev);
   if (!stored) return std::nullopt;
   auto age = std::chrono::milliseconds(now_ms() - stored->fetched_at_ms);
   if (age < std::chrono::milliseconds(0) || age >= config_.ref_ttl) return std::nullopt;
   std::lock_guard lock(mutex_);
-  refs_[key] = Memo{stored->commit, Clock::now() + (config_.ref_ttl - age)};
+  refs_[key] = Memo<std::string>{stored->commit, clock_.now() + (config_.ref_ttl - age)};
   return stored->commit;
 }
 
@@ -289,7 +300,7 @@ void HubService::store_ref(const RepoId& repo, const std::string& rev, const std
   index_.put_ref(repo, rev, RefEntry{commit, now_ms()});
   std::lock_guard lock(mutex_);
   if (refs_.size() > kMaxMemoEntries) refs_.clear();
-  refs_[repo.key() + '\0' + rev] = Memo{commit, Clock::now() + config_.ref_ttl};
+  refs_[repo.key() + '\0' + rev] = Memo<std::string>{commit, clock_.now() + config_.ref_ttl};
 }
 
 std::variant<std::string, Reply> HubService::resolve_commit(const RepoId& repo, const std::string& rev,
@@ -351,9 +362,10 @@ std::optional<FileAnswer> HubService::stored_file(const RepoId& repo, const std:
 std::optional<FileAnswer> HubService::resolve_fast(const RepoId& repo, const std::string& rev,
                                                    const std::string& path) {
   std::lock_guard lock(mutex_);
-  const auto now = Clock::now();
+  const auto now = clock_.now();
   auto vis = visibility_.find(repo.key());
-  if (vis == visibility_.end() || vis->second.expires <= now || vis->second.value != "public") return std::nullopt;
+  if (vis == visibility_.end() || vis->second.expires <= now || vis->second.value != RepoVisibility::open)
+    return std::nullopt;
   std::string commit = rev;
   if (!is_commit_sha(rev)) {
     auto ref = refs_.find(repo.key() + '\0' + rev);
@@ -479,7 +491,7 @@ std::variant<FileAnswer, Reply> HubService::stored_during_outage(const RepoId& r
                                                                  bool open, const std::string& why) {
   if (!open && !granted_within_grace(repo, caller)) {
     // A repo the node never saw has nothing cached; one it knows as gated or private is refused.
-    if (!index_.get_meta("visibility|" + repo.key())) return outage_reply(repo.name, why);
+    if (!recorded_visibility(repo)) return outage_reply(repo.name, why);
     return restricted_outage_reply(why);
   }
   auto commit = last_known_commit(repo, rev);

@@ -12,6 +12,7 @@
 #include "download.hpp"
 #include "evictor.hpp"
 #include "inferllama/chunk_store.hpp"
+#include "inferllama/clock.hpp"
 #include "inferllama/config.hpp"
 #include "inferllama/index.hpp"
 #include "inferllama/repo.hpp"
@@ -54,11 +55,12 @@ struct HubCounters {
 // on the blocking pool.
 class HubService {
  public:
+  // What the node remembers from the Hub expires by `clock`.
   HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads,
-             cache::Evictor& evictor);
+             cache::Evictor& evictor, const Clock& clock = monotonic_clock());
   // Another view of the same index (a mirror's source) shares its stored metadata and budget.
   HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads,
-             cache::Evictor& evictor, MetadataStore& shared_metadata);
+             cache::Evictor& evictor, MetadataStore& shared_metadata, const Clock& clock = monotonic_clock());
 
   // A stored file of a repo known to be public, answered from memory without blocking; nullopt when
   // the slow path has to decide.
@@ -89,6 +91,8 @@ class HubService {
     bool from_hub = false;  // the Hub said so within access_ttl (not a remembered answer)
   };
   Visibility visibility(const RepoId& repo);
+  // What the Hub said last, as the index keeps it (nullopt: never asked). Blocking.
+  std::optional<RepoVisibility> recorded_visibility(const RepoId& repo);
 
   // The commit `rev` names (resolved as the other routes do), or the Hub's refusal; `stale` (if given)
   // says why it is the last commit seen rather than the Hub's answer, or is empty. Blocking.
@@ -115,10 +119,10 @@ class HubService {
   std::variant<std::string, Reply> pin(const RepoId& repo, const std::string& rev, bool pinned);
 
  private:
-  using Clock = std::chrono::steady_clock;
+  template <class T>
   struct Memo {
-    std::string value;
-    Clock::time_point expires;
+    T value;
+    SystemTime expires;
   };
 
   std::string api_url(const RepoId& repo) const;
@@ -137,6 +141,7 @@ class HubService {
                                                        const std::string& path, const Caller& caller, bool open,
                                                        const std::string& why);
   void remember_access(const RepoId& repo, const Caller& caller);
+  void record_visibility(const RepoId& repo, RepoVisibility visibility);
   // The commit of `rev`; when the Hub cannot be asked, the last one seen, with `stale` saying so.
   std::variant<std::string, Reply> resolve_commit(const RepoId& repo, const std::string& rev,
                                                   const std::string& credentials, std::string& stale);
@@ -146,6 +151,7 @@ class HubService {
   Reply relay(const UpstreamResponse& response, const std::string& public_base = {}) const;
 
   const Config& config_;
+  const Clock& clock_;
   Index& index_;
   Upstream& upstream_;
   cache::Downloads& downloads_;
@@ -155,9 +161,9 @@ class HubService {
   MetadataStore& metadata_;
 
   std::mutex mutex_;
-  std::unordered_map<std::string, Memo> refs_;         // repo key + '\0' + rev -> commit
-  std::unordered_map<std::string, Memo> visibility_;   // repo key -> "public" | "restricted"
-  std::unordered_map<std::string, Memo> access_;       // repo key + '\0' + credential hash -> granted
+  std::unordered_map<std::string, Memo<std::string>> refs_;           // repo key + '\0' + rev -> commit
+  std::unordered_map<std::string, Memo<RepoVisibility>> visibility_;  // repo key -> visibility
+  std::unordered_map<std::string, SystemTime> access_;  // repo key + '\0' + credential hash -> grant expiry
   std::unordered_map<std::string, FileAnswer> files_;  // repo key@commit + '\0' + path -> stored file
 };
 

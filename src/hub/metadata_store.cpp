@@ -33,19 +33,10 @@ std::optional<std::string> decode_record(const std::string& key, const std::stri
   return record.substr(sizeof length + length);
 }
 
+// Only the lower-case names record_key writes: anything else is no record of this store.
 std::optional<std::array<std::uint8_t, 16>> parse_id(std::string_view hex) {
   std::array<std::uint8_t, 16> id{};
-  if (hex.size() != 2 * id.size()) return std::nullopt;
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  for (std::size_t i = 0; i < id.size(); ++i) {
-    const int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return std::nullopt;
-    id[i] = static_cast<std::uint8_t>(hi << 4 | lo);
-  }
+  if (hex.find_first_of("ABCDEF") != std::string_view::npos || !unhex_to(hex, id)) return std::nullopt;
   return id;
 }
 
@@ -65,13 +56,7 @@ MetadataStore::Id MetadataStore::id_of(const std::string& key) {
 }
 
 std::string MetadataStore::record_key(const Id& id) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out(kRecordPrefix);
-  for (auto b : id) {
-    out.push_back(digits[b >> 4]);
-    out.push_back(digits[b & 0xf]);
-  }
-  return out;
+  return std::string(kRecordPrefix) + hex(id);
 }
 
 MetadataStore::MetadataStore(Index& index, std::uint64_t budget) : index_(index), budget_(budget) {

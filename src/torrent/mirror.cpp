@@ -11,6 +11,7 @@
 
 #include "curl_upstream.hpp"
 #include "download_wait.hpp"
+#include "inferllama/network.hpp"
 #include "metainfo.hpp"
 #include "swarm_upstream.hpp"
 #include "url.hpp"
@@ -120,9 +121,8 @@ Mirror::Mirror(Parts parts)
   // folder: chunked, hashed and checked against the Hub's etag before one index write makes them visible.
   local_files_ = upstream::make_local_file_upstream(folder_);
   FetcherOptions fetcher;
-  fetcher.listen = parts_.config.bt_listen.empty()
-                       ? "0.0.0.0:0"
-                       : parts_.config.bt_listen.substr(0, parts_.config.bt_listen.rfind(':')) + ":0";
+  // The seed's host at any free port; every interface when the node does not seed (bt_listen empty).
+  fetcher.listen = HostPort{HostPort::parse(parts_.config.bt_listen).value_or(HostPort{"0.0.0.0"}).host, 0}.str();
   fetcher.dht = parts_.config.bt_dht;
   fetcher.lsd = parts_.config.bt_lsd;
   fetcher_ = std::make_unique<TorrentFetcher>(fetcher);

@@ -12,13 +12,16 @@
 
 namespace inferllama::torrent {
 
+// Built by from(): the bt_* defaults are the configuration's (config/config.cpp's key table), stated
+// nowhere else.
 struct SeederOptions {
-  std::string listen = "0.0.0.0:6881";  // HOST:PORT, TCP; port 0 picks a free port
-  std::uint64_t upload_rate = 0;        // bytes per second over all peers; 0 = unlimited
-  unsigned max_connections = 500;
-  unsigned max_uploads = 0;  // peers unchoked at once; 0 = unlimited
-  bool dht = false;
-  bool lsd = false;
+  std::string listen;           // HOST:PORT, TCP; port 0 picks a free port
+  std::uint64_t upload_rate{};  // bytes per second over all peers; 0 = unlimited
+  unsigned max_connections{};
+  unsigned max_uploads{};  // peers unchoked at once; 0 = unlimited
+  bool dht{};
+  bool lsd{};
+  // Not settings:
   int disk_threads = 4;               // workers reading chunks for peers
   std::size_t max_open_chunks = 256;  // chunk files kept open between reads
   // A chunk a peer asked for is missing or short (its torrent stops): called on a disk thread, must not

@@ -248,7 +248,7 @@ void SnapshotTorrents::restore() {
     auto repo = parse_repo_key(repo_key);
     if (!record || !repo) continue;
     // Only what the node last knew to be public; the Hub is asked again when a client wants the torrent.
-    if (index_.get_meta("visibility|" + repo_key) != std::optional<std::string>("public")) continue;
+    if (hub_.recorded_visibility(*repo) != RepoVisibility::open) continue;
     auto entries = Json::parse(*record, nullptr, false);
     if (!entries.is_array()) continue;
     auto listed = hub_.snapshot_files(*repo, commit);

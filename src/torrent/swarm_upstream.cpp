@@ -20,14 +20,14 @@
 #include <libtorrent/torrent_info.hpp>
 #include <libtorrent/torrent_status.hpp>
 
+#include "inferllama/digest.hpp"
+#include "inferllama/network.hpp"
 #include "inferllama/metrics.hpp"
 #include "session_settings.hpp"
 #include "url.hpp"
 
 namespace inferllama::torrent {
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 // Bytes a range reader asks for ahead of the piece it waits on (at least one piece, at most four):
 // enough to keep the peers busy, little enough that the pieces read back and held stay small.
@@ -102,7 +102,7 @@ struct SwarmFile {
   int readers = 0;
   bool removing = false;
   bool complete = false;  // every piece is in: nothing more will be read, remove at once
-  Clock::time_point idle_since = Clock::now();
+  std::chrono::steady_clock::time_point idle_since = std::chrono::steady_clock::now();
   std::string error;
   std::map<int, WantedPiece> pieces;
 };
@@ -115,8 +115,8 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
         threshold_(config.swarm_threshold),
         stall_timeout_(config.upstream_timeout),
         staging_(config.data_dir / "swarm-staging"),
-        listen_(config.bt_listen.empty() ? "0.0.0.0:0"
-                                         : config.bt_listen.substr(0, config.bt_listen.rfind(':')) + ":0") {
+        // The seed's host at any free port; every interface when the node does not seed (bt_listen empty).
+        listen_(HostPort{HostPort::parse(config.bt_listen).value_or(HostPort{"0.0.0.0"}).host, 0}.str()) {
     // What a crashed run left: the chunk store is the only copy the node keeps.
     std::error_code ec;
     std::filesystem::remove_all(staging_, ec);
@@ -275,7 +275,7 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
       if (it != file->pieces.end() && --it->second.readers == 0) file->pieces.erase(it);
     };
     std::uint64_t offset = first;
-    auto last_progress = Clock::now();
+    auto last_progress = std::chrono::steady_clock::now();
     while (offset <= last) {
       const int piece = static_cast<int>(offset / piece_length);
       for (; next_to_hold <= last_piece && next_to_hold < piece + read_ahead; ++next_to_hold) {
@@ -321,7 +321,7 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
       result.received += taken;
       swarm_bytes_ += taken;
       offset += taken;
-      last_progress = Clock::now();
+      last_progress = std::chrono::steady_clock::now();
       if (taken < length) break;  // the download took the rest of this range elsewhere
       release(piece);
       held.pop_front();
@@ -376,20 +376,13 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
 
   void leave_locked(SwarmFile& file) {
     if (--file.readers > 0) return;
-    file.idle_since = Clock::now();
+    file.idle_since = std::chrono::steady_clock::now();
     const lt::torrent_status status = file.handle.status(lt::status_flags_t{});
     file.complete = status.num_pieces == file.torrent->num_pieces();
   }
 
   static std::string hex(const lt::sha1_hash& hash) {
-    static constexpr char digits[] = "0123456789abcdef";
-    std::string out;
-    for (char byte : hash) {
-      const auto b = static_cast<unsigned char>(byte);
-      out += digits[b >> 4];
-      out += digits[b & 15];
-    }
-    return out;
+    return inferllama::hex(std::string_view(hash.data(), hash.size()));
   }
 
   void start_session_locked() {
@@ -460,7 +453,7 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
   // A torrent nobody reads goes with its files: at once when every piece is in (the node's chunk store
   // holds the file now), after a stall timeout otherwise (a download between retries comes back sooner).
   void remove_idle_locked() {
-    const auto now = Clock::now();
+    const auto now = std::chrono::steady_clock::now();
     for (auto& [key, file] : files_) {
       if (file->readers > 0 || file->removing) continue;
       if (file->complete || !file->error.empty() || now - file->idle_since >= stall_timeout_) {

@@ -6,6 +6,8 @@
 #include <tuple>
 
 #include "crypto.hpp"
+#include "hashing.hpp"
+#include "inferllama/digest.hpp"
 #include "inferllama/user_name.hpp"
 
 namespace inferllama::usage {
@@ -240,7 +242,7 @@ std::optional<std::string> Identities::set_disabled(const std::string& name, boo
 std::string Identities::unused_passkey() const {
   std::string passkey;
   do {
-    passkey = crypto::hex(crypto::random_bytes<16>());
+    passkey = hex(crypto::random_bytes<16>());
   } while (user_by_passkey_.contains(passkey));
   return passkey;
 }
@@ -294,10 +296,10 @@ std::variant<CreatedKey, std::string> Identities::create_key(const std::string& 
   StoredKey stored;
   do {
     created.secret = std::string(kKeyPrefix) + base62(crypto::random_bytes<32>());
-    stored.sha256 = crypto::sha256_hex(created.secret);
+    stored.sha256 = cache::sha256(created.secret).hex();
   } while (key_by_hash_.contains(stored.sha256));
   do {
-    stored.key.id = "key_" + crypto::hex(crypto::random_bytes<8>());
+    stored.key.id = "key_" + hex(crypto::random_bytes<8>());
   } while (keys_.contains(stored.key.id));
   stored.key.user = user;
   stored.key.label = label;
@@ -342,7 +344,7 @@ std::optional<std::string> Identities::revoke_key(const std::string& id) {
 
 std::variant<Authenticated, std::string> Identities::authenticate(std::string_view bearer) const {
   if (!is_node_key(bearer)) return std::string("not a node API key");
-  const std::string hash = crypto::sha256_hex(bearer);
+  const std::string hash = cache::sha256(bearer).hex();
   std::shared_lock lock(mutex_);
   auto id = key_by_hash_.find(hash);
   if (id == key_by_hash_.end()) return std::string("unknown API key");

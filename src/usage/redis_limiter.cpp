@@ -20,6 +20,7 @@
 
 #include "inferllama/metrics.hpp"
 #include "local_limiter.hpp"
+#include "url.hpp"
 
 namespace inferllama::usage {
 namespace {
@@ -223,24 +224,6 @@ std::invalid_argument bad_url(const std::string& why) {
   return std::invalid_argument("Redis URL: " + why + " (expected redis://[:password@]host[:port][/db])");
 }
 
-std::string percent_decode(std::string_view text) {
-  std::string out;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] != '%') {
-      out += text[i];
-      continue;
-    }
-    unsigned value = 0;
-    const char* digits = text.data() + i + 1;
-    if (i + 2 >= text.size() || std::from_chars(digits, digits + 2, value, 16).ptr != digits + 2) {
-      throw bad_url("the password has a malformed %-escape");
-    }
-    out += static_cast<char>(value);
-    i += 2;
-  }
-  return out;
-}
-
 // Adds `samples` of the metric `family` to Prometheus text: right after the family's own samples when
 // `out` has them already (a family's lines must stay together), under a new header otherwise.
 void add_to_family(std::string& out, const std::string& family, const std::string& type, const std::string& help,
@@ -281,7 +264,9 @@ RedisSettings RedisSettings::from_url(const std::string& url) {
     const std::string_view userinfo = authority.substr(0, at);
     authority.remove_prefix(at + 1);
     if (!userinfo.starts_with(':')) throw bad_url("user names are not supported (give the password as :password@)");
-    settings.password = percent_decode(userinfo.substr(1));
+    auto password = url::decode(userinfo.substr(1));
+    if (!password) throw bad_url("the password has a malformed %-escape");
+    settings.password = std::move(*password);
     if (settings.password.empty()) throw bad_url("the password after ':' is empty");
   }
 

@@ -14,6 +14,7 @@
 #include <stdexcept>
 
 #include "crypto.hpp"
+#include "inferllama/digest.hpp"
 
 namespace inferllama::usage {
 namespace {
@@ -37,7 +38,7 @@ std::runtime_error file_error(const std::string& what, const std::filesystem::pa
 std::array<unsigned char, 32> parse_key(const std::string& text, const std::filesystem::path& file) {
   std::string_view digits = text;
   while (!digits.empty() && (digits.back() == '\n' || digits.back() == '\r')) digits.remove_suffix(1);
-  auto bytes = crypto::unhex(digits);
+  auto bytes = unhex(digits);
   if (!bytes || bytes->size() != 32) {
     throw std::runtime_error("the secret key file " + file.string() +
                              " is malformed: it must hold 64 hex characters (a 256-bit key)");
@@ -85,7 +86,7 @@ SecretBox SecretBox::from_file(const std::filesystem::path& key_file) {
   if (!std::filesystem::exists(key_file)) {
     if (!key_file.parent_path().empty()) std::filesystem::create_directories(key_file.parent_path());
     const auto key = crypto::random_bytes<32>();
-    if (create_key_file(key_file, crypto::hex(key) + "\n")) {
+    if (create_key_file(key_file, hex(key) + "\n")) {
       spdlog::info("created the secret key file {}", key_file.string());
       return SecretBox(key);
     }
@@ -116,12 +117,12 @@ std::string SecretBox::seal(std::string_view plaintext) const {
       EVP_EncryptFinal_ex(ctx.get(), cipher + produced, &finished) == 1 &&
       EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, static_cast<int>(kTagSize), cipher + plaintext.size()) == 1;
   if (!ok) throw std::runtime_error("AES-256-GCM encryption failed");
-  return std::string(kVersion) + crypto::hex(out);
+  return std::string(kVersion) + hex(out);
 }
 
 std::optional<std::string> SecretBox::open(std::string_view sealed) const {
   if (!sealed.starts_with(kVersion)) return std::nullopt;
-  auto raw = crypto::unhex(sealed.substr(kVersion.size()));
+  auto raw = unhex(sealed.substr(kVersion.size()));
   if (!raw || raw->size() < kNonceSize + kTagSize) return std::nullopt;
   const auto* bytes = reinterpret_cast<const unsigned char*>(raw->data());
   const std::size_t cipher_size = raw->size() - kNonceSize - kTagSize;

@@ -3,15 +3,9 @@
 #include <algorithm>
 #include <cctype>
 
+#include "inferllama/digest.hpp"
+
 namespace inferllama::url {
-namespace {
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-}  // namespace
 
 std::string encode(std::string_view text, bool keep_slash) {
   static constexpr char digits[] = "0123456789ABCDEF";
@@ -31,23 +25,29 @@ std::string encode(std::string_view text, bool keep_slash) {
   return out;
 }
 
-std::optional<std::string> decode(std::string_view text, bool plus_is_space) {
-  std::string out;
-  out.reserve(text.size());
+std::optional<std::size_t> decode_to(std::string_view text, std::span<std::uint8_t> out, bool plus_is_space) {
+  std::size_t n = 0;
   for (std::size_t i = 0; i < text.size(); ++i) {
-    char c = text[i];
+    if (n == out.size()) return std::nullopt;
+    const char c = text[i];
     if (c == '%') {
       if (i + 2 >= text.size()) return std::nullopt;
-      int hi = hex_value(text[i + 1]), lo = hex_value(text[i + 2]);
+      const int hi = hex_digit(text[i + 1]), lo = hex_digit(text[i + 2]);
       if (hi < 0 || lo < 0) return std::nullopt;
-      out.push_back(static_cast<char>(hi << 4 | lo));
+      out[n++] = static_cast<std::uint8_t>(hi << 4 | lo);
       i += 2;
-    } else if (c == '+' && plus_is_space) {
-      out.push_back(' ');
     } else {
-      out.push_back(c);
+      out[n++] = static_cast<std::uint8_t>(c == '+' && plus_is_space ? ' ' : c);
     }
   }
+  return n;
+}
+
+std::optional<std::string> decode(std::string_view text, bool plus_is_space) {
+  std::string out(text.size(), '\0');
+  const auto size = decode_to(text, std::span(reinterpret_cast<std::uint8_t*>(out.data()), out.size()), plus_is_space);
+  if (!size) return std::nullopt;
+  out.resize(*size);
   return out;
 }
 

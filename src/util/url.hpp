@@ -1,5 +1,7 @@
 #pragma once
+#include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -11,6 +13,9 @@ namespace inferllama::url {
 std::string encode(std::string_view text, bool keep_slash = false);
 // Decodes %XX escapes (and '+' as space when `plus_is_space`); nullopt on a malformed escape.
 std::optional<std::string> decode(std::string_view text, bool plus_is_space = false);
+// The same into `out`, without allocating: the decoded length, or nullopt on a malformed escape or when
+// `out` is too small.
+std::optional<std::size_t> decode_to(std::string_view text, std::span<std::uint8_t> out, bool plus_is_space = false);
 
 using QueryList = std::vector<std::pair<std::string, std::string>>;
 QueryList parse_query(std::string_view query);  // form-encoded pairs, decoded; malformed pairs skipped

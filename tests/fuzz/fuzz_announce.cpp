@@ -49,11 +49,11 @@ void check_bencoded_dict(const std::string& body) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace inferllama::tracker;
   static Tracker open_tracker([] {
-    Settings s;
+    Settings s = Settings::from(inferllama::Config{});
     s.open = true;
     return s;
   }());
-  static Tracker restricted{Settings{}};
+  static Tracker restricted{Settings::from(inferllama::Config{})};
   static const bool registered = [] {
     InfoHash h;
     h.bytes.fill('a');

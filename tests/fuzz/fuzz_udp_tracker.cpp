@@ -16,7 +16,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   using namespace inferllama::tracker;
   if (size == 0) return 0;
   static Tracker tracker([] {
-    Settings s;
+    Settings s = Settings::from(inferllama::Config{});
     s.open = true;
     return s;
   }());

@@ -49,7 +49,7 @@ class DownloadTest : public ::testing::Test {
   std::unique_ptr<Index> index_;
   std::unique_ptr<MemoryUpstream> upstream_;
   asio::thread_pool workers_{2};
-  DownloadSettings settings_;
+  DownloadSettings settings_ = DownloadSettings::from(Config{});
   std::unique_ptr<Downloads> downloads_;
   RepoId repo_{RepoType::model, "acme/x"};
   std::string commit_ = std::string(40, 'a');

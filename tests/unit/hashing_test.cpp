@@ -107,5 +107,14 @@ TEST(Digest, HexRoundTrip) {
   EXPECT_FALSE(Sha1::from_hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
 }
 
+TEST(Digest, HexOfAnyBytes) {
+  EXPECT_EQ(hex(std::string_view("\x00\x7f\xff", 3)), "007fff");
+  EXPECT_EQ(unhex("007FfF"), std::string("\x00\x7f\xff", 3));
+  EXPECT_EQ(unhex(""), "");
+  EXPECT_FALSE(unhex("abc"));  // odd
+  EXPECT_FALSE(unhex("0g"));
+  EXPECT_EQ(sha256(std::string_view("abc")).hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
 }  // namespace
 }  // namespace inferllama::cache

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <map>
 
 #include "rate_limit_headers.hpp"
@@ -162,6 +163,14 @@ TEST(Url, EncodeDecode) {
   EXPECT_EQ(url::decode("a%20b+c", true), "a b c");
   EXPECT_FALSE(url::decode("%2"));
   EXPECT_FALSE(url::decode("%g0"));
+  // Into a fixed buffer (the tracker's info_hash): too long is malformed, not truncated.
+  std::array<std::uint8_t, 3> out{};
+  EXPECT_EQ(url::decode_to("a%ffb", out), 3u);
+  EXPECT_EQ(out, (std::array<std::uint8_t, 3>{'a', 0xff, 'b'}));
+  EXPECT_EQ(url::decode_to("x+", out, true), 2u);
+  EXPECT_EQ(out[1], ' ');
+  EXPECT_FALSE(url::decode_to("abcd", out));
+  EXPECT_FALSE(url::decode_to("ab%f", out));
   auto q = url::parse_query("recursive=true&expand=&cursor=a%3Db&&x");
   ASSERT_EQ(q.size(), 4u);
   EXPECT_EQ(q[2].second, "a=b");

@@ -78,7 +78,7 @@ class SeederTest : public ::testing::Test {
     store_ = std::make_unique<ChunkStore>(root_ / "store");
     std::uint64_t seed = 1;
     for (const auto& [path, size] : kFiles) write_file(root_ / "content" / "model" / path, random_bytes(size, seed++));
-    SeederOptions options;
+    SeederOptions options = SeederOptions::from(Config{});
     options.listen = "127.0.0.1:0";
     seeder_ = std::make_unique<Seeder>(*store_, options);
   }

@@ -13,7 +13,7 @@ namespace {
 
 class FakeClock final : public Clock {
  public:
-  std::chrono::seconds now() const override { return now_; }
+  SystemTime now() const override { return SystemTime(now_); }
   void advance(std::chrono::seconds by) { now_ += by; }
 
  private:
@@ -113,7 +113,7 @@ class TrackerTest : public ::testing::Test {
  protected:
   void make(bool open, std::optional<Endpoint> own_address = std::nullopt,
             const std::function<void(Settings&)>& tune = {}) {
-    Settings s;
+    Settings s = Settings::from(Config{});
     s.interval = std::chrono::seconds(100);
     s.min_interval = std::chrono::seconds(10);
     s.numwant = 5;

@@ -7,6 +7,7 @@
 
 #include "failed_attempts.hpp"
 #include "forwarded.hpp"
+#include "inferllama/network.hpp"
 #include "reply.hpp"
 #include "response.hpp"
 #include "router.hpp"
@@ -100,6 +101,24 @@ TEST(Forwarded, HeadersAreBelievedOnlyFromTrustedProxies) {
   EXPECT_FALSE(o.https);
   // Nobody trusted: the peer, whatever it sends.
   EXPECT_EQ(client_origin(addr("127.0.0.1"), {}, h).address, addr("127.0.0.1"));
+}
+
+TEST(HostPort, ParsesWhatListenSettingsTake) {
+  EXPECT_EQ(HostPort::parse("0.0.0.0:8080"), (HostPort{"0.0.0.0", 8080}));
+  EXPECT_EQ(HostPort::parse("localhost:0"), (HostPort{"localhost", 0}));
+  EXPECT_EQ(HostPort::parse("[::1]:65535"), (HostPort{"::1", 65535}));
+  EXPECT_EQ(HostPort::parse("[fe80::1%eth0]:1"), (HostPort{"fe80::1%eth0", 1}));
+  EXPECT_EQ((HostPort{"::1", 80}.str()), "[::1]:80");
+  EXPECT_EQ((HostPort{"127.0.0.1", 0}.str()), "127.0.0.1:0");
+  std::string why;
+  for (const char* bad : {"", "8080", ":8080", "::1:80", "[::1]", "[::1]80", "[127.0.0.1]:80", "a b:1", "h:65536",
+                          "h:-1", "h:", "h:123456", "[::1:80"}) {
+    why.clear();
+    EXPECT_FALSE(HostPort::parse(bad, &why)) << bad;
+    EXPECT_NE(why.find("expected HOST:PORT"), std::string::npos) << bad;
+  }
+  HostPort::parse("::1:80", &why);
+  EXPECT_EQ(why.find("an IPv6 address needs brackets"), 0u);
 }
 
 TEST(Forwarded, NetworksParse) {
