@@ -10,6 +10,7 @@
 #include <system_error>
 
 #include "hashing.hpp"
+#include "inferllama/metrics.hpp"
 #include "url.hpp"
 
 namespace inferllama::cache {
@@ -618,6 +619,39 @@ void Downloads::shutdown() {
   }
   for (auto& d : all) d->wake_.notify_all();
   connections_.join();
+}
+
+
+namespace {
+constexpr metrics::FamilySpec kUpstreamBytes{"inferllama_upstream_bytes_total", "counter",
+                                             "File bytes fetched upstream"};
+constexpr metrics::FamilySpec kResumedBytes{"inferllama_resumed_bytes_total", "counter",
+                                            "File bytes an interrupted download had staged and a later one reused"};
+constexpr metrics::FamilySpec kDownloads{"inferllama_downloads_total", "counter", "Upstream file downloads by outcome"};
+constexpr metrics::FamilySpec kIngests{
+    "inferllama_ingests_total", "counter",
+    "Files that arrived over BitTorrent (mirrors) and went through the verified ingest, by outcome"};
+constexpr metrics::FamilySpec kInFlight{"inferllama_downloads_in_flight", "gauge", "Files being fetched upstream now"};
+}  // namespace
+
+void Downloads::render_metrics(std::string& out) {
+  using metrics::write_header;
+  using metrics::write_sample;
+  auto value = [](const std::atomic<std::uint64_t>& n) { return static_cast<double>(n.load()); };
+  write_header(out, kUpstreamBytes);
+  write_sample(out, kUpstreamBytes, "", value(counters_.upstream_bytes));
+  write_header(out, kResumedBytes);
+  write_sample(out, kResumedBytes, "", value(counters_.resumed_bytes));
+  write_header(out, kDownloads);
+  write_sample(out, kDownloads, "result=\"started\"", value(counters_.started));
+  write_sample(out, kDownloads, "result=\"completed\"", value(counters_.completed));
+  write_sample(out, kDownloads, "result=\"failed\"", value(counters_.failed));
+  write_header(out, kIngests);
+  write_sample(out, kIngests, "result=\"started\"", value(counters_.ingests_started));
+  write_sample(out, kIngests, "result=\"completed\"", value(counters_.ingests_completed));
+  write_sample(out, kIngests, "result=\"failed\"", value(counters_.ingests_failed));
+  write_header(out, kInFlight);
+  write_sample(out, kInFlight, "", static_cast<double>(in_flight()));
 }
 
 }  // namespace inferllama::cache

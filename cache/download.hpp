@@ -200,6 +200,8 @@ class Downloads {
 
   const DownloadSettings& settings() const { return settings_; }
   DownloadCounters& counters() { return counters_; }
+  // Prometheus families of the downloads and ingests (their failures are in the hub's upstream errors).
+  void render_metrics(std::string& out);
 
  private:
   friend class Download;

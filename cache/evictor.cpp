@@ -7,6 +7,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "inferllama/metrics.hpp"
 #include "inferllama/sync_point.hpp"
 
 namespace inferllama::cache {
@@ -133,6 +134,30 @@ GcReport Evictor::collect_garbage() {
   }
   spdlog::info("gc: removed {} unreferenced chunks, {} bytes", report.chunks_removed, report.bytes_freed);
   return report;
+}
+
+
+namespace {
+constexpr metrics::FamilySpec kDiskUsed{"inferllama_disk_used_bytes", "gauge", "Bytes in stored chunks"};
+constexpr metrics::FamilySpec kDiskBudget{"inferllama_disk_budget_bytes", "gauge",
+                                          "Disk budget of the chunk store (0 = none)"};
+constexpr metrics::FamilySpec kEvictions{"inferllama_evictions_total", "counter",
+                                         "Files evicted to stay under the budget"};
+constexpr metrics::FamilySpec kEvictedBytes{"inferllama_evicted_bytes_total", "counter",
+                                            "Disk bytes freed by evictions"};
+}  // namespace
+
+void Evictor::render_metrics(std::string& out) const {
+  using metrics::write_header;
+  using metrics::write_sample;
+  write_header(out, kDiskUsed);
+  write_sample(out, kDiskUsed, "", static_cast<double>(store_.bytes_stored()));
+  write_header(out, kDiskBudget);
+  write_sample(out, kDiskBudget, "", static_cast<double>(budget_));
+  write_header(out, kEvictions);
+  write_sample(out, kEvictions, "", static_cast<double>(counters_.evicted_files.load()));
+  write_header(out, kEvictedBytes);
+  write_sample(out, kEvictedBytes, "", static_cast<double>(counters_.evicted_bytes.load()));
 }
 
 }  // namespace inferllama::cache

@@ -52,6 +52,8 @@ class Evictor {
 
   std::uint64_t budget() const { return budget_; }
   EvictionCounters& counters() { return counters_; }
+  // Prometheus families of the store's disk: bytes used, the budget and the evictions.
+  void render_metrics(std::string& out) const;
 
  private:
   void evict_until(std::uint64_t target_bytes);

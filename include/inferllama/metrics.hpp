@@ -2,9 +2,11 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace inferllama::metrics {
@@ -56,5 +58,28 @@ class Family {
 // Appends "# HELP", "# TYPE" and one sample line.
 void write_header(std::string& out, const std::string& name, const std::string& type, const std::string& help);
 void write_sample(std::string& out, const std::string& name, const std::string& labels, double value);
+
+// One metric family, declared once by the module that owns its numbers (a constant beside the code that
+// renders it), so its name, type and help are typed in one place.
+struct FamilySpec {
+  std::string_view name;
+  std::string_view type;  // "counter", "gauge", "histogram"
+  std::string_view help;
+};
+void write_header(std::string& out, const FamilySpec& family);
+void write_sample(std::string& out, const FamilySpec& family, const std::string& labels, double value);
+
+// Gathers the families of every module of a node into one /metrics text. Each module adds one function
+// that writes its own families (header, then samples); a family belongs to one module only.
+class Registry {
+ public:
+  using Render = std::function<void(std::string& out)>;
+  // Before the first render().
+  void add(Render render);
+  void render(std::string& out) const;
+
+ private:
+  std::vector<Render> sources_;
+};
 
 }  // namespace inferllama::metrics

@@ -13,6 +13,7 @@
 #include <list>
 #include <mutex>
 
+#include "inferllama/network.hpp"
 #include "mirror.hpp"
 #include "server_context.hpp"
 #include "session.hpp"
@@ -36,13 +37,6 @@ bool peer_is_node_user(int fd) {
   socklen_t size = sizeof peer;
   if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0) return false;
   return peer.uid == ::geteuid() || peer.uid == 0;
-}
-
-std::pair<std::string, std::uint16_t> split_host_port(const std::string& listen) {
-  auto colon = listen.rfind(':');
-  std::string host = listen.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  return {host, static_cast<std::uint16_t>(std::stoul(listen.substr(colon + 1)))};
 }
 
 }  // namespace
@@ -89,8 +83,9 @@ void Server::Impl::spawn(std::shared_ptr<Session<Stream>> session) {
 }
 
 std::uint16_t Server::Impl::listen_on(tcp::acceptor& on, const std::string& host_port, Listener kind) {
-  auto [host, port] = split_host_port(host_port);
-  tcp::endpoint endpoint(asio::ip::make_address(host), port);
+  const auto address = HostPort::parse(host_port);  // load_config validated it
+  if (!address) throw std::runtime_error("not HOST:PORT: " + host_port);
+  tcp::endpoint endpoint(asio::ip::make_address(address->host), address->port);
   on.open(endpoint.protocol());
   on.set_option(asio::socket_base::reuse_address(true));
   on.bind(endpoint);

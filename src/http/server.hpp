@@ -1,14 +1,13 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
-#include <functional>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "inferllama/asio.hpp"
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/config.hpp"
+#include "inferllama/metrics.hpp"
 
 namespace inferllama::hub {
 class HubService;
@@ -37,6 +36,8 @@ struct ServerDeps {
   hub::HubService& hub;
   ChunkStore& store;
   asio::thread_pool& blocking;  // RocksDB on cold paths and upstream calls wait here, off the I/O threads
+  // Every module's metric families but the server's own, which it renders itself before them.
+  const metrics::Registry& metrics;
   // GET /announce and /scrape, and the tracker's metrics.
   tracker::Tracker* tracker = nullptr;
   // Torrents of cached snapshots (torrent, magnet and web seed routes); `udp_announce_port` is the UDP
@@ -51,8 +52,6 @@ struct ServerDeps {
   usage::Identities* identities = nullptr;
   usage::UsageLog* usage_log = nullptr;
   RateLimiter* limiter = nullptr;
-  // More Prometheus text for /metrics (the seed, the upstream of files).
-  std::vector<std::function<void(std::string&)>> metrics;
 };
 
 // The HTTP listeners: Boost.Beast on Asio coroutines, one strand per connection. How a request goes

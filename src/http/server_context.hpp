@@ -28,7 +28,6 @@ class ServerContext {
   ServerDeps deps;
   const Config& config;
   HttpStats stats;
-  MonotonicClock attempts_clock;
   usage::FailedAttempts failed_attempts;
   Gate gate;
   std::atomic<bool> draining{false};

@@ -7,6 +7,7 @@
 
 #include "hashing.hpp"
 #include "hub_protocol.hpp"
+#include "inferllama/metrics.hpp"
 #include "metadata_query.hpp"
 #include "url.hpp"
 
@@ -671,6 +672,53 @@ Reply HubService::paths_info(const RepoId& repo, const std::string& rev, const s
 Reply HubService::refs(const RepoId& repo, std::string_view query, const Caller& caller) {
   const bool open = is_public(repo);
   return relay(call("GET", with_query(api_url(repo) + "/refs", query), credentials_for(caller, open)));
+}
+
+namespace {
+constexpr metrics::FamilySpec kCacheRequests{"inferllama_cache_requests_total", "counter",
+                                             "File requests answered from the store (hit) or not"};
+constexpr metrics::FamilySpec kUpstreamRequests{"inferllama_upstream_requests_total", "counter",
+                                                "Metadata requests sent upstream"};
+constexpr metrics::FamilySpec kMetadataEntries{"inferllama_metadata_entries", "gauge",
+                                               "Hub metadata answers stored (revision info, tree pages, paths-info)"};
+constexpr metrics::FamilySpec kMetadataBytes{"inferllama_metadata_bytes", "gauge",
+                                             "Bytes charged to the stored metadata answers"};
+constexpr metrics::FamilySpec kMetadataBudget{"inferllama_metadata_budget_bytes", "gauge",
+                                              "Budget of the stored metadata answers"};
+constexpr metrics::FamilySpec kMetadataEvictions{"inferllama_metadata_evictions_total", "counter",
+                                                 "Stored metadata answers dropped for the budget"};
+constexpr metrics::FamilySpec kMetadataUnstored{
+    "inferllama_metadata_unstored_total", "counter",
+    "Metadata requests with parameters real clients do not send: forwarded, not stored"};
+constexpr metrics::FamilySpec kUpstreamErrors{"inferllama_upstream_errors_total", "counter",
+                                              "Upstream failures by kind"};
+}  // namespace
+
+void HubService::render_metrics(std::string& out) const {
+  using metrics::write_header;
+  using metrics::write_sample;
+  auto value = [](const std::atomic<std::uint64_t>& n) { return static_cast<double>(n.load()); };
+  write_header(out, kCacheRequests);
+  write_sample(out, kCacheRequests, "result=\"hit\"", value(counters_.hits));
+  write_sample(out, kCacheRequests, "result=\"miss\"", value(counters_.misses));
+  write_header(out, kUpstreamRequests);
+  write_sample(out, kUpstreamRequests, "", value(counters_.upstream_requests));
+  write_header(out, kMetadataEntries);
+  write_sample(out, kMetadataEntries, "", static_cast<double>(metadata_.entries()));
+  write_header(out, kMetadataBytes);
+  write_sample(out, kMetadataBytes, "", static_cast<double>(metadata_.bytes()));
+  write_header(out, kMetadataBudget);
+  write_sample(out, kMetadataBudget, "", static_cast<double>(metadata_.budget()));
+  write_header(out, kMetadataEvictions);
+  write_sample(out, kMetadataEvictions, "", static_cast<double>(metadata_.evictions()));
+  write_header(out, kMetadataUnstored);
+  write_sample(out, kMetadataUnstored, "", value(counters_.metadata_unstored));
+  const auto& downloads = downloads_.counters();
+  write_header(out, kUpstreamErrors);
+  write_sample(out, kUpstreamErrors, "kind=\"transport\"", value(counters_.upstream_transport_errors));
+  write_sample(out, kUpstreamErrors, "kind=\"server\"", value(counters_.upstream_server_errors));
+  write_sample(out, kUpstreamErrors, "kind=\"transfer_retry\"", value(downloads.retries));
+  write_sample(out, kUpstreamErrors, "kind=\"download_failed\"", value(downloads.failed));
 }
 
 }  // namespace inferllama::hub

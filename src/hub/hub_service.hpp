@@ -81,6 +81,9 @@ class HubService {
   cache::Downloads& downloads() { return downloads_; }
   cache::Evictor& evictor() { return evictor_; }
   MetadataStore& metadata() { return metadata_; }
+  // Prometheus families of the Hub's requests and of the stored metadata (the downloads' failures
+  // included in inferllama_upstream_errors_total).
+  void render_metrics(std::string& out) const;
 
   // Whether the Hub says anyone may read the repo (neither private nor gated); remembered for access_ttl,
   // and while the Hub cannot be asked, the last answer. Blocking.

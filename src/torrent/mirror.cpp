@@ -128,9 +128,7 @@ Mirror::Mirror(Parts parts)
   fetcher_ = std::make_unique<TorrentFetcher>(fetcher);
 }
 
-Mirror::~Mirror() {
-  stop();
-}
+Mirror::~Mirror() = default;
 
 hub::HubService& Mirror::source_hub(const std::string& from) {
   auto& [config, hub] = sources_[from];
@@ -320,7 +318,7 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
   return outcome;
 }
 
-void Mirror::start_sync() {
+std::vector<MirrorSpec> Mirror::synced_mirrors() const {
   std::vector<MirrorSpec> specs;
   std::string list = parts_.config.mirrors;
   for (std::size_t start = 0; start <= list.size();) {
@@ -332,39 +330,21 @@ void Mirror::start_sync() {
     if (!spec) throw ConfigError("invalid mirrors entry \"" + item + "\": expected REPO[@REV]");
     specs.push_back(std::move(*spec));
   }
-  if (specs.empty()) return;
+  return specs;
+}
+
+void Mirror::sync(const std::vector<MirrorSpec>& specs) {
   std::string from = parts_.config.mirror_from.empty() ? parts_.config.upstream : parts_.config.mirror_from;
   while (from.ends_with('/')) from.pop_back();  // URLs are built by appending "/api/..."
-  sync_thread_ = std::thread([this, specs, from] {
-    std::unique_lock lock(sync_mutex_);
-    while (!stopping_) {
-      lock.unlock();
-      for (const auto& spec : specs) {
-        auto outcome = mirror(spec.repo, spec.rev, from);
-        if (auto* refused = std::get_if<hub::Reply>(&outcome)) {
-          spdlog::warn("mirror {}@{}: {}", spec.repo.key(), spec.rev, refused->body);
-        }
-        std::lock_guard check(sync_mutex_);
-        if (stopping_) break;
-      }
-      lock.lock();
-      sync_wake_.wait_for(lock, parts_.config.mirror_interval, [this] { return stopping_; });
+  for (const auto& spec : specs) {
+    if (cancel_.stop_requested()) return;
+    auto outcome = mirror(spec.repo, spec.rev, from);
+    if (auto* refused = std::get_if<hub::Reply>(&outcome)) {
+      spdlog::warn("mirror {}@{}: {}", spec.repo.key(), spec.rev, refused->body);
     }
-  });
-}
-
-void Mirror::cancel() {
-  {
-    std::lock_guard lock(sync_mutex_);
-    stopping_ = true;
   }
-  cancel_.request_stop();
-  sync_wake_.notify_all();
 }
 
-void Mirror::stop() {
-  cancel();
-  if (sync_thread_.joinable()) sync_thread_.join();
-}
+void Mirror::cancel() { cancel_.request_stop(); }
 
 }  // namespace inferllama::torrent

@@ -1,12 +1,10 @@
 #pragma once
-#include <condition_variable>
 #include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <stop_token>
 #include <string>
-#include <thread>
 #include <variant>
 #include <vector>
 
@@ -62,12 +60,14 @@ class Mirror {
   // asked of it, and no request to it follows a redirect. Blocking; one at a time.
   std::variant<MirrorOutcome, hub::Reply> mirror(const RepoId& repo, const std::string& rev, const std::string& from);
 
-  // Keeps config.mirrors in sync from config.mirror_from (or the upstream) every mirror_interval.
-  void start_sync();
+  // The entries of config.mirrors, which the node keeps in sync every mirror_interval. Throws ConfigError
+  // on an invalid entry.
+  std::vector<MirrorSpec> synced_mirrors() const;
+  // Mirrors each of `specs` once from config.mirror_from (or the upstream), logging what fails; stops
+  // early after cancel(). Blocking.
+  void sync(const std::vector<MirrorSpec>& specs);
   // Ends the swarm download in progress (its mirror fails with "cancelled") and every later one; does not wait.
   void cancel();
-  // cancel(), then waits for the sync thread.
-  void stop();
 
  private:
   hub::HubService& source_hub(const std::string& from);
@@ -83,11 +83,7 @@ class Mirror {
   std::mutex mirror_mutex_;  // one mirror at a time
   std::map<std::string, std::pair<std::unique_ptr<Config>, std::unique_ptr<hub::HubService>>> sources_;
 
-  std::mutex sync_mutex_;
-  std::condition_variable sync_wake_;
-  bool stopping_ = false;
   std::stop_source cancel_;  // ends a swarm download in progress at shutdown
-  std::thread sync_thread_;
 };
 
 }  // namespace inferllama::torrent

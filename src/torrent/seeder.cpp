@@ -221,20 +221,26 @@ SeederStats Seeder::stats() const {
   return stats;
 }
 
+namespace {
+constexpr metrics::FamilySpec kUploadedBytes{"inferllama_bt_uploaded_bytes_total", "counter",
+                                             "Payload bytes sent to BitTorrent peers"};
+constexpr metrics::FamilySpec kPeers{"inferllama_bt_peers", "gauge", "BitTorrent peer connections open"};
+constexpr metrics::FamilySpec kTorrents{"inferllama_bt_torrents", "gauge", "Torrents seeded"};
+constexpr metrics::FamilySpec kChunkReadBytes{"inferllama_bt_chunk_read_bytes_total", "counter",
+                                              "Bytes read from chunks for BitTorrent peers"};
+constexpr metrics::FamilySpec kReadErrors{"inferllama_bt_read_errors_total", "counter",
+                                          "Chunk reads for BitTorrent peers that failed"};
+}  // namespace
+
 void Seeder::render_metrics(std::string& out) const {
-  using metrics::write_header;
-  using metrics::write_sample;
   const SeederStats s = stats();
-  write_header(out, "inferllama_bt_uploaded_bytes_total", "counter", "Payload bytes sent to BitTorrent peers");
-  write_sample(out, "inferllama_bt_uploaded_bytes_total", "", static_cast<double>(s.uploaded_bytes));
-  write_header(out, "inferllama_bt_peers", "gauge", "BitTorrent peer connections open");
-  write_sample(out, "inferllama_bt_peers", "", static_cast<double>(s.peers));
-  write_header(out, "inferllama_bt_torrents", "gauge", "Torrents seeded");
-  write_sample(out, "inferllama_bt_torrents", "", static_cast<double>(s.torrents));
-  write_header(out, "inferllama_bt_chunk_read_bytes_total", "counter", "Bytes read from chunks for BitTorrent peers");
-  write_sample(out, "inferllama_bt_chunk_read_bytes_total", "", static_cast<double>(s.chunk_bytes_read));
-  write_header(out, "inferllama_bt_read_errors_total", "counter", "Chunk reads for BitTorrent peers that failed");
-  write_sample(out, "inferllama_bt_read_errors_total", "", static_cast<double>(s.read_errors));
+  using Sample = std::pair<const metrics::FamilySpec*, std::uint64_t>;
+  for (const auto& [family, value] : {Sample{&kUploadedBytes, s.uploaded_bytes}, Sample{&kPeers, s.peers},
+                                      Sample{&kTorrents, s.torrents}, Sample{&kChunkReadBytes, s.chunk_bytes_read},
+                                      Sample{&kReadErrors, s.read_errors}}) {
+    metrics::write_header(out, *family);
+    metrics::write_sample(out, *family, "", static_cast<double>(value));
+  }
 }
 
 void Seeder::stop() {

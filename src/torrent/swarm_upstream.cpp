@@ -153,23 +153,27 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
   }
 
   void render_metrics(std::string& out) const override {
-    using metrics::write_header;
-    using metrics::write_sample;
-    write_header(out, "inferllama_parent_swarm_bytes_total", "counter",
-                 "Bytes of upstream files fetched from the parent node's swarm");
-    write_sample(out, "inferllama_parent_swarm_bytes_total", "", static_cast<double>(swarm_bytes_.load()));
-    write_header(out, "inferllama_parent_http_bytes_total", "counter", "Bytes of upstream files fetched over HTTP");
-    write_sample(out, "inferllama_parent_http_bytes_total", "", static_cast<double>(http_bytes_.load()));
-    write_header(out, "inferllama_parent_swarm_fallbacks_total", "counter",
-                 "Large files or ranges fetched over HTTP because the parent's swarm could not serve them");
-    write_sample(out, "inferllama_parent_swarm_fallbacks_total", "", static_cast<double>(fallbacks_.load()));
+    static constexpr metrics::FamilySpec kSwarmBytes{"inferllama_parent_swarm_bytes_total", "counter",
+                                                     "Bytes of upstream files fetched from the parent node's swarm"};
+    static constexpr metrics::FamilySpec kHttpBytes{"inferllama_parent_http_bytes_total", "counter",
+                                                    "Bytes of upstream files fetched over HTTP"};
+    static constexpr metrics::FamilySpec kFallbacks{
+        "inferllama_parent_swarm_fallbacks_total", "counter",
+        "Large files or ranges fetched over HTTP because the parent's swarm could not serve them"};
+    static constexpr metrics::FamilySpec kTorrents{"inferllama_parent_swarm_torrents", "gauge",
+                                                   "Parent torrents being downloaded"};
     std::size_t torrents;
     {
       std::lock_guard lock(mutex_);
       torrents = files_.size();
     }
-    write_header(out, "inferllama_parent_swarm_torrents", "gauge", "Parent torrents being downloaded");
-    write_sample(out, "inferllama_parent_swarm_torrents", "", static_cast<double>(torrents));
+    using Sample = std::pair<const metrics::FamilySpec*, std::uint64_t>;
+    for (const auto& [family, value] :
+         {Sample{&kSwarmBytes, swarm_bytes_.load()}, Sample{&kHttpBytes, http_bytes_.load()},
+          Sample{&kFallbacks, fallbacks_.load()}, Sample{&kTorrents, torrents}}) {
+      metrics::write_header(out, *family);
+      metrics::write_sample(out, *family, "", static_cast<double>(value));
+    }
   }
 
   void stop() override {

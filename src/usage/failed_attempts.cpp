@@ -1,5 +1,7 @@
 #include "failed_attempts.hpp"
 
+#include "inferllama/metrics.hpp"
+
 namespace inferllama::usage {
 
 FailedAttempts::FailedAttempts(const Clock& clock, const LimitPolicy& policy, std::size_t max_addresses)
@@ -49,6 +51,29 @@ void FailedAttempts::sweep(std::int64_t now) {
 std::size_t FailedAttempts::tracked() const {
   std::lock_guard lock(mutex_);
   return addresses_.size();
+}
+
+
+namespace {
+constexpr metrics::FamilySpec kFailures{
+    "inferllama_auth_failures_total", "counter",
+    "Credentials refused (node keys, passkeys, the admin key), counted per client address"};
+constexpr metrics::FamilySpec kBlocked{
+    "inferllama_auth_blocked_total", "counter",
+    "Requests refused (429) because their address presented too many refused credentials"};
+constexpr metrics::FamilySpec kTracked{"inferllama_auth_tracked_addresses", "gauge",
+                                       "Client addresses with recent refused credentials"};
+}  // namespace
+
+void FailedAttempts::render_metrics(std::string& out) const {
+  using metrics::write_header;
+  using metrics::write_sample;
+  write_header(out, kFailures);
+  write_sample(out, kFailures, "", static_cast<double>(failures()));
+  write_header(out, kBlocked);
+  write_sample(out, kBlocked, "", static_cast<double>(refusals()));
+  write_header(out, kTracked);
+  write_sample(out, kTracked, "", static_cast<double>(tracked()));
 }
 
 }  // namespace inferllama::usage

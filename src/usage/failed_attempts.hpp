@@ -29,6 +29,8 @@ class FailedAttempts {
   std::size_t tracked() const;
   std::uint64_t failures() const { return failures_.load(); }
   std::uint64_t refusals() const { return refusals_.load(); }
+  // Prometheus families: failures, refusals and the addresses tracked.
+  void render_metrics(std::string& out) const;
 
  private:
   std::int64_t now_ns() const;

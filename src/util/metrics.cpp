@@ -46,4 +46,26 @@ void write_sample(std::string& out, const std::string& name, const std::string& 
   out += "\n";
 }
 
+void write_header(std::string& out, const FamilySpec& family) {
+  out += "# HELP ";
+  out += family.name;
+  out += " ";
+  out += family.help;
+  out += "\n# TYPE ";
+  out += family.name;
+  out += " ";
+  out += family.type;
+  out += "\n";
+}
+
+void write_sample(std::string& out, const FamilySpec& family, const std::string& labels, double value) {
+  write_sample(out, std::string(family.name), labels, value);
+}
+
+void Registry::add(Render render) { sources_.push_back(std::move(render)); }
+
+void Registry::render(std::string& out) const {
+  for (const auto& render : sources_) render(out);
+}
+
 }  // namespace inferllama::metrics

@@ -38,6 +38,30 @@ class OperationsTest(unittest.TestCase):
         self.assertTrue(h["content-type"].startswith("text/plain; version=0.0.4"))
         return self.node.metrics()
 
+    def test_every_metric_family_is_declared_once_and_its_samples_follow_it(self):
+        self.node.request("GET", self.node.resolve_path(MODEL, "main", "config.json"))
+        status, _, body = self.node.metrics_request()
+        self.assertEqual(status, 200)
+        helps, types, family = [], [], None
+        for line in body.decode().splitlines():
+            if line.startswith("# HELP "):
+                helps.append(line.split()[2])
+            elif line.startswith("# TYPE "):
+                family = line.split()[2]
+                types.append(family)
+            elif line:
+                name = line.split("{")[0].split(" ")[0]
+                self.assertIn(name, {family, f"{family}_bucket", f"{family}_sum", f"{family}_count"},
+                              f"{name} is not under its own # TYPE line")
+        self.assertEqual(sorted(helps), sorted(set(helps)), "a family has two # HELP lines")
+        self.assertEqual(helps, types)
+        # The server's, the hub's, the downloads', the disk's, the tracker's, the limiter's and the seed's.
+        for name in ("inferllama_http_requests_total", "inferllama_cache_requests_total", "inferllama_downloads_total",
+                     "inferllama_disk_used_bytes", "inferllama_tracker_announces_total",
+                     "inferllama_ratelimit_decisions_total", "inferllama_auth_failures_total",
+                     "inferllama_parent_swarm_bytes_total", "inferllama_bt_torrents"):
+            self.assertIn(name, helps)
+
     def test_metrics_count_hits_misses_bytes_and_requests(self):
         f = self.hub.files(MODEL)["model.safetensors"]
         path = self.node.resolve_path(MODEL, "main", "model.safetensors")

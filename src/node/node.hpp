@@ -1,0 +1,106 @@
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "download.hpp"
+#include "evictor.hpp"
+#include "hub_service.hpp"
+#include "identities.hpp"
+#include "inferllama/asio.hpp"
+#include "inferllama/chunk_store.hpp"
+#include "inferllama/config.hpp"
+#include "inferllama/index.hpp"
+#include "inferllama/metrics.hpp"
+#include "inferllama/tracker.hpp"
+#include "inferllama/usage.hpp"
+#include "local_limiter.hpp"
+#include "mirror.hpp"
+#include "periodic_task.hpp"
+#include "redis_limiter.hpp"
+#include "seeder.hpp"
+#include "server.hpp"
+#include "snapshot_torrents.hpp"
+#include "swarm_upstream.hpp"
+#include "usage_log.hpp"
+
+namespace inferllama::node {
+
+// Everything `inferllama serve` runs, owned in one place. The members are declared in the order they
+// are built, and C++ destroys them in reverse: a part goes before every part it holds a reference to
+// (the server before what it serves, the seed before the store, the io_context before the limiter and
+// the usage log that a response still streaming gives its slot and its counts back to).
+class Node {
+ public:
+  // Opens the store and the index and builds every part. The BitTorrent ports (seed, UDP tracker) are
+  // bound here, the HTTP ones by start(). Throws ConfigError or std::runtime_error.
+  explicit Node(const Config& config);
+  // Stops every part in turn if run() did not (a start-up that failed).
+  ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  // Binds the listeners, prints on stdout the lines scripts read to learn the ports, and starts the
+  // periodic work (usage flush and retention, visibility checks, mirror sync). Throws when a listener
+  // cannot be bound.
+  void start();
+  // Runs the I/O threads until stop(), then stops every part in turn and writes the last usage counts.
+  void run();
+  // Stops accepting and closes idle connections; responses in flight go on until drained().
+  void begin_drain();
+  bool drained() const;
+  // Ends run(): the I/O threads return.
+  void stop();
+
+  asio::io_context& io() { return io_; }
+  // The families of every module but the HTTP server's own (the server renders those).
+  const metrics::Registry& metrics() const { return metrics_; }
+
+ private:
+  RateLimiter& limiter();
+  std::unique_ptr<torrent::Seeder> make_seeder();
+  void add_torrent(const torrent::SnapshotTorrent& torrent);
+  void remove_torrent(const torrent::SnapshotTorrent& torrent);
+  void register_metrics();
+  // The one place the HTTP server is built and given what it serves.
+  std::unique_ptr<http::Server> make_server();
+  void flush_usage();
+  void expire_usage();
+  void shutdown();
+
+  const Config& config_;
+  ChunkStore store_;
+  std::unique_ptr<Index> index_;
+  std::unique_ptr<Upstream> upstream_;  // metadata, always over HTTP (or none: offline)
+  SystemClock clock_;
+  MonotonicClock limiter_clock_;
+  usage::Identities identities_;
+  usage::UsageLog usage_log_;
+  usage::LocalRateLimiter local_limits_;
+  asio::io_context io_;
+  asio::thread_pool workers_;   // hashing and committing downloads, evictions
+  asio::thread_pool blocking_;  // RocksDB on a cold path, upstream metadata calls, periodic work
+  // File bytes may come from a parent node's swarm.
+  std::unique_ptr<torrent::SwarmPreferringUpstream> file_upstream_;
+  cache::Downloads downloads_;
+  cache::Evictor evictor_;
+  hub::HubService hub_;
+  std::unique_ptr<usage::RedisRateLimiter> shared_limits_;  // ratelimit_backend other than "local"
+  // Every torrent the node builds is seeded from the chunk store and tracked by its own tracker, and
+  // stops before any of its files leaves the store.
+  tracker::Tracker tracker_;
+  std::unique_ptr<torrent::Seeder> seeder_;  // bt_listen
+  torrent::SnapshotTorrents torrents_;
+  torrent::Mirror mirror_;
+  std::unique_ptr<tracker::UdpServer> udp_tracker_;  // tracker_udp
+  std::uint16_t udp_port_ = 0;
+  metrics::Registry metrics_;
+  std::unique_ptr<http::Server> server_;
+  PeriodicTask usage_flush_{io_.get_executor(), blocking_.get_executor()};
+  PeriodicTask usage_retention_{io_.get_executor(), blocking_.get_executor()};
+  PeriodicTask visibility_check_{io_.get_executor(), blocking_.get_executor()};
+  PeriodicTask mirror_sync_{io_.get_executor(), blocking_.get_executor()};
+  bool stopped_ = false;  // shutdown() ran
+};
+
+}  // namespace inferllama::node

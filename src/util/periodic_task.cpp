@@ -1,0 +1,76 @@
+#include "periodic_task.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/execution/outstanding_work.hpp>
+#include <boost/asio/prefer.hpp>
+
+namespace inferllama {
+
+PeriodicTask::PeriodicTask(asio::any_io_executor timers, asio::any_io_executor runner)
+    : timer_(std::move(timers)), runner_(std::move(runner)) {}
+
+PeriodicTask::~PeriodicTask() { stop(); }
+
+void PeriodicTask::start(std::string name, std::chrono::steady_clock::duration interval, std::function<void()> fn,
+                         First first) {
+  name_ = std::move(name);
+  interval_ = interval;
+  fn_ = std::move(fn);
+  {
+    std::lock_guard lock(state_->mutex);
+    if (state_->stopped) return;
+    if (first == First::after_interval) {
+      arm();
+      return;
+    }
+    state_->running = true;
+  }
+  dispatch_run();
+}
+
+void PeriodicTask::arm() {
+  timer_.expires_after(interval_);
+  timer_.async_wait([this, weak = std::weak_ptr<State>(state_)](const boost::system::error_code& ec) {
+    const auto state = weak.lock();
+    if (ec || !state) return;
+    {
+      std::lock_guard lock(state->mutex);
+      if (state->stopped) return;
+      state->running = true;
+    }
+    dispatch_run();
+  });
+}
+
+void PeriodicTask::dispatch_run() {
+  // The I/O context keeps running while a run is away on a pool: it has the next wait to arm. Inline when
+  // the runner is this I/O thread's own context, so no run is left queued when it stops.
+  auto work = asio::prefer(timer_.get_executor(), asio::execution::outstanding_work.tracked);
+  asio::dispatch(runner_, [this, work = std::move(work)] { run(); });
+}
+
+void PeriodicTask::run() {
+  try {
+    fn_();
+  } catch (const std::exception& e) {
+    spdlog::error("{} failed: {}", name_, e.what());
+  }
+  std::lock_guard lock(state_->mutex);
+  state_->running = false;
+  if (state_->stopped) {
+    state_->idle.notify_all();
+  } else {
+    arm();
+  }
+}
+
+void PeriodicTask::stop() {
+  std::unique_lock lock(state_->mutex);
+  state_->stopped = true;
+  timer_.cancel();
+  state_->idle.wait(lock, [this] { return !state_->running; });
+}
+
+}  // namespace inferllama

@@ -1,0 +1,87 @@
+#include "periodic_task.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <stdexcept>
+
+namespace inferllama {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(PeriodicTaskTest, RunsAgainAfterEachIntervalOnTheRunner) {
+  asio::io_context io;
+  asio::thread_pool pool(1);
+  PeriodicTask task(io.get_executor(), pool.get_executor());
+  std::atomic<int> runs{0};
+  std::atomic<bool> on_pool{true};
+  task.start("test", 1ms, [&] {
+    on_pool = on_pool && pool.get_executor().running_in_this_thread();
+    if (++runs == 3) io.stop();
+  });
+  io.run();  // until the third run stops it
+  task.stop();
+  EXPECT_EQ(runs.load(), 3);
+  EXPECT_TRUE(on_pool.load());
+  pool.join();
+}
+
+TEST(PeriodicTaskTest, FirstRunNowDoesNotWaitForTheInterval) {
+  asio::io_context io;
+  PeriodicTask task(io.get_executor(), io.get_executor());
+  int runs = 0;
+  task.start("test", std::chrono::hours(1), [&] { ++runs; }, PeriodicTask::First::now);
+  io.run_one();
+  EXPECT_EQ(runs, 1);
+  task.stop();
+  io.restart();
+  io.run();  // the cancelled wait completes without a run
+  EXPECT_EQ(runs, 1);
+}
+
+TEST(PeriodicTaskTest, StopWaitsForTheRunInProgressAndNoneStartsAfter) {
+  asio::io_context io;
+  asio::thread_pool pool(1);
+  PeriodicTask task(io.get_executor(), pool.get_executor());
+  std::promise<void> entered;
+  std::promise<void> release;
+  auto released = release.get_future().share();
+  std::atomic<int> runs{0};
+  std::atomic<bool> finished{false};
+  task.start(
+      "test", 1ms,
+      [&] {
+        if (++runs > 1) return;
+        entered.set_value();
+        released.wait();
+        finished = true;
+      },
+      PeriodicTask::First::now);
+  entered.get_future().wait();
+  auto stopping = std::async(std::launch::async, [&] { task.stop(); });
+  EXPECT_EQ(stopping.wait_for(50ms), std::future_status::timeout);  // held by the run
+  release.set_value();
+  stopping.get();
+  EXPECT_TRUE(finished.load());
+  io.run();  // nothing was armed after the stop
+  pool.join();
+  EXPECT_EQ(runs.load(), 1);
+}
+
+TEST(PeriodicTaskTest, ARunThatThrowsDoesNotEndTheTask) {
+  asio::io_context io;
+  PeriodicTask task(io.get_executor(), io.get_executor());
+  int runs = 0;
+  task.start("test", 1ms, [&] {
+    if (++runs == 1) throw std::runtime_error("the disk is full");
+    io.stop();
+  });
+  io.run();
+  EXPECT_EQ(runs, 2);
+}
+
+}  // namespace
+}  // namespace inferllama
