@@ -2,12 +2,13 @@
 // stream it reads and writes (see session.hpp): who is on the other end, the deadline that closes a
 // stalled connection, the account the request is charged to, and what to log and count about it.
 #pragma once
+#include <atomic>
 #include <chrono>
+#include <limits>
 #include <optional>
 #include <string>
 
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 #include "inferllama/asio.hpp"
 #include "inferllama/limit_policy.hpp"
@@ -37,23 +38,25 @@ struct Account {
 
 struct Connection {
   Connection(asio::ip::tcp::socket& socket, Listener listener, std::chrono::steady_clock::duration idle_timeout)
-      : socket(socket), listener(listener), idle_timeout(idle_timeout), watchdog(socket.get_executor()) {}
+      : socket(socket), listener(listener), idle_timeout(idle_timeout) {}
+  static constexpr auto kNoDeadline = std::numeric_limits<std::chrono::steady_clock::rep>::max();
 
   // The TCP socket under the stream (for an admin socket connection, its Unix domain descriptor):
-  // closed by the watchdog and by a drain.
+  // closed by the reaper and by a drain.
   asio::ip::tcp::socket& socket;
   const Listener listener;
   asio::ip::tcp::endpoint peer;  // the other end, learnt at accept (none on the admin socket)
   bool idle = true;              // between requests: a drain closes it at once
 
-  // The connection is closed if it makes no progress by this time (slow or idle clients).
+  // The connection is closed if it makes no progress by this time (slow or idle clients): the server's
+  // reaper looks once a second. Written by the connection's strand, read by the reaper.
   const std::chrono::steady_clock::duration idle_timeout;
-  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
-  asio::steady_timer watchdog;
+  std::atomic<std::chrono::steady_clock::rep> deadline{kNoDeadline};
   // Progress: the client has another idle_timeout to make the next step.
-  void touch() { deadline = std::chrono::steady_clock::now() + idle_timeout; }
+  void touch() { deadline = (std::chrono::steady_clock::now() + idle_timeout).time_since_epoch().count(); }
   // Waiting on the upstream, not on the client: the client is not timed.
-  void pause_deadline() { deadline = std::chrono::steady_clock::time_point::max(); }
+  void pause_deadline() { deadline = kNoDeadline; }
+  bool expired(std::chrono::steady_clock::time_point now) const { return now.time_since_epoch().count() >= deadline; }
 
   // The current request.
   asio::ip::address client;      // who it is from: the peer, or the client a trusted proxy names

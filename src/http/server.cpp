@@ -9,6 +9,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <list>
 #include <mutex>
@@ -50,9 +51,13 @@ struct Server::Impl {
   std::uint16_t listen_on(tcp::acceptor& acceptor, const std::string& host_port, Listener kind);
   Task<void> accept_loop(tcp::acceptor& acceptor, Listener kind);
   Task<void> accept_admin_loop();
-  // Starts serving a connection: its session and its watchdog, on the connection's strand.
+  // Starts serving a connection on its strand, known to the reaper and the drain.
   template <class Stream>
   void spawn(std::shared_ptr<Session<Stream>> session);
+  // Once a second: closes the connections past their deadline (idle keep-alive, slowloris, a client that
+  // stopped reading) and forgets the ones that ended. One timer for all, none per connection.
+  Task<void> reap();
+  void start_reaper();
 
   asio::io_context& io;
   ServerContext context;
@@ -63,7 +68,9 @@ struct Server::Impl {
   std::filesystem::path admin_socket;  // bound by this node, removed when it stops
   std::unique_ptr<asio::ssl::context> tls_context;
   std::mutex connections_mutex;
-  std::list<std::weak_ptr<Connection>> connections;  // for the drain
+  std::list<std::weak_ptr<Connection>> connections;  // for the drain and the reaper
+  asio::steady_timer reaper{io};
+  bool reaping = false;
 };
 
 Server::Server(asio::io_context& io, ServerDeps deps) : impl_(std::make_unique<Impl>(io, std::move(deps))) {}
@@ -71,15 +78,43 @@ Server::~Server() = default;
 
 template <class Stream>
 void Server::Impl::spawn(std::shared_ptr<Session<Stream>> session) {
-  std::shared_ptr<Connection> connection(session, &session->connection);
   {
     std::lock_guard lock(connections_mutex);
-    std::erase_if(connections, [](const auto& w) { return w.expired(); });
-    connections.push_back(connection);
+    connections.emplace_back(std::shared_ptr<Connection>(session, &session->connection));
   }
-  auto executor = connection->socket.get_executor();
-  asio::co_spawn(executor, watch(std::move(connection)), asio::detached);
+  auto executor = session->connection.socket.get_executor();
   asio::co_spawn(executor, serve(context, std::move(session)), asio::detached);
+}
+
+void Server::Impl::start_reaper() {
+  if (reaping) return;
+  reaping = true;
+  asio::co_spawn(io, reap(), asio::detached);
+}
+
+Task<void> Server::Impl::reap() {
+  for (;;) {
+    reaper.expires_after(std::chrono::seconds(1));
+    boost::system::error_code ec;
+    co_await reaper.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return;  // the server is going away
+    const auto now = std::chrono::steady_clock::now();
+    std::lock_guard lock(connections_mutex);
+    for (auto it = connections.begin(); it != connections.end();) {
+      auto c = it->lock();
+      if (!c) {
+        it = connections.erase(it);
+        continue;
+      }
+      if (c->expired(now)) {
+        asio::post(c->socket.get_executor(), [c, now] {
+          boost::system::error_code ignored;
+          if (c->expired(now)) c->socket.close(ignored);
+        });
+      }
+      ++it;
+    }
+  }
 }
 
 std::uint16_t Server::Impl::listen_on(tcp::acceptor& on, const std::string& host_port, Listener kind) {
@@ -90,6 +125,7 @@ std::uint16_t Server::Impl::listen_on(tcp::acceptor& on, const std::string& host
   on.set_option(asio::socket_base::reuse_address(true));
   on.bind(endpoint);
   on.listen(asio::socket_base::max_listen_connections);
+  start_reaper();
   asio::co_spawn(io, accept_loop(on, kind), asio::detached);
   return on.local_endpoint().port();
 }
@@ -191,6 +227,7 @@ void Server::start_admin_socket(const std::filesystem::path& path) {
   impl.admin_socket = path;
   ::chmod(path.c_str(), 0600);
   impl.admin_acceptor.listen(asio::socket_base::max_listen_connections);
+  impl.start_reaper();
   asio::co_spawn(impl.io, impl.accept_admin_loop(), asio::detached);
 }
 

@@ -413,7 +413,6 @@ Task<void> run(ServerContext& server, std::shared_ptr<Session<Stream>> session) 
   boost::system::error_code ignored;
   c.socket.shutdown(tcp::socket::shutdown_send, ignored);
   c.socket.close(ignored);
-  c.watchdog.cancel();
   --server.stats.open_connections;
 }
 
@@ -425,18 +424,6 @@ Task<void> serve(ServerContext& server, std::shared_ptr<PlainSession> session) {
 
 Task<void> serve(ServerContext& server, std::shared_ptr<TlsSession> session) {
   return run(server, std::move(session));
-}
-
-Task<void> watch(std::shared_ptr<Connection> c) {
-  while (c->socket.is_open()) {
-    boost::system::error_code ec;
-    c->watchdog.expires_at(std::min(c->deadline, std::chrono::steady_clock::now() + std::chrono::seconds(1)));
-    co_await c->watchdog.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    if (c->socket.is_open() && std::chrono::steady_clock::now() >= c->deadline) {
-      // Idle keep-alive, a slow request (slowloris) or a client that stopped reading.
-      c->socket.close(ec);
-    }
-  }
 }
 
 }  // namespace inferllama::http

@@ -26,9 +26,8 @@ struct Session {
 using PlainSession = Session<asio::ip::tcp::socket>;
 using TlsSession = Session<asio::ssl::stream<asio::ip::tcp::socket>>;
 
-// Serves the connection until it ends; a second coroutine (watch) closes it when it stalls.
+// Serves the connection until it ends (or the server's reaper closes it when it stalls).
 Task<void> serve(ServerContext& server, std::shared_ptr<PlainSession> session);
 Task<void> serve(ServerContext& server, std::shared_ptr<TlsSession> session);
-Task<void> watch(std::shared_ptr<Connection> connection);
 
 }  // namespace inferllama::http
