@@ -593,6 +593,10 @@ void Tracker::set_seed_port(std::uint16_t port) {
   impl_->seed_port.store(port, std::memory_order_relaxed);
 }
 
+bool Tracker::needs_local_address() const {
+  return impl_->seed_port.load(std::memory_order_relaxed) != 0 && !impl_->settings.own_seed_address;
+}
+
 void Tracker::http_announce(std::string_view query, const Endpoint& client, const Endpoint& local, std::string& body) {
   impl_->http_announce(query, client, local, body);
 }

@@ -87,6 +87,9 @@ class Tracker {
   void remove_own_torrent(const InfoHash& v1);
   // The port the node's seed listens on; 0 = the node does not seed (its seed is in no peer list).
   void set_seed_port(std::uint16_t port);
+  // Whether an announce reads its `local` argument: the node seeds and bt_listen names no host, so the
+  // seed is announced at the address the client reached. Otherwise callers need not look it up.
+  bool needs_local_address() const;
 
   // GET /announce and GET /scrape: `query` is the raw query string (after '?'), `client` the peer's
   // address, `local` the address it reached the node on. The bencoded answer replaces `body`; a

@@ -58,6 +58,12 @@ struct Server::Impl {
   // stopped reading) and forgets the ones that ended. One timer for all, none per connection.
   Task<void> reap();
   void start_reaper();
+  // A connection's handlers never run at once: on its own strand, or on the one I/O thread when
+  // io_threads is 1 (which serialises everything without a strand to allocate and pass through).
+  asio::any_io_executor connection_executor() {
+    if (context.config.io_threads == 1) return io.get_executor();
+    return asio::make_strand(io);
+  }
 
   asio::io_context& io;
   ServerContext context;
@@ -134,8 +140,9 @@ Task<void> Server::Impl::accept_loop(tcp::acceptor& from, Listener kind) {
   const Config& config = context.config;
   while (from.is_open()) {
     boost::system::error_code ec;
-    tcp::socket socket(asio::make_strand(io));
-    co_await from.async_accept(socket, asio::redirect_error(asio::use_awaitable, ec));
+    tcp::socket socket(connection_executor());
+    tcp::endpoint peer;  // filled by accept itself: no getpeername
+    co_await from.async_accept(socket, peer, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       if (ec == asio::error::operation_aborted || !from.is_open()) break;
       spdlog::warn("accept failed: {}", ec.message());
@@ -150,8 +157,6 @@ Task<void> Server::Impl::accept_loop(tcp::acceptor& from, Listener kind) {
       continue;
     }
     socket.set_option(tcp::no_delay(true), ec);
-    const auto peer = socket.remote_endpoint(ec);
-    if (ec) continue;  // gone already
     if (kind == Listener::tls) {
       auto session = std::make_shared<TlsSession>(asio::ssl::stream<tcp::socket>(std::move(socket), *tls_context), kind,
                                                   config.idle_timeout);
@@ -168,7 +173,7 @@ Task<void> Server::Impl::accept_loop(tcp::acceptor& from, Listener kind) {
 Task<void> Server::Impl::accept_admin_loop() {
   while (admin_acceptor.is_open()) {
     boost::system::error_code ec;
-    local::socket peer(asio::make_strand(io));
+    local::socket peer(connection_executor());
     co_await admin_acceptor.async_accept(peer, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       if (ec == asio::error::operation_aborted || !admin_acceptor.is_open()) break;

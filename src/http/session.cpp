@@ -410,8 +410,8 @@ Task<void> run(ServerContext& server, std::shared_ptr<Session<Stream>> session) 
   } catch (const std::exception& e) {
     spdlog::debug("connection ended: {}", e.what());
   }
+  // The answers are out: closing sends FIN after them (a shutdown first would add nothing but a call).
   boost::system::error_code ignored;
-  c.socket.shutdown(tcp::socket::shutdown_send, ignored);
   c.socket.close(ignored);
   --server.stats.open_connections;
 }

@@ -24,9 +24,6 @@ Task<Answer> handle(Exchange& x, const TrackerRoute& route) {
   Connection& c = x.connection;
   if (!tracker) co_return hub::error_reply(404, "this node runs no tracker");
   if (x.request.method() != bhttp::verb::get) co_return method_not_allowed("use GET");
-  boost::system::error_code ec;
-  const auto local = c.socket.local_endpoint(ec);
-  if (ec) throw boost::system::system_error(ec, "the tracker connection's local address");
   // A private tracker answers only announces and scrapes that carry a user's passkey, and counts them
   // against the user.
   std::string refusal;
@@ -50,8 +47,12 @@ Task<Answer> handle(Exchange& x, const TrackerRoute& route) {
     c.tracker_reply = "d14:failure reason" + std::to_string(refusal.size()) + ":" + refusal + "e";
   } else if (route.kind == TrackerRoute::Kind::announce) {
     // The peer's address is the client's, also behind a trusted proxy; its port is the announce's own.
-    tracker->http_announce(x.query, tracker_endpoint(c.client, c.peer.port()),
-                           tracker_endpoint(local.address(), local.port()), c.tracker_reply);
+    tracker::Endpoint local{};
+    if (tracker->needs_local_address()) {
+      const auto bound = c.socket.local_endpoint();  // throws when the connection is gone: a 500 then
+      local = tracker_endpoint(bound.address(), bound.port());
+    }
+    tracker->http_announce(x.query, tracker_endpoint(c.client, c.peer.port()), local, c.tracker_reply);
   } else {
     tracker->http_scrape(x.query, c.tracker_reply);
   }
