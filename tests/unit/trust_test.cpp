@@ -63,6 +63,21 @@ TEST(Response, EveryHeaderValueLosesItsControlCharacters) {
   EXPECT_NE(res.body().find("main\\r\\nSet-Cookie"), std::string::npos);
 }
 
+TEST(Response, HeadsWrittenFieldByFieldPassTheSameSanitiser) {
+  std::string out;
+  HeadWriter head(out, 206, 11);
+  head.field("X-InferLlama-Stale", "branch main\r\nSet-Cookie: x=1");
+  head.field("Bad Name", "dropped");
+  head.field("Content-Length", std::uint64_t{65536});
+  head.finish(11, false);
+  EXPECT_EQ(out,
+            "HTTP/1.1 206 Partial Content\r\nX-InferLlama-Stale: branch mainSet-Cookie: x=1\r\n"
+            "Content-Length: 65536\r\nConnection: close\r\n\r\n");
+  HeadWriter keep(out, 200, 10);
+  keep.finish(10, true);
+  EXPECT_EQ(out, "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n");
+}
+
 TEST(Response, ErrorBodiesSurviveInvalidUtf8) {
   const hub::Reply reply = hub::error_reply(404, std::string("no file \xff\xfe here"));
   EXPECT_EQ(reply.status, 404u);
