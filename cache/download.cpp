@@ -635,13 +635,12 @@ constexpr metrics::FamilySpec kInFlight{"inferllama_downloads_in_flight", "gauge
 }  // namespace
 
 void Downloads::render_metrics(std::string& out) {
+  using metrics::write_family;
   using metrics::write_header;
   using metrics::write_sample;
   auto value = [](const std::atomic<std::uint64_t>& n) { return static_cast<double>(n.load()); };
-  write_header(out, kUpstreamBytes);
-  write_sample(out, kUpstreamBytes, "", value(counters_.upstream_bytes));
-  write_header(out, kResumedBytes);
-  write_sample(out, kResumedBytes, "", value(counters_.resumed_bytes));
+  write_family(out, kUpstreamBytes, value(counters_.upstream_bytes));
+  write_family(out, kResumedBytes, value(counters_.resumed_bytes));
   write_header(out, kDownloads);
   write_sample(out, kDownloads, "result=\"started\"", value(counters_.started));
   write_sample(out, kDownloads, "result=\"completed\"", value(counters_.completed));
@@ -650,8 +649,7 @@ void Downloads::render_metrics(std::string& out) {
   write_sample(out, kIngests, "result=\"started\"", value(counters_.ingests_started));
   write_sample(out, kIngests, "result=\"completed\"", value(counters_.ingests_completed));
   write_sample(out, kIngests, "result=\"failed\"", value(counters_.ingests_failed));
-  write_header(out, kInFlight);
-  write_sample(out, kInFlight, "", static_cast<double>(in_flight()));
+  write_family(out, kInFlight, static_cast<double>(in_flight()));
 }
 
 }  // namespace inferllama::cache

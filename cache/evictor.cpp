@@ -148,16 +148,11 @@ constexpr metrics::FamilySpec kEvictedBytes{"inferllama_evicted_bytes_total", "c
 }  // namespace
 
 void Evictor::render_metrics(std::string& out) const {
-  using metrics::write_header;
-  using metrics::write_sample;
-  write_header(out, kDiskUsed);
-  write_sample(out, kDiskUsed, "", static_cast<double>(store_.bytes_stored()));
-  write_header(out, kDiskBudget);
-  write_sample(out, kDiskBudget, "", static_cast<double>(budget_));
-  write_header(out, kEvictions);
-  write_sample(out, kEvictions, "", static_cast<double>(counters_.evicted_files.load()));
-  write_header(out, kEvictedBytes);
-  write_sample(out, kEvictedBytes, "", static_cast<double>(counters_.evicted_bytes.load()));
+  using metrics::write_family;
+  write_family(out, kDiskUsed, static_cast<double>(store_.bytes_stored()));
+  write_family(out, kDiskBudget, static_cast<double>(budget_));
+  write_family(out, kEvictions, static_cast<double>(counters_.evicted_files.load()));
+  write_family(out, kEvictedBytes, static_cast<double>(counters_.evicted_bytes.load()));
 }
 
 }  // namespace inferllama::cache

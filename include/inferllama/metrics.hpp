@@ -68,6 +68,8 @@ struct FamilySpec {
 };
 void write_header(std::string& out, const FamilySpec& family);
 void write_sample(std::string& out, const FamilySpec& family, const std::string& labels, double value);
+// A family of one unlabelled sample: its header and its value.
+void write_family(std::string& out, const FamilySpec& family, double value);
 
 // Gathers the families of every module of a node into one /metrics text. Each module adds one function
 // that writes its own families (header, then samples); a family belongs to one module only.

@@ -31,6 +31,7 @@ constexpr FamilySpec kLimited{"inferllama_http_rate_limited_total", "counter",
 }  // namespace
 
 void HttpStats::render(std::string& out, bool accounts) const {
+  using metrics::write_family;
   using metrics::write_header;
   using metrics::write_sample;
   write_header(out, kRequests);
@@ -51,20 +52,15 @@ void HttpStats::render(std::string& out, bool accounts) const {
     if (!used) continue;
     latency_[r].render(out, std::string(kDuration.name), std::string("route=\"") + route_name(static_cast<RouteId>(r)) + "\"");
   }
-  write_header(out, kOpen);
-  write_sample(out, kOpen, "", static_cast<double>(open_connections.load()));
-  write_header(out, kRefused);
-  write_sample(out, kRefused, "", static_cast<double>(refused_connections.value()));
+  write_family(out, kOpen, static_cast<double>(open_connections.load()));
+  write_family(out, kRefused, static_cast<double>(refused_connections.value()));
   write_header(out, kServed);
   write_sample(out, kServed, "source=\"cache\"", static_cast<double>(bytes_from_cache.value()));
   write_sample(out, kServed, "source=\"download\"", static_cast<double>(bytes_from_downloads.value()));
-  write_header(out, kInternalErrors);
-  write_sample(out, kInternalErrors, "", static_cast<double>(internal_errors.value()));
+  write_family(out, kInternalErrors, static_cast<double>(internal_errors.value()));
   if (!accounts) return;
-  write_header(out, kUnauthorized);
-  write_sample(out, kUnauthorized, "", static_cast<double>(unauthorized.value()));
-  write_header(out, kLimited);
-  write_sample(out, kLimited, "", static_cast<double>(limited.value()));
+  write_family(out, kUnauthorized, static_cast<double>(unauthorized.value()));
+  write_family(out, kLimited, static_cast<double>(limited.value()));
 }
 
 }  // namespace inferllama::http

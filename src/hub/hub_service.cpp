@@ -695,24 +695,19 @@ constexpr metrics::FamilySpec kUpstreamErrors{"inferllama_upstream_errors_total"
 }  // namespace
 
 void HubService::render_metrics(std::string& out) const {
+  using metrics::write_family;
   using metrics::write_header;
   using metrics::write_sample;
   auto value = [](const std::atomic<std::uint64_t>& n) { return static_cast<double>(n.load()); };
   write_header(out, kCacheRequests);
   write_sample(out, kCacheRequests, "result=\"hit\"", value(counters_.hits));
   write_sample(out, kCacheRequests, "result=\"miss\"", value(counters_.misses));
-  write_header(out, kUpstreamRequests);
-  write_sample(out, kUpstreamRequests, "", value(counters_.upstream_requests));
-  write_header(out, kMetadataEntries);
-  write_sample(out, kMetadataEntries, "", static_cast<double>(metadata_.entries()));
-  write_header(out, kMetadataBytes);
-  write_sample(out, kMetadataBytes, "", static_cast<double>(metadata_.bytes()));
-  write_header(out, kMetadataBudget);
-  write_sample(out, kMetadataBudget, "", static_cast<double>(metadata_.budget()));
-  write_header(out, kMetadataEvictions);
-  write_sample(out, kMetadataEvictions, "", static_cast<double>(metadata_.evictions()));
-  write_header(out, kMetadataUnstored);
-  write_sample(out, kMetadataUnstored, "", value(counters_.metadata_unstored));
+  write_family(out, kUpstreamRequests, value(counters_.upstream_requests));
+  write_family(out, kMetadataEntries, static_cast<double>(metadata_.entries()));
+  write_family(out, kMetadataBytes, static_cast<double>(metadata_.bytes()));
+  write_family(out, kMetadataBudget, static_cast<double>(metadata_.budget()));
+  write_family(out, kMetadataEvictions, static_cast<double>(metadata_.evictions()));
+  write_family(out, kMetadataUnstored, value(counters_.metadata_unstored));
   const auto& downloads = downloads_.counters();
   write_header(out, kUpstreamErrors);
   write_sample(out, kUpstreamErrors, "kind=\"transport\"", value(counters_.upstream_transport_errors));

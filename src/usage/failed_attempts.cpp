@@ -66,14 +66,10 @@ constexpr metrics::FamilySpec kTracked{"inferllama_auth_tracked_addresses", "gau
 }  // namespace
 
 void FailedAttempts::render_metrics(std::string& out) const {
-  using metrics::write_header;
-  using metrics::write_sample;
-  write_header(out, kFailures);
-  write_sample(out, kFailures, "", static_cast<double>(failures()));
-  write_header(out, kBlocked);
-  write_sample(out, kBlocked, "", static_cast<double>(refusals()));
-  write_header(out, kTracked);
-  write_sample(out, kTracked, "", static_cast<double>(tracked()));
+  using metrics::write_family;
+  write_family(out, kFailures, static_cast<double>(failures()));
+  write_family(out, kBlocked, static_cast<double>(refusals()));
+  write_family(out, kTracked, static_cast<double>(tracked()));
 }
 
 }  // namespace inferllama::usage

@@ -62,6 +62,11 @@ void write_sample(std::string& out, const FamilySpec& family, const std::string&
   write_sample(out, std::string(family.name), labels, value);
 }
 
+void write_family(std::string& out, const FamilySpec& family, double value) {
+  write_header(out, family);
+  write_sample(out, family, "", value);
+}
+
 void Registry::add(Render render) { sources_.push_back(std::move(render)); }
 
 void Registry::render(std::string& out) const {
