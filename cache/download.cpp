@@ -1,4 +1,4 @@
-#include "download.hpp"
+#include "cache/download.hpp"
 
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
@@ -9,9 +9,9 @@
 #include <cstring>
 #include <system_error>
 
-#include "hashing.hpp"
+#include "cache/hashing.hpp"
 #include "inferllama/metrics.hpp"
-#include "url.hpp"
+#include "util/url.hpp"
 
 namespace inferllama::cache {
 namespace {

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "hashing.hpp"
+#include "cache/hashing.hpp"
 #include "inferllama/asio.hpp"
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/config.hpp"

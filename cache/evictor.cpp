@@ -1,4 +1,4 @@
-#include "evictor.hpp"
+#include "cache/evictor.hpp"
 
 #include <spdlog/spdlog.h>
 

@@ -1,4 +1,4 @@
-#include "hashing.hpp"
+#include "cache/hashing.hpp"
 
 #include <openssl/evp.h>
 

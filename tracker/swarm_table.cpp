@@ -1,4 +1,4 @@
-#include "swarm_table.hpp"
+#include "tracker/swarm_table.hpp"
 
 #include <algorithm>
 #include <cstring>

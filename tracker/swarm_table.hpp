@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "inferllama/tracker.hpp"
-#include "siphash.hpp"
+#include "tracker/siphash.hpp"
 
 namespace inferllama::tracker {
 

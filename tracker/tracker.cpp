@@ -14,8 +14,8 @@
 #include "inferllama/metrics.hpp"
 #include "inferllama/network.hpp"
 #include "inferllama/tracker.hpp"
-#include "swarm_table.hpp"
-#include "url.hpp"
+#include "tracker/swarm_table.hpp"
+#include "util/url.hpp"
 
 namespace inferllama::tracker {
 namespace {

@@ -1,4 +1,4 @@
-#include "accounts.hpp"
+#include "cli/accounts.hpp"
 
 #include <sys/stat.h>
 #include <termios.h>
@@ -14,16 +14,16 @@
 #include <stdexcept>
 #include <variant>
 
-#include "accounts_api.hpp"
-#include "identities.hpp"
+#include "cli/node_http.hpp"
+#include "cli/text.hpp"
 #include "inferllama/config.hpp"
 #include "inferllama/index.hpp"
 #include "inferllama/usage.hpp"
-#include "node_http.hpp"
-#include "secret_box.hpp"
-#include "text.hpp"
-#include "url.hpp"
-#include "usage_log.hpp"
+#include "usage/accounts_api.hpp"
+#include "usage/identities.hpp"
+#include "usage/secret_box.hpp"
+#include "usage/usage_log.hpp"
+#include "util/url.hpp"
 
 namespace inferllama::cli {
 namespace {

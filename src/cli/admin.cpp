@@ -1,8 +1,8 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
-#include "commands.hpp"
-#include "node_http.hpp"
+#include "cli/commands.hpp"
+#include "cli/node_http.hpp"
 
 namespace inferllama::cli {
 

@@ -2,8 +2,8 @@
 #include <cstdlib>
 #include <iostream>
 
-#include "accounts.hpp"
-#include "commands.hpp"
+#include "cli/accounts.hpp"
+#include "cli/commands.hpp"
 
 extern char** environ;
 

@@ -1,9 +1,9 @@
 #include <cstdio>
 #include <map>
 
-#include "commands.hpp"
+#include "cli/commands.hpp"
+#include "cli/text.hpp"
 #include "inferllama/index.hpp"
-#include "text.hpp"
 
 namespace inferllama::cli {
 

@@ -1,4 +1,4 @@
-#include "node_http.hpp"
+#include "cli/node_http.hpp"
 
 #include <curl/curl.h>
 

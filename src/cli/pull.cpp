@@ -5,10 +5,10 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
-#include "commands.hpp"
-#include "hub_protocol.hpp"
+#include "cli/commands.hpp"
+#include "hub/hub_protocol.hpp"
 #include "inferllama/repo.hpp"
-#include "url.hpp"
+#include "util/url.hpp"
 
 namespace inferllama::cli {
 namespace {

@@ -6,9 +6,9 @@
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
 
-#include "commands.hpp"
-#include "node.hpp"
-#include "periodic_task.hpp"
+#include "cli/commands.hpp"
+#include "node/node.hpp"
+#include "util/periodic_task.hpp"
 
 namespace inferllama::cli {
 namespace {

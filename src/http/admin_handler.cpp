@@ -2,14 +2,14 @@
 // users/ and keys/ routes of accounts.
 #include <nlohmann/json.hpp>
 
-#include "accounts_api.hpp"
-#include "connection.hpp"
-#include "evictor.hpp"
-#include "handlers.hpp"
-#include "inferllama/offload.hpp"
-#include "mirror.hpp"
-#include "server_context.hpp"
-#include "url.hpp"
+#include "cache/evictor.hpp"
+#include "http/connection.hpp"
+#include "http/handlers.hpp"
+#include "http/server_context.hpp"
+#include "torrent/mirror.hpp"
+#include "usage/accounts_api.hpp"
+#include "util/offload.hpp"
+#include "util/url.hpp"
 
 namespace inferllama::http {
 namespace bhttp = boost::beast::http;

@@ -1,10 +1,10 @@
-#include "admission.hpp"
+#include "http/admission.hpp"
 
 #include <nlohmann/json.hpp>
 
-#include "credentials.hpp"
-#include "rate_limit_headers.hpp"
-#include "url.hpp"
+#include "http/credentials.hpp"
+#include "http/rate_limit_headers.hpp"
+#include "util/url.hpp"
 
 namespace inferllama::http {
 namespace bhttp = boost::beast::http;

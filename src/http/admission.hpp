@@ -8,15 +8,15 @@
 #include <string>
 #include <variant>
 
-#include "connection.hpp"
-#include "failed_attempts.hpp"
-#include "hub_service.hpp"
-#include "http_stats.hpp"
-#include "identities.hpp"
+#include "http/connection.hpp"
+#include "http/http_stats.hpp"
+#include "http/response.hpp"
+#include "http/router.hpp"
+#include "hub/hub_service.hpp"
 #include "inferllama/config.hpp"
 #include "inferllama/usage.hpp"
-#include "response.hpp"
-#include "router.hpp"
+#include "usage/failed_attempts.hpp"
+#include "usage/identities.hpp"
 
 namespace inferllama::http {
 

@@ -10,12 +10,12 @@
 
 #include <boost/asio/ip/tcp.hpp>
 
+#include "http/router.hpp"
 #include "inferllama/asio.hpp"
 #include "inferllama/limit_policy.hpp"
 #include "inferllama/upstream.hpp"
 #include "inferllama/usage.hpp"
-#include "router.hpp"
-#include "usage_log.hpp"
+#include "usage/usage_log.hpp"
 
 namespace inferllama::http {
 

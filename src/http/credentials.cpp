@@ -1,4 +1,4 @@
-#include "credentials.hpp"
+#include "http/credentials.hpp"
 
 #include <openssl/crypto.h>
 

@@ -1,7 +1,7 @@
-#include "file_response.hpp"
+#include "http/file_response.hpp"
 
-#include "range.hpp"
-#include "swarm_upstream.hpp"
+#include "http/range.hpp"
+#include "torrent/swarm_upstream.hpp"
 
 namespace inferllama::http {
 namespace bhttp = boost::beast::http;

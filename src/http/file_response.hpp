@@ -4,9 +4,9 @@
 #include <cstdint>
 #include <string>
 
-#include "connection.hpp"
-#include "hub_service.hpp"
-#include "response.hpp"
+#include "http/connection.hpp"
+#include "http/response.hpp"
+#include "hub/hub_service.hpp"
 
 namespace inferllama::http {
 

@@ -1,4 +1,4 @@
-#include "forwarded.hpp"
+#include "http/forwarded.hpp"
 
 #include <algorithm>
 #include <cctype>

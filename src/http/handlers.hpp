@@ -6,10 +6,10 @@
 #include <string_view>
 #include <variant>
 
-#include "hub_service.hpp"
+#include "http/response.hpp"
+#include "http/router.hpp"
+#include "hub/hub_service.hpp"
 #include "inferllama/asio.hpp"
-#include "response.hpp"
-#include "router.hpp"
 
 namespace inferllama::http {
 

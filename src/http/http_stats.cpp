@@ -1,4 +1,4 @@
-#include "http_stats.hpp"
+#include "http/http_stats.hpp"
 
 namespace inferllama::http {
 

@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include "http/router.hpp"
 #include "inferllama/metrics.hpp"
-#include "router.hpp"
 
 namespace inferllama::http {
 

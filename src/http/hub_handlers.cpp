@@ -1,10 +1,10 @@
 // The Hub's own routes: files (resolve, and a torrent's web seed), and the metadata API.
 #include <algorithm>
 
-#include "connection.hpp"
-#include "handlers.hpp"
-#include "inferllama/offload.hpp"
-#include "server_context.hpp"
+#include "http/connection.hpp"
+#include "http/handlers.hpp"
+#include "http/server_context.hpp"
+#include "util/offload.hpp"
 
 namespace inferllama::http {
 namespace bhttp = boost::beast::http;

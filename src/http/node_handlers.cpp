@@ -1,9 +1,9 @@
 // The node's own small routes (/healthz, /metrics), the refusals admission already gave, and the
 // dispatch of every route to its handler.
-#include "connection.hpp"
-#include "handlers.hpp"
-#include "server_context.hpp"
-#include "swarm_upstream.hpp"
+#include "http/connection.hpp"
+#include "http/handlers.hpp"
+#include "http/server_context.hpp"
+#include "torrent/swarm_upstream.hpp"
 
 namespace inferllama::http {
 

@@ -1,4 +1,4 @@
-#include "range.hpp"
+#include "http/range.hpp"
 
 #include <charconv>
 #include <optional>

@@ -1,4 +1,4 @@
-#include "rate_limit_headers.hpp"
+#include "http/rate_limit_headers.hpp"
 
 #include <algorithm>
 #include <nlohmann/json.hpp>

@@ -11,7 +11,7 @@
 #include <boost/beast/http/status.hpp>
 #include <boost/beast/http/string_body.hpp>
 
-#include "reply.hpp"
+#include "hub/reply.hpp"
 
 namespace inferllama::http {
 

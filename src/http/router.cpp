@@ -1,9 +1,9 @@
-#include "router.hpp"
+#include "http/router.hpp"
 
 #include <algorithm>
 #include <vector>
 
-#include "url.hpp"
+#include "util/url.hpp"
 
 namespace inferllama::http {
 namespace {

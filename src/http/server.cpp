@@ -1,4 +1,4 @@
-#include "server.hpp"
+#include "http/server.hpp"
 
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -14,10 +14,10 @@
 #include <list>
 #include <mutex>
 
+#include "http/server_context.hpp"
+#include "http/session.hpp"
 #include "inferllama/network.hpp"
-#include "mirror.hpp"
-#include "server_context.hpp"
-#include "session.hpp"
+#include "torrent/mirror.hpp"
 
 namespace inferllama::http {
 using tcp = asio::ip::tcp;

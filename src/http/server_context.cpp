@@ -1,4 +1,4 @@
-#include "server_context.hpp"
+#include "http/server_context.hpp"
 
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
@@ -6,8 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "credentials.hpp"
-#include "usage_log.hpp"
+#include "http/credentials.hpp"
+#include "usage/usage_log.hpp"
 
 namespace inferllama::http {
 namespace bhttp = boost::beast::http;

@@ -10,14 +10,14 @@
 
 #include <spdlog/logger.h>
 
-#include "admission.hpp"
-#include "connection.hpp"
-#include "failed_attempts.hpp"
-#include "forwarded.hpp"
-#include "http_stats.hpp"
+#include "http/admission.hpp"
+#include "http/connection.hpp"
+#include "http/forwarded.hpp"
+#include "http/http_stats.hpp"
+#include "http/response.hpp"
+#include "http/server.hpp"
 #include "inferllama/network.hpp"
-#include "response.hpp"
-#include "server.hpp"
+#include "usage/failed_attempts.hpp"
 
 namespace inferllama::http {
 

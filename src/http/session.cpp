@@ -1,4 +1,4 @@
-#include "session.hpp"
+#include "http/session.hpp"
 
 #include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
@@ -9,11 +9,11 @@
 #include <boost/beast/http.hpp>
 #include <type_traits>
 
-#include "credentials.hpp"
-#include "file_response.hpp"
-#include "handlers.hpp"
-#include "server_context.hpp"
-#include "url.hpp"
+#include "http/credentials.hpp"
+#include "http/file_response.hpp"
+#include "http/handlers.hpp"
+#include "http/server_context.hpp"
+#include "util/url.hpp"
 
 namespace inferllama::http {
 namespace beast = boost::beast;

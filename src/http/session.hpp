@@ -8,7 +8,7 @@
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/beast/core/stream_traits.hpp>
 
-#include "connection.hpp"
+#include "http/connection.hpp"
 #include "inferllama/asio.hpp"
 
 namespace inferllama::http {

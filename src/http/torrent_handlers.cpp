@@ -1,12 +1,12 @@
 // The torrents of cached snapshots: GET .../torrent/{rev}[/{path}] (a .torrent) and .../magnet/...
-#include "connection.hpp"
-#include "handlers.hpp"
-#include "hashing.hpp"
-#include "identities.hpp"
-#include "inferllama/offload.hpp"
-#include "server_context.hpp"
-#include "snapshot_torrents.hpp"
-#include "url.hpp"
+#include "cache/hashing.hpp"
+#include "http/connection.hpp"
+#include "http/handlers.hpp"
+#include "http/server_context.hpp"
+#include "torrent/snapshot_torrents.hpp"
+#include "usage/identities.hpp"
+#include "util/offload.hpp"
+#include "util/url.hpp"
 
 namespace inferllama::http {
 namespace bhttp = boost::beast::http;

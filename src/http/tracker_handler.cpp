@@ -1,12 +1,12 @@
 // GET /announce and /scrape on the HTTP listeners. Announces are many and small: the tracker writes its
 // bencoded answer into the connection's reused buffer, which the session sends behind a fixed head.
-#include "connection.hpp"
-#include "credentials.hpp"
-#include "handlers.hpp"
-#include "identities.hpp"
+#include "http/connection.hpp"
+#include "http/credentials.hpp"
+#include "http/handlers.hpp"
+#include "http/rate_limit_headers.hpp"
+#include "http/server_context.hpp"
 #include "inferllama/tracker.hpp"
-#include "rate_limit_headers.hpp"
-#include "server_context.hpp"
+#include "usage/identities.hpp"
 
 namespace inferllama::http {
 namespace bhttp = boost::beast::http;

@@ -1,11 +1,11 @@
 // GET /api/usage: a user's own usage records with their node key, everyone's for the admin.
-#include "accounts_api.hpp"
-#include "connection.hpp"
-#include "credentials.hpp"
-#include "handlers.hpp"
-#include "identities.hpp"
-#include "inferllama/offload.hpp"
-#include "server_context.hpp"
+#include "http/connection.hpp"
+#include "http/credentials.hpp"
+#include "http/handlers.hpp"
+#include "http/server_context.hpp"
+#include "usage/accounts_api.hpp"
+#include "usage/identities.hpp"
+#include "util/offload.hpp"
 
 namespace inferllama::http {
 namespace bhttp = boost::beast::http;

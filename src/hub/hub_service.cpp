@@ -1,15 +1,15 @@
-#include "hub_service.hpp"
+#include "hub/hub_service.hpp"
 
 #include <spdlog/spdlog.h>
 
 #include <charconv>
 #include <nlohmann/json.hpp>
 
-#include "hashing.hpp"
-#include "hub_protocol.hpp"
+#include "cache/hashing.hpp"
+#include "hub/hub_protocol.hpp"
+#include "hub/metadata_query.hpp"
 #include "inferllama/metrics.hpp"
-#include "metadata_query.hpp"
-#include "url.hpp"
+#include "util/url.hpp"
 
 namespace inferllama::hub {
 namespace {

@@ -9,16 +9,16 @@
 #include <variant>
 #include <vector>
 
-#include "download.hpp"
-#include "evictor.hpp"
+#include "cache/download.hpp"
+#include "cache/evictor.hpp"
+#include "hub/metadata_store.hpp"
+#include "hub/reply.hpp"
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/clock.hpp"
 #include "inferllama/config.hpp"
 #include "inferllama/index.hpp"
 #include "inferllama/repo.hpp"
 #include "inferllama/upstream.hpp"
-#include "metadata_store.hpp"
-#include "reply.hpp"
 
 namespace inferllama::hub {
 

@@ -1,11 +1,11 @@
-#include "metadata_query.hpp"
+#include "hub/metadata_query.hpp"
 
 #include <algorithm>
 #include <cctype>
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "url.hpp"
+#include "util/url.hpp"
 
 namespace inferllama::hub {
 namespace {

@@ -1,11 +1,11 @@
-#include "metadata_store.hpp"
+#include "hub/metadata_store.hpp"
 
 #include <spdlog/spdlog.h>
 
 #include <cstring>
 #include <vector>
 
-#include "hashing.hpp"
+#include "cache/hashing.hpp"
 
 namespace inferllama::hub {
 namespace {

@@ -1,4 +1,4 @@
-#include "reply.hpp"
+#include "hub/reply.hpp"
 
 #include <nlohmann/json.hpp>
 

@@ -1,4 +1,4 @@
-#include "node.hpp"
+#include "node/node.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -6,9 +6,9 @@
 #include <iostream>
 #include <thread>
 
-#include "accounts_api.hpp"
-#include "curl_upstream.hpp"
 #include "inferllama/network.hpp"
+#include "upstream/curl_upstream.hpp"
+#include "usage/accounts_api.hpp"
 
 namespace inferllama::node {
 namespace {

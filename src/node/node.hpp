@@ -3,10 +3,10 @@
 #include <memory>
 #include <string>
 
-#include "download.hpp"
-#include "evictor.hpp"
-#include "hub_service.hpp"
-#include "identities.hpp"
+#include "cache/download.hpp"
+#include "cache/evictor.hpp"
+#include "http/server.hpp"
+#include "hub/hub_service.hpp"
 #include "inferllama/asio.hpp"
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/config.hpp"
@@ -14,15 +14,15 @@
 #include "inferllama/metrics.hpp"
 #include "inferllama/tracker.hpp"
 #include "inferllama/usage.hpp"
-#include "local_limiter.hpp"
-#include "mirror.hpp"
-#include "periodic_task.hpp"
-#include "redis_limiter.hpp"
-#include "seeder.hpp"
-#include "server.hpp"
-#include "snapshot_torrents.hpp"
-#include "swarm_upstream.hpp"
-#include "usage_log.hpp"
+#include "torrent/mirror.hpp"
+#include "torrent/seeder.hpp"
+#include "torrent/snapshot_torrents.hpp"
+#include "torrent/swarm_upstream.hpp"
+#include "usage/identities.hpp"
+#include "usage/local_limiter.hpp"
+#include "usage/redis_limiter.hpp"
+#include "usage/usage_log.hpp"
+#include "util/periodic_task.hpp"
 
 namespace inferllama::node {
 

@@ -1,4 +1,4 @@
-#include "chunk_disk_io.hpp"
+#include "torrent/chunk_disk_io.hpp"
 
 #include <sys/uio.h>
 #include <unistd.h>

@@ -19,7 +19,7 @@
 #include <libtorrent/performance_counters.hpp>
 
 #include "inferllama/chunk_store.hpp"
-#include "inferllama/torrent.hpp"
+#include "torrent/torrent.hpp"
 
 namespace inferllama::torrent {
 

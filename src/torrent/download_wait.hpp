@@ -5,7 +5,7 @@
 #include <mutex>
 #include <vector>
 
-#include "download.hpp"
+#include "cache/download.hpp"
 
 namespace inferllama::torrent {
 

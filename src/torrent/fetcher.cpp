@@ -1,4 +1,4 @@
-#include "fetcher.hpp"
+#include "torrent/fetcher.hpp"
 
 #include <mutex>
 #include <optional>
@@ -14,7 +14,7 @@
 #include <libtorrent/torrent_info.hpp>
 #include <libtorrent/torrent_status.hpp>
 
-#include "session_settings.hpp"
+#include "torrent/session_settings.hpp"
 
 namespace inferllama::torrent {
 

@@ -1,4 +1,4 @@
-#include "metainfo.hpp"
+#include "torrent/metainfo.hpp"
 
 #include <utility>  // before Asio (via libtorrent): Boost 1.74's awaitable.hpp needs std::exchange
 
@@ -13,8 +13,8 @@
 #include <set>
 #include <unordered_map>
 
-#include "hashing.hpp"
-#include "url.hpp"
+#include "cache/hashing.hpp"
+#include "util/url.hpp"
 
 namespace inferllama::torrent {
 namespace {

@@ -10,7 +10,7 @@
 #include <string_view>
 #include <variant>
 
-#include "inferllama/torrent.hpp"
+#include "torrent/torrent.hpp"
 
 namespace inferllama::torrent {
 

@@ -1,4 +1,4 @@
-#include "mirror.hpp"
+#include "torrent/mirror.hpp"
 
 #include <utility>  // before Asio (via libtorrent): Boost 1.74's awaitable.hpp needs std::exchange
 
@@ -9,12 +9,12 @@
 
 #include <iterator>
 
-#include "curl_upstream.hpp"
-#include "download_wait.hpp"
 #include "inferllama/network.hpp"
-#include "metainfo.hpp"
-#include "swarm_upstream.hpp"
-#include "url.hpp"
+#include "torrent/download_wait.hpp"
+#include "torrent/metainfo.hpp"
+#include "torrent/swarm_upstream.hpp"
+#include "upstream/curl_upstream.hpp"
+#include "util/url.hpp"
 
 namespace inferllama::torrent {
 namespace {

@@ -8,13 +8,13 @@
 #include <variant>
 #include <vector>
 
-#include "download.hpp"
-#include "evictor.hpp"
-#include "fetcher.hpp"
-#include "hub_service.hpp"
+#include "cache/download.hpp"
+#include "cache/evictor.hpp"
+#include "hub/hub_service.hpp"
 #include "inferllama/asio.hpp"
 #include "inferllama/config.hpp"
-#include "snapshot_torrents.hpp"
+#include "torrent/fetcher.hpp"
+#include "torrent/snapshot_torrents.hpp"
 
 namespace inferllama::torrent {
 

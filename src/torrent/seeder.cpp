@@ -1,4 +1,4 @@
-#include "seeder.hpp"
+#include "torrent/seeder.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -19,9 +19,9 @@
 #include <libtorrent/torrent_flags.hpp>
 #include <libtorrent/torrent_info.hpp>
 
-#include "chunk_disk_io.hpp"
 #include "inferllama/metrics.hpp"
-#include "session_settings.hpp"
+#include "torrent/chunk_disk_io.hpp"
+#include "torrent/session_settings.hpp"
 
 namespace inferllama::torrent {
 namespace {

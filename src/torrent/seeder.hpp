@@ -8,7 +8,7 @@
 
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/config.hpp"
-#include "inferllama/torrent.hpp"
+#include "torrent/torrent.hpp"
 
 namespace inferllama::torrent {
 

@@ -1,4 +1,4 @@
-#include "snapshot_torrents.hpp"
+#include "torrent/snapshot_torrents.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -7,9 +7,9 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
-#include "download_wait.hpp"
-#include "metainfo.hpp"
-#include "url.hpp"
+#include "torrent/download_wait.hpp"
+#include "torrent/metainfo.hpp"
+#include "util/url.hpp"
 
 namespace inferllama::torrent {
 namespace {

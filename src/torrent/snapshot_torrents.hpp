@@ -8,10 +8,10 @@
 #include <variant>
 #include <vector>
 
-#include "hub_service.hpp"
+#include "hub/hub_service.hpp"
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/index.hpp"
-#include "inferllama/torrent.hpp"
+#include "torrent/torrent.hpp"
 
 namespace inferllama::torrent {
 

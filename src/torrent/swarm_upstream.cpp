@@ -1,4 +1,4 @@
-#include "swarm_upstream.hpp"
+#include "torrent/swarm_upstream.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -21,10 +21,10 @@
 #include <libtorrent/torrent_status.hpp>
 
 #include "inferllama/digest.hpp"
-#include "inferllama/network.hpp"
 #include "inferllama/metrics.hpp"
-#include "session_settings.hpp"
-#include "url.hpp"
+#include "inferllama/network.hpp"
+#include "torrent/session_settings.hpp"
+#include "util/url.hpp"
 
 namespace inferllama::torrent {
 namespace {

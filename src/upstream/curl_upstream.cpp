@@ -1,4 +1,4 @@
-#include "curl_upstream.hpp"
+#include "upstream/curl_upstream.hpp"
 
 #include <curl/curl.h>
 
@@ -6,7 +6,7 @@
 #include <cctype>
 #include <mutex>
 
-#include "url.hpp"
+#include "util/url.hpp"
 
 namespace inferllama::upstream {
 namespace {

@@ -4,7 +4,7 @@
 #include <cerrno>
 #include <system_error>
 
-#include "curl_upstream.hpp"
+#include "upstream/curl_upstream.hpp"
 
 namespace inferllama::upstream {
 namespace {

@@ -1,4 +1,4 @@
-#include "accounts_api.hpp"
+#include "usage/accounts_api.hpp"
 
 #include <algorithm>
 #include <exception>
@@ -9,8 +9,8 @@
 #include <variant>
 #include <vector>
 
-#include "url.hpp"
-#include "usage_json.hpp"
+#include "usage/usage_json.hpp"
+#include "util/url.hpp"
 
 namespace inferllama::usage {
 namespace {

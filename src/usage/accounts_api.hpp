@@ -8,9 +8,9 @@
 #include <string>
 #include <string_view>
 
-#include "identities.hpp"
 #include "inferllama/config.hpp"
-#include "usage_log.hpp"
+#include "usage/identities.hpp"
+#include "usage/usage_log.hpp"
 
 namespace inferllama::usage {
 

@@ -1,4 +1,4 @@
-#include "failed_attempts.hpp"
+#include "usage/failed_attempts.hpp"
 
 #include "inferllama/metrics.hpp"
 

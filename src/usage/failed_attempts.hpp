@@ -8,7 +8,7 @@
 
 #include "inferllama/limit_policy.hpp"
 #include "inferllama/usage.hpp"
-#include "local_limiter.hpp"
+#include "usage/local_limiter.hpp"
 
 namespace inferllama::usage {
 

@@ -1,14 +1,14 @@
-#include "identities.hpp"
+#include "usage/identities.hpp"
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <tuple>
 
-#include "crypto.hpp"
-#include "hashing.hpp"
+#include "cache/hashing.hpp"
 #include "inferllama/digest.hpp"
 #include "inferllama/user_name.hpp"
+#include "usage/crypto.hpp"
 
 namespace inferllama::usage {
 namespace {

@@ -11,7 +11,7 @@
 
 #include "inferllama/records.hpp"
 #include "inferllama/usage.hpp"
-#include "secret_box.hpp"
+#include "usage/secret_box.hpp"
 
 namespace inferllama::usage {
 

@@ -1,4 +1,4 @@
-#include "local_limiter.hpp"
+#include "usage/local_limiter.hpp"
 
 #include <algorithm>
 #include <cmath>

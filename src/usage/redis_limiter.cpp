@@ -1,4 +1,4 @@
-#include "redis_limiter.hpp"
+#include "usage/redis_limiter.hpp"
 
 #include <fmt/format.h>
 #include <hiredis/hiredis.h>
@@ -19,8 +19,8 @@
 #include <stdexcept>
 
 #include "inferllama/metrics.hpp"
-#include "local_limiter.hpp"
-#include "url.hpp"
+#include "usage/local_limiter.hpp"
+#include "util/url.hpp"
 
 namespace inferllama::usage {
 namespace {

@@ -1,4 +1,4 @@
-#include "secret_box.hpp"
+#include "usage/secret_box.hpp"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -13,8 +13,8 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "crypto.hpp"
 #include "inferllama/digest.hpp"
+#include "usage/crypto.hpp"
 
 namespace inferllama::usage {
 namespace {

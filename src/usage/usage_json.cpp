@@ -1,4 +1,4 @@
-#include "usage_json.hpp"
+#include "usage/usage_json.hpp"
 
 #include <chrono>
 #include <ctime>

@@ -7,8 +7,8 @@
 #include <string_view>
 #include <vector>
 
-#include "identities.hpp"
-#include "usage_log.hpp"
+#include "usage/identities.hpp"
+#include "usage/usage_log.hpp"
 
 namespace inferllama::usage {
 

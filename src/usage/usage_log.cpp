@@ -1,4 +1,4 @@
-#include "usage_log.hpp"
+#include "usage/usage_log.hpp"
 
 #include <cstdio>
 #include <nlohmann/json.hpp>

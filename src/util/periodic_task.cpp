@@ -1,4 +1,4 @@
-#include "periodic_task.hpp"
+#include "util/periodic_task.hpp"
 
 #include <spdlog/spdlog.h>
 

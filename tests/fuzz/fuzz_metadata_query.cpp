@@ -8,7 +8,7 @@
 #include <string_view>
 
 #include "fuzz_check.hpp"
-#include "metadata_query.hpp"
+#include "hub/metadata_query.hpp"
 
 namespace {
 

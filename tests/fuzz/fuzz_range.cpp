@@ -10,7 +10,7 @@
 #include <string_view>
 
 #include "fuzz_check.hpp"
-#include "range.hpp"
+#include "http/range.hpp"
 
 namespace {
 

@@ -18,9 +18,9 @@
 #include <boost/beast/http.hpp>
 
 #include "fuzz_check.hpp"
-#include "reply.hpp"
-#include "response.hpp"
-#include "router.hpp"
+#include "http/response.hpp"
+#include "http/router.hpp"
+#include "hub/reply.hpp"
 
 namespace {
 

@@ -8,8 +8,8 @@
 #include <variant>
 
 #include "fuzz_check.hpp"
-#include "router.hpp"
-#include "url.hpp"
+#include "http/router.hpp"
+#include "util/url.hpp"
 
 namespace {
 

@@ -1,4 +1,4 @@
-#include "accounts_api.hpp"
+#include "usage/accounts_api.hpp"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -8,8 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include "inferllama/index.hpp"
-#include "usage_json.hpp"
 #include "test_support.hpp"
+#include "usage/usage_json.hpp"
 
 namespace inferllama::usage {
 namespace {

@@ -5,11 +5,11 @@
 #include <filesystem>
 #include <memory>
 
-#include "admission.hpp"
-#include "identities.hpp"
+#include "http/admission.hpp"
 #include "inferllama/index.hpp"
-#include "local_limiter.hpp"
 #include "test_support.hpp"
+#include "usage/identities.hpp"
+#include "usage/local_limiter.hpp"
 
 namespace inferllama::http {
 namespace {

@@ -1,4 +1,4 @@
-#include "download.hpp"
+#include "cache/download.hpp"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <thread>
 
+#include "cache/hashing.hpp"
 #include "fake_upstreams.hpp"
-#include "hashing.hpp"
 #include "test_support.hpp"
 
 namespace inferllama::cache {

@@ -1,11 +1,11 @@
-#include "evictor.hpp"
+#include "cache/evictor.hpp"
 
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
 
-#include "hashing.hpp"
+#include "cache/hashing.hpp"
 #include "inferllama/sync_point.hpp"
 #include "test_support.hpp"
 

@@ -15,8 +15,8 @@
 #include <string_view>
 #include <vector>
 
-#include "download.hpp"
-#include "hashing.hpp"
+#include "cache/download.hpp"
+#include "cache/hashing.hpp"
 #include "inferllama/upstream.hpp"
 
 namespace inferllama::testing {

@@ -6,7 +6,7 @@
 #include <filesystem>
 
 #include "fake_upstreams.hpp"
-#include "hub_service.hpp"
+#include "hub/hub_service.hpp"
 #include "test_support.hpp"
 
 namespace inferllama::testing {

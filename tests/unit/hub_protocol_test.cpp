@@ -1,4 +1,4 @@
-#include "hub_protocol.hpp"
+#include "hub/hub_protocol.hpp"
 
 #include <gtest/gtest.h>
 

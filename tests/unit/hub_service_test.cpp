@@ -1,4 +1,4 @@
-#include "hub_service.hpp"
+#include "hub/hub_service.hpp"
 
 #include <gtest/gtest.h>
 

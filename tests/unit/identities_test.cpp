@@ -9,9 +9,9 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "identities.hpp"
 #include "inferllama/index.hpp"
 #include "test_support.hpp"
+#include "usage/identities.hpp"
 
 namespace inferllama::usage {
 namespace {

@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <stdexcept>
 
-#include "hashing.hpp"
+#include "cache/hashing.hpp"
 #include "inferllama/index.hpp"
 #include "test_support.hpp"
 

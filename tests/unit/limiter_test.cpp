@@ -6,8 +6,8 @@
 #include <vector>
 
 #include "inferllama/asio.hpp"
-#include "local_limiter.hpp"
 #include "test_support.hpp"
+#include "usage/local_limiter.hpp"
 
 namespace inferllama::usage {
 namespace {

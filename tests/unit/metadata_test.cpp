@@ -4,11 +4,11 @@
 
 #include <filesystem>
 
+#include "hub/metadata_query.hpp"
+#include "hub/metadata_store.hpp"
 #include "inferllama/index.hpp"
-#include "metadata_query.hpp"
-#include "metadata_store.hpp"
 #include "test_support.hpp"
-#include "url.hpp"
+#include "util/url.hpp"
 
 namespace inferllama {
 namespace {

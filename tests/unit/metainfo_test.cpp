@@ -16,8 +16,8 @@
 #include <fstream>
 #include <random>
 
-#include "hashing.hpp"
-#include "metainfo.hpp"
+#include "cache/hashing.hpp"
+#include "torrent/metainfo.hpp"
 
 namespace inferllama::torrent {
 namespace {

@@ -1,6 +1,6 @@
 // The mirror's decisions before and around the swarm, with a scripted source node (no network). What a
 // real source and swarm do is in tests/integration/test_mirror.py and test_admin_socket.py.
-#include "mirror.hpp"
+#include "torrent/mirror.hpp"
 
 #include <gtest/gtest.h>
 

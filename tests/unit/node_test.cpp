@@ -6,7 +6,7 @@
 #include <sstream>
 #include <string>
 
-#include "node.hpp"
+#include "node/node.hpp"
 #include "test_support.hpp"
 
 namespace inferllama::node {

@@ -22,9 +22,9 @@
 #include <functional>
 #include <thread>
 
-#include "local_limiter.hpp"
-#include "redis_limiter.hpp"
 #include "test_support.hpp"
+#include "usage/local_limiter.hpp"
+#include "usage/redis_limiter.hpp"
 
 namespace inferllama::usage {
 namespace {

@@ -1,12 +1,12 @@
-#include "router.hpp"
+#include "http/router.hpp"
 
 #include <gtest/gtest.h>
 
 #include <array>
 #include <map>
 
-#include "rate_limit_headers.hpp"
-#include "url.hpp"
+#include "http/rate_limit_headers.hpp"
+#include "util/url.hpp"
 
 namespace inferllama::http {
 namespace {

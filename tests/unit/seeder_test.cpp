@@ -23,14 +23,14 @@
 #include <libtorrent/torrent_flags.hpp>
 #include <libtorrent/torrent_info.hpp>
 
-#include "chunk_disk_io.hpp"
-#include "fetcher.hpp"
-#include "hashing.hpp"
+#include "cache/hashing.hpp"
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/index.hpp"
-#include "metainfo.hpp"
-#include "seeder.hpp"
-#include "session_settings.hpp"
+#include "torrent/chunk_disk_io.hpp"
+#include "torrent/fetcher.hpp"
+#include "torrent/metainfo.hpp"
+#include "torrent/seeder.hpp"
+#include "torrent/session_settings.hpp"
 
 namespace fs = std::filesystem;
 using namespace inferllama;

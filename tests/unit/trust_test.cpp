@@ -5,13 +5,13 @@
 #include <boost/beast/http.hpp>
 #include <sstream>
 
-#include "failed_attempts.hpp"
-#include "forwarded.hpp"
+#include "http/forwarded.hpp"
+#include "http/response.hpp"
+#include "http/router.hpp"
+#include "hub/reply.hpp"
 #include "inferllama/network.hpp"
-#include "reply.hpp"
-#include "response.hpp"
-#include "router.hpp"
 #include "test_support.hpp"
+#include "usage/failed_attempts.hpp"
 
 namespace inferllama::http {
 namespace {

@@ -6,8 +6,8 @@
 #include <stdexcept>
 
 #include "inferllama/index.hpp"
-#include "usage_log.hpp"
 #include "test_support.hpp"
+#include "usage/usage_log.hpp"
 
 namespace inferllama::usage {
 namespace {

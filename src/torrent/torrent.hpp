@@ -1,7 +1,7 @@
 #pragma once
-// The seam between the torrent builder (src/torrent/metainfo.*), the seeder (src/torrent/seeder.*), the
-// tracker and the HTTP routes: a snapshot's torrent as bytes, its info-hashes, and where each of its
-// pieces lives in the chunk store.
+// The torrent module's value types, shared by the builder (metainfo.*), the seeder (seeder.*) and the
+// snapshots' torrents (snapshot_torrents.*, which the HTTP routes see): a snapshot's torrent as bytes, its
+// info-hashes, and where each of its pieces lives in the chunk store.
 #include <cstdint>
 #include <functional>
 #include <optional>
