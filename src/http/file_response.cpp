@@ -8,12 +8,13 @@ namespace bhttp = boost::beast::http;
 namespace {
 
 // Status, Content-Range and the body's bytes of a Range request on `size` bytes.
-FilePlan plan_range(const Request& req, std::uint64_t size, std::string& content_range) {
+// `empty_file_rule`: a Range on an empty file answers the whole (empty) file (see below).
+FilePlan plan_range(const Request& req, std::uint64_t size, bool empty_file_rule, std::string& content_range) {
   FilePlan plan;
   plan.length = size;
   const auto header = req[bhttp::field::range];
   const ByteRange range = parse_range(header, size);
-  if (size == 0 && !header.empty()) {
+  if (empty_file_rule && size == 0 && !header.empty()) {
     // No range of an empty file is satisfiable, but @huggingface/hub probes every file with
     // "bytes=0-0" and treats a 416 as fatal: answer the whole (empty) file, with its size.
     content_range = "bytes */0";
@@ -51,7 +52,7 @@ FilePlan write_file_head(Connection& c, const Request& req, const hub::FileAnswe
   if (not_modified) {
     plan.status = 304;
   } else {
-    plan = plan_range(req, file.size, content_range);
+    plan = plan_range(req, file.size, true, content_range);
   }
   HeadWriter head(c.head, plan.status, req.version());
   write_connection_fields(c, head);
@@ -73,7 +74,7 @@ FilePlan write_file_head(Connection& c, const Request& req, const hub::FileAnswe
 
 FilePlan write_pad_head(Connection& c, const Request& req, std::uint64_t size, bool keep_alive) {
   std::string content_range;
-  FilePlan plan = plan_range(req, size, content_range);
+  FilePlan plan = plan_range(req, size, false, content_range);
   HeadWriter head(c.head, plan.status, req.version());
   write_connection_fields(c, head);
   head.field("Content-Type", "application/octet-stream");

@@ -61,7 +61,7 @@ struct Server::Impl {
   // A connection's handlers never run at once: on its own strand, or on the one I/O thread when
   // io_threads is 1 (which serialises everything without a strand to allocate and pass through).
   asio::any_io_executor connection_executor() {
-    if (context.config.io_threads == 1) return io.get_executor();
+    if (context.deps.io_threads == 1) return io.get_executor();
     return asio::make_strand(io);
   }
 
@@ -273,6 +273,18 @@ void Server::begin_drain() {
           boost::system::error_code ec;
           c->socket.close(ec);
         }
+      });
+    }
+  }
+}
+
+void Server::close_connections() {
+  std::lock_guard lock(impl_->connections_mutex);
+  for (auto& weak : impl_->connections) {
+    if (auto c = weak.lock()) {
+      asio::post(c->socket.get_executor(), [c] {
+        boost::system::error_code ec;
+        c->socket.close(ec);
       });
     }
   }

@@ -38,6 +38,8 @@ struct ServerDeps {
   asio::thread_pool& blocking;  // RocksDB on cold paths and upstream calls wait here, off the I/O threads
   // Every module's metric families but the server's own, which it renders itself before them.
   const metrics::Registry& metrics;
+  // How many threads run the I/O context: with one, connections need no strand.
+  unsigned io_threads = 0;
   // GET /announce and /scrape, and the tracker's metrics.
   tracker::Tracker* tracker = nullptr;
   // Torrents of cached snapshots (torrent, magnet and web seed routes); `udp_announce_port` is the UDP
@@ -54,8 +56,8 @@ struct ServerDeps {
   RateLimiter* limiter = nullptr;
 };
 
-// The HTTP listeners: Boost.Beast on Asio coroutines, one strand per connection. How a request goes
-// through: docs/ARCHITECTURE.md, "The request path".
+// The HTTP listeners: Boost.Beast on Asio coroutines, each connection on its own strand (or on the one
+// I/O thread). How a request goes through: docs/ARCHITECTURE.md, "The HTTP edge".
 class Server {
  public:
   Server(asio::io_context& io, ServerDeps deps);
@@ -74,6 +76,8 @@ class Server {
   // Stops accepting, closes idle connections and lets responses in flight finish.
   void begin_drain();
   bool drained() const;
+  // Closes every connection, busy or not (at shutdown, after the drain).
+  void close_connections();
 
  private:
   struct Impl;

@@ -334,7 +334,8 @@ class Responder {
 // One request, from admission to the last byte of its answer; whether the connection stays open.
 template <class Stream>
 Task<bool> answer_request(ServerContext& server, Responder<Stream>& responder, Connection& c, const Request& req) {
-  Admission admission = co_await server.gate.admit(req, Origin{c.listener, c.client});
+  const Origin origin{c.listener, c.client};
+  Admission admission = co_await server.gate.admit(req, origin);
   c.route = admission.route;
   c.credentials = admission.credentials;
   c.account = std::move(admission.account);
@@ -371,7 +372,8 @@ Task<void> run(ServerContext& server, std::shared_ptr<Session<Stream>> session) 
       co_await bhttp::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
       c.idle = false;
       if (ec) {
-        const Request unparsed;
+        Request unparsed;
+        unparsed.version(0);  // no version: the answer is HTTP/1.1 and closes
         std::optional<hub::Reply> refusal;
         if (ec == bhttp::error::header_limit) {
           refusal = hub::error_reply(431, "request header too large");
@@ -387,6 +389,11 @@ Task<void> run(ServerContext& server, std::shared_ptr<Session<Stream>> session) 
       Request request = parser.release();
       const auto started = std::chrono::steady_clock::now();
       server.identify_client(c, request);
+      // Nothing of the last request's answer describes this one, even if admission fails.
+      c.route = RouteId::not_found;
+      c.status = 0;
+      c.bytes = 0;
+      c.credentials = false;
       c.responded = false;
       if (auto problem = transfer_coding_problem(request)) {
         // The body's end is unknown, so is where the next request starts: answer and close.

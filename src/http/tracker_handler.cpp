@@ -36,7 +36,9 @@ Task<Answer> handle(Exchange& x, const TrackerRoute& route) {
       refusal = "unknown passkey, or its user is disabled";
       x.server.failed_attempts.failed(client_network(c.client));
     } else {
-      c.account = co_await x.server.gate.charge(UserId::user(std::move(*user)), "", false);
+      UserId who = UserId::user(std::move(*user));
+      std::string no_repo;
+      c.account = co_await x.server.gate.charge(std::move(who), std::move(no_repo), false);
       if (!c.account->decision.allowed) {
         refusal = "rate limit exceeded: retry in " + std::to_string(retry_after_seconds(c.account->decision)) + " s";
       }
@@ -48,9 +50,11 @@ Task<Answer> handle(Exchange& x, const TrackerRoute& route) {
   } else if (route.kind == TrackerRoute::Kind::announce) {
     // The peer's address is the client's, also behind a trusted proxy; its port is the announce's own.
     tracker::Endpoint local{};
+    boost::system::error_code ec;
     if (tracker->needs_local_address()) {
-      const auto bound = c.socket.local_endpoint();  // throws when the connection is gone: a 500 then
-      local = tracker_endpoint(bound.address(), bound.port());
+      // A connection already gone announces without the seed's address; its answer goes nowhere anyway.
+      const auto bound = c.socket.local_endpoint(ec);
+      if (!ec) local = tracker_endpoint(bound.address(), bound.port());
     }
     tracker->http_announce(x.query, tracker_endpoint(c.client, c.peer.port()), local, c.tracker_reply);
   } else {

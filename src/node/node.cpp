@@ -132,7 +132,12 @@ void Node::register_metrics() {
 }
 
 std::unique_ptr<http::Server> Node::make_server() {
-  http::ServerDeps deps{.config = config_, .hub = hub_, .store = store_, .blocking = blocking_, .metrics = metrics_};
+  http::ServerDeps deps{.config = config_,
+                        .hub = hub_,
+                        .store = store_,
+                        .blocking = blocking_,
+                        .metrics = metrics_,
+                        .io_threads = or_cores(config_.io_threads)};
   deps.tracker = &tracker_;
   deps.torrents = &torrents_;
   deps.udp_announce_port = udp_port_;
@@ -223,6 +228,15 @@ void Node::shutdown() {
   mirror_.cancel();
   file_upstream_->stop();
   downloads_.shutdown();
+  // Responses still in flight end now, while what they hold (a file's lease on the evictor, a download
+  // slot of the limiter) is alive: their sockets close, and the I/O context runs until their coroutines
+  // have unwound (a response waiting on a download wakes when the download stopped).
+  server_->close_connections();
+  io_.restart();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!server_->drained() && std::chrono::steady_clock::now() < deadline) {
+    io_.run_one_for(std::chrono::milliseconds(100));
+  }
   mirror_sync_.stop();
   if (udp_tracker_) udp_tracker_->stop();
   if (seeder_) seeder_->stop();

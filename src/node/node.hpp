@@ -28,8 +28,9 @@ namespace inferllama::node {
 
 // Everything `inferllama serve` runs, owned in one place. The members are declared in the order they
 // are built, and C++ destroys them in reverse: a part goes before every part it holds a reference to
-// (the server before what it serves, the seed before the store, the io_context before the limiter and
-// the usage log that a response still streaming gives its slot and its counts back to).
+// (the server before what it serves, the seed before the store). Responses still streaming at shutdown
+// hold a file's lease on the evictor and a download slot of the limiter, which are destroyed before the
+// io_context: shutdown() closes their connections and runs the io_context until they have ended.
 class Node {
  public:
   // Opens the store and the index and builds every part. The BitTorrent ports (seed, UDP tracker) are
