@@ -629,6 +629,35 @@ std::size_t Tracker::peer_count() const {
   return static_cast<std::size_t>(totals.seeders + totals.leechers);
 }
 
+namespace {
+
+using metrics::FamilySpec;
+constexpr FamilySpec kAnnouncesTotal{"inferllama_tracker_announces_total", "counter",
+                                     "Tracker announces by transport and result"};
+constexpr FamilySpec kScrapesTotal{"inferllama_tracker_scrapes_total", "counter",
+                                   "Tracker scrapes by transport and result"};
+constexpr FamilySpec kUdpConnectsTotal{"inferllama_tracker_udp_connects_total", "counter",
+                                       "UDP tracker connection ids handed out"};
+constexpr FamilySpec kErrorsTotal{
+    "inferllama_tracker_errors_total", "counter",
+    "Tracker requests refused, by transport and kind (UDP packets dropped unanswered included)"};
+constexpr FamilySpec kRefusalsTotal{
+    "inferllama_tracker_refusals_total", "counter",
+    "What the tracker's bounds turned away: new peers of a full swarm (swarm_full) or beyond their "
+    "address's share (address_full), both still answered; new swarms beyond tracker_max_swarms; full "
+    "scrapes while they are off"};
+constexpr FamilySpec kOpenSwarms{"inferllama_tracker_open_swarms", "gauge",
+                                 "Swarms of open mode (not the node's own torrents), bounded by tracker_max_swarms"};
+constexpr FamilySpec kSwarms{"inferllama_tracker_swarms", "gauge", "Swarms the tracker tracks"};
+constexpr FamilySpec kPeers{"inferllama_tracker_peers", "gauge",
+                            "Peers in all swarms (the node's own seed not included)"};
+constexpr FamilySpec kSwarmPeers{"inferllama_tracker_swarm_peers", "gauge",
+                                 "Peers of each of the node's own torrents (seeders include the node's seed)"};
+constexpr FamilySpec kSwarmDownloadedTotal{"inferllama_tracker_swarm_downloaded_total", "counter",
+                                           "Completed downloads of each of the node's own torrents"};
+
+}  // namespace
+
 void Tracker::render_metrics(std::string& out) const {
   using metrics::write_header;
   using metrics::write_sample;
@@ -636,31 +665,28 @@ void Tracker::render_metrics(std::string& out) const {
   auto labels = [](int transport, const char* key, const char* value) {
     return std::string("transport=\"") + kTransportNames[transport] + "\"," + key + "=\"" + value + "\"";
   };
-  write_header(out, "inferllama_tracker_announces_total", "counter", "Tracker announces by transport and result");
+  write_header(out, kAnnouncesTotal);
   for (int tr = 0; tr < 2; ++tr)
     for (int o = 0; o < 3; ++o)
-      write_sample(out, "inferllama_tracker_announces_total", labels(tr, "result", kOutcomeNames[o]),
+      write_sample(out, kAnnouncesTotal, labels(tr, "result", kOutcomeNames[o]),
                    static_cast<double>(t.announces[tr][o].load()));
-  write_header(out, "inferllama_tracker_scrapes_total", "counter", "Tracker scrapes by transport and result");
+  write_header(out, kScrapesTotal);
   for (int tr = 0; tr < 2; ++tr)
     for (int o = 0; o < 3; ++o) {
       if (o == static_cast<int>(Outcome::unknown_torrent)) continue;  // a scrape of an unknown hash is answered
-      write_sample(out, "inferllama_tracker_scrapes_total", labels(tr, "result", kOutcomeNames[o]),
+      write_sample(out, kScrapesTotal, labels(tr, "result", kOutcomeNames[o]),
                    static_cast<double>(t.scrapes[tr][o].load()));
     }
-  write_header(out, "inferllama_tracker_udp_connects_total", "counter", "UDP tracker connection ids handed out");
-  write_sample(out, "inferllama_tracker_udp_connects_total", "", static_cast<double>(t.udp_connects.load()));
-  write_header(out, "inferllama_tracker_errors_total", "counter",
-               "Tracker requests refused, by transport and kind (UDP packets dropped unanswered included)");
+  write_header(out, kUdpConnectsTotal);
+  write_sample(out, kUdpConnectsTotal, "", static_cast<double>(t.udp_connects.load()));
+  write_header(out, kErrorsTotal);
   std::uint64_t http_errors = 0;
   for (int o = 1; o < 3; ++o) http_errors += t.announces[0][o].load() + t.scrapes[0][o].load();
-  write_sample(out, "inferllama_tracker_errors_total", labels(0, "kind", "failure_reason"),
-               static_cast<double>(http_errors));
-  write_sample(out, "inferllama_tracker_errors_total", labels(1, "kind", "unknown_torrent"),
+  write_sample(out, kErrorsTotal, labels(0, "kind", "failure_reason"), static_cast<double>(http_errors));
+  write_sample(out, kErrorsTotal, labels(1, "kind", "unknown_torrent"),
                static_cast<double>(t.announces[1][static_cast<int>(Outcome::unknown_torrent)].load()));
   for (int e = 0; e < 3; ++e)
-    write_sample(out, "inferllama_tracker_errors_total", labels(1, "kind", kUdpErrorNames[e]),
-                 static_cast<double>(t.udp_errors[e].load()));
+    write_sample(out, kErrorsTotal, labels(1, "kind", kUdpErrorNames[e]), static_cast<double>(t.udp_errors[e].load()));
 
   TableTotals totals;
   struct Own {
@@ -674,35 +700,28 @@ void Tracker::render_metrics(std::string& out) const {
     totals.leechers += c.leechers;
     if (is_own) own.push_back({h, t.with_own(SwarmState{c, true})});
   });
-  write_header(out, "inferllama_tracker_refusals_total", "counter",
-               "What the tracker's bounds turned away: new peers of a full swarm (swarm_full) or beyond their "
-               "address's share (address_full), both still answered; new swarms beyond tracker_max_swarms; full "
-               "scrapes while they are off");
+  write_header(out, kRefusalsTotal);
   for (int r = 0; r < 4; ++r)
-    write_sample(out, "inferllama_tracker_refusals_total", std::string("reason=\"") + kRefusalNames[r] + "\"",
+    write_sample(out, kRefusalsTotal, std::string("reason=\"") + kRefusalNames[r] + "\"",
                  static_cast<double>(t.refusals[r].load()));
-  write_header(out, "inferllama_tracker_open_swarms", "gauge",
-               "Swarms of open mode (not the node's own torrents), bounded by tracker_max_swarms");
-  write_sample(out, "inferllama_tracker_open_swarms", "", static_cast<double>(t.table.open_swarms()));
-  write_header(out, "inferllama_tracker_swarms", "gauge", "Swarms the tracker tracks");
-  write_sample(out, "inferllama_tracker_swarms", "", static_cast<double>(totals.swarms));
-  write_header(out, "inferllama_tracker_peers", "gauge", "Peers in all swarms (the node's own seed not included)");
-  write_sample(out, "inferllama_tracker_peers", "kind=\"seeders\"", static_cast<double>(totals.seeders));
-  write_sample(out, "inferllama_tracker_peers", "kind=\"leechers\"", static_cast<double>(totals.leechers));
+  write_header(out, kOpenSwarms);
+  write_sample(out, kOpenSwarms, "", static_cast<double>(t.table.open_swarms()));
+  write_header(out, kSwarms);
+  write_sample(out, kSwarms, "", static_cast<double>(totals.swarms));
+  write_header(out, kPeers);
+  write_sample(out, kPeers, "kind=\"seeders\"", static_cast<double>(totals.seeders));
+  write_sample(out, kPeers, "kind=\"leechers\"", static_cast<double>(totals.leechers));
   std::sort(own.begin(), own.end(), [](const Own& a, const Own& b) { return a.hash < b.hash; });
-  write_header(out, "inferllama_tracker_swarm_peers", "gauge",
-               "Peers of each of the node's own torrents (seeders include the node's seed)");
+  write_header(out, kSwarmPeers);
   for (const Own& o : own) {
     const std::string hex = o.hash.hex();
-    write_sample(out, "inferllama_tracker_swarm_peers", "info_hash=\"" + hex + "\",kind=\"seeders\"",
-                 static_cast<double>(o.counts.seeders));
-    write_sample(out, "inferllama_tracker_swarm_peers", "info_hash=\"" + hex + "\",kind=\"leechers\"",
+    write_sample(out, kSwarmPeers, "info_hash=\"" + hex + "\",kind=\"seeders\"", static_cast<double>(o.counts.seeders));
+    write_sample(out, kSwarmPeers, "info_hash=\"" + hex + "\",kind=\"leechers\"",
                  static_cast<double>(o.counts.leechers));
   }
-  write_header(out, "inferllama_tracker_swarm_downloaded_total", "counter",
-               "Completed downloads of each of the node's own torrents");
+  write_header(out, kSwarmDownloadedTotal);
   for (const Own& o : own)
-    write_sample(out, "inferllama_tracker_swarm_downloaded_total", "info_hash=\"" + o.hash.hex() + "\"",
+    write_sample(out, kSwarmDownloadedTotal, "info_hash=\"" + o.hash.hex() + "\"",
                  static_cast<double>(o.counts.downloaded));
 }
 

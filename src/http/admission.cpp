@@ -18,7 +18,9 @@ std::string_view passkey_of(const Route& route) {
   return {};
 }
 
-Refusal refuse(unsigned status, const std::string& message) { return {hub::error_reply(status, message)}; }
+Refusal refuse(unsigned status, const std::string& message) {
+  return {hub::error_reply(status, message)};
+}
 
 }  // namespace
 
@@ -70,8 +72,8 @@ Task<Admission> Gate::admit(const Request& req, const Origin& origin) {
     std::chrono::milliseconds retry_after{0};
     if (failed_attempts_.blocked(client_network(origin.client), retry_after)) {
       const auto seconds = std::chrono::ceil<std::chrono::seconds>(retry_after).count();
-      Refusal refusal = refuse(429, "too many refused credentials from this address; retry in " +
-                                        std::to_string(seconds) + " s");
+      Refusal refusal =
+          refuse(429, "too many refused credentials from this address; retry in " + std::to_string(seconds) + " s");
       refusal.reply.headers.emplace_back("Retry-After", std::to_string(seconds));
       admission.verdict = std::move(refusal);
       co_return admission;
@@ -87,16 +89,17 @@ Task<Admission> Gate::admit(const Request& req, const Origin& origin) {
     admission.verdict = refuse(404, "the admin socket serves the admin API only");
     co_return admission;
   }
-  const bool metrics_or_health = std::holds_alternative<MetricsRoute>(route) || std::holds_alternative<HealthRoute>(route);
+  const bool metrics_or_health =
+      std::holds_alternative<MetricsRoute>(route) || std::holds_alternative<HealthRoute>(route);
   if (origin.listener == Listener::metrics && !metrics_or_health) {
     admission.verdict = refuse(404, "this listener serves /metrics and /healthz only");
     co_return admission;
   }
   if (std::holds_alternative<AdminRoute>(route) && !is_admin(req, origin)) {
     if (!config_.admin_key.empty()) {
-      admission.verdict = Refusal{unauthorized(origin, admission.credentials,
-                                               "the admin API needs the node's admin key as a bearer token",
-                                               admission.limit_headers)};
+      admission.verdict =
+          Refusal{unauthorized(origin, admission.credentials,
+                               "the admin API needs the node's admin key as a bearer token", admission.limit_headers)};
     } else {
       admission.verdict = refuse(403,
                                  "the admin API is not served over TCP on a node without admin_key: run `inferllama` "

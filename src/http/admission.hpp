@@ -44,8 +44,8 @@ struct Admission {
 class Gate {
  public:
   // `identities` and `limiter` are null on a node that keeps no users.
-  Gate(const Config& config, usage::FailedAttempts& failed_attempts, HttpStats& stats,
-       usage::Identities* identities, RateLimiter* limiter)
+  Gate(const Config& config, usage::FailedAttempts& failed_attempts, HttpStats& stats, usage::Identities* identities,
+       RateLimiter* limiter)
       : config_(config), failed_attempts_(failed_attempts), stats_(stats), identities_(identities), limiter_(limiter) {}
 
   Task<Admission> admit(const Request& req, const Origin& origin);
@@ -64,8 +64,8 @@ class Gate {
   // Identifies the caller of a Hub route (passkey, node key, or address), sets the credentials the Hub
   // sees, and applies its limits; a refusal when it may not go on.
   Task<std::optional<hub::Reply>> open_account(const Request& req, const Origin& origin, Admission& admission,
-                                               hub::Caller& caller, const std::string& passkey,
-                                               const std::string& repo, bool download);
+                                               hub::Caller& caller, const std::string& passkey, const std::string& repo,
+                                               bool download);
   const LimitPolicy* policy_for(const UserId& who) const;
 
   const Config& config_;

@@ -24,8 +24,8 @@ FilePlan plan_range(const Request& req, std::uint64_t size, bool empty_file_rule
     plan.length = 0;
   } else if (range.kind == ByteRange::Kind::partial) {
     plan.status = 206;
-    content_range = "bytes " + std::to_string(range.first) + "-" + std::to_string(range.last) + "/" +
-                    std::to_string(size);
+    content_range =
+        "bytes " + std::to_string(range.first) + "-" + std::to_string(range.last) + "/" + std::to_string(size);
     plan.first = range.first;
     plan.length = range.length();
   }

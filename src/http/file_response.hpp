@@ -11,10 +11,10 @@
 namespace inferllama::http {
 
 struct FilePlan {
-  unsigned status = 200;        // 200, 206, 304 or 416
-  std::uint64_t first = 0;      // the body: bytes [first, first + length) of the file
-  std::uint64_t length = 0;     // also what Content-Length says for HEAD
-  bool send_body = false;       // a GET with bytes to send
+  unsigned status = 200;     // 200, 206, 304 or 416
+  std::uint64_t first = 0;   // the body: bytes [first, first + length) of the file
+  std::uint64_t length = 0;  // also what Content-Length says for HEAD
+  bool send_body = false;    // a GET with bytes to send
 };
 
 // Decides the answer to `req` for `answer` (whose size is the stored blob's or the download's) and writes

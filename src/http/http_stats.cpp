@@ -50,7 +50,8 @@ void HttpStats::render(std::string& out, bool accounts) const {
     bool used = false;
     for (const auto& counter : requests_[r]) used = used || counter.value() > 0;
     if (!used) continue;
-    latency_[r].render(out, std::string(kDuration.name), std::string("route=\"") + route_name(static_cast<RouteId>(r)) + "\"");
+    latency_[r].render(out, std::string(kDuration.name),
+                       std::string("route=\"") + route_name(static_cast<RouteId>(r)) + "\"");
   }
   write_family(out, kOpen, static_cast<double>(open_connections.load()));
   write_family(out, kRefused, static_cast<double>(refused_connections.value()));

@@ -15,9 +15,8 @@ Task<Answer> answer_file(Exchange& x, const ResolveRoute& route) {
   // A hit of a public repo is answered without leaving the I/O thread.
   if (auto hit = hub.resolve_fast(route.repo, route.rev, route.path)) co_return FileBody{std::move(*hit)};
   const bool want_body = x.request.method() == bhttp::verb::get;
-  auto outcome = co_await offload(x.server.deps.blocking, [&] {
-    return hub.resolve(route.repo, route.rev, route.path, x.caller, want_body);
-  });
+  auto outcome = co_await offload(x.server.deps.blocking,
+                                  [&] { return hub.resolve(route.repo, route.rev, route.path, x.caller, want_body); });
   if (auto* reply = std::get_if<hub::Reply>(&outcome)) co_return std::move(*reply);
   co_return FileBody{std::move(std::get<hub::FileAnswer>(outcome))};
 }
@@ -35,9 +34,13 @@ Answer answer_pad(Exchange& x, std::string_view digits) {
 
 }  // namespace
 
-bool is_read(const Request& req) { return req.method() == bhttp::verb::get || req.method() == bhttp::verb::head; }
+bool is_read(const Request& req) {
+  return req.method() == bhttp::verb::get || req.method() == bhttp::verb::head;
+}
 
-hub::Reply method_not_allowed(const char* allowed) { return hub::error_reply(405, allowed); }
+hub::Reply method_not_allowed(const char* allowed) {
+  return hub::error_reply(405, allowed);
+}
 
 Task<Answer> handle(Exchange& x, const ResolveRoute& route) {
   if (!is_read(x.request)) co_return method_not_allowed("use GET or HEAD");

@@ -17,8 +17,12 @@ Task<Answer> handle(Exchange& x, const MetricsRoute&) {
 }
 
 // Admission answers these before dispatch; the handlers keep every route answered here too.
-Task<Answer> handle(Exchange&, const BadRequest& route) { co_return hub::error_reply(400, route.message); }
-Task<Answer> handle(Exchange&, const NotFound&) { co_return hub::error_reply(404, "no such route"); }
+Task<Answer> handle(Exchange&, const BadRequest& route) {
+  co_return hub::error_reply(400, route.message);
+}
+Task<Answer> handle(Exchange&, const NotFound&) {
+  co_return hub::error_reply(404, "no such route");
+}
 
 Task<Answer> dispatch(Exchange& x, const Route& route) {
   // Named before it is awaited: GCC 12 destroys temporaries of a co_await expression twice.

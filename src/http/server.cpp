@@ -194,7 +194,9 @@ Task<void> Server::Impl::accept_admin_loop() {
   }
 }
 
-std::uint16_t Server::start() { return impl_->listen_on(impl_->acceptor, impl_->context.config.listen, Listener::plain); }
+std::uint16_t Server::start() {
+  return impl_->listen_on(impl_->acceptor, impl_->context.config.listen, Listener::plain);
+}
 
 std::uint16_t Server::start_metrics() {
   return impl_->listen_on(impl_->metrics_acceptor, impl_->context.config.metrics_listen, Listener::metrics);
@@ -290,6 +292,8 @@ void Server::close_connections() {
   }
 }
 
-bool Server::drained() const { return impl_->context.stats.open_connections.load() == 0; }
+bool Server::drained() const {
+  return impl_->context.stats.open_connections.load() == 0;
+}
 
 }  // namespace inferllama::http

@@ -48,7 +48,8 @@ void ServerContext::identify_client(Connection& c, const Request& req) const {
     return;
   }
   ForwardedHeaders headers;
-  for (auto [it, end] = req.equal_range(bhttp::field::forwarded); it != end; ++it) headers.forwarded.push_back(it->value());
+  for (auto [it, end] = req.equal_range(bhttp::field::forwarded); it != end; ++it)
+    headers.forwarded.push_back(it->value());
   for (auto [it, end] = req.equal_range("X-Forwarded-For"); it != end; ++it)
     headers.x_forwarded_for.push_back(it->value());
   headers.x_forwarded_proto = req["X-Forwarded-Proto"];
@@ -91,7 +92,9 @@ void ServerContext::record(Connection& c, const Request& req, std::chrono::stead
   nlohmann::json line{{"time_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
                                       std::chrono::system_clock::now().time_since_epoch())
                                       .count()},
-                      {"remote", c.admin() ? "admin socket" : c.client.is_unspecified() ? "" : c.client.to_string()},
+                      {"remote", c.admin()                   ? "admin socket"
+                                 : c.client.is_unspecified() ? ""
+                                                             : c.client.to_string()},
                       {"method", std::string(req.method_string())},
                       {"target", redact_target(req.target())},
                       {"route", route_name(c.route)},

@@ -45,8 +45,8 @@ std::optional<hub::Reply> transfer_coding_problem(const Request& req) {
     }
   }
   if (!present) return std::nullopt;
-  const auto chunked = std::count_if(codings.begin(), codings.end(),
-                                     [](std::string_view c) { return beast::iequals(c, "chunked"); });
+  const auto chunked =
+      std::count_if(codings.begin(), codings.end(), [](std::string_view c) { return beast::iequals(c, "chunked"); });
   if (codings.empty() || !beast::iequals(codings.back(), "chunked") || chunked != 1) {
     return hub::error_reply(400, "Transfer-Encoding must end with chunked, used once");
   }
@@ -154,8 +154,8 @@ class Responder {
     if (!co_await write_head()) co_return false;
     if (!plan.send_body) {
       // Nothing to send, but a download a GET started must still finish before an empty file is listed.
-      const bool wait_for_verification = plan.status == 200 && answer.download && answer.file.size == 0 &&
-                                         req.method() == bhttp::verb::get;
+      const bool wait_for_verification =
+          plan.status == 200 && answer.download && answer.file.size == 0 && req.method() == bhttp::verb::get;
       if (!wait_for_verification) co_return keep;
     }
     const std::uint64_t end = plan.first + (plan.send_body ? plan.length : 0);
@@ -171,7 +171,7 @@ class Responder {
     if (ok) (answer.blob ? server_.stats.bytes_from_cache : server_.stats.bytes_from_downloads).add(end - plan.first);
     // The body is with the kernel: the download's slot is free for the client's next one right away.
     if (c_.account) c_.account->decision.slot.reset();
-    co_return ok && keep;
+    co_return ok&& keep;
   }
 
   Task<bool> write_pad(const Request& req, std::uint64_t size) {
@@ -340,7 +340,8 @@ Task<bool> answer_request(ServerContext& server, Responder<Stream>& responder, C
   c.credentials = admission.credentials;
   c.account = std::move(admission.account);
   c.limit_headers = std::move(admission.limit_headers);
-  if (auto* refusal = std::get_if<Refusal>(&admission.verdict)) co_return co_await responder.write_reply(req, refusal->reply);
+  if (auto* refusal = std::get_if<Refusal>(&admission.verdict))
+    co_return co_await responder.write_reply(req, refusal->reply);
   auto& admitted = std::get<Admitted>(admission.verdict);
   Exchange exchange{server, c, req, url::split_target(req.target()).second, std::move(admitted.caller)};
   Answer answer = co_await dispatch(exchange, admitted.route);

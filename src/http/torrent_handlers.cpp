@@ -61,7 +61,8 @@ Task<Answer> handle_torrent(Exchange& x, const ApiRoute& api) {
   const auto& built = std::get<torrent::SnapshotTorrent>(outcome);
   hub::Reply reply;
   reply.headers.emplace_back("X-InferLlama-Info-Hash", built.torrent->info_hash_v1.hex());
-  if (built.torrent->info_hash_v2) reply.headers.emplace_back("X-InferLlama-Info-Hash-V2", built.torrent->info_hash_v2->hex());
+  if (built.torrent->info_hash_v2)
+    reply.headers.emplace_back("X-InferLlama-Info-Hash-V2", built.torrent->info_hash_v2->hex());
   reply.headers.emplace_back("X-Repo-Commit", built.commit);
   if (!links.passkey.empty()) reply.headers.emplace_back("Cache-Control", "private, no-store");  // it names the passkey
   if (magnet) {

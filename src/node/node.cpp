@@ -24,7 +24,7 @@ std::unique_ptr<Upstream> make_upstream(const Config& config) {
 }
 
 std::unique_ptr<usage::RedisRateLimiter> make_shared_limits(const Config& config, asio::io_context& io,
-                                                            RateLimiter& local) {
+                                                            usage::LocalRateLimiter& local) {
   if (config.ratelimit_backend == "local") return nullptr;
   usage::RedisSettings redis;
   try {

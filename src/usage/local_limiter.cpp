@@ -198,10 +198,13 @@ void LocalRateLimiter::release_download(const std::string& key) {
 }
 
 void LocalRateLimiter::render_metrics(std::string& out) const {
-  const std::string name = "inferllama_ratelimit_decisions_total";
-  metrics::write_header(out, name, "counter", "Rate-limit decisions, by the backend that made them and the result.");
-  metrics::write_sample(out, name, "backend=\"local\",result=\"allowed\"", static_cast<double>(allowed_.value()));
-  metrics::write_sample(out, name, "backend=\"local\",result=\"refused\"", static_cast<double>(refused_.value()));
+  metrics::write_header(out, kDecisions);
+  render_decisions(out);
+}
+
+void LocalRateLimiter::render_decisions(std::string& out) const {
+  metrics::write_sample(out, kDecisions, "backend=\"local\",result=\"allowed\"", static_cast<double>(allowed_.value()));
+  metrics::write_sample(out, kDecisions, "backend=\"local\",result=\"refused\"", static_cast<double>(refused_.value()));
 }
 
 }  // namespace inferllama::usage

@@ -9,6 +9,10 @@
 
 namespace inferllama::usage {
 
+// Decisions of every rate limiter, labelled by the backend that made them: one family, whichever renders.
+inline constexpr metrics::FamilySpec kDecisions{"inferllama_ratelimit_decisions_total", "counter",
+                                                "Rate-limit decisions, by the backend that made them and the result."};
+
 // GCRA state of one limit: the theoretical arrival time, in nanoseconds of the injected clock.
 struct GcraState {
   std::int64_t tat_ns = 0;
@@ -37,6 +41,8 @@ class LocalRateLimiter final : public RateLimiter {
   Task<Decision> admit(const UserId& who, const LimitPolicy& policy, bool download) override;
   void charge(const UserId& who, const LimitPolicy& policy, std::uint64_t bytes) override;
   void render_metrics(std::string& out) const override;
+  // This limiter's samples of kDecisions (a shared backend renders them under its own header).
+  void render_decisions(std::string& out) const;
 
   // The same decision without a coroutine (admit() is this), for callers off the I/O threads and tests.
   Decision decide(const UserId& who, const LimitPolicy& policy, bool download);

@@ -224,26 +224,6 @@ std::invalid_argument bad_url(const std::string& why) {
   return std::invalid_argument("Redis URL: " + why + " (expected redis://[:password@]host[:port][/db])");
 }
 
-// Adds `samples` of the metric `family` to Prometheus text: right after the family's own samples when
-// `out` has them already (a family's lines must stay together), under a new header otherwise.
-void add_to_family(std::string& out, const std::string& family, const std::string& type, const std::string& help,
-                   const std::string& samples) {
-  const std::string type_line = "# TYPE " + family + " " + type + "\n";
-  std::size_t at = out.find(type_line);
-  if (at == std::string::npos) {
-    metrics::write_header(out, family, type, help);
-    out += samples;
-    return;
-  }
-  at += type_line.size();
-  while (at < out.size() && out.compare(at, family.size(), family) == 0 &&
-         (out[at + family.size()] == '{' || out[at + family.size()] == ' ')) {
-    at = out.find('\n', at);
-    at = at == std::string::npos ? out.size() : at + 1;
-  }
-  out.insert(at, samples);
-}
-
 }  // namespace
 
 RedisSettings RedisSettings::from_url(const std::string& url) {
@@ -353,7 +333,7 @@ struct RedisRateLimiter::Impl : std::enable_shared_from_this<Impl> {
     std::uint64_t bytes = 0;
   };
 
-  Impl(asio::io_context& io, RedisSettings settings, RateLimiter& fallback)
+  Impl(asio::io_context& io, RedisSettings settings, LocalRateLimiter& fallback)
       : io(io),
         strand(asio::make_strand(io)),
         settings(std::move(settings)),
@@ -801,7 +781,7 @@ struct RedisRateLimiter::Impl : std::enable_shared_from_this<Impl> {
   asio::io_context& io;
   Strand strand;
   const RedisSettings settings;
-  RateLimiter& fallback;
+  LocalRateLimiter& fallback;
   std::string endpoint;  // host:port, for the log
   std::string slot_prefix;
   std::atomic<std::uint64_t> slot_sequence{0};
@@ -823,7 +803,7 @@ struct RedisRateLimiter::Impl : std::enable_shared_from_this<Impl> {
   std::vector<std::pair<std::string, std::string>> releases_unsent;
 };
 
-RedisRateLimiter::RedisRateLimiter(asio::io_context& io, RedisSettings settings, RateLimiter& fallback)
+RedisRateLimiter::RedisRateLimiter(asio::io_context& io, RedisSettings settings, LocalRateLimiter& fallback)
     : impl_(std::make_shared<Impl>(io, std::move(settings), fallback)) {
   impl_->start();
 }
@@ -881,30 +861,33 @@ void RedisRateLimiter::charge(const UserId& who, const LimitPolicy& policy, std:
   asio::post(impl_->strand, [impl = impl_, who, policy, bytes] { impl->add_charge(who, policy, bytes); });
 }
 
+namespace {
+using metrics::FamilySpec;
+constexpr FamilySpec kBackendUp{"inferllama_ratelimit_backend_up", "gauge",
+                                "Whether the shared rate-limit backend answers (1) or not"};
+constexpr FamilySpec kFallbackDecisions{
+    "inferllama_ratelimit_fallback_decisions_total", "counter",
+    "Decisions made without the shared backend (locally, or refused when refuse_when_down)"};
+constexpr FamilySpec kBackendErrors{
+    "inferllama_ratelimit_backend_errors_total", "counter",
+    "Failed connections, replies later than the timeout and error replies of the shared backend"};
+}  // namespace
+
 void RedisRateLimiter::render_metrics(std::string& out) const {
   using metrics::write_header;
   using metrics::write_sample;
   const Impl& impl = *impl_;
-  // The fallback's own metrics come with these: the node registers only the limiter it uses.
-  impl.fallback.render_metrics(out);
-  std::string decisions;
-  write_sample(decisions, "inferllama_ratelimit_decisions_total", "backend=\"redis\",result=\"allowed\"",
-               static_cast<double>(impl.allowed.value()));
-  write_sample(decisions, "inferllama_ratelimit_decisions_total", "backend=\"redis\",result=\"refused\"",
-               static_cast<double>(impl.refused.value()));
-  add_to_family(out, "inferllama_ratelimit_decisions_total", "counter",
-                "Rate-limit decisions, by the backend that made them and the result.", decisions);
-  write_header(out, "inferllama_ratelimit_backend_up", "gauge",
-               "Whether the shared rate-limit backend answers (1) or not");
-  write_sample(out, "inferllama_ratelimit_backend_up", "backend=\"redis\"", impl.up.load() ? 1 : 0);
-  write_header(out, "inferllama_ratelimit_fallback_decisions_total", "counter",
-               "Decisions made without the shared backend (locally, or refused when refuse_when_down)");
-  write_sample(out, "inferllama_ratelimit_fallback_decisions_total", "backend=\"redis\"",
-               static_cast<double>(impl.fallback_decisions.value()));
-  write_header(out, "inferllama_ratelimit_backend_errors_total", "counter",
-               "Failed connections, replies later than the timeout and error replies of the shared backend");
-  write_sample(out, "inferllama_ratelimit_backend_errors_total", "backend=\"redis\"",
-               static_cast<double>(impl.errors.value()));
+  // The fallback's decisions come with these, under one header: the node registers only the limiter it uses.
+  write_header(out, kDecisions);
+  impl.fallback.render_decisions(out);
+  write_sample(out, kDecisions, "backend=\"redis\",result=\"allowed\"", static_cast<double>(impl.allowed.value()));
+  write_sample(out, kDecisions, "backend=\"redis\",result=\"refused\"", static_cast<double>(impl.refused.value()));
+  write_header(out, kBackendUp);
+  write_sample(out, kBackendUp, "backend=\"redis\"", impl.up.load() ? 1 : 0);
+  write_header(out, kFallbackDecisions);
+  write_sample(out, kFallbackDecisions, "backend=\"redis\"", static_cast<double>(impl.fallback_decisions.value()));
+  write_header(out, kBackendErrors);
+  write_sample(out, kBackendErrors, "backend=\"redis\"", static_cast<double>(impl.errors.value()));
 }
 
 }  // namespace inferllama::usage

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "inferllama/usage.hpp"
+#include "usage/local_limiter.hpp"
 
 namespace inferllama::usage {
 
@@ -26,7 +27,7 @@ struct RedisSettings {
 // `fallback` (or refused when refuse_when_down), and the log and /metrics say so.
 class RedisRateLimiter final : public RateLimiter {
  public:
-  RedisRateLimiter(asio::io_context& io, RedisSettings settings, RateLimiter& fallback);
+  RedisRateLimiter(asio::io_context& io, RedisSettings settings, LocalRateLimiter& fallback);
   ~RedisRateLimiter() override;
   Task<Decision> admit(const UserId& who, const LimitPolicy& policy, bool download) override;
   void charge(const UserId& who, const LimitPolicy& policy, std::uint64_t bytes) override;

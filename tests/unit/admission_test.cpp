@@ -48,11 +48,12 @@ class AdmissionTest : public ::testing::Test {
                   const std::string& authorization = "", bhttp::verb method = bhttp::verb::get) {
     Request req{method, target, 11};
     if (!authorization.empty()) req.set(bhttp::field::authorization, authorization);
-    const Origin origin{listener, listener == Listener::admin_socket ? asio::ip::address()
-                                                                      : asio::ip::make_address("203.0.113.7")};
+    const Origin origin{
+        listener, listener == Listener::admin_socket ? asio::ip::address() : asio::ip::make_address("203.0.113.7")};
     std::optional<Admission> out;
     asio::io_context io;
-    asio::co_spawn(io, [&]() -> Task<void> { out = co_await g.admit(req, origin); }, asio::detached);
+    asio::co_spawn(
+        io, [&]() -> Task<void> { out = co_await g.admit(req, origin); }, asio::detached);
     io.run();
     return std::move(*out);
   }
@@ -107,7 +108,8 @@ TEST_F(AdmissionTest, TheAdminApiOverTcpNeedsTheAdminKey) {
       admit(g, "/api/inferllama/gc", Listener::plain, "Bearer " + config_.admin_key).verdict));
   // /metrics on the main listener: with the admin key only.
   EXPECT_EQ(refusal_status(admit(g, "/metrics")), 404u);
-  EXPECT_TRUE(std::holds_alternative<Admitted>(admit(g, "/metrics", Listener::plain, "Bearer " + config_.admin_key).verdict));
+  EXPECT_TRUE(
+      std::holds_alternative<Admitted>(admit(g, "/metrics", Listener::plain, "Bearer " + config_.admin_key).verdict));
 
   config_.admin_key.clear();
   Gate& keyless = gate();
@@ -125,7 +127,8 @@ TEST_F(AdmissionTest, RefusedCredentialsAreCountedAndBlockTheAddress) {
   const auto blocked = admit(g, "/acme/m/resolve/main/config.json", Listener::plain, "Bearer il_wrong");
   EXPECT_EQ(refusal_status(blocked), 429u);
   bool retry_after = false;
-  for (const auto& [name, value] : std::get<Refusal>(blocked.verdict).reply.headers) retry_after |= name == "Retry-After";
+  for (const auto& [name, value] : std::get<Refusal>(blocked.verdict).reply.headers)
+    retry_after |= name == "Retry-After";
   EXPECT_TRUE(retry_after);
   // A request without credentials from the same address is not blocked.
   EXPECT_TRUE(std::holds_alternative<Admitted>(admit(g, "/acme/m/resolve/main/config.json").verdict));
