@@ -262,17 +262,24 @@ void Download::fetch_segment(int segment) {
         !source_.credentials_origin.empty() && url::http_origin(url) == source_.credentials_origin;
     // libcurl hands the body over in pieces of at most 16 KiB: they are gathered here and written with
     // one pwrite where readers would be told anyway (a chunk's first bytes, every kNotifyStep, the end).
-    // Bytes wait at most kMaxGatherAge for a later piece, and are written when the transfer ends.
+    // Bytes wait at most kMaxGatherAge for a later piece (or, while the transfer waits, for the upstream's
+    // call without bytes), and are written when the transfer ends.
     std::uint64_t gathered_at = first;  // the file offset of gather's first byte
     auto oldest = std::chrono::steady_clock::time_point{};
+    bool stopped = false;  // a write was refused: every later piece is too
     auto flush = [&] {
       const std::size_t wrote = gather.empty() ? 0 : write_body(segment, {gather.data(), gather.size()});
-      const bool all = wrote == gather.size();
+      stopped = stopped || wrote != gather.size();
       gathered_at += wrote;
       gather.clear();
-      return all;
+      return !stopped;
     };
     auto sink = [&](std::span<const char> bytes) -> std::size_t {
+      if (stopped) return 0;
+      if (bytes.empty()) {
+        if (!gather.empty() && std::chrono::steady_clock::now() - oldest > kMaxGatherAge) flush();
+        return 0;
+      }
       if (gather.empty()) oldest = std::chrono::steady_clock::now();
       gather.insert(gather.end(), bytes.begin(), bytes.end());
       const std::uint64_t end = gathered_at + gather.size();
