@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Ingest: cold-miss throughput with an unlimited CDN vs the machine's hashing limit.
+"""Ingest: cold-miss throughput with an unlimited CDN, against nginx proxy_cache filling its cache from
+the same CDN, and against the machine's hashing limit.
 
 Every byte the node ingests is hashed three times: SHA-256 merkle of its 16 KiB blocks (the chunk's
 content address / BitTorrent v2 piece root), SHA-1 of its 4 MiB piece, and the in-order whole-file
@@ -9,8 +10,15 @@ SHA-256. So on this machine the node can never ingest faster than
 
 where R_* are single-core rates from `openssl speed -bytes 16384 -evp ...` (the same EVP code the
 node uses, SHA-NI where the CPU has it). With 2 cores, limit = 2 / (2/R256 + 1/R1).
-Anchor: that limit. Node: a cold miss through a fresh node, client = curl -o /dev/null.
-Goal: node / limit >= 0.7.
+Anchors: that limit (goal node / limit >= 0.7), and Debian's nginx as a caching proxy of the same
+signed CDN URL (`proxy_cache`, `proxy_buffering on`, `sendfile on`, one worker per core; a fresh cache
+directory every rep) filling its cache with the same file (goal node / nginx >= 0.9). Node: a cold
+miss through a fresh node. Both are timed by the same client (curl -o /dev/null), node and nginx
+alternately, which goes first alternating too. After each fill the script checks that it was stored:
+nginx's cache directory must hold one file whose body is the file (SHA-256 checked), the node must
+have committed the file and serve it with the right SHA-256. The node's figure is the client's; the
+time from the client's last byte to the node's commit (fdatasync of every chunk, one RocksDB write;
+nginx renames its temporary file without a sync) is printed beside it.
 
 The fake Hub (Python, sendfile), curl and the node share the same cores, so the limit is not
 reachable in this setup; the CPU table shows how much of the machine each took. Where the node's
@@ -20,6 +28,7 @@ busiest first) and, if `perf` works here, the node's hottest symbols during the 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -73,12 +82,192 @@ def perf_report(proc, out: str) -> list[str]:
     return lines
 
 
+NGINX_PROXY_CACHE_CONF = """\
+daemon off;
+master_process on;
+worker_processes {workers};
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    default_type application/octet-stream;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    proxy_cache_path {tmp}/cache levels=1:2 keys_zone=ingest:10m max_size=64g inactive=1h use_temp_path=off;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass {cdn};
+            proxy_http_version 1.1;
+            proxy_buffering on;
+            proxy_cache ingest;
+            proxy_cache_valid 200 1h;
+            add_header X-Cache-Status $upstream_cache_status;
+        }}
+    }}
+}}
+"""
+
+
+class NginxProxyCache:
+    """Debian's nginx as a caching reverse proxy of the fake CDN, on a fresh cache directory (the
+    anchor for a cold fill); foreground master, stopped with SIGQUIT, its directory removed."""
+
+    def __init__(self, cdn_origin: str):
+        self.cdn = cdn_origin
+        self.tmp = tempfile.mkdtemp(prefix="bench-nginx-cache-")
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "NginxProxyCache":
+        os.chmod(self.tmp, 0o755)  # run as root, the workers (nobody) write the cache in here
+        self.cache = os.path.join(self.tmp, "cache")
+        for _ in range(5):  # a free port can be taken between probing and binding: retry
+            self.port = c.free_port()
+            with open(os.path.join(self.tmp, "nginx.conf"), "w") as fh:
+                fh.write(NGINX_PROXY_CACHE_CONF.format(tmp=self.tmp, port=self.port, cdn=self.cdn,
+                                                       workers=os.cpu_count() or 1))
+            self.proc = subprocess.Popen([c.NGINX, "-p", self.tmp, "-c", os.path.join(self.tmp, "nginx.conf"),
+                                          "-e", os.path.join(self.tmp, "error.log")],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if c.wait_port(self.port, self.proc, 10):
+                self.url = f"http://127.0.0.1:{self.port}"
+                return self
+            self.proc.wait()
+        raise RuntimeError(f"nginx did not start; see {self.tmp}/error.log")
+
+    def pids(self) -> list[int]:
+        """The master and its workers (waits for them: the port opens before every worker runs)."""
+        deadline = time.monotonic() + 10
+        while len(pids := c.tree_pids(self.proc.pid)) < 1 + (os.cpu_count() or 1) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return pids
+
+    def cached_files(self) -> list[str]:
+        return [os.path.join(d, f) for d, _, files in os.walk(self.cache) for f in files]
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def cached_body_sha256(path: str, size: int) -> str:
+    """SHA-256 of the last `size` bytes of an nginx cache file (its body follows a small header)."""
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as fh:
+        fh.seek(os.path.getsize(path) - size)
+        while chunk := fh.read(8 * c.MIB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def processes_cpu(pids: list[int]) -> float:
+    total = 0.0
+    for p in pids:
+        try:
+            total += c.process_cpu(p)
+        except OSError:
+            pass
+    return total
+
+
+def children_cpu() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+COMPLETED = 'inferllama_downloads_total{result="completed"}'
+
+
+def node_fill(hub: c.BigHub, size: int, flags: list[str], profile: bool) -> dict:
+    """A cold miss through a fresh node: the client's figures, the wait for the commit after it, CPU."""
+    with c.node(hub.url, *flags) as node:
+        url = node.url + hub.resolve_path("main")
+        pid = node.proc.pid
+        before_threads = c.thread_cpu(pid)
+        node_cpu0, hub_cpu0, kids0 = c.process_cpu(pid), c.process_cpu(hub.pid), children_cpu()
+        perf_file = tempfile.mktemp(prefix="bench-perf-", suffix=".data")
+        perf = perf_start(pid, perf_file) if profile else None
+        time.sleep(0.3 if perf else 0)  # let perf attach before the bytes flow
+        lines: list[str] = []
+        try:
+            r = c.curl_get(url, max_time=600)
+            done = time.monotonic()
+            # Stored means committed (chunks synced, index written): wait for it, timed from the last byte.
+            while node.metric(COMPLETED) < 1:
+                if time.monotonic() - done > 120:
+                    raise RuntimeError("the node did not commit the file within 120 s of sending it")
+                time.sleep(0.01)
+            commit_lag = time.monotonic() - done
+            # CPU snapshots first: perf report (below) is a child too and is not the client.
+            client_cpu = children_cpu() - kids0
+            node_cpu = c.process_cpu(pid) - node_cpu0
+            hub_cpu = c.process_cpu(hub.pid) - hub_cpu0
+            after_threads = c.thread_cpu(pid)
+        finally:
+            if perf:
+                lines = perf_report(perf, perf_file)
+            if os.path.exists(perf_file):
+                os.unlink(perf_file)
+        if r["code"] != 200 or r["bytes"] != size:
+            raise RuntimeError(f"through the node: {r}")
+        code, digest = c.sha256_of_url(node.url + hub.resolve_path())
+        if code != 200 or digest != hub.sha256:
+            raise RuntimeError(f"node stored {digest} (status {code}), want {hub.sha256}")
+    per_thread = sorted(((tid, name, cpu - before_threads.get(tid, ("", 0.0))[1])
+                         for tid, (name, cpu) in after_threads.items()), key=lambda t: -t[2])
+    return {"speed": r["speed"], "wall": r["total"], "commit_lag": commit_lag, "server_cpu": node_cpu,
+            "hub_cpu": hub_cpu, "client_cpu": client_cpu, "threads": per_thread, "perf": lines}
+
+
+def nginx_fill(hub: c.BigHub, size: int) -> dict:
+    """A cold fill of a fresh nginx proxy_cache from the same CDN; checks the cache holds the file."""
+    cdn_url = hub.cdn_url()  # signed, fresh for every rep
+    origin, _, path = cdn_url.partition("//")[2].partition("/")
+    with NginxProxyCache("http://" + origin) as nginx:
+        pids = nginx.pids()
+        nginx_cpu0, hub_cpu0, kids0 = processes_cpu(pids), c.process_cpu(hub.pid), children_cpu()
+        r = c.curl_get(f"{nginx.url}/{path}", max_time=600)
+        done = time.monotonic()
+        # nginx renames its temporary file into the cache when the upstream response ends.
+        while not [f for f in nginx.cached_files() if os.path.getsize(f) > size]:
+            if time.monotonic() - done > 120:
+                raise RuntimeError(f"nginx cached nothing of {size} bytes: {nginx.cached_files()}")
+            time.sleep(0.01)
+        commit_lag = time.monotonic() - done
+        client_cpu = children_cpu() - kids0
+        nginx_cpu = processes_cpu(pids) - nginx_cpu0
+        hub_cpu = c.process_cpu(hub.pid) - hub_cpu0
+        if r["code"] != 200 or r["bytes"] != size:
+            raise RuntimeError(f"through nginx: {r}")
+        files = nginx.cached_files()
+        if len(files) != 1 or not size < os.path.getsize(files[0]) < size + 64 * 1024:
+            raise RuntimeError(f"nginx's cache holds {[(f, os.path.getsize(f)) for f in files]}, want one file "
+                               f"of {size} bytes and its header")
+        if cached_body_sha256(files[0], size) != hub.sha256:
+            raise RuntimeError(f"nginx's cache file {files[0]} does not end with the file's bytes")
+    return {"speed": r["speed"], "wall": r["total"], "commit_lag": commit_lag, "server_cpu": nginx_cpu,
+            "hub_cpu": hub_cpu, "client_cpu": client_cpu}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="1GiB")
-    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=3, help="cold fills of each (node, nginx), alternating")
     ap.add_argument("--openssl-seconds", type=int, default=3)
-    ap.add_argument("--no-perf", action="store_true", help="skip the perf profile of the last rep")
+    ap.add_argument("--no-perf", action="store_true", help="skip the perf profile of the node's last rep")
     ap.add_argument("--node-flag", action="append", default=[], help="extra node flag (repeatable)")
     args = ap.parse_args()
     size = c.parse_size(args.size)
@@ -91,76 +280,58 @@ def main() -> int:
     print(f"# openssl, one core, 16 KiB blocks: SHA-256 {r256 / 1e6:.0f} MB/s, SHA-1 {r1 / 1e6:.0f} MB/s")
     print(f"# hashing limit on {cores} cores for 2x SHA-256 + 1x SHA-1 per byte: {limit / 1e6:.0f} MB/s")
 
-    runs = []
-    perf_lines: list[str] = []
+    runs: dict[str, list[dict]] = {"node": [], "nginx": []}
     with c.BigHub(size) as hub:
         for rep in range(args.reps):
-            with c.node(hub.url, *args.node_flag) as node:
-                url = node.url + hub.resolve_path("main")
-                pid = node.proc.pid
-                before_threads = c.thread_cpu(pid)
-                node_cpu0, hub_cpu0 = c.process_cpu(pid), c.process_cpu(hub.pid)
-                kids0 = os.times()
-                perf_file = tempfile.mktemp(prefix="bench-perf-", suffix=".data")
-                perf = perf_start(pid, perf_file) if (rep == args.reps - 1 and not args.no_perf) else None
-                time.sleep(0.3 if perf else 0)  # let perf attach before the bytes flow
-                try:
-                    r = c.curl_get(url, max_time=600)
-                    # CPU snapshots first: perf report (below) is a child too and is not the client.
-                    kids1 = os.times()
-                    node_cpu = c.process_cpu(pid) - node_cpu0
-                    hub_cpu = c.process_cpu(hub.pid) - hub_cpu0
-                    after_threads = c.thread_cpu(pid)
-                finally:
-                    lines = perf_report(perf, perf_file) if perf else []
-                    if os.path.exists(perf_file):
-                        os.unlink(perf_file)
-                if r["code"] != 200 or r["bytes"] != size:
-                    raise RuntimeError(f"through the node: {r}")
-                code, digest = c.sha256_of_url(node.url + hub.resolve_path())
-                if code != 200 or digest != hub.sha256:
-                    raise RuntimeError(f"node stored {digest} (status {code}), want {hub.sha256}")
-            per_thread = sorted(((tid, name, cpu - before_threads.get(tid, ("", 0.0))[1])
-                                 for tid, (name, cpu) in after_threads.items()), key=lambda t: -t[2])
-            # children = curl (+ perf on the profiled rep; its CPU is small but reported as client)
-            client_cpu = (kids1.children_user + kids1.children_system) - (kids0.children_user + kids0.children_system)
-            runs.append({"speed": r["speed"], "wall": r["total"], "node_cpu": node_cpu, "hub_cpu": hub_cpu,
-                         "client_cpu": client_cpu, "threads": per_thread})
-            if lines:
-                perf_lines = lines
-            print(f"# rep {rep + 1}: {r['speed'] / 1e6:.0f} MB/s in {r['total']:.2f} s; CPU s: node {node_cpu:.2f}, "
-                  f"fake hub {hub_cpu:.2f}, curl {client_cpu:.2f}", flush=True)
+            order = ("node", "nginx") if rep % 2 == 0 else ("nginx", "node")
+            for who in order:
+                if who == "node":
+                    r = node_fill(hub, size, args.node_flag, rep == args.reps - 1 and not args.no_perf)
+                else:
+                    r = nginx_fill(hub, size)
+                runs[who].append(r)
+                print(f"# rep {rep + 1} {who:5}: {r['speed'] / 1e6:.0f} MB/s in {r['wall']:.2f} s, stored "
+                      f"{r['commit_lag'] * 1000:.0f} ms after the last byte; CPU s: {who} {r['server_cpu']:.2f}, "
+                      f"fake hub {r['hub_cpu']:.2f}, curl {r['client_cpu']:.2f}", flush=True)
 
-    speed = c.median([r["speed"] for r in runs])
-    last = runs[-1]
+    speed = c.median([r["speed"] for r in runs["node"]])
+    nginx_speed = c.median([r["speed"] for r in runs["nginx"]])
+    last, last_nginx = runs["node"][-1], runs["nginx"][-1]
     print()
     c.table(["", "value"], [
-        ["node cold-miss throughput", c.mbps(speed)],
+        ["node cold-miss throughput (median)", c.mbps(speed)],
+        ["nginx proxy_cache cold fill (median)", c.mbps(nginx_speed)],
+        ["node / nginx", f"{speed / nginx_speed:.2f}"],
+        ["node commit after the last byte (median)", f"{c.median([r['commit_lag'] for r in runs['node']]) * 1000:.0f} ms"],
         ["hashing limit (2 cores)", c.mbps(limit)],
         ["node / limit", f"{speed / limit:.2f}"],
-        ["node CPU per GB ingested", f"{last['node_cpu'] / (size / 1e9):.2f} s"],
+        ["node CPU per GB ingested", f"{last['server_cpu'] / (size / 1e9):.2f} s"],
+        ["nginx CPU per GB cached", f"{last_nginx['server_cpu'] / (size / 1e9):.2f} s"],
         ["pure hashing CPU per GB (openssl)", f"{(2 / r256 + 1 / r1) * 1e9:.2f} s"],
     ])
     print()
-    wall = last["wall"]
-    print(f"CPU during the last run ({wall:.2f} s wall, {cores} cores = {cores * wall:.2f} CPU s available):")
-    c.table(["process", "CPU s", "share of machine"], [
-        [name, f"{v:.2f}", f"{v / (cores * wall) * 100:.0f}%"]
-        for name, v in (("node", last["node_cpu"]), ("fake hub (python, competes for the same cores)", last["hub_cpu"]),
-                        ("curl client", last["client_cpu"]))])
+    print(f"CPU during the last run of each ({cores} cores):")
+    rows = []
+    for who, r in (("node", last), ("nginx", last_nginx)):
+        avail = cores * r["wall"]
+        for name, v in ((who, r["server_cpu"]), ("fake hub (python, competes for the same cores)", r["hub_cpu"]),
+                        ("curl client", r["client_cpu"])):
+            rows.append([f"{who} run: {name}", f"{v:.2f}", f"{v / avail * 100:.0f}%"])
+    c.table(["process", "CPU s", "share of machine"], rows)
     print()
     print("node threads, busiest first (threads are unnamed: 'comm' is the process name for all):")
     busy = [t for t in last["threads"] if t[2] >= 0.01]
     c.table(["tid", "comm", "CPU s", "% of node"],
-            [[tid, name, f"{cpu:.2f}", f"{cpu / max(last['node_cpu'], 1e-9) * 100:.0f}%"] for tid, name, cpu in busy[:20]])
+            [[tid, name, f"{cpu:.2f}", f"{cpu / max(last['server_cpu'], 1e-9) * 100:.0f}%"] for tid, name, cpu in busy[:20]])
     print(f"({len(busy)} threads used >= 10 ms; {len(last['threads'])} threads in all)")
-    if perf_lines:
+    if last["perf"]:
         print()
-        print("perf record -F 499 -p <node>: where the node's CPU went during the last run (self time):")
-        for l in perf_lines:
+        print("perf record -F 499 -p <node>: where the node's CPU went during its last run (self time):")
+        for l in last["perf"]:
             print("  " + l.strip())
     print()
     c.ratio("ingest_vs_hash_limit", speed / limit, "node/limit, higher is better, goal >= 0.7")
+    c.ratio("ingest_vs_nginx_proxy_cache", speed / nginx_speed, "node/nginx, higher is better, goal >= 0.9")
     return 0
 
 

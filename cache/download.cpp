@@ -2,12 +2,16 @@
 
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <system_error>
+#include <thread>
 
 #include "cache/hashing.hpp"
 #include "inferllama/metrics.hpp"
@@ -18,6 +22,14 @@ namespace {
 
 // Readers are woken at this granularity within a chunk, and always when a chunk fills.
 constexpr std::uint32_t kNotifyStep = 256 * 1024;
+// Upstream bytes are gathered into writes of up to kNotifyStep (see fetch_segment); the slack covers
+// the last piece that crosses a step; a piece waits at most kMaxGatherAge for the next.
+constexpr std::size_t kGatherSlack = 64 * 1024;
+constexpr auto kMaxGatherAge = std::chrono::milliseconds(5);
+// How much the hashing pool yields to the connections, the whole-file hash and the rest of the node.
+constexpr int kHashingNice = 10;
+// A chunk is hashed in slices of this size (see Download::hash_chunk).
+constexpr std::size_t kHashSlice = 64 * 1024;
 // One upstream Range request covers at most this much (see Download::start).
 constexpr std::uint64_t kSegmentBytes = 32u << 20;
 const HeaderList kNoHeaders;
@@ -37,6 +49,12 @@ bool read_fully(int fd, std::uint8_t* out, std::size_t size, std::uint64_t offse
 // neither read its bytes as they arrive nor resume from them (its own upstream has to deliver them).
 std::string download_key(const std::string& etag, const FileClaim& claim) {
   return claim.shared ? etag : etag + "." + sha256(claim.repo.key()).hex().substr(0, 16);
+}
+
+// The hashing pool's threads run at a lower priority (Linux: the nice value is per thread).
+void lower_thread_priority() {
+  thread_local const bool lowered = ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kHashingNice) == 0;
+  (void)lowered;
 }
 
 std::vector<std::uint8_t>& thread_buffer(std::size_t size) {
@@ -95,7 +113,6 @@ Download::~Download() {
 
 std::uint64_t Download::resume_staged() {
   std::uint64_t resumed = 0;
-  std::vector<std::uint8_t> buffer;
   for (std::size_t i = 0; i < chunk_count_; ++i) {
     auto& chunk = chunks_[i];
     const auto path = staging_ / std::to_string(i);
@@ -105,16 +122,9 @@ std::uint64_t Download::resume_staged() {
     chunk.fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
     if (chunk.fd < 0) continue;
     // A chunk is written in order by one connection, so its first `on_disk` bytes are what arrived.
+    // They are hashed, like every chunk, once the chunk is full.
     const auto have = static_cast<std::uint32_t>(std::min<std::uint64_t>(on_disk, chunk.size));
-    buffer.resize(have);
-    if (!read_fully(chunk.fd, buffer.data(), have, 0)) {
-      ::close(chunk.fd);
-      chunk.fd = -1;
-      continue;
-    }
     ::ftruncate(chunk.fd, have);
-    chunk.hasher = std::make_unique<ChunkHasher>(owner_.settings_.chunk_size);
-    chunk.hasher->update(std::span<const std::uint8_t>(buffer.data(), have));
     chunk.filled.store(have, std::memory_order_release);
     resumed += have;
   }
@@ -171,7 +181,7 @@ void Download::start() {
   }
   // Chunks staged whole by an earlier attempt are hashed now; an empty file has only nothing to check.
   for (std::size_t i : full_chunks) chunk_filled(i);
-  if (chunk_count_ == 0) asio::post(owner_.workers_, [self = shared_from_this()] { self->maybe_finalize(); });
+  if (chunk_count_ == 0) asio::post(owner_.workers_, [self = shared_from_this()] { self->advance_file_hash(); });
 }
 
 void Download::spawn_connection_locked() {
@@ -220,6 +230,10 @@ void Download::prioritize(std::uint64_t offset) {
 }
 
 void Download::fetch_segment(int segment) {
+  const std::uint64_t cs = owner_.settings_.chunk_size;
+  const std::uint64_t step = std::min<std::uint64_t>(cs, kNotifyStep);
+  std::vector<char> gather;
+  gather.reserve(step + kGatherSlack);
   unsigned failures = 0;
   for (;;) {
     std::uint64_t first, last;
@@ -246,8 +260,36 @@ void Download::fetch_segment(int segment) {
     // Credentials go with this URL only if it is on their own origin: a refreshed URL may be elsewhere.
     const bool credentials_apply =
         !source_.credentials_origin.empty() && url::http_origin(url) == source_.credentials_origin;
-    RangeResult r = upstream.fetch_range(url, credentials_apply ? source_.headers : kNoHeaders, first, last,
-                                         [&](std::span<const char> bytes) { return write_body(segment, bytes); });
+    // libcurl hands the body over in pieces of at most 16 KiB: they are gathered here and written with
+    // one pwrite where readers would be told anyway (a chunk's first bytes, every kNotifyStep, the end).
+    // Bytes wait at most kMaxGatherAge for a later piece (or, while the transfer waits, for the upstream's
+    // call without bytes), and are written when the transfer ends.
+    std::uint64_t gathered_at = first;  // the file offset of gather's first byte
+    auto oldest = std::chrono::steady_clock::time_point{};
+    bool stopped = false;  // a write was refused: every later piece is too
+    auto flush = [&] {
+      const std::size_t wrote = gather.empty() ? 0 : write_body(segment, {gather.data(), gather.size()});
+      stopped = stopped || wrote != gather.size();
+      gathered_at += wrote;
+      gather.clear();
+      return !stopped;
+    };
+    auto sink = [&](std::span<const char> bytes) -> std::size_t {
+      if (stopped) return 0;
+      if (bytes.empty()) {
+        if (!gather.empty() && std::chrono::steady_clock::now() - oldest > kMaxGatherAge) flush();
+        return 0;
+      }
+      if (gather.empty()) oldest = std::chrono::steady_clock::now();
+      gather.insert(gather.end(), bytes.begin(), bytes.end());
+      const std::uint64_t end = gathered_at + gather.size();
+      const bool tell_readers = gathered_at % cs == 0 || end / step != gathered_at / step || end > last;
+      if ((tell_readers || std::chrono::steady_clock::now() - oldest > kMaxGatherAge) && !flush()) return 0;
+      return bytes.size();
+    };
+    RangeResult r =
+        upstream.fetch_range(url, credentials_apply ? source_.headers : kNoHeaders, first, last, sink);
+    flush();
     if (state() != State::running) return;
     if (r.ok() && r.received > 0) {
       failures = 0;
@@ -291,7 +333,6 @@ int Download::chunk_fd_locked(std::size_t index) {
   if (chunk.fd < 0) {
     auto path = staging_ / std::to_string(index);
     chunk.fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    chunk.hasher = std::make_unique<ChunkHasher>(owner_.settings_.chunk_size);
   }
   return chunk.fd;
 }
@@ -332,8 +373,6 @@ std::size_t Download::write_body(int segment, std::span<const char> bytes) {
       return done;
     }
     const auto w = static_cast<std::uint32_t>(wrote);
-    // Hash while the bytes are in hand; this connection is the chunk's only writer.
-    chunk.hasher->update(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(bytes.data() + done), w));
     const std::uint32_t before = chunk.filled.load(std::memory_order_relaxed);
     chunk.filled.store(before + w, std::memory_order_release);
     {
@@ -394,22 +433,59 @@ void Download::notify() {
   for (auto& l : live) l->on_progress();
 }
 
+// The whole-file hash decides whether readers get the last byte: it runs on the workers as soon as the
+// next chunk in order is full. A chunk's own hashes (its address, v1 SHA-1) are needed only to store it:
+// they run on the hashing pool, whose threads yield to everything else, so the chunk hashes take what CPU
+// the download leaves and finish after it when there is none.
 void Download::chunk_filled(std::size_t index) {
+  asio::post(owner_.workers_, [self = shared_from_this()] { self->advance_file_hash(); });
+  asio::post(owner_.hashers_, [self = shared_from_this(), index] { self->hash_chunk(index); });
+}
+
+// A chunk was written moments ago and is in the page cache: hashed in place through a mapping rather
+// than copied out first (a read is the fallback).
+bool Download::read_staged(const Chunk& chunk, const std::function<void(std::span<const std::uint8_t>)>& consume) {
+  void* mapped = ::mmap(nullptr, chunk.size, PROT_READ, MAP_SHARED | MAP_POPULATE, chunk.fd, 0);
+  if (mapped != MAP_FAILED) {
+    consume(std::span<const std::uint8_t>(static_cast<const std::uint8_t*>(mapped), chunk.size));
+    ::munmap(mapped, chunk.size);
+    return true;
+  }
+  auto& buffer = thread_buffer(chunk.size);
+  if (!read_fully(chunk.fd, buffer.data(), chunk.size, 0)) return false;
+  consume(std::span<const std::uint8_t>(buffer.data(), chunk.size));
+  return true;
+}
+
+void Download::hash_chunk(std::size_t index) {
+  lower_thread_priority();
+  if (state() != State::running) return;
   auto& chunk = chunks_[index];
-  ChunkHashes h = chunk.hasher->finish();
-  chunk.hasher.reset();
-  // Start writing the chunk to disk now, so that the fsync before the commit finds little left to do.
+  ChunkHasher hasher(owner_.settings_.chunk_size);
+  // In slices that stay in the core's cache between the SHA-1 and the SHA-256 pass over them.
+  const bool ok = read_staged(chunk, [&](std::span<const std::uint8_t> bytes) {
+    for (std::size_t at = 0; at < bytes.size(); at += kHashSlice) {
+      hasher.update(bytes.subspan(at, std::min(kHashSlice, bytes.size() - at)));
+    }
+  });
+  if (!ok) {
+    fail("cannot read back a staged chunk");
+    return;
+  }
+  const ChunkHashes h = hasher.finish();
+  // Start writing the chunk to disk now, so that the fsync before the commit finds little left to do. It
+  // may wait for the disk: here it holds up only this pool, never the connections.
   ::sync_file_range(chunk.fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+  bool all_hashed;
   {
     std::lock_guard lock(mutex_);
     chunk.ref = ChunkRef{h.root, h.piece_sha1, chunk.size};
     chunk.padded_sha1 = h.padded_sha1;
     chunk.file_root = h.file_root;
-    chunk.hashed = true;
-    ++hashed_count_;
+    all_hashed = ++hashed_count_ == chunk_count_;
   }
-  // The in-order whole-file hash reads the chunk back from the page cache on a worker.
-  asio::post(owner_.workers_, [self = shared_from_this()] { self->advance_file_hash(); });
+  // Storing the file is not background work: back to the workers.
+  if (all_hashed) asio::post(owner_.workers_, [self = shared_from_this()] { self->maybe_finalize(); });
 }
 
 void Download::advance_file_hash() {
@@ -420,9 +496,7 @@ void Download::advance_file_hash() {
     auto& chunk = chunks_[file_hashed_];
     if (chunk.filled.load(std::memory_order_acquire) != chunk.size) break;
     lock.unlock();
-    auto& buffer = thread_buffer(chunk.size);
-    bool ok = read_fully(chunk.fd, buffer.data(), chunk.size, 0);
-    if (ok) file_hasher_->update(std::span<const std::uint8_t>(buffer.data(), chunk.size));
+    const bool ok = read_staged(chunk, [&](std::span<const std::uint8_t> bytes) { file_hasher_->update(bytes); });
     lock.lock();
     if (!ok) {
       file_hashing_ = false;
@@ -432,23 +506,14 @@ void Download::advance_file_hash() {
     }
     ++file_hashed_;
   }
+  const bool whole = file_hashed_ == chunk_count_ && !file_checked_ && state() == State::running;
+  if (whole) file_checked_ = true;
   file_hashing_ = false;
   lock.unlock();
-  maybe_finalize();
+  if (whole) verify_file();
 }
 
-void Download::maybe_finalize() {
-  {
-    std::lock_guard lock(mutex_);
-    if (state() != State::running || finalizing_ || hashed_count_ != chunk_count_ || file_hashed_ != chunk_count_) {
-      return;
-    }
-    finalizing_ = true;
-  }
-  finalize();
-}
-
-void Download::finalize() {
+void Download::verify_file() {
   const std::string actual = file_hasher_->finish();
   if (actual != source_.etag) {
     // Resuming from these bytes would fail the same way: drop them before a retry can start (readers
@@ -461,6 +526,19 @@ void Download::finalize() {
   // Readers may have every byte now; making the file durable and visible is the node's business.
   verified_.store(true, std::memory_order_release);
   notify();
+  maybe_finalize();
+}
+
+void Download::maybe_finalize() {
+  {
+    std::lock_guard lock(mutex_);
+    if (state() != State::running || finalizing_ || hashed_count_ != chunk_count_ || !verified()) return;
+    finalizing_ = true;
+  }
+  finalize();
+}
+
+void Download::finalize() {
   BlobEntry blob;
   blob.etag = source_.etag;
   blob.lfs = source_.lfs;
@@ -557,6 +635,7 @@ Downloads::Downloads(ChunkStore& store, Index& index, Upstream& upstream, asio::
       index_(index),
       upstream_(upstream),
       workers_(workers),
+      hashers_(std::max(1u, std::thread::hardware_concurrency())),
       connections_(max_connections),
       settings_(settings) {}
 
@@ -619,6 +698,9 @@ void Downloads::shutdown() {
   }
   for (auto& d : all) d->wake_.notify_all();
   connections_.join();
+  // Chunks not hashed yet stay staged for the next start.
+  hashers_.stop();
+  hashers_.join();
 }
 
 

@@ -120,8 +120,6 @@ class Download : public std::enable_shared_from_this<Download> {
     std::uint32_t size = 0;
     std::atomic<std::uint32_t> filled{0};
     int fd = -1;
-    std::unique_ptr<ChunkHasher> hasher;  // used only by the one connection that writes this chunk
-    bool hashed = false;
     ChunkRef ref;
     Sha1 padded_sha1;
     Sha256 file_root;  // the pieces root of a file that is only this chunk
@@ -142,7 +140,10 @@ class Download : public std::enable_shared_from_this<Download> {
   std::size_t write_body(int segment, std::span<const char> bytes);
   int chunk_fd_locked(std::size_t index);
   void chunk_filled(std::size_t index);
+  bool read_staged(const Chunk& chunk, const std::function<void(std::span<const std::uint8_t>)>& consume);
+  void hash_chunk(std::size_t index);
   void advance_file_hash();
+  void verify_file();
   void maybe_finalize();
   void finalize();
   void fail(const std::string& why);
@@ -166,6 +167,7 @@ class Download : public std::enable_shared_from_this<Download> {
   std::size_t hashed_count_ = 0;
   std::size_t file_hashed_ = 0;  // chunks fed to the whole-file hash, in order
   bool file_hashing_ = false;
+  bool file_checked_ = false;  // the whole-file hash was compared with the etag
   bool finalizing_ = false;
   std::string error_;
   std::vector<std::weak_ptr<ProgressListener>> listeners_;
@@ -211,6 +213,7 @@ class Downloads {
   Index& index_;
   Upstream& upstream_;
   asio::thread_pool& workers_;
+  asio::thread_pool hashers_;  // chunk hashes, at a lower priority (see Download::chunk_filled)
   asio::thread_pool connections_;
   DownloadSettings settings_;
   DownloadCounters counters_;

@@ -36,6 +36,8 @@ struct UpstreamResponse {
 };
 
 // Receives body bytes; returns how many it took. Taking fewer stops the transfer (not an error).
+// While a transfer waits for bytes it may be called with none (about once a second): a sink that holds
+// bytes back hands them on then.
 using BodySink = std::function<std::size_t(std::span<const char>)>;
 
 struct RangeResult {

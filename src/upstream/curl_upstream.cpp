@@ -216,6 +216,17 @@ class CurlUpstream final : public Upstream {
           return taken;
         });
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &ctx);
+    // Called about once a second while the transfer waits (and more often while it moves).
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(
+        c, CURLOPT_XFERINFOFUNCTION, +[](void* u, curl_off_t, curl_off_t, curl_off_t, curl_off_t) -> int {
+          auto* ctx = static_cast<Context*>(u);
+          long status = 0;
+          curl_easy_getinfo(ctx->curl, CURLINFO_RESPONSE_CODE, &status);
+          if (status == 200 || status == 206) (*ctx->sink)(std::span<const char>());
+          return 0;
+        });
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, &ctx);
     CURLcode rc = curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &result.status);
     if (rc == CURLE_WRITE_ERROR && ctx.stopped) {
