@@ -648,9 +648,18 @@ std::shared_ptr<Download> Downloads::get_or_start(const BlobSource& source, cons
   const std::string key = download_key(source.etag, claim);
   {
     std::lock_guard lock(mutex_);
-    // This repo's own download, else a public repo's (its bytes are anyone's).
-    auto it = running_.find(key);
-    if (it == running_.end()) it = running_.find(source.etag);
+    // This repo's own download, else a public repo's (its bytes are anyone's). One that failed and has
+    // not left the registry yet is not joined: a new download starts (and resumes from its chunks).
+    auto live = [&](const std::string& name) {
+      auto found = running_.find(name);
+      if (found != running_.end() && found->second->state() == Download::State::failed) {
+        running_.erase(found);
+        return running_.end();
+      }
+      return found;
+    };
+    auto it = live(key);
+    if (it == running_.end()) it = live(source.etag);
     if (it != running_.end()) {
       if (it->second->size() == source.size) it->second->add_claim(claim);
       return it->second;
