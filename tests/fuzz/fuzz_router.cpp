@@ -67,8 +67,11 @@ void check_route(std::string_view path) {
   } else if (const auto* api = std::get_if<http::ApiRoute>(&r)) {
     check_repo_name(api->repo.name);
     FUZZ_CHECK(api->rev.find('\0') == std::string::npos, "ApiRoute revision contains NUL");
-    if (api->kind == http::ApiRoute::Kind::tree && !api->path.empty()) check_safe_path(api->path, "ApiRoute.path");
-    if (api->kind != http::ApiRoute::Kind::tree) FUZZ_CHECK(api->path.empty(), "non-tree ApiRoute with a path");
+    // Trees, torrents and magnets of a folder or a file, and web seed files, name a path; nothing else does.
+    const bool takes_path = api->kind == http::ApiRoute::Kind::tree || api->kind == http::ApiRoute::Kind::torrent ||
+                            api->kind == http::ApiRoute::Kind::magnet || api->kind == http::ApiRoute::Kind::webseed;
+    if (takes_path && !api->path.empty()) check_safe_path(api->path, "ApiRoute.path");
+    if (!takes_path) FUZZ_CHECK(api->path.empty(), "ApiRoute of a kind without a path has one");
     if (api->kind == http::ApiRoute::Kind::revision || api->kind == http::ApiRoute::Kind::tree ||
         api->kind == http::ApiRoute::Kind::paths_info)
       FUZZ_CHECK(!api->rev.empty(), "ApiRoute needing a revision has none");
