@@ -236,33 +236,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Nginx:
+class NginxProcess:
     """Debian's nginx in the foreground (daemon off, so our child is the master and SIGQUIT to its
-    PID stops it) with one worker per core, as the node has one I/O thread per core by default;
-    serves `file` as /file.bin from a symlink in its own temporary root."""
+    PID stops it) with one worker per core, as the node has one I/O thread per core by default, in its
+    own temporary directory (removed afterwards). Subclasses write the configuration (`config`) and
+    what goes beside it (`prepare`)."""
 
-    def __init__(self, file: str):
-        self.file = file
-        self.tmp = tempfile.mkdtemp(prefix="bench-nginx-")
+    prefix = "bench-nginx-"
+
+    def __init__(self):
+        self.tmp = tempfile.mkdtemp(prefix=self.prefix)
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "Nginx":
-        root = os.path.join(self.tmp, "root")
-        os.makedirs(root)
-        # Run as root, nginx's workers drop to `nobody`: they must be able to traverse to the file.
+    def prepare(self) -> None:
+        pass
+
+    def config(self, port: int) -> str:
+        raise NotImplementedError
+
+    def __enter__(self):
+        # Run as root, nginx's workers drop to `nobody`: they must be able to traverse its directory.
         os.chmod(self.tmp, 0o755)
-        self.name = "file.bin"
-        os.symlink(self.file, os.path.join(root, self.name))
+        self.prepare()
         for _ in range(5):  # a free port can be taken between probing and binding: retry
             self.port = free_port()
             with open(os.path.join(self.tmp, "nginx.conf"), "w") as fh:
-                fh.write(NGINX_CONF.format(tmp=self.tmp, port=self.port, root=root,
-                                             workers=os.cpu_count() or 1))
+                fh.write(self.config(self.port))
             self.proc = subprocess.Popen([NGINX, "-p", self.tmp, "-c", os.path.join(self.tmp, "nginx.conf"),
                                           "-e", os.path.join(self.tmp, "error.log")],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if wait_port(self.port, self.proc, 10):
-                self.url = f"http://127.0.0.1:{self.port}/{self.name}"
                 return self
             self.proc.wait()
         raise RuntimeError(f"nginx did not start; see {self.tmp}/error.log")
@@ -276,6 +279,28 @@ class Nginx:
                 self.proc.kill()
                 self.proc.wait()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Nginx(NginxProcess):
+    """nginx serving `file` as /file.bin from a symlink in its own temporary root."""
+
+    def __init__(self, file: str):
+        super().__init__()
+        self.file = file
+        self.name = "file.bin"
+        self.root = os.path.join(self.tmp, "root")
+
+    def prepare(self) -> None:
+        os.makedirs(self.root)
+        os.symlink(self.file, os.path.join(self.root, self.name))
+
+    def config(self, port: int) -> str:
+        return NGINX_CONF.format(tmp=self.tmp, port=port, root=self.root, workers=os.cpu_count() or 1)
+
+    def __enter__(self) -> "Nginx":
+        super().__enter__()
+        self.url = f"http://127.0.0.1:{self.port}/{self.name}"
+        return self
 
 
 def wait_port(port: int, proc: subprocess.Popen, timeout: float) -> bool:

@@ -38,24 +38,21 @@ TINY = b"ok\n"  # nginx's small document, same body as the node's /healthz
 
 class BigNginx(c.Nginx):
     """common.Nginx with worker_connections 4096 (common's config has 1024 per worker: with
-    `reuseport` the kernel may put more than that on one worker) and a tiny file next to the big one.
-    The config is common.NGINX_CONF with one line replaced, only while this nginx starts."""
+    `reuseport` the kernel may put more than that on one worker) and a tiny file next to the big one."""
 
-    def __enter__(self) -> "BigNginx":
-        base = c.NGINX_CONF
+    def config(self, port: int) -> str:
+        base = super().config(port)
         conf = base.replace("worker_connections 1024;", "worker_connections 4096;")
         if conf == base:
             raise RuntimeError("common.NGINX_CONF no longer has 'worker_connections 1024;': update idle_load.py")
-        c.NGINX_CONF = conf
-        try:
-            super().__enter__()
-        finally:
-            c.NGINX_CONF = base
-        tiny = os.path.join(self.tmp, "root", "tiny.txt")
+        return conf
+
+    def prepare(self) -> None:
+        super().prepare()
+        tiny = os.path.join(self.root, "tiny.txt")
         with open(tiny, "wb") as fh:
             fh.write(TINY)
         os.chmod(tiny, 0o644)  # the workers run as `nobody`
-        return self
 
 
 def raise_nofile() -> int:

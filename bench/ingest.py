@@ -116,31 +116,24 @@ http {{
 """
 
 
-class NginxProxyCache:
+class NginxProxyCache(c.NginxProcess):
     """Debian's nginx as a caching reverse proxy of the fake CDN, on a fresh cache directory (the
-    anchor for a cold fill); foreground master, stopped with SIGQUIT, its directory removed."""
+    anchor for a cold fill)."""
+
+    prefix = "bench-nginx-cache-"
 
     def __init__(self, cdn_origin: str):
+        super().__init__()
         self.cdn = cdn_origin
-        self.tmp = tempfile.mkdtemp(prefix="bench-nginx-cache-")
-        self.proc: subprocess.Popen | None = None
+        self.cache = os.path.join(self.tmp, "cache")  # the workers (nobody) write it
+
+    def config(self, port: int) -> str:
+        return NGINX_PROXY_CACHE_CONF.format(tmp=self.tmp, port=port, cdn=self.cdn, workers=os.cpu_count() or 1)
 
     def __enter__(self) -> "NginxProxyCache":
-        os.chmod(self.tmp, 0o755)  # run as root, the workers (nobody) write the cache in here
-        self.cache = os.path.join(self.tmp, "cache")
-        for _ in range(5):  # a free port can be taken between probing and binding: retry
-            self.port = c.free_port()
-            with open(os.path.join(self.tmp, "nginx.conf"), "w") as fh:
-                fh.write(NGINX_PROXY_CACHE_CONF.format(tmp=self.tmp, port=self.port, cdn=self.cdn,
-                                                       workers=os.cpu_count() or 1))
-            self.proc = subprocess.Popen([c.NGINX, "-p", self.tmp, "-c", os.path.join(self.tmp, "nginx.conf"),
-                                          "-e", os.path.join(self.tmp, "error.log")],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            if c.wait_port(self.port, self.proc, 10):
-                self.url = f"http://127.0.0.1:{self.port}"
-                return self
-            self.proc.wait()
-        raise RuntimeError(f"nginx did not start; see {self.tmp}/error.log")
+        super().__enter__()
+        self.url = f"http://127.0.0.1:{self.port}"
+        return self
 
     def pids(self) -> list[int]:
         """The master and its workers (waits for them: the port opens before every worker runs)."""
@@ -151,16 +144,6 @@ class NginxProxyCache:
 
     def cached_files(self) -> list[str]:
         return [os.path.join(d, f) for d, _, files in os.walk(self.cache) for f in files]
-
-    def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def cached_body_sha256(path: str, size: int) -> str:
