@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import unittest
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -257,6 +258,21 @@ class Node:
 
     def resolve_path(self, repo: str, rev: str, path: str, prefix: str = "") -> str:
         return f"/{prefix}{repo}/resolve/{urllib.parse.quote(rev, safe='')}/{urllib.parse.quote(path)}"
+
+
+class HubAndNodeTest(unittest.TestCase):
+    """A fake Hub and a node in front of it, started once for the whole test class."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.hub = FakeHub().start()
+        cls.node = Node(cls.hub.url).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.node.stop()
+        cls.node.cleanup()
+        cls.hub.stop()
 
 
 def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):

@@ -18,7 +18,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from accounts import ADMIN_KEY  # noqa: E402
-from harness import BINARY, FakeHub, Node, clean_env  # noqa: E402
+from harness import BINARY, FakeHub, HubAndNodeTest, Node, clean_env  # noqa: E402
 
 JSON = {"Content-Type": "application/json"}
 PIN = json.dumps({"repo": "acme/tiny-model"}).encode()
@@ -88,19 +88,8 @@ class CountingServer:
         self.httpd.server_close()
 
 
-class LoopbackIsNoIdentityTest(unittest.TestCase):
+class LoopbackIsNoIdentityTest(HubAndNodeTest):
     """A node without admin_key, asked from loopback over TCP: a reverse proxy on the host would be that."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.hub = FakeHub().start()
-        cls.node = Node(cls.hub.url).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.node.stop()
-        cls.node.cleanup()
-        cls.hub.stop()
 
     def test_the_admin_api_is_not_served_over_tcp(self):
         mirror = json.dumps({"repo": "acme/tiny-model", "from": self.node.url}).encode()
@@ -215,19 +204,8 @@ class SocketLifecycleTest(unittest.TestCase):
             self.assertEqual(node.request("POST", "/api/inferllama/gc", JSON, b"{}")[0], 403)
 
 
-class MirrorSourceTest(unittest.TestCase):
+class MirrorSourceTest(HubAndNodeTest):
     """`mirror --from` is an SSRF vector unless the source must be a node and is asked for nothing else."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.hub = FakeHub().start()
-        cls.node = Node(cls.hub.url).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.node.stop()
-        cls.node.cleanup()
-        cls.hub.stop()
 
     def mirror(self, source: str) -> subprocess.CompletedProcess:
         done = cli("mirror", "acme/tiny-model", "--from", source, "--data-dir", self.node.data_dir)

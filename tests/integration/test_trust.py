@@ -7,7 +7,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import FakeHub, Node  # noqa: E402
+from harness import FakeHub, HubAndNodeTest, Node  # noqa: E402
 
 MODEL = "acme/tiny-model"
 ADMIN_KEY = "admin-key-for-trust-tests-0123456789"
@@ -75,17 +75,8 @@ class ResponseSplittingTest(unittest.TestCase):
                 self.assertRegex(line, r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+: [\t\x20-\x7e\x80-\xff]*$")
 
 
-class SmugglingTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.hub = FakeHub().start()
-        cls.node = Node(cls.hub.url).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.node.stop()
-        cls.node.cleanup()
-        cls.hub.stop()
+class SmugglingTest(HubAndNodeTest):
+    """Request bodies whose end is left to guesswork are refused, and the connection closed."""
 
     def exchange(self, transfer_encoding: str) -> bytes:
         smuggled = b"GET /healthz HTTP/1.1\r\nHost: n\r\n\r\n"
