@@ -85,6 +85,7 @@ TEST_F(DownloadTest, StoresVerifiedChunksAndCommitsEveryClaim) {
   for (std::size_t i = 0; i < blob->chunks.size(); ++i) {
     auto part = std::span<const std::uint8_t>(data_).subspan(i * 65536, blob->chunks[i].size);
     EXPECT_EQ(blob->chunks[i].id, piece_root(part, 65536));
+    EXPECT_EQ(blob->chunks[i].piece_sha1, sha1(part));
     EXPECT_TRUE(store_->contains(blob->chunks[i].id));
   }
   EXPECT_EQ(blob->v2_root, v2_root_of(data_));
@@ -92,6 +93,31 @@ TEST_F(DownloadTest, StoresVerifiedChunksAndCommitsEveryClaim) {
   EXPECT_TRUE(index_->get_file(repo_, commit_, "b.bin"));
   // Once committed, asking again starts nothing.
   EXPECT_EQ(downloads_->get_or_start(source(real_etag()), {repo_, commit_, "c.bin"}), nullptr);
+}
+
+// A file outside LFS is named by its git blob SHA-1; its chunks get the same addresses and piece hashes
+// (computed elsewhere than an LFS file's: the in-order pass is SHA-1 here).
+TEST_F(DownloadTest, AGitBlobIsStoredUnderTheSameChunkHashes) {
+  Sha1Stream git;
+  start_git_blob(git, data_.size());
+  git.update(data_);
+  const std::string etag = git.finish().hex();
+  auto waiter = std::make_shared<Waiter>();
+  auto d = downloads_->get_or_start(BlobSource{"mem://file", {}, etag, false, data_.size(), nullptr},
+                                    {repo_, commit_, "tokenizer.json"});
+  ASSERT_TRUE(d);
+  d->subscribe(waiter);
+  waiter->until_done(*d);
+  ASSERT_EQ(d->state(), Download::State::complete) << d->error();
+  auto blob = index_->get_blob(etag);
+  ASSERT_TRUE(blob);
+  ASSERT_EQ(blob->chunks.size(), 6u);
+  for (std::size_t i = 0; i < blob->chunks.size(); ++i) {
+    auto part = std::span<const std::uint8_t>(data_).subspan(i * 65536, blob->chunks[i].size);
+    EXPECT_EQ(blob->chunks[i].id, piece_root(part, 65536));
+    EXPECT_EQ(blob->chunks[i].piece_sha1, sha1(part));
+  }
+  EXPECT_EQ(blob->v2_root, v2_root_of(data_));
 }
 
 TEST_F(DownloadTest, HashMismatchCommitsNothingAndHoldsTheLastByte) {
