@@ -400,6 +400,11 @@ constexpr KeySpec kSpecs[] = {
      [](Config& c, const Input& in) {
        c.bt_listen = in.text().empty() ? "" : in.checked([&] { return validate_listen(in.text()); });
      }},
+    {{"bt_port_fallback", "--bt-port-fallback", "INFERLLAMA_BT_PORT_FALLBACK",
+      "When the bt_listen port is taken, listen on one of the next 10 ports instead of stopping (torrents then "
+      "carry the port found)",
+      "false", true},
+     [](Config& c, const Input& in) { c.bt_port_fallback = in.boolean(); }},
     {{"bt_upload_rate", "--bt-upload-rate", "INFERLLAMA_BT_UPLOAD_RATE",
       "BitTorrent upload limit in bytes per second over all peers (e.g. \"100MiB\"); 0 = unlimited", "0"},
      [](Config& c, const Input& in) {
@@ -637,20 +642,13 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
 // " (did you mean X?)" for a near miss, else a list of the valid names.
 template <typename Proj>
 std::string suggestion(std::string_view unknown, Proj proj) {
-  std::string_view best;
-  std::size_t best_d = 3;  // at most 2 edits away
-  for (const KeySpec& s : kSpecs) {
-    const std::size_t d = edit_distance(unknown, proj(s.key));
-    if (d < best_d) {
-      best_d = d;
-      best = proj(s.key);
-    }
-  }
-  if (!best.empty()) return " (did you mean " + std::string(best) + "?)";
+  std::vector<std::string> names;
+  for (const KeySpec& s : kSpecs) names.emplace_back(proj(s.key));
+  if (auto best = closest_spelling(unknown, names)) return " (did you mean " + *best + "?)";
   std::string out = " (known: ";
-  for (std::size_t i = 0; i < kKeyCount; ++i) {
+  for (std::size_t i = 0; i < names.size(); ++i) {
     if (i) out += ", ";
-    out += proj(kSpecs[i].key);
+    out += names[i];
   }
   return out + ")";
 }
@@ -796,6 +794,24 @@ void apply_file(Config& c, Applied& applied, const std::filesystem::path& path) 
 
 std::span<const ConfigKey> config_keys() {
   return kKeys;
+}
+
+std::span<const std::string_view> client_variables() {
+  static constexpr std::string_view kClientVariables[] = {"INFERLLAMA_NODE"};
+  return kClientVariables;
+}
+
+std::optional<std::string> closest_spelling(std::string_view unknown, std::span<const std::string> candidates) {
+  const std::string* best = nullptr;
+  std::size_t best_distance = 3;  // at most 2 edits away
+  for (const auto& candidate : candidates) {
+    const std::size_t d = edit_distance(unknown, candidate);
+    if (d < best_distance) {
+      best_distance = d;
+      best = &candidate;
+    }
+  }
+  return best ? std::optional<std::string>(*best) : std::nullopt;
 }
 
 LimitPolicy parse_limit_policy(std::string_view text) {
@@ -1054,6 +1070,7 @@ Config load_config(const ConfigSources& sources) {
   // 2. The environment.
   for (const auto& [name, value] : sources.env) {
     if (!name.starts_with("INFERLLAMA_") || name == "INFERLLAMA_CONFIG") continue;
+    if (std::ranges::find(client_variables(), name) != client_variables().end()) continue;
     const KeySpec* spec = find_spec_by_env(name);
     if (!spec)
       throw ConfigError("unknown environment variable " + name +
@@ -1071,6 +1088,10 @@ Config load_config(const ConfigSources& sources) {
       std::replace(flag.begin(), flag.end(), '_', '-');
       throw ConfigError("unknown flag " + flag + suggestion(flag, [](const ConfigKey& k) { return k.flag; }));
     }
+    // Every user of the machine can read a process's arguments (ps, /proc/PID/cmdline).
+    if (const KeySpec* file = find_spec(std::string(spec->key.name) + "_file"); spec->secret && file)
+      throw ConfigError("flag " + std::string(spec->key.flag) + " would show the secret to every user of the machine (ps): give it as " +
+                        std::string(file->key.flag) + " FILE or the environment variable " + std::string(spec->key.env));
     apply(config, applied, *spec, Input{spec->key.name, "flag " + std::string(spec->key.flag), value});
   }
 
@@ -1087,6 +1108,17 @@ Config load_config(const ConfigSources& sources) {
   // Settings that constrain each other.
   for (LimitPolicy* policy : {&config.limit_anonymous, &config.limit_default}) policy->token_bytes = config.token_size;
   for (auto& [name, policy] : config.limit_users) policy.token_bytes = config.token_size;
+  if (config.tls_listen.empty()) {
+    for (const char* key : {"tls_cert", "tls_key"}) {
+      if (applied.set[static_cast<std::size_t>(find_spec(key) - kSpecs)] &&
+          !(std::string_view(key) == "tls_cert" ? config.tls_cert : config.tls_key).empty())
+        throw ConfigError(std::string("invalid ") + key + " (from " + applied.origin_of(key) +
+                          "): it needs tls_listen (--tls-listen HOST:PORT), the HTTPS listener it is for");
+    }
+  } else if (config.tls_cert.empty() || config.tls_key.empty()) {
+    throw ConfigError("invalid tls_listen (from " + applied.origin_of("tls_listen") +
+                      "): it needs tls_cert and tls_key (--tls-cert FILE --tls-key FILE, PEM)");
+  }
   if (config.tracker_min_interval > config.tracker_interval)
     throw ConfigError("invalid tracker_min_interval: " + std::to_string(config.tracker_min_interval.count()) +
                       "s is longer than tracker_interval (" + std::to_string(config.tracker_interval.count()) + "s)");

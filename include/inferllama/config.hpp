@@ -54,6 +54,7 @@ struct Config {
 
   // BitTorrent: the node seeds every cached snapshot of a public repo and runs its own tracker.
   std::string bt_listen = "0.0.0.0:6881";          // HOST:PORT of the peer-wire (TCP) listener; empty = no seeding
+  bool bt_port_fallback = false;                   // a taken bt_listen port moves to one of the next 10
   std::uint64_t bt_upload_rate = 0;                // bytes per second over all peers; 0 = unlimited
   unsigned bt_max_connections = 500;               // peer connections at most, over all torrents
   unsigned bt_max_uploads = 0;                     // peers unchoked at once; 0 = unlimited
@@ -119,9 +120,17 @@ struct ConfigSources {
 // any source is validated, even one a higher source overrides. upstream_token falls back to env HF_TOKEN
 // only when no flag, INFERLLAMA_UPSTREAM_TOKEN or file value is given (an explicit empty value counts as given).
 // Throws ConfigError on: unknown TOML key, unknown flag, unknown INFERLLAMA_* variable (INFERLLAMA_CONFIG
-// excepted), wrong TOML type, unparsable or out-of-range value, unreadable file, TOML syntax error (with line).
+// and the client variables excepted), a secret given as a flag (argv is public: its _file key or
+// variable instead), settings that need each other (tls_cert without tls_listen), wrong TOML type, unparsable or out-of-range value, unreadable file, TOML syntax error (with line).
 // No file is read unless one is named; an empty INFERLLAMA_CONFIG counts as unset.
 Config load_config(const ConfigSources& sources);
+
+// Variables the CLI's client commands read (the node they ask), which are no node settings: load_config
+// leaves them alone, so one environment can serve both.
+std::span<const std::string_view> client_variables();
+
+// The candidate closest to a misspelt `unknown` (case-insensitive, at most two edits away); nullopt if none.
+std::optional<std::string> closest_spelling(std::string_view unknown, std::span<const std::string> candidates);
 
 // Where the admin socket of `config` is (admin_socket, inside data_dir when relative); empty = none.
 std::filesystem::path admin_socket_path(const Config& config);

@@ -1,5 +1,6 @@
 #include "http/admission.hpp"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "http/credentials.hpp"
@@ -20,6 +21,21 @@ std::string_view passkey_of(const Route& route) {
 
 Refusal refuse(unsigned status, const std::string& message) {
   return {hub::error_reply(status, message)};
+}
+
+// A request that carries this node's own name in Via left it for an upstream and came back: answering
+// it would ask the same upstream again, without end.
+std::optional<Refusal> loop_refusal(std::string_view via) {
+  if (via.empty()) return std::nullopt;
+  if (via.size() > 4096) return refuse(400, "the Via header is longer than 4096 bytes");
+  const auto hops = static_cast<std::size_t>(std::count(via.begin(), via.end(), ',')) + 1;
+  if (via.find(hub::via_name()) != std::string_view::npos || hops > hub::kMaxViaHops) {
+    return refuse(hub::kLoopDetected, "this request came back to the node that sent it upstream (Via: " +
+                                          std::to_string(hops) +
+                                          " hops): the nodes' upstream settings form a loop; point one of them at the "
+                                          "Hub or at a parent node outside the loop");
+  }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -114,7 +130,11 @@ Task<Admission> Gate::admit(const Request& req, const Origin& origin) {
     co_return admission;
   }
 
-  hub::Caller caller{std::string(req[bhttp::field::authorization])};
+  hub::Caller caller{std::string(req[bhttp::field::authorization]), std::string(req[bhttp::field::via])};
+  if (auto loop = loop_refusal(caller.via)) {
+    admission.verdict = std::move(*loop);
+    co_return admission;
+  }
   // The Hub's routes and the node's torrent routes: accounted to a user or an address, and limited.
   const auto* resolve = std::get_if<ResolveRoute>(&route);
   const auto* api = std::get_if<ApiRoute>(&route);

@@ -16,6 +16,7 @@
 
 #include "http/server_context.hpp"
 #include "http/session.hpp"
+#include "http/tls_context.hpp"
 #include "inferllama/network.hpp"
 #include "torrent/mirror.hpp"
 
@@ -240,18 +241,7 @@ void Server::start_admin_socket(const std::filesystem::path& path) {
 
 std::uint16_t Server::start_tls() {
   const Config& config = impl_->context.config;
-  // TLS 1.2 and 1.3 only, forward-secret AEAD ciphers only.
-  auto tls = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
-  tls->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
-                   asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1 |
-                   asio::ssl::context::single_dh_use);
-  SSL_CTX_set_min_proto_version(tls->native_handle(), TLS1_2_VERSION);
-  SSL_CTX_set_cipher_list(tls->native_handle(),
-                          "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
-                          "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305");
-  tls->use_certificate_chain_file(config.tls_cert.string());
-  tls->use_private_key_file(config.tls_key.string(), asio::ssl::context::pem);
-  impl_->tls_context = std::move(tls);
+  impl_->tls_context = make_tls_context(config);
   return impl_->listen_on(impl_->tls_acceptor, config.tls_listen, Listener::tls);
 }
 

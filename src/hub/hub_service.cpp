@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <charconv>
+#include <random>
 #include <nlohmann/json.hpp>
 
 #include "cache/hashing.hpp"
@@ -36,8 +37,9 @@ bool is_hex(std::string_view s, std::size_t length) {
 
 // The Hub could not answer: no connection, a timeout, or a server error. Its refusals (4xx) are answers,
 // and so is an answer too large to read: that one is relayed as a 502, never answered from the store.
+// A loop of upstreams (508, from the node that saw its own name in Via) is an answer too: it is relayed.
 bool unreachable(const UpstreamResponse& r) {
-  return !r.too_large && (!r.error.empty() || r.status >= 500 || r.status == 0);
+  return !r.too_large && r.status != kLoopDetected && (!r.error.empty() || r.status >= 500 || r.status == 0);
 }
 
 std::string describe_failure(const UpstreamResponse& r) {
@@ -45,7 +47,7 @@ std::string describe_failure(const UpstreamResponse& r) {
 }
 
 Reply outage_reply(const std::string& what, const std::string& why) {
-  return error_reply(504, "the upstream Hub cannot be asked (" + why + ") and " + what + " is not cached");
+  return error_reply(504, "the upstream Hub is unreachable (" + why + ") and " + what + " is not cached");
 }
 
 // An upstream that names bytes by a hash the node holds, with another size, lies about one or the other.
@@ -56,7 +58,7 @@ Reply size_mismatch_reply(const FileEntry& claimed) {
 }
 
 Reply restricted_outage_reply(const std::string& why) {
-  return error_reply(503, "the upstream Hub cannot be asked (" + why +
+  return error_reply(503, "the upstream Hub is unreachable (" + why +
                               "); gated and private repositories are not served without its confirmation");
 }
 
@@ -74,6 +76,21 @@ std::string with_query(std::string url, std::string_view query) {
 }
 
 }  // namespace
+
+const std::string& via_name() {
+  static const std::string name = [] {
+    std::random_device random;
+    std::string bytes(8, '\0');
+    for (auto& b : bytes) b = static_cast<char>(random());
+    return "inferllama-" + hex(bytes);
+  }();
+  return name;
+}
+
+std::string via_for_upstream(const Caller& caller) {
+  const std::string self = "1.1 " + via_name();
+  return caller.via.empty() ? self : caller.via + ", " + self;
+}
 
 HubService::HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads,
                        cache::Evictor& evictor, const Clock& clock)
@@ -98,14 +115,14 @@ HubService::HubService(const Config& config, Index& index, Upstream& upstream, c
 
 std::variant<std::string, Reply> HubService::pin(const RepoId& repo, const std::string& rev, bool pinned) {
   std::string stale;
-  auto commit = resolve_commit(repo, rev, credentials_for(Caller{}, true), stale);
+  auto commit = resolve_commit(repo, rev, Caller{}, credentials_for(Caller{}, true), stale);
   if (auto* commit_sha = std::get_if<std::string>(&commit)) index_.set_pinned(repo, *commit_sha, pinned);
   return commit;
 }
 
 std::variant<std::string, Reply> HubService::commit_of(const RepoId& repo, const std::string& rev, std::string* stale) {
   std::string why;
-  auto commit = resolve_commit(repo, rev, credentials_for(Caller{}, is_public(repo)), why);
+  auto commit = resolve_commit(repo, rev, Caller{}, credentials_for(Caller{}, is_public(repo)), why);
   if (stale) *stale = why;
   return commit;
 }
@@ -174,15 +191,20 @@ std::string HubService::resolve_url(const RepoId& repo, const std::string& rev, 
          url::encode(path, true);
 }
 
-UpstreamResponse HubService::call(const std::string& method, const std::string& url, const std::string& authorization,
-                                  const HeaderList& extra, const std::string& body) {
+UpstreamResponse HubService::call(const std::string& method, const std::string& url, const Caller& caller,
+                                  const std::string& authorization, const HeaderList& extra, const std::string& body) {
   UpstreamRequest request{method, url, extra, body};
   if (!authorization.empty()) request.headers.emplace_back("Authorization", authorization);
+  request.headers.emplace_back("Via", via_for_upstream(caller));
   ++counters_.upstream_requests;
   auto response = upstream_.fetch(request);
   if (!response.error.empty()) {
     ++counters_.upstream_transport_errors;
     spdlog::warn("upstream {} {}: {}", method, url::redact(url), response.error);
+  } else if (response.status == kLoopDetected) {
+    spdlog::error("upstream {} {} came back to this node: upstream ({}) leads to a node whose upstream leads back "
+                  "here; point it at the Hub or at a parent node",
+                  method, url::redact(url), url::redact(config_.upstream));
   } else if (response.status >= 500) {
     ++counters_.upstream_server_errors;
   }
@@ -221,7 +243,7 @@ HubService::Visibility HubService::visibility(const RepoId& repo) {
   // The repo's own info says whether it is private or gated; anyone may read it for public and gated
   // repos. Asked with the node's token so that it counts against the node's quota, not the client's.
   std::string token = config_.upstream_token.empty() ? "" : "Bearer " + config_.upstream_token;
-  auto response = call("GET", api_url(repo) + "?expand=private&expand=gated", token);
+  auto response = call("GET", api_url(repo) + "?expand=private&expand=gated", Caller{}, token);
   if (unreachable(response)) {
     // What the node learnt last, in memory or in the index; unknown repos count as restricted.
     if (!known) known = recorded_visibility(repo);
@@ -304,10 +326,10 @@ void HubService::store_ref(const RepoId& repo, const std::string& rev, const std
   refs_[repo.key() + '\0' + rev] = Memo<std::string>{commit, clock_.now() + config_.ref_ttl};
 }
 
-std::variant<std::string, Reply> HubService::resolve_commit(const RepoId& repo, const std::string& rev,
+std::variant<std::string, Reply> HubService::resolve_commit(const RepoId& repo, const std::string& rev, const Caller& caller,
                                                             const std::string& credentials, std::string& stale) {
   if (auto commit = fresh_ref(repo, rev)) return *commit;
-  auto response = call("GET", api_url(repo) + "/revision/" + url::encode(rev) + "?expand=sha", credentials);
+  auto response = call("GET", api_url(repo) + "/revision/" + url::encode(rev) + "?expand=sha", caller, credentials);
   if (unreachable(response)) {
     auto commit = last_known_commit(repo, rev);
     if (!commit) return outage_reply("revision " + rev + " of " + repo.name, describe_failure(response));
@@ -399,7 +421,7 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
     }
   }
   // Ask the Hub with the caller's own credentials: this is the access check and the file's metadata.
-  auto head = call("HEAD", resolve_url(repo, rev, path), credentials);
+  auto head = call("HEAD", resolve_url(repo, rev, path), caller, credentials);
   if (unreachable(head)) return stored_during_outage(repo, rev, path, caller, open, describe_failure(head));
   if (head.status >= 300 && head.status != 302) return relay(head);
   if (head.status != 200 && head.status != 302) return relay(head);
@@ -457,8 +479,8 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
   source.etag = answer.file.etag;
   source.lfs = answer.file.lfs;
   source.size = answer.file.size;
-  source.refresh_url = [this, repo, commit = answer.commit, path, credentials]() -> std::optional<std::string> {
-    auto again = call("HEAD", resolve_url(repo, commit, path), credentials);
+  source.refresh_url = [this, repo, commit = answer.commit, path, caller, credentials]() -> std::optional<std::string> {
+    auto again = call("HEAD", resolve_url(repo, commit, path), caller, credentials);
     auto location = again.header("location");
     if (again.status != 302 || !location) return std::nullopt;
     std::string fresh = location->starts_with("/") ? config_.upstream + std::string(*location) : std::string(*location);
@@ -536,12 +558,15 @@ Reply HubService::info(const RepoId& repo, const std::optional<std::string>& rev
   const std::string url =
       with_query(api_url(repo) + (rev ? "/revision/" + url::encode(*rev) : ""), canonical ? *canonical : query);
   if (!open) {
-    auto response = call("GET", url, credentials);
-    return unreachable(response) ? restricted_outage_reply(describe_failure(response)) : relay(response);
+    auto response = call("GET", url, caller, credentials);
+    if (!unreachable(response)) return relay(response);
+    // Only a repo the node knows as gated or private is refused as one; of the rest nothing is cached.
+    if (!recorded_visibility(repo)) return outage_reply(repo.name, describe_failure(response));
+    return restricted_outage_reply(describe_failure(response));
   }
   if (!canonical) {
     ++counters_.metadata_unstored;
-    auto response = call("GET", url, credentials);
+    auto response = call("GET", url, caller, credentials);
     if (unreachable(response)) return outage_reply("this revision info of " + repo.name, describe_failure(response));
     return relay(response);
   }
@@ -555,7 +580,7 @@ Reply HubService::info(const RepoId& repo, const std::optional<std::string>& rev
       return r;
     }
   }
-  auto response = call("GET", url, credentials);
+  auto response = call("GET", url, caller, credentials);
   if (unreachable(response)) {
     auto commit = last_known_commit(repo, ref_name);
     std::optional<std::string> body;
@@ -587,16 +612,16 @@ Reply HubService::tree(const RepoId& repo, const std::string& rev, const std::st
   const std::string suffix = path.empty() ? "" : "/" + url::encode(path, true);
   const auto canonical = canonical_tree_query(query);
   if (!open) {
-    return relay(call("GET", with_query(api_url(repo) + "/tree/" + url::encode(rev) + suffix, query), credentials),
+    return relay(call("GET", with_query(api_url(repo) + "/tree/" + url::encode(rev) + suffix, query), caller, credentials),
                  public_base);
   }
   std::string stale;
-  auto commit = resolve_commit(repo, rev, credentials, stale);
+  auto commit = resolve_commit(repo, rev, caller, credentials, stale);
   if (auto* refused = std::get_if<Reply>(&commit)) return *refused;
   const std::string& sha = std::get<std::string>(commit);
   if (!canonical) {
     ++counters_.metadata_unstored;
-    auto response = call("GET", with_query(api_url(repo) + "/tree/" + sha + suffix, query), credentials);
+    auto response = call("GET", with_query(api_url(repo) + "/tree/" + sha + suffix, query), caller, credentials);
     if (unreachable(response)) return outage_reply("this tree listing of " + repo.name, describe_failure(response));
     return relay(response, public_base);
   }
@@ -614,7 +639,7 @@ Reply HubService::tree(const RepoId& repo, const std::string& rev, const std::st
     }
   }
   auto response =
-      call("GET", with_query(api_url(repo) + "/tree/" + sha + suffix, canonical->canonical), credentials);
+      call("GET", with_query(api_url(repo) + "/tree/" + sha + suffix, canonical->canonical), caller, credentials);
   if (unreachable(response)) return outage_reply("this tree listing of " + repo.name, describe_failure(response));
   Reply r = relay(response, public_base);
   // A page after the first is kept only when its cursor came from a page the node kept: cursors are
@@ -639,16 +664,16 @@ Reply HubService::paths_info(const RepoId& repo, const std::string& rev, const s
   const std::string credentials = credentials_for(caller, open);
   HeaderList headers{{"Content-Type", content_type.empty() ? "application/x-www-form-urlencoded" : content_type}};
   if (!open) {
-    return relay(call("POST", api_url(repo) + "/paths-info/" + url::encode(rev), credentials, headers, body));
+    return relay(call("POST", api_url(repo) + "/paths-info/" + url::encode(rev), caller, credentials, headers, body));
   }
   std::string stale;
-  auto commit = resolve_commit(repo, rev, credentials, stale);
+  auto commit = resolve_commit(repo, rev, caller, credentials, stale);
   if (auto* refused = std::get_if<Reply>(&commit)) return *refused;
   const std::string& sha = std::get<std::string>(commit);
   const auto canonical = canonical_paths_query(content_type, body);
   if (!canonical) {
     ++counters_.metadata_unstored;
-    auto response = call("POST", api_url(repo) + "/paths-info/" + sha, credentials, headers, body);
+    auto response = call("POST", api_url(repo) + "/paths-info/" + sha, caller, credentials, headers, body);
     if (unreachable(response)) {
       return outage_reply("this paths-info answer of " + repo.name, describe_failure(response));
     }
@@ -662,7 +687,7 @@ Reply HubService::paths_info(const RepoId& repo, const std::string& rev, const s
     return r;
   }
   const HeaderList form{{"Content-Type", "application/x-www-form-urlencoded"}};
-  auto response = call("POST", api_url(repo) + "/paths-info/" + sha, credentials, form, canonical->body);
+  auto response = call("POST", api_url(repo) + "/paths-info/" + sha, caller, credentials, form, canonical->body);
   if (unreachable(response)) return outage_reply("this paths-info answer of " + repo.name, describe_failure(response));
   Reply r = relay(response);
   if (response.status == 200 && describes_every_path(r.body, canonical->paths)) metadata_.put(key, r.body);
@@ -671,7 +696,7 @@ Reply HubService::paths_info(const RepoId& repo, const std::string& rev, const s
 
 Reply HubService::refs(const RepoId& repo, std::string_view query, const Caller& caller) {
   const bool open = is_public(repo);
-  return relay(call("GET", with_query(api_url(repo) + "/refs", query), credentials_for(caller, open)));
+  return relay(call("GET", with_query(api_url(repo) + "/refs", query), caller, credentials_for(caller, open)));
 }
 
 namespace {

@@ -28,7 +28,19 @@ inline constexpr const char* kStaleHeader = "X-InferLlama-Stale";
 // Who is asking: the client's own credentials, checked by the Hub for gated and private repos.
 struct Caller {
   std::string authorization;  // the Authorization header as sent, empty when anonymous
+  std::string via;            // the Via header as sent: the nodes the request passed through, empty for none
 };
+
+// How this node names itself in the Via header of its upstream requests ("inferllama-" and 8 random
+// bytes, new at each start): a request that arrives carrying it went round a loop of upstreams.
+const std::string& via_name();
+// A request that passed through more nodes than this is taken for a loop as well (of nodes restarted
+// since they added their names).
+inline constexpr std::size_t kMaxViaHops = 16;
+// The status a node answers a request that went round a loop with (WebDAV's Loop Detected).
+inline constexpr unsigned kLoopDetected = 508;
+// The Via an upstream request carries: the caller's chain, then this node.
+std::string via_for_upstream(const Caller& caller);
 
 // A file at a commit: either stored (blob) or on its way (download), or only described (HEAD).
 struct FileAnswer {
@@ -130,8 +142,9 @@ class HubService {
 
   std::string api_url(const RepoId& repo) const;
   std::string resolve_url(const RepoId& repo, const std::string& rev, const std::string& path) const;
-  UpstreamResponse call(const std::string& method, const std::string& url, const std::string& authorization,
-                        const HeaderList& extra = {}, const std::string& body = {});
+  // One upstream request on behalf of `caller`, whose Via chain it extends.
+  UpstreamResponse call(const std::string& method, const std::string& url, const Caller& caller,
+                        const std::string& authorization, const HeaderList& extra = {}, const std::string& body = {});
   // Credentials for an upstream call: the caller's; the node's token only for public repos.
   std::string credentials_for(const Caller& caller, bool is_public) const;
   bool access_granted(const RepoId& repo, const Caller& caller);
@@ -146,7 +159,7 @@ class HubService {
   void remember_access(const RepoId& repo, const Caller& caller);
   void record_visibility(const RepoId& repo, RepoVisibility visibility);
   // The commit of `rev`; when the Hub cannot be asked, the last one seen, with `stale` saying so.
-  std::variant<std::string, Reply> resolve_commit(const RepoId& repo, const std::string& rev,
+  std::variant<std::string, Reply> resolve_commit(const RepoId& repo, const std::string& rev, const Caller& caller,
                                                   const std::string& credentials, std::string& stale);
   std::optional<std::string> fresh_ref(const RepoId& repo, const std::string& rev);
   void store_ref(const RepoId& repo, const std::string& rev, const std::string& commit);

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "inferllama/network.hpp"
+#include "node/start_checks.hpp"
 #include "upstream/curl_upstream.hpp"
 #include "usage/accounts_api.hpp"
 
@@ -49,26 +50,27 @@ std::string bound(const std::string& listen, std::uint16_t port) {
 }  // namespace
 
 Node::Node(const Config& config)
-    : config_(config),
-      store_(config.data_dir),
-      index_(open_rocksdb_index(config.data_dir / "index")),
-      upstream_(make_upstream(config)),
-      identities_(index_->records(), clock_, usage::SecretBox::from_file(usage::secret_key_path(config))),
+    : config_(checked_for_start(config)),
+      data_dir_lock_(config_.data_dir),
+      store_(config_.data_dir),
+      index_(open_rocksdb_index(config_.data_dir / "index")),
+      upstream_(make_upstream(config_)),
+      identities_(index_->records(), clock_, usage::SecretBox::from_file(usage::secret_key_path(config_))),
       usage_log_(index_->records(), clock_),
       local_limits_(limiter_clock_),
-      workers_(or_cores(config.worker_threads)),
+      workers_(or_cores(config_.worker_threads)),
       blocking_(64),
-      file_upstream_(torrent::make_swarm_preferring_upstream(*upstream_, config)),
-      downloads_(store_, *index_, *file_upstream_, workers_, cache::DownloadSettings::from(config)),
+      file_upstream_(torrent::make_swarm_preferring_upstream(*upstream_, config_)),
+      downloads_(store_, *index_, *file_upstream_, workers_, cache::DownloadSettings::from(config_)),
       evictor_(store_, *index_, config.max_disk),
-      hub_(config, *index_, *upstream_, downloads_, evictor_),
-      shared_limits_(make_shared_limits(config, io_, local_limits_)),
-      tracker_(tracker::Settings::from(config)),
+      hub_(config_, *index_, *upstream_, downloads_, evictor_),
+      shared_limits_(make_shared_limits(config_, io_, local_limits_)),
+      tracker_(tracker::Settings::from(config_)),
       seeder_(make_seeder()),
       torrents_(store_, *index_, hub_,
                 {[this](const torrent::SnapshotTorrent& t) { add_torrent(t); },
                  [this](const torrent::SnapshotTorrent& t) { remove_torrent(t); }}),
-      mirror_({config, store_, *index_, workers_, hub_, downloads_, evictor_, torrents_}) {
+      mirror_({config_, store_, *index_, workers_, hub_, downloads_, evictor_, torrents_}) {
   downloads_.set_hooks(
       [this](const std::string& etag) {
         evictor_.stored(etag);
@@ -80,9 +82,9 @@ Node::Node(const Config& config)
       });
   if (seeder_) tracker_.set_seed_port(seeder_->listen_port());
   evictor_.set_before_release([this](const std::string& etag) { torrents_.release(etag); });
-  if (!config.tracker_udp.empty()) {
+  if (!config_.tracker_udp.empty()) {
     udp_tracker_ = std::make_unique<tracker::UdpServer>(tracker_);
-    udp_port_ = udp_tracker_->start(config.tracker_udp);
+    udp_port_ = bind_named("tracker_udp", config_.tracker_udp, [&] { return udp_tracker_->start(config_.tracker_udp); });
   }
   register_metrics();
   server_ = make_server();
@@ -103,7 +105,7 @@ std::unique_ptr<torrent::Seeder> Node::make_seeder() {
   options.on_damaged_chunk = [this](const Sha256& chunk) {
     asio::post(workers_, [this, chunk] { evictor_.forget(torrents_.damaged_files_beside(chunk)); });
   };
-  return std::make_unique<torrent::Seeder>(store_, options);
+  return bind_named("bt_listen", config_.bt_listen, [&] { return std::make_unique<torrent::Seeder>(store_, options); });
 }
 
 void Node::add_torrent(const torrent::SnapshotTorrent& t) {
@@ -176,6 +178,21 @@ void Node::start() {
   // A seeded repo that became gated or private on the Hub stops being seeded within a few minutes.
   visibility_check_.start("visibility check", std::chrono::minutes(5), [this] { torrents_.recheck_visibility(); });
 
+  // Every listener is bound before the first line is printed: a start that fails prints none.
+  std::uint16_t metrics_port = 0;
+  if (!config_.metrics_listen.empty()) {
+    metrics_port = bind_named("metrics_listen", config_.metrics_listen, [&] { return server_->start_metrics(); });
+  }
+  const auto admin_socket = admin_socket_path(config_);
+  if (!admin_socket.empty()) {
+    bind_named("admin_socket", admin_socket.string(), [&] { server_->start_admin_socket(admin_socket); });
+  }
+  const std::uint16_t port = bind_named("listen", config_.listen, [&] { return server_->start(); });
+  std::uint16_t tls_port = 0;
+  if (!config_.tls_listen.empty()) {
+    tls_port = bind_named("tls_listen", config_.tls_listen, [&] { return server_->start_tls(); });
+  }
+
   // Tests and scripts read these lines to learn the ports when listening on port 0.
   if (seeder_) {
     std::cout << "inferllama bittorrent on tcp://" << bound(config_.bt_listen, seeder_->listen_port()) << std::endl;
@@ -183,21 +200,21 @@ void Node::start() {
   if (udp_tracker_) {
     std::cout << "inferllama tracker on udp://" << bound(config_.tracker_udp, udp_port_) << std::endl;
   }
-  if (!config_.metrics_listen.empty()) {
-    const std::uint16_t metrics_port = server_->start_metrics();
+  if (metrics_port) {
     std::cout << "inferllama metrics on http://" << bound(config_.metrics_listen, metrics_port) << "/metrics"
               << std::endl;
   }
-  if (const auto admin_socket = admin_socket_path(config_); !admin_socket.empty()) {
-    server_->start_admin_socket(admin_socket);
-    std::cout << "inferllama admin socket at " << admin_socket.string() << std::endl;
-  }
-  const std::uint16_t port = server_->start();
+  if (!admin_socket.empty()) std::cout << "inferllama admin socket at " << admin_socket.string() << std::endl;
   std::cout << "inferllama listening on http://" << bound(config_.listen, port) << std::endl;
-  if (!config_.tls_listen.empty()) {
-    if (config_.tls_cert.empty() || config_.tls_key.empty()) throw ConfigError("tls_listen needs tls_cert and tls_key");
-    const std::uint16_t tls_port = server_->start_tls();
-    std::cout << "inferllama listening on https://" << bound(config_.tls_listen, tls_port) << std::endl;
+  if (tls_port) std::cout << "inferllama listening on https://" << bound(config_.tls_listen, tls_port) << std::endl;
+  if (config_.admin_key.empty() && !admin_socket.empty()) {
+    spdlog::info("no admin_key: the admin API is served on the admin socket only; manage this node from this machine "
+                 "as its user, e.g. `inferllama user add NAME --data-dir {}` or `inferllama pin REPO --data-dir {}`",
+                 config_.data_dir.string(), config_.data_dir.string());
+  } else if (config_.admin_key.empty()) {
+    spdlog::warn("no admin_key and no admin_socket: users, keys, pins and gc can be managed only while the node is "
+                 "stopped (`inferllama user ... --data-dir {}`)",
+                 config_.data_dir.string());
   }
   spdlog::info("serving {} from {} (upstream {})", config_.listen, config_.data_dir.string(), config_.upstream);
 

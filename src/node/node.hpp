@@ -14,6 +14,7 @@
 #include "inferllama/metrics.hpp"
 #include "inferllama/tracker.hpp"
 #include "inferllama/usage.hpp"
+#include "node/data_dir_lock.hpp"
 #include "torrent/mirror.hpp"
 #include "torrent/seeder.hpp"
 #include "torrent/snapshot_torrents.hpp"
@@ -69,7 +70,9 @@ class Node {
   void expire_usage();
   void shutdown();
 
-  const Config& config_;
+  // As given, with listen host names resolved: checked (TLS files too) before anything opens or binds.
+  const Config config_;
+  DataDirLock data_dir_lock_;  // before the index: a second node learns who holds the directory
   ChunkStore store_;
   std::unique_ptr<Index> index_;
   std::unique_ptr<Upstream> upstream_;  // metadata, always over HTTP (or none: offline)

@@ -44,6 +44,7 @@ SeederOptions SeederOptions::from(const Config& config) {
   options.max_uploads = config.bt_max_uploads;
   options.dht = config.bt_dht;
   options.lsd = config.bt_lsd;
+  options.port_fallback = config.bt_port_fallback;
   return options;
 }
 
@@ -76,7 +77,7 @@ Seeder::Seeder(const ChunkStore& store, const SeederOptions& options) : impl_(st
   impl_->reader = std::make_shared<ChunkReader>(store, options.max_open_chunks, options.on_damaged_chunk);
 
   lt::settings_pack pack = lt::high_performance_seed();
-  apply_peer_settings(pack, PeerSettings{.listen = options.listen, .dht = options.dht, .lsd = options.lsd});
+  apply_peer_settings(pack, PeerSettings{.listen = options.listen, .dht = options.dht, .lsd = options.lsd, .port_fallback = options.port_fallback});
   pack.set_int(lt::settings_pack::upload_rate_limit,
                static_cast<int>(std::min<std::uint64_t>(options.upload_rate, INT_MAX)));
   pack.set_int(lt::settings_pack::connections_limit,

@@ -21,6 +21,7 @@ struct SeederOptions {
   unsigned max_uploads{};  // peers unchoked at once; 0 = unlimited
   bool dht{};
   bool lsd{};
+  bool port_fallback{};
   // Not settings:
   int disk_threads = 4;               // workers reading chunks for peers
   std::size_t max_open_chunks = 256;  // chunk files kept open between reads

@@ -11,10 +11,12 @@ struct PeerSettings {
   std::string listen;  // HOST:PORT
   bool dht = false;
   bool lsd = false;
+  bool port_fallback = false;  // a taken port moves to one of the next 10 (else listening fails)
 };
 
 inline void apply_peer_settings(lt::settings_pack& pack, const PeerSettings& peer) {
   pack.set_str(lt::settings_pack::listen_interfaces, peer.listen);
+  pack.set_int(lt::settings_pack::max_retry_port_bind, peer.port_fallback ? 10 : 0);
   // TCP only: uTP was 40 times slower on loopback, and every client the node serves speaks TCP.
   pack.set_bool(lt::settings_pack::enable_outgoing_utp, false);
   pack.set_bool(lt::settings_pack::enable_incoming_utp, false);
