@@ -18,13 +18,15 @@ RUN scripts/install-deps.sh && scripts/build.sh -DINFERLLAMA_TESTS=OFF \
  && scripts/runtime-packages.sh build/inferllama > build/runtime-packages
 
 FROM debian:12-slim
+# /data is 0700 and owned by the USER below: it holds users' keys, and the node warns at each start about
+# a data directory open to others (a new named volume takes this mode and owner).
 COPY --from=build /src/build/runtime-packages /tmp/runtime-packages
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive xargs -a /tmp/runtime-packages \
       apt-get install -y -qq --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* /tmp/runtime-packages \
  && useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin inferllama \
- && mkdir -p /data && chown inferllama:inferllama /data
+ && install -d -m 0700 -o 10001 -g 10001 /data
 COPY --from=build /src/build/inferllama /usr/local/bin/inferllama
 COPY --from=build /src/config/inferllama.toml /etc/inferllama/inferllama.toml
 USER 10001:10001
