@@ -8,16 +8,25 @@
 FROM debian:12 AS build
 WORKDIR /src
 COPY . .
-RUN scripts/install-deps.sh && scripts/build.sh -DINFERLLAMA_TESTS=OFF
+# The runtime packages are derived from the binary just built, not listed by hand:
+# scripts/runtime-packages.sh maps each library it links to the Debian package that ships it. The
+# runtime stage installs that list, plus ca-certificates (the node opens the CA bundle; it does not link
+# it), so the image gets whatever the binary links, nothing it does not need, and cannot drift from it.
+# tests/integration/test_runtime_image.py rebuilds this stage's files in a root folder without Docker
+# and runs the node there.
+RUN scripts/install-deps.sh && scripts/build.sh -DINFERLLAMA_TESTS=OFF \
+ && scripts/runtime-packages.sh build/inferllama > build/runtime-packages
 
 FROM debian:12-slim
+# /data is 0700 and owned by the USER below: it holds users' keys, and the node warns at each start about
+# a data directory open to others (a new named volume takes this mode and owner).
+COPY --from=build /src/build/runtime-packages /tmp/runtime-packages
 RUN apt-get update -qq \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      ca-certificates libcurl4 libspdlog1.10 libfmt9 libssl3 libtomlplusplus3 \
-      libsnappy1v5 liblz4-1 libzstd1 libbz2-1.0 zlib1g \
- && rm -rf /var/lib/apt/lists/* \
+ && DEBIAN_FRONTEND=noninteractive xargs -a /tmp/runtime-packages \
+      apt-get install -y -qq --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* /tmp/runtime-packages \
  && useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin inferllama \
- && mkdir -p /data && chown inferllama:inferllama /data
+ && install -d -m 0700 -o 10001 -g 10001 /data
 COPY --from=build /src/build/inferllama /usr/local/bin/inferllama
 COPY --from=build /src/config/inferllama.toml /etc/inferllama/inferllama.toml
 USER 10001:10001

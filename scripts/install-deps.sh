@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-build_packages=(build-essential cmake ninja-build ccache pkg-config
+# binutils: scripts/runtime-packages.sh reads the binary's libraries with readelf.
+build_packages=(build-essential binutils cmake ninja-build ccache pkg-config
   libboost-dev libcurl4-openssl-dev librocksdb-dev libssl-dev libspdlog-dev libfmt-dev
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libtorrent-rasterbar-dev libhiredis-dev)
 test_packages=(libgtest-dev libgmock-dev python3 curl nodejs npm nginx-light aria2 wrk openssl procps
