@@ -403,6 +403,12 @@ std::uint64_t Download::readable(std::uint64_t offset) const {
   return std::min(available, before_last);
 }
 
+std::uint64_t Download::fetched() const {
+  std::uint64_t total = 0;
+  for (std::size_t i = 0; i < chunk_count_; ++i) total += chunks_[i].filled.load(std::memory_order_relaxed);
+  return total;
+}
+
 std::pair<int, std::uint64_t> Download::locate(std::uint64_t offset) const {
   std::lock_guard lock(mutex_);
   const std::uint64_t cs = owner_.settings_.chunk_size;

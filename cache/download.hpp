@@ -105,6 +105,8 @@ class Download : public std::enable_shared_from_this<Download> {
   // byte is held back until the whole file has been verified, so a reader never sees a complete-looking
   // body that failed its hash. (Verified comes before complete: storing it durably is not the reader's wait.)
   std::uint64_t readable(std::uint64_t offset) const;
+  // Bytes held so far, over every chunk (connections fill them out of order).
+  std::uint64_t fetched() const;
   // Descriptor of the staged chunk holding `offset` and the offset within it; valid while this lives.
   std::pair<int, std::uint64_t> locate(std::uint64_t offset) const;
   // Fetch the bytes at `offset` next (a Range request landing in the middle of the file).

@@ -1089,7 +1089,7 @@ Config load_config(const ConfigSources& sources) {
       throw ConfigError("unknown flag " + flag + suggestion(flag, [](const ConfigKey& k) { return k.flag; }));
     }
     // Every user of the machine can read a process's arguments (ps, /proc/PID/cmdline).
-    if (const KeySpec* file = find_spec(std::string(spec->key.name) + "_file"); spec->secret && file)
+    if (const KeySpec* file = find_spec(std::string(spec->key.name) + "_file"); spec->secret && file && !value.empty())
       throw ConfigError("flag " + std::string(spec->key.flag) + " would show the secret to every user of the machine (ps): give it as " +
                         std::string(file->key.flag) + " FILE or the environment variable " + std::string(spec->key.env));
     apply(config, applied, *spec, Input{spec->key.name, "flag " + std::string(spec->key.flag), value});
@@ -1108,17 +1108,6 @@ Config load_config(const ConfigSources& sources) {
   // Settings that constrain each other.
   for (LimitPolicy* policy : {&config.limit_anonymous, &config.limit_default}) policy->token_bytes = config.token_size;
   for (auto& [name, policy] : config.limit_users) policy.token_bytes = config.token_size;
-  if (config.tls_listen.empty()) {
-    for (const char* key : {"tls_cert", "tls_key"}) {
-      if (applied.set[static_cast<std::size_t>(find_spec(key) - kSpecs)] &&
-          !(std::string_view(key) == "tls_cert" ? config.tls_cert : config.tls_key).empty())
-        throw ConfigError(std::string("invalid ") + key + " (from " + applied.origin_of(key) +
-                          "): it needs tls_listen (--tls-listen HOST:PORT), the HTTPS listener it is for");
-    }
-  } else if (config.tls_cert.empty() || config.tls_key.empty()) {
-    throw ConfigError("invalid tls_listen (from " + applied.origin_of("tls_listen") +
-                      "): it needs tls_cert and tls_key (--tls-cert FILE --tls-key FILE, PEM)");
-  }
   if (config.tracker_min_interval > config.tracker_interval)
     throw ConfigError("invalid tracker_min_interval: " + std::to_string(config.tracker_min_interval.count()) +
                       "s is longer than tracker_interval (" + std::to_string(config.tracker_interval.count()) + "s)");

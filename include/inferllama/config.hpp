@@ -121,7 +121,7 @@ struct ConfigSources {
 // only when no flag, INFERLLAMA_UPSTREAM_TOKEN or file value is given (an explicit empty value counts as given).
 // Throws ConfigError on: unknown TOML key, unknown flag, unknown INFERLLAMA_* variable (INFERLLAMA_CONFIG
 // and the client variables excepted), a secret given as a flag (argv is public: its _file key or
-// variable instead), settings that need each other (tls_cert without tls_listen), wrong TOML type, unparsable or out-of-range value, unreadable file, TOML syntax error (with line).
+// variable instead), wrong TOML type, unparsable or out-of-range value, unreadable file, TOML syntax error (with line).
 // No file is read unless one is named; an empty INFERLLAMA_CONFIG counts as unset.
 Config load_config(const ConfigSources& sources);
 

@@ -2,6 +2,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace inferllama {
 
@@ -85,6 +86,36 @@ inline bool is_valid_repo_name(std::string_view name) {
   const auto slash = name.find('/');
   if (slash == std::string_view::npos) return is_valid_repo_segment(name);
   return is_valid_repo_segment(name.substr(0, slash)) && is_valid_repo_segment(name.substr(slash + 1));
+}
+
+// A snapshot as people write it: "acme/model", "datasets/acme/data@v2" (a "models/" prefix is accepted).
+struct RepoRef {
+  RepoId repo;
+  std::string rev = "main";
+  bool typed = false;  // the type came from a prefix
+};
+inline std::optional<RepoRef> parse_repo_ref(std::string_view text) {
+  while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
+  while (!text.empty() && text.back() == ' ') text.remove_suffix(1);
+  RepoRef ref;
+  if (auto at = text.rfind('@'); at != std::string_view::npos) {
+    ref.rev = std::string(text.substr(at + 1));
+    text = text.substr(0, at);
+    if (ref.rev.empty()) return std::nullopt;
+  }
+  for (auto [prefix, type] : {std::pair{std::string_view("models/"), RepoType::model},
+                              std::pair{std::string_view("datasets/"), RepoType::dataset},
+                              std::pair{std::string_view("spaces/"), RepoType::space}}) {
+    if (text.starts_with(prefix) && is_valid_repo_name(text.substr(prefix.size()))) {
+      ref.repo.type = type;
+      ref.typed = true;
+      text.remove_prefix(prefix.size());
+      break;
+    }
+  }
+  if (!is_valid_repo_name(text)) return std::nullopt;
+  ref.repo.name = std::string(text);
+  return ref;
 }
 
 // A full commit sha: 40 lowercase hex digits. Only these are immutable; everything else is a ref.

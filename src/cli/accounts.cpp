@@ -9,12 +9,14 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <variant>
 
 #include "cli/node_http.hpp"
+#include "node/data_dir_lock.hpp"
 #include "cli/text.hpp"
 #include "inferllama/config.hpp"
 #include "inferllama/index.hpp"
@@ -52,27 +54,30 @@ std::string read_secret_line(const std::string& prompt) {
   return line.substr(first, line.find_last_not_of(" \t\r") - first + 1);
 }
 
-bool is_lock_error(const std::string& message) {
-  return message.find("lock file") != std::string::npos || message.find("/LOCK") != std::string::npos;
-}
-
-// The data-directory way: the node's records opened here, answered by the node's own API functions.
+// The data-directory way: the node's records opened here, answered by the node's own API functions. A
+// command that only reads never creates a data directory (run in the wrong folder, it would make an
+// empty one with a new secret key).
 usage::ApiAnswer answer_locally(const AccountCommands::Call& call, const Config& config) {
+  if (const auto pid = node::DataDirLock::holder(config.data_dir)) {
+    throw std::runtime_error("a node " + (*pid ? "(pid " + std::to_string(*pid) + ") " : std::string()) + "runs on " +
+                             config.data_dir.string() +
+                             " without an admin socket (admin_socket is off): ask it over HTTP(S) with --node URL "
+                             "and its admin key (INFERLLAMA_ADMIN_KEY or --admin-key-file)");
+  }
+  const bool reads = call.method == "GET";
+  std::error_code ec;
+  if (reads && !std::filesystem::exists(config.data_dir / "index", ec)) {
+    throw std::runtime_error("no node data in " + config.data_dir.string() +
+                             ": run this in the folder the node runs in, or give its --data-dir or --config");
+  }
   // What the records log (a key file created, say) is no answer: it goes to stderr, as the node's does.
   spdlog::set_default_logger(spdlog::stderr_color_mt("inferllama"));
   spdlog::set_level(spdlog::level::from_str(config.log_level));
-  std::unique_ptr<Index> index;
-  ::umask(077);  // an index this command creates holds keys: the owner's only, as the node's
-  try {
-    index = open_rocksdb_index(config.data_dir / "index");
-  } catch (const std::runtime_error& e) {
-    if (!is_lock_error(e.what())) throw;
-    const auto socket = admin_socket_path(config);
-    throw std::runtime_error("the data directory " + config.data_dir.string() + " is in use by a running node " +
-                             (socket.empty() ? std::string("and admin_socket is off")
-                                             : "that serves no admin socket at " + socket.string()) +
-                             ": pass the node's --config, or --node URL --admin-key KEY");
+  if (!std::filesystem::exists(config.data_dir / "index", ec)) {
+    spdlog::info("no node data in {} yet: creating it", config.data_dir.string());
   }
+  ::umask(077);  // an index this command creates holds keys: the owner's only, as the node's
+  auto index = open_rocksdb_index(config.data_dir / "index");
   SystemClock clock;
   usage::Identities identities(index->records(), clock, usage::SecretBox::from_file(usage::secret_key_path(config)));
   usage::UsageLog usage_log(index->records(), clock);
@@ -164,22 +169,7 @@ void print_usage(const std::string& body) {
 
 CLI::App* AccountCommands::add(CLI::App& parent, const std::string& name, const std::string& help) {
   auto* command = parent.add_subcommand(name, help);
-  command
-      ->add_option("--node", target_.node,
-                   "Base URL of a running node to ask through its admin API over HTTP(S); without it, the admin "
-                   "socket of the data directory's node is used, or the data directory itself when no node runs")
-      ->envname("INFERLLAMA_NODE");
-  command
-      ->add_option("--admin-key", target_.admin_key,
-                   "The node's admin key, with --node (for `usage`, a user's own node key shows their own usage)")
-      ->envname("INFERLLAMA_ADMIN_KEY");
-  command
-      ->add_option("--admin-key-file", target_.admin_key_file,
-                   "File holding the node's admin key (a trailing newline is ignored), with --node: keeps the key "
-                   "out of the process list")
-      ->envname("INFERLLAMA_ADMIN_KEY_FILE");
-  command->add_option("--data-dir", target_.data_dir, "Data directory [default: ./data] (env INFERLLAMA_DATA_DIR)");
-  command->add_option("--config", target_.config_file, "TOML configuration file (env INFERLLAMA_CONFIG)");
+  add_node_options(*command, target_, "the node's admin key (for `usage`, a user's own node key shows their own usage)");
   return command;
 }
 
@@ -313,34 +303,13 @@ std::optional<int> AccountCommands::run() {
     if (command.app->parsed()) given = &command;
   }
   if (!given) return std::nullopt;
-  if (!target_.node.empty() && (!target_.data_dir.empty() || !target_.config_file.empty())) {
-    std::fprintf(stderr,
-                 "inferllama: --node asks a running node; --data-dir and --config name a data directory: "
-                 "pass one or the other\n");
-    return 2;
-  }
   const Call call = given->call();
+  std::optional<Config> beside;
+  const auto node = node_target(target_, beside);
   std::variant<usage::ApiAnswer, std::string> answer;
-  bool over_http = true;
-  if (!target_.node.empty()) {
-    if (!target_.admin_key.empty() && !target_.admin_key_file.empty()) {
-      std::fprintf(stderr, "inferllama: give the admin key one way: --admin-key or --admin-key-file\n");
-      return 2;
-    }
-    const std::string admin_key = target_.admin_key_file.empty()
-                                      ? target_.admin_key
-                                      : read_secret_file(target_.admin_key_file, "--admin-key-file");
-    answer = answer_remotely(call, NodeTarget::over_tcp(target_.node, admin_key));
-  } else {
-    const Config config = config_beside(target_.data_dir, target_.config_file);
-    const std::string socket = admin_socket_beside(config);
-    if (!socket.empty()) answer = answer_remotely(call, NodeTarget::over_socket(socket));
-    // No socket, or one a stopped node left behind: the data directory itself.
-    if (socket.empty() || std::holds_alternative<std::string>(answer)) {
-      answer = answer_locally(call, config);
-      over_http = false;
-    }
-  }
+  // No node runs on the data directory: its records are read (or changed) here.
+  const bool over_http = node.has_value();
+  answer = node ? answer_remotely(call, *node) : answer_locally(call, *beside);
   if (auto* why = std::get_if<std::string>(&answer)) {
     std::fprintf(stderr, "inferllama: %s\n", why->c_str());
     return 1;

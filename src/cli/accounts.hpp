@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "cli/node_http.hpp"
+
 namespace CLI {
 class App;
 class Option;
@@ -38,17 +40,9 @@ class AccountCommands {
     std::function<Call()> call;
     std::function<void(const std::string& body)> print;  // a successful answer's body
   };
-  struct Target {
-    std::string node;  // base URL; "" = the data directory
-    std::string admin_key;
-    std::string admin_key_file;  // the admin key, kept out of argv
-    std::string data_dir;
-    std::string config_file;
-  };
-
   CLI::App* add(CLI::App& parent, const std::string& name, const std::string& help);
 
-  Target target_;
+  NodeOptions target_;
   std::string name_, email_, token_, label_, key_id_, since_, format_ = "table";
   CLI::Option* token_option_ = nullptr;  // hub-token's TOKEN: read from stdin when not given
   std::vector<Command> commands_;

@@ -3,70 +3,82 @@
 
 #include "cli/commands.hpp"
 #include "cli/node_http.hpp"
+#include "inferllama/repo.hpp"
 
 namespace inferllama::cli {
+namespace {
+
+// {"repo", "revision", "type"} from REPO[@REV] with an optional type prefix and --repo-type.
+nlohmann::json snapshot_of(const AdminOptions& options) {
+  auto ref = parse_repo_ref(options.repo);
+  if (!ref) {
+    throw UsageError("not a repository: " + options.repo +
+                     " (expected [datasets/|spaces/]OWNER/NAME[@REVISION], e.g. acme/tiny-model@main)");
+  }
+  if (!options.repo_type.empty()) {
+    const auto type = parse_repo_type(options.repo_type);
+    if (ref->typed && type != ref->repo.type) {
+      throw UsageError(options.repo + " names a " + std::string(ref->repo.type_name()) + ", --repo-type says " +
+                       options.repo_type);
+    }
+    ref->repo.type = *type;
+  }
+  return {{"repo", ref->repo.name}, {"revision", ref->rev}, {"type", ref->repo.type_name()}};
+}
+
+void print_done(const AdminOptions& options, const nlohmann::json& result) {
+  const auto count = [&](const char* field) {
+    return static_cast<unsigned long long>(result.value(field, 0ULL));
+  };
+  const std::string snapshot = result.value("repo", "") + "@" + result.value("commit", "");
+  if (options.action == "gc") {
+    std::printf("removed %llu unreferenced chunks, freed %llu bytes\n", count("chunks_removed"), count("bytes_freed"));
+  } else if (options.action == "mirror") {
+    std::printf("mirrored %s: %llu files, %llu fetched over BitTorrent (%llu bytes); seeding %s%s\n", snapshot.c_str(),
+                count("files"), count("fetched_files"), count("fetched_bytes"), result.value("info_hash", "").c_str(),
+                result.value("same_swarm", false) ? " (the same swarm as the source)" : "");
+  } else if (options.action == "pin") {
+    if (result.value("changed", true)) {
+      std::printf("pinned %s: its %llu cached files are never evicted\n", snapshot.c_str(), count("cached_files"));
+    } else {
+      std::printf("%s was pinned already\n", snapshot.c_str());
+    }
+  } else {
+    std::printf(result.value("changed", true) ? "unpinned %s: its files may be evicted again\n" : "%s was not pinned\n",
+                snapshot.c_str());
+  }
+}
+
+}  // namespace
 
 int admin(const AdminOptions& options) {
   nlohmann::json body = nlohmann::json::object();
-  if (options.action != "gc") {
-    std::string repo = options.repo, revision = "main";
-    if (auto at = repo.rfind('@'); at != std::string::npos) {
-      revision = repo.substr(at + 1);
-      repo = repo.substr(0, at);
-    }
-    body = {{"repo", repo}, {"revision", revision}, {"type", options.repo_type}};
-    if (options.action == "mirror") body["from"] = options.from;
-  }
-  if (!options.node.empty() && (!options.data_dir.empty() || !options.config_file.empty())) {
+  if (options.action != "gc") body = snapshot_of(options);
+  if (options.action == "mirror") body["from"] = options.from;
+  std::optional<Config> beside;
+  const auto node = node_target(options.target, beside);
+  if (!node) {
+    const auto expected = admin_socket_path(*beside);
     std::fprintf(stderr,
-                 "inferllama: --node asks a node over HTTP(S); --data-dir and --config find the admin socket of the "
-                 "node beside: pass one or the other\n");
-    return 2;
+                 "inferllama: no node runs on %s%s: run this beside the node with its --data-dir or --config, or ask "
+                 "it over HTTP(S) with --node URL and its admin key (INFERLLAMA_ADMIN_KEY or --admin-key-file)\n",
+                 beside->data_dir.c_str(),
+                 expected.empty() ? " with an admin socket (admin_socket is off)" : "");
+    return 1;
   }
-  NodeTarget node;
-  if (!options.node.empty()) {
-    node = NodeTarget::over_tcp(options.node, options.admin_key);
-  } else {
-    const Config config = config_beside(options.data_dir, options.config_file);
-    const std::string socket = admin_socket_beside(config);
-    if (socket.empty()) {
-      const auto expected = admin_socket_path(config);
-      std::fprintf(stderr,
-                   "inferllama: no node's admin socket at %s: run this beside the node with its --data-dir or "
-                   "--config, or pass --node URL --admin-key KEY\n",
-                   expected.empty() ? "(admin_socket is off)" : expected.c_str());
-      return 1;
-    }
-    node = NodeTarget::over_socket(socket);
-  }
-  auto called = call_node(node, "POST", "/api/inferllama/" + options.action, body.dump());
+  auto called = call_node(*node, "POST", "/api/inferllama/" + options.action, body.dump());
   if (auto* why = std::get_if<std::string>(&called)) {
-    std::fprintf(stderr, "%s\n", why->c_str());
+    std::fprintf(stderr, "inferllama: %s\n", why->c_str());
     return 1;
   }
   const auto& answer = std::get<NodeAnswer>(called);
   auto result = nlohmann::json::parse(answer.body, nullptr, false);
   if (answer.status != 200 || !result.is_object()) {
-    std::fprintf(stderr, "%s failed (HTTP %ld): %s\n", options.action.c_str(), answer.status,
+    std::fprintf(stderr, "inferllama: %s failed (HTTP %ld): %s\n", options.action.c_str(), answer.status,
                  error_of(answer.body).c_str());
     return 1;
   }
-  if (options.action == "gc") {
-    std::printf("removed %llu unreferenced chunks, freed %llu bytes\n",
-                static_cast<unsigned long long>(result.value("chunks_removed", 0ULL)),
-                static_cast<unsigned long long>(result.value("bytes_freed", 0ULL)));
-  } else if (options.action == "mirror") {
-    std::printf("mirrored %s@%s: %llu files, %llu fetched over BitTorrent (%llu bytes); seeding %s%s\n",
-                result.value("repo", "").c_str(), result.value("commit", "").c_str(),
-                static_cast<unsigned long long>(result.value("files", 0ULL)),
-                static_cast<unsigned long long>(result.value("fetched_files", 0ULL)),
-                static_cast<unsigned long long>(result.value("fetched_bytes", 0ULL)),
-                result.value("info_hash", "").c_str(),
-                result.value("same_swarm", false) ? " (the same swarm as the source)" : "");
-  } else {
-    std::printf("%s %s@%s\n", result.value("pinned", false) ? "pinned" : "unpinned",
-                result.value("repo", "").c_str(), result.value("commit", "").c_str());
-  }
+  print_done(options, result);
   return 0;
 }
 

@@ -1,6 +1,10 @@
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "cli/accounts.hpp"
 #include "cli/commands.hpp"
@@ -18,7 +22,7 @@ void add_config_flags(CLI::App& command, std::map<std::string, std::string>& fla
     if (!key.default_text.empty()) help += " [default: " + std::string(key.default_text) + "]";
     help += " (env " + std::string(key.env) + ")";
     auto* option = command.add_option(std::string(key.flag), given[std::string(key.name)], help);
-    if (key.is_switch) option->expected(0, 1);  // `--offline` alone, or `--offline false`
+    if (key.is_switch) option->expected(0, 1)->type_name("");  // `--offline` alone, or `--offline false`
   }
   (void)flags;
 }
@@ -32,6 +36,58 @@ Config config_from(const std::map<std::string, std::string>& given, CLI::App& co
   if (!config_file.empty()) sources.file = config_file;
   sources.env = environment_map(environ);
   return load_config(sources);
+}
+
+// "unknown command pul (did you mean pull?)" before CLI11 says only that a subcommand is required.
+std::optional<std::string> unknown_command(CLI::App& app, int argc, char** argv) {
+  CLI::App* current = &app;
+  for (int i = 1; i < argc; ++i) {
+    const std::string word = argv[i];
+    const auto subcommands = current->get_subcommands([](CLI::App*) { return true; });
+    if (word.starts_with("-") || subcommands.empty()) return std::nullopt;
+    std::vector<std::string> names;
+    CLI::App* next = nullptr;
+    for (auto* sub : subcommands) {
+      names.push_back(sub->get_name());
+      if (sub->get_name() == word) next = sub;
+    }
+    if (!next) {
+      const auto best = closest_spelling(word, names);
+      std::string known;
+      for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+      return "unknown command " + word + (best ? " (did you mean " + *best + "?)" : " (commands: " + known + ")");
+    }
+    current = next;
+  }
+  return std::nullopt;
+}
+
+// "unknown option --ofline for serve (did you mean --offline?)" for what CLI11 found no place for.
+std::string unknown_options(CLI::App& app, const CLI::ExtrasError& error) {
+  CLI::App* command = &app;
+  for (bool deeper = true; deeper;) {
+    deeper = false;
+    for (auto* sub : command->get_subcommands()) {
+      command = sub;
+      deeper = true;
+    }
+  }
+  std::vector<std::string> flags;
+  for (const auto* option : command->get_options()) {
+    for (const auto& name : option->get_lnames()) flags.push_back("--" + name);
+  }
+  std::string message = error.what();
+  const auto colon = message.find(": ");
+  std::istringstream extras(colon == std::string::npos ? "" : message.substr(colon + 2));
+  std::string out;
+  for (std::string extra; extras >> extra;) {
+    const std::string name = extra.substr(0, extra.find('='));
+    const auto best = name.starts_with("--") ? closest_spelling(name, flags) : std::nullopt;
+    out += (out.empty() ? "" : "; ") + std::string(name.starts_with("-") ? "unknown option " : "unexpected argument ") +
+           name + (best ? " (did you mean " + *best + "?)" : "");
+  }
+  const std::string path = command == &app ? "inferllama" : "inferllama " + command->get_name();
+  return out + "; see `" + path + " --help`";
 }
 
 }  // namespace
@@ -48,42 +104,27 @@ int run(int argc, char** argv) {
   add_config_flags(*serve_cmd, flags, serve_given);
 
   PullOptions pull_options;
-  if (const char* token = std::getenv("HF_TOKEN")) pull_options.token = token;
-  pull_options.node = "http://127.0.0.1:8080";
-  if (const char* node = std::getenv("HF_ENDPOINT")) pull_options.node = node;
   auto* pull_cmd = app.add_subcommand("pull", "Warm a running node's cache with a whole snapshot");
-  pull_cmd->add_option("repo", pull_options.repo, "Repository id, e.g. acme/tiny-model")->required();
+  pull_cmd->add_option("repo", pull_options.repo, "Repository id, e.g. acme/tiny-model (datasets/... for a dataset)")
+      ->required();
   pull_cmd->add_option("--revision", pull_options.revision, "Branch, tag or commit")->capture_default_str();
-  pull_cmd->add_option("--repo-type", pull_options.repo_type, "model, dataset or space")
-      ->check(CLI::IsMember({"model", "dataset", "space"}))
-      ->capture_default_str();
+  pull_cmd->add_option("--repo-type", pull_options.repo_type, "model, dataset or space [default: from the repo's prefix, else model]")
+      ->check(CLI::IsMember({"model", "dataset", "space"}));
   pull_cmd->add_option("--node", pull_options.node,
-                       "Base URL of the node (default: HF_ENDPOINT or http://127.0.0.1:8080)");
-  pull_cmd->add_option("--token", pull_options.token, "Hub token sent to the node (default: HF_TOKEN)");
-  pull_cmd->add_flag("--quiet", pull_options.quiet, "No progress bars");
+                       "Base URL of the node (default: INFERLLAMA_NODE, else HF_ENDPOINT, else http://127.0.0.1:8080)");
+  pull_cmd->add_option("--token-file", pull_options.token_file,
+                       "File holding the token sent to the node: a node key (il_...) or a Hub token (default: HF_TOKEN)");
+  pull_cmd->add_option("--token", pull_options.token_flag)->group("");  // refused: argv is public
+  pull_cmd->add_flag("--quiet,-q", pull_options.quiet, "No progress; only the result and errors");
 
-  // Where the admin commands find the node: its admin socket beside it, or --node with the admin key.
-  auto add_node_options = [](CLI::App& command, AdminOptions& options) {
-    command
-        .add_option("--node", options.node,
-                    "Base URL of the node, asked over HTTP(S) with --admin-key; without it, the admin socket of the "
-                    "node that runs on --data-dir/--config")
-        ->envname("INFERLLAMA_NODE");
-    command.add_option("--admin-key", options.admin_key, "The node's admin key, with --node")
-        ->envname("INFERLLAMA_ADMIN_KEY");
-    command.add_option("--data-dir", options.data_dir,
-                       "The node's data directory [default: ./data] (env INFERLLAMA_DATA_DIR)");
-    command.add_option("--config", options.config_file, "The node's TOML configuration file (env INFERLLAMA_CONFIG)");
-  };
   AdminOptions pin_options{"pin"}, unpin_options{"unpin"}, gc_options{"gc"};
-  auto* pin_cmd = app.add_subcommand("pin", "Never evict a snapshot (REPO[@REV], default revision main)");
+  auto* pin_cmd = app.add_subcommand("pin", "Never evict a cached snapshot ([datasets/|spaces/]REPO[@REV], default main)");
   auto* unpin_cmd = app.add_subcommand("unpin", "Let a pinned snapshot be evicted again");
   for (auto [command, options] : {std::pair{pin_cmd, &pin_options}, std::pair{unpin_cmd, &unpin_options}}) {
     command->add_option("repo", options->repo, "Repository id, optionally @revision")->required();
-    command->add_option("--repo-type", options->repo_type, "model, dataset or space")
-        ->check(CLI::IsMember({"model", "dataset", "space"}))
-        ->capture_default_str();
-    add_node_options(*command, *options);
+    command->add_option("--repo-type", options->repo_type, "model, dataset or space [default: from the repo's prefix, else model]")
+        ->check(CLI::IsMember({"model", "dataset", "space"}));
+    add_node_options(*command, options->target, "the node's admin key");
   }
   AdminOptions mirror_options{"mirror"};
   auto* mirror_cmd = app.add_subcommand(
@@ -92,12 +133,11 @@ int run(int argc, char** argv) {
       "against the Hub's etags and seed it");
   mirror_cmd->add_option("repo", mirror_options.repo, "Repository id, optionally @revision (default main)")->required();
   mirror_cmd->add_option("--from", mirror_options.from, "Base URL of the node to mirror from")->required();
-  mirror_cmd->add_option("--repo-type", mirror_options.repo_type, "model, dataset or space")
-      ->check(CLI::IsMember({"model", "dataset", "space"}))
-      ->capture_default_str();
-  add_node_options(*mirror_cmd, mirror_options);
+  mirror_cmd->add_option("--repo-type", mirror_options.repo_type, "model, dataset or space [default: from the repo's prefix, else model]")
+      ->check(CLI::IsMember({"model", "dataset", "space"}));
+  add_node_options(*mirror_cmd, mirror_options.target, "the node's admin key");
   auto* gc_cmd = app.add_subcommand("gc", "Delete stored chunks that no file references, and report what was freed");
-  add_node_options(*gc_cmd, gc_options);
+  add_node_options(*gc_cmd, gc_options.target, "the node's admin key");
 
   auto* ls_cmd = app.add_subcommand("ls", "List cached repos, revisions, files and sizes");
   ls_cmd->add_option("--config", ls_config, "TOML configuration file (env INFERLLAMA_CONFIG)");
@@ -105,8 +145,15 @@ int run(int argc, char** argv) {
 
   AccountCommands accounts(app);
 
+  if (auto unknown = unknown_command(app, argc, argv)) {
+    std::cerr << "inferllama: " << *unknown << "\n";
+    return 2;
+  }
   try {
     app.parse(argc, argv);
+  } catch (const CLI::ExtrasError& e) {
+    std::cerr << "inferllama: " << unknown_options(app, e) << "\n";
+    return 2;
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);  // prints the help, the version or what was wrong
     return code == 0 ? 0 : 2;
@@ -128,6 +175,9 @@ int run(int argc, char** argv) {
     }
   } catch (const ConfigError& e) {
     std::cerr << "inferllama: configuration error: " << e.what() << "\n";
+    return 2;
+  } catch (const UsageError& e) {
+    std::cerr << "inferllama: " << e.what() << "\n";
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "inferllama: " << e.what() << "\n";

@@ -1,6 +1,7 @@
 #pragma once
 #include <string>
 
+#include "cli/node_http.hpp"
 #include "inferllama/config.hpp"
 
 namespace inferllama::cli {
@@ -12,24 +13,23 @@ int run(int argc, char** argv);
 int serve(const Config& config);
 
 struct PullOptions {
-  std::string node;  // base URL of a running node
-  std::string repo;
+  std::string node;  // base URL of a running node; "" = INFERLLAMA_NODE, HF_ENDPOINT, http://127.0.0.1:8080
+  std::string repo;  // [datasets/|spaces/]REPO[@REV]
   std::string revision = "main";
-  std::string repo_type = "model";
-  std::string token;  // sent as Bearer; HF_TOKEN by default
+  std::string repo_type;   // "" = from the repo's prefix, else model
+  std::string token_file;  // the token sent as Bearer; else HF_TOKEN
+  std::string token_flag;  // --token T: refused, argv is public
   bool quiet = false;
 };
-// `pull`: warms the node's cache with every file of a snapshot, one progress bar per file.
+// `pull`: warms the node's cache with every file of a snapshot. Progress (the node's, per file) goes to
+// stderr, the result to stdout.
 int pull(const PullOptions& options);
 
 struct AdminOptions {
   std::string action;  // pin, unpin, gc, mirror
-  std::string node;    // base URL over HTTP(S); "" = the admin socket beside the node
-  std::string admin_key;
-  std::string data_dir;     // where the node beside runs (its admin socket), with config_file
-  std::string config_file;
-  std::string repo;  // REPO[@REV]
-  std::string repo_type = "model";
+  NodeOptions target;
+  std::string repo;  // [models/|datasets/|spaces/]REPO[@REV]
+  std::string repo_type;  // model, dataset or space; "" = from the repo's prefix, else model
   std::string from;  // mirror: the node whose swarm fills this one
 };
 // `pin`, `unpin`, `gc`, `mirror`: ask a running node, through its admin socket when run beside it, else

@@ -1,5 +1,6 @@
 #include <cstdio>
 #include <map>
+#include <set>
 
 #include "cli/commands.hpp"
 #include "cli/text.hpp"
@@ -10,8 +11,9 @@ namespace inferllama::cli {
 int list_cache(const Config& config) {
   auto dir = config.data_dir / "index";
   if (!std::filesystem::exists(dir)) {
-    std::printf("no cache at %s\n", config.data_dir.c_str());
-    return 0;
+    std::fprintf(stderr, "inferllama: no node data in %s: run this in the folder the node runs in, or give its "
+                 "--data-dir or --config\n", config.data_dir.c_str());
+    return 1;
   }
   auto index = open_rocksdb_index(dir, /*read_only=*/true);
   // repo -> commit -> files
@@ -24,6 +26,8 @@ int list_cache(const Config& config) {
   index->list_refs([&](const std::string& repo, const std::string& name, const RefEntry& ref) {
     names[repo + '@' + ref.commit].push_back(name.empty() ? "(default branch)" : name);
   });
+  std::set<std::string> pinned;  // "model/acme/x@commit"
+  for (const auto& [repo, commit] : index->pinned()) pinned.insert(repo.key() + '@' + commit);
   for (const auto& [repo, commits] : tree) {
     std::printf("%s\n", repo.c_str());
     for (const auto& [commit, files] : commits) {
@@ -32,6 +36,7 @@ int list_cache(const Config& config) {
       std::string refs;
       for (const auto& n : names[repo + '@' + commit]) refs += (refs.empty() ? "  [" : ", ") + n;
       if (!refs.empty()) refs += "]";
+      if (pinned.contains(repo + '@' + commit)) refs += "  pinned";
       std::printf("  @%s  %zu files, %s%s\n", commit.c_str(), files.size(), human_bytes(total).c_str(), refs.c_str());
       for (const auto& f : files) std::printf("    %10s  %s\n", human_bytes(f.file.size).c_str(), f.path.c_str());
     }

@@ -2,9 +2,13 @@
 
 #include <curl/curl.h>
 
+#include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <filesystem>
 #include <mutex>
 #include <nlohmann/json.hpp>
+
+#include "node/data_dir_lock.hpp"
 
 extern char** environ;
 
@@ -66,16 +70,61 @@ Config config_beside(const std::string& data_dir, const std::string& config_file
   if (!data_dir.empty()) sources.flags["data_dir"] = data_dir;
   if (!config_file.empty()) sources.file = config_file;
   sources.env = environment_map(environ);
-  // The client's own variables, which are no node settings.
-  sources.env.erase("INFERLLAMA_NODE");
+  // The admin key a client sends is no setting of the node beside (which answers on its socket).
   sources.env.erase("INFERLLAMA_ADMIN_KEY");
+  sources.env.erase("INFERLLAMA_ADMIN_KEY_FILE");
   return load_config(sources);
 }
 
 std::string admin_socket_beside(const Config& config) {
   const auto path = admin_socket_path(config);
   std::error_code ec;
-  return !path.empty() && std::filesystem::is_socket(path, ec) ? path.string() : std::string();
+  // A socket a stopped node left behind answers nobody: only a running node's counts.
+  if (path.empty() || !std::filesystem::is_socket(path, ec) || !node::DataDirLock::holder(config.data_dir)) return "";
+  return path.string();
+}
+
+void add_node_options(CLI::App& command, NodeOptions& options, const std::string& key_use) {
+  command
+      .add_option("--node", options.node,
+                  "Base URL of a running node, asked over HTTP(S) with its admin key; without it, the admin socket of "
+                  "the node that runs on --data-dir/--config")
+      ->envname("INFERLLAMA_NODE");
+  command
+      .add_option("--admin-key-file", options.admin_key_file,
+                  "File holding " + key_use + ", with --node (a trailing newline is ignored; or set INFERLLAMA_ADMIN_KEY)")
+      ->envname("INFERLLAMA_ADMIN_KEY_FILE");
+  // Accepted only to say what to do instead: argv is public.
+  command.add_option("--admin-key", options.admin_key_flag)->group("");
+  command.add_option("--data-dir", options.data_dir,
+                     "The node's data directory [default: ./data] (env INFERLLAMA_DATA_DIR)");
+  command.add_option("--config", options.config_file, "The node's TOML configuration file (env INFERLLAMA_CONFIG)");
+}
+
+std::optional<NodeTarget> node_target(const NodeOptions& options, std::optional<Config>& beside) {
+  if (!options.admin_key_flag.empty()) {
+    throw UsageError(
+        "--admin-key would show the key to every user of the machine (ps): give it as --admin-key-file FILE or the "
+        "environment variable INFERLLAMA_ADMIN_KEY");
+  }
+  if (!options.node.empty()) {
+    if (!options.data_dir.empty() || !options.config_file.empty()) {
+      throw UsageError("--node asks a node over HTTP(S); --data-dir and --config find the node beside through its "
+                       "admin socket: pass one or the other");
+    }
+    const char* from_env = std::getenv("INFERLLAMA_ADMIN_KEY");
+    if (!options.admin_key_file.empty() && from_env && *from_env) {
+      throw UsageError("the admin key is given twice (--admin-key-file and INFERLLAMA_ADMIN_KEY): give it one way");
+    }
+    const std::string key = !options.admin_key_file.empty() ? read_secret_file(options.admin_key_file, "--admin-key-file")
+                            : from_env                       ? std::string(from_env)
+                                                             : std::string();
+    return NodeTarget::over_tcp(options.node, key);
+  }
+  beside = config_beside(options.data_dir, options.config_file);
+  const std::string socket = admin_socket_beside(*beside);
+  if (socket.empty()) return std::nullopt;
+  return NodeTarget::over_socket(socket);
 }
 
 std::string error_of(const std::string& body) {

@@ -1,11 +1,23 @@
 // Requests to a running node's own API (admin routes, accounts), shared by the commands that make them.
 #pragma once
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <variant>
 
 #include "inferllama/config.hpp"
 
+namespace CLI {
+class App;
+}
+
 namespace inferllama::cli {
+
+// A command given the wrong way (options that exclude each other, a secret in argv): exit code 2.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 struct NodeAnswer {
   long status = 0;
@@ -31,11 +43,27 @@ struct NodeTarget {
 std::variant<NodeAnswer, std::string> call_node(const NodeTarget& node, const std::string& method,
                                                 const std::string& path_and_query, const std::string& json_body);
 
+// How every command that talks to a node names it and its credentials.
+struct NodeOptions {
+  std::string node;            // --node URL (env INFERLLAMA_NODE): ask it over HTTP(S)
+  std::string admin_key_file;  // --admin-key-file FILE (env INFERLLAMA_ADMIN_KEY_FILE); else env INFERLLAMA_ADMIN_KEY
+  std::string admin_key_flag;  // --admin-key KEY: refused, every user of the machine could read it (ps)
+  std::string data_dir;        // --data-dir DIR, or --config FILE: the node beside, through its admin socket
+  std::string config_file;
+};
+// Adds those options to `command`; `key_use` says what the key is for in its help.
+void add_node_options(CLI::App& command, NodeOptions& options, const std::string& key_use);
+
+// Where a command's requests go: to --node with the admin key, or to the admin socket of the node that
+// runs on --data-dir/--config. nullopt when no node runs there; `beside` then holds that node's
+// configuration (for commands that can work on the data directory itself). Throws UsageError on misuse.
+std::optional<NodeTarget> node_target(const NodeOptions& options, std::optional<Config>& beside);
+
 // The configuration `serve` would read with this --data-dir and --config (either may be empty), without
-// the client's own variables (INFERLLAMA_NODE, INFERLLAMA_ADMIN_KEY).
+// the admin key the client sends.
 Config config_beside(const std::string& data_dir, const std::string& config_file);
 
-// The admin socket of that configuration when one exists there (a node runs, or ran and left it); "" if not.
+// The admin socket of that configuration when a node runs there and serves one; "" if not.
 std::string admin_socket_beside(const Config& config);
 
 // What a failed answer says: the "error" of a JSON object, else the body as it is.

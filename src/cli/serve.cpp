@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 
 #include <boost/asio/signal_set.hpp>
+#include <chrono>
 #include <csignal>
+#include <functional>
 
 #include "cli/commands.hpp"
 #include "node/node.hpp"
@@ -43,21 +45,45 @@ int serve(const Config& config) {
   node::Node node(config);
   node.start();
 
-  // SIGINT or SIGTERM: stop accepting, then stop once the responses in flight are done, or after 30 s.
+  // SIGINT or SIGTERM: stop accepting, then stop once the responses in flight are done, or after 30 s;
+  // the same signal again stops at once. Downloads cut short resume from their chunks at the next start.
+  constexpr auto kDrainLimit = std::chrono::seconds(30);
   asio::signal_set signals(node.io(), SIGINT, SIGTERM);
   PeriodicTask drain_check(node.io().get_executor(), node.io().get_executor());
-  int checks_left = 30 * 20;
-  signals.async_wait([&](const boost::system::error_code& ec, int signal) {
+  std::chrono::steady_clock::time_point deadline, next_report;
+  std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
+                                                                              int signal) {
     if (ec) return;
-    spdlog::info("signal {}: draining responses in flight", signal);
+    const auto [connections, downloads] = node.in_flight();
+    if (deadline != std::chrono::steady_clock::time_point{}) {
+      spdlog::warn("signal {} again: stopping now; {} downloads cut short resume at the next start", signal, downloads);
+      node.stop();
+      return;
+    }
+    spdlog::info("signal {}: no new connections; waiting up to {} s for {} responses in flight ({} downloads from the "
+                 "upstream, which resume at the next start if cut short); signal again to stop now",
+                 signal, kDrainLimit.count(), connections, downloads);
+    deadline = std::chrono::steady_clock::now() + kDrainLimit;
+    next_report = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     node.begin_drain();
+    signals.async_wait(on_signal);
     drain_check.start(
         "drain", std::chrono::milliseconds(50),
         [&] {
-          if (node.drained() || checks_left-- == 0) node.stop();
+          const auto now = std::chrono::steady_clock::now();
+          if (node.drained() || now >= deadline) {
+            if (!node.drained()) spdlog::warn("{} s passed: stopping with responses in flight", kDrainLimit.count());
+            node.stop();
+          } else if (now >= next_report) {
+            next_report = now + std::chrono::seconds(5);
+            const auto left = node.in_flight();
+            spdlog::info("still waiting for {} responses ({} downloads), {} s left", left.connections, left.downloads,
+                         std::chrono::ceil<std::chrono::seconds>(deadline - now).count());
+          }
         },
         PeriodicTask::First::now);
-  });
+  };
+  signals.async_wait(on_signal);
   node.run();
   return 0;
 }

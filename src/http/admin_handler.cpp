@@ -85,7 +85,12 @@ Task<Answer> answer_pin(Exchange& x, const nlohmann::json& body, bool pinned) {
   auto& hub = x.server.deps.hub;
   auto outcome = co_await offload(x.server.deps.blocking, [&] { return hub.pin(repo, rev, pinned); });
   if (auto* reply = std::get_if<hub::Reply>(&outcome)) co_return std::move(*reply);
-  co_return json_reply({{"repo", repo.key()}, {"commit", std::get<std::string>(outcome)}, {"pinned", pinned}});
+  const auto& done = std::get<hub::HubService::PinOutcome>(outcome);
+  co_return json_reply({{"repo", repo.key()},
+                        {"commit", done.commit},
+                        {"pinned", pinned},
+                        {"changed", done.changed},
+                        {"cached_files", done.cached_files}});
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "http/file_response.hpp"
 
+#include "cache/download.hpp"
 #include "http/range.hpp"
 #include "torrent/swarm_upstream.hpp"
 
@@ -59,6 +60,8 @@ FilePlan write_file_head(Connection& c, const Request& req, const hub::FileAnswe
   head.field("X-Repo-Commit", answer.commit);
   head.field(torrent::kNodeHeader, torrent::kNodeVersion);  // a child node learns that its upstream is a node
   if (!answer.stale.empty()) head.field(hub::kStaleHeader, answer.stale);
+  // How much of a file on its way the node holds, over all its connections (`inferllama pull` shows it).
+  if (answer.download && !answer.download->verified()) head.field(kFetchedHeader, answer.download->fetched());
   head.field("ETag", quoted_etag);
   if (file.lfs) {
     head.field("X-Linked-Etag", quoted_etag);

@@ -10,6 +10,9 @@
 
 namespace inferllama::http {
 
+// On the answer for a file the node is still fetching: the bytes it holds so far.
+inline constexpr const char* kFetchedHeader = "X-InferLlama-Fetched";
+
 struct FilePlan {
   unsigned status = 200;     // 200, 206, 304 or 416
   std::uint64_t first = 0;   // the body: bytes [first, first + length) of the file

@@ -283,7 +283,11 @@ void Server::close_connections() {
 }
 
 bool Server::drained() const {
-  return impl_->context.stats.open_connections.load() == 0;
+  return open_connections() == 0;
+}
+
+std::size_t Server::open_connections() const {
+  return impl_->context.stats.open_connections.load();
 }
 
 }  // namespace inferllama::http

@@ -76,6 +76,7 @@ class Server {
   // Stops accepting, closes idle connections and lets responses in flight finish.
   void begin_drain();
   bool drained() const;
+  std::size_t open_connections() const;
   // Closes every connection, busy or not (at shutdown, after the drain).
   void close_connections();
 

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <charconv>
 #include <random>
 #include <nlohmann/json.hpp>
@@ -113,11 +114,21 @@ HubService::HubService(const Config& config, Index& index, Upstream& upstream, c
       evictor_(evictor),
       metadata_(shared_metadata) {}
 
-std::variant<std::string, Reply> HubService::pin(const RepoId& repo, const std::string& rev, bool pinned) {
+std::variant<HubService::PinOutcome, Reply> HubService::pin(const RepoId& repo, const std::string& rev, bool pinned) {
   std::string stale;
-  auto commit = resolve_commit(repo, rev, Caller{}, credentials_for(Caller{}, true), stale);
-  if (auto* commit_sha = std::get_if<std::string>(&commit)) index_.set_pinned(repo, *commit_sha, pinned);
-  return commit;
+  auto resolved = resolve_commit(repo, rev, Caller{}, credentials_for(Caller{}, true), stale);
+  if (auto* reply = std::get_if<Reply>(&resolved)) return std::move(*reply);
+  PinOutcome outcome{std::get<std::string>(resolved)};
+  for (const auto& etag : index_.etags_of(repo, outcome.commit)) outcome.cached_files += index_.get_blob(etag) ? 1 : 0;
+  const auto all = index_.pinned();
+  const bool was = std::find(all.begin(), all.end(), std::pair{repo, outcome.commit}) != all.end();
+  if (pinned && !was && outcome.cached_files == 0) {
+    return error_reply(409, "nothing of " + repo.key() + "@" + outcome.commit +
+                                " is cached: fetch it first (inferllama pull), then pin it");
+  }
+  outcome.changed = was != pinned;
+  if (outcome.changed) index_.set_pinned(repo, outcome.commit, pinned);
+  return outcome;
 }
 
 std::variant<std::string, Reply> HubService::commit_of(const RepoId& repo, const std::string& rev, std::string* stale) {

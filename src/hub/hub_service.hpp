@@ -129,9 +129,14 @@ class HubService {
   // another node's answers, whose word must never become this node's record of the Hub's.
   void assume_public_for(const RepoId& repo, std::chrono::seconds how_long);
 
-  // Pins or unpins the snapshot `rev` names (pinned snapshots are never evicted); the commit, or a Reply
-  // when the revision cannot be resolved.
-  std::variant<std::string, Reply> pin(const RepoId& repo, const std::string& rev, bool pinned);
+  // Pins or unpins the snapshot `rev` names (pinned snapshots are never evicted). A snapshot of which
+  // nothing is cached is not pinned (409: pull it first); a Reply too when the revision cannot be resolved.
+  struct PinOutcome {
+    std::string commit;
+    bool changed = false;          // false: it was pinned (or unpinned) already
+    std::size_t cached_files = 0;  // of the snapshot's files the node knows
+  };
+  std::variant<PinOutcome, Reply> pin(const RepoId& repo, const std::string& rev, bool pinned);
 
  private:
   template <class T>

@@ -51,6 +51,12 @@ class Node {
   // Stops accepting and closes idle connections; responses in flight go on until drained().
   void begin_drain();
   bool drained() const;
+  // What a stop waits for: connections with a response in flight, and downloads from the upstream.
+  struct InFlight {
+    std::size_t connections = 0;
+    std::size_t downloads = 0;
+  };
+  InFlight in_flight();
   // Ends run(): the I/O threads return.
   void stop();
 

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <memory>
 #include <stdexcept>
+#include <utility>
 
 #include "http/tls_context.hpp"
 #include "inferllama/network.hpp"
@@ -78,7 +79,19 @@ Config checked_for_start(Config config) {
     if (!listen || is_address(listen->host)) continue;
     value = resolve(l.key, value, *listen);
   }
-  if (!config.tls_listen.empty()) http::make_tls_context(config);
+  if (config.tls_listen.empty()) {
+    for (const auto& [key, file] : {std::pair{"tls_cert", &config.tls_cert}, std::pair{"tls_key", &config.tls_key}}) {
+      if (!file->empty()) {
+        throw ConfigError("invalid " + std::string(key) + " (" + flag_of(key) + " " + file->string() +
+                          "): it needs tls_listen (--tls-listen HOST:PORT), the HTTPS listener it is for");
+      }
+    }
+  } else if (config.tls_cert.empty() || config.tls_key.empty()) {
+    throw ConfigError("invalid tls_listen (--tls-listen " + config.tls_listen +
+                      "): it needs tls_cert and tls_key (--tls-cert FILE --tls-key FILE, PEM)");
+  } else {
+    http::make_tls_context(config);
+  }
   return config;
 }
 

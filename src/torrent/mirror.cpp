@@ -89,27 +89,6 @@ std::optional<std::string> source_url_problem(std::string_view from) {
 
 }  // namespace
 
-std::optional<MirrorSpec> parse_mirror_spec(std::string_view text) {
-  while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
-  while (!text.empty() && text.back() == ' ') text.remove_suffix(1);
-  MirrorSpec spec;
-  if (auto at = text.rfind('@'); at != std::string_view::npos) {
-    spec.rev = std::string(text.substr(at + 1));
-    text = text.substr(0, at);
-    if (spec.rev.empty()) return std::nullopt;
-  }
-  for (auto [prefix, type] : {std::pair{std::string_view("datasets/"), RepoType::dataset},
-                              std::pair{std::string_view("spaces/"), RepoType::space}}) {
-    if (text.starts_with(prefix)) {
-      spec.repo.type = type;
-      text.remove_prefix(prefix.size());
-    }
-  }
-  if (!is_valid_repo_name(text)) return std::nullopt;
-  spec.repo.name = std::string(text);
-  return spec;
-}
-
 Mirror::Mirror(Parts parts)
     : parts_(std::move(parts)),
       folder_(parts_.config.data_dir / "mirror"),
@@ -318,22 +297,22 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
   return outcome;
 }
 
-std::vector<MirrorSpec> Mirror::synced_mirrors() const {
-  std::vector<MirrorSpec> specs;
+std::vector<RepoRef> Mirror::synced_mirrors() const {
+  std::vector<RepoRef> specs;
   std::string list = parts_.config.mirrors;
   for (std::size_t start = 0; start <= list.size();) {
     auto comma = list.find(',', start);
     const std::string item = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
     start = comma == std::string::npos ? list.size() + 1 : comma + 1;
     if (item.find_first_not_of(' ') == std::string::npos) continue;
-    auto spec = parse_mirror_spec(item);
+    auto spec = parse_repo_ref(item);
     if (!spec) throw ConfigError("invalid mirrors entry \"" + item + "\": expected REPO[@REV]");
     specs.push_back(std::move(*spec));
   }
   return specs;
 }
 
-void Mirror::sync(const std::vector<MirrorSpec>& specs) {
+void Mirror::sync(const std::vector<RepoRef>& specs) {
   std::string from = parts_.config.mirror_from.empty() ? parts_.config.upstream : parts_.config.mirror_from;
   while (from.ends_with('/')) from.pop_back();  // URLs are built by appending "/api/..."
   for (const auto& spec : specs) {

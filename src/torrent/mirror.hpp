@@ -27,12 +27,6 @@ struct MirrorOutcome {
   bool same_swarm = false;  // the source's torrent has the same info-hash: both seed one swarm
 };
 
-// One mirror entry: "acme/model", "datasets/acme/data@v2".
-struct MirrorSpec {
-  RepoId repo;
-  std::string rev = "main";
-};
-std::optional<MirrorSpec> parse_mirror_spec(std::string_view text);
 
 // Fills the cache from another node's swarm: its torrent of the snapshot (peers from its tracker, and
 // its web seed) lands in a folder, every file is checked against its Hub etag through the ordinary
@@ -62,10 +56,10 @@ class Mirror {
 
   // The entries of config.mirrors, which the node keeps in sync every mirror_interval. Throws ConfigError
   // on an invalid entry.
-  std::vector<MirrorSpec> synced_mirrors() const;
+  std::vector<RepoRef> synced_mirrors() const;
   // Mirrors each of `specs` once from config.mirror_from (or the upstream), logging what fails; stops
   // early after cancel(). Blocking.
-  void sync(const std::vector<MirrorSpec>& specs);
+  void sync(const std::vector<RepoRef>& specs);
   // Ends the swarm download in progress (its mirror fails with "cancelled") and every later one; does not wait.
   void cancel();
 

@@ -138,12 +138,14 @@ class FakeHub:
 class Node:
     """The real `inferllama serve` process on a free loopback port."""
 
-    def __init__(self, upstream: str, data_dir: str | None = None, *extra: str, env: dict | None = None):
+    def __init__(self, upstream: str, data_dir: str | None = None, *extra: str, env: dict | None = None,
+                 admin_key: str | None = None):
         self.upstream = upstream
         self.owns_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="inferllama-test-")
         self.extra = list(extra)
-        self.env = env
+        # The admin key goes in the environment: the node refuses secrets on its command line.
+        self.env = {**(env or {}), **({"INFERLLAMA_ADMIN_KEY": admin_key} if admin_key else {})} or None
         self.proc: subprocess.Popen | None = None
         self.url = ""
         self.log_path = os.path.join(self.data_dir, "node.log")

@@ -21,7 +21,7 @@ class IdentityTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.hub = FakeHub().start()
-        cls.node = Node(cls.hub.url, None, "--admin-key", ADMIN_KEY).start()
+        cls.node = Node(cls.hub.url, None, admin_key=ADMIN_KEY).start()
 
     @classmethod
     def tearDownClass(cls):
@@ -168,7 +168,7 @@ class NoAdminKeyTest(unittest.TestCase):
 
 class RequireAuthTest(unittest.TestCase):
     def test_anonymous_and_hub_token_callers_are_refused(self):
-        with FakeHub() as hub, Node(hub.url, None, "--admin-key", ADMIN_KEY, "--require-auth") as node:
+        with FakeHub() as hub, Node(hub.url, None, "--require-auth", admin_key=ADMIN_KEY) as node:
             key = add_user(node, "erin")
             path = node.resolve_path(REPO, "main", "config.json")
             self.assertEqual(node.request("GET", path)[0], 401)
@@ -185,8 +185,8 @@ def statuses(node, key: str | None, count: int, path: str) -> list[int]:
 
 class LimitTest(unittest.TestCase):
     def test_2000_requests_over_50_connections_admit_exactly_100(self):
-        with FakeHub() as hub, Node(hub.url, None, "--admin-key", ADMIN_KEY, "--limit-default",
-                                    "requests=100/1m", "--limit-anonymous", "requests=100/1m") as node:
+        with FakeHub() as hub, Node(hub.url, None, "--limit-default",
+                                    "requests=100/1m", "--limit-anonymous", "requests=100/1m", admin_key=ADMIN_KEY) as node:
             key = add_user(node, "frank")
             path = node.resolve_path(REPO, "main", "config.json")
             got = statuses(node, key, 2000, path)
@@ -199,8 +199,8 @@ class LimitTest(unittest.TestCase):
             usage_after(node, key, 2000)  # refused requests are in the records too
 
     def test_429_says_which_limit_in_headers_and_body(self):
-        with FakeHub() as hub, Node(hub.url, None, "--admin-key", ADMIN_KEY, "--limit-default",
-                                    "requests=5/1m tokens=1000/1h concurrent=3") as node:
+        with FakeHub() as hub, Node(hub.url, None, "--limit-default",
+                                    "requests=5/1m tokens=1000/1h concurrent=3", admin_key=ADMIN_KEY) as node:
             key = add_user(node, "gina")
             path = node.resolve_path(REPO, "main", "config.json")
             status, headers, _ = node.request("GET", path, bearer(key))
@@ -229,8 +229,8 @@ class LimitTest(unittest.TestCase):
             self.assertGreaterEqual(node.metric("inferllama_http_rate_limited_total"), 2)
 
     def test_a_download_is_never_cut_and_its_debt_refuses_the_next(self):
-        with FakeHub() as hub, Node(hub.url, None, "--admin-key", ADMIN_KEY, "--limit-default",
-                                    "tokens=2/1h") as node:
+        with FakeHub() as hub, Node(hub.url, None, "--limit-default",
+                                    "tokens=2/1h", admin_key=ADMIN_KEY) as node:
             key = add_user(node, "hank")
             big = hub.files(REPO)[BIG]
             self.assertGreater(big["size"], 4 * 1024 * 1024)
@@ -247,8 +247,8 @@ class LimitTest(unittest.TestCase):
             self.assertEqual(totals(rows)["tokens"], (big["size"] + (1 << 20) - 1) >> 20)
 
     def test_concurrent_downloads(self):
-        with FakeHub() as hub, Node(hub.url, None, "--admin-key", ADMIN_KEY, "--limit-default",
-                                    "concurrent=1") as node:
+        with FakeHub() as hub, Node(hub.url, None, "--limit-default",
+                                    "concurrent=1", admin_key=ADMIN_KEY) as node:
             key = add_user(node, "ivan")
             path = node.resolve_path(REPO, "main", BIG)
             self.assertEqual(node.request("GET", path, bearer(key))[0], 200)  # cached now
@@ -283,7 +283,7 @@ class UsageTest(unittest.TestCase):
         data = tempfile.mkdtemp(prefix="inferllama-usage-")
         try:
             with FakeHub() as hub:
-                node = Node(hub.url, data, "--admin-key", ADMIN_KEY).start()
+                node = Node(hub.url, data, admin_key=ADMIN_KEY).start()
                 alice = add_user(node, "alice")
                 bob = add_user(node, "bob")
                 for key, n in ((alice, 3), (bob, 2)):
@@ -304,7 +304,7 @@ class UsageTest(unittest.TestCase):
                 self.assertTrue(headers["content-type"].startswith("text/csv"))
                 self.assertTrue(csv.decode().startswith("day,user,repo,requests,tokens,"), csv)
                 node.stop()
-                node = Node(hub.url, data, "--admin-key", ADMIN_KEY).start()
+                node = Node(hub.url, data, admin_key=ADMIN_KEY).start()
                 after = usage(node, ADMIN_KEY)
                 node.stop()
             self.assertEqual(before, after)
@@ -314,7 +314,7 @@ class UsageTest(unittest.TestCase):
 
 class PrivateTrackerTest(unittest.TestCase):
     def test_announces_need_a_passkey_and_torrents_carry_it(self):
-        with FakeHub() as hub, Node(hub.url, None, "--admin-key", ADMIN_KEY, "--tracker-private") as node:
+        with FakeHub() as hub, Node(hub.url, None, "--tracker-private", admin_key=ADMIN_KEY) as node:
             key = add_user(node, "jane")
             passkey = next(u for u in admin(node, "GET", "users")[1]["users"] if u["name"] == "jane")["passkey"]
             status, _, body = node.request("GET", f"/api/models/{REPO}/torrent/main", bearer(key))

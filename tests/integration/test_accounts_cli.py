@@ -1,5 +1,6 @@
 """The account commands (user, key, usage): on a data directory no node runs on, through the admin
-socket of the node that runs on it, and through a running node's admin API with --node and --admin-key."""
+socket of the node that runs on it, and through a running node's admin API with --node and the admin key
+(INFERLLAMA_ADMIN_KEY or --admin-key-file; never on the command line)."""
 from __future__ import annotations
 
 import json
@@ -130,6 +131,10 @@ class DataDirectoryTest(unittest.TestCase):
         self.assertIn("visible ASCII", self.run_cli("user", "hub-token", "alice", "has space", code=1).stderr)
 
     def test_usage_of_an_empty_directory(self):
+        # A directory without a node's data is no data directory: reading commands say so and create nothing.
+        self.assertIn("no node data in", self.run_cli("usage", code=1).stderr)
+        self.assertEqual(os.listdir(self.data_dir), [])
+        self.run_cli("user", "add", "alice")  # a command that writes creates the data
         self.assertEqual(self.run_cli("usage").stdout, "no usage recorded\n")
         self.assertEqual(json.loads(self.run_cli("usage", "--format", "json").stdout),
                          {"usage": [], "token_size": 1 << 20})
@@ -137,7 +142,7 @@ class DataDirectoryTest(unittest.TestCase):
                          "day,user,repo,requests,tokens,bytes_from_cache,bytes_from_upstream\n")
         self.assertIn("YYYY-MM-DD", self.run_cli("usage", "--since", "last week", code=1).stderr)
         self.assertIn('no user named "nobody"', self.run_cli("usage", "nobody", code=1).stderr)
-        self.assertEqual(self.run_cli("user", "list").stdout, "no users\n")
+        self.assertEqual([u["NAME"] for u in table(self.run_cli("user", "list").stdout)], ["alice"])
 
     def test_usage_errors_exit_2(self):
         self.run_cli("usage", "--format", "xml", code=2)
@@ -154,11 +159,30 @@ class DataDirectoryTest(unittest.TestCase):
         self.assertEqual([u["NAME"] for u in table(self.run_cli("user", "list").stdout)], ["uma"])
 
     def test_a_directory_in_use_by_a_node_without_admin_socket_is_refused(self):
-        with FakeHub() as hub, Node(hub.url, self.data_dir, "--admin-socket", ""):
+        with FakeHub() as hub, Node(hub.url, self.data_dir, "--admin-socket", "") as node:
             done = self.run_cli("user", "list", code=1)
-            self.assertIn(f"the data directory {self.data_dir} is in use by a running node that serves no admin "
-                          f"socket at {self.data_dir}/admin.sock: pass the node's --config, or --node URL "
-                          "--admin-key KEY", done.stderr)
+            self.assertIn(f"a node (pid {node.proc.pid}) runs on {self.data_dir} without an admin socket "
+                          "(admin_socket is off): ask it over HTTP(S) with --node URL and its admin key "
+                          "(INFERLLAMA_ADMIN_KEY or --admin-key-file)", done.stderr)
+
+    def test_reading_commands_create_no_data_directory(self):
+        elsewhere = tempfile.mkdtemp(prefix="inferllama-elsewhere-")
+        try:
+            for command in (["user", "list"], ["key", "list", "alice"], ["usage"], ["ls"]):
+                done = subprocess.run([BINARY, *command], capture_output=True, text=True, timeout=60,
+                                      env=clean_env(), cwd=elsewhere)
+                self.assertEqual(done.returncode, 1, (command, done.stdout, done.stderr))
+                self.assertIn("no node data in ./data: run this in the folder the node runs in, or give its "
+                              "--data-dir or --config", done.stderr)
+            self.assertEqual(os.listdir(elsewhere), [])
+        finally:
+            shutil.rmtree(elsewhere, ignore_errors=True)
+
+    def test_secrets_on_the_command_line_are_refused(self):
+        done = cli("user", "list", "--node", "http://127.0.0.1:1", "--admin-key", ADMIN_KEY)
+        self.assertEqual(done.returncode, 2)
+        self.assertIn("--admin-key would show the key to every user of the machine (ps): give it as "
+                      "--admin-key-file FILE or the environment variable INFERLLAMA_ADMIN_KEY", done.stderr)
 
 
 class NodeTest(unittest.TestCase):
@@ -168,7 +192,7 @@ class NodeTest(unittest.TestCase):
     def setUpClass(cls):
         cls.hub = FakeHub().start()
         cls.data_dir = tempfile.mkdtemp(prefix="inferllama-accounts-node-")
-        cls.node = Node(cls.hub.url, cls.data_dir, "--admin-key", ADMIN_KEY).start()
+        cls.node = Node(cls.hub.url, cls.data_dir, admin_key=ADMIN_KEY).start()
 
     @classmethod
     def tearDownClass(cls):
@@ -177,7 +201,7 @@ class NodeTest(unittest.TestCase):
         shutil.rmtree(cls.data_dir, ignore_errors=True)
 
     def run_cli(self, *args: str, code: int = 0, key: str = ADMIN_KEY) -> subprocess.CompletedProcess:
-        done = cli(*args, "--node", self.node.url, "--admin-key", key)
+        done = cli(*args, "--node", self.node.url, env={"INFERLLAMA_ADMIN_KEY": key})
         self.assertEqual(done.returncode, code, (args, done.stdout, done.stderr))
         return done
 
@@ -212,14 +236,23 @@ class NodeTest(unittest.TestCase):
         self.run_cli("user", "disable", "nina")
         self.assertEqual(table(self.run_cli("user", "list").stdout)[0]["STATUS"], "disabled")
 
-    def test_the_admin_key_is_needed_and_taken_from_the_environment(self):
+    def test_the_admin_key_is_needed_and_taken_from_the_environment_or_a_file(self):
         self.assertIn("HTTP 401", self.run_cli("user", "list", key="not-the-admin-key", code=1).stderr)
         done = cli("user", "add", "olga", env={"INFERLLAMA_NODE": self.node.url, "INFERLLAMA_ADMIN_KEY": ADMIN_KEY})
         self.assertEqual(done.returncode, 0, done.stderr)
-        self.assertIn("olga", [u["NAME"] for u in table(self.run_cli("user", "list").stdout)])
+        with tempfile.NamedTemporaryFile("w", suffix=".key") as key_file:
+            key_file.write(ADMIN_KEY + "\n")
+            key_file.flush()
+            done = cli("user", "list", "--node", self.node.url, "--admin-key-file", key_file.name)
+            self.assertEqual(done.returncode, 0, done.stderr)
+            self.assertIn("olga", [u["NAME"] for u in table(done.stdout)])
+            twice = cli("user", "list", "--node", self.node.url, "--admin-key-file", key_file.name,
+                        env={"INFERLLAMA_ADMIN_KEY": ADMIN_KEY})
+            self.assertEqual(twice.returncode, 2)
+            self.assertIn("the admin key is given twice", twice.stderr)
 
     def test_an_unreachable_node(self):
-        done = cli("user", "list", "--node", "http://127.0.0.1:1", "--admin-key", ADMIN_KEY)
+        done = cli("user", "list", "--node", "http://127.0.0.1:1", env={"INFERLLAMA_ADMIN_KEY": ADMIN_KEY})
         self.assertEqual(done.returncode, 1)
         self.assertIn("cannot reach the node at http://127.0.0.1:1", done.stderr)
 
@@ -229,14 +262,15 @@ class BothWaysTest(unittest.TestCase):
         data_dir = tempfile.mkdtemp(prefix="inferllama-accounts-both-")
         try:
             self.assertEqual(cli("user", "add", "pat", "--data-dir", data_dir).returncode, 0)
-            with FakeHub() as hub, Node(hub.url, data_dir, "--admin-key", ADMIN_KEY) as node:
-                remote = ["--node", node.url, "--admin-key", ADMIN_KEY]
-                self.assertEqual(cli("user", "add", "quinn", *remote).returncode, 0)
-                created = cli("key", "create", "quinn", *remote).stdout
+            with FakeHub() as hub, Node(hub.url, data_dir, admin_key=ADMIN_KEY) as node:
+                remote = ["--node", node.url]
+                key = {"INFERLLAMA_ADMIN_KEY": ADMIN_KEY}
+                self.assertEqual(cli("user", "add", "quinn", *remote, env=key).returncode, 0)
+                created = cli("key", "create", "quinn", *remote, env=key).stdout
                 secret = next(line for line in created.splitlines() if line.startswith("il_"))
                 node.request("GET", node.resolve_path(REPO, "main", "config.json"), bearer(secret))
                 usage_after(node, secret, 1)  # recorded just after its answer
-                through_node = [cli(*command, *remote).stdout for command in
+                through_node = [cli(*command, *remote, env=key).stdout for command in
                                 (["user", "list"], ["key", "list", "quinn"], ["usage", "quinn"],
                                  ["usage", "--format", "csv"])]
             # The node flushed its usage when it stopped: the data directory shows the same.

@@ -123,10 +123,28 @@ class LoopbackIsNoIdentityTest(HubAndNodeTest):
             self.assertEqual(over_socket(path, "GET", target)[0], 404, target)
 
     def test_the_cli_beside_the_node_uses_the_socket(self):
-        pinned = cli("pin", "acme/tiny-model", "--data-dir", self.node.data_dir)
+        beside = ["--data-dir", self.node.data_dir]
+        uncached = cli("pin", "acme/tiny-model", *beside)
+        self.assertEqual(uncached.returncode, 1)
+        self.assertIn("is cached: fetch it first (inferllama pull), then pin it", uncached.stderr)
+        pulled = cli("pull", "acme/tiny-model", "--node", self.node.url, "--quiet")
+        self.assertEqual(pulled.returncode, 0, pulled.stderr)
+        self.assertEqual(pulled.stderr, "", "--quiet is quiet")
+        self.assertRegex(pulled.stdout, r"^model/acme/tiny-model@[0-9a-f]{40}: \d+ files, .* cached on http")
+        pinned = cli("pin", "acme/tiny-model", *beside)
         self.assertEqual(pinned.returncode, 0, pinned.stderr)
-        self.assertIn("pinned model/acme/tiny-model@", pinned.stdout)
-        self.assertEqual(cli("unpin", "acme/tiny-model", "--data-dir", self.node.data_dir).returncode, 0)
+        self.assertRegex(pinned.stdout, r"^pinned model/acme/tiny-model@[0-9a-f]{40}: its \d+ cached files are never")
+        self.assertIn("was pinned already", cli("pin", "models/acme/tiny-model@main", *beside).stdout)
+        listed = subprocess.run([BINARY, "ls", *beside], capture_output=True, text=True, timeout=60, env=clean_env())
+        self.assertRegex(listed.stdout, r"@[0-9a-f]{40} .*\[main\]  pinned")
+        self.assertIn("unpinned model/acme/tiny-model@", cli("unpin", "acme/tiny-model", *beside).stdout)
+        self.assertIn("was not pinned", cli("unpin", "acme/tiny-model", *beside).stdout)
+        # A dataset is named as the Hub's URLs and `mirrors` name it; a type that disagrees is refused.
+        self.assertEqual(cli("pull", "datasets/acme/tiny-dataset", "--node", self.node.url, "-q").returncode, 0)
+        self.assertIn("pinned dataset/acme/tiny-dataset@", cli("pin", "datasets/acme/tiny-dataset", *beside).stdout)
+        conflict = cli("pin", "datasets/acme/tiny-dataset", "--repo-type", "model", *beside)
+        self.assertEqual(conflict.returncode, 2)
+        self.assertIn("names a dataset, --repo-type says model", conflict.stderr)
         collected = cli("gc", "--data-dir", self.node.data_dir)
         self.assertEqual(collected.returncode, 0, collected.stderr)
         self.assertIn("unreferenced chunks", collected.stdout)
@@ -144,20 +162,23 @@ class LoopbackIsNoIdentityTest(HubAndNodeTest):
         with tempfile.TemporaryDirectory() as elsewhere:
             done = cli("gc", "--data-dir", elsewhere)
             self.assertEqual(done.returncode, 1)
-            self.assertIn(f"no node's admin socket at {elsewhere}/admin.sock", done.stderr)
+            self.assertIn(f"no node runs on {elsewhere}: run this beside the node with its --data-dir or --config, "
+                          "or ask it over HTTP(S) with --node URL and its admin key", done.stderr)
 
 
 class AdminKeyTest(unittest.TestCase):
     def test_over_tcp_the_admin_key_is_needed(self):
-        with FakeHub() as hub, Node(hub.url, None, "--admin-key", ADMIN_KEY) as node:
+        with FakeHub() as hub, Node(hub.url, None, admin_key=ADMIN_KEY) as node:
             for headers in (JSON, {**JSON, "Authorization": "Bearer not-the-admin-key-0000"}):
                 self.assertEqual(node.request("POST", "/api/inferllama/gc", headers, b"{}")[0], 401)
             self.assertEqual(node.request("POST", "/api/inferllama/gc",
                                           {**JSON, "Authorization": f"Bearer {ADMIN_KEY}"}, b"{}")[0], 200)
             self.assertEqual(cli("gc", "--node", node.url).returncode, 1)
-            for done in (cli("pin", "acme/tiny-model", "--node", node.url, "--admin-key", ADMIN_KEY),
-                         cli("gc", env={"INFERLLAMA_NODE": node.url, "INFERLLAMA_ADMIN_KEY": ADMIN_KEY}),
-                         cli("user", "list", "--node", node.url, "--admin-key", ADMIN_KEY)):
+            key = {"INFERLLAMA_ADMIN_KEY": ADMIN_KEY}
+            for done in (cli("pull", "acme/tiny-model", "--node", node.url, "--quiet"),
+                         cli("pin", "acme/tiny-model", "--node", node.url, env=key),
+                         cli("gc", env={"INFERLLAMA_NODE": node.url, **key}),
+                         cli("user", "list", "--node", node.url, env=key)):
                 self.assertEqual(done.returncode, 0, done.stderr)
 
 

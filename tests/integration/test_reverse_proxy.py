@@ -43,8 +43,8 @@ class ReverseProxyTest(unittest.TestCase):
             raise unittest.SkipTest("nginx is not installed")
         cls.hub = FakeHub().start()
         cls.access_log = tempfile.mktemp(prefix="inferllama-access-")
-        cls.node = Node(cls.hub.url, None, "--trusted-proxies", "127.0.0.1/32", "--admin-key", ADMIN_KEY,
-                        "--limit-anonymous", "requests=3/1h", "--tracker-open", "--access-log", cls.access_log)
+        cls.node = Node(cls.hub.url, None, "--trusted-proxies", "127.0.0.1/32",
+                        "--limit-anonymous", "requests=3/1h", "--tracker-open", "--access-log", cls.access_log, admin_key=ADMIN_KEY)
         cls.node.start()
         cls.dir = tempfile.mkdtemp(prefix="inferllama-nginx-")
         cls.proxy_port = free_port()

@@ -116,8 +116,8 @@ class MetricsAndCredentialsTest(unittest.TestCase):
         cls.hub.stop()
 
     def setUp(self):
-        self.node = Node(self.hub.url, None, "--admin-key", ADMIN_KEY,
-                         "--auth-failure-limit", "requests=5/1m burst=5").start()
+        self.node = Node(self.hub.url, None,
+                         "--auth-failure-limit", "requests=5/1m burst=5", admin_key=ADMIN_KEY).start()
         self.addCleanup(self.node.cleanup)
         self.addCleanup(self.node.stop)
 
