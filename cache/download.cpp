@@ -186,7 +186,7 @@ void Download::start() {
 
 void Download::spawn_connection_locked() {
   ++connections_;
-  asio::post(owner_.connections_, [self = shared_from_this()] { self->run_connection(); });
+  owner_.connections_.post([self = shared_from_this()] { self->run_connection(); });
 }
 
 void Download::run_connection() {

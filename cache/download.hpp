@@ -17,6 +17,7 @@
 #include "inferllama/config.hpp"
 #include "inferllama/index.hpp"
 #include "inferllama/upstream.hpp"
+#include "util/elastic_threads.hpp"
 
 namespace inferllama::cache {
 
@@ -216,7 +217,7 @@ class Downloads {
   Upstream& upstream_;
   asio::thread_pool& workers_;
   asio::thread_pool hashers_;  // chunk hashes, at a lower priority (see Download::chunk_filled)
-  asio::thread_pool connections_;
+  ElasticThreads connections_;  // one per upstream connection, while it runs
   DownloadSettings settings_;
   DownloadCounters counters_;
   std::mutex mutex_;

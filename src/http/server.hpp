@@ -8,6 +8,7 @@
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/config.hpp"
 #include "inferllama/metrics.hpp"
+#include "util/elastic_threads.hpp"
 
 namespace inferllama::hub {
 class HubService;
@@ -35,7 +36,7 @@ struct ServerDeps {
   const Config& config;
   hub::HubService& hub;
   ChunkStore& store;
-  asio::thread_pool& blocking;  // RocksDB on cold paths and upstream calls wait here, off the I/O threads
+  ElasticThreads& blocking;  // RocksDB on cold paths and upstream calls wait here, off the I/O threads
   // Every module's metric families but the server's own, which it renders itself before them.
   const metrics::Registry& metrics;
   // How many threads run the I/O context: with one, connections need no strand.

@@ -281,7 +281,7 @@ class Responder {
       if (fd < 0) {
         spdlog::error("chunk {} of {} is missing from the store", blob.chunks[index].id.hex(), blob.etag);
         auto& hub = server_.deps.hub;
-        asio::post(server_.deps.blocking, [&hub, etag = blob.etag] { hub.evictor().forget({etag}); });
+        server_.deps.blocking.post([&hub, etag = blob.etag] { hub.evictor().forget({etag}); });
         co_return false;
       }
       const bool ok = co_await send_range(fd, within, n, true);

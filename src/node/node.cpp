@@ -59,7 +59,6 @@ Node::Node(const Config& config)
       usage_log_(index_->records(), clock_),
       local_limits_(limiter_clock_),
       workers_(or_cores(config_.worker_threads)),
-      blocking_(64),
       file_upstream_(torrent::make_swarm_preferring_upstream(*upstream_, config_)),
       downloads_(store_, *index_, *file_upstream_, workers_, cache::DownloadSettings::from(config_)),
       evictor_(store_, *index_, config.max_disk),
@@ -174,7 +173,7 @@ void Node::start() {
                          PeriodicTask::First::now);
   usage_flush_.start("usage flush", config_.usage_flush_interval, [this] { flush_usage(); });
   asio::post(workers_, [this] { evictor_.enforce(); });  // a budget lowered since the last run
-  asio::post(blocking_, [this] { torrents_.restore(); });
+  blocking_.post([this] { torrents_.restore(); });
   // A seeded repo that became gated or private on the Hub stops being seeded within a few minutes.
   visibility_check_.start("visibility check", std::chrono::minutes(5), [this] { torrents_.recheck_visibility(); });
 

@@ -34,6 +34,9 @@ namespace inferllama::node {
 // io_context: shutdown() closes their connections and runs the io_context until they have ended.
 class Node {
  public:
+  // Upstream metadata calls and cold RocksDB reads in flight at once; more wait their turn.
+  static constexpr std::size_t kMaxBlockingThreads = 64;
+
   // Opens the store and the index and builds every part. The BitTorrent ports (seed, UDP tracker) are
   // bound here, the HTTP ones by start(). Throws ConfigError or std::runtime_error.
   explicit Node(const Config& config);
@@ -89,7 +92,8 @@ class Node {
   usage::LocalRateLimiter local_limits_;
   asio::io_context io_;
   asio::thread_pool workers_;   // hashing and committing downloads, evictions
-  asio::thread_pool blocking_;  // RocksDB on a cold path, upstream metadata calls, periodic work
+  // RocksDB on a cold path, upstream metadata calls, periodic work: threads while there is such work.
+  ElasticThreads blocking_{kMaxBlockingThreads};
   // File bytes may come from a parent node's swarm.
   std::unique_ptr<torrent::SwarmPreferringUpstream> file_upstream_;
   cache::Downloads downloads_;
@@ -106,10 +110,10 @@ class Node {
   std::uint16_t udp_port_ = 0;
   metrics::Registry metrics_;
   std::unique_ptr<http::Server> server_;
-  PeriodicTask usage_flush_{io_.get_executor(), blocking_.get_executor()};
-  PeriodicTask usage_retention_{io_.get_executor(), blocking_.get_executor()};
-  PeriodicTask visibility_check_{io_.get_executor(), blocking_.get_executor()};
-  PeriodicTask mirror_sync_{io_.get_executor(), blocking_.get_executor()};
+  PeriodicTask usage_flush_{io_.get_executor(), blocking_};
+  PeriodicTask usage_retention_{io_.get_executor(), blocking_};
+  PeriodicTask visibility_check_{io_.get_executor(), blocking_};
+  PeriodicTask mirror_sync_{io_.get_executor(), blocking_};
   bool stopped_ = false;  // shutdown() ran
 };
 

@@ -9,7 +9,11 @@
 namespace inferllama {
 
 PeriodicTask::PeriodicTask(asio::any_io_executor timers, asio::any_io_executor runner)
-    : timer_(std::move(timers)), runner_(std::move(runner)) {}
+    : timer_(std::move(timers)),
+      runner_([runner = std::move(runner)](std::function<void()> run) { asio::dispatch(runner, std::move(run)); }) {}
+
+PeriodicTask::PeriodicTask(asio::any_io_executor timers, ElasticThreads& runner)
+    : timer_(std::move(timers)), runner_([&runner](std::function<void()> run) { runner.post(std::move(run)); }) {}
 
 PeriodicTask::~PeriodicTask() { stop(); }
 
@@ -48,7 +52,7 @@ void PeriodicTask::dispatch_run() {
   // The I/O context keeps running while a run is away on a pool: it has the next wait to arm. Inline when
   // the runner is this I/O thread's own context, so no run is left queued when it stops.
   auto work = asio::prefer(timer_.get_executor(), asio::execution::outstanding_work.tracked);
-  asio::dispatch(runner_, [this, work = std::move(work)] { run(); });
+  runner_([this, work = std::move(work)] { run(); });
 }
 
 void PeriodicTask::run() {

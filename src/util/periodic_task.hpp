@@ -8,6 +8,7 @@
 #include <string>
 
 #include "inferllama/asio.hpp"
+#include "util/elastic_threads.hpp"
 
 namespace inferllama {
 
@@ -19,6 +20,7 @@ class PeriodicTask {
   enum class First { after_interval, now };
 
   PeriodicTask(asio::any_io_executor timers, asio::any_io_executor runner);
+  PeriodicTask(asio::any_io_executor timers, ElasticThreads& runner);
   ~PeriodicTask();  // stop()
   PeriodicTask(const PeriodicTask&) = delete;
   PeriodicTask& operator=(const PeriodicTask&) = delete;
@@ -43,7 +45,7 @@ class PeriodicTask {
   void run();
 
   asio::steady_timer timer_;
-  asio::any_io_executor runner_;
+  std::function<void(std::function<void()>)> runner_;
   std::string name_;
   std::chrono::steady_clock::duration interval_{};
   std::function<void()> fn_;
