@@ -139,14 +139,19 @@ std::variant<std::string, Reply> HubService::commit_of(const RepoId& repo, const
 }
 
 std::variant<std::vector<HubService::SnapshotEntry>, Reply> HubService::snapshot_files(const RepoId& repo,
-                                                                                       const std::string& commit) {
+                                                                                       const std::string& commit,
+                                                                                       bool stored_only) {
   // Pages are asked for as a client would, so that their answers are the stored tree answers too. The
   // base only marks where the next page's path starts in the Link header.
   static constexpr std::string_view kBase = "inferllama:";
   std::vector<SnapshotEntry> files;
   std::string query = "recursive=true";
   for (int page = 0; page < 100000; ++page) {
-    Reply reply = tree(repo, commit, "", query, Caller{}, std::string(kBase));
+    std::optional<Reply> kept;
+    if (stored_only) kept = stored_tree_page(repo, commit, "", query, std::string(kBase));
+    if (stored_only && !kept && page == 0) return stored_siblings(repo, commit);
+    if (stored_only && !kept) return error_reply(404, "the tree of " + repo.key() + "@" + commit + " is not kept");
+    Reply reply = kept ? std::move(*kept) : tree(repo, commit, "", query, Caller{}, std::string(kBase));
     if (reply.status != 200) return reply;
     auto entries = Json::parse(reply.body, nullptr, false);
     if (!entries.is_array()) return error_reply(502, "the upstream tree answer is not a list");
@@ -227,8 +232,8 @@ std::string HubService::credentials_for(const Caller& caller, bool is_public) co
   return "Bearer " + config_.upstream_token;
 }
 
-bool HubService::is_public(const RepoId& repo) {
-  return visibility(repo).open;
+bool HubService::is_public(const RepoId& repo, const Caller& caller) {
+  return visibility(repo, caller).open;
 }
 
 std::optional<RepoVisibility> HubService::recorded_visibility(const RepoId& repo) {
@@ -241,7 +246,7 @@ void HubService::record_visibility(const RepoId& repo, RepoVisibility visibility
   index_.put_meta("visibility|" + repo.key(), std::string(stored_text(visibility)));
 }
 
-HubService::Visibility HubService::visibility(const RepoId& repo) {
+HubService::Visibility HubService::visibility(const RepoId& repo, const Caller& caller) {
   const auto now = clock_.now();
   std::optional<RepoVisibility> known;
   {
@@ -254,8 +259,9 @@ HubService::Visibility HubService::visibility(const RepoId& repo) {
   // The repo's own info says whether it is private or gated; anyone may read it for public and gated
   // repos. Asked with the node's token so that it counts against the node's quota, not the client's.
   std::string token = config_.upstream_token.empty() ? "" : "Bearer " + config_.upstream_token;
-  auto response = call("GET", api_url(repo) + "?expand=private&expand=gated", Caller{}, token);
-  if (unreachable(response)) {
+  // The caller's Via chain goes along (not its credentials): a loop of nodes shows here first.
+  auto response = call("GET", api_url(repo) + "?expand=private&expand=gated", Caller{"", caller.via}, token);
+  if (unreachable(response) || response.status == kLoopDetected) {
     // What the node learnt last, in memory or in the index; unknown repos count as restricted.
     if (!known) known = recorded_visibility(repo);
     return Visibility{known == RepoVisibility::open, known.has_value(), false};
@@ -420,7 +426,7 @@ std::optional<FileAnswer> HubService::resolve_fast(const RepoId& repo, const std
 
 std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const std::string& rev, const std::string& path,
                                                     const Caller& caller, bool want_body) {
-  const bool open = is_public(repo);
+  const bool open = is_public(repo, caller);
   const std::string credentials = credentials_for(caller, open);
   // A stored file needs no upstream call when the repo is public, or the Hub recently let this caller in.
   if (open || access_granted(repo, caller)) {
@@ -563,7 +569,7 @@ Reply HubService::relay(const UpstreamResponse& response, const std::string& pub
 
 Reply HubService::info(const RepoId& repo, const std::optional<std::string>& rev, std::string_view query,
                        const Caller& caller) {
-  const bool open = is_public(repo);
+  const bool open = is_public(repo, caller);
   const std::string credentials = credentials_for(caller, open);
   const auto canonical = canonical_info_query(query);
   const std::string url =
@@ -616,9 +622,47 @@ Reply HubService::info(const RepoId& repo, const std::optional<std::string>& rev
   return r;
 }
 
+// A snapshot listed by the revision info the node keeps (what the Python client asks before a
+// snapshot_download), with each file as the index knows it: complete only if it knows every one.
+std::variant<std::vector<HubService::SnapshotEntry>, Reply> HubService::stored_siblings(const RepoId& repo,
+                                                                                        const std::string& commit) {
+  for (const std::string_view query : {"", "blobs=True"}) {
+    const auto canonical = canonical_info_query(query);
+    if (!canonical) continue;
+    auto body = metadata_.get("info|" + repo.key() + '@' + commit + '|' + *canonical);
+    if (!body) continue;
+    auto info = Json::parse(*body, nullptr, false);
+    if (!info.is_object() || !info.contains("siblings") || !info["siblings"].is_array()) continue;
+    std::vector<SnapshotEntry> files;
+    for (const auto& sibling : info["siblings"]) {
+      const std::string path = sibling.is_object() ? sibling.value("rfilename", "") : "";
+      auto file = path.empty() ? std::nullopt : index_.get_file(repo, commit, path);
+      if (!file) return error_reply(404, "the node does not know every file of " + repo.key() + "@" + commit);
+      files.push_back(SnapshotEntry{path, *file});
+    }
+    return files;
+  }
+  return error_reply(404, "no listing of " + repo.key() + "@" + commit + " is kept");
+}
+
+std::optional<Reply> HubService::stored_tree_page(const RepoId& repo, const std::string& sha, const std::string& path,
+                                                  std::string_view query, const std::string& public_base) {
+  const auto canonical = canonical_tree_query(query);
+  if (!canonical) return std::nullopt;
+  auto stored = metadata_.get("tree|" + repo.key() + '@' + sha + '|' + path + '|' + canonical->canonical);
+  if (!stored) return std::nullopt;
+  auto record = Json::parse(*stored, nullptr, false);
+  if (!record.is_object()) return std::nullopt;
+  Reply r;
+  r.body = record.value("body", "");
+  std::string next = record.value("next", "");
+  if (!next.empty()) r.headers.emplace_back("Link", "<" + public_base + next + ">; rel=\"next\"");
+  return r;
+}
+
 Reply HubService::tree(const RepoId& repo, const std::string& rev, const std::string& path, std::string_view query,
                        const Caller& caller, const std::string& public_base) {
-  const bool open = is_public(repo);
+  const bool open = is_public(repo, caller);
   const std::string credentials = credentials_for(caller, open);
   const std::string suffix = path.empty() ? "" : "/" + url::encode(path, true);
   const auto canonical = canonical_tree_query(query);
@@ -638,16 +682,9 @@ Reply HubService::tree(const RepoId& repo, const std::string& rev, const std::st
   }
   const std::string page_prefix = "tree|" + repo.key() + '@' + sha + '|' + path + '|';
   const std::string key = page_prefix + canonical->canonical;
-  if (auto stored = metadata_.get(key)) {
-    auto record = Json::parse(*stored, nullptr, false);
-    if (record.is_object()) {
-      Reply r;
-      r.body = record.value("body", "");
-      std::string next = record.value("next", "");
-      if (!next.empty()) r.headers.emplace_back("Link", "<" + public_base + next + ">; rel=\"next\"");
-      if (!stale.empty()) r.headers.emplace_back(kStaleHeader, stale);
-      return r;
-    }
+  if (auto kept = stored_tree_page(repo, sha, path, query, public_base)) {
+    if (!stale.empty()) kept->headers.emplace_back(kStaleHeader, stale);
+    return *kept;
   }
   auto response =
       call("GET", with_query(api_url(repo) + "/tree/" + sha + suffix, canonical->canonical), caller, credentials);
@@ -671,7 +708,7 @@ Reply HubService::tree(const RepoId& repo, const std::string& rev, const std::st
 
 Reply HubService::paths_info(const RepoId& repo, const std::string& rev, const std::string& content_type,
                              const std::string& body, const Caller& caller) {
-  const bool open = is_public(repo);
+  const bool open = is_public(repo, caller);
   const std::string credentials = credentials_for(caller, open);
   HeaderList headers{{"Content-Type", content_type.empty() ? "application/x-www-form-urlencoded" : content_type}};
   if (!open) {
@@ -706,7 +743,7 @@ Reply HubService::paths_info(const RepoId& repo, const std::string& rev, const s
 }
 
 Reply HubService::refs(const RepoId& repo, std::string_view query, const Caller& caller) {
-  const bool open = is_public(repo);
+  const bool open = is_public(repo, caller);
   return relay(call("GET", with_query(api_url(repo) + "/refs", query), caller, credentials_for(caller, open)));
 }
 

@@ -99,13 +99,14 @@ class HubService {
 
   // Whether the Hub says anyone may read the repo (neither private nor gated); remembered for access_ttl,
   // and while the Hub cannot be asked, the last answer. Blocking.
-  bool is_public(const RepoId& repo);
+  // `caller`: whose request asks (its Via chain goes upstream with the question).
+  bool is_public(const RepoId& repo, const Caller& caller = {});
   struct Visibility {
     bool open = false;      // neither private nor gated
     bool known = false;     // false: the Hub cannot be asked and the node never learnt it
     bool from_hub = false;  // the Hub said so within access_ttl (not a remembered answer)
   };
-  Visibility visibility(const RepoId& repo);
+  Visibility visibility(const RepoId& repo, const Caller& caller = {});
   // What the Hub said last, as the index keeps it (nullopt: never asked). Blocking.
   std::optional<RepoVisibility> recorded_visibility(const RepoId& repo);
 
@@ -119,7 +120,9 @@ class HubService {
     std::string path;
     FileEntry file;
   };
-  std::variant<std::vector<SnapshotEntry>, Reply> snapshot_files(const RepoId& repo, const std::string& commit);
+  // `stored_only`: from the tree pages the node keeps, never asking upstream (a 404 when one is missing).
+  std::variant<std::vector<SnapshotEntry>, Reply> snapshot_files(const RepoId& repo, const std::string& commit,
+                                                                 bool stored_only = false);
 
   // A snapshot mirrored from another node verified: remember `rev` as naming `commit`, and a repo the
   // node knew nothing about as public (the source offers torrents of public repos only), so the
@@ -147,6 +150,10 @@ class HubService {
 
   std::string api_url(const RepoId& repo) const;
   std::string resolve_url(const RepoId& repo, const std::string& rev, const std::string& path) const;
+  std::variant<std::vector<SnapshotEntry>, Reply> stored_siblings(const RepoId& repo, const std::string& commit);
+  // A tree page of a public commit as the node keeps it; nullopt when it keeps none for `query`.
+  std::optional<Reply> stored_tree_page(const RepoId& repo, const std::string& sha, const std::string& path,
+                                        std::string_view query, const std::string& public_base);
   // One upstream request on behalf of `caller`, whose Via chain it extends.
   UpstreamResponse call(const std::string& method, const std::string& url, const Caller& caller,
                         const std::string& authorization, const HeaderList& extra = {}, const std::string& body = {});

@@ -74,6 +74,7 @@ Node::Node(const Config& config)
       [this](const std::string& etag) {
         evictor_.stored(etag);
         evictor_.enforce();
+        stored_since_seeding_ = true;
       },
       [this](std::uint64_t bytes) {
         spdlog::error("the disk is full: evicting to make room for {} bytes", bytes);
@@ -173,7 +174,14 @@ void Node::start() {
                          PeriodicTask::First::now);
   usage_flush_.start("usage flush", config_.usage_flush_interval, [this] { flush_usage(); });
   asio::post(workers_, [this] { evictor_.enforce(); });  // a budget lowered since the last run
+  // Every snapshot of a public repo whose files are all stored is seeded: those seeded before a restart
+  // (single files and hybrids too) at once, the rest within seconds of their last file being stored.
   blocking_.post([this] { torrents_.restore(); });
+  if (seeder_) {
+    seed_cached_.start("seeding cached snapshots", std::chrono::seconds(10), [this] {
+      if (stored_since_seeding_.exchange(false)) torrents_.seed_cached();
+    }, PeriodicTask::First::now);
+  }
   // A seeded repo that became gated or private on the Hub stops being seeded within a few minutes.
   visibility_check_.start("visibility check", std::chrono::minutes(5), [this] { torrents_.recheck_visibility(); });
 
@@ -261,6 +269,7 @@ void Node::shutdown() {
   usage_flush_.stop();
   usage_retention_.stop();
   visibility_check_.stop();
+  seed_cached_.stop();
   workers_.join();
   blocking_.join();
   flush_usage();  // what the last interval counted

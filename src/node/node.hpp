@@ -1,4 +1,5 @@
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -114,6 +115,8 @@ class Node {
   PeriodicTask usage_retention_{io_.get_executor(), blocking_};
   PeriodicTask visibility_check_{io_.get_executor(), blocking_};
   PeriodicTask mirror_sync_{io_.get_executor(), blocking_};
+  PeriodicTask seed_cached_{io_.get_executor(), blocking_};
+  std::atomic<bool> stored_since_seeding_{true};  // a file was stored since the last look for snapshots to seed
   bool stopped_ = false;  // shutdown() ran
 };
 

@@ -16,7 +16,9 @@ struct PeerSettings {
 
 inline void apply_peer_settings(lt::settings_pack& pack, const PeerSettings& peer) {
   pack.set_str(lt::settings_pack::listen_interfaces, peer.listen);
+  // libtorrent would otherwise move a taken port, first to the next ones, then to any the system gives.
   pack.set_int(lt::settings_pack::max_retry_port_bind, peer.port_fallback ? 10 : 0);
+  pack.set_bool(lt::settings_pack::listen_system_port_fallback, false);
   // TCP only: uTP was 40 times slower on loopback, and every client the node serves speaks TCP.
   pack.set_bool(lt::settings_pack::enable_outgoing_utp, false);
   pack.set_bool(lt::settings_pack::enable_incoming_utp, false);

@@ -273,6 +273,35 @@ void SnapshotTorrents::restore() {
   if (restored) spdlog::info("seeding {} torrents again from the index", restored);
 }
 
+std::size_t SnapshotTorrents::seed_cached() {
+  std::set<std::pair<std::string, std::string>> snapshots;
+  index_.list_files([&](const Index::ListedFile& f) {
+    if (f.cached) snapshots.emplace(f.repo_key, f.commit);
+  });
+  std::size_t started = 0;
+  for (const auto& [repo_key, commit] : snapshots) {
+    auto repo = parse_repo_key(repo_key);
+    // Only what the node last knew to be public: the visibility check stops one that stopped being so.
+    if (!repo || hub_.recorded_visibility(*repo) != RepoVisibility::open) continue;
+    {
+      std::lock_guard lock(mutex_);
+      if (seeded_.contains(key(*repo, commit, "", Format::v1))) continue;
+    }
+    auto listed = hub_.snapshot_files(*repo, commit, /*stored_only=*/true);
+    if (!std::holds_alternative<Files>(listed)) continue;
+    const Files& files = std::get<Files>(listed);
+    if (files.empty()) continue;
+    auto stored = complete(*repo, commit, files, false);
+    if (!std::holds_alternative<Stored>(stored)) continue;
+    if (std::holds_alternative<SnapshotTorrent>(
+            build(*repo, commit, "", Format::v1, files, std::move(std::get<Stored>(stored))))) {
+      ++started;
+    }
+  }
+  if (started) spdlog::info("seeding {} more cached snapshots", started);
+  return started;
+}
+
 void SnapshotTorrents::release(const std::string& etag) {
   std::lock_guard seeding(seeding_mutex_);
   std::vector<std::string> keys;

@@ -63,6 +63,10 @@ class SnapshotTorrents {
 
   // Seeds again every torrent seeded before a restart whose files are all still stored. Blocking.
   void restore();
+  // Seeds the torrent of every snapshot of a public repo whose files are all stored (by the tree the node
+  // keeps for it) and that is not seeded yet: a whole snapshot, BitTorrent v1 with pad files. Asks the
+  // Hub nothing. Blocking; returns how many it started.
+  std::size_t seed_cached();
   // A stored file is about to be evicted or forgotten: every torrent holding it stops first.
   void release(const std::string& etag);
   // Stops the torrents of every seeded repo the Hub now calls gated or private. Blocking; run it now

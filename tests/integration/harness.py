@@ -160,8 +160,9 @@ class Node:
             defaults += ["--tracker-udp", "127.0.0.1:0"]
         if not any(a.startswith("--metrics-listen") for a in self.extra):
             defaults += ["--metrics-listen", "127.0.0.1:0"]
-        cmd = [BINARY, "serve", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir,
-               "--upstream", self.upstream, *defaults, *self.extra]
+        if not any(a.startswith("--listen") for a in self.extra):
+            defaults += ["--listen", "127.0.0.1:0"]
+        cmd = [BINARY, "serve", "--data-dir", self.data_dir, "--upstream", self.upstream, *defaults, *self.extra]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=env)
         # "inferllama bittorrent on tcp://H:P" and "inferllama tracker on udp://H:P" come first.
