@@ -1,6 +1,7 @@
 #include "http/file_response.hpp"
 
 #include "http/range.hpp"
+#include "inferllama/version.hpp"
 #include "torrent/swarm_upstream.hpp"
 
 namespace inferllama::http {
@@ -57,7 +58,7 @@ FilePlan write_file_head(Connection& c, const Request& req, const hub::FileAnswe
   HeadWriter head(c.head, plan.status, req.version());
   write_connection_fields(c, head);
   head.field("X-Repo-Commit", answer.commit);
-  head.field(torrent::kNodeHeader, torrent::kNodeVersion);  // a child node learns that its upstream is a node
+  head.field(torrent::kNodeHeader, kVersion);  // a child node learns that its upstream is a node
   if (!answer.stale.empty()) head.field(hub::kStaleHeader, answer.stale);
   head.field("ETag", quoted_etag);
   if (file.lfs) {

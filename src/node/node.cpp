@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "inferllama/network.hpp"
+#include "node/build_info.hpp"
 #include "upstream/curl_upstream.hpp"
 #include "usage/accounts_api.hpp"
 
@@ -122,6 +123,7 @@ void Node::remove_torrent(const torrent::SnapshotTorrent& t) {
 }
 
 void Node::register_metrics() {
+  metrics_.add([](std::string& out) { render_build_info(out); });
   metrics_.add([this](std::string& out) { hub_.render_metrics(out); });
   metrics_.add([this](std::string& out) { downloads_.render_metrics(out); });
   metrics_.add([this](std::string& out) { evictor_.render_metrics(out); });
