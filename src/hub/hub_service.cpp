@@ -186,6 +186,11 @@ UpstreamResponse HubService::call(const std::string& method, const std::string& 
   } else if (response.status >= 500) {
     ++counters_.upstream_server_errors;
   }
+  if (spdlog::should_log(spdlog::level::debug)) {
+    const auto location = response.header("location");
+    spdlog::debug("upstream {} {}: HTTP {}{}{}", method, url::redact(url), response.status,
+                  location ? " to " : "", location ? url::redact(*location) : std::string());
+  }
   return response;
 }
 

@@ -10,6 +10,7 @@
 #include "node/build_info.hpp"
 #include "upstream/curl_upstream.hpp"
 #include "usage/accounts_api.hpp"
+#include "util/url.hpp"
 
 namespace inferllama::node {
 namespace {
@@ -20,7 +21,7 @@ unsigned or_cores(unsigned n) {
 
 std::unique_ptr<Upstream> make_upstream(const Config& config) {
   if (!config.offline) return upstream::make_curl_upstream(UpstreamOptions{config.upstream_timeout});
-  spdlog::warn("offline mode: serving only what is cached, never contacting {}", config.upstream);
+  spdlog::warn("offline mode: serving only what is cached, never contacting {}", url::redact(config.upstream));
   return upstream::make_offline_upstream();
 }
 
@@ -201,7 +202,8 @@ void Node::start() {
     const std::uint16_t tls_port = server_->start_tls();
     std::cout << "inferllama listening on https://" << bound(config_.tls_listen, tls_port) << std::endl;
   }
-  spdlog::info("serving {} from {} (upstream {})", config_.listen, config_.data_dir.string(), config_.upstream);
+  spdlog::info("serving {} from {} (upstream {})", config_.listen, config_.data_dir.string(),
+               url::redact(config_.upstream));
 
   if (auto mirrors = mirror_.synced_mirrors(); !mirrors.empty()) {
     mirror_sync_.start("mirror sync", config_.mirror_interval, [this, mirrors] { mirror_.sync(mirrors); },
