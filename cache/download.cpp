@@ -648,7 +648,9 @@ Downloads::~Downloads() {
   shutdown();
 }
 
-std::shared_ptr<Download> Downloads::get_or_start(const BlobSource& source, const FileClaim& claim) {
+std::shared_ptr<Download> Downloads::get_or_start(const BlobSource& source, const FileClaim& claim,
+                                                  bool* started) {
+  if (started) *started = false;
   std::shared_ptr<Download> download;
   const std::string key = download_key(source.etag, claim);
   {
@@ -675,6 +677,7 @@ std::shared_ptr<Download> Downloads::get_or_start(const BlobSource& source, cons
     download = std::make_shared<Download>(*this, source, claim, key);
     running_.emplace(key, download);
   }
+  if (started) *started = true;
   download->start();
   return download;
 }

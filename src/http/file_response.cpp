@@ -42,7 +42,14 @@ void write_connection_fields(const Connection& c, HeadWriter& head) {
   for (const auto& [name, value] : c.limit_headers) head.field(name, value);
 }
 
+CacheStatus cache_status(const hub::FileAnswer& answer) {
+  if (answer.blob) return CacheStatus::hit;
+  if (answer.download && !answer.started_download) return CacheStatus::stream;
+  return CacheStatus::miss;  // this request's download, or a HEAD the Hub described
+}
+
 FilePlan write_file_head(Connection& c, const Request& req, const hub::FileAnswer& answer, bool keep_alive) {
+  c.cache = cache_status(answer);
   const auto& file = answer.file;
   const std::string quoted_etag = "\"" + file.etag + "\"";
   const auto if_none_match = req[bhttp::field::if_none_match];

@@ -296,4 +296,8 @@ bool Server::drained() const {
   return impl_->context.stats.open_connections.load() == 0;
 }
 
+void Server::reopen_logs() {
+  impl_->context.reopen_access_log();
+}
+
 }  // namespace inferllama::http

@@ -473,7 +473,8 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
     }
     return fresh;
   };
-  answer.download = downloads_.get_or_start(source, cache::FileClaim{repo, answer.commit, path, open});
+  answer.download =
+      downloads_.get_or_start(source, cache::FileClaim{repo, answer.commit, path, open}, &answer.started_download);
   if (answer.download && answer.download->size() != answer.file.size) {
     return size_mismatch_reply(answer.file);
   }

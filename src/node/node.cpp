@@ -222,6 +222,7 @@ void Node::run() {
 void Node::begin_drain() { server_->begin_drain(); }
 bool Node::drained() const { return server_->drained(); }
 void Node::stop() { io_.stop(); }
+void Node::reopen_logs() { server_->reopen_logs(); }
 
 void Node::shutdown() {
   if (stopped_) return;

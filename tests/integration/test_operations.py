@@ -141,8 +141,11 @@ class OperationsTest(unittest.TestCase):
         entry = mine[-1]
         self.assertEqual((entry["method"], entry["status"], entry["route"], entry["bytes"]),
                          ("GET", 200, "resolve", len(body)))
-        self.assertEqual(entry["remote"], "127.0.0.1")
-        self.assertGreaterEqual(entry["duration_ms"], 0)
+        self.assertEqual((entry["remote"], entry["identity"], entry["user_agent"]), ("127.0.0.1", "anon", ""))
+        self.assertIn(entry["cache"], ("hit", "miss"))
+        self.assertRegex(entry["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+        self.assertIsInstance(entry["duration_us"], int)
+        self.assertGreaterEqual(entry["duration_us"], 0)
 
 
 if __name__ == "__main__":
