@@ -287,6 +287,9 @@ void Download::fetch_segment(int segment) {
       if ((tell_readers || std::chrono::steady_clock::now() - oldest > kMaxGatherAge) && !flush()) return 0;
       return bytes.size();
     };
+    if (spdlog::should_log(spdlog::level::debug)) {
+      spdlog::debug("download {}: bytes {}-{} from {}", source_.etag, first, last, url::redact(url));
+    }
     RangeResult r =
         upstream.fetch_range(url, credentials_apply ? source_.headers : kNoHeaders, first, last, sink);
     flush();
@@ -304,6 +307,8 @@ void Download::fetch_segment(int segment) {
     if ((r.status == 401 || r.status == 403 || r.status == 410) && source_.refresh_url) {
       // The signed CDN URL expired: ask the Hub for a new one.
       if (auto fresh = source_.refresh_url()) {
+        spdlog::info("download {}: the upstream refused its URL (HTTP {}); the Hub names {} now", source_.etag,
+                     r.status, url::redact(*fresh));
         std::lock_guard lock(mutex_);
         url_ = *fresh;
       }
@@ -649,7 +654,9 @@ Downloads::~Downloads() {
   shutdown();
 }
 
-std::shared_ptr<Download> Downloads::get_or_start(const BlobSource& source, const FileClaim& claim) {
+std::shared_ptr<Download> Downloads::get_or_start(const BlobSource& source, const FileClaim& claim,
+                                                  bool* started) {
+  if (started) *started = false;
   std::shared_ptr<Download> download;
   const std::string key = download_key(source.etag, claim);
   {
@@ -676,6 +683,7 @@ std::shared_ptr<Download> Downloads::get_or_start(const BlobSource& source, cons
     download = std::make_shared<Download>(*this, source, claim, key);
     running_.emplace(key, download);
   }
+  if (started) *started = true;
   download->start();
   return download;
 }

@@ -193,7 +193,8 @@ class Downloads {
   // answers for the claim's repo (Index::blob_serves). A blob stored for another, restricted repo is fetched
   // again from this claim's upstream and verified: it then answers for this repo too (its chunks are not
   // stored twice). A running download of another size is returned without the claim: the caller refuses.
-  std::shared_ptr<Download> get_or_start(const BlobSource& source, const FileClaim& claim);
+  // `started` (when given) says whether this call started the download rather than joined a running one.
+  std::shared_ptr<Download> get_or_start(const BlobSource& source, const FileClaim& claim, bool* started = nullptr);
   std::shared_ptr<Download> find(const std::string& etag);
   std::size_t in_flight();
 

@@ -382,7 +382,9 @@ constexpr KeySpec kSpecs[] = {
       "Open client connections at most; further ones get a 503 at once, 1..1000000", "10000"},
      [](Config& c, const Input& in) { c.max_connections = static_cast<unsigned>(in.integer(1, 1000000)); }},
     {{"access_log", "--access-log", "INFERLLAMA_ACCESS_LOG",
-      "JSON access log, one line a request: empty = off, \"-\" = stderr, else a file path", ""},
+      "JSON access log, one line a request: empty = off; \"-\" = stdout (the node's own log is on stderr); "
+      "else a file, a relative path being in the data directory, created mode 0600 and opened again on SIGHUP",
+      ""},
      [](Config& c, const Input& in) { c.access_log = in.text(); }},
     {{"offline", "--offline", "INFERLLAMA_OFFLINE",
       "Never contact the upstream: serve cached commits (branch names at the last commit seen), refuse the rest",

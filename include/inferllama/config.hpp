@@ -48,7 +48,7 @@ struct Config {
   std::uint64_t metadata_budget = 256ull << 20;       // stored Hub metadata answers, LRU; 0 = none kept
   std::chrono::seconds idle_timeout{60};              // a client that makes no progress this long is dropped
   unsigned max_connections = 10000;                   // further connections get a 503
-  std::string access_log;                            // JSON access log: "" off, "-" stderr, else a file path
+  std::string access_log;                            // JSON lines: "" off, "-" stdout, else a file (in data_dir)
   bool offline = false;                               // never contact the upstream: serve what is cached
   std::chrono::seconds offline_grace{0};              // gated/private repos while the Hub can't be asked; 0 = refuse
 

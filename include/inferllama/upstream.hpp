@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "inferllama/version.hpp"
+
 namespace inferllama {
 
 using HeaderList = std::vector<std::pair<std::string, std::string>>;
@@ -62,7 +64,7 @@ class Upstream {
 
 struct UpstreamOptions {
   std::chrono::milliseconds timeout{30000};  // connect timeout, and how long a transfer may stall
-  std::string user_agent = "inferllama/0.1";
+  std::string user_agent = std::string("inferllama/") + kVersion;
   // The most a metadata answer (fetch) may carry: a larger or endless one is cut off and fails.
   std::uint64_t max_body = kMaxMetadataBody;
   static constexpr std::uint64_t kMaxMetadataBody = 64ull << 20;

@@ -8,6 +8,7 @@
 
 #include "cli/accounts.hpp"
 #include "cli/commands.hpp"
+#include "inferllama/version.hpp"
 
 extern char** environ;
 
@@ -95,7 +96,7 @@ std::string unknown_options(CLI::App& app, const CLI::ExtrasError& error) {
 int run(int argc, char** argv) {
   CLI::App app{"InferLlama: a pull-through cache and distribution node for HuggingFace models"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "inferllama 0.1.0");
+  app.set_version_flag("--version", std::string("inferllama ") + kVersion);
 
   std::map<std::string, std::string> flags, serve_given, ls_given;
   std::string serve_config, ls_config;

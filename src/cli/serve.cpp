@@ -36,6 +36,8 @@ int serve(const Config& config) {
   // sendfile(2) to a client that reset its connection raises SIGPIPE: a client must never stop the node
   // (the write fails with EPIPE instead, and that response ends).
   std::signal(SIGPIPE, SIG_IGN);
+  // SIGHUP reopens the access log (below); until that handler is in place one must not stop the node.
+  std::signal(SIGHUP, SIG_IGN);
   if (const unsigned open_bits = make_private_dir(config.data_dir)) {
     spdlog::warn("the data directory {} is open to others (group/other mode bits {:03o}) and holds users' keys: "
                  "chmod 700 it (the node leaves its modes as they are)",
@@ -84,6 +86,15 @@ int serve(const Config& config) {
         PeriodicTask::First::now);
   };
   signals.async_wait(on_signal);
+  // SIGHUP: the access log file is opened again at its path, so logrotate can move it away (postrotate
+  // `kill -HUP`); the node goes on serving.
+  asio::signal_set hangups(node.io(), SIGHUP);
+  std::function<void(const boost::system::error_code&, int)> on_hangup = [&](const boost::system::error_code& ec, int) {
+    if (ec) return;
+    node.reopen_logs();
+    hangups.async_wait(on_hangup);
+  };
+  hangups.async_wait(on_hangup);
   node.run();
   return 0;
 }

@@ -10,6 +10,7 @@
 
 #include <boost/asio/ip/tcp.hpp>
 
+#include "http/access_log.hpp"
 #include "http/router.hpp"
 #include "inferllama/asio.hpp"
 #include "inferllama/limit_policy.hpp"
@@ -62,12 +63,14 @@ struct Connection {
   asio::ip::address client;      // who it is from: the peer, or the client a trusted proxy names
   bool forwarded_https = false;  // a trusted proxy says the client spoke https
   bool credentials = false;      // it presents a key or passkey (see FailedAttempts)
+  std::string user;              // the node user a key or passkey named, "" for anyone else (the access log)
   std::optional<Account> account;
   HeaderList limit_headers;  // RateLimit fields (and WWW-Authenticate), on every response to it
   RouteId route = RouteId::not_found;
   unsigned status = 0;
-  std::uint64_t bytes = 0;
-  bool responded = false;  // some of the response has been written
+  std::uint64_t bytes = 0;                // body bytes written to the client
+  CacheStatus cache = CacheStatus::none;  // where a file answer's bytes came from
+  bool responded = false;                 // some of the response has been written
 
   // Buffers reused by every response on this connection.
   std::string head;

@@ -2,6 +2,7 @@
 
 #include "cache/download.hpp"
 #include "http/range.hpp"
+#include "inferllama/version.hpp"
 #include "torrent/swarm_upstream.hpp"
 
 namespace inferllama::http {
@@ -42,7 +43,14 @@ void write_connection_fields(const Connection& c, HeadWriter& head) {
   for (const auto& [name, value] : c.limit_headers) head.field(name, value);
 }
 
+CacheStatus cache_status(const hub::FileAnswer& answer) {
+  if (answer.blob) return CacheStatus::hit;
+  if (answer.download && !answer.started_download) return CacheStatus::stream;
+  return CacheStatus::miss;  // this request's download, or a HEAD the Hub described
+}
+
 FilePlan write_file_head(Connection& c, const Request& req, const hub::FileAnswer& answer, bool keep_alive) {
+  c.cache = cache_status(answer);
   const auto& file = answer.file;
   const std::string quoted_etag = "\"" + file.etag + "\"";
   const auto if_none_match = req[bhttp::field::if_none_match];
@@ -58,7 +66,7 @@ FilePlan write_file_head(Connection& c, const Request& req, const hub::FileAnswe
   HeadWriter head(c.head, plan.status, req.version());
   write_connection_fields(c, head);
   head.field("X-Repo-Commit", answer.commit);
-  head.field(torrent::kNodeHeader, torrent::kNodeVersion);  // a child node learns that its upstream is a node
+  head.field(torrent::kNodeHeader, kVersion);  // a child node learns that its upstream is a node
   if (!answer.stale.empty()) head.field(hub::kStaleHeader, answer.stale);
   // How much of a file on its way the node holds, over all its connections (`inferllama pull` shows it).
   if (answer.download && !answer.download->verified()) head.field(kFetchedHeader, answer.download->fetched());

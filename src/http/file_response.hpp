@@ -20,8 +20,13 @@ struct FilePlan {
   bool send_body = false;    // a GET with bytes to send
 };
 
+// Where the answer's bytes come from: a stored blob (hit), a download this request started (miss; also a
+// HEAD of a file not stored, which only asked the Hub) or one it joined (stream).
+CacheStatus cache_status(const hub::FileAnswer& answer);
+
 // Decides the answer to `req` for `answer` (whose size is the stored blob's or the download's) and writes
-// its head into `c.head`, with the connection's own fields (security, RateLimit) and `keep_alive`.
+// its head into `c.head`, with the connection's own fields (security, RateLimit) and `keep_alive`; notes
+// `cache_status` in `c.cache`.
 FilePlan write_file_head(Connection& c, const Request& req, const hub::FileAnswer& answer, bool keep_alive);
 
 // The head of `size` zeros (a BEP 47 pad file), Range-aware like a file's.

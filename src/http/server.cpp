@@ -290,4 +290,8 @@ std::size_t Server::open_connections() const {
   return impl_->context.stats.open_connections.load();
 }
 
+void Server::reopen_logs() {
+  impl_->context.reopen_access_log();
+}
+
 }  // namespace inferllama::http

@@ -80,6 +80,8 @@ class Server {
   std::size_t open_connections() const;
   // Closes every connection, busy or not (at shutdown, after the drain).
   void close_connections();
+  // Opens the access log file again at its path (SIGHUP, after logrotate moved it); any thread.
+  void reopen_logs();
 
  private:
   struct Impl;

@@ -1,10 +1,6 @@
 #include "http/server_context.hpp"
 
-#include <spdlog/sinks/basic_file_sink.h>
-#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
-
-#include <nlohmann/json.hpp>
 
 #include "http/credentials.hpp"
 #include "usage/usage_log.hpp"
@@ -32,12 +28,15 @@ ServerContext::ServerContext(ServerDeps d)
       config(deps.config),
       failed_attempts(monotonic_clock(), config.auth_failure_limit),
       gate(config, failed_attempts, stats, deps.identities, deps.limiter),
-      trusted_proxies_(parse_networks(config.trusted_proxies).value_or(std::vector<Network>{})) {
-  if (!config.access_log.empty()) {
-    access_log_ = config.access_log == "-" ? spdlog::stderr_logger_mt("access")
-                                           : spdlog::basic_logger_mt("access", config.access_log);
-    access_log_->set_pattern("%v");
-    access_log_->flush_on(spdlog::level::info);
+      trusted_proxies_(parse_networks(config.trusted_proxies).value_or(std::vector<Network>{})),
+      access_log_(AccessLog::open(config)) {}
+
+void ServerContext::reopen_access_log() {
+  if (!access_log_) return;
+  if (auto error = access_log_->reopen(); !error.empty()) {
+    spdlog::error("access log: {}; still writing to the file it had open", error);
+  } else {
+    spdlog::info("access log: reopened {}", access_log_->path().string());
   }
 }
 
@@ -68,6 +67,7 @@ std::string ServerContext::public_base(const Connection& c, const Request& req) 
 }
 
 void ServerContext::flowed(Connection& c, std::uint64_t bytes, bool from_cache) {
+  c.bytes += bytes;
   if (!c.account || bytes == 0) return;
   auto& account = *c.account;
   (from_cache ? account.counts.bytes_from_cache : account.counts.bytes_from_upstream) += bytes;
@@ -76,7 +76,8 @@ void ServerContext::flowed(Connection& c, std::uint64_t bytes, bool from_cache) 
 }
 
 void ServerContext::record(Connection& c, const Request& req, std::chrono::steady_clock::time_point started) {
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  const auto elapsed = std::chrono::steady_clock::now() - started;
+  const double seconds = std::chrono::duration<double>(elapsed).count();
   stats.request(c.route, c.status, seconds);
   if (c.account) {
     auto& account = *c.account;
@@ -88,20 +89,39 @@ void ServerContext::record(Connection& c, const Request& req, std::chrono::stead
     c.account.reset();  // frees a concurrent-download slot
   }
   c.limit_headers.clear();
-  if (!access_log_) return;
-  nlohmann::json line{{"time_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      std::chrono::system_clock::now().time_since_epoch())
-                                      .count()},
-                      {"remote", c.admin()                   ? "admin socket"
-                                 : c.client.is_unspecified() ? ""
-                                                             : c.client.to_string()},
-                      {"method", std::string(req.method_string())},
-                      {"target", redact_target(req.target())},
-                      {"route", route_name(c.route)},
-                      {"status", c.status},
-                      {"bytes", c.bytes},
-                      {"duration_ms", seconds * 1000}};
-  access_log_->info(line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  if (access_log_) log_access(c, req, elapsed);
+}
+
+void ServerContext::log_access(const Connection& c, const Request& req, std::chrono::steady_clock::duration elapsed) {
+  const auto duration = std::chrono::duration_cast<std::chrono::microseconds>(elapsed);
+  const std::string remote = c.admin()                   ? "admin socket"
+                             : c.client.is_unspecified() ? std::string()
+                                                         : c.client.to_string();
+  const std::string target = redact_target(req.target());
+  // Who, never with what: the user a key or passkey named, the holder of the admin key, or anyone.
+  std::string_view identity = c.user;
+  if (identity.empty()) {
+    const bool admin = c.admin() || (!config.admin_key.empty() &&
+                                     same_secret(bearer_of(req[bhttp::field::authorization]), config.admin_key));
+    identity = admin ? "admin" : "anon";
+  }
+  const AccessEntry entry{.time = std::chrono::system_clock::now() -
+                                  std::chrono::duration_cast<std::chrono::system_clock::duration>(duration),
+                          .remote = remote,
+                          .identity = identity,
+                          .method = req.method_string(),
+                          .target = target,
+                          .route = route_name(c.route),
+                          .status = c.status,
+                          .bytes = c.bytes,
+                          .duration_us = static_cast<std::uint64_t>(duration.count()),
+                          .cache = c.cache,
+                          .user_agent = req[bhttp::field::user_agent]};
+  // Each thread formats into its own buffer, which keeps its capacity from one request to the next.
+  thread_local std::string line;
+  line.clear();
+  append_access_line(line, entry);
+  access_log_->write(line);
 }
 
 std::string ServerContext::render_metrics() const {

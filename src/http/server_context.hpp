@@ -8,8 +8,7 @@
 #include <string>
 #include <vector>
 
-#include <spdlog/logger.h>
-
+#include "http/access_log.hpp"
 #include "http/admission.hpp"
 #include "http/connection.hpp"
 #include "http/forwarded.hpp"
@@ -40,11 +39,15 @@ class ServerContext {
   void flowed(Connection& c, std::uint64_t bytes, bool from_cache);
   // After each request: counters, the usage record of its account, the access log line.
   void record(Connection& c, const Request& req, std::chrono::steady_clock::time_point started);
+  // SIGHUP: the access log file is opened again at its path (logrotate moved the old one away).
+  void reopen_access_log();
   std::string render_metrics() const;
 
  private:
+  void log_access(const Connection& c, const Request& req, std::chrono::steady_clock::duration elapsed);
+
   std::vector<Network> trusted_proxies_;
-  std::shared_ptr<spdlog::logger> access_log_;  // JSON lines, when configured
+  std::unique_ptr<AccessLog> access_log_;  // JSON lines, when configured
 };
 
 }  // namespace inferllama::http

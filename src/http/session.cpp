@@ -110,14 +110,15 @@ class Responder {
     clean_fields(res);
     c_.responded = true;
     c_.status = res.result_int();
+    c_.bytes = 0;
     const bool head_only = req.method() == bhttp::verb::head;
-    c_.bytes = head_only ? 0 : res.body().size();
     boost::system::error_code ec;
     if (head_only) {
       bhttp::response_serializer<bhttp::string_body> serializer{res};
       co_await bhttp::async_write_header(stream_, serializer, asio::redirect_error(asio::use_awaitable, ec));
     } else {
       co_await bhttp::async_write(stream_, res, asio::redirect_error(asio::use_awaitable, ec));
+      if (!ec) c_.bytes = res.body().size();
     }
     co_return keep && !ec;
   }
@@ -145,7 +146,7 @@ class Responder {
     const bool keep = req.keep_alive() && !server_.draining;
     const FilePlan plan = write_file_head(c_, req, answer, keep);
     c_.status = plan.status;
-    c_.bytes = plan.send_body ? plan.length : 0;
+    c_.bytes = 0;  // counted as the body goes out (flowed)
     bool cork = false;
     if constexpr (kPlain) {
       cork = answer.blob && plan.send_body;
@@ -179,9 +180,9 @@ class Responder {
     const bool keep = req.keep_alive() && !server_.draining;
     const FilePlan plan = write_pad_head(c_, req, size, keep);
     c_.status = plan.status;
-    c_.bytes = plan.send_body ? plan.length : 0;
+    c_.bytes = 0;  // counted as the zeros go out (flowed)
     if (!co_await write_head()) co_return false;
-    for (std::uint64_t left = c_.bytes; left > 0;) {
+    for (std::uint64_t left = plan.send_body ? plan.length : 0; left > 0;) {
       const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(left, zeros.size()));
       boost::system::error_code ec;
       co_await asio::async_write(stream_, asio::buffer(zeros.data(), n), asio::redirect_error(asio::use_awaitable, ec));
@@ -202,11 +203,12 @@ class Responder {
     head.field("Content-Length", c_.tracker_reply.size());
     head.finish(req.version(), keep);
     c_.status = 200;
-    c_.bytes = c_.tracker_reply.size();
+    c_.bytes = 0;
     c_.responded = true;
     const std::array<asio::const_buffer, 2> buffers{asio::buffer(c_.head), asio::buffer(c_.tracker_reply)};
     boost::system::error_code ec;
     co_await asio::async_write(stream_, buffers, asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec) c_.bytes = c_.tracker_reply.size();
     co_return keep && !ec;
   }
 
@@ -339,6 +341,7 @@ Task<bool> answer_request(ServerContext& server, Responder<Stream>& responder, C
   c.route = admission.route;
   c.credentials = admission.credentials;
   c.account = std::move(admission.account);
+  if (c.account && !c.account->who.anonymous()) c.user = c.account->who.str();
   c.limit_headers = std::move(admission.limit_headers);
   if (auto* refusal = std::get_if<Refusal>(&admission.verdict))
     co_return co_await responder.write_reply(req, refusal->reply);
@@ -394,7 +397,9 @@ Task<void> run(ServerContext& server, std::shared_ptr<Session<Stream>> session) 
       c.route = RouteId::not_found;
       c.status = 0;
       c.bytes = 0;
+      c.cache = CacheStatus::none;
       c.credentials = false;
+      c.user.clear();
       c.responded = false;
       if (auto problem = transfer_coding_problem(request)) {
         // The body's end is unknown, so is where the next request starts: answer and close.

@@ -39,6 +39,7 @@ Task<Answer> handle(Exchange& x, const TrackerRoute& route) {
       UserId who = UserId::user(std::move(*user));
       std::string no_repo;
       c.account = co_await x.server.gate.charge(std::move(who), std::move(no_repo), false);
+      c.user = c.account->who.str();
       if (!c.account->decision.allowed) {
         refusal = "rate limit exceeded: retry in " + std::to_string(retry_after_seconds(c.account->decision)) + " s";
       }

@@ -224,6 +224,11 @@ UpstreamResponse HubService::call(const std::string& method, const std::string& 
   } else if (response.status >= 500) {
     ++counters_.upstream_server_errors;
   }
+  if (spdlog::should_log(spdlog::level::debug)) {
+    const auto location = response.header("location");
+    spdlog::debug("upstream {} {}: HTTP {}{}{}", method, url::redact(url), response.status,
+                  location ? " to " : "", location ? url::redact(*location) : std::string());
+  }
   return response;
 }
 
@@ -507,7 +512,8 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
     }
     return fresh;
   };
-  answer.download = downloads_.get_or_start(source, cache::FileClaim{repo, answer.commit, path, open});
+  answer.download =
+      downloads_.get_or_start(source, cache::FileClaim{repo, answer.commit, path, open}, &answer.started_download);
   if (answer.download && answer.download->size() != answer.file.size) {
     return size_mismatch_reply(answer.file);
   }

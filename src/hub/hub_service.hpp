@@ -49,7 +49,8 @@ struct FileAnswer {
   FileEntry file;
   std::shared_ptr<const BlobEntry> blob;
   std::shared_ptr<cache::Download> download;
-  std::shared_ptr<void> lease;  // keeps a stored blob from being evicted while it is served
+  std::shared_ptr<void> lease;    // keeps a stored blob from being evicted while it is served
+  bool started_download = false;  // `download` was started for this answer (else it was already running)
 };
 
 struct HubCounters {

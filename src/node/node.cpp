@@ -7,9 +7,11 @@
 #include <thread>
 
 #include "inferllama/network.hpp"
+#include "node/build_info.hpp"
 #include "node/start_checks.hpp"
 #include "upstream/curl_upstream.hpp"
 #include "usage/accounts_api.hpp"
+#include "util/url.hpp"
 
 namespace inferllama::node {
 namespace {
@@ -20,7 +22,7 @@ unsigned or_cores(unsigned n) {
 
 std::unique_ptr<Upstream> make_upstream(const Config& config) {
   if (!config.offline) return upstream::make_curl_upstream(UpstreamOptions{config.upstream_timeout});
-  spdlog::warn("offline mode: serving only what is cached, never contacting {}", config.upstream);
+  spdlog::warn("offline mode: serving only what is cached, never contacting {}", url::redact(config.upstream));
   return upstream::make_offline_upstream();
 }
 
@@ -124,6 +126,7 @@ void Node::remove_torrent(const torrent::SnapshotTorrent& t) {
 }
 
 void Node::register_metrics() {
+  metrics_.add([](std::string& out) { render_build_info(out); });
   metrics_.add([this](std::string& out) { hub_.render_metrics(out); });
   metrics_.add([this](std::string& out) { downloads_.render_metrics(out); });
   metrics_.add([this](std::string& out) { evictor_.render_metrics(out); });
@@ -223,7 +226,8 @@ void Node::start() {
                  "stopped (`inferllama user ... --data-dir {}`)",
                  config_.data_dir.string());
   }
-  spdlog::info("serving {} from {} (upstream {})", config_.listen, config_.data_dir.string(), config_.upstream);
+  spdlog::info("serving {} from {} (upstream {})", config_.listen, config_.data_dir.string(),
+               url::redact(config_.upstream));
 
   if (auto mirrors = mirror_.synced_mirrors(); !mirrors.empty()) {
     mirror_sync_.start("mirror sync", config_.mirror_interval, [this, mirrors] { mirror_.sync(mirrors); },
@@ -243,6 +247,7 @@ void Node::begin_drain() { server_->begin_drain(); }
 bool Node::drained() const { return server_->drained(); }
 Node::InFlight Node::in_flight() { return {server_->open_connections(), downloads_.in_flight()}; }
 void Node::stop() { io_.stop(); }
+void Node::reopen_logs() { server_->reopen_logs(); }
 
 void Node::shutdown() {
   if (stopped_) return;

@@ -63,6 +63,8 @@ class Node {
   InFlight in_flight();
   // Ends run(): the I/O threads return.
   void stop();
+  // SIGHUP: opens the access log file again at its path (logrotate moved the old one away).
+  void reopen_logs();
 
   asio::io_context& io() { return io_; }
   // The families of every module but the HTTP server's own (the server renders those).

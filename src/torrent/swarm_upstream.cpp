@@ -225,7 +225,7 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
     for (char& c : node_header) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     if (!head.header(node_header)) {
       parent_is_node_ = kNotNode;
-      spdlog::info("the upstream {} is not a node: files come over HTTP", upstream_);
+      spdlog::info("the upstream {} is not a node: files come over HTTP", url::redact(upstream_));
       return {};
     }
     parent_is_node_ = kNode;

@@ -6,12 +6,13 @@
 
 #include "inferllama/config.hpp"
 #include "inferllama/upstream.hpp"
+#include "inferllama/version.hpp"
 
 namespace inferllama::torrent {
 
 // Every node marks its resolve answers with this header, so a child node knows its upstream is a node.
+// Its value is the node's version.
 inline constexpr char kNodeHeader[] = "X-InferLlama-Node";
-inline constexpr char kNodeVersion[] = "0.1.0";
 
 // The Upstream the node's downloads use. fetch() passes through. fetch_range() of the parent's resolve
 // URL of a file at least `swarm_threshold` large, when the parent is a node that offers the file's

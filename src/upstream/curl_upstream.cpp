@@ -1,6 +1,7 @@
 #include "upstream/curl_upstream.hpp"
 
 #include <curl/curl.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cctype>
@@ -147,6 +148,9 @@ class CurlUpstream final : public Upstream {
       if (hop == kMaxRedirects) {
         result.error = "the upstream redirected more than " + std::to_string(kMaxRedirects) + " times";
         return result;
+      }
+      if (spdlog::should_log(spdlog::level::debug)) {
+        spdlog::debug("upstream HTTP {}: {} redirects to {}", result.status, url::redact(current), url::redact(next));
       }
       current = std::move(next);
     }

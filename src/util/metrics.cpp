@@ -1,5 +1,6 @@
 #include "inferllama/metrics.hpp"
 
+#include <charconv>
 #include <cstdio>
 
 namespace inferllama::metrics {
@@ -33,16 +34,19 @@ void write_header(std::string& out, const std::string& name, const std::string& 
 
 void write_sample(std::string& out, const std::string& name, const std::string& labels, double value) {
   char number[40];
-  // Counters print as integers; sums and fractions with enough digits to be useful.
+  std::size_t length = 0;
+  // Counters print as integers; sums, fractions and timestamps in the shortest form that reads back as
+  // the same double (a Unix time in seconds with milliseconds needs 13 digits).
   if (value == static_cast<double>(static_cast<std::uint64_t>(value)) && value >= 0 && value < 1e18) {
-    std::snprintf(number, sizeof number, "%llu", static_cast<unsigned long long>(value));
+    length = static_cast<std::size_t>(
+        std::snprintf(number, sizeof number, "%llu", static_cast<unsigned long long>(value)));
   } else {
-    std::snprintf(number, sizeof number, "%.9g", value);
+    length = static_cast<std::size_t>(std::to_chars(number, number + sizeof number, value).ptr - number);
   }
   out += name;
   if (!labels.empty()) out += "{" + labels + "}";
   out += " ";
-  out += number;
+  out.append(number, length);
   out += "\n";
 }
 

@@ -129,13 +129,23 @@ std::optional<std::string> http_origin(std::string_view url) {
 
 std::string redact(std::string_view url) {
   std::string_view kept = url.substr(0, url.find_first_of("?#"));
+  std::string out;
   const auto scheme_end = kept.find("://");
-  if (scheme_end == std::string_view::npos) return std::string(kept);
-  const auto authority_start = scheme_end + 3;
-  const auto authority_end = std::min(kept.size(), kept.find('/', authority_start));
-  const auto at = kept.substr(0, authority_end).rfind('@');
-  if (at == std::string_view::npos || at < authority_start) return std::string(kept);
-  return std::string(kept.substr(0, authority_start)) + std::string(kept.substr(at + 1));
+  if (scheme_end == std::string_view::npos) {
+    out = kept;
+  } else {
+    const auto authority_start = scheme_end + 3;
+    const auto authority_end = std::min(kept.size(), kept.find('/', authority_start));
+    const auto at = kept.substr(0, authority_end).rfind('@');
+    out = at == std::string_view::npos || at < authority_start
+              ? std::string(kept)
+              : std::string(kept.substr(0, authority_start)) + std::string(kept.substr(at + 1));
+  }
+  // A Location is whatever an upstream wrote: it must not start a line of its own in the log.
+  for (char& ch : out) {
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = '?';
+  }
+  return out;
 }
 
 bool is_safe_relative_path(std::string_view path) {

@@ -30,8 +30,10 @@ std::string_view host_of(std::string_view url);
 // Credentials are attached per origin: two URLs share them only when their origins are equal.
 std::optional<std::string> http_origin(std::string_view url);
 
-// The URL without its query, fragment or user info, for logs: a signed CDN URL carries its credential
-// in the query.
+// The one form in which a URL reaches a log or an error message: scheme, host and path, without its
+// query, fragment or user info (a signed CDN URL carries its credential in the query: X-Amz-Signature,
+// Signature, Policy, Key-Pair-Id, Expires, token...), control characters replaced by '?'. Every log line
+// that names an upstream URL goes through it.
 std::string redact(std::string_view url);
 
 // Splits a request target into its path and query (without the '?').

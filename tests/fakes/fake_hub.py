@@ -342,6 +342,11 @@ class Stats:
             self.xet_fileinfo_responses = 0
             self.requests_by_auth: dict[str, int] = {}
             self.total_requests = 0
+            self.signed_queries: list[str] = []  # the query of every signed CDN URL handed out
+
+    def signed(self, query: str) -> None:
+        with self.lock:
+            self.signed_queries.append(query)
 
     def count(self, kind: str, auth_key: str) -> None:
         with self.lock:
@@ -368,6 +373,7 @@ class Stats:
                 "xet_fileinfo_responses": self.xet_fileinfo_responses,
                 "requests_by_auth": dict(self.requests_by_auth),
                 "total_requests": self.total_requests,
+                "signed_queries": list(self.signed_queries),
             }
 
 
@@ -624,7 +630,9 @@ class FakeHub:
 
     def signed_blob_url(self, sha256: str) -> str:
         expires = int(time.time()) + self.url_ttl
-        return f"{self.cdn_url}/blobs/{sha256}?expires={expires}&sig={self.sign(sha256, expires)}"
+        query = f"expires={expires}&sig={self.sign(sha256, expires)}"
+        self.stats.signed(query)  # a test can look for the credential in whatever the node wrote
+        return f"{self.cdn_url}/blobs/{sha256}?{query}"
 
     def verify(self, sha256: str, expires: str | None, sig: str | None) -> bool:
         if not expires or not sig or not expires.isdigit():

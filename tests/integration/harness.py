@@ -148,7 +148,9 @@ class Node:
         self.env = {**(env or {}), **({"INFERLLAMA_ADMIN_KEY": admin_key} if admin_key else {})} or None
         self.proc: subprocess.Popen | None = None
         self.url = ""
-        self.log_path = os.path.join(self.data_dir, "node.log")
+        self.log_path = os.path.join(self.data_dir, "node.log")  # stderr: the node's log
+        self.stdout_path = ""  # every line of stdout: node.stdout beside the log, from start()
+        self._stdout_copier: threading.Thread | None = None
 
     def start(self) -> "Node":
         env = clean_env(self.env)
@@ -165,13 +167,18 @@ class Node:
         cmd = [BINARY, "serve", "--data-dir", self.data_dir, "--upstream", self.upstream, *defaults, *self.extra]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=env)
-        # "inferllama bittorrent on tcp://H:P" and "inferllama tracker on udp://H:P" come first.
-        self.bt_port = self.udp_tracker_port = self.metrics_port = None
-        line = ""
+        # "inferllama bittorrent on tcp://H:P" and "inferllama tracker on udp://H:P" come first; with
+        # --tls-listen, "inferllama listening on https://H:P" follows the http line.
+        self.bt_port = self.udp_tracker_port = self.metrics_port = self.tls_port = None
+        want_tls = any(a.startswith("--tls-listen") for a in self.extra)
+        line = http_line = ""
+        self.stdout_path = os.path.join(os.path.dirname(self.log_path), "node.stdout")
+        stdout_copy = open(self.stdout_path, "ab")
         watchdog = threading.Timer(READY_TIMEOUT, self.proc.kill)
         watchdog.start()
         try:
             for raw in self.proc.stdout:
+                stdout_copy.write(raw)
                 line = raw.decode(errors="replace").strip()
                 if line.startswith("inferllama bittorrent on "):
                     self.bt_port = urllib.parse.urlsplit(line.split()[-1]).port
@@ -179,16 +186,44 @@ class Node:
                     self.udp_tracker_port = urllib.parse.urlsplit(line.split()[-1]).port
                 elif line.startswith("inferllama metrics on "):
                     self.metrics_port = urllib.parse.urlsplit(line.split()[-1]).port
-                elif line.startswith("inferllama listening on"):
+                elif line.startswith("inferllama listening on https://"):
+                    self.tls_port = urllib.parse.urlsplit(line.split()[-1]).port
                     break
+                elif line.startswith("inferllama listening on"):
+                    http_line = line
+                    if not want_tls:
+                        break
             else:
+                stdout_copy.close()
                 raise RuntimeError(f"node exited before it was ready (exit code {self.proc.wait()})")
         finally:
             watchdog.cancel()
-        self.url = line.split()[-1]
+        # The rest of stdout (an access log on "-") goes on into node.stdout: the node never blocks on a
+        # full pipe, and a test can read what it wrote.
+        stdout_copy.flush()
+        self._stdout_copier = threading.Thread(target=self._copy_stdout, args=(self.proc.stdout, stdout_copy),
+                                               daemon=True)
+        self._stdout_copier.start()
+        self.url = http_line.split()[-1]
         u = urllib.parse.urlsplit(self.url)
         self.host, self.port = u.hostname, u.port
         return self
+
+    @staticmethod
+    def _copy_stdout(source, sink) -> None:
+        try:
+            for raw in iter(lambda: source.read1(65536), b""):
+                sink.write(raw)
+                sink.flush()
+        except (OSError, ValueError):
+            pass  # the pipe was closed under the copier
+        finally:
+            sink.close()
+
+    def stdout_text(self) -> str:
+        """Everything the node wrote on stdout so far."""
+        with open(self.stdout_path, errors="replace") as f:
+            return f.read()
 
     def stop(self, sig=signal.SIGTERM) -> int:
         code = 0
@@ -201,6 +236,9 @@ class Node:
                 code = self.proc.wait()
         elif self.proc:
             code = self.proc.returncode
+        if self._stdout_copier:
+            self._stdout_copier.join(timeout=30)  # it ends at the end of the pipe, which the exit closed
+            self._stdout_copier = None
         if self.proc and self.proc.stdout:
             self.proc.stdout.close()
         if getattr(self, "log", None):

@@ -2,11 +2,14 @@
 import http.client
 import json
 import os
+import re
+import subprocess
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import FakeHub, Node, sha256  # noqa: E402
+from harness import BINARY, FakeHub, Node, sha256  # noqa: E402
 
 MODEL = "acme/tiny-model"
 SECURITY_HEADERS = {
@@ -21,6 +24,7 @@ SECURITY_HEADERS = {
 class OperationsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
+        cls.class_started = time.time()
         cls.hub = FakeHub().start()
         cls.node = Node(cls.hub.url)
         cls.node.extra = ["--access-log", os.path.join(cls.node.data_dir, "access.log")]
@@ -59,8 +63,27 @@ class OperationsTest(unittest.TestCase):
         for name in ("inferllama_http_requests_total", "inferllama_cache_requests_total", "inferllama_downloads_total",
                      "inferllama_disk_used_bytes", "inferllama_tracker_announces_total",
                      "inferllama_ratelimit_decisions_total", "inferllama_auth_failures_total",
-                     "inferllama_parent_swarm_bytes_total", "inferllama_bt_torrents"):
+                     "inferllama_parent_swarm_bytes_total", "inferllama_bt_torrents", "inferllama_build_info",
+                     "process_start_time_seconds"):
             self.assertIn(name, helps)
+
+    def test_build_info_and_start_time(self):
+        version = subprocess.run([BINARY, "--version"], capture_output=True, text=True, check=True).stdout.split()[-1]
+        samples = self.metrics()
+        info = [name for name in samples if name.startswith("inferllama_build_info{")]
+        self.assertEqual(len(info), 1, info)
+        self.assertEqual(samples[info[0]], 1)
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', info[0]))
+        self.assertEqual(labels["version"], version)
+        self.assertEqual(sorted(labels), ["boost", "compiler", "curl", "libtorrent", "openssl", "rocksdb", "version"])
+        for name, value in labels.items():
+            self.assertRegex(value, r"\d+\.\d+", name)
+        # The node started after this class began and before now, to the millisecond or better.
+        started = samples["process_start_time_seconds"]
+        self.assertGreaterEqual(started, self.class_started - 1)
+        self.assertLessEqual(started, time.time())
+        _, h, _ = self.node.request("GET", "/healthz")
+        self.assertEqual(h["x-inferllama-node"], version)
 
     def test_metrics_count_hits_misses_bytes_and_requests(self):
         f = self.hub.files(MODEL)["model.safetensors"]
@@ -118,8 +141,11 @@ class OperationsTest(unittest.TestCase):
         entry = mine[-1]
         self.assertEqual((entry["method"], entry["status"], entry["route"], entry["bytes"]),
                          ("GET", 200, "resolve", len(body)))
-        self.assertEqual(entry["remote"], "127.0.0.1")
-        self.assertGreaterEqual(entry["duration_ms"], 0)
+        self.assertEqual((entry["remote"], entry["identity"], entry["user_agent"]), ("127.0.0.1", "anon", ""))
+        self.assertIn(entry["cache"], ("hit", "miss"))
+        self.assertRegex(entry["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+        self.assertIsInstance(entry["duration_us"], int)
+        self.assertGreaterEqual(entry["duration_us"], 0)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,16 @@ TEST(UrlOriginTest, RedactedUrlsKeepNoQueryOrUserInfo) {
   EXPECT_EQ(url::redact("https://cdn.example/blobs/abc?expires=1&sig=secret#f"), "https://cdn.example/blobs/abc");
   EXPECT_EQ(url::redact("http://user:pw@h:1/p?q"), "http://h:1/p");
   EXPECT_EQ(url::redact("http://h/a@b"), "http://h/a@b");
+  // The signed URLs of S3, CloudFront and the Hub's CDN: the credential is in the query.
+  EXPECT_EQ(url::redact("https://bucket.s3.amazonaws.com/repos/ab/cd?X-Amz-Algorithm=AWS4-HMAC-SHA256&"
+                        "X-Amz-Credential=AKIA%2F20260101&X-Amz-Signature=0123abcd"),
+            "https://bucket.s3.amazonaws.com/repos/ab/cd");
+  EXPECT_EQ(url::redact("https://cdn-lfs.hf.co/repos/ab/cd/e?response-content-disposition=x&Expires=1&"
+                        "Policy=eyJ&Signature=abc~def&Key-Pair-Id=K2"),
+            "https://cdn-lfs.hf.co/repos/ab/cd/e");
+  EXPECT_EQ(url::redact("/_fake/expired/abc?token=t"), "/_fake/expired/abc");
+  // Whatever an upstream wrote in a Location cannot start a log line of its own.
+  EXPECT_EQ(url::redact("http://h/a\r\nforged line\x7f?q"), "http://h/a??forged line?");
 }
 
 class MetadataStoreTest : public ::testing::Test {

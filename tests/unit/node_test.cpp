@@ -1,11 +1,14 @@
 // A node built with every part enabled, never started: what its metrics registry renders.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <sstream>
 #include <string>
 
+#include "inferllama/version.hpp"
+#include "node/build_info.hpp"
 #include "node/node.hpp"
 #include "test_support.hpp"
 
@@ -72,6 +75,32 @@ TEST_F(NodeTest, RegistryRendersEveryModulesFamiliesOnce) {
   EXPECT_EQ(help.count("inferllama_http_requests_total"), 0u);
   EXPECT_NE(out.find("inferllama_disk_budget_bytes 1073741824\n"), std::string::npos) << out;
   EXPECT_NE(out.find("inferllama_upstream_errors_total{kind=\"download_failed\"} 0\n"), std::string::npos) << out;
+}
+
+TEST_F(NodeTest, BuildInfoNamesTheVersionAndTheStartTimeIsThisProcesss) {
+  Node node(config);
+  std::string out;
+  node.metrics().render(out);
+  EXPECT_NE(out.find("# TYPE inferllama_build_info gauge\ninferllama_build_info{version=\"" + std::string(kVersion) +
+                     "\",compiler=\""),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("\"} 1\n"), std::string::npos);
+  for (const char* label : {"boost=\"1.", "libtorrent=\"2.", "openssl=\"", "rocksdb=\"", "curl=\""}) {
+    EXPECT_NE(build_info_labels().find(label), std::string::npos) << label << " in " << build_info_labels();
+  }
+
+  const std::string sample = "\nprocess_start_time_seconds ";
+  const auto at = out.find(sample);
+  ASSERT_NE(at, std::string::npos) << out;
+  EXPECT_NE(out.find("# TYPE process_start_time_seconds gauge\n"), std::string::npos);
+  const std::string value = out.substr(at + sample.size(), out.find('\n', at + 1) - at - sample.size());
+  // Every digit of a Unix time, and its milliseconds: not 1.79608e+09.
+  EXPECT_EQ(value.find('e'), std::string::npos) << value;
+  const double started = std::stod(value);
+  const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  EXPECT_LE(started, now);
+  EXPECT_GT(started, now - 3600);  // this test process started it, not long ago
 }
 
 TEST_F(NodeTest, WithoutSeedTheRegistryHasNoSeedFamilies) {
