@@ -169,11 +169,11 @@ class BigHub:
 # --------------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def node(upstream: str, *flags: str):
+def node(upstream: str, *flags: str, admin_key: str | None = None):
     """A node on a fresh temporary data dir; stopped and its data dir removed afterwards.
     `--log-level warn` keeps per-request logging out of the measurement. On exit, warnings and
     errors from its log are echoed (they are evidence, not noise)."""
-    n = harness.Node(upstream, None, "--log-level", "warn", *flags)
+    n = harness.Node(upstream, None, "--log-level", "warn", *flags, admin_key=admin_key)
     n.start()
     try:
         yield n

@@ -76,7 +76,7 @@ def main() -> int:
             nodes, luas = {}, {}
             try:
                 for name, extra in flags.items():
-                    nodes[name] = c.node(hub.url, "--admin-key", ADMIN_KEY, *extra)
+                    nodes[name] = c.node(hub.url, *extra, admin_key=ADMIN_KEY)
                 started = {name: ctx.__enter__() for name, ctx in nodes.items()}
                 for name, node in started.items():
                     key = make_user(node)

@@ -705,6 +705,13 @@ std::size_t Downloads::in_flight() {
   return running_.size();
 }
 
+std::size_t Downloads::committing() {
+  std::lock_guard lock(mutex_);
+  return static_cast<std::size_t>(std::count_if(running_.begin(), running_.end(), [](const auto& entry) {
+    return entry.second->verified() && entry.second->state() == Download::State::running;
+  }));
+}
+
 void Downloads::finished(const Download& download) {
   std::lock_guard lock(mutex_);
   if (auto it = running_.find(download.key_); it != running_.end() && it->second.get() == &download) {

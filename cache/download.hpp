@@ -197,6 +197,8 @@ class Downloads {
   std::shared_ptr<Download> get_or_start(const BlobSource& source, const FileClaim& claim, bool* started = nullptr);
   std::shared_ptr<Download> find(const std::string& etag);
   std::size_t in_flight();
+  // Of those, the ones whose every byte arrived and matched, still being made durable: a stop waits for them.
+  std::size_t committing();
 
   // Stops every download (they fail with "shutting down") and waits for their connections.
   void shutdown();

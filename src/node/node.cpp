@@ -244,7 +244,7 @@ void Node::run() {
 }
 
 void Node::begin_drain() { server_->begin_drain(); }
-bool Node::drained() const { return server_->drained(); }
+bool Node::drained() { return server_->drained() && downloads_.committing() == 0; }
 Node::InFlight Node::in_flight() { return {server_->open_connections(), downloads_.in_flight()}; }
 void Node::stop() { io_.stop(); }
 void Node::reopen_logs() { server_->reopen_logs(); }

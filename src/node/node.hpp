@@ -54,7 +54,8 @@ class Node {
   void run();
   // Stops accepting and closes idle connections; responses in flight go on until drained().
   void begin_drain();
-  bool drained() const;
+  // No response in flight, and no download that has all its bytes still being stored.
+  bool drained();
   // What a stop waits for: connections with a response in flight, and downloads from the upstream.
   struct InFlight {
     std::size_t connections = 0;

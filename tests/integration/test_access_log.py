@@ -59,8 +59,12 @@ class AccessLogOnStdoutTest(unittest.TestCase):
     def setUpClass(cls):
         cls.hub = FakeHub("--sized-models", "8", "--sized-model-size", str(SIZE)).start()
         cls.files = {i: cls.hub.files(sized(i))["model.safetensors"] for i in range(8)}
-        cls.node = Node(cls.hub.url, None, "--access-log", "-", "--log-level", "debug", "--admin-key", ADMIN_KEY,
-                        "--upstream-retries", "3").start()
+        try:
+            cls.node = Node(cls.hub.url, None, "--access-log", "-", "--log-level", "debug", "--upstream-retries", "3",
+                            admin_key=ADMIN_KEY).start()
+        except BaseException:
+            cls.hub.stop()
+            raise
         cls.started = datetime.now(timezone.utc)
         try:
             cls.run_requests()
