@@ -142,8 +142,7 @@ void Download::start() {
   if (resumed > 0) owner_.counters_.resumed_bytes += resumed;
   // A signed URL carries its credential in the query: logged without it.
   spdlog::info("download {} ({} bytes{}) from {}", source_.etag, source_.size,
-               resumed ? ", " + std::to_string(resumed) + " already staged" : std::string(),
-               url::redact(source_.url));
+               resumed ? ", " + std::to_string(resumed) + " already staged" : std::string(), url::redact(source_.url));
   std::vector<std::size_t> full_chunks;
   {
     std::lock_guard lock(mutex_);
@@ -156,8 +155,9 @@ void Download::start() {
     // takes the next one, so a slow connection never holds up the tail, no byte is requested twice, and
     // the in-order whole-file hash trails the connections by only a few segments.
     const std::size_t per_part =
-        parts == 1 ? chunk_count_
-                   : std::clamp<std::size_t>(chunk_count_ / parts, 1, std::max<std::size_t>(1, kSegmentBytes / s.chunk_size));
+        parts == 1
+            ? chunk_count_
+            : std::clamp<std::size_t>(chunk_count_ / parts, 1, std::max<std::size_t>(1, kSegmentBytes / s.chunk_size));
     Segment open{0, 0, false};
     std::size_t chunks_in_open = 0;
     for (std::size_t i = 0; i < chunk_count_; ++i) {
@@ -290,8 +290,7 @@ void Download::fetch_segment(int segment) {
     if (spdlog::should_log(spdlog::level::debug)) {
       spdlog::debug("download {}: bytes {}-{} from {}", source_.etag, first, last, url::redact(url));
     }
-    RangeResult r =
-        upstream.fetch_range(url, credentials_apply ? source_.headers : kNoHeaders, first, last, sink);
+    RangeResult r = upstream.fetch_range(url, credentials_apply ? source_.headers : kNoHeaders, first, last, sink);
     flush();
     if (state() != State::running) return;
     if (r.ok() && r.received > 0) {
@@ -654,8 +653,7 @@ Downloads::~Downloads() {
   shutdown();
 }
 
-std::shared_ptr<Download> Downloads::get_or_start(const BlobSource& source, const FileClaim& claim,
-                                                  bool* started) {
+std::shared_ptr<Download> Downloads::get_or_start(const BlobSource& source, const FileClaim& claim, bool* started) {
   if (started) *started = false;
   std::shared_ptr<Download> download;
   const std::string key = download_key(source.etag, claim);
@@ -708,7 +706,8 @@ std::size_t Downloads::in_flight() {
 std::size_t Downloads::committing() {
   std::lock_guard lock(mutex_);
   return static_cast<std::size_t>(std::count_if(running_.begin(), running_.end(), [](const auto& entry) {
-    return entry.second->verified() && entry.second->state() == Download::State::running;
+    const Download& d = *entry.second;
+    return d.state() == Download::State::running && d.fetched() == d.size();
   }));
 }
 
@@ -732,7 +731,6 @@ void Downloads::shutdown() {
   hashers_.stop();
   hashers_.join();
 }
-
 
 namespace {
 constexpr metrics::FamilySpec kUpstreamBytes{"inferllama_upstream_bytes_total", "counter",

@@ -197,7 +197,7 @@ class Downloads {
   std::shared_ptr<Download> get_or_start(const BlobSource& source, const FileClaim& claim, bool* started = nullptr);
   std::shared_ptr<Download> find(const std::string& etag);
   std::size_t in_flight();
-  // Of those, the ones whose every byte arrived and matched, still being made durable: a stop waits for them.
+  // Of those, the ones whose every byte arrived, still being hashed and made durable: a stop waits for them.
   std::size_t committing();
 
   // Stops every download (they fail with "shutting down") and waits for their connections.
@@ -219,7 +219,7 @@ class Downloads {
   Index& index_;
   Upstream& upstream_;
   asio::thread_pool& workers_;
-  asio::thread_pool hashers_;  // chunk hashes, at a lower priority (see Download::chunk_filled)
+  asio::thread_pool hashers_;   // chunk hashes, at a lower priority (see Download::chunk_filled)
   ElasticThreads connections_;  // one per upstream connection, while it runs
   DownloadSettings settings_;
   DownloadCounters counters_;

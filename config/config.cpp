@@ -1090,10 +1090,21 @@ Config load_config(const ConfigSources& sources) {
       std::replace(flag.begin(), flag.end(), '_', '-');
       throw ConfigError("unknown flag " + flag + suggestion(flag, [](const ConfigKey& k) { return k.flag; }));
     }
-    // Every user of the machine can read a process's arguments (ps, /proc/PID/cmdline).
+    // Every user of the machine can read a process's arguments (ps, /proc/PID/cmdline): no URL with
+    // credentials in it either.
+    if (const auto scheme_end = value.find("://"); scheme_end != std::string::npos) {
+      const std::string_view rest = std::string_view(value).substr(scheme_end + 3);
+      if (rest.substr(0, rest.find('/')).find('@') != std::string_view::npos)
+        throw ConfigError("flag " + std::string(spec->key.flag) +
+                          " carries credentials (user:password@), which every user of the machine can read (ps): give "
+                          "the URL in the config file or " +
+                          std::string(spec->key.env) + " instead");
+    }
     if (const KeySpec* file = find_spec(std::string(spec->key.name) + "_file"); spec->secret && file && !value.empty())
-      throw ConfigError("flag " + std::string(spec->key.flag) + " would show the secret to every user of the machine (ps): give it as " +
-                        std::string(file->key.flag) + " FILE or the environment variable " + std::string(spec->key.env));
+      throw ConfigError("flag " + std::string(spec->key.flag) +
+                        " would show the secret to every user of the machine (ps): give it as " +
+                        std::string(file->key.flag) + " FILE or the environment variable " +
+                        std::string(spec->key.env));
     apply(config, applied, *spec, Input{spec->key.name, "flag " + std::string(spec->key.flag), value});
   }
 

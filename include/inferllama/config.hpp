@@ -48,7 +48,7 @@ struct Config {
   std::uint64_t metadata_budget = 256ull << 20;       // stored Hub metadata answers, LRU; 0 = none kept
   std::chrono::seconds idle_timeout{60};              // a client that makes no progress this long is dropped
   unsigned max_connections = 10000;                   // further connections get a 503
-  std::string access_log;                            // JSON lines: "" off, "-" stdout, else a file (in data_dir)
+  std::string access_log;                             // JSON lines: "" off, "-" stdout, else a file (in data_dir)
   bool offline = false;                               // never contact the upstream: serve what is cached
   std::chrono::seconds offline_grace{0};              // gated/private repos while the Hub can't be asked; 0 = refuse
 
@@ -75,23 +75,23 @@ struct Config {
   std::chrono::seconds mirror_interval{300};       // how often mirrored branches are checked for a new commit
 
   // Users, limits and usage records.
-  bool require_auth = false;                         // refuse requests without a node key (401)
-  std::string admin_key;                             // bearer of the admin API over TCP; "" = not served over TCP
-  std::string admin_socket = "admin.sock";           // admin API's Unix socket; relative = in data_dir; "" = none
-  std::filesystem::path admin_key_file;              // admin_key read from this file; "" = none
-  std::filesystem::path secret_key_file;             // key that seals users' Hub tokens; "" = data_dir/secret.key
-  std::uint64_t token_size = kMiB;                   // bytes of file content per token
-  LimitPolicy limit_anonymous;                       // callers without a node key, per address
-  LimitPolicy limit_default;                         // node users without an override
-  std::map<std::string, LimitPolicy> limit_users;    // user name -> override
-  std::string ratelimit_backend = "local";           // "local", or "redis://[:password@]host[:port][/db]"
+  bool require_auth = false;                              // refuse requests without a node key (401)
+  std::string admin_key;                                  // bearer of the admin API over TCP; "" = not served over TCP
+  std::string admin_socket = "admin.sock";                // admin API's Unix socket; relative = in data_dir; "" = none
+  std::filesystem::path admin_key_file;                   // admin_key read from this file; "" = none
+  std::filesystem::path secret_key_file;                  // key that seals users' Hub tokens; "" = data_dir/secret.key
+  std::uint64_t token_size = kMiB;                        // bytes of file content per token
+  LimitPolicy limit_anonymous;                            // callers without a node key, per address
+  LimitPolicy limit_default;                              // node users without an override
+  std::map<std::string, LimitPolicy> limit_users;         // user name -> override
+  std::string ratelimit_backend = "local";                // "local", or "redis://[:password@]host[:port][/db]"
   std::filesystem::path ratelimit_backend_password_file;  // the Redis password; "" = none (or in the URL)
   std::string ratelimit_backend_password;                 // read from that file
-  bool ratelimit_refuse_when_down = false;           // Redis unreachable: refuse (503) instead of deciding locally
-  std::chrono::milliseconds ratelimit_timeout{200};  // wait for Redis at most this long per decision
-  std::chrono::seconds usage_retention{90 * 86400};  // usage records older than this are deleted
-  std::chrono::seconds usage_flush_interval{5};      // counters reach RocksDB this often (a crash loses at most one)
-  bool tracker_private = false;                      // announces need a user's passkey (/announce/{passkey})
+  bool ratelimit_refuse_when_down = false;                // Redis unreachable: refuse (503) instead of deciding locally
+  std::chrono::milliseconds ratelimit_timeout{200};       // wait for Redis at most this long per decision
+  std::chrono::seconds usage_retention{90 * 86400};       // usage records older than this are deleted
+  std::chrono::seconds usage_flush_interval{5};  // counters reach RocksDB this often (a crash loses at most one)
+  bool tracker_private = false;                  // announces need a user's passkey (/announce/{passkey})
 
   // Trust.
   std::string trusted_proxies;                    // CIDR list whose X-Forwarded-For/Forwarded are believed; "" = none

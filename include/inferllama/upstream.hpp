@@ -26,7 +26,7 @@ struct UpstreamResponse {
   long status = 0;     // 0: no HTTP answer (see `error`)
   HeaderList headers;  // names lower-cased, in arrival order
   std::string body;
-  std::string error;  // transport failure, empty when an answer arrived
+  std::string error;       // transport failure, empty when an answer arrived
   bool too_large = false;  // the answer went past UpstreamOptions::max_body: `error` says so, status is 0
 
   std::optional<std::string_view> header(std::string_view lower_name) const {

@@ -16,11 +16,11 @@
 #include <variant>
 
 #include "cli/node_http.hpp"
-#include "node/data_dir_lock.hpp"
 #include "cli/text.hpp"
 #include "inferllama/config.hpp"
 #include "inferllama/index.hpp"
 #include "inferllama/usage.hpp"
+#include "node/data_dir_lock.hpp"
 #include "usage/accounts_api.hpp"
 #include "usage/identities.hpp"
 #include "usage/secret_box.hpp"
@@ -169,7 +169,8 @@ void print_usage(const std::string& body) {
 
 CLI::App* AccountCommands::add(CLI::App& parent, const std::string& name, const std::string& help) {
   auto* command = parent.add_subcommand(name, help);
-  add_node_options(*command, target_, "the node's admin key (for `usage`, a user's own node key shows their own usage)");
+  add_node_options(*command, target_,
+                   "the node's admin key (for `usage`, a user's own node key shows their own usage)");
   return command;
 }
 
@@ -223,15 +224,20 @@ AccountCommands::AccountCommands(CLI::App& app) {
                        }});
 
   auto* hub_token = add(*user, "hub-token",
-                        "Set the Hub token the node uses upstream for a user's requests (read from stdin when TOKEN "
-                        "is not given, so it stays out of the shell's history); empty removes it");
+                        "Set the Hub token the node uses upstream for a user's requests, read from stdin (typed "
+                        "unechoed, or piped), so it stays out of argv and the shell's history; empty removes it");
   hub_token->add_option("name", name_, "User name")->required();
-  token_option_ = hub_token->add_option("token", token_, "The user's Hub token (default: read from stdin)");
+  // Accepted only to say what to do instead: argv is public.
+  token_option_ = hub_token->add_option("token", token_)->group("");
   commands_.push_back(
       {hub_token,
        [this] {
-         const std::string token =
-             token_option_->count() > 0 ? token_ : read_secret_line("Hub token for " + name_ + " (empty removes it): ");
+         if (token_option_->count() > 0) {
+           throw UsageError(
+               "a token on the command line is shown to every user of the machine (ps): leave it out "
+               "and give it on stdin (typed, or piped from a file)");
+         }
+         const std::string token = read_secret_line("Hub token for " + name_ + " (empty removes it): ");
          return Call{false, "POST", "users/" + url::encode(name_) + "/hub-token", "", Json{{"token", token}}.dump()};
        },
        [this](const std::string& body) {

@@ -27,9 +27,7 @@ nlohmann::json snapshot_of(const AdminOptions& options) {
 }
 
 void print_done(const AdminOptions& options, const nlohmann::json& result) {
-  const auto count = [&](const char* field) {
-    return static_cast<unsigned long long>(result.value(field, 0ULL));
-  };
+  const auto count = [&](const char* field) { return static_cast<unsigned long long>(result.value(field, 0ULL)); };
   const std::string snapshot = result.value("repo", "") + "@" + result.value("commit", "");
   if (options.action == "gc") {
     std::printf("removed %llu unreferenced chunks, freed %llu bytes\n", count("chunks_removed"), count("bytes_freed"));
@@ -39,7 +37,7 @@ void print_done(const AdminOptions& options, const nlohmann::json& result) {
                 result.value("same_swarm", false) ? " (the same swarm as the source)" : "");
   } else if (options.action == "pin") {
     if (result.value("changed", true)) {
-      std::printf("pinned %s: its %llu cached files are never evicted\n", snapshot.c_str(), count("cached_files"));
+      std::printf("pinned %s: its cached files are never evicted\n", snapshot.c_str());
     } else {
       std::printf("%s was pinned already\n", snapshot.c_str());
     }
@@ -62,8 +60,7 @@ int admin(const AdminOptions& options) {
     std::fprintf(stderr,
                  "inferllama: no node runs on %s%s: run this beside the node with its --data-dir or --config, or ask "
                  "it over HTTP(S) with --node URL and its admin key (INFERLLAMA_ADMIN_KEY or --admin-key-file)\n",
-                 beside->data_dir.c_str(),
-                 expected.empty() ? " with an admin socket (admin_socket is off)" : "");
+                 beside->data_dir.c_str(), expected.empty() ? " with an admin socket (admin_socket is off)" : "");
     return 1;
   }
   auto called = call_node(*node, "POST", "/api/inferllama/" + options.action, body.dump());

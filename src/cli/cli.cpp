@@ -109,21 +109,27 @@ int run(int argc, char** argv) {
   pull_cmd->add_option("repo", pull_options.repo, "Repository id, e.g. acme/tiny-model (datasets/... for a dataset)")
       ->required();
   pull_cmd->add_option("--revision", pull_options.revision, "Branch, tag or commit")->capture_default_str();
-  pull_cmd->add_option("--repo-type", pull_options.repo_type, "model, dataset or space [default: from the repo's prefix, else model]")
+  pull_cmd
+      ->add_option("--repo-type", pull_options.repo_type,
+                   "model, dataset or space [default: from the repo's prefix, else model]")
       ->check(CLI::IsMember({"model", "dataset", "space"}));
   pull_cmd->add_option("--node", pull_options.node,
                        "Base URL of the node (default: INFERLLAMA_NODE, else HF_ENDPOINT, else http://127.0.0.1:8080)");
-  pull_cmd->add_option("--token-file", pull_options.token_file,
-                       "File holding the token sent to the node: a node key (il_...) or a Hub token (default: HF_TOKEN)");
+  pull_cmd->add_option(
+      "--token-file", pull_options.token_file,
+      "File holding the token sent to the node: a node key (il_...) or a Hub token (default: HF_TOKEN)");
   pull_cmd->add_option("--token", pull_options.token_flag)->group("");  // refused: argv is public
   pull_cmd->add_flag("--quiet,-q", pull_options.quiet, "No progress; only the result and errors");
 
   AdminOptions pin_options{"pin"}, unpin_options{"unpin"}, gc_options{"gc"};
-  auto* pin_cmd = app.add_subcommand("pin", "Never evict a cached snapshot ([datasets/|spaces/]REPO[@REV], default main)");
+  auto* pin_cmd =
+      app.add_subcommand("pin", "Never evict a cached snapshot ([datasets/|spaces/]REPO[@REV], default main)");
   auto* unpin_cmd = app.add_subcommand("unpin", "Let a pinned snapshot be evicted again");
   for (auto [command, options] : {std::pair{pin_cmd, &pin_options}, std::pair{unpin_cmd, &unpin_options}}) {
     command->add_option("repo", options->repo, "Repository id, optionally @revision")->required();
-    command->add_option("--repo-type", options->repo_type, "model, dataset or space [default: from the repo's prefix, else model]")
+    command
+        ->add_option("--repo-type", options->repo_type,
+                     "model, dataset or space [default: from the repo's prefix, else model]")
         ->check(CLI::IsMember({"model", "dataset", "space"}));
     add_node_options(*command, options->target, "the node's admin key");
   }
@@ -134,7 +140,9 @@ int run(int argc, char** argv) {
       "against the Hub's etags and seed it");
   mirror_cmd->add_option("repo", mirror_options.repo, "Repository id, optionally @revision (default main)")->required();
   mirror_cmd->add_option("--from", mirror_options.from, "Base URL of the node to mirror from")->required();
-  mirror_cmd->add_option("--repo-type", mirror_options.repo_type, "model, dataset or space [default: from the repo's prefix, else model]")
+  mirror_cmd
+      ->add_option("--repo-type", mirror_options.repo_type,
+                   "model, dataset or space [default: from the repo's prefix, else model]")
       ->check(CLI::IsMember({"model", "dataset", "space"}));
   add_node_options(*mirror_cmd, mirror_options.target, "the node's admin key");
   auto* gc_cmd = app.add_subcommand("gc", "Delete stored chunks that no file references, and report what was freed");

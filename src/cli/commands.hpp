@@ -28,9 +28,9 @@ int pull(const PullOptions& options);
 struct AdminOptions {
   std::string action;  // pin, unpin, gc, mirror
   NodeOptions target;
-  std::string repo;  // [models/|datasets/|spaces/]REPO[@REV]
+  std::string repo;       // [models/|datasets/|spaces/]REPO[@REV]
   std::string repo_type;  // model, dataset or space; "" = from the repo's prefix, else model
-  std::string from;  // mirror: the node whose swarm fills this one
+  std::string from;       // mirror: the node whose swarm fills this one
 };
 // `pin`, `unpin`, `gc`, `mirror`: ask a running node, through its admin socket when run beside it, else
 // at --node with the admin key.

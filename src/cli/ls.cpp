@@ -11,8 +11,10 @@ namespace inferllama::cli {
 int list_cache(const Config& config) {
   auto dir = config.data_dir / "index";
   if (!std::filesystem::exists(dir)) {
-    std::fprintf(stderr, "inferllama: no node data in %s: run this in the folder the node runs in, or give its "
-                 "--data-dir or --config\n", config.data_dir.c_str());
+    std::fprintf(stderr,
+                 "inferllama: no node data in %s: run this in the folder the node runs in, or give its "
+                 "--data-dir or --config\n",
+                 config.data_dir.c_str());
     return 1;
   }
   auto index = open_rocksdb_index(dir, /*read_only=*/true);

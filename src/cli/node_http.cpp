@@ -85,14 +85,13 @@ std::string admin_socket_beside(const Config& config) {
 }
 
 void add_node_options(CLI::App& command, NodeOptions& options, const std::string& key_use) {
+  command.add_option("--node", options.node,
+                     "Base URL of a running node, asked over HTTP(S) with its admin key (env INFERLLAMA_NODE); "
+                     "without it, the admin socket of the node that runs on --data-dir/--config");
   command
-      .add_option("--node", options.node,
-                  "Base URL of a running node, asked over HTTP(S) with its admin key; without it, the admin socket of "
-                  "the node that runs on --data-dir/--config")
-      ->envname("INFERLLAMA_NODE");
-  command
-      .add_option("--admin-key-file", options.admin_key_file,
-                  "File holding " + key_use + ", with --node (a trailing newline is ignored; or set INFERLLAMA_ADMIN_KEY)")
+      .add_option(
+          "--admin-key-file", options.admin_key_file,
+          "File holding " + key_use + ", with --node (a trailing newline is ignored; or set INFERLLAMA_ADMIN_KEY)")
       ->envname("INFERLLAMA_ADMIN_KEY_FILE");
   // Accepted only to say what to do instead: argv is public.
   command.add_option("--admin-key", options.admin_key_flag)->group("");
@@ -107,22 +106,30 @@ std::optional<NodeTarget> node_target(const NodeOptions& options, std::optional<
         "--admin-key would show the key to every user of the machine (ps): give it as --admin-key-file FILE or the "
         "environment variable INFERLLAMA_ADMIN_KEY");
   }
+  const char* env_key = std::getenv("INFERLLAMA_ADMIN_KEY");
+  if (!options.admin_key_file.empty() && env_key && *env_key) {
+    throw UsageError("the admin key is given twice (--admin-key-file and INFERLLAMA_ADMIN_KEY): give it one way");
+  }
+  const std::string key = !options.admin_key_file.empty() ? read_secret_file(options.admin_key_file, "--admin-key-file")
+                          : env_key                       ? std::string(env_key)
+                                                          : std::string();
   if (!options.node.empty()) {
     if (!options.data_dir.empty() || !options.config_file.empty()) {
-      throw UsageError("--node asks a node over HTTP(S); --data-dir and --config find the node beside through its "
-                       "admin socket: pass one or the other");
+      throw UsageError(
+          "--node asks a node over HTTP(S); --data-dir and --config find the node beside through its "
+          "admin socket: pass one or the other");
     }
-    const char* from_env = std::getenv("INFERLLAMA_ADMIN_KEY");
-    if (!options.admin_key_file.empty() && from_env && *from_env) {
-      throw UsageError("the admin key is given twice (--admin-key-file and INFERLLAMA_ADMIN_KEY): give it one way");
-    }
-    const std::string key = !options.admin_key_file.empty() ? read_secret_file(options.admin_key_file, "--admin-key-file")
-                            : from_env                       ? std::string(from_env)
-                                                             : std::string();
     return NodeTarget::over_tcp(options.node, key);
   }
   beside = config_beside(options.data_dir, options.config_file);
   const std::string socket = admin_socket_beside(*beside);
+  // INFERLLAMA_NODE names the node for every command (`pull` too); with no key to present over TCP, the
+  // node running right here is asked through its socket instead, which needs none.
+  const char* env_node = std::getenv("INFERLLAMA_NODE");
+  const bool named_beside = !options.data_dir.empty() || !options.config_file.empty();
+  if (env_node && *env_node && !named_beside && (!key.empty() || socket.empty())) {
+    return NodeTarget::over_tcp(env_node, key);
+  }
   if (socket.empty()) return std::nullopt;
   return NodeTarget::over_socket(socket);
 }

@@ -55,8 +55,10 @@ struct NodeOptions {
 void add_node_options(CLI::App& command, NodeOptions& options, const std::string& key_use);
 
 // Where a command's requests go: to --node with the admin key, or to the admin socket of the node that
-// runs on --data-dir/--config. nullopt when no node runs there; `beside` then holds that node's
-// configuration (for commands that can work on the data directory itself). Throws UsageError on misuse.
+// runs on --data-dir/--config; INFERLLAMA_NODE counts as --node unless no key is given and a node runs
+// right here (its socket needs none) or --data-dir/--config name the node beside. nullopt when no node runs there;
+// `beside` then holds that node's configuration (for commands that can work on the data directory itself). Throws
+// UsageError on misuse.
 std::optional<NodeTarget> node_target(const NodeOptions& options, std::optional<Config>& beside);
 
 // The configuration `serve` would read with this --data-dir and --config (either may be empty), without

@@ -111,14 +111,16 @@ std::string describe_failure(const Fetched& f) {
   return "HTTP " + std::to_string(f.status);
 }
 
-// The node fetches a file over several connections while this client reads it in order: the bar shows
-// the node's progress, asked every half second on a connection of its own, or what arrived here when
-// that is more.
+// The node fetches a large file over several connections while this client reads it in order: the bar
+// shows the node's progress, asked every two seconds on a connection of its own (a HEAD, which the node
+// may pass on to the Hub and counts against the caller's limits: large files only), or what arrived here
+// when that is more.
+constexpr std::uint64_t kPolledSize = 64ull << 20;
 class FileProgress {
  public:
   FileProgress(const std::string& url, const std::string& token, std::string label, std::uint64_t size, bool draw)
       : label_(std::move(label)), size_(size), draw_(draw) {
-    if (draw_) poller_ = std::thread([this, url, token] { poll(url, token); });
+    if (draw_ && size >= kPolledSize) poller_ = std::thread([this, url, token] { poll(url, token); });
   }
   ~FileProgress() { stop(); }
   FileProgress(const FileProgress&) = delete;
@@ -151,7 +153,7 @@ class FileProgress {
   void poll(const std::string& url, const std::string& token) {
     Client client(token);
     std::unique_lock lock(mutex_);
-    while (!wake_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stopped_; })) {
+    while (!wake_.wait_for(lock, std::chrono::seconds(2), [this] { return stopped_; })) {
       lock.unlock();
       const Fetched head = client.head(url);
       if (!head.fetched.empty()) node_fetched_ = std::strtoull(head.fetched.c_str(), nullptr, 10);
@@ -164,8 +166,9 @@ class FileProgress {
     const double fraction = size_ ? static_cast<double>(std::min(have, size_)) / static_cast<double>(size_) : 1.0;
     const double secs = std::chrono::duration<double>(now - start_).count();
     const int filled = static_cast<int>(fraction * 30);
-    std::fprintf(stderr, "\r\033[K[%-30s] %3.0f%% %9s/s  %s", std::string(static_cast<std::size_t>(filled), '#').c_str(),
-                 fraction * 100, human_bytes(secs > 0 ? static_cast<std::uint64_t>(static_cast<double>(have) / secs) : 0).c_str(),
+    std::fprintf(stderr, "\r\033[K[%-30s] %3.0f%% %9s/s  %s",
+                 std::string(static_cast<std::size_t>(filled), '#').c_str(), fraction * 100,
+                 human_bytes(secs > 0 ? static_cast<std::uint64_t>(static_cast<double>(have) / secs) : 0).c_str(),
                  label_.c_str());
   }
 
@@ -195,8 +198,9 @@ std::string node_url(const PullOptions& options) {
 
 std::string token_of(const PullOptions& options) {
   if (!options.token_flag.empty()) {
-    throw UsageError("--token would show the token to every user of the machine (ps): give it as --token-file FILE or "
-                     "the environment variable HF_TOKEN");
+    throw UsageError(
+        "--token would show the token to every user of the machine (ps): give it as --token-file FILE or "
+        "the environment variable HF_TOKEN");
   }
   if (!options.token_file.empty()) return read_secret_file(options.token_file, "--token-file");
   const char* token = std::getenv("HF_TOKEN");
@@ -205,7 +209,8 @@ std::string token_of(const PullOptions& options) {
 
 RepoRef snapshot_of(const PullOptions& options) {
   auto ref = parse_repo_ref(options.repo);
-  if (!ref) throw UsageError("not a repository: " + options.repo + " (expected [datasets/|spaces/]OWNER/NAME[@REVISION])");
+  if (!ref)
+    throw UsageError("not a repository: " + options.repo + " (expected [datasets/|spaces/]OWNER/NAME[@REVISION])");
   if (!options.repo_type.empty()) {
     const auto type = parse_repo_type(options.repo_type);
     if (ref->typed && type != ref->repo.type) {
@@ -232,8 +237,10 @@ int pull(const PullOptions& options) {
   auto revision = client.get_text(api + "/revision/" + url::encode(snapshot.rev));
   auto info = nlohmann::json::parse(revision.body, nullptr, false);
   if (!revision.error.empty()) {
-    std::fprintf(stderr, "inferllama: cannot reach the node at %s: %s (start it with `inferllama serve`, or name it "
-                 "with --node URL or INFERLLAMA_NODE)\n", node.c_str(), revision.error.c_str());
+    std::fprintf(stderr,
+                 "inferllama: cannot reach the node at %s: %s (start it with `inferllama serve`, or name it "
+                 "with --node URL or INFERLLAMA_NODE)\n",
+                 node.c_str(), revision.error.c_str());
     return 1;
   }
   if (revision.status != 200 || !info.is_object() || !info.contains("sha") || !info["sha"].is_string()) {

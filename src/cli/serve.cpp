@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <boost/asio/signal_set.hpp>
 #include <chrono>
 #include <csignal>
@@ -39,9 +40,10 @@ int serve(const Config& config) {
   // SIGHUP reopens the access log (below); until that handler is in place one must not stop the node.
   std::signal(SIGHUP, SIG_IGN);
   if (const unsigned open_bits = make_private_dir(config.data_dir)) {
-    spdlog::warn("the data directory {} is open to others (group/other mode bits {:03o}) and holds users' keys: "
-                 "chmod 700 it (the node leaves its modes as they are)",
-                 config.data_dir.string(), open_bits);
+    spdlog::warn(
+        "the data directory {} is open to others (group/other mode bits {:03o}) and holds users' keys: "
+        "chmod 700 it (the node leaves its modes as they are)",
+        config.data_dir.string(), open_bits);
   }
 
   node::Node node(config);
@@ -53,18 +55,28 @@ int serve(const Config& config) {
   asio::signal_set signals(node.io(), SIGINT, SIGTERM);
   PeriodicTask drain_check(node.io().get_executor(), node.io().get_executor());
   std::chrono::steady_clock::time_point deadline, next_report;
+  // Once: the node's shutdown runs the I/O context again to let responses unwind, and a later stop()
+  // (the drain check firing again, another signal) would cut that short.
+  std::atomic<bool> stopping{false};
+  auto stop_once = [&] {
+    if (stopping.exchange(true)) return;
+    boost::system::error_code ignored;
+    signals.cancel(ignored);
+    node.stop();
+  };
   std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
-                                                                              int signal) {
+                                                                             int signal) {
     if (ec) return;
     const auto [connections, downloads] = node.in_flight();
     if (deadline != std::chrono::steady_clock::time_point{}) {
       spdlog::warn("signal {} again: stopping now; {} downloads cut short resume at the next start", signal, downloads);
-      node.stop();
+      stop_once();
       return;
     }
-    spdlog::info("signal {}: no new connections; waiting up to {} s for {} responses in flight ({} downloads from the "
-                 "upstream, which resume at the next start if cut short); signal again to stop now",
-                 signal, kDrainLimit.count(), connections, downloads);
+    spdlog::info(
+        "signal {}: no new connections; waiting up to {} s for {} responses in flight ({} downloads from the "
+        "upstream, which resume at the next start if cut short); signal again to stop now",
+        signal, kDrainLimit.count(), connections, downloads);
     deadline = std::chrono::steady_clock::now() + kDrainLimit;
     next_report = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     node.begin_drain();
@@ -73,9 +85,10 @@ int serve(const Config& config) {
         "drain", std::chrono::milliseconds(50),
         [&] {
           const auto now = std::chrono::steady_clock::now();
+          if (stopping) return;
           if (node.drained() || now >= deadline) {
             if (!node.drained()) spdlog::warn("{} s passed: stopping with responses in flight", kDrainLimit.count());
-            node.stop();
+            stop_once();
           } else if (now >= next_report) {
             next_report = now + std::chrono::seconds(5);
             const auto left = node.in_flight();

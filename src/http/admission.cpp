@@ -28,12 +28,13 @@ Refusal refuse(unsigned status, const std::string& message) {
 std::optional<Refusal> loop_refusal(std::string_view via) {
   if (via.empty()) return std::nullopt;
   if (via.size() > 4096) return refuse(400, "the Via header is longer than 4096 bytes");
-  const auto hops = static_cast<std::size_t>(std::count(via.begin(), via.end(), ',')) + 1;
-  if (via.find(hub::via_name()) != std::string_view::npos || hops > hub::kMaxViaHops) {
-    return refuse(hub::kLoopDetected, "this request came back to the node that sent it upstream (Via: " +
-                                          std::to_string(hops) +
-                                          " hops): the nodes' upstream settings form a loop; point one of them at the "
-                                          "Hub or at a parent node outside the loop");
+  const auto hops = hub::node_hops(via);
+  const bool back_here = std::find(hops.begin(), hops.end(), "1.1 " + hub::via_name()) != hops.end();
+  if (back_here || hops.size() > hub::kMaxViaHops) {
+    return refuse(hub::kLoopDetected,
+                  "this request came back to the node that sent it upstream (Via: " + std::to_string(hops.size()) +
+                      " nodes): the nodes' upstream settings form a loop; point one of them at "
+                      "the Hub or at a parent node outside the loop");
   }
   return std::nullopt;
 }

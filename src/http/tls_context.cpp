@@ -50,8 +50,8 @@ std::unique_ptr<asio::ssl::context> make_tls_context(const Config& config) {
                           "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305");
   ERR_clear_error();
   if (SSL_CTX_use_certificate_chain_file(native, config.tls_cert.c_str()) != 1)
-    throw ConfigError("invalid tls_cert " + config.tls_cert.string() +
-                      ": not a PEM certificate chain (" + openssl_reasons() + ")");
+    throw ConfigError("invalid tls_cert " + config.tls_cert.string() + ": not a PEM certificate chain (" +
+                      openssl_reasons() + ")");
   // OpenSSL checks the key against the certificate as it loads it.
   const bool loaded = SSL_CTX_use_PrivateKey_file(native, config.tls_key.c_str(), SSL_FILETYPE_PEM) == 1;
   const bool mismatch = !loaded && ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH;
@@ -59,8 +59,9 @@ std::unique_ptr<asio::ssl::context> make_tls_context(const Config& config) {
     throw ConfigError("invalid tls_key " + config.tls_key.string() + ": not a PEM private key (" + openssl_reasons() +
                       ")");
   if (mismatch || SSL_CTX_check_private_key(native) != 1)
-    throw ConfigError("invalid tls_key " + config.tls_key.string() + ": it does not belong to the certificate in tls_cert " +
-                      config.tls_cert.string() + " (" + openssl_reasons() + "): give the key the certificate was made for");
+    throw ConfigError("invalid tls_key " + config.tls_key.string() +
+                      ": it does not belong to the certificate in tls_cert " + config.tls_cert.string() + " (" +
+                      openssl_reasons() + "): give the key the certificate was made for");
   return tls;
 }
 

@@ -4,8 +4,8 @@
 
 #include <algorithm>
 #include <charconv>
-#include <random>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "cache/hashing.hpp"
 #include "hub/hub_protocol.hpp"
@@ -88,9 +88,26 @@ const std::string& via_name() {
   return name;
 }
 
+std::vector<std::string_view> node_hops(std::string_view via) {
+  static constexpr std::string_view kPrefix = "1.1 inferllama-";
+  std::vector<std::string_view> hops;
+  while (!via.empty()) {
+    const auto comma = via.find(',');
+    std::string_view entry = via.substr(0, comma);
+    via = comma == std::string_view::npos ? std::string_view() : via.substr(comma + 1);
+    while (!entry.empty() && (entry.front() == ' ' || entry.front() == '\t')) entry.remove_prefix(1);
+    while (!entry.empty() && (entry.back() == ' ' || entry.back() == '\t')) entry.remove_suffix(1);
+    if (entry.size() == kPrefix.size() + 16 && entry.starts_with(kPrefix) && is_hex(entry.substr(kPrefix.size()), 16)) {
+      hops.push_back(entry);
+    }
+  }
+  return hops;
+}
+
 std::string via_for_upstream(const Caller& caller) {
-  const std::string self = "1.1 " + via_name();
-  return caller.via.empty() ? self : caller.via + ", " + self;
+  std::string chain;
+  for (const auto hop : node_hops(caller.via)) chain.append(hop).append(", ");
+  return chain + "1.1 " + via_name();
 }
 
 HubService::HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads,
@@ -218,16 +235,17 @@ UpstreamResponse HubService::call(const std::string& method, const std::string& 
     ++counters_.upstream_transport_errors;
     spdlog::warn("upstream {} {}: {}", method, url::redact(url), response.error);
   } else if (response.status == kLoopDetected) {
-    spdlog::error("upstream {} {} came back to this node: upstream ({}) leads to a node whose upstream leads back "
-                  "here; point it at the Hub or at a parent node",
-                  method, url::redact(url), url::redact(config_.upstream));
+    spdlog::error(
+        "upstream {} {} came back to this node: upstream ({}) leads to a node whose upstream leads back "
+        "here; point it at the Hub or at a parent node",
+        method, url::redact(url), url::redact(config_.upstream));
   } else if (response.status >= 500) {
     ++counters_.upstream_server_errors;
   }
   if (spdlog::should_log(spdlog::level::debug)) {
     const auto location = response.header("location");
-    spdlog::debug("upstream {} {}: HTTP {}{}{}", method, url::redact(url), response.status,
-                  location ? " to " : "", location ? url::redact(*location) : std::string());
+    spdlog::debug("upstream {} {}: HTTP {}{}{}", method, url::redact(url), response.status, location ? " to " : "",
+                  location ? url::redact(*location) : std::string());
   }
   return response;
 }
@@ -348,8 +366,9 @@ void HubService::store_ref(const RepoId& repo, const std::string& rev, const std
   refs_[repo.key() + '\0' + rev] = Memo<std::string>{commit, clock_.now() + config_.ref_ttl};
 }
 
-std::variant<std::string, Reply> HubService::resolve_commit(const RepoId& repo, const std::string& rev, const Caller& caller,
-                                                            const std::string& credentials, std::string& stale) {
+std::variant<std::string, Reply> HubService::resolve_commit(const RepoId& repo, const std::string& rev,
+                                                            const Caller& caller, const std::string& credentials,
+                                                            std::string& stale) {
   if (auto commit = fresh_ref(repo, rev)) return *commit;
   auto response = call("GET", api_url(repo) + "/revision/" + url::encode(rev) + "?expand=sha", caller, credentials);
   if (unreachable(response)) {
@@ -673,8 +692,9 @@ Reply HubService::tree(const RepoId& repo, const std::string& rev, const std::st
   const std::string suffix = path.empty() ? "" : "/" + url::encode(path, true);
   const auto canonical = canonical_tree_query(query);
   if (!open) {
-    return relay(call("GET", with_query(api_url(repo) + "/tree/" + url::encode(rev) + suffix, query), caller, credentials),
-                 public_base);
+    return relay(
+        call("GET", with_query(api_url(repo) + "/tree/" + url::encode(rev) + suffix, query), caller, credentials),
+        public_base);
   }
   std::string stale;
   auto commit = resolve_commit(repo, rev, caller, credentials, stale);

@@ -39,7 +39,10 @@ const std::string& via_name();
 inline constexpr std::size_t kMaxViaHops = 16;
 // The status a node answers a request that went round a loop with (WebDAV's Loop Detected).
 inline constexpr unsigned kLoopDetected = 508;
-// The Via an upstream request carries: the caller's chain, then this node.
+// The nodes a Via header names ("1.1 inferllama-" and 16 hex digits each), in order; anything else in it
+// (another proxy's name, comments) is neither counted nor sent on.
+std::vector<std::string_view> node_hops(std::string_view via);
+// The Via an upstream request carries: the nodes of the caller's chain, then this node.
 std::string via_for_upstream(const Caller& caller);
 
 // A file at a commit: either stored (blob) or on its way (download), or only described (HEAD).
@@ -138,7 +141,7 @@ class HubService {
   struct PinOutcome {
     std::string commit;
     bool changed = false;          // false: it was pinned (or unpinned) already
-    std::size_t cached_files = 0;  // of the snapshot's files the node knows
+    std::size_t cached_files = 0;  // stored blobs among the snapshot's files the node knows (one per content)
   };
   std::variant<PinOutcome, Reply> pin(const RepoId& repo, const std::string& rev, bool pinned);
 
@@ -193,7 +196,7 @@ class HubService {
   std::unordered_map<std::string, Memo<std::string>> refs_;           // repo key + '\0' + rev -> commit
   std::unordered_map<std::string, Memo<RepoVisibility>> visibility_;  // repo key -> visibility
   std::unordered_map<std::string, SystemTime> access_;  // repo key + '\0' + credential hash -> grant expiry
-  std::unordered_map<std::string, FileAnswer> files_;  // repo key@commit + '\0' + path -> stored file
+  std::unordered_map<std::string, FileAnswer> files_;   // repo key@commit + '\0' + path -> stored file
 };
 
 }  // namespace inferllama::hub

@@ -6,8 +6,8 @@
 
 namespace inferllama::node {
 
-// One node per data directory. The node holds an exclusive lock (flock) on DATA_DIR/node.pid, which holds
-// its pid, for as long as it runs; the kernel drops the lock when the process ends, even by kill -9. So a
+// One node per data directory. The node holds an exclusive lock (an OFD fcntl lock) on DATA_DIR/node.pid,
+// which holds its pid, for as long as it runs; the kernel drops the lock when the process ends, even by kill -9. So a
 // second node, or a command that would open the index, can say who uses the directory.
 class DataDirLock {
  public:

@@ -86,13 +86,16 @@ Node::Node(const Config& config)
   evictor_.set_before_release([this](const std::string& etag) { torrents_.release(etag); });
   if (!config_.tracker_udp.empty()) {
     udp_tracker_ = std::make_unique<tracker::UdpServer>(tracker_);
-    udp_port_ = bind_named("tracker_udp", config_.tracker_udp, [&] { return udp_tracker_->start(config_.tracker_udp); });
+    udp_port_ =
+        bind_named("tracker_udp", config_.tracker_udp, [&] { return udp_tracker_->start(config_.tracker_udp); });
   }
   register_metrics();
   server_ = make_server();
 }
 
-Node::~Node() { shutdown(); }
+Node::~Node() {
+  shutdown();
+}
 
 RateLimiter& Node::limiter() {
   return shared_limits_ ? static_cast<RateLimiter&>(*shared_limits_) : local_limits_;
@@ -171,23 +174,6 @@ void Node::expire_usage() {
 }
 
 void Node::start() {
-  // Counters reach the index every usage_flush_interval (a crash loses at most one); records older than
-  // usage_retention go at start-up and then hourly.
-  usage_retention_.start("usage retention", std::chrono::hours(1), [this] { expire_usage(); },
-                         PeriodicTask::First::now);
-  usage_flush_.start("usage flush", config_.usage_flush_interval, [this] { flush_usage(); });
-  asio::post(workers_, [this] { evictor_.enforce(); });  // a budget lowered since the last run
-  // Every snapshot of a public repo whose files are all stored is seeded: those seeded before a restart
-  // (single files and hybrids too) at once, the rest within seconds of their last file being stored.
-  blocking_.post([this] { torrents_.restore(); });
-  if (seeder_) {
-    seed_cached_.start("seeding cached snapshots", std::chrono::seconds(10), [this] {
-      if (stored_since_seeding_.exchange(false)) torrents_.seed_cached();
-    }, PeriodicTask::First::now);
-  }
-  // A seeded repo that became gated or private on the Hub stops being seeded within a few minutes.
-  visibility_check_.start("visibility check", std::chrono::minutes(5), [this] { torrents_.recheck_visibility(); });
-
   // Every listener is bound before the first line is printed: a start that fails prints none.
   std::uint16_t metrics_port = 0;
   if (!config_.metrics_listen.empty()) {
@@ -218,21 +204,46 @@ void Node::start() {
   std::cout << "inferllama listening on http://" << bound(config_.listen, port) << std::endl;
   if (tls_port) std::cout << "inferllama listening on https://" << bound(config_.tls_listen, tls_port) << std::endl;
   if (config_.admin_key.empty() && !admin_socket.empty()) {
-    spdlog::info("no admin_key: the admin API is served on the admin socket only; manage this node from this machine "
-                 "as its user, e.g. `inferllama user add NAME --data-dir {}` or `inferllama pin REPO --data-dir {}`",
-                 config_.data_dir.string(), config_.data_dir.string());
+    spdlog::info(
+        "no admin_key: the admin API is served on the admin socket only; manage this node from this machine "
+        "as its user, e.g. `inferllama user add NAME --data-dir {}` or `inferllama pin REPO --data-dir {}`",
+        config_.data_dir.string(), config_.data_dir.string());
   } else if (config_.admin_key.empty()) {
-    spdlog::warn("no admin_key and no admin_socket: users, keys, pins and gc can be managed only while the node is "
-                 "stopped (`inferllama user ... --data-dir {}`)",
-                 config_.data_dir.string());
+    spdlog::warn(
+        "no admin_key and no admin_socket: users, keys, pins and gc can be managed only while the node is "
+        "stopped (`inferllama user ... --data-dir {}`)",
+        config_.data_dir.string());
   }
   spdlog::info("serving {} from {} (upstream {})", config_.listen, config_.data_dir.string(),
                url::redact(config_.upstream));
+  start_periodic_work();
 
   if (auto mirrors = mirror_.synced_mirrors(); !mirrors.empty()) {
-    mirror_sync_.start("mirror sync", config_.mirror_interval, [this, mirrors] { mirror_.sync(mirrors); },
-                       PeriodicTask::First::now);
+    mirror_sync_.start(
+        "mirror sync", config_.mirror_interval, [this, mirrors] { mirror_.sync(mirrors); }, PeriodicTask::First::now);
   }
+}
+
+// After every listener is bound: a start that fails has changed nothing in the index.
+void Node::start_periodic_work() {
+  // Counters reach the index every usage_flush_interval (a crash loses at most one); records older than
+  // usage_retention go at start-up and then hourly.
+  usage_retention_.start(
+      "usage retention", std::chrono::hours(1), [this] { expire_usage(); }, PeriodicTask::First::now);
+  usage_flush_.start("usage flush", config_.usage_flush_interval, [this] { flush_usage(); });
+  asio::post(workers_, [this] { evictor_.enforce(); });  // a budget lowered since the last run
+  // Every snapshot of a public repo whose files are all stored is seeded: those seeded before a restart
+  // (single files and hybrids too) at the first run, the rest within seconds of their last file being stored.
+  seed_cached_.start(
+      "seeding cached snapshots", std::chrono::seconds(10),
+      [this, restored = false]() mutable {
+        if (!restored) torrents_.restore();
+        restored = true;
+        if (seeder_ && stored_since_seeding_.exchange(false)) torrents_.seed_cached();
+      },
+      PeriodicTask::First::now);
+  // A seeded repo that became gated or private on the Hub stops being seeded within a few minutes.
+  visibility_check_.start("visibility check", std::chrono::minutes(5), [this] { torrents_.recheck_visibility(); });
 }
 
 void Node::run() {
@@ -243,11 +254,21 @@ void Node::run() {
   shutdown();
 }
 
-void Node::begin_drain() { server_->begin_drain(); }
-bool Node::drained() { return server_->drained() && downloads_.committing() == 0; }
-Node::InFlight Node::in_flight() { return {server_->open_connections(), downloads_.in_flight()}; }
-void Node::stop() { io_.stop(); }
-void Node::reopen_logs() { server_->reopen_logs(); }
+void Node::begin_drain() {
+  server_->begin_drain();
+}
+bool Node::drained() {
+  return server_->drained() && downloads_.committing() == 0;
+}
+Node::InFlight Node::in_flight() {
+  return {server_->open_connections(), downloads_.in_flight()};
+}
+void Node::stop() {
+  io_.stop();
+}
+void Node::reopen_logs() {
+  server_->reopen_logs();
+}
 
 void Node::shutdown() {
   if (stopped_) return;
@@ -267,17 +288,18 @@ void Node::shutdown() {
   while (!server_->drained() && std::chrono::steady_clock::now() < deadline) {
     io_.run_one_for(std::chrono::milliseconds(100));
   }
+  // Periodic work before the seed and the pools: a run in progress is waited for, and none adds a torrent
+  // to a seed that stopped.
   mirror_sync_.stop();
-  if (udp_tracker_) udp_tracker_->stop();
-  if (seeder_) seeder_->stop();
-  // Before the pools are joined: a run they hold is waited for.
   usage_flush_.stop();
   usage_retention_.stop();
   visibility_check_.stop();
   seed_cached_.stop();
+  if (udp_tracker_) udp_tracker_->stop();
+  if (seeder_) seeder_->stop();
   workers_.join();
-  blocking_.join();
-  flush_usage();  // what the last interval counted
+  blocking_.join(/*drop_queued=*/true);  // calls no client waits for any more
+  flush_usage();                         // what the last interval counted
   spdlog::info("stopped");
 }
 

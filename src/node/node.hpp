@@ -79,6 +79,7 @@ class Node {
   void register_metrics();
   // The one place the HTTP server is built and given what it serves.
   std::unique_ptr<http::Server> make_server();
+  void start_periodic_work();
   void flush_usage();
   void expire_usage();
   void shutdown();
@@ -95,7 +96,7 @@ class Node {
   usage::UsageLog usage_log_;
   usage::LocalRateLimiter local_limits_;
   asio::io_context io_;
-  asio::thread_pool workers_;   // hashing and committing downloads, evictions
+  asio::thread_pool workers_;  // hashing and committing downloads, evictions
   // RocksDB on a cold path, upstream metadata calls, periodic work: threads while there is such work.
   ElasticThreads blocking_{kMaxBlockingThreads};
   // File bytes may come from a parent node's swarm.
@@ -120,7 +121,7 @@ class Node {
   PeriodicTask mirror_sync_{io_.get_executor(), blocking_};
   PeriodicTask seed_cached_{io_.get_executor(), blocking_};
   std::atomic<bool> stored_since_seeding_{true};  // a file was stored since the last look for snapshots to seed
-  bool stopped_ = false;  // shutdown() ran
+  bool stopped_ = false;                          // shutdown() ran
 };
 
 }  // namespace inferllama::node

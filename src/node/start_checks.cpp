@@ -38,9 +38,10 @@ std::string resolve(std::string_view key, const std::string& value, const HostPo
   addrinfo* found = nullptr;
   const int rc = ::getaddrinfo(listen.host.c_str(), nullptr, &hints, &found);
   if (rc != 0) {
-    throw ConfigError("invalid " + std::string(key) + " (" + flag_of(key) + " " + value + "): the host " + listen.host +
-                      " does not resolve (" + ::gai_strerror(rc) +
-                      "): give an address of this machine, e.g. 127.0.0.1 (loopback only) or 0.0.0.0 (every interface)");
+    throw ConfigError(
+        "invalid " + std::string(key) + " (" + flag_of(key) + " " + value + "): the host " + listen.host +
+        " does not resolve (" + ::gai_strerror(rc) +
+        "): give an address of this machine, e.g. 127.0.0.1 (loopback only) or 0.0.0.0 (every interface)");
   }
   std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> owned(found, ::freeaddrinfo);
   const addrinfo* chosen = nullptr;
@@ -53,9 +54,10 @@ std::string resolve(std::string_view key, const std::string& value, const HostPo
   }
   if (!chosen) throw ConfigError("invalid " + std::string(key) + ": the host " + listen.host + " has no IP address");
   char text[INET6_ADDRSTRLEN] = {};  // NOLINT(modernize-avoid-c-arrays): inet_ntop writes a plain buffer
-  const void* address = chosen->ai_family == AF_INET
-                            ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in*>(chosen->ai_addr)->sin_addr)
-                            : static_cast<const void*>(&reinterpret_cast<const sockaddr_in6*>(chosen->ai_addr)->sin6_addr);
+  const void* address =
+      chosen->ai_family == AF_INET
+          ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in*>(chosen->ai_addr)->sin_addr)
+          : static_cast<const void*>(&reinterpret_cast<const sockaddr_in6*>(chosen->ai_addr)->sin6_addr);
   ::inet_ntop(chosen->ai_family, address, text, sizeof text);
   return HostPort{text, listen.port}.str();
 }

@@ -9,7 +9,8 @@
 namespace inferllama::node {
 
 // Every listen setting's host resolves (a name becomes the address it resolves to, IPv4 first), the TLS
-// settings come together (tls_listen with tls_cert and tls_key), and the TLS files load and belong together. Throws ConfigError naming the setting, the value and what to do.
+// settings come together (tls_listen with tls_cert and tls_key), and the TLS files load and belong together. Throws
+// ConfigError naming the setting, the value and what to do.
 Config checked_for_start(Config config);
 
 // "--listen 127.0.0.1:8080: address already in use (...)": a bind that failed, named by its setting.

@@ -324,6 +324,8 @@ void Mirror::sync(const std::vector<RepoRef>& specs) {
   }
 }
 
-void Mirror::cancel() { cancel_.request_stop(); }
+void Mirror::cancel() {
+  cancel_.request_stop();
+}
 
 }  // namespace inferllama::torrent

@@ -27,7 +27,6 @@ struct MirrorOutcome {
   bool same_swarm = false;  // the source's torrent has the same info-hash: both seed one swarm
 };
 
-
 // Fills the cache from another node's swarm: its torrent of the snapshot (peers from its tracker, and
 // its web seed) lands in a folder, every file is checked against its Hub etag through the ordinary
 // ingest, and the node then seeds the snapshot itself. When the Hub can be asked, it decides whether the

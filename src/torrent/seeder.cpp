@@ -77,7 +77,10 @@ Seeder::Seeder(const ChunkStore& store, const SeederOptions& options) : impl_(st
   impl_->reader = std::make_shared<ChunkReader>(store, options.max_open_chunks, options.on_damaged_chunk);
 
   lt::settings_pack pack = lt::high_performance_seed();
-  apply_peer_settings(pack, PeerSettings{.listen = options.listen, .dht = options.dht, .lsd = options.lsd, .port_fallback = options.port_fallback});
+  apply_peer_settings(
+      pack,
+      PeerSettings{
+          .listen = options.listen, .dht = options.dht, .lsd = options.lsd, .port_fallback = options.port_fallback});
   pack.set_int(lt::settings_pack::upload_rate_limit,
                static_cast<int>(std::min<std::uint64_t>(options.upload_rate, INT_MAX)));
   pack.set_int(lt::settings_pack::connections_limit,
@@ -112,7 +115,7 @@ void Seeder::Impl::wait_for_listener() {
       if (auto* ok = lt::alert_cast<lt::listen_succeeded_alert>(alert);
           ok && ok->socket_type == lt::socket_type_t::tcp) {
         port = ok->port;
-        spdlog::info("BitTorrent seeding on {}", ok->message());
+        spdlog::info("BitTorrent seed: {}", ok->message());
         return;
       }
     }
@@ -236,9 +239,9 @@ constexpr metrics::FamilySpec kReadErrors{"inferllama_bt_read_errors_total", "co
 void Seeder::render_metrics(std::string& out) const {
   const SeederStats s = stats();
   using Sample = std::pair<const metrics::FamilySpec*, std::uint64_t>;
-  for (const auto& [family, value] : {Sample{&kUploadedBytes, s.uploaded_bytes}, Sample{&kPeers, s.peers},
-                                      Sample{&kTorrents, s.torrents}, Sample{&kChunkReadBytes, s.chunk_bytes_read},
-                                      Sample{&kReadErrors, s.read_errors}}) {
+  for (const auto& [family, value] :
+       {Sample{&kUploadedBytes, s.uploaded_bytes}, Sample{&kPeers, s.peers}, Sample{&kTorrents, s.torrents},
+        Sample{&kChunkReadBytes, s.chunk_bytes_read}, Sample{&kReadErrors, s.read_errors}}) {
     metrics::write_header(out, *family);
     metrics::write_sample(out, *family, "", static_cast<double>(value));
   }

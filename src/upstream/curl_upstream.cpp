@@ -112,8 +112,8 @@ class CurlUpstream final : public Upstream {
     CURLcode rc = curl_easy_perform(c);
     if (limit.exceeded || rc == CURLE_FILESIZE_EXCEEDED) {
       response.too_large = true;
-      response.error = "the upstream answer is larger than the " + std::to_string(options_.max_body >> 20) +
-                       " MiB the node reads";
+      response.error =
+          "the upstream answer is larger than the " + std::to_string(options_.max_body >> 20) + " MiB the node reads";
       response.body.clear();
       response.headers.clear();
     } else if (rc != CURLE_OK) {
@@ -184,8 +184,8 @@ class CurlUpstream final : public Upstream {
   }
 
   // One GET without following redirects; `location` receives the absolute target of a 3xx.
-  RangeResult fetch_range_once(const std::string& url, const HeaderList& extra, std::uint64_t first,
-                               std::uint64_t last, const BodySink& sink, std::string& location) {
+  RangeResult fetch_range_once(const std::string& url, const HeaderList& extra, std::uint64_t first, std::uint64_t last,
+                               const BodySink& sink, std::string& location) {
     CURL* c = handle();
     RangeResult result;
     HeaderList headers_seen;
@@ -272,7 +272,9 @@ class OfflineUpstream final : public Upstream {
 
 }  // namespace
 
-std::unique_ptr<Upstream> make_offline_upstream() { return std::make_unique<OfflineUpstream>(); }
+std::unique_ptr<Upstream> make_offline_upstream() {
+  return std::make_unique<OfflineUpstream>();
+}
 
 std::unique_ptr<Upstream> make_curl_upstream(const UpstreamOptions& options) {
   return std::make_unique<CurlUpstream>(options);

@@ -10,7 +10,9 @@ namespace inferllama {
 ElasticThreads::ElasticThreads(std::size_t max, std::chrono::milliseconds idle_exit)
     : max_(std::max<std::size_t>(1, max)), idle_exit_(idle_exit) {}
 
-ElasticThreads::~ElasticThreads() { join(); }
+ElasticThreads::~ElasticThreads() {
+  join();
+}
 
 void ElasticThreads::post(std::function<void()> work) {
   std::list<std::thread> finished;
@@ -33,7 +35,13 @@ void ElasticThreads::post(std::function<void()> work) {
       }
     }
     ++running_;
-    threads_.emplace_back([this] { run(); });
+    try {
+      threads_.emplace_back([this] { run(); });
+    } catch (...) {  // no thread to be had (a pids limit): the work is not taken
+      --running_;
+      queue_.pop_back();
+      throw;
+    }
   }
   for (auto& t : finished) t.join();
 }
@@ -52,6 +60,8 @@ void ElasticThreads::run() {
       work();
     } catch (const std::exception& e) {
       spdlog::error("blocking work failed: {}", e.what());
+    } catch (...) {
+      spdlog::error("blocking work failed");
     }
     lock.lock();
   }
@@ -59,11 +69,12 @@ void ElasticThreads::run() {
   ended_.push_back(std::this_thread::get_id());
 }
 
-void ElasticThreads::join() {
+void ElasticThreads::join(bool drop_queued) {
   std::list<std::thread> all;
   {
     std::lock_guard lock(mutex_);
     joining_ = true;
+    if (drop_queued) queue_.clear();
     all.swap(threads_);
     ended_.clear();
   }

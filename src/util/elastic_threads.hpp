@@ -21,8 +21,9 @@ class ElasticThreads {
   ElasticThreads& operator=(const ElasticThreads&) = delete;
 
   void post(std::function<void()> work);
-  // Runs the work already posted, then ends every thread; work posted afterwards is dropped.
-  void join();
+  // Ends every thread once the work already posted has run (`drop_queued`: once the work running now has
+  // ended; what waits is dropped, as at a stop that must not wait for it). Work posted afterwards is dropped.
+  void join(bool drop_queued = false);
   std::size_t threads() const;
 
  private:

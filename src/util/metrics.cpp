@@ -38,8 +38,8 @@ void write_sample(std::string& out, const std::string& name, const std::string& 
   // Counters print as integers; sums, fractions and timestamps in the shortest form that reads back as
   // the same double (a Unix time in seconds with milliseconds needs 13 digits).
   if (value == static_cast<double>(static_cast<std::uint64_t>(value)) && value >= 0 && value < 1e18) {
-    length = static_cast<std::size_t>(
-        std::snprintf(number, sizeof number, "%llu", static_cast<unsigned long long>(value)));
+    length =
+        static_cast<std::size_t>(std::snprintf(number, sizeof number, "%llu", static_cast<unsigned long long>(value)));
   } else {
     length = static_cast<std::size_t>(std::to_chars(number, number + sizeof number, value).ptr - number);
   }
@@ -71,7 +71,9 @@ void write_family(std::string& out, const FamilySpec& family, double value) {
   write_sample(out, family, "", value);
 }
 
-void Registry::add(Render render) { sources_.push_back(std::move(render)); }
+void Registry::add(Render render) {
+  sources_.push_back(std::move(render));
+}
 
 void Registry::render(std::string& out) const {
   for (const auto& render : sources_) render(out);

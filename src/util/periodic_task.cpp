@@ -15,7 +15,9 @@ PeriodicTask::PeriodicTask(asio::any_io_executor timers, asio::any_io_executor r
 PeriodicTask::PeriodicTask(asio::any_io_executor timers, ElasticThreads& runner)
     : timer_(std::move(timers)), runner_([&runner](std::function<void()> run) { runner.post(std::move(run)); }) {}
 
-PeriodicTask::~PeriodicTask() { stop(); }
+PeriodicTask::~PeriodicTask() {
+  stop();
+}
 
 void PeriodicTask::start(std::string name, std::chrono::steady_clock::duration interval, std::function<void()> fn,
                          First first) {

@@ -73,9 +73,13 @@ std::optional<QueryList> decode_pairs(std::string_view query, bool strict) {
 }
 }  // namespace
 
-QueryList parse_query(std::string_view query) { return *decode_pairs(query, false); }
+QueryList parse_query(std::string_view query) {
+  return *decode_pairs(query, false);
+}
 
-std::optional<QueryList> parse_query_strict(std::string_view query) { return decode_pairs(query, true); }
+std::optional<QueryList> parse_query_strict(std::string_view query) {
+  return decode_pairs(query, true);
+}
 
 std::pair<std::string_view, std::string_view> split_target(std::string_view target) {
   auto q = target.find('?');

@@ -126,9 +126,10 @@ class DataDirectoryTest(unittest.TestCase):
         self.assertEqual(files_holding(self.data_dir, "hf_from_stdin_0123"), [])
         self.assertIn("the node's Hub token", self.run_cli("user", "hub-token", "alice", stdin="\n").stdout)
         self.assertEqual(table(self.run_cli("user", "list").stdout)[0]["HUB TOKEN"], "node's")
-        self.run_cli("user", "hub-token", "alice", "hf_on_the_line")
-        self.assertEqual(table(self.run_cli("user", "list").stdout)[0]["HUB TOKEN"], "own")
-        self.assertIn("visible ASCII", self.run_cli("user", "hub-token", "alice", "has space", code=1).stderr)
+        on_the_line = self.run_cli("user", "hub-token", "alice", "hf_on_the_line", code=2)
+        self.assertIn("give it on stdin", on_the_line.stderr)
+        self.assertEqual(table(self.run_cli("user", "list").stdout)[0]["HUB TOKEN"], "node's")
+        self.assertIn("visible ASCII", self.run_cli("user", "hub-token", "alice", stdin="has space\n", code=1).stderr)
 
     def test_usage_of_an_empty_directory(self):
         # A directory without a node's data is no data directory: reading commands say so and create nothing.

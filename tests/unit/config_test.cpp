@@ -450,7 +450,7 @@ TEST_F(ConfigTest, ASecretGivenBothWaysIsAnError) {
   expect_error(s, {"upstream_token_file", "upstream_token is given too", "INFERLLAMA_UPSTREAM_TOKEN"});
 
   s = {};
-  s.flags["ratelimit_backend"] = "redis://:inline@127.0.0.1";
+  s.env["INFERLLAMA_RATELIMIT_BACKEND"] = "redis://:inline@127.0.0.1";
   s.flags["ratelimit_backend_password_file"] = write("filed", "pw").string();
   try {
     (void)load_config(s);
@@ -466,6 +466,22 @@ TEST_F(ConfigTest, ASecretGivenBothWaysIsAnError) {
   s.flags["admin_key"] = "";
   s.flags["admin_key_file"] = key_file;
   EXPECT_EQ(load_config(s).admin_key, "an-admin-key-of-enough-length");
+}
+
+TEST_F(ConfigTest, AUrlWithCredentialsIsRefusedAsAFlag) {
+  for (const auto& [key, url] : {std::pair{"upstream", "https://user:secret@hub.example"},
+                                 std::pair{"ratelimit_backend", "redis://:secret@127.0.0.1:6379"}}) {
+    ConfigSources s;
+    s.flags[key] = url;
+    expect_error(s, {"carries credentials (user:password@)", "every user of the machine can read"});
+    s.flags.clear();
+    s.env["INFERLLAMA_" + [&] {
+      std::string k = key;
+      for (auto& c : k) c = static_cast<char>(std::toupper(c));
+      return k;
+    }()] = url;
+    EXPECT_NO_THROW((void)load_config(s)) << key;
+  }
 }
 
 TEST_F(ConfigTest, ASecretFromAFileIsValidatedWithoutEchoingIt) {

@@ -57,17 +57,17 @@ TEST_F(NodeTest, RegistryRendersEveryModulesFamiliesOnce) {
 
   // One family of each module that renders its own.
   for (const char* family : {
-           "inferllama_cache_requests_total",      // hub
-           "inferllama_upstream_errors_total",     // hub, with the downloads' failures
-           "inferllama_metadata_entries",          // hub's metadata store
-           "inferllama_downloads_total",           // downloads
-           "inferllama_ingests_total",             // downloads
-           "inferllama_disk_used_bytes",           // evictor (the store it keeps under budget)
-           "inferllama_evictions_total",           // evictor
-           "inferllama_tracker_announces_total",   // tracker
-           "inferllama_ratelimit_decisions_total", // limiter
-           "inferllama_parent_swarm_bytes_total",  // file upstream
-           "inferllama_bt_torrents",               // seeder
+           "inferllama_cache_requests_total",       // hub
+           "inferllama_upstream_errors_total",      // hub, with the downloads' failures
+           "inferllama_metadata_entries",           // hub's metadata store
+           "inferllama_downloads_total",            // downloads
+           "inferllama_ingests_total",              // downloads
+           "inferllama_disk_used_bytes",            // evictor (the store it keeps under budget)
+           "inferllama_evictions_total",            // evictor
+           "inferllama_tracker_announces_total",    // tracker
+           "inferllama_ratelimit_decisions_total",  // limiter
+           "inferllama_parent_swarm_bytes_total",   // file upstream
+           "inferllama_bt_torrents",                // seeder
        }) {
     EXPECT_EQ(help.count(family), 1u) << family << " is missing";
   }
