@@ -30,6 +30,20 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# The Python Hub clients, each in a virtual environment of its own under .venv/, installed from the pinned
+# files in tests/python/ (again only when such a file changed).
+if [[ "${1:-}" == "--test" ]]; then
+  for requirements in tests/python/requirements-*.txt; do
+    venv=".venv/$(basename "$requirements" .txt | sed 's/^requirements-//')"
+    if ! cmp -s "$requirements" "$venv/installed.txt"; then
+      rm -rf "$venv"
+      python3 -m venv "$venv"
+      "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+      cp "$requirements" "$venv/installed.txt"
+    fi
+  done
+fi
+
 if [[ "${1:-}" == "--test" && -f tests/js/package.json ]]; then
   (cd tests/js && { [[ -d node_modules/@huggingface/hub ]] || npm ci --no-audit --no-fund --loglevel=error; })
 fi
