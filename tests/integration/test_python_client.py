@@ -62,10 +62,40 @@ print(json.dumps(out))
 '''
 
 
+# Repo metadata, files as a file system, gated repos: one JSON object of what the client saw.
+METADATA_SCRIPT = r'''
+import json, sys
+from huggingface_hub import HfApi, HfFileSystem, hf_hub_download
+from huggingface_hub.utils import GatedRepoError
+
+model, approved = sys.argv[1], sys.argv[2]
+api = HfApi()
+out = {}
+out["tree"] = sorted(e.path for e in api.list_repo_tree(model, recursive=True) if hasattr(e, "blob_id"))
+out["paths_info"] = sorted(e.path for e in api.get_paths_info(model, ["config.json", "nested"]))
+refs = api.list_repo_refs(model)
+out["branches"] = sorted(b.name for b in refs.branches)
+out["tags"] = sorted(t.name for t in refs.tags)
+fs = HfFileSystem()
+with fs.open(f"{model}/config.json", "rb") as f:
+    f.seek(5)
+    out["range"] = f.read(10).hex()
+out["ls"] = sorted(p.split("/", 2)[2] for p in fs.ls(model, detail=False))
+out["glob"] = sorted(p.split("/", 2)[2] for p in fs.glob(f"{model}/**/*.bin"))
+try:
+    hf_hub_download("acme/gated-model", "config.json")
+    out["gated_anonymous"] = "downloaded"
+except GatedRepoError:
+    out["gated_anonymous"] = "GatedRepoError"
+out["gated_approved"] = len(open(hf_hub_download("acme/gated-model", "config.json", token=approved), "rb").read())
+print(json.dumps(out))
+'''
+
+
 class PythonClientTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.hub = FakeHub().start()
+        cls.hub = FakeHub("--tree-page-size", "2").start()  # every listing of more than 2 entries is paginated
         try:
             cls.node = Node(cls.hub.url, None).start()
         except BaseException:
@@ -81,10 +111,11 @@ class PythonClientTest(unittest.TestCase):
         cls.node.cleanup()
         cls.hub.stop()
 
-    def run_client(self, venv: str, home: str, **env: str) -> dict:
+    def run_client(self, venv: str, home: str, *args: str, script: str = CLIENT_SCRIPT, **env: str) -> dict:
         python = os.path.join(ROOT, ".venv", venv, "bin", "python")
         self.assertTrue(os.path.exists(python), f"{python} is missing: run scripts/install-deps.sh --test")
-        done = subprocess.run([python, "-c", CLIENT_SCRIPT, MODEL, DATASET, self.commit], capture_output=True,
+        args = args or (MODEL, DATASET, self.commit)
+        done = subprocess.run([python, "-c", script, *args], capture_output=True,
                               text=True, timeout=300,
                               env=clean_env({"HF_ENDPOINT": self.node.url, "HF_HOME": home,
                                              "HF_HUB_DISABLE_TELEMETRY": "1", **env}))
@@ -113,6 +144,27 @@ class PythonClientTest(unittest.TestCase):
             offline = self.run_client(venv, home, HF_HUB_OFFLINE="1", HF_ENDPOINT="http://127.0.0.1:9")
             self.assertEqual(offline["offline_config"], config)
             self.assertEqual(offline["offline_snapshot"], ["README.md", "config.json"])
+
+            seen = self.run_client(venv, home, MODEL, "hf_approved", script=METADATA_SCRIPT)
+            self.assertEqual(seen["tree"], sorted(self.model))
+            self.assertEqual(seen["paths_info"], ["config.json", "nested"])
+            self.assertIn("main", seen["branches"])
+            self.assertEqual(seen["tags"], ["v1.0"])
+            status, _, body = self.node.request("GET", self.node.resolve_path(MODEL, "main", "config.json"))
+            self.assertEqual((status, seen["range"]), (200, body[5:15].hex()))
+            self.assertEqual(seen["ls"], sorted({p.split("/")[0] for p in self.model}))
+            self.assertEqual(seen["glob"], ["nested/deep/dir/weights.bin"])
+            self.assertEqual(seen["gated_anonymous"], "GatedRepoError")
+            self.assertGreater(seen["gated_approved"], 0)
+
+            # The command line client.
+            local = os.path.join(home, "local")
+            done = subprocess.run([os.path.join(ROOT, ".venv", venv, "bin", "hf"), "download", MODEL, "config.json",
+                                   "--local-dir", local], capture_output=True, text=True, timeout=120,
+                                  env=clean_env({"HF_ENDPOINT": self.node.url, "HF_HOME": home,
+                                                 "HF_HUB_DISABLE_TELEMETRY": "1"}))
+            self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+            self.assertEqual(sha256(open(os.path.join(local, "config.json"), "rb").read()), config)
         finally:
             shutil.rmtree(home, ignore_errors=True)
 
