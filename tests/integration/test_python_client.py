@@ -13,7 +13,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import FakeHub, Node, clean_env, sha256  # noqa: E402
+from harness import BINARY, FakeHub, Node, clean_env, sha256  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MODEL = "acme/tiny-model"
@@ -61,6 +61,14 @@ out["repo_files"] = sorted(api.list_repo_files(model))
 print(json.dumps(out))
 '''
 
+
+# One LFS file, as the client fetches it.
+LARGE_FILE_SCRIPT = r'''
+import hashlib, json, sys
+from huggingface_hub import hf_hub_download
+path = hf_hub_download(sys.argv[1], "model.safetensors")
+print(json.dumps({"sha256": hashlib.sha256(open(path, "rb").read()).hexdigest()}))
+'''
 
 # Repo metadata, files as a file system, gated repos: one JSON object of what the client saw.
 METADATA_SCRIPT = r'''
@@ -156,6 +164,19 @@ class PythonClientTest(unittest.TestCase):
             self.assertEqual(seen["glob"], ["nested/deep/dir/weights.bin"])
             self.assertEqual(seen["gated_anonymous"], "GatedRepoError")
             self.assertGreater(seen["gated_approved"], 0)
+
+            # A node key as HF_TOKEN: the node knows the user, and the Hub never sees the key.
+            def cli(*args):
+                done = subprocess.run([BINARY, *args, "--data-dir", self.node.data_dir], capture_output=True,
+                                      text=True, timeout=60, env=clean_env())
+                self.assertEqual(done.returncode, 0, done.stderr)
+                return done.stdout
+            user = f"py{venv}"
+            cli("user", "add", user)
+            key = next(line for line in cli("key", "create", user).splitlines() if line.startswith("il_"))
+            keyed = self.run_client(venv, os.path.join(home, "keyed"), MODEL, script=LARGE_FILE_SCRIPT, HF_TOKEN=key)
+            self.assertEqual(keyed["sha256"], self.model["model.safetensors"]["sha256"])
+            self.assertIn(f"{user} ", cli("usage", user))
 
             # The command line client.
             local = os.path.join(home, "local")
