@@ -8,22 +8,10 @@
 namespace inferllama::cli {
 namespace {
 
-// {"repo", "revision", "type"} from REPO[@REV] with an optional type prefix and --repo-type.
+// {"repo", "revision", "type"} of the snapshot the command names.
 nlohmann::json snapshot_of(const AdminOptions& options) {
-  auto ref = parse_repo_ref(options.repo);
-  if (!ref) {
-    throw UsageError("not a repository: " + options.repo +
-                     " (expected [datasets/|spaces/]OWNER/NAME[@REVISION], e.g. acme/tiny-model@main)");
-  }
-  if (!options.repo_type.empty()) {
-    const auto type = parse_repo_type(options.repo_type);
-    if (ref->typed && type != ref->repo.type) {
-      throw UsageError(options.repo + " names a " + std::string(ref->repo.type_name()) + ", --repo-type says " +
-                       options.repo_type);
-    }
-    ref->repo.type = *type;
-  }
-  return {{"repo", ref->repo.name}, {"revision", ref->rev}, {"type", ref->repo.type_name()}};
+  const RepoRef ref = snapshot_argument(options.repo, options.repo_type);
+  return {{"repo", ref.repo.name}, {"revision", ref.rev}, {"type", ref.repo.type_name()}};
 }
 
 void print_done(const AdminOptions& options, const nlohmann::json& result) {

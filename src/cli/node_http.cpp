@@ -84,6 +84,22 @@ std::string admin_socket_beside(const Config& config) {
   return path.string();
 }
 
+RepoRef snapshot_argument(const std::string& repo, const std::string& repo_type) {
+  auto ref = parse_repo_ref(repo);
+  if (!ref) {
+    throw UsageError("not a repository: " + repo +
+                     " (expected [datasets/|spaces/]OWNER/NAME[@REVISION], e.g. acme/tiny-model@main)");
+  }
+  if (!repo_type.empty()) {
+    const auto type = parse_repo_type(repo_type);
+    if (ref->typed && type != ref->repo.type) {
+      throw UsageError(repo + " names a " + std::string(ref->repo.type_name()) + ", --repo-type says " + repo_type);
+    }
+    ref->repo.type = *type;
+  }
+  return *ref;
+}
+
 void add_node_options(CLI::App& command, NodeOptions& options, const std::string& key_use) {
   command.add_option("--node", options.node,
                      "Base URL of a running node, asked over HTTP(S) with its admin key (env INFERLLAMA_NODE); "

@@ -6,6 +6,7 @@
 #include <variant>
 
 #include "inferllama/config.hpp"
+#include "inferllama/repo.hpp"
 
 namespace CLI {
 class App;
@@ -42,6 +43,11 @@ struct NodeTarget {
 // empty. The error says why the node could not be reached.
 std::variant<NodeAnswer, std::string> call_node(const NodeTarget& node, const std::string& method,
                                                 const std::string& path_and_query, const std::string& json_body);
+
+// A snapshot as a command takes it: [datasets/|spaces/]OWNER/NAME[@REVISION], the type from the prefix or
+// `repo_type` (model when neither says; a prefix and a repo_type that disagree are an error). Throws
+// UsageError.
+RepoRef snapshot_argument(const std::string& repo, const std::string& repo_type);
 
 // How every command that talks to a node names it and its credentials.
 struct NodeOptions {

@@ -208,19 +208,9 @@ std::string token_of(const PullOptions& options) {
 }
 
 RepoRef snapshot_of(const PullOptions& options) {
-  auto ref = parse_repo_ref(options.repo);
-  if (!ref)
-    throw UsageError("not a repository: " + options.repo + " (expected [datasets/|spaces/]OWNER/NAME[@REVISION])");
-  if (!options.repo_type.empty()) {
-    const auto type = parse_repo_type(options.repo_type);
-    if (ref->typed && type != ref->repo.type) {
-      throw UsageError(options.repo + " names a " + std::string(ref->repo.type_name()) + ", --repo-type says " +
-                       options.repo_type);
-    }
-    ref->repo.type = *type;
-  }
-  if (options.repo.find('@') == std::string::npos) ref->rev = options.revision;
-  return *ref;
+  RepoRef ref = snapshot_argument(options.repo, options.repo_type);
+  if (options.repo.find('@') == std::string::npos) ref.rev = options.revision;
+  return ref;
 }
 
 }  // namespace

@@ -237,11 +237,16 @@ void SnapshotTorrents::remember(const SnapshotTorrent& torrent) {
   index_.put_meta(record, stored.dump());
 }
 
-void SnapshotTorrents::restore() {
+std::set<std::pair<std::string, std::string>> SnapshotTorrents::cached_snapshots() {
   std::set<std::pair<std::string, std::string>> snapshots;
   index_.list_files([&](const Index::ListedFile& f) {
     if (f.cached) snapshots.emplace(f.repo_key, f.commit);
   });
+  return snapshots;
+}
+
+void SnapshotTorrents::restore() {
+  const auto snapshots = cached_snapshots();
   std::size_t restored = 0;
   for (const auto& [repo_key, commit] : snapshots) {
     auto record = index_.get_meta("torrents|" + repo_key + '@' + commit);
@@ -274,10 +279,7 @@ void SnapshotTorrents::restore() {
 }
 
 std::size_t SnapshotTorrents::seed_cached() {
-  std::set<std::pair<std::string, std::string>> snapshots;
-  index_.list_files([&](const Index::ListedFile& f) {
-    if (f.cached) snapshots.emplace(f.repo_key, f.commit);
-  });
+  const auto snapshots = cached_snapshots();
   std::size_t started = 0;
   for (const auto& [repo_key, commit] : snapshots) {
     auto repo = parse_repo_key(repo_key);

@@ -93,6 +93,8 @@ class SnapshotTorrents {
                                                   const std::string& path, Format format, const Files& files,
                                                   Stored stored);
   void remember(const SnapshotTorrent& torrent);
+  // (repo key, commit) of every commit of which at least one file is stored.
+  std::set<std::pair<std::string, std::string>> cached_snapshots();
   // Drops these torrents and stops seeding them; the caller holds seeding_mutex_.
   void stop(const std::vector<std::string>& keys, const std::string& why);
   static std::string key(const RepoId& repo, const std::string& commit, const std::string& path, Format format);

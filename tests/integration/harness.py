@@ -302,12 +302,19 @@ class Node:
 
 
 class HubAndNodeTest(unittest.TestCase):
-    """A fake Hub and a node in front of it, started once for the whole test class."""
+    """A fake Hub and a node in front of it, started once for the whole test class; `hub_args` are the
+    fake Hub's options."""
+
+    hub_args: tuple[str, ...] = ()
 
     @classmethod
     def setUpClass(cls):
-        cls.hub = FakeHub().start()
-        cls.node = Node(cls.hub.url).start()
+        cls.hub = FakeHub(*cls.hub_args).start()
+        try:
+            cls.node = Node(cls.hub.url).start()
+        except BaseException:
+            cls.hub.stop()  # a fake Hub left running would hold the test's output open
+            raise
 
     @classmethod
     def tearDownClass(cls):

@@ -13,7 +13,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import BINARY, FakeHub, Node, clean_env, sha256  # noqa: E402
+from harness import BINARY, HubAndNodeTest, clean_env, sha256  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MODEL = "acme/tiny-model"
@@ -100,24 +100,15 @@ print(json.dumps(out))
 '''
 
 
-class PythonClientTest(unittest.TestCase):
+class PythonClientTest(HubAndNodeTest):
+    hub_args = ("--tree-page-size", "2")  # every listing of more than 2 entries is paginated
+
     @classmethod
     def setUpClass(cls):
-        cls.hub = FakeHub("--tree-page-size", "2").start()  # every listing of more than 2 entries is paginated
-        try:
-            cls.node = Node(cls.hub.url, None).start()
-        except BaseException:
-            cls.hub.stop()
-            raise
+        super().setUpClass()
         cls.model = cls.hub.files(MODEL)
         cls.dataset = cls.hub.files(DATASET)
         cls.commit = cls.hub.commit(MODEL)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.node.stop()
-        cls.node.cleanup()
-        cls.hub.stop()
 
     def run_client(self, venv: str, home: str, *args: str, script: str = CLIENT_SCRIPT, **env: str) -> dict:
         python = os.path.join(ROOT, ".venv", venv, "bin", "python")
