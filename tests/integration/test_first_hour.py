@@ -3,6 +3,7 @@ the setting and say what to do, one node per data directory, loops of upstreams 
 what it waits for, and a node that seeds what it has cached without being asked."""
 from __future__ import annotations
 
+import http.server
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.error
@@ -150,6 +152,42 @@ class RunningNodeTest(unittest.TestCase):
             status, _, body = a.request("GET", "/api/models/acme/x/revision/main")
             self.assertEqual(status, 508, body)
             self.assertIn("came back to this node", log_of(a))
+
+    def test_a_hostile_via_is_neither_believed_nor_passed_on(self):
+        seen: list[str] = []
+
+        class Upstream(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                seen.append(self.headers.get("Via", ""))
+                self.send_response(404)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_HEAD = do_GET
+
+        upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+        threading.Thread(target=upstream.serve_forever, daemon=True).start()
+        try:
+            with Node(f"http://127.0.0.1:{upstream.server_address[1]}", None) as node:
+                other = "1.1 inferllama-0123456789abcdef"
+                node.request("GET", "/api/models/acme/x", {"Via": f"1.0 corp-proxy (internal), {other}"})
+                self.assertTrue(seen)
+                for via in seen:  # only node hops go on, then this node
+                    self.assertRegex(via, rf"^{other}, 1\.1 inferllama-[0-9a-f]{{16}}$")
+                asked = len(seen)
+                many = ", ".join(f"1.1 inferllama-{i:016x}" for i in range(17))
+                status, _, body = node.request("GET", "/api/models/acme/x", {"Via": many})
+                self.assertEqual(status, 508, body)
+                status, _, _ = node.request("GET", "/api/models/acme/x", {"Via": "1.0 p, " * 700})
+                self.assertEqual(status, 400)
+                self.assertEqual(len(seen), asked, "neither went upstream")
+        finally:
+            upstream.shutdown()
+            upstream.server_close()
 
     def test_pull_says_which_side_is_unreachable(self):
         with Node("http://127.0.0.1:9", None) as node:  # nothing listens on the upstream's port
