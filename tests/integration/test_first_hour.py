@@ -216,8 +216,9 @@ class RunningNodeTest(unittest.TestCase):
                 wait_until(lambda: node.metrics().get("inferllama_upstream_bytes_total", 0) > 0, 60,
                            "a download under way")
                 node.proc.send_signal(signal.SIGTERM)
-                wait_until(lambda: "waiting up to 30 s for 1 responses in flight (1 downloads" in log_of(node), 30,
-                           "the drain's message")
+                # The client's response, and any metrics connection the node has not seen closed yet.
+                wait_until(lambda: re.search(r"waiting up to 30 s for [1-9]\d* responses in flight \(1 downloads",
+                                             log_of(node)), 30, "the drain's message")
                 started = time.monotonic()
                 node.proc.send_signal(signal.SIGINT)
                 self.assertEqual(node.proc.wait(timeout=20), 0)
