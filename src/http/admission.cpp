@@ -139,10 +139,13 @@ Task<Admission> Gate::admit(const Request& req, const Origin& origin) {
   // The Hub's routes and the node's torrent routes: accounted to a user or an address, and limited.
   const auto* resolve = std::get_if<ResolveRoute>(&route);
   const auto* api = std::get_if<ApiRoute>(&route);
-  if ((resolve || api) && limiter_) {
-    const std::string& passkey = resolve ? resolve->passkey : api->passkey;
-    const std::string repo = resolve ? resolve->repo.key() : api->repo.key();
-    const bool download = req.method() == bhttp::verb::get && (resolve || api->kind == ApiRoute::Kind::webseed);
+  const auto* passed = std::get_if<UpstreamRoute>(&route);
+  if ((resolve || api || passed) && limiter_) {
+    const std::string passkey = resolve ? resolve->passkey : api ? api->passkey : std::string();
+    const std::string repo = resolve ? resolve->repo.key()
+                             : api   ? api->repo.key()
+                                     : (passed->repo ? passed->repo->key() : std::string());
+    const bool download = req.method() == bhttp::verb::get && (resolve || (api && api->kind == ApiRoute::Kind::webseed));
     auto refusal = co_await open_account(req, origin, admission, caller, passkey, repo, download);
     if (refusal) {
       admission.verdict = Refusal{std::move(*refusal)};

@@ -45,6 +45,7 @@ Task<Answer> dispatch(Exchange& x, const Route& route);
 // usage_handler.cpp, node_handlers.cpp).
 Task<Answer> handle(Exchange& x, const ResolveRoute& route);
 Task<Answer> handle(Exchange& x, const ApiRoute& route);
+Task<Answer> handle(Exchange& x, const UpstreamRoute& route);
 Task<Answer> handle(Exchange& x, const TrackerRoute& route);
 Task<Answer> handle(Exchange& x, const AdminRoute& route);
 Task<Answer> handle(Exchange& x, const UsageRoute& route);

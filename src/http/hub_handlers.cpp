@@ -1,4 +1,5 @@
-// The Hub's own routes: files (resolve, and a torrent's web seed), and the metadata API.
+// The Hub's own routes: files (resolve, and a torrent's web seed), the metadata API, and every other route
+// of the Hub's, passed upstream.
 #include <algorithm>
 
 #include "http/connection.hpp"
@@ -86,6 +87,36 @@ Task<Answer> handle(Exchange& x, const ApiRoute& api) {
       co_return co_await offload(blocking, [&] { return hub.refs(api.repo, query, x.caller); });
   }
   co_return hub::error_reply(404, "no such route");
+}
+
+Task<Answer> handle(Exchange& x, const UpstreamRoute& route) {
+  const Request& req = x.request;
+  switch (req.method()) {
+    case bhttp::verb::get:
+    case bhttp::verb::head:
+    case bhttp::verb::post:
+    case bhttp::verb::put:
+    case bhttp::verb::patch:
+    case bhttp::verb::delete_:
+      break;
+    default:
+      co_return method_not_allowed("use GET, HEAD, POST, PUT, PATCH or DELETE");
+  }
+  // What the Hub reads of a request besides its credentials (which the caller carries, node keys already
+  // exchanged for the user's Hub token or taken away).
+  HeaderList headers;
+  for (const auto field : {bhttp::field::accept, bhttp::field::content_type, bhttp::field::if_none_match,
+                           bhttp::field::if_modified_since, bhttp::field::range}) {
+    if (auto value = req.find(field); value != req.end()) {
+      headers.emplace_back(std::string(bhttp::to_string(field)), std::string(value->value()));
+    }
+  }
+  const std::string method(req.method_string());
+  const std::string target(req.target());
+  const std::string base = x.server.public_base(x.connection, req);
+  co_return co_await offload(x.server.deps.blocking, [&] {
+    return x.server.deps.hub.forward(method, target, headers, req.body(), x.caller, route.repo, route.action, base);
+  });
 }
 
 }  // namespace inferllama::http

@@ -109,6 +109,46 @@ Route api_route(RepoType type, const std::vector<std::string_view>& segs) {
   return r;
 }
 
+Route hub_route(const std::vector<std::string_view>& segs);
+
+// The node's own namespaces: a path under them that names nothing is the node's 404, never the Hub's.
+bool is_node_path(std::string_view path) {
+  for (const std::string_view own : {"/api/inferllama", "/api/usage", "/p", "/announce", "/scrape", "/healthz", "/metrics"}) {
+    if (path == own || (path.starts_with(own) && path[own.size()] == '/')) return true;
+  }
+  return false;
+}
+
+// A path the node passes to the Hub as it came: each segment decodes cleanly to something that is neither
+// empty, `.`, `..`, nor holds a slash, a backslash or a control character, so the upstream URL names the
+// path the client named and no other.
+Route upstream_route(const std::vector<std::string_view>& segs) {
+  for (const auto seg : segs) {
+    const auto decoded = url::decode(seg);
+    if (!decoded || decoded->empty() || *decoded == "." || *decoded == ".." || has_control(*decoded) ||
+        decoded->find_first_of("/\\") != std::string::npos) {
+      return BadRequest{"invalid path"};
+    }
+  }
+  UpstreamRoute r;
+  // What follows /api/{type}s/ or the /datasets/ or /spaces/ prefix: namespace, name, action.
+  std::optional<RepoType> type = RepoType::model;
+  std::size_t start = 0;
+  if (segs.size() >= 2 && segs[0] == "api") {
+    type = segs[1] == "model" || segs[1] == "dataset" || segs[1] == "space" ? std::nullopt : parse_repo_type(segs[1]);
+    start = 2;
+  } else if (!segs.empty() && (segs[0] == "datasets" || segs[0] == "spaces")) {
+    type = parse_repo_type(segs[0]);
+    start = 1;
+  }
+  if (type && segs.size() >= start + 3 && is_valid_repo_segment(segs[start]) &&
+      is_valid_repo_segment(segs[start + 1])) {
+    r.repo = RepoId{*type, std::string(segs[start]) + "/" + std::string(segs[start + 1])};
+    r.action = std::string(segs[start + 2]);
+  }
+  return r;
+}
+
 }  // namespace
 
 bool is_passkey(std::string_view text) {
@@ -153,7 +193,17 @@ Route route(std::string_view path) {
     return inner;
   }
   if (!path.starts_with("/")) return BadRequest{"invalid path"};
-  auto segs = split(path.substr(1));
+  if (is_node_path(path)) return NotFound{};
+  const auto segs = split(path.substr(1));
+  Route routed = hub_route(segs);
+  if (std::holds_alternative<NotFound>(routed)) return upstream_route(segs);
+  return routed;
+}
+
+namespace {
+
+// The routes of the Hub's that the node serves itself, or NotFound.
+Route hub_route(const std::vector<std::string_view>& segs) {
   if (segs.size() >= 2 && segs[0] == "api") {
     auto type = parse_repo_type(segs[1]);
     if (!type || segs[1] == "model" || segs[1] == "dataset" || segs[1] == "space") return NotFound{};
@@ -186,6 +236,8 @@ Route route(std::string_view path) {
   if (!file || !url::is_safe_relative_path(*file)) return BadRequest{"invalid file path"};
   return ResolveRoute{std::move(repo), std::move(*rev), std::move(*file)};
 }
+
+}  // namespace
 
 std::optional<BadRequest> check_query(std::string_view query) {
   const auto pairs = url::parse_query_strict(query);
@@ -227,6 +279,7 @@ RouteId route_id(const Route& route) {
       case ApiRoute::Kind::webseed: return RouteId::webseed;
     }
   }
+  if (std::holds_alternative<UpstreamRoute>(route)) return RouteId::upstream;
   if (std::holds_alternative<BadRequest>(route)) return RouteId::bad_request;
   return RouteId::not_found;
 }
@@ -235,7 +288,7 @@ const char* route_name(RouteId id) {
   static constexpr const char* kNames[kRouteIds] = {
       "not_found", "bad_request", "healthz",        "metrics",  "admin",       "usage",      "resolve",
       "api_info",  "api_revision", "api_tree",      "api_paths_info", "api_refs", "api_torrent", "api_magnet",
-      "webseed",   "announce",     "scrape"};
+      "webseed",   "announce",     "scrape",        "upstream"};
   return kNames[static_cast<std::size_t>(id)];
 }
 

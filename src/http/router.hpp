@@ -42,13 +42,20 @@ struct TrackerRoute {
   Kind kind = Kind::announce;
   std::string passkey;  // a private tracker's user passkey, or ""
 };
+// Any other route of the Hub's (listings, whoami, commits, discussions, dataset parquet files, /raw/ files):
+// passed to the upstream as it came. `repo` and `action` when the path names a repo and something of it:
+// /api/{type}s/{namespace}/{name}/{action}/... or /{datasets/|spaces/}{namespace}/{name}/{action}/...
+struct UpstreamRoute {
+  std::optional<RepoId> repo;
+  std::string action;
+};
 struct BadRequest {
   std::string message;
 };
 struct NotFound {};
 
 using Route = std::variant<NotFound, BadRequest, HealthRoute, MetricsRoute, AdminRoute, UsageRoute, ResolveRoute,
-                           ApiRoute, TrackerRoute>;
+                           ApiRoute, TrackerRoute, UpstreamRoute>;
 
 // A user's passkey: 32 lowercase hex characters.
 bool is_passkey(std::string_view text);
@@ -56,15 +63,17 @@ bool is_passkey(std::string_view text);
 // What a request was, for metrics and logs: a fixed set, so that counters per route need no lookup.
 enum class RouteId {
   not_found, bad_request, healthz, metrics, admin, usage, resolve, api_info, api_revision, api_tree,
-  api_paths_info, api_refs, api_torrent, api_magnet, webseed, announce, scrape
+  api_paths_info, api_refs, api_torrent, api_magnet, webseed, announce, scrape, upstream
 };
-inline constexpr std::size_t kRouteIds = 17;
+inline constexpr std::size_t kRouteIds = 18;
 RouteId route_id(const Route& route);
 // A short name: "resolve", "api_tree", "healthz", ...
 const char* route_name(RouteId id);
 
 // Maps a request path (no query) onto the Hub's routes, decoding each segment once. Hostile paths
-// (traversal, NUL, malformed escapes) become BadRequest before anything touches the disk or the Hub.
+// (traversal, NUL, malformed escapes) become BadRequest before anything touches the disk or the Hub. The
+// node's own paths (/api/inferllama/, /api/usage, /p/, the tracker's) that name nothing are NotFound, never
+// passed upstream; any other path the node does not serve itself is an UpstreamRoute.
 Route route(std::string_view path);
 // A query string every name and value of which decodes cleanly and holds no control character; else why not.
 std::optional<BadRequest> check_query(std::string_view query);

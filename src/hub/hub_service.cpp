@@ -592,6 +592,27 @@ Reply HubService::relay(const UpstreamResponse& response, const std::string& pub
   return r;
 }
 
+Reply HubService::forward(const std::string& method, const std::string& target, const HeaderList& headers,
+                          const std::string& body, const Caller& caller, const std::optional<RepoId>& repo,
+                          std::string_view action, const std::string& public_base) {
+  const bool read = method == "GET" || method == "HEAD";
+  const bool public_read = read && repo && (action == "raw" || action == "commits" || action == "parquet");
+  // Asking whether the repo is public costs a request: only when the node's token could go along.
+  const bool open = public_read && caller.authorization.empty() && !config_.upstream_token.empty() &&
+                    is_public(*repo, caller);
+  auto response = call(read ? "GET" : method, config_.upstream + target, caller, credentials_for(caller, open),
+                       headers, body);
+  Reply reply = relay(response, public_base);
+  if (!response.error.empty()) return reply;
+  for (const auto& [name, value] : response.headers) {
+    if (name == "etag" || name == "last-modified" || name == "cache-control" || name == "content-disposition" ||
+        name == "content-range" || name == "retry-after") {
+      reply.headers.emplace_back(name, value);
+    }
+  }
+  return reply;
+}
+
 Reply HubService::info(const RepoId& repo, const std::optional<std::string>& rev, std::string_view query,
                        const Caller& caller) {
   const bool open = is_public(repo, caller);

@@ -93,6 +93,15 @@ class HubService {
                    const Caller& caller);
   Reply refs(const RepoId& repo, std::string_view query, const Caller& caller);
 
+  // Any other route of the Hub's, passed on uncached: `target` (path and query, as the client encoded
+  // them) with `method` (HEAD asks for the GET answer, whose head the client gets), `headers` and `body`,
+  // and the caller's own credentials. The node's token goes only with an anonymous read of what anyone
+  // may read of a public repo (`repo`'s files, history and dataset listings: `action` raw, commits,
+  // parquet). The answer keeps the Hub's status, content, error headers and validators.
+  Reply forward(const std::string& method, const std::string& target, const HeaderList& headers,
+                const std::string& body, const Caller& caller, const std::optional<RepoId>& repo,
+                std::string_view action, const std::string& public_base);
+
   HubCounters& counters() { return counters_; }
   cache::Downloads& downloads() { return downloads_; }
   cache::Evictor& evictor() { return evictor_; }

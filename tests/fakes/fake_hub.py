@@ -343,6 +343,8 @@ class Stats:
             self.requests_by_auth: dict[str, int] = {}
             self.total_requests = 0
             self.signed_queries: list[str] = []  # the query of every signed CDN URL handed out
+            # The routes a node passes through (listings, whoami, commits, ...): what each one carried.
+            self.other_requests: list[dict] = []
 
     def signed(self, query: str) -> None:
         with self.lock:
@@ -374,6 +376,7 @@ class Stats:
                 "requests_by_auth": dict(self.requests_by_auth),
                 "total_requests": self.total_requests,
                 "signed_queries": list(self.signed_queries),
+                "other_requests": list(self.other_requests),
             }
 
 
@@ -764,6 +767,9 @@ class BaseHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._safe_dispatch("POST")
 
+    def do_DELETE(self) -> None:
+        self._safe_dispatch("DELETE")
+
     def _safe_dispatch(self, method: str) -> None:
         self._headers_sent = False
         try:
@@ -1062,7 +1068,7 @@ class HubHandler(BaseHandler):
         if auth_header is not None and auth_key not in KNOWN_TOKENS:
             return self.send_error_json(401, None, "Invalid credentials in Authorization header", method)
         if route is None:
-            return self.send_error_json(404, None, "Sorry, we can't find the page you are looking for.", method)
+            return self.other_route(method, raw_path, segs, query, auth_header, body)
 
         new_id = hub.renames.get((route.rtype, route.repo_id))
         if new_id is not None:
@@ -1092,6 +1098,111 @@ class HubHandler(BaseHandler):
         if rev is None:
             return self.send_error_json(404, "RevisionNotFound", f"Invalid rev id: {route.rev}", method)
         getattr(self, route.kind)(route, repo, rev, q, body, method)
+
+    # -- the routes a node does not serve itself, only passes on ------------
+
+    def other_route(self, method: str, raw_path: str, segs: list[str], query: str, auth_header: str | None,
+                    body: bytes) -> None:
+        hub = self.hub
+        token = auth_key_of(auth_header) if auth_header is not None else None
+        q = urllib.parse.parse_qs(query, keep_blank_values=True)
+        with hub.stats.lock:
+            hub.stats.other_requests.append({
+                "method": method, "path": raw_path, "query": query, "auth": token or "anonymous",
+                "via": self.headers.get("Via", ""), "accept": self.headers.get("Accept", ""),
+                "cookie": self.headers.get("Cookie", ""), "body": body.decode("utf-8", "replace")})
+        not_found = "Sorry, we can't find the page you are looking for."
+        # A cookie and an internal header no proxy should hand on.
+        private_headers = [("Set-Cookie", "token=fake-session; Path=/; HttpOnly"), ("X-Internal-Route", "other")]
+        if segs == ["api", "whoami-v2"]:
+            if token is None:
+                return self.send_error_json(401, None, "Invalid credentials in Authorization header", method)
+            name = "approved-user" if token == APPROVED_TOKEN else "unapproved-user"
+            return self.send_json(200, {"type": "user", "id": sha1_hex(name)[:24], "name": name,
+                                        "fullname": name.replace("-", " ").title(), "orgs": [],
+                                        "auth": {"type": "access_token",
+                                                 "accessToken": {"displayName": "tests", "role": "read"}}},
+                                  private_headers, method)
+        if len(segs) == 2 and segs[0] == "api" and segs[1] in TYPE_BY_PLURAL:
+            return self.list_repos(TYPE_BY_PLURAL[segs[1]], segs[1], token, q, method, private_headers)
+        if len(segs) >= 5 and segs[0] == "api" and segs[1] in TYPE_BY_PLURAL:
+            rtype, repo_id, action, args = TYPE_BY_PLURAL[segs[1]], "/".join(segs[2:4]), segs[4], segs[5:]
+        elif len(segs) >= 4 and segs[0] in ("datasets", "spaces"):
+            rtype, repo_id, action, args = TYPE_BY_PLURAL[segs[0]], "/".join(segs[1:3]), segs[3], segs[4:]
+        elif len(segs) >= 3:
+            rtype, repo_id, action, args = "model", "/".join(segs[0:2]), segs[2], segs[3:]
+        else:
+            return self.send_error_json(404, None, not_found, method)
+        repo = hub.repos.get((rtype, repo_id))
+        if repo is None or (repo.private and token != APPROVED_TOKEN):
+            return self.send_error_json(401, "RepoNotFound",
+                                        f"Repository Not Found for url: {hub.hub_url}{self.path}.", method)
+        if action == "discussions" and not args and segs[0] == "api":
+            if method == "POST":
+                if token is None:
+                    return self.send_error_json(401, None, "You must be authenticated to open a discussion", method)
+                title = json.loads(body or b"{}").get("title", "")
+                return self.send_json(200, {"num": 100 + len(repo.prs), "title": title, "status": "open",
+                                            "isPullRequest": False, "url": f"{hub.hub_url}/{repo_id}/discussions/100"},
+                                      method=method)
+            rows = [{"num": int(ref.rsplit("/", 1)[1]), "title": f"Change {ref}", "status": "open",
+                     "isPullRequest": True, "createdAt": repo.commits[commit].date, "author": {"name": "acme-bot"},
+                     "repo": {"name": repo.id, "type": repo.type}} for ref, commit in sorted(repo.prs.items())]
+            return self.send_json(200, {"discussions": rows, "count": len(rows), "start": 0,
+                                        "numItemsPerPage": 50}, method=method)
+        if action == "commits" and args and segs[0] == "api":
+            rev = repo.resolve("/".join(args))
+            if rev is None:
+                return self.send_error_json(404, "RevisionNotFound", f"Invalid rev id: {'/'.join(args)}", method)
+            history = sorted((c for c in repo.commits.values() if c.date <= rev.date),
+                             key=lambda c: c.date, reverse=True)
+            page = int((q.get("p") or ["0"])[-1])
+            rows = [{"id": c.commit, "title": c.title, "message": c.title + "\n", "date": c.date,
+                     "authors": [{"user": "acme-bot", "avatar": ""}]}
+                    for c in history[page * 2:page * 2 + 2]]
+            headers = [("ETag", f'W/"{rev.commit}-{page}"')]
+            if (page + 1) * 2 < len(history):
+                headers.append(("Link", f'<{hub.hub_url}{raw_path}?p={page + 1}>; rel="next"'))
+            if self.headers.get("If-None-Match") == headers[0][1]:
+                return self.send(304, b"", headers, method, None)
+            return self.send_json(200, rows, headers, method)
+        if action == "parquet" and rtype == "dataset" and not args and segs[0] == "api":
+            base = f"{hub.hub_url}/api/datasets/{repo.id}/parquet/default/train"
+            return self.send_json(200, {"default": {"train": [f"{base}/0.parquet"]}}, method=method)
+        if action == "raw" and len(args) >= 2:
+            rev_name, path_parts = split_rev(args)
+            rev = repo.resolve(rev_name)
+            if rev is None:
+                return self.send_error_json(404, "RevisionNotFound", f"Invalid rev id: {rev_name}", method)
+            f = rev.files.get("/".join(path_parts))
+            if f is None:
+                return self.send_error_json(404, "EntryNotFound", "Entry not found", method,
+                                            [("X-Repo-Commit", rev.commit)])
+            if self.gate_refused(repo, token, method):
+                return
+            content = f.content if not f.lfs else (
+                f"version https://git-lfs.github.com/spec/v1\noid sha256:{f.sha256}\nsize {f.size}\n".encode())
+            return self.send(200, content, [("ETag", f'"{f.git_sha1}"'), ("X-Repo-Commit", rev.commit),
+                                            ("Content-Disposition", "inline")] + private_headers,
+                             method, "text/plain; charset=utf-8")
+        return self.send_error_json(404, None, not_found, method)
+
+    def list_repos(self, rtype: str, plural: str, token: str | None, q: dict, method: str, headers: list) -> None:
+        """GET /api/models (datasets, spaces): search, author, limit and a cursor, two repos a page."""
+        search = (q.get("search") or [""])[-1].lower()
+        author = (q.get("author") or [""])[-1]
+        rows = [r for (t, _), r in sorted(self.hub.repos.items())
+                if t == rtype and (not r.private or token == APPROVED_TOKEN) and search in r.id.lower()
+                and (not author or r.id.split("/")[0] == author)]
+        start = int((q.get("cursor") or ["0"])[-1])
+        page = [{"_id": sha1_hex(r.id)[:24], "id": r.id, "modelId" if rtype == "model" else "id": r.id,
+                 "private": r.private, "gated": r.gated, "downloads": 0, "likes": 0, "tags": [],
+                 "createdAt": min(c.date for c in r.commits.values())} for r in rows[start:start + 2]]
+        headers = list(headers)
+        if start + 2 < len(rows):
+            others = urllib.parse.urlencode([(k, v) for k, vs in q.items() if k != "cursor" for v in vs])
+            headers.append(("Link", f'<{self.hub.hub_url}/api/{plural}?{others}&cursor={start + 2}>; rel="next"'))
+        return self.send_json(200, page, headers, method)
 
     def gate_refused(self, repo: Repo, token: str | None, method: str) -> bool:
         if not repo.gated or token == APPROVED_TOKEN:

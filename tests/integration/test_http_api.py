@@ -270,7 +270,10 @@ class HttpApiTest(unittest.TestCase):
     def test_healthz_and_unknown_routes(self):
         status, _, body = self.get("/healthz")
         self.assertEqual((status, body), (200, b"ok\n"))
-        status, _, _ = self.get("/no/such/route")
+        # A route the node does not know is the Hub's to answer; the node's own namespace is the node's.
+        status, head, _ = self.get("/no/such/route")
+        self.assertEqual((status, head.get("x-error-code")), (401, "RepoNotFound"))
+        status, _, _ = self.get("/api/inferllama/no-such-route")
         self.assertEqual(status, 404)
 
 

@@ -93,7 +93,11 @@ TEST_F(AdmissionTest, ListenersServeOnlyTheirRoutes) {
   EXPECT_TRUE(std::holds_alternative<Admitted>(admit(g, "/healthz", Listener::metrics).verdict));
   EXPECT_EQ(refusal_status(admit(g, "/acme/m/resolve/main/config.json", Listener::admin_socket)), 404u);
   EXPECT_TRUE(std::holds_alternative<Admitted>(admit(g, "/api/inferllama/pin", Listener::admin_socket).verdict));
-  EXPECT_EQ(refusal_status(admit(g, "/no/such/route/at/all/here")), 404u);
+  EXPECT_EQ(refusal_status(admit(g, "/api/inferllama/no-such-route")), 404u);
+  // Another route of the Hub's is passed upstream from the Hub's listener only.
+  EXPECT_TRUE(std::holds_alternative<Admitted>(admit(g, "/api/whoami-v2").verdict));
+  EXPECT_EQ(refusal_status(admit(g, "/api/whoami-v2", Listener::metrics)), 404u);
+  EXPECT_EQ(refusal_status(admit(g, "/api/whoami-v2", Listener::admin_socket)), 404u);
 }
 
 TEST_F(AdmissionTest, TheAdminApiOverTcpNeedsTheAdminKey) {

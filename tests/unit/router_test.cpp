@@ -76,10 +76,46 @@ TEST(Router, ApiRoutes) {
 
   // Found by fuzz_router: a NUL in a later segment of an unencoded revision.
   EXPECT_TRUE(std::holds_alternative<BadRequest>(route("/api/models/acme/tiny/revision/main/%00")));
-  EXPECT_TRUE(std::holds_alternative<NotFound>(route("/api/things/acme/x")));
   EXPECT_TRUE(std::holds_alternative<BadRequest>(route("/api/models/ac%20me/x")));
   EXPECT_TRUE(std::holds_alternative<HealthRoute>(route("/healthz")));
-  EXPECT_TRUE(std::holds_alternative<NotFound>(route("/")));
+}
+
+TEST(Router, OtherHubRoutesGoUpstream) {
+  auto r = route("/api/models");
+  ASSERT_TRUE(std::get_if<UpstreamRoute>(&r));
+  EXPECT_FALSE(std::get<UpstreamRoute>(r).repo);
+  EXPECT_TRUE(std::holds_alternative<UpstreamRoute>(route("/api/whoami-v2")));
+  EXPECT_TRUE(std::holds_alternative<UpstreamRoute>(route("/")));
+  EXPECT_TRUE(std::holds_alternative<UpstreamRoute>(route("/api/things/acme/x")));
+
+  r = route("/api/datasets/acme/data/commits/main");
+  ASSERT_TRUE(std::get_if<UpstreamRoute>(&r));
+  ASSERT_TRUE(std::get<UpstreamRoute>(r).repo);
+  EXPECT_EQ(std::get<UpstreamRoute>(r).repo->type, RepoType::dataset);
+  EXPECT_EQ(std::get<UpstreamRoute>(r).repo->name, "acme/data");
+  EXPECT_EQ(std::get<UpstreamRoute>(r).action, "commits");
+  r = route("/spaces/acme/app/raw/main/app.py");
+  ASSERT_TRUE(std::get_if<UpstreamRoute>(&r));
+  EXPECT_EQ(std::get<UpstreamRoute>(r).repo->key(), (RepoId{RepoType::space, "acme/app"}.key()));
+  EXPECT_EQ(std::get<UpstreamRoute>(r).action, "raw");
+  r = route("/acme/tiny/raw/main/config.json");
+  ASSERT_TRUE(std::get_if<UpstreamRoute>(&r));
+  EXPECT_EQ(std::get<UpstreamRoute>(r).repo->name, "acme/tiny");
+  // Singular types are not the API's: passed on, with no repo named.
+  r = route("/api/model/acme/tiny/commits/main");
+  ASSERT_TRUE(std::get_if<UpstreamRoute>(&r));
+  EXPECT_FALSE(std::get<UpstreamRoute>(r).repo);
+
+  // Nothing that would let the upstream URL name another path than the client's.
+  for (const char* hostile : {"/api/models/../inferllama/users", "/api/%2e%2e/x", "/a//b", "/api/models/a%2Fb/c",
+                              "/a/b%5c/raw", "/a/%0d%0aX:%20y", "/a/%zz", "/api/models/."}) {
+    EXPECT_TRUE(std::holds_alternative<BadRequest>(route(hostile))) << hostile;
+  }
+  // The node's own namespaces are never the Hub's.
+  for (const char* own : {"/api/inferllama/nothing", "/api/inferllama", "/api/usage/x", "/p/x", "/announce/x/y",
+                          "/scrape/short", "/healthz/x", "/metrics/x"}) {
+    EXPECT_TRUE(std::holds_alternative<NotFound>(route(own))) << own;
+  }
 }
 
 TEST(Router, AccountRoutes) {
