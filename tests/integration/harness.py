@@ -303,15 +303,16 @@ class Node:
 
 class HubAndNodeTest(unittest.TestCase):
     """A fake Hub and a node in front of it, started once for the whole test class; `hub_args` are the
-    fake Hub's options."""
+    fake Hub's options, `node_args` the node's."""
 
     hub_args: tuple[str, ...] = ()
+    node_args: tuple[str, ...] = ()
 
     @classmethod
     def setUpClass(cls):
         cls.hub = FakeHub(*cls.hub_args).start()
         try:
-            cls.node = Node(cls.hub.url).start()
+            cls.node = Node(cls.hub.url, None, *cls.node_args).start()
         except BaseException:
             cls.hub.stop()  # a fake Hub left running would hold the test's output open
             raise
