@@ -214,6 +214,9 @@ class HubRoutesTest(unittest.TestCase):
         pages = [urllib.parse.parse_qs(s["query"]) for s in seen if s["path"] == "/api/models"]
         self.assertTrue(any("cursor" in q for q in pages), pages)  # a second page, asked of the node
 
+    def test_python_client_2_x(self):
+        self.check_client("hub2")
+
     def test_python_client_1_x(self):
         self.check_client("hub1")
 

@@ -1,4 +1,4 @@
-"""The Python Hub client (`huggingface_hub`, the newest 1.x and the last 0.x release) and `transformers`, each
+"""The Python Hub client (`huggingface_hub`: the newest 2.x and 1.x, and the last 0.x release) and `transformers`, each
 in a virtual environment of its own under .venv/ that `scripts/install-deps.sh --test` makes from the pinned
 tests/python/requirements-*.txt, with HF_ENDPOINT at the node and the fake Hub behind it: downloads by branch,
 tag and commit, datasets, subfolders, filtered snapshots, repo metadata, the client's own offline mode after a
@@ -327,6 +327,9 @@ class PythonClientTest(HubAndNodeTest):
         with open(os.path.join(local, "config.json"), "rb") as f:
             self.assertEqual(sha256(f.read()), config)
 
+    def test_the_newest_2_x(self):
+        self.check_client("hub2", "2.")
+
     def test_the_newest_1_x(self):
         self.check_client("hub1", "1.")
 
@@ -351,6 +354,9 @@ class PythonClientTest(HubAndNodeTest):
     def served_bytes(self) -> float:
         return sum(v for k, v in self.node.metrics().items() if k.startswith("inferllama_served_bytes_total"))
 
+    def test_second_snapshot_2_x(self):
+        self.check_second_snapshot("hub2")
+
     def test_second_snapshot_1_x(self):
         self.check_second_snapshot("hub1")
 
@@ -361,7 +367,7 @@ class PythonClientTest(HubAndNodeTest):
         """The fake Hub offers its LFS files through Xet as the Hub does: straight to it, each client goes to its
         Xet side (and fails: the fake Hub has no Xet storage); the node's answers carry no Xet marker, which is
         what keeps every run through the node on plain HTTP."""
-        for venv in ("hub1", "hub0"):
+        for venv in ("hub2", "hub1", "hub0"):
             with self.subTest(client=venv):
                 before = self.xet_requests()
                 done = self.run_python(venv, XET_LURE_SCRIPT, MODEL, HF_ENDPOINT=self.hub.url, HF_HOME=self.home(venv))
