@@ -191,6 +191,9 @@ Task<std::optional<hub::Reply>> Gate::open_account(const Request& req, const Ori
                            admission.limit_headers);
   } else if (!config_.admin_key.empty() && same_secret(bearer, config_.admin_key)) {
     caller.authorization.clear();  // the admin key opens the admin API, and is nobody's Hub token
+  } else if (bearer.empty()) {
+    // The Hub reads bearer tokens only: anything else (the admin key in another form, a password) stays here.
+    caller.authorization.clear();
   }
   UserId who = user.empty() ? UserId::address(origin.client.is_unspecified() ? std::string("unknown")
                                                                              : client_network(origin.client))

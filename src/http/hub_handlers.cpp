@@ -114,9 +114,16 @@ Task<Answer> handle(Exchange& x, const UpstreamRoute& route) {
   const std::string method(req.method_string());
   const std::string target(req.target());
   const std::string base = x.server.public_base(x.connection, req);
-  co_return co_await offload(x.server.deps.blocking, [&] {
-    return x.server.deps.hub.forward(method, target, headers, req.body(), x.caller, route.repo, route.action, base);
+  std::optional<RepoId> content_of;
+  if (route.reads_content) content_of = route.repo;
+  hub::Reply reply = co_await offload(x.server.deps.blocking, [&] {
+    return x.server.deps.hub.forward(method, target, headers, req.body(), x.caller, content_of, base);
   });
+  // A file's bytes count against the token limit as they do through resolve; API answers do not.
+  if (route.action == "raw" && route.reads_content && req.method() == bhttp::verb::get && reply.status < 300) {
+    x.server.flowed(x.connection, reply.body.size(), false);
+  }
+  co_return reply;
 }
 
 }  // namespace inferllama::http

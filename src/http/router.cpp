@@ -109,7 +109,40 @@ Route api_route(RepoType type, const std::vector<std::string_view>& segs) {
   return r;
 }
 
-Route hub_route(const std::vector<std::string_view>& segs);
+// The routes of the Hub's that the node serves itself, or NotFound.
+Route hub_route(const std::vector<std::string_view>& segs) {
+  if (segs.size() >= 2 && segs[0] == "api") {
+    auto type = parse_repo_type(segs[1]);
+    if (!type || segs[1] == "model" || segs[1] == "dataset" || segs[1] == "space") return NotFound{};
+    return api_route(*type, std::vector<std::string_view>(segs.begin() + 2, segs.end()));
+  }
+  // /{datasets/|spaces/}{repo}/resolve/{rev}/{path...}
+  RepoId repo;
+  std::size_t start = 0;
+  if (!segs.empty() && (segs[0] == "datasets" || segs[0] == "spaces")) {
+    repo.type = *parse_repo_type(segs[0]);
+    start = 1;
+  }
+  std::size_t resolve_at = 0;
+  for (std::size_t i = start + 1; i <= start + 2 && i < segs.size(); ++i) {
+    if (segs[i] == "resolve") {
+      resolve_at = i;
+      break;
+    }
+  }
+  if (resolve_at == 0) return NotFound{};
+  for (std::size_t i = start; i < resolve_at; ++i) {
+    if (!is_valid_repo_segment(segs[i])) return BadRequest{"invalid repository name"};
+    if (i > start) repo.name += '/';
+    repo.name += segs[i];
+  }
+  if (segs.size() < resolve_at + 3) return NotFound{};
+  auto rev = url::decode(segs[resolve_at + 1]);
+  if (!is_valid_revision(rev)) return BadRequest{"invalid revision"};
+  auto file = join_decoded(segs, resolve_at + 2);
+  if (!file || !url::is_safe_relative_path(*file)) return BadRequest{"invalid file path"};
+  return ResolveRoute{std::move(repo), std::move(*rev), std::move(*file)};
+}
 
 // The node's own namespaces: a path under them that names nothing is the node's 404, never the Hub's.
 bool is_node_path(std::string_view path) {
@@ -119,22 +152,26 @@ bool is_node_path(std::string_view path) {
   return false;
 }
 
-// A path the node passes to the Hub as it came: each segment decodes cleanly to something that is neither
-// empty, `.`, `..`, nor holds a slash, a backslash or a control character, so the upstream URL names the
-// path the client named and no other.
-Route upstream_route(const std::vector<std::string_view>& segs) {
+// A path the node passes to the Hub as it came: each segment decodes cleanly, holds no backslash or
+// control character, and neither it nor any part of it between encoded slashes (a revision such as
+// refs%2Fpr%2F1) is empty, `.` or `..`, so the upstream URL names the path the client named and no other.
+Route upstream_route(std::string_view path) {
+  if (path.size() > 1 && path.ends_with('/')) return BadRequest{"invalid path"};  // split() drops that empty segment
+  const auto segs = split(path.substr(1));
   for (const auto seg : segs) {
     const auto decoded = url::decode(seg);
-    if (!decoded || decoded->empty() || *decoded == "." || *decoded == ".." || has_control(*decoded) ||
-        decoded->find_first_of("/\\") != std::string::npos) {
-      return BadRequest{"invalid path"};
+    if (!decoded || has_control(*decoded) || decoded->find('\\') != std::string::npos) return BadRequest{"invalid path"};
+    for (const auto part : split(*decoded)) {
+      if (part.empty() || part == "." || part == "..") return BadRequest{"invalid path"};
     }
+    if (decoded->empty() || decoded->back() == '/') return BadRequest{"invalid path"};
   }
   UpstreamRoute r;
   // What follows /api/{type}s/ or the /datasets/ or /spaces/ prefix: namespace, name, action.
+  const bool api = segs.size() >= 2 && segs[0] == "api";
   std::optional<RepoType> type = RepoType::model;
   std::size_t start = 0;
-  if (segs.size() >= 2 && segs[0] == "api") {
+  if (api) {
     type = segs[1] == "model" || segs[1] == "dataset" || segs[1] == "space" ? std::nullopt : parse_repo_type(segs[1]);
     start = 2;
   } else if (!segs.empty() && (segs[0] == "datasets" || segs[0] == "spaces")) {
@@ -145,6 +182,8 @@ Route upstream_route(const std::vector<std::string_view>& segs) {
       is_valid_repo_segment(segs[start + 1])) {
     r.repo = RepoId{*type, std::string(segs[start]) + "/" + std::string(segs[start + 1])};
     r.action = std::string(segs[start + 2]);
+    // The Hub's web pages of a repo (/{repo}/commits/main, ...) are not its content, whatever their name.
+    r.reads_content = api ? (r.action == "commits" || r.action == "parquet") : r.action == "raw";
   }
   return r;
 }
@@ -193,51 +232,16 @@ Route route(std::string_view path) {
     return inner;
   }
   if (!path.starts_with("/")) return BadRequest{"invalid path"};
-  if (is_node_path(path)) return NotFound{};
+  // Also as decoded: a proxy between the node and a parent node may decode the path it passes on.
+  if (const auto decoded = url::decode(path); is_node_path(path) || (decoded && is_node_path(*decoded))) {
+    return NotFound{};
+  }
   const auto segs = split(path.substr(1));
   Route routed = hub_route(segs);
-  if (std::holds_alternative<NotFound>(routed)) return upstream_route(segs);
+  if (std::holds_alternative<NotFound>(routed)) return upstream_route(path);
   return routed;
 }
 
-namespace {
-
-// The routes of the Hub's that the node serves itself, or NotFound.
-Route hub_route(const std::vector<std::string_view>& segs) {
-  if (segs.size() >= 2 && segs[0] == "api") {
-    auto type = parse_repo_type(segs[1]);
-    if (!type || segs[1] == "model" || segs[1] == "dataset" || segs[1] == "space") return NotFound{};
-    return api_route(*type, std::vector<std::string_view>(segs.begin() + 2, segs.end()));
-  }
-  // /{datasets/|spaces/}{repo}/resolve/{rev}/{path...}
-  RepoId repo;
-  std::size_t start = 0;
-  if (!segs.empty() && (segs[0] == "datasets" || segs[0] == "spaces")) {
-    repo.type = *parse_repo_type(segs[0]);
-    start = 1;
-  }
-  std::size_t resolve_at = 0;
-  for (std::size_t i = start + 1; i <= start + 2 && i < segs.size(); ++i) {
-    if (segs[i] == "resolve") {
-      resolve_at = i;
-      break;
-    }
-  }
-  if (resolve_at == 0) return NotFound{};
-  for (std::size_t i = start; i < resolve_at; ++i) {
-    if (!is_valid_repo_segment(segs[i])) return BadRequest{"invalid repository name"};
-    if (i > start) repo.name += '/';
-    repo.name += segs[i];
-  }
-  if (segs.size() < resolve_at + 3) return NotFound{};
-  auto rev = url::decode(segs[resolve_at + 1]);
-  if (!is_valid_revision(rev)) return BadRequest{"invalid revision"};
-  auto file = join_decoded(segs, resolve_at + 2);
-  if (!file || !url::is_safe_relative_path(*file)) return BadRequest{"invalid file path"};
-  return ResolveRoute{std::move(repo), std::move(*rev), std::move(*file)};
-}
-
-}  // namespace
 
 std::optional<BadRequest> check_query(std::string_view query) {
   const auto pairs = url::parse_query_strict(query);

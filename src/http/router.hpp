@@ -48,6 +48,9 @@ struct TrackerRoute {
 struct UpstreamRoute {
   std::optional<RepoId> repo;
   std::string action;
+  // It reads a repo's content: a file (/{repo}/raw/...), its history (/api/{type}s/{repo}/commits/...) or
+  // its dataset's parquet listing (/api/datasets/{repo}/parquet...), public when the repo is.
+  bool reads_content = false;
 };
 struct BadRequest {
   std::string message;

@@ -569,47 +569,67 @@ std::variant<FileAnswer, Reply> HubService::stored_during_outage(const RepoId& r
   return *stored;
 }
 
-Reply HubService::relay(const UpstreamResponse& response, const std::string& public_base) const {
+Reply HubService::relay(const UpstreamResponse& response, const std::string& public_base, Relayed what) const {
   if (response.too_large) return error_reply(502, response.error);
   if (!response.error.empty()) return error_reply(502, "the upstream Hub is unreachable: " + response.error);
   Reply r;
   r.status = static_cast<unsigned>(response.status);
   r.content_type = std::string(response.header("content-type").value_or("application/json"));
-  r.body = strip_xet(response.body);
+  r.body = what == Relayed::content ? response.body : strip_xet(response.body);
   for (const auto& [name, value] : response.headers) {
     if (name == "x-error-code" || name == "x-error-message" || name == "x-repo-commit") {
       r.headers.emplace_back(name, value);
     } else if (name == "location") {
-      // Renamed repos: the Hub answers with a relative Location, which works against the node as is.
+      // Renamed repos: the Hub answers with a relative Location, which works against the node as is. One
+      // to another origin would make the node's address a redirector to wherever the upstream says.
       std::string location = value;
       if (location.starts_with(config_.upstream + "/")) location = location.substr(config_.upstream.size());
+      if (!location.starts_with("/") || location.starts_with("//")) {
+        return error_reply(502, "the upstream redirected to another origin (" + url::redact(value) +
+                                    "); the node passes on redirects within the upstream only");
+      }
       r.headers.emplace_back("Location", location);
     } else if (name == "link" && !public_base.empty()) {
       if (auto next = next_link_path(value))
         r.headers.emplace_back("Link", "<" + public_base + *next + ">; rel=\"next\"");
+    } else if (what != Relayed::metadata &&
+               (name == "etag" || name == "last-modified" || name == "cache-control" ||
+                name == "content-disposition" || name == "content-range" || name == "retry-after")) {
+      r.headers.emplace_back(name, value);
     }
   }
   return r;
 }
 
 Reply HubService::forward(const std::string& method, const std::string& target, const HeaderList& headers,
-                          const std::string& body, const Caller& caller, const std::optional<RepoId>& repo,
-                          std::string_view action, const std::string& public_base) {
-  const bool read = method == "GET" || method == "HEAD";
-  const bool public_read = read && repo && (action == "raw" || action == "commits" || action == "parquet");
-  // Asking whether the repo is public costs a request: only when the node's token could go along.
-  const bool open = public_read && caller.authorization.empty() && !config_.upstream_token.empty() &&
-                    is_public(*repo, caller);
-  auto response = call(read ? "GET" : method, config_.upstream + target, caller, credentials_for(caller, open),
-                       headers, body);
-  Reply reply = relay(response, public_base);
-  if (!response.error.empty()) return reply;
-  for (const auto& [name, value] : response.headers) {
-    if (name == "etag" || name == "last-modified" || name == "cache-control" || name == "content-disposition" ||
-        name == "content-range" || name == "retry-after") {
-      reply.headers.emplace_back(name, value);
-    }
+                          const std::string& body, const Caller& caller, const std::optional<RepoId>& content_of,
+                          const std::string& public_base) {
+  // Listings can be slow at the Hub: they never hold more than half the blocking threads, which the node's
+  // own file and metadata routes need.
+  if (forwarding_.fetch_add(1) >= kMaxForwarding) {
+    --forwarding_;
+    Reply busy = error_reply(503, "the node is passing on as many requests to the upstream as it may; retry shortly");
+    busy.headers.emplace_back("Retry-After", "1");
+    return busy;
   }
+  struct Done {
+    std::atomic<int>& count;
+    ~Done() { --count; }
+  } done{forwarding_};
+  const bool read = method == "GET" || method == "HEAD";
+  // Asking whether the repo is public costs a request: only when the node's token could go along.
+  const bool open = read && content_of && caller.authorization.empty() && !config_.upstream_token.empty() &&
+                    is_public(*content_of, caller);
+  const std::string credentials = credentials_for(caller, open);
+  auto response = call(read ? "GET" : method, config_.upstream + target, caller, credentials, headers, body);
+  // The API's JSON loses its Xet markers; a file's bytes (/raw/) are the file's, whatever keys they hold.
+  Reply reply = relay(response, public_base, target.starts_with("/api/") ? Relayed::api : Relayed::content);
+  // An answer to someone's credentials is theirs: no shared cache in front of the node may keep it.
+  if (!credentials.empty() && reply.status < 300) {
+    std::erase_if(reply.headers, [](const auto& h) { return h.first == "cache-control"; });
+    reply.headers.emplace_back("Cache-Control", "private");
+  }
+  reply.headers.emplace_back("Vary", "Authorization");
   return reply;
 }
 

@@ -1,4 +1,5 @@
 #pragma once
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -95,12 +96,12 @@ class HubService {
 
   // Any other route of the Hub's, passed on uncached: `target` (path and query, as the client encoded
   // them) with `method` (HEAD asks for the GET answer, whose head the client gets), `headers` and `body`,
-  // and the caller's own credentials. The node's token goes only with an anonymous read of what anyone
-  // may read of a public repo (`repo`'s files, history and dataset listings: `action` raw, commits,
-  // parquet). The answer keeps the Hub's status, content, error headers and validators.
+  // and the caller's own credentials. The node's token goes only with an anonymous read of `content_of`
+  // (the repo whose files, history or parquet listing the target reads) when that repo is public. The
+  // answer keeps the Hub's status, content, error headers and validators.
   Reply forward(const std::string& method, const std::string& target, const HeaderList& headers,
-                const std::string& body, const Caller& caller, const std::optional<RepoId>& repo,
-                std::string_view action, const std::string& public_base);
+                const std::string& body, const Caller& caller, const std::optional<RepoId>& content_of,
+                const std::string& public_base);
 
   HubCounters& counters() { return counters_; }
   cache::Downloads& downloads() { return downloads_; }
@@ -189,7 +190,12 @@ class HubService {
   std::optional<std::string> fresh_ref(const RepoId& repo, const std::string& rev);
   void store_ref(const RepoId& repo, const std::string& rev, const std::string& commit);
   std::optional<FileAnswer> stored_file(const RepoId& repo, const std::string& commit, const std::string& path);
-  Reply relay(const UpstreamResponse& response, const std::string& public_base = {}) const;
+  // What a relayed answer is: the node's metadata routes' (Xet markers stripped), or a passed-through
+  // route's, with the validators and caching headers: the API's JSON (Xet markers stripped) or content
+  // (a /raw/ file, as the upstream sent it).
+  enum class Relayed { metadata, api, content };
+  Reply relay(const UpstreamResponse& response, const std::string& public_base = {},
+              Relayed what = Relayed::metadata) const;
 
   const Config& config_;
   const Clock& clock_;
@@ -200,6 +206,10 @@ class HubService {
   HubCounters counters_;
   std::unique_ptr<MetadataStore> own_metadata_;  // unless shared
   MetadataStore& metadata_;
+
+  // Passed-through requests in flight, at most kMaxForwarding (half of the node's blocking threads).
+  static constexpr int kMaxForwarding = 32;
+  std::atomic<int> forwarding_{0};
 
   std::mutex mutex_;
   std::unordered_map<std::string, Memo<std::string>> refs_;           // repo key + '\0' + rev -> commit

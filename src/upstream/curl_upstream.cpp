@@ -1,6 +1,7 @@
 #include "upstream/curl_upstream.hpp"
 
 #include <curl/curl.h>
+#include <strings.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -78,17 +79,25 @@ class CurlUpstream final : public Upstream {
     CURL* c = handle();
     UpstreamResponse response;
     auto headers = to_slist(request.headers);
+    const bool typed = std::any_of(request.headers.begin(), request.headers.end(),
+                                   [](const auto& h) { return ::strcasecmp(h.first.c_str(), "content-type") == 0; });
+    // libcurl would call a body without a type a form (application/x-www-form-urlencoded).
+    if (!typed && request.method != "GET" && request.method != "HEAD") {
+      headers.reset(curl_slist_append(headers.release(), "Content-Type:"));
+    }
     curl_easy_setopt(c, CURLOPT_URL, request.url.c_str());
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
     if (request.method == "HEAD") {
       curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-    } else if (request.method == "POST") {
+    } else if (request.method == "GET") {
+      curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    } else {
+      // POST, and PUT, PATCH or DELETE (passed through for the caller) with their bodies, possibly empty.
       curl_easy_setopt(c, CURLOPT_POST, 1L);
       curl_easy_setopt(c, CURLOPT_POSTFIELDS, request.body.data());
       curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
-    } else {
-      curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+      if (request.method != "POST") curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, request.method.c_str());
     }
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, &on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &response.headers);

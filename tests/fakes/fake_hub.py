@@ -767,6 +767,12 @@ class BaseHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._safe_dispatch("POST")
 
+    def do_PUT(self) -> None:
+        self._safe_dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        self._safe_dispatch("PATCH")
+
     def do_DELETE(self) -> None:
         self._safe_dispatch("DELETE")
 
@@ -1122,7 +1128,18 @@ class HubHandler(BaseHandler):
                                         "fullname": name.replace("-", " ").title(), "orgs": [],
                                         "auth": {"type": "access_token",
                                                  "accessToken": {"displayName": "tests", "role": "read"}}},
-                                  private_headers, method)
+                                  private_headers + [("Cache-Control", "public, max-age=300")], method)
+        # The web's sign-in: a redirect within the Hub, and one to another origin.
+        if segs == ["join"]:
+            return self.send(302, b"", [("Location", "/login?next=%2Fjoin")], method, None)
+        if segs == ["login"]:
+            return self.send(302, b"", [("Location", "https://accounts.example.invalid/oauth?state=1")], method, None)
+        # Settings, branches, collections: writes the node passes on; the answer says what arrived.
+        if method in ("PUT", "PATCH", "DELETE"):
+            if token is None:
+                return self.send_error_json(401, None, "You must be authenticated", method)
+            return self.send_json(200, {"method": method, "path": raw_path, "body": body.decode("utf-8", "replace")},
+                                  method=method)
         if len(segs) == 2 and segs[0] == "api" and segs[1] in TYPE_BY_PLURAL:
             return self.list_repos(TYPE_BY_PLURAL[segs[1]], segs[1], token, q, method, private_headers)
         if len(segs) >= 5 and segs[0] == "api" and segs[1] in TYPE_BY_PLURAL:

@@ -75,6 +75,18 @@ void check_route(std::string_view path) {
     if (api->kind == http::ApiRoute::Kind::revision || api->kind == http::ApiRoute::Kind::tree ||
         api->kind == http::ApiRoute::Kind::paths_info)
       FUZZ_CHECK(!api->rev.empty(), "ApiRoute needing a revision has none");
+  } else if (const auto* passed = std::get_if<http::UpstreamRoute>(&r)) {
+    // Passed to the Hub as it came: every segment, decoded, is a safe relative path of its own (an encoded
+    // slash splits it), and the node's own namespaces never go.
+    const auto decoded = url::decode(path);
+    FUZZ_CHECK(decoded.has_value(), "UpstreamRoute of a path that does not decode");
+    if (path.size() > 1) check_safe_path(decoded->substr(1), "UpstreamRoute");
+    for (const std::string own : {"/api/inferllama", "/api/usage", "/p", "/announce", "/scrape", "/healthz", "/metrics"}) {
+      FUZZ_CHECK(*decoded != own && !decoded->starts_with(own + "/"), "UpstreamRoute of the node's own path \"%s\"",
+                 decoded->c_str());
+    }
+    if (passed->repo) check_repo_name(passed->repo->name);
+    FUZZ_CHECK(!passed->reads_content || passed->repo, "UpstreamRoute reads the content of no repo");
   } else if (std::holds_alternative<http::HealthRoute>(r)) {
     FUZZ_CHECK(path == "/healthz", "HealthRoute for another path");
   } else if (std::holds_alternative<http::MetricsRoute>(r)) {

@@ -15,6 +15,7 @@ import unittest
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(__file__))
+from accounts import bearer, totals, usage_after  # noqa: E402
 from harness import BINARY, FakeHub, Node, clean_env  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -104,6 +105,8 @@ class HubRoutesTest(unittest.TestCase):
         self.assertEqual((seen[0]["auth"], seen[0]["cookie"]), ("hf_unapproved", ""))
         self.assertNotIn("set-cookie", head)  # the Hub's session cookie is not handed to the node's clients
         self.assertNotIn("x-internal-route", head)
+        self.assertEqual(head["cache-control"], "private")  # an answer to a token: never a shared cache's
+        self.assertEqual(head["vary"], "Authorization")
         # HEAD: the GET answer's head, its length included.
         status, head, empty, _ = self.through("HEAD", "/api/whoami-v2", {"Authorization": "Bearer hf_unapproved"})
         self.assertEqual((status, empty, int(head["content-length"])), (200, b"", len(body)))
@@ -111,6 +114,10 @@ class HubRoutesTest(unittest.TestCase):
         # The admin key opens the node's admin API and is nobody's Hub token.
         _, _, _, seen = self.through("GET", "/api/whoami-v2", {"Authorization": f"Bearer {ADMIN_KEY}"})
         self.assertEqual([s["auth"] for s in seen], ["anonymous"])
+        # The Hub reads bearer tokens only: the admin key (or anything) in another scheme stays at the node.
+        for authorization in (f"token {ADMIN_KEY}", f"Basic {ADMIN_KEY}", ADMIN_KEY):
+            _, _, _, seen = self.through("GET", "/api/whoami-v2", {"Authorization": authorization})
+            self.assertEqual([s["auth"] for s in seen], ["anonymous"], authorization)
         # A node key becomes its user's own Hub token, or nothing.
         own = self.node_key("routes-own", hub_token="hf_unapproved")
         status, _, body, seen = self.through("GET", "/api/whoami-v2", {"Authorization": f"Bearer {own}"})
@@ -139,6 +146,26 @@ class HubRoutesTest(unittest.TestCase):
         status, _, _, seen = self.through("GET", "/acme/gated-model/raw/main/config.json",
                                           {"Authorization": "Bearer hf_approved"})
         self.assertEqual((status, [s["auth"] for s in seen]), (200, ["hf_approved"]))
+        # A repo's web pages are not its content: they never carry the node's token.
+        _, _, _, seen = self.through("GET", f"/{MODEL}/commits/main")
+        self.assertEqual([s["auth"] for s in seen], ["anonymous"])
+        _, _, _, seen = self.through("GET", f"/api/models/{MODEL}/commits/main")
+        self.assertEqual([s["auth"] for s in seen], [NODE_TOKEN])
+
+    def test_a_raw_file_is_passed_as_the_upstream_sent_it(self):
+        # JSON with Xet-named keys is a file's content here, not an API answer to strip.
+        text = '{"xetHash": "kept",   "z": 1, "a": [2, 3]}\n'
+        commit = self.hub.push(MODEL, {"data/xet.json": text}, branch="raw-test")
+        key = self.node_key("raw-reader")
+        status, head, body, _ = self.through("GET", f"/{MODEL}/raw/{commit}/data/xet.json", bearer(key))
+        self.assertEqual((status, body.decode()), (200, text))
+        # A file's bytes are counted as the bytes of a download through resolve are.
+        rows = usage_after(self.node, key, 1)
+        self.assertEqual((rows[0]["repo"], totals(rows)["bytes_from_upstream"]), (f"model/{MODEL}", len(text)))
+        # An encoded slash in a revision is a revision, not a path.
+        status, _, body, seen = self.through("GET", f"/api/models/{MODEL}/commits/refs%2Fpr%2F1")
+        self.assertEqual((status, seen[0]["path"]), (200, f"/api/models/{MODEL}/commits/refs%2Fpr%2F1"))
+        self.assertEqual(json.loads(body)[0]["id"], self.hub.commit(MODEL, "refs/pr/1"))
 
     def test_listings_never_use_the_nodes_token(self):
         status, head, body, seen = self.through("GET", "/api/models?author=acme")
@@ -175,11 +202,31 @@ class HubRoutesTest(unittest.TestCase):
         status, _, body, _ = self.through("GET", "/api/datasets/acme/tiny-dataset/parquet")
         self.assertEqual(list(json.loads(body)["default"]), ["train"])
 
+    def test_other_methods_keep_their_method_and_body(self):
+        for method in ("PUT", "PATCH", "DELETE"):
+            body = json.dumps({"private": False}).encode() if method != "DELETE" else None
+            headers = {"Authorization": "Bearer hf_unapproved"}
+            if body:
+                headers["Content-Type"] = "application/json"
+            status, _, answer, seen = self.through(method, f"/api/models/{MODEL}/settings", headers, body)
+            self.assertEqual(status, 200, answer)
+            self.assertEqual((seen[0]["method"], seen[0]["body"]), (method, (body or b"").decode()))
+            self.assertEqual(json.loads(answer)["method"], method)
+
+    def test_redirects_stay_within_the_hub(self):
+        status, head, _, _ = self.through("GET", "/join")
+        self.assertEqual((status, head["location"]), (302, "/login?next=%2Fjoin"))
+        status, head, _, seen = self.through("GET", "/login")
+        self.assertEqual((status, len(seen)), (502, 1))  # the node is nobody's redirector
+        self.assertNotIn("location", head)
+
     def test_what_is_not_the_hubs_stays_at_the_node(self):
-        for path in ("/api/models/..%2Fwhoami-v2/x", "/api/%2e%2e/whoami-v2", "/acme//tiny-model/raw/main/x"):
+        for path in ("/api/models/..%2Fwhoami-v2/x", "/api/%2e%2e/whoami-v2", "/acme//tiny-model/raw/main/x",
+                     f"/api/models/{MODEL}/commits/main%2F..%2Fx", f"/api/models/{MODEL}/commits/main%2F",
+                     "/api/models/a%5cb/x"):
             status, _, _, seen = self.through("GET", path)
             self.assertEqual((status, seen), (400, []), path)
-        for path in ("/api/inferllama/nothing", "/api/usage/x", "/announce/short"):
+        for path in ("/api/inferllama/nothing", "/api/usage/x", "/announce/short", "/api/%69nferllama/users"):
             status, _, _, seen = self.through("GET", path)
             self.assertEqual((status, seen), (404, []), path)
         status, _, _, seen = self.through("OPTIONS", "/api/models")

@@ -106,14 +106,21 @@ TEST(Router, OtherHubRoutesGoUpstream) {
   ASSERT_TRUE(std::get_if<UpstreamRoute>(&r));
   EXPECT_FALSE(std::get<UpstreamRoute>(r).repo);
 
+  // An encoded slash in a revision; what reads a repo's content, and what is only a page about it.
+  r = route("/api/models/acme/tiny/commits/refs%2Fpr%2F1");
+  ASSERT_TRUE(std::get_if<UpstreamRoute>(&r));
+  EXPECT_TRUE(std::get<UpstreamRoute>(r).reads_content);
+  EXPECT_FALSE(std::get<UpstreamRoute>(route("/acme/tiny/commits/main")).reads_content);  // a web page
+  EXPECT_TRUE(std::get<UpstreamRoute>(route("/acme/tiny/raw/main/x")).reads_content);
+
   // Nothing that would let the upstream URL name another path than the client's.
-  for (const char* hostile : {"/api/models/../inferllama/users", "/api/%2e%2e/x", "/a//b", "/api/models/a%2Fb/c",
-                              "/a/b%5c/raw", "/a/%0d%0aX:%20y", "/a/%zz", "/api/models/."}) {
+  for (const char* hostile : {"/api/models/../inferllama/users", "/api/%2e%2e/x", "/a//b", "/api/models/a%2F..%2Fb",
+                              "/a/b%2F", "/a/%2Fb", "/a/b/", "/api/models/", "/a/b%5c/raw", "/a/%0d%0aX:%20y", "/a/%zz", "/api/models/."}) {
     EXPECT_TRUE(std::holds_alternative<BadRequest>(route(hostile))) << hostile;
   }
   // The node's own namespaces are never the Hub's.
   for (const char* own : {"/api/inferllama/nothing", "/api/inferllama", "/api/usage/x", "/p/x", "/announce/x/y",
-                          "/scrape/short", "/healthz/x", "/metrics/x"}) {
+                          "/scrape/short", "/healthz/x", "/metrics/x", "/api/%69nferllama/users"}) {
     EXPECT_TRUE(std::holds_alternative<NotFound>(route(own))) << own;
   }
 }
