@@ -1,7 +1,8 @@
 """Downloads a torrent with libtorrent's Python bindings (Debian's python3-libtorrent, libtorrent 2.0):
 the client a qBittorrent user runs. Peers come from the torrent's trackers (and --peer, if given).
+TORRENT is a .torrent file or a magnet URI (the metadata then comes from peers, BEP 9).
 
-    /usr/bin/python3 lt_client.py TORRENT SAVE_DIR [--peer HOST:PORT] [--timeout SECONDS]
+    /usr/bin/python3 lt_client.py TORRENT SAVE_DIR [--peer HOST:PORT] [--timeout SECONDS] [--listen HOST:PORT]
 
 Prints one JSON line: {"ok": bool, "total_done": N, "num_peers_seen": N, "error": "..."}; exit 0 on success.
 """
@@ -21,18 +22,22 @@ def main() -> int:
     p.add_argument("save_dir")
     p.add_argument("--peer", action="append", default=[])
     p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--listen", default="127.0.0.1:0", help="listen_interfaces")
     args = p.parse_args()
 
     settings = {
-        "listen_interfaces": "127.0.0.1:0",
+        "listen_interfaces": args.listen,
         "enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
         "enable_outgoing_utp": False, "enable_incoming_utp": False,
         "allow_multiple_connections_per_ip": True,
         "alert_mask": lt.alert.category_t.status_notification | lt.alert.category_t.error_notification,
     }
     session = lt.session(settings)
-    params = lt.add_torrent_params()
-    params.ti = lt.torrent_info(args.torrent)
+    if args.torrent.startswith("magnet:"):
+        params = lt.parse_magnet_uri(args.torrent)
+    else:
+        params = lt.add_torrent_params()
+        params.ti = lt.torrent_info(args.torrent)
     params.save_path = args.save_dir
     handle = session.add_torrent(params)
     for peer in args.peer:

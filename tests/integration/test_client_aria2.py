@@ -1,0 +1,103 @@
+"""aria2c 1.36 against the node across namespaces: the v1 torrent over the node's peer wire alone (its HTTP
+port unreachable: peers from the UDP tracker, which aria2 1.36 speaks only with DHT on), over its web seed
+alone (its peer wire unreachable; aria2 writes the BEP 47 pad files it fetches to disk under `.pad/`), and
+as a magnet link; the hybrid torrent, whose info-hash aria2 1.36 gets wrong (it drops the empty keys of
+`file tree` before hashing), so that only its web seed serves it; and the v2 torrent, which aria2 cannot
+read. Every file must equal the fake Hub's."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+
+import bencode
+from bt_clients import NAME, NodeOnNetworkTest, aria2c
+
+
+def without_empty_keys(value):
+    """What aria2 1.36's bencode decoder keeps of a value: dictionaries lose their "" keys."""
+    if isinstance(value, dict):
+        return {k: without_empty_keys(v) for k, v in value.items() if k != b""}
+    if isinstance(value, list):
+        return [without_empty_keys(v) for v in value]
+    return value
+
+
+class Aria2Test(NodeOnNetworkTest):
+    def download(self, source: str, block: str | None, *extra: str) -> str:
+        """aria2c on `source` in a host of its own with the node's seed or HTTP port blocked (or neither);
+        the folder it saved the snapshot in."""
+        host = self.client_host("aria2")
+        if block == "seed":
+            self.block_seed(host)
+        elif block == "http":
+            self.block_http(host)
+        directory = self.workdir("aria2")
+        result = aria2c(host, source, directory, *extra)
+        self.assertEqual(result.returncode, 0, f"aria2c failed:\n{result.stdout[-8000:]}{result.stderr[-2000:]}")
+        return os.path.join(directory, NAME)
+
+    def info_hash_of(self, torrent: str) -> str:
+        """The info-hash aria2 computes for a .torrent (`aria2c --show-files`)."""
+        shown = subprocess.run(["aria2c", "--show-files", torrent], capture_output=True, text=True, timeout=30)
+        for line in shown.stdout.splitlines():
+            if line.startswith("Info Hash: "):
+                return line.split(": ", 1)[1].strip()
+        raise AssertionError(f"aria2c --show-files printed no info-hash:\n{shown.stdout}{shown.stderr}")
+
+    def test_v1_peer_wire(self):
+        torrent = self.torrent_file("v1")
+        before = self.sources()
+        # aria2 1.36 sends UDP announces only with DHT on (without it: "udp is not supported yet"). No DHT
+        # node is known, so the node's UDP tracker stays the only source of peers.
+        saved = self.download(torrent, "http", "--enable-dht=true",
+                              f"--dht-file-path={os.path.join(self.tmp, 'aria2-dht.dat')}")
+        self.assert_snapshot(saved)
+        self.assert_came_from(before, "seed")
+
+    def test_v1_web_seed(self):
+        torrent = self.torrent_file("v1")
+        before = self.sources()
+        saved = self.download(torrent, "seed")
+        self.assert_snapshot(saved)
+        self.assert_came_from(before, "web seed")
+        # The BEP 47 pad files, fetched from the web seed as zeros, end up on disk.
+        pads = os.listdir(os.path.join(saved, ".pad"))
+        self.assertTrue(pads)
+        for pad in pads:
+            self.assertEqual(os.path.getsize(os.path.join(saved, ".pad", pad)), int(pad))
+
+    def test_v1_magnet(self):
+        saved = self.download(self.magnet_link("v1"), None)
+        self.assert_snapshot(saved)
+
+    def test_hybrid_info_hash_is_wrong(self):
+        """aria2 1.36 hashes the info dict without the empty keys of `file tree` (fixed upstream after
+        1.36), so its announces and handshakes name a torrent the node does not have."""
+        torrent = self.torrent_file("hybrid")
+        info = bencode.decode(self.torrent("hybrid")[0])[b"info"]
+        computed = self.info_hash_of(torrent)
+        self.assertNotEqual(computed, self.info_hash("hybrid"))
+        self.assertEqual(computed, hashlib.sha1(bencode.encode(without_empty_keys(info))).hexdigest())
+
+    def test_hybrid_web_seed(self):
+        """The web seed is asked by path, not by info-hash: the hybrid torrent downloads from it."""
+        torrent = self.torrent_file("hybrid")
+        before = self.sources()
+        saved = self.download(torrent, "seed")
+        self.assert_snapshot(saved)
+        self.assert_came_from(before, "web seed")
+
+    def test_hybrid_magnet(self):
+        saved = self.download(self.magnet_link("hybrid"), None)
+        self.assert_snapshot(saved)
+
+    def test_v2_torrent_is_refused(self):
+        torrent = self.torrent_file("v2")
+        shown = subprocess.run(["aria2c", "--show-files", torrent], capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(shown.returncode, 0, shown.stdout)
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()
