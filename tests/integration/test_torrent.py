@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import unittest
@@ -28,6 +29,26 @@ def aria2c(torrent: str, directory: str, timeout: int = 120) -> subprocess.Compl
          "--enable-peer-exchange=false", "--seed-time=0", "--summary-interval=0", "--console-log-level=warn",
          "--file-allocation=none", f"--bt-stop-timeout={timeout}", "--bt-tracker-connect-timeout=10",
          torrent], capture_output=True, text=True, timeout=timeout + 30)
+
+
+def aria2c_magnet(uri: str, directory: str, dht_dir: str | None = None, timeout: int = 30) -> subprocess.CompletedProcess:
+    """aria2c on a magnet link: it announces left=0 until it has the metadata. aria2 asks UDP trackers
+    only with DHT on (`dht_dir`): a DHT without entry points, so the tracker stays the only source of peers."""
+    dht = ["--enable-dht=false"]
+    if dht_dir:
+        dht = ["--enable-dht=true", f"--dht-file-path={os.path.join(dht_dir, 'dht.dat')}",
+               f"--dht-listen-port={free_udp_port()}"]
+    return subprocess.run(
+        ["aria2c", f"--dir={directory}", *dht, "--enable-dht6=false", "--bt-enable-lpd=false",
+         "--enable-peer-exchange=false", "--seed-time=0", "--summary-interval=0", "--console-log-level=warn",
+         "--file-allocation=none", "--bt-save-metadata=false", f"--bt-stop-timeout={timeout}",
+         "--bt-tracker-connect-timeout=10", uri], capture_output=True, text=True, timeout=timeout + 30)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class TorrentTest(unittest.TestCase):
@@ -211,6 +232,27 @@ class TorrentTest(unittest.TestCase):
         self.check_download(os.path.join(out, "tiny-model"))
         self.assertGreater(self.webseed_requests(), webseed_before)
         self.assertEqual(self.node.metric("inferllama_bt_uploaded_bytes_total"), uploaded_before)
+
+    def test_aria2_magnet_finds_the_seed_through_either_tracker(self):
+        """aria2 announces left=0 before it has the metadata; the tracker still names the node's seed."""
+        status, headers, _ = self.node.request("GET", f"/api/models/{REPO}/magnet/main")
+        self.assertEqual(status, 200)
+        trackers = {"http": f"{self.node.url}/announce",
+                    "udp": f"udp://127.0.0.1:{self.node.udp_tracker_port}/announce"}
+        for kind, tracker in trackers.items():
+            with self.subTest(tracker=kind):
+                # One tracker and no web seed: the metadata and every byte come from the node's seed.
+                uri = (f"magnet:?xt=urn:btih:{headers['x-inferllama-info-hash']}&dn=tiny-model"
+                       f"&tr={urllib.parse.quote(tracker, safe='')}")
+                uploaded_before = self.node.metric("inferllama_bt_uploaded_bytes_total")
+                out = os.path.join(self.tmp, f"magnet-{kind}")
+                dht_dir = tempfile.mkdtemp(dir=self.tmp) if kind == "udp" else None
+                result = aria2c_magnet(uri, out, dht_dir)
+                self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+                self.check_download(os.path.join(out, "tiny-model"))
+                total = sum(e["size"] for e in self.files.values())
+                self.assertGreaterEqual(self.node.metric("inferllama_bt_uploaded_bytes_total") - uploaded_before,
+                                        total)
 
     def test_libtorrent_downloads_the_hybrid_torrent(self):
         if not os.path.exists(SYSTEM_PYTHON):
