@@ -414,14 +414,23 @@ class NodeOnNetworkTest(unittest.TestCase):
             self.assertGreater(webseed, before[1], "the web seed was never asked")
             self.assertEqual(uploaded, before[0], "the node's seed sent bytes")
 
-    def assert_snapshot(self, root: str, empty_files_created: bool = True) -> None:
-        """Every file of the snapshot under `root`, byte for byte as the Hub has it. A client that creates
-        no empty file (Transmission 3.00) may leave those out."""
+    def assert_snapshot(self, root: str, *, writes_pad_files: bool = False, creates_empty_files: bool = True) -> None:
+        """Every file of the snapshot under `root`, byte for byte as the Hub has it. Clients that write the
+        BEP 47 pad files to disk (aria2, Transmission) must have written zeros of each pad's size under
+        `.pad/`; the others none. A client that creates no empty file (Transmission 3.00) must not have."""
         for path, entry in self.files.items():
             full = os.path.join(root, path)
-            if entry["size"] == 0 and not empty_files_created:
-                self.assertFalse(os.path.exists(full) and os.path.getsize(full), path)
+            if entry["size"] == 0 and not creates_empty_files:
+                self.assertFalse(os.path.exists(full), f"{path} was created")
                 continue
             self.assertTrue(os.path.isfile(full), f"{path} missing under {root}: {os.listdir(root)}")
             with open(full, "rb") as f:
                 self.assertEqual(sha256(f.read()), entry["sha256"], path)
+        pads = os.path.join(root, ".pad")
+        if not writes_pad_files:
+            self.assertFalse(os.path.exists(pads), "pad files on disk")
+            return
+        self.assertTrue(os.listdir(pads), "no pad file on disk")
+        for name in os.listdir(pads):
+            with open(os.path.join(pads, name), "rb") as f:
+                self.assertEqual(f.read(), bytes(int(name)), f".pad/{name}")
