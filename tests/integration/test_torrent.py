@@ -214,8 +214,7 @@ class TorrentTest(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.check_download(os.path.join(out, "tiny-model"))
         self.assertEqual(self.webseed_requests(), webseed_before)
-        total = sum(e["size"] for e in self.files.values())
-        self.assertGreaterEqual(self.node.metric("inferllama_bt_uploaded_bytes_total") - uploaded_before, total)
+        self.wait_for_upload(uploaded_before)
 
     def test_aria2_over_the_web_seed_only(self):
         status, _, body = self.torrent()
@@ -250,25 +249,40 @@ class TorrentTest(unittest.TestCase):
                 result = aria2c_magnet(uri, out, dht_dir)
                 self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
                 self.check_download(os.path.join(out, "tiny-model"))
-                total = sum(e["size"] for e in self.files.values())
-                self.assertGreaterEqual(self.node.metric("inferllama_bt_uploaded_bytes_total") - uploaded_before,
-                                        total)
+                self.wait_for_upload(uploaded_before)
 
-    def test_libtorrent_downloads_the_hybrid_torrent(self):
+    def libtorrent_download(self, torrent: str, out: str, *options: str) -> dict:
+        """lt_client.py's report of a download that must have succeeded."""
         if not os.path.exists(SYSTEM_PYTHON):
             self.fail("python3-libtorrent needs /usr/bin/python3 (scripts/install-deps.sh --test installs it)")
-        status, _, body = self.torrent(suffix="?format=hybrid")
-        self.assertEqual(status, 200)
-        meta = bencode.decode(body)
-        del meta[b"url-list"]  # peers only: libtorrent finds the node's seed through the node's tracker
-        torrent = self.save("hybrid.torrent", bencode.encode(meta))
-        out = os.path.join(self.tmp, "hybrid")
-        result = subprocess.run([SYSTEM_PYTHON, os.path.join(HERE, "lt_client.py"), torrent, out, "--timeout", "120"],
-                                capture_output=True, text=True, timeout=180)
+        result = subprocess.run([SYSTEM_PYTHON, os.path.join(HERE, "lt_client.py"), torrent, out, "--timeout", "120",
+                                 *options], capture_output=True, text=True, timeout=180)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         report = json.loads(result.stdout.strip().splitlines()[-1])
         self.assertTrue(report["ok"], report)
+        return report
+
+    def peers_only_torrent(self, name: str, suffix: str = "") -> str:
+        """The snapshot's torrent without its web seed: the client finds the node's seed through the tracker."""
+        status, _, body = self.torrent(suffix=suffix)
+        self.assertEqual(status, 200, body[:200])
+        meta = bencode.decode(body)
+        del meta[b"url-list"]
+        return self.save(name, bencode.encode(meta))
+
+    def test_libtorrent_downloads_the_hybrid_torrent(self):
+        out = os.path.join(self.tmp, "hybrid")
+        self.libtorrent_download(self.peers_only_torrent("hybrid.torrent", "?format=hybrid"), out)
         self.check_download(os.path.join(out, "tiny-model"))
+
+    def test_libtorrent_downloads_over_utp_alone(self):
+        """Transmission and qBittorrent try uTP first: the seed answers it rather than leaving it to time out."""
+        out = os.path.join(self.tmp, "utp")
+        uploaded_before = self.node.metric("inferllama_bt_uploaded_bytes_total")
+        report = self.libtorrent_download(self.peers_only_torrent("utp.torrent"), out, "--utp-only")
+        self.assertGreater(report["utp_peers_seen"], 0, report)
+        self.check_download(os.path.join(out, "tiny-model"))
+        self.wait_for_upload(uploaded_before)
 
     def test_tracker_knows_the_node_seed(self):
         status, headers, _ = self.torrent()
@@ -287,6 +301,12 @@ class TorrentTest(unittest.TestCase):
         query = urllib.parse.urlencode({"info_hash": b"\x01" * 20, "peer_id": b"-TT0001-abcdefghijkl",
                                         "port": 51413, "left": 1, "compact": 1})
         self.assertIn(b"failure reason", bencode.decode(self.node.request("GET", f"/announce?{query}")[2]))
+
+    def wait_for_upload(self, uploaded_before: float):
+        """The seed counted the whole snapshot as sent (it reads its counters once a second)."""
+        total = sum(e["size"] for e in self.files.values())
+        wait_until(lambda: self.node.metric("inferllama_bt_uploaded_bytes_total") - uploaded_before >= total,
+                   what="the snapshot's bytes counted as sent by the seed")
 
     def webseed_requests(self) -> float:
         return sum(v for k, v in self.node.metrics().items()
