@@ -34,7 +34,7 @@ REPO = "acme/tiny-model"
 NAME = "tiny-model"  # the torrent's name: clients save the snapshot under it
 HERE = os.path.dirname(os.path.abspath(__file__))
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's python3-libtorrent is built for it
-DOWNLOAD_TIMEOUT = 60  # seconds for 14 MiB between namespaces: a download takes 2 to 20 (Transmission)
+DOWNLOAD_TIMEOUT = 60  # seconds for 14 MiB between namespaces: a download takes 1 to 30 (Transmission)
 LOG_TAIL = 12000  # characters of a client's log in a failure message
 
 
@@ -309,7 +309,8 @@ class NodeOnNetworkTest(unittest.TestCase):
             cls.commit = cls.hub.commit(REPO)
             cls.node = Node(cls.hub.url, None, "--listen", f"{address}:0", "--bt-listen", f"{address}:0",
                             "--tracker-udp", f"{address}:0", "--metrics-listen", f"{address}:0",
-                            launcher=cls.node_host.command([])).start()
+                            launcher=cls.node_host.command([]))
+            cls.node.start()
             cls.tmp = tempfile.mkdtemp(prefix="inferllama-clients-")
             cls._torrents: dict[str, tuple[bytes, dict]] = {}
         except BaseException:
@@ -373,13 +374,13 @@ class NodeOnNetworkTest(unittest.TestCase):
         return host
 
     def block_seed(self, host: netns.Host) -> None:
-        """The node's peer wire (TCP and uTP) is unreachable from `host`: only its web seed can serve."""
+        """What `host` sends to the node's peer wire (TCP and uTP) is dropped: only its web seed can serve."""
         host.block(self.node_host, self.node.bt_port, "tcp")
         host.block(self.node_host, self.node.bt_port, "udp")
 
     def block_http(self, host: netns.Host) -> None:
-        """The node's HTTP port (web seed and HTTP tracker) is unreachable from `host`: peers come from the
-        UDP tracker, bytes from the node's seed."""
+        """What `host` sends to the node's HTTP port (web seed and HTTP tracker) is dropped: peers come from
+        the UDP tracker, bytes from the node's seed."""
         host.block(self.node_host, self.node.port, "tcp")
 
     def workdir(self, name: str) -> str:

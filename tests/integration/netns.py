@@ -7,12 +7,13 @@ loopback. The test process itself is on the network too (address .254), so it re
         client = net.add_host("client")        # 10.231.N.2
         server = node.popen(["some-server", "--listen", f"{node.address}:8080"])
         client.run(["curl", f"http://{node.address}:8080/"])
-        client.block(node, 8080)               # connect() from client to node:8080 fails at once
+        client.block(node, 8080)               # nothing client sends to node:8080 arrives
 
 The bridge lives in a namespace of its own, so the host's firewall (which may drop bridged traffic) never
 sees these packets. The /24 is chosen per network (a lock file per /24) so parallel test processes never
 share one. Names carry the pid: a later run removes what a killed run left. Everything is removed on
-close, at interpreter exit, and on SIGTERM. Needs root; `require()` skips a test without it.
+close, at interpreter exit, and on SIGTERM. Needs root and iproute2 (`ip`, `tc` with the HTB qdisc and the
+u32 filter); `require()` skips a test without them.
 """
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ import unittest
 
 PREFIX = "10.231"
 RUNNER_HOST = 254
+_PASS_CLASS = "1:1"  # HTB classes of a host's link (see Host._shape)
+_DROP_CLASS = "1:2"
+_PROTOCOLS = {"tcp": 6, "udp": 17}
 NAME_PREFIX = "inferllama-"
 _STALE = re.compile(rf"^{NAME_PREFIX}(\d+)-")
 
@@ -87,6 +91,7 @@ class Host:
         self.address = address
         self.interface = interface  # its end of the link to the bridge, inside the namespace
         self._processes: list[subprocess.Popen] = []
+        self._shaped = False
 
     def command(self, argv: list[str]) -> list[str]:
         """`argv` as run inside this host (the process is exec'd: its pid is the command's own)."""
@@ -103,15 +108,40 @@ class Host:
         return subprocess.run(self.command(argv), **kwargs)
 
     def block(self, peer: "Host | str", port: int, protocol: str = "tcp") -> None:
-        """From now on, connections (or datagrams) from this host to `peer`'s `port` fail at once with
-        EACCES: a policy-routing rule, not a firewall, so nothing is sent and nothing waits for a timeout."""
+        """From now on, nothing this host sends to `peer`'s `port` (TCP or UDP) arrives. A policy-routing rule
+        makes connect() and sendto() fail at once with EACCES; a socket bound to the device (as libtorrent
+        binds its own) skips routing rules, so a filter on the link also drops what it sends, as a firewall
+        would (its connections time out)."""
         address = peer.address if isinstance(peer, Host) else peer
         _ip("-n", self.netns, "rule", "add", "to", address, "ipproto", protocol, "dport", str(port), "prohibit")
+        self._shape()
+        self._tc("filter", "add", "dev", self.interface, "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+                 "match", "ip", "dst", f"{address}/32", "match", "ip", "protocol", str(_PROTOCOLS[protocol]), "0xff",
+                 "match", "ip", "dport", str(port), "0xffff", "flowid", _DROP_CLASS)
 
-    def limit_rate(self, rate: str, burst: str = "64kb", latency: str = "100ms") -> None:
-        """Caps what this host sends (e.g. rate="20mbit") with a token bucket on its link."""
-        subprocess.run(["tc", "-n", self.netns, "qdisc", "replace", "dev", self.interface, "root", "tbf",
-                        "rate", rate, "burst", burst, "latency", latency], check=True, capture_output=True)
+    def limit_rate(self, rate: str, burst: str = "64kb") -> None:
+        """Caps what this host sends (e.g. rate="20mbit")."""
+        self._shape()
+        self._tc("class", "change", "dev", self.interface, "parent", "1:", "classid", _PASS_CLASS, "htb",
+                 "rate", rate, "burst", burst, "quantum", "1514")
+
+    def _shape(self) -> None:
+        """The link's queueing, made once: an HTB whose default class passes everything (at most at the
+        rate limit_rate sets) and whose other class leads to a queue of length 0, which drops."""
+        if self._shaped:
+            return
+        self._tc("qdisc", "add", "dev", self.interface, "root", "handle", "1:", "htb", "default", "1")
+        self._tc("class", "add", "dev", self.interface, "parent", "1:", "classid", _PASS_CLASS, "htb",
+                 "rate", "100gbit", "quantum", "65536")
+        self._tc("class", "add", "dev", self.interface, "parent", "1:", "classid", _DROP_CLASS, "htb",
+                 "rate", "8kbit", "quantum", "1514")
+        self._tc("qdisc", "add", "dev", self.interface, "parent", _DROP_CLASS, "handle", "2:", "pfifo", "limit", "0")
+        self._shaped = True
+
+    def _tc(self, *args: str) -> None:
+        result = subprocess.run(["tc", "-n", self.netns, *args], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"tc {' '.join(args)}: {result.stderr.strip()}")
 
     def stop_processes(self, timeout: float = 10) -> None:
         """SIGTERM to what popen started, SIGKILL after `timeout`; then anything else left inside."""
