@@ -34,7 +34,7 @@ _PASS_CLASS = "1:1"  # HTB classes of a host's link (see Host._shape)
 _DROP_CLASS = "1:2"
 _PROTOCOLS = {"tcp": 6, "udp": 17}
 NAME_PREFIX = "inferllama-"
-_STALE = re.compile(rf"^{NAME_PREFIX}(\d+)-")
+_STALE = re.compile(rf"^{NAME_PREFIX}(\d+)-(\d+)-(.+)$")  # pid, third byte of the /24, host
 
 _open_networks: list["Network"] = []
 _registry_lock = threading.Lock()
@@ -53,7 +53,7 @@ def require() -> None:
         raise unittest.SkipTest("network namespaces need root (CI runs the tests as root)")
     if not shutil.which("ip"):
         raise unittest.SkipTest("`ip` (iproute2) is not installed: scripts/install-deps.sh --test installs it")
-    probe = f"{NAME_PREFIX}{os.getpid()}-probe"
+    probe = f"{NAME_PREFIX}{os.getpid()}-0-probe"
     made = _ip("netns", "add", probe, check=False)
     if made.returncode != 0:
         raise unittest.SkipTest(f"`ip netns add` does not work here: {made.stderr.strip()}")
@@ -61,7 +61,8 @@ def require() -> None:
 
 
 def remove_stale() -> None:
-    """Deletes the namespaces of test processes that died without cleaning up (their pid is gone)."""
+    """Deletes the namespaces (and this host's end of their network's link) of test processes that died
+    without cleaning up: their pid is gone."""
     listed = _ip("netns", "list", check=False).stdout
     for line in listed.splitlines():
         name = line.split()[0] if line.split() else ""
@@ -69,6 +70,8 @@ def remove_stale() -> None:
         if match and not os.path.exists(f"/proc/{match.group(1)}"):
             _kill_namespace_processes(name)
             _ip("netns", "delete", name, check=False)
+            if match.group(3) == "switch":
+                _ip("link", "delete", _runner_interface(match.group(2)), check=False)
 
 
 def _kill_namespace_processes(netns: str) -> None:
@@ -79,6 +82,11 @@ def _kill_namespace_processes(netns: str) -> None:
             os.kill(int(pid), signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def _runner_interface(third: str) -> str:
+    """The test process's end of the link to the bridge of 10.231.`third`.0/24: unique while the /24 is held."""
+    return f"ilnet{third}"
 
 
 class Host:
@@ -186,7 +194,7 @@ class Network:
         third = self.prefix.rsplit(".", 1)[1]
         self._tag = f"{NAME_PREFIX}{os.getpid()}-{third}"
         self.switch = f"{self._tag}-switch"
-        self.runner_interface = f"ilnet{third}"  # in this process's namespace: unique while the /24 is held
+        self.runner_interface = _runner_interface(third)
         self.runner_address = f"{self.prefix}.{RUNNER_HOST}"
         self._closed = False
         with _registry_lock:
