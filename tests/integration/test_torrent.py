@@ -146,6 +146,31 @@ class TorrentTest(unittest.TestCase):
         hybrid = self.node.request("GET", f"/api/models/{REPO}/magnet/main?format=hybrid")[2].decode()
         self.assertIn("urn:btmh:1220", urllib.parse.unquote(hybrid))
 
+    def test_v2_torrent_and_magnet(self):
+        status, headers, body = self.torrent(suffix="?format=v2")
+        self.assertEqual(status, 200, body[:200])
+        self.assertNotIn("x-inferllama-info-hash", headers)  # no v1 info-hash
+        meta = bencode.decode(body)
+        info = meta[b"info"]
+        self.assertEqual(info[b"meta version"], 2)
+        self.assertNotIn(b"pieces", info)
+        self.assertNotIn(b"files", info)  # no v1 file list, so no pad files for clients to write
+        self.assertIn(b"piece layers", meta)
+        v2 = hashlib.sha256(bencode.encode(info)).hexdigest()
+        self.assertEqual(headers["x-inferllama-info-hash-v2"], v2)
+        hybrid = self.torrent(suffix="?format=hybrid")[1]["x-inferllama-info-hash-v2"]
+        self.assertNotEqual(hybrid, v2)  # another info dict: another swarm
+
+        status, headers, body = self.node.request("GET", f"/api/models/{REPO}/magnet/main?format=v2")
+        self.assertEqual(status, 200)
+        uri = body.decode()
+        q = urllib.parse.parse_qs(uri[len("magnet:?"):])
+        self.assertEqual(q["xt"], [f"urn:btmh:1220{v2}"])
+        self.assertIn(f"{self.node.url}/announce", q["tr"])
+
+        # The tracker takes the truncated v2 hash (BEP 52) and names the node's seed.
+        self.assertIn(("127.0.0.1", self.node.bt_port), self.announce(bytes.fromhex(v2)[:20]))
+
     def test_single_file_torrent(self):
         status, _, body = self.torrent(suffix="/model.safetensors")
         self.assertEqual(status, 200, body[:200])
@@ -165,6 +190,7 @@ class TorrentTest(unittest.TestCase):
 
     def test_bad_requests(self):
         self.assertEqual(self.torrent(suffix="?format=v3")[0], 400)
+        self.assertEqual(self.node.request("GET", f"/api/models/{REPO}/magnet/main?format=v3")[0], 400)
         self.assertEqual(self.torrent(suffix="/no/such/file")[0], 404)
         self.assertEqual(self.torrent(repo="acme/does-not-exist")[0] // 100, 4)
         self.assertEqual(self.torrent(rev="no-such-branch")[0] // 100, 4)
@@ -284,9 +310,21 @@ class TorrentTest(unittest.TestCase):
         self.check_download(os.path.join(out, "tiny-model"))
         self.wait_for_upload(uploaded_before)
 
-    def test_tracker_knows_the_node_seed(self):
-        status, headers, _ = self.torrent()
-        info_hash = bytes.fromhex(headers["x-inferllama-info-hash"])
+    def test_libtorrent_downloads_the_v2_torrent_and_the_v2_magnet(self):
+        out = os.path.join(self.tmp, "v2")
+        self.libtorrent_download(self.peers_only_torrent("v2.torrent", "?format=v2"), out)
+        self.check_download(os.path.join(out, "tiny-model"))
+
+        status, _, body = self.node.request("GET", f"/api/models/{REPO}/magnet/main?format=v2")
+        self.assertEqual(status, 200)
+        # Peers only (the web seed left out): the metadata and the bytes come from the node's seed.
+        magnet = "&".join(p for p in body.decode().split("&") if not p.startswith("ws="))
+        out = os.path.join(self.tmp, "v2-magnet")
+        self.libtorrent_download(magnet, out)
+        self.check_download(os.path.join(out, "tiny-model"))
+
+    def announce(self, info_hash: bytes) -> set[tuple[str, int]]:
+        """The peers the node's HTTP tracker gives a leecher of `info_hash`."""
         query = urllib.parse.urlencode({"info_hash": info_hash, "peer_id": b"-TT0001-abcdefghijkl", "port": 51413,
                                         "uploaded": 0, "downloaded": 0, "left": 100, "compact": 1})
         status, _, body = self.node.request("GET", f"/announce?{query}")
@@ -294,9 +332,12 @@ class TorrentTest(unittest.TestCase):
         reply = bencode.decode(body)
         self.assertNotIn(b"failure reason", reply)
         peers = reply[b"peers"]
-        seeds = {(".".join(str(b) for b in peers[i:i + 4]), int.from_bytes(peers[i + 4:i + 6], "big"))
-                 for i in range(0, len(peers), 6)}
-        self.assertIn(("127.0.0.1", self.node.bt_port), seeds)
+        return {(".".join(str(b) for b in peers[i:i + 4]), int.from_bytes(peers[i + 4:i + 6], "big"))
+                for i in range(0, len(peers), 6)}
+
+    def test_tracker_knows_the_node_seed(self):
+        _, headers, _ = self.torrent()
+        self.assertIn(("127.0.0.1", self.node.bt_port), self.announce(bytes.fromhex(headers["x-inferllama-info-hash"])))
         # An info-hash the node does not seed is refused in the default (restricted) mode.
         query = urllib.parse.urlencode({"info_hash": b"\x01" * 20, "peer_id": b"-TT0001-abcdefghijkl",
                                         "port": 51413, "left": 1, "compact": 1})
@@ -324,21 +365,27 @@ class SeedLifecycleTest(unittest.TestCase):
                 status, headers, _ = node.request("GET", f"/api/models/{REPO}/torrent/main")
                 self.assertEqual(status, 200)
                 info_hash = headers["x-inferllama-info-hash"]
-                self.assertEqual(node.metric("inferllama_bt_torrents"), 1)
+                status, headers, _ = node.request("GET", f"/api/models/{REPO}/torrent/main?format=v2")
+                self.assertEqual(status, 200)
+                info_hash_v2 = headers["x-inferllama-info-hash-v2"]
+                self.assertEqual(node.metric("inferllama_bt_torrents"), 2)
                 node.stop()
 
                 # Rebuilt from the index at start-up: seeded before anyone asks again.
                 size = sum(e["size"] for e in hub.files(REPO).values())
                 node = Node(hub.url, data, "--max-disk", str(size + 1024 * 1024)).start()
-                wait_until(lambda: node.metric("inferllama_bt_torrents") == 1, what="the torrent seeded again")
+                wait_until(lambda: node.metric("inferllama_bt_torrents") == 2, what="the torrents seeded again")
                 status, headers, _ = node.request("GET", f"/api/models/{REPO}/torrent/main?wait=false")
                 self.assertEqual((status, headers["x-inferllama-info-hash"]), (200, info_hash))
+                status, headers, _ = node.request("GET", f"/api/models/{REPO}/torrent/main?format=v2&wait=false")
+                self.assertEqual((status, headers["x-inferllama-info-hash-v2"]), (200, info_hash_v2))
+                self.assertEqual(node.metric("inferllama_bt_torrents"), 2)
 
                 # Filling the budget with another repo evicts tiny-model's files: its torrent goes first.
                 for path in hub.files("acme/tiny-dataset"):
                     st, _, _ = node.request("GET", node.resolve_path("acme/tiny-dataset", "main", path, "datasets/"))
                     self.assertEqual(st, 200)
-                wait_until(lambda: node.metric("inferllama_bt_torrents") == 0, what="the torrent removed")
+                wait_until(lambda: node.metric("inferllama_bt_torrents") == 0, what="the torrents removed")
                 self.assertGreater(node.metric("inferllama_evictions_total"), 0)
                 status, _, body = node.request("GET", f"/api/models/{REPO}/torrent/main?wait=false")
                 self.assertEqual(status, 409, body)
