@@ -100,15 +100,17 @@ class Aria2Test(NodeOnNetworkTest):
     def test_v2_torrent_is_refused(self):
         torrent = self.torrent_file("v2")
         result = aria2c(self.client_host("aria2"), torrent, self.workdir("aria2"))
-        self.assertEqual(result.returncode, 26, result.stdout[-4000:])  # aria2's "malformed torrent"
-        self.assertIn("Missing pieces in torrent metainfo", result.stdout)
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 26, output[-4000:])  # aria2's "malformed torrent"
+        self.assertIn("Missing pieces in torrent metainfo", output)
 
     def test_v2_magnet_is_refused(self):
         """A v2 magnet link names its torrent by a btmh hash only, which aria2 1.36 does not know."""
         magnet = self.magnet_link("v2")
         result = aria2c(self.client_host("aria2"), magnet, self.workdir("aria2"))
-        self.assertEqual(result.returncode, 1, result.stdout[-4000:])
-        self.assertIn("Unrecognized URI or unsupported protocol", result.stdout)
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 1, output[-4000:])
+        self.assertIn("Unrecognized URI or unsupported protocol", output)
 
 if __name__ == "__main__":
     import unittest
