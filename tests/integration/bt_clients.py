@@ -275,9 +275,9 @@ def aria2c(host: netns.Host, source: str, directory: str, *extra: str,
     discovery and peer exchange off (extra options go last and win)."""
     return host.run(
         ["aria2c", f"--dir={directory}", "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false",
-         "--enable-peer-exchange=false", "--seed-time=0", "--summary-interval=0", "--show-console-readout=false", "--console-log-level=notice",
-         "--file-allocation=none", f"--bt-stop-timeout={timeout}", "--bt-tracker-connect-timeout=10",
-         *extra, source], capture_output=True, text=True, timeout=timeout + 30)
+         "--enable-peer-exchange=false", "--seed-time=0", "--summary-interval=0", "--show-console-readout=false",
+         "--console-log-level=notice", "--file-allocation=none", f"--bt-stop-timeout={timeout}",
+         "--bt-tracker-connect-timeout=10", *extra, source], capture_output=True, text=True, timeout=timeout + 30)
 
 
 def libtorrent_client(host: netns.Host, source: str, directory: str,

@@ -12,8 +12,8 @@ loopback. The test process itself is on the network too (address .254), so it re
 The bridge lives in a namespace of its own, so the host's firewall (which may drop bridged traffic) never
 sees these packets. The /24 is chosen per network (a lock file per /24) so parallel test processes never
 share one. Names carry the pid: a later run removes what a killed run left. Everything is removed on
-close, at interpreter exit, and on SIGTERM. Needs root and iproute2 (`ip`, `tc` with the HTB qdisc and the
-u32 filter); `require()` skips a test without them.
+close, at interpreter exit, and on SIGTERM. Needs root and iproute2 (`ip`; `tc` with the HTB qdisc and the
+u32 filter for `block` and `limit_rate`); `require()` skips a test without root or `ip netns`.
 """
 from __future__ import annotations
 
@@ -236,6 +236,8 @@ class Network:
 
     def add_host(self, name: str) -> Host:
         """A new namespace linked to the bridge, with the next address and lo up."""
+        if name == "switch" or any(host.name == name for host in self._hosts):
+            raise ValueError(f"a host named {name!r} exists on this network")
         if self._next_host >= RUNNER_HOST:
             raise RuntimeError("this network is full")
         number = self._next_host
@@ -272,7 +274,9 @@ class Network:
         self._closed = True
         for host in list(self._hosts):
             host.close()
-        _ip("netns", "delete", self.switch, check=False)  # takes the runner's veth with it
+        _ip("netns", "delete", self.switch, check=False)
+        # The namespace's veth pair goes with it, but only once the kernel has torn it down: the next
+        # network may want this interface name at once.
         _ip("link", "delete", self.runner_interface, check=False)
         self._lock_file.close()
         with _registry_lock:

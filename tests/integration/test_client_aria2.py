@@ -1,9 +1,9 @@
 """aria2c 1.36 against the node across namespaces: the v1 torrent over the node's peer wire alone (its HTTP
 port unreachable: peers from the UDP tracker, which aria2 1.36 speaks only with DHT on), over its web seed
-alone (its peer wire unreachable), and
-as a magnet link; the hybrid torrent, whose info-hash aria2 1.36 gets wrong (it drops the empty keys of
-`file tree` before hashing), so that only its web seed serves it; and the v2 torrent, which aria2 cannot
-read. Every file must equal the fake Hub's, and aria2 writes the BEP 47 pad files to disk under `.pad/`."""
+alone (its peer wire unreachable), and as a magnet link; the hybrid torrent, whose info-hash aria2 1.36 gets
+wrong (it drops the empty keys of `file tree` before hashing), so that only its web seed serves it; and
+the v2 torrent and magnet link, which aria2 cannot read. Every file must equal the fake Hub's, and aria2
+writes the BEP 47 pad files to disk under `.pad/`."""
 from __future__ import annotations
 
 import hashlib

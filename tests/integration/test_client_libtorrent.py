@@ -1,7 +1,7 @@
-"""libtorrent 2.0's Python bindings (lt_client.py) against the node across namespaces: the v1, hybrid and
-v2 torrents over the node's peer wire alone (its HTTP port unreachable: peers from the UDP tracker), over
-its web seed alone (its peer wire unreachable), and as magnet links whose metadata comes from the node's
-seed (BEP 9). Every file must equal the fake Hub's."""
+"""libtorrent 2.0's Python bindings (lt_client.py, over TCP) against the node across namespaces: the v1,
+hybrid and v2 torrents over the node's peer wire alone (its HTTP port unreachable: peers from the UDP
+tracker), over its web seed alone (its peer wire unreachable), and as magnet links whose metadata comes
+from the node's seed (BEP 9). Every file must equal the fake Hub's."""
 from __future__ import annotations
 
 import json
