@@ -2,7 +2,7 @@
 """A plain libtorrent seed: the anchor of bench/swarm.py.
 
 Seeds one .torrent from files on disk under --save-path (<save-path>/<name>/<path>), with
-high_performance_seed() settings, TCP only, no DHT/LSD/UPnP/NAT-PMP, on 127.0.0.1 (port 0 = any).
+high_performance_seed() settings, TCP out and TCP or uTP in, no DHT/LSD/UPnP/NAT-PMP, on 127.0.0.1 (port 0 = any).
 Peer-side settings are the node's (src/torrent/session_settings.hpp); nothing else is tuned.
 The pieces are marked verified (as the node marks its stored chunks), so no piece is hashed
 before it is sent.
@@ -37,7 +37,7 @@ def main() -> int:
         "listen_interfaces": args.listen,
         # The same peer-side settings as the node's seed (apply_peer_settings).
         "enable_outgoing_utp": False,
-        "enable_incoming_utp": False,
+        "enable_incoming_utp": True,
         "enable_dht": False,
         "enable_lsd": False,
         "enable_upnp": False,

@@ -396,7 +396,8 @@ constexpr KeySpec kSpecs[] = {
       "0s"},
      [](Config& c, const Input& in) { c.offline_grace = in.whole_seconds(0, 7 * 24 * 3600); }},
     {{"bt_listen", "--bt-listen", "INFERLLAMA_BT_LISTEN",
-      "HOST:PORT of the BitTorrent peer-wire listener (TCP) that seeds every cached snapshot of a public repo; "
+      "HOST:PORT of the BitTorrent peer-wire listener (TCP, and uTP on the same UDP port) that seeds every cached "
+      "snapshot of a public repo; "
       "port 0 = any free port; empty = no seeding",
       "0.0.0.0:6881"},
      [](Config& c, const Input& in) {

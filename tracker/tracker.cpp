@@ -254,10 +254,10 @@ struct Tracker::Impl {
     auto own = own_seed(local);
     if (!own) return outcome;
     ++outcome.counts.seeders;
-    // Seeders need no seed; a client that asked for no peers gets none; the seed never receives itself.
-    if (request.seeder || request.event == Event::stopped || request.numwant == 0 || *own == request.peer) {
-      return outcome;
-    }
+    // Seeders get the seed too: a magnet client announces left=0 before it has the metadata (aria2 does),
+    // and the seed is where it gets the metadata from. A client that asked for no peers gets none; the
+    // seed never receives itself.
+    if (request.event == Event::stopped || request.numwant == 0 || *own == request.peer) return outcome;
     if ((own->v6 ? cap6 : cap4) == 0) return outcome;  // a UDP reply of the other family
     // The own seed takes the place of a table peer when the reply is full.
     std::size_t& same = own->v6 ? outcome.v6 : outcome.v4;

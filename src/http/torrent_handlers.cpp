@@ -22,8 +22,10 @@ Task<Answer> handle_torrent(Exchange& x, const ApiRoute& api) {
     if (name == "format") {
       if (value == "hybrid") {
         request.format = torrent::Format::hybrid;
+      } else if (value == "v2") {
+        request.format = torrent::Format::v2;
       } else if (value != "v1") {
-        co_return hub::error_reply(400, "format is v1 (default) or hybrid");
+        co_return hub::error_reply(400, "format is v1 (default), hybrid or v2");
       }
     } else if (name == "wait") {
       request.wait = !(value == "false" || value == "0" || value == "no");
@@ -60,7 +62,8 @@ Task<Answer> handle_torrent(Exchange& x, const ApiRoute& api) {
   if (auto* reply = std::get_if<hub::Reply>(&outcome)) co_return std::move(*reply);
   const auto& built = std::get<torrent::SnapshotTorrent>(outcome);
   hub::Reply reply;
-  reply.headers.emplace_back("X-InferLlama-Info-Hash", built.torrent->info_hash_v1.hex());
+  if (built.torrent->info_hash_v1)
+    reply.headers.emplace_back("X-InferLlama-Info-Hash", built.torrent->info_hash_v1->hex());
   if (built.torrent->info_hash_v2)
     reply.headers.emplace_back("X-InferLlama-Info-Hash-V2", built.torrent->info_hash_v2->hex());
   reply.headers.emplace_back("X-Repo-Commit", built.commit);

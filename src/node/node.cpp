@@ -116,16 +116,17 @@ std::unique_ptr<torrent::Seeder> Node::make_seeder() {
 void Node::add_torrent(const torrent::SnapshotTorrent& t) {
   if (seeder_) {
     if (auto refused = seeder_->add(*t.torrent); !refused.empty()) {
-      spdlog::error("cannot seed {}: {}", t.torrent->info_hash_v1.hex(), refused);
+      spdlog::error("cannot seed {}: {}", t.torrent->swarm_hash().hex(), refused);
       return;
     }
   }
-  tracker_.add_own_torrent(t.torrent->info_hash_v1, t.torrent->info_hash_v2);
+  // A hybrid torrent's truncated v2 hash joins its v1 swarm; a v2-only torrent's is its swarm.
+  tracker_.add_own_torrent(t.torrent->swarm_hash(), t.torrent->info_hash_v2);
 }
 
 void Node::remove_torrent(const torrent::SnapshotTorrent& t) {
-  tracker_.remove_own_torrent(t.torrent->info_hash_v1);
-  if (seeder_) seeder_->remove(t.torrent->info_hash_v1);
+  tracker_.remove_own_torrent(t.torrent->swarm_hash());
+  if (seeder_) seeder_->remove(t.torrent->swarm_hash());
 }
 
 void Node::register_metrics() {

@@ -150,9 +150,11 @@ std::variant<Torrent, TorrentError> build_torrent(std::span<const SnapshotFile> 
     }
   }
 
-  const bool hybrid = options.format == Format::hybrid;
+  const bool v1 = options.format != Format::v2;
+  const bool v2 = options.format != Format::v1;
   // libtorrent orders the files part by part and puts a BEP 47 pad after every non-empty file that does
-  // not end on a piece boundary, the last one included, unless the torrent has a single file.
+  // not end on a piece boundary, the last one included, unless the torrent has a single file. A v2 info
+  // dict leaves those pads implied (each file starts a piece), but the pieces fall the same way.
   lt::file_storage storage;
   std::unordered_map<std::string, const SnapshotFile*> by_storage_path;
   for (const auto& e : entries) {
@@ -165,8 +167,9 @@ std::variant<Torrent, TorrentError> build_torrent(std::span<const SnapshotFile> 
   t.name = options.name;
   t.piece_length = piece_length;
   try {
-    const lt::create_flags_t flags =
-        hybrid ? lt::create_flags_t{} : lt::create_torrent::v1_only | lt::create_torrent::canonical_files;
+    const lt::create_flags_t flags = !v2   ? lt::create_torrent::v1_only | lt::create_torrent::canonical_files
+                                     : !v1 ? lt::create_torrent::v2_only
+                                           : lt::create_flags_t{};
     lt::create_torrent creator(storage, static_cast<int>(piece_length), flags);
     const lt::file_storage& layout = creator.files();
     lt::piece_index_t piece{0};
@@ -177,7 +180,7 @@ std::variant<Torrent, TorrentError> build_torrent(std::span<const SnapshotFile> 
         t.files.push_back(TorrentFile{".pad/" + std::to_string(pad), pad, true, ""});
         if (previous == nullptr) return error("libtorrent put a pad file first");
         // The last piece of the file before it is hashed with these zeros.
-        creator.set_hash(lt::piece_index_t(static_cast<int>(piece) - 1), lt_hash(previous->last_padded_sha1));
+        if (v1) creator.set_hash(lt::piece_index_t(static_cast<int>(piece) - 1), lt_hash(previous->last_padded_sha1));
         continue;
       }
       const SnapshotFile& file = *by_storage_path.at(layout.file_path(i));
@@ -188,9 +191,10 @@ std::variant<Torrent, TorrentError> build_torrent(std::span<const SnapshotFile> 
         // set_hash does not check its index in a release build of libtorrent.
         if (piece >= creator.end_piece()) return error("libtorrent lays out fewer pieces than the chunks");
         t.pieces.push_back(PieceSource{c.id, c.size});
-        creator.set_hash(piece++, lt_hash(c.piece_sha1));
+        if (v1) creator.set_hash(piece, lt_hash(c.piece_sha1));
+        ++piece;
       }
-      if (!hybrid || blob.size == 0) continue;
+      if (!v2 || blob.size == 0) continue;
       if (blob.chunks.size() == 1) {
         auto root = one_chunk_root(file, options, piece_length);
         if (auto* failed = std::get_if<TorrentError>(&root)) return std::move(*failed);
@@ -206,7 +210,7 @@ std::variant<Torrent, TorrentError> build_torrent(std::span<const SnapshotFile> 
     lt::entry metainfo = creator.generate();
     lt::entry& info = metainfo["info"];
     // generate() silently leaves out a version whose hashes are incomplete.
-    if (info.find_key("pieces") == nullptr || hybrid != (info.find_key("file tree") != nullptr)) {
+    if (v1 != (info.find_key("pieces") != nullptr) || v2 != (info.find_key("file tree") != nullptr)) {
       return error("the torrent's hashes are incomplete");
     }
     lt::bencode(std::back_inserter(t.info), info);
@@ -217,8 +221,8 @@ std::variant<Torrent, TorrentError> build_torrent(std::span<const SnapshotFile> 
     return error(std::string("libtorrent cannot make the torrent: ") + e.what());
   }
   for (const auto& f : t.files) t.total_size += f.size;
-  t.info_hash_v1 = cache::sha1(t.info);
-  if (hybrid) t.info_hash_v2 = cache::sha256(t.info);
+  if (v1) t.info_hash_v1 = cache::sha1(t.info);
+  if (v2) t.info_hash_v2 = cache::sha256(t.info);
   return t;
 }
 
@@ -226,9 +230,11 @@ std::variant<Torrent, TorrentError> build_torrent(std::span<const SnapshotFile> 
 // "!*()" as they are, so its links would differ from the ones this node has always given out.
 std::string magnet_uri(const Torrent& torrent, std::span<const std::string> trackers,
                        std::span<const std::string> web_seeds) {
-  std::string uri = "magnet:?xt=urn:btih:" + torrent.info_hash_v1.hex();
-  if (torrent.info_hash_v2) uri += "&xt=urn:btmh:1220" + torrent.info_hash_v2->hex();
-  uri += "&dn=" + url::encode(torrent.name);
+  std::string uri = "magnet:?";
+  if (torrent.info_hash_v1) uri += "xt=urn:btih:" + torrent.info_hash_v1->hex() + "&";
+  // A multihash: 0x12 names SHA-256, 0x20 its 32 bytes.
+  if (torrent.info_hash_v2) uri += "xt=urn:btmh:1220" + torrent.info_hash_v2->hex() + "&";
+  uri += "dn=" + url::encode(torrent.name);
   for (const auto& tracker : trackers) uri += "&tr=" + url::encode(tracker);
   for (const auto& seed : web_seeds) uri += "&ws=" + url::encode(seed);
   return uri;

@@ -2,7 +2,7 @@
 // The node's torrents, built from the hashes stored at ingest without reading the data again. The
 // bytes depend only on the snapshot, the chunk size and the options, so every node holding the same
 // snapshot makes the same info dict and joins one swarm. libtorrent's create_torrent lays the files out
-// (its order and BEP 47 padding: hybrid by default, v1_only | canonical_files for v1) and writes them
+// (its order and BEP 47 padding: hybrid by default, v1_only | canonical_files for v1, v2_only for v2) and writes them
 // from the stored hashes, so a torrent a libtorrent client makes from the same files has the same
 // info-hashes too.
 #include <span>
@@ -16,7 +16,7 @@ namespace inferllama::torrent {
 
 std::variant<Torrent, TorrentError> build_torrent(std::span<const SnapshotFile> files, const BuildOptions& options);
 
-// magnet:?xt=urn:btih:<v1>[&xt=urn:btmh:1220<v2>]&dn=<name>&tr=<tracker>...&ws=<web seed>...
+// magnet:?[xt=urn:btih:<v1>&][xt=urn:btmh:1220<v2>&]dn=<name>&tr=<tracker>...&ws=<web seed>...
 std::string magnet_uri(const Torrent& torrent, std::span<const std::string> trackers,
                        std::span<const std::string> web_seeds);
 

@@ -286,7 +286,7 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
   auto seeded = parts_.torrents.get(SnapshotTorrents::Request{repo, commit, "", Format::v1, false});
   if (auto* refused = std::get_if<hub::Reply>(&seeded)) return *refused;
   const auto& own = std::get<SnapshotTorrent>(seeded);
-  outcome.info_hash = own.torrent->info_hash_v1.hex();
+  outcome.info_hash = own.torrent->swarm_hash().hex();
   outcome.same_swarm = own.torrent->info_hash_v1 == source.info_hash_v1;
   if (!outcome.same_swarm) {
     spdlog::warn("mirror {}@{}: this node's torrent differs from the source's ({} vs {}): is its chunk_size different?",

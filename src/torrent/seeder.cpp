@@ -34,6 +34,11 @@ Sha1 storage_key(const lt::torrent_info& info) {
   return key;
 }
 
+// The builder's info-hash of one version (or its absence) is the one libtorrent reads from the metainfo.
+bool same_hash(const auto& ours, bool theirs_present, const auto& theirs) {
+  return ours ? theirs_present && std::equal(theirs.begin(), theirs.end(), ours->bytes.begin()) : !theirs_present;
+}
+
 }  // namespace
 
 SeederOptions SeederOptions::from(const Config& config) {
@@ -61,7 +66,7 @@ struct Seeder::Impl {
   std::uint16_t port = 0;
 
   mutable std::mutex mutex;  // seeded, and the session's life
-  std::map<Sha1, Seeded> seeded;
+  std::map<Sha1, Seeded> seeded;  // by Torrent::swarm_hash()
 
   std::atomic<std::uint64_t> uploaded_bytes{0};
   std::atomic<std::uint64_t> peers{0};
@@ -162,9 +167,10 @@ std::string Seeder::add(const Torrent& torrent) {
     return "the torrent has " + std::to_string(info->num_pieces()) + " pieces, its piece table " +
            std::to_string(torrent.pieces.size());
   }
-  const lt::sha1_hash v1 = info->info_hashes().v1;
-  if (!std::equal(v1.begin(), v1.end(), torrent.info_hash_v1.bytes.begin())) {
-    return "the metainfo's info-hash is not " + torrent.info_hash_v1.hex();
+  const lt::info_hash_t& hashes = info->info_hashes();
+  if (!same_hash(torrent.info_hash_v1, hashes.has_v1(), hashes.v1) ||
+      !same_hash(torrent.info_hash_v2, hashes.has_v2(), hashes.v2)) {
+    return "the metainfo's info-hashes are not the torrent's (" + torrent.swarm_hash().hex() + ")";
   }
 
   lt::add_torrent_params params;
@@ -178,7 +184,8 @@ std::string Seeder::add(const Torrent& torrent) {
 
   std::lock_guard lock(impl_->mutex);
   if (!impl_->session) return "the seeder is stopped";
-  if (impl_->seeded.contains(torrent.info_hash_v1)) return "already seeded";
+  const Sha1 swarm = torrent.swarm_hash();
+  if (impl_->seeded.contains(swarm)) return "already seeded";
   const Sha1 key = storage_key(*info);
   if (!impl_->reader->publish(key, torrent.pieces)) return "already seeded";
   lt::torrent_handle handle = impl_->session->add_torrent(std::move(params), ec);
@@ -186,13 +193,13 @@ std::string Seeder::add(const Torrent& torrent) {
     impl_->reader->withdraw(key);
     return "add torrent: " + ec.message();
   }
-  impl_->seeded.emplace(torrent.info_hash_v1, Impl::Seeded{handle, key});
+  impl_->seeded.emplace(swarm, Impl::Seeded{handle, key});
   return "";
 }
 
-bool Seeder::remove(const Sha1& info_hash_v1) {
+bool Seeder::remove(const Sha1& swarm_hash) {
   std::lock_guard lock(impl_->mutex);
-  auto it = impl_->seeded.find(info_hash_v1);
+  auto it = impl_->seeded.find(swarm_hash);
   if (it == impl_->seeded.end()) return false;
   // Withdrawn first: libtorrent removes the torrent asynchronously, and reads must stop now.
   impl_->reader->withdraw(it->second.storage_key);
@@ -201,9 +208,9 @@ bool Seeder::remove(const Sha1& info_hash_v1) {
   return true;
 }
 
-bool Seeder::seeds(const Sha1& info_hash_v1) const {
+bool Seeder::seeds(const Sha1& swarm_hash) const {
   std::lock_guard lock(impl_->mutex);
-  return impl_->seeded.contains(info_hash_v1);
+  return impl_->seeded.contains(swarm_hash);
 }
 
 std::uint16_t Seeder::listen_port() const {

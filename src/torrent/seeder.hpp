@@ -52,10 +52,10 @@ class Seeder {
   // Seeds `torrent` from the chunks its pieces name. Returns "" or why it could not (bad metainfo, a
   // piece table that does not match it, already seeded).
   std::string add(const Torrent& torrent);
-  // Stops seeding; when it returns no read of the torrent's chunks is running or will start, so its
-  // chunks may be deleted. False if it was not seeded.
-  bool remove(const Sha1& info_hash_v1);
-  bool seeds(const Sha1& info_hash_v1) const;
+  // Stops seeding the torrent of this Torrent::swarm_hash(); when it returns no read of its chunks is
+  // running or will start, so its chunks may be deleted. False if it was not seeded.
+  bool remove(const Sha1& swarm_hash);
+  bool seeds(const Sha1& swarm_hash) const;
 
   std::uint16_t listen_port() const;  // the bound TCP port
   std::size_t torrents() const;

@@ -19,7 +19,22 @@ using Json = nlohmann::json;
 using hub::error_reply;
 
 const char* format_name(Format format) {
-  return format == Format::hybrid ? "hybrid" : "v1";
+  switch (format) {
+    case Format::hybrid:
+      return "hybrid";
+    case Format::v2:
+      return "v2";
+    case Format::v1:
+      break;
+  }
+  return "v1";
+}
+
+// Records written before v2 torrents existed name "v1" or "hybrid"; anything unknown is the default.
+Format format_named(const std::string& name) {
+  if (name == "hybrid") return Format::hybrid;
+  if (name == "v2") return Format::v2;
+  return Format::v1;
 }
 
 std::string last_segment(const std::string& path) {
@@ -221,7 +236,7 @@ std::variant<SnapshotTorrent, hub::Reply> SnapshotTorrents::build(const RepoId& 
   }
   remember(torrent);
   spdlog::info("seeding {} at {}{} ({}, info-hash {})", repo.key(), commit, path.empty() ? "" : " " + path,
-               format_name(format), torrent.torrent->info_hash_v1.hex());
+               format_name(format), torrent.torrent->swarm_hash().hex());
   return torrent;
 }
 
@@ -262,7 +277,7 @@ void SnapshotTorrents::restore() {
     for (const auto& e : entries) {
       if (!e.is_object()) continue;
       const std::string path = e.value("path", "");
-      const Format format = e.value("format", "") == "hybrid" ? Format::hybrid : Format::v1;
+      const Format format = format_named(e.value("format", ""));
       Files files;
       for (const auto& f : all)
         if (path.empty() || f.path == path) files.push_back(f);

@@ -2,6 +2,7 @@
 // The torrent module's value types, shared by the builder (metainfo.*), the seeder (seeder.*) and the
 // snapshots' torrents (snapshot_torrents.*, which the HTTP routes see): a snapshot's torrent as bytes, its
 // info-hashes, and where each of its pieces lives in the chunk store.
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -16,7 +17,9 @@ namespace inferllama::torrent {
 
 // v1: BitTorrent v1 with BEP 47 pad files between files (multi-file) — what aria2 1.36 and
 // Transmission 3.00 can use. hybrid: v1 + v2 (BEP 52) in one info dict, for libtorrent 2.x clients.
-enum class Format { v1, hybrid };
+// v2: BEP 52 alone (no SHA-1 piece hashes, no pad files in the info dict): half the hashes of a hybrid,
+// and a swarm of its own, for clients that take v2 torrents and magnets (libtorrent 2.x).
+enum class Format { v1, hybrid, v2 };
 
 // One piece as the chunk store holds it: the chunk's `size` bytes, then zeros (padding) up to the
 // piece's length. Piece i of a file is chunk i of its blob, so every piece is exactly one chunk.
@@ -25,7 +28,8 @@ struct PieceSource {
   std::uint32_t size = 0;
 };
 
-// A file of the torrent in the order of its info dict; pad files included (`pad`, path ".pad/N").
+// A file of the torrent in the order of its pieces; pad files included (`pad`, path ".pad/N"), which a v2
+// info dict leaves implied.
 struct TorrentFile {
   std::string path;  // relative to the torrent's name, '/'-separated; a single-file torrent's is its name
   std::uint64_t size = 0;
@@ -36,13 +40,22 @@ struct TorrentFile {
 struct Torrent {
   std::string metainfo;  // the .torrent file (bencoded)
   std::string info;      // the bencoded info dict (what the info-hashes hash)
-  Sha1 info_hash_v1;
-  std::optional<Sha256> info_hash_v2;  // hybrid only
+  std::optional<Sha1> info_hash_v1;    // v1 and hybrid
+  std::optional<Sha256> info_hash_v2;  // hybrid and v2
   std::string name;
   std::uint32_t piece_length = 0;
   std::uint64_t total_size = 0;  // pads included
   std::vector<TorrentFile> files;
   std::vector<PieceSource> pieces;
+
+  // The 20-byte name the seed and the tracker know the torrent by: its v1 info-hash, else (v2 alone)
+  // its v2 info-hash truncated, which is what BEP 52 clients announce.
+  Sha1 swarm_hash() const {
+    if (info_hash_v1) return *info_hash_v1;
+    Sha1 truncated;
+    std::copy_n(info_hash_v2->bytes.begin(), truncated.bytes.size(), truncated.bytes.begin());
+    return truncated;
+  }
 };
 
 // A file of a snapshot with the blob the node stored for it.

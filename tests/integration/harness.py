@@ -64,15 +64,17 @@ def _read_line_with_prefix(proc: subprocess.Popen, prefix: str, what: str) -> st
 
 
 class FakeHub:
-    """The project's fake Hub (tests/fakes/fake_hub.py) with a hub origin and a CDN origin."""
+    """The project's fake Hub (tests/fakes/fake_hub.py) with a hub origin and a CDN origin; `launcher` is a
+    command prefix to run it with (e.g. a network namespace's `ip netns exec NAME`)."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, launcher: list[str] | None = None):
         self.args = list(args)
+        self.launcher = list(launcher or [])
         self.proc: subprocess.Popen | None = None
         self.url = self.cdn = ""
 
     def start(self) -> "FakeHub":
-        self.proc = subprocess.Popen([sys.executable, FAKE_HUB, *self.args], stdout=subprocess.PIPE)
+        self.proc = subprocess.Popen([*self.launcher, sys.executable, FAKE_HUB, *self.args], stdout=subprocess.PIPE)
         line = _read_line_with_prefix(self.proc, "READY", "fake hub")
         fields = dict(part.split("=", 1) for part in line.split()[1:])
         self.url, self.cdn = fields["hub"], fields["cdn"]
@@ -136,11 +138,13 @@ class FakeHub:
 
 
 class Node:
-    """The real `inferllama serve` process on a free loopback port."""
+    """The real `inferllama serve` process on a free loopback port (or where `extra` says), run with the
+    command prefix `launcher` if given (e.g. a network namespace's `ip netns exec NAME`)."""
 
     def __init__(self, upstream: str, data_dir: str | None = None, *extra: str, env: dict | None = None,
-                 admin_key: str | None = None):
+                 admin_key: str | None = None, launcher: list[str] | None = None):
         self.upstream = upstream
+        self.launcher = list(launcher or [])
         self.owns_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="inferllama-test-")
         self.extra = list(extra)
@@ -164,7 +168,7 @@ class Node:
             defaults += ["--metrics-listen", "127.0.0.1:0"]
         if not any(a.startswith("--listen") for a in self.extra):
             defaults += ["--listen", "127.0.0.1:0"]
-        cmd = [BINARY, "serve", "--data-dir", self.data_dir, "--upstream", self.upstream, *defaults, *self.extra]
+        cmd = [*self.launcher, BINARY, "serve", "--data-dir", self.data_dir, "--upstream", self.upstream, *defaults, *self.extra]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=env)
         # "inferllama bittorrent on tcp://H:P" and "inferllama tracker on udp://H:P" come first; with

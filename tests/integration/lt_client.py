@@ -1,9 +1,15 @@
 """Downloads a torrent with libtorrent's Python bindings (Debian's python3-libtorrent, libtorrent 2.0):
 the client a qBittorrent user runs. Peers come from the torrent's trackers (and --peer, if given).
 
-    /usr/bin/python3 lt_client.py TORRENT SAVE_DIR [--peer HOST:PORT] [--timeout SECONDS]
+    /usr/bin/python3 lt_client.py TORRENT_OR_MAGNET SAVE_DIR [--peer HOST:PORT] [--timeout SECONDS] [--utp-only]
+                                  [--listen HOST:PORT]
 
-Prints one JSON line: {"ok": bool, "total_done": N, "num_peers_seen": N, "error": "..."}; exit 0 on success.
+A magnet link (magnet:?...) is fetched as qBittorrent does: the metadata from the peers first.
+--utp-only turns TCP off both ways (uTP alone, as a client whose TCP is blocked would connect).
+--listen is where the session listens (libtorrent's listen_interfaces; default 127.0.0.1:0).
+
+Prints one JSON line: {"ok": bool, "total_done": N, "num_peers_seen": N, "utp_peers_seen": N, "error": "..."};
+exit 0 on success.
 """
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ import time
 
 import libtorrent as lt
 
+UTP_SOCKET = 1 << 17  # lt::peer_info::utp_socket, which the bindings do not name
+
 
 def main() -> int:
     p = argparse.ArgumentParser()
@@ -21,18 +29,24 @@ def main() -> int:
     p.add_argument("save_dir")
     p.add_argument("--peer", action="append", default=[])
     p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--utp-only", action="store_true")
+    p.add_argument("--listen", default="127.0.0.1:0")
     args = p.parse_args()
 
     settings = {
-        "listen_interfaces": "127.0.0.1:0",
+        "listen_interfaces": args.listen,
         "enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
-        "enable_outgoing_utp": False, "enable_incoming_utp": False,
+        "enable_outgoing_utp": args.utp_only, "enable_incoming_utp": args.utp_only,
+        "enable_outgoing_tcp": not args.utp_only, "enable_incoming_tcp": not args.utp_only,
         "allow_multiple_connections_per_ip": True,
         "alert_mask": lt.alert.category_t.status_notification | lt.alert.category_t.error_notification,
     }
     session = lt.session(settings)
-    params = lt.add_torrent_params()
-    params.ti = lt.torrent_info(args.torrent)
+    if args.torrent.startswith("magnet:"):
+        params = lt.parse_magnet_uri(args.torrent)
+    else:
+        params = lt.add_torrent_params()
+        params.ti = lt.torrent_info(args.torrent)
     params.save_path = args.save_dir
     handle = session.add_torrent(params)
     for peer in args.peer:
@@ -40,8 +54,14 @@ def main() -> int:
         handle.connect_peer((host, int(port)))
 
     deadline = time.monotonic() + args.timeout
-    peers_seen = 0
+    peers_seen = utp_peers_seen = 0
     error = ""
+
+    def report(ok: bool, **extra) -> None:
+        status = handle.status()
+        print(json.dumps({"ok": ok, "total_done": status.total_done, "num_peers_seen": peers_seen,
+                          "utp_peers_seen": utp_peers_seen, **extra}))
+
     while time.monotonic() < deadline:
         # Blocks until an alert arrives (or a short while passes): progress is observed, not slept on.
         session.wait_for_alert(500)
@@ -50,14 +70,14 @@ def main() -> int:
                 error = alert.message()
         status = handle.status()
         peers_seen = max(peers_seen, status.num_peers)
+        utp_peers_seen = max(utp_peers_seen, sum(1 for peer in handle.get_peer_info()
+                                                 if int(peer.flags) & UTP_SOCKET))
         if status.is_seeding or status.state == lt.torrent_status.seeding:
-            print(json.dumps({"ok": True, "total_done": status.total_done, "num_peers_seen": peers_seen}))
+            report(True)
             return 0
         if error:
             break
-    status = handle.status()
-    print(json.dumps({"ok": False, "total_done": status.total_done, "num_peers_seen": peers_seen,
-                      "error": error or "timed out"}))
+    report(False, error=error or "timed out")
     return 1
 
 

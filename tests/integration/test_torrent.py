@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import unittest
@@ -28,6 +29,26 @@ def aria2c(torrent: str, directory: str, timeout: int = 120) -> subprocess.Compl
          "--enable-peer-exchange=false", "--seed-time=0", "--summary-interval=0", "--console-log-level=warn",
          "--file-allocation=none", f"--bt-stop-timeout={timeout}", "--bt-tracker-connect-timeout=10",
          torrent], capture_output=True, text=True, timeout=timeout + 30)
+
+
+def aria2c_magnet(uri: str, directory: str, dht_dir: str | None = None, timeout: int = 30) -> subprocess.CompletedProcess:
+    """aria2c on a magnet link: it announces left=0 until it has the metadata. aria2 asks UDP trackers
+    only with DHT on (`dht_dir`): a DHT without entry points, so the tracker stays the only source of peers."""
+    dht = ["--enable-dht=false"]
+    if dht_dir:
+        dht = ["--enable-dht=true", f"--dht-file-path={os.path.join(dht_dir, 'dht.dat')}",
+               f"--dht-listen-port={free_udp_port()}"]
+    return subprocess.run(
+        ["aria2c", f"--dir={directory}", *dht, "--enable-dht6=false", "--bt-enable-lpd=false",
+         "--enable-peer-exchange=false", "--seed-time=0", "--summary-interval=0", "--console-log-level=warn",
+         "--file-allocation=none", "--bt-save-metadata=false", f"--bt-stop-timeout={timeout}",
+         "--bt-tracker-connect-timeout=10", uri], capture_output=True, text=True, timeout=timeout + 30)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class TorrentTest(unittest.TestCase):
@@ -125,6 +146,31 @@ class TorrentTest(unittest.TestCase):
         hybrid = self.node.request("GET", f"/api/models/{REPO}/magnet/main?format=hybrid")[2].decode()
         self.assertIn("urn:btmh:1220", urllib.parse.unquote(hybrid))
 
+    def test_v2_torrent_and_magnet(self):
+        status, headers, body = self.torrent(suffix="?format=v2")
+        self.assertEqual(status, 200, body[:200])
+        self.assertNotIn("x-inferllama-info-hash", headers)  # no v1 info-hash
+        meta = bencode.decode(body)
+        info = meta[b"info"]
+        self.assertEqual(info[b"meta version"], 2)
+        self.assertNotIn(b"pieces", info)
+        self.assertNotIn(b"files", info)  # no v1 file list, so no pad files for clients to write
+        self.assertIn(b"piece layers", meta)
+        v2 = hashlib.sha256(bencode.encode(info)).hexdigest()
+        self.assertEqual(headers["x-inferllama-info-hash-v2"], v2)
+        hybrid = self.torrent(suffix="?format=hybrid")[1]["x-inferllama-info-hash-v2"]
+        self.assertNotEqual(hybrid, v2)  # another info dict: another swarm
+
+        status, headers, body = self.node.request("GET", f"/api/models/{REPO}/magnet/main?format=v2")
+        self.assertEqual(status, 200)
+        uri = body.decode()
+        q = urllib.parse.parse_qs(uri[len("magnet:?"):])
+        self.assertEqual(q["xt"], [f"urn:btmh:1220{v2}"])
+        self.assertIn(f"{self.node.url}/announce", q["tr"])
+
+        # The tracker takes the truncated v2 hash (BEP 52) and names the node's seed.
+        self.assertIn(("127.0.0.1", self.node.bt_port), self.announce(bytes.fromhex(v2)[:20]))
+
     def test_single_file_torrent(self):
         status, _, body = self.torrent(suffix="/model.safetensors")
         self.assertEqual(status, 200, body[:200])
@@ -144,6 +190,7 @@ class TorrentTest(unittest.TestCase):
 
     def test_bad_requests(self):
         self.assertEqual(self.torrent(suffix="?format=v3")[0], 400)
+        self.assertEqual(self.node.request("GET", f"/api/models/{REPO}/magnet/main?format=v3")[0], 400)
         self.assertEqual(self.torrent(suffix="/no/such/file")[0], 404)
         self.assertEqual(self.torrent(repo="acme/does-not-exist")[0] // 100, 4)
         self.assertEqual(self.torrent(rev="no-such-branch")[0] // 100, 4)
@@ -193,8 +240,7 @@ class TorrentTest(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.check_download(os.path.join(out, "tiny-model"))
         self.assertEqual(self.webseed_requests(), webseed_before)
-        total = sum(e["size"] for e in self.files.values())
-        self.assertGreaterEqual(self.node.metric("inferllama_bt_uploaded_bytes_total") - uploaded_before, total)
+        self.wait_for_upload(uploaded_before)
 
     def test_aria2_over_the_web_seed_only(self):
         status, _, body = self.torrent()
@@ -212,25 +258,73 @@ class TorrentTest(unittest.TestCase):
         self.assertGreater(self.webseed_requests(), webseed_before)
         self.assertEqual(self.node.metric("inferllama_bt_uploaded_bytes_total"), uploaded_before)
 
-    def test_libtorrent_downloads_the_hybrid_torrent(self):
+    def test_aria2_magnet_finds_the_seed_through_either_tracker(self):
+        """aria2 announces left=0 before it has the metadata; the tracker still names the node's seed."""
+        status, headers, _ = self.node.request("GET", f"/api/models/{REPO}/magnet/main")
+        self.assertEqual(status, 200)
+        trackers = {"http": f"{self.node.url}/announce",
+                    "udp": f"udp://127.0.0.1:{self.node.udp_tracker_port}/announce"}
+        for kind, tracker in trackers.items():
+            with self.subTest(tracker=kind):
+                # One tracker and no web seed: the metadata and every byte come from the node's seed.
+                uri = (f"magnet:?xt=urn:btih:{headers['x-inferllama-info-hash']}&dn=tiny-model"
+                       f"&tr={urllib.parse.quote(tracker, safe='')}")
+                uploaded_before = self.node.metric("inferllama_bt_uploaded_bytes_total")
+                out = os.path.join(self.tmp, f"magnet-{kind}")
+                dht_dir = tempfile.mkdtemp(dir=self.tmp) if kind == "udp" else None
+                result = aria2c_magnet(uri, out, dht_dir)
+                self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+                self.check_download(os.path.join(out, "tiny-model"))
+                self.wait_for_upload(uploaded_before)
+
+    def libtorrent_download(self, torrent: str, out: str, *options: str) -> dict:
+        """lt_client.py's report of a download that must have succeeded."""
         if not os.path.exists(SYSTEM_PYTHON):
             self.fail("python3-libtorrent needs /usr/bin/python3 (scripts/install-deps.sh --test installs it)")
-        status, _, body = self.torrent(suffix="?format=hybrid")
-        self.assertEqual(status, 200)
-        meta = bencode.decode(body)
-        del meta[b"url-list"]  # peers only: libtorrent finds the node's seed through the node's tracker
-        torrent = self.save("hybrid.torrent", bencode.encode(meta))
-        out = os.path.join(self.tmp, "hybrid")
-        result = subprocess.run([SYSTEM_PYTHON, os.path.join(HERE, "lt_client.py"), torrent, out, "--timeout", "120"],
-                                capture_output=True, text=True, timeout=180)
+        result = subprocess.run([SYSTEM_PYTHON, os.path.join(HERE, "lt_client.py"), torrent, out, "--timeout", "120",
+                                 *options], capture_output=True, text=True, timeout=180)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         report = json.loads(result.stdout.strip().splitlines()[-1])
         self.assertTrue(report["ok"], report)
+        return report
+
+    def peers_only_torrent(self, name: str, suffix: str = "") -> str:
+        """The snapshot's torrent without its web seed: the client finds the node's seed through the tracker."""
+        status, _, body = self.torrent(suffix=suffix)
+        self.assertEqual(status, 200, body[:200])
+        meta = bencode.decode(body)
+        del meta[b"url-list"]
+        return self.save(name, bencode.encode(meta))
+
+    def test_libtorrent_downloads_the_hybrid_torrent(self):
+        out = os.path.join(self.tmp, "hybrid")
+        self.libtorrent_download(self.peers_only_torrent("hybrid.torrent", "?format=hybrid"), out)
         self.check_download(os.path.join(out, "tiny-model"))
 
-    def test_tracker_knows_the_node_seed(self):
-        status, headers, _ = self.torrent()
-        info_hash = bytes.fromhex(headers["x-inferllama-info-hash"])
+    def test_libtorrent_downloads_over_utp_alone(self):
+        """Transmission and qBittorrent try uTP first: the seed answers it rather than leaving it to time out."""
+        out = os.path.join(self.tmp, "utp")
+        uploaded_before = self.node.metric("inferllama_bt_uploaded_bytes_total")
+        report = self.libtorrent_download(self.peers_only_torrent("utp.torrent"), out, "--utp-only")
+        self.assertGreater(report["utp_peers_seen"], 0, report)
+        self.check_download(os.path.join(out, "tiny-model"))
+        self.wait_for_upload(uploaded_before)
+
+    def test_libtorrent_downloads_the_v2_torrent_and_the_v2_magnet(self):
+        out = os.path.join(self.tmp, "v2")
+        self.libtorrent_download(self.peers_only_torrent("v2.torrent", "?format=v2"), out)
+        self.check_download(os.path.join(out, "tiny-model"))
+
+        status, _, body = self.node.request("GET", f"/api/models/{REPO}/magnet/main?format=v2")
+        self.assertEqual(status, 200)
+        # Peers only (the web seed left out): the metadata and the bytes come from the node's seed.
+        magnet = "&".join(p for p in body.decode().split("&") if not p.startswith("ws="))
+        out = os.path.join(self.tmp, "v2-magnet")
+        self.libtorrent_download(magnet, out)
+        self.check_download(os.path.join(out, "tiny-model"))
+
+    def announce(self, info_hash: bytes) -> set[tuple[str, int]]:
+        """The peers the node's HTTP tracker gives a leecher of `info_hash`."""
         query = urllib.parse.urlencode({"info_hash": info_hash, "peer_id": b"-TT0001-abcdefghijkl", "port": 51413,
                                         "uploaded": 0, "downloaded": 0, "left": 100, "compact": 1})
         status, _, body = self.node.request("GET", f"/announce?{query}")
@@ -238,13 +332,22 @@ class TorrentTest(unittest.TestCase):
         reply = bencode.decode(body)
         self.assertNotIn(b"failure reason", reply)
         peers = reply[b"peers"]
-        seeds = {(".".join(str(b) for b in peers[i:i + 4]), int.from_bytes(peers[i + 4:i + 6], "big"))
-                 for i in range(0, len(peers), 6)}
-        self.assertIn(("127.0.0.1", self.node.bt_port), seeds)
+        return {(".".join(str(b) for b in peers[i:i + 4]), int.from_bytes(peers[i + 4:i + 6], "big"))
+                for i in range(0, len(peers), 6)}
+
+    def test_tracker_knows_the_node_seed(self):
+        _, headers, _ = self.torrent()
+        self.assertIn(("127.0.0.1", self.node.bt_port), self.announce(bytes.fromhex(headers["x-inferllama-info-hash"])))
         # An info-hash the node does not seed is refused in the default (restricted) mode.
         query = urllib.parse.urlencode({"info_hash": b"\x01" * 20, "peer_id": b"-TT0001-abcdefghijkl",
                                         "port": 51413, "left": 1, "compact": 1})
         self.assertIn(b"failure reason", bencode.decode(self.node.request("GET", f"/announce?{query}")[2]))
+
+    def wait_for_upload(self, uploaded_before: float):
+        """The seed counted the whole snapshot as sent (it reads its counters once a second)."""
+        total = sum(e["size"] for e in self.files.values())
+        wait_until(lambda: self.node.metric("inferllama_bt_uploaded_bytes_total") - uploaded_before >= total,
+                   what="the snapshot's bytes counted as sent by the seed")
 
     def webseed_requests(self) -> float:
         return sum(v for k, v in self.node.metrics().items()
@@ -262,21 +365,27 @@ class SeedLifecycleTest(unittest.TestCase):
                 status, headers, _ = node.request("GET", f"/api/models/{REPO}/torrent/main")
                 self.assertEqual(status, 200)
                 info_hash = headers["x-inferllama-info-hash"]
-                self.assertEqual(node.metric("inferllama_bt_torrents"), 1)
+                status, headers, _ = node.request("GET", f"/api/models/{REPO}/torrent/main?format=v2")
+                self.assertEqual(status, 200)
+                info_hash_v2 = headers["x-inferllama-info-hash-v2"]
+                self.assertEqual(node.metric("inferllama_bt_torrents"), 2)
                 node.stop()
 
                 # Rebuilt from the index at start-up: seeded before anyone asks again.
                 size = sum(e["size"] for e in hub.files(REPO).values())
                 node = Node(hub.url, data, "--max-disk", str(size + 1024 * 1024)).start()
-                wait_until(lambda: node.metric("inferllama_bt_torrents") == 1, what="the torrent seeded again")
+                wait_until(lambda: node.metric("inferllama_bt_torrents") == 2, what="the torrents seeded again")
                 status, headers, _ = node.request("GET", f"/api/models/{REPO}/torrent/main?wait=false")
                 self.assertEqual((status, headers["x-inferllama-info-hash"]), (200, info_hash))
+                status, headers, _ = node.request("GET", f"/api/models/{REPO}/torrent/main?format=v2&wait=false")
+                self.assertEqual((status, headers["x-inferllama-info-hash-v2"]), (200, info_hash_v2))
+                self.assertEqual(node.metric("inferllama_bt_torrents"), 2)
 
                 # Filling the budget with another repo evicts tiny-model's files: its torrent goes first.
                 for path in hub.files("acme/tiny-dataset"):
                     st, _, _ = node.request("GET", node.resolve_path("acme/tiny-dataset", "main", path, "datasets/"))
                     self.assertEqual(st, 200)
-                wait_until(lambda: node.metric("inferllama_bt_torrents") == 0, what="the torrent removed")
+                wait_until(lambda: node.metric("inferllama_bt_torrents") == 0, what="the torrents removed")
                 self.assertGreater(node.metric("inferllama_evictions_total"), 0)
                 status, _, body = node.request("GET", f"/api/models/{REPO}/torrent/main?wait=false")
                 self.assertEqual(status, 409, body)

@@ -146,13 +146,13 @@ TEST_F(MetainfoTest, V1MatchesLibtorrentCanonicalFilesByteForByte) {
   const Torrent ours = build_or_fail(files_, options);
   const auto theirs =
       libtorrent_torrent(base_ / kName, lt::create_torrent::v1_only | lt::create_torrent::canonical_files);
-  EXPECT_EQ(raw(theirs.info_hashes().v1), std::string(ours.info_hash_v1.raw()));
+  EXPECT_EQ(raw(theirs.info_hashes().v1), std::string(ours.info_hash_v1->raw()));
   EXPECT_EQ(std::string(theirs.info_section().data(), static_cast<std::size_t>(theirs.info_section().size())),
             ours.info);
   EXPECT_FALSE(ours.info_hash_v2);
 
   const auto parsed = load(ours.metainfo);
-  EXPECT_EQ(raw(parsed.info_hashes().v1), std::string(ours.info_hash_v1.raw()));
+  EXPECT_EQ(raw(parsed.info_hashes().v1), std::string(ours.info_hash_v1->raw()));
   EXPECT_FALSE(parsed.info_hashes().has_v2());
   expect_same_files(ours, parsed, false);
   // libtorrent's order and padding, spelled out: by path part, a pad after every non-empty file that
@@ -201,7 +201,7 @@ TEST_F(MetainfoTest, HybridMatchesLibtorrentByteForByte) {
   const Torrent ours = build_or_fail(files_, options);
   const auto theirs = libtorrent_torrent(base_ / kName, {});
   ASSERT_TRUE(ours.info_hash_v2);
-  EXPECT_EQ(raw(theirs.info_hashes().v1), std::string(ours.info_hash_v1.raw()));
+  EXPECT_EQ(raw(theirs.info_hashes().v1), std::string(ours.info_hash_v1->raw()));
   EXPECT_EQ(raw(theirs.info_hashes().v2), std::string(ours.info_hash_v2->raw()));
   EXPECT_EQ(std::string(theirs.info_section().data(), static_cast<std::size_t>(theirs.info_section().size())),
             ours.info);
@@ -220,6 +220,32 @@ TEST_F(MetainfoTest, HybridMatchesLibtorrentByteForByte) {
   }
 }
 
+TEST_F(MetainfoTest, V2MatchesLibtorrentByteForByte) {
+  BuildOptions options{.format = Format::v2, .name = kName};
+  const Torrent ours = build_or_fail(files_, options);
+  const auto theirs = libtorrent_torrent(base_ / kName, lt::create_torrent::v2_only);
+  EXPECT_FALSE(ours.info_hash_v1);
+  ASSERT_TRUE(ours.info_hash_v2);
+  EXPECT_EQ(raw(theirs.info_hashes().v2), std::string(ours.info_hash_v2->raw()));
+  EXPECT_EQ(std::string(theirs.info_section().data(), static_cast<std::size_t>(theirs.info_section().size())),
+            ours.info);
+  EXPECT_EQ(ours.info.find("6:pieces"), std::string::npos) << "no SHA-1 piece hashes";
+  EXPECT_EQ(ours.info.find(".pad"), std::string::npos) << "the pads are implied by the file tree";
+  // Announced (BEP 52) and seeded under its v2 info-hash truncated to 20 bytes.
+  EXPECT_EQ(std::string(ours.swarm_hash().raw()), std::string(ours.info_hash_v2->raw().substr(0, 20)));
+
+  const auto parsed = load(ours.metainfo);
+  EXPECT_FALSE(parsed.info_hashes().has_v1());
+  EXPECT_EQ(raw(parsed.info_hashes().v2), std::string(ours.info_hash_v2->raw()));
+  // Pieces fall as in the padded v1 and hybrid torrents: piece i of a file is its chunk i.
+  expect_same_files(ours, parsed, false);
+  EXPECT_EQ(ours.pieces.size(), build_or_fail(files_, BuildOptions{.format = Format::v1, .name = kName}).pieces.size());
+  for (lt::file_index_t i{0}; i < parsed.files().end_file(); ++i) {
+    if (parsed.files().pad_file_at(i)) continue;
+    EXPECT_EQ(raw(parsed.files().root(i)), raw(theirs.files().root(i))) << parsed.files().file_path(i);
+  }
+}
+
 TEST_F(MetainfoTest, SingleFileTorrentsMatchLibtorrent) {
   for (const std::string path : {"sub/dir/several.safetensors", "one.bin", "exact.bin", "small.json"}) {
     SCOPED_TRACE(path);
@@ -228,18 +254,32 @@ TEST_F(MetainfoTest, SingleFileTorrentsMatchLibtorrent) {
         files_.begin());
     const std::string name = fs::path(path).filename().string();
     const SnapshotFile file{path, &blobs_[index]};
-    for (const auto format : {Format::v1, Format::hybrid}) {
+    for (const auto format : {Format::v1, Format::hybrid, Format::v2}) {
       BuildOptions options{.format = format, .name = name, .single_file = true};
       const Torrent ours = build_or_fail(std::span(&file, 1), options);
-      const auto theirs = libtorrent_torrent(base_ / kName / path,
-                                             format == Format::v1 ? lt::create_torrent::v1_only : lt::create_flags_t{});
-      EXPECT_EQ(raw(theirs.info_hashes().v1), std::string(ours.info_hash_v1.raw()));
-      if (format == Format::hybrid) {
+      const lt::create_flags_t flags = format == Format::v1   ? lt::create_torrent::v1_only
+                                       : format == Format::v2 ? lt::create_torrent::v2_only
+                                                              : lt::create_flags_t{};
+      const auto theirs = libtorrent_torrent(base_ / kName / path, flags);
+      EXPECT_EQ(ours.info_hash_v1.has_value(), format != Format::v2);
+      if (ours.info_hash_v1) {
+        EXPECT_EQ(raw(theirs.info_hashes().v1), std::string(ours.info_hash_v1->raw()));
+      }
+      EXPECT_EQ(ours.info_hash_v2.has_value(), format != Format::v1);
+      if (ours.info_hash_v2) {
         EXPECT_EQ(raw(theirs.info_hashes().v2), std::string(ours.info_hash_v2->raw()));
       }
       EXPECT_EQ(std::string(theirs.info_section().data(), static_cast<std::size_t>(theirs.info_section().size())),
                 ours.info);
-      expect_same_files(ours, load(ours.metainfo), true);
+      const auto loaded = load(ours.metainfo);
+      if (format == Format::v2 && ours.files.front().size % kChunk != 0) {
+        // libtorrent reads a v2 file as padded to its last piece's end: the same pieces, and a pad file.
+        EXPECT_EQ(loaded.files().num_files(), 2);
+        EXPECT_TRUE(loaded.files().pad_file_at(lt::file_index_t{1}));
+        EXPECT_EQ(loaded.num_pieces(), static_cast<int>(ours.pieces.size()));
+      } else {
+        expect_same_files(ours, loaded, true);
+      }
       EXPECT_EQ(ours.files.front().path, name);
     }
   }
@@ -343,18 +383,32 @@ TEST_F(MetainfoTest, MagnetNamesBothHashes) {
   const std::vector<std::string> seeds = {"http://node:8080/ws/"};
   const std::string uri = magnet_uri(ours, trackers, seeds);
   EXPECT_EQ(
-      uri.rfind("magnet:?xt=urn:btih:" + ours.info_hash_v1.hex() + "&xt=urn:btmh:1220" + ours.info_hash_v2->hex() +
+      uri.rfind("magnet:?xt=urn:btih:" + ours.info_hash_v1->hex() + "&xt=urn:btmh:1220" + ours.info_hash_v2->hex() +
                     "&dn=tiny%20model&tr=http%3A%2F%2Fnode%3A8080%2Fannounce%3Fx%3D1%26y%3D2",
                 0),
       0u);
   lt::error_code ec;
   const lt::add_torrent_params params = lt::parse_magnet_uri(uri, ec);
   ASSERT_FALSE(ec) << ec.message();
-  EXPECT_EQ(raw(params.info_hashes.v1), std::string(ours.info_hash_v1.raw()));
+  EXPECT_EQ(raw(params.info_hashes.v1), std::string(ours.info_hash_v1->raw()));
   EXPECT_EQ(raw(params.info_hashes.v2), std::string(ours.info_hash_v2->raw()));
   EXPECT_EQ(params.name, "tiny model");
   EXPECT_EQ(params.trackers, trackers);
   EXPECT_EQ(params.url_seeds, seeds);
+}
+
+TEST_F(MetainfoTest, V2MagnetNamesTheV2HashAlone) {
+  const Torrent ours = build_or_fail(files_, BuildOptions{.format = Format::v2, .name = kName});
+  const std::vector<std::string> trackers = {"http://node:8080/announce"};
+  const std::string uri = magnet_uri(ours, trackers, {});
+  EXPECT_EQ(uri, "magnet:?xt=urn:btmh:1220" + ours.info_hash_v2->hex() +
+                     "&dn=tiny-model&tr=http%3A%2F%2Fnode%3A8080%2Fannounce");
+  lt::error_code ec;
+  const lt::add_torrent_params params = lt::parse_magnet_uri(uri, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_FALSE(params.info_hashes.has_v1());
+  EXPECT_EQ(raw(params.info_hashes.v2), std::string(ours.info_hash_v2->raw()));
+  EXPECT_EQ(raw(params.info_hashes.get_best()), std::string(ours.swarm_hash().raw()));
 }
 
 TEST_F(MetainfoTest, OldBlobsWithoutV2RootAreReadBackOnce) {
@@ -467,34 +521,28 @@ TEST(MetainfoGolden, InfoHashesAndBytesStayTheSame) {
       {"zz/empty-too", 0},
   };
   const std::vector<Case> cases = {
-      {"v1 multi-file with pads",
-       layout,
+      {"v1 multi-file with pads", layout,
        BuildOptions{.format = Format::v1,
                     .name = "tiny-model",
                     .trackers = {"http://node-a:8080/announce", "udp://node-b:6969/announce"},
                     .web_seeds = {"http://node-a:8080/webseed/"},
                     .comment = "acme/tiny-model@0123"},
-       "37671b0eef020dea55998d7a8e3727245be79691",
-       "",
+       "37671b0eef020dea55998d7a8e3727245be79691", "",
        "97663bb0f752ab7876646ae6f0260781f070a9fefb46ccbb5b30b2214e80cbb2"},
-      {"hybrid multi-file",
-       layout,
+      {"hybrid multi-file", layout,
        BuildOptions{.format = Format::hybrid,
                     .name = "tiny-model",
                     .trackers = {"http://node-a:8080/announce"},
                     .web_seeds = {"http://node-a:8080/webseed/", "http://node-c/ws/"}},
-       "344ef9eb62aed712256cf6c1267e4d7d9e1db716",
-       "783a29940c9d21af217eabd773d45b87e94e494df73b85eed31004c1c555f4bc",
+       "344ef9eb62aed712256cf6c1267e4d7d9e1db716", "783a29940c9d21af217eabd773d45b87e94e494df73b85eed31004c1c555f4bc",
        "658c165ca7b6c209833cd944546ec44688a3b9fb599155354e779d113a690404"},
-      {"hybrid without links, non-ASCII name",
-       layout,
-       BuildOptions{.format = Format::hybrid, .name = "modèle-ü"},
-       "4ce086f199df025ccab9067663445afa0392d6b2",
-       "392fe40c2befb64fcaef2a8054e9c1fe239e05af31646f1cbcaf20e652449c81",
+      {"hybrid without links, non-ASCII name", layout, BuildOptions{.format = Format::hybrid, .name = "modèle-ü"},
+       "4ce086f199df025ccab9067663445afa0392d6b2", "392fe40c2befb64fcaef2a8054e9c1fe239e05af31646f1cbcaf20e652449c81",
        "fef4aa3ed196f9cfeee31b3a0f2bb1dfe3eb7a08d811451e27079a25841f10c5"},
       {"v1 single file",
        {{"model/weights.safetensors", 3 * kPiece + 100}},
-       BuildOptions{.format = Format::v1, .name = "weights.safetensors", .single_file = true, .trackers = {"http://t/a"}},
+       BuildOptions{
+           .format = Format::v1, .name = "weights.safetensors", .single_file = true, .trackers = {"http://t/a"}},
        "33d8c433a7e3871b881f9df62d61de0141c35b32",
        "",
        "143a5c9f2493468320705e6363627c37eaa9b176191c641b177c4779a1a2eeb4"},
@@ -510,6 +558,19 @@ TEST(MetainfoGolden, InfoHashesAndBytesStayTheSame) {
        "e7d0a481a1b086e528161ab697212051acf99cfa",
        "dc7fb557704821a7f55d092386373623df211e40efc3dbe914937e9322d44389",
        "4f39e573013cb71be653cd8a51326f58170db5a65d56fb4c1bdd13fd0b3672da"},
+      {"v2 multi-file", layout,
+       BuildOptions{.format = Format::v2,
+                    .name = "tiny-model",
+                    .trackers = {"http://node-a:8080/announce"},
+                    .web_seeds = {"http://node-a:8080/webseed/"}},
+       "", "634ec3fdec91d3ba48e583070632d8575f13bf1ddd783aa6b4f80c1dc20c1553",
+       "b95e3ab5b6394c5fc7770a0e08e08ab64fa2edd9df23c0ff89301526f6f9fbd5"},
+      {"v2 single file",
+       {{"model/weights.safetensors", 3 * kPiece + 100}},
+       BuildOptions{.format = Format::v2, .name = "weights.safetensors", .single_file = true},
+       "",
+       "42220c9edc706b70bba82e90007fa197f4c884eb6eea0b17fefdddf25b7c42bb",
+       "72884db9745bd4195a4998b2556e9a7ac073309c63c53f6d1f81f3a724e49c7b"},
       {"v1 folder of one short file",
        {{"a/b/c.txt", 10}},
        BuildOptions{.format = Format::v1, .name = "one"},
@@ -527,7 +588,7 @@ TEST(MetainfoGolden, InfoHashesAndBytesStayTheSame) {
       files.push_back(SnapshotFile{c.files[i].first, &blobs.back()});
     }
     const Torrent t = build_or_fail(files, c.options);
-    EXPECT_EQ(t.info_hash_v1.hex(), c.v1);
+    EXPECT_EQ(t.info_hash_v1 ? t.info_hash_v1->hex() : "", c.v1);
     EXPECT_EQ(t.info_hash_v2 ? t.info_hash_v2->hex() : "", c.v2);
     EXPECT_EQ(cache::sha256(t.metainfo).hex(), c.metainfo_sha256);
   }

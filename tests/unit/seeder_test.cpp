@@ -10,6 +10,7 @@
 #include <functional>
 #include <iterator>
 #include <random>
+#include <set>
 #include <span>
 #include <stop_token>
 #include <string>
@@ -223,7 +224,8 @@ void SeederTest::expect_served(Format format) {
       leecher.download(torrent.metainfo, root_ / "leech", seeder_->listen_port(), false, std::chrono::seconds(120));
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   ASSERT_TRUE(outcome.finished);
-  std::printf("%s: %lld bytes in %.2f s (%.0f MB/s)\n", format == Format::v1 ? "v1" : "hybrid",
+  static constexpr const char* kFormatNames[] = {"v1", "hybrid", "v2"};
+  std::printf("%s: %lld bytes in %.2f s (%.0f MB/s)\n", kFormatNames[static_cast<int>(format)],
               static_cast<long long>(outcome.bytes), seconds, static_cast<double>(outcome.bytes) / seconds / 1e6);
   expect_same_content(root_ / "leech");
   EXPECT_GE(seeder_->stats().chunk_bytes_read, static_cast<std::uint64_t>(outcome.bytes));
@@ -233,6 +235,23 @@ void SeederTest::expect_served(Format format) {
 TEST_F(SeederTest, ServesV1PaddedMultiFileTorrent) { expect_served(Format::v1); }
 
 TEST_F(SeederTest, ServesHybridTorrent) { expect_served(Format::hybrid); }
+
+TEST_F(SeederTest, ServesV2OnlyTorrent) {
+  expect_served(Format::v2);
+}
+
+TEST_F(SeederTest, EachFormatOfOneSnapshotIsASwarmOfItsOwn) {
+  std::vector<Sha1> swarms;
+  for (const auto format : {Format::v1, Format::hybrid, Format::v2}) {
+    const Torrent torrent = make_torrent(format);
+    ASSERT_EQ(seeder_->add(torrent), "");
+    swarms.push_back(torrent.swarm_hash());
+  }
+  EXPECT_EQ(seeder_->torrents(), 3u);
+  EXPECT_EQ(std::set<Sha1>(swarms.begin(), swarms.end()).size(), 3u);
+  for (const Sha1& swarm : swarms) EXPECT_TRUE(seeder_->remove(swarm));
+  EXPECT_EQ(seeder_->torrents(), 0u);
+}
 
 TEST_F(SeederTest, AddRejectsWhatItCannotServe) {
   Torrent torrent = make_torrent(Format::v1);
@@ -250,9 +269,9 @@ TEST_F(SeederTest, AddRejectsWhatItCannotServe) {
 TEST_F(SeederTest, RemovedTorrentServesNothing) {
   const Torrent torrent = make_torrent(Format::v1);
   ASSERT_EQ(seeder_->add(torrent), "");
-  EXPECT_TRUE(seeder_->remove(torrent.info_hash_v1));
-  EXPECT_FALSE(seeder_->remove(torrent.info_hash_v1));
-  EXPECT_FALSE(seeder_->seeds(torrent.info_hash_v1));
+  EXPECT_TRUE(seeder_->remove(torrent.swarm_hash()));
+  EXPECT_FALSE(seeder_->remove(torrent.swarm_hash()));
+  EXPECT_FALSE(seeder_->seeds(torrent.swarm_hash()));
   EXPECT_EQ(seeder_->torrents(), 0u);
 
   Leecher leecher;
@@ -283,7 +302,7 @@ TEST_F(SeederTest, MissingChunkIsAReadErrorNotACrash) {
   seeder_->render_metrics(metrics);
   EXPECT_NE(metrics.find("inferllama_bt_read_errors_total "), std::string::npos);
   EXPECT_EQ(metrics.find("inferllama_bt_read_errors_total 0"), std::string::npos);
-  EXPECT_TRUE(seeder_->remove(torrent.info_hash_v1));
+  EXPECT_TRUE(seeder_->remove(torrent.swarm_hash()));
 }
 
 TEST_F(SeederTest, FetcherDownloadsFromTheSeed) {

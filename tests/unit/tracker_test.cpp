@@ -218,7 +218,7 @@ TEST_F(TrackerTest, RestrictedModeRefusesUnknownTorrentsAndTracksOwnOnes) {
   EXPECT_TRUE(announce(v4(1)).has("failure reason"));
 }
 
-TEST_F(TrackerTest, OwnSeedIsInEveryLeechersListAndCountsAsASeeder) {
+TEST_F(TrackerTest, OwnSeedIsInEveryPeerListAndCountsAsASeeder) {
   make(false);
   tracker->add_own_torrent(hash_of(1));
   EXPECT_TRUE(peers(announce(v4(1))).empty()) << "no seed port yet: the node does not seed";
@@ -230,7 +230,10 @@ TEST_F(TrackerTest, OwnSeedIsInEveryLeechersListAndCountsAsASeeder) {
   EXPECT_EQ(reply["complete"].integer(), 1);
   Announce seed;
   seed.left = 0;
-  for (const auto& p : peers(announce(v4(3), seed))) EXPECT_NE(p, "192.168.1.1:6999") << "seeds need no seed";
+  list = peers(announce(v4(3), seed));
+  std::sort(list.begin(), list.end());
+  EXPECT_EQ(list, (std::vector<std::string>{"10.0.0.1:6881", "10.0.0.2:6881", "192.168.1.1:6999"}))
+      << "seeders get the leechers and the node's seed";
   EXPECT_EQ(tracker->counts(hash_of(1))->seeders, 2u);
 
   // A full reply keeps room for the seed.
@@ -238,6 +241,47 @@ TEST_F(TrackerTest, OwnSeedIsInEveryLeechersListAndCountsAsASeeder) {
   list = peers(announce(v4(30)));
   EXPECT_EQ(list.size(), 5u);
   EXPECT_NE(std::find(list.begin(), list.end(), "192.168.1.1:6999"), list.end());
+}
+
+// A magnet client announces left=0 before it has the metadata (aria2 does): the table takes it for a
+// seeder, but only the node's seed can give it the info dict, so the seed is in its list all the same.
+TEST_F(TrackerTest, MagnetClientsThatAnnounceLeftZeroGetTheOwnSeedInEveryHttpForm) {
+  make(false);
+  tracker->add_own_torrent(hash_of(1));
+  tracker->set_seed_port(6999);
+  Announce magnet;
+  magnet.left = 0;
+  magnet.event = "started";
+  EXPECT_EQ(peers(announce(v4(1), magnet)), std::vector<std::string>{"192.168.1.1:6999"}) << "compact (BEP 23)";
+
+  Announce dict = magnet;
+  dict.extra = "&compact=0";
+  auto list = announce(v4(2), dict)["peers"].list();
+  ASSERT_EQ(list.size(), 1u) << "the other left=0 peer is a seeder: seeders get no seeders but the node's";
+  EXPECT_EQ(list[0]["ip"].bytes(), "192.168.1.1");
+  EXPECT_EQ(list[0]["port"].integer(), 6999);
+
+  const Endpoint local6 = *Endpoint::parse("2001:db8::ff", 8080);
+  std::string body;
+  tracker->http_announce(magnet.query(), *Endpoint::parse("2001:db8::1", 1), local6, body);
+  const Value reply = decode(body);
+  ASSERT_TRUE(reply.has("peers6")) << body;
+  const std::string seed6 = reply["peers6"].bytes();
+  ASSERT_EQ(seed6.size(), 18u);
+  EXPECT_EQ(static_cast<unsigned char>(seed6[15]), 0xff) << "the seed at the IPv6 address the client reached";
+  EXPECT_EQ(static_cast<unsigned char>(seed6[16]) << 8 | static_cast<unsigned char>(seed6[17]), 6999);
+  EXPECT_TRUE(reply["peers"].bytes().empty()) << "the IPv4 peers are seeders too";
+}
+
+TEST_F(TrackerTest, TheOwnSeedAnnouncingGetsNeitherItselfNorOtherSeeders) {
+  make(false, Endpoint::parse("10.9.9.9"));
+  tracker->add_own_torrent(hash_of(1));
+  tracker->set_seed_port(6881);
+  Announce seed;
+  seed.left = 0;
+  announce(v4(1), seed);
+  announce(v4(2));
+  EXPECT_EQ(peers(announce(*Endpoint::parse("10.9.9.9"), seed)), std::vector<std::string>{"10.0.0.2:6881"});
 }
 
 TEST_F(TrackerTest, OwnSeedUsesTheBitTorrentListenAddressWhenSpecific) {
@@ -517,6 +561,25 @@ TEST_F(UdpTrackerTest, IPv6AnnouncesGetEighteenBytePeersAndTheOwnSeed) {
   ASSERT_EQ(reply.size(), 20u + 2 * 18u) << error_of(reply);
   EXPECT_EQ(be32(reply, 16), 1u) << "the own seed";
   EXPECT_EQ(reply[20 + 18 + 15], 0xff) << "the own seed at the local address";
+}
+
+TEST_F(UdpTrackerTest, MagnetClientsThatAnnounceLeftZeroGetTheOwnSeedOverIPv4AndIPv6) {
+  make(false);
+  tracker->add_own_torrent(hash_of(1));
+  tracker->set_seed_port(6881);
+  const Endpoint a = v4(1, 5000);
+  auto r = send(announce_packet(connect(a), hash_of(1), 7000, 0), a);
+  ASSERT_EQ(r.size(), 26u) << error_of(r);
+  EXPECT_EQ(std::vector<std::uint8_t>(r.begin() + 20, r.end()),
+            (std::vector<std::uint8_t>{192, 168, 1, 1, 0x1a, 0xe1}));
+
+  const Endpoint b = *Endpoint::parse("2001:db8::1", 5000);
+  const Endpoint local6 = *Endpoint::parse("2001:db8::ff", 6969);
+  std::vector<std::uint8_t> reply(Tracker::kUdpReplyCapacity);
+  reply.resize(tracker->udp_datagram(announce_packet(connect(b), hash_of(1), 7000, 0).bytes, b, local6, reply));
+  ASSERT_EQ(reply.size(), 20u + 18u) << error_of(reply);
+  EXPECT_EQ(reply[20 + 15], 0xff) << "the own seed at the local address";
+  EXPECT_EQ(reply[20 + 16] << 8 | reply[20 + 17], 6881);
 }
 
 TEST_F(TrackerTest, MetricsNameTheOwnSwarms) {

@@ -1,0 +1,73 @@
+"""qBittorrent 4.5 (qbittorrent-nox, libtorrent 2.0) against the node across namespaces, driven through its
+Web API: the v1, hybrid and v2 torrents over the node's peer wire alone (its HTTP port unreachable: peers
+from the UDP tracker), over its web seed alone (its peer wire unreachable), and as magnet links whose
+metadata comes from the node's seed (BEP 9). Every file must equal the fake Hub's."""
+from __future__ import annotations
+
+import os
+
+from bt_clients import NAME, NodeOnNetworkTest, QBittorrent
+
+
+class QBittorrentTest(NodeOnNetworkTest):
+    def qbittorrent(self, name: str) -> QBittorrent:
+        return QBittorrent(self.client_host(name), self.workdir(name)).start()
+
+    def peer_wire(self, kind: str) -> None:
+        torrent = self.torrent(kind)[0]
+        client = self.qbittorrent("qbittorrent")
+        self.block_http(client.host)
+        before = self.sources()
+        client.add_torrent(torrent)
+        client.wait_complete(self.info_hash(kind))
+        self.assert_snapshot(os.path.join(client.downloads, NAME))
+        self.assert_came_from(before, "seed")
+
+    def web_seed(self, kind: str) -> None:
+        torrent = self.torrent(kind)[0]
+        client = self.qbittorrent("qbittorrent")
+        self.block_seed(client.host)
+        before = self.sources()
+        client.add_torrent(torrent)
+        client.wait_complete(self.info_hash(kind))
+        self.assert_snapshot(os.path.join(client.downloads, NAME))
+        self.assert_came_from(before, "web seed")
+
+    def magnet(self, kind: str) -> None:
+        magnet = self.magnet_link(kind)
+        client = self.qbittorrent("qbittorrent")
+        client.add_magnet(magnet)
+        client.wait_complete(self.info_hash(kind))
+        self.assert_snapshot(os.path.join(client.downloads, NAME))
+
+    def test_v1_peer_wire(self):
+        self.peer_wire("v1")
+
+    def test_v1_web_seed(self):
+        self.web_seed("v1")
+
+    def test_v1_magnet(self):
+        self.magnet("v1")
+
+    def test_hybrid_peer_wire(self):
+        self.peer_wire("hybrid")
+
+    def test_hybrid_web_seed(self):
+        self.web_seed("hybrid")
+
+    def test_hybrid_magnet(self):
+        self.magnet("hybrid")
+
+    def test_v2_peer_wire(self):
+        self.peer_wire("v2")
+
+    def test_v2_web_seed(self):
+        self.web_seed("v2")
+
+    def test_v2_magnet(self):
+        self.magnet("v2")
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()
