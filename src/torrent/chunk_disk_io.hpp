@@ -50,7 +50,7 @@ class ChunkReader {
   ChunkReader(const ChunkStore& store, std::size_t max_open_chunks, std::function<void(const Sha256&)> on_damaged = {});
 
   // `key` is the 20-byte hash libtorrent names the torrent's storage by (its v1 info-hash, or the
-  // truncated v2 info-hash of a hybrid torrent). False if a table is already published under it.
+  // truncated v2 info-hash of a hybrid or v2 torrent). False if a table is already published under it.
   bool publish(const Sha1& key, std::vector<PieceSource> pieces);
   // Blocks until reads of the torrent in progress finish; afterwards none starts, and the chunk files
   // it kept open are closed (so an eviction that deletes them frees their space).

@@ -2,9 +2,9 @@
 // The node's torrents, built from the hashes stored at ingest without reading the data again. The
 // bytes depend only on the snapshot, the chunk size and the options, so every node holding the same
 // snapshot makes the same info dict and joins one swarm. libtorrent's create_torrent lays the files out
-// (its order and BEP 47 padding: hybrid by default, v1_only | canonical_files for v1, v2_only for v2) and writes them
-// from the stored hashes, so a torrent a libtorrent client makes from the same files has the same
-// info-hashes too.
+// (its order and BEP 47 padding: hybrid by default, v1_only | canonical_files for v1, v2_only for v2)
+// and writes them from the stored hashes, so a torrent a libtorrent client makes from the same files
+// has the same info-hashes too.
 #include <span>
 #include <string>
 #include <string_view>

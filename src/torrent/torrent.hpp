@@ -73,7 +73,7 @@ struct BuildOptions {
   std::string comment;
   // Reads a stored chunk back. Only blobs indexed before BlobEntry::v2_root existed need it, and only
   // when they are one chunk long (a longer file's root follows from its chunk ids): the migration path
-  // for hybrid torrents of such snapshots. nullopt when the chunk cannot be read.
+  // for hybrid and v2 torrents of such snapshots. nullopt when the chunk cannot be read.
   std::function<std::optional<std::vector<std::uint8_t>>(const Sha256& chunk)> read_chunk;
 };
 

@@ -1,6 +1,7 @@
 """Torrents of cached snapshots, seeded from the chunk store: the torrent, magnet and web seed routes,
-and real BitTorrent clients (aria2c over the peer wire alone and over the web seed alone, libtorrent's
-Python bindings on the hybrid torrent) whose bytes must equal the fake Hub's."""
+and real BitTorrent clients (aria2c over the peer wire alone, over the web seed alone and on a magnet
+link through either tracker; libtorrent's Python bindings on the hybrid torrent, the v2 torrent and v2
+magnet, and over uTP alone) whose bytes must equal the fake Hub's."""
 from __future__ import annotations
 
 import hashlib
