@@ -173,6 +173,11 @@ bool Endpoint::is_unspecified() const {
   return std::all_of(ip.begin(), ip.begin() + static_cast<std::ptrdiff_t>(n), [](std::uint8_t b) { return b == 0; });
 }
 
+bool Endpoint::is_loopback() const {
+  if (!v6) return ip[0] == 127;
+  return std::all_of(ip.begin(), ip.begin() + 15, [](std::uint8_t b) { return b == 0; }) && ip[15] == 1;
+}
+
 std::string Endpoint::ip_text() const {
   char text[INET6_ADDRSTRLEN] = {};
   inet_ntop(v6 ? AF_INET6 : AF_INET, ip.data(), text, sizeof text);
@@ -254,6 +259,9 @@ struct Tracker::Impl {
     auto own = own_seed(local);
     if (!own) return outcome;
     ++outcome.counts.seeders;
+    // A loopback address the client reached through a reverse proxy on this host names no seed it can
+    // reach (Transmission ignores it; others would dial their own host): bt_listen names the seed then.
+    if (own->is_loopback() && !request.peer.is_loopback()) return outcome;
     // Seeders get the seed too: a magnet client announces left=0 before it has the metadata (aria2 does),
     // and the seed is where it gets the metadata from. A client that asked for no peers gets none; the
     // seed never receives itself.

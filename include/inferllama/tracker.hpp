@@ -37,6 +37,7 @@ struct Endpoint {
   // "1.2.3.4", "::1" (no brackets); nullopt if it is not an address.
   static std::optional<Endpoint> parse(std::string_view ip, std::uint16_t port = 0);
   bool is_unspecified() const;  // 0.0.0.0 or ::
+  bool is_loopback() const;     // 127.0.0.0/8 or ::1
   std::string ip_text() const;
   friend bool operator==(const Endpoint&, const Endpoint&) = default;
 };

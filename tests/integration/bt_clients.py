@@ -290,6 +290,39 @@ def libtorrent_client(host: netns.Host, source: str, directory: str,
                     capture_output=True, text=True, timeout=timeout + 30)
 
 
+class EveryKindWorks:
+    """The test of every cell of a client that takes v1, hybrid and v2 torrents over the peer wire alone, the
+    web seed alone and magnet links (each named in the README's table); the client's test class says how
+    with `peer_wire`, `web_seed` and `magnet`."""
+
+    def test_v1_peer_wire(self):
+        self.peer_wire("v1")
+
+    def test_v1_web_seed(self):
+        self.web_seed("v1")
+
+    def test_v1_magnet(self):
+        self.magnet("v1")
+
+    def test_hybrid_peer_wire(self):
+        self.peer_wire("hybrid")
+
+    def test_hybrid_web_seed(self):
+        self.web_seed("hybrid")
+
+    def test_hybrid_magnet(self):
+        self.magnet("hybrid")
+
+    def test_v2_peer_wire(self):
+        self.peer_wire("v2")
+
+    def test_v2_web_seed(self):
+        self.web_seed("v2")
+
+    def test_v2_magnet(self):
+        self.magnet("v2")
+
+
 class NodeOnNetworkTest(unittest.TestCase):
     """The fake Hub and the node on host .1 of a fresh network, once per class. The node listens (HTTP,
     peer wire, UDP tracker, metrics) on that address only, so its tracker names its seed there."""

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import os
 
-from bt_clients import NAME, NodeOnNetworkTest, libtorrent_client
+from bt_clients import NAME, EveryKindWorks, NodeOnNetworkTest, libtorrent_client
 
 
-class LibtorrentTest(NodeOnNetworkTest):
+class LibtorrentTest(EveryKindWorks, NodeOnNetworkTest):
     def download(self, source: str, block: str | None) -> str:
         host = self.client_host("libtorrent")
         if block == "seed":
@@ -38,33 +38,6 @@ class LibtorrentTest(NodeOnNetworkTest):
 
     def magnet(self, kind: str) -> None:
         self.assert_snapshot(self.download(self.magnet_link(kind), None))
-
-    def test_v1_peer_wire(self):
-        self.peer_wire("v1")
-
-    def test_v1_web_seed(self):
-        self.web_seed("v1")
-
-    def test_v1_magnet(self):
-        self.magnet("v1")
-
-    def test_hybrid_peer_wire(self):
-        self.peer_wire("hybrid")
-
-    def test_hybrid_web_seed(self):
-        self.web_seed("hybrid")
-
-    def test_hybrid_magnet(self):
-        self.magnet("hybrid")
-
-    def test_v2_peer_wire(self):
-        self.peer_wire("v2")
-
-    def test_v2_web_seed(self):
-        self.web_seed("v2")
-
-    def test_v2_magnet(self):
-        self.magnet("v2")
 
 
 if __name__ == "__main__":

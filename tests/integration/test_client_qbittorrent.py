@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import os
 
-from bt_clients import NAME, NodeOnNetworkTest, QBittorrent
+from bt_clients import NAME, EveryKindWorks, NodeOnNetworkTest, QBittorrent
 
 
-class QBittorrentTest(NodeOnNetworkTest):
+class QBittorrentTest(EveryKindWorks, NodeOnNetworkTest):
     def qbittorrent(self, name: str) -> QBittorrent:
         return QBittorrent(self.client_host(name), self.workdir(name)).start()
 
@@ -39,33 +39,6 @@ class QBittorrentTest(NodeOnNetworkTest):
         client.add_magnet(magnet)
         client.wait_complete(self.info_hash(kind))
         self.assert_snapshot(os.path.join(client.downloads, NAME))
-
-    def test_v1_peer_wire(self):
-        self.peer_wire("v1")
-
-    def test_v1_web_seed(self):
-        self.web_seed("v1")
-
-    def test_v1_magnet(self):
-        self.magnet("v1")
-
-    def test_hybrid_peer_wire(self):
-        self.peer_wire("hybrid")
-
-    def test_hybrid_web_seed(self):
-        self.web_seed("hybrid")
-
-    def test_hybrid_magnet(self):
-        self.magnet("hybrid")
-
-    def test_v2_peer_wire(self):
-        self.peer_wire("v2")
-
-    def test_v2_web_seed(self):
-        self.web_seed("v2")
-
-    def test_v2_magnet(self):
-        self.magnet("v2")
 
 
 if __name__ == "__main__":

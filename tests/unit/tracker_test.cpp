@@ -291,6 +291,23 @@ TEST_F(TrackerTest, OwnSeedUsesTheBitTorrentListenAddressWhenSpecific) {
   EXPECT_EQ(peers(announce(v4(1))), std::vector<std::string>{"10.9.9.9:6881"});
 }
 
+// Behind a reverse proxy on the node's host the client reached a loopback address: no peer elsewhere can
+// dial that, so the seed is left out (and still counted) until bt_listen names it.
+TEST_F(TrackerTest, ALoopbackSeedIsOfferedToLoopbackPeersOnly) {
+  make(false);
+  tracker->add_own_torrent(hash_of(1));
+  tracker->set_seed_port(6999);
+  Announce leecher;
+  std::string body;
+  tracker->http_announce(leecher.query(), v4(1), *Endpoint::parse("127.0.0.1", 8080), body);
+  EXPECT_TRUE(peers(decode(body)).empty()) << body;
+  EXPECT_EQ(decode(body)["complete"].integer(), 1);
+  body.clear();
+  tracker->http_announce(leecher.query(), *Endpoint::parse("127.0.0.1", 4000), *Endpoint::parse("127.0.0.1", 8080),
+                         body);
+  EXPECT_EQ(peers(decode(body)), (std::vector<std::string>{"10.0.0.1:6881", "127.0.0.1:6999"}));
+}
+
 TEST_F(TrackerTest, HybridTorrentsShareOneSwarmUnderBothHashes) {
   make(false);
   Sha256 v2;
