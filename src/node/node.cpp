@@ -114,19 +114,29 @@ std::unique_ptr<torrent::Seeder> Node::make_seeder() {
 }
 
 void Node::add_torrent(const torrent::SnapshotTorrent& t) {
+  const auto swarm = t.torrent->swarm_hash();
+  std::lock_guard lock(swarms_mutex_);
+  // Two snapshots may make one info dict (a commit that reverts to an older tree): one swarm, seeded once.
+  if (swarm_snapshots_[swarm.hex()]++ > 0) return;
   if (seeder_) {
     if (auto refused = seeder_->add(*t.torrent); !refused.empty()) {
-      spdlog::error("cannot seed {}: {}", t.torrent->swarm_hash().hex(), refused);
+      spdlog::error("cannot seed {}: {}", swarm.hex(), refused);
+      swarm_snapshots_.erase(swarm.hex());
       return;
     }
   }
   // A hybrid torrent's truncated v2 hash joins its v1 swarm; a v2-only torrent's is its swarm.
-  tracker_.add_own_torrent(t.torrent->swarm_hash(), t.torrent->info_hash_v2);
+  tracker_.add_own_torrent(swarm, t.torrent->info_hash_v2);
 }
 
 void Node::remove_torrent(const torrent::SnapshotTorrent& t) {
-  tracker_.remove_own_torrent(t.torrent->swarm_hash());
-  if (seeder_) seeder_->remove(t.torrent->swarm_hash());
+  const auto swarm = t.torrent->swarm_hash();
+  std::lock_guard lock(swarms_mutex_);
+  const auto it = swarm_snapshots_.find(swarm.hex());
+  if (it == swarm_snapshots_.end() || --it->second > 0) return;  // another snapshot still makes this swarm
+  swarm_snapshots_.erase(it);
+  tracker_.remove_own_torrent(swarm);
+  if (seeder_) seeder_->remove(swarm);
 }
 
 void Node::register_metrics() {

@@ -2,7 +2,9 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "cache/download.hpp"
 #include "cache/evictor.hpp"
@@ -109,6 +111,9 @@ class Node {
   // stops before any of its files leaves the store.
   tracker::Tracker tracker_;
   std::unique_ptr<torrent::Seeder> seeder_;  // bt_listen
+  // How many snapshot torrents make each swarm (by its hash, hex): seeded and tracked while one does.
+  std::mutex swarms_mutex_;
+  std::unordered_map<std::string, unsigned> swarm_snapshots_;
   torrent::SnapshotTorrents torrents_;
   torrent::Mirror mirror_;
   std::unique_ptr<tracker::UdpServer> udp_tracker_;  // tracker_udp

@@ -3,6 +3,7 @@
 // snapshots' torrents (snapshot_torrents.*, which the HTTP routes see): a snapshot's torrent as bytes, its
 // info-hashes, and where each of its pieces lives in the chunk store.
 #include <algorithm>
+#include <cassert>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -52,6 +53,7 @@ struct Torrent {
   // its v2 info-hash truncated, which is what BEP 52 clients announce.
   Sha1 swarm_hash() const {
     if (info_hash_v1) return *info_hash_v1;
+    assert(info_hash_v2);  // every format has one of the two
     Sha1 truncated;
     std::copy_n(info_hash_v2->bytes.begin(), truncated.bytes.size(), truncated.bytes.begin());
     return truncated;
