@@ -34,7 +34,8 @@ REPO = "acme/tiny-model"
 NAME = "tiny-model"  # the torrent's name: clients save the snapshot under it
 HERE = os.path.dirname(os.path.abspath(__file__))
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's python3-libtorrent is built for it
-DOWNLOAD_TIMEOUT = 60  # seconds for 14 MiB between namespaces: a download takes 1 to 30 (Transmission)
+DOWNLOAD_TIMEOUT = 120  # seconds for 14 MiB between namespaces: 1 to 30 (Transmission) on an idle machine; the
+# margin is for a loaded one and costs time only when a download fails
 LOG_TAIL = 12000  # characters of a client's log in a failure message
 
 
@@ -45,6 +46,19 @@ def tail(path: str, limit: int = LOG_TAIL) -> str:
     except OSError as e:
         return f"({path}: {e})"
     return text[-limit:]
+
+
+def client_version(argv: list[str]) -> str:
+    """The version a client's `--version` prints first ("1.36.0" of "aria2 version 1.36.0", "3.00" of
+    "transmission-daemon 3.00 (bb6b5a062e)"), or "" when it prints none."""
+    try:
+        shown = subprocess.run([*argv, "--version"], capture_output=True, text=True, timeout=30)
+    except OSError:
+        return ""
+    for word in (shown.stdout + shown.stderr).split():
+        if word[:1].isdigit():
+            return word
+    return ""
 
 
 def poll(check, timeout: float, interval: float = 0.25):

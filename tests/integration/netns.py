@@ -11,9 +11,10 @@ loopback. The test process itself is on the network too (address .254), so it re
 
 The bridge lives in a namespace of its own, so the host's firewall (which may drop bridged traffic) never
 sees these packets. The /24 is chosen per network (a lock file per /24) so parallel test processes never
-share one. Names carry the pid: a later run removes what a killed run left. Everything is removed on
-close, at interpreter exit, and on SIGTERM. Needs root and iproute2 (`ip`; `tc` with the HTB qdisc and the
-u32 filter for `block` and `limit_rate`); `require()` skips a test without root or `ip netns`.
+share one. Names carry the pid: a later run removes what a killed run left, holding that run's /24 lock
+while it does. Everything is removed on close, at interpreter exit, and on SIGTERM. Needs root and iproute2
+(`ip`; `tc` with the HTB qdisc and the u32 filter for `block`); `require()` skips a test without root or
+`ip netns`, or fails it instead when INFERLLAMA_REQUIRE_NETNS=1 (CI, which runs as root, sets it).
 """
 from __future__ import annotations
 
@@ -47,31 +48,65 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
+REQUIRE_ENV = "INFERLLAMA_REQUIRE_NETNS"
+
+
 def require() -> None:
-    """Skips the calling test (unittest.SkipTest) unless namespaces can be made here."""
+    """Skips the calling test (unittest.SkipTest) unless namespaces can be made here; with
+    INFERLLAMA_REQUIRE_NETNS=1 in the environment, fails it (AssertionError) instead."""
     if os.geteuid() != 0:
-        raise unittest.SkipTest("network namespaces need root (CI runs the tests as root)")
+        _unavailable("network namespaces need root (CI runs the tests as root)")
     if not shutil.which("ip"):
-        raise unittest.SkipTest("`ip` (iproute2) is not installed: scripts/install-deps.sh --test installs it")
+        _unavailable("`ip` (iproute2) is not installed: scripts/install-deps.sh --test installs it")
     probe = f"{NAME_PREFIX}{os.getpid()}-0-probe"
     made = _ip("netns", "add", probe, check=False)
     if made.returncode != 0:
-        raise unittest.SkipTest(f"`ip netns add` does not work here: {made.stderr.strip()}")
+        _unavailable(f"`ip netns add` does not work here: {made.stderr.strip()}")
     _ip("netns", "delete", probe, check=False)
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get(REQUIRE_ENV) == "1":
+        raise AssertionError(f"{reason} ({REQUIRE_ENV}=1: namespaces are required here)")
+    raise unittest.SkipTest(reason)
 
 
 def remove_stale() -> None:
     """Deletes the namespaces (and this host's end of their network's link) of test processes that died
-    without cleaning up: their pid is gone."""
+    without cleaning up: their pid is gone. Only while holding the lock of their /24, and a /24 whose lock
+    another process holds is left alone: the link's name is the /24's, not the pid's, so once a live
+    network has claimed the /24 again, `ilnetN` is that network's."""
+    stale: dict[str, list[tuple[str, str]]] = {}  # third byte of the /24 -> (namespace, host)
     listed = _ip("netns", "list", check=False).stdout
     for line in listed.splitlines():
         name = line.split()[0] if line.split() else ""
         match = _STALE.match(name)
         if match and not os.path.exists(f"/proc/{match.group(1)}"):
-            _kill_namespace_processes(name)
-            _ip("netns", "delete", name, check=False)
-            if match.group(3) == "switch":
-                _ip("link", "delete", _runner_interface(match.group(2)), check=False)
+            stale.setdefault(match.group(2), []).append((name, match.group(3)))
+    for third, namespaces in stale.items():
+        lock = _lock_subnet(third)
+        if lock is None:
+            continue
+        try:
+            for name, host in namespaces:
+                _kill_namespace_processes(name)
+                _ip("netns", "delete", name, check=False)
+                if host == "switch":
+                    _ip("link", "delete", _runner_interface(third), check=False)
+        finally:
+            lock.close()
+
+
+def _lock_subnet(third: int | str):
+    """The open lock file of 10.231.`third`.0/24 with its flock held, or None when another network (of
+    this process or another) holds it. Closing the file releases the lock."""
+    lock = open(os.path.join(tempfile.gettempdir(), f"inferllama-netns-{PREFIX}.{third}.lock"), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock
 
 
 def _kill_namespace_processes(netns: str) -> None:
@@ -127,15 +162,9 @@ class Host:
                  "match", "ip", "dst", f"{address}/32", "match", "ip", "protocol", str(_PROTOCOLS[protocol]), "0xff",
                  "match", "ip", "dport", str(port), "0xffff", "flowid", _DROP_CLASS)
 
-    def limit_rate(self, rate: str, burst: str = "64kb") -> None:
-        """Caps what this host sends (e.g. rate="20mbit")."""
-        self._shape()
-        self._tc("class", "change", "dev", self.interface, "parent", "1:", "classid", _PASS_CLASS, "htb",
-                 "rate", rate, "burst", burst, "quantum", "1514")
-
     def _shape(self) -> None:
-        """The link's queueing, made once: an HTB whose default class passes everything (at most at the
-        rate limit_rate sets) and whose other class leads to a queue of length 0, which drops."""
+        """The link's queueing, made once: an HTB whose default class passes everything and whose other
+        class leads to a queue of length 0, which drops."""
         if self._shaped:
             return
         self._tc("qdisc", "add", "dev", self.interface, "root", "handle", "1:", "htb", "default", "1")
@@ -218,18 +247,14 @@ class Network:
         """The first free /24, starting from one derived from the pid: free means its lock file is not
         held by another test process and no interface of this host has an address in it."""
         in_use = _ip("-4", "-o", "addr", "show", check=False).stdout
-        lock_dir = tempfile.gettempdir()
         start = os.getpid() % 250
         for step in range(250):
             third = 1 + (start + step) % 250
             prefix = f"{PREFIX}.{third}."
             if f"inet {prefix}" in in_use:
                 continue
-            lock = open(os.path.join(lock_dir, f"inferllama-netns-{PREFIX}.{third}.lock"), "w")
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                lock.close()
+            lock = _lock_subnet(third)
+            if lock is None:
                 continue
             return lock, f"{prefix}0/24"
         raise RuntimeError(f"no free /24 in {PREFIX}.0.0/16")
@@ -258,10 +283,6 @@ class Network:
             host.close()
             raise
         return host
-
-    @property
-    def hosts(self) -> list[Host]:
-        return list(self._hosts)
 
     def _forget(self, host: Host) -> None:
         if host in self._hosts:

@@ -17,7 +17,6 @@ import tempfile
 import unittest
 import urllib.parse
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import BINARY, HubAndNodeTest, clean_env, sha256, wait_until  # noqa: E402
@@ -200,16 +199,6 @@ XET_REQUESTS = ("xet_read_token", "xet_cas")
 class ClientRun:
     out: dict  # the JSON object the script printed last
     requests: list[dict]  # the node's access log entries of the run
-
-
-def log_time(entry: dict) -> datetime:
-    return datetime.strptime(entry["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def overlapping(entries: list[dict]) -> bool:
-    """Whether two of the requests were answered at the same time (an entry is logged when its answer ends)."""
-    spans = sorted((log_time(e) - timedelta(microseconds=e["duration_us"]), log_time(e)) for e in entries)
-    return any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
 
 
 class PythonClientTest(HubAndNodeTest):
@@ -406,7 +395,10 @@ class PythonClientTest(HubAndNodeTest):
                 self.assertEqual(len(ranges), 1 + chunks, run.requests)
                 self.assertEqual(sum(e["bytes"] for e in ranges), 1 + big["size"])  # the probe's byte, then the file
                 if cache == "miss":
-                    self.assertTrue(overlapping(ranges), ranges)  # every range waits for the one download
+                    # Before hf_transfer takes over, the client opens a plain GET (status 200), which starts the
+                    # node's download; every range, the probe first, joins that download ("stream") or reads the
+                    # file it stored ("hit"): none starts a download of its own ("miss").
+                    self.assertLessEqual({e["cache"] for e in ranges}, {"stream", "hit"}, ranges)
                 else:
                     self.assertEqual({e["cache"] for e in ranges}, {"hit"})
 

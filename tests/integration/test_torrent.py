@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import unittest
@@ -34,22 +33,17 @@ def aria2c(torrent: str, directory: str, timeout: int = 120) -> subprocess.Compl
 
 def aria2c_magnet(uri: str, directory: str, dht_dir: str | None = None, timeout: int = 30) -> subprocess.CompletedProcess:
     """aria2c on a magnet link: it announces left=0 until it has the metadata. aria2 asks UDP trackers
-    only with DHT on (`dht_dir`): a DHT without entry points, so the tracker stays the only source of peers."""
+    only with DHT on (`dht_dir`): a DHT without entry points, so the tracker stays the only source of peers.
+    The DHT's UDP port is a range: aria2 binds the first free port in it, so parallel runs never collide."""
     dht = ["--enable-dht=false"]
     if dht_dir:
         dht = ["--enable-dht=true", f"--dht-file-path={os.path.join(dht_dir, 'dht.dat')}",
-               f"--dht-listen-port={free_udp_port()}"]
+               "--dht-listen-port=6881-6999"]
     return subprocess.run(
         ["aria2c", f"--dir={directory}", *dht, "--enable-dht6=false", "--bt-enable-lpd=false",
          "--enable-peer-exchange=false", "--seed-time=0", "--summary-interval=0", "--console-log-level=warn",
          "--file-allocation=none", "--bt-save-metadata=false", f"--bt-stop-timeout={timeout}",
          "--bt-tracker-connect-timeout=10", uri], capture_output=True, text=True, timeout=timeout + 30)
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class TorrentTest(unittest.TestCase):
