@@ -145,7 +145,8 @@ Task<Admission> Gate::admit(const Request& req, const Origin& origin) {
     const std::string repo = resolve ? resolve->repo.key()
                              : api   ? api->repo.key()
                                      : (passed->repo ? passed->repo->key() : std::string());
-    const bool download = req.method() == bhttp::verb::get && (resolve || (api && api->kind == ApiRoute::Kind::webseed));
+    const bool download =
+        req.method() == bhttp::verb::get && (resolve || (api && api->kind == ApiRoute::Kind::webseed));
     auto refusal = co_await open_account(req, origin, admission, caller, passkey, repo, download);
     if (refusal) {
       admission.verdict = Refusal{std::move(*refusal)};

@@ -146,7 +146,8 @@ Route hub_route(const std::vector<std::string_view>& segs) {
 
 // The node's own namespaces: a path under them that names nothing is the node's 404, never the Hub's.
 bool is_node_path(std::string_view path) {
-  for (const std::string_view own : {"/api/inferllama", "/api/usage", "/p", "/announce", "/scrape", "/healthz", "/metrics"}) {
+  for (const std::string_view own :
+       {"/api/inferllama", "/api/usage", "/p", "/announce", "/scrape", "/healthz", "/metrics"}) {
     if (path == own || (path.starts_with(own) && path[own.size()] == '/')) return true;
   }
   return false;
@@ -160,7 +161,8 @@ Route upstream_route(std::string_view path) {
   const auto segs = split(path.substr(1));
   for (const auto seg : segs) {
     const auto decoded = url::decode(seg);
-    if (!decoded || has_control(*decoded) || decoded->find('\\') != std::string::npos) return BadRequest{"invalid path"};
+    if (!decoded || has_control(*decoded) || decoded->find('\\') != std::string::npos)
+      return BadRequest{"invalid path"};
     for (const auto part : split(*decoded)) {
       if (part.empty() || part == "." || part == "..") return BadRequest{"invalid path"};
     }
@@ -242,7 +244,6 @@ Route route(std::string_view path) {
   return routed;
 }
 
-
 std::optional<BadRequest> check_query(std::string_view query) {
   const auto pairs = url::parse_query_strict(query);
   if (!pairs) return BadRequest{"invalid query string"};
@@ -290,9 +291,9 @@ RouteId route_id(const Route& route) {
 
 const char* route_name(RouteId id) {
   static constexpr const char* kNames[kRouteIds] = {
-      "not_found", "bad_request", "healthz",        "metrics",  "admin",       "usage",      "resolve",
-      "api_info",  "api_revision", "api_tree",      "api_paths_info", "api_refs", "api_torrent", "api_magnet",
-      "webseed",   "announce",     "scrape",        "upstream"};
+      "not_found",   "bad_request", "healthz",      "metrics",  "admin",          "usage",
+      "resolve",     "api_info",    "api_revision", "api_tree", "api_paths_info", "api_refs",
+      "api_torrent", "api_magnet",  "webseed",      "announce", "scrape",         "upstream"};
   return kNames[static_cast<std::size_t>(id)];
 }
 

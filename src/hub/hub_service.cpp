@@ -593,8 +593,8 @@ Reply HubService::relay(const UpstreamResponse& response, const std::string& pub
       if (auto next = next_link_path(value))
         r.headers.emplace_back("Link", "<" + public_base + *next + ">; rel=\"next\"");
     } else if (what != Relayed::metadata &&
-               (name == "etag" || name == "last-modified" || name == "cache-control" ||
-                name == "content-disposition" || name == "content-range" || name == "retry-after")) {
+               (name == "etag" || name == "last-modified" || name == "cache-control" || name == "content-disposition" ||
+                name == "content-range" || name == "retry-after")) {
       r.headers.emplace_back(name, value);
     }
   }

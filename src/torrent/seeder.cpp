@@ -82,14 +82,11 @@ Seeder::Seeder(const ChunkStore& store, const SeederOptions& options) : impl_(st
   impl_->reader = std::make_shared<ChunkReader>(store, options.max_open_chunks, options.on_damaged_chunk);
 
   lt::settings_pack pack = lt::high_performance_seed();
-  apply_peer_settings(
-      pack,
-      PeerSettings{
-          .listen = options.listen,
-          .dht = options.dht,
-          .lsd = options.lsd,
-          .port_fallback = options.port_fallback,
-          .incoming_utp = true});
+  apply_peer_settings(pack, PeerSettings{.listen = options.listen,
+                                         .dht = options.dht,
+                                         .lsd = options.lsd,
+                                         .port_fallback = options.port_fallback,
+                                         .incoming_utp = true});
   pack.set_int(lt::settings_pack::upload_rate_limit,
                static_cast<int>(std::min<std::uint64_t>(options.upload_rate, INT_MAX)));
   pack.set_int(lt::settings_pack::connections_limit,

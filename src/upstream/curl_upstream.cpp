@@ -1,8 +1,8 @@
 #include "upstream/curl_upstream.hpp"
 
 #include <curl/curl.h>
-#include <strings.h>
 #include <spdlog/spdlog.h>
+#include <strings.h>
 
 #include <algorithm>
 #include <cctype>

@@ -81,7 +81,8 @@ void check_route(std::string_view path) {
     const auto decoded = url::decode(path);
     FUZZ_CHECK(decoded.has_value(), "UpstreamRoute of a path that does not decode");
     if (path.size() > 1) check_safe_path(decoded->substr(1), "UpstreamRoute");
-    for (const std::string own : {"/api/inferllama", "/api/usage", "/p", "/announce", "/scrape", "/healthz", "/metrics"}) {
+    for (const std::string own :
+         {"/api/inferllama", "/api/usage", "/p", "/announce", "/scrape", "/healthz", "/metrics"}) {
       FUZZ_CHECK(*decoded != own && !decoded->starts_with(own + "/"), "UpstreamRoute of the node's own path \"%s\"",
                  decoded->c_str());
     }
