@@ -427,9 +427,11 @@ void Download::subscribe(const std::shared_ptr<ProgressListener>& listener) {
   listeners_.push_back(listener);
 }
 
-void Download::add_claim(FileClaim claim) {
+bool Download::add_claim(FileClaim claim) {
   std::lock_guard lock(mutex_);
+  if (claims_closed_) return false;
   claims_.push_back(std::move(claim));
+  return true;
 }
 
 void Download::notify() {
@@ -587,20 +589,30 @@ void Download::finalize() {
       for (const auto& c : blob.chunks) piece_layer.push_back(c.id);
       blob.v2_root = piece_layer_root(piece_layer, blob.chunk_size);
     }
-    {
-      std::lock_guard lock(mutex_);
-      claims = claims_;
-    }
-    std::vector<Index::FileRef> refs;
-    BlobScope scope;
-    scope.shared = shared_;
-    for (const auto& c : claims) {
-      if (!c.path.empty()) refs.push_back({c.repo, c.commit, c.path});
-      if (!c.repo.name.empty() && std::find(scope.repos.begin(), scope.repos.end(), c.repo) == scope.repos.end()) {
-        scope.repos.push_back(c.repo);
+    // The claims so far, then those that joined while they were committed, until none did: from then on
+    // get_or_start takes this download for a finished one and its caller records the path.
+    std::size_t committed = 0;
+    for (bool first = true;; first = false) {
+      {
+        std::lock_guard lock(mutex_);
+        claims.assign(claims_.begin() + static_cast<std::ptrdiff_t>(committed), claims_.end());
+        committed = claims_.size();
+        if (claims.empty() && !first) {
+          claims_closed_ = true;
+          break;
+        }
       }
+      std::vector<Index::FileRef> refs;
+      BlobScope scope;
+      scope.shared = shared_;
+      for (const auto& c : claims) {
+        if (!c.path.empty()) refs.push_back({c.repo, c.commit, c.path});
+        if (!c.repo.name.empty() && std::find(scope.repos.begin(), scope.repos.end(), c.repo) == scope.repos.end()) {
+          scope.repos.push_back(c.repo);
+        }
+      }
+      owner_.index_.commit_blob(blob, refs, scope);
     }
-    owner_.index_.commit_blob(blob, refs, scope);
   } catch (const std::exception& e) {
     fail(std::string("cannot store the file: ") + e.what());
     return;
@@ -671,8 +683,8 @@ std::shared_ptr<Download> Downloads::get_or_start(const BlobSource& source, cons
     };
     auto it = live(key);
     if (it == running_.end()) it = live(source.etag);
-    if (it != running_.end()) {
-      if (it->second->size() == source.size) it->second->add_claim(claim);
+    // A download of another size is returned unclaimed: the caller refuses it.
+    if (it != running_.end() && (it->second->size() != source.size || it->second->add_claim(claim))) {
       return it->second;
     }
     // A download that finished between the caller's index lookup and now has committed its blob.

@@ -114,7 +114,8 @@ class Download : public std::enable_shared_from_this<Download> {
   void prioritize(std::uint64_t offset);
 
   void subscribe(const std::shared_ptr<ProgressListener>& listener);
-  void add_claim(FileClaim claim);
+  // False once the blob is committed with its claims: the caller records its path itself.
+  bool add_claim(FileClaim claim);
 
  private:
   friend class Downloads;
@@ -159,6 +160,7 @@ class Download : public std::enable_shared_from_this<Download> {
   const std::string key_;  // in the registry: the etag, and the repo of a restricted download
   const bool shared_;      // the bytes come from a public repo's upstream
   std::vector<FileClaim> claims_;
+  bool claims_closed_ = false;  // the committed blob names every claim: no more are taken
   std::filesystem::path staging_;
   std::size_t chunk_count_ = 0;
   std::unique_ptr<Chunk[]> chunks_;
