@@ -339,5 +339,12 @@ def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def access_lines(text: str) -> list[dict]:
+    """The access log's entries in `text` (stdout or the log file as read so far): whole lines only, since the
+    node may be halfway through writing the last one; the node's start lines are not JSON."""
+    whole = text[:text.rfind("\n") + 1]
+    return [json.loads(line) for line in whole.splitlines() if line.startswith("{")]
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

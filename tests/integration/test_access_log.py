@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 sys.path.insert(0, os.path.dirname(__file__))
 from accounts import ADMIN_KEY, add_user, bearer  # noqa: E402
-from harness import FakeHub, Node, sha256, wait_until  # noqa: E402
+from harness import FakeHub, Node, access_lines, sha256, wait_until  # noqa: E402
 
 FIELDS = ["time", "remote", "identity", "method", "target", "route", "status", "bytes", "duration_us", "cache",
           "user_agent"]
@@ -44,11 +44,6 @@ def fetch(node, method, path, headers=None):
             return r.status, e.partial, False
     finally:
         conn.close()
-
-
-def access_lines(text: str) -> list[dict]:
-    """The access log's entries among stdout's lines (the start lines are not JSON)."""
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
 class AccessLogOnStdoutTest(unittest.TestCase):

@@ -19,7 +19,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import BINARY, HubAndNodeTest, clean_env, sha256, wait_until  # noqa: E402
+from harness import BINARY, HubAndNodeTest, access_lines, clean_env, sha256, wait_until  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MODEL = "acme/tiny-model"
@@ -221,7 +221,7 @@ class PythonClientTest(HubAndNodeTest):
         return home
 
     def access_log(self) -> list[dict]:
-        return [json.loads(line) for line in self.node.stdout_text().splitlines() if line.startswith("{")]
+        return access_lines(self.node.stdout_text())
 
     def mark(self) -> int:
         """How many lines the access log holds once every request made before this call is among them: the node
