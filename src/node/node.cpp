@@ -116,12 +116,11 @@ std::unique_ptr<torrent::Seeder> Node::make_seeder() {
 void Node::add_torrent(const torrent::SnapshotTorrent& t) {
   const auto swarm = t.torrent->swarm_hash();
   std::lock_guard lock(swarms_mutex_);
-  // Two snapshots may make one info dict (a commit that reverts to an older tree): one swarm, seeded once.
-  if (swarm_snapshots_[swarm.hex()]++ > 0) return;
+  if (!swarm_snapshots_.add(swarm)) return;  // seeded and tracked for another snapshot already
   if (seeder_) {
     if (auto refused = seeder_->add(*t.torrent); !refused.empty()) {
       spdlog::error("cannot seed {}: {}", swarm.hex(), refused);
-      swarm_snapshots_.erase(swarm.hex());
+      swarm_snapshots_.forget(swarm);
       return;
     }
   }
@@ -132,9 +131,7 @@ void Node::add_torrent(const torrent::SnapshotTorrent& t) {
 void Node::remove_torrent(const torrent::SnapshotTorrent& t) {
   const auto swarm = t.torrent->swarm_hash();
   std::lock_guard lock(swarms_mutex_);
-  const auto it = swarm_snapshots_.find(swarm.hex());
-  if (it == swarm_snapshots_.end() || --it->second > 0) return;  // another snapshot still makes this swarm
-  swarm_snapshots_.erase(it);
+  if (!swarm_snapshots_.remove(swarm)) return;  // another snapshot still makes this swarm
   tracker_.remove_own_torrent(swarm);
   if (seeder_) seeder_->remove(swarm);
 }

@@ -4,7 +4,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 
 #include "cache/download.hpp"
 #include "cache/evictor.hpp"
@@ -21,6 +20,7 @@
 #include "torrent/mirror.hpp"
 #include "torrent/seeder.hpp"
 #include "torrent/snapshot_torrents.hpp"
+#include "torrent/swarm_snapshots.hpp"
 #include "torrent/swarm_upstream.hpp"
 #include "usage/identities.hpp"
 #include "usage/local_limiter.hpp"
@@ -111,9 +111,8 @@ class Node {
   // stops before any of its files leaves the store.
   tracker::Tracker tracker_;
   std::unique_ptr<torrent::Seeder> seeder_;  // bt_listen
-  // How many snapshot torrents make each swarm (by its hash, hex): seeded and tracked while one does.
-  std::mutex swarms_mutex_;
-  std::unordered_map<std::string, unsigned> swarm_snapshots_;
+  std::mutex swarms_mutex_;  // one swarm's seeding and tracking start or stop at a time
+  torrent::SwarmSnapshots swarm_snapshots_;
   torrent::SnapshotTorrents torrents_;
   torrent::Mirror mirror_;
   std::unique_ptr<tracker::UdpServer> udp_tracker_;  // tracker_udp

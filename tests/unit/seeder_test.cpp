@@ -28,6 +28,7 @@
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/index.hpp"
 #include "torrent/chunk_disk_io.hpp"
+#include "torrent/swarm_snapshots.hpp"
 #include "torrent/fetcher.hpp"
 #include "torrent/metainfo.hpp"
 #include "torrent/seeder.hpp"
@@ -415,4 +416,21 @@ TEST(ChunkReaderTest, ReadsConsecutiveBlocksAcrossTheChunkEnd) {
   EXPECT_EQ(past, std::string(10, '\0'));
   EXPECT_EQ(reader.bytes_read(), 130u);
   fs::remove_all(root);
+}
+
+// Snapshots that make one info dict share one swarm: it starts with the first and stops with the last.
+TEST(SwarmSnapshotsTest, ASharedSwarmStopsWithItsLastSnapshot) {
+  SwarmSnapshots swarms;
+  Sha1 one, two;
+  one.bytes.fill(1);
+  two.bytes.fill(2);
+  EXPECT_TRUE(swarms.add(one));
+  EXPECT_FALSE(swarms.add(one)) << "a second snapshot of the swarm: seeded already";
+  EXPECT_TRUE(swarms.add(two));
+  EXPECT_FALSE(swarms.remove(one)) << "the other snapshot still makes it";
+  EXPECT_TRUE(swarms.remove(one));
+  EXPECT_FALSE(swarms.remove(one)) << "gone: nothing more to stop";
+  swarms.forget(two);  // its seeding failed
+  EXPECT_FALSE(swarms.remove(two));
+  EXPECT_TRUE(swarms.add(two));
 }
