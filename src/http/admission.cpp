@@ -141,7 +141,8 @@ Task<Admission> Gate::admit(const Request& req, const Origin& origin) {
   const auto* api = std::get_if<ApiRoute>(&route);
   const auto* passed = std::get_if<UpstreamRoute>(&route);
   if ((resolve || api || passed) && limiter_) {
-    const std::string passkey = resolve ? resolve->passkey : api ? api->passkey : std::string();
+    static const std::string kNoPasskey;  // a reference, not a copy per request: this is every hit's path
+    const std::string& passkey = resolve ? resolve->passkey : api ? api->passkey : kNoPasskey;
     const std::string repo = resolve ? resolve->repo.key()
                              : api   ? api->repo.key()
                                      : (passed->repo ? passed->repo->key() : std::string());
