@@ -45,6 +45,7 @@ struct PeerAnnounce {
   Event event = Event::none;
   bool seeder = false;
   unsigned numwant = 0;
+  bool parent_swarm = false;  // a node fetching from this node (kParentSwarmPeerId): not given the own seed
 };
 
 // Where an announce's peers go: compact records of each family, at most their spans' sizes.

@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "inferllama/cluster.hpp"
 #include "inferllama/metrics.hpp"
 #include "inferllama/network.hpp"
 #include "inferllama/tracker.hpp"
@@ -41,6 +42,13 @@ SipKey random_key() {
     throw std::runtime_error("the tracker cannot get random bytes for its keys (RAND_bytes)");
   }
   return key;
+}
+
+// Its peer id says the peer is a node fetching from this one (cluster::kParentSwarmPeerId, version aside).
+bool is_parent_swarm_peer(std::span<const std::uint8_t> peer_id) {
+  constexpr std::string_view kClient = cluster::kParentSwarmPeerId.substr(0, 3);  // "-IE"
+  return peer_id.size() >= kClient.size() && std::equal(kClient.begin(), kClient.end(), peer_id.begin(),
+                                                        [](char a, std::uint8_t b) { return static_cast<std::uint8_t>(a) == b; });
 }
 
 std::uint32_t read32(const std::uint8_t* p) {
@@ -265,7 +273,8 @@ struct Tracker::Impl {
     // Seeders get the seed too: a magnet client announces left=0 before it has the metadata (aria2 does),
     // and the seed is where it gets the metadata from. A client that asked for no peers gets none; the
     // seed never receives itself.
-    if (request.event == Event::stopped || request.numwant == 0 || *own == request.peer) return outcome;
+    if (request.event == Event::stopped || request.numwant == 0 || *own == request.peer || request.parent_swarm)
+      return outcome;
     if ((own->v6 ? cap6 : cap4) == 0) return outcome;  // a UDP reply of the other family
     // The own seed takes the place of a table peer when the reply is full.
     std::size_t& same = own->v6 ? outcome.v6 : outcome.v4;
@@ -352,6 +361,7 @@ void Tracker::Impl::http_announce(std::string_view query, const Endpoint& client
   });
   if (!invalid && !have_hash) invalid = "missing info_hash";
   if (!invalid && !have_peer_id) invalid = "missing peer_id";
+  request.parent_swarm = is_parent_swarm_peer(peer_id);
   if (!invalid && !have_port) invalid = "missing port";
   if (invalid) {
     count(announces, Transport::http, Outcome::invalid);
@@ -508,6 +518,7 @@ std::size_t Tracker::Impl::udp_datagram(std::span<const std::uint8_t> in, const 
     }
     PeerAnnounce request;
     std::copy_n(in.data() + 16, 20, request.hash.bytes.begin());
+    request.parent_swarm = is_parent_swarm_peer(std::span<const std::uint8_t>(in.data() + 36, 20));
     const std::uint64_t left = read64(in.data() + 64);
     const std::uint32_t event = read32(in.data() + 80);
     const auto numwant = static_cast<std::int32_t>(read32(in.data() + 92));

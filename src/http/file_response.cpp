@@ -2,8 +2,8 @@
 
 #include "cache/download.hpp"
 #include "http/range.hpp"
+#include "inferllama/cluster.hpp"
 #include "inferllama/version.hpp"
-#include "torrent/swarm_upstream.hpp"
 
 namespace inferllama::http {
 namespace bhttp = boost::beast::http;
@@ -11,10 +11,10 @@ namespace {
 
 // Status, Content-Range and the body's bytes of a Range request on `size` bytes.
 // `empty_file_rule`: a Range on an empty file answers the whole (empty) file (see below).
-FilePlan plan_range(const Request& req, std::uint64_t size, bool empty_file_rule, std::string& content_range) {
+FilePlan plan_range(const Request& req, std::string_view header, std::uint64_t size, bool empty_file_rule,
+                    std::string& content_range) {
   FilePlan plan;
   plan.length = size;
-  const auto header = req[bhttp::field::range];
   const ByteRange range = parse_range(header, size);
   if (empty_file_rule && size == 0 && !header.empty()) {
     // No range of an empty file is satisfiable, but @huggingface/hub probes every file with
@@ -49,7 +49,8 @@ CacheStatus cache_status(const hub::FileAnswer& answer) {
   return CacheStatus::miss;  // this request's download, or a HEAD the Hub described
 }
 
-FilePlan write_file_head(Connection& c, const Request& req, const hub::FileAnswer& answer, bool keep_alive) {
+FilePlan write_file_head(Connection& c, const Request& req, const hub::FileAnswer& answer, std::string_view range,
+                         bool keep_alive) {
   c.cache = cache_status(answer);
   const auto& file = answer.file;
   const std::string quoted_etag = "\"" + file.etag + "\"";
@@ -61,12 +62,12 @@ FilePlan write_file_head(Connection& c, const Request& req, const hub::FileAnswe
   if (not_modified) {
     plan.status = 304;
   } else {
-    plan = plan_range(req, file.size, true, content_range);
+    plan = plan_range(req, range.empty() ? req[bhttp::field::range] : range, file.size, true, content_range);
   }
   HeadWriter head(c.head, plan.status, req.version());
   write_connection_fields(c, head);
   head.field("X-Repo-Commit", answer.commit);
-  head.field(torrent::kNodeHeader, kVersion);  // a child node learns that its upstream is a node
+  head.field(cluster::kNodeHeader, kVersion);  // a child node learns that its upstream is a node
   if (!answer.stale.empty()) head.field(hub::kStaleHeader, answer.stale);
   // How much of a file on its way the node holds, over all its connections (`inferllama pull` shows it).
   if (answer.download && !answer.download->verified()) head.field(kFetchedHeader, answer.download->fetched());
@@ -85,7 +86,7 @@ FilePlan write_file_head(Connection& c, const Request& req, const hub::FileAnswe
 
 FilePlan write_pad_head(Connection& c, const Request& req, std::uint64_t size, bool keep_alive) {
   std::string content_range;
-  FilePlan plan = plan_range(req, size, false, content_range);
+  FilePlan plan = plan_range(req, req[bhttp::field::range], size, false, content_range);
   HeadWriter head(c.head, plan.status, req.version());
   write_connection_fields(c, head);
   head.field("Content-Type", "application/octet-stream");

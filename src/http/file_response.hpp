@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "http/connection.hpp"
 #include "http/response.hpp"
@@ -26,8 +27,10 @@ CacheStatus cache_status(const hub::FileAnswer& answer);
 
 // Decides the answer to `req` for `answer` (whose size is the stored blob's or the download's) and writes
 // its head into `c.head`, with the connection's own fields (security, RateLimit) and `keep_alive`; notes
-// `cache_status` in `c.cache`.
-FilePlan write_file_head(Connection& c, const Request& req, const hub::FileAnswer& answer, bool keep_alive);
+// `cache_status` in `c.cache`. `range` ("bytes=A-B"), when not empty, is the range the node chose in place
+// of the request's Range.
+FilePlan write_file_head(Connection& c, const Request& req, const hub::FileAnswer& answer, std::string_view range,
+                         bool keep_alive);
 
 // The head of `size` zeros (a BEP 47 pad file), Range-aware like a file's.
 FilePlan write_pad_head(Connection& c, const Request& req, std::uint64_t size, bool keep_alive);

@@ -19,6 +19,7 @@ struct Connection;
 // A stored or in-flight file: the session writes its head (Range, If-None-Match) and streams its bytes.
 struct FileBody {
   hub::FileAnswer file;
+  std::string range;  // "bytes=A-B" the node chose (a piece for a child node), else the request's Range
 };
 // A BEP 47 pad file: `size` zeros.
 struct PadBody {

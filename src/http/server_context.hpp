@@ -13,6 +13,7 @@
 #include "http/connection.hpp"
 #include "http/forwarded.hpp"
 #include "http/http_stats.hpp"
+#include "http/piece_dispatch.hpp"
 #include "http/response.hpp"
 #include "http/server.hpp"
 #include "inferllama/network.hpp"
@@ -29,6 +30,7 @@ class ServerContext {
   HttpStats stats;
   usage::FailedAttempts failed_attempts;
   Gate gate;
+  PieceDispatch pieces;  // which piece of a stored file goes to a child node that asks for any it wants
   std::atomic<bool> draining{false};
 
   // Who the request is from: the peer, or the client a trusted reverse proxy names.

@@ -93,7 +93,7 @@ class Responder {
   // Writes the answer; whether the connection stays open.
   Task<bool> write(const Request& req, Answer& answer) {
     if (auto* reply = std::get_if<hub::Reply>(&answer)) co_return co_await write_reply(req, *reply);
-    if (auto* file = std::get_if<FileBody>(&answer)) co_return co_await write_file(req, file->file);
+    if (auto* file = std::get_if<FileBody>(&answer)) co_return co_await write_file(req, *file);
     if (auto* pad = std::get_if<PadBody>(&answer)) co_return co_await write_pad(req, pad->size);
     co_return co_await write_tracker(req);
   }
@@ -135,7 +135,8 @@ class Responder {
   }
 
  private:
-  Task<bool> write_file(const Request& req, hub::FileAnswer& answer) {
+  Task<bool> write_file(const Request& req, FileBody& body) {
+    hub::FileAnswer& answer = body.file;
     // The size is the stored blob's (or the download's, checked against the file's hash when it
     // completes), never a description that may disagree with the bytes.
     if (answer.blob) {
@@ -144,7 +145,7 @@ class Responder {
       answer.file.size = answer.download->size();
     }
     const bool keep = req.keep_alive() && !server_.draining;
-    const FilePlan plan = write_file_head(c_, req, answer, keep);
+    const FilePlan plan = write_file_head(c_, req, answer, body.range, keep);
     c_.status = plan.status;
     c_.bytes = 0;  // counted as the body goes out (flowed)
     bool cork = false;

@@ -176,7 +176,10 @@ std::string Node::cluster_status() const {
   // A Hub's redirect leads to its CDN, which is none of the upstreams.
   std::uint64_t from_hub = parents_->redirected_bytes(), from_parents = 0;
   for (const auto& target : parents_->status()) {
-    (target.kind == upstream::UpstreamKind::parent ? from_parents : from_hub) += target.bytes;
+    // A listed upstream not heard from on a resolve yet (a range it took over) is taken for a parent.
+    const bool hub = target.kind == upstream::UpstreamKind::hub ||
+                     (target.kind == upstream::UpstreamKind::unknown && target.fallback);
+    (hub ? from_hub : from_parents) += target.bytes;
     upstreams.push_back({{"url", target.url},
                          {"kind", kKinds[static_cast<int>(target.kind)]},
                          {"fallback", target.fallback},
@@ -200,13 +203,12 @@ std::string Node::cluster_status() const {
   const torrent::SeederStats seeding = seeder_ ? seeder_->stats() : torrent::SeederStats{};
   json limits = {{"backend", shared_limits_ ? "redis" : "local"}};
   if (shared_limits_) limits["connected"] = shared_limits_->connected();
-  // Swarm bytes come from the parent's seed and from other nodes alike: the parent's own to_peers tells
-  // its share.
+  // Parents send their pieces over HTTP (fed pieces); peers are the other nodes of a parent's swarm.
   json out = {{"upstreams", std::move(upstreams)},
               {"bytes",
                {{"from_hub", from_hub},
-                {"from_parents", from_parents},
-                {"from_peers", swarm.swarm_bytes},
+                {"from_parents", from_parents + swarm.fed_bytes},
+                {"from_peers", swarm.peer_bytes},
                 {"to_peers", seeding.uploaded_bytes + swarm.uploaded_bytes}}},
               {"swarms", std::move(swarms)},
               {"seeding", {{"torrents", seeding.torrents}, {"peers", seeding.peers}, {"uploaded", seeding.uploaded_bytes}}},

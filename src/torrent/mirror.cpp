@@ -12,7 +12,7 @@
 #include "inferllama/network.hpp"
 #include "torrent/download_wait.hpp"
 #include "torrent/metainfo.hpp"
-#include "torrent/swarm_upstream.hpp"
+#include "inferllama/cluster.hpp"
 #include "upstream/curl_upstream.hpp"
 #include "util/url.hpp"
 
@@ -133,11 +133,9 @@ std::optional<hub::Reply> Mirror::refuse_source(const std::string& from) {
     return error_reply(502, "the source " + from + " answered with a redirect (HTTP " + std::to_string(probe.status) +
                                 "): mirror sources are named by their own URL, redirects are refused");
   }
-  std::string node_header(kNodeHeader);
-  for (char& ch : node_header) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  if (probe.status != 200 || !probe.header(node_header)) {
+  if (probe.status != 200 || !probe.header(cluster::kNodeHeaderLower)) {
     return error_reply(502, "the source " + from + " is not an InferLlama node (its /healthz answered HTTP " +
-                                std::to_string(probe.status) + " without " + kNodeHeader + ")");
+                                std::to_string(probe.status) + " without " + cluster::kNodeHeader + ")");
   }
   return std::nullopt;
 }

@@ -1,6 +1,8 @@
 #include "torrent/swarm_upstream.hpp"
 
 #include <algorithm>
+#include <cinttypes>
+#include <cstdio>
 #include <atomic>
 #include <cctype>
 #include <condition_variable>
@@ -9,6 +11,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -23,6 +26,7 @@
 #include "inferllama/digest.hpp"
 #include "inferllama/metrics.hpp"
 #include "inferllama/network.hpp"
+#include "inferllama/cluster.hpp"
 #include "torrent/session_settings.hpp"
 #include "util/url.hpp"
 
@@ -126,6 +130,12 @@ struct SwarmFile {
   std::chrono::steady_clock::time_point piece_arrived_at = std::chrono::steady_clock::now();
   std::string error;
   std::map<int, WantedPiece> pieces;
+  // Pieces no peer has come from the parent over HTTP (its resolve URL, the caller's credentials).
+  std::string url;
+  HeaderList headers;
+  std::set<int> fetching;  // pieces being fetched over HTTP now
+  int feeders = 0;         // threads fetching pieces over HTTP for this file
+  int failed_pieces = 0;   // pieces from the parent that failed their hash
 };
 
 class SwarmPreferring final : public SwarmPreferringUpstream {
@@ -148,6 +158,10 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
 
   ~SwarmPreferring() override {
     stop();
+    {
+      std::unique_lock lock(mutex_);
+      changed_.wait(lock, [&] { return feeders_running_ == 0; });
+    }
     if (poller_.joinable()) poller_.join();
     if (alert_thread_.joinable()) alert_thread_.join();
     session_.reset();
@@ -172,7 +186,7 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
       plan = *slot->plan;
     }
     if (plan.route != Route::swarm) return over_http(url, headers, first, last, sink);
-    RangeResult from_swarm = read_from_swarm(plan.torrent, first + done.received, last, sink);
+    RangeResult from_swarm = read_from_swarm(plan.torrent, url, headers, first + done.received, last, sink);
     from_swarm.received += done.received;
     if (from_swarm.error.empty() || stopping_) return from_swarm;
     // Never worse than HTTP: this and every later range of the file go over HTTP.
@@ -195,9 +209,12 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
     out.fallbacks = fallbacks_.load();
     std::lock_guard lock(mutex_);
     out.uploaded_bytes = uploaded_by_removed_;
+    out.peer_bytes = downloaded_by_removed_;
+    out.fed_bytes = fed_bytes_.load();
     for (const auto& [key, file] : files_) {
       const lt::torrent_status status = file->handle.status(lt::status_flags_t{});
       out.uploaded_bytes += static_cast<std::uint64_t>(status.total_payload_upload);
+      out.peer_bytes += static_cast<std::uint64_t>(status.total_payload_download);
       out.swarms.push_back(ParentSwarm{file->torrent->name(), key, static_cast<std::uint64_t>(file->torrent->total_size()),
                                        static_cast<double>(status.num_pieces) / file->torrent->num_pieces(),
                                        status.num_peers, static_cast<std::uint64_t>(status.total_payload_download),
@@ -211,6 +228,11 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
                                                      "Bytes of upstream files fetched from the parent node's swarm"};
     static constexpr metrics::FamilySpec kHttpBytes{"inferllama_parent_http_bytes_total", "counter",
                                                     "Bytes of upstream files fetched over HTTP"};
+    static constexpr metrics::FamilySpec kPeerBytes{"inferllama_parent_swarm_peer_bytes_total", "counter",
+                                                    "Bytes of parents' torrents received from other nodes"};
+    static constexpr metrics::FamilySpec kFedBytes{
+        "inferllama_parent_swarm_fed_bytes_total", "counter",
+        "Pieces of parents' torrents fetched from the parent over HTTP because no peer had them"};
     static constexpr metrics::FamilySpec kUploaded{
         "inferllama_parent_swarm_uploaded_bytes_total", "counter",
         "Bytes of parents' torrents this node sent to other nodes while downloading them"};
@@ -223,6 +245,7 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
     using Sample = std::pair<const metrics::FamilySpec*, std::uint64_t>;
     for (const auto& [family, value] :
          {Sample{&kSwarmBytes, now.swarm_bytes}, Sample{&kHttpBytes, now.http_bytes},
+          Sample{&kPeerBytes, now.peer_bytes}, Sample{&kFedBytes, now.fed_bytes},
           Sample{&kUploaded, now.uploaded_bytes}, Sample{&kFallbacks, now.fallbacks},
           Sample{&kTorrents, now.swarms.size()}}) {
       metrics::write_family(out, *family, static_cast<double>(value));
@@ -267,9 +290,7 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
   Plan make_plan(const std::string& url, const std::string& torrent_url, const HeaderList& headers) {
     UpstreamResponse head = http_.fetch(UpstreamRequest{"HEAD", url, headers, ""});
     if (head.status != 200) return {};
-    std::string node_header(kNodeHeader);
-    for (char& c : node_header) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (!head.header(node_header)) {
+    if (!head.header(cluster::kNodeHeaderLower)) {
       if (single_upstream_ && parent_is_node_.exchange(kNotNode) != kNotNode)
         spdlog::info("the upstream {} is not a node: files come over HTTP", url::redact(upstream_));
       return {};
@@ -391,12 +412,18 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
   }
 
   // Serves [first, last] from the torrent's pieces in order, as libtorrent verifies them.
-  RangeResult read_from_swarm(const std::shared_ptr<const lt::torrent_info>& torrent, std::uint64_t first,
-                              std::uint64_t last, const BodySink& sink) {
+  RangeResult read_from_swarm(const std::shared_ptr<const lt::torrent_info>& torrent, const std::string& url,
+                              const HeaderList& headers, std::uint64_t first, std::uint64_t last,
+                              const BodySink& sink) {
     RangeResult result{206, "", 0};
     std::unique_lock lock(mutex_);
     std::shared_ptr<SwarmFile> file = join_locked(lock, torrent, result.error);
     if (!file) return result;
+    if (file->url.empty()) {
+      file->url = url;
+      file->headers = headers;
+    }
+    while (file->feeders < kFeedersPerFile) start_feeder_locked(file);
     const std::uint64_t piece_length = static_cast<std::uint64_t>(torrent->piece_length());
     const int last_piece = static_cast<int>(last / piece_length);
     std::deque<int> held;  // pieces this reader counts itself among the readers of, in order
@@ -477,6 +504,122 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
     return result;
   }
 
+  // Pieces no peer has, fetched from the parent over HTTP and handed to libtorrent (which checks their
+  // hash and tells the peers), while readers want the file. The parent's seed is no peer of this session
+  // (its tracker leaves it out for cluster::kParentSwarmPeerId): the parent sends each piece about once, to
+  // whichever node asks first, and the nodes trade the rest.
+  void start_feeder_locked(const std::shared_ptr<SwarmFile>& file) {
+    ++file->feeders;
+    ++feeders_running_;
+    std::thread([this, file] { feed(file); }).detach();
+  }
+
+  void feed(const std::shared_ptr<SwarmFile>& file) {
+    std::unique_lock lock(mutex_);
+    const std::uint64_t piece_length = static_cast<std::uint64_t>(file->torrent->piece_length());
+    while (!stopping_ && !file->removing && file->error.empty() && file->readers > 0) {
+      bool any = false;
+      std::vector<bool> wanted = wanted_from_parent_locked(*file, any);
+      const auto first_wanted = std::find(wanted.begin(), wanted.end(), true);
+      if (first_wanted == wanted.end()) {
+        changed_.wait_for(lock, kFeederPoll);
+        continue;
+      }
+      const int asked = static_cast<int>(first_wanted - wanted.begin());
+      HeaderList headers = file->headers;
+      headers.emplace_back(cluster::kWantPiecesHeader, bitfield_hex(wanted) + (any ? ";any" : ""));
+      // A parent that does not pick (an older node) sends the first wanted piece, as this Range asks.
+      const std::uint64_t asked_first = static_cast<std::uint64_t>(asked) * piece_length;
+      headers.emplace_back("Range", "bytes=" + std::to_string(asked_first) + "-" +
+                                        std::to_string(asked_first + piece_size(*file, asked) - 1));
+      // Pieces asked for are no peer's meanwhile; the answer names the one the parent chose.
+      for (int p = 0; p < static_cast<int>(wanted.size()); ++p) {
+        if (wanted[static_cast<std::size_t>(p)]) file->fetching.insert(p);
+      }
+      const std::string url = file->url;
+      lock.unlock();
+      UpstreamResponse answer = http_.fetch(UpstreamRequest{"GET", url, std::move(headers), ""});
+      lock.lock();
+      for (int p = 0; p < static_cast<int>(wanted.size()); ++p) {
+        if (wanted[static_cast<std::size_t>(p)]) file->fetching.erase(p);
+      }
+      if (stopping_) break;
+      if (answer.status == 204) {  // every piece wanted is on its way to another node: from peers, soon
+        changed_.wait_for(lock, kFeederPoll);
+        continue;
+      }
+      const auto piece = piece_of_answer(*file, answer, wanted);
+      if (!piece) {
+        spdlog::warn("parent swarm: a piece of {} over HTTP: {}", url::redact(url),
+                     !answer.error.empty() ? answer.error
+                     : answer.status != 206 ? "HTTP " + std::to_string(answer.status)
+                                            : std::string("not a wanted piece"));
+        changed_.wait_for(lock, kFeederPoll);  // not at once again: the upstream may be failing over
+        continue;
+      }
+      http_bytes_ += answer.body.size();
+      fed_bytes_ += answer.body.size();
+      file->handle.add_piece(lt::piece_index_t(*piece), std::vector<char>(answer.body.begin(), answer.body.end()));
+    }
+    --file->feeders;
+    --feeders_running_;
+    changed_.notify_all();
+  }
+
+  static std::uint64_t piece_size(const SwarmFile& file, int piece) {
+    return static_cast<std::uint64_t>(file.torrent->piece_size(lt::piece_index_t(piece)));
+  }
+
+  // BitTorrent's bitfield order: piece 0 is the high bit of the first byte.
+  static std::string bitfield_hex(const std::vector<bool>& pieces) {
+    static constexpr char kDigits[] = "0123456789abcdef";
+    std::string out;
+    for (std::size_t i = 0; i < pieces.size(); i += 4) {
+      int nibble = 0;
+      for (std::size_t bit = 0; bit < 4; ++bit) nibble = (nibble << 1) | (i + bit < pieces.size() && pieces[i + bit]);
+      out += kDigits[nibble];
+    }
+    if (out.size() % 2) out += '0';
+    return out;
+  }
+
+  // The piece a 206 answer carries: one of `wanted`, whole.
+  static std::optional<int> piece_of_answer(const SwarmFile& file, const UpstreamResponse& answer,
+                                            const std::vector<bool>& wanted) {
+    if (answer.status != 206) return std::nullopt;
+    const auto range = answer.header("content-range").value_or("");
+    std::uint64_t first = 0, last = 0;
+    if (std::sscanf(std::string(range).c_str(), "bytes %" SCNu64 "-%" SCNu64 "/", &first, &last) != 2) return std::nullopt;
+    const std::uint64_t piece_length = static_cast<std::uint64_t>(file.torrent->piece_length());
+    const std::uint64_t piece = first / piece_length;
+    if (first % piece_length != 0 || piece >= wanted.size() || !wanted[piece]) return std::nullopt;
+    const int index = static_cast<int>(piece);
+    if (last - first + 1 != piece_size(file, index) || answer.body.size() != piece_size(file, index)) return std::nullopt;
+    return index;
+  }
+
+  // The pieces to ask the parent for: wanted by the readers, missing, no connected peer has them and
+  // none is on its way. When no piece arrived for a while (peers slow, choking, or gone), any missing
+  // piece no peer is sending will do, and `any` asks the parent for one even if it sent it lately.
+  std::vector<bool> wanted_from_parent_locked(SwarmFile& file, bool& any) {
+    const lt::torrent_status status = file.handle.status(lt::torrent_handle::query_pieces);
+    const auto priorities = file.handle.get_piece_priorities();
+    std::vector<bool> wanted(priorities.size(), false);
+    if (status.pieces.empty() || status.pieces.all_set()) return wanted;
+    std::vector<int> availability;
+    file.handle.piece_availability(availability);
+    std::set<int> downloading(file.fetching);
+    for (const auto& partial : file.handle.get_download_queue()) downloading.insert(static_cast<int>(partial.piece_index));
+    any = std::chrono::steady_clock::now() - file.piece_arrived_at >= kFeederPatience;
+    for (int p = 0; p < static_cast<int>(priorities.size()); ++p) {
+      const auto i = static_cast<std::size_t>(p);
+      if (priorities[i] == lt::dont_download || status.pieces[lt::piece_index_t(p)] || downloading.contains(p)) continue;
+      if (!any && i < availability.size() && availability[i] > 0) continue;
+      wanted[i] = true;
+    }
+    return wanted;
+  }
+
   // The file's torrent in the session, added if it is not there yet; null with `error` set.
   std::shared_ptr<SwarmFile> join_locked(std::unique_lock<std::mutex>& lock,
                                          const std::shared_ptr<const lt::torrent_info>& torrent, std::string& error) {
@@ -534,6 +677,8 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
   void start_session_locked() {
     lt::settings_pack pack;
     apply_peer_settings(pack, PeerSettings{.listen = listen_});
+    // The parent's tracker leaves its own seed out of the peers it gives this session.
+    pack.set_str(lt::settings_pack::peer_fingerprint, std::string(cluster::kParentSwarmPeerId));
     // piece_finished_alert: a piece a reader waits for passed its hash.
     pack.set_int(lt::settings_pack::alert_mask,
                  pack.get_int(lt::settings_pack::alert_mask) | lt::alert_category::piece_progress);
@@ -588,6 +733,12 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
         it->second.buffer = read->buffer;
         it->second.size = read->size;
       }
+    } else if (auto* bad = lt::alert_cast<lt::hash_failed_alert>(alert)) {
+      // From a peer, libtorrent bans it and asks another; from the parent, the torrent and its bytes
+      // disagree, and the file comes over HTTP, where the download checks it against the Hub's etag.
+      auto file = file_of_locked(bad->handle);
+      if (file && ++file->failed_pieces > kMaxFailedPieces)
+        file->error = "pieces fail their hash in the parent's torrent";
     } else if (auto* failed = lt::alert_cast<lt::torrent_error_alert>(alert)) {
       if (auto file = file_of_locked(failed->handle)) file->error = failed->message();
     } else if (auto* file_failed = lt::alert_cast<lt::file_error_alert>(alert)) {
@@ -615,8 +766,9 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
       if (file->readers > 0 || file->removing) continue;
       if (file->complete || !file->error.empty() || now - file->idle_since >= stall_timeout_) {
         file->removing = true;
-        uploaded_by_removed_ +=
-            static_cast<std::uint64_t>(file->handle.status(lt::status_flags_t{}).total_payload_upload);
+        const lt::torrent_status status = file->handle.status(lt::status_flags_t{});
+        uploaded_by_removed_ += static_cast<std::uint64_t>(status.total_payload_upload);
+        downloaded_by_removed_ += static_cast<std::uint64_t>(status.total_payload_download);
         session_->remove_torrent(file->handle, lt::session::delete_files);
       }
     }
@@ -628,6 +780,14 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
   static constexpr std::chrono::milliseconds kPendingPoll{250};
   // Files watched for their parent's torrent at once; more stay on HTTP.
   static constexpr std::size_t kMaxPending = 64;
+  // Pieces of one file fetched from the parent over HTTP at once.
+  static constexpr int kFeedersPerFile = 1;
+  // How often a feeder with nothing to fetch looks again (it also wakes on every alert).
+  static constexpr std::chrono::milliseconds kFeederPoll{100};
+  // While pieces arrive at least this often, only pieces no peer has are fetched from the parent.
+  static constexpr std::chrono::milliseconds kFeederPatience{2000};
+  // Pieces from the parent that may fail their hash before the file goes over HTTP instead.
+  static constexpr int kMaxFailedPieces = 3;
 
   Upstream& http_;
   const std::string upstream_;
@@ -653,10 +813,13 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
   std::thread alert_thread_;
   std::map<std::string, std::shared_ptr<SwarmFile>> files_;  // by v1 info-hash, hex
   std::uint64_t uploaded_by_removed_ = 0;                    // payload of torrents no longer in the session
+  std::uint64_t downloaded_by_removed_ = 0;
+  int feeders_running_ = 0;
 
   std::atomic<std::uint64_t> swarm_bytes_{0};
   std::atomic<std::uint64_t> http_bytes_{0};
   std::atomic<std::uint64_t> fallbacks_{0};
+  std::atomic<std::uint64_t> fed_bytes_{0};  // pieces fetched from the parent over HTTP
 };
 
 }  // namespace

@@ -11,10 +11,6 @@
 
 namespace inferllama::torrent {
 
-// Every node marks its resolve answers with this header, so a child node knows its upstream is a node.
-// Its value is the node's version.
-inline constexpr char kNodeHeader[] = "X-InferLlama-Node";
-
 // A parent torrent the node is downloading now.
 struct ParentSwarm {
   std::string name;
@@ -27,8 +23,10 @@ struct ParentSwarm {
 };
 
 struct ParentSwarmStatus {
-  std::uint64_t swarm_bytes = 0;     // file bytes from parents' swarms
-  std::uint64_t http_bytes = 0;      // file bytes over HTTP
+  std::uint64_t swarm_bytes = 0;     // file bytes delivered through parents' swarms (peers and fed pieces)
+  std::uint64_t peer_bytes = 0;      // of these, from other nodes
+  std::uint64_t fed_bytes = 0;       // of these, pieces no peer had, from the parent over HTTP
+  std::uint64_t http_bytes = 0;      // file bytes over HTTP (ranges and fed pieces)
   std::uint64_t uploaded_bytes = 0;  // payload these swarms sent to other nodes
   std::uint64_t fallbacks = 0;
   std::vector<ParentSwarm> swarms;

@@ -8,15 +8,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include "inferllama/cluster.hpp"
 #include "inferllama/metrics.hpp"
 #include "util/url.hpp"
 
 namespace inferllama::upstream {
 namespace {
-
-// The node header a node puts on its resolve answers (torrent::kNodeHeader, lower-cased): the upstream
-// module sits below the torrent module and spells it again.
-constexpr std::string_view kNodeHeaderLower = "x-inferllama-node";
 
 bool is_idempotent(std::string_view method) { return method == "GET" || method == "HEAD"; }
 
@@ -220,7 +217,7 @@ class Parents final : public ParentSet {
   // A node marks its resolve answers; an answer to a resolve URL without the mark comes from the Hub.
   static void learn_kind(Target& target, std::string_view path, const UpstreamResponse& response) {
     if (path.find("/resolve/") == std::string_view::npos || response.status == 0 || response.status >= 500) return;
-    const auto kind = response.header(kNodeHeaderLower) ? UpstreamKind::parent : UpstreamKind::hub;
+    const auto kind = response.header(cluster::kNodeHeaderLower) ? UpstreamKind::parent : UpstreamKind::hub;
     std::lock_guard lock(target.mutex);
     target.kind = kind;
   }

@@ -15,7 +15,7 @@
 namespace inferllama::upstream {
 
 // What a node learns of an upstream from its answers: a node marks its resolve answers (see
-// torrent::kNodeHeader); the Hub does not.
+// cluster::kNodeHeader); the Hub does not.
 enum class UpstreamKind { unknown, parent, hub };
 
 struct UpstreamTargetStatus {
