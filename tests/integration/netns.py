@@ -8,12 +8,18 @@ loopback. The test process itself is on the network too (address .254), so it re
         server = node.popen(["some-server", "--listen", f"{node.address}:8080"])
         client.run(["curl", f"http://{node.address}:8080/"])
         client.block(node, 8080)               # nothing client sends to node:8080 arrives
+        node.cap("400mbit")                    # what node sends leaves at 400 Mbit/s at most
+        node.tx_bytes()                        # bytes node has sent on its link so far
 
 The bridge lives in a namespace of its own, so the host's firewall (which may drop bridged traffic) never
-sees these packets. The /24 is chosen per network (a lock file per /24) so parallel test processes never
+sees these packets. A host's link is shaped on its way out (its eth0's egress, made on first use): an HTB
+whose default class passes everything, at 100 Gbit/s until `cap(rate)` lowers that class's rate and ceiling
+(so a capped host's uplink is a bottleneck, and `block` still drops through the same qdisc); `cap(None)`
+lifts the cap. `tx_bytes()` reads the link's byte counter inside the namespace (frames, headers included).
+The /24 is chosen per network (a lock file per /24) so parallel test processes never
 share one. Names carry the pid: a later run removes what a killed run left, holding that run's /24 lock
 while it does. Everything is removed on close, at interpreter exit, and on SIGTERM. Needs root and iproute2
-(`ip`; `tc` with the HTB qdisc and the u32 filter for `block`); `require()` skips a test without root or
+(`ip`; `tc` with the HTB qdisc and the u32 filter for `block` and `cap`); `require()` skips a test without root or
 `ip netns`, or fails it instead when INFERLLAMA_REQUIRE_NETNS=1 (CI, which runs as root, sets it).
 """
 from __future__ import annotations
@@ -33,6 +39,7 @@ PREFIX = "10.231"
 RUNNER_HOST = 254
 _PASS_CLASS = "1:1"  # HTB classes of a host's link (see Host._shape)
 _DROP_CLASS = "1:2"
+_UNCAPPED = "100gbit"  # the pass class's rate until Host.cap
 _PROTOCOLS = {"tcp": 6, "udp": 17}
 NAME_PREFIX = "inferllama-"
 _STALE = re.compile(rf"^{NAME_PREFIX}(\d+)-(\d+)-(.+)$")  # pid, third byte of the /24, host
@@ -162,6 +169,34 @@ class Host:
                  "match", "ip", "dst", f"{address}/32", "match", "ip", "protocol", str(_PROTOCOLS[protocol]), "0xff",
                  "match", "ip", "dport", str(port), "0xffff", "flowid", _DROP_CLASS)
 
+    def cap(self, rate: str | None) -> None:
+        """What this host sends (its link's egress) leaves at `rate` at most ("400mbit", tc's units); None
+        lifts the cap. Only the class that passes traffic changes, so `block` rules keep dropping."""
+        self._shape()
+        rate = rate or _UNCAPPED
+        self._tc("class", "change", "dev", self.interface, "parent", "1:", "classid", _PASS_CLASS, "htb",
+                 "rate", rate, "ceil", rate, "quantum", "65536")
+
+    def tx_bytes(self) -> int:
+        """Bytes this host has sent on its link so far (the interface's counter, read inside the namespace)."""
+        result = self.run(["cat", f"/sys/class/net/{self.interface}/statistics/tx_bytes"],
+                          capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"tx_bytes of {self.name}: {result.stderr.strip()}")
+        return int(result.stdout)
+
+    def rx_bytes(self) -> int:
+        """Bytes this host has received on its link so far."""
+        result = self.run(["cat", f"/sys/class/net/{self.interface}/statistics/rx_bytes"],
+                          capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"rx_bytes of {self.name}: {result.stderr.strip()}")
+        return int(result.stdout)
+
+    def set_link(self, up: bool) -> None:
+        """Takes this host's link down (as a pulled cable: its connections see nothing more) or up again."""
+        _ip("-n", self.netns, "link", "set", self.interface, "up" if up else "down")
+
     def _shape(self) -> None:
         """The link's queueing, made once: an HTB whose default class passes everything and whose other
         class leads to a queue of length 0, which drops."""
@@ -169,7 +204,7 @@ class Host:
             return
         self._tc("qdisc", "add", "dev", self.interface, "root", "handle", "1:", "htb", "default", "1")
         self._tc("class", "add", "dev", self.interface, "parent", "1:", "classid", _PASS_CLASS, "htb",
-                 "rate", "100gbit", "quantum", "65536")
+                 "rate", _UNCAPPED, "quantum", "65536")
         self._tc("class", "add", "dev", self.interface, "parent", "1:", "classid", _DROP_CLASS, "htb",
                  "rate", "8kbit", "quantum", "1514")
         self._tc("qdisc", "add", "dev", self.interface, "parent", _DROP_CLASS, "handle", "2:", "pfifo", "limit", "0")
