@@ -157,6 +157,28 @@ std::string validate_url(std::string_view s) {
   return out;
 }
 
+// One URL or several, comma-separated (spaces around commas ignored): at most kMaxUpstreamParents,
+// none twice.
+constexpr std::size_t kMaxUpstreamParents = 32;
+std::vector<std::string> validate_url_list(std::string_view s) {
+  std::vector<std::string> urls;
+  for (std::size_t start = 0; start <= s.size();) {
+    std::size_t comma = s.find(',', start);
+    if (comma == std::string_view::npos) comma = s.size();
+    std::string_view item = s.substr(start, comma - start);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    std::string url = validate_url(item);
+    if (std::find(urls.begin(), urls.end(), url) != urls.end())
+      throw ConfigError(quote_text(url) + " is listed twice");
+    urls.push_back(std::move(url));
+    start = comma + 1;
+  }
+  if (urls.size() > kMaxUpstreamParents)
+    throw ConfigError("at most " + std::to_string(kMaxUpstreamParents) + " upstream URLs");
+  return urls;
+}
+
 // ---- one value from one source ------------------------------------------------------------------
 
 struct OtherType {
@@ -282,9 +304,26 @@ constexpr KeySpec kSpecs[] = {
        c.data_dir = in.text();
      }},
     {{"upstream", "--upstream", "INFERLLAMA_UPSTREAM",
-      "Base URL to fetch from: the HuggingFace Hub or a parent InferLlama node (http:// or https://)",
+      "Base URL to fetch from: the HuggingFace Hub or a parent InferLlama node (http:// or https://); or "
+      "several parent nodes, comma-separated, each file fetched through the one rendezvous hashing picks",
       "https://huggingface.co"},
-     [](Config& c, const Input& in) { c.upstream = in.checked([&] { return validate_url(in.text()); }); }},
+     [](Config& c, const Input& in) {
+       auto urls = in.checked([&] { return validate_url_list(in.text()); });
+       c.upstream = urls.front();
+       c.upstream_parents = urls.size() > 1 ? std::move(urls) : std::vector<std::string>{};
+     }},
+    {{"upstream_fallback", "--upstream-fallback", "INFERLLAMA_UPSTREAM_FALLBACK",
+      "Base URL tried when every upstream parent failed or is backing off (e.g. the Hub); empty = none", ""},
+     [](Config& c, const Input& in) {
+       c.upstream_fallback = in.text().empty() ? "" : in.checked([&] { return validate_url(in.text()); });
+     }},
+    {{"upstream_backoff", "--upstream-backoff", "INFERLLAMA_UPSTREAM_BACKOFF",
+      "How long an upstream parent that failed is skipped for the next one (e.g. 10s), greater than 0", "10s"},
+     [](Config& c, const Input& in) {
+       const auto v = in.duration();
+       if (v.count() <= 0) in.fail("must be greater than 0");
+       c.upstream_backoff = v;
+     }},
     {{"upstream_token", "--upstream-token", "INFERLLAMA_UPSTREAM_TOKEN",
       "Hub token for the node's own upstream calls (visibility checks, public repos); never opens a gated or "
       "private repo to a client. When unset everywhere, the HF_TOKEN environment variable is used",
@@ -1093,8 +1132,10 @@ Config load_config(const ConfigSources& sources) {
     }
     // Every user of the machine can read a process's arguments (ps, /proc/PID/cmdline): no URL with
     // credentials in it either.
-    if (const auto scheme_end = value.find("://"); scheme_end != std::string::npos) {
-      const std::string_view rest = std::string_view(value).substr(scheme_end + 3);
+    for (auto scheme_end = value.find("://"); scheme_end != std::string::npos;
+         scheme_end = value.find("://", scheme_end + 3)) {
+      std::string_view rest = std::string_view(value).substr(scheme_end + 3);
+      rest = rest.substr(0, rest.find(','));  // one URL of a list
       if (rest.substr(0, rest.find('/')).find('@') != std::string_view::npos)
         throw ConfigError("flag " + std::string(spec->key.flag) +
                           " carries credentials (user:password@), which every user of the machine can read (ps): give "
@@ -1120,6 +1161,9 @@ Config load_config(const ConfigSources& sources) {
   read_secret_files(config, applied);
 
   // Settings that constrain each other.
+  if (std::ranges::find(config.upstream_parents, config.upstream_fallback) != config.upstream_parents.end())
+    throw ConfigError("invalid upstream_fallback: " + quote_text(config.upstream_fallback) +
+                      " is one of the upstream URLs already");
   for (LimitPolicy* policy : {&config.limit_anonymous, &config.limit_default}) policy->token_bytes = config.token_size;
   for (auto& [name, policy] : config.limit_users) policy.token_bytes = config.token_size;
   if (config.tracker_min_interval > config.tracker_interval)

@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "inferllama/limit_policy.hpp"
 
@@ -26,7 +27,10 @@ inline constexpr std::uint64_t kGiB = 1024 * kMiB;
 struct Config {
   std::string listen = "0.0.0.0:8080";                // HOST:PORT of the plain HTTP listener ([::1]:8080 for IPv6)
   std::filesystem::path data_dir = "./data";          // chunk store + RocksDB index; relative = as given
-  std::string upstream = "https://huggingface.co";    // the Hub, or a parent node (no trailing slash)
+  std::string upstream = "https://huggingface.co";    // the Hub, or the first parent node (no trailing slash)
+  std::vector<std::string> upstream_parents;          // every URL `upstream` lists, when several; else empty
+  std::string upstream_fallback;                      // tried when every parent failed; "" = none
+  std::chrono::milliseconds upstream_backoff{10000};  // a failed parent is skipped this long, > 0
   std::string upstream_token;                         // falls back to HF_TOKEN when unset everywhere
   std::filesystem::path upstream_token_file;          // upstream_token read from this file; "" = none
   std::string public_url;                             // how the node names itself in links; empty = Host header

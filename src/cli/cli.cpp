@@ -148,6 +148,14 @@ int run(int argc, char** argv) {
   auto* gc_cmd = app.add_subcommand("gc", "Delete stored chunks that no file references, and report what was freed");
   add_node_options(*gc_cmd, gc_options.target, "the node's admin key");
 
+  ClusterOptions cluster_options;
+  auto* cluster_cmd = app.add_subcommand("cluster", "The node in its cluster");
+  auto* cluster_status_cmd = cluster_cmd->add_subcommand(
+      "status", "Upstreams and their health, parents' swarms being downloaded, bytes by source");
+  cluster_status_cmd->add_flag("--json", cluster_options.json, "Print the node's JSON answer as it is");
+  add_node_options(*cluster_status_cmd, cluster_options.target, "the node's admin key");
+  cluster_cmd->require_subcommand(1);
+
   auto* ls_cmd = app.add_subcommand("ls", "List cached repos, revisions, files and sizes");
   ls_cmd->add_option("--config", ls_config, "TOML configuration file (env INFERLLAMA_CONFIG)");
   ls_cmd->add_option("--data-dir", ls_given["data_dir"], "Data directory [default: ./data] (env INFERLLAMA_DATA_DIR)");
@@ -174,6 +182,7 @@ int run(int argc, char** argv) {
     if (*unpin_cmd) return admin(unpin_options);
     if (*gc_cmd) return admin(gc_options);
     if (*mirror_cmd) return admin(mirror_options);
+    if (*cluster_status_cmd) return cluster_status(cluster_options);
     if (auto code = accounts.run()) return *code;
     if (*ls_cmd) {
       ConfigSources sources;

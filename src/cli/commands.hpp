@@ -36,6 +36,14 @@ struct AdminOptions {
 // at --node with the admin key.
 int admin(const AdminOptions& options);
 
+struct ClusterOptions {
+  NodeOptions target;
+  bool json = false;  // the node's answer as it is
+};
+// `cluster status`: the node's upstreams and their health, the parents' swarms it downloads, and its
+// bytes by source (from the Hub, from parents, from peers, to peers).
+int cluster_status(const ClusterOptions& options);
+
 // `ls`: lists cached repos, revisions, files and sizes from the data directory's index.
 int list_cache(const Config& config);
 

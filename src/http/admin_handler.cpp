@@ -100,6 +100,15 @@ Task<Answer> handle(Exchange& x, const AdminRoute& route) {
   if (route.action.starts_with("users") || route.action.starts_with("keys")) {
     co_return co_await answer_accounts(x, route.action);
   }
+  if (route.action == "cluster") {
+    if (req.method() != bhttp::verb::get && req.method() != bhttp::verb::head) co_return method_not_allowed("use GET");
+    if (!x.server.deps.cluster_status) co_return hub::error_reply(404, "no such route");
+    // The swarms' figures are asked of libtorrent's thread: not on an I/O thread.
+    hub::Reply reply;
+    reply.body = co_await offload(x.server.deps.blocking, [&] { return x.server.deps.cluster_status(); });
+    reply.headers.emplace_back("Cache-Control", "no-store");
+    co_return reply;
+  }
   if (req.method() != bhttp::verb::post) co_return method_not_allowed("use POST");
   // A JSON body cannot be sent across origins without a preflight, which the node never grants: a web
   // page in a browser on this host cannot pin, collect or mirror.

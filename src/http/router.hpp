@@ -12,7 +12,7 @@ namespace inferllama::http {
 struct HealthRoute {};
 struct MetricsRoute {};
 // The node's own administration (the admin key, or loopback callers when the node has none): pin, unpin,
-// gc, mirror, and users/... keys/... (the rest of the path, still encoded, for usage::answer_admin).
+// gc, mirror, cluster (GET), and users/... keys/... (the rest of the path, still encoded, for usage::answer_admin).
 struct AdminRoute {
   std::string action;
 };

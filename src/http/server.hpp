@@ -1,6 +1,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -55,6 +56,8 @@ struct ServerDeps {
   usage::Identities* identities = nullptr;
   usage::UsageLog* usage_log = nullptr;
   RateLimiter* limiter = nullptr;
+  // GET /api/inferllama/cluster: the node's upstreams, swarms and bytes by source, as JSON.
+  std::function<std::string()> cluster_status;
 };
 
 // The HTTP listeners: Boost.Beast on Asio coroutines, each connection on its own strand (or on the one

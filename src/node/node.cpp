@@ -10,6 +10,8 @@
 #include "node/build_info.hpp"
 #include "node/start_checks.hpp"
 #include "upstream/curl_upstream.hpp"
+
+#include <nlohmann/json.hpp>
 #include "usage/accounts_api.hpp"
 #include "util/url.hpp"
 
@@ -57,14 +59,15 @@ Node::Node(const Config& config)
       store_(config_.data_dir),
       index_(open_rocksdb_index(config_.data_dir / "index")),
       upstream_(make_upstream(config_)),
+      parents_(upstream::make_parent_set(*upstream_, config_)),
       identities_(index_->records(), clock_, usage::SecretBox::from_file(usage::secret_key_path(config_))),
       usage_log_(index_->records(), clock_),
       local_limits_(limiter_clock_),
       workers_(or_cores(config_.worker_threads)),
-      file_upstream_(torrent::make_swarm_preferring_upstream(*upstream_, config_)),
+      file_upstream_(torrent::make_swarm_preferring_upstream(*parents_, config_)),
       downloads_(store_, *index_, *file_upstream_, workers_, cache::DownloadSettings::from(config_)),
       evictor_(store_, *index_, config.max_disk),
-      hub_(config_, *index_, *upstream_, downloads_, evictor_),
+      hub_(config_, *index_, *parents_, downloads_, evictor_),
       shared_limits_(make_shared_limits(config_, io_, local_limits_)),
       tracker_(tracker::Settings::from(config_)),
       seeder_(make_seeder()),
@@ -143,6 +146,7 @@ void Node::register_metrics() {
   metrics_.add([this](std::string& out) { evictor_.render_metrics(out); });
   metrics_.add([this](std::string& out) { tracker_.render_metrics(out); });
   metrics_.add([this](std::string& out) { limiter().render_metrics(out); });
+  metrics_.add([this](std::string& out) { parents_->render_metrics(out); });
   metrics_.add([this](std::string& out) { file_upstream_->render_metrics(out); });
   if (seeder_) metrics_.add([this](std::string& out) { seeder_->render_metrics(out); });
 }
@@ -161,7 +165,53 @@ std::unique_ptr<http::Server> Node::make_server() {
   deps.identities = &identities_;
   deps.usage_log = &usage_log_;
   deps.limiter = &limiter();
+  deps.cluster_status = [this] { return cluster_status(); };
   return std::make_unique<http::Server>(io_, std::move(deps));
+}
+
+std::string Node::cluster_status() const {
+  using nlohmann::json;
+  static constexpr std::string_view kKinds[] = {"unknown", "parent", "hub"};
+  json upstreams = json::array();
+  // A Hub's redirect leads to its CDN, which is none of the upstreams.
+  std::uint64_t from_hub = parents_->redirected_bytes(), from_parents = 0;
+  for (const auto& target : parents_->status()) {
+    (target.kind == upstream::UpstreamKind::parent ? from_parents : from_hub) += target.bytes;
+    upstreams.push_back({{"url", target.url},
+                         {"kind", kKinds[static_cast<int>(target.kind)]},
+                         {"fallback", target.fallback},
+                         {"healthy", target.healthy},
+                         {"backoff_seconds", target.backoff_seconds},
+                         {"failures", target.failures},
+                         {"requests", target.requests},
+                         {"bytes", target.bytes}});
+  }
+  const torrent::ParentSwarmStatus swarm = file_upstream_->status();
+  json swarms = json::array();
+  for (const auto& s : swarm.swarms) {
+    swarms.push_back({{"name", s.name},
+                      {"info_hash", s.info_hash},
+                      {"size", s.size},
+                      {"progress", s.progress},
+                      {"peers", s.peers},
+                      {"downloaded", s.downloaded},
+                      {"uploaded", s.uploaded}});
+  }
+  const torrent::SeederStats seeding = seeder_ ? seeder_->stats() : torrent::SeederStats{};
+  json limits = {{"backend", shared_limits_ ? "redis" : "local"}};
+  if (shared_limits_) limits["connected"] = shared_limits_->connected();
+  // Swarm bytes come from the parent's seed and from other nodes alike: the parent's own to_peers tells
+  // its share.
+  json out = {{"upstreams", std::move(upstreams)},
+              {"bytes",
+               {{"from_hub", from_hub},
+                {"from_parents", from_parents},
+                {"from_peers", swarm.swarm_bytes},
+                {"to_peers", seeding.uploaded_bytes + swarm.uploaded_bytes}}},
+              {"swarms", std::move(swarms)},
+              {"seeding", {{"torrents", seeding.torrents}, {"peers", seeding.peers}, {"uploaded", seeding.uploaded_bytes}}},
+              {"limits", std::move(limits)}};
+  return out.dump();
 }
 
 // A failed write keeps the counts for the next flush; it must not take the node down.

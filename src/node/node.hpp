@@ -22,6 +22,7 @@
 #include "torrent/snapshot_torrents.hpp"
 #include "torrent/swarm_snapshots.hpp"
 #include "torrent/swarm_upstream.hpp"
+#include "upstream/parent_set.hpp"
 #include "usage/identities.hpp"
 #include "usage/local_limiter.hpp"
 #include "usage/redis_limiter.hpp"
@@ -82,6 +83,8 @@ class Node {
   // The one place the HTTP server is built and given what it serves.
   std::unique_ptr<http::Server> make_server();
   void start_periodic_work();
+  // GET /api/inferllama/cluster: upstreams and their health, parents' swarms, bytes by source (JSON).
+  std::string cluster_status() const;
   void flush_usage();
   void expire_usage();
   void shutdown();
@@ -91,7 +94,9 @@ class Node {
   DataDirLock data_dir_lock_;  // before the index: a second node learns who holds the directory
   ChunkStore store_;
   std::unique_ptr<Index> index_;
-  std::unique_ptr<Upstream> upstream_;  // metadata, always over HTTP (or none: offline)
+  std::unique_ptr<Upstream> upstream_;  // HTTP (or none: offline)
+  // Every upstream call goes to the parent that rendezvous hashing picks for its file (or the fallback).
+  std::unique_ptr<upstream::ParentSet> parents_;
   SystemClock clock_;
   MonotonicClock limiter_clock_;
   usage::Identities identities_;

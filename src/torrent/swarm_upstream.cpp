@@ -75,20 +75,40 @@ std::optional<std::uint64_t> parse_u64(std::string_view s) {
 }
 
 // How one URL's ranges are fetched: decided once, shared by every connection of its download.
+enum class Route {
+  http,
+  swarm,
+  // The parent is still fetching the file, so it has no torrent yet (a torrent needs every piece's hash):
+  // ranges stream from the parent over HTTP meanwhile, and move to the swarm the moment the torrent exists.
+  http_until_swarm,
+};
+
 struct Plan {
-  bool swarm = false;
+  Route route = Route::http;
   std::shared_ptr<const lt::torrent_info> torrent;  // when swarm
+  std::uint64_t size = 0;                           // of the file, when not http
 };
 
 struct PlanSlot {
-  std::mutex mutex;  // held while the plan is being made: the other connections wait for it
+  std::mutex mutex;  // held while the plan is being made or changed: the other connections wait for it
   std::optional<Plan> plan;
+  // http_until_swarm: the parent's torrent arrived and `plan` is a swarm plan now; HTTP ranges stop.
+  std::atomic<bool> swarm_ready{false};
+};
+
+// A file streaming over HTTP while its parent fetches it: polled for the parent's torrent.
+struct PendingTorrent {
+  std::shared_ptr<PlanSlot> slot;
+  std::string torrent_url;
+  HeaderList headers;
+  std::uint64_t size = 0;
+  int http_readers = 0;
 };
 
 // A piece some range reader wants: read back from libtorrent once it passed its hash.
 struct WantedPiece {
   int readers = 0;
-  bool requested = false;
+  bool requested = false;  // read_piece() was called: its read_piece_alert brings the bytes
   boost::shared_array<char> buffer;
   int size = 0;
   std::string error;
@@ -103,6 +123,7 @@ struct SwarmFile {
   bool removing = false;
   bool complete = false;  // every piece is in: nothing more will be read, remove at once
   std::chrono::steady_clock::time_point idle_since = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point piece_arrived_at = std::chrono::steady_clock::now();
   std::string error;
   std::map<int, WantedPiece> pieces;
 };
@@ -112,6 +133,9 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
   SwarmPreferring(Upstream& http, const Config& config)
       : http_(http),
         upstream_(config.upstream),
+        // With one upstream, learning that it is not a node spares a HEAD per file; with several (or a
+        // fallback), each file's upstream may be another.
+        single_upstream_(config.upstream_parents.size() <= 1 && config.upstream_fallback.empty()),
         threshold_(config.swarm_threshold),
         stall_timeout_(config.upstream_timeout),
         staging_(config.data_dir / "swarm-staging"),
@@ -124,6 +148,7 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
 
   ~SwarmPreferring() override {
     stop();
+    if (poller_.joinable()) poller_.join();
     if (alert_thread_.joinable()) alert_thread_.join();
     session_.reset();
     std::error_code ec;
@@ -134,22 +159,51 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
 
   RangeResult fetch_range(const std::string& url, const HeaderList& headers, std::uint64_t first, std::uint64_t last,
                           const BodySink& sink) override {
-    if (threshold_ > 0 && !stopping_) {
-      const Plan plan = plan_for(url, headers);
-      if (plan.swarm) {
-        RangeResult from_swarm = read_from_swarm(plan.torrent, first, last, sink);
-        if (from_swarm.error.empty() || stopping_) return from_swarm;
-        // Never worse than HTTP: this and every later range of the file go over HTTP.
-        spdlog::warn("parent swarm: {} (bytes {}-{} of {}); fetching over HTTP", from_swarm.error, first, last,
-                     url::redact(url));
-        ++fallbacks_;
-        forget_swarm(url);
-        RangeResult rest = over_http(url, headers, first + from_swarm.received, last, sink);
-        rest.received += from_swarm.received;
-        return rest;
-      }
+    auto torrent_url = threshold_ > 0 && !stopping_ ? torrent_url_for(upstream_, url) : std::nullopt;
+    if (!torrent_url) return over_http(url, headers, first, last, sink);
+    auto slot = slot_for(url);
+    Plan plan = plan_for(*slot, url, *torrent_url, headers);
+    RangeResult done{206, "", 0};
+    if (plan.route == Route::http_until_swarm) {
+      bool moved = false;
+      done = until_swarm(slot, url, *torrent_url, headers, plan.size, first, last, sink, moved);
+      if (!moved || !done.error.empty() || first + done.received > last) return done;
+      std::lock_guard lock(slot->mutex);
+      plan = *slot->plan;
     }
-    return over_http(url, headers, first, last, sink);
+    if (plan.route != Route::swarm) return over_http(url, headers, first, last, sink);
+    RangeResult from_swarm = read_from_swarm(plan.torrent, first + done.received, last, sink);
+    from_swarm.received += done.received;
+    if (from_swarm.error.empty() || stopping_) return from_swarm;
+    // Never worse than HTTP: this and every later range of the file go over HTTP.
+    spdlog::warn("parent swarm: {} (bytes {}-{} of {}); fetching over HTTP", from_swarm.error,
+                 first + from_swarm.received, last, url::redact(url));
+    ++fallbacks_;
+    {
+      std::lock_guard lock(slot->mutex);
+      slot->plan = Plan{};
+    }
+    RangeResult rest = over_http(url, headers, first + from_swarm.received, last, sink);
+    rest.received += from_swarm.received;
+    return rest;
+  }
+
+  ParentSwarmStatus status() const override {
+    ParentSwarmStatus out;
+    out.swarm_bytes = swarm_bytes_.load();
+    out.http_bytes = http_bytes_.load();
+    out.fallbacks = fallbacks_.load();
+    std::lock_guard lock(mutex_);
+    out.uploaded_bytes = uploaded_by_removed_;
+    for (const auto& [key, file] : files_) {
+      const lt::torrent_status status = file->handle.status(lt::status_flags_t{});
+      out.uploaded_bytes += static_cast<std::uint64_t>(status.total_payload_upload);
+      out.swarms.push_back(ParentSwarm{file->torrent->name(), key, static_cast<std::uint64_t>(file->torrent->total_size()),
+                                       static_cast<double>(status.num_pieces) / file->torrent->num_pieces(),
+                                       status.num_peers, static_cast<std::uint64_t>(status.total_payload_download),
+                                       static_cast<std::uint64_t>(status.total_payload_upload)});
+    }
+    return out;
   }
 
   void render_metrics(std::string& out) const override {
@@ -157,22 +211,21 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
                                                      "Bytes of upstream files fetched from the parent node's swarm"};
     static constexpr metrics::FamilySpec kHttpBytes{"inferllama_parent_http_bytes_total", "counter",
                                                     "Bytes of upstream files fetched over HTTP"};
+    static constexpr metrics::FamilySpec kUploaded{
+        "inferllama_parent_swarm_uploaded_bytes_total", "counter",
+        "Bytes of parents' torrents this node sent to other nodes while downloading them"};
     static constexpr metrics::FamilySpec kFallbacks{
         "inferllama_parent_swarm_fallbacks_total", "counter",
         "Large files or ranges fetched over HTTP because the parent's swarm could not serve them"};
     static constexpr metrics::FamilySpec kTorrents{"inferllama_parent_swarm_torrents", "gauge",
                                                    "Parent torrents being downloaded"};
-    std::size_t torrents;
-    {
-      std::lock_guard lock(mutex_);
-      torrents = files_.size();
-    }
+    const ParentSwarmStatus now = status();
     using Sample = std::pair<const metrics::FamilySpec*, std::uint64_t>;
     for (const auto& [family, value] :
-         {Sample{&kSwarmBytes, swarm_bytes_.load()}, Sample{&kHttpBytes, http_bytes_.load()},
-          Sample{&kFallbacks, fallbacks_.load()}, Sample{&kTorrents, torrents}}) {
-      metrics::write_header(out, *family);
-      metrics::write_sample(out, *family, "", static_cast<double>(value));
+         {Sample{&kSwarmBytes, now.swarm_bytes}, Sample{&kHttpBytes, now.http_bytes},
+          Sample{&kUploaded, now.uploaded_bytes}, Sample{&kFallbacks, now.fallbacks},
+          Sample{&kTorrents, now.swarms.size()}}) {
+      metrics::write_family(out, *family, static_cast<double>(value));
     }
   }
 
@@ -182,6 +235,8 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
       stopping_ = true;
     }
     changed_.notify_all();
+    { std::lock_guard lock(pending_mutex_); }  // the poller checks stopping_ under this one
+    pending_changed_.notify_all();
   }
 
  private:
@@ -200,32 +255,23 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
     return slot;
   }
 
-  void forget_swarm(const std::string& url) {
-    auto slot = slot_for(url);
-    std::lock_guard lock(slot->mutex);
-    slot->plan = Plan{};
+  Plan plan_for(PlanSlot& slot, const std::string& url, const std::string& torrent_url, const HeaderList& headers) {
+    if (single_upstream_ && parent_is_node_.load() == kNotNode) return {};
+    std::lock_guard lock(slot.mutex);
+    if (!slot.plan) slot.plan = make_plan(url, torrent_url, headers);
+    return *slot.plan;
   }
 
-  Plan plan_for(const std::string& url, const HeaderList& headers) {
-    if (parent_is_node_.load() == kNotNode) return {};
-    auto torrent_url = torrent_url_for(upstream_, url);
-    if (!torrent_url) return {};
-    auto slot = slot_for(url);
-    std::lock_guard lock(slot->mutex);
-    if (!slot->plan) slot->plan = make_plan(url, *torrent_url, headers);
-    return *slot->plan;
-  }
-
-  // One HEAD tells whether the parent is a node and how large the file is; a large file's torrent comes
-  // from the parent only if it holds the file already (?wait=false: a 409 otherwise).
+  // One HEAD tells whether the parent is a node and how large the file is; the parent's torrent of a
+  // large file exists once the parent holds the whole file (?wait=false: a 409 while it fetches it).
   Plan make_plan(const std::string& url, const std::string& torrent_url, const HeaderList& headers) {
     UpstreamResponse head = http_.fetch(UpstreamRequest{"HEAD", url, headers, ""});
     if (head.status != 200) return {};
     std::string node_header(kNodeHeader);
     for (char& c : node_header) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     if (!head.header(node_header)) {
-      parent_is_node_ = kNotNode;
-      spdlog::info("the upstream {} is not a node: files come over HTTP", url::redact(upstream_));
+      if (single_upstream_ && parent_is_node_.exchange(kNotNode) != kNotNode)
+        spdlog::info("the upstream {} is not a node: files come over HTTP", url::redact(upstream_));
       return {};
     }
     parent_is_node_ = kNode;
@@ -233,25 +279,115 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
     if (!size || *size < threshold_) return {};
 
     UpstreamResponse answer = http_.fetch(UpstreamRequest{"GET", torrent_url, headers, ""});
+    if (answer.status == 409) {
+      spdlog::info("parent swarm: the parent is still fetching {}; over HTTP until its torrent exists",
+                   url::redact(url));
+      return Plan{Route::http_until_swarm, nullptr, *size};
+    }
     if (answer.status != 200) {
       spdlog::info("parent swarm: no torrent for {} (HTTP {}{}); fetching over HTTP", url::redact(url), answer.status,
                    answer.error.empty() ? "" : ", " + answer.error);
       ++fallbacks_;
       return {};
     }
+    auto torrent = swarm_torrent(answer, *size, url);
+    if (!torrent) return {};
+    return Plan{Route::swarm, std::move(torrent), *size};
+  }
+
+  // The parent's torrent of the file, if it describes the file's `size` bytes in one file.
+  std::shared_ptr<const lt::torrent_info> swarm_torrent(const UpstreamResponse& answer, std::uint64_t size,
+                                                        const std::string& url) {
     lt::error_code ec;
     auto info = std::make_shared<lt::torrent_info>(
         lt::span<const char>(answer.body.data(), static_cast<std::ptrdiff_t>(answer.body.size())), ec, lt::from_span);
-    if (ec || info->num_files() != 1 || static_cast<std::uint64_t>(info->total_size()) != *size ||
+    if (ec || info->num_files() != 1 || static_cast<std::uint64_t>(info->total_size()) != size ||
         !info->info_hashes().has_v1()) {
       spdlog::warn("parent swarm: the torrent of {} does not describe its {} bytes; fetching over HTTP",
-                   url::redact(url), *size);
+                   url::redact(url), size);
       ++fallbacks_;
-      return {};
+      return nullptr;
     }
     // Peers only: the web seed is the parent's HTTP route, which this path exists to spare.
     info->clear_web_seeds();
-    return Plan{true, std::move(info)};
+    return info;
+  }
+
+  // [first, last] over HTTP, until the parent's torrent exists: then the transfer stops at once and
+  // `moved` is set (the caller goes on from the swarm).
+  RangeResult until_swarm(const std::shared_ptr<PlanSlot>& slot, const std::string& url,
+                          const std::string& torrent_url, const HeaderList& headers, std::uint64_t size,
+                          std::uint64_t first, std::uint64_t last, const BodySink& sink, bool& moved) {
+    const bool watched = watch(slot, url, torrent_url, headers, size);
+    BodySink until = [&](std::span<const char> bytes) -> std::size_t {
+      if (slot->swarm_ready.load()) {
+        moved = true;
+        return 0;
+      }
+      return sink(bytes);
+    };
+    RangeResult r = over_http(url, headers, first, last, until);
+    if (watched) unwatch(url);
+    if (moved) r.error.clear();  // stopped on purpose
+    return r;
+  }
+
+  // Polls the parent for the torrent of `url` while a range of it streams over HTTP. False when too many
+  // files are watched already (this one then stays on HTTP).
+  bool watch(const std::shared_ptr<PlanSlot>& slot, const std::string& url, const std::string& torrent_url,
+             const HeaderList& headers, std::uint64_t size) {
+    std::lock_guard lock(pending_mutex_);
+    if (stopping_) return false;
+    auto it = pending_.find(url);
+    if (it == pending_.end()) {
+      if (pending_.size() >= kMaxPending) return false;
+      it = pending_.emplace(url, PendingTorrent{slot, torrent_url, headers, size, 0}).first;
+    }
+    ++it->second.http_readers;
+    if (!poller_.joinable()) poller_ = std::thread([this] { poll_pending(); });
+    pending_changed_.notify_all();
+    return true;
+  }
+
+  void unwatch(const std::string& url) {
+    std::lock_guard lock(pending_mutex_);
+    if (auto it = pending_.find(url); it != pending_.end() && --it->second.http_readers == 0) pending_.erase(it);
+  }
+
+  void poll_pending() {
+    std::unique_lock lock(pending_mutex_);
+    while (!stopping_) {
+      pending_changed_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+      if (!pending_changed_.wait_for(lock, kPendingPoll, [&] { return stopping_.load(); }) && !pending_.empty()) {
+        std::vector<std::pair<std::string, PendingTorrent>> round(pending_.begin(), pending_.end());
+        lock.unlock();
+        std::vector<std::string> settled;
+        for (auto& [url, pending] : round) {
+          if (poll(url, pending)) settled.push_back(url);
+        }
+        lock.lock();
+        for (const auto& url : settled) pending_.erase(url);
+      }
+    }
+  }
+
+  // One look at the parent's torrent route; true when the file's route is settled (swarm, or HTTP to
+  // the end when the parent offers no torrent).
+  bool poll(const std::string& url, const PendingTorrent& pending) {
+    UpstreamResponse answer = http_.fetch(UpstreamRequest{"GET", pending.torrent_url, pending.headers, ""});
+    if (answer.status == 409) return false;  // still fetching
+    auto torrent = answer.status == 200 ? swarm_torrent(answer, pending.size, url) : nullptr;
+    std::lock_guard lock(pending.slot->mutex);
+    if (!torrent) {
+      spdlog::info("parent swarm: no torrent for {} (HTTP {}); it stays on HTTP", url::redact(url), answer.status);
+      ++fallbacks_;
+      pending.slot->plan = Plan{};
+      return true;
+    }
+    spdlog::info("parent swarm: the parent holds {} now; the rest comes from its swarm", url::redact(url));
+    pending.slot->plan = Plan{Route::swarm, std::move(torrent), pending.size};
+    pending.slot->swarm_ready = true;
+    return true;
   }
 
   // Serves [first, last] from the torrent's pieces in order, as libtorrent verifies them.
@@ -268,10 +404,12 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
     const int read_ahead =
         static_cast<int>(std::clamp<std::uint64_t>(kReadAheadBytes / piece_length, 1, kMaxReadAhead));
 
-    // The whole range is wanted; deadlines make the pieces near the read position come first.
+    // The whole range is wanted, rarest piece first: nodes pulling the same file at once then each take
+    // different pieces from the parent and trade the rest, where pieces wanted in order would have every
+    // node ask the parent for the same one. Only the first piece is urgent (the time to the first byte).
     std::vector<std::pair<lt::piece_index_t, lt::download_priority_t>> priorities;
     for (int p = next_to_hold; p <= last_piece; ++p)
-      priorities.emplace_back(lt::piece_index_t(p), lt::default_priority);
+      priorities.emplace_back(lt::piece_index_t(p), p == next_to_hold ? lt::top_priority : lt::default_priority);
     file->handle.prioritize_pieces(priorities);
 
     auto release = [&](int piece) {
@@ -286,17 +424,21 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
         WantedPiece& wanted = file->pieces[next_to_hold];
         ++wanted.readers;
         held.push_back(next_to_hold);
-        if (!wanted.requested) {
+        // A piece still on its way is read back when libtorrent says it passed its hash.
+        if (!wanted.requested && file->handle.have_piece(lt::piece_index_t(next_to_hold))) {
           wanted.requested = true;
-          // Milliseconds from now, in piece order; an available piece is read back at once.
-          file->handle.set_piece_deadline(lt::piece_index_t(next_to_hold), (next_to_hold - piece + 1) * 100,
-                                          lt::torrent_handle::alert_when_available);
+          file->handle.read_piece(lt::piece_index_t(next_to_hold));
         }
       }
       WantedPiece& wanted = file->pieces[piece];
-      const bool arrived = changed_.wait_until(lock, last_progress + stall_timeout_, [&] {
-        return wanted.buffer || !wanted.error.empty() || !file->error.empty() || stopping_;
-      });
+      // Stalled only when no piece of the file arrives: the one this reader waits for may come last.
+      bool arrived = false;
+      for (;;) {
+        arrived = wanted.buffer || !wanted.error.empty() || !file->error.empty() || stopping_;
+        const auto deadline = std::max(last_progress, file->piece_arrived_at) + stall_timeout_;
+        if (arrived || std::chrono::steady_clock::now() >= deadline) break;
+        changed_.wait_until(lock, deadline);
+      }
       if (stopping_) {
         result.error = "the node is stopping";
         break;
@@ -392,6 +534,9 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
   void start_session_locked() {
     lt::settings_pack pack;
     apply_peer_settings(pack, PeerSettings{.listen = listen_});
+    // piece_finished_alert: a piece a reader waits for passed its hash.
+    pack.set_int(lt::settings_pack::alert_mask,
+                 pack.get_int(lt::settings_pack::alert_mask) | lt::alert_category::piece_progress);
     // A torrent whose wanted pieces are all in is "finished" between two ranges of the same file; its
     // seeds must stay connected for the next range.
     pack.set_bool(lt::settings_pack::close_redundant_connections, false);
@@ -423,7 +568,15 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
   }
 
   void handle_alert_locked(lt::alert* alert) {
-    if (auto* read = lt::alert_cast<lt::read_piece_alert>(alert)) {
+    if (auto* finished = lt::alert_cast<lt::piece_finished_alert>(alert)) {
+      auto file = file_of_locked(finished->handle);
+      if (!file) return;
+      file->piece_arrived_at = std::chrono::steady_clock::now();
+      auto it = file->pieces.find(static_cast<int>(finished->piece_index));
+      if (it == file->pieces.end() || it->second.requested) return;
+      it->second.requested = true;
+      file->handle.read_piece(finished->piece_index);
+    } else if (auto* read = lt::alert_cast<lt::read_piece_alert>(alert)) {
       auto file = file_of_locked(read->handle);
       if (!file) return;
       auto it = file->pieces.find(static_cast<int>(read->piece));
@@ -462,15 +615,23 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
       if (file->readers > 0 || file->removing) continue;
       if (file->complete || !file->error.empty() || now - file->idle_since >= stall_timeout_) {
         file->removing = true;
+        uploaded_by_removed_ +=
+            static_cast<std::uint64_t>(file->handle.status(lt::status_flags_t{}).total_payload_upload);
         session_->remove_torrent(file->handle, lt::session::delete_files);
       }
     }
   }
 
   static constexpr int kUnknown = 0, kNode = 1, kNotNode = 2;
+  // How often the parent is asked whether it holds a file that streams over HTTP meanwhile: each
+  // interval costs at most that long of HTTP bytes the swarm could have carried.
+  static constexpr std::chrono::milliseconds kPendingPoll{250};
+  // Files watched for their parent's torrent at once; more stay on HTTP.
+  static constexpr std::size_t kMaxPending = 64;
 
   Upstream& http_;
   const std::string upstream_;
+  const bool single_upstream_;
   const std::uint64_t threshold_;
   const std::chrono::milliseconds stall_timeout_;
   const std::filesystem::path staging_;
@@ -480,12 +641,18 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
   std::mutex plans_mutex_;
   std::map<std::string, std::shared_ptr<PlanSlot>> plans_;
 
+  std::mutex pending_mutex_;  // files streaming over HTTP until their parent's torrent exists
+  std::condition_variable pending_changed_;
+  std::map<std::string, PendingTorrent> pending_;  // by URL
+  std::thread poller_;                             // started with the first pending file
+
   mutable std::mutex mutex_;  // the session's torrents and the pieces their readers wait for
   std::condition_variable changed_;
   std::atomic<bool> stopping_{false};     // set under mutex_, so that no waiter misses it
   std::unique_ptr<lt::session> session_;  // started when the first file comes from the swarm
   std::thread alert_thread_;
   std::map<std::string, std::shared_ptr<SwarmFile>> files_;  // by v1 info-hash, hex
+  std::uint64_t uploaded_by_removed_ = 0;                    // payload of torrents no longer in the session
 
   std::atomic<std::uint64_t> swarm_bytes_{0};
   std::atomic<std::uint64_t> http_bytes_{0};

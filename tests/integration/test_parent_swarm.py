@@ -1,8 +1,8 @@
 """A node whose upstream is another node fetches large files from that node's swarm.
 
 The fake Hub, node A (upstream: the fake Hub) and node B (upstream: A) on loopback. A large file A holds
-reaches B from A's seed over BitTorrent, not over A's HTTP; a small file and a file A does not hold yet
-come over HTTP. No sleeps as synchronisation: metrics and the staging folder are polled with deadlines.
+reaches B from A's seed over BitTorrent, not over A's HTTP; a small file comes over HTTP, and so does a
+file A is still fetching, until A's torrent of it exists. No sleeps as synchronisation: metrics and the staging folder are polled with deadlines.
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ class ParentSwarmTest(unittest.TestCase):
                          f["size"])
         self.assertEqual(after["inferllama_parent_swarm_bytes_total"], before["inferllama_parent_swarm_bytes_total"])
 
-    def test_large_file_the_parent_does_not_hold_comes_over_http(self):
+    def test_large_file_the_parent_is_fetching_streams_over_http(self):
         f = self.hub.files("acme/sized-0")["model.safetensors"]
         self.assertEqual(f["size"], SIZED)
         commit = self.hub.commit("acme/sized-0")
@@ -118,8 +118,11 @@ class ParentSwarmTest(unittest.TestCase):
         self.assertEqual(after["inferllama_parent_http_bytes_total"] - before["inferllama_parent_http_bytes_total"],
                          SIZED)
         self.assertEqual(after["inferllama_parent_swarm_bytes_total"], before["inferllama_parent_swarm_bytes_total"])
-        self.assertGreater(after["inferllama_parent_swarm_fallbacks_total"],
-                           before["inferllama_parent_swarm_fallbacks_total"])
+        # Streaming while the parent fetches is the plan, not a fallback; on loopback B keeps pace with A, so
+        # the whole file came before A's torrent existed (tests/integration/test_cluster.py caps links to
+        # see the move to the swarm).
+        self.assertEqual(after["inferllama_parent_swarm_fallbacks_total"],
+                         before["inferllama_parent_swarm_fallbacks_total"])
 
 
 class StalledParentSwarmTest(unittest.TestCase):

@@ -83,7 +83,7 @@ TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
 
 TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
   const auto keys = config_keys();
-  ASSERT_EQ(keys.size(), 66u);
+  ASSERT_EQ(keys.size(), 68u);
   for (const ConfigKey& k : keys) {
     std::string flag = "--" + std::string(k.name);
     std::replace(flag.begin(), flag.end(), '_', '-');
@@ -137,6 +137,11 @@ std::vector<PrecedenceCase> precedence_cases() {
       {"upstream", "\"http://file.example\"", "http://env.example:8080", "https://flag.example/hub",
        "http://file.example", "http://env.example:8080", "https://flag.example/hub", "https://huggingface.co",
        [](const Config& c) { return c.upstream; }},
+      {"upstream_fallback", "\"http://file.example\"", "http://env.example/", "https://flag.example",
+       "http://file.example", "http://env.example", "https://flag.example", "",
+       [](const Config& c) { return c.upstream_fallback; }},
+      {"upstream_backoff", "5", "500ms", "1m", "5000", "500", "60000", "10000",
+       [n](const Config& c) { return n(c.upstream_backoff.count()); }},
       {"upstream_token", "\"tok_file\"", "tok_env", "tok_flag", "tok_file", "tok_env", "tok_flag", "",
        [](const Config& c) { return c.upstream_token; }},
       {"upstream_token_file", "\"" + secret_file("t1", "tok_in_file\n") + "\"", secret_file("t2", "tok_in_env"),
@@ -484,6 +489,27 @@ TEST_F(ConfigTest, AUrlWithCredentialsIsRefusedAsAFlag) {
   }
 }
 
+TEST_F(ConfigTest, SeveralUpstreamParents) {
+  ConfigSources s;
+  s.flags["upstream"] = "http://p1.example:8080, http://p2.example:8080/ ,https://p3.example";
+  Config c = load_config(s);
+  EXPECT_EQ(c.upstream, "http://p1.example:8080");
+  EXPECT_EQ(c.upstream_parents,
+            (std::vector<std::string>{"http://p1.example:8080", "http://p2.example:8080", "https://p3.example"}));
+  // One URL is the plain single upstream.
+  s.flags["upstream"] = "http://p1.example:8080";
+  EXPECT_TRUE(load_config(s).upstream_parents.empty());
+
+  s.flags["upstream"] = "http://p1.example, http://p2.example";
+  s.flags["upstream_fallback"] = "http://p2.example/";
+  expect_error(s, {"upstream_fallback", "is one of the upstream URLs already"});
+  s.flags["upstream_fallback"] = "https://huggingface.co";
+  EXPECT_EQ(load_config(s).upstream_fallback, "https://huggingface.co");
+  // Credentials in any URL of the list stay off the command line.
+  s.flags["upstream"] = "http://p1.example, http://user:secret@p2.example";
+  expect_error(s, {"carries credentials (user:password@)"});
+}
+
 TEST_F(ConfigTest, ASecretFromAFileIsValidatedWithoutEchoingIt) {
   ConfigSources s;
   s.flags["admin_key_file"] = write("short-secret\n", "admin.key").string();
@@ -551,6 +577,10 @@ TEST_F(ConfigTest, BadValuesRejectedWithKeyAndSource) {
       {"upstream", ""},
       {"upstream", "http://"},
       {"upstream", "huggingface.co"},
+      {"upstream", "http://a.example,"},
+      {"upstream", "http://a.example, http://a.example/"},
+      {"upstream_fallback", "hub"},
+      {"upstream_backoff", "0"},
       {"public_url", "example.com"},
       {"public_url", "http://x/?q"},
       {"upstream_connections", "0"},
