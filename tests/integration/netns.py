@@ -14,8 +14,8 @@ loopback. The test process itself is on the network too (address .254), so it re
 The bridge lives in a namespace of its own, so the host's firewall (which may drop bridged traffic) never
 sees these packets. A host's link is shaped on its way out (its eth0's egress, made on first use): an HTB
 whose default class passes everything, at 100 Gbit/s until `cap(rate)` lowers that class's rate and ceiling
-(so a capped host's uplink is a bottleneck, and `block` still drops through the same qdisc); `cap(None)`
-lifts the cap. `tx_bytes()` reads the link's byte counter inside the namespace (frames, headers included).
+(so a capped host's uplink is a bottleneck, and `block` still drops through the same qdisc), with a queue
+of 20 ms of the rate behind it and small packets (ACKs) going round it; `cap(None)` lifts the cap. `tx_bytes()` reads the link's byte counter inside the namespace (frames, headers included).
 The /24 is chosen per network (a lock file per /24) so parallel test processes never
 share one. Names carry the pid: a later run removes what a killed run left, holding that run's /24 lock
 while it does. Everything is removed on close, at interpreter exit, and on SIGTERM. Needs root and iproute2
@@ -39,6 +39,7 @@ PREFIX = "10.231"
 RUNNER_HOST = 254
 _PASS_CLASS = "1:1"  # HTB classes of a host's link (see Host._shape)
 _DROP_CLASS = "1:2"
+_SMALL_CLASS = "1:3"  # small packets of a capped host (see Host.cap)
 _UNCAPPED = "100gbit"  # the pass class's rate until Host.cap
 _PROTOCOLS = {"tcp": 6, "udp": 17}
 NAME_PREFIX = "inferllama-"
@@ -56,6 +57,14 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 REQUIRE_ENV = "INFERLLAMA_REQUIRE_NETNS"
+
+
+def _bits_per_second(rate: str) -> int:
+    """tc's "400mbit" (bit, kbit, mbit, gbit) in bits per second."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg]?)bit", rate.strip().lower())
+    if not match:
+        raise ValueError(f"rate {rate!r}: expected a number and bit, kbit, mbit or gbit")
+    return int(float(match.group(1)) * {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}[match.group(2)])
 
 
 def require() -> None:
@@ -142,6 +151,7 @@ class Host:
         self.interface = interface  # its end of the link to the bridge, inside the namespace
         self._processes: list[subprocess.Popen] = []
         self._shaped = False
+        self._small_class = False
 
     def command(self, argv: list[str]) -> list[str]:
         """`argv` as run inside this host (the process is exec'd: its pid is the command's own)."""
@@ -170,12 +180,31 @@ class Host:
                  "match", "ip", "dport", str(port), "0xffff", "flowid", _DROP_CLASS)
 
     def cap(self, rate: str | None) -> None:
-        """What this host sends (its link's egress) leaves at `rate` at most ("400mbit", tc's units); None
-        lifts the cap. Only the class that passes traffic changes, so `block` rules keep dropping."""
+        """What this host sends (its link's egress) leaves at `rate` at most ("400mbit": a number and bit,
+        kbit, mbit or gbit); None lifts the cap. Only the class that passes traffic changes, so `block` rules
+        keep dropping. The queue behind the cap holds 20 ms of it (a byte FIFO), and packets under 128 bytes
+        (TCP's ACKs) go round it, as a fair queue (fq, fq_codel, not in every kernel) would let them
+        through: behind the host's own data, or dropped by its full queue, the ACKs of what the host
+        downloads would make that download crawl because of what it uploads."""
         self._shape()
-        rate = rate or _UNCAPPED
+        if rate is None:
+            self._tc("class", "change", "dev", self.interface, "parent", "1:", "classid", _PASS_CLASS, "htb",
+                     "rate", _UNCAPPED, "ceil", _UNCAPPED, "quantum", "65536")
+            subprocess.run(["tc", "-n", self.netns, "qdisc", "del", "dev", self.interface, "parent", _PASS_CLASS],
+                           capture_output=True)
+            return
         self._tc("class", "change", "dev", self.interface, "parent", "1:", "classid", _PASS_CLASS, "htb",
                  "rate", rate, "ceil", rate, "quantum", "65536")
+        queue = max(_bits_per_second(rate) // 8 // 50, 128 * 1024)
+        self._tc("qdisc", "replace", "dev", self.interface, "parent", _PASS_CLASS, "handle", "10:", "bfifo",
+                 "limit", str(queue))
+        if not self._small_class:
+            # Packets under 128 bytes (TCP's ACKs) go round the cap, after the block filters (prio 1).
+            self._tc("class", "add", "dev", self.interface, "parent", "1:", "classid", _SMALL_CLASS, "htb",
+                     "rate", _UNCAPPED, "quantum", "65536")
+            self._tc("filter", "add", "dev", self.interface, "parent", "1:", "protocol", "ip", "prio", "2", "u32",
+                     "match", "u16", "0x0000", "0xff80", "at", "2", "flowid", _SMALL_CLASS)
+            self._small_class = True
 
     def tx_bytes(self) -> int:
         """Bytes this host has sent on its link so far (the interface's counter, read inside the namespace)."""

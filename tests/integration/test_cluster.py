@@ -84,8 +84,16 @@ class ClusterTest(unittest.TestCase):
         uplink_ratio = uplink / size
         print(f"\n4 edges x {size // MIB} MiB cold behind 1 parent (400 Mbit/s up) in {elapsed:.1f} s: "
               f"Hub bytes / size {hub_ratio:.3f}, parent uplink / size {uplink_ratio:.2f}", flush=True)
-        for pull in pulls:
-            print(f"  {pull.client}: TTFB {pull.ttfb:.2f} s, total {pull.total:.2f} s", flush=True)
+        m = parent.metrics()
+        served = sum(v for k, v in m.items() if k.startswith("inferllama_served_bytes_total"))
+        seeded = ((parent.cluster_state() or {}).get("bytes") or {}).get("to_peers", 0)
+        print(f"  {parent.name} sent {served / MIB:.0f} MiB over HTTP and {seeded / MIB:.0f} MiB from its seed; "
+              f"its link {uplink / MIB:.0f} MiB", flush=True)
+        for pull, edge in zip(pulls, cluster.edges):
+            b = (edge.cluster_state() or {}).get("bytes", {})
+            print(f"  {pull.client}: TTFB {pull.ttfb:.2f} s, total {pull.total:.2f} s; {edge.name} "
+                  f"MiB from the parent {b.get('from_parents', 0) / MIB:.0f}, from peers "
+                  f"{b.get('from_peers', 0) / MIB:.0f}, to peers {b.get('to_peers', 0) / MIB:.0f}", flush=True)
         self.assertAlmostEqual(hub_ratio, 1.0, delta=0.02)
         self.assertLessEqual(uplink_ratio, 2.0)
 
@@ -260,6 +268,8 @@ class ClusterTest(unittest.TestCase):
             self.assertEqual(statuses.count(429), limit, statuses)
             self.assertGreater(edge.metric('inferllama_ratelimit_fallback_decisions_total{backend="redis"}'), 0)
             self.assertIn("deciding locally", edge.log_text())
+            limits = (edge.cluster_state() or {}).get("limits")
+            self.assertEqual(limits, {"backend": "redis", "connected": False})
 
         # Redis again, at the same address (and empty: it keeps nothing): one limit across the edges again.
         cluster.redis.start()
@@ -268,6 +278,8 @@ class ClusterTest(unittest.TestCase):
                  f"{edge.name} to use Redis again")
         got = round_(limit)
         self.assertEqual(sum(s.count(200) for s in got.values()), limit, got)
+        for edge in edges:
+            self.assertEqual(edge.cluster_state()["limits"], {"backend": "redis", "connected": True})
 
 
 if __name__ == "__main__":
