@@ -10,17 +10,19 @@ loopback. The test process itself is on the network too (address .254), so it re
         client.block(node, 8080)               # nothing client sends to node:8080 arrives
         node.cap("400mbit")                    # what node sends leaves at 400 Mbit/s at most
         node.tx_bytes()                        # bytes node has sent on its link so far
+        client.set_link(False)                 # its cable pulled (True: plugged in again)
 
 The bridge lives in a namespace of its own, so the host's firewall (which may drop bridged traffic) never
 sees these packets. A host's link is shaped on its way out (its eth0's egress, made on first use): an HTB
 whose default class passes everything, at 100 Gbit/s until `cap(rate)` lowers that class's rate and ceiling
-(so a capped host's uplink is a bottleneck, and `block` still drops through the same qdisc), with a queue
-of 20 ms of the rate behind it and small packets (ACKs) going round it; `cap(None)` lifts the cap. `tx_bytes()` reads the link's byte counter inside the namespace (frames, headers included).
-The /24 is chosen per network (a lock file per /24) so parallel test processes never
+(so a capped host's uplink is a bottleneck, and `block` still drops through the same qdisc), with a queue of
+20 ms of the rate behind it and small packets (ACKs) going round it; `cap(None)` lifts the cap. `tx_bytes()`
+and `rx_bytes()` read the link's byte counters inside the namespace (whole frames, headers included). The
+/24 is chosen per network (a lock file per /24) so parallel test processes never
 share one. Names carry the pid: a later run removes what a killed run left, holding that run's /24 lock
 while it does. Everything is removed on close, at interpreter exit, and on SIGTERM. Needs root and iproute2
-(`ip`; `tc` with the HTB qdisc and the u32 filter for `block` and `cap`); `require()` skips a test without root or
-`ip netns`, or fails it instead when INFERLLAMA_REQUIRE_NETNS=1 (CI, which runs as root, sets it).
+(`ip`; `tc` with the HTB and bfifo qdiscs and the u32 filter for `block` and `cap`); `require()` skips a
+test without root or `ip netns`, or fails it instead when INFERLLAMA_REQUIRE_NETNS=1 (CI, which runs as root, sets it).
 """
 from __future__ import annotations
 
@@ -208,18 +210,17 @@ class Host:
 
     def tx_bytes(self) -> int:
         """Bytes this host has sent on its link so far (the interface's counter, read inside the namespace)."""
-        result = self.run(["cat", f"/sys/class/net/{self.interface}/statistics/tx_bytes"],
-                          capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"tx_bytes of {self.name}: {result.stderr.strip()}")
-        return int(result.stdout)
+        return self._counter("tx_bytes")
 
     def rx_bytes(self) -> int:
         """Bytes this host has received on its link so far."""
-        result = self.run(["cat", f"/sys/class/net/{self.interface}/statistics/rx_bytes"],
+        return self._counter("rx_bytes")
+
+    def _counter(self, name: str) -> int:
+        result = self.run(["cat", f"/sys/class/net/{self.interface}/statistics/{name}"],
                           capture_output=True, text=True)
         if result.returncode != 0:
-            raise RuntimeError(f"rx_bytes of {self.name}: {result.stderr.strip()}")
+            raise RuntimeError(f"{name} of {self.name}: {result.stderr.strip()}")
         return int(result.stdout)
 
     def set_link(self, up: bool) -> None:
