@@ -8,13 +8,21 @@ loopback. The test process itself is on the network too (address .254), so it re
         server = node.popen(["some-server", "--listen", f"{node.address}:8080"])
         client.run(["curl", f"http://{node.address}:8080/"])
         client.block(node, 8080)               # nothing client sends to node:8080 arrives
+        node.cap("400mbit")                    # what node sends leaves at 400 Mbit/s at most
+        node.tx_bytes()                        # bytes node has sent on its link so far
+        client.set_link(False)                 # its cable pulled (True: plugged in again)
 
 The bridge lives in a namespace of its own, so the host's firewall (which may drop bridged traffic) never
-sees these packets. The /24 is chosen per network (a lock file per /24) so parallel test processes never
+sees these packets. A host's link is shaped on its way out (its eth0's egress, made on first use): an HTB
+whose default class passes everything, at 100 Gbit/s until `cap(rate)` lowers that class's rate and ceiling
+(so a capped host's uplink is a bottleneck, and `block` still drops through the same qdisc), with a queue of
+20 ms of the rate behind it and small packets (ACKs) going round it; `cap(None)` lifts the cap. `tx_bytes()`
+and `rx_bytes()` read the link's byte counters inside the namespace (whole frames, headers included). The
+/24 is chosen per network (a lock file per /24) so parallel test processes never
 share one. Names carry the pid: a later run removes what a killed run left, holding that run's /24 lock
 while it does. Everything is removed on close, at interpreter exit, and on SIGTERM. Needs root and iproute2
-(`ip`; `tc` with the HTB qdisc and the u32 filter for `block`); `require()` skips a test without root or
-`ip netns`, or fails it instead when INFERLLAMA_REQUIRE_NETNS=1 (CI, which runs as root, sets it).
+(`ip`; `tc` with the HTB and bfifo qdiscs and the u32 filter for `block` and `cap`); `require()` skips a
+test without root or `ip netns`, or fails it instead when INFERLLAMA_REQUIRE_NETNS=1 (CI, which runs as root, sets it).
 """
 from __future__ import annotations
 
@@ -33,6 +41,8 @@ PREFIX = "10.231"
 RUNNER_HOST = 254
 _PASS_CLASS = "1:1"  # HTB classes of a host's link (see Host._shape)
 _DROP_CLASS = "1:2"
+_SMALL_CLASS = "1:3"  # small packets of a capped host (see Host.cap)
+_UNCAPPED = "100gbit"  # the pass class's rate until Host.cap
 _PROTOCOLS = {"tcp": 6, "udp": 17}
 NAME_PREFIX = "inferllama-"
 _STALE = re.compile(rf"^{NAME_PREFIX}(\d+)-(\d+)-(.+)$")  # pid, third byte of the /24, host
@@ -49,6 +59,14 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 REQUIRE_ENV = "INFERLLAMA_REQUIRE_NETNS"
+
+
+def _bits_per_second(rate: str) -> int:
+    """tc's "400mbit" (bit, kbit, mbit, gbit) in bits per second."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg]?)bit", rate.strip().lower())
+    if not match:
+        raise ValueError(f"rate {rate!r}: expected a number and bit, kbit, mbit or gbit")
+    return int(float(match.group(1)) * {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}[match.group(2)])
 
 
 def require() -> None:
@@ -135,6 +153,7 @@ class Host:
         self.interface = interface  # its end of the link to the bridge, inside the namespace
         self._processes: list[subprocess.Popen] = []
         self._shaped = False
+        self._small_class = False
 
     def command(self, argv: list[str]) -> list[str]:
         """`argv` as run inside this host (the process is exec'd: its pid is the command's own)."""
@@ -162,6 +181,52 @@ class Host:
                  "match", "ip", "dst", f"{address}/32", "match", "ip", "protocol", str(_PROTOCOLS[protocol]), "0xff",
                  "match", "ip", "dport", str(port), "0xffff", "flowid", _DROP_CLASS)
 
+    def cap(self, rate: str | None) -> None:
+        """What this host sends (its link's egress) leaves at `rate` at most ("400mbit": a number and bit,
+        kbit, mbit or gbit); None lifts the cap. Only the class that passes traffic changes, so `block` rules
+        keep dropping. The queue behind the cap holds 20 ms of it (a byte FIFO), and packets under 128 bytes
+        (TCP's ACKs) go round it, as a fair queue (fq, fq_codel, not in every kernel) would let them
+        through: behind the host's own data, or dropped by its full queue, the ACKs of what the host
+        downloads would make that download crawl because of what it uploads."""
+        self._shape()
+        if rate is None:
+            self._tc("class", "change", "dev", self.interface, "parent", "1:", "classid", _PASS_CLASS, "htb",
+                     "rate", _UNCAPPED, "ceil", _UNCAPPED, "quantum", "65536")
+            subprocess.run(["tc", "-n", self.netns, "qdisc", "del", "dev", self.interface, "parent", _PASS_CLASS],
+                           capture_output=True)
+            return
+        self._tc("class", "change", "dev", self.interface, "parent", "1:", "classid", _PASS_CLASS, "htb",
+                 "rate", rate, "ceil", rate, "quantum", "65536")
+        queue = max(_bits_per_second(rate) // 8 // 50, 128 * 1024)
+        self._tc("qdisc", "replace", "dev", self.interface, "parent", _PASS_CLASS, "handle", "10:", "bfifo",
+                 "limit", str(queue))
+        if not self._small_class:
+            # Packets under 128 bytes (TCP's ACKs) go round the cap, after the block filters (prio 1).
+            self._tc("class", "add", "dev", self.interface, "parent", "1:", "classid", _SMALL_CLASS, "htb",
+                     "rate", _UNCAPPED, "quantum", "65536")
+            self._tc("filter", "add", "dev", self.interface, "parent", "1:", "protocol", "ip", "prio", "2", "u32",
+                     "match", "u16", "0x0000", "0xff80", "at", "2", "flowid", _SMALL_CLASS)
+            self._small_class = True
+
+    def tx_bytes(self) -> int:
+        """Bytes this host has sent on its link so far (the interface's counter, read inside the namespace)."""
+        return self._counter("tx_bytes")
+
+    def rx_bytes(self) -> int:
+        """Bytes this host has received on its link so far."""
+        return self._counter("rx_bytes")
+
+    def _counter(self, name: str) -> int:
+        result = self.run(["cat", f"/sys/class/net/{self.interface}/statistics/{name}"],
+                          capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{name} of {self.name}: {result.stderr.strip()}")
+        return int(result.stdout)
+
+    def set_link(self, up: bool) -> None:
+        """Takes this host's link down (as a pulled cable: its connections see nothing more) or up again."""
+        _ip("-n", self.netns, "link", "set", self.interface, "up" if up else "down")
+
     def _shape(self) -> None:
         """The link's queueing, made once: an HTB whose default class passes everything and whose other
         class leads to a queue of length 0, which drops."""
@@ -169,7 +234,7 @@ class Host:
             return
         self._tc("qdisc", "add", "dev", self.interface, "root", "handle", "1:", "htb", "default", "1")
         self._tc("class", "add", "dev", self.interface, "parent", "1:", "classid", _PASS_CLASS, "htb",
-                 "rate", "100gbit", "quantum", "65536")
+                 "rate", _UNCAPPED, "quantum", "65536")
         self._tc("class", "add", "dev", self.interface, "parent", "1:", "classid", _DROP_CLASS, "htb",
                  "rate", "8kbit", "quantum", "1514")
         self._tc("qdisc", "add", "dev", self.interface, "parent", _DROP_CLASS, "handle", "2:", "pfifo", "limit", "0")
