@@ -39,6 +39,7 @@ FilePlan plan_range(const Request& req, std::string_view header, std::uint64_t s
 
 void write_connection_fields(const Connection& c, HeadWriter& head) {
   for (const auto& [name, value] : kSecurityHeaders) head.field(name, value);
+  head.field(cluster::kNodeHeader, kVersion);
   if (c.tls()) head.field(kTlsHeader.first, kTlsHeader.second);
   for (const auto& [name, value] : c.limit_headers) head.field(name, value);
 }
@@ -67,7 +68,6 @@ FilePlan write_file_head(Connection& c, const Request& req, const hub::FileAnswe
   HeadWriter head(c.head, plan.status, req.version());
   write_connection_fields(c, head);
   head.field("X-Repo-Commit", answer.commit);
-  head.field(cluster::kNodeHeader, kVersion);  // a child node learns that its upstream is a node
   if (!answer.stale.empty()) head.field(hub::kStaleHeader, answer.stale);
   // How much of a file on its way the node holds, over all its connections (`inferllama pull` shows it).
   if (answer.download && !answer.download->verified()) head.field(kFetchedHeader, answer.download->fetched());

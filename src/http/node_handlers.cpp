@@ -3,14 +3,11 @@
 #include "http/connection.hpp"
 #include "http/handlers.hpp"
 #include "http/server_context.hpp"
-#include "inferllama/cluster.hpp"
-#include "inferllama/version.hpp"
 
 namespace inferllama::http {
 
 Task<Answer> handle(Exchange&, const HealthRoute&) {
-  // X-InferLlama-Node: how a mirror tells a node from another server.
-  co_return hub::Reply{200, {{cluster::kNodeHeader, kVersion}}, "text/plain", "ok\n"};
+  co_return hub::Reply{200, {}, "text/plain", "ok\n"};
 }
 
 Task<Answer> handle(Exchange& x, const MetricsRoute&) {

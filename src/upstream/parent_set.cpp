@@ -15,11 +15,15 @@
 namespace inferllama::upstream {
 namespace {
 
-bool is_idempotent(std::string_view method) { return method == "GET" || method == "HEAD"; }
+bool is_idempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD";
+}
 
 // The upstream is gone or refuses all work (a transport error, or 503 from a node that is stopping or
 // full); any other answer is the upstream's word and goes back to the caller as it is.
-bool upstream_failed(long status, const std::string& error) { return (status == 0 && !error.empty()) || status == 503; }
+bool upstream_failed(long status, const std::string& error) {
+  return (status == 0 && !error.empty()) || status == 503;
+}
 
 // A range also fails when its transfer breaks after the answer began.
 bool range_failed(const RangeResult& r) {
@@ -91,8 +95,8 @@ class Parents final : public ParentSet {
     return response;
   }
 
-  RangeResult fetch_range(const std::string& url, const HeaderList& headers, std::uint64_t first,
-                          std::uint64_t last, const BodySink& sink) override {
+  RangeResult fetch_range(const std::string& url, const HeaderList& headers, std::uint64_t first, std::uint64_t last,
+                          const BodySink& sink) override {
     auto path = path_of(url);
     if (!path) {
       RangeResult r = http_.fetch_range(url, headers, first, last, sink);
@@ -214,7 +218,7 @@ class Parents final : public ParentSet {
     }
   }
 
-  // A node marks its resolve answers; an answer to a resolve URL without the mark comes from the Hub.
+  // A node marks every answer; an answer to a resolve URL without the mark comes from the Hub.
   static void learn_kind(Target& target, std::string_view path, const UpstreamResponse& response) {
     if (path.find("/resolve/") == std::string_view::npos || response.status == 0 || response.status >= 500) return;
     const auto kind = response.header(cluster::kNodeHeaderLower) ? UpstreamKind::parent : UpstreamKind::hub;

@@ -143,6 +143,10 @@ TEST(Router, AccountRoutes) {
   EXPECT_EQ(std::get<AdminRoute>(r).action, "keys/key_0123/revoke");
   EXPECT_TRUE(std::holds_alternative<AdminRoute>(route("/api/inferllama/users")));
   EXPECT_FALSE(std::holds_alternative<AdminRoute>(route("/api/inferllama/usersx")));
+  r = route("/api/inferllama/cluster");
+  ASSERT_TRUE(std::get_if<AdminRoute>(&r));
+  EXPECT_EQ(std::get<AdminRoute>(r).action, "cluster");
+  EXPECT_FALSE(std::holds_alternative<AdminRoute>(route("/api/inferllama/clusterx")));
 
   // A torrent's web seed and resolve URLs under a passkey; nothing else is reachable that way.
   r = route("/p/" + passkey + "/acme/tiny/resolve/main/config.json");

@@ -6,6 +6,7 @@
 #include <random>
 #include <variant>
 
+#include "inferllama/cluster.hpp"
 #include "inferllama/tracker.hpp"
 
 namespace inferllama::tracker {
@@ -98,9 +99,10 @@ struct Announce {
   std::string event;
   std::optional<std::uint64_t> left = 100;
   std::optional<unsigned> numwant;
+  std::string peer_id = "-XX0001-" + std::string(12, 'a');
   std::string extra;
   std::string query() const {
-    std::string q = "info_hash=" + escape(hash.raw()) + "&peer_id=-XX0001-" + std::string(12, 'a') +
+    std::string q = "info_hash=" + escape(hash.raw()) + "&peer_id=" + escape(peer_id) +
                     "&port=" + std::to_string(port) + "&uploaded=0&downloaded=0";
     if (left) q += "&left=" + std::to_string(*left);
     if (!event.empty()) q += "&event=" + event;
@@ -241,6 +243,19 @@ TEST_F(TrackerTest, OwnSeedIsInEveryPeerListAndCountsAsASeeder) {
   list = peers(announce(v4(30)));
   EXPECT_EQ(list.size(), 5u);
   EXPECT_NE(std::find(list.begin(), list.end(), "192.168.1.1:6999"), list.end());
+}
+
+// A child node fetching from this node's swarm gets its pieces from the node's HTTP piece dispatch and
+// from its fellow children, not from the node's seed, which would send every child every piece.
+TEST_F(TrackerTest, ChildNodesAreNotOfferedTheOwnSeed) {
+  make(false);
+  tracker->add_own_torrent(hash_of(1));
+  tracker->set_seed_port(6999);
+  Announce child;
+  child.peer_id = std::string(cluster::kParentSwarmPeerId) + std::string(12, 'c');
+  announce(v4(1), child);
+  EXPECT_EQ(peers(announce(v4(2), child)), std::vector<std::string>{"10.0.0.1:6881"});
+  EXPECT_EQ(peers(announce(v4(3))).size(), 3u) << "other clients still get the seed";
 }
 
 // A magnet client announces left=0 before it has the metadata (aria2 does): the table takes it for a
@@ -481,13 +496,14 @@ class UdpTrackerTest : public TrackerTest {
     return static_cast<std::uint64_t>(be32(r, 8)) << 32 | be32(r, 12);
   }
   static Packet announce_packet(std::uint64_t id, const InfoHash& h, std::uint16_t port, std::uint64_t left = 1,
-                                std::uint32_t event = 2, std::int32_t numwant = -1) {
+                                std::uint32_t event = 2, std::int32_t numwant = -1,
+                                const std::string& peer_id = std::string(20, 'p')) {
     return Packet{}
         .u64(id)
         .u32(1)
         .u32(5)
         .raw(h.raw())
-        .raw(std::string(20, 'p'))
+        .raw(peer_id)
         .u64(0)
         .u64(left)
         .u64(0)
@@ -502,6 +518,18 @@ class UdpTrackerTest : public TrackerTest {
     return std::string(r.begin() + 8, r.end());
   }
 };
+
+TEST_F(UdpTrackerTest, ChildNodesAreNotOfferedTheOwnSeed) {
+  make(false);
+  tracker->add_own_torrent(hash_of(1));
+  tracker->set_seed_port(6999);
+  const Endpoint child = v4(1, 5000), client = v4(2, 5000);
+  const std::string child_id = std::string(cluster::kParentSwarmPeerId) + std::string(12, 'c');
+  auto r = send(announce_packet(connect(child), hash_of(1), 6881, 1, 2, -1, child_id), child);
+  ASSERT_EQ(r.size(), 20u) << "no peers for the child, not even the seed: " << error_of(r);
+  r = send(announce_packet(connect(client), hash_of(1), 6882), client);
+  ASSERT_EQ(r.size(), 32u) << "the child and the node's seed: " << error_of(r);
+}
 
 TEST_F(UdpTrackerTest, ConnectAnnounceScrape) {
   make(true);
@@ -653,8 +681,7 @@ TEST_F(TrackerTest, FullScrapeIsOffByDefault) {
   EXPECT_EQ(decode(body)["files"].dict().size(), 1u) << "a scrape that names its swarms is answered";
   std::string metrics;
   tracker->render_metrics(metrics);
-  EXPECT_NE(metrics.find("inferllama_tracker_refusals_total{reason=\"full_scrape\"} 1"), std::string::npos)
-      << metrics;
+  EXPECT_NE(metrics.find("inferllama_tracker_refusals_total{reason=\"full_scrape\"} 1"), std::string::npos) << metrics;
 }
 
 TEST_F(TrackerTest, AFullSwarmAnswersNewPeersWithoutStoringThem) {
@@ -678,8 +705,7 @@ TEST_F(TrackerTest, AFullSwarmAnswersNewPeersWithoutStoringThem) {
   for (const auto& p : peers(announce(v4(6)))) EXPECT_NE(p, "10.0.0.6:6881");
   std::string metrics;
   tracker->render_metrics(metrics);
-  EXPECT_NE(metrics.find("inferllama_tracker_refusals_total{reason=\"swarm_full\"} 2"), std::string::npos)
-      << metrics;
+  EXPECT_NE(metrics.find("inferllama_tracker_refusals_total{reason=\"swarm_full\"} 2"), std::string::npos) << metrics;
 }
 
 TEST_F(TrackerTest, OneAddressHoldsAFewPlacesOfASwarmAndAnIPv6Slash64IsOneAddress) {
