@@ -62,11 +62,14 @@ def cpu_seconds() -> float:
 
 
 def run_once(mode: str, edges: int, size: int, cap: str, hub_dir: str, max_time: float) -> dict:
-    extra = ("--swarm-threshold", "0") if mode == "http" else ()
+    # The edges' arguments of the cluster tests, with the swarm off for the HTTP runs.
+    edge_args = list(cl.EDGE_ARGS)
+    if mode == "http":
+        edge_args[edge_args.index("--swarm-threshold") + 1] = "0"
     cpu_before = cpu_seconds()
     with cl.Cluster(parents=1, edges=edges, clients=edges, hub_data_dir=hub_dir,
                     hub_args=("--sized-models", "1", "--sized-model-size", str(size)),
-                    extra_edge_args=extra + ("--log-level", "warn")) as cluster:
+                    edge_args=tuple(edge_args), extra_edge_args=("--log-level", "warn")) as cluster:
         parent = cluster.parents[0]
         parent.host.cap(cap)
         expected = cluster.file(REPO, MODEL)
