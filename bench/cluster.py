@@ -61,7 +61,7 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_once(mode: str, edges: int, size: int, cap: str, hub_dir: str, max_time: float) -> dict:
+def run_once(mode: str, edges: int, size: int, cap: str, hub_cap: str | None, hub_dir: str, max_time: float) -> dict:
     # The edges' arguments of the cluster tests, with the swarm off for the HTTP runs.
     edge_args = list(cl.EDGE_ARGS)
     if mode == "http":
@@ -72,6 +72,8 @@ def run_once(mode: str, edges: int, size: int, cap: str, hub_dir: str, max_time:
                     edge_args=tuple(edge_args), extra_edge_args=("--log-level", "warn")) as cluster:
         parent = cluster.parents[0]
         parent.host.cap(cap)
+        if hub_cap:
+            cluster.hub_host.cap(hub_cap)
         expected = cluster.file(REPO, MODEL)
         sent = parent.host.tx_bytes()
         barrier = threading.Barrier(edges)
@@ -110,6 +112,8 @@ def main() -> int:
     ap.add_argument("--edges", default="1,2,4,8", help="edge counts, comma-separated (default 1,2,4,8)")
     ap.add_argument("--modes", default="swarm,http", help="swarm, http or both (default swarm,http)")
     ap.add_argument("--cap", default="400mbit", help="the parent's uplink (tc rate, default 400mbit)")
+    ap.add_argument("--hub-cap", default=None,
+                    help="the Hub's uplink (tc rate; default: not capped, so the parent fills faster than it sends)")
     ap.add_argument("--max-time", type=float, default=900, help="seconds one client may take (default 900)")
     args = ap.parse_args()
     netns.require()
@@ -119,11 +123,13 @@ def main() -> int:
     hub_dir = os.path.join(c.HUB_DIR, "cluster")
     os.makedirs(hub_dir, exist_ok=True)
     c.check_binary()
-    print(f"cluster: 1 parent ({args.cap} up), N edges, one client each, {size / c.MIB:.0f} MiB cold", flush=True)
+    hub = f"the Hub {args.hub_cap} up" if args.hub_cap else "the Hub not capped"
+    print(f"cluster: 1 parent ({args.cap} up, {hub}), N edges, one client each, {size / c.MIB:.0f} MiB cold",
+          flush=True)
     rows = []
     for mode in modes:
         for n in counts:
-            row = run_once(mode, n, size, args.cap, hub_dir, args.max_time)
+            row = run_once(mode, n, size, args.cap, args.hub_cap, hub_dir, args.max_time)
             rows.append(row)
             print(f"  {mode:5s} N={n}: {row['time']:6.1f} s, TTFB median {row['ttfb_median']:.2f} s "
                   f"max {row['ttfb_max']:.2f} s, parent uplink / size {row['uplink']:.2f}, Hub / size "

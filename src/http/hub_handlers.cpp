@@ -2,11 +2,12 @@
 // of the Hub's, passed upstream.
 #include <algorithm>
 
+#include "cache/download.hpp"
 #include "http/connection.hpp"
 #include "http/handlers.hpp"
 #include "http/piece_dispatch.hpp"
-#include "inferllama/cluster.hpp"
 #include "http/server_context.hpp"
+#include "inferllama/cluster.hpp"
 #include "util/offload.hpp"
 
 namespace inferllama::http {
@@ -15,13 +16,15 @@ namespace {
 
 // A child node that shares a stored file with its peers asks for any piece it wants (PieceDispatch):
 // the piece no child was sent lately, or 204 when each wanted piece is on its way to another child. A
-// file not stored whole yet, or a header that does not fit it, is answered as the Range asks.
+// file not whole and verified yet (stored, or its download just done), or a header that does not fit it,
+// is answered as the Range asks.
 Answer with_piece_for_child(Exchange& x, hub::FileAnswer answer) {
   const auto header = x.request[cluster::kWantPiecesHeader];
   const std::uint64_t piece_length = x.server.config.chunk_size;
-  if (header.empty() || !answer.blob || x.request.method() != bhttp::verb::get || answer.blob->size == 0)
+  const bool whole = answer.blob || (answer.download && answer.download->verified());
+  const std::uint64_t size = answer.file.size;
+  if (header.empty() || !whole || x.request.method() != bhttp::verb::get || size == 0)
     return FileBody{std::move(answer), ""};
-  const std::uint64_t size = answer.blob->size;
   const auto want = PieceDispatch::parse(header, static_cast<std::size_t>((size + piece_length - 1) / piece_length));
   if (!want) return FileBody{std::move(answer), ""};
   const auto piece = x.server.pieces.pick(answer.file.etag, *want, PieceDispatch::Clock::now());
@@ -34,7 +37,8 @@ Answer with_piece_for_child(Exchange& x, hub::FileAnswer answer) {
 Task<Answer> answer_file(Exchange& x, const ResolveRoute& route) {
   auto& hub = x.server.deps.hub;
   // A hit of a public repo is answered without leaving the I/O thread.
-  if (auto hit = hub.resolve_fast(route.repo, route.rev, route.path)) co_return with_piece_for_child(x, std::move(*hit));
+  if (auto hit = hub.resolve_fast(route.repo, route.rev, route.path))
+    co_return with_piece_for_child(x, std::move(*hit));
   const bool want_body = x.request.method() == bhttp::verb::get;
   auto outcome = co_await offload(x.server.deps.blocking,
                                   [&] { return hub.resolve(route.repo, route.rev, route.path, x.caller, want_body); });

@@ -1,11 +1,12 @@
 #include "torrent/swarm_upstream.hpp"
 
 #include <algorithm>
-#include <cinttypes>
-#include <cstdio>
 #include <atomic>
 #include <cctype>
+#include <charconv>
+#include <cinttypes>
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <filesystem>
 #include <map>
@@ -23,10 +24,10 @@
 #include <libtorrent/torrent_info.hpp>
 #include <libtorrent/torrent_status.hpp>
 
+#include "inferllama/cluster.hpp"
 #include "inferllama/digest.hpp"
 #include "inferllama/metrics.hpp"
 #include "inferllama/network.hpp"
-#include "inferllama/cluster.hpp"
 #include "torrent/session_settings.hpp"
 #include "util/url.hpp"
 
@@ -125,7 +126,7 @@ struct SwarmFile {
   std::filesystem::path directory;
   int readers = 0;
   bool removing = false;
-  bool complete = false;  // every piece is in: nothing more will be read, remove at once
+  bool complete = false;  // every piece is in: nothing more will be read here; peers may still need it
   std::chrono::steady_clock::time_point idle_since = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point piece_arrived_at = std::chrono::steady_clock::now();
   std::string error;
@@ -215,7 +216,8 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
       const lt::torrent_status status = file->handle.status(lt::status_flags_t{});
       out.uploaded_bytes += static_cast<std::uint64_t>(status.total_payload_upload);
       out.peer_bytes += static_cast<std::uint64_t>(status.total_payload_download);
-      out.swarms.push_back(ParentSwarm{file->torrent->name(), key, static_cast<std::uint64_t>(file->torrent->total_size()),
+      out.swarms.push_back(ParentSwarm{file->torrent->name(), key,
+                                       static_cast<std::uint64_t>(file->torrent->total_size()),
                                        static_cast<double>(status.num_pieces) / file->torrent->num_pieces(),
                                        status.num_peers, static_cast<std::uint64_t>(status.total_payload_download),
                                        static_cast<std::uint64_t>(status.total_payload_upload)});
@@ -243,11 +245,10 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
                                                    "Parent torrents being downloaded"};
     const ParentSwarmStatus now = status();
     using Sample = std::pair<const metrics::FamilySpec*, std::uint64_t>;
-    for (const auto& [family, value] :
-         {Sample{&kSwarmBytes, now.swarm_bytes}, Sample{&kHttpBytes, now.http_bytes},
-          Sample{&kPeerBytes, now.peer_bytes}, Sample{&kFedBytes, now.fed_bytes},
-          Sample{&kUploaded, now.uploaded_bytes}, Sample{&kFallbacks, now.fallbacks},
-          Sample{&kTorrents, now.swarms.size()}}) {
+    for (const auto& [family, value] : {Sample{&kSwarmBytes, now.swarm_bytes}, Sample{&kHttpBytes, now.http_bytes},
+                                        Sample{&kPeerBytes, now.peer_bytes}, Sample{&kFedBytes, now.fed_bytes},
+                                        Sample{&kUploaded, now.uploaded_bytes}, Sample{&kFallbacks, now.fallbacks},
+                                        Sample{&kTorrents, now.swarms.size()}}) {
       metrics::write_family(out, *family, static_cast<double>(value));
     }
   }
@@ -336,9 +337,9 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
 
   // [first, last] over HTTP, until the parent's torrent exists: then the transfer stops at once and
   // `moved` is set (the caller goes on from the swarm).
-  RangeResult until_swarm(const std::shared_ptr<PlanSlot>& slot, const std::string& url,
-                          const std::string& torrent_url, const HeaderList& headers, std::uint64_t size,
-                          std::uint64_t first, std::uint64_t last, const BodySink& sink, bool& moved) {
+  RangeResult until_swarm(const std::shared_ptr<PlanSlot>& slot, const std::string& url, const std::string& torrent_url,
+                          const HeaderList& headers, std::uint64_t size, std::uint64_t first, std::uint64_t last,
+                          const BodySink& sink, bool& moved) {
     const bool watched = watch(slot, url, torrent_url, headers, size);
     BodySink until = [&](std::span<const char> bytes) -> std::size_t {
       if (slot->swarm_ready.load()) {
@@ -544,14 +545,16 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
         if (wanted[static_cast<std::size_t>(p)]) file->fetching.erase(p);
       }
       if (stopping_) break;
-      if (answer.status == 204) {  // every piece wanted is on its way to another node: from peers, soon
-        changed_.wait_for(lock, kFeederPoll);
+      if (answer.status == 204) {
+        // Every piece wanted is on its way to another node, which will share it: the parent's Retry-After
+        // says when to ask again, so a thousand nodes do not ask it ten times a second each.
+        changed_.wait_for(lock, retry_after(answer), [&] { return stopping_ || file->removing || file->readers == 0; });
         continue;
       }
       const auto piece = piece_of_answer(*file, answer, wanted);
       if (!piece) {
         spdlog::warn("parent swarm: a piece of {} over HTTP: {}", url::redact(url),
-                     !answer.error.empty() ? answer.error
+                     !answer.error.empty()  ? answer.error
                      : answer.status != 206 ? "HTTP " + std::to_string(answer.status)
                                             : std::string("not a wanted piece"));
         changed_.wait_for(lock, kFeederPoll);  // not at once again: the upstream may be failing over
@@ -564,6 +567,15 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
     --file->feeders;
     --feeders_running_;
     changed_.notify_all();
+  }
+
+  // A 204's Retry-After (whole seconds), within [kFeederPoll, kFeederMaxWait]; kFeederPoll without one.
+  static std::chrono::milliseconds retry_after(const UpstreamResponse& answer) {
+    const auto value = answer.header("retry-after").value_or("");
+    unsigned seconds = 0;
+    const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), seconds);
+    if (ec != std::errc{} || end != value.data() + value.size()) return kFeederPoll;
+    return std::clamp<std::chrono::milliseconds>(std::chrono::seconds(seconds), kFeederPoll, kFeederMaxWait);
   }
 
   static std::uint64_t piece_size(const SwarmFile& file, int piece) {
@@ -589,12 +601,14 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
     if (answer.status != 206) return std::nullopt;
     const auto range = answer.header("content-range").value_or("");
     std::uint64_t first = 0, last = 0;
-    if (std::sscanf(std::string(range).c_str(), "bytes %" SCNu64 "-%" SCNu64 "/", &first, &last) != 2) return std::nullopt;
+    if (std::sscanf(std::string(range).c_str(), "bytes %" SCNu64 "-%" SCNu64 "/", &first, &last) != 2)
+      return std::nullopt;
     const std::uint64_t piece_length = static_cast<std::uint64_t>(file.torrent->piece_length());
     const std::uint64_t piece = first / piece_length;
     if (first % piece_length != 0 || piece >= wanted.size() || !wanted[piece]) return std::nullopt;
     const int index = static_cast<int>(piece);
-    if (last - first + 1 != piece_size(file, index) || answer.body.size() != piece_size(file, index)) return std::nullopt;
+    if (last - first + 1 != piece_size(file, index) || answer.body.size() != piece_size(file, index))
+      return std::nullopt;
     return index;
   }
 
@@ -609,11 +623,13 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
     std::vector<int> availability;
     file.handle.piece_availability(availability);
     std::set<int> downloading(file.fetching);
-    for (const auto& partial : file.handle.get_download_queue()) downloading.insert(static_cast<int>(partial.piece_index));
+    for (const auto& partial : file.handle.get_download_queue())
+      downloading.insert(static_cast<int>(partial.piece_index));
     any = std::chrono::steady_clock::now() - file.piece_arrived_at >= kFeederPatience;
     for (int p = 0; p < static_cast<int>(priorities.size()); ++p) {
       const auto i = static_cast<std::size_t>(p);
-      if (priorities[i] == lt::dont_download || status.pieces[lt::piece_index_t(p)] || downloading.contains(p)) continue;
+      if (priorities[i] == lt::dont_download || status.pieces[lt::piece_index_t(p)] || downloading.contains(p))
+        continue;
       if (!any && i < availability.size() && availability[i] > 0) continue;
       wanted[i] = true;
     }
@@ -758,12 +774,14 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
     files_.erase(it);
   }
 
-  // A torrent nobody reads goes with its files: at once when every piece is in (the node's chunk store
-  // holds the file now), after a stall timeout otherwise (a download between retries comes back sooner).
+  // A torrent nobody reads goes with its files: when every piece is in (the node's chunk store holds the
+  // file now) and no peer still needs it, after a stall timeout otherwise (a download between retries
+  // comes back sooner).
   void remove_idle_locked() {
     const auto now = std::chrono::steady_clock::now();
     for (auto& [key, file] : files_) {
       if (file->readers > 0 || file->removing) continue;
+      if (file->complete && lingering_locked(*file, now)) continue;
       if (file->complete || !file->error.empty() || now - file->idle_since >= stall_timeout_) {
         file->removing = true;
         const lt::torrent_status status = file->handle.status(lt::status_flags_t{});
@@ -774,7 +792,17 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
     }
   }
 
+  // A complete file stays in the swarm while a connected peer still lacks pieces, for up to kLinger: the
+  // nodes still fetching it would otherwise lose a peer that has every piece, and ask the parent instead.
+  bool lingering_locked(const SwarmFile& file, std::chrono::steady_clock::time_point now) const {
+    if (now - file.idle_since >= kLinger) return false;
+    const lt::torrent_status status = file.handle.status(lt::status_flags_t{});
+    return status.num_peers > status.num_seeds;
+  }
+
   static constexpr int kUnknown = 0, kNode = 1, kNotNode = 2;
+  // How long a complete file may stay in the swarm for the peers still fetching it.
+  static constexpr std::chrono::seconds kLinger{30};
   // How often the parent is asked whether it holds a file that streams over HTTP meanwhile: each
   // interval costs at most that long of HTTP bytes the swarm could have carried.
   static constexpr std::chrono::milliseconds kPendingPoll{250};
@@ -784,6 +812,8 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
   static constexpr int kFeedersPerFile = 1;
   // How often a feeder with nothing to fetch looks again (it also wakes on every alert).
   static constexpr std::chrono::milliseconds kFeederPoll{100};
+  // The longest a feeder waits when the parent says to ask later.
+  static constexpr std::chrono::milliseconds kFeederMaxWait{5000};
   // While pieces arrive at least this often, only pieces no peer has are fetched from the parent.
   static constexpr std::chrono::milliseconds kFeederPatience{2000};
   // Pieces from the parent that may fail their hash before the file goes over HTTP instead.
