@@ -18,6 +18,10 @@ Reported per run: time until every client has finished (from the barrier), media
 byte, parent uplink bytes ÷ file size (its link's counter), Hub bytes ÷ size. Ratios: time(N) ÷ time(1) per
 mode (goal for the swarm at N = 8: <= 1.5, while HTTP grows about N x), and the parent's uplink per file.
 
+The Hub's link is not capped unless `--hub-cap` says so: with a Hub slower than the parent's uplink, each
+edge streams the file from the parent at the Hub's pace while the parent fetches it (the torrent exists
+only once the parent holds the whole file), so the uplink carries up to (uplink ÷ Hub rate) copies.
+
 All nodes, curls and the Hub share this machine's cores: when the edges' hashing and peer traffic need more
 CPU than the machine has, the swarm's time grows with N although the parent's uplink does not; the CPU
 seconds each run used are printed so this can be told apart from the network. Needs root (namespaces).
