@@ -131,6 +131,15 @@ std::string validate_listen(std::string_view s) {
 }
 
 // http(s)://HOST[:PORT][/path]; strips one trailing '/'; scheme normalised to lower case.
+// A URL as an error message shows it: a password in its user info stays out of the terminal and the logs.
+std::string without_user_info(std::string_view url) {
+  const std::size_t scheme_end = url.find("://");
+  if (scheme_end == std::string_view::npos) return std::string(url);
+  const std::size_t at = url.substr(0, url.find('/', scheme_end + 3)).rfind('@');
+  if (at == std::string_view::npos || at < scheme_end) return std::string(url);
+  return std::string(url.substr(0, scheme_end + 3)) + "***@" + std::string(url.substr(at + 1));
+}
+
 std::string validate_url(std::string_view s) {
   std::string out(s);
   std::size_t scheme_len = 0;
@@ -140,19 +149,19 @@ std::string validate_url(std::string_view s) {
   } else if (low.starts_with("http://")) {
     scheme_len = 7;
   } else {
-    throw ConfigError(quote_text(s) + ": must start with http:// or https://");
+    throw ConfigError(quote_text(without_user_info(s)) + ": must start with http:// or https://");
   }
   for (std::size_t i = 0; i < scheme_len; ++i) out[i] = lower(out[i]);
   for (char c : s) {
     if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f)
-      throw ConfigError(quote_text(s) + ": URL must not contain spaces or control characters");
-    if (c == '?' || c == '#') throw ConfigError(quote_text(s) + ": URL must not have a query or fragment");
+      throw ConfigError(quote_text(without_user_info(s)) + ": URL must not contain spaces or control characters");
+    if (c == '?' || c == '#') throw ConfigError(quote_text(without_user_info(s)) + ": URL must not have a query or fragment");
   }
   const std::string_view rest = std::string_view(out).substr(scheme_len);
   const std::string_view authority = rest.substr(0, rest.find('/'));
   const std::string_view host =
       authority.substr(authority.rfind('@') == std::string_view::npos ? 0 : authority.rfind('@') + 1);
-  if (host.empty() || host.front() == ':') throw ConfigError(quote_text(s) + ": URL has no host");
+  if (host.empty() || host.front() == ':') throw ConfigError(quote_text(without_user_info(s)) + ": URL has no host");
   if (out.ends_with('/')) out.pop_back();
   return out;
 }
@@ -170,7 +179,7 @@ std::vector<std::string> validate_url_list(std::string_view s) {
     while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
     std::string url = validate_url(item);
     if (std::find(urls.begin(), urls.end(), url) != urls.end())
-      throw ConfigError(quote_text(url) + " is listed twice");
+      throw ConfigError(quote_text(without_user_info(url)) + " is listed twice");
     urls.push_back(std::move(url));
     start = comma + 1;
   }
@@ -1161,8 +1170,10 @@ Config load_config(const ConfigSources& sources) {
   read_secret_files(config, applied);
 
   // Settings that constrain each other.
-  if (std::ranges::find(config.upstream_parents, config.upstream_fallback) != config.upstream_parents.end())
-    throw ConfigError("invalid upstream_fallback: " + quote_text(config.upstream_fallback) +
+  if (!config.upstream_fallback.empty() &&
+      (config.upstream_fallback == config.upstream ||
+       std::ranges::find(config.upstream_parents, config.upstream_fallback) != config.upstream_parents.end()))
+    throw ConfigError("invalid upstream_fallback: " + quote_text(without_user_info(config.upstream_fallback)) +
                       " is one of the upstream URLs already");
   for (LimitPolicy* policy : {&config.limit_anonymous, &config.limit_default}) policy->token_bytes = config.token_size;
   for (auto& [name, policy] : config.limit_users) policy.token_bytes = config.token_size;

@@ -6,7 +6,7 @@
 
 namespace inferllama::cluster {
 
-// On every resolve answer (and /healthz) of a node; its value is the node's version.
+// On every HTTP answer of a node but its tracker's; its value is the node's version.
 inline constexpr char kNodeHeader[] = "X-InferLlama-Node";
 inline constexpr std::string_view kNodeHeaderLower = "x-inferllama-node";
 

@@ -20,10 +20,12 @@ namespace {
 // is answered as the Range asks.
 Answer with_piece_for_child(Exchange& x, hub::FileAnswer answer) {
   const auto header = x.request[cluster::kWantPiecesHeader];
-  const std::uint64_t piece_length = x.server.config.chunk_size;
+  // The file's torrent has a piece per stored chunk: the chunk size it was stored with, which the node's
+  // setting may have changed since.
+  const std::uint64_t piece_length = answer.blob ? answer.blob->chunk_size : x.server.config.chunk_size;
   const bool whole = answer.blob || (answer.download && answer.download->verified());
   const std::uint64_t size = answer.file.size;
-  if (header.empty() || !whole || x.request.method() != bhttp::verb::get || size == 0)
+  if (header.empty() || !whole || x.request.method() != bhttp::verb::get || size == 0 || piece_length == 0)
     return FileBody{std::move(answer), ""};
   const auto want = PieceDispatch::parse(header, static_cast<std::size_t>((size + piece_length - 1) / piece_length));
   if (!want) return FileBody{std::move(answer), ""};

@@ -106,8 +106,8 @@ class Responder {
     const bool keep = req.version() && req.keep_alive() && !server_.draining;
     StringResponse res = reply_response(reply, req.version() ? req.version() : 11, keep);
     for (const auto& [name, value] : kSecurityHeaders) res.set(name, value);
-    // Every answer says it comes from a node: a child tells its parents from the Hub by it, a mirror
-    // a node from another server.
+    // Every answer but the tracker's says it comes from a node: a child tells its parents from the Hub by
+    // it, a mirror a node from another server.
     res.set(cluster::kNodeHeader, kVersion);
     if (c_.tls()) res.set(kTlsHeader.first, kTlsHeader.second);
     for (const auto& [name, value] : c_.limit_headers) res.set(name, value);

@@ -79,7 +79,8 @@ std::optional<std::uint64_t> parse_u64(std::string_view s) {
   return v;
 }
 
-// How one URL's ranges are fetched: decided once, shared by every connection of its download.
+// How one URL's ranges are fetched, shared by every connection of its download: decided once, and
+// changed when the parent's torrent arrives or the swarm fails.
 enum class Route {
   http,
   swarm,
@@ -134,9 +135,9 @@ struct SwarmFile {
   // Pieces no peer has come from the parent over HTTP (its resolve URL, the caller's credentials).
   std::string url;
   HeaderList headers;
-  std::set<int> fetching;  // pieces being fetched over HTTP now
-  int feeders = 0;         // threads fetching pieces over HTTP for this file
-  int failed_pieces = 0;   // pieces from the parent that failed their hash
+  std::set<int> from_parent;  // pieces added from the parent's HTTP answers, until they pass their hash
+  int feeders = 0;            // threads fetching pieces over HTTP for this file
+  int failed_pieces = 0;      // pieces from the parent that failed their hash
 };
 
 class SwarmPreferring final : public SwarmPreferringUpstream {
@@ -186,7 +187,11 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
       std::lock_guard lock(slot->mutex);
       plan = *slot->plan;
     }
-    if (plan.route != Route::swarm) return over_http(url, headers, first, last, sink);
+    if (plan.route != Route::swarm) {  // another connection's swarm read failed meanwhile
+      RangeResult rest = over_http(url, headers, first + done.received, last, sink);
+      rest.received += done.received;
+      return rest;
+    }
     RangeResult from_swarm = read_from_swarm(plan.torrent, url, headers, first + done.received, last, sink);
     from_swarm.received += done.received;
     if (from_swarm.error.empty() || stopping_) return from_swarm;
@@ -207,21 +212,12 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
     ParentSwarmStatus out;
     out.swarm_bytes = swarm_bytes_.load();
     out.http_bytes = http_bytes_.load();
-    out.fallbacks = fallbacks_.load();
-    std::lock_guard lock(mutex_);
-    out.uploaded_bytes = uploaded_by_removed_;
-    out.peer_bytes = downloaded_by_removed_;
     out.fed_bytes = fed_bytes_.load();
-    for (const auto& [key, file] : files_) {
-      const lt::torrent_status status = file->handle.status(lt::status_flags_t{});
-      out.uploaded_bytes += static_cast<std::uint64_t>(status.total_payload_upload);
-      out.peer_bytes += static_cast<std::uint64_t>(status.total_payload_download);
-      out.swarms.push_back(ParentSwarm{file->torrent->name(), key,
-                                       static_cast<std::uint64_t>(file->torrent->total_size()),
-                                       static_cast<double>(status.num_pieces) / file->torrent->num_pieces(),
-                                       status.num_peers, static_cast<std::uint64_t>(status.total_payload_download),
-                                       static_cast<std::uint64_t>(status.total_payload_upload)});
-    }
+    out.fallbacks = fallbacks_.load();
+    std::lock_guard lock(snapshot_mutex_);
+    out.peer_bytes = snapshot_.peer_bytes;
+    out.uploaded_bytes = snapshot_.uploaded_bytes;
+    out.swarms = snapshot_.swarms;
     return out;
   }
 
@@ -229,7 +225,8 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
     static constexpr metrics::FamilySpec kSwarmBytes{"inferllama_parent_swarm_bytes_total", "counter",
                                                      "Bytes of upstream files fetched from the parent node's swarm"};
     static constexpr metrics::FamilySpec kHttpBytes{"inferllama_parent_http_bytes_total", "counter",
-                                                    "Bytes of upstream files fetched over HTTP"};
+                                                    "Bytes of upstream files fetched over HTTP, the pieces "
+                                                    "the parent sent into its swarm included"};
     static constexpr metrics::FamilySpec kPeerBytes{"inferllama_parent_swarm_peer_bytes_total", "counter",
                                                     "Bytes of parents' torrents received from other nodes"};
     static constexpr metrics::FamilySpec kFedBytes{
@@ -517,56 +514,72 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
 
   void feed(const std::shared_ptr<SwarmFile>& file) {
     std::unique_lock lock(mutex_);
-    const std::uint64_t piece_length = static_cast<std::uint64_t>(file->torrent->piece_length());
-    while (!stopping_ && !file->removing && file->error.empty() && file->readers > 0) {
+    try {
+      feed_locked(lock, *file);
+    } catch (const std::exception& e) {  // libtorrent's handle calls throw once its torrent is gone
+      if (!lock.owns_lock()) lock.lock();
+      if (file->error.empty() && !file->removing) file->error = std::string("feeding pieces: ") + e.what();
+    }
+    --file->feeders;
+    --feeders_running_;
+    changed_.notify_all();
+  }
+
+  void feed_locked(std::unique_lock<std::mutex>& lock, SwarmFile& file) {
+    const std::uint64_t piece_length = static_cast<std::uint64_t>(file.torrent->piece_length());
+    auto feeding = [&] { return !stopping_ && !file.removing && file.error.empty() && file.readers > 0; };
+    int failures = 0;  // answers in a row that brought no piece: the feeder waits longer after each
+    while (feeding()) {
       bool any = false;
-      std::vector<bool> wanted = wanted_from_parent_locked(*file, any);
+      std::vector<bool> wanted = wanted_from_parent_locked(file, any);
       const auto first_wanted = std::find(wanted.begin(), wanted.end(), true);
       if (first_wanted == wanted.end()) {
         changed_.wait_for(lock, kFeederPoll);
         continue;
       }
       const int asked = static_cast<int>(first_wanted - wanted.begin());
-      HeaderList headers = file->headers;
-      headers.emplace_back(cluster::kWantPiecesHeader, bitfield_hex(wanted) + (any ? ";any" : ""));
-      // A parent that does not pick (an older node) sends the first wanted piece, as this Range asks.
+      HeaderList headers = file.headers;
+      // The parent picks among the wanted pieces; a bitfield too long for a request head (a file of very
+      // many pieces) is left out, and the parent sends the piece this Range asks, as an older node does.
+      if (std::string want = bitfield_hex(wanted); want.size() <= kMaxWantHeader) {
+        headers.emplace_back(cluster::kWantPiecesHeader, want + (any ? ";any" : ""));
+      }
       const std::uint64_t asked_first = static_cast<std::uint64_t>(asked) * piece_length;
       headers.emplace_back("Range", "bytes=" + std::to_string(asked_first) + "-" +
-                                        std::to_string(asked_first + piece_size(*file, asked) - 1));
-      // Pieces asked for are no peer's meanwhile; the answer names the one the parent chose.
-      for (int p = 0; p < static_cast<int>(wanted.size()); ++p) {
-        if (wanted[static_cast<std::size_t>(p)]) file->fetching.insert(p);
-      }
-      const std::string url = file->url;
+                                        std::to_string(asked_first + piece_size(file, asked) - 1));
+      const std::string url = file.url;
       lock.unlock();
       UpstreamResponse answer = http_.fetch(UpstreamRequest{"GET", url, std::move(headers), ""});
       lock.lock();
-      for (int p = 0; p < static_cast<int>(wanted.size()); ++p) {
-        if (wanted[static_cast<std::size_t>(p)]) file->fetching.erase(p);
-      }
-      if (stopping_) break;
+      // The torrent may have been removed meanwhile (its readers gone, an error): nothing to add it to.
+      if (!feeding()) break;
       if (answer.status == 204) {
         // Every piece wanted is on its way to another node, which will share it: the parent's Retry-After
         // says when to ask again, so a thousand nodes do not ask it ten times a second each.
-        changed_.wait_for(lock, retry_after(answer), [&] { return stopping_ || file->removing || file->readers == 0; });
+        failures = 0;
+        changed_.wait_for(lock, retry_after(answer), [&] { return !feeding(); });
         continue;
       }
-      const auto piece = piece_of_answer(*file, answer, wanted);
+      const auto piece = piece_of_answer(file, answer, wanted);
       if (!piece) {
-        spdlog::warn("parent swarm: a piece of {} over HTTP: {}", url::redact(url),
-                     !answer.error.empty()  ? answer.error
-                     : answer.status != 206 ? "HTTP " + std::to_string(answer.status)
-                                            : std::string("not a wanted piece"));
-        changed_.wait_for(lock, kFeederPoll);  // not at once again: the upstream may be failing over
+        if (failures++ == 0) {  // once per run of failures
+          spdlog::warn("parent swarm: a piece of {} over HTTP: {}", url::redact(url),
+                       !answer.error.empty()  ? answer.error
+                       : answer.status != 206 ? "HTTP " + std::to_string(answer.status)
+                                              : std::string("not a wanted piece"));
+        }
+        // The upstream may be failing over, or refusing: not at once again, and later each time.
+        changed_.wait_for(lock, std::min<std::chrono::milliseconds>(kFeederPoll * (1 << std::min(failures, 6)),
+                                                                    kFeederMaxWait),
+                          [&] { return !feeding(); });
         continue;
       }
+      failures = 0;
       http_bytes_ += answer.body.size();
       fed_bytes_ += answer.body.size();
-      file->handle.add_piece(lt::piece_index_t(*piece), std::vector<char>(answer.body.begin(), answer.body.end()));
+      file.from_parent.insert(*piece);
+      file.handle.add_piece(lt::piece_index_t(*piece), std::vector<char>(answer.body.begin(), answer.body.end()));
     }
-    --file->feeders;
-    --feeders_running_;
-    changed_.notify_all();
   }
 
   // A 204's Retry-After (whole seconds), within [kFeederPoll, kFeederMaxWait]; kFeederPoll without one.
@@ -622,7 +635,7 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
     if (status.pieces.empty() || status.pieces.all_set()) return wanted;
     std::vector<int> availability;
     file.handle.piece_availability(availability);
-    std::set<int> downloading(file.fetching);
+    std::set<int> downloading;
     for (const auto& partial : file.handle.get_download_queue())
       downloading.insert(static_cast<int>(partial.piece_index));
     any = std::chrono::steady_clock::now() - file.piece_arrived_at >= kFeederPatience;
@@ -715,10 +728,34 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
       session_->wait_for_alert(std::chrono::milliseconds(200));
       session_->pop_alerts(&alerts);
       std::lock_guard lock(mutex_);
-      for (lt::alert* alert : alerts) handle_alert_locked(alert);
-      remove_idle_locked();
+      try {
+        for (lt::alert* alert : alerts) handle_alert_locked(alert);
+        remove_idle_locked();
+        refresh_snapshot_locked();
+      } catch (const std::exception& e) {  // a handle call on a torrent libtorrent no longer has
+        spdlog::warn("parent swarm: {}", e.what());
+      }
       changed_.notify_all();
     }
+  }
+
+  // What status() reports of the torrents, taken here on the alert thread: a metrics scrape or the
+  // cluster route never waits on libtorrent's own thread (nor on mutex_).
+  void refresh_snapshot_locked() {
+    Snapshot next{downloaded_by_removed_, uploaded_by_removed_, {}};
+    for (const auto& [key, file] : files_) {
+      if (file->removing) continue;  // its totals are in the *_by_removed_ counts already
+      const lt::torrent_status status = file->handle.status(lt::status_flags_t{});
+      next.peer_bytes += static_cast<std::uint64_t>(status.total_payload_download);
+      next.uploaded_bytes += static_cast<std::uint64_t>(status.total_payload_upload);
+      next.swarms.push_back(ParentSwarm{file->torrent->name(), key,
+                                        static_cast<std::uint64_t>(file->torrent->total_size()),
+                                        static_cast<double>(status.num_pieces) / file->torrent->num_pieces(),
+                                        status.num_peers, static_cast<std::uint64_t>(status.total_payload_download),
+                                        static_cast<std::uint64_t>(status.total_payload_upload)});
+    }
+    std::lock_guard lock(snapshot_mutex_);
+    snapshot_ = std::move(next);
   }
 
   std::shared_ptr<SwarmFile> file_of_locked(const lt::torrent_handle& handle) {
@@ -733,6 +770,7 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
       auto file = file_of_locked(finished->handle);
       if (!file) return;
       file->piece_arrived_at = std::chrono::steady_clock::now();
+      file->from_parent.erase(static_cast<int>(finished->piece_index));
       auto it = file->pieces.find(static_cast<int>(finished->piece_index));
       if (it == file->pieces.end() || it->second.requested) return;
       it->second.requested = true;
@@ -753,7 +791,8 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
       // From a peer, libtorrent bans it and asks another; from the parent, the torrent and its bytes
       // disagree, and the file comes over HTTP, where the download checks it against the Hub's etag.
       auto file = file_of_locked(bad->handle);
-      if (file && ++file->failed_pieces > kMaxFailedPieces)
+      if (file && file->from_parent.erase(static_cast<int>(bad->piece_index)) > 0 &&
+          ++file->failed_pieces > kMaxFailedPieces)
         file->error = "pieces fail their hash in the parent's torrent";
     } else if (auto* failed = lt::alert_cast<lt::torrent_error_alert>(alert)) {
       if (auto file = file_of_locked(failed->handle)) file->error = failed->message();
@@ -810,6 +849,8 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
   static constexpr std::size_t kMaxPending = 64;
   // Pieces of one file fetched from the parent over HTTP at once.
   static constexpr int kFeedersPerFile = 1;
+  // The longest want bitfield sent (hex digits: 4 pieces each, 32,768 pieces); request heads are limited.
+  static constexpr std::size_t kMaxWantHeader = 8192;
   // How often a feeder with nothing to fetch looks again (it also wakes on every alert).
   static constexpr std::chrono::milliseconds kFeederPoll{100};
   // The longest a feeder waits when the parent says to ask later.
@@ -845,6 +886,14 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
   std::uint64_t uploaded_by_removed_ = 0;                    // payload of torrents no longer in the session
   std::uint64_t downloaded_by_removed_ = 0;
   int feeders_running_ = 0;
+
+  struct Snapshot {
+    std::uint64_t peer_bytes = 0;
+    std::uint64_t uploaded_bytes = 0;
+    std::vector<ParentSwarm> swarms;
+  };
+  mutable std::mutex snapshot_mutex_;  // never held while mutex_ is taken
+  Snapshot snapshot_;                  // refresh_snapshot_locked()
 
   std::atomic<std::uint64_t> swarm_bytes_{0};
   std::atomic<std::uint64_t> http_bytes_{0};

@@ -18,7 +18,7 @@ struct ParentSwarm {
   std::uint64_t size = 0;
   double progress = 0;  // pieces in / pieces
   int peers = 0;
-  std::uint64_t downloaded = 0;  // payload from its peers (the parent's seed and other nodes)
+  std::uint64_t downloaded = 0;  // payload from its peers (other nodes; the parent's seed is none of them)
   std::uint64_t uploaded = 0;    // payload to other nodes
 };
 

@@ -26,7 +26,10 @@ bool upstream_failed(long status, const std::string& error) {
 }
 
 // A range also fails when its transfer breaks after the answer began.
-bool range_failed(const RangeResult& r) {
+// A 200 to a range that does not start at 0 is an upstream that ignored the Range: not a cut transfer
+// another upstream could finish, an error the download must see.
+bool range_failed(const RangeResult& r, std::uint64_t first) {
+  if (r.status == 200 && first != 0) return false;
   return upstream_failed(r.status, r.error) || (!r.error.empty() && (r.status == 200 || r.status == 206));
 }
 
@@ -107,10 +110,11 @@ class Parents final : public ParentSet {
     std::uint64_t received = 0;
     for (Target* target : order(rendezvous_key(*path))) {
       ++target->requests;
-      result = http_.fetch_range(target->url + std::string(*path), headers, first + received, last, sink);
+      const std::uint64_t from = first + received;
+      result = http_.fetch_range(target->url + std::string(*path), headers, from, last, sink);
       target->bytes += result.received;
       received += result.received;
-      if (!range_failed(result)) break;
+      if (!range_failed(result, from)) break;
       // The rest of the range from the next upstream: the same file at the same commit, which the
       // download checks against its etag whoever sent it.
       failed(*target, result.status, result.error);
@@ -144,7 +148,7 @@ class Parents final : public ParentSet {
 
   void render_metrics(std::string& out) const override {
     static constexpr metrics::FamilySpec kUp{"inferllama_upstream_up", "gauge",
-                                             "1 while the upstream is used, 0 while it is skipped after a failure"};
+                                             "0 while the upstream backs off after a failure (tried only when nothing else answers), else 1"};
     static constexpr metrics::FamilySpec kFailures{"inferllama_upstream_failures_total", "counter",
                                                    "Upstream requests that failed (transport error or 503)"};
     static constexpr metrics::FamilySpec kRequests{"inferllama_upstream_target_requests_total", "counter",
@@ -192,7 +196,8 @@ class Parents final : public ParentSet {
       if (target->fallback) {
         fallback = target.get();
       } else {
-        ranked.emplace_back(rendezvous_weight(target->url, key), target.get());
+        // By the URL without its user info: edges with other credentials still agree on each file's parent.
+        ranked.emplace_back(rendezvous_weight(target->label, key), target.get());
       }
     }
     std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) { return a.first > b.first; });

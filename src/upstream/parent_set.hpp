@@ -24,7 +24,7 @@ struct UpstreamTargetStatus {
   bool fallback = false;
   bool healthy = true;
   double backoff_seconds = 0;  // left of the back-off, 0 when healthy
-  std::uint64_t failures = 0;  // transport errors and 502/503/504 answers, ever
+  std::uint64_t failures = 0;  // transport errors, 503 answers and cut transfers, ever
   std::uint64_t requests = 0;
   std::uint64_t bytes = 0;  // file bytes (ranges) received from it
 };

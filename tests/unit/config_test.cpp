@@ -508,6 +508,20 @@ TEST_F(ConfigTest, SeveralUpstreamParents) {
   // Credentials in any URL of the list stay off the command line.
   s.flags["upstream"] = "http://p1.example, http://user:secret@p2.example";
   expect_error(s, {"carries credentials (user:password@)"});
+  // The fallback is another upstream than the only one too.
+  s.flags["upstream"] = "http://p1.example";
+  s.flags["upstream_fallback"] = "http://p1.example";
+  expect_error(s, {"upstream_fallback", "is one of the upstream URLs already"});
+  // An error names a URL without its password.
+  s.flags.clear();
+  s.env["INFERLLAMA_UPSTREAM"] = "http://user:secret@p1.example, http://user:secret@p1.example";
+  try {
+    (void)load_config(s);
+    ADD_FAILURE() << "a URL listed twice was taken";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("is listed twice"), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find("secret"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(ConfigTest, ASecretFromAFileIsValidatedWithoutEchoingIt) {
