@@ -155,7 +155,8 @@ std::string validate_url(std::string_view s) {
   for (char c : s) {
     if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f)
       throw ConfigError(quote_text(without_user_info(s)) + ": URL must not contain spaces or control characters");
-    if (c == '?' || c == '#') throw ConfigError(quote_text(without_user_info(s)) + ": URL must not have a query or fragment");
+    if (c == '?' || c == '#')
+      throw ConfigError(quote_text(without_user_info(s)) + ": URL must not have a query or fragment");
   }
   const std::string_view rest = std::string_view(out).substr(scheme_len);
   const std::string_view authority = rest.substr(0, rest.find('/'));

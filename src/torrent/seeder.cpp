@@ -20,6 +20,7 @@
 #include <libtorrent/torrent_info.hpp>
 
 #include "inferllama/metrics.hpp"
+#include "inferllama/network.hpp"
 #include "torrent/chunk_disk_io.hpp"
 #include "torrent/session_settings.hpp"
 
@@ -65,7 +66,7 @@ struct Seeder::Impl {
   std::atomic<bool> stopping{false};
   std::uint16_t port = 0;
 
-  mutable std::mutex mutex;  // seeded, and the session's life
+  mutable std::mutex mutex;       // seeded, and the session's life
   std::map<Sha1, Seeded> seeded;  // by Torrent::swarm_hash()
 
   std::atomic<std::uint64_t> uploaded_bytes{0};
@@ -94,13 +95,26 @@ Seeder::Seeder(const ChunkStore& store, const SeederOptions& options) : impl_(st
   pack.set_int(lt::settings_pack::unchoke_slots_limit,
                options.max_uploads == 0 ? -1 : static_cast<int>(std::min<unsigned>(options.max_uploads, INT_MAX)));
 
-  lt::session_params params(std::move(pack));
-  params.disk_io_constructor = [reader = impl_->reader, threads = options.disk_threads](
-                                   lt::io_context& network, const lt::settings_interface&, lt::counters& counters) {
-    return make_chunk_disk_io(network, counters, reader, threads);
-  };
-  impl_->session = std::make_unique<lt::session>(std::move(params));
-  impl_->wait_for_listener();
+  // With port 0 libtorrent binds TCP to a free port and uTP (UDP) to the same number, which another
+  // process may hold: then another free port is tried.
+  const auto listen = HostPort::parse(options.listen);
+  const int attempts = listen && listen->port == 0 ? 8 : 1;
+  for (int attempt = 1;; ++attempt) {
+    lt::session_params params(pack);
+    params.disk_io_constructor = [reader = impl_->reader, threads = options.disk_threads](
+                                     lt::io_context& network, const lt::settings_interface&, lt::counters& counters) {
+      return make_chunk_disk_io(network, counters, reader, threads);
+    };
+    impl_->session = std::make_unique<lt::session>(std::move(params));
+    try {
+      impl_->wait_for_listener();
+      break;
+    } catch (const std::exception& e) {
+      impl_->session.reset();
+      if (attempt >= attempts) throw;
+      spdlog::debug("BitTorrent listener on a free port: {}; trying another", e.what());
+    }
+  }
   impl_->alert_thread = std::thread([impl = impl_.get()] { impl->run_alerts(); });
 }
 

@@ -569,9 +569,9 @@ class SwarmPreferring final : public SwarmPreferringUpstream {
                                               : std::string("not a wanted piece"));
         }
         // The upstream may be failing over, or refusing: not at once again, and later each time.
-        changed_.wait_for(lock, std::min<std::chrono::milliseconds>(kFeederPoll * (1 << std::min(failures, 6)),
-                                                                    kFeederMaxWait),
-                          [&] { return !feeding(); });
+        changed_.wait_for(
+            lock, std::min<std::chrono::milliseconds>(kFeederPoll * (1 << std::min(failures, 6)), kFeederMaxWait),
+            [&] { return !feeding(); });
         continue;
       }
       failures = 0;

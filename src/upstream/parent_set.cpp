@@ -147,8 +147,9 @@ class Parents final : public ParentSet {
   std::uint64_t redirected_bytes() const override { return redirected_bytes_.load(); }
 
   void render_metrics(std::string& out) const override {
-    static constexpr metrics::FamilySpec kUp{"inferllama_upstream_up", "gauge",
-                                             "0 while the upstream backs off after a failure (tried only when nothing else answers), else 1"};
+    static constexpr metrics::FamilySpec kUp{
+        "inferllama_upstream_up", "gauge",
+        "0 while the upstream backs off after a failure (tried only when nothing else answers), else 1"};
     static constexpr metrics::FamilySpec kFailures{"inferllama_upstream_failures_total", "counter",
                                                    "Upstream requests that failed (transport error or 503)"};
     static constexpr metrics::FamilySpec kRequests{"inferllama_upstream_target_requests_total", "counter",
