@@ -13,6 +13,7 @@ import time
 import unittest
 import urllib.parse
 
+from cluster import poll
 from harness import FakeHub, Node, sha256
 
 MIB = 1 << 20
@@ -29,14 +30,7 @@ def served_bytes(node: Node) -> float:
 
 
 def wait_for(what: str, check, timeout: float = DEADLINE):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+    return poll(check, timeout, what)
 
 
 class ParentSwarmTest(unittest.TestCase):
