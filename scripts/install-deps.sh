@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the node needs to build and run (Debian 12). With --test, also what the tests and
 # benchmarks drive: real clients (curl, aria2, libtorrent's Python bindings, qBittorrent, Transmission, the
-# @huggingface/hub npm client), iproute2 for the tests' network namespaces, and the anchors (nginx, opentracker).
+# @huggingface/hub npm client), iproute2 for the tests' network namespaces, the anchors (nginx, opentracker),
+# and git, against which the hosted repos' object ids are checked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +12,7 @@ build_packages=(build-essential binutils cmake ninja-build ccache pkg-config
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libtorrent-rasterbar-dev libhiredis-dev)
 test_packages=(libgtest-dev libgmock-dev python3 curl nodejs npm nginx-light aria2 wrk openssl procps
   python3-libtorrent opentracker redis-server rocksdb-tools iproute2 qbittorrent-nox transmission-daemon
-  transmission-cli)
+  transmission-cli git)
 
 wanted=("${build_packages[@]}")
 if [[ "${1:-}" == "--test" ]]; then wanted+=("${test_packages[@]}"); fi
