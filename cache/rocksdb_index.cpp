@@ -25,13 +25,14 @@ enum Family : std::size_t {
   kIdentities,
   kUsage,
   kBlobScopes,
+  kHosting,
   kFamilyCount
 };
-constexpr const char* kFamilyNames[kFamilyCount] = {"default", "refs",       "meta",  "files",      "blobs",
-                                                    "chunks",  "identities", "usage", "blob_scopes"};
+constexpr const char* kFamilyNames[kFamilyCount] = {"default", "refs",       "meta",  "files",       "blobs",
+                                                    "chunks",  "identities", "usage", "blob_scopes", "hosting"};
 // The record tables (and a blob's scope, dropped with the blob) are read by prefix scans rather than point lookups.
 constexpr bool scanned(std::size_t family) {
-  return family == kIdentities || family == kUsage || family == kBlobScopes;
+  return family == kIdentities || family == kUsage || family == kBlobScopes || family == kHosting;
 }
 
 // Scope records: "{etag}\0{repo key}" for each repo a blob was verified for, "{etag}\0*" when it is shared.
@@ -51,6 +52,8 @@ Family family_of(RecordTable table) {
       return kIdentities;
     case RecordTable::usage:
       return kUsage;
+    case RecordTable::hosting:
+      return kHosting;
   }
   throw std::logic_error("unknown record table");
 }
@@ -346,8 +349,8 @@ class RocksIndex final : public Index {
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handles_[kBlobs]));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       Reader r(it->value().ToStringView());
-      r.str();                     // etag
-      r.num<std::uint8_t>();       // lfs
+      r.str();                // etag
+      r.num<std::uint8_t>();  // lfs
       visit(std::string(it->key().ToStringView()), r.num<std::uint64_t>());
     }
   }
@@ -382,7 +385,8 @@ class RocksIndex final : public Index {
       if (slash == std::string_view::npos || at == std::string_view::npos || at < slash) continue;
       auto type = parse_repo_type(key.substr(0, slash));
       if (!type) continue;
-      out.push_back({RepoId{*type, std::string(key.substr(slash + 1, at - slash - 1))}, std::string(key.substr(at + 1))});
+      out.push_back(
+          {RepoId{*type, std::string(key.substr(slash + 1, at - slash - 1))}, std::string(key.substr(at + 1))});
     }
     return out;
   }

@@ -1,5 +1,6 @@
-// Small records kept beside the cache index in the node's RocksDB: identities (users, API keys) and
-// usage counters, each in a column family of its own. Keys are composed by their owner (src/usage/).
+// Small records kept beside the cache index in the node's RocksDB: identities (users, API keys), usage
+// counters and hosted namespaces and repos, each in a column family of its own. Keys are composed by their
+// owner (src/usage/, src/hosting/).
 #pragma once
 #include <functional>
 #include <optional>
@@ -9,7 +10,7 @@
 
 namespace inferllama {
 
-enum class RecordTable { identities, usage };
+enum class RecordTable { identities, usage, hosting };
 
 class RecordStore {
  public:
