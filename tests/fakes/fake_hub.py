@@ -915,18 +915,6 @@ class BaseHandler(BaseHTTPRequestHandler):
                 pos += len(chunk)
                 account(len(chunk))
 
-    def send_endless_json(self) -> None:
-        """Hostile: a JSON answer that never ends (no length)."""
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
-        self.wfile.write(b"[")
-        filler = b'"' + b"a" * (SLICE - 3) + b'",'
-        while True:
-            self.wfile.write(filler)  # raises once the client closes the connection
-
     def send_body(self, f: FileEntry, start: int, length: int, fault: dict | None,
                   rate: int, account) -> None:
         kind = fault["kind"] if fault else None
@@ -1096,7 +1084,7 @@ class HubHandler(BaseHandler):
         if route.kind != "api_info" and route.kind != "api_refs" and self.gate_refused(repo, token, method):
             return
         if route.kind.startswith("api_") and hub.lies.any_for("endless", {f"{repo.id}/"}):
-            return self.send_endless_json()
+            return self.send_endless_json(method)
         q = urllib.parse.parse_qs(query, keep_blank_values=True)
         if route.kind == "api_refs":
             return self.api_refs(repo, q, method)
