@@ -698,6 +698,25 @@ std::shared_ptr<Download> Downloads::get_or_start(const BlobSource& source, cons
   return download;
 }
 
+std::vector<std::string> Downloads::verified_for(const RepoId& repo, const std::string& commit) {
+  std::vector<std::shared_ptr<Download>> running;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [key, download] : running_) running.push_back(download);
+  }
+  std::vector<std::string> etags;
+  for (const auto& download : running) {
+    if (download->verified() && download->claims(repo, commit)) etags.push_back(download->etag());
+  }
+  return etags;
+}
+
+bool Download::claims(const RepoId& repo, const std::string& commit) const {
+  std::lock_guard lock(mutex_);
+  return std::any_of(claims_.begin(), claims_.end(),
+                     [&](const FileClaim& c) { return c.repo == repo && c.commit == commit; });
+}
+
 std::shared_ptr<Download> Downloads::find(const std::string& etag) {  // the shared download of `etag`
   std::lock_guard lock(mutex_);
   auto it = running_.find(etag);

@@ -116,6 +116,8 @@ class Download : public std::enable_shared_from_this<Download> {
   void subscribe(const std::shared_ptr<ProgressListener>& listener);
   // False once the blob is committed with its claims: the caller records its path itself.
   bool add_claim(FileClaim claim);
+  // Whether a claim names a file of `repo` at `commit`.
+  bool claims(const RepoId& repo, const std::string& commit) const;
 
  private:
   friend class Downloads;
@@ -198,6 +200,9 @@ class Downloads {
   // `started` (when given) says whether this call started the download rather than joined a running one.
   std::shared_ptr<Download> get_or_start(const BlobSource& source, const FileClaim& claim, bool* started = nullptr);
   std::shared_ptr<Download> find(const std::string& etag);
+  // Files of `repo` at `commit` whose every byte arrived and matched, still being stored: in the index in
+  // a moment (a client may have read them whole already).
+  std::vector<std::string> verified_for(const RepoId& repo, const std::string& commit);
   std::size_t in_flight();
   // Of those, the ones whose every byte arrived, still being hashed and made durable: a stop waits for them.
   std::size_t committing();

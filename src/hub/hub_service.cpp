@@ -6,6 +6,7 @@
 #include <charconv>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 
 #include "cache/hashing.hpp"
 #include "hub/hub_protocol.hpp"
@@ -136,16 +137,14 @@ std::variant<HubService::PinOutcome, Reply> HubService::pin(const RepoId& repo, 
   auto resolved = resolve_commit(repo, rev, Caller{}, credentials_for(Caller{}, true), stale);
   if (auto* reply = std::get_if<Reply>(&resolved)) return std::move(*reply);
   PinOutcome outcome{std::get<std::string>(resolved)};
-  // A file whose every byte arrived and matched is cached, if still being made durable: a client that just
-  // read it whole may pin it at once.
+  std::set<std::string> cached;
   for (const auto& etag : index_.etags_of(repo, outcome.commit)) {
-    bool cached = index_.get_blob(etag).has_value();
-    if (!cached) {
-      const auto download = downloads_.find(etag);
-      cached = download && download->verified();
-    }
-    outcome.cached_files += cached ? 1 : 0;
+    if (index_.get_blob(etag)) cached.insert(etag);
   }
+  // A file whose every byte arrived and matched is cached, if still being stored: a client that just read
+  // it whole may pin it at once.
+  for (auto& etag : downloads_.verified_for(repo, outcome.commit)) cached.insert(std::move(etag));
+  outcome.cached_files = cached.size();
   const auto all = index_.pinned();
   const bool was = std::find(all.begin(), all.end(), std::pair{repo, outcome.commit}) != all.end();
   if (pinned && !was && outcome.cached_files == 0) {
