@@ -3,57 +3,19 @@
 #include "hosting/git_objects.hpp"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
-
-#include <cstdio>
-#include <filesystem>
-#include <fstream>
 
 #include "cache/hashing.hpp"
+#include "git_repo.hpp"
 
 namespace inferllama::hosting {
 namespace {
 
-namespace fs = std::filesystem;
-
 class GitObjectsTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    repo_ = fs::temp_directory_path() / ("inferllama-git-" + std::to_string(::getpid()) + "-" +
-                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(repo_);
-    fs::create_directories(repo_);
-    git("init -q .");
-  }
-  void TearDown() override { fs::remove_all(repo_); }
+  std::string git(const std::string& args) { return repo_.run(args); }
+  std::string stage(const std::string& path, const std::string& content) { return repo_.stage(path, content); }
 
-  // Runs `git ARGS` in the test's repository with fixed names and dates; its first line of output.
-  std::string git(const std::string& args) {
-    const std::string command =
-        "cd '" + repo_.string() +
-        "' && GIT_AUTHOR_NAME='Ada L' GIT_AUTHOR_EMAIL=ada@example.org GIT_AUTHOR_DATE='1700000000 +0000' "
-        "GIT_COMMITTER_NAME='InferLlama' GIT_COMMITTER_EMAIL=node@example.org "
-        "GIT_COMMITTER_DATE='1700000100 +0000' git -c core.autocrlf=false " +
-        args + " 2>&1";
-    FILE* pipe = ::popen(command.c_str(), "r");
-    EXPECT_NE(pipe, nullptr);
-    std::string out;
-    char buffer[256];
-    while (std::fgets(buffer, sizeof buffer, pipe)) out += buffer;
-    EXPECT_EQ(::pclose(pipe), 0) << "git " << args << ": " << out;
-    return out.substr(0, out.find('\n'));
-  }
-
-  // Adds `content` at `path` to git's index; the blob id git gave it.
-  std::string stage(const std::string& path, const std::string& content) {
-    const fs::path file = repo_ / path;
-    fs::create_directories(file.parent_path());
-    std::ofstream(file, std::ios::binary) << content;
-    git("add -- '" + path + "'");
-    return git("hash-object -- '" + path + "'");
-  }
-
-  fs::path repo_;
+  testing::GitRepo repo_{::testing::UnitTest::GetInstance()->current_test_info()->name()};
 };
 
 Sha1 blob_of(const std::string& content) {

@@ -2,32 +2,16 @@
 #include "hosting/upload_mode.hpp"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
-#include <cstdio>
-#include <filesystem>
 #include <fstream>
+
+#include "git_repo.hpp"
 
 namespace inferllama::hosting {
 namespace {
 
-namespace fs = std::filesystem;
-
-// Whether git, given `gitattributes`, sets filter=lfs on `path`.
-bool git_says_lfs(const fs::path& repo, const std::string& path) {
-  const std::string command = "cd '" + repo.string() + "' && git check-attr filter -- '" + path + "'";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  std::string out;
-  char buffer[512];
-  while (pipe && std::fgets(buffer, sizeof buffer, pipe)) out += buffer;
-  EXPECT_EQ(pipe ? ::pclose(pipe) : -1, 0) << command << ": " << out;
-  return out.ends_with(": filter: lfs\n");
-}
-
 TEST(LfsRules, AgreeWithGitsCheckAttr) {
-  const fs::path repo = fs::temp_directory_path() / ("inferllama-attr-" + std::to_string(::getpid()));
-  fs::remove_all(repo);
-  fs::create_directories(repo);
+  testing::GitRepo git("check-attr");
   const std::string attributes = std::string(kDefaultGitAttributes) +
                                  "# a comment\n"
                                  "docs/*.png filter=lfs diff=lfs merge=lfs -text\n"
@@ -36,8 +20,7 @@ TEST(LfsRules, AgreeWithGitsCheckAttr) {
                                  "keep.bin filter=lfs\n"
                                  "weights/[a-c]?.raw filter=lfs\n"
                                  "deep/**/x.y filter=lfs\n";
-  std::ofstream(repo / ".gitattributes") << attributes;
-  ASSERT_EQ(std::system(("git init -q '" + repo.string() + "'").c_str()), 0);
+  std::ofstream(git.dir() / ".gitattributes") << attributes;
   const LfsRules rules(attributes);
   for (const std::string path : {"model.safetensors",
                                  "sub/dir/model.safetensors",
@@ -63,9 +46,9 @@ TEST(LfsRules, AgreeWithGitsCheckAttr) {
                                  "deep/a/b/x.y",
                                  "model.lfs.json",
                                  "notes.txt"}) {
-    EXPECT_EQ(rules.is_lfs(path), git_says_lfs(repo, path)) << path;
+    const bool git_says_lfs = git.run("check-attr filter -- '" + path + "'").ends_with(": filter: lfs");
+    EXPECT_EQ(rules.is_lfs(path), git_says_lfs) << path;
   }
-  fs::remove_all(repo);
 }
 
 TEST(UploadMode, BySizeRulesAndContent) {
