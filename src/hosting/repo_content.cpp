@@ -1,0 +1,103 @@
+#include "hosting/repo_content.hpp"
+
+#include <charconv>
+#include <stdexcept>
+
+namespace inferllama::hosting {
+namespace {
+
+// Keys of RecordTable::hosting, beside namespaces.cpp's (org|, member|, member-of|, repo|).
+std::string ref_key(const RepoId& repo, const std::string& branch) {
+  return "ref|" + repo.key() + '\0' + branch;
+}
+std::string snapshot_prefix(const RepoId& repo, const Sha1& commit) {
+  return "snap|" + repo.key() + '\0' + commit.hex() + '\0';
+}
+std::string object_key(const Sha1& id) {
+  return "obj|" + id.hex();
+}
+
+// blob hex, size, LFS oid hex or "": '|'-separated.
+std::string encode(const SnapshotFile& file) {
+  return file.blob.hex() + '|' + std::to_string(file.size) + '|' + (file.lfs ? file.lfs->hex() : std::string());
+}
+
+std::optional<SnapshotFile> decode(std::string_view value) {
+  const auto first = value.find('|');
+  const auto second = value.find('|', first + 1);
+  if (first == std::string_view::npos || second == std::string_view::npos) return std::nullopt;
+  SnapshotFile file;
+  auto blob = Sha1::from_hex(value.substr(0, first));
+  const std::string_view size = value.substr(first + 1, second - first - 1);
+  if (!blob || std::from_chars(size.data(), size.data() + size.size(), file.size).ec != std::errc{})
+    return std::nullopt;
+  file.blob = *blob;
+  if (const std::string_view lfs = value.substr(second + 1); !lfs.empty()) {
+    file.lfs = Sha256::from_hex(lfs);
+    if (!file.lfs) return std::nullopt;
+  }
+  return file;
+}
+
+}  // namespace
+
+RepoContent::RepoContent(RecordStore& records) : records_(records) {}
+
+std::optional<Sha1> RepoContent::head(const RepoId& repo, const std::string& branch) {
+  auto value = records_.get(RecordTable::hosting, ref_key(repo, branch));
+  if (!value) return std::nullopt;
+  return Sha1::from_hex(*value);
+}
+
+Snapshot RepoContent::snapshot(const RepoId& repo, const Sha1& commit) {
+  Snapshot files;
+  const std::string prefix = snapshot_prefix(repo, commit);
+  records_.scan(RecordTable::hosting, prefix, [&](std::string_view key, std::string_view value) {
+    auto file = decode(value);
+    if (!file) throw std::runtime_error("a hosted snapshot record of " + repo.key() + " is damaged");
+    files.emplace(std::string(key.substr(prefix.size())), *file);
+    return true;
+  });
+  return files;
+}
+
+std::optional<GitObject> RepoContent::object(const Sha1& id) {
+  auto value = records_.get(RecordTable::hosting, object_key(id));
+  if (!value) return std::nullopt;
+  const auto nul = value->find('\0');
+  if (nul == std::string::npos) return std::nullopt;
+  return GitObject{value->substr(0, nul), value->substr(nul + 1), id};
+}
+
+std::variant<Sha1, CommitRefusal> RepoContent::commit(
+    const RepoId& repo, const std::string& branch, const CommitPayload& payload, const CommitAuthor& who,
+    const std::function<std::optional<std::uint64_t>(const Sha256&)>& stored_size) {
+  std::lock_guard lock(commit_mutex_);
+  const auto parent = head(repo, branch);
+  if (payload.header.parent_commit && (!parent || parent->hex() != *payload.header.parent_commit)) {
+    return CommitRefusal{412, "", "The branch was updated since you opened this page. Please refresh and try again."};
+  }
+  auto applied = apply_commit(parent ? snapshot(repo, *parent) : Snapshot{}, parent, payload, who, stored_size);
+  if (auto* refusal = std::get_if<CommitRefusal>(&applied)) return std::move(*refusal);
+  const auto& done = std::get<AppliedCommit>(applied);
+  std::vector<RecordStore::Write> writes;
+  writes.reserve(done.objects.size() + done.files.size() + 1);
+  for (const GitObject& object : done.objects) {
+    writes.push_back({object_key(object.id), object.type + '\0' + object.content});
+  }
+  const std::string prefix = snapshot_prefix(repo, done.commit);
+  for (const auto& [path, file] : done.files) writes.push_back({prefix + path, encode(file)});
+  writes.push_back({ref_key(repo, branch), done.commit.hex()});
+  records_.write(RecordTable::hosting, writes, /*sync=*/true);
+  return done.commit;
+}
+
+void RepoContent::forget(const RepoId& repo) {
+  for (const std::string& prefix : {"ref|" + repo.key() + '\0', "snap|" + repo.key() + '\0'}) {
+    std::string end = prefix;
+    end.back() = '\1';  // the keys after every one that starts with the prefix
+    records_.erase_range(RecordTable::hosting, prefix, end);
+  }
+}
+
+}  // namespace inferllama::hosting
