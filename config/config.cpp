@@ -130,7 +130,6 @@ std::string validate_listen(std::string_view s) {
   return std::string(s);
 }
 
-// http(s)://HOST[:PORT][/path]; strips one trailing '/'; scheme normalised to lower case.
 // A URL as an error message shows it: a password in its user info stays out of the terminal and the logs.
 std::string without_user_info(std::string_view url) {
   const std::size_t scheme_end = url.find("://");
@@ -140,6 +139,7 @@ std::string without_user_info(std::string_view url) {
   return std::string(url.substr(0, scheme_end + 3)) + "***@" + std::string(url.substr(at + 1));
 }
 
+// http(s)://HOST[:PORT][/path]; strips one trailing '/'; scheme normalised to lower case.
 std::string validate_url(std::string_view s) {
   std::string out(s);
   std::size_t scheme_len = 0;

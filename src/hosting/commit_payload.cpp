@@ -29,6 +29,7 @@ std::optional<std::string> string_field(const json& object, const char* name) {
 
 }  // namespace
 
+// Strict, where OpenSSL's EVP_DecodeBlock skips whitespace and counts the padding as zero bytes.
 std::optional<std::string> decode_base64(std::string_view text) {
   if (text.size() % 4 != 0) return std::nullopt;
   std::string out;

@@ -44,6 +44,10 @@ HostedRepo decode(const RepoId& id, std::string_view value) {
                     std::stoll(std::string(value.substr(second + 1)))};
 }
 
+std::int64_t seconds_since_epoch(const Clock& clock) {
+  return std::chrono::duration_cast<std::chrono::seconds>(clock.now().time_since_epoch()).count();
+}
+
 std::string new_repo_id() {
   std::array<std::uint8_t, 12> bytes{};
   if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1) throw std::runtime_error("no random bytes");
@@ -80,8 +84,7 @@ Namespaces::Namespaces(RecordStore& records, const Clock& clock) : records_(reco
 Namespaces::Outcome Namespaces::add_org(std::string_view name) {
   if (!is_valid_user_name(name)) return Outcome::invalid;
   if (is_org(name)) return Outcome::exists;
-  const auto now = std::chrono::duration_cast<std::chrono::seconds>(clock_.now().time_since_epoch()).count();
-  records_.write(RecordTable::hosting, {{org_key(name), std::to_string(now)}}, true);
+  records_.write(RecordTable::hosting, {{org_key(name), std::to_string(seconds_since_epoch(clock_))}}, true);
   return Outcome::done;
 }
 
@@ -160,8 +163,7 @@ std::optional<HostedRepo> Namespaces::repo(const RepoId& repo) {
 
 Namespaces::Created Namespaces::create_repo(const RepoId& id, bool is_private) {
   if (auto existing = repo(id)) return {*existing, false};
-  const auto now = std::chrono::duration_cast<std::chrono::seconds>(clock_.now().time_since_epoch()).count();
-  HostedRepo created{id, is_private, new_repo_id(), now};
+  HostedRepo created{id, is_private, new_repo_id(), seconds_since_epoch(clock_)};
   records_.write(RecordTable::hosting, {{repo_key(id), encode(created)}}, true);
   return {created, true};
 }

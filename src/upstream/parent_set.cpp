@@ -25,9 +25,9 @@ bool upstream_failed(long status, const std::string& error) {
   return (status == 0 && !error.empty()) || status == 503;
 }
 
-// A range also fails when its transfer breaks after the answer began.
-// A 200 to a range that does not start at 0 is an upstream that ignored the Range: not a cut transfer
-// another upstream could finish, an error the download must see.
+// A range also fails when its transfer breaks after the answer began; but a 200 to a range that does not
+// start at 0 is an upstream that ignored the Range: no cut transfer another upstream could finish, an
+// error the download must see.
 bool range_failed(const RangeResult& r, std::uint64_t first) {
   if (r.status == 200 && first != 0) return false;
   return upstream_failed(r.status, r.error) || (!r.error.empty() && (r.status == 200 || r.status == 206));
@@ -57,7 +57,8 @@ std::string label_value(std::string_view text) {
 struct Target {
   std::string url;
   bool fallback = false;
-  std::string label;  // the redacted URL, as a metric label value
+  std::string redacted;  // the URL without user info: logs, the cluster view, placement
+  std::string label;     // the redacted URL, as a metric label value
 
   mutable std::mutex mutex;
   UpstreamKind kind = UpstreamKind::unknown;
@@ -128,7 +129,7 @@ class Parents final : public ParentSet {
     std::vector<UpstreamTargetStatus> out;
     for (const auto& target : targets_) {
       UpstreamTargetStatus s;
-      s.url = url::redact(target->url);
+      s.url = target->redacted;
       s.fallback = target->fallback;
       {
         std::lock_guard lock(target->mutex);
@@ -176,7 +177,8 @@ class Parents final : public ParentSet {
     auto target = std::make_unique<Target>();
     target->url = url;
     target->fallback = fallback;
-    target->label = label_value(url::redact(url));
+    target->redacted = url::redact(url);
+    target->label = label_value(target->redacted);
     targets_.push_back(std::move(target));
   }
 
@@ -198,7 +200,7 @@ class Parents final : public ParentSet {
         fallback = target.get();
       } else {
         // By the URL without its user info: edges with other credentials still agree on each file's parent.
-        ranked.emplace_back(rendezvous_weight(target->label, key), target.get());
+        ranked.emplace_back(rendezvous_weight(target->redacted, key), target.get());
       }
     }
     std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
@@ -219,7 +221,7 @@ class Parents final : public ParentSet {
       target.down_until = clock_.now() + backoff_;
     }
     if (targets_.size() > 1) {
-      spdlog::warn("upstream {} failed ({}); skipping it for {} ms", url::redact(target.url),
+      spdlog::warn("upstream {} failed ({}); skipping it for {} ms", target.redacted,
                    error.empty() ? "HTTP " + std::to_string(status) : error, backoff_.count());
     }
   }
