@@ -99,7 +99,7 @@ class LoopbackIsNoIdentityTest(HubAndNodeTest):
             self.assertEqual(status, 403, (action, answer))
             self.assertIn(b"admin socket", answer, action)
             self.assertIn(b"admin_key", answer, action)
-        for path in ("/api/inferllama/users", "/api/inferllama/keys?user=x"):
+        for path in ("/api/inferllama/users", "/api/inferllama/keys?user=x", "/api/inferllama/cluster"):
             self.assertEqual(self.node.request("GET", path)[0], 403, path)
         self.assertEqual(self.node.request("GET", "/api/usage")[0], 401)
 
@@ -172,6 +172,7 @@ class AdminKeyTest(unittest.TestCase):
         with FakeHub() as hub, Node(hub.url, None, admin_key=ADMIN_KEY) as node:
             for headers in (JSON, {**JSON, "Authorization": "Bearer not-the-admin-key-0000"}):
                 self.assertEqual(node.request("POST", "/api/inferllama/gc", headers, b"{}")[0], 401)
+                self.assertEqual(node.request("GET", "/api/inferllama/cluster", headers)[0], 401)
             self.assertEqual(node.request("POST", "/api/inferllama/gc",
                                           {**JSON, "Authorization": f"Bearer {ADMIN_KEY}"}, b"{}")[0], 200)
             self.assertEqual(cli("gc", "--node", node.url).returncode, 1)
