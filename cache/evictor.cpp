@@ -51,6 +51,10 @@ void Evictor::evict_until(std::uint64_t target_bytes) {
   if (store_.bytes_stored() <= target_bytes) return;
 
   std::unordered_set<std::string> pinned;
+  // Hosted files are never evicted, and do not count against the budget.
+  const std::uint64_t kept_bytes = keep_ ? keep_(pinned) : 0;
+  target_bytes += kept_bytes;
+  if (store_.bytes_stored() <= target_bytes) return;
   for (const auto& [repo, commit] : index_.pinned()) {
     for (auto& etag : index_.etags_of(repo, commit)) pinned.insert(std::move(etag));
   }
@@ -98,12 +102,12 @@ void Evictor::evict_until(std::uint64_t target_bytes) {
     last_used_.erase(candidate.etag);
   }
   if (store_.bytes_stored() > target_bytes) {
-    spdlog::warn("the store holds {} bytes, over its target of {}: the rest is pinned or being read",
+    spdlog::warn("the store holds {} bytes, over its target of {}: the rest is hosted, pinned or being read",
                  store_.bytes_stored(), target_bytes);
   }
 }
 
-void Evictor::forget(const std::vector<std::string>& etags) {
+void Evictor::forget(const std::vector<std::string>& etags, std::string_view why) {
   {
     // All are gone before any torrent stops, so no request that follows can lease one of them.
     std::lock_guard lock(mutex_);
@@ -113,7 +117,7 @@ void Evictor::forget(const std::vector<std::string>& etags) {
     if (before_release_) before_release_(etag);
     std::lock_guard mutating(store_.mutation_mutex());
     for (const auto& chunk : index_.remove_blob(etag)) store_.remove(chunk);
-    spdlog::warn("forgot the damaged stored file {}: the next request fetches it again", etag);
+    spdlog::info("forgot the stored file {}: {}", etag, why);
   }
 }
 
@@ -135,7 +139,6 @@ GcReport Evictor::collect_garbage() {
   spdlog::info("gc: removed {} unreferenced chunks, {} bytes", report.chunks_removed, report.bytes_freed);
   return report;
 }
-
 
 namespace {
 constexpr metrics::FamilySpec kDiskUsed{"inferllama_disk_used_bytes", "gauge", "Bytes in stored chunks"};

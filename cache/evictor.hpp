@@ -41,14 +41,20 @@ class Evictor {
   void enforce();
   // Evicts until `bytes` more fit under the budget, or everything evictable is gone (a full disk).
   void make_room(std::uint64_t bytes);
-  // Stored files turned out damaged (a chunk file missing): forget them so the next request fetches them.
-  void forget(const std::vector<std::string>& etags);
+  // Stored files turned out damaged (a chunk file missing), or nothing holds them any more (a hosted file
+  // deleted): forget them, their chunks and their torrents.
+  void forget(const std::vector<std::string>& etags,
+              std::string_view why = "it is damaged; the next request fetches it again");
   // Deletes chunk files that no stored file references (left by a crash or an interrupted eviction).
   GcReport collect_garbage();
 
   // Called (on the evicting thread) before a stored file's chunks are released, so that whatever else
   // reads them (the BitTorrent seed) lets go of them first. Set once at start-up.
   void set_before_release(std::function<void(const std::string& etag)> hook) { before_release_ = std::move(hook); }
+
+  // Adds the etags of files that are never evicted (hosted repos' files) to the set, and returns the bytes
+  // they hold, which do not count against the budget. Set once at start-up.
+  void set_keep(std::function<std::uint64_t(std::unordered_set<std::string>& kept)> keep) { keep_ = std::move(keep); }
 
   std::uint64_t budget() const { return budget_; }
   EvictionCounters& counters() { return counters_; }
@@ -70,6 +76,7 @@ class Evictor {
   std::unordered_set<std::string> gone_;  // evicted and not stored again
   std::int64_t tick_ = 0;
   std::function<void(const std::string&)> before_release_;
+  std::function<std::uint64_t(std::unordered_set<std::string>&)> keep_;
 };
 
 }  // namespace inferllama::cache

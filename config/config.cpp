@@ -417,6 +417,11 @@ constexpr KeySpec kSpecs[] = {
       "it, pinned snapshots never; 0 = no budget",
       "0"},
      [](Config& c, const Input& in) { c.max_disk = in.size(); }},
+    {{"hosted_quota", "--hosted-quota", "INFERLLAMA_HOSTED_QUOTA",
+      "Bytes each namespace (a user's, an organisation's) may hold in hosted repos (e.g. \"50GiB\"); hosted files "
+      "are never evicted and do not count against max_disk; 0 = no quota",
+      "0"},
+     [](Config& c, const Input& in) { c.hosted_quota = in.size(); }},
     {{"metadata_budget", "--metadata-budget", "INFERLLAMA_METADATA_BUDGET",
       "Bytes of Hub metadata answers (revision info, tree pages, paths-info) kept in the index, each entry "
       "charged 1KiB more than its size; the least recently used go first; 0 = keep none",

@@ -49,6 +49,7 @@ struct Config {
   std::filesystem::path tls_cert;                     // PEM certificate chain
   std::filesystem::path tls_key;                      // PEM private key
   std::uint64_t max_disk = 0;                         // chunk store budget in bytes; 0 = no budget
+  std::uint64_t hosted_quota = 0;                     // bytes per namespace in hosted repos; 0 = no quota
   std::uint64_t metadata_budget = 256ull << 20;       // stored Hub metadata answers, LRU; 0 = none kept
   std::chrono::seconds idle_timeout{60};              // a client that makes no progress this long is dropped
   unsigned max_connections = 10000;                   // further connections get a 503

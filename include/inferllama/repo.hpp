@@ -57,6 +57,15 @@ inline std::optional<RepoType> parse_repo_type(std::string_view text) {
   return std::nullopt;
 }
 
+// The repo a key() names ("model/acme/x"); nullopt for another string.
+inline std::optional<RepoId> parse_repo_key(std::string_view key) {
+  const auto slash = key.find('/');
+  if (slash == std::string_view::npos) return std::nullopt;
+  auto type = parse_repo_type(key.substr(0, slash));
+  if (!type) return std::nullopt;
+  return RepoId{*type, std::string(key.substr(slash + 1))};
+}
+
 // Whether anyone may read a repo (the Hub says it is neither private nor gated), or only those the Hub
 // lets in (gated, private, or not known to be open).
 enum class RepoVisibility { open, restricted };

@@ -1,5 +1,7 @@
 #include "hosting/git_objects.hpp"
 
+#include <charconv>
+
 #include <algorithm>
 #include <map>
 #include <tuple>
@@ -91,6 +93,57 @@ GitObject make_commit(const CommitFields& fields) {
   content += fields.message;
   if (!content.ends_with('\n')) content += '\n';
   return make_git_object("commit", std::move(content));
+}
+
+namespace {
+
+// "Name <email> 1700000000 +0000"
+std::optional<Signature> parse_signature(std::string_view text) {
+  const auto open = text.rfind('<');
+  const auto close = text.rfind('>');
+  if (open == std::string_view::npos || close == std::string_view::npos || close < open) return std::nullopt;
+  Signature who;
+  who.name = std::string(text.substr(0, open > 0 ? open - 1 : 0));
+  who.email = std::string(text.substr(open + 1, close - open - 1));
+  std::string_view time = text.substr(close + 1);
+  while (time.starts_with(' ')) time.remove_prefix(1);
+  time = time.substr(0, time.find(' '));
+  if (std::from_chars(time.data(), time.data() + time.size(), who.time).ec != std::errc{}) return std::nullopt;
+  return who;
+}
+
+}  // namespace
+
+std::optional<CommitFields> parse_commit(std::string_view content) {
+  CommitFields fields;
+  bool has_tree = false;
+  while (!content.empty()) {
+    const auto end = content.find('\n');
+    if (end == std::string_view::npos) return std::nullopt;
+    const std::string_view line = content.substr(0, end);
+    content.remove_prefix(end + 1);
+    if (line.empty()) break;
+    const auto space = line.find(' ');
+    const std::string_view field = line.substr(0, space);
+    const std::string_view value = space == std::string_view::npos ? "" : line.substr(space + 1);
+    if (field == "tree") {
+      auto id = Sha1::from_hex(value);
+      if (!id) return std::nullopt;
+      fields.tree = *id;
+      has_tree = true;
+    } else if (field == "parent") {
+      auto id = Sha1::from_hex(value);
+      if (!id) return std::nullopt;
+      fields.parents.push_back(*id);
+    } else if (field == "author" || field == "committer") {
+      auto who = parse_signature(value);
+      if (!who) return std::nullopt;
+      (field == "author" ? fields.author : fields.committer) = std::move(*who);
+    }
+  }
+  if (!has_tree) return std::nullopt;
+  fields.message = std::string(content);
+  return fields;
 }
 
 }  // namespace inferllama::hosting

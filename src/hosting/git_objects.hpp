@@ -51,5 +51,7 @@ struct CommitFields {
 };
 
 GitObject make_commit(const CommitFields& fields);
+// A commit object's fields back; nullopt when `content` is not one.
+std::optional<CommitFields> parse_commit(std::string_view content);
 
 }  // namespace inferllama::hosting

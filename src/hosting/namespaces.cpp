@@ -79,16 +79,25 @@ std::string_view namespace_of(const RepoId& repo) {
   return std::string_view(repo.name).substr(0, repo.name.find('/'));
 }
 
-Namespaces::Namespaces(RecordStore& records, const Clock& clock) : records_(records), clock_(clock) {}
+Namespaces::Namespaces(RecordStore& records, const Clock& clock) : records_(records), clock_(clock) {
+  records_.scan(RecordTable::hosting, kOrg, [&](std::string_view key, std::string_view) {
+    org_names_.emplace(key.substr(kOrg.size()));
+    return true;
+  });
+}
 
 Namespaces::Outcome Namespaces::add_org(std::string_view name) {
   if (!is_valid_user_name(name)) return Outcome::invalid;
+  std::lock_guard changing(change_mutex_);
   if (is_org(name)) return Outcome::exists;
   records_.write(RecordTable::hosting, {{org_key(name), std::to_string(seconds_since_epoch(clock_))}}, true);
+  std::unique_lock lock(orgs_mutex_);
+  org_names_.emplace(name);
   return Outcome::done;
 }
 
 Namespaces::Outcome Namespaces::remove_org(std::string_view name) {
+  std::lock_guard changing(change_mutex_);
   if (!is_org(name)) return Outcome::missing;
   if (!repos_in(name).empty()) return Outcome::exists;
   std::vector<RecordStore::Write> writes{{org_key(name), std::nullopt}};
@@ -97,11 +106,14 @@ Namespaces::Outcome Namespaces::remove_org(std::string_view name) {
     writes.push_back({member_of_key(member.user, name), std::nullopt});
   }
   records_.write(RecordTable::hosting, writes, true);
+  std::unique_lock lock(orgs_mutex_);
+  org_names_.erase(std::string(name));
   return Outcome::done;
 }
 
-bool Namespaces::is_org(std::string_view name) {
-  return records_.get(RecordTable::hosting, org_key(name)).has_value();
+bool Namespaces::is_org(std::string_view name) const {
+  std::shared_lock lock(orgs_mutex_);
+  return org_names_.contains(std::string(name));
 }
 
 std::vector<std::string> Namespaces::orgs() {

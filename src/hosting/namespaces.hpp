@@ -3,9 +3,12 @@
 // public or private: private ones are readable by the namespace's owner and members only.
 #pragma once
 #include <cstdint>
+#include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "inferllama/clock.hpp"
@@ -38,7 +41,7 @@ class Namespaces {
   enum class Outcome { done, exists, missing, invalid };
   Outcome add_org(std::string_view name);
   Outcome remove_org(std::string_view name);  // only when it hosts no repo
-  bool is_org(std::string_view name);
+  bool is_org(std::string_view name) const;   // from memory: the request path asks it
   std::vector<std::string> orgs();
   Outcome set_member(std::string_view org, std::string_view user, Role role);
   Outcome remove_member(std::string_view org, std::string_view user);
@@ -64,6 +67,9 @@ class Namespaces {
  private:
   RecordStore& records_;
   const Clock& clock_;
+  std::mutex change_mutex_;  // one organisation added or removed at a time
+  mutable std::shared_mutex orgs_mutex_;
+  std::unordered_set<std::string> org_names_;
 };
 
 // "acme" of "acme/model".

@@ -1,6 +1,7 @@
 #include "hosting/repo_content.hpp"
 
 #include <charconv>
+#include <set>
 #include <stdexcept>
 
 namespace inferllama::hosting {
@@ -69,11 +70,84 @@ std::optional<GitObject> RepoContent::object(const Sha1& id) {
   return GitObject{value->substr(0, nul), value->substr(nul + 1), id};
 }
 
+std::vector<std::pair<std::string, Sha1>> RepoContent::branches(const RepoId& repo) {
+  std::vector<std::pair<std::string, Sha1>> out;
+  const std::string prefix = "ref|" + repo.key() + '\0';
+  records_.scan(RecordTable::hosting, prefix, [&](std::string_view key, std::string_view value) {
+    if (auto id = Sha1::from_hex(value)) out.emplace_back(std::string(key.substr(prefix.size())), *id);
+    return true;
+  });
+  return out;
+}
+
+void RepoContent::set_branch(const RepoId& repo, const std::string& branch, const std::optional<Sha1>& commit) {
+  std::lock_guard lock(commit_mutex_);
+  std::optional<std::string> value;
+  if (commit) value = commit->hex();
+  records_.write(RecordTable::hosting, {{ref_key(repo, branch), value}}, /*sync=*/true);
+}
+
+void RepoContent::prune(const RepoId& repo) {
+  std::lock_guard lock(commit_mutex_);
+  std::set<std::string> reachable;
+  std::vector<Sha1> todo;
+  for (const auto& [name, id] : branches(repo)) todo.push_back(id);
+  while (!todo.empty()) {
+    const Sha1 id = todo.back();
+    todo.pop_back();
+    if (!reachable.insert(id.hex()).second) continue;
+    if (auto object = this->object(id)) {
+      if (auto fields = parse_commit(object->content))
+        todo.insert(todo.end(), fields->parents.begin(), fields->parents.end());
+    }
+  }
+  const std::string prefix = "snap|" + repo.key() + '\0';
+  std::set<std::string> unreachable;
+  records_.scan(RecordTable::hosting, prefix, [&](std::string_view key, std::string_view) {
+    const std::string_view rest = key.substr(prefix.size());
+    const std::string commit(rest.substr(0, rest.find('\0')));
+    if (!reachable.contains(commit)) unreachable.insert(commit);
+    return true;
+  });
+  for (const std::string& commit : unreachable) {
+    std::string begin = prefix + commit + '\0';
+    std::string end = begin;
+    end.back() = '\1';
+    records_.erase_range(RecordTable::hosting, begin, end);
+  }
+}
+
+std::variant<Sha1, CommitRefusal> RepoContent::squash(const RepoId& repo, const std::string& branch,
+                                                      const std::string& message, const CommitAuthor& who) {
+  std::lock_guard lock(commit_mutex_);
+  const auto current = head(repo, branch);
+  if (!current) return CommitRefusal{404, "RevisionNotFound", "Invalid rev id: " + branch};
+  const Snapshot files = snapshot(repo, *current);
+  std::vector<TreeFile> tree_files;
+  for (const auto& [path, file] : files) tree_files.push_back({path, file.blob});
+  auto trees = build_trees(std::move(tree_files));
+  if (!trees || trees->empty()) return CommitRefusal{500, "", "the snapshot of " + branch + " is damaged"};
+  const GitObject commit = make_commit({trees->back().id, {}, who.author, who.committer, message});
+  std::vector<RecordStore::Write> writes;
+  for (const GitObject& object : *trees) writes.push_back({object_key(object.id), object.type + '\0' + object.content});
+  writes.push_back({object_key(commit.id), commit.type + '\0' + commit.content});
+  const std::string prefix = snapshot_prefix(repo, commit.id);
+  for (const auto& [path, file] : files) writes.push_back({prefix + path, encode(file)});
+  writes.push_back({ref_key(repo, branch), commit.id.hex()});
+  records_.write(RecordTable::hosting, writes, /*sync=*/true);
+  return commit.id;
+}
+
 std::variant<Sha1, CommitRefusal> RepoContent::commit(
     const RepoId& repo, const std::string& branch, const CommitPayload& payload, const CommitAuthor& who,
-    const std::function<std::optional<std::uint64_t>(const Sha256&)>& stored_size) {
+    const std::function<std::optional<std::uint64_t>(const Sha256&)>& stored_size,
+    const std::optional<std::string>& base) {
   std::lock_guard lock(commit_mutex_);
-  const auto parent = head(repo, branch);
+  auto parent = head(repo, branch);
+  if (!parent && base) {
+    parent = head(repo, *base);
+    if (!parent) return CommitRefusal{404, "RevisionNotFound", "Invalid rev id: " + *base};
+  }
   if (payload.header.parent_commit && (!parent || parent->hex() != *payload.header.parent_commit)) {
     return CommitRefusal{412, "", "The branch was updated since you opened this page. Please refresh and try again."};
   }

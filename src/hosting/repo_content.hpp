@@ -22,11 +22,23 @@ class RepoContent {
   Snapshot snapshot(const RepoId& repo, const Sha1& commit);
   std::optional<GitObject> object(const Sha1& id);
 
-  // Applies `payload` to the head of `branch` (created by the first commit) and moves the branch. A
-  // `parentCommit` that is not the head is refused with 412, as the Hub does.
+  // Every branch (and refs/pr/N) with its head.
+  std::vector<std::pair<std::string, Sha1>> branches(const RepoId& repo);
+
+  // Applies `payload` to the head of `branch` and moves the branch. A branch that does not exist yet starts
+  // at the head of `base` (a pull request's), or empty (a repo's first commit). A `parentCommit` that is
+  // not the head it starts from is refused with 412, as the Hub does.
   std::variant<Sha1, CommitRefusal> commit(
       const RepoId& repo, const std::string& branch, const CommitPayload& payload, const CommitAuthor& who,
-      const std::function<std::optional<std::uint64_t>(const Sha256&)>& stored_size);
+      const std::function<std::optional<std::uint64_t>(const Sha256&)>& stored_size,
+      const std::optional<std::string>& base = std::nullopt);
+  // Points `branch` at `commit` (nullopt deletes it).
+  void set_branch(const RepoId& repo, const std::string& branch, const std::optional<Sha1>& commit);
+  // Makes `commit` the only commit of `branch`: its snapshot under a new commit without parents.
+  std::variant<Sha1, CommitRefusal> squash(const RepoId& repo, const std::string& branch, const std::string& message,
+                                           const CommitAuthor& who);
+  // The commits of the repo no branch reaches any more lose their snapshots.
+  void prune(const RepoId& repo);
 
   // Forgets the repo's branches and snapshots (its objects may be shared with other repos' commits).
   void forget(const RepoId& repo);

@@ -3,6 +3,8 @@
 // `dispatch` picks the handler with std::visit, so a route without a handler does not compile.
 #pragma once
 #include <cstdint>
+#include <optional>
+#include <span>
 #include <string_view>
 #include <variant>
 
@@ -32,12 +34,21 @@ struct TrackerBody {};
 // own JSON), or a body the session streams.
 using Answer = std::variant<hub::Reply, FileBody, PadBody, TrackerBody>;
 
+// The body of a request the session streams instead of reading whole (an upload's bytes).
+class BodyStream {
+ public:
+  virtual ~BodyStream() = default;
+  // Up to `into.size()` bytes of the body; 0 at its end. Throws when the connection fails.
+  virtual Task<std::size_t> read(std::span<std::uint8_t> into) = 0;
+};
+
 struct Exchange {
   ServerContext& server;
   Connection& connection;
   const Request& request;
   std::string_view query;
-  hub::Caller caller;  // the credentials the Hub sees for this request
+  hub::Caller caller;          // the credentials the Hub sees for this request
+  BodyStream* body = nullptr;  // set for a streamed body (the request's own is empty then)
 };
 
 Task<Answer> dispatch(Exchange& x, const Route& route);
@@ -54,6 +65,16 @@ Task<Answer> handle(Exchange& x, const HealthRoute& route);
 Task<Answer> handle(Exchange& x, const MetricsRoute& route);
 Task<Answer> handle(Exchange& x, const BadRequest& route);
 Task<Answer> handle(Exchange& x, const NotFound& route);
+Task<Answer> handle(Exchange& x, const UploadRoute& route);
+
+// Whether the node hosts the repo's namespace (memory only: asked on every file request).
+bool hosts(const Exchange& x, const RepoId& repo);
+// Hosted repos (hosting_handlers.cpp): the answer when the node hosts the repo, else nullopt.
+Task<std::optional<Answer>> hosted(Exchange& x, const ResolveRoute& route);
+Task<std::optional<Answer>> hosted(Exchange& x, const ApiRoute& route);
+Task<std::optional<Answer>> hosted(Exchange& x, const UpstreamRoute& route);
+// Whether a request's body is streamed to its handler rather than read whole first (an upload PUT).
+bool streams_body(const Route& route, const Request& req);
 
 // The torrent and magnet routes (torrent_handlers.cpp), reached through the API route.
 Task<Answer> handle_torrent(Exchange& x, const ApiRoute& route);

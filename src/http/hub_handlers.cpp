@@ -70,6 +70,10 @@ hub::Reply method_not_allowed(const char* allowed) {
 }
 
 Task<Answer> handle(Exchange& x, const ResolveRoute& route) {
+  if (hosts(x, route.repo)) {
+    auto answer = co_await hosted(x, route);
+    co_return std::move(*answer);
+  }
   if (!is_read(x.request)) co_return method_not_allowed("use GET or HEAD");
   co_return co_await answer_file(x, route);
 }
@@ -79,6 +83,10 @@ Task<Answer> handle(Exchange& x, const ApiRoute& api) {
   auto& blocking = x.server.deps.blocking;
   const Request& req = x.request;
   const std::string query(x.query);
+  if (hosts(x, api.repo)) {
+    auto answer = co_await hosted(x, api);
+    if (answer) co_return std::move(*answer);
+  }
   switch (api.kind) {
     case ApiRoute::Kind::webseed: {
       if (!is_read(req)) co_return method_not_allowed("use GET or HEAD");
@@ -127,6 +135,10 @@ Task<Answer> handle(Exchange& x, const UpstreamRoute& route) {
       break;
     default:
       co_return method_not_allowed("use GET, HEAD, POST, PUT, PATCH or DELETE");
+  }
+  if (x.server.deps.hosting) {
+    auto answer = co_await hosted(x, route);
+    if (answer) co_return std::move(*answer);
   }
   // What the Hub reads of a request besides its credentials (which the caller carries, node keys already
   // exchanged for the user's Hub token or taken away).

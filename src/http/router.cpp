@@ -1,6 +1,8 @@
 #include "http/router.hpp"
 
 #include <algorithm>
+#include <cctype>
+#include <charconv>
 #include <vector>
 
 #include "util/url.hpp"
@@ -37,7 +39,9 @@ bool has_control(std::string_view text) {
   return std::any_of(text.begin(), text.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; });
 }
 
-bool is_valid_revision(const std::optional<std::string>& rev) { return rev && !rev->empty() && !has_control(*rev); }
+bool is_valid_revision(const std::optional<std::string>& rev) {
+  return rev && !rev->empty() && !has_control(*rev);
+}
 
 bool is_action(std::string_view s) {
   return s == "revision" || s == "tree" || s == "paths-info" || s == "refs" || s == "torrent" || s == "magnet" ||
@@ -218,6 +222,28 @@ Route route(std::string_view path) {
       path.starts_with("/api/inferllama/keys/")) {
     return AdminRoute{std::string(path.substr(kAdmin.size()))};
   }
+  if (constexpr std::string_view kUpload = "/api/inferllama/lfs/"; path.starts_with(kUpload)) {
+    const auto segs = split(path.substr(kUpload.size()));
+    if (segs.empty() || segs.size() > 2 || segs[0].empty() || segs[0].size() > 4096 ||
+        !std::all_of(segs[0].begin(), segs[0].end(),
+                     [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) || c == '.'; }))
+      return NotFound{};
+    UploadRoute upload{UploadRoute::Kind::object, std::string(segs[0]), 0};
+    if (segs.size() == 2) {
+      if (segs[1] == "complete") {
+        upload.kind = UploadRoute::Kind::complete;
+      } else if (segs[1] == "verify") {
+        upload.kind = UploadRoute::Kind::verify;
+      } else if (std::from_chars(segs[1].data(), segs[1].data() + segs[1].size(), upload.part).ptr ==
+                     segs[1].data() + segs[1].size() &&
+                 upload.part > 0) {
+        upload.kind = UploadRoute::Kind::part;
+      } else {
+        return NotFound{};
+      }
+    }
+    return upload;
+  }
   if (path.starts_with("/p/")) {
     // /p/{passkey}/{a resolve or web seed path}: the URLs of a torrent handed to a user.
     const std::string_view rest = path.substr(3);
@@ -274,26 +300,35 @@ RouteId route_id(const Route& route) {
   }
   if (const auto* api = std::get_if<ApiRoute>(&route)) {
     switch (api->kind) {
-      case ApiRoute::Kind::info: return RouteId::api_info;
-      case ApiRoute::Kind::revision: return RouteId::api_revision;
-      case ApiRoute::Kind::tree: return RouteId::api_tree;
-      case ApiRoute::Kind::paths_info: return RouteId::api_paths_info;
-      case ApiRoute::Kind::refs: return RouteId::api_refs;
-      case ApiRoute::Kind::torrent: return RouteId::api_torrent;
-      case ApiRoute::Kind::magnet: return RouteId::api_magnet;
-      case ApiRoute::Kind::webseed: return RouteId::webseed;
+      case ApiRoute::Kind::info:
+        return RouteId::api_info;
+      case ApiRoute::Kind::revision:
+        return RouteId::api_revision;
+      case ApiRoute::Kind::tree:
+        return RouteId::api_tree;
+      case ApiRoute::Kind::paths_info:
+        return RouteId::api_paths_info;
+      case ApiRoute::Kind::refs:
+        return RouteId::api_refs;
+      case ApiRoute::Kind::torrent:
+        return RouteId::api_torrent;
+      case ApiRoute::Kind::magnet:
+        return RouteId::api_magnet;
+      case ApiRoute::Kind::webseed:
+        return RouteId::webseed;
     }
   }
   if (std::holds_alternative<UpstreamRoute>(route)) return RouteId::upstream;
+  if (std::holds_alternative<UploadRoute>(route)) return RouteId::upload;
   if (std::holds_alternative<BadRequest>(route)) return RouteId::bad_request;
   return RouteId::not_found;
 }
 
 const char* route_name(RouteId id) {
   static constexpr const char* kNames[kRouteIds] = {
-      "not_found",   "bad_request", "healthz",      "metrics",  "admin",          "usage",
-      "resolve",     "api_info",    "api_revision", "api_tree", "api_paths_info", "api_refs",
-      "api_torrent", "api_magnet",  "webseed",      "announce", "scrape",         "upstream"};
+      "not_found", "bad_request",  "healthz",  "metrics",        "admin",    "usage",       "resolve",
+      "api_info",  "api_revision", "api_tree", "api_paths_info", "api_refs", "api_torrent", "api_magnet",
+      "webseed",   "announce",     "scrape",   "upstream",       "upload"};
   return kNames[static_cast<std::size_t>(id)];
 }
 

@@ -32,7 +32,7 @@ struct ApiRoute {
   Kind kind = Kind::info;
   RepoId repo;
   std::string rev;
-  std::string path;  // tree, torrent and magnet: may be empty; webseed: what follows the torrent's name
+  std::string path;     // tree, torrent and magnet: may be empty; webseed: what follows the torrent's name
   std::string passkey;  // webseed only: from a /p/{passkey}/ prefix (see ResolveRoute)
 };
 // The node's BitTorrent tracker: GET /announce[/{passkey}] and GET /scrape[/{passkey}] (the query carries
@@ -52,23 +52,49 @@ struct UpstreamRoute {
   // its dataset's parquet listing (/api/datasets/{repo}/parquet...), public when the repo is.
   bool reads_content = false;
 };
+// A hosted repo's LFS upload URL, which carries its own authorisation (the clients send none on these):
+// PUT /api/inferllama/lfs/{ticket} (a whole object), PUT .../{ticket}/{part}, POST .../{ticket}/complete,
+// POST .../{ticket}/verify.
+struct UploadRoute {
+  enum class Kind { object, part, complete, verify };
+  Kind kind = Kind::object;
+  std::string ticket;
+  unsigned part = 0;
+};
 struct BadRequest {
   std::string message;
 };
 struct NotFound {};
 
 using Route = std::variant<NotFound, BadRequest, HealthRoute, MetricsRoute, AdminRoute, UsageRoute, ResolveRoute,
-                           ApiRoute, TrackerRoute, UpstreamRoute>;
+                           ApiRoute, TrackerRoute, UpstreamRoute, UploadRoute>;
 
 // A user's passkey: 32 lowercase hex characters.
 bool is_passkey(std::string_view text);
 
 // What a request was, for metrics and logs: a fixed set, so that counters per route need no lookup.
 enum class RouteId {
-  not_found, bad_request, healthz, metrics, admin, usage, resolve, api_info, api_revision, api_tree,
-  api_paths_info, api_refs, api_torrent, api_magnet, webseed, announce, scrape, upstream
+  not_found,
+  bad_request,
+  healthz,
+  metrics,
+  admin,
+  usage,
+  resolve,
+  api_info,
+  api_revision,
+  api_tree,
+  api_paths_info,
+  api_refs,
+  api_torrent,
+  api_magnet,
+  webseed,
+  announce,
+  scrape,
+  upstream,
+  upload
 };
-inline constexpr std::size_t kRouteIds = 18;
+inline constexpr std::size_t kRouteIds = 19;
 RouteId route_id(const Route& route);
 // A short name: "resolve", "api_tree", "healthz", ...
 const char* route_name(RouteId id);

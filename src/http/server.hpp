@@ -14,6 +14,9 @@
 namespace inferllama::hub {
 class HubService;
 }
+namespace inferllama::hosting {
+class Hosting;
+}
 namespace inferllama::torrent {
 class SnapshotTorrents;
 class Mirror;
@@ -56,6 +59,8 @@ struct ServerDeps {
   usage::Identities* identities = nullptr;
   usage::UsageLog* usage_log = nullptr;
   RateLimiter* limiter = nullptr;
+  // Hosted repos: the namespaces the node owns, their upload routes and their reads.
+  hosting::Hosting* hosting = nullptr;
   // GET /api/inferllama/cluster: the node's upstreams, swarms and bytes by source, as JSON.
   std::function<std::string()> cluster_status;
 };

@@ -15,6 +15,7 @@
 #include "http/server_context.hpp"
 #include "inferllama/cluster.hpp"
 #include "inferllama/version.hpp"
+#include "usage/identities.hpp"
 #include "util/url.hpp"
 
 namespace inferllama::http {
@@ -26,6 +27,8 @@ namespace {
 
 constexpr std::size_t kHeaderLimit = 16 * 1024;
 constexpr std::size_t kBodyLimit = 1024 * 1024;
+// A commit to a hosted repo carries its small files inline (base64): from a caller with a node key only.
+constexpr std::size_t kCommitBodyLimit = std::size_t{512} * 1024 * 1024;
 
 // Request smuggling: only "chunked" alone frames a request body the node can read. A Transfer-Encoding
 // whose last coding is not chunked leaves the body's end to guesswork (RFC 9112 6.3: 400), and codings
@@ -339,9 +342,38 @@ class Responder {
   Connection& c_;
 };
 
+// An upload's body, read as the handler asks for it (Beast's buffer_body parser on the session's stream).
+template <class Stream>
+class StreamedBody : public BodyStream {
+ public:
+  StreamedBody(Stream& stream, beast::flat_buffer& buffer, bhttp::request_parser<bhttp::buffer_body>& parser,
+               Connection& c)
+      : stream_(stream), buffer_(buffer), parser_(parser), c_(c) {}
+
+  Task<std::size_t> read(std::span<std::uint8_t> into) override {
+    if (parser_.is_done() || into.empty()) co_return 0;
+    auto& body = parser_.get().body();
+    body.data = into.data();
+    body.size = into.size();
+    boost::system::error_code ec;
+    co_await bhttp::async_read_some(stream_, buffer_, parser_, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == bhttp::error::need_buffer) ec = {};
+    if (ec) throw boost::system::system_error(ec, "reading the request body");
+    c_.touch();
+    co_return into.size() - body.size;
+  }
+
+ private:
+  Stream& stream_;
+  beast::flat_buffer& buffer_;
+  bhttp::request_parser<bhttp::buffer_body>& parser_;
+  Connection& c_;
+};
+
 // One request, from admission to the last byte of its answer; whether the connection stays open.
 template <class Stream>
-Task<bool> answer_request(ServerContext& server, Responder<Stream>& responder, Connection& c, const Request& req) {
+Task<bool> answer_request(ServerContext& server, Responder<Stream>& responder, Connection& c, const Request& req,
+                          BodyStream* body = nullptr) {
   const Origin origin{c.listener, c.client};
   Admission admission = co_await server.gate.admit(req, origin);
   c.route = admission.route;
@@ -352,9 +384,22 @@ Task<bool> answer_request(ServerContext& server, Responder<Stream>& responder, C
   if (auto* refusal = std::get_if<Refusal>(&admission.verdict))
     co_return co_await responder.write_reply(req, refusal->reply);
   auto& admitted = std::get<Admitted>(admission.verdict);
-  Exchange exchange{server, c, req, url::split_target(req.target()).second, std::move(admitted.caller)};
+  Exchange exchange{server, c, req, url::split_target(req.target()).second, std::move(admitted.caller), body};
   Answer answer = co_await dispatch(exchange, admitted.route);
   co_return co_await responder.write(req, answer);
+}
+
+// A commit to a hosted repo, or a repo created with its files, from a caller whose node key holds: only these
+// may send more than kBodyLimit, so nobody unknown makes the node buffer large bodies.
+bool large_body_allowed(const ServerContext& server, const Route& route, const Request& head) {
+  const auto* passed = std::get_if<UpstreamRoute>(&route);
+  if (!passed || !server.deps.hosting || !server.deps.identities) return false;
+  const bool commit = passed->repo && passed->action == "commit";
+  const bool create = !passed->repo && url::split_target(head.target()).first == "/api/repos/create";
+  if (!commit && !create) return false;
+  const std::string_view bearer = bearer_of(head[bhttp::field::authorization]);
+  return usage::Identities::is_node_key(bearer) &&
+         std::holds_alternative<usage::Authenticated>(server.deps.identities->authenticate(bearer));
 }
 
 template <class Stream>
@@ -372,31 +417,56 @@ Task<void> run(ServerContext& server, std::shared_ptr<Session<Stream>> session) 
       if (ec) throw boost::system::system_error(ec, "TLS handshake");
     }
     for (;;) {
-      bhttp::request_parser<bhttp::string_body> parser;
-      parser.header_limit(kHeaderLimit);
-      parser.body_limit(kBodyLimit);
+      // The head first: what it asks for decides how its body is read.
+      bhttp::request_parser<bhttp::empty_body> head_parser;
+      head_parser.header_limit(kHeaderLimit);
+      // A Content-Length is checked against the limit of the route's body below, once the route is known.
+      head_parser.body_limit(std::numeric_limits<std::uint64_t>::max());
       boost::system::error_code ec;
       c.idle = true;
       c.touch();
       if (server.draining && buffer.size() == 0) break;
-      co_await bhttp::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+      co_await bhttp::async_read_header(stream, buffer, head_parser, asio::redirect_error(asio::use_awaitable, ec));
       c.idle = false;
+      std::optional<bhttp::request_parser<bhttp::string_body>> parser;
+      std::optional<bhttp::request_parser<bhttp::buffer_body>> streamed;
+      if (!ec) {
+        const auto target = head_parser.get().target();
+        const Route routed = route_target(std::string_view(target.data(), target.size()));
+        Request head_only{head_parser.get().base()};
+        if (streams_body(routed, head_only)) {
+          streamed.emplace(std::move(head_parser));
+          streamed->body_limit(std::numeric_limits<std::uint64_t>::max());  // the upload's ticket bounds it
+        } else {
+          parser.emplace(std::move(head_parser));
+          const std::uint64_t limit = large_body_allowed(server, routed, head_only) ? kCommitBodyLimit : kBodyLimit;
+          parser->body_limit(limit);  // a chunked body's chunks count against it as they come
+          if (parser->content_length().value_or(0) > limit) {
+            ec = bhttp::error::body_limit;
+          } else if (!parser->is_done()) {
+            co_await bhttp::async_read(stream, buffer, *parser, asio::redirect_error(asio::use_awaitable, ec));
+          }
+        }
+      }
       if (ec) {
         Request unparsed;
         unparsed.version(0);  // no version: the answer is HTTP/1.1 and closes
         std::optional<hub::Reply> refusal;
+        const bool got_some = parser ? parser->got_some() : head_parser.got_some();
         if (ec == bhttp::error::header_limit) {
           refusal = hub::error_reply(431, "request header too large");
         } else if (ec == bhttp::error::body_limit) {
           refusal = hub::error_reply(413, "request body too large");
         } else if (ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
-                   ec != asio::error::operation_aborted && ec != asio::error::connection_reset && parser.got_some()) {
+                   ec != asio::error::operation_aborted && ec != asio::error::connection_reset && got_some) {
           refusal = hub::error_reply(400, "malformed request");
         }
         if (refusal) co_await responder.write_reply(unparsed, *refusal);
         break;
       }
-      Request request = parser.release();
+      std::optional<StreamedBody<Stream>> body;
+      Request request = parser ? parser->release() : Request{streamed->get().base()};
+      if (streamed) body.emplace(stream, buffer, *streamed, c);
       const auto started = std::chrono::steady_clock::now();
       server.identify_client(c, request);
       // Nothing of the last request's answer describes this one, even if admission fails.
@@ -418,12 +488,14 @@ Task<void> run(ServerContext& server, std::shared_ptr<Session<Stream>> session) 
       bool keep_alive = false;
       std::string failure;
       try {
-        keep_alive = co_await answer_request(server, responder, c, request);
+        keep_alive = co_await answer_request(server, responder, c, request, body ? &*body : nullptr);
       } catch (const std::exception& e) {
         failure = e.what();
       }
       if (!failure.empty()) keep_alive = co_await responder.internal_error(request, failure);
       server.record(c, request, started);
+      // A body the answer did not read to its end leaves the next request's start unknown.
+      if (streamed && !streamed->is_done()) break;
       if (!keep_alive || server.draining) break;
     }
   } catch (const std::exception& e) {

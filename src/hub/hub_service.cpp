@@ -166,6 +166,14 @@ std::variant<std::string, Reply> HubService::commit_of(const RepoId& repo, const
 std::variant<std::vector<HubService::SnapshotEntry>, Reply> HubService::snapshot_files(const RepoId& repo,
                                                                                        const std::string& commit,
                                                                                        bool stored_only) {
+  if (hosts(repo)) {
+    auto listed = hosted_->files(repo, commit);
+    if (!listed) return error_reply(404, "Invalid rev id: " + commit, "RevisionNotFound");
+    std::vector<SnapshotEntry> files;
+    files.reserve(listed->size());
+    for (auto& f : *listed) files.push_back({std::move(f.path), std::move(f.file)});
+    return files;
+  }
   // Pages are asked for as a client would, so that their answers are the stored tree answers too. The
   // base only marks where the next page's path starts in the Link header.
   static constexpr std::string_view kBase = "inferllama:";
@@ -268,6 +276,7 @@ bool HubService::is_public(const RepoId& repo, const Caller& caller) {
 }
 
 std::optional<RepoVisibility> HubService::recorded_visibility(const RepoId& repo) {
+  if (hosts(repo)) return hosted_->visibility(repo);
   auto stored = index_.get_meta("visibility|" + repo.key());
   if (!stored) return std::nullopt;
   return parse_stored_visibility(*stored);
@@ -278,6 +287,7 @@ void HubService::record_visibility(const RepoId& repo, RepoVisibility visibility
 }
 
 HubService::Visibility HubService::visibility(const RepoId& repo, const Caller& caller) {
+  if (hosts(repo)) return Visibility{hosted_->visibility(repo) == RepoVisibility::open, true, true};
   const auto now = clock_.now();
   std::optional<RepoVisibility> known;
   {
@@ -377,6 +387,11 @@ void HubService::store_ref(const RepoId& repo, const std::string& rev, const std
 std::variant<std::string, Reply> HubService::resolve_commit(const RepoId& repo, const std::string& rev,
                                                             const Caller& caller, const std::string& credentials,
                                                             std::string& stale) {
+  if (hosts(repo)) {
+    if (auto commit = hosted_->commit_of(repo, rev)) return *commit;
+    if (!hosted_->visibility(repo)) return error_reply(404, "Repository not found", "RepoNotFound");
+    return error_reply(404, "Invalid rev id: " + rev, "RevisionNotFound");
+  }
   if (auto commit = fresh_ref(repo, rev)) return *commit;
   auto response = call("GET", api_url(repo) + "/revision/" + url::encode(rev) + "?expand=sha", caller, credentials);
   if (unreachable(response)) {
@@ -395,6 +410,27 @@ std::variant<std::string, Reply> HubService::resolve_commit(const RepoId& repo, 
   std::string commit = info["sha"].get<std::string>();
   store_ref(repo, rev, commit);
   return commit;
+}
+
+std::variant<FileAnswer, Reply> HubService::hosted_file(const RepoId& repo, const std::string& rev,
+                                                        const std::string& path) {
+  std::string stale;
+  auto resolved = resolve_commit(repo, rev, Caller{}, "", stale);
+  if (auto* refused = std::get_if<Reply>(&resolved)) return std::move(*refused);
+  const std::string& commit = std::get<std::string>(resolved);
+  auto listed = hosted_->files(repo, commit);
+  const auto file = listed ? std::find_if(listed->begin(), listed->end(), [&](const auto& f) { return f.path == path; })
+                           : std::vector<HostedRepos::File>::iterator{};
+  if (!listed || file == listed->end()) {
+    return error_reply(404, path + " does not exist at " + commit + " of " + repo.name, "EntryNotFound");
+  }
+  auto blob = index_.get_blob(file->file.etag);
+  auto lease = evictor_.lease(file->file.etag);
+  // Hosted bytes are never evicted: a blob gone is a damaged store, not a miss to fetch again.
+  if (!blob || !lease) return error_reply(500, "the node lost the bytes of " + path + "; see its log");
+  FileAnswer answer{commit, "", file->file, std::make_shared<const BlobEntry>(std::move(*blob)), nullptr, nullptr};
+  answer.lease = std::move(lease);
+  return answer;
 }
 
 std::optional<FileAnswer> HubService::stored_file(const RepoId& repo, const std::string& commit,
@@ -433,6 +469,7 @@ std::optional<FileAnswer> HubService::stored_file(const RepoId& repo, const std:
 
 std::optional<FileAnswer> HubService::resolve_fast(const RepoId& repo, const std::string& rev,
                                                    const std::string& path) {
+  if (hosts(repo)) return std::nullopt;
   std::lock_guard lock(mutex_);
   const auto now = clock_.now();
   auto vis = visibility_.find(repo.key());
@@ -458,6 +495,7 @@ std::optional<FileAnswer> HubService::resolve_fast(const RepoId& repo, const std
 
 std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const std::string& rev, const std::string& path,
                                                     const Caller& caller, bool want_body) {
+  if (hosts(repo)) return hosted_file(repo, rev, path);
   const bool open = is_public(repo, caller);
   const std::string credentials = credentials_for(caller, open);
   // A stored file needs no upstream call when the repo is public, or the Hub recently let this caller in.

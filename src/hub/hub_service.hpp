@@ -17,6 +17,7 @@
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/clock.hpp"
 #include "inferllama/config.hpp"
+#include "inferllama/hosted.hpp"
 #include "inferllama/index.hpp"
 #include "inferllama/repo.hpp"
 #include "inferllama/upstream.hpp"
@@ -102,6 +103,10 @@ class HubService {
   Reply forward(const std::string& method, const std::string& target, const HeaderList& headers,
                 const std::string& body, const Caller& caller, const std::optional<RepoId>& content_of,
                 const std::string& public_base);
+
+  // The node's own repos: answered from `hosted`, never asked upstream. Set once at start-up.
+  void set_hosted(HostedRepos* hosted) { hosted_ = hosted; }
+  bool hosts(const RepoId& repo) const { return hosted_ && hosted_->owns(repo); }
 
   HubCounters& counters() { return counters_; }
   cache::Downloads& downloads() { return downloads_; }
@@ -190,6 +195,8 @@ class HubService {
   std::optional<std::string> fresh_ref(const RepoId& repo, const std::string& rev);
   void store_ref(const RepoId& repo, const std::string& rev, const std::string& commit);
   std::optional<FileAnswer> stored_file(const RepoId& repo, const std::string& commit, const std::string& path);
+  // A file of a hosted repo: stored, or the Hub's 404 in its words.
+  std::variant<FileAnswer, Reply> hosted_file(const RepoId& repo, const std::string& rev, const std::string& path);
   // What a relayed answer is: the node's metadata routes' (Xet markers stripped), or a passed-through
   // route's, with the validators and caching headers: the API's JSON (Xet markers stripped) or content
   // (a /raw/ file, as the upstream sent it).
@@ -204,6 +211,7 @@ class HubService {
   cache::Downloads& downloads_;
   cache::Evictor& evictor_;
   HubCounters counters_;
+  HostedRepos* hosted_ = nullptr;
   std::unique_ptr<MetadataStore> own_metadata_;  // unless shared
   MetadataStore& metadata_;
 

@@ -74,7 +74,19 @@ Node::Node(const Config& config)
       torrents_(store_, *index_, hub_,
                 {[this](const torrent::SnapshotTorrent& t) { add_torrent(t); },
                  [this](const torrent::SnapshotTorrent& t) { remove_torrent(t); }}),
+      hosting_({index_->records(), *index_, store_, clock_,
+                [this](std::string_view name) { return identities_.user(std::string(name)).has_value(); },
+                [this](std::string_view name) {
+                  auto user = identities_.user(std::string(name));
+                  return user ? user->email : std::string();
+                },
+                [this](const std::vector<std::string>& etags) {
+                  evictor_.forget(etags, "no hosted repo holds it any more");
+                }},
+               {.chunk_size = static_cast<std::uint32_t>(config_.chunk_size), .quota = config_.hosted_quota}),
       mirror_({config_, store_, *index_, workers_, hub_, downloads_, evictor_, torrents_}) {
+  hub_.set_hosted(&hosting_);
+  evictor_.set_keep([this](std::unordered_set<std::string>& kept) { return hosting_.keep(kept); });
   downloads_.set_hooks(
       [this](const std::string& etag) {
         evictor_.stored(etag);
@@ -165,6 +177,7 @@ std::unique_ptr<http::Server> Node::make_server() {
   deps.identities = &identities_;
   deps.usage_log = &usage_log_;
   deps.limiter = &limiter();
+  deps.hosting = &hosting_;
   deps.cluster_status = [this] { return cluster_status(); };
   return std::make_unique<http::Server>(io_, std::move(deps));
 }
@@ -204,15 +217,16 @@ std::string Node::cluster_status() const {
   json limits = {{"backend", shared_limits_ ? "redis" : "local"}};
   if (shared_limits_) limits["connected"] = shared_limits_->connected();
   // Parents send their pieces over HTTP (fed pieces); peers are the other nodes of a parent's swarm.
-  json out = {{"upstreams", std::move(upstreams)},
-              {"bytes",
-               {{"from_hub", from_hub},
-                {"from_parents", from_parents + swarm.fed_bytes},
-                {"from_peers", swarm.peer_bytes},
-                {"to_peers", seeding.uploaded_bytes + swarm.uploaded_bytes}}},
-              {"swarms", std::move(swarms)},
-              {"seeding", {{"torrents", seeding.torrents}, {"peers", seeding.peers}, {"uploaded", seeding.uploaded_bytes}}},
-              {"limits", std::move(limits)}};
+  json out = {
+      {"upstreams", std::move(upstreams)},
+      {"bytes",
+       {{"from_hub", from_hub},
+        {"from_parents", from_parents + swarm.fed_bytes},
+        {"from_peers", swarm.peer_bytes},
+        {"to_peers", seeding.uploaded_bytes + swarm.uploaded_bytes}}},
+      {"swarms", std::move(swarms)},
+      {"seeding", {{"torrents", seeding.torrents}, {"peers", seeding.peers}, {"uploaded", seeding.uploaded_bytes}}},
+      {"limits", std::move(limits)}};
   return out.dump();
 }
 
@@ -304,6 +318,9 @@ void Node::start_periodic_work() {
       PeriodicTask::First::now);
   // A seeded repo that became gated or private on the Hub stops being seeded within a few minutes.
   visibility_check_.start("visibility check", std::chrono::minutes(5), [this] { torrents_.recheck_visibility(); });
+  // Uploads no commit took up within a day, and the staging of abandoned ones, leave the store.
+  hosted_gc_.start(
+      "hosted garbage", std::chrono::hours(1), [this] { hosting_.collect_garbage(); }, PeriodicTask::First::now);
 }
 
 void Node::run() {
@@ -355,6 +372,7 @@ void Node::shutdown() {
   usage_retention_.stop();
   visibility_check_.stop();
   seed_cached_.stop();
+  hosted_gc_.stop();
   if (udp_tracker_) udp_tracker_->stop();
   if (seeder_) seeder_->stop();
   workers_.join();

@@ -7,6 +7,7 @@
 
 #include "cache/download.hpp"
 #include "cache/evictor.hpp"
+#include "hosting/hosting.hpp"
 #include "http/server.hpp"
 #include "hub/hub_service.hpp"
 #include "inferllama/asio.hpp"
@@ -116,9 +117,11 @@ class Node {
   // stops before any of its files leaves the store.
   tracker::Tracker tracker_;
   std::unique_ptr<torrent::Seeder> seeder_;  // bt_listen
-  std::mutex swarms_mutex_;  // one swarm's seeding and tracking start or stop at a time
+  std::mutex swarms_mutex_;                  // one swarm's seeding and tracking start or stop at a time
   torrent::SwarmSnapshots swarm_snapshots_;
   torrent::SnapshotTorrents torrents_;
+  // The namespaces the node owns and their repos: answered here, stored beside the cache, never evicted.
+  hosting::Hosting hosting_;
   torrent::Mirror mirror_;
   std::unique_ptr<tracker::UdpServer> udp_tracker_;  // tracker_udp
   std::uint16_t udp_port_ = 0;
@@ -129,6 +132,7 @@ class Node {
   PeriodicTask visibility_check_{io_.get_executor(), blocking_};
   PeriodicTask mirror_sync_{io_.get_executor(), blocking_};
   PeriodicTask seed_cached_{io_.get_executor(), blocking_};
+  PeriodicTask hosted_gc_{io_.get_executor(), blocking_};
   std::atomic<bool> stored_since_seeding_{true};  // a file was stored since the last look for snapshots to seed
   bool stopped_ = false;                          // shutdown() ran
 };

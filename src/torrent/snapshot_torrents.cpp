@@ -46,14 +46,6 @@ std::string record_key(const RepoId& repo, const std::string& commit) {
   return "torrents|" + repo.key() + '@' + commit;
 }
 
-std::optional<RepoId> parse_repo_key(const std::string& key) {
-  auto slash = key.find('/');
-  if (slash == std::string::npos) return std::nullopt;
-  auto type = parse_repo_type(key.substr(0, slash));
-  if (!type) return std::nullopt;
-  return RepoId{*type, key.substr(slash + 1)};
-}
-
 }  // namespace
 
 SnapshotTorrents::SnapshotTorrents(const ChunkStore& store, Index& index, hub::HubService& hub, Hooks hooks)

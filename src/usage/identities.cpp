@@ -344,6 +344,7 @@ std::optional<std::string> Identities::revoke_key(const std::string& id) {
 
 std::variant<Authenticated, std::string> Identities::authenticate(std::string_view bearer) const {
   if (!is_node_key(bearer)) return std::string("not a node API key");
+  if (bearer.starts_with(kHubFormPrefix)) bearer.remove_prefix(kHubFormPrefix.size() - kKeyPrefix.size());
   const std::string hash = cache::sha256(bearer).hex();
   std::shared_lock lock(mutex_);
   auto id = key_by_hash_.find(hash);

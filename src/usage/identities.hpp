@@ -17,6 +17,10 @@ namespace inferllama::usage {
 
 // Node API keys look like this; any other bearer is a Hub token to pass on.
 inline constexpr std::string_view kKeyPrefix = "il_";
+// A node key given where only Hub tokens are taken: "hf_" before it. The Hub's own tokens are "hf_" and
+// letters only, so a scanner tells the two apart by the underscore, and the node never sends either form
+// upstream.
+inline constexpr std::string_view kHubFormPrefix = "hf_il_";
 
 struct User {
   std::string name;  // 1..64 of [A-Za-z0-9._-], starting with a letter or digit
@@ -71,7 +75,10 @@ class Identities {
   std::variant<std::vector<ApiKey>, std::string> keys_of(const std::string& user) const;
   std::optional<std::string> revoke_key(const std::string& id);
 
-  static bool is_node_key(std::string_view bearer) { return bearer.starts_with(kKeyPrefix); }
+  // "il_...", or the same key as "hf_il_..." (the JS client refuses tokens that do not start with "hf_").
+  static bool is_node_key(std::string_view bearer) {
+    return bearer.starts_with(kKeyPrefix) || bearer.starts_with(kHubFormPrefix);
+  }
   // An "il_" bearer: the user it names, or why it is refused (unknown, revoked, user disabled).
   std::variant<Authenticated, std::string> authenticate(std::string_view bearer) const;
   // The user whose passkey this is, when enabled.
