@@ -138,6 +138,10 @@ std::variant<RepoId, Reply> repo_of_body(const Json& body, const std::string& us
 
 }  // namespace
 
+bool is_true(std::string_view value) {
+  return value == "1" || value == "true" || value == "True";
+}
+
 struct Hosting::Impl {
   Impl(Deps deps, HostingSettings settings)
       : deps(std::move(deps)), settings(settings), content(this->deps.records), signer(this->deps.records) {}
@@ -927,7 +931,7 @@ Reply Hosting::info(const Requester& who, const RepoId& repo, const std::optiona
   bool blobs = false;
   std::vector<std::string> expand;
   for (const auto& [name, value] : url::parse_query(query)) {
-    if (name == "blobs") blobs = value == "true" || value == "1";
+    if (name == "blobs") blobs = is_true(value);
     if (name == "expand" || name == "expand[]") expand.push_back(value);
   }
   const Snapshot files = impl_->content.snapshot(repo, *commit);
@@ -979,8 +983,8 @@ Reply Hosting::tree(const Requester& who, const RepoId& repo, const std::string&
   std::string cursor;
   std::size_t limit = kTreePage;
   for (const auto& [name, value] : url::parse_query(query)) {
-    if (name == "recursive") recursive = value == "true" || value == "1";
-    if (name == "expand") expand = value == "true" || value == "1";
+    if (name == "recursive") recursive = is_true(value);
+    if (name == "expand") expand = is_true(value);
     if (name == "cursor") cursor = value;
     if (name == "limit") {
       std::size_t n = 0;
@@ -1071,7 +1075,7 @@ Reply Hosting::refs(const Requester& who, const RepoId& repo, std::string_view q
   if (auto refused = read_refusal(who, repo)) return *refused;
   bool prs = false;
   for (const auto& [name, value] : url::parse_query(query))
-    if (name == "include_prs") prs = value == "true" || value == "1";
+    if (name == "include_prs") prs = is_true(value);
   Json branches = Json::array(), pulls = Json::array();
   for (const auto& [name, id] : impl_->content.branches(repo)) {
     if (pr_number(name)) {

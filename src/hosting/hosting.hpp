@@ -33,6 +33,9 @@ struct Requester {
   bool admin = false;
 };
 
+// A query flag as the clients spell it: "true", "True" (Python 0.x), "1".
+bool is_true(std::string_view value);
+
 struct HostingSettings {
   std::uint32_t chunk_size = 4u << 20;
   std::uint64_t quota = 0;                          // bytes per namespace, 0 for none

@@ -25,10 +25,18 @@ hosting::Requester requester(const Exchange& x) {
   return {x.connection.user, x.server.gate.is_admin(x.request, Origin{x.connection.listener, x.connection.client})};
 }
 
-hub::Reply xet_refusal() {
-  return hub::error_reply(501,
-                          "this node does not take Xet uploads: set HF_HUB_DISABLE_XET=1 and upload again (the files "
-                          "then go through the node's Git LFS endpoint)");
+// hf_xet (Python client 1.20 and later) asks for a Xet token before any upload and shows the user only the
+// status and URL of a failed request, never its body. So the token it gets points its storage calls at a
+// path that names the fix, and each of them is refused there (router.cpp): the client stops at once with
+// "set-HF_HUB_DISABLE_XET=1" in its error. An error here instead would say nothing, and a 200 without a
+// storage URL would make it retry for minutes.
+hub::Reply xet_refusal(const std::string& base, std::int64_t now) {
+  const nlohmann::json token{{"casUrl", base + std::string(kXetRefusedPath) + "set-HF_HUB_DISABLE_XET=1"},
+                             {"exp", now + 3600},
+                             {"accessToken", "refused"}};
+  hub::Reply reply{200, {}, "application/json", token.dump()};
+  reply.headers.emplace_back("X-Error-Message", std::string(kXetRefusal));
+  return reply;
 }
 
 // The decoded path segments of a request target.
@@ -57,7 +65,7 @@ std::string join(const std::vector<std::string>& segs, std::size_t from) {
 
 bool query_flag(std::string_view query, std::string_view name) {
   for (const auto& [key, value] : url::parse_query(query))
-    if (key == name) return value == "1" || value == "true";
+    if (key == name) return hosting::is_true(value);
   return false;
 }
 
@@ -108,7 +116,11 @@ Task<Answer> repo_action(Exchange& x, hosting::Hosting& hosting, const RepoId& r
   }
   if (action == "super-squash" && method == bhttp::verb::post && !rest.empty())
     co_return co_await on_blocking(x, [&] { return hosting.super_squash(who, repo, rest, req.body()); });
-  if (action == "xet-write-token" || action == "xet-read-token") co_return xet_refusal();
+  if (action == "xet-write-token" || action == "xet-read-token") {
+    const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+        std::chrono::system_clock::now().time_since_epoch()).count();
+    co_return xet_refusal(base, now);
+  }
   // Anything else of a hosted repo stays here: a private repo's existence included.
   co_return co_await on_blocking(x, [&]() -> hub::Reply {
     if (auto refused = hosting.read_refusal(who, repo)) return *refused;

@@ -222,6 +222,9 @@ Route route(std::string_view path) {
       path.starts_with("/api/inferllama/keys/")) {
     return AdminRoute{std::string(path.substr(kAdmin.size()))};
   }
+  // Where a Xet client is sent by the node's refusal (see hosting_handlers.cpp): every request there is
+  // refused, and the client's error names the path, which says what to do.
+  if (path.starts_with(kXetRefusedPath)) return BadRequest{std::string(kXetRefusal)};
   if (constexpr std::string_view kUpload = "/api/inferllama/lfs/"; path.starts_with(kUpload)) {
     const auto segs = split(path.substr(kUpload.size()));
     if (segs.empty() || segs.size() > 2 || segs[0].empty() || segs[0].size() > 4096 ||

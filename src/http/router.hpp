@@ -69,6 +69,12 @@ struct NotFound {};
 using Route = std::variant<NotFound, BadRequest, HealthRoute, MetricsRoute, AdminRoute, UsageRoute, ResolveRoute,
                            ApiRoute, TrackerRoute, UpstreamRoute, UploadRoute>;
 
+// Hosted repos take no Xet uploads: a Xet client's storage calls go here and are refused with this message.
+inline constexpr std::string_view kXetRefusedPath = "/api/inferllama/xet-refused/";
+inline constexpr std::string_view kXetRefusal =
+    "this node does not take Xet uploads: set HF_HUB_DISABLE_XET=1 and upload again (the files then go "
+    "through the node's Git LFS endpoint)";
+
 // A user's passkey: 32 lowercase hex characters.
 bool is_passkey(std::string_view text);
 
