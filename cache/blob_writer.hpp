@@ -120,7 +120,7 @@ class MultipartStaging {
   PartWriter begin_part(std::size_t number);
 
   bool has_part(std::size_t number) const;
-  std::uint64_t part_size(std::size_t number) const;  // of a committed part; std::filesystem_error if none
+  std::uint64_t part_size(std::size_t number) const;  // of a committed part; std::filesystem::filesystem_error if none
   // Feeds parts 1..count in order into `writer` (a BlobWriter of the whole file), which hashes it all in
   // this one read pass. Throws std::system_error when a part is missing.
   void assemble(std::size_t count, BlobWriter& writer) const;
