@@ -1204,7 +1204,7 @@ void Hosting::collect_garbage() {
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(impl_->deps.store.root() / "staging", ec)) {
     const std::string name = entry.path().filename().string();
-    if (!name.starts_with("upload-") && !name.starts_with("multipart-")) continue;
+    if (!name.starts_with("upload-") && !name.starts_with("multipart-") && !name.starts_with("inline-")) continue;
     std::error_code ignored;
     if (entry.last_write_time(ignored) < cutoff) std::filesystem::remove_all(entry.path(), ignored);
   }

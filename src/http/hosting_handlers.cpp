@@ -117,8 +117,8 @@ Task<Answer> repo_action(Exchange& x, hosting::Hosting& hosting, const RepoId& r
   if (action == "super-squash" && method == bhttp::verb::post && !rest.empty())
     co_return co_await on_blocking(x, [&] { return hosting.super_squash(who, repo, rest, req.body()); });
   if (action == "xet-write-token" || action == "xet-read-token") {
-    const auto now = std::chrono::duration_cast<std::chrono::seconds>(
-        std::chrono::system_clock::now().time_since_epoch()).count();
+    const auto now =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
     co_return xet_refusal(base, now);
   }
   // Anything else of a hosted repo stays here: a private repo's existence included.
