@@ -25,9 +25,13 @@ namespace inferllama::usage {
 class Identities;
 class UsageLog;
 }  // namespace inferllama::usage
+namespace inferllama::hosting {
+class Namespaces;
+}
 namespace inferllama {
 class RateLimiter;
-}
+class Index;
+}  // namespace inferllama
 
 namespace inferllama::http {
 
@@ -56,6 +60,10 @@ struct ServerDeps {
   usage::Identities* identities = nullptr;
   usage::UsageLog* usage_log = nullptr;
   RateLimiter* limiter = nullptr;
+  // Hosted namespaces: the admin API's orgs/ routes answer, and a user's name may not take an organisation's.
+  // With the index, a Hub namespace the node has cached repos of is taken only with "force".
+  hosting::Namespaces* namespaces = nullptr;
+  Index* index = nullptr;
   // GET /api/inferllama/cluster: the node's upstreams, swarms and bytes by source, as JSON.
   std::function<std::string()> cluster_status;
 };

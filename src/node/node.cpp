@@ -62,6 +62,7 @@ Node::Node(const Config& config)
       parents_(upstream::make_parent_set(*upstream_, config_)),
       identities_(index_->records(), clock_, usage::SecretBox::from_file(usage::secret_key_path(config_))),
       usage_log_(index_->records(), clock_),
+      namespaces_(index_->records(), clock_),
       local_limits_(limiter_clock_),
       workers_(or_cores(config_.worker_threads)),
       file_upstream_(torrent::make_swarm_preferring_upstream(*parents_, config_)),
@@ -165,6 +166,8 @@ std::unique_ptr<http::Server> Node::make_server() {
   deps.identities = &identities_;
   deps.usage_log = &usage_log_;
   deps.limiter = &limiter();
+  deps.namespaces = &namespaces_;
+  deps.index = index_.get();
   deps.cluster_status = [this] { return cluster_status(); };
   return std::make_unique<http::Server>(io_, std::move(deps));
 }

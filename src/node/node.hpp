@@ -7,6 +7,7 @@
 
 #include "cache/download.hpp"
 #include "cache/evictor.hpp"
+#include "hosting/namespaces.hpp"
 #include "http/server.hpp"
 #include "hub/hub_service.hpp"
 #include "inferllama/asio.hpp"
@@ -101,6 +102,7 @@ class Node {
   MonotonicClock limiter_clock_;
   usage::Identities identities_;
   usage::UsageLog usage_log_;
+  hosting::Namespaces namespaces_;  // users' own namespaces and organisations, hosted repos
   usage::LocalRateLimiter local_limits_;
   asio::io_context io_;
   asio::thread_pool workers_;  // hashing and committing downloads, evictions
