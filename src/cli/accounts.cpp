@@ -17,6 +17,8 @@
 
 #include "cli/node_http.hpp"
 #include "cli/text.hpp"
+#include "hosting/namespaces.hpp"
+#include "hosting/org_admin.hpp"
 #include "inferllama/config.hpp"
 #include "inferllama/index.hpp"
 #include "inferllama/usage.hpp"
@@ -82,14 +84,28 @@ usage::ApiAnswer answer_locally(const AccountCommands::Call& call, const Config&
   usage::Identities identities(index->records(), clock, usage::SecretBox::from_file(usage::secret_key_path(config)));
   usage::UsageLog usage_log(index->records(), clock);
   usage::Accounts accounts{identities, usage_log, config.token_size};
-  if (call.usage) return usage::answer_usage(accounts, std::nullopt, call.query);
+  hosting::Namespaces namespaces(index->records(), clock);
+  const auto cached_upstream = [&index](std::string_view ns) { return hosting::namespace_cached(*index, ns); };
+  accounts.namespace_refusal = [&](std::string_view name, bool force) {
+    return hosting::user_namespace_refusal(namespaces, cached_upstream, name, force);
+  };
+  if (call.api == AccountCommands::Api::usage) return usage::answer_usage(accounts, std::nullopt, call.query);
+  if (call.api == AccountCommands::Api::orgs) {
+    const hosting::OrgAdminContext context{
+        [&identities](std::string_view name) { return identities.user(std::string(name)).has_value(); },
+        cached_upstream};
+    auto reply =
+        hosting::answer_org_admin(namespaces, context, call.method,
+                                  std::string_view(call.path).substr(std::string_view("orgs").size()), call.body);
+    return usage::ApiAnswer{reply.status, reply.content_type, std::move(reply.body)};
+  }
   auto answer = usage::answer_admin(accounts, call.method, call.path, call.query, call.body);
   if (!answer) throw std::logic_error("no accounts route " + call.method + " " + call.path);
   return *answer;
 }
 
 std::variant<usage::ApiAnswer, std::string> answer_remotely(const AccountCommands::Call& call, const NodeTarget& node) {
-  std::string path = call.usage ? "/api/usage" : "/api/inferllama/" + call.path;
+  std::string path = call.api == AccountCommands::Api::usage ? "/api/usage" : "/api/inferllama/" + call.path;
   if (!call.query.empty()) path += "?" + call.query;
   auto called = call_node(node, call.method, path, call.body);
   if (auto* why = std::get_if<std::string>(&called)) return *why;
@@ -139,6 +155,30 @@ void print_keys(const std::string& body, const std::string& user) {
   print_table({{"ID"}, {"LABEL"}, {"HINT"}, {"CREATED"}, {"REVOKED"}}, rows);
 }
 
+void print_orgs(const std::string& body) {
+  const auto orgs = parse_answer(body).value("orgs", Json::array());
+  if (orgs.empty()) {
+    std::printf("no organisations\n");
+    return;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& org : orgs) {
+    rows.push_back({text_of(org, "name"), std::to_string(org.value("members", Json::array()).size())});
+  }
+  print_table({{"NAME"}, {"MEMBERS", true}}, rows);
+}
+
+void print_members(const std::string& body, const std::string& org) {
+  const auto members = parse_answer(body).value("members", Json::array());
+  if (members.empty()) {
+    std::printf("%s has no members\n", org.c_str());
+    return;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& member : members) rows.push_back({text_of(member, "user"), text_of(member, "role")});
+  print_table({{"USER"}, {"ROLE"}}, rows);
+}
+
 void print_usage(const std::string& body) {
   const auto answer = parse_answer(body);
   const auto rows_json = answer.value("usage", Json::array());
@@ -183,21 +223,26 @@ AccountCommands::AccountCommands(CLI::App& app) {
   auto* user_add = add(*user, "add", "Add a user");
   user_add->add_option("name", name_, "1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit")->required();
   user_add->add_option("--email", email_, "The user's email address");
+  user_add->add_flag("--force", force_,
+                     "Also when the node has cached repos of the Hub's namespace of that name: the user's name "
+                     "becomes their own namespace, and the cached repos of it are no longer served");
   commands_.push_back(
       {user_add,
        [this] {
-         return Call{false, "POST", "users", "", Json{{"name", name_}, {"email", email_}}.dump()};
+         Json body{{"name", name_}, {"email", email_}};
+         if (force_) body["force"] = true;
+         return Call{Api::accounts, "POST", "users", "", body.dump()};
        },
        [](const std::string& body) { std::printf("added user %s\n", text_of(parse_answer(body), "name").c_str()); }});
 
   auto* user_list = add(*user, "list", "List the users");
-  commands_.push_back({user_list, [] { return Call{false, "GET", "users", "", ""}; }, print_users});
+  commands_.push_back({user_list, [] { return Call{Api::accounts, "GET", "users", "", ""}; }, print_users});
 
   auto* user_disable = add(*user, "disable", "Disable a user: their keys are refused from the next request on");
   user_disable->add_option("name", name_, "User name")->required();
   commands_.push_back({user_disable,
                        [this] {
-                         return Call{false, "POST", "users/" + url::encode(name_) + "/disable", "", ""};
+                         return Call{Api::accounts, "POST", "users/" + url::encode(name_) + "/disable", "", ""};
                        },
                        [this](const std::string&) {
                          std::printf("disabled user %s: their keys are refused from now on\n", name_.c_str());
@@ -207,7 +252,7 @@ AccountCommands::AccountCommands(CLI::App& app) {
   user_enable->add_option("name", name_, "User name")->required();
   commands_.push_back({user_enable,
                        [this] {
-                         return Call{false, "POST", "users/" + url::encode(name_) + "/enable", "", ""};
+                         return Call{Api::accounts, "POST", "users/" + url::encode(name_) + "/enable", "", ""};
                        },
                        [this](const std::string&) { std::printf("enabled user %s\n", name_.c_str()); }});
 
@@ -216,7 +261,7 @@ AccountCommands::AccountCommands(CLI::App& app) {
   user_passkey->add_option("name", name_, "User name")->required();
   commands_.push_back({user_passkey,
                        [this] {
-                         return Call{false, "POST", "users/" + url::encode(name_) + "/passkey", "", ""};
+                         return Call{Api::accounts, "POST", "users/" + url::encode(name_) + "/passkey", "", ""};
                        },
                        [this](const std::string& body) {
                          std::printf("new passkey of %s: %s (torrents with the old one must be fetched again)\n",
@@ -229,41 +274,42 @@ AccountCommands::AccountCommands(CLI::App& app) {
   hub_token->add_option("name", name_, "User name")->required();
   // Accepted only to say what to do instead: argv is public.
   token_option_ = hub_token->add_option("token", token_)->group("");
-  commands_.push_back(
-      {hub_token,
-       [this] {
-         if (token_option_->count() > 0) {
-           throw UsageError(
-               "a token on the command line is shown to every user of the machine (ps): leave it out "
-               "and give it on stdin (typed, or piped from a file)");
-         }
-         const std::string token = read_secret_line("Hub token for " + name_ + " (empty removes it): ");
-         return Call{false, "POST", "users/" + url::encode(name_) + "/hub-token", "", Json{{"token", token}}.dump()};
-       },
-       [this](const std::string& body) {
-         const bool own = parse_answer(body).value("has_hub_token", false);
-         std::printf("requests of %s now use %s Hub token\n", name_.c_str(), own ? "their own" : "the node's");
-       }});
+  commands_.push_back({hub_token,
+                       [this] {
+                         if (token_option_->count() > 0) {
+                           throw UsageError(
+                               "a token on the command line is shown to every user of the machine (ps): leave it out "
+                               "and give it on stdin (typed, or piped from a file)");
+                         }
+                         const std::string token = read_secret_line("Hub token for " + name_ + " (empty removes it): ");
+                         return Call{Api::accounts, "POST", "users/" + url::encode(name_) + "/hub-token", "",
+                                     Json{{"token", token}}.dump()};
+                       },
+                       [this](const std::string& body) {
+                         const bool own = parse_answer(body).value("has_hub_token", false);
+                         std::printf("requests of %s now use %s Hub token\n", name_.c_str(),
+                                     own ? "their own" : "the node's");
+                       }});
 
   auto* key_create = add(*key, "create", "Create an API key for a user; its secret is shown this once");
   key_create->add_option("user", name_, "User name")->required();
   key_create->add_option("--label", label_, "What the key is for, to tell keys apart");
-  commands_.push_back({key_create,
-                       [this] {
-                         return Call{false, "POST", "keys", "", Json{{"user", name_}, {"label", label_}}.dump()};
-                       },
-                       [](const std::string& body) {
-                         const auto created = parse_answer(body);
-                         std::printf("created key %s for %s\n%s\nthe key will not be shown again: store it now\n",
-                                     text_of(created, "id").c_str(), text_of(created, "user").c_str(),
-                                     text_of(created, "key").c_str());
-                       }});
+  commands_.push_back(
+      {key_create,
+       [this] {
+         return Call{Api::accounts, "POST", "keys", "", Json{{"user", name_}, {"label", label_}}.dump()};
+       },
+       [](const std::string& body) {
+         const auto created = parse_answer(body);
+         std::printf("created key %s for %s\n%s\nthe key will not be shown again: store it now\n",
+                     text_of(created, "id").c_str(), text_of(created, "user").c_str(), text_of(created, "key").c_str());
+       }});
 
   auto* key_list = add(*key, "list", "List a user's API keys");
   key_list->add_option("user", name_, "User name")->required();
   commands_.push_back({key_list,
                        [this] {
-                         return Call{false, "GET", "keys", "user=" + url::encode(name_), ""};
+                         return Call{Api::accounts, "GET", "keys", "user=" + url::encode(name_), ""};
                        },
                        [this](const std::string& body) { print_keys(body, name_); }});
 
@@ -271,13 +317,15 @@ AccountCommands::AccountCommands(CLI::App& app) {
   key_revoke->add_option("id", key_id_, "The key's id (key_...), as `key list` shows it")->required();
   commands_.push_back({key_revoke,
                        [this] {
-                         return Call{false, "POST", "keys/" + url::encode(key_id_) + "/revoke", "", ""};
+                         return Call{Api::accounts, "POST", "keys/" + url::encode(key_id_) + "/revoke", "", ""};
                        },
                        [](const std::string& body) {
                          const auto revoked = parse_answer(body);
                          std::printf("revoked key %s of %s\n", text_of(revoked, "id").c_str(),
                                      text_of(revoked, "user").c_str());
                        }});
+
+  add_org_commands(app);
 
   auto* usage = add(app, "usage", "Requests, tokens and bytes per day, user and repo");
   usage->add_option("user", name_, "Only this user's usage (or anon:ADDRESS)");
@@ -290,7 +338,7 @@ AccountCommands::AccountCommands(CLI::App& app) {
                          std::string query = format_ == "csv" ? "format=csv" : "format=json";
                          if (!name_.empty()) query += "&user=" + url::encode(name_);
                          if (!since_.empty()) query += "&since=" + url::encode(since_);
-                         return Call{true, "GET", "", query, ""};
+                         return Call{Api::usage, "GET", "", query, ""};
                        },
                        [this](const std::string& body) {
                          if (format_ == "table") {
@@ -301,6 +349,78 @@ AccountCommands::AccountCommands(CLI::App& app) {
                            std::fwrite(body.data(), 1, body.size(), stdout);
                          }
                        }});
+}
+
+void AccountCommands::add_org_commands(CLI::App& app) {
+  auto* org = app.add_subcommand(
+      "org", "Organisations: namespaces of hosted repos, whose members read, write or administer them");
+  org->require_subcommand(1);
+  const auto org_path = [this] { return "orgs/" + url::encode(name_); };
+
+  auto* org_add = add(*org, "add", "Add an organisation");
+  org_add->add_option("name", name_, "1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit; no user's name")
+      ->required();
+  org_add->add_flag("--force", force_,
+                    "Also when the node has cached repos of the Hub's namespace of that name: they are no longer "
+                    "served, the organisation's own repos are");
+  commands_.push_back({org_add,
+                       [this] {
+                         Json body{{"name", name_}};
+                         if (force_) body["force"] = true;
+                         return Call{Api::orgs, "POST", "orgs", "", body.dump()};
+                       },
+                       [](const std::string& body) {
+                         std::printf("added organisation %s\n", text_of(parse_answer(body), "name").c_str());
+                       }});
+
+  auto* org_remove = add(*org, "remove", "Remove an organisation that hosts no repos, and its memberships");
+  org_remove->add_option("name", name_, "Organisation name")->required();
+  commands_.push_back({org_remove,
+                       [org_path] {
+                         return Call{Api::orgs, "DELETE", org_path(), "", ""};
+                       },
+                       [this](const std::string&) { std::printf("removed organisation %s\n", name_.c_str()); }});
+
+  auto* org_list = add(*org, "list", "List the organisations");
+  commands_.push_back({org_list, [] { return Call{Api::orgs, "GET", "orgs", "", ""}; }, print_orgs});
+
+  auto* org_members = add(*org, "members", "List an organisation's members and their roles");
+  org_members->add_option("name", name_, "Organisation name")->required();
+  commands_.push_back({org_members,
+                       [org_path] {
+                         return Call{Api::orgs, "GET", org_path() + "/members", "", ""};
+                       },
+                       [this](const std::string& body) { print_members(body, name_); }});
+
+  auto* member = org->add_subcommand("member", "An organisation's members: add (or change a role), remove");
+  member->require_subcommand(1);
+  auto* member_add = add(*member, "add", "Make a user a member of an organisation, or change their role");
+  member_add->add_option("org", name_, "Organisation name")->required();
+  member_add->add_option("user", member_, "User name (a user of the node)")->required();
+  member_add
+      ->add_option("--role", role_,
+                   "read: read its private repos; write: also commit to its repos; admin: also manage its repos")
+      ->check(CLI::IsMember({"read", "write", "admin"}))
+      ->capture_default_str();
+  commands_.push_back({member_add,
+                       [this, org_path] {
+                         return Call{Api::orgs, "PUT", org_path() + "/members/" + url::encode(member_), "",
+                                     Json{{"role", role_}}.dump()};
+                       },
+                       [this](const std::string& body) {
+                         std::printf("%s is a member of %s with the role %s\n", member_.c_str(), name_.c_str(),
+                                     text_of(parse_answer(body), "role").c_str());
+                       }});
+
+  auto* member_remove = add(*member, "remove", "Remove a user from an organisation");
+  member_remove->add_option("org", name_, "Organisation name")->required();
+  member_remove->add_option("user", member_, "User name")->required();
+  commands_.push_back(
+      {member_remove,
+       [this, org_path] {
+         return Call{Api::orgs, "DELETE", org_path() + "/members/" + url::encode(member_), "", ""};
+       },
+       [this](const std::string&) { std::printf("removed %s from %s\n", member_.c_str(), name_.c_str()); }});
 }
 
 std::optional<int> AccountCommands::run() {

@@ -1,6 +1,6 @@
-// `user`, `key` and `usage`: a node's users, API keys and usage records, through a running node's admin
-// API (--node) or straight from a data directory no node is running on. Both ways answer alike: the
-// data-directory way calls the functions the node's API calls.
+// `user`, `key`, `org` and `usage`: a node's users, API keys, organisations and usage records, through a
+// running node's admin API (--node) or straight from a data directory no node is running on. Both ways
+// answer alike: the data-directory way calls the functions the node's API calls.
 #pragma once
 #include <functional>
 #include <optional>
@@ -25,9 +25,11 @@ class AccountCommands {
   // After parsing: the exit code of the account command given, or nullopt when none was.
   std::optional<int> run();
 
-  // One request of the accounts API: an admin route under /api/inferllama/, or GET /api/usage.
+  // One request of the accounts API: an admin route under /api/inferllama/ (users/, keys/: the accounts';
+  // orgs: the hosted namespaces'), or GET /api/usage.
+  enum class Api { accounts, orgs, usage };
   struct Call {
-    bool usage = false;
+    Api api = Api::accounts;
     std::string method;
     std::string path;  // after /api/inferllama/
     std::string query;
@@ -41,9 +43,12 @@ class AccountCommands {
     std::function<void(const std::string& body)> print;  // a successful answer's body
   };
   CLI::App* add(CLI::App& parent, const std::string& name, const std::string& help);
+  void add_org_commands(CLI::App& app);
 
   NodeOptions target_;
   std::string name_, email_, token_, label_, key_id_, since_, format_ = "table";
+  std::string member_, role_ = "read";
+  bool force_ = false;
   CLI::Option* token_option_ = nullptr;  // hub-token's TOKEN: read from stdin when not given
   std::vector<Command> commands_;
 };

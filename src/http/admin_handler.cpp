@@ -1,8 +1,10 @@
-// The node's administration, for the admin (admission checked who): pin, unpin, gc, mirror, and the
-// users/ and keys/ routes of accounts.
+// The node's administration, for the admin (admission checked who): pin, unpin, gc, mirror, the users/
+// and keys/ routes of accounts, and the orgs/ routes of hosted namespaces.
 #include <nlohmann/json.hpp>
 
 #include "cache/evictor.hpp"
+#include "hosting/hosting.hpp"
+#include "hosting/org_admin.hpp"
 #include "http/connection.hpp"
 #include "http/handlers.hpp"
 #include "http/server_context.hpp"
@@ -21,19 +23,54 @@ hub::Reply json_reply(const nlohmann::json& result) {
   return reply;
 }
 
+// HEAD is GET without the body (the session leaves it out).
+std::string method_of(const Request& req) {
+  return req.method() == bhttp::verb::head ? "GET" : std::string(req.method_string());
+}
+
+// Whether the index holds repos of the Hub namespace `ns` (none without an index). On the blocking pool.
+std::function<bool(std::string_view)> cached_upstream(const ServerDeps& deps) {
+  return [index = deps.index](std::string_view ns) { return index && hosting::namespace_cached(*index, ns); };
+}
+
 Task<Answer> answer_accounts(Exchange& x, const std::string& action) {
   auto& server = x.server;
   if (!server.deps.identities) co_return hub::error_reply(404, "this node keeps no users");
   const Request& req = x.request;
-  // HEAD is GET without the body (the session leaves it out).
-  const std::string method = req.method() == bhttp::verb::head ? "GET" : std::string(req.method_string());
+  const std::string method = method_of(req);
   usage::Accounts accounts{*server.deps.identities, *server.deps.usage_log, server.config.token_size};
+  if (server.deps.hosting) {
+    accounts.namespace_refusal = [namespaces = &server.deps.hosting->namespaces(), cached = cached_upstream(server.deps)](std::string_view name,
+                                                                                     bool force) {
+      return hosting::user_namespace_refusal(*namespaces, cached, name, force);
+    };
+  }
   const std::string query(x.query);
   auto answer = co_await offload(server.deps.blocking,
                                  [&] { return usage::answer_admin(accounts, method, action, query, req.body()); });
   if (!answer) co_return hub::error_reply(404, "no such route");
   // no-store: a created key's secret must not be kept anywhere.
   co_return hub::Reply{answer->status, {{"Cache-Control", "no-store"}}, answer->content_type, std::move(answer->body)};
+}
+
+Task<Answer> answer_orgs(Exchange& x, const std::string& action) {
+  auto& server = x.server;
+  if (!server.deps.hosting) co_return hub::error_reply(404, "this node hosts no namespaces");
+  const Request& req = x.request;
+  const std::string method = method_of(req);
+  if ((method == "POST" || method == "PUT") && !req[bhttp::field::content_type].starts_with("application/json"))
+    co_return hub::error_reply(415, "send a JSON body (application/json)");
+  auto* identities = server.deps.identities;
+  const hosting::OrgAdminContext context{
+      [identities](std::string_view name) { return identities && identities->user(std::string(name)).has_value(); },
+      cached_upstream(server.deps)};
+  const std::string_view after_orgs = std::string_view(action).substr(std::string_view("orgs").size());
+  auto& namespaces = server.deps.hosting->namespaces();
+  auto reply = co_await offload(server.deps.blocking, [&] {
+    return hosting::answer_org_admin(namespaces, context, method, after_orgs, req.body());
+  });
+  reply.headers.emplace_back("Cache-Control", "no-store");
+  co_return reply;
 }
 
 // {"repo": ..., "revision": ..., "type": ...} of a pin, unpin or mirror request.
@@ -100,6 +137,7 @@ Task<Answer> handle(Exchange& x, const AdminRoute& route) {
   if (route.action.starts_with("users") || route.action.starts_with("keys")) {
     co_return co_await answer_accounts(x, route.action);
   }
+  if (route.action == "orgs" || route.action.starts_with("orgs/")) co_return co_await answer_orgs(x, route.action);
   if (route.action == "cluster") {
     if (req.method() != bhttp::verb::get && req.method() != bhttp::verb::head) co_return method_not_allowed("use GET");
     if (!x.server.deps.cluster_status) co_return hub::error_reply(404, "no such route");

@@ -219,7 +219,8 @@ Route route(std::string_view path) {
   if (path == "/api/inferllama/pin" || path == "/api/inferllama/unpin" || path == "/api/inferllama/gc" ||
       path == "/api/inferllama/mirror" || path == "/api/inferllama/cluster" || path == "/api/inferllama/users" ||
       path.starts_with("/api/inferllama/users/") || path == "/api/inferllama/keys" ||
-      path.starts_with("/api/inferllama/keys/")) {
+      path.starts_with("/api/inferllama/keys/") || path == "/api/inferllama/orgs" ||
+      path.starts_with("/api/inferllama/orgs/")) {
     return AdminRoute{std::string(path.substr(kAdmin.size()))};
   }
   // Where a Xet client is sent by the node's refusal (see hosting_handlers.cpp): every request there is

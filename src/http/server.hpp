@@ -30,7 +30,8 @@ class UsageLog;
 }  // namespace inferllama::usage
 namespace inferllama {
 class RateLimiter;
-}
+class Index;
+}  // namespace inferllama
 
 namespace inferllama::http {
 
@@ -59,8 +60,10 @@ struct ServerDeps {
   usage::Identities* identities = nullptr;
   usage::UsageLog* usage_log = nullptr;
   RateLimiter* limiter = nullptr;
-  // Hosted repos: the namespaces the node owns, their upload routes and their reads.
+  // Hosted repos: the namespaces the node owns (the admin API's orgs/ routes too), their upload routes and
+  // their reads. With the index, a Hub namespace the node has cached repos of is taken only with "force".
   hosting::Hosting* hosting = nullptr;
+  Index* index = nullptr;
   // GET /api/inferllama/cluster: the node's upstreams, swarms and bytes by source, as JSON.
   std::function<std::string()> cluster_status;
 };

@@ -178,6 +178,7 @@ std::unique_ptr<http::Server> Node::make_server() {
   deps.usage_log = &usage_log_;
   deps.limiter = &limiter();
   deps.hosting = &hosting_;
+  deps.index = index_.get();
   deps.cluster_status = [this] { return cluster_status(); };
   return std::make_unique<http::Server>(io_, std::move(deps));
 }

@@ -55,27 +55,40 @@ std::variant<std::map<std::string, std::string>, std::string> parse_query(std::s
   return params;
 }
 
-// A JSON body of string fields: each one of `allowed`, those of `required` present.
-std::variant<std::map<std::string, std::string>, std::string> string_fields(
-    std::string_view body, std::initializer_list<std::string_view> allowed,
-    std::initializer_list<std::string_view> required) {
+// A JSON body's fields: strings, and flags (true or false).
+struct Fields {
+  std::map<std::string, std::string> strings;
+  std::map<std::string, bool> flags;
+};
+
+// A JSON body of string fields, each one of `allowed`, those of `required` present, and of flags, each
+// one of `flags`.
+std::variant<Fields, std::string> body_fields(std::string_view body, std::initializer_list<std::string_view> allowed,
+                                              std::initializer_list<std::string_view> required,
+                                              std::initializer_list<std::string_view> flags = {}) {
   std::string expected = "expected a JSON object {";
   for (auto field : allowed) {
     const bool optional = std::find(required.begin(), required.end(), field) == required.end();
     expected += (expected.ends_with('{') ? "\"" : ", \"") + std::string(field) + (optional ? "\"?" : "\"");
   }
-  expected += "} of strings";
+  for (auto flag : flags) expected += ", \"" + std::string(flag) + "\"?";
+  expected += flags.size() == 0 ? "} of strings" : "}, the flags true or false, the rest strings";
   const auto json = Json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (!json.is_object()) return expected;
-  std::map<std::string, std::string> fields;
+  Fields fields;
   for (const auto& [name, value] : json.items()) {
+    if (std::find(flags.begin(), flags.end(), name) != flags.end()) {
+      if (!value.is_boolean()) return "\"" + name + "\" is not true or false; " + expected;
+      fields.flags[name] = value.get<bool>();
+      continue;
+    }
     if (std::find(allowed.begin(), allowed.end(), name) == allowed.end())
       return "unknown field \"" + name + "\"; " + expected;
     if (!value.is_string()) return "\"" + name + "\" is not a string; " + expected;
-    fields[name] = value.get<std::string>();
+    fields.strings[name] = value.get<std::string>();
   }
   for (auto field : required) {
-    if (!fields.contains(std::string(field))) return "\"" + std::string(field) + "\" is missing; " + expected;
+    if (!fields.strings.contains(std::string(field))) return "\"" + std::string(field) + "\" is missing; " + expected;
   }
   return fields;
 }
@@ -105,12 +118,17 @@ ApiAnswer list_users(const Identities& identities) {
   return json_answer(200, {{"users", list}});
 }
 
-ApiAnswer add_user(Identities& identities, std::string_view body) {
-  auto fields = string_fields(body, {"name", "email"}, {"name"});
+ApiAnswer add_user(const Accounts& accounts, std::string_view body) {
+  auto fields = body_fields(body, {"name", "email"}, {"name"}, {"force"});
   if (auto* why = std::get_if<std::string>(&fields)) return error(400, *why);
-  auto& given = std::get<0>(fields);
-  const std::string& name = given["name"];
-  auto added = identities.add_user(name, given["email"]);
+  auto& given = std::get<Fields>(fields);
+  const std::string& name = given.strings["name"];
+  Identities& identities = accounts.identities;
+  // A name taken by a user, or invalid, is refused as such below; any other is a namespace to check.
+  if (accounts.namespace_refusal && Identities::is_valid_user_name(name) && !identities.user(name)) {
+    if (auto refused = accounts.namespace_refusal(name, given.flags["force"])) return error(409, *refused);
+  }
+  auto added = identities.add_user(name, given.strings["email"]);
   if (auto* user = std::get_if<User>(&added)) return json_answer(201, user_json(*user));
   return error(identities.user(name) ? 409 : 400, std::get<std::string>(added));
 }
@@ -127,18 +145,18 @@ ApiAnswer change_user(Identities& identities, const std::string& name, const std
   } else if (change == "passkey") {
     failed = identities.new_passkey(name);
   } else {
-    auto fields = string_fields(body, {"token"}, {"token"});
+    auto fields = body_fields(body, {"token"}, {"token"});
     if (auto* why = std::get_if<std::string>(&fields)) return error(400, *why);
-    failed = identities.set_hub_token(name, std::get<0>(fields)["token"]);
+    failed = identities.set_hub_token(name, std::get<Fields>(fields).strings["token"]);
   }
   if (failed) return error(400, *failed);
   return json_answer(200, user_json(*identities.user(name)));
 }
 
 ApiAnswer create_key(Identities& identities, std::string_view body) {
-  auto fields = string_fields(body, {"user", "label"}, {"user"});
+  auto fields = body_fields(body, {"user", "label"}, {"user"});
   if (auto* why = std::get_if<std::string>(&fields)) return error(400, *why);
-  auto& given = std::get<0>(fields);
+  auto& given = std::get<Fields>(fields).strings;
   const std::string& name = given["user"];
   auto created = identities.create_key(name, given["label"]);
   if (auto* key = std::get_if<CreatedKey>(&created)) return json_answer(201, created_key_json(*key));
@@ -189,7 +207,7 @@ std::optional<ApiAnswer> route(Accounts& accounts, std::string_view method, std:
   Identities& identities = accounts.identities;
   if (s.size() == 1 && s[0] == "users") {
     if (method == "GET") return list_users(identities);
-    if (method == "POST") return add_user(identities, body);
+    if (method == "POST") return add_user(accounts, body);
     return wrong_method("GET or POST");
   }
   if (s.size() == 3 && s[0] == "users" &&

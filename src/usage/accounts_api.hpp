@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -24,11 +25,16 @@ struct Accounts {
   Identities& identities;
   UsageLog& usage;
   std::uint64_t token_size;  // bytes of file content per token, to count a row's tokens
+  // A user's name is their namespace of hosted repos: why `name` may not be one (an organisation's, or a
+  // Hub namespace the node has cached repos of, unless `force`), or nullopt. Given by the caller, which
+  // knows the namespaces; unset, a name is refused only when a user has it.
+  std::function<std::optional<std::string>(std::string_view name, bool force)> namespace_refusal = {};
 };
 
 // Admin routes under /api/inferllama/; `path` is what follows that prefix, `query` what follows '?':
 //   GET users                      {"users": [user...]}
-//   POST users {name, email?}      201 user; 409 when the name is taken, 400 when it is invalid
+//   POST users {name, email?, force?}   201 user; 400 when the name is invalid; 409 when it is taken, by a user
+//                                  or as namespace_refusal says (force: true takes a namespace cached from the Hub)
 //   POST users/{name}/disable      user (its keys are refused from the next request on)
 //   POST users/{name}/enable       user
 //   POST users/{name}/passkey      user, with a new passkey (the old one is refused from now on)

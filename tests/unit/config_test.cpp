@@ -83,7 +83,7 @@ TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
 
 TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
   const auto keys = config_keys();
-  ASSERT_EQ(keys.size(), 68u);
+  ASSERT_EQ(keys.size(), 69u);
   for (const ConfigKey& k : keys) {
     std::string flag = "--" + std::string(k.name);
     std::replace(flag.begin(), flag.end(), '_', '-');
@@ -175,6 +175,8 @@ std::vector<PrecedenceCase> precedence_cases() {
        [](const Config& c) { return c.tls_key.string(); }},
       {"max_disk", "\"1GiB\"", "2048", "3KiB", "1073741824", "2048", "3072", "0",
        [n](const Config& c) { return n(c.max_disk); }},
+      {"hosted_quota", "\"1GiB\"", "2048", "3KiB", "1073741824", "2048", "3072", "0",
+       [n](const Config& c) { return n(c.hosted_quota); }},
       {"metadata_budget", "\"1GiB\"", "2048", "3KiB", "1073741824", "2048", "3072", "268435456",
        [n](const Config& c) { return n(c.metadata_budget); }},
       {"idle_timeout", "\"20s\"", "10", "1m", "20", "10", "60", "60",

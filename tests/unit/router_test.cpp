@@ -143,6 +143,11 @@ TEST(Router, AccountRoutes) {
   EXPECT_EQ(std::get<AdminRoute>(r).action, "keys/key_0123/revoke");
   EXPECT_TRUE(std::holds_alternative<AdminRoute>(route("/api/inferllama/users")));
   EXPECT_FALSE(std::holds_alternative<AdminRoute>(route("/api/inferllama/usersx")));
+  r = route("/api/inferllama/orgs/acme/members/ada");
+  ASSERT_TRUE(std::get_if<AdminRoute>(&r));
+  EXPECT_EQ(std::get<AdminRoute>(r).action, "orgs/acme/members/ada");
+  EXPECT_TRUE(std::holds_alternative<AdminRoute>(route("/api/inferllama/orgs")));
+  EXPECT_FALSE(std::holds_alternative<AdminRoute>(route("/api/inferllama/orgsx")));
   r = route("/api/inferllama/cluster");
   ASSERT_TRUE(std::get_if<AdminRoute>(&r));
   EXPECT_EQ(std::get<AdminRoute>(r).action, "cluster");
