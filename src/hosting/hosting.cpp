@@ -376,18 +376,25 @@ std::optional<Reply> write_refusal(std::optional<Reply> read, std::optional<Role
 }
 }  // namespace
 
+std::optional<std::variant<RepoId, Reply>> Hosting::repo_of_request(const Requester& who, const Json& json) const {
+  auto parsed = repo_of_body(json, who.user);
+  if (std::holds_alternative<Reply>(parsed)) {
+    // A namespace that is not the node's goes upstream as it came, whatever the node makes of it.
+    const std::string ns = string_field(json, "organization");
+    if (!ns.empty() && !owns_namespace(ns)) return std::nullopt;
+    return parsed;
+  }
+  if (!owns(std::get<RepoId>(parsed))) return std::nullopt;
+  return parsed;
+}
+
 std::optional<Reply> Hosting::create_repo(const Requester& who, const std::string& body, const std::string& base) {
   auto json = parse_object(body);
   if (!json) return error_reply(400, "the body must be a JSON object");
-  auto parsed = repo_of_body(*json, who.user);
-  if (auto* refused = std::get_if<Reply>(&parsed)) {
-    // A namespace that is not the node's goes upstream as it came, whatever the node makes of it.
-    const std::string ns = string_field(*json, "organization");
-    if (!ns.empty() && !owns_namespace(ns)) return std::nullopt;
-    return std::move(*refused);
-  }
-  const RepoId repo = std::get<RepoId>(parsed);
-  if (!owns(repo)) return std::nullopt;
+  auto named = repo_of_request(who, *json);
+  if (!named) return std::nullopt;
+  if (auto* refused = std::get_if<Reply>(&*named)) return std::move(*refused);
+  const RepoId repo = std::get<RepoId>(*named);
   const auto role = impl_->role(namespaces_, who, repo);
   if (who.user.empty() && !who.admin) return error_reply(401, "sign in with a node key to create repos");
   if (!role || *role < Role::write)
@@ -447,14 +454,10 @@ std::optional<Reply> Hosting::create_repo(const Requester& who, const std::strin
 std::optional<Reply> Hosting::delete_repo(const Requester& who, const std::string& body) {
   auto json = parse_object(body);
   if (!json) return error_reply(400, "the body must be a JSON object");
-  auto parsed = repo_of_body(*json, who.user);
-  if (auto* refused = std::get_if<Reply>(&parsed)) {
-    const std::string ns = string_field(*json, "organization");
-    if (!ns.empty() && !owns_namespace(ns)) return std::nullopt;
-    return std::move(*refused);
-  }
-  const RepoId repo = std::get<RepoId>(parsed);
-  if (!owns(repo)) return std::nullopt;
+  auto named = repo_of_request(who, *json);
+  if (!named) return std::nullopt;
+  if (auto* refused = std::get_if<Reply>(&*named)) return std::move(*refused);
+  const RepoId repo = std::get<RepoId>(*named);
   if (auto refused = write_refusal(read_refusal(who, repo), impl_->role(namespaces_, who, repo), who, Role::admin))
     return refused;
   const auto etags = impl_->etags_of_repo(repo);

@@ -16,6 +16,8 @@
 #include <variant>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "hosting/namespaces.hpp"
 #include "hosting/repo_content.hpp"
 #include "hosting/upload_ticket.hpp"
@@ -128,6 +130,11 @@ class Hosting : public HostedRepos {
   struct Impl;  // public so that the upload sinks in hosting.cpp can reach it
 
  private:
+  // The repo a create or delete body names, or why the body is refused; nullopt when its namespace is not
+  // the node's (the caller passes the request upstream).
+  std::optional<std::variant<RepoId, hub::Reply>> repo_of_request(const Requester& who,
+                                                                  const nlohmann::json& json) const;
+
   std::unique_ptr<Impl> impl_;
   Namespaces namespaces_;
 };

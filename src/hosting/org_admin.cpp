@@ -31,19 +31,6 @@ std::string in_quotes(std::string_view name) {
   return "\"" + std::string(name) + "\"";
 }
 
-// The '/'-separated segments of a path, each percent-decoded; nullopt on a malformed escape.
-std::optional<std::vector<std::string>> decoded_segments(std::string_view path) {
-  std::vector<std::string> segments;
-  while (true) {
-    const auto slash = path.find('/');
-    auto segment = url::decode(path.substr(0, slash));
-    if (!segment) return std::nullopt;
-    segments.push_back(std::move(*segment));
-    if (slash == std::string_view::npos) return segments;
-    path.remove_prefix(slash + 1);
-  }
-}
-
 Json members_json(Namespaces& ns, std::string_view org) {
   Json list = Json::array();
   for (const Member& member : ns.members(org)) {
@@ -169,7 +156,7 @@ hub::Reply route(Namespaces& ns, const OrgAdminContext& ctx, std::string_view me
     return wrong_method("GET or POST");
   }
   if (!path.starts_with('/')) return hub::error_reply(404, "no such route");
-  auto segments = decoded_segments(path.substr(1));
+  auto segments = url::decoded_segments(path.substr(1));
   if (!segments) return hub::error_reply(400, "malformed percent-escape in the path");
   const auto& s = *segments;
   if (s.size() == 1) {

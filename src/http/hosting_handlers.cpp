@@ -39,19 +39,9 @@ hub::Reply xet_refusal(const std::string& base, std::int64_t now) {
   return reply;
 }
 
-// The decoded path segments of a request target.
+// The decoded path segments of a request target (after its leading '/'; the router refused malformed ones).
 std::vector<std::string> segments(std::string_view target) {
-  std::string_view path = url::split_target(target).first;
-  std::vector<std::string> out;
-  while (!path.empty()) {
-    if (path.front() == '/') path.remove_prefix(1);
-    const auto slash = path.find('/');
-    auto decoded = url::decode(path.substr(0, slash));
-    out.push_back(decoded ? std::move(*decoded) : std::string());
-    if (slash == std::string_view::npos) break;
-    path.remove_prefix(slash);
-  }
-  return out;
+  return url::decoded_segments(url::split_target(target).first.substr(1)).value_or(std::vector<std::string>{});
 }
 
 std::string join(const std::vector<std::string>& segs, std::size_t from) {
@@ -69,7 +59,10 @@ bool query_flag(std::string_view query, std::string_view name) {
   return false;
 }
 
-Task<Answer> on_blocking(Exchange& x, std::function<hub::Reply()> work) {
+// `work` captures by reference only: GCC 12 destroys a co_await expression's temporaries twice, which only
+// a trivially destructible callable survives.
+template <class Work>
+Task<Answer> on_blocking(Exchange& x, Work work) {
   hub::Reply reply = co_await offload(x.server.deps.blocking, std::move(work));
   co_return reply;
 }
@@ -163,7 +156,8 @@ Task<std::optional<Answer>> hosted(Exchange& x, const ApiRoute& api) {
   switch (api.kind) {
     case ApiRoute::Kind::webseed: {
       if (api.path.starts_with(".pad/")) break;  // zeros, whoever asks
-      auto file = co_await hosted(x, ResolveRoute{api.repo, api.rev, api.path, api.passkey});
+      const ResolveRoute route{api.repo, api.rev, api.path, api.passkey};  // named: see on_blocking
+      auto file = co_await hosted(x, route);
       co_return file;
     }
     case ApiRoute::Kind::torrent:
@@ -256,7 +250,7 @@ Task<std::optional<Answer>> hosted(Exchange& x, const UpstreamRoute& route) {
       if (name != "author" || !hosting->owns_namespace(value)) continue;
       const RepoType type = *parse_repo_type(path.substr(5));
       const std::string author = value;
-      co_return co_await on_blocking(x, [&, author] { return hosting->list_repos(who, type, author); });
+      co_return co_await on_blocking(x, [&] { return hosting->list_repos(who, type, author); });
     }
   }
   co_return std::nullopt;

@@ -30,19 +30,6 @@ ApiAnswer wrong_method(std::string_view allowed) {
   return error(405, "use " + std::string(allowed));
 }
 
-// The '/'-separated segments of a path, each percent-decoded; nullopt on a malformed escape.
-std::optional<std::vector<std::string>> decoded_segments(std::string_view path) {
-  std::vector<std::string> segments;
-  while (true) {
-    const auto slash = path.find('/');
-    auto segment = url::decode(path.substr(0, slash));
-    if (!segment) return std::nullopt;
-    segments.push_back(std::move(*segment));
-    if (slash == std::string_view::npos) return segments;
-    path.remove_prefix(slash + 1);
-  }
-}
-
 // The query's parameters, decoded. A malformed escape or a parameter given twice is an error: a second
 // `user` must not be read one way here and another way by whatever checked the first.
 std::variant<std::map<std::string, std::string>, std::string> parse_query(std::string_view query) {
@@ -197,7 +184,7 @@ ApiAnswer revoke_key(Identities& identities, const std::string& id) {
 std::optional<ApiAnswer> route(Accounts& accounts, std::string_view method, std::string_view path,
                                std::string_view query, std::string_view body) {
   if (!path.starts_with("users") && !path.starts_with("keys")) return std::nullopt;
-  auto segments = decoded_segments(path);
+  auto segments = url::decoded_segments(path);
   if (!segments) {
     if (path.starts_with("users/") || path.starts_with("keys/"))
       return error(400, "malformed percent-escape in the path");

@@ -73,6 +73,18 @@ std::optional<QueryList> decode_pairs(std::string_view query, bool strict) {
 }
 }  // namespace
 
+std::optional<std::vector<std::string>> decoded_segments(std::string_view path) {
+  std::vector<std::string> segments;
+  while (true) {
+    const auto slash = path.find('/');
+    auto segment = decode(path.substr(0, slash));
+    if (!segment) return std::nullopt;
+    segments.push_back(std::move(*segment));
+    if (slash == std::string_view::npos) return segments;
+    path.remove_prefix(slash + 1);
+  }
+}
+
 QueryList parse_query(std::string_view query) {
   return *decode_pairs(query, false);
 }

@@ -18,6 +18,8 @@ std::optional<std::string> decode(std::string_view text, bool plus_is_space = fa
 std::optional<std::size_t> decode_to(std::string_view text, std::span<std::uint8_t> out, bool plus_is_space = false);
 
 using QueryList = std::vector<std::pair<std::string, std::string>>;
+// The '/'-separated segments of a path, each percent-decoded; nullopt on a malformed escape.
+std::optional<std::vector<std::string>> decoded_segments(std::string_view path);
 QueryList parse_query(std::string_view query);  // form-encoded pairs, decoded; malformed pairs skipped
 // The same pairs, or nullopt when any pair has a malformed escape (so that nothing is silently dropped).
 std::optional<QueryList> parse_query_strict(std::string_view query);
