@@ -345,6 +345,8 @@ class Stats:
             self.signed_queries: list[str] = []  # the query of every signed CDN URL handed out
             # The routes a node passes through (listings, whoami, commits, ...): what each one carried.
             self.other_requests: list[dict] = []
+            # Every request of the hub origin but the control API's: "METHOD /path?query", in arrival order.
+            self.hub_requests: list[str] = []
 
     def signed(self, query: str) -> None:
         with self.lock:
@@ -377,6 +379,7 @@ class Stats:
                 "total_requests": self.total_requests,
                 "signed_queries": list(self.signed_queries),
                 "other_requests": list(self.other_requests),
+                "hub_requests": list(self.hub_requests),
             }
 
 
@@ -1053,6 +1056,8 @@ class HubHandler(BaseHandler):
         if kind == "resolve":
             kind = "resolve_head" if method == "HEAD" else "resolve_get"
         hub.stats.count(kind, auth_key)
+        with hub.stats.lock:
+            hub.stats.hub_requests.append(f"{method} {self.path}")
 
         decoded_path = "/" + "/".join(segs)
         fault = hub.faults.take(lambda f: f["kind"] == "status"
