@@ -279,6 +279,28 @@ struct Hosting::Impl {
     return etags;
   }
 
+  // A blob stored for `repo`: its scope says so, and the store may lease it again if it was forgotten.
+  void stored(cache::BlobWriter& writer, const RepoId& repo, const std::string& etag, bool lfs) {
+    BlobScope scope;
+    scope.repos.push_back(repo);
+    writer.store(deps.index, etag, lfs, {}, scope);
+    if (deps.stored) deps.stored(etag);
+  }
+
+  // A commit's inline files are stored before the commit that names them becomes visible.
+  void store_inline(const RepoId& repo, const CommitPayload& payload) {
+    for (const auto& op : payload.operations) {
+      const auto* add = std::get_if<AddFile>(&op);
+      if (!add) continue;
+      const std::string etag = make_git_object("blob", add->content).id.hex();
+      if (deps.index.get_blob(etag) && deps.index.blob_serves(etag, repo)) continue;
+      BlobScope scope;
+      scope.repos.push_back(repo);
+      cache::store_bytes(deps.store, deps.index, settings.chunk_size, add->content, etag, false, {}, scope);
+      if (deps.stored) deps.stored(etag);
+    }
+  }
+
   void mark_pending(const RepoId& repo, const std::string& etag) {
     deps.records.write(RecordTable::hosting,
                        {{std::string(kPending) + etag + '\0' + repo.key(), std::to_string(seconds(deps.clock))}},
@@ -432,15 +454,7 @@ std::optional<Reply> Hosting::create_repo(const Requester& who, const std::strin
       initial.operations.push_back(AddFile{path, std::move(*decoded)});
     }
   }
-  std::vector<std::string> stored;
-  for (const auto& op : initial.operations) {
-    const auto& add = std::get<AddFile>(op);
-    const std::string etag = make_git_object("blob", add.content).id.hex();
-    BlobScope scope;
-    scope.repos.push_back(repo);
-    cache::store_bytes(impl_->deps.store, impl_->deps.index, impl_->settings.chunk_size, add.content, etag, false, {},
-                       scope);
-  }
+  impl_->store_inline(repo, initial);
   auto done = impl_->content.commit(repo, "main", initial, impl_->author(who),
                                     [&](const Sha256& oid) { return impl_->stored_size(repo, oid); });
   if (auto* refused = std::get_if<CommitRefusal>(&done)) {
@@ -632,11 +646,9 @@ class ObjectUpload : public Hosting::Upload {
     if (digests.sha256 != ticket_.oid)
       return error_reply(400, "the uploaded bytes hash to " + digests.sha256.hex() + ", not to the object's oid " +
                                   ticket_.oid.hex() + "; nothing was stored");
-    BlobScope scope;
-    scope.repos.push_back(ticket_.repo);
     // Pending before it is stored: garbage collection never sees it unheld.
     impl_.mark_pending(ticket_.repo, ticket_.oid.hex());
-    writer_.store(impl_.deps.index, ticket_.oid.hex(), true, {}, scope);
+    impl_.stored(writer_, ticket_.repo, ticket_.oid.hex(), true);
     return Reply{200, {{"ETag", "\"" + ticket_.oid.hex() + "\""}}, "application/json", "{}"};
   }
 
@@ -729,10 +741,8 @@ Reply Hosting::complete_multipart(const UploadTicket& ticket, const std::string&
     staging.remove();
     return error_reply(400, "the parts hash to " + digests.sha256.hex() + ", not to the object's oid; upload again");
   }
-  BlobScope scope;
-  scope.repos.push_back(ticket.repo);
   impl_->mark_pending(ticket.repo, ticket.oid.hex());
-  writer.store(impl_->deps.index, ticket.oid.hex(), true, {}, scope);
+  impl_->stored(writer, ticket.repo, ticket.oid.hex(), true);
   staging.remove();
   return json_reply(200, Json::object());
 }
@@ -771,18 +781,7 @@ Reply Hosting::commit(const Requester& who, const RepoId& repo, const std::strin
   for (const auto& op : payload.operations)
     if (const auto* add = std::get_if<AddFile>(&op)) inline_bytes += add->content.size();
   if (auto refused = impl_->over_quota(namespaces_, namespace_of(repo), inline_bytes)) return *refused;
-  // Inline files are stored before the commit that names them becomes visible.
-  BlobScope scope;
-  scope.repos.push_back(repo);
-  for (const auto& op : payload.operations) {
-    if (const auto* add = std::get_if<AddFile>(&op)) {
-      const std::string etag = make_git_object("blob", add->content).id.hex();
-      if (!impl_->deps.index.get_blob(etag) || !impl_->deps.index.blob_serves(etag, repo))
-        cache::store_bytes(impl_->deps.store, impl_->deps.index, impl_->settings.chunk_size, add->content, etag, false,
-                           {}, scope);
-    }
-  }
-  std::optional<Sha1> before = impl_->content.head(repo, branch);
+  impl_->store_inline(repo, payload);
   auto done = impl_->content.commit(
       repo, branch, payload, impl_->author(who), [&](const Sha256& oid) { return impl_->stored_size(repo, oid); },
       start);
@@ -798,8 +797,6 @@ Reply Hosting::commit(const Requester& who, const RepoId& repo, const std::strin
       taken.push_back({std::string(kPending) + lfs->oid.hex() + '\0' + repo.key(), std::nullopt});
   }
   if (!taken.empty()) impl_->deps.records.write(RecordTable::hosting, taken, /*sync=*/false);
-  // Files deleted or replaced that no commit holds any more (only when history was rewritten) leave.
-  (void)before;
   const std::string url = repo_url(base, repo);
   Json answer{{"commitOid", commit.hex()},
               {"commitUrl", url + "/commit/" + commit.hex()},

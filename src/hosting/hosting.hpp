@@ -59,6 +59,8 @@ class Hosting : public HostedRepos {
     std::function<std::string(std::string_view)> email_of;
     // Hosted files no snapshot holds any more: their blobs, chunks and torrents go.
     std::function<void(const std::vector<std::string>& etags)> release;
+    // A file was just stored (again): the store may lease it.
+    std::function<void(const std::string& etag)> stored;
   };
   Hosting(Deps deps, HostingSettings settings);
   ~Hosting() override;

@@ -82,7 +82,8 @@ Node::Node(const Config& config)
                 },
                 [this](const std::vector<std::string>& etags) {
                   evictor_.forget(etags, "no hosted repo holds it any more");
-                }},
+                },
+                [this](const std::string& etag) { evictor_.stored(etag); }},
                {.chunk_size = static_cast<std::uint32_t>(config_.chunk_size), .quota = config_.hosted_quota}),
       mirror_({config_, store_, *index_, workers_, hub_, downloads_, evictor_, torrents_}) {
   hub_.set_hosted(&hosting_);

@@ -62,7 +62,8 @@ class HostingTest : public ::testing::Test {
                        [this](const std::vector<std::string>& etags) {
                          released_.insert(etags.begin(), etags.end());
                          for (const auto& etag : etags) index_->remove_blob(etag);
-                       }};
+                       },
+                       [this](const std::string& etag) { stored_.insert(etag); }};
     hosting_ = std::make_unique<Hosting>(deps, HostingSettings{.chunk_size = 64 * 1024, .quota = quota});
   }
 
@@ -116,6 +117,7 @@ class HostingTest : public ::testing::Test {
   std::unique_ptr<Index> index_;
   std::unique_ptr<Hosting> hosting_;
   std::set<std::string> released_;
+  std::set<std::string> stored_;
   const Requester ada_{"ada", false};
   const Requester bob_{"bob", false};
   const RepoId repo_{RepoType::model, "ada/ft"};
@@ -190,6 +192,7 @@ TEST_F(HostingTest, AnUploadIsStoredOnlyWhenItsBytesAreTheOid) {
   tampered["href"] = href;
   EXPECT_EQ(put(tampered, bytes).status, 403u);
   EXPECT_EQ(put(upload, bytes).status, 200u);
+  EXPECT_TRUE(stored_.contains(cache::sha256(bytes).hex()));
   EXPECT_TRUE(batch(ada_, repo_, bytes).is_null());  // stored for this repo: nothing to send again
   // Bob's repo must receive the bytes again: knowing a hash is not holding the file.
   create(bob_, "other");
