@@ -200,27 +200,47 @@ struct Hosting::Impl {
     return parse_commit(object->content);
   }
 
-  // Files of the repos of `ns` (every commit any branch still reaches): distinct etags and their bytes.
+  // Each file row of the snapshots under `prefix` ("snap|" for all): its etag and size.
+  void for_each_snapshot_file(const std::string& prefix,
+                              const std::function<void(std::string_view etag, std::uint64_t size)>& visit) {
+    deps.records.scan(RecordTable::hosting, prefix, [&](std::string_view, std::string_view value) {
+      // {blob}|{size}|{lfs oid or ""}: see repo_content.cpp
+      const auto first = value.find('|');
+      const auto second = value.find('|', first + 1);
+      const std::string_view lfs = value.substr(second + 1);
+      const std::string_view digits = value.substr(first + 1, second - first - 1);
+      std::uint64_t size = 0;
+      std::from_chars(digits.data(), digits.data() + digits.size(), size);
+      visit(lfs.empty() ? value.substr(0, first) : lfs, size);
+      return true;
+    });
+  }
+
+  // Each pending upload: its etag and the repo it was uploaded for.
+  void for_each_pending(const std::function<void(std::string_view etag, std::string_view repo_key)>& visit) {
+    deps.records.scan(RecordTable::hosting, kPending, [&](std::string_view key, std::string_view) {
+      const std::string_view rest = key.substr(kPending.size());
+      const auto nul = rest.find('\0');
+      visit(rest.substr(0, nul), nul == std::string_view::npos ? std::string_view() : rest.substr(nul + 1));
+      return true;
+    });
+  }
+
+  // What a namespace holds: the distinct files of every commit its repos' branches reach, and the uploads
+  // no commit took up yet.
   std::uint64_t namespace_bytes(Namespaces& namespaces, std::string_view ns) {
-    std::set<std::string> seen;
+    std::set<std::string, std::less<>> seen;
     std::uint64_t bytes = 0;
     for (const HostedRepo& hosted : namespaces.repos_in(ns)) {
-      const std::string prefix = "snap|" + hosted.repo.key() + '\0';
-      deps.records.scan(RecordTable::hosting, prefix, [&](std::string_view, std::string_view value) {
-        // blob|size|lfs
-        const auto first = value.find('|');
-        const auto second = value.find('|', first + 1);
-        const std::string_view lfs = value.substr(second + 1);
-        const std::string etag(lfs.empty() ? value.substr(0, first) : lfs);
-        if (seen.insert(etag).second) {
-          std::uint64_t size = 0;
-          const std::string_view digits = value.substr(first + 1, second - first - 1);
-          std::from_chars(digits.data(), digits.data() + digits.size(), size);
-          bytes += size;
-        }
-        return true;
+      for_each_snapshot_file("snap|" + hosted.repo.key() + '\0', [&](std::string_view etag, std::uint64_t size) {
+        if (seen.emplace(etag).second) bytes += size;
       });
     }
+    for_each_pending([&](std::string_view etag, std::string_view repo_key) {
+      const auto repo = parse_repo_key(repo_key);
+      if (!repo || namespace_of(*repo) != ns || !seen.emplace(etag).second) return;
+      if (auto blob = deps.index.get_blob(std::string(etag))) bytes += blob->size;
+    });
     return bytes;
   }
 
@@ -233,26 +253,13 @@ struct Hosting::Impl {
                                 std::to_string(more) + " more; delete files or repos, or ask the operator");
   }
 
-  // Every etag hosted snapshots hold, and the pending uploads'.
+  // Every etag hosted snapshots hold, and the pending uploads'; the bytes of the former.
   std::uint64_t referenced(std::unordered_set<std::string>& etags) {
     std::uint64_t bytes = 0;
-    deps.records.scan(RecordTable::hosting, "snap|", [&](std::string_view, std::string_view value) {
-      const auto first = value.find('|');
-      const auto second = value.find('|', first + 1);
-      const std::string_view lfs = value.substr(second + 1);
-      if (etags.emplace(lfs.empty() ? value.substr(0, first) : lfs).second) {
-        std::uint64_t size = 0;
-        const std::string_view digits = value.substr(first + 1, second - first - 1);
-        std::from_chars(digits.data(), digits.data() + digits.size(), size);
-        bytes += size;
-      }
-      return true;
+    for_each_snapshot_file("snap|", [&](std::string_view etag, std::uint64_t size) {
+      if (etags.emplace(etag).second) bytes += size;
     });
-    deps.records.scan(RecordTable::hosting, kPending, [&](std::string_view key, std::string_view) {
-      const std::string_view rest = key.substr(kPending.size());
-      etags.emplace(rest.substr(0, rest.find('\0')));
-      return true;
-    });
+    for_each_pending([&](std::string_view etag, std::string_view) { etags.emplace(etag); });
     return bytes;
   }
 
@@ -269,13 +276,8 @@ struct Hosting::Impl {
 
   std::set<std::string> etags_of_repo(const RepoId& repo) {
     std::set<std::string> etags;
-    deps.records.scan(RecordTable::hosting, "snap|" + repo.key() + '\0', [&](std::string_view, std::string_view value) {
-      const auto first = value.find('|');
-      const auto second = value.find('|', first + 1);
-      const std::string_view lfs = value.substr(second + 1);
-      etags.emplace(lfs.empty() ? value.substr(0, first) : lfs);
-      return true;
-    });
+    for_each_snapshot_file("snap|" + repo.key() + '\0',
+                           [&](std::string_view etag, std::uint64_t) { etags.emplace(etag); });
     return etags;
   }
 

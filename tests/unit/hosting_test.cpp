@@ -247,6 +247,12 @@ TEST_F(HostingTest, TheQuotaCountsWhatANamespaceHolds) {
   auto over = commit(ada_, repo_, {add("big.txt", std::string(5000, 'b'))});
   EXPECT_EQ(over.status, 413u);
   EXPECT_NE(over.body.find("hosted_quota"), std::string::npos);
+  // Uploads no commit took up yet count too: they hold disk until they are collected.
+  const std::string pending(2000, 'p');
+  ASSERT_EQ(put(batch(ada_, repo_, pending), pending).status, 200u);
+  const std::string more(1500, 'm');
+  const Json ask{{"operation", "upload"}, {"objects", {{{"oid", cache::sha256(more).hex()}, {"size", more.size()}}}}};
+  EXPECT_EQ(hosting_->lfs_batch(ada_, repo_, ask.dump(), std::string(kBase)).status, 413u);
   const std::string large(8000, 'l');
   const Json request{{"operation", "upload"},
                      {"objects", {{{"oid", cache::sha256(large).hex()}, {"size", large.size()}}}}};
