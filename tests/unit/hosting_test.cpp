@@ -248,7 +248,7 @@ TEST_F(HostingTest, TheQuotaCountsWhatANamespaceHolds) {
   EXPECT_EQ(over.status, 413u);
   EXPECT_NE(over.body.find("hosted_quota"), std::string::npos);
   // Uploads no commit took up yet count too: they hold disk until they are collected.
-  const std::string pending(2000, 'p');
+  const std::string pending(1000, 'p');
   ASSERT_EQ(put(batch(ada_, repo_, pending), pending).status, 200u);
   const std::string more(1500, 'm');
   const Json ask{{"operation", "upload"}, {"objects", {{{"oid", cache::sha256(more).hex()}, {"size", more.size()}}}}};
