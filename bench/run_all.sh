@@ -19,7 +19,7 @@ done
 here="$(cd "$(dirname "$0")" && pwd)"
 log="$(mktemp -t inferllama-bench-XXXXXX.log)"
 status=0
-for b in hits cold_miss ingest single_flight memory idle_load tracker swarm limits cluster; do
+for b in hits cold_miss ingest single_flight memory idle_load tracker swarm limits upload cluster; do
   args=(--size "$size")
   [[ $b == memory || $b == idle_load ]] && args=(--size "$memory_size")
   [[ $b == limits ]] && args=(--redis)
@@ -33,5 +33,5 @@ for b in hits cold_miss ingest single_flight memory idle_load tracker swarm limi
 done
 echo
 echo "=== summary (full output in $log)"
-grep -E '^(RATIO|TTFB_DIFF_MS|RSS_MIB|FAILED)' "$log" || true
+grep -E '^(RATIO|TTFB_DIFF_MS|RSS_MIB|TIME_S|FAILED)' "$log" || true
 exit $status
