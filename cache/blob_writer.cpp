@@ -77,15 +77,17 @@ void sync_directory(const fs::path& dir) {
 }  // namespace
 
 BlobWriter::BlobWriter(ChunkStore& store, std::uint32_t chunk_size, const std::string& key, std::uint64_t declared_size)
-    : BlobWriter(store, chunk_size, StagingName{"upload-" + checked_key(key)}, declared_size) {}
+    : BlobWriter(store, chunk_size, StagingName{"upload-" + checked_key(key)}, declared_size, /*lfs=*/true) {}
 
 // The chunk size is checked before the folder is made: a refused writer leaves nothing behind.
-BlobWriter::BlobWriter(ChunkStore& store, std::uint32_t chunk_size, StagingName staging, std::uint64_t declared_size)
+BlobWriter::BlobWriter(ChunkStore& store, std::uint32_t chunk_size, StagingName staging, std::uint64_t declared_size,
+                       bool lfs)
     : store_(store),
       chunk_size_(checked_chunk_size(chunk_size)),
       staging_(empty_folder(store.staging_dir(staging.folder))),
-      declared_size_(declared_size) {
-  start_git_blob(git_blob_, declared_size);
+      declared_size_(declared_size),
+      lfs_(lfs) {
+  if (!lfs_) start_git_blob(git_blob_, declared_size);
 }
 
 BlobWriter::~BlobWriter() {
@@ -106,8 +108,12 @@ void BlobWriter::write(std::span<const std::uint8_t> bytes) {
     // Only bytes on disk are hashed: after an error, what was written and what was hashed still agree.
     const auto done = bytes.first(static_cast<std::size_t>(wrote));
     chunk_hasher_->update(done);
-    sha256_.update(done);
-    git_blob_.update(done);
+    // Only the digest that names the file: an LFS object's SHA-256, a regular file's git blob id.
+    if (lfs_) {
+      sha256_.update(done);
+    } else {
+      git_blob_.update(done);
+    }
     written_ += done.size();
     chunk_filled_ += static_cast<std::uint32_t>(done.size());
     bytes = bytes.subspan(done.size());
@@ -139,7 +145,7 @@ const BlobWriter::Digests& BlobWriter::finish() {
                            " bytes");
   }
   if (chunk_fd_ >= 0) close_chunk();
-  digests_ = Digests{sha256_.finish(), git_blob_.finish(), written_};
+  digests_ = lfs_ ? Digests{sha256_.finish(), Sha1{}, written_} : Digests{Sha256{}, git_blob_.finish(), written_};
   return *digests_;
 }
 
@@ -155,6 +161,7 @@ BlobEntry BlobWriter::store(Index& index, const std::string& etag, bool lfs, con
                             const BlobScope& scope) {
   if (state_ != State::open) throw std::logic_error("the upload was stored or abandoned");
   const Digests& digests = finish();
+  if (lfs != lfs_) throw std::invalid_argument(etag + ": an upload is stored as an LFS object, inline bytes as a file");
   const std::string actual = lfs ? digests.sha256.hex() : digests.git_blob.hex();
   if (etag != actual) throw std::invalid_argument("the uploaded bytes are " + actual + ", not " + etag);
 
@@ -215,8 +222,8 @@ BlobEntry store_bytes(ChunkStore& store, Index& index, std::uint32_t chunk_size,
                       const BlobScope& scope) {
   // A folder of its own for each call: two commits may carry the same file at once.
   static std::atomic<std::uint64_t> next_folder{0};
-  BlobWriter writer(store, chunk_size, BlobWriter::StagingName{"inline-" + std::to_string(next_folder++)},
-                    bytes.size());
+  BlobWriter writer(store, chunk_size, BlobWriter::StagingName{"inline-" + std::to_string(next_folder++)}, bytes.size(),
+                    lfs);
   writer.write(std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()));
   return writer.store(index, etag, lfs, files, scope);
 }

@@ -14,14 +14,15 @@
 namespace inferllama::cache {
 
 // Stores a file that arrives as a stream (an upload to a hosted repo): its bytes go straight into chunk files
-// in a staging folder of its own, each chunk hashed once as its bytes arrive, together with the whole file's
-// SHA-256 and git blob SHA-1, so nothing is read back. Nothing is visible until store(). One upload's bytes
+// in a staging folder of its own, each chunk hashed once as its bytes arrive, together with the digest that
+// names the whole file (an upload's SHA-256: it is an LFS object; an inline file's git blob SHA-1, through
+// store_bytes), so nothing is read back. Nothing is visible until store(). One upload's bytes
 // arrive in order: not for use from several threads at once.
 class BlobWriter {
  public:
   // `key` names the staging folder (`staging/upload-<key>`), one per upload; a folder of the same key left by
   // an earlier attempt is wiped. `declared_size` is the size the client announced. `chunk_size` is a power of
-  // two of at least 16 KiB (the merkle block).
+  // two of at least 16 KiB (the merkle block). What it writes is an LFS object.
   BlobWriter(ChunkStore& store, std::uint32_t chunk_size, const std::string& key, std::uint64_t declared_size);
   ~BlobWriter();  // abandons the upload unless store() succeeded
   BlobWriter(const BlobWriter&) = delete;
@@ -33,8 +34,8 @@ class BlobWriter {
   std::uint64_t written() const { return written_; }
 
   struct Digests {
-    Sha256 sha256;
-    Sha1 git_blob;  // git's blob id: the Hub's etag of a regular file
+    Sha256 sha256;  // of an LFS object (zero for an inline file)
+    Sha1 git_blob;  // git's blob id: the Hub's etag of a regular file (zero for an LFS object)
     std::uint64_t size = 0;
   };
   // The file's digests, once every declared byte was written (else std::logic_error).
@@ -63,7 +64,7 @@ class BlobWriter {
   struct StagingName {
     std::string folder;  // under staging/
   };
-  BlobWriter(ChunkStore& store, std::uint32_t chunk_size, StagingName staging, std::uint64_t declared_size);
+  BlobWriter(ChunkStore& store, std::uint32_t chunk_size, StagingName staging, std::uint64_t declared_size, bool lfs);
   std::filesystem::path chunk_file(std::size_t index) const { return staging_ / std::to_string(index); }
   void open_chunk();
   void close_chunk();
@@ -73,6 +74,7 @@ class BlobWriter {
   const std::uint32_t chunk_size_;
   const std::filesystem::path staging_;
   const std::uint64_t declared_size_;
+  const bool lfs_;  // an LFS object (named by its SHA-256), or a regular file (by its git blob id)
   State state_ = State::open;
   std::uint64_t written_ = 0;
   std::vector<StagedChunk> chunks_;

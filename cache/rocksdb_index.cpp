@@ -312,6 +312,22 @@ class RocksIndex final : public Index {
     return get(kBlobScopes, shared_scope_key(etag)) || get(kBlobScopes, scope_key(etag, repo));
   }
 
+  BlobScope blob_scope(const std::string& etag) override {
+    BlobScope scope;
+    if (!handles_[kBlobScopes]) return scope;
+    const std::string scopes = scope_prefix(etag);
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handles_[kBlobScopes]));
+    for (it->Seek(scopes); it->Valid() && it->key().starts_with(scopes); it->Next()) {
+      const std::string_view rest(it->key().data() + scopes.size(), it->key().size() - scopes.size());
+      if (rest == "*") {
+        scope.shared = true;
+      } else if (auto repo = parse_repo_key(rest)) {
+        scope.repos.push_back(std::move(*repo));
+      }
+    }
+    return scope;
+  }
+
   std::vector<Sha256> remove_blob(const std::string& etag) override {
     std::lock_guard lock(commit_mutex_);
     std::vector<Sha256> freed;

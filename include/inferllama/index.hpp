@@ -44,8 +44,8 @@ struct FileEntry {
 // Which repos a stored blob answers for. A hash is public metadata; the bytes of a gated or private
 // file are not: a blob answers for a repo only once that repo's own upstream delivered the same bytes.
 struct BlobScope {
-  bool shared = false;         // verified for a public repo: answers for every repo (anyone can fetch it)
-  std::vector<RepoId> repos;   // repos whose upstream delivered these bytes
+  bool shared = false;        // verified for a public repo: answers for every repo (anyone can fetch it)
+  std::vector<RepoId> repos;  // repos whose upstream delivered these bytes
 };
 
 struct RefEntry {
@@ -87,6 +87,9 @@ class Index {
   // scopes answer for the repos whose file entries named them when the index was first opened by a node
   // that keeps them (a one-time migration), and are not shared.
   virtual bool blob_serves(const std::string& etag, const RepoId& repo) = 0;
+
+  // Every repo the stored blob `etag` answers for (see BlobScope); empty for a blob not stored.
+  virtual BlobScope blob_scope(const std::string& etag) = 0;
 
   virtual std::uint64_t chunk_refcount(const Sha256& chunk) = 0;
 

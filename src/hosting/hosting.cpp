@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
 #include <algorithm>
 #include <charconv>
 #include <ctime>
@@ -35,6 +36,10 @@ constexpr std::string_view kDiscussion = "pr|";   // pr|{repo key}\0{number} -> 
 constexpr std::int64_t kPendingLifetime = 24 * 3600;
 constexpr std::size_t kTreePage = 1000;
 constexpr std::size_t kCommitsPage = 50;
+// Bounds on one LFS batch answer: the clients send at most 256 objects a call.
+constexpr std::size_t kMaxBatchObjects = 1000;
+constexpr std::uint64_t kMaxParts = 1000;
+constexpr std::uint64_t kMaxBatchParts = 20000;
 
 std::string dump(const Json& json) {
   return json.dump(-1, ' ', false, Json::error_handler_t::replace);
@@ -86,7 +91,10 @@ std::optional<unsigned> pr_number(std::string_view rev) {
 // A branch name the node keeps: what git allows, kept simple (no control characters, no "..", no leading
 // or trailing '/').
 bool is_branch_name(std::string_view name) {
-  if (name.empty() || name.size() > 200 || name.starts_with('/') || name.ends_with('/') ||
+  const bool looks_like_commit = name.size() == 40 && std::all_of(name.begin(), name.end(), [](char c) {
+                                   return std::isxdigit(static_cast<unsigned char>(c));
+                                 });
+  if (looks_like_commit || name.empty() || name.size() > 200 || name.starts_with('/') || name.ends_with('/') ||
       name.find("..") != std::string_view::npos || name.starts_with("refs/"))
     return false;
   return std::all_of(name.begin(), name.end(), [](unsigned char c) {
@@ -151,6 +159,10 @@ struct Hosting::Impl {
   RepoContent content;
   TicketSigner signer;
   std::mutex numbers_mutex;  // pull request numbers
+  // Commits, deletions and garbage collection one at a time: a file is never released while a commit that
+  // found it stored makes a snapshot of it.
+  std::mutex changes;
+  std::function<bool(const RepoId&)> owns;
 
   std::optional<Role> role(Namespaces& namespaces, const Requester& who, const RepoId& repo) {
     if (who.admin) return Role::admin;
@@ -166,12 +178,21 @@ struct Hosting::Impl {
     return {signature, signature};
   }
 
-  // The size of an LFS object stored for `repo`, as a commit needs it.
-  std::optional<std::uint64_t> stored_size(const RepoId& repo, const Sha256& oid) {
+  // The size of an LFS object this repo holds, as a commit needs it: uploaded for it (pending), in one of its
+  // snapshots already (`held`), or public bytes anyone may fetch. A scope left by a Hub repo of the same name
+  // (a namespace taken over with --force) is not enough: knowing a hash is not holding the file.
+  std::optional<std::uint64_t> stored_size(const RepoId& repo, const Sha256& oid, const std::set<std::string>& held) {
     const std::string etag = oid.hex();
     auto blob = deps.index.get_blob(etag);
-    if (!blob || !deps.index.blob_serves(etag, repo)) return std::nullopt;
+    if (!blob) return std::nullopt;
+    const bool holds = held.contains(etag) || deps.records.get(RecordTable::hosting, pending_key(etag, repo)) ||
+                       deps.index.blob_scope(etag).shared;
+    if (!holds) return std::nullopt;
     return blob->size;
+  }
+
+  static std::string pending_key(const std::string& etag, const RepoId& repo) {
+    return std::string(kPending) + etag + '\0' + repo.key();
   }
 
   std::optional<Sha1> commit_id(const RepoId& repo, const std::string& rev) {
@@ -269,8 +290,13 @@ struct Hosting::Impl {
     std::unordered_set<std::string> held;
     referenced(held);
     std::vector<std::string> gone;
-    for (const auto& etag : candidates)
-      if (!held.contains(etag)) gone.push_back(etag);
+    for (const auto& etag : candidates) {
+      if (held.contains(etag)) continue;
+      // Bytes that also answer for a Hub repo (the same file cached) stay: eviction decides about them.
+      const BlobScope scope = deps.index.blob_scope(etag);
+      if (scope.shared || !std::all_of(scope.repos.begin(), scope.repos.end(), owns)) continue;
+      gone.push_back(etag);
+    }
     if (!gone.empty() && deps.release) deps.release(gone);
   }
 
@@ -296,6 +322,7 @@ struct Hosting::Impl {
       if (!add) continue;
       const std::string etag = make_git_object("blob", add->content).id.hex();
       if (deps.index.get_blob(etag) && deps.index.blob_serves(etag, repo)) continue;
+      mark_pending(repo, etag);  // collected after a day if the commit never comes
       BlobScope scope;
       scope.repos.push_back(repo);
       cache::store_bytes(deps.store, deps.index, settings.chunk_size, add->content, etag, false, {}, scope);
@@ -303,9 +330,38 @@ struct Hosting::Impl {
     }
   }
 
+  // The files a commit now holds are no longer pending uploads.
+  void taken_up(const RepoId& repo, const CommitPayload& payload) {
+    std::vector<RecordStore::Write> taken;
+    for (const auto& op : payload.operations) {
+      if (const auto* lfs = std::get_if<AddLfsFile>(&op))
+        taken.push_back({pending_key(lfs->oid.hex(), repo), std::nullopt});
+      if (const auto* add = std::get_if<AddFile>(&op))
+        taken.push_back({pending_key(make_git_object("blob", add->content).id.hex(), repo), std::nullopt});
+    }
+    if (!taken.empty()) deps.records.write(RecordTable::hosting, taken, /*sync=*/false);
+  }
+
+  // A small stored file's bytes (a .gitattributes), or nullopt when it is not stored or larger than `limit`.
+  std::optional<std::string> read_small(const std::string& etag, std::uint64_t limit) {
+    auto blob = deps.index.get_blob(etag);
+    if (!blob || blob->size > limit) return std::nullopt;
+    std::string bytes;
+    bytes.reserve(blob->size);
+    for (const ChunkRef& chunk : blob->chunks) {
+      const int fd = deps.store.open_chunk(chunk.id);
+      if (fd < 0) return std::nullopt;
+      std::string part(chunk.size, '\0');
+      const ssize_t n = ::pread(fd, part.data(), part.size(), 0);
+      ::close(fd);
+      if (n != static_cast<ssize_t>(part.size())) return std::nullopt;
+      bytes += part;
+    }
+    return bytes;
+  }
+
   void mark_pending(const RepoId& repo, const std::string& etag) {
-    deps.records.write(RecordTable::hosting,
-                       {{std::string(kPending) + etag + '\0' + repo.key(), std::to_string(seconds(deps.clock))}},
+    deps.records.write(RecordTable::hosting, {{pending_key(etag, repo), std::to_string(seconds(deps.clock))}},
                        /*sync=*/true);
   }
 
@@ -335,18 +391,21 @@ struct Hosting::Impl {
     return last + 1;
   }
 
+  // A repo's pull request counter and records, and whatever a deletion cut short left of its content.
   void forget_repo(const RepoId& repo) {
-    for (const std::string& prefix :
-         {std::string(kPrCount) + repo.key(), std::string(kDiscussion) + repo.key() + '\0'}) {
-      std::string end = prefix;
-      end.back() = static_cast<char>(end.back() + 1);
-      deps.records.erase_range(RecordTable::hosting, prefix, end);
-    }
+    content.forget(repo);
+    deps.records.write(RecordTable::hosting, {{std::string(kPrCount) + repo.key(), std::nullopt}}, /*sync=*/true);
+    const std::string prefix = std::string(kDiscussion) + repo.key() + '\0';
+    std::string end = prefix;
+    end.back() = '\1';
+    deps.records.erase_range(RecordTable::hosting, prefix, end);
   }
 };
 
 Hosting::Hosting(Deps deps, HostingSettings settings)
-    : impl_(std::make_unique<Impl>(std::move(deps), settings)), namespaces_(impl_->deps.records, impl_->deps.clock) {}
+    : impl_(std::make_unique<Impl>(std::move(deps), settings)), namespaces_(impl_->deps.records, impl_->deps.clock) {
+  impl_->owns = [this](const RepoId& repo) { return owns(repo); };
+}
 
 Hosting::~Hosting() = default;
 
@@ -401,6 +460,10 @@ std::optional<Reply> write_refusal(std::optional<Reply> read, std::optional<Role
 }  // namespace
 
 std::optional<std::variant<RepoId, Reply>> Hosting::repo_of_request(const Requester& who, const Json& json) const {
+  // No namespace named and no node user to own it: the Hub's request, with the caller's Hub token.
+  if (who.user.empty() && string_field(json, "organization").empty() &&
+      string_field(json, "name").find('/') == std::string::npos)
+    return std::nullopt;
   auto parsed = repo_of_body(json, who.user);
   if (std::holds_alternative<Reply>(parsed)) {
     // A namespace that is not the node's goes upstream as it came, whatever the node makes of it.
@@ -432,37 +495,42 @@ std::optional<Reply> Hosting::create_repo(const Requester& who, const std::strin
   } else if (auto flag = json->find("private"); flag != json->end() && flag->is_boolean()) {
     is_private = flag->get<bool>();
   }
-  const std::string url = repo_url(base, repo);
-  auto created = namespaces_.create_repo(repo, is_private);
-  if (!created.created) {
-    Reply exists = json_reply(
-        409, {{"error", "You already created this " + std::string(repo.type_name()) + " repo"}, {"url", url}});
-    exists.headers.emplace_back("X-Error-Message", "You already created this repo");
-    return exists;
-  }
   // As on the Hub, a new repo has one commit: its .gitattributes, and the files JS sends along.
   CommitPayload initial;
   initial.header.summary = "initial commit";
   initial.operations.push_back(AddFile{".gitattributes", std::string(kDefaultGitAttributes)});
+  std::uint64_t inline_bytes = 0;
   if (auto files = json->find("files"); files != json->end() && files->is_array()) {
     for (const auto& f : *files) {
       if (!f.is_object()) continue;
       const std::string path = string_field(f, "path");
       auto decoded = decode_base64(string_field(f, "content"));
-      if (path.empty() || !url::is_safe_relative_path(path) || !decoded) {
-        namespaces_.delete_repo(repo);
+      if (path.empty() || !url::is_safe_relative_path(path) || !decoded)
         return error_reply(400, "each of files needs a safe path and base64 content");
-      }
+      inline_bytes += decoded->size();
       initial.operations.push_back(AddFile{path, std::move(*decoded)});
     }
   }
+  const std::string url = repo_url(base, repo);
+  std::lock_guard changing(impl_->changes);
+  if (namespaces_.repo(repo)) {
+    Reply exists = json_reply(
+        409, {{"error", "You already created this " + std::string(repo.type_name()) + " repo"}, {"url", url}});
+    exists.headers.emplace_back("X-Error-Message", "You already created this repo");
+    return exists;
+  }
+  if (auto refused = impl_->over_quota(namespaces_, namespace_of(repo), inline_bytes)) return *refused;
+  // Whatever a deletion cut short by a crash left under this name is not the new repo's.
+  impl_->forget_repo(repo);
+  auto created = namespaces_.create_repo(repo, is_private);
   impl_->store_inline(repo, initial);
   auto done = impl_->content.commit(repo, "main", initial, impl_->author(who),
-                                    [&](const Sha256& oid) { return impl_->stored_size(repo, oid); });
+                                    [](const Sha256&) { return std::optional<std::uint64_t>(); });
   if (auto* refused = std::get_if<CommitRefusal>(&done)) {
     namespaces_.delete_repo(repo);
     return error_reply(refused->status, refused->message, refused->code);
   }
+  impl_->taken_up(repo, initial);
   spdlog::info("hosted repo {} created by {}", repo.key(), who.admin ? "the admin" : who.user);
   return json_reply(200, {{"url", url}, {"id", created.repo.id}, {"name", repo.name}});
 }
@@ -476,10 +544,13 @@ std::optional<Reply> Hosting::delete_repo(const Requester& who, const std::strin
   const RepoId repo = std::get<RepoId>(*named);
   if (auto refused = write_refusal(read_refusal(who, repo), impl_->role(namespaces_, who, repo), who, Role::admin))
     return refused;
+  std::lock_guard changing(impl_->changes);
   const auto etags = impl_->etags_of_repo(repo);
-  namespaces_.delete_repo(repo);
-  impl_->content.forget(repo);
+  // Content first: a crash midway leaves a repo without branches, which takes a first commit again, or
+  // is deleted again.
   impl_->forget_repo(repo);
+  namespaces_.delete_repo(repo);
+  impl_->content.collect_objects();
   impl_->release_unreferenced(etags);
   spdlog::info("hosted repo {} deleted by {}", repo.key(), who.admin ? "the admin" : who.user);
   return json_reply(200, Json::object());
@@ -517,7 +588,7 @@ Reply Hosting::preupload(const Requester& who, const RepoId& repo, const std::st
   // The repo's own .gitattributes decides, then the one the client sends along.
   std::string attributes(kDefaultGitAttributes);
   if (auto it = snapshot.find(".gitattributes"); it != snapshot.end() && !it->second.lfs) {
-    if (auto object = impl_->content.object(it->second.blob)) attributes = object->content;
+    if (auto stored = impl_->read_small(it->second.blob.hex(), 1 << 20)) attributes = std::move(*stored);
   }
   LfsRules rules(attributes);
   if (const std::string more = string_field(*json, "gitAttributes"); !more.empty()) rules.add(more);
@@ -555,8 +626,28 @@ Reply Hosting::lfs_batch(const Requester& who, const RepoId& repo, const std::st
   }
   auto objects = json->find("objects");
   if (objects == json->end() || !objects->is_array()) return error_reply(400, "objects must be a list");
-  if (objects->size() > 10000) return error_reply(413, "at most 10000 objects per batch");
-  std::uint64_t incoming = 0;
+  if (objects->size() > kMaxBatchObjects)
+    return error_reply(413, "at most " + std::to_string(kMaxBatchObjects) + " objects per batch");
+  const std::set<std::string> held = impl_->etags_of_repo(repo);
+  // Quota and disk before anything is built: what the batch asks to send, each object once.
+  {
+    std::set<std::string> asked;
+    std::uint64_t total = 0;
+    for (const auto& object : *objects) {
+      if (!object.is_object() || !object.contains("size") || !object["size"].is_number_unsigned()) continue;
+      const std::uint64_t size = object["size"].get<std::uint64_t>();
+      const auto oid = Sha256::from_hex(string_field(object, "oid"));
+      if (!oid || size > impl_->settings.max_object_size || !asked.insert(oid->hex()).second) continue;
+      if (impl_->stored_size(repo, *oid, held) != size) total += size;  // what the repo holds is not sent again
+    }
+    if (auto refused = impl_->over_quota(namespaces_, namespace_of(repo), total)) return *refused;
+    std::error_code ec;
+    const auto space = std::filesystem::space(impl_->deps.store.root(), ec);
+    if (!ec && total > space.available)
+      return error_reply(507, "the node has " + std::to_string(space.available) +
+                                  " bytes of disk left; this batch needs " + std::to_string(total));
+  }
+  std::uint64_t parts_answered = 0;
   const std::int64_t expires =
       seconds(impl_->deps.clock) +
       std::chrono::duration_cast<std::chrono::seconds>(impl_->settings.upload_url_lifetime).count();
@@ -584,17 +675,17 @@ Reply Hosting::lfs_batch(const Requester& who, const RepoId& repo, const std::st
     Json answer{{"oid", oid_text}, {"size", *size}, {"authenticated", true}};
     // Stored for this repo already: nothing to send. Bytes stored for another repo must be sent again (who
     // knows a hash has not shown they hold the file).
-    if (impl_->stored_size(repo, *oid) == size) {
+    if (impl_->stored_size(repo, *oid, held) == size) {
       answers.push_back(std::move(answer));
       continue;
     }
-    incoming += *size;
     UploadTicket ticket{repo, *oid, *size, who.user, expires, 0};
     const bool multipart = multipart_ok && *size >= impl_->settings.multipart_threshold;
     if (multipart) {
-      // Parts of whole chunks: each part's chunks are complete when it lands.
+      // Parts of whole chunks, 16 MiB or more, at most kMaxParts of them: the answer stays small.
       const std::uint64_t chunk = impl_->settings.chunk_size;
-      ticket.part_size = std::max<std::uint64_t>(chunk, (16ull << 20) / chunk * chunk);
+      const std::uint64_t wanted = std::max<std::uint64_t>(16ull << 20, (*size + kMaxParts - 1) / kMaxParts);
+      ticket.part_size = (wanted + chunk - 1) / chunk * chunk;
     }
     const std::string token = impl_->signer.sign(ticket);
     const std::string href = base + "/api/inferllama/lfs/" + token;
@@ -603,6 +694,9 @@ Reply Hosting::lfs_batch(const Requester& who, const RepoId& repo, const std::st
       any_multipart = true;
       Json header{{"chunk_size", std::to_string(ticket.part_size)}};
       const std::uint64_t parts = (*size + ticket.part_size - 1) / ticket.part_size;
+      if ((parts_answered += parts) > kMaxBatchParts)
+        return error_reply(413, "this batch asks for more than " + std::to_string(kMaxBatchParts) +
+                                    " upload parts; send fewer objects per batch");
       for (std::uint64_t n = 1; n <= parts; ++n) {
         char name[8];
         std::snprintf(name, sizeof name, "%05llu", static_cast<unsigned long long>(n));
@@ -614,7 +708,6 @@ Reply Hosting::lfs_batch(const Requester& who, const RepoId& repo, const std::st
     answer["actions"] = {{"upload", std::move(upload)}, {"verify", {{"href", href + "/verify"}, {"expires_in", 3600}}}};
     answers.push_back(std::move(answer));
   }
-  if (auto refused = impl_->over_quota(namespaces_, namespace_of(repo), incoming)) return *refused;
   Reply reply = json_reply(
       200,
       {{"transfer", any_multipart ? "multipart" : "basic"}, {"objects", std::move(answers)}, {"hash_algo", "sha256"}});
@@ -705,6 +798,10 @@ std::string random_suffix() {
 std::variant<std::unique_ptr<Hosting::Upload>, Reply> Hosting::begin_upload(
     const UploadTicket& ticket, unsigned part, std::optional<std::uint64_t> content_length) {
   if (!namespaces_.repo(ticket.repo)) return repo_not_found();
+  // Batches asked separately must not add up past the quota: the bytes are charged when they come.
+  if (part <= 1) {
+    if (auto refused = impl_->over_quota(namespaces_, namespace_of(ticket.repo), ticket.size)) return *refused;
+  }
   if (part == 0) {
     if (ticket.part_size != 0) return error_reply(400, "this object is uploaded in parts: PUT each part's URL");
     if (content_length && *content_length != ticket.size)
@@ -728,7 +825,8 @@ Reply Hosting::complete_multipart(const UploadTicket& ticket, const std::string&
   if (ticket.part_size == 0) return error_reply(400, "this object was not uploaded in parts");
   if (auto json = parse_object(body); !json || string_field(*json, "oid") != ticket.oid.hex())
     return error_reply(400, "the completion names another object");
-  if (impl_->stored_size(ticket.repo, ticket.oid) == ticket.size) return json_reply(200, Json::object());
+  if (impl_->stored_size(ticket.repo, ticket.oid, impl_->etags_of_repo(ticket.repo)) == ticket.size)
+    return json_reply(200, Json::object());
   cache::MultipartStaging staging(impl_->deps.store, upload_key(ticket));
   const std::uint64_t parts = (ticket.size + ticket.part_size - 1) / ticket.part_size;
   for (std::uint64_t n = 1; n <= parts; ++n) {
@@ -736,7 +834,9 @@ Reply Hosting::complete_multipart(const UploadTicket& ticket, const std::string&
     if (!staging.has_part(n) || staging.part_size(n) != size)
       return error_reply(400, "part " + std::to_string(n) + " of " + std::to_string(parts) + " was not uploaded");
   }
-  cache::BlobWriter writer(impl_->deps.store, impl_->settings.chunk_size, upload_key(ticket) + "-whole", ticket.size);
+  // A completion of its own: a retry running beside it assembles apart, and the first to finish stores it.
+  cache::BlobWriter writer(impl_->deps.store, impl_->settings.chunk_size,
+                           upload_key(ticket) + "-whole-" + random_suffix(), ticket.size);
   staging.assemble(parts, writer);
   const auto& digests = writer.finish();
   if (digests.sha256 != ticket.oid) {
@@ -752,7 +852,7 @@ Reply Hosting::complete_multipart(const UploadTicket& ticket, const std::string&
 Reply Hosting::verify(const UploadTicket& ticket, const std::string& body) {
   auto json = parse_object(body);
   if (!json || string_field(*json, "oid") != ticket.oid.hex()) return error_reply(400, "verify names another object");
-  if (impl_->stored_size(ticket.repo, ticket.oid) != ticket.size)
+  if (impl_->stored_size(ticket.repo, ticket.oid, impl_->etags_of_repo(ticket.repo)) != ticket.size)
     return error_reply(404, "the object " + ticket.oid.hex() + " is not stored; upload it again");
   return json_reply(200, Json::object());
 }
@@ -773,32 +873,33 @@ Reply Hosting::commit(const Requester& who, const RepoId& repo, const std::strin
     pr = impl_->next_pr(repo);
     branch = "refs/pr/" + std::to_string(*pr);
     start = rev;
-  } else if (!impl_->content.head(repo, rev)) {
-    if (pr_number(rev)) return revision_not_found(rev);
-    if (!is_branch_name(rev)) return error_reply(400, "invalid branch name: " + rev);
-    // A new branch starts from main, as `create_branch` would.
-    start = "main";
+  } else if (!impl_->content.head(repo, rev) && !impl_->content.branches(repo).empty()) {
+    // As on the Hub, a branch is created first (create_branch); a repo without any takes a first commit.
+    return revision_not_found(rev);
   }
-  std::uint64_t inline_bytes = 0;
-  for (const auto& op : payload.operations)
-    if (const auto* add = std::get_if<AddFile>(&op)) inline_bytes += add->content.size();
-  if (auto refused = impl_->over_quota(namespaces_, namespace_of(repo), inline_bytes)) return *refused;
+  std::lock_guard changing(impl_->changes);
+  const std::set<std::string> held = impl_->etags_of_repo(repo);
+  // What the commit adds to the namespace: inline bytes, and stored objects it neither uploaded nor held.
+  std::uint64_t more = 0;
+  for (const auto& op : payload.operations) {
+    if (const auto* add = std::get_if<AddFile>(&op)) more += add->content.size();
+    if (const auto* lfs = std::get_if<AddLfsFile>(&op)) {
+      const std::string etag = lfs->oid.hex();
+      if (held.contains(etag) || impl_->deps.records.get(RecordTable::hosting, Impl::pending_key(etag, repo))) continue;
+      if (auto size = impl_->stored_size(repo, lfs->oid, held)) more += *size;
+    }
+  }
+  if (auto refused = impl_->over_quota(namespaces_, namespace_of(repo), more)) return *refused;
   impl_->store_inline(repo, payload);
   auto done = impl_->content.commit(
-      repo, branch, payload, impl_->author(who), [&](const Sha256& oid) { return impl_->stored_size(repo, oid); },
+      repo, branch, payload, impl_->author(who), [&](const Sha256& oid) { return impl_->stored_size(repo, oid, held); },
       start);
   if (auto* refused = std::get_if<CommitRefusal>(&done)) {
     if (pr) impl_->content.set_branch(repo, branch, std::nullopt);
     return error_reply(refused->status, refused->message, refused->code);
   }
   const Sha1 commit = std::get<Sha1>(done);
-  // Uploads this commit took up are held by it now.
-  std::vector<RecordStore::Write> taken;
-  for (const auto& op : payload.operations) {
-    if (const auto* lfs = std::get_if<AddLfsFile>(&op))
-      taken.push_back({std::string(kPending) + lfs->oid.hex() + '\0' + repo.key(), std::nullopt});
-  }
-  if (!taken.empty()) impl_->deps.records.write(RecordTable::hosting, taken, /*sync=*/false);
+  impl_->taken_up(repo, payload);
   const std::string url = repo_url(base, repo);
   Json answer{{"commitOid", commit.hex()},
               {"commitUrl", url + "/commit/" + commit.hex()},
@@ -899,9 +1000,11 @@ Reply Hosting::delete_branch(const Requester& who, const RepoId& repo, const std
     return *refused;
   if (branch == "main") return error_reply(403, "the main branch cannot be deleted");
   if (!impl_->content.head(repo, branch)) return revision_not_found(branch);
+  std::lock_guard changing(impl_->changes);
   const auto etags = impl_->etags_of_repo(repo);
   impl_->content.set_branch(repo, branch, std::nullopt);
   impl_->content.prune(repo);
+  impl_->content.collect_objects();
   impl_->release_unreferenced(etags);
   return json_reply(200, Json::object());
 }
@@ -914,19 +1017,22 @@ Reply Hosting::super_squash(const Requester& who, const RepoId& repo, const std:
   if (auto json = parse_object(body)) {
     if (const std::string given = string_field(*json, "message"); !given.empty()) message = given;
   }
+  std::lock_guard changing(impl_->changes);
   const auto etags = impl_->etags_of_repo(repo);
   auto done = impl_->content.squash(repo, branch, message, impl_->author(who));
   if (auto* refused = std::get_if<CommitRefusal>(&done))
     return error_reply(refused->status, refused->message, refused->code);
   impl_->content.prune(repo);
+  impl_->content.collect_objects();
   impl_->release_unreferenced(etags);
   return json_reply(200, {{"commitId", std::get<Sha1>(done).hex()}});
 }
 
 Reply Hosting::info(const Requester& who, const RepoId& repo, const std::optional<std::string>& rev,
                     std::string_view query) {
-  if (auto refused = read_refusal(who, repo)) return *refused;
   const auto hosted = namespaces_.repo(repo);
+  if (!hosted) return repo_not_found();
+  if (auto refused = read_refusal(who, repo)) return *refused;
   const std::string revision = rev.value_or("main");
   const auto commit = impl_->commit_id(repo, revision);
   if (!commit) return revision_not_found(revision);
@@ -1186,6 +1292,7 @@ std::uint64_t Hosting::keep(std::unordered_set<std::string>& kept) {
 }
 
 void Hosting::collect_garbage() {
+  std::lock_guard changing(impl_->changes);
   const std::int64_t now = seconds(impl_->deps.clock);
   std::vector<RecordStore::Write> expired;
   std::set<std::string> candidates;

@@ -43,7 +43,8 @@ struct HostingSettings {
   std::uint64_t quota = 0;                          // bytes per namespace, 0 for none
   std::uint64_t multipart_threshold = 64ull << 20;  // LFS objects this large upload in parts
   std::uint64_t max_object_size = 1ull << 40;       // what the batch accepts at all
-  std::chrono::seconds upload_url_lifetime{3600};
+  // As long as an uncommitted upload is kept: a large file's last part may go up hours after the batch.
+  std::chrono::seconds upload_url_lifetime{24 * 3600};
 };
 
 class Hosting : public HostedRepos {

@@ -117,6 +117,47 @@ void RepoContent::prune(const RepoId& repo) {
   }
 }
 
+void RepoContent::collect_objects() {
+  std::lock_guard lock(commit_mutex_);
+  std::set<std::string> reachable;
+  std::vector<Sha1> todo;
+  records_.scan(RecordTable::hosting, "ref|", [&](std::string_view, std::string_view value) {
+    if (auto id = Sha1::from_hex(value)) todo.push_back(*id);
+    return true;
+  });
+  while (!todo.empty()) {
+    const Sha1 id = todo.back();
+    todo.pop_back();
+    if (!reachable.insert(id.hex()).second) continue;
+    auto found = object(id);
+    if (!found) continue;
+    if (found->type == "commit") {
+      if (auto fields = parse_commit(found->content)) {
+        todo.push_back(fields->tree);
+        todo.insert(todo.end(), fields->parents.begin(), fields->parents.end());
+      }
+    } else if (found->type == "tree") {
+      // Entries: "{mode} {name}\0" and 20 bytes of id; folders (mode 40000) are trees to follow.
+      std::string_view rest = found->content;
+      while (!rest.empty()) {
+        const auto nul = rest.find('\0');
+        if (nul == std::string_view::npos || rest.size() < nul + 21) break;
+        const bool folder = rest.starts_with("40000 ");
+        if (folder) {
+          if (auto child = Sha1::from_raw(rest.substr(nul + 1, 20))) todo.push_back(*child);
+        }
+        rest.remove_prefix(nul + 21);
+      }
+    }
+  }
+  std::vector<RecordStore::Write> unreachable;
+  records_.scan(RecordTable::hosting, "obj|", [&](std::string_view key, std::string_view) {
+    if (!reachable.contains(std::string(key.substr(4)))) unreachable.push_back({std::string(key), std::nullopt});
+    return true;
+  });
+  if (!unreachable.empty()) records_.write(RecordTable::hosting, unreachable, /*sync=*/true);
+}
+
 std::variant<Sha1, CommitRefusal> RepoContent::squash(const RepoId& repo, const std::string& branch,
                                                       const std::string& message, const CommitAuthor& who) {
   std::lock_guard lock(commit_mutex_);
@@ -156,8 +197,9 @@ std::variant<Sha1, CommitRefusal> RepoContent::commit(
   const auto& done = std::get<AppliedCommit>(applied);
   std::vector<RecordStore::Write> writes;
   writes.reserve(done.objects.size() + done.files.size() + 1);
+  // Trees and commits: a file's bytes are the chunk store's, under its blob id or LFS oid, never kept twice.
   for (const GitObject& object : done.objects) {
-    writes.push_back({object_key(object.id), object.type + '\0' + object.content});
+    if (object.type != "blob") writes.push_back({object_key(object.id), object.type + '\0' + object.content});
   }
   const std::string prefix = snapshot_prefix(repo, done.commit);
   for (const auto& [path, file] : done.files) writes.push_back({prefix + path, encode(file)});
@@ -167,6 +209,7 @@ std::variant<Sha1, CommitRefusal> RepoContent::commit(
 }
 
 void RepoContent::forget(const RepoId& repo) {
+  std::lock_guard lock(commit_mutex_);
   for (const std::string& prefix : {"ref|" + repo.key() + '\0', "snap|" + repo.key() + '\0'}) {
     std::string end = prefix;
     end.back() = '\1';  // the keys after every one that starts with the prefix

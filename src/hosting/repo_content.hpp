@@ -20,6 +20,7 @@ class RepoContent {
   std::optional<Sha1> head(const RepoId& repo, const std::string& branch);
   // Every file of `repo` at `commit` (empty for a commit it does not hold).
   Snapshot snapshot(const RepoId& repo, const Sha1& commit);
+  // A tree or commit (a file's bytes are in the chunk store, under its blob id).
   std::optional<GitObject> object(const Sha1& id);
 
   // Every branch (and refs/pr/N) with its head.
@@ -39,6 +40,8 @@ class RepoContent {
                                            const CommitAuthor& who);
   // The commits of the repo no branch reaches any more lose their snapshots.
   void prune(const RepoId& repo);
+  // Drops the trees and commits no branch of any repo reaches (a deleted repo's, a squashed history's).
+  void collect_objects();
 
   // Forgets the repo's branches and snapshots (its objects may be shared with other repos' commits).
   void forget(const RepoId& repo);

@@ -38,6 +38,11 @@ std::string redact_target(std::string_view target) {
   for (std::string_view prefix : {"/p/", "/announce/", "/scrape/"}) {
     if (out.starts_with(prefix) && out.size() >= prefix.size() + 32) out.replace(prefix.size(), 32, "<passkey>");
   }
+  // An upload URL is its own credential, and names its repo and user.
+  if (constexpr std::string_view kUpload = "/api/inferllama/lfs/"; out.starts_with(kUpload)) {
+    const auto end = out.find_first_of("/?", kUpload.size());
+    out.replace(kUpload.size(), (end == std::string::npos ? out.size() : end) - kUpload.size(), "<ticket>");
+  }
   return out;
 }
 

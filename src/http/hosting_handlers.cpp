@@ -1,7 +1,9 @@
 // Hosted repos: every route of a repo whose namespace the node owns is answered here and never passed
 // upstream; the Hub's repo-level routes (create, delete, whoami) are answered here when they name the
 // node's namespaces or users; and the signed LFS upload URLs stream their bytes into the chunk store.
+#include <array>
 #include <charconv>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <system_error>
 #include <vector>
@@ -63,9 +65,60 @@ bool query_flag(std::string_view query, std::string_view name) {
 // a trivially destructible callable survives.
 template <class Work>
 Task<Answer> on_blocking(Exchange& x, Work work) {
-  hub::Reply reply = co_await offload(x.server.deps.blocking, std::move(work));
+  hub::Reply reply = co_await offload(x.server.deps.blocking, [&work]() -> hub::Reply {
+    try {
+      return work();
+    } catch (const nlohmann::json::exception& e) {
+      // A field of the wrong type in a client's JSON is the client's error, never a 500 it would retry.
+      return hub::error_reply(400, std::string("malformed JSON: ") + e.what());
+    }
+  });
   co_return reply;
 }
+
+// One write of an upload's slice on the blocking pool at a time, awaited when the next slice is read.
+class SliceWriter {
+ public:
+  using Work = std::function<std::optional<hub::Reply>()>;
+  explicit SliceWriter(const asio::any_io_executor& executor) : timer_(executor) {}
+
+  void start(ElasticThreads& pool, Work work) {
+    busy_ = true;
+    pool.post([this, work = std::move(work)] {
+      std::optional<hub::Reply> result;
+      std::exception_ptr error;
+      try {
+        result = work();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      // Back on the connection's executor, where wait() looks.
+      asio::post(timer_.get_executor(), [this, result = std::move(result), error] {
+        result_ = result;
+        error_ = error;
+        busy_ = false;
+        timer_.cancel();
+      });
+    });
+  }
+
+  // The outcome of the write in flight (nullopt: none, or it went well); its exception, rethrown.
+  Task<std::optional<hub::Reply>> wait() {
+    while (busy_) {
+      timer_.expires_after(std::chrono::hours(1));
+      boost::system::error_code ec;
+      co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+    co_return std::exchange(result_, std::nullopt);
+  }
+
+ private:
+  asio::steady_timer timer_;
+  bool busy_ = false;
+  std::optional<hub::Reply> result_;
+  std::exception_ptr error_;
+};
 
 // A hosted repo's Hub routes beyond the metadata API: /api/{type}s/{ns}/{name}/{action}/...
 Task<Answer> repo_action(Exchange& x, hosting::Hosting& hosting, const RepoId& repo, const std::string& action) {
@@ -155,7 +208,7 @@ Task<std::optional<Answer>> hosted(Exchange& x, const ApiRoute& api) {
   const std::string query(x.query);
   switch (api.kind) {
     case ApiRoute::Kind::webseed: {
-      if (api.path.starts_with(".pad/")) break;  // zeros, whoever asks
+      if (api.path.starts_with(".pad/")) break;                            // zeros, whoever asks
       const ResolveRoute route{api.repo, api.rev, api.path, api.passkey};  // named: see on_blocking
       auto file = co_await hosted(x, route);
       co_return file;
@@ -225,7 +278,12 @@ Task<std::optional<Answer>> hosted(Exchange& x, const UpstreamRoute& route) {
     co_return std::nullopt;
   }
   if (path == "/api/repos/delete" && req.method() == bhttp::verb::delete_) {
-    auto reply = co_await offload(x.server.deps.blocking, [&] { return hosting->delete_repo(who, req.body()); });
+    auto reply = co_await offload(x.server.deps.blocking, [&] {
+      auto deleted = hosting->delete_repo(who, req.body());
+      // Its torrents stop now, shared files and all, not at the next visibility check.
+      if (deleted && deleted->status == 200 && x.server.deps.torrents) x.server.deps.torrents->recheck_visibility();
+      return deleted;
+    });
     if (reply) co_return Answer{std::move(*reply)};
     co_return std::nullopt;
   }
@@ -239,6 +297,15 @@ Task<std::optional<Answer>> hosted(Exchange& x, const UpstreamRoute& route) {
     if (mine)
       co_return Answer{hub::error_reply(501, "hosted repos cannot be moved: create the new repo and upload to it")};
     co_return std::nullopt;
+  }
+  // Any other page of a hosted namespace (/{ns}, /{ns}/{name}, /datasets/{ns}/{name}, /api/models/{ns}/...)
+  // stays here too: the upstream hears nothing of the node's names.
+  if (const auto segs = segments(req.target()); !segs.empty()) {
+    std::size_t at = 0;
+    if (segs[0] == "datasets" || segs[0] == "spaces") at = 1;
+    if (segs[0] == "api") at = segs.size() > 1 && parse_repo_type(segs[1]) ? 2 : segs.size();
+    if (at < segs.size() && hosting->owns_namespace(segs[at]))
+      co_return Answer{hub::error_reply(404, "Repository not found", "RepoNotFound")};
   }
   // A node user's own identity; anyone else's whoami is the Hub's.
   if (!who.user.empty() && (path == "/api/whoami-v2" || path == "/api/whoami"))
@@ -282,19 +349,31 @@ Task<Answer> handle(Exchange& x, const UploadRoute& route) {
   auto begun = co_await offload(blocking, [&] { return hosting->begin_upload(ticket, part, content_length); });
   if (auto* refused = std::get_if<hub::Reply>(&begun)) co_return std::move(*refused);
   auto upload = std::move(std::get<std::unique_ptr<hosting::Hosting::Upload>>(begun));
-  std::vector<std::uint8_t> buffer(kUploadSlice);
-  for (;;) {
+  // Two slices: the connection fills one while the blocking pool writes and hashes the other.
+  std::array<std::vector<std::uint8_t>, 2> slices{std::vector<std::uint8_t>(kUploadSlice),
+                                                  std::vector<std::uint8_t>(kUploadSlice)};
+  SliceWriter writer(co_await asio::this_coro::executor);
+  for (std::size_t current = 0;; current ^= 1) {
+    auto& slice = slices[current];
     std::size_t filled = 0;
-    // Slices of a megabyte go to the disk on the blocking pool while the connection waits.
-    while (filled < buffer.size()) {
-      const std::size_t n = co_await x.body->read(std::span(buffer).subspan(filled));
-      if (n == 0) break;
-      filled += n;
+    std::exception_ptr cut;
+    try {
+      while (filled < slice.size()) {
+        const std::size_t n = co_await x.body->read(std::span(slice).subspan(filled));
+        if (n == 0) break;
+        filled += n;
+      }
+    } catch (...) {
+      cut = std::current_exception();
     }
+    // The slice in flight is written before anything else happens, the connection's failure included.
+    std::optional<hub::Reply> failed = co_await writer.wait();
+    if (cut) std::rethrow_exception(cut);
+    if (failed) co_return std::move(*failed);
     if (filled == 0) break;
-    std::optional<hub::Reply> failed = co_await offload(blocking, [&]() -> std::optional<hub::Reply> {
+    writer.start(blocking, [&upload, &slice, filled]() -> std::optional<hub::Reply> {
       try {
-        upload->write(std::span<const std::uint8_t>(buffer.data(), filled));
+        upload->write(std::span<const std::uint8_t>(slice.data(), filled));
       } catch (const std::length_error&) {
         return hub::error_reply(400, "the body is longer than the object's announced size");
       } catch (const std::system_error& e) {
@@ -304,9 +383,10 @@ Task<Answer> handle(Exchange& x, const UploadRoute& route) {
       }
       return std::nullopt;
     });
-    if (failed) co_return std::move(*failed);
-    if (filled < buffer.size()) break;
+    if (filled < slice.size()) break;
   }
+  std::optional<hub::Reply> failed = co_await writer.wait();
+  if (failed) co_return std::move(*failed);
   co_return co_await on_blocking(x, [&] { return upload->finish(); });
 }
 

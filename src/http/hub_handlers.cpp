@@ -72,7 +72,7 @@ hub::Reply method_not_allowed(const char* allowed) {
 Task<Answer> handle(Exchange& x, const ResolveRoute& route) {
   if (hosts(x, route.repo)) {
     auto answer = co_await hosted(x, route);
-    co_return std::move(*answer);
+    if (answer) co_return std::move(*answer);
   }
   if (!is_read(x.request)) co_return method_not_allowed("use GET or HEAD");
   co_return co_await answer_file(x, route);

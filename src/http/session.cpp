@@ -7,8 +7,10 @@
 
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <cstring>
 #include <type_traits>
 
+#include "hosting/hosting.hpp"
 #include "http/credentials.hpp"
 #include "http/file_response.hpp"
 #include "http/handlers.hpp"
@@ -342,19 +344,28 @@ class Responder {
   Connection& c_;
 };
 
-// An upload's body, read as the handler asks for it (Beast's buffer_body parser on the session's stream).
+// An upload's body, read as the handler asks for it. A body of known length is read from the socket straight
+// into the handler's buffer, after the bytes that came with the head; a chunked one through Beast's
+// buffer_body parser, with room for large reads.
 template <class Stream>
 class StreamedBody : public BodyStream {
  public:
   StreamedBody(Stream& stream, beast::flat_buffer& buffer, bhttp::request_parser<bhttp::buffer_body>& parser,
                Connection& c)
-      : stream_(stream), buffer_(buffer), parser_(parser), c_(c) {}
+      : stream_(stream), buffer_(buffer), parser_(parser), c_(c) {
+    if (auto length = parser.content_length()) left_ = *length;
+  }
+
+  bool done() const { return left_ ? *left_ == 0 : parser_.is_done(); }
 
   Task<std::size_t> read(std::span<std::uint8_t> into) override {
-    if (parser_.is_done() || into.empty()) co_return 0;
+    if (done() || into.empty()) co_return 0;
+    co_await continue_once();
+    if (left_) co_return co_await read_known(into);
     auto& body = parser_.get().body();
     body.data = into.data();
     body.size = into.size();
+    buffer_.reserve(kStreamedRead);
     boost::system::error_code ec;
     co_await bhttp::async_read_some(stream_, buffer_, parser_, asio::redirect_error(asio::use_awaitable, ec));
     if (ec == bhttp::error::need_buffer) ec = {};
@@ -364,10 +375,44 @@ class StreamedBody : public BodyStream {
   }
 
  private:
+  static constexpr std::size_t kStreamedRead = 256 * 1024;
+
+  Task<std::size_t> read_known(std::span<std::uint8_t> into) {
+    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(into.size(), *left_));
+    std::size_t got = 0;
+    if (buffer_.size() > 0) {
+      got = std::min(want, buffer_.size());
+      std::memcpy(into.data(), buffer_.data().data(), got);
+      buffer_.consume(got);
+    } else {
+      boost::system::error_code ec;
+      got = co_await stream_.async_read_some(asio::buffer(into.data(), want),
+                                             asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) throw boost::system::system_error(ec, "reading the request body");
+    }
+    *left_ -= got;
+    c_.touch();
+    co_return got;
+  }
+
+  // A client that sent `Expect: 100-continue` waits for this before its body (curl -T does, for a second).
+  Task<void> continue_once() {
+    if (continued_) co_return;
+    continued_ = true;
+    if (!beast::iequals(parser_.get()[bhttp::field::expect], "100-continue")) co_return;
+    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    boost::system::error_code ec;
+    co_await asio::async_write(stream_, asio::buffer(kContinue.data(), kContinue.size()),
+                               asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) throw boost::system::system_error(ec, "writing 100 Continue");
+  }
+
   Stream& stream_;
   beast::flat_buffer& buffer_;
   bhttp::request_parser<bhttp::buffer_body>& parser_;
   Connection& c_;
+  std::optional<std::uint64_t> left_;  // of a body of known length
+  bool continued_ = false;
 };
 
 // One request, from admission to the last byte of its answer; whether the connection stays open.
@@ -389,12 +434,30 @@ Task<bool> answer_request(ServerContext& server, Responder<Stream>& responder, C
   co_return co_await responder.write(req, answer);
 }
 
+// Reads and drops up to kDrainLimit of a body the answer did not want; whether it reached the end.
+template <class Stream>
+Task<bool> drain(StreamedBody<Stream>& body) {
+  static constexpr std::uint64_t kDrainLimit = 64 * 1024 * 1024;
+  std::vector<std::uint8_t> scratch(256 * 1024);
+  std::uint64_t dropped = 0;
+  try {
+    while (!body.done() && dropped < kDrainLimit) {
+      const std::size_t n = co_await body.read(scratch);
+      if (n == 0) break;
+      dropped += n;
+    }
+  } catch (const std::exception&) {
+    co_return false;
+  }
+  co_return body.done();
+}
+
 // A commit to a hosted repo, or a repo created with its files, from a caller whose node key holds: only these
 // may send more than kBodyLimit, so nobody unknown makes the node buffer large bodies.
 bool large_body_allowed(const ServerContext& server, const Route& route, const Request& head) {
   const auto* passed = std::get_if<UpstreamRoute>(&route);
   if (!passed || !server.deps.hosting || !server.deps.identities) return false;
-  const bool commit = passed->repo && passed->action == "commit";
+  const bool commit = passed->repo && passed->action == "commit" && server.deps.hosting->owns(*passed->repo);
   const bool create = !passed->repo && url::split_target(head.target()).first == "/api/repos/create";
   if (!commit && !create) return false;
   const std::string_view bearer = bearer_of(head[bhttp::field::authorization]);
@@ -494,8 +557,9 @@ Task<void> run(ServerContext& server, std::shared_ptr<Session<Stream>> session) 
       }
       if (!failure.empty()) keep_alive = co_await responder.internal_error(request, failure);
       server.record(c, request, started);
-      // A body the answer did not read to its end leaves the next request's start unknown.
-      if (streamed && !streamed->is_done()) break;
+      // A refused upload's client is still sending: a little more of its body is read and dropped, so that it
+      // reads the refusal rather than a reset. A body left unread leaves the next request's start unknown.
+      if (body && !body->done() && !co_await drain(*body)) break;
       if (!keep_alive || server.draining) break;
     }
   } catch (const std::exception& e) {

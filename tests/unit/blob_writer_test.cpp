@@ -119,19 +119,21 @@ TEST_F(BlobWriterTest, StoresChunksAsTheCacheHashesThem) {
   EXPECT_TRUE(staging_empty());
 }
 
-TEST_F(BlobWriterTest, DigestsAreTheFilesSha256AndGitBlobId) {
+TEST_F(BlobWriterTest, AnUploadIsNamedByItsSha256AndARegularFileByItsGitBlobId) {
   const auto data = pattern(2 * kChunk + 17);
   BlobWriter writer(*store_, kChunk, "u1", data.size());
   writer.write(std::span(data).first(100));
   writer.write(std::span(data).subspan(100));
   const auto& digests = writer.finish();
   EXPECT_EQ(digests.sha256, sha256(data));
-  EXPECT_EQ(digests.git_blob.hex(), git_blob_id(data));
   EXPECT_EQ(digests.size, data.size());
+  // An upload is an LFS object: stored under any other name it is refused.
+  EXPECT_THROW(writer.store(*index_, git_blob_id(data), false, {}, BlobScope{true, {}}), std::invalid_argument);
 
   // A regular file is stored under its git blob id.
-  const BlobEntry blob =
-      writer.store(*index_, git_blob_id(data), false, {{repo_, commit_, "a.txt"}}, BlobScope{true, {}});
+  const std::string_view text(reinterpret_cast<const char*>(data.data()), data.size());
+  const BlobEntry blob = store_bytes(*store_, *index_, kChunk, text, git_blob_id(data), false,
+                                     {{repo_, commit_, "a.txt"}}, BlobScope{true, {}});
   EXPECT_FALSE(blob.lfs);
   expect_cache_hashing(blob, data);
   EXPECT_TRUE(index_->blob_serves(blob.etag, RepoId{RepoType::model, "anyone/else"}));
@@ -140,8 +142,8 @@ TEST_F(BlobWriterTest, DigestsAreTheFilesSha256AndGitBlobId) {
 TEST_F(BlobWriterTest, EmptyFileHasNoChunksAndNoV2Root) {
   BlobWriter writer(*store_, kChunk, "empty", 0);
   EXPECT_EQ(writer.finish().sha256, sha256(std::string_view()));
-  const BlobEntry blob =
-      writer.store(*index_, git_blob_id({}), false, {{repo_, commit_, "empty.txt"}}, BlobScope{true, {}});
+  const BlobEntry blob = writer.store(*index_, sha256(std::string_view()).hex(), true, {{repo_, commit_, "empty.txt"}},
+                                      BlobScope{true, {}});
   EXPECT_EQ(blob.size, 0u);
   EXPECT_TRUE(blob.chunks.empty());
   EXPECT_FALSE(blob.v2_root);

@@ -31,10 +31,9 @@ TEST(RepoContent, CommitsMoveTheBranchAndReadBack) {
   EXPECT_EQ(content.head(kRepo, "main"), one);
   const Snapshot files = content.snapshot(kRepo, one);
   ASSERT_EQ(files.size(), 1u);
-  const auto blob = content.object(files.at("a/b.txt").blob);
-  ASSERT_TRUE(blob);
-  EXPECT_EQ(blob->type, "blob");
-  EXPECT_EQ(blob->content, "hello\n");
+  // The file's id is git's; its bytes are the chunk store's, not kept a second time as a git object.
+  EXPECT_EQ(files.at("a/b.txt").blob, make_git_object("blob", "hello\n").id);
+  EXPECT_FALSE(content.object(files.at("a/b.txt").blob));
   EXPECT_EQ(content.object(one)->type, "commit");
 
   // The client names the head it saw: a stale one is refused and nothing moves.
@@ -73,6 +72,40 @@ TEST(RepoContent, ARefusedOrFailedCommitLeavesNothing) {
   records.fail = false;
   EXPECT_FALSE(content.head(kRepo, "main"));
   EXPECT_TRUE(records.rows.empty()) << "one batch: all of the commit or none";
+}
+
+}  // namespace
+}  // namespace inferllama::hosting
+
+namespace inferllama::hosting {
+namespace {
+
+TEST(RepoContent, ObjectsNoBranchReachesAreCollected) {
+  testing::MemoryRecords records;
+  RepoContent content(records);
+  const RepoId other{RepoType::model, "ada/other"};
+  auto gone =
+      content.commit(kRepo, "main", payload(std::nullopt, {AddFile{"a/only-here.txt", "x"}}), kWho, nothing_stored);
+  auto kept = content.commit(other, "main", payload(std::nullopt, {AddFile{"b/kept.txt", "y"}}), kWho, nothing_stored);
+  ASSERT_TRUE(std::holds_alternative<Sha1>(gone) && std::holds_alternative<Sha1>(kept));
+  const auto gone_commit = content.object(std::get<Sha1>(gone));
+  const auto kept_commit = content.object(std::get<Sha1>(kept));
+  ASSERT_TRUE(gone_commit && kept_commit);
+  const Sha1 gone_tree = parse_commit(gone_commit->content)->tree;
+  const Sha1 kept_tree = parse_commit(kept_commit->content)->tree;
+  content.forget(kRepo);
+  content.collect_objects();
+  EXPECT_FALSE(content.object(std::get<Sha1>(gone)));
+  EXPECT_FALSE(content.object(gone_tree));
+  EXPECT_TRUE(content.object(std::get<Sha1>(kept)));
+  ASSERT_TRUE(content.object(kept_tree));
+  // The subfolder's tree too: reached through the root's entry.
+  std::size_t trees = 0;
+  records.scan(RecordTable::hosting, "obj|", [&](std::string_view, std::string_view value) {
+    trees += value.starts_with("tree");
+    return true;
+  });
+  EXPECT_EQ(trees, 2u);  // the other repo's root and b/
 }
 
 }  // namespace
