@@ -95,6 +95,20 @@ BlobWriter::~BlobWriter() {
 }
 
 void BlobWriter::write(std::span<const std::uint8_t> bytes) {
+  write_chunks(bytes);
+  hash_file(bytes);
+}
+
+void BlobWriter::hash_file(std::span<const std::uint8_t> bytes) {
+  // Only the digest that names the file: an LFS object's SHA-256, a regular file's git blob id.
+  if (lfs_) {
+    sha256_.update(bytes);
+  } else {
+    git_blob_.update(bytes);
+  }
+}
+
+void BlobWriter::write_chunks(std::span<const std::uint8_t> bytes) {
   if (state_ != State::open) throw std::logic_error("the upload was stored or abandoned");
   if (bytes.size() > declared_size_ - written_) {
     throw std::length_error("the upload is longer than the " + std::to_string(declared_size_) + " bytes it declared");
@@ -108,12 +122,6 @@ void BlobWriter::write(std::span<const std::uint8_t> bytes) {
     // Only bytes on disk are hashed: after an error, what was written and what was hashed still agree.
     const auto done = bytes.first(static_cast<std::size_t>(wrote));
     chunk_hasher_->update(done);
-    // Only the digest that names the file: an LFS object's SHA-256, a regular file's git blob id.
-    if (lfs_) {
-      sha256_.update(done);
-    } else {
-      git_blob_.update(done);
-    }
     written_ += done.size();
     chunk_filled_ += static_cast<std::uint32_t>(done.size());
     bytes = bytes.subspan(done.size());

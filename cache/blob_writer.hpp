@@ -31,6 +31,10 @@ class BlobWriter {
   // Appends bytes. Throws std::length_error (writing nothing) past `declared_size`, std::system_error on a
   // disk error (a full disk is errc::no_space_on_device); the bytes before the error count as written.
   void write(std::span<const std::uint8_t> bytes);
+  // write() in two halves that may run at once on two threads: the chunks (files and their hashes), and the
+  // whole file's digest, each given every byte once and in order.
+  void write_chunks(std::span<const std::uint8_t> bytes);
+  void hash_file(std::span<const std::uint8_t> bytes);
   std::uint64_t written() const { return written_; }
 
   struct Digests {

@@ -732,7 +732,11 @@ class ObjectUpload : public Hosting::Upload {
       : impl_(impl),
         ticket_(std::move(ticket)),
         writer_(impl.deps.store, impl.settings.chunk_size, key, ticket_.size) {}
-  void write(std::span<const std::uint8_t> bytes) override { writer_.write(bytes); }
+  void write(std::span<const std::uint8_t> bytes) override {
+    if (bytes.size() > ticket_.size - writer_.written()) throw std::length_error("more bytes than the object has");
+    writer_.write_chunks(bytes);
+  }
+  void hash(std::span<const std::uint8_t> bytes) override { writer_.hash_file(bytes); }
   Reply finish() override {
     if (writer_.written() != ticket_.size)
       return error_reply(400, "the upload has " + std::to_string(writer_.written()) + " bytes; the object has " +
@@ -763,6 +767,7 @@ class PartUpload : public Hosting::Upload {
     writer_.write(bytes);
     written_ += bytes.size();
   }
+  void hash(std::span<const std::uint8_t>) override {}  // the parts are hashed whole at the completion
   Reply finish() override {
     if (written_ != size_)
       return error_reply(400, "part " + std::to_string(part_) + " has " + std::to_string(written_) +

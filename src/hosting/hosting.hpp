@@ -116,6 +116,9 @@ class Hosting : public HostedRepos {
     virtual ~Upload() = default;
     // Throws std::length_error past the size the ticket announced, std::system_error on a disk error.
     virtual void write(std::span<const std::uint8_t> bytes) = 0;
+    // The same bytes, for the whole object's digest: may run at the same time as their write(), on another
+    // thread, each slice after the one before.
+    virtual void hash(std::span<const std::uint8_t> bytes) = 0;
     // After the last byte: checks it against the ticket and makes it stored, or says why not.
     virtual hub::Reply finish() = 0;
   };

@@ -76,14 +76,14 @@ Task<Answer> on_blocking(Exchange& x, Work work) {
   co_return reply;
 }
 
-// One write of an upload's slice on the blocking pool at a time, awaited when the next slice is read.
+// The work on one upload slice (its write, its digest) on the blocking pool, awaited when the next slice is read.
 class SliceWriter {
  public:
   using Work = std::function<std::optional<hub::Reply>()>;
   explicit SliceWriter(const asio::any_io_executor& executor) : timer_(executor) {}
 
   void start(ElasticThreads& pool, Work work) {
-    busy_ = true;
+    ++in_flight_;
     pool.post([this, work = std::move(work)] {
       std::optional<hub::Reply> result;
       std::exception_ptr error;
@@ -94,17 +94,16 @@ class SliceWriter {
       }
       // Back on the connection's executor, where wait() looks.
       asio::post(timer_.get_executor(), [this, result = std::move(result), error] {
-        result_ = result;
-        error_ = error;
-        busy_ = false;
-        timer_.cancel();
+        if (!result_) result_ = result;
+        if (!error_) error_ = error;
+        if (--in_flight_ == 0) timer_.cancel();
       });
     });
   }
 
-  // The outcome of the write in flight (nullopt: none, or it went well); its exception, rethrown.
+  // The outcome of the work in flight (nullopt: none, or it went well); an exception, rethrown.
   Task<std::optional<hub::Reply>> wait() {
-    while (busy_) {
+    while (in_flight_ > 0) {
       timer_.expires_after(std::chrono::hours(1));
       boost::system::error_code ec;
       co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
@@ -115,7 +114,7 @@ class SliceWriter {
 
  private:
   asio::steady_timer timer_;
-  bool busy_ = false;
+  int in_flight_ = 0;
   std::optional<hub::Reply> result_;
   std::exception_ptr error_;
 };
@@ -371,6 +370,11 @@ Task<Answer> handle(Exchange& x, const UploadRoute& route) {
     if (cut) std::rethrow_exception(cut);
     if (failed) co_return std::move(*failed);
     if (filled == 0) break;
+    // The object's digest on one thread while its chunks are written and hashed on another.
+    writer.start(blocking, [&upload, &slice, filled]() -> std::optional<hub::Reply> {
+      upload->hash(std::span<const std::uint8_t>(slice.data(), filled));
+      return std::nullopt;
+    });
     writer.start(blocking, [&upload, &slice, filled]() -> std::optional<hub::Reply> {
       try {
         upload->write(std::span<const std::uint8_t>(slice.data(), filled));

@@ -107,7 +107,9 @@ class HostingTest : public ::testing::Test {
     auto begun = hosting_->begin_upload(std::get<UploadTicket>(ticket), 0, bytes.size());
     if (auto* refused = std::get_if<hub::Reply>(&begun)) return *refused;
     auto& upload_sink = *std::get<std::unique_ptr<Hosting::Upload>>(begun);
-    upload_sink.write(std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()));
+    const std::span body(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+    upload_sink.write(body);
+    upload_sink.hash(body);
     return upload_sink.finish();
   }
 
