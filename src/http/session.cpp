@@ -29,6 +29,7 @@ namespace {
 
 constexpr std::size_t kHeaderLimit = 16 * 1024;
 constexpr std::size_t kBodyLimit = 1024 * 1024;
+constexpr std::size_t kLargeRead = 64 * 1024;
 // A commit to a hosted repo carries its small files inline (base64): from a caller with a node key only.
 constexpr std::size_t kCommitBodyLimit = std::size_t{512} * 1024 * 1024;
 
@@ -507,7 +508,12 @@ Task<void> run(ServerContext& server, std::shared_ptr<Session<Stream>> session) 
           if (parser->content_length().value_or(0) > limit) {
             ec = bhttp::error::body_limit;
           } else if (!parser->is_done()) {
+            // A large body (a commit's NDJSON) is read 64 KiB at a time, not in the few bytes the head left
+            // room for; the room goes again after it, so idle connections stay small.
+            const bool large = parser->content_length().value_or(kLargeRead) >= kLargeRead;
+            if (large) buffer.reserve(kLargeRead);
             co_await bhttp::async_read(stream, buffer, *parser, asio::redirect_error(asio::use_awaitable, ec));
+            if (large) buffer.shrink_to_fit();
           }
         }
       }
