@@ -122,6 +122,20 @@ std::string string_field(const Json& json, const char* name) {
   return it != json.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
+// Whether a body asks for a private repo: `visibility` (public, private, protected), or the older
+// `private`; nullopt when it says neither.
+std::variant<std::optional<bool>, Reply> requested_privacy(const Json& json) {
+  if (auto visibility = json.find("visibility"); visibility != json.end() && visibility->is_string()) {
+    const std::string text = visibility->get<std::string>();
+    if (text != "public" && text != "private" && text != "protected")
+      return error_reply(400, "visibility must be public, private or protected");
+    return std::optional<bool>(text != "public");
+  }
+  if (auto flag = json.find("private"); flag != json.end() && flag->is_boolean())
+    return std::optional<bool>(flag->get<bool>());
+  return std::optional<bool>();
+}
+
 // The repo a create or delete body names: "name" (maybe "ns/name"), "organization", "type".
 std::variant<RepoId, Reply> repo_of_body(const Json& body, const std::string& user) {
   std::string name = string_field(body, "name");
@@ -486,15 +500,9 @@ std::optional<Reply> Hosting::create_repo(const Requester& who, const std::strin
   if (who.user.empty() && !who.admin) return error_reply(401, "sign in with a node key to create repos");
   if (!role || *role < Role::write)
     return error_reply(403, "You don't have the rights to create a repo in " + std::string(namespace_of(repo)));
-  bool is_private = false;
-  if (auto visibility = json->find("visibility"); visibility != json->end() && visibility->is_string()) {
-    const std::string text = visibility->get<std::string>();
-    if (text != "public" && text != "private" && text != "protected")
-      return error_reply(400, "visibility must be public, private or protected");
-    is_private = text != "public";
-  } else if (auto flag = json->find("private"); flag != json->end() && flag->is_boolean()) {
-    is_private = flag->get<bool>();
-  }
+  const auto privacy = requested_privacy(*json);
+  if (auto* refused = std::get_if<Reply>(&privacy)) return std::move(*refused);
+  const bool is_private = std::get<std::optional<bool>>(privacy).value_or(false);
   // As on the Hub, a new repo has one commit: its .gitattributes, and the files JS sends along.
   CommitPayload initial;
   initial.header.summary = "initial commit";
@@ -561,15 +569,9 @@ Reply Hosting::settings(const Requester& who, const RepoId& repo, const std::str
     return *refused;
   auto json = parse_object(body);
   if (!json) return error_reply(400, "the body must be a JSON object");
-  std::optional<bool> is_private;
-  if (auto visibility = json->find("visibility"); visibility != json->end() && visibility->is_string()) {
-    const std::string text = visibility->get<std::string>();
-    if (text != "public" && text != "private" && text != "protected")
-      return error_reply(400, "visibility must be public, private or protected");
-    is_private = text != "public";
-  } else if (auto flag = json->find("private"); flag != json->end() && flag->is_boolean()) {
-    is_private = flag->get<bool>();
-  }
+  const auto privacy = requested_privacy(*json);
+  if (auto* refused = std::get_if<Reply>(&privacy)) return *refused;
+  const std::optional<bool> is_private = std::get<std::optional<bool>>(privacy);
   if (auto gated = json->find("gated"); gated != json->end() && !(gated->is_boolean() && !gated->get<bool>()))
     return error_reply(400, "hosted repos are public or private; gating is not offered");
   if (is_private) namespaces_.set_private(repo, *is_private);
