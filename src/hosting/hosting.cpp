@@ -290,11 +290,15 @@ struct Hosting::Impl {
 
   // Every etag hosted snapshots hold, and the pending uploads'; the bytes of the former.
   std::uint64_t referenced(std::unordered_set<std::string>& etags) {
-    std::uint64_t bytes = 0;
-    for_each_snapshot_file("snap|", [&](std::string_view etag, std::uint64_t size) {
-      if (etags.emplace(etag).second) bytes += size;
-    });
+    // Pending first: a commit writes its snapshot before it drops the pending records, so a file moving
+    // from one to the other during the scan is seen in one of them.
     for_each_pending([&](std::string_view etag, std::string_view) { etags.emplace(etag); });
+    std::uint64_t bytes = 0;
+    std::unordered_set<std::string> counted;
+    for_each_snapshot_file("snap|", [&](std::string_view etag, std::uint64_t size) {
+      etags.emplace(etag);
+      if (counted.emplace(etag).second) bytes += size;
+    });
     return bytes;
   }
 
@@ -408,6 +412,12 @@ struct Hosting::Impl {
   // A repo's pull request counter and records, and whatever a deletion cut short left of its content.
   void forget_repo(const RepoId& repo) {
     content.forget(repo);
+    std::vector<RecordStore::Write> pending;
+    const std::string key = repo.key();
+    for_each_pending([&](std::string_view etag, std::string_view repo_key) {
+      if (repo_key == key) pending.push_back({pending_key(std::string(etag), repo), std::nullopt});
+    });
+    if (!pending.empty()) deps.records.write(RecordTable::hosting, pending, /*sync=*/true);
     deps.records.write(RecordTable::hosting, {{std::string(kPrCount) + repo.key(), std::nullopt}}, /*sync=*/true);
     const std::string prefix = std::string(kDiscussion) + repo.key() + '\0';
     std::string end = prefix;
@@ -632,6 +642,7 @@ Reply Hosting::lfs_batch(const Requester& who, const RepoId& repo, const std::st
     return error_reply(413, "at most " + std::to_string(kMaxBatchObjects) + " objects per batch");
   const std::set<std::string> held = impl_->etags_of_repo(repo);
   // Quota and disk before anything is built: what the batch asks to send, each object once.
+  std::uint64_t multipart_total = 0;
   {
     std::set<std::string> asked;
     std::uint64_t total = 0;
@@ -640,7 +651,9 @@ Reply Hosting::lfs_batch(const Requester& who, const RepoId& repo, const std::st
       const std::uint64_t size = object["size"].get<std::uint64_t>();
       const auto oid = Sha256::from_hex(string_field(object, "oid"));
       if (!oid || size > impl_->settings.max_object_size || !asked.insert(oid->hex()).second) continue;
-      if (impl_->stored_size(repo, *oid, held) != size) total += size;  // what the repo holds is not sent again
+      if (impl_->stored_size(repo, *oid, held) == size) continue;  // what the repo holds is not sent again
+      total += size;
+      if (multipart_ok && size >= impl_->settings.multipart_threshold) multipart_total += size;
     }
     if (auto refused = impl_->over_quota(namespaces_, namespace_of(repo), total)) return *refused;
     std::error_code ec;
@@ -649,7 +662,6 @@ Reply Hosting::lfs_batch(const Requester& who, const RepoId& repo, const std::st
       return error_reply(507, "the node has " + std::to_string(space.available) +
                                   " bytes of disk left; this batch needs " + std::to_string(total));
   }
-  std::uint64_t parts_answered = 0;
   const std::int64_t expires =
       seconds(impl_->deps.clock) +
       std::chrono::duration_cast<std::chrono::seconds>(impl_->settings.upload_url_lifetime).count();
@@ -684,9 +696,11 @@ Reply Hosting::lfs_batch(const Requester& who, const RepoId& repo, const std::st
     UploadTicket ticket{repo, *oid, *size, who.user, expires, 0};
     const bool multipart = multipart_ok && *size >= impl_->settings.multipart_threshold;
     if (multipart) {
-      // Parts of whole chunks, 16 MiB or more, at most kMaxParts of them: the answer stays small.
+      // Parts of whole chunks, 16 MiB or more: larger when the object, or the batch, would need more than
+      // kMaxParts, or kMaxBatchParts, URLs (the clients take the part size they are given).
       const std::uint64_t chunk = impl_->settings.chunk_size;
-      const std::uint64_t wanted = std::max<std::uint64_t>(16ull << 20, (*size + kMaxParts - 1) / kMaxParts);
+      const std::uint64_t wanted = std::max({std::uint64_t{16} << 20, (*size + kMaxParts - 1) / kMaxParts,
+                                             (multipart_total + kMaxBatchParts - 1) / kMaxBatchParts});
       ticket.part_size = (wanted + chunk - 1) / chunk * chunk;
     }
     const std::string token = impl_->signer.sign(ticket);
@@ -696,9 +710,6 @@ Reply Hosting::lfs_batch(const Requester& who, const RepoId& repo, const std::st
       any_multipart = true;
       Json header{{"chunk_size", std::to_string(ticket.part_size)}};
       const std::uint64_t parts = (*size + ticket.part_size - 1) / ticket.part_size;
-      if ((parts_answered += parts) > kMaxBatchParts)
-        return error_reply(413, "this batch asks for more than " + std::to_string(kMaxBatchParts) +
-                                    " upload parts; send fewer objects per batch");
       for (std::uint64_t n = 1; n <= parts; ++n) {
         char name[8];
         std::snprintf(name, sizeof name, "%05llu", static_cast<unsigned long long>(n));
@@ -806,7 +817,7 @@ std::variant<std::unique_ptr<Hosting::Upload>, Reply> Hosting::begin_upload(
     const UploadTicket& ticket, unsigned part, std::optional<std::uint64_t> content_length) {
   if (!namespaces_.repo(ticket.repo)) return repo_not_found();
   // Batches asked separately must not add up past the quota: the bytes are charged when they come.
-  if (part <= 1) {
+  if (part <= 1 && impl_->stored_size(ticket.repo, ticket.oid, {}) != ticket.size) {
     if (auto refused = impl_->over_quota(namespaces_, namespace_of(ticket.repo), ticket.size)) return *refused;
   }
   if (part == 0) {
@@ -940,6 +951,7 @@ Reply Hosting::create_discussion(const Requester& who, const RepoId& repo, const
   if (!json) return error_reply(400, "the body must be a JSON object");
   if (!json->value("pullRequest", false))
     return error_reply(400, "this node keeps pull requests only; discussions are not offered");
+  std::lock_guard changing(impl_->changes);  // the start commit is not collected meanwhile
   const auto main = impl_->content.head(repo, "main");
   if (!main) return revision_not_found("main");
   const unsigned number = impl_->next_pr(repo);
@@ -991,6 +1003,7 @@ Reply Hosting::create_branch(const Requester& who, const RepoId& repo, const std
   if (auto refused = write_refusal(read_refusal(who, repo), impl_->role(namespaces_, who, repo), who, Role::write))
     return *refused;
   if (!is_branch_name(branch)) return error_reply(400, "invalid branch name: " + branch);
+  std::lock_guard changing(impl_->changes);  // the start commit is not collected meanwhile
   if (impl_->content.head(repo, branch)) return error_reply(409, "Reference already exists: " + branch);
   std::string from = "main";
   if (auto json = parse_object(body)) {

@@ -74,7 +74,7 @@ Task<std::optional<Answer>> hosted(Exchange& x, const ResolveRoute& route);
 Task<std::optional<Answer>> hosted(Exchange& x, const ApiRoute& route);
 Task<std::optional<Answer>> hosted(Exchange& x, const UpstreamRoute& route);
 // Whether a request's body is streamed to its handler rather than read whole first (an upload PUT).
-bool streams_body(const Route& route, const Request& req);
+bool streams_body(const Route& route, const boost::beast::http::request_header<>& head);
 
 // The torrent and magnet routes (torrent_handlers.cpp), reached through the API route.
 Task<Answer> handle_torrent(Exchange& x, const ApiRoute& route);

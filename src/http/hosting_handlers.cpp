@@ -179,7 +179,7 @@ bool hosts(const Exchange& x, const RepoId& repo) {
   return x.server.deps.hosting && x.server.deps.hosting->owns(repo);
 }
 
-bool streams_body(const Route& route, const Request& req) {
+bool streams_body(const Route& route, const bhttp::request_header<>& req) {
   const auto* upload = std::get_if<UploadRoute>(&route);
   return upload && req.method() == bhttp::verb::put &&
          (upload->kind == UploadRoute::Kind::object || upload->kind == UploadRoute::Kind::part);

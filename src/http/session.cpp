@@ -358,6 +358,10 @@ class StreamedBody : public BodyStream {
   }
 
   bool done() const { return left_ ? *left_ == 0 : parser_.is_done(); }
+  // The client waits for 100 Continue before its body, which it will now never send: nothing to drain.
+  bool awaiting_continue() const {
+    return !continued_ && beast::iequals(parser_.get()[bhttp::field::expect], "100-continue");
+  }
 
   Task<std::size_t> read(std::span<std::uint8_t> into) override {
     if (done() || into.empty()) co_return 0;
@@ -439,6 +443,7 @@ Task<bool> answer_request(ServerContext& server, Responder<Stream>& responder, C
 template <class Stream>
 Task<bool> drain(StreamedBody<Stream>& body) {
   static constexpr std::uint64_t kDrainLimit = 64 * 1024 * 1024;
+  if (body.awaiting_continue()) co_return false;
   std::vector<std::uint8_t> scratch(256 * 1024);
   std::uint64_t dropped = 0;
   try {
@@ -455,7 +460,7 @@ Task<bool> drain(StreamedBody<Stream>& body) {
 
 // A commit to a hosted repo, or a repo created with its files, from a caller whose node key holds: only these
 // may send more than kBodyLimit, so nobody unknown makes the node buffer large bodies.
-bool large_body_allowed(const ServerContext& server, const Route& route, const Request& head) {
+bool large_body_allowed(const ServerContext& server, const Route& route, const bhttp::request_header<>& head) {
   const auto* passed = std::get_if<UpstreamRoute>(&route);
   if (!passed || !server.deps.hosting || !server.deps.identities) return false;
   const bool commit = passed->repo && passed->action == "commit" && server.deps.hosting->owns(*passed->repo);
@@ -494,16 +499,19 @@ Task<void> run(ServerContext& server, std::shared_ptr<Session<Stream>> session) 
       c.idle = false;
       std::optional<bhttp::request_parser<bhttp::string_body>> parser;
       std::optional<bhttp::request_parser<bhttp::buffer_body>> streamed;
-      if (!ec) {
+      if (!ec && head_parser.is_done()) {
+        parser.emplace(std::move(head_parser));  // no body (every GET): nothing to decide
+      } else if (!ec) {
         const auto target = head_parser.get().target();
         const Route routed = route_target(std::string_view(target.data(), target.size()));
-        Request head_only{head_parser.get().base()};
+        const bhttp::request_header<>& head_only = head_parser.get().base();
         if (streams_body(routed, head_only)) {
           streamed.emplace(std::move(head_parser));
           streamed->body_limit(std::numeric_limits<std::uint64_t>::max());  // the upload's ticket bounds it
         } else {
-          parser.emplace(std::move(head_parser));
+          // Decided before the head moves into the body's parser.
           const std::uint64_t limit = large_body_allowed(server, routed, head_only) ? kCommitBodyLimit : kBodyLimit;
+          parser.emplace(std::move(head_parser));
           parser->body_limit(limit);  // a chunked body's chunks count against it as they come
           if (parser->content_length().value_or(0) > limit) {
             ec = bhttp::error::body_limit;

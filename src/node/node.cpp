@@ -75,7 +75,7 @@ Node::Node(const Config& config)
                 {[this](const torrent::SnapshotTorrent& t) { add_torrent(t); },
                  [this](const torrent::SnapshotTorrent& t) { remove_torrent(t); }}),
       hosting_({index_->records(), *index_, store_, clock_,
-                [this](std::string_view name) { return identities_.user(std::string(name)).has_value(); },
+                [this](std::string_view name) { return identities_.has_user(std::string(name)); },
                 [this](std::string_view name) {
                   auto user = identities_.user(std::string(name));
                   return user ? user->email : std::string();

@@ -214,6 +214,11 @@ std::optional<User> Identities::user(const std::string& name) const {
   return it->second;
 }
 
+bool Identities::has_user(const std::string& name) const {
+  std::shared_lock lock(mutex_);
+  return users_.contains(name);
+}
+
 std::optional<std::string> Identities::disable_user(const std::string& name) {
   return set_disabled(name, true);
 }

@@ -63,6 +63,7 @@ class Identities {
   std::variant<User, std::string> add_user(const std::string& name, const std::string& email);
   std::vector<User> users() const;
   std::optional<User> user(const std::string& name) const;
+  bool has_user(const std::string& name) const;  // no copy: the request path asks it of every hosted name
   std::optional<std::string> disable_user(const std::string& name);
   std::optional<std::string> enable_user(const std::string& name);
   // A new passkey for the user; the old one is refused from the next announce or web seed request on
