@@ -205,6 +205,12 @@ struct Hosting::Impl {
     return blob->size;
   }
 
+  // stored_size, reading the repo's snapshots only when the object is neither pending nor public.
+  std::optional<std::uint64_t> held_size(const RepoId& repo, const Sha256& oid) {
+    if (auto size = stored_size(repo, oid, {})) return size;
+    return stored_size(repo, oid, etags_of_repo(repo));
+  }
+
   static std::string pending_key(const std::string& etag, const RepoId& repo) {
     return std::string(kPending) + etag + '\0' + repo.key();
   }
@@ -843,8 +849,7 @@ Reply Hosting::complete_multipart(const UploadTicket& ticket, const std::string&
   if (ticket.part_size == 0) return error_reply(400, "this object was not uploaded in parts");
   if (auto json = parse_object(body); !json || string_field(*json, "oid") != ticket.oid.hex())
     return error_reply(400, "the completion names another object");
-  if (impl_->stored_size(ticket.repo, ticket.oid, impl_->etags_of_repo(ticket.repo)) == ticket.size)
-    return json_reply(200, Json::object());
+  if (impl_->held_size(ticket.repo, ticket.oid) == ticket.size) return json_reply(200, Json::object());
   cache::MultipartStaging staging(impl_->deps.store, upload_key(ticket));
   const std::uint64_t parts = (ticket.size + ticket.part_size - 1) / ticket.part_size;
   for (std::uint64_t n = 1; n <= parts; ++n) {
@@ -870,7 +875,7 @@ Reply Hosting::complete_multipart(const UploadTicket& ticket, const std::string&
 Reply Hosting::verify(const UploadTicket& ticket, const std::string& body) {
   auto json = parse_object(body);
   if (!json || string_field(*json, "oid") != ticket.oid.hex()) return error_reply(400, "verify names another object");
-  if (impl_->stored_size(ticket.repo, ticket.oid, impl_->etags_of_repo(ticket.repo)) != ticket.size)
+  if (impl_->held_size(ticket.repo, ticket.oid) != ticket.size)
     return error_reply(404, "the object " + ticket.oid.hex() + " is not stored; upload it again");
   return json_reply(200, Json::object());
 }
@@ -891,9 +896,11 @@ Reply Hosting::commit(const Requester& who, const RepoId& repo, const std::strin
     pr = impl_->next_pr(repo);
     branch = "refs/pr/" + std::to_string(*pr);
     start = rev;
-  } else if (!impl_->content.head(repo, rev) && !impl_->content.branches(repo).empty()) {
-    // As on the Hub, a branch is created first (create_branch); a repo without any takes a first commit.
-    return revision_not_found(rev);
+  } else if (!impl_->content.head(repo, rev)) {
+    // As on the Hub, a branch is created first (create_branch); a repo without any (a creation a crash cut
+    // short) takes a first commit on a branch of a proper name.
+    if (!impl_->content.branches(repo).empty() || pr_number(rev)) return revision_not_found(rev);
+    if (!is_branch_name(rev)) return error_reply(400, "invalid branch name: " + rev);
   }
   std::lock_guard changing(impl_->changes);
   const std::set<std::string> held = impl_->etags_of_repo(repo);

@@ -358,6 +358,8 @@ class StreamedBody : public BodyStream {
   }
 
   bool done() const { return left_ ? *left_ == 0 : parser_.is_done(); }
+  // Bytes of the body still to come, when its length is known.
+  std::optional<std::uint64_t> left() const { return left_; }
   // The client waits for 100 Continue before its body, which it will now never send: nothing to drain.
   bool awaiting_continue() const {
     return !continued_ && beast::iequals(parser_.get()[bhttp::field::expect], "100-continue");
@@ -376,6 +378,7 @@ class StreamedBody : public BodyStream {
     if (ec == bhttp::error::need_buffer) ec = {};
     if (ec) throw boost::system::system_error(ec, "reading the request body");
     c_.touch();
+    if (parser_.is_done()) buffer_.shrink_to_fit();  // an idle connection keeps no large buffer
     co_return into.size() - body.size;
   }
 
@@ -443,7 +446,8 @@ Task<bool> answer_request(ServerContext& server, Responder<Stream>& responder, C
 template <class Stream>
 Task<bool> drain(StreamedBody<Stream>& body) {
   static constexpr std::uint64_t kDrainLimit = 64 * 1024 * 1024;
-  if (body.awaiting_continue()) co_return false;
+  // Past the limit the connection closes at once: reading part of what is left would change nothing.
+  if (body.awaiting_continue() || body.left().value_or(0) > kDrainLimit) co_return false;
   std::vector<std::uint8_t> scratch(256 * 1024);
   std::uint64_t dropped = 0;
   try {
