@@ -28,6 +28,8 @@ class HostedRepos {
   };
   // Every file of the repo at `commit`; nullopt when the repo holds no such commit.
   virtual std::optional<std::vector<File>> files(const RepoId& repo, const std::string& commit) = 0;
+  // One file of the repo at `commit` (a lookup, not a listing); nullopt when it has none at that path.
+  virtual std::optional<FileEntry> file(const RepoId& repo, const std::string& commit, const std::string& path) = 0;
 };
 
 }  // namespace inferllama

@@ -257,12 +257,15 @@ struct Hosting::Impl {
     });
   }
 
-  // Each pending upload: its etag and the repo it was uploaded for.
-  void for_each_pending(const std::function<void(std::string_view etag, std::string_view repo_key)>& visit) {
-    deps.records.scan(RecordTable::hosting, kPending, [&](std::string_view key, std::string_view) {
+  // Each pending upload: its etag, the repo it was uploaded for, and when it was stored (seconds).
+  void for_each_pending(
+      const std::function<void(std::string_view etag, std::string_view repo_key, std::int64_t stored)>& visit) {
+    deps.records.scan(RecordTable::hosting, kPending, [&](std::string_view key, std::string_view value) {
       const std::string_view rest = key.substr(kPending.size());
       const auto nul = rest.find('\0');
-      visit(rest.substr(0, nul), nul == std::string_view::npos ? std::string_view() : rest.substr(nul + 1));
+      std::int64_t stored = 0;
+      std::from_chars(value.data(), value.data() + value.size(), stored);
+      visit(rest.substr(0, nul), nul == std::string_view::npos ? std::string_view() : rest.substr(nul + 1), stored);
       return true;
     });
   }
@@ -277,7 +280,7 @@ struct Hosting::Impl {
         if (seen.emplace(etag).second) bytes += size;
       });
     }
-    for_each_pending([&](std::string_view etag, std::string_view repo_key) {
+    for_each_pending([&](std::string_view etag, std::string_view repo_key, std::int64_t) {
       const auto repo = parse_repo_key(repo_key);
       if (!repo || namespace_of(*repo) != ns || !seen.emplace(etag).second) return;
       if (auto blob = deps.index.get_blob(std::string(etag))) bytes += blob->size;
@@ -298,7 +301,7 @@ struct Hosting::Impl {
   std::uint64_t referenced(std::unordered_set<std::string>& etags) {
     // Pending first: a commit writes its snapshot before it drops the pending records, so a file moving
     // from one to the other during the scan is seen in one of them.
-    for_each_pending([&](std::string_view etag, std::string_view) { etags.emplace(etag); });
+    for_each_pending([&](std::string_view etag, std::string_view, std::int64_t) { etags.emplace(etag); });
     std::uint64_t bytes = 0;
     std::unordered_set<std::string> counted;
     for_each_snapshot_file("snap|", [&](std::string_view etag, std::uint64_t size) {
@@ -420,7 +423,7 @@ struct Hosting::Impl {
     content.forget(repo);
     std::vector<RecordStore::Write> pending;
     const std::string key = repo.key();
-    for_each_pending([&](std::string_view etag, std::string_view repo_key) {
+    for_each_pending([&](std::string_view etag, std::string_view repo_key, std::int64_t) {
       if (repo_key == key) pending.push_back({pending_key(std::string(etag), repo), std::nullopt});
     });
     if (!pending.empty()) deps.records.write(RecordTable::hosting, pending, /*sync=*/true);
@@ -468,6 +471,14 @@ std::optional<std::vector<HostedRepos::File>> Hosting::files(const RepoId& repo,
     out.push_back({path, FileEntry{etag_of(file), file.lfs.has_value(), file.size}});
   if (out.empty() && !impl_->commit_id(repo, commit)) return std::nullopt;
   return out;
+}
+
+std::optional<FileEntry> Hosting::file(const RepoId& repo, const std::string& commit, const std::string& path) {
+  auto id = Sha1::from_hex(commit);
+  if (!id) return std::nullopt;
+  auto found = impl_->content.file(repo, *id, path);
+  if (!found) return std::nullopt;
+  return FileEntry{etag_of(*found), found->lfs.has_value(), found->size};
 }
 
 std::optional<Reply> Hosting::read_refusal(const Requester& who, const RepoId& repo) {
@@ -1323,15 +1334,11 @@ void Hosting::collect_garbage() {
   const std::int64_t now = seconds(impl_->deps.clock);
   std::vector<RecordStore::Write> expired;
   std::set<std::string> candidates;
-  impl_->deps.records.scan(RecordTable::hosting, kPending, [&](std::string_view key, std::string_view value) {
-    std::int64_t stored = 0;
-    std::from_chars(value.data(), value.data() + value.size(), stored);
-    if (now - stored > kPendingLifetime) {
-      expired.push_back({std::string(key), std::nullopt});
-      const std::string_view rest = key.substr(kPending.size());
-      candidates.emplace(rest.substr(0, rest.find('\0')));
-    }
-    return true;
+  impl_->for_each_pending([&](std::string_view etag, std::string_view repo_key, std::int64_t stored) {
+    if (now - stored <= kPendingLifetime) return;
+    if (auto repo = parse_repo_key(repo_key))
+      expired.push_back({Impl::pending_key(std::string(etag), *repo), std::nullopt});
+    candidates.emplace(etag);
   });
   if (!expired.empty()) impl_->deps.records.write(RecordTable::hosting, expired, /*sync=*/true);
   impl_->release_unreferenced(candidates);

@@ -74,6 +74,7 @@ class Hosting : public HostedRepos {
   std::optional<RepoVisibility> visibility(const RepoId& repo) override;
   std::optional<std::string> commit_of(const RepoId& repo, const std::string& rev) override;
   std::optional<std::vector<File>> files(const RepoId& repo, const std::string& commit) override;
+  std::optional<FileEntry> file(const RepoId& repo, const std::string& commit, const std::string& path) override;
 
   // May `who` read the repo? A private repo is answered 404 RepoNotFound to anyone who may not, as the Hub
   // does, so its existence does not leak. nullopt: yes.

@@ -62,6 +62,14 @@ Snapshot RepoContent::snapshot(const RepoId& repo, const Sha1& commit) {
   return files;
 }
 
+std::optional<SnapshotFile> RepoContent::file(const RepoId& repo, const Sha1& commit, const std::string& path) {
+  auto value = records_.get(RecordTable::hosting, snapshot_prefix(repo, commit) + path);
+  if (!value) return std::nullopt;
+  auto file = decode(*value);
+  if (!file) throw std::runtime_error("a hosted snapshot record of " + repo.key() + " is damaged");
+  return file;
+}
+
 std::optional<GitObject> RepoContent::object(const Sha1& id) {
   auto value = records_.get(RecordTable::hosting, object_key(id));
   if (!value) return std::nullopt;

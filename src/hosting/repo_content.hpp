@@ -20,6 +20,7 @@ class RepoContent {
   std::optional<Sha1> head(const RepoId& repo, const std::string& branch);
   // Every file of `repo` at `commit` (empty for a commit it does not hold).
   Snapshot snapshot(const RepoId& repo, const Sha1& commit);
+  std::optional<SnapshotFile> file(const RepoId& repo, const Sha1& commit, const std::string& path);
   // A tree or commit (a file's bytes are in the chunk store, under its blob id).
   std::optional<GitObject> object(const Sha1& id);
 

@@ -418,17 +418,13 @@ std::variant<FileAnswer, Reply> HubService::hosted_file(const RepoId& repo, cons
   auto resolved = resolve_commit(repo, rev, Caller{}, "", stale);
   if (auto* refused = std::get_if<Reply>(&resolved)) return std::move(*refused);
   const std::string& commit = std::get<std::string>(resolved);
-  auto listed = hosted_->files(repo, commit);
-  const auto file = listed ? std::find_if(listed->begin(), listed->end(), [&](const auto& f) { return f.path == path; })
-                           : std::vector<HostedRepos::File>::iterator{};
-  if (!listed || file == listed->end()) {
-    return error_reply(404, path + " does not exist at " + commit + " of " + repo.name, "EntryNotFound");
-  }
-  auto blob = index_.get_blob(file->file.etag);
-  auto lease = evictor_.lease(file->file.etag);
+  const auto file = hosted_->file(repo, commit, path);
+  if (!file) return error_reply(404, path + " does not exist at " + commit + " of " + repo.name, "EntryNotFound");
+  auto blob = index_.get_blob(file->etag);
+  auto lease = evictor_.lease(file->etag);
   // Hosted bytes are never evicted: a blob gone is a damaged store, not a miss to fetch again.
   if (!blob || !lease) return error_reply(500, "the node lost the bytes of " + path + "; see its log");
-  FileAnswer answer{commit, "", file->file, std::make_shared<const BlobEntry>(std::move(*blob)), nullptr, nullptr};
+  FileAnswer answer{commit, "", *file, std::make_shared<const BlobEntry>(std::move(*blob)), nullptr, nullptr};
   answer.lease = std::move(lease);
   return answer;
 }
