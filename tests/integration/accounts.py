@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
+import unittest
 
-from harness import wait_until
+from harness import FakeHub, Node, wait_until
 
 ADMIN_KEY = "test-admin-key-0123456789"
 
@@ -26,6 +28,34 @@ def add_user(node, name: str, email: str = "") -> str:
     status, key = admin(node, "POST", "keys", {"user": name, "label": "test"})
     assert status == 201, (status, key)
     return key["key"]
+
+
+class HostedNodeCase(unittest.TestCase):
+    """A fake Hub and a node with `users` (their node keys in `keys`), once per class."""
+
+    users: tuple[str, ...] = ("alice", "bob")
+    hub_args: tuple[str, ...] = ()
+    node_args: tuple[str, ...] = ()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="inferllama-hosting-")
+        cls.hub = FakeHub(*cls.hub_args).start()
+        cls.node = None
+        try:
+            cls.node = Node(cls.hub.url, None, *cls.node_args, admin_key=ADMIN_KEY).start()
+            cls.keys = {name: add_user(cls.node, name) for name in cls.users}
+        except BaseException:
+            cls.tearDownClass()  # a fake Hub or node left running would hold the test's output open
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.node is not None:
+            cls.node.stop()
+            cls.node.cleanup()
+        cls.hub.stop()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
 
 
 def bearer(key: str) -> dict:

@@ -22,8 +22,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from accounts import ADMIN_KEY, add_user  # noqa: E402
-from harness import FakeHub, Node  # noqa: E402
+from accounts import HostedNodeCase  # noqa: E402
 
 JS_DIR = os.path.join(harness.ROOT, "tests", "js")
 UPLOAD_JS = os.path.join(JS_DIR, "upload.mjs")
@@ -37,9 +36,8 @@ MULTIPART_SIZE = 80 * MIB + 4321
 OWNER = "carol"
 
 
-class HostingJsTest(unittest.TestCase):
-    hub: FakeHub
-    node: Node
+class HostingJsTest(HostedNodeCase):
+    users = (OWNER,)
 
     @classmethod
     def setUpClass(cls):
@@ -47,24 +45,8 @@ class HostingJsTest(unittest.TestCase):
             raise unittest.SkipTest("`node` (Node.js) is not on PATH")
         if not os.path.exists(JS_CLIENT):
             raise unittest.SkipTest(f"@huggingface/hub is not installed: run `npm ci` in {JS_DIR}")
-        cls.tmp = tempfile.mkdtemp(prefix="inferllama-hosting-js-")
-        cls.hub = FakeHub()
-        cls.node = None
-        try:
-            cls.hub.start()
-            cls.node = Node(cls.hub.url, None, admin_key=ADMIN_KEY).start()
-            cls.key = add_user(cls.node, OWNER)
-        except BaseException:
-            cls.tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.node is not None:
-            cls.node.stop()
-            cls.node.cleanup()
-        cls.hub.stop()
-        shutil.rmtree(cls.tmp, ignore_errors=True)
+        super().setUpClass()
+        cls.key = cls.keys[OWNER]
 
     def js_env(self) -> dict:
         env = {k: v for k, v in os.environ.items()

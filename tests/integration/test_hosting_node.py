@@ -28,8 +28,9 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bencode  # noqa: E402
+import accounts  # noqa: E402
 from accounts import ADMIN_KEY, add_user, admin  # noqa: E402
-from harness import ROOT, FakeHub, Node, access_lines, clean_env, sha256, wait_until  # noqa: E402
+from harness import ROOT, Node, access_lines, clean_env, sha256, wait_until  # noqa: E402
 from test_hosting_python import DRIVER  # noqa: E402
 
 MIB = 1024 * 1024
@@ -192,31 +193,8 @@ def passkey_of(node: Node, user: str) -> str:
     return next(u["passkey"] for u in answer["users"] if u["name"] == user)
 
 
-class HostedNodeCase(unittest.TestCase):
-    """A fake Hub and a node with users alice and bob (their node keys in `keys`), once per class."""
-
-    hub_args: tuple[str, ...] = ()
-    node_args: tuple[str, ...] = ()
-
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="inferllama-hosting-node-")
-        cls.hub = FakeHub(*cls.hub_args).start()
-        cls.node = None
-        try:
-            cls.node = Node(cls.hub.url, None, *cls.node_args, admin_key=ADMIN_KEY).start()
-            cls.keys = {name: add_user(cls.node, name) for name in ("alice", "bob")}
-        except BaseException:
-            cls.tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.node is not None:
-            cls.node.stop()
-            cls.node.cleanup()
-        cls.hub.stop()
-        shutil.rmtree(cls.tmp, ignore_errors=True)
+class HostedNodeCase(accounts.HostedNodeCase):
+    """The shared fake Hub and node with users alice and bob, and what these tests add to it."""
 
     def node_answers(self) -> bool:
         """Whether the node answers /healthz; when it does not, it is dying: waits for its exit."""

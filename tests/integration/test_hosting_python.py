@@ -22,8 +22,8 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from accounts import ADMIN_KEY, add_user  # noqa: E402
-from harness import FakeHub, Node, access_lines, clean_env, wait_until  # noqa: E402
+from accounts import HostedNodeCase  # noqa: E402
+from harness import access_lines, clean_env, wait_until  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MIB = 1024 * 1024
@@ -180,26 +180,9 @@ class HostingTests:
     client_env: dict[str, str] = {}
     marks = 0
 
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix=f"inferllama-hosting-{cls.venv}-")
-        cls.hub = FakeHub().start()
-        cls.node = None
-        try:
-            cls.node = Node(cls.hub.url, None, "--access-log", "-", admin_key=ADMIN_KEY).start()
-            cls.owner, cls.other = "alice", "bob"
-            cls.keys = {name: add_user(cls.node, name) for name in (cls.owner, cls.other)}
-        except BaseException:
-            cls.tearDownClass()  # a fake Hub or node left running would hold the test's output open
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.node is not None:
-            cls.node.stop()
-            cls.node.cleanup()
-        cls.hub.stop()
-        shutil.rmtree(cls.tmp, ignore_errors=True)
+    # The shared fake Hub and node (accounts.HostedNodeCase), with its access log to read the requests.
+    node_args = ("--access-log", "-")
+    owner, other = "alice", "bob"
 
     # -- helpers ------------------------------------------------------------
 
@@ -622,7 +605,7 @@ class HostingTests:
                           {"call": "list_repo_files", "repo_id": repo}, env=env)
 
 
-class HostingHub1Test(HostingTests, unittest.TestCase):
+class HostingHub1Test(HostingTests, HostedNodeCase):
     """huggingface_hub 1.x, with HF_HUB_DISABLE_XET=1 (≥ 1.20 would send every LFS file through Xet)."""
     venv = "hub1"
     client_env = {"HF_HUB_DISABLE_XET": "1"}
@@ -641,7 +624,7 @@ class HostingHub1Test(HostingTests, unittest.TestCase):
         self.assertEqual(self.own_files(listed["value"]), [], "a refused upload committed something")
 
 
-class HostingHub0Test(HostingTests, unittest.TestCase):
+class HostingHub0Test(HostingTests, HostedNodeCase):
     """The last huggingface_hub 0.x, as users run it: without HF_HUB_DISABLE_XET."""
     venv = "hub0"
     client_env = {}
