@@ -602,6 +602,8 @@ class HostedRepoNodeTest(HostedNodeCase):
         part_puts = [e for e in requests if e["method"] == "PUT" and e["target"].rsplit("/", 1)[1].isdigit()]
         self.assertEqual(len(part_puts), 5, requests)
         self.assertEqual({e["status"] for e in requests}, {200}, requests)
+        # An upload URL is its own credential: the log keeps its shape, never its ticket.
+        self.assertTrue(all(e["target"].startswith("/api/inferllama/lfs/<ticket>") for e in requests), requests)
 
         # Raw: the batch answer's parts, one of them with wrong bytes of the right size.
         other = bytes(os.urandom(MULTIPART_THRESHOLD))
@@ -636,6 +638,11 @@ class HostedRepoNodeTest(HostedNodeCase):
                                commit_payload("bad", lfs={"other.bin": other}), {"Content-Type": NDJSON})
         self.assertGreaterEqual(status, 400, body[:300])
         self.assertEqual(listed_files(self.node, key, repo), [".gitattributes", "big.bin"])
+        # Its part, completion and verify requests were logged: none of them with the ticket.
+        ticket = path_of(upload["href"]).split("/")[4]
+        wait_until(lambda: any(e["target"].endswith("/verify") for e in access_lines(self.node.stdout_text())),
+                   what="the verify call logged")
+        self.assertNotIn(ticket, self.node.stdout_text())
 
     def test_upload_urls_are_signed_and_bound_to_their_object(self):
         """The upload URL is the credential: one hex digit changed is a 403; bytes that are not the oid's are a
