@@ -50,7 +50,7 @@ struct Connection {
   bool idle = true;              // between requests: a drain closes it at once
 
   // The connection is closed if it makes no progress by this time (slow or idle clients): the server's
-  // reaper looks once a second. Written by the connection's strand, read by the reaper.
+  // reaper looks once a second. Written by the connection's thread, read by the reaper.
   const std::chrono::steady_clock::duration idle_timeout;
   std::atomic<std::chrono::steady_clock::rep> deadline{kNoDeadline};
   // Progress: the client has another idle_timeout to make the next step.

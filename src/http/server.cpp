@@ -10,7 +10,6 @@
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <list>
 #include <mutex>
 
@@ -52,18 +51,19 @@ struct Server::Impl {
   std::uint16_t listen_on(tcp::acceptor& acceptor, const std::string& host_port, Listener kind);
   Task<void> accept_loop(tcp::acceptor& acceptor, Listener kind);
   Task<void> accept_admin_loop();
-  // Starts serving a connection on its strand, known to the reaper and the drain.
+  // Starts serving a connection on its context, known to the reaper and the drain.
   template <class Stream>
   void spawn(std::shared_ptr<Session<Stream>> session);
   // Once a second: closes the connections past their deadline (idle keep-alive, slowloris, a client that
   // stopped reading) and forgets the ones that ended. One timer for all, none per connection.
   Task<void> reap();
   void start_reaper();
-  // A connection's handlers never run at once: on its own strand, or on the one I/O thread when
-  // io_threads is 1 (which serialises everything without a strand to allocate and pass through).
+  // A connection's handlers never run at once: its context is run by one thread. The accept loops all
+  // run on `io`, so the turn needs no lock.
   asio::any_io_executor connection_executor() {
-    if (context.deps.io_threads == 1) return io.get_executor();
-    return asio::make_strand(io);
+    const auto& contexts = context.deps.connection_contexts;
+    if (contexts.empty()) return io.get_executor();
+    return contexts[next_context++ % contexts.size()]->get_executor();
   }
 
   asio::io_context& io;
@@ -78,6 +78,7 @@ struct Server::Impl {
   std::list<std::weak_ptr<Connection>> connections;  // for the drain and the reaper
   asio::steady_timer reaper{io};
   bool reaping = false;
+  std::size_t next_context = 0;
 };
 
 Server::Server(asio::io_context& io, ServerDeps deps) : impl_(std::make_unique<Impl>(io, std::move(deps))) {}

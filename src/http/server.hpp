@@ -4,6 +4,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "inferllama/asio.hpp"
 #include "inferllama/chunk_store.hpp"
@@ -44,8 +45,9 @@ struct ServerDeps {
   ElasticThreads& blocking;  // RocksDB on cold paths and upstream calls wait here, off the I/O threads
   // Every module's metric families but the server's own, which it renders itself before them.
   const metrics::Registry& metrics;
-  // How many threads run the I/O context: with one, connections need no strand.
-  unsigned io_threads = 0;
+  // Where connections run, spread in turn: each context is run by exactly one thread, so a connection's
+  // handlers need no strand. Empty: all on the server's own context, which one thread runs.
+  std::vector<asio::io_context*> connection_contexts;
   // GET /announce and /scrape, and the tracker's metrics.
   tracker::Tracker* tracker = nullptr;
   // Torrents of cached snapshots (torrent, magnet and web seed routes); `udp_announce_port` is the UDP
@@ -68,8 +70,8 @@ struct ServerDeps {
   std::function<std::string()> cluster_status;
 };
 
-// The HTTP listeners: Boost.Beast on Asio coroutines, each connection on its own strand (or on the one
-// I/O thread). How a request goes through: docs/ARCHITECTURE.md, "The HTTP edge".
+// The HTTP listeners: Boost.Beast on Asio coroutines, each connection on one of the I/O threads' contexts
+// for its whole life. How a request goes through: docs/ARCHITECTURE.md, "The HTTP edge".
 class Server {
  public:
   Server(asio::io_context& io, ServerDeps deps);

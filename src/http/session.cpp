@@ -69,7 +69,7 @@ void set_cork(tcp::socket& socket, bool on) {
   ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_CORK, &value, sizeof value);
 }
 
-// Wakes a reader coroutine when the download it follows moves; the timer lives on the reader's strand.
+// Wakes a reader coroutine when the download it follows moves; the timer lives on the reader's executor.
 class ProgressTimer : public cache::ProgressListener, public std::enable_shared_from_this<ProgressTimer> {
  public:
   explicit ProgressTimer(const asio::any_io_executor& executor) : timer_(executor) {}

@@ -63,6 +63,7 @@ Node::Node(const Config& config)
       identities_(index_->records(), clock_, usage::SecretBox::from_file(usage::secret_key_path(config_))),
       usage_log_(index_->records(), clock_),
       local_limits_(limiter_clock_),
+      io_threads_(io_, or_cores(config_.io_threads) - 1),
       workers_(or_cores(config_.worker_threads)),
       file_upstream_(torrent::make_swarm_preferring_upstream(*parents_, config_)),
       downloads_(store_, *index_, *file_upstream_, workers_, cache::DownloadSettings::from(config_)),
@@ -170,7 +171,7 @@ std::unique_ptr<http::Server> Node::make_server() {
                         .store = store_,
                         .blocking = blocking_,
                         .metrics = metrics_,
-                        .io_threads = or_cores(config_.io_threads)};
+                        .connection_contexts = io_threads_.contexts()};
   deps.tracker = &tracker_;
   deps.torrents = &torrents_;
   deps.udp_announce_port = udp_port_;
@@ -326,10 +327,8 @@ void Node::start_periodic_work() {
 }
 
 void Node::run() {
-  std::vector<std::thread> threads;
-  for (unsigned i = 1; i < or_cores(config_.io_threads); ++i) threads.emplace_back([this] { io_.run(); });
+  io_threads_.start();
   io_.run();
-  for (auto& t : threads) t.join();
   shutdown();
 }
 
@@ -367,6 +366,7 @@ void Node::shutdown() {
   while (!server_->drained() && std::chrono::steady_clock::now() < deadline) {
     io_.run_one_for(std::chrono::milliseconds(100));
   }
+  io_threads_.join();
   // Periodic work before the seed and the pools: a run in progress is waited for, and none adds a torrent
   // to a seed that stopped.
   mirror_sync_.stop();

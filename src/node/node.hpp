@@ -28,6 +28,7 @@
 #include "usage/local_limiter.hpp"
 #include "usage/redis_limiter.hpp"
 #include "usage/usage_log.hpp"
+#include "util/io_threads.hpp"
 #include "util/periodic_task.hpp"
 
 namespace inferllama::node {
@@ -103,7 +104,8 @@ class Node {
   usage::Identities identities_;
   usage::UsageLog usage_log_;
   usage::LocalRateLimiter local_limits_;
-  asio::io_context io_;
+  asio::io_context io_{1};     // run by run()'s caller: listeners, timers, the tracker and connections
+  IoThreads io_threads_;       // the other io_threads - 1 contexts, for connections only
   asio::thread_pool workers_;  // hashing and committing downloads, evictions
   // RocksDB on a cold path, upstream metadata calls, periodic work: threads while there is such work.
   ElasticThreads blocking_{kMaxBlockingThreads};

@@ -1,6 +1,5 @@
 #include "usage/usage_log.hpp"
 
-#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
@@ -64,10 +63,17 @@ UsageCounts& UsageCounts::operator+=(const UsageCounts& o) {
 }
 
 std::string day_of(SystemTime t) {
+  // Once per request: digits by hand, no printf.
   const std::chrono::year_month_day date{std::chrono::floor<std::chrono::days>(t)};
-  char text[16];
-  std::snprintf(text, sizeof text, "%04d-%02u-%02u", static_cast<int>(date.year()), static_cast<unsigned>(date.month()),
-                static_cast<unsigned>(date.day()));
+  int year = static_cast<int>(date.year());
+  const auto month = static_cast<unsigned>(date.month());
+  const auto day = static_cast<unsigned>(date.day());
+  std::string text = "0000-00-00";
+  for (std::size_t i = 4; i-- > 0; year /= 10) text[i] = static_cast<char>('0' + year % 10);
+  text[5] = static_cast<char>('0' + month / 10);
+  text[6] = static_cast<char>('0' + month % 10);
+  text[8] = static_cast<char>('0' + day / 10);
+  text[9] = static_cast<char>('0' + day % 10);
   return text;
 }
 
