@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # binutils: scripts/runtime-packages.sh reads the binary's libraries with readelf.
 build_packages=(build-essential binutils cmake ninja-build ccache pkg-config
   libboost-dev libcurl4-openssl-dev librocksdb-dev libssl-dev libspdlog-dev libfmt-dev
-  libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libtorrent-rasterbar-dev libhiredis-dev)
+  libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libtorrent-rasterbar-dev libhiredis-dev libsodium-dev)
 test_packages=(libgtest-dev libgmock-dev python3 curl nodejs npm nginx-light aria2 wrk openssl procps
   python3-libtorrent opentracker redis-server rocksdb-tools iproute2 qbittorrent-nox transmission-daemon
   transmission-cli git)

@@ -34,9 +34,9 @@ namespace {
 
 using Json = nlohmann::json;
 
-// A secret typed at a terminal is not echoed; a piped one is the first line of stdin. Either way it
-// stays out of the shell's history.
-std::string read_secret_line(const std::string& prompt) {
+// A secret typed at a terminal is not echoed (`prompt` goes to stderr); a piped one is the first line of
+// stdin. Either way it stays out of the shell's history. The line, without its newline.
+std::string read_unechoed_line(const std::string& prompt) {
   const bool terminal = ::isatty(STDIN_FILENO);
   termios saved{};
   if (terminal && ::tcgetattr(STDIN_FILENO, &saved) == 0) {
@@ -51,9 +51,24 @@ std::string read_secret_line(const std::string& prompt) {
     ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
     std::fprintf(stderr, "\n");
   }
+  return line;
+}
+
+// A token: spaces around it are a copying mistake.
+std::string read_secret_line(const std::string& prompt) {
+  const std::string line = read_unechoed_line(prompt);
   const auto first = line.find_first_not_of(" \t\r");
   if (first == std::string::npos) return "";
   return line.substr(first, line.find_last_not_of(" \t\r") - first + 1);
+}
+
+// A new password, exactly as given (spaces are part of it). Typed at a terminal, twice: it is not seen.
+std::string read_new_password(const std::string& name) {
+  std::string password = read_unechoed_line("New password for " + name + ": ");
+  if (::isatty(STDIN_FILENO) && read_unechoed_line("The same again: ") != password) {
+    throw std::runtime_error("the two passwords differ: nothing changed");
+  }
+  return password;
 }
 
 // The data-directory way: the node's records opened here, answered by the node's own API functions. A
@@ -135,9 +150,10 @@ void print_users(const std::string& body) {
   for (const auto& user : users) {
     rows.push_back({text_of(user, "name"), text_of(user, "email"), text_of(user, "created"),
                     user.value("disabled", false) ? "disabled" : "enabled",
-                    user.value("has_hub_token", false) ? "own" : "node's", text_of(user, "passkey")});
+                    user.value("has_hub_token", false) ? "own" : "node's",
+                    user.value("has_password", false) ? "set" : "-", text_of(user, "passkey")});
   }
-  print_table({{"NAME"}, {"EMAIL"}, {"CREATED"}, {"STATUS"}, {"HUB TOKEN"}, {"PASSKEY"}}, rows);
+  print_table({{"NAME"}, {"EMAIL"}, {"CREATED"}, {"STATUS"}, {"HUB TOKEN"}, {"PASSWORD"}, {"PASSKEY"}}, rows);
 }
 
 void print_keys(const std::string& body, const std::string& user) {
@@ -215,7 +231,8 @@ CLI::App* AccountCommands::add(CLI::App& parent, const std::string& name, const 
 }
 
 AccountCommands::AccountCommands(CLI::App& app) {
-  auto* user = app.add_subcommand("user", "Node users: add, list, disable, enable, set their own Hub token");
+  auto* user =
+      app.add_subcommand("user", "Node users: add, list, disable, enable, set their own Hub token or password");
   user->require_subcommand(1);
   auto* key = app.add_subcommand("key", "Users' API keys: create, list, revoke");
   key->require_subcommand(1);
@@ -290,6 +307,17 @@ AccountCommands::AccountCommands(CLI::App& app) {
                          std::printf("requests of %s now use %s Hub token\n", name_.c_str(),
                                      own ? "their own" : "the node's");
                        }});
+
+  auto* user_password = add(*user, "password",
+                            "Set a user's password, read from stdin (typed unechoed twice, or the first line piped), "
+                            "so it stays out of argv and the shell's history");
+  user_password->add_option("name", name_, "User name")->required();
+  commands_.push_back({user_password,
+                       [this] {
+                         return Call{Api::accounts, "POST", "users/" + url::encode(name_) + "/password", "",
+                                     Json{{"password", read_new_password(name_)}}.dump()};
+                       },
+                       [this](const std::string&) { std::printf("password set for %s\n", name_.c_str()); }});
 
   auto* key_create = add(*key, "create", "Create an API key for a user; its secret is shown this once");
   key_create->add_option("user", name_, "User name")->required();

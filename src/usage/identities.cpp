@@ -9,6 +9,7 @@
 #include "inferllama/digest.hpp"
 #include "inferllama/user_name.hpp"
 #include "usage/crypto.hpp"
+#include "usage/password.hpp"
 
 namespace inferllama::usage {
 namespace {
@@ -92,6 +93,19 @@ T field(const json& record, const char* name) {
   return record.at(name).get<T>();
 }
 
+// What `map` holds for `name`, or "".
+const std::string& value_or_empty(const std::unordered_map<std::string, std::string>& map, const std::string& name) {
+  static const std::string kNone;
+  auto it = map.find(name);
+  return it == map.end() ? kNone : it->second;
+}
+
+// The hash of a password nobody knows, made once: checking a name without a password verifies against it.
+const std::string& dummy_hash() {
+  static const std::string hash = hash_password(hex(crypto::random_bytes<16>()));
+  return hash;
+}
+
 }  // namespace
 
 Identities::Identities(RecordStore& records, const Clock& clock, SecretBox box)
@@ -123,6 +137,10 @@ Identities::Identities(RecordStore& records, const Clock& clock, SecretBox box)
       user.has_hub_token = true;
       hub_tokens_[user.name] = std::move(*token);
     }
+    if (record.contains("password")) {  // records written before passwords have none
+      user.has_password = true;
+      password_hashes_[user.name] = field<std::string>(record, "password");
+    }
     user_by_passkey_[user.passkey] = user.name;
     users_[user.name] = std::move(user);
   });
@@ -148,14 +166,21 @@ std::int64_t Identities::now_ms() const {
   return std::chrono::duration_cast<std::chrono::milliseconds>(clock_.now().time_since_epoch()).count();
 }
 
-std::string Identities::user_record(const User& user, const std::string& hub_token) const {
+std::string Identities::user_record(const User& user, const std::string& hub_token,
+                                    const std::string& password_hash) const {
   json record = {{"name", user.name},
                  {"email", user.email},
                  {"created_ms", user.created_ms},
                  {"disabled", user.disabled},
                  {"passkey", user.passkey}};
   if (!hub_token.empty()) record["hub_token"] = box_.seal(hub_token);
+  if (!password_hash.empty()) record["password"] = password_hash;
   return record.dump();
+}
+
+std::string Identities::current_record(const User& changed) const {
+  return user_record(changed, value_or_empty(hub_tokens_, changed.name),
+                     value_or_empty(password_hashes_, changed.name));
 }
 
 std::string Identities::key_record(const StoredKey& stored) {
@@ -190,7 +215,7 @@ std::variant<User, std::string> Identities::add_user(const std::string& name, co
   user.email = email;
   user.created_ms = now_ms();
   user.passkey = unused_passkey();
-  if (auto error = save({{user_record_key(name), user_record(user, "")}})) return *error;
+  if (auto error = save({{user_record_key(name), user_record(user, "", "")}})) return *error;
   std::unique_lock lock(mutex_);
   user_by_passkey_[user.passkey] = name;
   users_[name] = user;
@@ -234,11 +259,7 @@ std::optional<std::string> Identities::set_disabled(const std::string& name, boo
   if (it->second.disabled == disabled) return std::nullopt;
   User changed = it->second;
   changed.disabled = disabled;
-  auto token = hub_tokens_.find(name);
-  if (auto error =
-          save({{user_record_key(name), user_record(changed, token == hub_tokens_.end() ? "" : token->second)}})) {
-    return error;
-  }
+  if (auto error = save({{user_record_key(name), current_record(changed)}})) return error;
   std::unique_lock lock(mutex_);
   it->second = std::move(changed);
   return std::nullopt;
@@ -258,11 +279,7 @@ std::optional<std::string> Identities::new_passkey(const std::string& name) {
   if (it == users_.end()) return "unknown user " + name;
   User changed = it->second;
   changed.passkey = unused_passkey();
-  auto token = hub_tokens_.find(name);
-  if (auto error =
-          save({{user_record_key(name), user_record(changed, token == hub_tokens_.end() ? "" : token->second)}})) {
-    return error;
-  }
+  if (auto error = save({{user_record_key(name), current_record(changed)}})) return error;
   std::unique_lock lock(mutex_);
   user_by_passkey_.erase(it->second.passkey);
   user_by_passkey_[changed.passkey] = name;
@@ -278,7 +295,10 @@ std::optional<std::string> Identities::set_hub_token(const std::string& name, co
   if (it == users_.end()) return "unknown user " + name;
   User changed = it->second;
   changed.has_hub_token = !token.empty();
-  if (auto error = save({{user_record_key(name), user_record(changed, token)}})) return error;
+  if (auto error =
+          save({{user_record_key(name), user_record(changed, token, value_or_empty(password_hashes_, name))}})) {
+    return error;
+  }
   std::unique_lock lock(mutex_);
   it->second = std::move(changed);
   if (token.empty()) {
@@ -287,6 +307,41 @@ std::optional<std::string> Identities::set_hub_token(const std::string& name, co
     hub_tokens_[name] = token;
   }
   return std::nullopt;
+}
+
+std::optional<std::string> Identities::set_password(const std::string& name, std::string_view password) {
+  if (auto problem = password_problem(password, name)) return problem;
+  if (!has_user(name)) return "unknown user " + name;  // before the hashing's time and memory are spent
+  const std::string hash = hash_password(password);    // outside the lock: other changes need not wait for it
+  std::lock_guard writing(write_mutex_);
+  auto it = users_.find(name);
+  if (it == users_.end()) return "unknown user " + name;
+  User changed = it->second;
+  changed.has_password = true;
+  if (auto error = save({{user_record_key(name), user_record(changed, value_or_empty(hub_tokens_, name), hash)}})) {
+    return error;
+  }
+  std::unique_lock lock(mutex_);
+  it->second = std::move(changed);
+  password_hashes_[name] = hash;
+  return std::nullopt;
+}
+
+bool Identities::check_password(const std::string& name, std::string_view password) const {
+  // No password that long was ever set: refused without hashing a hostile input, whoever is named.
+  if (password.size() > kMaxPasswordBytes) return false;
+  const std::string& dummy = dummy_hash();  // made at the first check, whether the name is known or not
+  std::string stored;
+  {
+    std::shared_lock lock(mutex_);
+    auto user = users_.find(name);
+    if (user != users_.end() && !user->second.disabled) stored = value_or_empty(password_hashes_, name);
+  }
+  if (stored.empty()) {
+    (void)verify_password(dummy, password);  // as long as a real check takes
+    return false;
+  }
+  return verify_password(stored, password);
 }
 
 std::variant<CreatedKey, std::string> Identities::create_key(const std::string& user, const std::string& label) {

@@ -29,6 +29,7 @@ struct User {
   bool disabled = false;
   std::string passkey;  // 32 hex characters: the user's private-tracker announce path
   bool has_hub_token = false;
+  bool has_password = false;  // the Argon2id hash itself never leaves Identities
 };
 
 struct ApiKey {
@@ -71,6 +72,12 @@ class Identities {
   std::optional<std::string> new_passkey(const std::string& name);
   // The user's own Hub token, used upstream for their requests instead of the node's; "" removes it.
   std::optional<std::string> set_hub_token(const std::string& name, const std::string& token);
+  // Replaces the user's password when it meets the policy (usage/password.hpp); hashing takes ~100 ms.
+  std::optional<std::string> set_password(const std::string& name, std::string_view password);
+  // Whether `password` is the password of `name`, an enabled user. An unknown or disabled user, or one
+  // without a password, costs the same verification (against a dummy hash), so the time taken does not
+  // tell which names exist. A hash made with older parameters is kept: setting the password replaces it.
+  bool check_password(const std::string& name, std::string_view password) const;
 
   std::variant<CreatedKey, std::string> create_key(const std::string& user, const std::string& label);
   std::variant<std::vector<ApiKey>, std::string> keys_of(const std::string& user) const;
@@ -92,7 +99,9 @@ class Identities {
     ApiKey key;
     std::string sha256;  // hex, of the secret
   };
-  std::string user_record(const User& user, const std::string& hub_token) const;
+  std::string user_record(const User& user, const std::string& hub_token, const std::string& password_hash) const;
+  // The record of `changed` with the user's current Hub token and password hash; the caller holds write_mutex_.
+  std::string current_record(const User& changed) const;
   std::string unused_passkey() const;  // the caller holds write_mutex_
   static std::string key_record(const StoredKey& stored);
   // Writes (synced); the error to show when the store refused.
@@ -111,7 +120,8 @@ class Identities {
   std::unordered_map<std::string, StoredKey> keys_;           // by key id
   std::unordered_map<std::string, std::string> key_by_hash_;  // SHA-256 hex of the secret -> key id
   std::unordered_map<std::string, std::string> user_by_passkey_;
-  std::unordered_map<std::string, std::string> hub_tokens_;  // user -> plaintext token
+  std::unordered_map<std::string, std::string> hub_tokens_;       // user -> plaintext token
+  std::unordered_map<std::string, std::string> password_hashes_;  // user -> Argon2id string
 };
 
 }  // namespace inferllama::usage

@@ -27,6 +27,7 @@ nlohmann::json user_json(const User& user) {
           {"created", iso8601_utc(user.created_ms)},
           {"disabled", user.disabled},
           {"has_hub_token", user.has_hub_token},
+          {"has_password", user.has_password},
           {"passkey", user.passkey}};
 }
 

@@ -13,8 +13,8 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from accounts import ADMIN_KEY, bearer, usage_after  # noqa: E402
-from harness import BINARY, FakeHub, Node, clean_env  # noqa: E402
+from accounts import ADMIN_KEY, admin, bearer, usage_after  # noqa: E402
+from harness import BINARY, FakeHub, Node, clean_env, wait_until  # noqa: E402
 
 REPO = "acme/tiny-model"
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
@@ -130,6 +130,20 @@ class DataDirectoryTest(unittest.TestCase):
         self.assertIn("give it on stdin", on_the_line.stderr)
         self.assertEqual(table(self.run_cli("user", "list").stdout)[0]["HUB TOKEN"], "node's")
         self.assertIn("visible ASCII", self.run_cli("user", "hub-token", "alice", stdin="has space\n", code=1).stderr)
+
+    def test_a_password_is_read_from_stdin_and_stored_hashed(self):
+        self.run_cli("user", "add", "alice")
+        self.assertEqual(table(self.run_cli("user", "list").stdout)[0]["PASSWORD"], "-")
+        # The line as given is the password, spaces included; only its newline is dropped.
+        done = self.run_cli("user", "password", "alice", stdin=" correct horse battery \n")
+        self.assertEqual(done.stdout, "password set for alice\n")
+        self.assertEqual(table(self.run_cli("user", "list").stdout)[0]["PASSWORD"], "set")
+        self.assertEqual(files_holding(self.data_dir, "correct horse battery"), [])
+        self.assertNotEqual(files_holding(self.data_dir, "$argon2id$v=19$m=65536,t=2,p=1$"), [])
+        self.assertIn("too short", self.run_cli("user", "password", "alice", stdin="short\n", code=1).stderr)
+        self.assertIn('no user named "nobody"',
+                      self.run_cli("user", "password", "nobody", stdin="correct horse battery\n", code=1).stderr)
+        self.run_cli("user", "password", "alice", "on-the-command-line", code=2)
 
     def test_usage_of_an_empty_directory(self):
         # A directory without a node's data is no data directory: reading commands say so and create nothing.
@@ -256,6 +270,37 @@ class NodeTest(unittest.TestCase):
         done = cli("user", "list", "--node", "http://127.0.0.1:1", env={"INFERLLAMA_ADMIN_KEY": ADMIN_KEY})
         self.assertEqual(done.returncode, 1)
         self.assertIn("cannot reach the node at http://127.0.0.1:1", done.stderr)
+
+
+class PasswordThroughTheNodeTest(unittest.TestCase):
+    """`user password` against a running node that logs at debug level, with its access log on stdout."""
+
+    def test_a_password_is_set_and_never_shown_or_logged(self):
+        password, short = "correct horse battery staple", "tiny pass"
+        key = {"INFERLLAMA_ADMIN_KEY": ADMIN_KEY}
+        with FakeHub() as hub, Node(hub.url, None, "--log-level", "debug", "--access-log", "-",
+                                    admin_key=ADMIN_KEY) as node:
+            self.assertEqual(cli("user", "add", "alice", "--node", node.url, env=key).returncode, 0)
+            done = cli("user", "password", "alice", "--node", node.url, env=key, stdin=password + "\n")
+            self.assertEqual((done.returncode, done.stdout), (0, "password set for alice\n"), done.stderr)
+            status, answer = admin(node, "GET", "users")
+            self.assertEqual(status, 200)
+            self.assertEqual(answer["users"][0]["has_password"], True)
+            self.assertNotIn("argon2", json.dumps(answer))
+
+            refused = cli("user", "password", "alice", "--node", node.url, env=key, stdin=short + "\n")
+            self.assertEqual(refused.returncode, 1)
+            self.assertIn("the password is too short: at least 10 bytes (HTTP 400)", refused.stderr)
+
+            def both_logged():  # then whatever the node logs of the two requests has been written
+                with open(node.stdout_path, errors="replace") as f:
+                    return f.read().count("/api/inferllama/users/alice/password") == 2
+            wait_until(both_logged, what="both password requests in the access log")
+            for log in (node.log_path, node.stdout_path):
+                with open(log, errors="replace") as f:
+                    text = f.read()
+                for secret in (password, short, "argon2"):
+                    self.assertNotIn(secret, text, log)
 
 
 class BothWaysTest(unittest.TestCase):

@@ -161,6 +161,34 @@ TEST_F(AccountsApiTest, SetsAndRemovesAUsersHubToken) {
   EXPECT_EQ(admin("PUT", "users/alice/hub-token", {{"token", "hf_x"}}).status, 405u);
 }
 
+TEST_F(AccountsApiTest, SetsAUsersPasswordAndNeverAnswersItsHash) {
+  add_user("alice");
+  EXPECT_EQ(json_of(admin("GET", "users"))["users"][0]["has_password"], false);
+  auto set = admin("POST", "users/alice/password", {{"password", "correct horse battery"}});
+  ASSERT_EQ(set.status, 200u) << set.body;
+  EXPECT_EQ(json_of(set)["name"], "alice");
+  EXPECT_EQ(json_of(set)["has_password"], true);
+  EXPECT_TRUE(identities_->check_password("alice", "correct horse battery"));
+  auto listed = admin("GET", "users");
+  EXPECT_EQ(json_of(listed)["users"][0]["has_password"], true);
+  for (const auto* answer : {&set, &listed}) {
+    EXPECT_EQ(answer->body.find("argon2"), std::string::npos) << answer->body;
+    EXPECT_EQ(answer->body.find("correct horse battery"), std::string::npos);
+  }
+
+  auto short_one = admin("POST", "users/alice/password", {{"password", "short"}});
+  EXPECT_EQ(short_one.status, 400u);
+  EXPECT_EQ(error_of(short_one), "the password is too short: at least 10 bytes");
+  EXPECT_TRUE(identities_->check_password("alice", "correct horse battery"));  // unchanged
+  EXPECT_EQ(admin("POST", "users/alice/password", Json::object()).status, 400u);
+  EXPECT_EQ(admin("POST", "users/alice/password", {{"password", 1234567890}}).status, 400u);
+  auto unknown = admin("POST", "users/nobody/password", {{"password", "correct horse battery"}});
+  EXPECT_EQ(unknown.status, 404u);
+  EXPECT_EQ(error_of(unknown), "no user named \"nobody\"");
+  EXPECT_EQ(error_of(admin("GET", "users/alice/password")), "use POST");
+  EXPECT_EQ(admin("PUT", "users/alice/password", {{"password", "correct horse battery"}}).status, 405u);
+}
+
 TEST_F(AccountsApiTest, CreatesListsAndRevokesKeys) {
   add_user("alice");
   add_user("bob");

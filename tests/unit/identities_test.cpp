@@ -272,6 +272,67 @@ TEST_F(IdentitiesTest, HubTokensAreSealedAtRestAndOpenAfterAReopen) {
   EXPECT_EQ(value_of(ids().authenticate(key.secret)).hub_token, "");
 }
 
+TEST_F(IdentitiesTest, PasswordsAreHashedCheckedAndSurviveAReopen) {
+  const std::string password = "correct horse battery";
+  value_of(ids().add_user("alice", ""));
+  value_of(ids().add_user("bob", ""));
+  EXPECT_FALSE(ids().user("alice")->has_password);
+  EXPECT_FALSE(ids().check_password("alice", password));  // none set yet
+  ASSERT_EQ(ids().set_password("alice", password), std::nullopt);
+  EXPECT_TRUE(ids().user("alice")->has_password);
+  EXPECT_FALSE(ids().user("bob")->has_password);
+  EXPECT_TRUE(ids().check_password("alice", password));
+  EXPECT_FALSE(ids().check_password("alice", "correct horse batterY"));
+  EXPECT_FALSE(ids().check_password("bob", password));
+  EXPECT_FALSE(ids().check_password("nobody", password));
+  EXPECT_FALSE(ids().check_password("alice", password + std::string(1024, ' ')));
+
+  const std::string record = stored().at("user|alice");
+  EXPECT_NE(record.find("\"password\":\"$argon2id$v=19$m=65536,t=2,p=1$"), std::string::npos) << record;
+  EXPECT_EQ(record.find(password), std::string::npos);
+  EXPECT_FALSE(on_disk(password));
+
+  ASSERT_EQ(ids().disable_user("alice"), std::nullopt);
+  EXPECT_FALSE(ids().check_password("alice", password));
+  ASSERT_EQ(ids().enable_user("alice"), std::nullopt);
+  // Every other change rewrites the record and keeps the password.
+  ASSERT_EQ(ids().set_hub_token("alice", "hf_own"), std::nullopt);
+  ASSERT_EQ(ids().new_passkey("alice"), std::nullopt);
+  open();
+  EXPECT_TRUE(ids().user("alice")->has_password);
+  EXPECT_TRUE(ids().user("alice")->has_hub_token);
+  EXPECT_TRUE(ids().check_password("alice", password));
+  ASSERT_EQ(ids().set_hub_token("alice", ""), std::nullopt);
+  ASSERT_EQ(ids().set_password("alice", "another good one"), std::nullopt);
+  open();
+  EXPECT_FALSE(ids().check_password("alice", password));
+  EXPECT_TRUE(ids().check_password("alice", "another good one"));
+  EXPECT_FALSE(ids().user("alice")->has_hub_token);
+}
+
+TEST_F(IdentitiesTest, PasswordsBreakingThePolicyAreRefused) {
+  value_of(ids().add_user("administrator", ""));
+  EXPECT_EQ(ids().set_password("administrator", "short"), "the password is too short: at least 10 bytes");
+  EXPECT_EQ(ids().set_password("administrator", "Administrator"), "the password may not be the user's name");
+  EXPECT_EQ(ids().set_password("administrator", std::string("ten bytes\0!", 11)),
+            "the password is not UTF-8 text without NUL characters");
+  EXPECT_EQ(ids().set_password("nobody", "correct horse battery"), "unknown user nobody");
+  EXPECT_FALSE(ids().user("administrator")->has_password);
+}
+
+TEST_F(IdentitiesTest, ARecordWrittenBeforePasswordsHasNone) {
+  index_->records().write(RecordTable::identities,
+                          {{"user|old", R"({"name":"old","email":"","created_ms":1,"disabled":false,)"
+                                        R"("passkey":"0123456789abcdef0123456789abcdef"})"}},
+                          true);
+  open();
+  EXPECT_FALSE(ids().user("old")->has_password);
+  EXPECT_FALSE(ids().check_password("old", "correct horse battery"));
+  ASSERT_EQ(ids().set_password("old", "correct horse battery"), std::nullopt);
+  EXPECT_TRUE(ids().check_password("old", "correct horse battery"));
+  EXPECT_EQ(ids().user_of_passkey("0123456789abcdef0123456789abcdef"), "old");
+}
+
 TEST_F(IdentitiesTest, ARecordSealedUnderAnotherKeyStopsTheStart) {
   value_of(ids().add_user("alice", ""));
   ASSERT_EQ(ids().set_hub_token("alice", "hf_token"), std::nullopt);
@@ -309,6 +370,9 @@ TEST(IdentitiesStoreTest, AFailedWriteChangesNothing) {
   EXPECT_EQ(value_of(ids.keys_of("alice")).size(), 1u);
   EXPECT_TRUE(ids.set_hub_token("alice", "hf_x"));
   EXPECT_FALSE(ids.user("alice")->has_hub_token);
+  EXPECT_EQ(ids.set_password("alice", "correct horse battery"), "cannot save the change: disk full");
+  EXPECT_FALSE(ids.user("alice")->has_password);
+  EXPECT_FALSE(ids.check_password("alice", "correct horse battery"));
 }
 
 // The same temporary directory, for the key files.
