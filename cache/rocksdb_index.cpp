@@ -26,13 +26,15 @@ enum Family : std::size_t {
   kUsage,
   kBlobScopes,
   kHosting,
+  kSessions,
   kFamilyCount
 };
 constexpr const char* kFamilyNames[kFamilyCount] = {"default", "refs",       "meta",  "files",       "blobs",
-                                                    "chunks",  "identities", "usage", "blob_scopes", "hosting"};
+                                                    "chunks",  "identities", "usage", "blob_scopes", "hosting", "sessions"};
 // The record tables (and a blob's scope, dropped with the blob) are read by prefix scans rather than point lookups.
 constexpr bool scanned(std::size_t family) {
-  return family == kIdentities || family == kUsage || family == kBlobScopes || family == kHosting;
+  return family == kIdentities || family == kUsage || family == kBlobScopes || family == kHosting ||
+         family == kSessions;
 }
 
 // Scope records: "{etag}\0{repo key}" for each repo a blob was verified for, "{etag}\0*" when it is shared.
@@ -54,6 +56,8 @@ Family family_of(RecordTable table) {
       return kUsage;
     case RecordTable::hosting:
       return kHosting;
+    case RecordTable::sessions:
+      return kSessions;
   }
   throw std::logic_error("unknown record table");
 }

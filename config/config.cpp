@@ -532,6 +532,11 @@ constexpr KeySpec kSpecs[] = {
     {{"require_auth", "--require-auth", "INFERLLAMA_REQUIRE_AUTH",
       "Refuse requests that carry no node API key (401); other bearers count as Hub tokens", "false", true},
      [](Config& c, const Input& in) { c.require_auth = in.boolean(); }},
+    {{"cookie_secure", "--cookie-secure", "INFERLLAMA_COOKIE_SECURE",
+      "Mark the console's cookies Secure (sent over HTTPS only); false only to develop over plain HTTP on a "
+      "host other than localhost",
+      "true", true},
+     [](Config& c, const Input& in) { c.cookie_secure = in.boolean(); }},
     {{"admin_key", "--admin-key", "INFERLLAMA_ADMIN_KEY",
       "Bearer token of the admin API (users, keys, usage of everyone, pin, gc, mirror) over TCP, at least 16 "
       "characters; empty = the admin API is served on the admin socket only",
@@ -558,6 +563,27 @@ constexpr KeySpec kSpecs[] = {
     {{"secret_key_file", "--secret-key-file", "INFERLLAMA_SECRET_KEY_FILE",
       "File with the key that seals users' Hub tokens at rest (created when missing); empty = DATA_DIR/secret.key", ""},
      [](Config& c, const Input& in) { c.secret_key_file = in.text(); }},
+    {{"signup", "--signup", "INFERLLAMA_SIGNUP",
+      "Let anyone create an account on the web console (an emailed link verifies the address first); off: "
+      "admins create users or invite them by email",
+      "false", true},
+     [](Config& c, const Input& in) { c.signup = in.boolean(); }},
+    {{"smtp_url", "--smtp-url", "INFERLLAMA_SMTP_URL",
+      "SMTP server for the console's mail (address verification, password reset, invitations): "
+      "smtp://HOST:PORT (STARTTLS when offered, required with credentials) or smtps://HOST:PORT; empty = no mail",
+      ""},
+     [](Config& c, const Input& in) {
+       const std::string& url = in.text();
+       if (!url.empty() && !url.starts_with("smtp://") && !url.starts_with("smtps://")) {
+         in.fail("must start with smtp:// or smtps://");
+       }
+       c.smtp_url = url;
+     }},
+    {{"smtp_from", "--smtp-from", "INFERLLAMA_SMTP_FROM", "The address the console's mail comes from", ""},
+     [](Config& c, const Input& in) { c.smtp_from = in.text(); }},
+    {{"smtp_credentials_file", "--smtp-credentials-file", "INFERLLAMA_SMTP_CREDENTIALS_FILE",
+      "File holding USER:PASSWORD for the SMTP server on its first line (mode 0600); empty = no AUTH", ""},
+     [](Config& c, const Input& in) { c.smtp_credentials_file = in.text(); }},
     {{"token_size", "--token-size", "INFERLLAMA_TOKEN_SIZE", "Bytes of file content per rate-limit token, 1KiB..1GiB",
       "1MiB"},
      [](Config& c, const Input& in) {

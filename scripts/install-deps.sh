@@ -12,7 +12,7 @@ build_packages=(build-essential binutils cmake ninja-build ccache pkg-config
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libtorrent-rasterbar-dev libhiredis-dev libsodium-dev)
 test_packages=(libgtest-dev libgmock-dev python3 curl nodejs npm nginx-light aria2 wrk openssl procps
   python3-libtorrent opentracker redis-server rocksdb-tools iproute2 qbittorrent-nox transmission-daemon
-  transmission-cli git)
+  transmission-cli git python3-aiosmtpd chromium fonts-dejavu-core)
 
 wanted=("${build_packages[@]}")
 if [[ "${1:-}" == "--test" ]]; then wanted+=("${test_packages[@]}"); fi
@@ -47,5 +47,5 @@ if [[ "${1:-}" == "--test" ]]; then
 fi
 
 if [[ "${1:-}" == "--test" && -f tests/js/package.json ]]; then
-  (cd tests/js && { [[ -d node_modules/@huggingface/hub ]] || npm ci --no-audit --no-fund --loglevel=error; })
+  (cd tests/js && { [[ -d node_modules/@huggingface/hub && -d node_modules/playwright-core ]] || npm ci --no-audit --no-fund --loglevel=error; })
 fi

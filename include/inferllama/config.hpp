@@ -81,6 +81,11 @@ struct Config {
 
   // Users, limits and usage records.
   bool require_auth = false;                              // refuse requests without a node key (401)
+  bool cookie_secure = true;                              // the console's cookies carry Secure
+  bool signup = false;                                    // anyone may create an account on the console
+  std::string smtp_url;                                   // smtp:// or smtps://; "" = the node sends no mail
+  std::string smtp_from;
+  std::filesystem::path smtp_credentials_file;            // USER:PASSWORD; "" = no AUTH
   std::string admin_key;                                  // bearer of the admin API over TCP; "" = not served over TCP
   std::string admin_socket = "admin.sock";                // admin API's Unix socket; relative = in data_dir; "" = none
   std::filesystem::path admin_key_file;                   // admin_key read from this file; "" = none

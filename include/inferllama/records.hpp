@@ -10,7 +10,7 @@
 
 namespace inferllama {
 
-enum class RecordTable { identities, usage, hosting };
+enum class RecordTable { identities, usage, hosting, sessions };
 
 class RecordStore {
  public:

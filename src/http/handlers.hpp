@@ -54,7 +54,7 @@ struct Exchange {
 Task<Answer> dispatch(Exchange& x, const Route& route);
 
 // One per route (hub_handlers.cpp, torrent_handlers.cpp, tracker_handler.cpp, admin_handler.cpp,
-// usage_handler.cpp, node_handlers.cpp).
+// usage_handler.cpp, node_handlers.cpp, hosting_handlers.cpp, console_handler.cpp).
 Task<Answer> handle(Exchange& x, const ResolveRoute& route);
 Task<Answer> handle(Exchange& x, const ApiRoute& route);
 Task<Answer> handle(Exchange& x, const UpstreamRoute& route);
@@ -66,6 +66,7 @@ Task<Answer> handle(Exchange& x, const MetricsRoute& route);
 Task<Answer> handle(Exchange& x, const BadRequest& route);
 Task<Answer> handle(Exchange& x, const NotFound& route);
 Task<Answer> handle(Exchange& x, const UploadRoute& route);
+Task<Answer> handle(Exchange& x, const ConsoleRoute& route);
 
 // Whether the node hosts the repo's namespace (memory only: asked on every file request).
 bool hosts(const Exchange& x, const RepoId& repo);

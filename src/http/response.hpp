@@ -116,7 +116,14 @@ inline StringResponse reply_response(const hub::Reply& reply, unsigned version, 
   StringResponse res{static_cast<boost::beast::http::status>(reply.status), version};
   res.keep_alive(keep_alive);
   res.set(boost::beast::http::field::content_type, reply.content_type);
-  for (const auto& [name, value] : reply.headers) res.set(name, value);
+  for (const auto& [name, value] : reply.headers) {
+    // Set-Cookie is the one field a response repeats rather than joins (RFC 6265 §3).
+    if (boost::beast::iequals(name, "Set-Cookie")) {
+      res.insert(name, value);
+    } else {
+      res.set(name, value);
+    }
+  }
   // 1xx, 204 and 304 have no body (RFC 9110), whatever an upstream sent with them.
   const bool bodiless = reply.status < 200 || reply.status == 204 || reply.status == 304;
   if (!bodiless) res.body() = reply.body;

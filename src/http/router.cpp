@@ -203,6 +203,7 @@ bool is_passkey(std::string_view text) {
 
 Route route(std::string_view path) {
   if (path.find('\0') != std::string_view::npos) return BadRequest{"invalid path"};
+  if (path == "/") return ConsoleRoute{};
   if (path == "/healthz") return HealthRoute{};
   if (path == "/metrics") return MetricsRoute{};
   if (path == "/announce") return TrackerRoute{TrackerRoute::Kind::announce, ""};
@@ -222,6 +223,9 @@ Route route(std::string_view path) {
       path.starts_with("/api/inferllama/keys/") || path == "/api/inferllama/orgs" ||
       path.starts_with("/api/inferllama/orgs/")) {
     return AdminRoute{std::string(path.substr(kAdmin.size()))};
+  }
+  if (constexpr std::string_view kConsole = "/api/inferllama/console/"; path.starts_with(kConsole)) {
+    return ConsoleRoute{std::string(path.substr(kConsole.size()))};
   }
   // Where a Xet client is sent by the node's refusal (see hosting_handlers.cpp): every request there is
   // refused, and the client's error names the path, which says what to do.
@@ -324,6 +328,7 @@ RouteId route_id(const Route& route) {
   }
   if (std::holds_alternative<UpstreamRoute>(route)) return RouteId::upstream;
   if (std::holds_alternative<UploadRoute>(route)) return RouteId::upload;
+  if (std::holds_alternative<ConsoleRoute>(route)) return RouteId::console;
   if (std::holds_alternative<BadRequest>(route)) return RouteId::bad_request;
   return RouteId::not_found;
 }
@@ -332,7 +337,7 @@ const char* route_name(RouteId id) {
   static constexpr const char* kNames[kRouteIds] = {
       "not_found", "bad_request",  "healthz",  "metrics",        "admin",    "usage",       "resolve",
       "api_info",  "api_revision", "api_tree", "api_paths_info", "api_refs", "api_torrent", "api_magnet",
-      "webseed",   "announce",     "scrape",   "upstream",       "upload"};
+      "webseed",   "announce",     "scrape",   "upstream",       "upload",   "console"};
   return kNames[static_cast<std::size_t>(id)];
 }
 

@@ -62,13 +62,19 @@ struct UploadRoute {
   std::string ticket;
   unsigned part = 0;
 };
+// The web console: its page at / and its files at /api/inferllama/console/static/{name} (under the node's
+// own prefix, where no Hub repo can be), and its JSON API at /api/inferllama/console/{action} (cookies and
+// X-CSRF-Token, never keys).
+struct ConsoleRoute {
+  std::string action;  // "" for the page; "static/{name}"; else the API's, still encoded
+};
 struct BadRequest {
   std::string message;
 };
 struct NotFound {};
 
 using Route = std::variant<NotFound, BadRequest, HealthRoute, MetricsRoute, AdminRoute, UsageRoute, ResolveRoute,
-                           ApiRoute, TrackerRoute, UpstreamRoute, UploadRoute>;
+                           ApiRoute, TrackerRoute, UpstreamRoute, UploadRoute, ConsoleRoute>;
 
 // Hosted repos take no Xet uploads: a Xet client's storage calls go here and are refused with this message.
 inline constexpr std::string_view kXetRefusedPath = "/api/inferllama/xet-refused/";
@@ -99,9 +105,10 @@ enum class RouteId {
   announce,
   scrape,
   upstream,
-  upload
+  upload,
+  console
 };
-inline constexpr std::size_t kRouteIds = 19;
+inline constexpr std::size_t kRouteIds = 20;
 RouteId route_id(const Route& route);
 // A short name: "resolve", "api_tree", "healthz", ...
 const char* route_name(RouteId id);

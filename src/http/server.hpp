@@ -15,6 +15,10 @@
 namespace inferllama::hub {
 class HubService;
 }
+namespace inferllama::console {
+class Sessions;
+class SignInGuard;
+}  // namespace inferllama::console
 namespace inferllama::hosting {
 class Hosting;
 }
@@ -62,6 +66,9 @@ struct ServerDeps {
   usage::Identities* identities = nullptr;
   usage::UsageLog* usage_log = nullptr;
   RateLimiter* limiter = nullptr;
+  // The web console's sign-in and sessions (with identities and usage_log): /api/inferllama/console/.
+  console::Sessions* sessions = nullptr;
+  console::SignInGuard* sign_in_guard = nullptr;
   // Hosted repos: the namespaces the node owns (the admin API's orgs/ routes too), their upload routes and
   // their reads. With the index, a Hub namespace the node has cached repos of is taken only with "force".
   hosting::Hosting* hosting = nullptr;

@@ -111,7 +111,12 @@ class Responder {
     // A request that could not be parsed has no version: answer in HTTP/1.1 and close.
     const bool keep = req.version() && req.keep_alive() && !server_.draining;
     StringResponse res = reply_response(reply, req.version() ? req.version() : 11, keep);
-    for (const auto& [name, value] : kSecurityHeaders) res.set(name, value);
+    // The console's pages bring their own policy (scripts and styles from the node itself); every other
+    // answer gets the fixed one, whatever a handler or an upstream put in it.
+    const bool console_page = c_.route == RouteId::console && res.find("Content-Security-Policy") != res.end();
+    for (const auto& [name, value] : kSecurityHeaders) {
+      if (!(console_page && beast::iequals(name, "Content-Security-Policy"))) res.set(name, value);
+    }
     // Every answer but the tracker's says it comes from a node: a child tells its parents from the Hub by
     // it, a mirror a node from another server.
     res.set(cluster::kNodeHeader, kVersion);

@@ -60,8 +60,10 @@ Node::Node(const Config& config)
       index_(open_rocksdb_index(config_.data_dir / "index")),
       upstream_(make_upstream(config_)),
       parents_(upstream::make_parent_set(*upstream_, config_)),
-      identities_(index_->records(), clock_, usage::SecretBox::from_file(usage::secret_key_path(config_))),
+      secret_box_(usage::SecretBox::from_file(usage::secret_key_path(config_))),
+      identities_(index_->records(), clock_, secret_box_),
       usage_log_(index_->records(), clock_),
+      sessions_(index_->records(), clock_, secret_box_),
       local_limits_(limiter_clock_),
       io_threads_(io_, or_cores(config_.io_threads) - 1),
       workers_(or_cores(config_.worker_threads)),
@@ -160,6 +162,7 @@ void Node::register_metrics() {
   metrics_.add([this](std::string& out) { evictor_.render_metrics(out); });
   metrics_.add([this](std::string& out) { tracker_.render_metrics(out); });
   metrics_.add([this](std::string& out) { limiter().render_metrics(out); });
+  metrics_.add([this](std::string& out) { sign_in_guard_.render_metrics(out); });
   metrics_.add([this](std::string& out) { parents_->render_metrics(out); });
   metrics_.add([this](std::string& out) { file_upstream_->render_metrics(out); });
   if (seeder_) metrics_.add([this](std::string& out) { seeder_->render_metrics(out); });
@@ -179,6 +182,8 @@ std::unique_ptr<http::Server> Node::make_server() {
   deps.identities = &identities_;
   deps.usage_log = &usage_log_;
   deps.limiter = &limiter();
+  deps.sessions = &sessions_;
+  deps.sign_in_guard = &sign_in_guard_;
   deps.hosting = &hosting_;
   deps.index = index_.get();
   deps.cluster_status = [this] { return cluster_status(); };
@@ -324,6 +329,9 @@ void Node::start_periodic_work() {
   // Uploads no commit took up within a day, and the staging of abandoned ones, leave the store.
   hosted_gc_.start(
       "hosted garbage", std::chrono::hours(1), [this] { hosting_.collect_garbage(); }, PeriodicTask::First::now);
+  // Console sessions past their 30 days, and signing keys no kept session can name; a new key weekly.
+  session_retention_.start(
+      "session retention", std::chrono::hours(1), [this] { sessions_.expire(); }, PeriodicTask::First::now);
 }
 
 void Node::run() {
@@ -375,6 +383,7 @@ void Node::shutdown() {
   visibility_check_.stop();
   seed_cached_.stop();
   hosted_gc_.stop();
+  session_retention_.stop();
   if (udp_tracker_) udp_tracker_->stop();
   if (seeder_) seeder_->stop();
   workers_.join();

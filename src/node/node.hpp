@@ -7,6 +7,8 @@
 
 #include "cache/download.hpp"
 #include "cache/evictor.hpp"
+#include "console/sessions.hpp"
+#include "console/sign_in_guard.hpp"
 #include "hosting/hosting.hpp"
 #include "http/server.hpp"
 #include "hub/hub_service.hpp"
@@ -101,8 +103,11 @@ class Node {
   std::unique_ptr<upstream::ParentSet> parents_;
   SystemClock clock_;
   MonotonicClock limiter_clock_;
+  usage::SecretBox secret_box_;  // seals users' Hub tokens and the session signing keys
   usage::Identities identities_;
   usage::UsageLog usage_log_;
+  console::Sessions sessions_;  // the web console's sign-ins
+  console::SignInGuard sign_in_guard_{limiter_clock_};
   usage::LocalRateLimiter local_limits_;
   asio::io_context io_{1};     // run by run()'s caller: listeners, timers, the tracker and connections
   IoThreads io_threads_;       // the other io_threads - 1 contexts, for connections only
@@ -135,6 +140,7 @@ class Node {
   PeriodicTask mirror_sync_{io_.get_executor(), blocking_};
   PeriodicTask seed_cached_{io_.get_executor(), blocking_};
   PeriodicTask hosted_gc_{io_.get_executor(), blocking_};
+  PeriodicTask session_retention_{io_.get_executor(), blocking_};
   std::atomic<bool> stored_since_seeding_{true};  // a file was stored since the last look for snapshots to seed
   bool stopped_ = false;                          // shutdown() ran
 };

@@ -83,7 +83,7 @@ TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
 
 TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
   const auto keys = config_keys();
-  ASSERT_EQ(keys.size(), 69u);
+  ASSERT_EQ(keys.size(), 74u);
   for (const ConfigKey& k : keys) {
     std::string flag = "--" + std::string(k.name);
     std::replace(flag.begin(), flag.end(), '_', '-');
@@ -227,6 +227,14 @@ std::vector<PrecedenceCase> precedence_cases() {
        [n](const Config& c) { return n(c.mirror_interval.count()); }},
       {"require_auth", "true", "0", "yes", "1", "0", "1", "0",
        [n](const Config& c) { return n(c.require_auth ? 1 : 0); }},
+      {"cookie_secure", "false", "1", "no", "0", "1", "0", "1",
+       [n](const Config& c) { return n(c.cookie_secure ? 1 : 0); }},
+      {"signup", "true", "0", "yes", "1", "0", "1", "0", [n](const Config& c) { return n(c.signup ? 1 : 0); }},
+      {"smtp_url", "\"smtp://a:1\"", "smtp://b:2", "smtps://c:3", "smtp://a:1", "smtp://b:2", "smtps://c:3", "",
+       [](const Config& c) { return c.smtp_url; }},
+      {"smtp_from", "\"a@x\"", "b@x", "c@x", "a@x", "b@x", "c@x", "", [](const Config& c) { return c.smtp_from; }},
+      {"smtp_credentials_file", "\"/a\"", "/b", "/c", "/a", "/b", "/c", "",
+       [](const Config& c) { return c.smtp_credentials_file.string(); }},
       {"admin_key", "\"file-admin-key-0123\"", "env-admin-key-01234", "flag-admin-key-0123", "file-admin-key-0123",
        "env-admin-key-01234", "flag-admin-key-0123", "", [](const Config& c) { return c.admin_key; }},
       {"admin_socket", "\"/run/a.sock\"", "b.sock", "", "/run/a.sock", "b.sock", "", "admin.sock",

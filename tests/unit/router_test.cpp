@@ -85,7 +85,6 @@ TEST(Router, OtherHubRoutesGoUpstream) {
   ASSERT_TRUE(std::get_if<UpstreamRoute>(&r));
   EXPECT_FALSE(std::get<UpstreamRoute>(r).repo);
   EXPECT_TRUE(std::holds_alternative<UpstreamRoute>(route("/api/whoami-v2")));
-  EXPECT_TRUE(std::holds_alternative<UpstreamRoute>(route("/")));
   EXPECT_TRUE(std::holds_alternative<UpstreamRoute>(route("/api/things/acme/x")));
 
   r = route("/api/datasets/acme/data/commits/main");
@@ -228,6 +227,24 @@ TEST(Url, EncodeDecode) {
   ASSERT_EQ(q.size(), 4u);
   EXPECT_EQ(q[2].second, "a=b");
   EXPECT_EQ(q[3].first, "x");
+}
+
+}  // namespace
+}  // namespace inferllama::http
+
+namespace inferllama::http {
+namespace {
+
+TEST(Router, TheConsoleIsServedAtTheRootAndUnderTheNodesOwnPrefix) {
+  auto page = route("/");
+  ASSERT_TRUE(std::holds_alternative<ConsoleRoute>(page));
+  EXPECT_EQ(std::get<ConsoleRoute>(page).action, "");
+  auto api = route("/api/inferllama/console/keys/key_00/revoke");
+  ASSERT_TRUE(std::holds_alternative<ConsoleRoute>(api));
+  EXPECT_EQ(std::get<ConsoleRoute>(api).action, "keys/key_00/revoke");
+  EXPECT_EQ(route_id(api), RouteId::console);
+  // A Hub namespace called "console" is still the Hub's.
+  EXPECT_TRUE(std::holds_alternative<ResolveRoute>(route("/console/app/resolve/main/x.js")));
 }
 
 }  // namespace

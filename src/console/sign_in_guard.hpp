@@ -1,0 +1,27 @@
+// Credential stuffing and password guessing at sign-in: failed sign-ins are counted per account and per
+// client network, each under its own GCRA policy; either one past its burst refuses further sign-ins (429)
+// until it recovers. Each table is bounded (FailedAttempts), so names made up by a guesser cannot grow it.
+#pragma once
+#include <chrono>
+#include <string>
+
+#include "inferllama/clock.hpp"
+#include "usage/failed_attempts.hpp"
+
+namespace inferllama::console {
+
+class SignInGuard {
+ public:
+  explicit SignInGuard(const Clock& clock);
+
+  // Whether a sign-in for `account` from `network` may be tried now; if not, how long until it may.
+  bool blocked(const std::string& account, const std::string& network, std::chrono::milliseconds& retry_after);
+  void failed(const std::string& account, const std::string& network);
+  void render_metrics(std::string& out) const;
+
+ private:
+  usage::FailedAttempts by_account_;
+  usage::FailedAttempts by_network_;
+};
+
+}  // namespace inferllama::console

@@ -1,0 +1,62 @@
+// The web console: its page and files (console/assets.hpp), and its JSON API under
+// /api/inferllama/console/, authenticated by its cookies (console/console_api.hpp).
+#include "console/assets.hpp"
+#include "console/console_api.hpp"
+#include "http/connection.hpp"
+#include "http/credentials.hpp"
+#include "http/handlers.hpp"
+#include "http/server_context.hpp"
+#include "util/offload.hpp"
+
+namespace inferllama::http {
+namespace bhttp = boost::beast::http;
+
+namespace {
+
+constexpr std::string_view kStatic = "static/";
+
+hub::Reply page(const Request& req, std::string_view name) {
+  if (!is_read(req)) return method_not_allowed("use GET");
+  const auto asset = console::find_asset(name);
+  if (!asset) return hub::error_reply(404, "no such console file");
+  hub::Reply reply{200, console::page_headers(), std::string(asset->content_type), {}};
+  reply.headers.emplace_back("ETag", asset->etag);
+  if (req[bhttp::field::if_none_match] == asset->etag) {
+    reply.status = 304;
+  } else {
+    reply.body = asset->body;
+  }
+  return reply;
+}
+
+}  // namespace
+
+Task<Answer> handle(Exchange& x, const ConsoleRoute& route) {
+  if (route.action.empty()) co_return page(x.request, "index.html");
+  if (route.action.starts_with(kStatic))
+    co_return page(x.request, std::string_view(route.action).substr(kStatic.size()));
+  auto& server = x.server;
+  auto& deps = server.deps;
+  if (!deps.sessions || !deps.identities || !deps.usage_log || !deps.sign_in_guard) {
+    co_return hub::error_reply(404, "this node keeps no users");
+  }
+  const auto cookies = x.request[bhttp::field::cookie];
+  const std::string method(x.request.method_string());
+  console::ConsoleRequest request{method,
+                                  route.action,
+                                  x.query,
+                                  x.request.body(),
+                                  console::cookie_value(cookies, console::kSessionCookie),
+                                  console::cookie_value(cookies, console::kCsrfCookie),
+                                  x.request[console::kCsrfHeader],
+                                  client_network(x.connection.client)};
+  console::ConsoleDeps console{*deps.identities,    *deps.usage_log,          *deps.sessions,
+                               *deps.sign_in_guard, server.config.token_size, server.config.cookie_secure};
+  // Passwords cost ~100 ms of Argon2id and changes are synced writes: off the I/O thread.
+  auto answer = co_await offload(deps.blocking, [&] { return console::answer_console(console, request); });
+  hub::Reply reply{answer.status, std::move(answer.headers), answer.content_type, std::move(answer.body)};
+  reply.headers.emplace_back("Cache-Control", "no-store");
+  co_return reply;
+}
+
+}  // namespace inferllama::http
