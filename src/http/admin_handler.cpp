@@ -33,18 +33,26 @@ std::function<bool(std::string_view)> cached_upstream(const ServerDeps& deps) {
   return [index = deps.index](std::string_view ns) { return index && hosting::namespace_cached(*index, ns); };
 }
 
+}  // namespace
+
+std::function<std::optional<std::string>(std::string_view name, bool force)> user_name_refusal(
+    const ServerContext& server) {
+  if (!server.deps.hosting) return {};
+  return [namespaces = &server.deps.hosting->namespaces(), cached = cached_upstream(server.deps)](std::string_view name,
+                                                                                                  bool force) {
+    return hosting::user_namespace_refusal(*namespaces, cached, name, force);
+  };
+}
+
+namespace {
+
 Task<Answer> answer_accounts(Exchange& x, const std::string& action) {
   auto& server = x.server;
   if (!server.deps.identities) co_return hub::error_reply(404, "this node keeps no users");
   const Request& req = x.request;
   const std::string method = method_of(req);
   usage::Accounts accounts{*server.deps.identities, *server.deps.usage_log, server.config.token_size};
-  if (server.deps.hosting) {
-    accounts.namespace_refusal = [namespaces = &server.deps.hosting->namespaces(), cached = cached_upstream(server.deps)](std::string_view name,
-                                                                                     bool force) {
-      return hosting::user_namespace_refusal(*namespaces, cached, name, force);
-    };
-  }
+  accounts.namespace_refusal = user_name_refusal(server);
   const std::string query(x.query);
   auto answer = co_await offload(server.deps.blocking,
                                  [&] { return usage::answer_admin(accounts, method, action, query, req.body()); });
@@ -134,6 +142,7 @@ Task<Answer> answer_pin(Exchange& x, const nlohmann::json& body, bool pinned) {
 
 Task<Answer> handle(Exchange& x, const AdminRoute& route) {
   const Request& req = x.request;
+  if (auto shared = co_await answer_operator(x, route.action)) co_return std::move(*shared);
   if (route.action.starts_with("users") || route.action.starts_with("keys")) {
     co_return co_await answer_accounts(x, route.action);
   }

@@ -18,6 +18,8 @@ class HubService;
 namespace inferllama::console {
 class Sessions;
 class SignInGuard;
+class MailTokens;
+class Mailer;
 }  // namespace inferllama::console
 namespace inferllama::hosting {
 class Hosting;
@@ -69,6 +71,10 @@ struct ServerDeps {
   // The web console's sign-in and sessions (with identities and usage_log): /api/inferllama/console/.
   console::Sessions* sessions = nullptr;
   console::SignInGuard* sign_in_guard = nullptr;
+  console::MailTokens* mail_tokens = nullptr;
+  console::Mailer* mailer = nullptr;
+  // The console's operator pages: the node at a glance (cache, swarms, mirrors, cluster, health), as JSON.
+  std::function<std::string()> operator_overview;
   // Hosted repos: the namespaces the node owns (the admin API's orgs/ routes too), their upload routes and
   // their reads. With the index, a Hub namespace the node has cached repos of is taken only with "force".
   hosting::Hosting* hosting = nullptr;

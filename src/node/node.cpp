@@ -4,8 +4,12 @@
 
 #include <algorithm>
 #include <iostream>
+#include <map>
+#include <set>
 #include <thread>
+#include <unordered_map>
 
+#include "console/console_api.hpp"
 #include "inferllama/network.hpp"
 #include "node/build_info.hpp"
 #include "node/start_checks.hpp"
@@ -64,6 +68,8 @@ Node::Node(const Config& config)
       identities_(index_->records(), clock_, secret_box_),
       usage_log_(index_->records(), clock_),
       sessions_(index_->records(), clock_, secret_box_),
+      mail_tokens_(index_->records(), clock_),
+      mailer_({config_.smtp_url, config_.smtp_from, config_.smtp_credentials_file}),
       local_limits_(limiter_clock_),
       io_threads_(io_, or_cores(config_.io_threads) - 1),
       workers_(or_cores(config_.worker_threads)),
@@ -184,10 +190,61 @@ std::unique_ptr<http::Server> Node::make_server() {
   deps.limiter = &limiter();
   deps.sessions = &sessions_;
   deps.sign_in_guard = &sign_in_guard_;
+  deps.mail_tokens = &mail_tokens_;
+  deps.mailer = &mailer_;
+  deps.operator_overview = [this] { return operator_overview(); };
   deps.hosting = &hosting_;
   deps.index = index_.get();
   deps.cluster_status = [this] { return cluster_status(); };
   return std::make_unique<http::Server>(io_, std::move(deps));
+}
+
+std::string Node::operator_overview() {
+  using nlohmann::json;
+  // Repos by the bytes of their stored files (each file once), and where eviction would start.
+  constexpr std::size_t kShownEvictions = 50;
+  std::unordered_map<std::string, std::size_t> rank;
+  std::size_t next = 0;
+  for (const auto& etag : evictor_.eviction_order(kShownEvictions)) rank.emplace(etag, ++next);
+  std::set<std::string> pinned;
+  for (const auto& [repo, commit] : index_->pinned()) pinned.insert(repo.key());
+  struct RepoBytes {
+    std::set<std::string> etags;
+    std::uint64_t bytes = 0;
+    std::size_t evict_rank = 0;
+  };
+  std::map<std::string, RepoBytes> repos;
+  index_->list_files([&](const Index::ListedFile& f) {
+    if (!f.cached) return;
+    auto& r = repos[f.repo_key];
+    if (!r.etags.insert(f.file.etag).second) return;
+    r.bytes += f.file.size;
+    if (auto it = rank.find(f.file.etag); it != rank.end() && (r.evict_rank == 0 || it->second < r.evict_rank)) {
+      r.evict_rank = it->second;
+    }
+  });
+  json cached = json::array();
+  for (const auto& [repo, r] : repos) {
+    cached.push_back(
+        {{"repo", repo}, {"bytes", r.bytes}, {"pinned", pinned.contains(repo)}, {"evict_rank", r.evict_rank}});
+  }
+  json mirrors = json::array();
+  for (const auto& ref : mirror_.synced_mirrors()) mirrors.push_back({{"repo", ref.repo.key()}, {"branch", ref.rev}});
+  const json cluster = json::parse(cluster_status());
+  bool upstream_healthy = false;
+  for (const auto& u : cluster["upstreams"]) upstream_healthy = upstream_healthy || u.value("healthy", false);
+  return json{{"cache", {{"bytes_stored", store_.bytes_stored()}, {"max_disk", config_.max_disk}, {"repos", cached}}},
+              {"tracker", {{"swarms", tracker_.swarm_count()}, {"peers", tracker_.peer_count()}}},
+              {"mirrors", mirrors},
+              {"health",
+               {{"upstream", config_.offline    ? "offline"
+                             : upstream_healthy ? "healthy"
+                                                : "failing"},
+                {"redis", !shared_limits_               ? "not used"
+                          : shared_limits_->connected() ? "connected"
+                                                        : "unreachable"}}},
+              {"cluster", cluster}}
+      .dump();
 }
 
 std::string Node::cluster_status() const {
@@ -331,7 +388,15 @@ void Node::start_periodic_work() {
       "hosted garbage", std::chrono::hours(1), [this] { hosting_.collect_garbage(); }, PeriodicTask::First::now);
   // Console sessions past their 30 days, and signing keys no kept session can name; a new key weekly.
   session_retention_.start(
-      "session retention", std::chrono::hours(1), [this] { sessions_.expire(); }, PeriodicTask::First::now);
+      "session retention", std::chrono::hours(1),
+      [this] {
+        sessions_.expire();
+        mail_tokens_.expire();
+        console::ConsoleDeps console{identities_,  usage_log_, sessions_,         sign_in_guard_,
+                                     mail_tokens_, mailer_,    config_.token_size};
+        console::revoke_ended_session_keys(console);
+      },
+      PeriodicTask::First::now);
 }
 
 void Node::run() {

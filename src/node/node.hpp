@@ -7,6 +7,8 @@
 
 #include "cache/download.hpp"
 #include "cache/evictor.hpp"
+#include "console/mail_tokens.hpp"
+#include "console/mailer.hpp"
 #include "console/sessions.hpp"
 #include "console/sign_in_guard.hpp"
 #include "hosting/hosting.hpp"
@@ -89,6 +91,8 @@ class Node {
   void start_periodic_work();
   // GET /api/inferllama/cluster: upstreams and their health, parents' swarms, bytes by source (JSON).
   std::string cluster_status() const;
+  // The console's operator pages: disk and what eviction takes next, tracker, mirrors, health, cluster.
+  std::string operator_overview();
   void flush_usage();
   void expire_usage();
   void shutdown();
@@ -108,6 +112,8 @@ class Node {
   usage::UsageLog usage_log_;
   console::Sessions sessions_;  // the web console's sign-ins
   console::SignInGuard sign_in_guard_{limiter_clock_};
+  console::MailTokens mail_tokens_;  // the links the console mails
+  console::SmtpMailer mailer_;       // smtp_url, or none
   usage::LocalRateLimiter local_limits_;
   asio::io_context io_{1};     // run by run()'s caller: listeners, timers, the tracker and connections
   IoThreads io_threads_;       // the other io_threads - 1 contexts, for connections only
