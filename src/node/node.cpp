@@ -58,6 +58,7 @@ Node::Node(const Config& config)
       data_dir_lock_(config_.data_dir),
       store_(config_.data_dir),
       index_(open_rocksdb_index(config_.data_dir / "index")),
+      backups_(config_, *index_, usage::secret_key_path(config_)),
       upstream_(make_upstream(config_)),
       parents_(upstream::make_parent_set(*upstream_, config_)),
       identities_(index_->records(), clock_, usage::SecretBox::from_file(usage::secret_key_path(config_))),
@@ -163,6 +164,7 @@ void Node::register_metrics() {
   metrics_.add([this](std::string& out) { parents_->render_metrics(out); });
   metrics_.add([this](std::string& out) { file_upstream_->render_metrics(out); });
   if (seeder_) metrics_.add([this](std::string& out) { seeder_->render_metrics(out); });
+  metrics_.add([this](std::string& out) { backups_.render_metrics(out); });
 }
 
 std::unique_ptr<http::Server> Node::make_server() {
@@ -182,6 +184,7 @@ std::unique_ptr<http::Server> Node::make_server() {
   deps.hosting = &hosting_;
   deps.index = index_.get();
   deps.cluster_status = [this] { return cluster_status(); };
+  deps.backup = [this](const std::string& body) { return backups_.answer(body); };
   return std::make_unique<http::Server>(io_, std::move(deps));
 }
 
@@ -324,6 +327,13 @@ void Node::start_periodic_work() {
   // Uploads no commit took up within a day, and the staging of abandoned ones, leave the store.
   hosted_gc_.start(
       "hosted garbage", std::chrono::hours(1), [this] { hosting_.collect_garbage(); }, PeriodicTask::First::now);
+  // A backup every backup_interval, the first at once when backup_dir has none that recent (a node restarted
+  // more often than the interval still makes them).
+  if (!config_.backup_dir.empty()) {
+    backup_schedule_.start(
+        "backup", config_.backup_interval, [this] { backups_.make_scheduled(); },
+        backups_.due() ? PeriodicTask::First::now : PeriodicTask::First::after_interval);
+  }
 }
 
 void Node::run() {
@@ -375,6 +385,7 @@ void Node::shutdown() {
   visibility_check_.stop();
   seed_cached_.stop();
   hosted_gc_.stop();
+  backup_schedule_.stop();
   if (udp_tracker_) udp_tracker_->stop();
   if (seeder_) seeder_->stop();
   workers_.join();
