@@ -26,8 +26,8 @@ class AccountCommands {
   std::optional<int> run();
 
   // One request of the accounts API: an admin route under /api/inferllama/ (users/, keys/: the accounts';
-  // orgs: the hosted namespaces'), or GET /api/usage.
-  enum class Api { accounts, orgs, usage };
+  // orgs: the hosted namespaces'; operator: the console's reset links and invitations), or GET /api/usage.
+  enum class Api { accounts, orgs, usage, operator_actions };
   struct Call {
     Api api = Api::accounts;
     std::string method;
@@ -49,6 +49,7 @@ class AccountCommands {
   std::string name_, email_, token_, label_, key_id_, since_, format_ = "table";
   std::string member_, role_ = "read";
   bool force_ = false;
+  bool off_ = false;
   CLI::Option* token_option_ = nullptr;  // hub-token's TOKEN: read from stdin when not given
   std::vector<Command> commands_;
 };

@@ -1,4 +1,4 @@
-// The node's administration, for the admin (admission checked who): pin, unpin, gc, mirror, the users/
+// The node's administration, for the admin (admission checked who): pin, unpin, gc, backup, mirror, the users/
 // and keys/ routes of accounts, and the orgs/ routes of hosted namespaces.
 #include <nlohmann/json.hpp>
 
@@ -138,6 +138,15 @@ Task<Answer> answer_pin(Exchange& x, const nlohmann::json& body, bool pinned) {
                         {"cached_files", done.cached_files}});
 }
 
+// A backup takes as long as copying the index: the blocking pool makes it while the client waits.
+Task<Answer> answer_backup(Exchange& x) {
+  if (!x.server.deps.backup) co_return hub::error_reply(404, "no such route");
+  x.connection.pause_deadline();
+  auto answer = co_await offload(x.server.deps.blocking, [&] { return x.server.deps.backup(x.request.body()); });
+  x.connection.touch();
+  co_return hub::Reply{answer.first, {{"Cache-Control", "no-store"}}, "application/json", std::move(answer.second)};
+}
+
 }  // namespace
 
 Task<Answer> handle(Exchange& x, const AdminRoute& route) {
@@ -166,6 +175,7 @@ Task<Answer> handle(Exchange& x, const AdminRoute& route) {
     auto report = co_await offload(x.server.deps.blocking, [&] { return evictor.collect_garbage(); });
     co_return json_reply({{"chunks_removed", report.chunks_removed}, {"bytes_freed", report.bytes_freed}});
   }
+  if (route.action == "backup") co_return co_await answer_backup(x);
   const auto body = nlohmann::json::parse(req.body(), nullptr, false);
   if (route.action == "mirror") co_return co_await answer_mirror(x, body);
   co_return co_await answer_pin(x, body, route.action == "pin");

@@ -4,6 +4,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "inferllama/asio.hpp"
@@ -81,6 +82,9 @@ struct ServerDeps {
   Index* index = nullptr;
   // GET /api/inferllama/cluster: the node's upstreams, swarms and bytes by source, as JSON.
   std::function<std::string()> cluster_status;
+  // POST /api/inferllama/backup: makes a backup as the JSON body asks (it blocks: called on the blocking
+  // pool); the status and a JSON answer.
+  std::function<std::pair<unsigned, std::string>(const std::string& body)> backup;
 };
 
 // The HTTP listeners: Boost.Beast on Asio coroutines, each connection on one of the I/O threads' contexts

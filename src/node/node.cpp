@@ -62,6 +62,7 @@ Node::Node(const Config& config)
       data_dir_lock_(config_.data_dir),
       store_(config_.data_dir),
       index_(open_rocksdb_index(config_.data_dir / "index")),
+      backups_(config_, *index_, usage::secret_key_path(config_)),
       upstream_(make_upstream(config_)),
       parents_(upstream::make_parent_set(*upstream_, config_)),
       secret_box_(usage::SecretBox::from_file(usage::secret_key_path(config_))),
@@ -172,6 +173,7 @@ void Node::register_metrics() {
   metrics_.add([this](std::string& out) { parents_->render_metrics(out); });
   metrics_.add([this](std::string& out) { file_upstream_->render_metrics(out); });
   if (seeder_) metrics_.add([this](std::string& out) { seeder_->render_metrics(out); });
+  metrics_.add([this](std::string& out) { backups_.render_metrics(out); });
 }
 
 std::unique_ptr<http::Server> Node::make_server() {
@@ -196,6 +198,7 @@ std::unique_ptr<http::Server> Node::make_server() {
   deps.hosting = &hosting_;
   deps.index = index_.get();
   deps.cluster_status = [this] { return cluster_status(); };
+  deps.backup = [this](const std::string& body) { return backups_.answer(body); };
   return std::make_unique<http::Server>(io_, std::move(deps));
 }
 
@@ -397,6 +400,13 @@ void Node::start_periodic_work() {
         console::revoke_ended_session_keys(console);
       },
       PeriodicTask::First::now);
+  // A backup every backup_interval, the first at once when backup_dir has none that recent (a node restarted
+  // more often than the interval still makes them).
+  if (!config_.backup_dir.empty()) {
+    backup_schedule_.start(
+        "backup", config_.backup_interval, [this] { backups_.make_scheduled(); },
+        backups_.due() ? PeriodicTask::First::now : PeriodicTask::First::after_interval);
+  }
 }
 
 void Node::run() {
@@ -449,6 +459,7 @@ void Node::shutdown() {
   seed_cached_.stop();
   hosted_gc_.stop();
   session_retention_.stop();
+  backup_schedule_.stop();
   if (udp_tracker_) udp_tracker_->stop();
   if (seeder_) seeder_->stop();
   workers_.join();

@@ -5,6 +5,7 @@
 #include <mutex>
 #include <string>
 
+#include "backup/backups.hpp"
 #include "cache/download.hpp"
 #include "cache/evictor.hpp"
 #include "console/mail_tokens.hpp"
@@ -102,6 +103,7 @@ class Node {
   DataDirLock data_dir_lock_;  // before the index: a second node learns who holds the directory
   ChunkStore store_;
   std::unique_ptr<Index> index_;
+  backup::Backups backups_;             // its settings checked before anything else starts
   std::unique_ptr<Upstream> upstream_;  // HTTP (or none: offline)
   // Every upstream call goes to the parent that rendezvous hashing picks for its file (or the fallback).
   std::unique_ptr<upstream::ParentSet> parents_;
@@ -147,6 +149,7 @@ class Node {
   PeriodicTask seed_cached_{io_.get_executor(), blocking_};
   PeriodicTask hosted_gc_{io_.get_executor(), blocking_};
   PeriodicTask session_retention_{io_.get_executor(), blocking_};
+  PeriodicTask backup_schedule_{io_.get_executor(), blocking_};
   std::atomic<bool> stored_since_seeding_{true};  // a file was stored since the last look for snapshots to seed
   bool stopped_ = false;                          // shutdown() ran
 };
