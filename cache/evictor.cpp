@@ -46,12 +46,15 @@ void Evictor::make_room(std::uint64_t bytes) {
   evict_until(limit > bytes ? limit - bytes : 0);
 }
 
-std::vector<std::string> Evictor::candidates(std::uint64_t& kept_bytes) {
-  std::unordered_set<std::string> kept;
-  kept_bytes = keep_ ? keep_(kept) : 0;
+std::uint64_t Evictor::kept_files(std::unordered_set<std::string>& kept) {
+  const std::uint64_t kept_bytes = keep_ ? keep_(kept) : 0;
   for (const auto& [repo, commit] : index_.pinned()) {
     for (auto& etag : index_.etags_of(repo, commit)) kept.insert(std::move(etag));
   }
+  return kept_bytes;
+}
+
+std::vector<std::string> Evictor::candidates(const std::unordered_set<std::string>& kept) {
   std::vector<std::pair<std::int64_t, std::string>> order;  // last used, etag
   std::vector<std::string> all;
   index_.list_blobs([&](const std::string& etag, std::uint64_t) { all.push_back(etag); });
@@ -72,8 +75,9 @@ std::vector<std::string> Evictor::candidates(std::uint64_t& kept_bytes) {
 }
 
 std::vector<std::string> Evictor::eviction_order(std::size_t limit) {
-  std::uint64_t kept_bytes = 0;
-  auto order = candidates(kept_bytes);
+  std::unordered_set<std::string> kept;
+  kept_files(kept);
+  auto order = candidates(kept);
   if (order.size() > limit) order.resize(limit);
   return order;
 }
@@ -82,11 +86,11 @@ void Evictor::evict_until(std::uint64_t target_bytes) {
   std::lock_guard evicting(evict_mutex_);
   if (store_.bytes_stored() <= target_bytes) return;
 
-  std::uint64_t kept_bytes = 0;
-  std::vector<std::string> order = candidates(kept_bytes);
+  std::unordered_set<std::string> kept;
   // Hosted files are never evicted, and do not count against the budget.
-  target_bytes += kept_bytes;
+  target_bytes += kept_files(kept);
   if (store_.bytes_stored() <= target_bytes) return;
+  std::vector<std::string> order = candidates(kept);
   INFERLLAMA_SYNC_POINT("Evictor::evict_until:selected");
 
   for (auto& etag : order) {

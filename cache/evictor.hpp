@@ -67,8 +67,10 @@ class Evictor {
 
  private:
   void evict_until(std::uint64_t target_bytes);
-  // The evictable files, least recently used first; `kept_bytes` gets the bytes of the never-evicted ones.
-  std::vector<std::string> candidates(std::uint64_t& kept_bytes);
+  // Adds the files never evicted (hosted, pinned) to `kept`; the bytes of the hosted ones.
+  std::uint64_t kept_files(std::unordered_set<std::string>& kept);
+  // The evictable files, least recently used first.
+  std::vector<std::string> candidates(const std::unordered_set<std::string>& kept);
   void release(const std::string& etag);
 
   ChunkStore& store_;

@@ -91,11 +91,15 @@ std::optional<std::string> verify_jwt(std::string_view token,
   const auto header_text = unbase64url(token.substr(0, first));
   if (!header_text) return std::nullopt;
   const auto header = nlohmann::json::parse(*header_text, nullptr, /*allow_exceptions=*/false);
-  if (!header.is_object() || header.size() != 3 || header.value("alg", "") != "HS256" ||
-      header.value("typ", "") != "JWT" || !header.contains("kid") || !header["kid"].is_string()) {
+  auto text = [&](const char* name) -> std::string_view {
+    const auto it = header.is_object() ? header.find(name) : header.end();
+    return it != header.end() && it->is_string() ? std::string_view(it->get_ref<const std::string&>()) : "";
+  };
+  if (!header.is_object() || header.size() != 3 || text("alg") != "HS256" || text("typ") != "JWT" ||
+      text("kid").empty()) {
     return std::nullopt;
   }
-  const JwtKey* key = find(header["kid"].get_ref<const std::string&>());
+  const JwtKey* key = find(text("kid"));
   if (!key) return std::nullopt;
   const auto signature = unbase64url(token.substr(second + 1));
   const auto expected = hmac_sha256(*key, token.substr(0, second));

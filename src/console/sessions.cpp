@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include <spdlog/spdlog.h>
+
 #include "cache/hashing.hpp"
 #include "inferllama/digest.hpp"
 #include "usage/crypto.hpp"
@@ -178,6 +180,7 @@ std::optional<SignedIn> Sessions::check(std::string_view jwt, std::optional<Csrf
   if (std::chrono::seconds(claims->expires_s) <= now) return std::nullopt;
   const auto it = sessions_.find(claims->sid);
   if (it == sessions_.end() || it->second.user != claims->user) return std::nullopt;
+  if (it->second.expires_ms <= now_ms()) return std::nullopt;  // its 30 days are over, expired or not yet
   if (csrf && (csrf->header.empty() || !same(csrf->header, it->second.csrf) || !same(csrf->cookie, csrf->header))) {
     return std::nullopt;
   }
@@ -206,7 +209,9 @@ std::variant<IssuedSession, std::string> Sessions::refresh(std::string_view jwt,
     // A refresh token came back after it was traded in: two holders of one session. End it for both.
     try {
       save({{session_key(claims->sid), std::nullopt}});
-    } catch (const std::exception&) {
+    } catch (const std::exception& e) {
+      // Closed in memory; after a restart the record would hold its family again, with the reused token spent.
+      spdlog::error("cannot delete the reused session of {}: {}", claims->user, e.what());
     }
     std::unique_lock lock(mutex_);
     sessions_.erase(it);
@@ -304,6 +309,13 @@ std::size_t Sessions::expire() {
   for (const auto& sid : ended) sessions_.erase(sid);
   keys_.erase(keys_.begin(), keys_.begin() + static_cast<std::ptrdiff_t>(retired));
   return ended.size();
+}
+
+std::optional<std::string> Sessions::user_of(std::string_view jwt) const {
+  std::shared_lock lock(mutex_);
+  auto claims = claims_of(jwt);
+  if (!claims) return std::nullopt;
+  return claims->user;
 }
 
 bool Sessions::is_open(const std::string& sid) const {

@@ -78,6 +78,9 @@ class Sessions {
   std::size_t close_all(const std::string& user, const std::string& except = {});
   std::vector<SessionInfo> of_user(const std::string& user) const;
   bool is_open(const std::string& sid) const;
+  // The user a JWT signed by a kept key names, expired or not (whose session keys to look at after a refresh
+  // failed).
+  std::optional<std::string> user_of(std::string_view jwt) const;
   // Retention: drops the sessions past their end and the keys no kept JWT can name; makes a new signing
   // key when the current one is `key_rotation` old. Hourly, and at start.
   std::size_t expire();

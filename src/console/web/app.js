@@ -20,11 +20,20 @@ function csrfToken() {
 }
 
 let refreshing = null;
-// One refresh at a time: the session's refresh token is good once, and a second use would end the session.
+// One refresh at a time, across tabs too: the session's refresh token is good once, and a second use would
+// end the session. A tab that waited finds the shared cookie renewed by the other and needs none.
 function refreshSession() {
   if (!refreshing) {
-    refreshing = fetch(API + 'refresh', { method: 'POST', headers: { 'X-CSRF-Token': csrfToken() }, credentials: 'same-origin' })
-      .then((r) => r.ok)
+    const run = async () => {
+      const probe = await fetch(API + 'me', { credentials: 'same-origin' });
+      if (probe.ok) return true;
+      const response = await fetch(API + 'refresh', {
+        method: 'POST', credentials: 'same-origin', body: '{}',
+        headers: { 'X-CSRF-Token': csrfToken(), 'Content-Type': 'application/json' },
+      });
+      return response.ok;
+    };
+    refreshing = (navigator.locks ? navigator.locks.request('inferllama-refresh', run) : run())
       .catch(() => false)
       .finally(() => { refreshing = null; });
   }
@@ -39,10 +48,13 @@ async function readAnswer(response) {
 
 async function api(method, action, body, retry = true) {
   const headers = {};
-  if (method !== 'GET') headers['X-CSRF-Token'] = csrfToken();
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  // Every change is JSON with the CSRF header: a form from another site can send neither.
+  if (method !== 'GET') {
+    headers['X-CSRF-Token'] = csrfToken();
+    headers['Content-Type'] = 'application/json';
+  }
   const response = await fetch(API + action, {
-    method, headers, credentials: 'same-origin', body: body === undefined ? undefined : JSON.stringify(body),
+    method, headers, credentials: 'same-origin', body: method === 'GET' ? undefined : JSON.stringify(body || {}),
   });
   if (response.status === 401 && retry && csrfToken() && !['sign-in', 'refresh'].includes(action)) {
     if (await refreshSession()) return api(method, action, body, false);
@@ -52,16 +64,31 @@ async function api(method, action, body, retry = true) {
   return data;
 }
 
-// The Hub API, as huggingface_hub calls it, with this session's key.
-async function sessionKey() {
-  if (!state.sessionKey) state.sessionKey = (await api('POST', 'session-key')).key;
+// The Hub API, as huggingface_hub calls it, with this session's key (one request for it at a time).
+function sessionKey() {
+  if (!state.sessionKey) {
+    state.sessionKey = api('POST', 'session-key').then((answer) => answer.key);
+    state.sessionKey.catch(() => { state.sessionKey = null; });
+  }
   return state.sessionKey;
 }
 
-async function hub(method, path, { json, body, headers = {} } = {}) {
+// Absolute URLs the node hands out (upload links) are followed on this page's own origin: the CSP allows
+// no other, and behind a proxy public_url may name the node differently.
+function sameOrigin(url) {
+  const parsed = new URL(url, location.origin);
+  return parsed.pathname + parsed.search;
+}
+
+async function hub(method, path, { json, body, headers = {} } = {}, retry = true) {
   const send = { Authorization: `Bearer ${await sessionKey()}`, ...headers };
   if (json !== undefined) send['Content-Type'] = send['Content-Type'] || 'application/json';
-  const response = await fetch(path, { method, headers: send, body: json !== undefined ? JSON.stringify(json) : body });
+  const response = await fetch(sameOrigin(path), { method, headers: send, body: json !== undefined ? JSON.stringify(json) : body });
+  if (response.status === 401 && retry) {
+    // The session's key ended (another tab took a new one, or the session was refreshed elsewhere).
+    state.sessionKey = null;
+    return hub(method, path, { json, body, headers }, false);
+  }
   const data = await readAnswer(response);
   if (!response.ok) {
     const message = (data && data.error) || response.headers.get('X-Error-Message') || `${response.status}`;
@@ -195,6 +222,7 @@ function signInPage() {
       field('Password', { name: 'password', type: 'password', autocomplete: 'current-password', required: true }),
     ], 'Sign in', async (v) => {
       await api('POST', 'sign-in', { user: v.user, password: v.password });
+      state.sessionKey = null;
       state.me = await api('GET', 'me');
       say(`Signed in as ${state.me.user.name}.`);
       go('#/profile');
@@ -390,7 +418,7 @@ async function uploadFile(repo, path, file) {
     const object = batch.objects[0];
     if (object.error) throw new Error(object.error.message);
     if (object.actions && object.actions.upload) {
-      const put = await fetch(object.actions.upload.href, { method: 'PUT', body: buffer });
+      const put = await fetch(sameOrigin(object.actions.upload.href), { method: 'PUT', body: buffer });
       if (!put.ok) throw new Error(`the upload was refused (${put.status})`);
       if (object.actions.verify) {
         await hub('POST', object.actions.verify.href, { headers: lfsHeaders, json: { oid, size: view.length } });
@@ -601,6 +629,7 @@ async function render() {
   } catch (e) {
     if (e.status === 401) {
       state.me = null;
+      state.sessionKey = null;
       renderNav('#/sign-in');
       return signInPage();
     }
