@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "console/rights_api.hpp"
 #include "usage/accounts_api.hpp"
 #include "usage/usage_json.hpp"
 
@@ -10,6 +11,8 @@ namespace inferllama::console {
 namespace {
 
 using nlohmann::json;
+using usage::Actor;
+using usage::AuditEvent;
 
 ConsoleAnswer error(unsigned status, const std::string& message) {
   return {status, "application/json", json{{"error", message}}.dump(), {}};
@@ -63,10 +66,13 @@ ConsoleAnswer sign_in(ConsoleDeps& deps, const ConsoleRequest& request) {
   }
   if (!deps.identities.check_password(*name, *password)) {
     deps.guard.failed(*name, request.network);
+    if (deps.identities.has_user(*name))
+      usage::audit(deps.audit, *name, AuditEvent::sign_in_failed, Actor::user, request.network);
     return error(401, "wrong user name or password");
   }
   auto issued = deps.sessions.open(*name);
   if (auto* why = std::get_if<std::string>(&issued)) return error(503, *why);
+  usage::audit(deps.audit, *name, AuditEvent::signed_in, Actor::user, request.network);
   return signed_in(deps, std::get<IssuedSession>(issued));
 }
 
@@ -104,6 +110,7 @@ ConsoleAnswer for_user(ConsoleDeps& deps, const ConsoleRequest& request, const S
       return error(403, "the current password is wrong");
     }
     if (auto why = deps.identities.set_password(who.user, *replacement)) return error(400, *why);
+    usage::audit(deps.audit, who.user, AuditEvent::password_changed, Actor::user, request.network);
     deps.sessions.close_all(who.user, who.sid);
     return ok({{"changed", true}});
   }
@@ -120,7 +127,9 @@ ConsoleAnswer for_user(ConsoleDeps& deps, const ConsoleRequest& request, const S
     if (!body.is_object()) return error(400, "send {\"label\": TEXT}");
     auto created = deps.identities.create_key(who.user, string_field(body, "label").value_or(""));
     if (auto* why = std::get_if<std::string>(&created)) return error(400, *why);
-    return ok(usage::created_key_json(std::get<usage::CreatedKey>(created)), 201);
+    const auto& key = std::get<usage::CreatedKey>(created);
+    usage::audit(deps.audit, who.user, AuditEvent::key_created, Actor::user, request.network, key.key.id);
+    return ok(usage::created_key_json(key), 201);
   }
   if (path.starts_with("keys/") && path.ends_with("/revoke")) {
     if (method != "POST") return error(405, "use POST");
@@ -136,6 +145,7 @@ ConsoleAnswer for_user(ConsoleDeps& deps, const ConsoleRequest& request, const S
     };
     if (!own_key()) return error(404, "no such key of yours");
     if (auto why = deps.identities.revoke_key(id)) return error(400, *why);
+    usage::audit(deps.audit, who.user, AuditEvent::key_revoked, Actor::user, request.network, id);
     return ok(usage::key_json(*own_key()));
   }
   if (path == "usage") {
@@ -143,6 +153,11 @@ ConsoleAnswer for_user(ConsoleDeps& deps, const ConsoleRequest& request, const S
     usage::Accounts accounts{deps.identities, deps.usage, deps.token_size};
     auto answer = usage::answer_usage(accounts, who.user, request.query);
     return {answer.status, answer.content_type, std::move(answer.body), {}};
+  }
+  if (path == "export") return export_own_account(deps, request, who);
+  if (path == "delete-account") {
+    auto deleted = delete_own_account(deps, request, who);
+    return deleted.status == 200 ? signed_out(deps, std::move(deleted)) : deleted;
   }
   return error(404, "no such console route");
 }
@@ -184,7 +199,7 @@ ConsoleAnswer answer_console(ConsoleDeps& deps, const ConsoleRequest& request) {
     return error(401, "sign in first (or refresh the session)");
   }
   auto user = deps.identities.user(who->user);
-  if (!user || user->disabled) {
+  if (!user || !user->active()) {
     deps.sessions.close_all(who->user);
     return signed_out(deps, error(401, "this account is disabled"));
   }

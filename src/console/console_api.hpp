@@ -14,6 +14,7 @@
 //   POST keys {label?}                 201 the key with its secret ("key"), shown this once
 //   POST keys/{id}/revoke              the key (the user's own only)
 //   GET  usage?since=&format=          the user's own usage rows, as GET /api/usage answers them
+//   GET  export, POST delete-account   the data rights: console/rights_api.hpp
 #pragma once
 #include <cstdint>
 #include <string>
@@ -23,10 +24,13 @@
 
 #include "console/sessions.hpp"
 #include "console/sign_in_guard.hpp"
+#include "usage/audit_log.hpp"
 #include "usage/identities.hpp"
 #include "usage/usage_log.hpp"
 
 namespace inferllama::console {
+
+struct AccountData;
 
 inline constexpr std::string_view kSessionCookie = "inferllama_session";
 inline constexpr std::string_view kCsrfCookie = "inferllama_csrf";
@@ -39,6 +43,8 @@ struct ConsoleDeps {
   SignInGuard& guard;
   std::uint64_t token_size;
   bool secure_cookies = true;
+  usage::AuditLog* audit = nullptr;     // sign-ins and their failures, password and key changes
+  AccountData* account_data = nullptr;  // export and deletion (rights_api.hpp)
 };
 
 struct ConsoleRequest {

@@ -1,5 +1,6 @@
 // The web console: its page and files (console/assets.hpp), and its JSON API under
 // /api/inferllama/console/, authenticated by its cookies (console/console_api.hpp).
+#include "console/account_data.hpp"
 #include "console/assets.hpp"
 #include "console/console_api.hpp"
 #include "http/connection.hpp"
@@ -52,6 +53,10 @@ Task<Answer> handle(Exchange& x, const ConsoleRoute& route) {
                                   client_network(x.connection.client)};
   console::ConsoleDeps console{*deps.identities,    *deps.usage_log,          *deps.sessions,
                                *deps.sign_in_guard, server.config.token_size, server.config.cookie_secure};
+  if (deps.account_data) {
+    console.audit = &deps.account_data->audit;
+    console.account_data = deps.account_data;
+  }
   // Passwords cost ~100 ms of Argon2id and changes are synced writes: off the I/O thread.
   auto answer = co_await offload(deps.blocking, [&] { return console::answer_console(console, request); });
   hub::Reply reply{answer.status, std::move(answer.headers), answer.content_type, std::move(answer.body)};

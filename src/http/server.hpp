@@ -18,6 +18,7 @@ class HubService;
 namespace inferllama::console {
 class Sessions;
 class SignInGuard;
+struct AccountData;
 }  // namespace inferllama::console
 namespace inferllama::hosting {
 class Hosting;
@@ -69,6 +70,9 @@ struct ServerDeps {
   // The web console's sign-in and sessions (with identities and usage_log): /api/inferllama/console/.
   console::Sessions* sessions = nullptr;
   console::SignInGuard* sign_in_guard = nullptr;
+  // What the node keeps about each person, for the audit events and the data rights: the admin API's export,
+  // deletion, restore and purge, and the console's export and deletion.
+  console::AccountData* account_data = nullptr;
   // Hosted repos: the namespaces the node owns (the admin API's orgs/ routes too), their upload routes and
   // their reads. With the index, a Hub namespace the node has cached repos of is taken only with "force".
   hosting::Hosting* hosting = nullptr;
@@ -102,6 +106,8 @@ class Server {
   void close_connections();
   // Opens the access log file again at its path (SIGHUP, after logrotate moved it); any thread.
   void reopen_logs();
+  // Rotates the access log file when its day has passed and deletes rotations past access_log_retention.
+  void rotate_logs();
 
  private:
   struct Impl;

@@ -6,6 +6,7 @@
 #include <iostream>
 #include <thread>
 
+#include "console/account_deletion.hpp"
 #include "inferllama/network.hpp"
 #include "node/build_info.hpp"
 #include "node/start_checks.hpp"
@@ -64,6 +65,8 @@ Node::Node(const Config& config)
       identities_(index_->records(), clock_, secret_box_),
       usage_log_(index_->records(), clock_),
       sessions_(index_->records(), clock_, secret_box_),
+      audit_log_(index_->records(), clock_),
+      mail_tokens_(index_->records(), clock_),
       local_limits_(limiter_clock_),
       io_threads_(io_, or_cores(config_.io_threads) - 1),
       workers_(or_cores(config_.worker_threads)),
@@ -86,9 +89,24 @@ Node::Node(const Config& config)
                 [this](const std::vector<std::string>& etags) {
                   evictor_.forget(etags, "no hosted repo holds it any more");
                 },
-                [this](const std::string& etag) { evictor_.stored(etag); }},
+                [this](const std::string& etag) { evictor_.stored(etag); },
+                [this](std::string_view name) {
+                  auto user = identities_.user(std::string(name));
+                  return user && user->deleted_ms.has_value();
+                }},
                {.chunk_size = static_cast<std::uint32_t>(config_.chunk_size), .quota = config_.hosted_quota}),
-      mirror_({config_, store_, *index_, workers_, hub_, downloads_, evictor_, torrents_}) {
+      mirror_({config_, store_, *index_, workers_, hub_, downloads_, evictor_, torrents_}),
+      account_data_{clock_,
+                    index_->records(),
+                    identities_,
+                    usage_log_,
+                    audit_log_,
+                    sessions_,
+                    mail_tokens_,
+                    hosting_.namespaces(),
+                    config_.token_size,
+                    &hosting_,
+                    [this] { torrents_.recheck_visibility(); }} {
   hub_.set_hosted(&hosting_);
   evictor_.set_keep([this](std::unordered_set<std::string>& kept) { return hosting_.keep(kept); });
   downloads_.set_hooks(
@@ -185,6 +203,7 @@ std::unique_ptr<http::Server> Node::make_server() {
   deps.sessions = &sessions_;
   deps.sign_in_guard = &sign_in_guard_;
   deps.hosting = &hosting_;
+  deps.account_data = &account_data_;
   deps.index = index_.get();
   deps.cluster_status = [this] { return cluster_status(); };
   return std::make_unique<http::Server>(io_, std::move(deps));
@@ -332,6 +351,18 @@ void Node::start_periodic_work() {
   // Console sessions past their 30 days, and signing keys no kept session can name; a new key weekly.
   session_retention_.start(
       "session retention", std::chrono::hours(1), [this] { sessions_.expire(); }, PeriodicTask::First::now);
+  // Accounts deleted 30 days ago are purged; audit events past their 90 days go.
+  account_retention_.start(
+      "account retention", std::chrono::hours(1),
+      [this] {
+        console::purge_deleted_accounts(account_data_);
+        audit_log_.expire();
+      },
+      PeriodicTask::First::now);
+  // Each access log line moves the file on at midnight; this also does it, and deletes rotated files past
+  // access_log_retention, for a node no request reaches.
+  access_log_rotation_.start(
+      "access log rotation", std::chrono::hours(1), [this] { server_->rotate_logs(); }, PeriodicTask::First::now);
 }
 
 void Node::run() {
@@ -384,6 +415,8 @@ void Node::shutdown() {
   seed_cached_.stop();
   hosted_gc_.stop();
   session_retention_.stop();
+  account_retention_.stop();
+  access_log_rotation_.stop();
   if (udp_tracker_) udp_tracker_->stop();
   if (seeder_) seeder_->stop();
   workers_.join();

@@ -28,7 +28,8 @@ nlohmann::json user_json(const User& user) {
           {"disabled", user.disabled},
           {"has_hub_token", user.has_hub_token},
           {"has_password", user.has_password},
-          {"passkey", user.passkey}};
+          {"passkey", user.passkey},
+          {"deleted", user.deleted_ms ? nlohmann::json(iso8601_utc(*user.deleted_ms)) : nlohmann::json(nullptr)}};
 }
 
 nlohmann::json key_json(const ApiKey& key) {
