@@ -19,10 +19,11 @@ done
 here="$(cd "$(dirname "$0")" && pwd)"
 log="$(mktemp -t inferllama-bench-XXXXXX.log)"
 status=0
-for b in hits cold_miss ingest single_flight memory idle_load tracker swarm limits upload cluster; do
+for b in hits cold_miss ingest single_flight memory idle_load tracker swarm limits upload console_auth cluster; do
   args=(--size "$size")
   [[ $b == memory || $b == idle_load ]] && args=(--size "$memory_size")
   [[ $b == limits ]] && args=(--redis)
+  [[ $b == console_auth ]] && args=()
   [[ $b == cluster && $EUID -ne 0 ]] && { echo "=== cluster skipped (network namespaces need root)" | tee -a "$log"; continue; }
   echo "=== $b ${args[*]}" | tee -a "$log"
   # Each script bounds its own run time; `timeout` is the backstop.

@@ -46,60 +46,71 @@ void Evictor::make_room(std::uint64_t bytes) {
   evict_until(limit > bytes ? limit - bytes : 0);
 }
 
+std::vector<std::string> Evictor::candidates(std::uint64_t& kept_bytes) {
+  std::unordered_set<std::string> kept;
+  kept_bytes = keep_ ? keep_(kept) : 0;
+  for (const auto& [repo, commit] : index_.pinned()) {
+    for (auto& etag : index_.etags_of(repo, commit)) kept.insert(std::move(etag));
+  }
+  std::vector<std::pair<std::int64_t, std::string>> order;  // last used, etag
+  std::vector<std::string> all;
+  index_.list_blobs([&](const std::string& etag, std::uint64_t) { all.push_back(etag); });
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& etag : all) {
+      if (kept.contains(etag) || readers_.contains(etag)) continue;
+      auto used = last_used_.find(etag);
+      // Files not used since start-up are the oldest.
+      order.emplace_back(used == last_used_.end() ? 0 : used->second, std::move(etag));
+    }
+  }
+  std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::string> etags;
+  etags.reserve(order.size());
+  for (auto& [used, etag] : order) etags.push_back(std::move(etag));
+  return etags;
+}
+
+std::vector<std::string> Evictor::eviction_order(std::size_t limit) {
+  std::uint64_t kept_bytes = 0;
+  auto order = candidates(kept_bytes);
+  if (order.size() > limit) order.resize(limit);
+  return order;
+}
+
 void Evictor::evict_until(std::uint64_t target_bytes) {
   std::lock_guard evicting(evict_mutex_);
   if (store_.bytes_stored() <= target_bytes) return;
 
-  std::unordered_set<std::string> pinned;
+  std::uint64_t kept_bytes = 0;
+  std::vector<std::string> order = candidates(kept_bytes);
   // Hosted files are never evicted, and do not count against the budget.
-  const std::uint64_t kept_bytes = keep_ ? keep_(pinned) : 0;
   target_bytes += kept_bytes;
   if (store_.bytes_stored() <= target_bytes) return;
-  for (const auto& [repo, commit] : index_.pinned()) {
-    for (auto& etag : index_.etags_of(repo, commit)) pinned.insert(std::move(etag));
-  }
-  struct Candidate {
-    std::string etag;
-    std::int64_t last_used;
-  };
-  std::vector<Candidate> candidates;
-  {
-    std::vector<std::string> all;
-    index_.list_blobs([&](const std::string& etag, std::uint64_t) { all.push_back(etag); });
-    std::lock_guard lock(mutex_);
-    for (auto& etag : all) {
-      if (pinned.contains(etag) || readers_.contains(etag)) continue;
-      auto used = last_used_.find(etag);
-      // Files not used since start-up are the oldest.
-      candidates.push_back({std::move(etag), used == last_used_.end() ? 0 : used->second});
-    }
-  }
-  std::sort(candidates.begin(), candidates.end(),
-            [](const Candidate& a, const Candidate& b) { return a.last_used < b.last_used; });
   INFERLLAMA_SYNC_POINT("Evictor::evict_until:selected");
 
-  for (auto& candidate : candidates) {
+  for (auto& etag : order) {
     if (store_.bytes_stored() <= target_bytes) break;
     {
       // Marked gone before its chunks go: a reader either holds a lease already (skip it) or gets none.
       std::lock_guard lock(mutex_);
-      if (readers_.contains(candidate.etag)) continue;
-      gone_.insert(candidate.etag);
+      if (readers_.contains(etag)) continue;
+      gone_.insert(etag);
     }
-    INFERLLAMA_SYNC_POINT_ARG("Evictor::evict_until:marked_gone", &candidate.etag);
-    auto blob = index_.get_blob(candidate.etag);
+    INFERLLAMA_SYNC_POINT_ARG("Evictor::evict_until:marked_gone", &etag);
+    auto blob = index_.get_blob(etag);
     if (!blob) continue;
-    if (before_release_) before_release_(candidate.etag);
+    if (before_release_) before_release_(etag);
     std::uint64_t freed = 0;
     {
       std::lock_guard mutating(store_.mutation_mutex());
-      for (const auto& chunk : index_.remove_blob(candidate.etag)) freed += store_.remove(chunk);
+      for (const auto& chunk : index_.remove_blob(etag)) freed += store_.remove(chunk);
     }
     ++counters_.evicted_files;
     counters_.evicted_bytes += freed;
-    spdlog::info("evicted {} ({} bytes, {} freed on disk)", candidate.etag, blob->size, freed);
+    spdlog::info("evicted {} ({} bytes, {} freed on disk)", etag, blob->size, freed);
     std::lock_guard lock(mutex_);
-    last_used_.erase(candidate.etag);
+    last_used_.erase(etag);
   }
   if (store_.bytes_stored() > target_bytes) {
     spdlog::warn("the store holds {} bytes, over its target of {}: the rest is hosted, pinned or being read",

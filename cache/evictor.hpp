@@ -56,6 +56,10 @@ class Evictor {
   // they hold, which do not count against the budget. Set once at start-up.
   void set_keep(std::function<std::uint64_t(std::unordered_set<std::string>& kept)> keep) { keep_ = std::move(keep); }
 
+  // The stored files in the order eviction would take them (pinned, hosted and leased ones are not in
+  // it), at most `limit`: what goes next when the budget is reached. Reads the index: not on the I/O threads.
+  std::vector<std::string> eviction_order(std::size_t limit);
+
   std::uint64_t budget() const { return budget_; }
   EvictionCounters& counters() { return counters_; }
   // Prometheus families of the store's disk: bytes used, the budget and the evictions.
@@ -63,6 +67,8 @@ class Evictor {
 
  private:
   void evict_until(std::uint64_t target_bytes);
+  // The evictable files, least recently used first; `kept_bytes` gets the bytes of the never-evicted ones.
+  std::vector<std::string> candidates(std::uint64_t& kept_bytes);
   void release(const std::string& etag);
 
   ChunkStore& store_;

@@ -1,6 +1,7 @@
 // RocksDB index: one column family per kind of record, so each can be scanned and tuned on its own.
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
+#include <rocksdb/utilities/backup_engine.h>
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
@@ -199,6 +200,17 @@ void check(const rocksdb::Status& s, const char* what) {
   if (!s.ok()) throw std::runtime_error(std::string(what) + ": " + s.ToString());
 }
 
+// The engine of a backup directory that holds one backup.
+template <class Engine>
+std::unique_ptr<Engine> open_backup_engine(const std::filesystem::path& dir) {
+  rocksdb::BackupEngineOptions options(dir.string());
+  options.sync = false;  // the directory is packed into a file that is synced itself
+  Engine* engine = nullptr;
+  check(Engine::Open(options, rocksdb::Env::Default(), &engine),
+        ("cannot open the index backup at " + dir.string()).c_str());
+  return std::unique_ptr<Engine>(engine);
+}
+
 class RocksIndex final : public Index {
  public:
   RocksIndex(const std::filesystem::path& dir, bool read_only) : records_(*this) {
@@ -241,6 +253,13 @@ class RocksIndex final : public Index {
   }
 
   RecordStore& records() override { return records_; }
+
+  void back_up(const std::filesystem::path& dir) override {
+    auto engine = open_backup_engine<rocksdb::BackupEngine>(dir);
+    rocksdb::CreateBackupOptions options;
+    options.flush_before_backup = true;  // the backup then needs no log files of the moment
+    check(engine->CreateNewBackup(options, db_.get()), "cannot back up the index");
+  }
 
   std::optional<RefEntry> get_ref(const RepoId& repo, const std::string& rev) override {
     auto v = get(kRefs, ref_key(repo, rev));
@@ -559,6 +578,12 @@ class RocksIndex final : public Index {
 
 std::unique_ptr<Index> open_rocksdb_index(const std::filesystem::path& dir, bool read_only) {
   return std::make_unique<RocksIndex>(dir, read_only);
+}
+
+void restore_rocksdb_index(const std::filesystem::path& backup, const std::filesystem::path& dir) {
+  if (std::filesystem::exists(dir)) throw std::runtime_error("cannot restore the index: " + dir.string() + " exists");
+  auto engine = open_backup_engine<rocksdb::BackupEngineReadOnly>(backup);
+  check(engine->RestoreDBFromLatestBackup(dir.string(), dir.string()), "cannot restore the index");
 }
 
 }  // namespace inferllama

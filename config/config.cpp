@@ -459,6 +459,24 @@ constexpr KeySpec kSpecs[] = {
       "within this long; 0s = refuse them (at most 7 days)",
       "0s"},
      [](Config& c, const Input& in) { c.offline_grace = in.whole_seconds(0, 7 * 24 * 3600); }},
+    {{"backup_dir", "--backup-dir", "INFERLLAMA_BACKUP_DIR",
+      "Directory of the node's scheduled backups (inferllama-backup-<UTC time>.ilbk), outside the data directory; "
+      "empty = none",
+      ""},
+     [](Config& c, const Input& in) { c.backup_dir = in.text(); }},
+    {{"backup_key_file", "--backup-key-file", "INFERLLAMA_BACKUP_KEY_FILE",
+      "File holding the key backups are sealed under (64 hex digits, mode 0600, outside the data directory; "
+      "`inferllama backup --new-key FILE` makes one)",
+      ""},
+     [](Config& c, const Input& in) { c.backup_key_file = in.text(); }},
+    {{"backup_interval", "--backup-interval", "INFERLLAMA_BACKUP_INTERVAL",
+      "How often the node makes a backup into backup_dir, 1h..30d", "1d"},
+     [](Config& c, const Input& in) { c.backup_interval = in.whole_seconds(3600, 30 * 86400); }},
+    {{"backup_retention", "--backup-retention", "INFERLLAMA_BACKUP_RETENTION",
+      "After each backup, the node's backups in its directory older than this (by the time in their name) are "
+      "deleted, 1d..3650d",
+      "35d"},
+     [](Config& c, const Input& in) { c.backup_retention = in.whole_seconds(86400, 3650LL * 86400); }},
     {{"bt_listen", "--bt-listen", "INFERLLAMA_BT_LISTEN",
       "HOST:PORT of the BitTorrent peer-wire listener (TCP, and uTP on the same UDP port) that seeds every cached "
       "snapshot of a public repo; "

@@ -58,6 +58,12 @@ struct Config {
   bool offline = false;                               // never contact the upstream: serve what is cached
   std::chrono::seconds offline_grace{0};              // gated/private repos while the Hub can't be asked; 0 = refuse
 
+  // Backups of the index (src/backup/), sealed under a key kept outside data_dir.
+  std::filesystem::path backup_dir;                   // scheduled backups go here; "" = none
+  std::filesystem::path backup_key_file;              // the backup key (64 hex digits, 0600)
+  std::chrono::seconds backup_interval{86400};        // 1h..30d
+  std::chrono::seconds backup_retention{35 * 86400};  // older backups in backup_dir are deleted after each one
+
   // BitTorrent: the node seeds every cached snapshot of a public repo and runs its own tracker.
   std::string bt_listen = "0.0.0.0:6881";          // HOST:PORT of the peer-wire (TCP) listener; empty = no seeding
   bool bt_port_fallback = false;                   // a taken bt_listen port moves to one of the next 10

@@ -119,9 +119,17 @@ class Index {
 
   // Identities and usage records, kept in column families of their own beside the cache's.
   virtual RecordStore& records() = 0;
+
+  // A consistent copy of the whole index as of one moment, taken while it serves, into the new directory
+  // `dir` (RocksDB's BackupEngine format; restore_rocksdb_index reads it). Throws std::runtime_error.
+  virtual void back_up(const std::filesystem::path& dir) = 0;
 };
 
 // Opens (creating if needed) the index under `dir`. Throws std::runtime_error at start-up on failure.
 std::unique_ptr<Index> open_rocksdb_index(const std::filesystem::path& dir, bool read_only = false);
+
+// Makes the index that Index::back_up wrote to `backup` at `dir`, which must not exist yet. Throws
+// std::runtime_error.
+void restore_rocksdb_index(const std::filesystem::path& backup, const std::filesystem::path& dir);
 
 }  // namespace inferllama

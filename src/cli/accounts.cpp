@@ -1,5 +1,7 @@
 #include "cli/accounts.hpp"
 
+#include "console/console_api.hpp"
+
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
@@ -18,6 +20,7 @@
 #include "cli/node_http.hpp"
 #include "cli/text.hpp"
 #include "console/account_data.hpp"
+#include "console/console_api.hpp"
 #include "console/rights_api.hpp"
 #include "hosting/namespaces.hpp"
 #include "hosting/org_admin.hpp"
@@ -119,6 +122,18 @@ usage::ApiAnswer answer_locally(const AccountCommands::Call& call, const Config&
     auto answer = console::answer_rights_admin(data, call.method, call.path, call.body);
     if (!answer) throw std::logic_error("no rights route " + call.method + " " + call.path);
     return *answer;
+  }
+  if (call.api == AccountCommands::Api::operator_actions) {
+    console::Sessions sessions(index->records(), clock, box);
+    console::SignInGuard guard(clock);
+    console::MailTokens tokens(index->records(), clock);
+    console::SmtpMailer mailer({config.smtp_url, config.smtp_from, config.smtp_credentials_file});
+    console::ConsoleDeps deps{identities, usage_log, sessions, guard, tokens, mailer, config.token_size};
+    deps.public_url = config.public_url;
+    deps.name_refusal = [&](std::string_view name) { return accounts.namespace_refusal(name, /*force=*/false); };
+    auto answer = console::answer_operator(deps, call.method, call.path, call.body);
+    if (!answer) throw std::logic_error("no operator route " + call.method + " " + call.path);
+    return usage::ApiAnswer{answer->status, answer->content_type, std::move(answer->body)};
   }
   if (call.api == AccountCommands::Api::orgs) {
     const hosting::OrgAdminContext context{
@@ -300,6 +315,57 @@ AccountCommands::AccountCommands(CLI::App& app) {
                        [this](const std::string& body) {
                          std::printf("new passkey of %s: %s (torrents with the old one must be fetched again)\n",
                                      name_.c_str(), text_of(parse_answer(body), "passkey").c_str());
+                       }});
+
+  auto* reset_link = add(*user, "reset-link",
+                        "A link that sets a user's password: mailed to their confirmed address when the node sends "
+                        "mail, else printed for you to hand on");
+  reset_link->add_option("name", name_, "User name")->required();
+  commands_.push_back({reset_link,
+                       [this] {
+                         return Call{Api::operator_actions, "POST", "users/" + url::encode(name_) + "/reset-link", "",
+                                     ""};
+                       },
+                       [this](const std::string& body) {
+                         const Json answer = parse_answer(body);
+                         if (answer.value("sent", false)) {
+                           std::printf("mailed a reset link to %s\n", name_.c_str());
+                         } else {
+                           std::printf("reset link for %s (valid 24 hours, once): %s\n", name_.c_str(),
+                                       text_of(answer, "url").c_str());
+                         }
+                       }});
+
+  auto* invite = add(*user, "invite", "Add a user and mail them a link to choose their password (or print it)");
+  invite->add_option("name", name_, "User name")->required();
+  invite->add_option("email", email_, "Their email address")->required();
+  commands_.push_back({invite,
+                       [this] {
+                         return Call{Api::operator_actions, "POST", "invite", "",
+                                     Json{{"name", name_}, {"email", email_}}.dump()};
+                       },
+                       [this](const std::string& body) {
+                         const Json answer = parse_answer(body);
+                         if (answer.value("sent", false)) {
+                           std::printf("invited %s: the link is mailed to %s\n", name_.c_str(), email_.c_str());
+                         } else {
+                           std::printf("invited %s; this node sends no mail, so hand on the link (valid 7 days, "
+                                       "once): %s\n",
+                                       name_.c_str(), text_of(answer, "url").c_str());
+                         }
+                       }});
+
+  auto* make_admin = add(*user, "admin", "Let a user see the web console's operator pages (--off: no longer)");
+  make_admin->add_option("name", name_, "User name")->required();
+  make_admin->add_flag("--off", off_, "Take the operator pages away again");
+  commands_.push_back({make_admin,
+                       [this] {
+                         return Call{Api::accounts, "POST", "users/" + url::encode(name_) + "/admin", "",
+                                     Json{{"admin", !off_}}.dump()};
+                       },
+                       [this](const std::string&) {
+                         std::printf(off_ ? "%s no longer sees the operator pages\n" : "%s sees the operator pages\n",
+                                     name_.c_str());
                        }});
 
   auto* hub_token = add(*user, "hub-token",

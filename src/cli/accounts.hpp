@@ -26,8 +26,9 @@ class AccountCommands {
   std::optional<int> run();
 
   // One request of the accounts API: an admin route under /api/inferllama/ (users/, keys/: the accounts';
-  // orgs: the hosted namespaces'; rights: a user's export, deletion and restore), or GET /api/usage.
-  enum class Api { accounts, orgs, rights, usage };
+  // orgs: the hosted namespaces'; operator: the console's reset links and invitations; rights: a user's
+  // export, deletion and restore), or GET /api/usage.
+  enum class Api { accounts, orgs, usage, operator_actions, rights };
   struct Call {
     Api api = Api::accounts;
     std::string method;
@@ -50,6 +51,7 @@ class AccountCommands {
   std::string name_, email_, token_, label_, key_id_, since_, format_ = "table";
   std::string member_, role_ = "read";
   bool force_ = false;
+  bool off_ = false;
   CLI::Option* token_option_ = nullptr;  // hub-token's TOKEN: read from stdin when not given
   std::vector<Command> commands_;
 };

@@ -156,6 +156,31 @@ int run(int argc, char** argv) {
   add_node_options(*cluster_status_cmd, cluster_options.target, "the node's admin key");
   cluster_cmd->require_subcommand(1);
 
+  BackupOptions backup_options;
+  auto* backup_cmd = app.add_subcommand(
+      "backup",
+      "Write an encrypted backup of the index (users, keys, usage, cached metadata, hosted repos' refs) and the "
+      "secret key; a running node makes it from its open index");
+  backup_cmd->add_option("--backup-dir", backup_options.backup_dir,
+                         "Directory to write it into, outside the data directory [default: the node's backup_dir]");
+  backup_cmd->add_option("--backup-key-file", backup_options.backup_key_file,
+                         "File holding the backup key [default: the node's backup_key_file]");
+  backup_cmd->add_option("--new-key", backup_options.new_key,
+                         "Only create a new random backup key in this file (mode 0600, never over an existing file)");
+  add_node_options(*backup_cmd, backup_options.target, "the node's admin key");
+
+  RestoreOptions restore_options;
+  auto* restore_cmd =
+      app.add_subcommand("restore", "Restore a backup into a data directory no node runs on (a fresh one, or --force)");
+  restore_cmd->add_option("file", restore_options.file, "The backup file (inferllama-backup-*.ilbk)")->required();
+  restore_cmd->add_option("--data-dir", restore_options.data_dir, "The data directory to restore into")->required();
+  restore_cmd->add_option("--config", restore_options.config_file,
+                          "The node's TOML configuration file (secret_key_file, backup_key_file)");
+  restore_cmd->add_option("--backup-key-file", restore_options.backup_key_file,
+                          "File holding the key the backup was made with [default: backup_key_file]");
+  restore_cmd->add_flag("--force", restore_options.force,
+                        "Also when the data directory has an index: it is moved aside (kept, renamed), not deleted");
+
   auto* ls_cmd = app.add_subcommand("ls", "List cached repos, revisions, files and sizes");
   ls_cmd->add_option("--config", ls_config, "TOML configuration file (env INFERLLAMA_CONFIG)");
   ls_cmd->add_option("--data-dir", ls_given["data_dir"], "Data directory [default: ./data] (env INFERLLAMA_DATA_DIR)");
@@ -183,6 +208,8 @@ int run(int argc, char** argv) {
     if (*gc_cmd) return admin(gc_options);
     if (*mirror_cmd) return admin(mirror_options);
     if (*cluster_status_cmd) return cluster_status(cluster_options);
+    if (*backup_cmd) return backup(backup_options);
+    if (*restore_cmd) return restore(restore_options);
     if (auto code = accounts.run()) return *code;
     if (*ls_cmd) {
       ConfigSources sources;

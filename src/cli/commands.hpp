@@ -47,4 +47,24 @@ int cluster_status(const ClusterOptions& options);
 // `ls`: lists cached repos, revisions, files and sizes from the data directory's index.
 int list_cache(const Config& config);
 
+struct BackupOptions {
+  NodeOptions target;
+  std::string backup_dir;       // "" = the node's backup_dir
+  std::string backup_key_file;  // "" = the node's backup_key_file
+  std::string new_key;          // --new-key FILE: create a backup key there, nothing else
+};
+// `backup`: an encrypted backup of the index and the secret key, made by the node that runs on the data
+// directory (its admin API), else by this process.
+int backup(const BackupOptions& options);
+
+struct RestoreOptions {
+  std::string file;
+  std::string data_dir;
+  std::string config_file;
+  std::string backup_key_file;  // "" = backup_key_file of the configuration
+  bool force = false;           // an index there is moved aside
+};
+// `restore`: a backup into a data directory no node runs on.
+int restore(const RestoreOptions& options);
+
 }  // namespace inferllama::cli

@@ -5,6 +5,7 @@
 
 #include "console/rights_api.hpp"
 #include "usage/accounts_api.hpp"
+#include "usage/password.hpp"
 #include "usage/usage_json.hpp"
 
 namespace inferllama::console {
@@ -51,24 +52,158 @@ std::optional<std::string> string_field(const json& body, const char* name) {
   return body[name].get<std::string>();
 }
 
-ConsoleAnswer sign_in(ConsoleDeps& deps, const ConsoleRequest& request) {
+constexpr std::string_view kSessionKeyLabel = "console session ";
+constexpr auto kVerifyLinkLife = std::chrono::hours(48);
+constexpr auto kResetLinkLife = std::chrono::hours(1);
+constexpr auto kInviteLinkLife = std::chrono::hours(24 * 7);
+
+bool mails_links(const ConsoleDeps& deps) {
+  return deps.mailer.configured() && !deps.public_url.empty();
+}
+
+// A link into the console: absolute under public_url, else relative (an admin hands it on).
+std::string console_link(const ConsoleDeps& deps, std::string_view route, std::string_view token) {
+  std::string base = deps.public_url;
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  return base + "/#/" + std::string(route) + "?token=" + std::string(token);
+}
+
+std::optional<std::string> mail_link(ConsoleDeps& deps, const std::string& to, const std::string& subject,
+                                     const std::string& what, const std::string& link, std::chrono::hours life) {
+  return deps.mailer.send({to, subject,
+                           what + "\n\n" + link + "\n\nThe link works once, for " + std::to_string(life.count()) +
+                               " hours. If you did not ask for this, ignore this mail.\n"});
+}
+
+// The account a sign-in or reset names: a user name, or a user's email address.
+std::string account_of(const ConsoleDeps& deps, const std::string& given) {
+  if (given.find('@') == std::string::npos) return given;
+  return deps.identities.user_with_email(given).value_or(given);
+}
+
+// Revokes the API keys the console made for `user`'s sessions that are no longer open: called after
+// sessions close, and hourly for those that ran out.
+void revoke_session_keys(ConsoleDeps& deps, const std::string& user) {
+  const auto keys = deps.identities.keys_of(user);
+  const auto* list = std::get_if<std::vector<usage::ApiKey>>(&keys);
+  if (!list) return;
+  for (const auto& key : *list) {
+    if (key.revoked_ms || !key.label.starts_with(kSessionKeyLabel)) continue;
+    if (!deps.sessions.is_open(key.label.substr(kSessionKeyLabel.size()))) deps.identities.revoke_key(key.id);
+  }
+}
+
+ConsoleAnswer too_many(std::chrono::milliseconds retry_after, const std::string& what) {
+  const auto seconds = std::chrono::ceil<std::chrono::seconds>(retry_after).count();
+  ConsoleAnswer answer = error(429, what + "; retry in " + std::to_string(seconds) + " s");
+  answer.headers.emplace_back("Retry-After", std::to_string(seconds));
+  return answer;
+}
+
+ConsoleAnswer sign_up(ConsoleDeps& deps, const ConsoleRequest& request) {
+  if (!deps.signup) return error(403, "this node takes no sign-ups: ask its operator for an invitation");
+  if (!mails_links(deps)) return error(503, "sign-up needs email to confirm the address, and this node sends none");
   const auto body = json::parse(request.body, nullptr, false);
   const auto name = string_field(body, "user");
+  const auto email = string_field(body, "email");
   const auto password = string_field(body, "password");
-  if (!name || !password) return error(400, "send {\"user\": NAME, \"password\": PASSWORD}");
+  if (!name || !email || !password) {
+    return error(400, "send {\"user\": NAME, \"email\": ADDRESS, \"password\": PASSWORD}");
+  }
+  if (auto problem = usage::password_problem(*password, *name)) return error(400, *problem);
+  if (deps.identities.user(*name)) return error(409, "the name " + *name + " is taken");
+  if (deps.name_refusal) {
+    if (auto refused = deps.name_refusal(*name)) return error(409, *refused);
+  }
+  if (!deps.guard.allow_mail(*name, request.network)) {
+    return error(429, "too many sign-ups from this network; try again later");
+  }
+  // An address already on an account gets no second one; the answer is the same, so it tells nobody whose
+  // address it is.
+  const ConsoleAnswer sent = ok({{"verify", "sent"}}, 201);
+  if (deps.identities.user_with_email(*email)) return sent;
+  auto added = deps.identities.add_user(*name, *email, /*awaiting_verification=*/true);
+  if (auto* why = std::get_if<std::string>(&added)) return error(400, *why);
+  if (auto why = deps.identities.set_password(*name, *password)) return error(400, *why);
+  const std::string token = deps.tokens.issue(*name, TokenPurpose::verify_email, kVerifyLinkLife, *email);
+  if (auto why = mail_link(deps, *email, "Confirm your InferLlama account",
+                           "Open this link to confirm your address and finish signing up as " + *name + ":",
+                           console_link(deps, "verify", token), kVerifyLinkLife)) {
+    return error(503, *why);
+  }
+  return sent;
+}
+
+ConsoleAnswer verify_email(ConsoleDeps& deps, const ConsoleRequest& request) {
+  const auto body = json::parse(request.body, nullptr, false);
+  const auto token = string_field(body, "token").value_or("");
+  auto redeemed = deps.tokens.redeem(token, TokenPurpose::verify_email);
+  if (!redeemed) return error(400, "this link is not valid (any more): ask for a new one");
+  if (auto why = deps.identities.confirm_email(redeemed->user, redeemed->email)) return error(400, *why);
+  return ok({{"user", usage::user_json(*deps.identities.user(redeemed->user))}});
+}
+
+ConsoleAnswer forgot(ConsoleDeps& deps, const ConsoleRequest& request) {
+  if (!mails_links(deps)) {
+    return error(503, "this node sends no email: ask its operator for a reset link (inferllama user reset-link)");
+  }
+  const auto body = json::parse(request.body, nullptr, false);
+  const auto given = string_field(body, "user");
+  if (!given) return error(400, "send {\"user\": NAME or EMAIL}");
+  const std::string name = account_of(deps, *given);
+  // The same answer whether or not the account exists, has a confirmed address, or was mailed already.
+  const ConsoleAnswer sent = ok({{"sent", true}});
+  const auto user = deps.identities.user(name);
+  if (!user || !user->active() || !user->email_verified || user->email.empty()) return sent;
+  if (!deps.guard.allow_mail(name, request.network)) return sent;
+  const std::string token = deps.tokens.issue(name, TokenPurpose::reset_password, kResetLinkLife);
+  mail_link(deps, user->email, "Reset your InferLlama password",
+            "Someone (hopefully you) asked to reset the password of " + name + ". Open this link to choose a new one:",
+            console_link(deps, "reset", token), kResetLinkLife);
+  return sent;
+}
+
+ConsoleAnswer reset(ConsoleDeps& deps, const ConsoleRequest& request) {
+  const auto body = json::parse(request.body, nullptr, false);
+  const auto token = string_field(body, "token").value_or("");
+  const auto password = string_field(body, "password");
+  if (!password) return error(400, "send {\"token\": TOKEN, \"password\": PASSWORD}");
+  // A reset link or an invitation; the password is checked before the link is spent.
+  TokenPurpose purpose = TokenPurpose::reset_password;
+  auto found = deps.tokens.find(token, purpose);
+  if (!found) found = deps.tokens.find(token, purpose = TokenPurpose::invite);
+  if (!found) return error(400, "this link is not valid (any more): ask for a new one");
+  if (auto problem = usage::password_problem(*password, found->user)) return error(400, *problem);
+  auto redeemed = deps.tokens.redeem(token, purpose);
+  if (!redeemed) return error(400, "this link is not valid (any more): ask for a new one");
+  if (auto why = deps.identities.set_password(redeemed->user, *password)) return error(400, *why);
+  usage::audit(deps.audit, redeemed->user, AuditEvent::password_changed, Actor::user, request.network);
+  // The link reached the account's address: it is confirmed.
+  deps.identities.confirm_email(redeemed->user, "");
+  deps.sessions.close_all(redeemed->user);
+  revoke_session_keys(deps, redeemed->user);
+  return ok({{"user", usage::user_json(*deps.identities.user(redeemed->user))}});
+}
+
+ConsoleAnswer sign_in(ConsoleDeps& deps, const ConsoleRequest& request) {
+  const auto body = json::parse(request.body, nullptr, false);
+  const auto given = string_field(body, "user");
+  const auto password = string_field(body, "password");
+  if (!given || !password) return error(400, "send {\"user\": NAME, \"password\": PASSWORD}");
+  const auto name = std::optional(account_of(deps, *given));
   std::chrono::milliseconds retry_after{0};
   if (deps.guard.blocked(*name, request.network, retry_after)) {
-    const auto seconds = std::chrono::ceil<std::chrono::seconds>(retry_after).count();
-    ConsoleAnswer answer =
-        error(429, "too many failed sign-ins for this account or network; retry in " + std::to_string(seconds) + " s");
-    answer.headers.emplace_back("Retry-After", std::to_string(seconds));
-    return answer;
+    return too_many(retry_after, "too many failed sign-ins for this account or network");
   }
   if (!deps.identities.check_password(*name, *password)) {
     deps.guard.failed(*name, request.network);
     if (deps.identities.has_user(*name))
       usage::audit(deps.audit, *name, AuditEvent::sign_in_failed, Actor::user, request.network);
     return error(401, "wrong user name or password");
+  }
+  // Told only to whoever knows the password.
+  if (deps.identities.user(*name)->awaiting_verification) {
+    return error(403, "confirm your email address first: open the link we sent to it");
   }
   auto issued = deps.sessions.open(*name);
   if (auto* why = std::get_if<std::string>(&issued)) return error(503, *why);
@@ -97,6 +232,7 @@ ConsoleAnswer for_user(ConsoleDeps& deps, const ConsoleRequest& request, const S
   if (path == "sign-out") {
     if (method != "POST") return error(405, "use POST");
     deps.sessions.close(request.session_cookie);
+    revoke_session_keys(deps, who.user);
     return signed_out(deps, ok({{"signed_out", true}}));
   }
   if (path == "password") {
@@ -112,7 +248,55 @@ ConsoleAnswer for_user(ConsoleDeps& deps, const ConsoleRequest& request, const S
     if (auto why = deps.identities.set_password(who.user, *replacement)) return error(400, *why);
     usage::audit(deps.audit, who.user, AuditEvent::password_changed, Actor::user, request.network);
     deps.sessions.close_all(who.user, who.sid);
+    revoke_session_keys(deps, who.user);
     return ok({{"changed", true}});
+  }
+  if (path == "profile") {
+    if (method != "POST") return error(405, "use POST");
+    const auto body = json::parse(request.body, nullptr, false);
+    const auto email = string_field(body, "email");
+    if (!email) return error(400, "send {\"email\": ADDRESS}");
+    if (auto owner = deps.identities.user_with_email(*email); owner && *owner != who.user) {
+      return error(409, "another account has this address");
+    }
+    if (!mails_links(deps)) {
+      if (auto why = deps.identities.set_email(who.user, *email, /*verified=*/false)) return error(400, *why);
+      return ok({{"user", usage::user_json(*deps.identities.user(who.user))}});
+    }
+    // The address changes once its owner opens the link sent to it.
+    if (!deps.guard.allow_mail(who.user, request.network)) return error(429, "too many mails; try again later");
+    const std::string token = deps.tokens.issue(who.user, TokenPurpose::verify_email, kVerifyLinkLife, *email);
+    if (auto why = mail_link(deps, *email, "Confirm your new InferLlama address",
+                             "Open this link to make this the address of " + who.user + ":",
+                             console_link(deps, "verify", token), kVerifyLinkLife)) {
+      return error(503, *why);
+    }
+    return ok({{"verify", "sent"}});
+  }
+  if (path == "passkey") {
+    if (method != "POST") return error(405, "use POST");
+    if (auto why = deps.identities.new_passkey(who.user)) return error(400, *why);
+    return ok({{"user", usage::user_json(*deps.identities.user(who.user))}});
+  }
+  if (path == "session-key") {
+    if (method != "POST") return error(405, "use POST");
+    // One key per session: a reloaded page's new key replaces the old one.
+    const std::string label = std::string(kSessionKeyLabel) + who.sid;
+    const auto keys = deps.identities.keys_of(who.user);
+    if (const auto* list = std::get_if<std::vector<usage::ApiKey>>(&keys)) {
+      for (const auto& key : *list) {
+        if (!key.revoked_ms && key.label == label) deps.identities.revoke_key(key.id);
+      }
+    }
+    auto created = deps.identities.create_key(who.user, label);
+    if (auto* why = std::get_if<std::string>(&created)) return error(400, *why);
+    return ok({{"key", std::get<usage::CreatedKey>(created).secret}}, 201);
+  }
+  if (path.starts_with("operator/")) {
+    const auto user = deps.identities.user(who.user);
+    if (!user || !user->admin) return error(403, "the operator pages are for the node's admins");
+    auto answer = answer_operator(deps, method, path.substr(9), request.body);
+    return answer ? std::move(*answer) : error(404, "no such operator route");
   }
   if (path == "keys") {
     if (get) {
@@ -178,9 +362,17 @@ std::string_view cookie_value(std::string_view header, std::string_view name) {
 }
 
 ConsoleAnswer answer_console(ConsoleDeps& deps, const ConsoleRequest& request) {
-  if (request.path == "sign-in") {
+  if (request.path == "config") {
+    if (request.method != "GET" && request.method != "HEAD") return error(405, "use GET");
+    return ok({{"signup", deps.signup && mails_links(deps)}, {"mail", mails_links(deps)}});
+  }
+  using Public = ConsoleAnswer (*)(ConsoleDeps&, const ConsoleRequest&);
+  static constexpr std::pair<std::string_view, Public> kPublic[] = {
+      {"sign-in", sign_in}, {"sign-up", sign_up}, {"verify-email", verify_email}, {"forgot", forgot}, {"reset", reset}};
+  for (const auto& [name, answer] : kPublic) {
+    if (request.path != name) continue;
     if (request.method != "POST") return error(405, "use POST");
-    return sign_in(deps, request);
+    return answer(deps, request);
   }
   const Sessions::Csrf csrf{request.csrf_header, request.csrf_cookie};
   if (request.path == "refresh") {
@@ -201,9 +393,82 @@ ConsoleAnswer answer_console(ConsoleDeps& deps, const ConsoleRequest& request) {
   auto user = deps.identities.user(who->user);
   if (!user || !user->active()) {
     deps.sessions.close_all(who->user);
+    revoke_session_keys(deps, who->user);
     return signed_out(deps, error(401, "this account is disabled"));
   }
   return for_user(deps, request, *who);
+}
+
+void revoke_ended_session_keys(ConsoleDeps& deps) {
+  for (const auto& user : deps.identities.users()) revoke_session_keys(deps, user.name);
+}
+
+std::optional<ConsoleAnswer> answer_operator(ConsoleDeps& deps, std::string_view method, std::string_view path,
+                                             std::string_view body) {
+  if (path == "overview") {
+    if (method != "GET") return error(405, "use GET");
+    json overview = json::parse(deps.operator_overview ? deps.operator_overview() : "{}", nullptr, false);
+    if (!overview.is_object()) overview = json::object();
+    json users = json::array();
+    for (const auto& user : deps.identities.users()) users.push_back(usage::user_json(user));
+    overview["users"] = users;
+    return ok(overview);
+  }
+  if (path == "invite") {
+    if (method != "POST") return error(405, "use POST");
+    const auto given = json::parse(body, nullptr, false);
+    const auto name = string_field(given, "name");
+    const auto email = string_field(given, "email");
+    if (!name || !email || email->empty()) return error(400, "send {\"name\": NAME, \"email\": ADDRESS}");
+    if (deps.identities.user(*name)) return error(409, "the name " + *name + " is taken");
+    if (deps.name_refusal) {
+      if (auto refused = deps.name_refusal(*name)) return error(409, *refused);
+    }
+    auto added = deps.identities.add_user(*name, *email);
+    if (auto* why = std::get_if<std::string>(&added)) return error(400, *why);
+    const std::string token = deps.tokens.issue(*name, TokenPurpose::invite, kInviteLinkLife);
+    const std::string link = console_link(deps, "reset", token) + "&invite=1";
+    json answer = {{"user", usage::user_json(std::get<usage::User>(added))}};
+    if (mails_links(deps) && !mail_link(deps, *email, "You are invited to InferLlama",
+                                        "You have an account on this InferLlama node as " + *name +
+                                            ". Open this link to choose your password:",
+                                        link, kInviteLinkLife)) {
+      answer["sent"] = true;
+    } else {
+      answer["url"] = link;
+    }
+    return ok(answer, 201);
+  }
+  constexpr std::string_view kUsers = "users/";
+  if (!path.starts_with(kUsers)) return std::nullopt;
+  const auto slash = path.find('/', kUsers.size());
+  if (slash == std::string_view::npos) return std::nullopt;
+  const std::string name(path.substr(kUsers.size(), slash - kUsers.size()));
+  const std::string_view action = path.substr(slash + 1);
+  if (action != "reset-link" && action != "disable" && action != "enable") return std::nullopt;
+  if (method != "POST") return error(405, "use POST");
+  const auto user = deps.identities.user(name);
+  if (!user) return error(404, "no user named \"" + name + "\"");
+  if (action == "reset-link") {
+    const std::string token = deps.tokens.issue(name, TokenPurpose::reset_password, std::chrono::hours(24));
+    const std::string link = console_link(deps, "reset", token);
+    if (mails_links(deps) && user->email_verified &&
+        !mail_link(deps, user->email, "Reset your InferLlama password",
+                   "An operator of this node sent you a link to choose a new password for " + name + ":", link,
+                   std::chrono::hours(24))) {
+      return ok({{"sent", true}});
+    }
+    return ok({{"url", link}});
+  }
+  const bool disable = action == "disable";
+  if (auto why = disable ? deps.identities.disable_user(name) : deps.identities.enable_user(name)) {
+    return error(400, *why);
+  }
+  if (disable) {
+    deps.sessions.close_all(name);
+    revoke_session_keys(deps, name);
+  }
+  return ok(usage::user_json(*deps.identities.user(name)));
 }
 
 }  // namespace inferllama::console

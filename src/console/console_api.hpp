@@ -4,24 +4,42 @@
 // stay what machines use. Every state-changing request needs X-CSRF-Token equal to the inferllama_csrf
 // cookie and to the session's own token.
 //
-//   POST sign-in {user, password}      200 {user, csrf} and both cookies; 401 for a wrong user name or
-//                                      password (one message for both), 429 after too many
+//   GET  config                        {signup, mail}: what the sign-in page offers
+//   POST sign-in {user, password}      200 {user, csrf} and both cookies; 401 for a wrong user name (or
+//                                      email) or password, one message for both; 429 after too many; 403
+//                                      for a sign-up whose address is not confirmed yet
+//   POST sign-up {user, email, password}   201; mails a link to confirm the address (signup on, mail set)
+//   POST verify-email {token}          {user}: the address of the link is confirmed
+//   POST forgot {user}                 {sent}: a reset link to the account's confirmed address, if any
+//                                      (the same answer either way); 503 when the node sends no mail
+//   POST reset {token, password}       {user}: a reset or invitation link sets the password; every
+//                                      session of the user ends
 //   POST sign-out                      200, both cookies cleared, the session closed
 //   POST refresh                       200 {user, csrf} and new cookies: the JWT and refresh token rotate
 //   GET  me                            {user, sessions}
 //   POST password {current, new}       200; the user's other sessions close
+//   POST profile {email}               {verify: "sent"} (the address changes once its link is opened), or
+//                                      {user} when the node sends no mail
+//   POST passkey                       {user} with a new passkey
+//   POST session-key                   {key}: an API key for this session's browser (the console's model
+//                                      pages use the Hub API with it); revoked when the session ends
 //   GET  keys                          {keys}: the user's own (no secrets)
 //   POST keys {label?}                 201 the key with its secret ("key"), shown this once
 //   POST keys/{id}/revoke              the key (the user's own only)
 //   GET  usage?since=&format=          the user's own usage rows, as GET /api/usage answers them
 //   GET  export, POST delete-account   the data rights: console/rights_api.hpp
+//   operator/...                       an admin user's: see answer_operator
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "console/mail_tokens.hpp"
+#include "console/mailer.hpp"
 #include "console/sessions.hpp"
 #include "console/sign_in_guard.hpp"
 #include "usage/audit_log.hpp"
@@ -41,8 +59,16 @@ struct ConsoleDeps {
   usage::UsageLog& usage;
   Sessions& sessions;
   SignInGuard& guard;
+  MailTokens& tokens;
+  Mailer& mailer;
   std::uint64_t token_size;
   bool secure_cookies = true;
+  bool signup = false;
+  std::string public_url;  // mailed links start with it; without it the node mails no link
+  // Why `name` may not be a new user's (an organisation's, a Hub namespace the cache holds), or nullopt.
+  std::function<std::optional<std::string>(std::string_view name)> name_refusal = {};
+  // The operator pages' view of the node (cache, swarms, mirrors, cluster, health) as JSON.
+  std::function<std::string()> operator_overview = {};
   usage::AuditLog* audit = nullptr;     // sign-ins and their failures, password and key changes
   AccountData* account_data = nullptr;  // export and deletion (rights_api.hpp)
 };
@@ -66,6 +92,19 @@ struct ConsoleAnswer {
 };
 
 ConsoleAnswer answer_console(ConsoleDeps& deps, const ConsoleRequest& request);
+
+// Operator actions, for an admin user in the console (operator/...) and for the admin API (the same paths
+// under /api/inferllama/):
+//   GET  overview                      the node at a glance (ConsoleDeps::operator_overview) and its users
+//   POST users/{name}/reset-link       {sent: true} when mailed to the user's confirmed address, else {url}
+//   POST users/{name}/{disable,enable} the user (a disabled user's sessions end)
+//   POST invite {name, email}          201 {user, sent: true} or {user, url}: the link sets a password
+// nullopt when `path` is none of these.
+std::optional<ConsoleAnswer> answer_operator(ConsoleDeps& deps, std::string_view method, std::string_view path,
+                                             std::string_view body);
+
+// Revokes the console's session keys of sessions that ended (run hourly, after Sessions::expire).
+void revoke_ended_session_keys(ConsoleDeps& deps);
 
 // The value of cookie `name` in a Cookie header, or "".
 std::string_view cookie_value(std::string_view header, std::string_view name);

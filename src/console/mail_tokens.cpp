@@ -56,20 +56,27 @@ std::string MailTokens::issue(const std::string& user, TokenPurpose purpose, std
   return token;
 }
 
+std::optional<MailTokens::Redeemed> MailTokens::find(std::string_view token, TokenPurpose purpose) {
+  return look_up(token, purpose, /*spend=*/false);
+}
+
 std::optional<MailTokens::Redeemed> MailTokens::redeem(std::string_view token, TokenPurpose purpose) {
+  return look_up(token, purpose, /*spend=*/true);
+}
+
+std::optional<MailTokens::Redeemed> MailTokens::look_up(std::string_view token, TokenPurpose purpose, bool spend) {
   if (token.empty() || token.size() > 128) return std::nullopt;
   const std::string key = std::string(kTokenPrefix) + cache::sha256(token).hex();
   std::lock_guard lock(mutex_);
   const auto stored = records_.get(RecordTable::sessions, key);
   if (!stored) return std::nullopt;
   const auto record = json::parse(*stored, nullptr, false);
-  if (!record.is_object()) return std::nullopt;
-  const std::string user = record.value("user", "");
-  records_.write(RecordTable::sessions, {{key, std::nullopt}}, /*sync=*/true);
-  if (record.value("purpose", "") != name_of(purpose) || record.value("expires_ms", std::int64_t{0}) <= now_ms()) {
+  if (!record.is_object() || record.value("purpose", "") != name_of(purpose) ||
+      record.value("expires_ms", std::int64_t{0}) <= now_ms()) {
     return std::nullopt;
   }
-  return Redeemed{user, record.value("email", "")};
+  if (spend) records_.write(RecordTable::sessions, {{key, std::nullopt}}, /*sync=*/true);
+  return Redeemed{record.value("user", ""), record.value("email", "")};
 }
 
 std::size_t MailTokens::expire() {

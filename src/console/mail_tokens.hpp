@@ -28,7 +28,9 @@ class MailTokens {
     std::string user;
     std::string email;
   };
-  // The token's user, once: the token is spent whether or not the caller's next step succeeds.
+  // The user of a live token of `purpose`, without spending it (to check what the link will do first).
+  std::optional<Redeemed> find(std::string_view token, TokenPurpose purpose);
+  // Spends a live token of `purpose`: its user, once.
   std::optional<Redeemed> redeem(std::string_view token, TokenPurpose purpose);
   // Drops expired tokens; how many.
   std::size_t expire();
@@ -37,6 +39,7 @@ class MailTokens {
 
  private:
   std::int64_t now_ms() const;
+  std::optional<Redeemed> look_up(std::string_view token, TokenPurpose purpose, bool spend);
 
   RecordStore& records_;
   const Clock& clock_;

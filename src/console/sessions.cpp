@@ -306,6 +306,11 @@ std::size_t Sessions::expire() {
   return ended.size();
 }
 
+bool Sessions::is_open(const std::string& sid) const {
+  std::shared_lock lock(mutex_);
+  return sessions_.contains(sid);
+}
+
 std::size_t Sessions::open_sessions() const {
   std::shared_lock lock(mutex_);
   return sessions_.size();

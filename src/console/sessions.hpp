@@ -77,6 +77,7 @@ class Sessions {
   // Every session of `user` but `except` ("" for none): a changed password, a disabled or deleted user.
   std::size_t close_all(const std::string& user, const std::string& except = {});
   std::vector<SessionInfo> of_user(const std::string& user) const;
+  bool is_open(const std::string& sid) const;
   // Retention: drops the sessions past their end and the keys no kept JWT can name; makes a new signing
   // key when the current one is `key_rotation` old. Hourly, and at start.
   std::size_t expire();

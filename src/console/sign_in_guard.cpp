@@ -28,7 +28,10 @@ constexpr metrics::FamilySpec kTracked{"inferllama_signin_tracked", "gauge",
 
 SignInGuard::SignInGuard(const Clock& clock)
     : by_account_(clock, policy(10, std::chrono::seconds(60))),
-      by_network_(clock, policy(20, std::chrono::seconds(20))) {}
+      by_network_(clock, policy(20, std::chrono::seconds(20))),
+      // Three mails to one account at once, then one every ten minutes; ten from a network, then one a minute.
+      mail_by_account_(clock, policy(3, std::chrono::seconds(600))),
+      mail_by_network_(clock, policy(10, std::chrono::seconds(60))) {}
 
 bool SignInGuard::blocked(const std::string& account, const std::string& network,
                           std::chrono::milliseconds& retry_after) {
@@ -38,6 +41,14 @@ bool SignInGuard::blocked(const std::string& account, const std::string& network
 void SignInGuard::failed(const std::string& account, const std::string& network) {
   by_account_.failed(account);
   by_network_.failed(network);
+}
+
+bool SignInGuard::allow_mail(const std::string& account, const std::string& network) {
+  std::chrono::milliseconds ignored{0};
+  if (mail_by_account_.blocked(account, ignored) || mail_by_network_.blocked(network, ignored)) return false;
+  mail_by_account_.failed(account);
+  mail_by_network_.failed(network);
+  return true;
 }
 
 void SignInGuard::render_metrics(std::string& out) const {

@@ -17,11 +17,16 @@ class SignInGuard {
   // Whether a sign-in for `account` from `network` may be tried now; if not, how long until it may.
   bool blocked(const std::string& account, const std::string& network, std::chrono::milliseconds& retry_after);
   void failed(const std::string& account, const std::string& network);
+  // Mail the node sends on a request (sign-up, reset link, changed address): whether one more may go to
+  // `account` from `network` now, counting it when it may. Bounds mail bombing through the node.
+  bool allow_mail(const std::string& account, const std::string& network);
   void render_metrics(std::string& out) const;
 
  private:
   usage::FailedAttempts by_account_;
   usage::FailedAttempts by_network_;
+  usage::FailedAttempts mail_by_account_;
+  usage::FailedAttempts mail_by_network_;
 };
 
 }  // namespace inferllama::console

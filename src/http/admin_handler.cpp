@@ -1,4 +1,4 @@
-// The node's administration, for the admin (admission checked who): pin, unpin, gc, mirror, the users/
+// The node's administration, for the admin (admission checked who): pin, unpin, gc, backup, mirror, the users/
 // and keys/ routes of accounts, and the orgs/ routes of hosted namespaces.
 #include <nlohmann/json.hpp>
 
@@ -35,18 +35,26 @@ std::function<bool(std::string_view)> cached_upstream(const ServerDeps& deps) {
   return [index = deps.index](std::string_view ns) { return index && hosting::namespace_cached(*index, ns); };
 }
 
+}  // namespace
+
+std::function<std::optional<std::string>(std::string_view name, bool force)> user_name_refusal(
+    const ServerContext& server) {
+  if (!server.deps.hosting) return {};
+  return [namespaces = &server.deps.hosting->namespaces(), cached = cached_upstream(server.deps)](std::string_view name,
+                                                                                                  bool force) {
+    return hosting::user_namespace_refusal(*namespaces, cached, name, force);
+  };
+}
+
+namespace {
+
 Task<Answer> answer_accounts(Exchange& x, const std::string& action) {
   auto& server = x.server;
   if (!server.deps.identities) co_return hub::error_reply(404, "this node keeps no users");
   const Request& req = x.request;
   const std::string method = method_of(req);
   usage::Accounts accounts{*server.deps.identities, *server.deps.usage_log, server.config.token_size};
-  if (server.deps.hosting) {
-    accounts.namespace_refusal = [namespaces = &server.deps.hosting->namespaces(),
-                                  cached = cached_upstream(server.deps)](std::string_view name, bool force) {
-      return hosting::user_namespace_refusal(*namespaces, cached, name, force);
-    };
-  }
+  accounts.namespace_refusal = user_name_refusal(server);
   auto* account_data = server.deps.account_data;
   if (account_data) accounts.audit = &account_data->audit;
   const std::string query(x.query);
@@ -138,10 +146,20 @@ Task<Answer> answer_pin(Exchange& x, const nlohmann::json& body, bool pinned) {
                         {"cached_files", done.cached_files}});
 }
 
+// A backup takes as long as copying the index: the blocking pool makes it while the client waits.
+Task<Answer> answer_backup(Exchange& x) {
+  if (!x.server.deps.backup) co_return hub::error_reply(404, "no such route");
+  x.connection.pause_deadline();
+  auto answer = co_await offload(x.server.deps.blocking, [&] { return x.server.deps.backup(x.request.body()); });
+  x.connection.touch();
+  co_return hub::Reply{answer.first, {{"Cache-Control", "no-store"}}, "application/json", std::move(answer.second)};
+}
+
 }  // namespace
 
 Task<Answer> handle(Exchange& x, const AdminRoute& route) {
   const Request& req = x.request;
+  if (auto shared = co_await answer_operator(x, route.action)) co_return std::move(*shared);
   if (route.action.starts_with("users") || route.action.starts_with("keys") || route.action == "purge") {
     co_return co_await answer_accounts(x, route.action);
   }
@@ -165,6 +183,7 @@ Task<Answer> handle(Exchange& x, const AdminRoute& route) {
     auto report = co_await offload(x.server.deps.blocking, [&] { return evictor.collect_garbage(); });
     co_return json_reply({{"chunks_removed", report.chunks_removed}, {"bytes_freed", report.bytes_freed}});
   }
+  if (route.action == "backup") co_return co_await answer_backup(x);
   const auto body = nlohmann::json::parse(req.body(), nullptr, false);
   if (route.action == "mirror") co_return co_await answer_mirror(x, body);
   co_return co_await answer_pin(x, body, route.action == "pin");

@@ -30,6 +30,34 @@ hub::Reply page(const Request& req, std::string_view name) {
   return reply;
 }
 
+bool keeps_console(const ServerDeps& deps) {
+  return deps.sessions && deps.identities && deps.usage_log && deps.sign_in_guard && deps.mail_tokens && deps.mailer;
+}
+
+console::ConsoleDeps console_deps(ServerContext& server) {
+  auto& deps = server.deps;
+  console::ConsoleDeps console{*deps.identities,  *deps.usage_log, *deps.sessions,          *deps.sign_in_guard,
+                               *deps.mail_tokens, *deps.mailer,    server.config.token_size};
+  console.secure_cookies = server.config.cookie_secure;
+  console.signup = server.config.signup;
+  console.public_url = server.config.public_url;
+  if (auto refusal = user_name_refusal(server)) {
+    console.name_refusal = [refusal](std::string_view name) { return refusal(name, /*force=*/false); };
+  }
+  console.operator_overview = deps.operator_overview;
+  if (deps.account_data) {
+    console.audit = &deps.account_data->audit;
+    console.account_data = deps.account_data;
+  }
+  return console;
+}
+
+hub::Reply reply_of(console::ConsoleAnswer answer) {
+  hub::Reply reply{answer.status, std::move(answer.headers), answer.content_type, std::move(answer.body)};
+  reply.headers.emplace_back("Cache-Control", "no-store");
+  return reply;
+}
+
 }  // namespace
 
 Task<Answer> handle(Exchange& x, const ConsoleRoute& route) {
@@ -37,10 +65,7 @@ Task<Answer> handle(Exchange& x, const ConsoleRoute& route) {
   if (route.action.starts_with(kStatic))
     co_return page(x.request, std::string_view(route.action).substr(kStatic.size()));
   auto& server = x.server;
-  auto& deps = server.deps;
-  if (!deps.sessions || !deps.identities || !deps.usage_log || !deps.sign_in_guard) {
-    co_return hub::error_reply(404, "this node keeps no users");
-  }
+  if (!keeps_console(server.deps)) co_return hub::error_reply(404, "this node keeps no users");
   const auto cookies = x.request[bhttp::field::cookie];
   const std::string method(x.request.method_string());
   console::ConsoleRequest request{method,
@@ -51,17 +76,24 @@ Task<Answer> handle(Exchange& x, const ConsoleRoute& route) {
                                   console::cookie_value(cookies, console::kCsrfCookie),
                                   x.request[console::kCsrfHeader],
                                   client_network(x.connection.client)};
-  console::ConsoleDeps console{*deps.identities,    *deps.usage_log,          *deps.sessions,
-                               *deps.sign_in_guard, server.config.token_size, server.config.cookie_secure};
-  if (deps.account_data) {
-    console.audit = &deps.account_data->audit;
-    console.account_data = deps.account_data;
-  }
+  auto console = console_deps(server);
   // Passwords cost ~100 ms of Argon2id and changes are synced writes: off the I/O thread.
-  auto answer = co_await offload(deps.blocking, [&] { return console::answer_console(console, request); });
-  hub::Reply reply{answer.status, std::move(answer.headers), answer.content_type, std::move(answer.body)};
-  reply.headers.emplace_back("Cache-Control", "no-store");
-  co_return reply;
+  auto answer = co_await offload(server.deps.blocking, [&] { return console::answer_console(console, request); });
+  co_return reply_of(std::move(answer));
+}
+
+Task<std::optional<Answer>> answer_operator(Exchange& x, const std::string& action) {
+  const bool shared =
+      action == "invite" || action == "overview" || (action.starts_with("users/") && action.ends_with("/reset-link"));
+  if (!shared) co_return std::nullopt;
+  auto& server = x.server;
+  if (!keeps_console(server.deps)) co_return hub::error_reply(404, "this node keeps no users");
+  const std::string method = x.request.method() == bhttp::verb::head ? "GET" : std::string(x.request.method_string());
+  auto console = console_deps(server);
+  auto answer = co_await offload(server.deps.blocking,
+                                 [&] { return console::answer_operator(console, method, action, x.request.body()); });
+  if (!answer) co_return std::nullopt;
+  co_return reply_of(std::move(*answer));
 }
 
 }  // namespace inferllama::http

@@ -3,8 +3,10 @@
 // `dispatch` picks the handler with std::visit, so a route without a handler does not compile.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <variant>
 
@@ -79,6 +81,14 @@ bool streams_body(const Route& route, const boost::beast::http::request_header<>
 
 // The torrent and magnet routes (torrent_handlers.cpp), reached through the API route.
 Task<Answer> handle_torrent(Exchange& x, const ApiRoute& route);
+
+// Why a new user may not take `name` (an organisation's, or a Hub namespace the cache holds, unless
+// `force`), for the admin API and the console's sign-up and invitations; nullopt for a node without hosting.
+std::function<std::optional<std::string>(std::string_view name, bool force)> user_name_refusal(
+    const ServerContext& server);
+// The admin API's operator actions the console shares (console_handler.cpp): users/{name}/reset-link,
+// invite, and overview. nullopt for another path.
+Task<std::optional<Answer>> answer_operator(Exchange& x, const std::string& action);
 
 // Method checks shared by the handlers.
 bool is_read(const Request& req);

@@ -218,10 +218,11 @@ Route route(std::string_view path) {
   if (path == "/api/usage") return UsageRoute{};
   constexpr std::string_view kAdmin = "/api/inferllama/";
   if (path == "/api/inferllama/pin" || path == "/api/inferllama/unpin" || path == "/api/inferllama/gc" ||
-      path == "/api/inferllama/mirror" || path == "/api/inferllama/cluster" || path == "/api/inferllama/users" ||
-      path.starts_with("/api/inferllama/users/") || path == "/api/inferllama/keys" ||
+      path == "/api/inferllama/backup" || path == "/api/inferllama/mirror" || path == "/api/inferllama/cluster" ||
+      path == "/api/inferllama/users" || path.starts_with("/api/inferllama/users/") || path == "/api/inferllama/keys" ||
       path.starts_with("/api/inferllama/keys/") || path == "/api/inferllama/orgs" ||
-      path.starts_with("/api/inferllama/orgs/") || path == "/api/inferllama/purge") {
+      path.starts_with("/api/inferllama/orgs/") || path == "/api/inferllama/invite" ||
+      path == "/api/inferllama/overview" || path == "/api/inferllama/purge") {
     return AdminRoute{std::string(path.substr(kAdmin.size()))};
   }
   if (constexpr std::string_view kConsole = "/api/inferllama/console/"; path.starts_with(kConsole)) {

@@ -4,6 +4,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "inferllama/asio.hpp"
@@ -18,6 +19,8 @@ class HubService;
 namespace inferllama::console {
 class Sessions;
 class SignInGuard;
+class MailTokens;
+class Mailer;
 struct AccountData;
 }  // namespace inferllama::console
 namespace inferllama::hosting {
@@ -70,6 +73,10 @@ struct ServerDeps {
   // The web console's sign-in and sessions (with identities and usage_log): /api/inferllama/console/.
   console::Sessions* sessions = nullptr;
   console::SignInGuard* sign_in_guard = nullptr;
+  console::MailTokens* mail_tokens = nullptr;
+  console::Mailer* mailer = nullptr;
+  // The console's operator pages: the node at a glance (cache, swarms, mirrors, cluster, health), as JSON.
+  std::function<std::string()> operator_overview;
   // What the node keeps about each person, for the audit events and the data rights: the admin API's export,
   // deletion, restore and purge, and the console's export and deletion.
   console::AccountData* account_data = nullptr;
@@ -79,6 +86,9 @@ struct ServerDeps {
   Index* index = nullptr;
   // GET /api/inferllama/cluster: the node's upstreams, swarms and bytes by source, as JSON.
   std::function<std::string()> cluster_status;
+  // POST /api/inferllama/backup: makes a backup as the JSON body asks (it blocks: called on the blocking
+  // pool); the status and a JSON answer.
+  std::function<std::pair<unsigned, std::string>(const std::string& body)> backup;
 };
 
 // The HTTP listeners: Boost.Beast on Asio coroutines, each connection on one of the I/O threads' contexts

@@ -4,9 +4,13 @@
 
 #include <algorithm>
 #include <iostream>
+#include <map>
+#include <set>
 #include <thread>
+#include <unordered_map>
 
 #include "console/account_deletion.hpp"
+#include "console/console_api.hpp"
 #include "inferllama/network.hpp"
 #include "node/build_info.hpp"
 #include "node/start_checks.hpp"
@@ -59,6 +63,7 @@ Node::Node(const Config& config)
       data_dir_lock_(config_.data_dir),
       store_(config_.data_dir),
       index_(open_rocksdb_index(config_.data_dir / "index")),
+      backups_(config_, *index_, usage::secret_key_path(config_)),
       upstream_(make_upstream(config_)),
       parents_(upstream::make_parent_set(*upstream_, config_)),
       secret_box_(usage::SecretBox::from_file(usage::secret_key_path(config_))),
@@ -67,6 +72,7 @@ Node::Node(const Config& config)
       sessions_(index_->records(), clock_, secret_box_),
       audit_log_(index_->records(), clock_),
       mail_tokens_(index_->records(), clock_),
+      mailer_({config_.smtp_url, config_.smtp_from, config_.smtp_credentials_file}),
       local_limits_(limiter_clock_),
       io_threads_(io_, or_cores(config_.io_threads) - 1),
       workers_(or_cores(config_.worker_threads)),
@@ -184,6 +190,7 @@ void Node::register_metrics() {
   metrics_.add([this](std::string& out) { parents_->render_metrics(out); });
   metrics_.add([this](std::string& out) { file_upstream_->render_metrics(out); });
   if (seeder_) metrics_.add([this](std::string& out) { seeder_->render_metrics(out); });
+  metrics_.add([this](std::string& out) { backups_.render_metrics(out); });
 }
 
 std::unique_ptr<http::Server> Node::make_server() {
@@ -202,11 +209,63 @@ std::unique_ptr<http::Server> Node::make_server() {
   deps.limiter = &limiter();
   deps.sessions = &sessions_;
   deps.sign_in_guard = &sign_in_guard_;
+  deps.mail_tokens = &mail_tokens_;
+  deps.mailer = &mailer_;
+  deps.operator_overview = [this] { return operator_overview(); };
   deps.hosting = &hosting_;
   deps.account_data = &account_data_;
   deps.index = index_.get();
   deps.cluster_status = [this] { return cluster_status(); };
+  deps.backup = [this](const std::string& body) { return backups_.answer(body); };
   return std::make_unique<http::Server>(io_, std::move(deps));
+}
+
+std::string Node::operator_overview() {
+  using nlohmann::json;
+  // Repos by the bytes of their stored files (each file once), and where eviction would start.
+  constexpr std::size_t kShownEvictions = 50;
+  std::unordered_map<std::string, std::size_t> rank;
+  std::size_t next = 0;
+  for (const auto& etag : evictor_.eviction_order(kShownEvictions)) rank.emplace(etag, ++next);
+  std::set<std::string> pinned;
+  for (const auto& [repo, commit] : index_->pinned()) pinned.insert(repo.key());
+  struct RepoBytes {
+    std::set<std::string> etags;
+    std::uint64_t bytes = 0;
+    std::size_t evict_rank = 0;
+  };
+  std::map<std::string, RepoBytes> repos;
+  index_->list_files([&](const Index::ListedFile& f) {
+    if (!f.cached) return;
+    auto& r = repos[f.repo_key];
+    if (!r.etags.insert(f.file.etag).second) return;
+    r.bytes += f.file.size;
+    if (auto it = rank.find(f.file.etag); it != rank.end() && (r.evict_rank == 0 || it->second < r.evict_rank)) {
+      r.evict_rank = it->second;
+    }
+  });
+  json cached = json::array();
+  for (const auto& [repo, r] : repos) {
+    cached.push_back(
+        {{"repo", repo}, {"bytes", r.bytes}, {"pinned", pinned.contains(repo)}, {"evict_rank", r.evict_rank}});
+  }
+  json mirrors = json::array();
+  for (const auto& ref : mirror_.synced_mirrors()) mirrors.push_back({{"repo", ref.repo.key()}, {"branch", ref.rev}});
+  const json cluster = json::parse(cluster_status());
+  bool upstream_healthy = false;
+  for (const auto& u : cluster["upstreams"]) upstream_healthy = upstream_healthy || u.value("healthy", false);
+  return json{{"cache", {{"bytes_stored", store_.bytes_stored()}, {"max_disk", config_.max_disk}, {"repos", cached}}},
+              {"tracker", {{"swarms", tracker_.swarm_count()}, {"peers", tracker_.peer_count()}}},
+              {"mirrors", mirrors},
+              {"health",
+               {{"upstream", config_.offline    ? "offline"
+                             : upstream_healthy ? "healthy"
+                                                : "failing"},
+                {"redis", !shared_limits_               ? "not used"
+                          : shared_limits_->connected() ? "connected"
+                                                        : "unreachable"}}},
+              {"cluster", cluster}}
+      .dump();
 }
 
 std::string Node::cluster_status() const {
@@ -350,7 +409,22 @@ void Node::start_periodic_work() {
       "hosted garbage", std::chrono::hours(1), [this] { hosting_.collect_garbage(); }, PeriodicTask::First::now);
   // Console sessions past their 30 days, and signing keys no kept session can name; a new key weekly.
   session_retention_.start(
-      "session retention", std::chrono::hours(1), [this] { sessions_.expire(); }, PeriodicTask::First::now);
+      "session retention", std::chrono::hours(1),
+      [this] {
+        sessions_.expire();
+        mail_tokens_.expire();
+        console::ConsoleDeps console{identities_,  usage_log_, sessions_,         sign_in_guard_,
+                                     mail_tokens_, mailer_,    config_.token_size};
+        console::revoke_ended_session_keys(console);
+      },
+      PeriodicTask::First::now);
+  // A backup every backup_interval, the first at once when backup_dir has none that recent (a node restarted
+  // more often than the interval still makes them).
+  if (!config_.backup_dir.empty()) {
+    backup_schedule_.start(
+        "backup", config_.backup_interval, [this] { backups_.make_scheduled(); },
+        backups_.due() ? PeriodicTask::First::now : PeriodicTask::First::after_interval);
+  }
   // Accounts deleted 30 days ago are purged; audit events past their 90 days go.
   account_retention_.start(
       "account retention", std::chrono::hours(1),
@@ -415,6 +489,7 @@ void Node::shutdown() {
   seed_cached_.stop();
   hosted_gc_.stop();
   session_retention_.stop();
+  backup_schedule_.stop();
   account_retention_.stop();
   access_log_rotation_.stop();
   if (udp_tracker_) udp_tracker_->stop();

@@ -5,10 +5,12 @@
 #include <mutex>
 #include <string>
 
+#include "backup/backups.hpp"
 #include "cache/download.hpp"
 #include "cache/evictor.hpp"
 #include "console/account_data.hpp"
 #include "console/mail_tokens.hpp"
+#include "console/mailer.hpp"
 #include "console/sessions.hpp"
 #include "console/sign_in_guard.hpp"
 #include "hosting/hosting.hpp"
@@ -92,6 +94,8 @@ class Node {
   void start_periodic_work();
   // GET /api/inferllama/cluster: upstreams and their health, parents' swarms, bytes by source (JSON).
   std::string cluster_status() const;
+  // The console's operator pages: disk and what eviction takes next, tracker, mirrors, health, cluster.
+  std::string operator_overview();
   void flush_usage();
   void expire_usage();
   void shutdown();
@@ -101,6 +105,7 @@ class Node {
   DataDirLock data_dir_lock_;  // before the index: a second node learns who holds the directory
   ChunkStore store_;
   std::unique_ptr<Index> index_;
+  backup::Backups backups_;             // its settings checked before anything else starts
   std::unique_ptr<Upstream> upstream_;  // HTTP (or none: offline)
   // Every upstream call goes to the parent that rendezvous hashing picks for its file (or the fallback).
   std::unique_ptr<upstream::ParentSet> parents_;
@@ -111,8 +116,9 @@ class Node {
   usage::UsageLog usage_log_;
   console::Sessions sessions_;  // the web console's sign-ins
   usage::AuditLog audit_log_;   // each account's security events
-  console::MailTokens mail_tokens_;
   console::SignInGuard sign_in_guard_{limiter_clock_};
+  console::MailTokens mail_tokens_;  // the links the console mails
+  console::SmtpMailer mailer_;       // smtp_url, or none
   usage::LocalRateLimiter local_limits_;
   asio::io_context io_{1};     // run by run()'s caller: listeners, timers, the tracker and connections
   IoThreads io_threads_;       // the other io_threads - 1 contexts, for connections only
@@ -147,6 +153,7 @@ class Node {
   PeriodicTask seed_cached_{io_.get_executor(), blocking_};
   PeriodicTask hosted_gc_{io_.get_executor(), blocking_};
   PeriodicTask session_retention_{io_.get_executor(), blocking_};
+  PeriodicTask backup_schedule_{io_.get_executor(), blocking_};
   PeriodicTask account_retention_{io_.get_executor(), blocking_};
   PeriodicTask access_log_rotation_{io_.get_executor(), blocking_};
   std::atomic<bool> stored_since_seeding_{true};  // a file was stored since the last look for snapshots to seed

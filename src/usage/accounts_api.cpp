@@ -120,7 +120,7 @@ ApiAnswer add_user(const Accounts& accounts, std::string_view body) {
   return error(identities.user(name) ? 409 : 400, std::get<std::string>(added));
 }
 
-// disable, enable, passkey, hub-token, password: a change to one user, answered with the user as it now is.
+// disable, enable, passkey, hub-token, password, admin: a change to one user, answered with the user as it now is.
 ApiAnswer change_user(Identities& identities, AuditLog* audit_log, const std::string& name, const std::string& change,
                       std::string_view body) {
   const auto user = identities.user(name);
@@ -133,6 +133,10 @@ ApiAnswer change_user(Identities& identities, AuditLog* audit_log, const std::st
     failed = identities.enable_user(name);
   } else if (change == "passkey") {
     failed = identities.new_passkey(name);
+  } else if (change == "admin") {
+    auto fields = body_fields(body, {}, {}, {"admin"});
+    if (auto* why = std::get_if<std::string>(&fields)) return error(400, *why);
+    failed = identities.set_admin(name, std::get<Fields>(fields).flags["admin"]);
   } else if (change == "password") {
     auto fields = body_fields(body, {"password"}, {"password"});
     if (auto* why = std::get_if<std::string>(&fields)) return error(400, *why);
@@ -209,7 +213,8 @@ std::optional<ApiAnswer> route(Accounts& accounts, std::string_view method, std:
     return wrong_method("GET or POST");
   }
   if (s.size() == 3 && s[0] == "users" &&
-      (s[2] == "disable" || s[2] == "enable" || s[2] == "passkey" || s[2] == "hub-token" || s[2] == "password")) {
+      (s[2] == "disable" || s[2] == "enable" || s[2] == "passkey" || s[2] == "hub-token" || s[2] == "password" ||
+       s[2] == "admin")) {
     if (method != "POST") return wrong_method("POST");
     return change_user(identities, accounts.audit, s[1], s[2], body);
   }

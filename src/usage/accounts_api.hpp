@@ -41,6 +41,7 @@ struct Accounts {
 //   POST users/{name}/enable       user
 //   POST users/{name}/passkey      user, with a new passkey (the old one is refused from now on)
 //   POST users/{name}/hub-token {token}   user; "" removes the token
+//   POST users/{name}/admin {admin: bool}  user; an admin sees the web console's operator pages
 //   POST users/{name}/password {password}   user (its "has_password" true; no hash); 400 when the password
 //                                  breaks the policy (usage/password.hpp), saying how
 //                                  (a deleted user's changes are 409: restore it first)

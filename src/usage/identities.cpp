@@ -1,6 +1,7 @@
 #include "usage/identities.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <tuple>
@@ -128,6 +129,9 @@ Identities::Identities(RecordStore& records, const Clock& clock, SecretBox box)
     user.disabled = field<bool>(record, "disabled");
     user.passkey = field<std::string>(record, "passkey");
     if (record.contains("deleted_ms")) user.deleted_ms = field<std::int64_t>(record, "deleted_ms");
+    user.email_verified = record.value("email_verified", false);
+    user.awaiting_verification = record.value("awaiting_verification", false);
+    user.admin = record.value("admin", false);
     if (record.contains("hub_token")) {
       auto token = box_.open(field<std::string>(record, "hub_token"));
       if (!token) {
@@ -174,6 +178,9 @@ std::string Identities::user_record(const User& user, const std::string& hub_tok
                  {"created_ms", user.created_ms},
                  {"disabled", user.disabled},
                  {"passkey", user.passkey}};
+  if (user.email_verified) record["email_verified"] = true;
+  if (user.awaiting_verification) record["awaiting_verification"] = true;
+  if (user.admin) record["admin"] = true;
   if (!hub_token.empty()) record["hub_token"] = box_.seal(hub_token);
   if (!password_hash.empty()) record["password"] = password_hash;
   if (user.deleted_ms) record["deleted_ms"] = *user.deleted_ms;
@@ -205,7 +212,8 @@ std::optional<std::string> Identities::save(const std::vector<RecordStore::Write
   }
 }
 
-std::variant<User, std::string> Identities::add_user(const std::string& name, const std::string& email) {
+std::variant<User, std::string> Identities::add_user(const std::string& name, const std::string& email,
+                                                     bool awaiting_verification) {
   if (!is_valid_user_name(name)) {
     return "invalid user name \"" + name + "\": 1 to 64 of A-Z a-z 0-9 . _ -, starting with a letter or a digit";
   }
@@ -217,6 +225,7 @@ std::variant<User, std::string> Identities::add_user(const std::string& name, co
   user.email = email;
   user.created_ms = now_ms();
   user.passkey = unused_passkey();
+  user.awaiting_verification = awaiting_verification;
   if (auto error = save({{user_record_key(name), user_record(user, "", "")}})) return *error;
   std::unique_lock lock(mutex_);
   user_by_passkey_[user.passkey] = name;
@@ -291,16 +300,11 @@ std::optional<std::string> Identities::delete_user(const std::string& name) {
 }
 
 std::optional<std::string> Identities::restore_user(const std::string& name) {
-  std::lock_guard writing(write_mutex_);
-  auto it = users_.find(name);
-  if (it == users_.end()) return "unknown user " + name;
-  if (!it->second.deleted_ms) return "user " + name + " is not deleted";
-  User changed = it->second;
-  changed.deleted_ms.reset();
-  if (auto error = save({{user_record_key(name), current_record(changed)}})) return error;
-  std::unique_lock lock(mutex_);
-  it->second = std::move(changed);
-  return std::nullopt;
+  return update_user(name, [&](User& user) -> std::optional<std::string> {
+    if (!user.deleted_ms) return "user " + name + " is not deleted";
+    user.deleted_ms.reset();
+    return std::nullopt;
+  });
 }
 
 std::optional<std::string> Identities::purge_user(const std::string& name) {
@@ -325,6 +329,58 @@ std::optional<std::string> Identities::purge_user(const std::string& name) {
   hub_tokens_.erase(name);
   password_hashes_.erase(name);
   users_.erase(it);
+  return std::nullopt;
+}
+
+std::optional<std::string> Identities::update_user(const std::string& name,
+                                                   const std::function<std::optional<std::string>(User&)>& change) {
+  std::lock_guard writing(write_mutex_);
+  auto it = users_.find(name);
+  if (it == users_.end()) return "unknown user " + name;
+  User changed = it->second;
+  if (auto refused = change(changed)) return refused;
+  if (auto error = save({{user_record_key(name), current_record(changed)}})) return error;
+  std::unique_lock lock(mutex_);
+  it->second = std::move(changed);
+  return std::nullopt;
+}
+
+std::optional<std::string> Identities::set_email(const std::string& name, const std::string& email, bool verified) {
+  if (!email.empty() && !is_valid_email(email)) return "invalid email address \"" + email + "\"";
+  return update_user(name, [&](User& user) -> std::optional<std::string> {
+    user.email = email;
+    user.email_verified = verified && !email.empty();
+    return std::nullopt;
+  });
+}
+
+std::optional<std::string> Identities::confirm_email(const std::string& name, const std::string& email) {
+  return update_user(name, [&](User& user) -> std::optional<std::string> {
+    if (!email.empty()) user.email = email;
+    user.email_verified = true;
+    user.awaiting_verification = false;
+    return std::nullopt;
+  });
+}
+
+std::optional<std::string> Identities::set_admin(const std::string& name, bool admin) {
+  return update_user(name, [&](User& user) -> std::optional<std::string> {
+    user.admin = admin;
+    return std::nullopt;
+  });
+}
+
+std::optional<std::string> Identities::user_with_email(std::string_view email) const {
+  if (email.empty()) return std::nullopt;
+  auto same = [](std::string_view a, std::string_view b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+             return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+           });
+  };
+  std::shared_lock lock(mutex_);
+  for (const auto& [name, user] : users_) {
+    if (same(user.email, email)) return name;
+  }
   return std::nullopt;
 }
 

@@ -1,5 +1,6 @@
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
@@ -29,7 +30,10 @@ struct User {
   bool disabled = false;
   std::string passkey;  // 32 hex characters: the user's private-tracker announce path
   bool has_hub_token = false;
-  bool has_password = false;  // the Argon2id hash itself never leaves Identities
+  bool has_password = false;           // the Argon2id hash itself never leaves Identities
+  bool email_verified = false;         // a link mailed to `email` was opened (or an admin vouched for it)
+  bool awaiting_verification = false;  // signed up on the console: no sign-in before the address is confirmed
+  bool admin = false;                  // sees the console's operator pages
   // When the account was deleted: refused everywhere, its name kept until it is purged (30 days later).
   std::optional<std::int64_t> deleted_ms;
 
@@ -66,7 +70,16 @@ class Identities {
   // Loads every record. Throws std::runtime_error when a record cannot be read back.
   Identities(RecordStore& records, const Clock& clock, SecretBox box);
 
-  std::variant<User, std::string> add_user(const std::string& name, const std::string& email);
+  // `awaiting_verification`: a console sign-up, which signs in once its address is confirmed.
+  std::variant<User, std::string> add_user(const std::string& name, const std::string& email,
+                                           bool awaiting_verification = false);
+  // Rectification: a new address, confirmed (`verified`) or not yet.
+  std::optional<std::string> set_email(const std::string& name, const std::string& email, bool verified);
+  // The address was confirmed by its link: verified, and a sign-up may sign in.
+  std::optional<std::string> confirm_email(const std::string& name, const std::string& email);
+  std::optional<std::string> set_admin(const std::string& name, bool admin);
+  // The user whose address this is (case-insensitive), if any.
+  std::optional<std::string> user_with_email(std::string_view email) const;
   std::vector<User> users() const;
   std::optional<User> user(const std::string& name) const;
   bool has_user(const std::string& name) const;  // no copy: the request path asks it of every hosted name
@@ -120,6 +133,9 @@ class Identities {
   // Writes (synced); the error to show when the store refused.
   std::optional<std::string> save(const std::vector<RecordStore::Write>& writes);
   std::optional<std::string> set_disabled(const std::string& name, bool disabled);
+  // Applies `change` to a copy of the user, saves it, then publishes it; the error of either step.
+  std::optional<std::string> update_user(const std::string& name,
+                                         const std::function<std::optional<std::string>(User&)>& change);
   std::int64_t now_ms() const;
 
   RecordStore& records_;

@@ -28,6 +28,9 @@ nlohmann::json user_json(const User& user) {
           {"disabled", user.disabled},
           {"has_hub_token", user.has_hub_token},
           {"has_password", user.has_password},
+          {"email_verified", user.email_verified},
+          {"awaiting_verification", user.awaiting_verification},
+          {"admin", user.admin},
           {"passkey", user.passkey},
           {"deleted", user.deleted_ms ? nlohmann::json(iso8601_utc(*user.deleted_ms)) : nlohmann::json(nullptr)}};
 }

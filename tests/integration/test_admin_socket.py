@@ -94,7 +94,7 @@ class LoopbackIsNoIdentityTest(HubAndNodeTest):
 
     def test_the_admin_api_is_not_served_over_tcp(self):
         mirror = json.dumps({"repo": "acme/tiny-model", "from": self.node.url}).encode()
-        for action, body in (("pin", PIN), ("unpin", PIN), ("gc", b"{}"), ("mirror", mirror)):
+        for action, body in (("pin", PIN), ("unpin", PIN), ("gc", b"{}"), ("backup", b"{}"), ("mirror", mirror)):
             status, _, answer = self.node.request("POST", f"/api/inferllama/{action}", JSON, body)
             self.assertEqual(status, 403, (action, answer))
             self.assertIn(b"admin socket", answer, action)

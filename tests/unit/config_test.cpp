@@ -83,7 +83,7 @@ TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
 
 TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
   const auto keys = config_keys();
-  ASSERT_EQ(keys.size(), 75u);
+  ASSERT_EQ(keys.size(), 79u);
   for (const ConfigKey& k : keys) {
     std::string flag = "--" + std::string(k.name);
     std::replace(flag.begin(), flag.end(), '_', '-');
@@ -190,6 +190,14 @@ std::vector<PrecedenceCase> precedence_cases() {
       {"offline", "true", "0", "yes", "1", "0", "1", "0", [n](const Config& c) { return n(c.offline ? 1 : 0); }},
       {"offline_grace", "\"1h\"", "30", "2m", "3600", "30", "120", "0",
        [n](const Config& c) { return n(c.offline_grace.count()); }},
+      {"backup_dir", "\"/srv/b1\"", "/srv/b2", "b3", "/srv/b1", "/srv/b2", "b3", "",
+       [](const Config& c) { return c.backup_dir.string(); }},
+      {"backup_key_file", "\"/etc/b1.key\"", "/etc/b2.key", "b3.key", "/etc/b1.key", "/etc/b2.key", "b3.key", "",
+       [](const Config& c) { return c.backup_key_file.string(); }},
+      {"backup_interval", "\"12h\"", "2d", "3600", "43200", "172800", "3600", "86400",
+       [n](const Config& c) { return n(c.backup_interval.count()); }},
+      {"backup_retention", "\"7d\"", "1d", "90d", "604800", "86400", "7776000", "3024000",
+       [n](const Config& c) { return n(c.backup_retention.count()); }},
       {"bt_listen", "\"127.0.0.1:1\"", "[::1]:2", "127.0.0.1:0", "127.0.0.1:1", "[::1]:2", "127.0.0.1:0",
        "0.0.0.0:6881", [](const Config& c) { return c.bt_listen; }},
       {"bt_port_fallback", "true", "0", "yes", "1", "0", "1", "0",

@@ -146,6 +146,7 @@ TEST(Router, AccountRoutes) {
   ASSERT_TRUE(std::get_if<AdminRoute>(&r));
   EXPECT_EQ(std::get<AdminRoute>(r).action, "orgs/acme/members/ada");
   EXPECT_TRUE(std::holds_alternative<AdminRoute>(route("/api/inferllama/orgs")));
+  EXPECT_EQ(std::get<AdminRoute>(route("/api/inferllama/backup")).action, "backup");
   EXPECT_FALSE(std::holds_alternative<AdminRoute>(route("/api/inferllama/orgsx")));
   r = route("/api/inferllama/cluster");
   ASSERT_TRUE(std::get_if<AdminRoute>(&r));

@@ -99,11 +99,14 @@ function say(message, kind = 'ok') {
   status.replaceChildren(message ? h('span', { class: kind }, message) : '');
 }
 
+// After a page load focus starts at the top (the skip link comes first); after a move within the console it
+// goes to the new content, so a screen reader reads it.
+let moved = false;
 function show(title, ...content) {
   const main = document.getElementById('main');
   document.title = `${title} · InferLlama`;
   main.replaceChildren(h('h1', {}, title), ...content);
-  main.focus();
+  if (moved) main.focus();
 }
 
 let fieldCount = 0;
@@ -525,7 +528,7 @@ function settingsPage() {
 // ---- The operator's view ----
 
 async function operatorPage() {
-  const o = await api('GET', 'operator');
+  const o = await api('GET', 'operator/overview');
   const userRows = o.users.map((u) => [u.name, u.email || '—', u.deleted ? `deleted ${u.deleted}` : u.disabled ? 'disabled' : 'active',
     h('span', { class: 'row' },
       u.deleted
@@ -541,15 +544,19 @@ async function operatorPage() {
         h('div', { class: 'hint' }, o.cache.max_disk ? `of ${bytes(o.cache.max_disk)}` : 'no budget')),
       h('div', { class: 'card' }, h('div', {}, 'Upstream'), h('div', { class: 'value' }, o.health.upstream)),
       h('div', { class: 'card' }, h('div', {}, 'Redis'), h('div', { class: 'value' }, o.health.redis)),
-      h('div', { class: 'card' }, h('div', {}, 'Swarms'), h('div', { class: 'value' }, o.swarms.length))),
+      h('div', { class: 'card' }, h('div', {}, 'Tracked swarms'), h('div', { class: 'value' }, o.tracker.swarms),
+        h('div', { class: 'hint' }, `${o.tracker.peers} peers`))),
     h('h2', {}, 'Cache'),
-    table(['Repository', 'Size', 'Pinned', 'Next to evict'], o.cache.repos.map((r) => [r.repo, bytes(r.bytes), r.pinned ? 'yes' : '', r.evict_rank ? `#${r.evict_rank}` : ''])),
-    h('h2', {}, 'Swarms and peers'),
-    table(['Torrent', 'Seeders', 'Leechers'], o.swarms.map((s) => [s.name, s.seeders, s.leechers])),
+    o.cache.repos.length
+      ? table(['Repository', 'Stored', 'Pinned', 'Eviction order'], o.cache.repos.map((r) => [r.repo, bytes(r.bytes), r.pinned ? 'yes' : '', r.evict_rank ? `#${r.evict_rank}` : '']))
+      : h('p', {}, 'Nothing cached yet.'),
+    h('h2', {}, 'Seeding'),
+    table(['', ''], [['Torrents seeded', o.cluster.seeding.torrents], ['Peers', o.cluster.seeding.peers],
+      ['Uploaded', bytes(o.cluster.seeding.uploaded)]]),
     h('h2', {}, 'Mirrors'),
-    o.mirrors.length ? table(['Repository', 'Branch', 'Last sync'], o.mirrors.map((m) => [m.repo, m.branch, m.synced || '—'])) : h('p', {}, 'No mirrors.'),
-    h('h2', {}, 'Cluster'),
-    h('pre', { class: 'secret' }, JSON.stringify(o.cluster, null, 2)),
+    o.mirrors.length ? table(['Repository', 'Branch'], o.mirrors.map((m) => [m.repo, m.branch])) : h('p', {}, 'No mirrors.'),
+    h('h2', {}, 'Upstreams'),
+    table(['URL', 'Kind', 'Healthy', 'Requests'], o.cluster.upstreams.map((u) => [u.url, u.kind, u.healthy ? 'yes' : 'no', u.requests])),
     h('h2', {}, 'Users'),
     table(['User', 'Email', 'State', ''], userRows),
     h('h2', {}, 'Invite someone'),
@@ -603,6 +610,7 @@ async function render() {
 }
 
 window.addEventListener('hashchange', () => {
+  moved = true;
   say('');
   render();
 });
