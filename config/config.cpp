@@ -440,6 +440,16 @@ constexpr KeySpec kSpecs[] = {
       "else a file, a relative path being in the data directory, created mode 0600 and opened again on SIGHUP",
       ""},
      [](Config& c, const Input& in) { c.access_log = in.text(); }},
+    {{"access_log_retention", "--access-log-retention", "INFERLLAMA_ACCESS_LOG_RETENTION",
+      "An access log file is rotated at each UTC midnight to <file>.YYYY-MM-DD, and rotated files are deleted "
+      "once their day is this old; 1d..10000d, or 0 to leave rotation to logrotate (SIGHUP)",
+      "30d"},
+     [](Config& c, const Input& in) {
+       const auto retention = in.whole_seconds(0, 10000LL * 86400);
+       if (retention.count() != 0 && retention.count() < 86400)
+         in.fail(std::to_string(retention.count()) + "s is neither 0 nor at least a day");
+       c.access_log_retention = retention;
+     }},
     {{"offline", "--offline", "INFERLLAMA_OFFLINE",
       "Never contact the upstream: serve cached commits (branch names at the last commit seen), refuse the rest",
       "false", true},

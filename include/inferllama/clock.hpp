@@ -34,5 +34,9 @@ inline const Clock& monotonic_clock() {
   static const MonotonicClock clock;
   return clock;
 }
+inline const Clock& system_clock() {
+  static const SystemClock clock;
+  return clock;
+}
 
 }  // namespace inferllama

@@ -54,6 +54,7 @@ struct Config {
   std::chrono::seconds idle_timeout{60};              // a client that makes no progress this long is dropped
   unsigned max_connections = 10000;                   // further connections get a 503
   std::string access_log;                             // JSON lines: "" off, "-" stdout, else a file (in data_dir)
+  std::chrono::seconds access_log_retention{30 * 86400};  // a file rotates daily; rotations kept this long; 0 = off
   bool offline = false;                               // never contact the upstream: serve what is cached
   std::chrono::seconds offline_grace{0};              // gated/private repos while the Hub can't be asked; 0 = refuse
 

@@ -19,7 +19,9 @@
 
 #include "cli/node_http.hpp"
 #include "cli/text.hpp"
+#include "console/account_data.hpp"
 #include "console/console_api.hpp"
+#include "console/rights_api.hpp"
 #include "hosting/namespaces.hpp"
 #include "hosting/org_admin.hpp"
 #include "inferllama/config.hpp"
@@ -99,17 +101,30 @@ usage::ApiAnswer answer_locally(const AccountCommands::Call& call, const Config&
   ::umask(077);  // an index this command creates holds keys: the owner's only, as the node's
   auto index = open_rocksdb_index(config.data_dir / "index");
   SystemClock clock;
-  usage::Identities identities(index->records(), clock, usage::SecretBox::from_file(usage::secret_key_path(config)));
+  const auto box = usage::SecretBox::from_file(usage::secret_key_path(config));
+  usage::Identities identities(index->records(), clock, box);
   usage::UsageLog usage_log(index->records(), clock);
+  usage::AuditLog audit(index->records(), clock);
   usage::Accounts accounts{identities, usage_log, config.token_size};
+  accounts.audit = &audit;
   hosting::Namespaces namespaces(index->records(), clock);
   const auto cached_upstream = [&index](std::string_view ns) { return hosting::namespace_cached(*index, ns); };
   accounts.namespace_refusal = [&](std::string_view name, bool force) {
     return hosting::user_namespace_refusal(namespaces, cached_upstream, name, force);
   };
   if (call.api == AccountCommands::Api::usage) return usage::answer_usage(accounts, std::nullopt, call.query);
+  if (call.api == AccountCommands::Api::rights) {
+    // Sessions are read only for an export and closed by a deletion: built for these alone.
+    console::Sessions sessions(index->records(), clock, box);
+    console::MailTokens mail_tokens(index->records(), clock);
+    console::AccountData data{clock,    index->records(), identities, usage_log,        audit,
+                              sessions, mail_tokens,      namespaces, config.token_size};
+    auto answer = console::answer_rights_admin(data, call.method, call.path, call.body);
+    if (!answer) throw std::logic_error("no rights route " + call.method + " " + call.path);
+    return *answer;
+  }
   if (call.api == AccountCommands::Api::operator_actions) {
-    console::Sessions sessions(index->records(), clock, usage::SecretBox::from_file(usage::secret_key_path(config)));
+    console::Sessions sessions(index->records(), clock, box);
     console::SignInGuard guard(clock);
     console::MailTokens tokens(index->records(), clock);
     console::SmtpMailer mailer({config.smtp_url, config.smtp_from, config.smtp_credentials_file});
@@ -163,8 +178,10 @@ void print_users(const std::string& body) {
   }
   std::vector<std::vector<std::string>> rows;
   for (const auto& user : users) {
-    rows.push_back({text_of(user, "name"), text_of(user, "email"), text_of(user, "created"),
-                    user.value("disabled", false) ? "disabled" : "enabled",
+    const std::string status = !text_of(user, "deleted").empty() ? "deleted"
+                               : user.value("disabled", false)   ? "disabled"
+                                                                 : "enabled";
+    rows.push_back({text_of(user, "name"), text_of(user, "email"), text_of(user, "created"), status,
                     user.value("has_hub_token", false) ? "own" : "node's",
                     user.value("has_password", false) ? "set" : "-", text_of(user, "passkey")});
   }
@@ -246,8 +263,8 @@ CLI::App* AccountCommands::add(CLI::App& parent, const std::string& name, const 
 }
 
 AccountCommands::AccountCommands(CLI::App& app) {
-  auto* user =
-      app.add_subcommand("user", "Node users: add, list, disable, enable, set their own Hub token or password");
+  auto* user = app.add_subcommand(
+      "user", "Node users: add, list, disable, enable, set their own Hub token or password; export, delete, restore");
   user->require_subcommand(1);
   auto* key = app.add_subcommand("key", "Users' API keys: create, list, revoke");
   key->require_subcommand(1);
@@ -385,6 +402,8 @@ AccountCommands::AccountCommands(CLI::App& app) {
                        },
                        [this](const std::string&) { std::printf("password set for %s\n", name_.c_str()); }});
 
+  add_rights_commands(*user);
+
   auto* key_create = add(*key, "create", "Create an API key for a user; its secret is shown this once");
   key_create->add_option("user", name_, "User name")->required();
   key_create->add_option("--label", label_, "What the key is for, to tell keys apart");
@@ -442,6 +461,45 @@ AccountCommands::AccountCommands(CLI::App& app) {
                          } else {
                            std::fwrite(body.data(), 1, body.size(), stdout);
                          }
+                       }});
+}
+
+void AccountCommands::add_rights_commands(CLI::App& user) {
+  auto* user_export = add(user, "export",
+                          "Print everything the node holds about a user as one JSON document (their right of "
+                          "access and portability): account, keys, sessions, usage, hosted repos, organisations, "
+                          "audit events; no secrets");
+  user_export->add_option("name", name_, "User name")->required();
+  commands_.push_back({user_export,
+                       [this] {
+                         return Call{Api::rights, "GET", "users/" + url::encode(name_) + "/export", "", ""};
+                       },
+                       [](const std::string& body) { std::printf("%s\n", parse_answer(body).dump(2).c_str()); }});
+
+  auto* user_delete = add(user, "delete",
+                          "Delete a user (their right to erasure): signed out everywhere, keys revoked, refused "
+                          "everywhere, hosted repos no longer served; restorable for 30 days, then purged");
+  user_delete->add_option("name", name_, "User name")->required();
+  commands_.push_back({user_delete,
+                       [this] {
+                         return Call{Api::rights, "DELETE", "users/" + url::encode(name_), "", ""};
+                       },
+                       [this](const std::string& body) {
+                         std::printf(
+                             "deleted user %s: restorable with `inferllama user restore %s` until %s, "
+                             "purged then\n",
+                             name_.c_str(), name_.c_str(), text_of(parse_answer(body), "purge_after").c_str());
+                       }});
+
+  auto* user_restore = add(user, "restore", "Restore a user deleted less than 30 days ago; their keys stay revoked");
+  user_restore->add_option("name", name_, "User name")->required();
+  commands_.push_back({user_restore,
+                       [this] {
+                         return Call{Api::rights, "POST", "users/" + url::encode(name_) + "/restore", "", ""};
+                       },
+                       [this](const std::string&) {
+                         std::printf("restored user %s: they sign in again; their old keys stay revoked\n",
+                                     name_.c_str());
                        }});
 }
 

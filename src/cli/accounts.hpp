@@ -26,8 +26,9 @@ class AccountCommands {
   std::optional<int> run();
 
   // One request of the accounts API: an admin route under /api/inferllama/ (users/, keys/: the accounts';
-  // orgs: the hosted namespaces'; operator: the console's reset links and invitations), or GET /api/usage.
-  enum class Api { accounts, orgs, usage, operator_actions };
+  // orgs: the hosted namespaces'; operator: the console's reset links and invitations; rights: a user's
+  // export, deletion and restore), or GET /api/usage.
+  enum class Api { accounts, orgs, usage, operator_actions, rights };
   struct Call {
     Api api = Api::accounts;
     std::string method;
@@ -43,6 +44,7 @@ class AccountCommands {
     std::function<void(const std::string& body)> print;  // a successful answer's body
   };
   CLI::App* add(CLI::App& parent, const std::string& name, const std::string& help);
+  void add_rights_commands(CLI::App& user);
   void add_org_commands(CLI::App& app);
 
   NodeOptions target_;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "console/rights_api.hpp"
 #include "usage/accounts_api.hpp"
 #include "usage/password.hpp"
 #include "usage/usage_json.hpp"
@@ -11,6 +12,8 @@ namespace inferllama::console {
 namespace {
 
 using nlohmann::json;
+using usage::Actor;
+using usage::AuditEvent;
 
 ConsoleAnswer error(unsigned status, const std::string& message) {
   return {status, "application/json", json{{"error", message}}.dump(), {}};
@@ -151,7 +154,7 @@ ConsoleAnswer forgot(ConsoleDeps& deps, const ConsoleRequest& request) {
   // The same answer whether or not the account exists, has a confirmed address, or was mailed already.
   const ConsoleAnswer sent = ok({{"sent", true}});
   const auto user = deps.identities.user(name);
-  if (!user || user->disabled || !user->email_verified || user->email.empty()) return sent;
+  if (!user || !user->active() || !user->email_verified || user->email.empty()) return sent;
   if (!deps.guard.allow_mail(name, request.network)) return sent;
   const std::string token = deps.tokens.issue(name, TokenPurpose::reset_password, kResetLinkLife);
   mail_link(deps, user->email, "Reset your InferLlama password",
@@ -174,6 +177,7 @@ ConsoleAnswer reset(ConsoleDeps& deps, const ConsoleRequest& request) {
   auto redeemed = deps.tokens.redeem(token, purpose);
   if (!redeemed) return error(400, "this link is not valid (any more): ask for a new one");
   if (auto why = deps.identities.set_password(redeemed->user, *password)) return error(400, *why);
+  usage::audit(deps.audit, redeemed->user, AuditEvent::password_changed, Actor::user, request.network);
   // The link reached the account's address: it is confirmed.
   deps.identities.confirm_email(redeemed->user, "");
   deps.sessions.close_all(redeemed->user);
@@ -193,6 +197,8 @@ ConsoleAnswer sign_in(ConsoleDeps& deps, const ConsoleRequest& request) {
   }
   if (!deps.identities.check_password(*name, *password)) {
     deps.guard.failed(*name, request.network);
+    if (deps.identities.has_user(*name))
+      usage::audit(deps.audit, *name, AuditEvent::sign_in_failed, Actor::user, request.network);
     return error(401, "wrong user name or password");
   }
   // Told only to whoever knows the password.
@@ -201,6 +207,7 @@ ConsoleAnswer sign_in(ConsoleDeps& deps, const ConsoleRequest& request) {
   }
   auto issued = deps.sessions.open(*name);
   if (auto* why = std::get_if<std::string>(&issued)) return error(503, *why);
+  usage::audit(deps.audit, *name, AuditEvent::signed_in, Actor::user, request.network);
   return signed_in(deps, std::get<IssuedSession>(issued));
 }
 
@@ -239,6 +246,7 @@ ConsoleAnswer for_user(ConsoleDeps& deps, const ConsoleRequest& request, const S
       return error(403, "the current password is wrong");
     }
     if (auto why = deps.identities.set_password(who.user, *replacement)) return error(400, *why);
+    usage::audit(deps.audit, who.user, AuditEvent::password_changed, Actor::user, request.network);
     deps.sessions.close_all(who.user, who.sid);
     revoke_session_keys(deps, who.user);
     return ok({{"changed", true}});
@@ -303,7 +311,9 @@ ConsoleAnswer for_user(ConsoleDeps& deps, const ConsoleRequest& request, const S
     if (!body.is_object()) return error(400, "send {\"label\": TEXT}");
     auto created = deps.identities.create_key(who.user, string_field(body, "label").value_or(""));
     if (auto* why = std::get_if<std::string>(&created)) return error(400, *why);
-    return ok(usage::created_key_json(std::get<usage::CreatedKey>(created)), 201);
+    const auto& key = std::get<usage::CreatedKey>(created);
+    usage::audit(deps.audit, who.user, AuditEvent::key_created, Actor::user, request.network, key.key.id);
+    return ok(usage::created_key_json(key), 201);
   }
   if (path.starts_with("keys/") && path.ends_with("/revoke")) {
     if (method != "POST") return error(405, "use POST");
@@ -319,6 +329,7 @@ ConsoleAnswer for_user(ConsoleDeps& deps, const ConsoleRequest& request, const S
     };
     if (!own_key()) return error(404, "no such key of yours");
     if (auto why = deps.identities.revoke_key(id)) return error(400, *why);
+    usage::audit(deps.audit, who.user, AuditEvent::key_revoked, Actor::user, request.network, id);
     return ok(usage::key_json(*own_key()));
   }
   if (path == "usage") {
@@ -326,6 +337,11 @@ ConsoleAnswer for_user(ConsoleDeps& deps, const ConsoleRequest& request, const S
     usage::Accounts accounts{deps.identities, deps.usage, deps.token_size};
     auto answer = usage::answer_usage(accounts, who.user, request.query);
     return {answer.status, answer.content_type, std::move(answer.body), {}};
+  }
+  if (path == "export") return export_own_account(deps, request, who);
+  if (path == "delete-account") {
+    auto deleted = delete_own_account(deps, request, who);
+    return deleted.status == 200 ? signed_out(deps, std::move(deleted)) : deleted;
   }
   return error(404, "no such console route");
 }
@@ -375,7 +391,7 @@ ConsoleAnswer answer_console(ConsoleDeps& deps, const ConsoleRequest& request) {
     return error(401, "sign in first (or refresh the session)");
   }
   auto user = deps.identities.user(who->user);
-  if (!user || user->disabled) {
+  if (!user || !user->active()) {
     deps.sessions.close_all(who->user);
     revoke_session_keys(deps, who->user);
     return signed_out(deps, error(401, "this account is disabled"));

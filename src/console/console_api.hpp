@@ -27,6 +27,7 @@
 //   POST keys {label?}                 201 the key with its secret ("key"), shown this once
 //   POST keys/{id}/revoke              the key (the user's own only)
 //   GET  usage?since=&format=          the user's own usage rows, as GET /api/usage answers them
+//   GET  export, POST delete-account   the data rights: console/rights_api.hpp
 //   operator/...                       an admin user's: see answer_operator
 #pragma once
 #include <cstdint>
@@ -41,10 +42,13 @@
 #include "console/mailer.hpp"
 #include "console/sessions.hpp"
 #include "console/sign_in_guard.hpp"
+#include "usage/audit_log.hpp"
 #include "usage/identities.hpp"
 #include "usage/usage_log.hpp"
 
 namespace inferllama::console {
+
+struct AccountData;
 
 inline constexpr std::string_view kSessionCookie = "inferllama_session";
 inline constexpr std::string_view kCsrfCookie = "inferllama_csrf";
@@ -65,6 +69,8 @@ struct ConsoleDeps {
   std::function<std::optional<std::string>(std::string_view name)> name_refusal = {};
   // The operator pages' view of the node (cache, swarms, mirrors, cluster, health) as JSON.
   std::function<std::string()> operator_overview = {};
+  usage::AuditLog* audit = nullptr;     // sign-ins and their failures, password and key changes
+  AccountData* account_data = nullptr;  // export and deletion (rights_api.hpp)
 };
 
 struct ConsoleRequest {

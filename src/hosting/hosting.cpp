@@ -178,6 +178,8 @@ struct Hosting::Impl {
   std::mutex changes;
   std::function<bool(const RepoId&)> owns;
 
+  bool withheld(std::string_view ns) const { return deps.namespace_withheld && deps.namespace_withheld(ns); }
+
   std::optional<Role> role(Namespaces& namespaces, const Requester& who, const RepoId& repo) {
     if (who.admin) return Role::admin;
     if (who.user.empty()) return std::nullopt;
@@ -450,14 +452,19 @@ bool Hosting::owns(const RepoId& repo) const {
   return owns_namespace(namespace_of(repo));
 }
 
+std::optional<HostedRepo> Hosting::served_repo(const RepoId& repo) {
+  if (impl_->withheld(namespace_of(repo))) return std::nullopt;
+  return namespaces_.repo(repo);
+}
+
 std::optional<RepoVisibility> Hosting::visibility(const RepoId& repo) {
-  auto hosted = namespaces_.repo(repo);
+  auto hosted = served_repo(repo);
   if (!hosted) return std::nullopt;
   return hosted->is_private ? RepoVisibility::restricted : RepoVisibility::open;
 }
 
 std::optional<std::string> Hosting::commit_of(const RepoId& repo, const std::string& rev) {
-  if (!namespaces_.repo(repo)) return std::nullopt;
+  if (!served_repo(repo)) return std::nullopt;
   auto id = impl_->commit_id(repo, rev);
   if (!id) return std::nullopt;
   return id->hex();
@@ -465,7 +472,7 @@ std::optional<std::string> Hosting::commit_of(const RepoId& repo, const std::str
 
 std::optional<std::vector<HostedRepos::File>> Hosting::files(const RepoId& repo, const std::string& commit) {
   auto id = Sha1::from_hex(commit);
-  if (!id || !namespaces_.repo(repo)) return std::nullopt;
+  if (!id || !served_repo(repo)) return std::nullopt;
   std::vector<File> out;
   for (const auto& [path, file] : impl_->content.snapshot(repo, *id))
     out.push_back({path, FileEntry{etag_of(file), file.lfs.has_value(), file.size}});
@@ -475,14 +482,14 @@ std::optional<std::vector<HostedRepos::File>> Hosting::files(const RepoId& repo,
 
 std::optional<FileEntry> Hosting::file(const RepoId& repo, const std::string& commit, const std::string& path) {
   auto id = Sha1::from_hex(commit);
-  if (!id) return std::nullopt;
+  if (!id || impl_->withheld(namespace_of(repo))) return std::nullopt;
   auto found = impl_->content.file(repo, *id, path);
   if (!found) return std::nullopt;
   return FileEntry{etag_of(*found), found->lfs.has_value(), found->size};
 }
 
 std::optional<Reply> Hosting::read_refusal(const Requester& who, const RepoId& repo) {
-  auto hosted = namespaces_.repo(repo);
+  auto hosted = served_repo(repo);
   if (!hosted) return repo_not_found();
   if (hosted->is_private && !impl_->role(namespaces_, who, repo)) return repo_not_found();
   return std::nullopt;
@@ -523,6 +530,7 @@ std::optional<Reply> Hosting::create_repo(const Requester& who, const std::strin
   if (!named) return std::nullopt;
   if (auto* refused = std::get_if<Reply>(&*named)) return std::move(*refused);
   const RepoId repo = std::get<RepoId>(*named);
+  if (impl_->withheld(namespace_of(repo))) return repo_not_found();
   const auto role = impl_->role(namespaces_, who, repo);
   if (who.user.empty() && !who.admin) return error_reply(401, "sign in with a node key to create repos");
   if (!role || *role < Role::write)
@@ -579,6 +587,12 @@ std::optional<Reply> Hosting::delete_repo(const Requester& who, const std::strin
   const RepoId repo = std::get<RepoId>(*named);
   if (auto refused = write_refusal(read_refusal(who, repo), impl_->role(namespaces_, who, repo), who, Role::admin))
     return refused;
+  remove_repo(repo);
+  spdlog::info("hosted repo {} deleted by {}", repo.key(), who.admin ? "the admin" : who.user);
+  return json_reply(200, Json::object());
+}
+
+void Hosting::remove_repo(const RepoId& repo) {
   std::lock_guard changing(impl_->changes);
   const auto etags = impl_->etags_of_repo(repo);
   // Content first: a crash midway leaves a repo without branches, which takes a first commit again, or
@@ -587,8 +601,6 @@ std::optional<Reply> Hosting::delete_repo(const Requester& who, const std::strin
   namespaces_.delete_repo(repo);
   impl_->content.collect_objects();
   impl_->release_unreferenced(etags);
-  spdlog::info("hosted repo {} deleted by {}", repo.key(), who.admin ? "the admin" : who.user);
-  return json_reply(200, Json::object());
 }
 
 Reply Hosting::settings(const Requester& who, const RepoId& repo, const std::string& body) {
@@ -832,7 +844,7 @@ std::string random_suffix() {
 
 std::variant<std::unique_ptr<Hosting::Upload>, Reply> Hosting::begin_upload(
     const UploadTicket& ticket, unsigned part, std::optional<std::uint64_t> content_length) {
-  if (!namespaces_.repo(ticket.repo)) return repo_not_found();
+  if (!served_repo(ticket.repo)) return repo_not_found();
   // Batches asked separately must not add up past the quota: the bytes are charged when they come.
   if (part <= 1 && impl_->stored_size(ticket.repo, ticket.oid, {}) != ticket.size) {
     if (auto refused = impl_->over_quota(namespaces_, namespace_of(ticket.repo), ticket.size)) return *refused;
@@ -856,7 +868,7 @@ std::variant<std::unique_ptr<Hosting::Upload>, Reply> Hosting::begin_upload(
 }
 
 Reply Hosting::complete_multipart(const UploadTicket& ticket, const std::string& body) {
-  if (!namespaces_.repo(ticket.repo)) return repo_not_found();
+  if (!served_repo(ticket.repo)) return repo_not_found();
   if (ticket.part_size == 0) return error_reply(400, "this object was not uploaded in parts");
   if (auto json = parse_object(body); !json || string_field(*json, "oid") != ticket.oid.hex())
     return error_reply(400, "the completion names another object");
@@ -1068,7 +1080,7 @@ Reply Hosting::super_squash(const Requester& who, const RepoId& repo, const std:
 
 Reply Hosting::info(const Requester& who, const RepoId& repo, const std::optional<std::string>& rev,
                     std::string_view query) {
-  const auto hosted = namespaces_.repo(repo);
+  const auto hosted = served_repo(repo);
   if (!hosted) return repo_not_found();
   if (auto refused = read_refusal(who, repo)) return *refused;
   const std::string revision = rev.value_or("main");
@@ -1306,6 +1318,7 @@ Reply Hosting::whoami(const Requester& who) {
 
 Reply Hosting::list_repos(const Requester& who, RepoType type, std::string_view author) {
   Json out = Json::array();
+  if (impl_->withheld(author)) return json_reply(200, out);
   for (const HostedRepo& hosted : namespaces_.repos_in(author)) {
     if (hosted.repo.type != type) continue;
     if (hosted.is_private && !impl_->role(namespaces_, who, hosted.repo)) continue;

@@ -62,6 +62,9 @@ class Hosting : public HostedRepos {
     std::function<void(const std::vector<std::string>& etags)> release;
     // A file was just stored (again): the store may lease it.
     std::function<void(const std::string& etag)> stored;
+    // Whether `ns` is the namespace of an account deleted and not yet purged: its repos are answered as
+    // missing to everyone, on every route, until it is restored (unset: none is).
+    std::function<bool(std::string_view ns)> namespace_withheld = {};
   };
   Hosting(Deps deps, HostingSettings settings);
   ~Hosting() override;
@@ -83,6 +86,9 @@ class Hosting : public HostedRepos {
   // POST /api/repos/create: nullopt when the namespace is not the node's (the caller passes it upstream).
   std::optional<hub::Reply> create_repo(const Requester& who, const std::string& body, const std::string& base);
   std::optional<hub::Reply> delete_repo(const Requester& who, const std::string& body);
+  // What delete_repo does once it has checked the caller: the repo's content and record go, and its files
+  // leave the store when nothing else holds them. For the node itself (an account's purge).
+  void remove_repo(const RepoId& repo);
   hub::Reply settings(const Requester& who, const RepoId& repo, const std::string& body);
   hub::Reply preupload(const Requester& who, const RepoId& repo, const std::string& rev, const std::string& body);
   hub::Reply lfs_batch(const Requester& who, const RepoId& repo, const std::string& body, const std::string& base);
@@ -141,6 +147,8 @@ class Hosting : public HostedRepos {
   // the node's (the caller passes the request upstream).
   std::optional<std::variant<RepoId, hub::Reply>> repo_of_request(const Requester& who,
                                                                   const nlohmann::json& json) const;
+  // The repo's record, unless it does not exist or its namespace is withheld.
+  std::optional<HostedRepo> served_repo(const RepoId& repo);
 
   std::unique_ptr<Impl> impl_;
   Namespaces namespaces_;

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -9,6 +10,9 @@
 #include <ctime>
 #include <limits>
 #include <stdexcept>
+
+#include "http/log_rotation.hpp"
+#include "usage/usage_log.hpp"
 
 namespace inferllama::http {
 namespace {
@@ -183,15 +187,30 @@ void append_access_line(std::string& out, const AccessEntry& e) {
   out += "}\n";
 }
 
-std::unique_ptr<AccessLog> AccessLog::open(const Config& config) {
+std::unique_ptr<AccessLog> AccessLog::open(const Config& config, const Clock& clock) {
   if (config.access_log.empty()) return nullptr;
   auto path = access_log_path(config);
-  if (path == "-") return std::unique_ptr<AccessLog>(new AccessLog(STDOUT_FILENO, std::move(path)));
+  if (path == "-") {
+    return std::unique_ptr<AccessLog>(new AccessLog(STDOUT_FILENO, std::move(path), clock, std::chrono::seconds(0)));
+  }
   const int fd = open_for_append(path);
   if (fd < 0) {
     throw std::runtime_error("access_log: cannot open " + path.string() + ": " + std::strerror(errno));
   }
-  return std::unique_ptr<AccessLog>(new AccessLog(fd, std::move(path)));
+  return std::unique_ptr<AccessLog>(new AccessLog(fd, std::move(path), clock, config.access_log_retention));
+}
+
+AccessLog::AccessLog(int fd, std::filesystem::path path, const Clock& clock, std::chrono::seconds retention)
+    : fd_(fd),
+      path_(std::move(path)),
+      clock_(clock),
+      retention_(retention),
+      day_(std::chrono::floor<std::chrono::days>(clock.now())) {
+  // A file kept from an earlier run holds the lines of the day it was last written.
+  struct stat st {};
+  if (retention_.count() > 0 && ::fstat(fd_, &st) == 0 && st.st_size > 0) {
+    day_ = std::chrono::floor<std::chrono::days>(std::chrono::system_clock::from_time_t(st.st_mtim.tv_sec));
+  }
 }
 
 AccessLog::~AccessLog() {
@@ -200,6 +219,9 @@ AccessLog::~AccessLog() {
 
 void AccessLog::write(std::string_view lines) {
   std::lock_guard lock(write_mutex_);
+  if (retention_.count() > 0 && std::chrono::floor<std::chrono::days>(clock_.now()) != day_) {
+    if (auto error = rotate_locked(); !error.empty()) spdlog::error("access log: {}", error);
+  }
   const char* data = lines.data();
   std::size_t left = lines.size();
   while (left > 0) {
@@ -216,6 +238,36 @@ void AccessLog::write(std::string_view lines) {
   }
   if (failing_) spdlog::info("the access log {} is written again", path_.string());
   failing_ = false;
+}
+
+std::string AccessLog::rotate() {
+  if (retention_.count() == 0) return {};
+  std::lock_guard lock(write_mutex_);
+  return rotate_locked();
+}
+
+std::string AccessLog::rotate_locked() {
+  std::string error;
+  const SystemTime now = clock_.now();
+  if (const auto today = std::chrono::floor<std::chrono::days>(now); today != day_) {
+    struct stat st {};
+    if (::fstat(fd_, &st) == 0 && st.st_size > 0) {
+      const auto rotated = rotated_path(path_, usage::day_of(day_));
+      if (::rename(path_.c_str(), rotated.c_str()) != 0) {
+        error = "cannot rotate " + path_.string() + " to " + rotated.string() + ": " + std::strerror(errno);
+      } else {
+        error = reopen();
+      }
+    }
+    day_ = today;  // whatever happened: tried again tomorrow, not at every line
+  }
+  for (const auto& expired : expired_rotations(path_, now, retention_)) {
+    std::error_code ec;
+    if (!std::filesystem::remove(expired, ec) && ec) {
+      error += (error.empty() ? "" : "; ") + std::string("cannot delete ") + expired.string() + ": " + ec.message();
+    }
+  }
+  return error;
 }
 
 std::string AccessLog::reopen() {

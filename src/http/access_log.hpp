@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "inferllama/clock.hpp"
 #include "inferllama/config.hpp"
 
 namespace inferllama::http {
@@ -50,15 +51,21 @@ void append_rfc3339_micros(std::string& out, std::chrono::system_clock::time_poi
 class AccessLog {
  public:
   // Per `config.access_log`: "" none (nullptr); "-" stdout; else a file, a relative path being in the data
-  // directory, opened for appending and created mode 0600. Throws std::runtime_error naming the key when
-  // the file cannot be opened.
-  static std::unique_ptr<AccessLog> open(const Config& config);
+  // directory, opened for appending and created mode 0600, and rotated daily unless access_log_retention is
+  // 0 (see rotate(); `clock` says when a day ends). Throws std::runtime_error naming the key when the file
+  // cannot be opened.
+  static std::unique_ptr<AccessLog> open(const Config& config, const Clock& clock = system_clock());
   ~AccessLog();
   AccessLog(const AccessLog&) = delete;
   AccessLog& operator=(const AccessLog&) = delete;
 
-  // Writes whole lines (one write(2) each, so lines of concurrent requests never mix).
+  // Writes whole lines (one write(2) each, so lines of concurrent requests never mix), after rotating the
+  // file when the day has changed since its last line.
   void write(std::string_view lines);
+  // For a rotated file: when the UTC day has changed since its last line, renames it <file>.YYYY-MM-DD
+  // after that day (log_rotation.hpp) and opens a new one; deletes rotated files whose day is
+  // access_log_retention old. On failure the file in use stays and the reason is returned; "" on success.
+  std::string rotate();
   // Opens the file at its path again, after logrotate moved it away (SIGHUP); stdout has nothing to
   // reopen. The descriptor keeps its number (dup2), so a write in progress goes to the old file or the
   // new one, whole. On failure the old file stays in use and the reason is returned; "" on success.
@@ -67,12 +74,16 @@ class AccessLog {
   const std::filesystem::path& path() const { return path_; }
 
  private:
-  AccessLog(int fd, std::filesystem::path path) : fd_(fd), path_(std::move(path)) {}
+  AccessLog(int fd, std::filesystem::path path, const Clock& clock, std::chrono::seconds retention);
+  std::string rotate_locked();  // under write_mutex_
 
   const int fd_;
   const std::filesystem::path path_;
-  std::mutex write_mutex_;  // a line longer than a pipe's atomic write must not interleave with another
-  bool failing_ = false;    // under write_mutex_: the last write failed (logged once per failure spell)
+  const Clock& clock_;
+  const std::chrono::seconds retention_;  // 0: the file is not rotated (an outside logrotate may be)
+  std::mutex write_mutex_;                // a line longer than a pipe's atomic write must not interleave with another
+  bool failing_ = false;                  // under write_mutex_: the last write failed (logged once per failure spell)
+  std::chrono::sys_days day_;             // under write_mutex_: the UTC day of the file's lines
 };
 
 }  // namespace inferllama::http

@@ -3,6 +3,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cache/evictor.hpp"
+#include "console/account_data.hpp"
+#include "console/rights_api.hpp"
 #include "hosting/hosting.hpp"
 #include "hosting/org_admin.hpp"
 #include "http/connection.hpp"
@@ -53,9 +55,15 @@ Task<Answer> answer_accounts(Exchange& x, const std::string& action) {
   const std::string method = method_of(req);
   usage::Accounts accounts{*server.deps.identities, *server.deps.usage_log, server.config.token_size};
   accounts.namespace_refusal = user_name_refusal(server);
+  auto* account_data = server.deps.account_data;
+  if (account_data) accounts.audit = &account_data->audit;
   const std::string query(x.query);
-  auto answer = co_await offload(server.deps.blocking,
-                                 [&] { return usage::answer_admin(accounts, method, action, query, req.body()); });
+  auto answer = co_await offload(server.deps.blocking, [&] {
+    if (account_data) {
+      if (auto rights = console::answer_rights_admin(*account_data, method, action, req.body())) return rights;
+    }
+    return usage::answer_admin(accounts, method, action, query, req.body());
+  });
   if (!answer) co_return hub::error_reply(404, "no such route");
   // no-store: a created key's secret must not be kept anywhere.
   co_return hub::Reply{answer->status, {{"Cache-Control", "no-store"}}, answer->content_type, std::move(answer->body)};
@@ -152,7 +160,7 @@ Task<Answer> answer_backup(Exchange& x) {
 Task<Answer> handle(Exchange& x, const AdminRoute& route) {
   const Request& req = x.request;
   if (auto shared = co_await answer_operator(x, route.action)) co_return std::move(*shared);
-  if (route.action.starts_with("users") || route.action.starts_with("keys")) {
+  if (route.action.starts_with("users") || route.action.starts_with("keys") || route.action == "purge") {
     co_return co_await answer_accounts(x, route.action);
   }
   if (route.action == "orgs" || route.action.starts_with("orgs/")) co_return co_await answer_orgs(x, route.action);

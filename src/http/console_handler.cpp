@@ -1,5 +1,6 @@
 // The web console: its page and files (console/assets.hpp), and its JSON API under
 // /api/inferllama/console/, authenticated by its cookies (console/console_api.hpp).
+#include "console/account_data.hpp"
 #include "console/assets.hpp"
 #include "console/console_api.hpp"
 #include "http/connection.hpp"
@@ -44,6 +45,10 @@ console::ConsoleDeps console_deps(ServerContext& server) {
     console.name_refusal = [refusal](std::string_view name) { return refusal(name, /*force=*/false); };
   }
   console.operator_overview = deps.operator_overview;
+  if (deps.account_data) {
+    console.audit = &deps.account_data->audit;
+    console.account_data = deps.account_data;
+  }
   return console;
 }
 

@@ -295,4 +295,8 @@ void Server::reopen_logs() {
   impl_->context.reopen_access_log();
 }
 
+void Server::rotate_logs() {
+  impl_->context.rotate_access_log();
+}
+
 }  // namespace inferllama::http

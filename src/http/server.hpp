@@ -21,6 +21,7 @@ class Sessions;
 class SignInGuard;
 class MailTokens;
 class Mailer;
+struct AccountData;
 }  // namespace inferllama::console
 namespace inferllama::hosting {
 class Hosting;
@@ -76,6 +77,9 @@ struct ServerDeps {
   console::Mailer* mailer = nullptr;
   // The console's operator pages: the node at a glance (cache, swarms, mirrors, cluster, health), as JSON.
   std::function<std::string()> operator_overview;
+  // What the node keeps about each person, for the audit events and the data rights: the admin API's export,
+  // deletion, restore and purge, and the console's export and deletion.
+  console::AccountData* account_data = nullptr;
   // Hosted repos: the namespaces the node owns (the admin API's orgs/ routes too), their upload routes and
   // their reads. With the index, a Hub namespace the node has cached repos of is taken only with "force".
   hosting::Hosting* hosting = nullptr;
@@ -112,6 +116,8 @@ class Server {
   void close_connections();
   // Opens the access log file again at its path (SIGHUP, after logrotate moved it); any thread.
   void reopen_logs();
+  // Rotates the access log file when its day has passed and deletes rotations past access_log_retention.
+  void rotate_logs();
 
  private:
   struct Impl;

@@ -40,6 +40,11 @@ void ServerContext::reopen_access_log() {
   }
 }
 
+void ServerContext::rotate_access_log() {
+  if (!access_log_) return;
+  if (auto error = access_log_->rotate(); !error.empty()) spdlog::error("access log: {}", error);
+}
+
 void ServerContext::identify_client(Connection& c, const Request& req) const {
   if (trusted_proxies_.empty()) {
     c.client = c.peer.address();

@@ -43,6 +43,8 @@ class ServerContext {
   void record(Connection& c, const Request& req, std::chrono::steady_clock::time_point started);
   // SIGHUP: the access log file is opened again at its path (logrotate moved the old one away).
   void reopen_access_log();
+  // Hourly: the access log file moves on when its day has passed, and rotations past their retention go.
+  void rotate_access_log();
   std::string render_metrics() const;
 
  private:

@@ -9,6 +9,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "console/account_deletion.hpp"
 #include "console/console_api.hpp"
 #include "inferllama/network.hpp"
 #include "node/build_info.hpp"
@@ -69,6 +70,7 @@ Node::Node(const Config& config)
       identities_(index_->records(), clock_, secret_box_),
       usage_log_(index_->records(), clock_),
       sessions_(index_->records(), clock_, secret_box_),
+      audit_log_(index_->records(), clock_),
       mail_tokens_(index_->records(), clock_),
       mailer_({config_.smtp_url, config_.smtp_from, config_.smtp_credentials_file}),
       local_limits_(limiter_clock_),
@@ -93,9 +95,24 @@ Node::Node(const Config& config)
                 [this](const std::vector<std::string>& etags) {
                   evictor_.forget(etags, "no hosted repo holds it any more");
                 },
-                [this](const std::string& etag) { evictor_.stored(etag); }},
+                [this](const std::string& etag) { evictor_.stored(etag); },
+                [this](std::string_view name) {
+                  auto user = identities_.user(std::string(name));
+                  return user && user->deleted_ms.has_value();
+                }},
                {.chunk_size = static_cast<std::uint32_t>(config_.chunk_size), .quota = config_.hosted_quota}),
-      mirror_({config_, store_, *index_, workers_, hub_, downloads_, evictor_, torrents_}) {
+      mirror_({config_, store_, *index_, workers_, hub_, downloads_, evictor_, torrents_}),
+      account_data_{clock_,
+                    index_->records(),
+                    identities_,
+                    usage_log_,
+                    audit_log_,
+                    sessions_,
+                    mail_tokens_,
+                    hosting_.namespaces(),
+                    config_.token_size,
+                    &hosting_,
+                    [this] { torrents_.recheck_visibility(); }} {
   hub_.set_hosted(&hosting_);
   evictor_.set_keep([this](std::unordered_set<std::string>& kept) { return hosting_.keep(kept); });
   downloads_.set_hooks(
@@ -196,6 +213,7 @@ std::unique_ptr<http::Server> Node::make_server() {
   deps.mailer = &mailer_;
   deps.operator_overview = [this] { return operator_overview(); };
   deps.hosting = &hosting_;
+  deps.account_data = &account_data_;
   deps.index = index_.get();
   deps.cluster_status = [this] { return cluster_status(); };
   deps.backup = [this](const std::string& body) { return backups_.answer(body); };
@@ -407,6 +425,18 @@ void Node::start_periodic_work() {
         "backup", config_.backup_interval, [this] { backups_.make_scheduled(); },
         backups_.due() ? PeriodicTask::First::now : PeriodicTask::First::after_interval);
   }
+  // Accounts deleted 30 days ago are purged; audit events past their 90 days go.
+  account_retention_.start(
+      "account retention", std::chrono::hours(1),
+      [this] {
+        console::purge_deleted_accounts(account_data_);
+        audit_log_.expire();
+      },
+      PeriodicTask::First::now);
+  // Each access log line moves the file on at midnight; this also does it, and deletes rotated files past
+  // access_log_retention, for a node no request reaches.
+  access_log_rotation_.start(
+      "access log rotation", std::chrono::hours(1), [this] { server_->rotate_logs(); }, PeriodicTask::First::now);
 }
 
 void Node::run() {
@@ -460,6 +490,8 @@ void Node::shutdown() {
   hosted_gc_.stop();
   session_retention_.stop();
   backup_schedule_.stop();
+  account_retention_.stop();
+  access_log_rotation_.stop();
   if (udp_tracker_) udp_tracker_->stop();
   if (seeder_) seeder_->stop();
   workers_.join();

@@ -8,6 +8,7 @@
 #include "backup/backups.hpp"
 #include "cache/download.hpp"
 #include "cache/evictor.hpp"
+#include "console/account_data.hpp"
 #include "console/mail_tokens.hpp"
 #include "console/mailer.hpp"
 #include "console/sessions.hpp"
@@ -29,6 +30,7 @@
 #include "torrent/swarm_snapshots.hpp"
 #include "torrent/swarm_upstream.hpp"
 #include "upstream/parent_set.hpp"
+#include "usage/audit_log.hpp"
 #include "usage/identities.hpp"
 #include "usage/local_limiter.hpp"
 #include "usage/redis_limiter.hpp"
@@ -113,6 +115,7 @@ class Node {
   usage::Identities identities_;
   usage::UsageLog usage_log_;
   console::Sessions sessions_;  // the web console's sign-ins
+  usage::AuditLog audit_log_;   // each account's security events
   console::SignInGuard sign_in_guard_{limiter_clock_};
   console::MailTokens mail_tokens_;  // the links the console mails
   console::SmtpMailer mailer_;       // smtp_url, or none
@@ -138,6 +141,7 @@ class Node {
   // The namespaces the node owns and their repos: answered here, stored beside the cache, never evicted.
   hosting::Hosting hosting_;
   torrent::Mirror mirror_;
+  console::AccountData account_data_;  // what the node keeps about each person: exports, deletions, purges
   std::unique_ptr<tracker::UdpServer> udp_tracker_;  // tracker_udp
   std::uint16_t udp_port_ = 0;
   metrics::Registry metrics_;
@@ -150,6 +154,8 @@ class Node {
   PeriodicTask hosted_gc_{io_.get_executor(), blocking_};
   PeriodicTask session_retention_{io_.get_executor(), blocking_};
   PeriodicTask backup_schedule_{io_.get_executor(), blocking_};
+  PeriodicTask account_retention_{io_.get_executor(), blocking_};
+  PeriodicTask access_log_rotation_{io_.get_executor(), blocking_};
   std::atomic<bool> stored_since_seeding_{true};  // a file was stored since the last look for snapshots to seed
   bool stopped_ = false;                          // shutdown() ran
 };

@@ -121,9 +121,11 @@ ApiAnswer add_user(const Accounts& accounts, std::string_view body) {
 }
 
 // disable, enable, passkey, hub-token, password, admin: a change to one user, answered with the user as it now is.
-ApiAnswer change_user(Identities& identities, const std::string& name, const std::string& change,
+ApiAnswer change_user(Identities& identities, AuditLog* audit_log, const std::string& name, const std::string& change,
                       std::string_view body) {
-  if (!identities.user(name)) return error(404, no_user(name));
+  const auto user = identities.user(name);
+  if (!user) return error(404, no_user(name));
+  if (user->deleted_ms) return error(409, "user " + name + " is deleted; restore it first");
   std::optional<std::string> failed;
   if (change == "disable") {
     failed = identities.disable_user(name);
@@ -139,6 +141,7 @@ ApiAnswer change_user(Identities& identities, const std::string& name, const std
     auto fields = body_fields(body, {"password"}, {"password"});
     if (auto* why = std::get_if<std::string>(&fields)) return error(400, *why);
     failed = identities.set_password(name, std::get<Fields>(fields).strings["password"]);
+    if (!failed) audit(audit_log, name, AuditEvent::password_changed, Actor::admin);
   } else {
     auto fields = body_fields(body, {"token"}, {"token"});
     if (auto* why = std::get_if<std::string>(&fields)) return error(400, *why);
@@ -148,16 +151,19 @@ ApiAnswer change_user(Identities& identities, const std::string& name, const std
   return json_answer(200, user_json(*identities.user(name)));
 }
 
-ApiAnswer create_key(Identities& identities, std::string_view body) {
+ApiAnswer create_key(Identities& identities, AuditLog* audit_log, std::string_view body) {
   auto fields = body_fields(body, {"user", "label"}, {"user"});
   if (auto* why = std::get_if<std::string>(&fields)) return error(400, *why);
   auto& given = std::get<Fields>(fields).strings;
   const std::string& name = given["user"];
   auto created = identities.create_key(name, given["label"]);
-  if (auto* key = std::get_if<CreatedKey>(&created)) return json_answer(201, created_key_json(*key));
+  if (auto* key = std::get_if<CreatedKey>(&created)) {
+    audit(audit_log, name, AuditEvent::key_created, Actor::admin, {}, key->key.id);
+    return json_answer(201, created_key_json(*key));
+  }
   auto user = identities.user(name);
   if (!user) return error(404, no_user(name));
-  return error(user->disabled ? 409 : 400, std::get<std::string>(created));
+  return error(user->active() ? 400 : 409, std::get<std::string>(created));
 }
 
 ApiAnswer list_keys(const Identities& identities, std::string_view query) {
@@ -178,11 +184,12 @@ ApiAnswer list_keys(const Identities& identities, std::string_view query) {
   return json_answer(200, {{"keys", out}});
 }
 
-ApiAnswer revoke_key(Identities& identities, const std::string& id) {
+ApiAnswer revoke_key(Identities& identities, AuditLog* audit_log, const std::string& id) {
   auto key = find_key(identities, id);
   if (!key) return error(404, "no key with id \"" + id + "\"");
   if (!key->revoked_ms) {
     if (auto failed = identities.revoke_key(id)) return error(400, *failed);
+    audit(audit_log, key->user, AuditEvent::key_revoked, Actor::admin, {}, id);
     key = find_key(identities, id);
     if (!key) return error(404, "no key with id \"" + id + "\"");
   }
@@ -209,20 +216,20 @@ std::optional<ApiAnswer> route(Accounts& accounts, std::string_view method, std:
       (s[2] == "disable" || s[2] == "enable" || s[2] == "passkey" || s[2] == "hub-token" || s[2] == "password" ||
        s[2] == "admin")) {
     if (method != "POST") return wrong_method("POST");
-    return change_user(identities, s[1], s[2], body);
+    return change_user(identities, accounts.audit, s[1], s[2], body);
   }
   if (s.size() == 1 && s[0] == "keys") {
     if (method == "GET") return list_keys(identities, query);
-    if (method == "POST") return create_key(identities, body);
+    if (method == "POST") return create_key(identities, accounts.audit, body);
     return wrong_method("GET or POST");
   }
   if (s.size() == 3 && s[0] == "keys" && s[2] == "revoke") {
     if (method != "POST") return wrong_method("POST");
-    return revoke_key(identities, s[1]);
+    return revoke_key(identities, accounts.audit, s[1]);
   }
   if (s.size() == 2 && s[0] == "keys") {
     if (method != "DELETE") return wrong_method("DELETE");
-    return revoke_key(identities, s[1]);
+    return revoke_key(identities, accounts.audit, s[1]);
   }
   return std::nullopt;
 }

@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "inferllama/config.hpp"
+#include "usage/audit_log.hpp"
 #include "usage/identities.hpp"
 #include "usage/usage_log.hpp"
 
@@ -29,6 +30,7 @@ struct Accounts {
   // Hub namespace the node has cached repos of, unless `force`), or nullopt. Given by the caller, which
   // knows the namespaces; unset, a name is refused only when a user has it.
   std::function<std::optional<std::string>(std::string_view name, bool force)> namespace_refusal = {};
+  AuditLog* audit = nullptr;  // where password and key changes are recorded, when there is one
 };
 
 // Admin routes under /api/inferllama/; `path` is what follows that prefix, `query` what follows '?':
@@ -42,6 +44,7 @@ struct Accounts {
 //   POST users/{name}/admin {admin: bool}  user; an admin sees the web console's operator pages
 //   POST users/{name}/password {password}   user (its "has_password" true; no hash); 400 when the password
 //                                  breaks the policy (usage/password.hpp), saying how
+//                                  (a deleted user's changes are 409: restore it first)
 //   POST keys {user, label?}       201 the key with its secret ("key"), shown this once
 //   GET keys?user=NAME             {"keys": [key...]}
 //   POST keys/{id}/revoke, DELETE keys/{id}   key (revoking a revoked key answers it as it is)

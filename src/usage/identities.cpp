@@ -128,6 +128,7 @@ Identities::Identities(RecordStore& records, const Clock& clock, SecretBox box)
     user.created_ms = field<std::int64_t>(record, "created_ms");
     user.disabled = field<bool>(record, "disabled");
     user.passkey = field<std::string>(record, "passkey");
+    if (record.contains("deleted_ms")) user.deleted_ms = field<std::int64_t>(record, "deleted_ms");
     user.email_verified = record.value("email_verified", false);
     user.awaiting_verification = record.value("awaiting_verification", false);
     user.admin = record.value("admin", false);
@@ -182,6 +183,7 @@ std::string Identities::user_record(const User& user, const std::string& hub_tok
   if (user.admin) record["admin"] = true;
   if (!hub_token.empty()) record["hub_token"] = box_.seal(hub_token);
   if (!password_hash.empty()) record["password"] = password_hash;
+  if (user.deleted_ms) record["deleted_ms"] = *user.deleted_ms;
   return record.dump();
 }
 
@@ -271,6 +273,62 @@ std::optional<std::string> Identities::set_disabled(const std::string& name, boo
   if (auto error = save({{user_record_key(name), current_record(changed)}})) return error;
   std::unique_lock lock(mutex_);
   it->second = std::move(changed);
+  return std::nullopt;
+}
+
+std::optional<std::string> Identities::delete_user(const std::string& name) {
+  std::lock_guard writing(write_mutex_);
+  auto it = users_.find(name);
+  if (it == users_.end()) return "unknown user " + name;
+  if (it->second.deleted_ms) return std::nullopt;
+  const std::int64_t now = now_ms();
+  User changed = it->second;
+  changed.deleted_ms = now;
+  std::vector<RecordStore::Write> writes{{user_record_key(name), current_record(changed)}};
+  std::vector<StoredKey> revoked;
+  for (const auto& [id, stored] : keys_) {
+    if (stored.key.user != name || stored.key.revoked_ms) continue;
+    revoked.push_back(stored);
+    revoked.back().key.revoked_ms = now;
+    writes.push_back({key_record_key(id), key_record(revoked.back())});
+  }
+  if (auto error = save(writes)) return error;
+  std::unique_lock lock(mutex_);
+  it->second = std::move(changed);
+  for (auto& stored : revoked) keys_[stored.key.id] = std::move(stored);
+  return std::nullopt;
+}
+
+std::optional<std::string> Identities::restore_user(const std::string& name) {
+  return update_user(name, [&](User& user) -> std::optional<std::string> {
+    if (!user.deleted_ms) return "user " + name + " is not deleted";
+    user.deleted_ms.reset();
+    return std::nullopt;
+  });
+}
+
+std::optional<std::string> Identities::purge_user(const std::string& name) {
+  std::lock_guard writing(write_mutex_);
+  auto it = users_.find(name);
+  if (it == users_.end()) return "unknown user " + name;
+  if (!it->second.deleted_ms) return "user " + name + " is not deleted: delete it first";
+  std::vector<RecordStore::Write> writes{{user_record_key(name), std::nullopt}};
+  std::vector<std::string> key_ids;
+  for (const auto& [id, stored] : keys_) {
+    if (stored.key.user != name) continue;
+    key_ids.push_back(id);
+    writes.push_back({key_record_key(id), std::nullopt});
+  }
+  if (auto error = save(writes)) return error;
+  std::unique_lock lock(mutex_);
+  for (const auto& id : key_ids) {
+    key_by_hash_.erase(keys_.at(id).sha256);
+    keys_.erase(id);
+  }
+  user_by_passkey_.erase(it->second.passkey);
+  hub_tokens_.erase(name);
+  password_hashes_.erase(name);
+  users_.erase(it);
   return std::nullopt;
 }
 
@@ -396,7 +454,7 @@ bool Identities::check_password(const std::string& name, std::string_view passwo
   {
     std::shared_lock lock(mutex_);
     auto user = users_.find(name);
-    if (user != users_.end() && !user->second.disabled) stored = value_or_empty(password_hashes_, name);
+    if (user != users_.end() && user->second.active()) stored = value_or_empty(password_hashes_, name);
   }
   if (stored.empty()) {
     (void)verify_password(dummy, password);  // as long as a real check takes
@@ -413,6 +471,7 @@ std::variant<CreatedKey, std::string> Identities::create_key(const std::string& 
   auto owner = users_.find(user);
   if (owner == users_.end()) return "unknown user " + user;
   if (owner->second.disabled) return "user " + user + " is disabled";
+  if (owner->second.deleted_ms) return "user " + user + " is deleted";
   CreatedKey created;
   StoredKey stored;
   do {
@@ -475,6 +534,7 @@ std::variant<Authenticated, std::string> Identities::authenticate(std::string_vi
   auto user = users_.find(key.user);
   if (user == users_.end()) return std::string("unknown API key");
   if (user->second.disabled) return "user " + key.user + " is disabled";
+  if (user->second.deleted_ms) return "user " + key.user + " is deleted";
   auto token = hub_tokens_.find(key.user);
   return Authenticated{key.user, token == hub_tokens_.end() ? "" : token->second};
 }
@@ -483,7 +543,7 @@ std::optional<std::string> Identities::user_of_passkey(std::string_view passkey)
   std::shared_lock lock(mutex_);
   auto it = user_by_passkey_.find(std::string(passkey));
   if (it == user_by_passkey_.end()) return std::nullopt;
-  if (users_.at(it->second).disabled) return std::nullopt;
+  if (!users_.at(it->second).active()) return std::nullopt;
   return it->second;
 }
 

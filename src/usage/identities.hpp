@@ -34,6 +34,11 @@ struct User {
   bool email_verified = false;         // a link mailed to `email` was opened (or an admin vouched for it)
   bool awaiting_verification = false;  // signed up on the console: no sign-in before the address is confirmed
   bool admin = false;                  // sees the console's operator pages
+  // When the account was deleted: refused everywhere, its name kept until it is purged (30 days later).
+  std::optional<std::int64_t> deleted_ms;
+
+  // May this account authenticate at all (keys, passkeys, passwords, the console)?
+  bool active() const { return !disabled && !deleted_ms; }
 };
 
 struct ApiKey {
@@ -80,6 +85,14 @@ class Identities {
   bool has_user(const std::string& name) const;  // no copy: the request path asks it of every hosted name
   std::optional<std::string> disable_user(const std::string& name);
   std::optional<std::string> enable_user(const std::string& name);
+  // The erasure of console/account_deletion.hpp: in one write the user is marked deleted (refused everywhere
+  // from the next request on) and every key of theirs revoked; the name stays taken until purge_user.
+  // Deleting a deleted user keeps the first time.
+  std::optional<std::string> delete_user(const std::string& name);
+  // Undoes delete_user; the keys stay revoked.
+  std::optional<std::string> restore_user(const std::string& name);
+  // Removes a deleted user's record and keys for good: the name is free again.
+  std::optional<std::string> purge_user(const std::string& name);
   // A new passkey for the user; the old one is refused from the next announce or web seed request on
   // (torrents handed out with it must be fetched again).
   std::optional<std::string> new_passkey(const std::string& name);

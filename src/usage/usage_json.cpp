@@ -31,7 +31,8 @@ nlohmann::json user_json(const User& user) {
           {"email_verified", user.email_verified},
           {"awaiting_verification", user.awaiting_verification},
           {"admin", user.admin},
-          {"passkey", user.passkey}};
+          {"passkey", user.passkey},
+          {"deleted", user.deleted_ms ? nlohmann::json(iso8601_utc(*user.deleted_ms)) : nlohmann::json(nullptr)}};
 }
 
 nlohmann::json key_json(const ApiKey& key) {

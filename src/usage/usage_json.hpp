@@ -17,7 +17,8 @@ std::string iso8601_utc(std::int64_t unix_ms);
 // The tokens a row's file bytes amount to: ceil(token_bytes / token_size); a token_size of 0 counts none.
 std::uint64_t tokens_of(const UsageCounts& counts, std::uint64_t token_size);
 
-// {name, email, created, disabled, has_hub_token, has_password, passkey}; never a token or password hash
+// {name, email, created, disabled, has_hub_token, has_password, passkey, deleted}; never a token or password
+// hash. deleted is null unless the account was deleted (its purge follows 30 days later).
 nlohmann::json user_json(const User& user);
 // {id, user, label, hint, created, revoked}, revoked being null while the key is valid.
 nlohmann::json key_json(const ApiKey& key);

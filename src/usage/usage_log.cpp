@@ -194,4 +194,30 @@ std::uint64_t UsageLog::expire(std::chrono::seconds retention) {
   return doomed;
 }
 
+// Rows are keyed day first: each kept day is one seek for the identity's rows, from the oldest day stored.
+std::uint64_t UsageLog::forget(const UserId& who) {
+  std::lock_guard flushing(flush_mutex_);
+  {
+    std::lock_guard lock(mutex_);
+    std::erase_if(pending_, [&](const auto& row) { return std::get<1>(row.first) == who.str(); });
+  }
+  std::optional<SystemTime> oldest;
+  records_.scan(RecordTable::usage, kRowPrefix, [&](std::string_view key, std::string_view) {
+    if (auto parts = split_key(key)) oldest = parse_day(std::get<0>(*parts));
+    return false;
+  });
+  if (!oldest) return 0;
+  std::vector<RecordStore::Write> doomed;
+  const auto today = std::chrono::floor<std::chrono::days>(clock_.now());
+  for (auto day = std::chrono::floor<std::chrono::days>(*oldest); day <= today; day += std::chrono::days(1)) {
+    records_.scan(RecordTable::usage, std::string(kRowPrefix) + day_of(day) + '|' + who.str() + '|',
+                  [&](std::string_view key, std::string_view) {
+                    doomed.push_back({std::string(key), std::nullopt});
+                    return true;
+                  });
+  }
+  if (!doomed.empty()) records_.write(RecordTable::usage, doomed, /*sync=*/true);
+  return doomed.size();
+}
+
 }  // namespace inferllama::usage

@@ -49,6 +49,8 @@ class UsageLog {
   std::vector<UsageRow> query(const std::optional<UserId>& who, const std::optional<std::string>& since);
   // Deletes every row of a day older than `retention` before today; returns the number of rows deleted.
   std::uint64_t expire(std::chrono::seconds retention);
+  // Deletes every row of `who`, flushed or not (an account purged); returns the number of stored rows deleted.
+  std::uint64_t forget(const UserId& who);
 
  private:
   using Key = std::tuple<std::string, std::string, std::string>;  // day, identity, repo

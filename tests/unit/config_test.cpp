@@ -83,7 +83,7 @@ TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
 
 TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
   const auto keys = config_keys();
-  ASSERT_EQ(keys.size(), 78u);
+  ASSERT_EQ(keys.size(), 79u);
   for (const ConfigKey& k : keys) {
     std::string flag = "--" + std::string(k.name);
     std::replace(flag.begin(), flag.end(), '_', '-');
@@ -185,6 +185,8 @@ std::vector<PrecedenceCase> precedence_cases() {
        [n](const Config& c) { return n(c.max_connections); }},
       {"access_log", "\"/tmp/a.log\"", "-", "/tmp/b.log", "/tmp/a.log", "-", "/tmp/b.log", "",
        [](const Config& c) { return c.access_log; }},
+      {"access_log_retention", "\"7d\"", "0", "90d", "604800", "0", "7776000", "2592000",
+       [n](const Config& c) { return n(c.access_log_retention.count()); }},
       {"offline", "true", "0", "yes", "1", "0", "1", "0", [n](const Config& c) { return n(c.offline ? 1 : 0); }},
       {"offline_grace", "\"1h\"", "30", "2m", "3600", "30", "120", "0",
        [n](const Config& c) { return n(c.offline_grace.count()); }},
