@@ -146,6 +146,17 @@ usage::ApiAnswer answer_locally(const AccountCommands::Call& call, const Config&
   }
   auto answer = usage::answer_admin(accounts, call.method, call.path, call.query, call.body);
   if (!answer) throw std::logic_error("no accounts route " + call.method + " " + call.path);
+  // A disabled user, or one whose password was set, has no console session left when the node starts.
+  if (answer->status == 200 && call.path.starts_with("users/") &&
+      (call.path.ends_with("/disable") || call.path.ends_with("/password"))) {
+    console::Sessions sessions(index->records(), clock, box);
+    console::SignInGuard guard(clock);
+    console::MailTokens tokens(index->records(), clock);
+    console::SmtpMailer mailer({});
+    console::ConsoleDeps deps{identities, usage_log, sessions, guard, tokens, mailer, config.token_size};
+    const std::string_view rest = std::string_view(call.path).substr(std::string_view("users/").size());
+    console::end_sessions(deps, url::decode(rest.substr(0, rest.find('/'))).value_or(""));
+  }
   return *answer;
 }
 
@@ -318,42 +329,42 @@ AccountCommands::AccountCommands(CLI::App& app) {
                        }});
 
   auto* reset_link = add(*user, "reset-link",
-                        "A link that sets a user's password: mailed to their confirmed address when the node sends "
-                        "mail, else printed for you to hand on");
+                         "A link that sets a user's password: mailed to their confirmed address when the node sends "
+                         "mail, else printed for you to hand on");
   reset_link->add_option("name", name_, "User name")->required();
-  commands_.push_back({reset_link,
-                       [this] {
-                         return Call{Api::operator_actions, "POST", "users/" + url::encode(name_) + "/reset-link", "",
-                                     ""};
-                       },
-                       [this](const std::string& body) {
-                         const Json answer = parse_answer(body);
-                         if (answer.value("sent", false)) {
-                           std::printf("mailed a reset link to %s\n", name_.c_str());
-                         } else {
-                           std::printf("reset link for %s (valid 24 hours, once): %s\n", name_.c_str(),
-                                       text_of(answer, "url").c_str());
-                         }
-                       }});
+  commands_.push_back(
+      {reset_link,
+       [this] {
+         return Call{Api::operator_actions, "POST", "users/" + url::encode(name_) + "/reset-link", "", ""};
+       },
+       [this](const std::string& body) {
+         const Json answer = parse_answer(body);
+         if (answer.value("sent", false)) {
+           std::printf("mailed a reset link to %s\n", name_.c_str());
+         } else {
+           std::printf("reset link for %s (valid 24 hours, once): %s\n", name_.c_str(), text_of(answer, "url").c_str());
+         }
+       }});
 
   auto* invite = add(*user, "invite", "Add a user and mail them a link to choose their password (or print it)");
   invite->add_option("name", name_, "User name")->required();
   invite->add_option("email", email_, "Their email address")->required();
-  commands_.push_back({invite,
-                       [this] {
-                         return Call{Api::operator_actions, "POST", "invite", "",
-                                     Json{{"name", name_}, {"email", email_}}.dump()};
-                       },
-                       [this](const std::string& body) {
-                         const Json answer = parse_answer(body);
-                         if (answer.value("sent", false)) {
-                           std::printf("invited %s: the link is mailed to %s\n", name_.c_str(), email_.c_str());
-                         } else {
-                           std::printf("invited %s; this node sends no mail, so hand on the link (valid 7 days, "
-                                       "once): %s\n",
-                                       name_.c_str(), text_of(answer, "url").c_str());
-                         }
-                       }});
+  commands_.push_back(
+      {invite,
+       [this] {
+         return Call{Api::operator_actions, "POST", "invite", "", Json{{"name", name_}, {"email", email_}}.dump()};
+       },
+       [this](const std::string& body) {
+         const Json answer = parse_answer(body);
+         if (answer.value("sent", false)) {
+           std::printf("invited %s: the link is mailed to %s\n", name_.c_str(), email_.c_str());
+         } else {
+           std::printf(
+               "invited %s; this node sends no mail, so hand on the link (valid 7 days, "
+               "once): %s\n",
+               name_.c_str(), text_of(answer, "url").c_str());
+         }
+       }});
 
   auto* make_admin = add(*user, "admin", "Let a user see the web console's operator pages (--off: no longer)");
   make_admin->add_option("name", name_, "User name")->required();

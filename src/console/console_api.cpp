@@ -15,6 +15,13 @@ using nlohmann::json;
 using usage::Actor;
 using usage::AuditEvent;
 
+// A user as others may see them (an operator, a link's page): without the passkey, which is theirs alone.
+json shown_user(const usage::User& user) {
+  json shown = usage::user_json(user);
+  shown.erase("passkey");
+  return shown;
+}
+
 ConsoleAnswer error(unsigned status, const std::string& message) {
   return {status, "application/json", json{{"error", message}}.dump(), {}};
 }
@@ -27,11 +34,12 @@ ConsoleAnswer ok(const json& body, unsigned status = 200) {
 // refresh token inside renews it), the CSRF token's alike. Max-Age 0 clears them.
 void set_cookies(ConsoleAnswer& answer, std::string_view jwt, std::string_view csrf, std::int64_t max_age,
                  bool secure) {
-  const std::string flags =
-      "; Path=/; Max-Age=" + std::to_string(max_age) + "; SameSite=Lax" + (secure ? "; Secure" : "");
-  answer.headers.emplace_back("Set-Cookie",
-                              std::string(kSessionCookie) + "=" + std::string(jwt) + flags + "; HttpOnly");
-  answer.headers.emplace_back("Set-Cookie", std::string(kCsrfCookie) + "=" + std::string(csrf) + flags);
+  // The session cookie (with its refresh token) goes to the console's API only, not with every file request;
+  // the CSRF token must be readable by the page at /.
+  const std::string flags = "; Max-Age=" + std::to_string(max_age) + "; SameSite=Lax" + (secure ? "; Secure" : "");
+  answer.headers.emplace_back("Set-Cookie", std::string(kSessionCookie) + "=" + std::string(jwt) +
+                                                "; Path=/api/inferllama/console/" + flags + "; HttpOnly");
+  answer.headers.emplace_back("Set-Cookie", std::string(kCsrfCookie) + "=" + std::string(csrf) + "; Path=/" + flags);
 }
 
 ConsoleAnswer signed_in(const ConsoleDeps& deps, const IssuedSession& issued) {
@@ -53,6 +61,7 @@ std::optional<std::string> string_field(const json& body, const char* name) {
 }
 
 constexpr std::string_view kSessionKeyLabel = "console session ";
+constexpr std::size_t kMaxAccountText = 254;  // the longest address (RFC 5321); names are at most 64
 constexpr auto kVerifyLinkLife = std::chrono::hours(48);
 constexpr auto kResetLinkLife = std::chrono::hours(1);
 constexpr auto kInviteLinkLife = std::chrono::hours(24 * 7);
@@ -110,6 +119,13 @@ ConsoleAnswer sign_up(ConsoleDeps& deps, const ConsoleRequest& request) {
   if (!name || !email || !password) {
     return error(400, "send {\"user\": NAME, \"email\": ADDRESS, \"password\": PASSWORD}");
   }
+  if (!usage::Identities::is_valid_user_name(*name)) {
+    return error(400, "a user name is 1 to 64 of A-Z a-z 0-9 . _ -, starting with a letter or a digit");
+  }
+  if (email->empty() || email->size() > kMaxAccountText || email->find_first_of("<>,;\r\n \t") != std::string::npos ||
+      email->find('@') == std::string::npos) {
+    return error(400, "invalid email address");
+  }
   if (auto problem = usage::password_problem(*password, *name)) return error(400, *problem);
   if (deps.identities.user(*name)) return error(409, "the name " + *name + " is taken");
   if (deps.name_refusal) {
@@ -140,7 +156,7 @@ ConsoleAnswer verify_email(ConsoleDeps& deps, const ConsoleRequest& request) {
   auto redeemed = deps.tokens.redeem(token, TokenPurpose::verify_email);
   if (!redeemed) return error(400, "this link is not valid (any more): ask for a new one");
   if (auto why = deps.identities.confirm_email(redeemed->user, redeemed->email)) return error(400, *why);
-  return ok({{"user", usage::user_json(*deps.identities.user(redeemed->user))}});
+  return ok({{"user", shown_user(*deps.identities.user(redeemed->user))}});
 }
 
 ConsoleAnswer forgot(ConsoleDeps& deps, const ConsoleRequest& request) {
@@ -149,14 +165,14 @@ ConsoleAnswer forgot(ConsoleDeps& deps, const ConsoleRequest& request) {
   }
   const auto body = json::parse(request.body, nullptr, false);
   const auto given = string_field(body, "user");
-  if (!given) return error(400, "send {\"user\": NAME or EMAIL}");
+  if (!given || given->size() > kMaxAccountText) return error(400, "send {\"user\": NAME or EMAIL}");
   const std::string name = account_of(deps, *given);
   // The same answer whether or not the account exists, has a confirmed address, or was mailed already.
   const ConsoleAnswer sent = ok({{"sent", true}});
   const auto user = deps.identities.user(name);
   if (!user || !user->active() || !user->email_verified || user->email.empty()) return sent;
   if (!deps.guard.allow_mail(name, request.network)) return sent;
-  const std::string token = deps.tokens.issue(name, TokenPurpose::reset_password, kResetLinkLife);
+  const std::string token = deps.tokens.issue(name, TokenPurpose::reset_password, kResetLinkLife, user->email);
   mail_link(deps, user->email, "Reset your InferLlama password",
             "Someone (hopefully you) asked to reset the password of " + name + ". Open this link to choose a new one:",
             console_link(deps, "reset", token), kResetLinkLife);
@@ -178,11 +194,14 @@ ConsoleAnswer reset(ConsoleDeps& deps, const ConsoleRequest& request) {
   if (!redeemed) return error(400, "this link is not valid (any more): ask for a new one");
   if (auto why = deps.identities.set_password(redeemed->user, *password)) return error(400, *why);
   usage::audit(deps.audit, redeemed->user, AuditEvent::password_changed, Actor::user, request.network);
-  // The link reached the account's address: it is confirmed.
-  deps.identities.confirm_email(redeemed->user, "");
+  // A link that was mailed reached that address: it is confirmed (a link an admin handed on proves nothing).
+  if (const auto user = deps.identities.user(redeemed->user);
+      user && !redeemed->email.empty() && redeemed->email == user->email) {
+    deps.identities.confirm_email(redeemed->user, "");
+  }
   deps.sessions.close_all(redeemed->user);
   revoke_session_keys(deps, redeemed->user);
-  return ok({{"user", usage::user_json(*deps.identities.user(redeemed->user))}});
+  return ok({{"user", shown_user(*deps.identities.user(redeemed->user))}});
 }
 
 ConsoleAnswer sign_in(ConsoleDeps& deps, const ConsoleRequest& request) {
@@ -190,6 +209,8 @@ ConsoleAnswer sign_in(ConsoleDeps& deps, const ConsoleRequest& request) {
   const auto given = string_field(body, "user");
   const auto password = string_field(body, "password");
   if (!given || !password) return error(400, "send {\"user\": NAME, \"password\": PASSWORD}");
+  // Names and addresses are short; a longer one is nobody's, and never becomes a key of the guard's tables.
+  if (given->size() > kMaxAccountText) return error(401, "wrong user name or password");
   const auto name = std::optional(account_of(deps, *given));
   std::chrono::milliseconds retry_after{0};
   if (deps.guard.blocked(*name, request.network, retry_after)) {
@@ -207,6 +228,7 @@ ConsoleAnswer sign_in(ConsoleDeps& deps, const ConsoleRequest& request) {
   }
   auto issued = deps.sessions.open(*name);
   if (auto* why = std::get_if<std::string>(&issued)) return error(503, *why);
+  revoke_session_keys(deps, *name);  // of a session the new one pushed out
   usage::audit(deps.audit, *name, AuditEvent::signed_in, Actor::user, request.network);
   return signed_in(deps, std::get<IssuedSession>(issued));
 }
@@ -241,6 +263,10 @@ ConsoleAnswer for_user(ConsoleDeps& deps, const ConsoleRequest& request, const S
     const auto current = string_field(body, "current");
     const auto replacement = string_field(body, "new");
     if (!current || !replacement) return error(400, "send {\"current\": PASSWORD, \"new\": PASSWORD}");
+    std::chrono::milliseconds retry_after{0};
+    if (deps.guard.blocked(who.user, request.network, retry_after)) {
+      return too_many(retry_after, "too many wrong passwords for this account or network");
+    }
     if (!deps.identities.check_password(who.user, *current)) {
       deps.guard.failed(who.user, request.network);
       return error(403, "the current password is wrong");
@@ -256,15 +282,17 @@ ConsoleAnswer for_user(ConsoleDeps& deps, const ConsoleRequest& request, const S
     const auto body = json::parse(request.body, nullptr, false);
     const auto email = string_field(body, "email");
     if (!email) return error(400, "send {\"email\": ADDRESS}");
-    if (auto owner = deps.identities.user_with_email(*email); owner && *owner != who.user) {
-      return error(409, "another account has this address");
-    }
+    // An address on another account gets the answer any address gets, and no mail: it tells nobody whose it is.
+    const auto owner = deps.identities.user_with_email(*email);
+    const bool taken = owner && *owner != who.user;
     if (!mails_links(deps)) {
+      if (taken) return error(409, "another account has this address");  // the admin's node: no mail, no secret
       if (auto why = deps.identities.set_email(who.user, *email, /*verified=*/false)) return error(400, *why);
       return ok({{"user", usage::user_json(*deps.identities.user(who.user))}});
     }
     // The address changes once its owner opens the link sent to it.
     if (!deps.guard.allow_mail(who.user, request.network)) return error(429, "too many mails; try again later");
+    if (taken) return ok({{"verify", "sent"}});
     const std::string token = deps.tokens.issue(who.user, TokenPurpose::verify_email, kVerifyLinkLife, *email);
     if (auto why = mail_link(deps, *email, "Confirm your new InferLlama address",
                              "Open this link to make this the address of " + who.user + ":",
@@ -366,6 +394,11 @@ ConsoleAnswer answer_console(ConsoleDeps& deps, const ConsoleRequest& request) {
     if (request.method != "GET" && request.method != "HEAD") return error(405, "use GET");
     return ok({{"signup", deps.signup && mails_links(deps)}, {"mail", mails_links(deps)}});
   }
+  // A form posted from another site cannot send application/json (it would need a CORS preflight the node
+  // never grants): no sign-in, sign-out or refresh forged across sites.
+  if (request.method != "GET" && request.method != "HEAD" && !request.content_type.starts_with("application/json")) {
+    return error(415, "send the body as application/json");
+  }
   using Public = ConsoleAnswer (*)(ConsoleDeps&, const ConsoleRequest&);
   static constexpr std::pair<std::string_view, Public> kPublic[] = {
       {"sign-in", sign_in}, {"sign-up", sign_up}, {"verify-email", verify_email}, {"forgot", forgot}, {"reset", reset}};
@@ -377,9 +410,22 @@ ConsoleAnswer answer_console(ConsoleDeps& deps, const ConsoleRequest& request) {
   const Sessions::Csrf csrf{request.csrf_header, request.csrf_cookie};
   if (request.path == "refresh") {
     if (request.method != "POST") return error(405, "use POST");
+    if (request.csrf_header.empty() || request.csrf_header != request.csrf_cookie) {
+      return error(403, "missing or wrong X-CSRF-Token: echo the inferllama_csrf cookie in it");
+    }
     auto issued = deps.sessions.refresh(request.session_cookie, csrf);
-    if (auto* why = std::get_if<std::string>(&issued)) return signed_out(deps, error(401, *why));
-    return signed_in(deps, std::get<IssuedSession>(issued));
+    if (auto* why = std::get_if<std::string>(&issued)) {
+      // A refresh that closed a session (a reused token) takes its session keys along at once.
+      if (auto user = deps.sessions.user_of(request.session_cookie)) revoke_session_keys(deps, *user);
+      return signed_out(deps, error(401, *why));
+    }
+    const auto& renewed = std::get<IssuedSession>(issued);
+    const auto user = deps.identities.user(renewed.user);
+    if (!user || !user->active()) {
+      end_sessions(deps, renewed.user);
+      return signed_out(deps, error(401, "this account is disabled"));
+    }
+    return signed_in(deps, renewed);
   }
   const bool read = request.method == "GET" || request.method == "HEAD";
   auto who = deps.sessions.check(request.session_cookie, read ? std::nullopt : std::optional(csrf));
@@ -399,6 +445,11 @@ ConsoleAnswer answer_console(ConsoleDeps& deps, const ConsoleRequest& request) {
   return for_user(deps, request, *who);
 }
 
+void end_sessions(ConsoleDeps& deps, const std::string& user) {
+  deps.sessions.close_all(user);
+  revoke_session_keys(deps, user);
+}
+
 void revoke_ended_session_keys(ConsoleDeps& deps) {
   for (const auto& user : deps.identities.users()) revoke_session_keys(deps, user.name);
 }
@@ -410,7 +461,7 @@ std::optional<ConsoleAnswer> answer_operator(ConsoleDeps& deps, std::string_view
     json overview = json::parse(deps.operator_overview ? deps.operator_overview() : "{}", nullptr, false);
     if (!overview.is_object()) overview = json::object();
     json users = json::array();
-    for (const auto& user : deps.identities.users()) users.push_back(usage::user_json(user));
+    for (const auto& user : deps.identities.users()) users.push_back(shown_user(user));
     overview["users"] = users;
     return ok(overview);
   }
@@ -426,13 +477,15 @@ std::optional<ConsoleAnswer> answer_operator(ConsoleDeps& deps, std::string_view
     }
     auto added = deps.identities.add_user(*name, *email);
     if (auto* why = std::get_if<std::string>(&added)) return error(400, *why);
-    const std::string token = deps.tokens.issue(*name, TokenPurpose::invite, kInviteLinkLife);
+    // The address the link is mailed to, if it is: opening it confirms that address.
+    const bool mailing = mails_links(deps);
+    const std::string token = deps.tokens.issue(*name, TokenPurpose::invite, kInviteLinkLife, mailing ? *email : "");
     const std::string link = console_link(deps, "reset", token) + "&invite=1";
-    json answer = {{"user", usage::user_json(std::get<usage::User>(added))}};
-    if (mails_links(deps) && !mail_link(deps, *email, "You are invited to InferLlama",
-                                        "You have an account on this InferLlama node as " + *name +
-                                            ". Open this link to choose your password:",
-                                        link, kInviteLinkLife)) {
+    json answer = {{"user", shown_user(std::get<usage::User>(added))}};
+    if (mailing && !mail_link(deps, *email, "You are invited to InferLlama",
+                              "You have an account on this InferLlama node as " + *name +
+                                  ". Open this link to choose your password:",
+                              link, kInviteLinkLife)) {
       answer["sent"] = true;
     } else {
       answer["url"] = link;
@@ -450,12 +503,13 @@ std::optional<ConsoleAnswer> answer_operator(ConsoleDeps& deps, std::string_view
   const auto user = deps.identities.user(name);
   if (!user) return error(404, "no user named \"" + name + "\"");
   if (action == "reset-link") {
-    const std::string token = deps.tokens.issue(name, TokenPurpose::reset_password, std::chrono::hours(24));
+    const bool mailing = mails_links(deps) && user->email_verified;
+    const std::string token =
+        deps.tokens.issue(name, TokenPurpose::reset_password, std::chrono::hours(24), mailing ? user->email : "");
     const std::string link = console_link(deps, "reset", token);
-    if (mails_links(deps) && user->email_verified &&
-        !mail_link(deps, user->email, "Reset your InferLlama password",
-                   "An operator of this node sent you a link to choose a new password for " + name + ":", link,
-                   std::chrono::hours(24))) {
+    if (mailing && !mail_link(deps, user->email, "Reset your InferLlama password",
+                              "An operator of this node sent you a link to choose a new password for " + name + ":",
+                              link, std::chrono::hours(24))) {
       return ok({{"sent", true}});
     }
     return ok({{"url", link}});
@@ -468,7 +522,7 @@ std::optional<ConsoleAnswer> answer_operator(ConsoleDeps& deps, std::string_view
     deps.sessions.close_all(name);
     revoke_session_keys(deps, name);
   }
-  return ok(usage::user_json(*deps.identities.user(name)));
+  return ok(shown_user(*deps.identities.user(name)));
 }
 
 }  // namespace inferllama::console

@@ -81,7 +81,8 @@ struct ConsoleRequest {
   std::string_view session_cookie;  // "" when absent
   std::string_view csrf_cookie;
   std::string_view csrf_header;
-  std::string network;  // the client's address (its /64 for IPv6), for the sign-in guard
+  std::string_view content_type;  // a change must be application/json
+  std::string network;            // the client's address (its /64 for IPv6), for the sign-in guard
 };
 
 struct ConsoleAnswer {
@@ -105,6 +106,9 @@ std::optional<ConsoleAnswer> answer_operator(ConsoleDeps& deps, std::string_view
 
 // Revokes the console's session keys of sessions that ended (run hourly, after Sessions::expire).
 void revoke_ended_session_keys(ConsoleDeps& deps);
+// Every console session of `user` ends now, with its session keys: the admin disabled them or set their
+// password.
+void end_sessions(ConsoleDeps& deps, const std::string& user);
 
 // The value of cookie `name` in a Cookie header, or "".
 std::string_view cookie_value(std::string_view header, std::string_view name);

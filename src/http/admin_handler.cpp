@@ -62,7 +62,15 @@ Task<Answer> answer_accounts(Exchange& x, const std::string& action) {
     if (account_data) {
       if (auto rights = console::answer_rights_admin(*account_data, method, action, req.body())) return rights;
     }
-    return usage::answer_admin(accounts, method, action, query, req.body());
+    auto answered = usage::answer_admin(accounts, method, action, query, req.body());
+    // A disabled user, or one whose password an admin set, is signed out of the console everywhere.
+    constexpr std::string_view kUsers = "users/";
+    if (answered && answered->status == 200 && method == "POST" && action.starts_with(kUsers) &&
+        (action.ends_with("/disable") || action.ends_with("/password"))) {
+      const std::string_view rest = std::string_view(action).substr(kUsers.size());
+      end_console_sessions(server, url::decode(rest.substr(0, rest.find('/'))).value_or(""));
+    }
+    return answered;
   });
   if (!answer) co_return hub::error_reply(404, "no such route");
   // no-store: a created key's secret must not be kept anywhere.

@@ -75,11 +75,18 @@ Task<Answer> handle(Exchange& x, const ConsoleRoute& route) {
                                   console::cookie_value(cookies, console::kSessionCookie),
                                   console::cookie_value(cookies, console::kCsrfCookie),
                                   x.request[console::kCsrfHeader],
+                                  x.request[bhttp::field::content_type],
                                   client_network(x.connection.client)};
   auto console = console_deps(server);
   // Passwords cost ~100 ms of Argon2id and changes are synced writes: off the I/O thread.
   auto answer = co_await offload(server.deps.blocking, [&] { return console::answer_console(console, request); });
   co_return reply_of(std::move(answer));
+}
+
+void end_console_sessions(ServerContext& server, const std::string& user) {
+  if (!keeps_console(server.deps)) return;
+  auto console = console_deps(server);
+  console::end_sessions(console, user);
 }
 
 Task<std::optional<Answer>> answer_operator(Exchange& x, const std::string& action) {

@@ -90,6 +90,10 @@ std::function<std::optional<std::string>(std::string_view name, bool force)> use
 // invite, and overview. nullopt for another path.
 Task<std::optional<Answer>> answer_operator(Exchange& x, const std::string& action);
 
+// Ends every console session of `user` and its session keys (console_handler.cpp); nothing on a node that
+// keeps no console. On the blocking pool.
+void end_console_sessions(ServerContext& server, const std::string& user);
+
 // Method checks shared by the handlers.
 bool is_read(const Request& req);
 hub::Reply method_not_allowed(const char* allowed);

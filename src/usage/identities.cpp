@@ -378,8 +378,9 @@ std::optional<std::string> Identities::user_with_email(std::string_view email) c
            });
   };
   std::shared_lock lock(mutex_);
+  // Confirmed addresses only: an address someone typed in without owning it never names an account.
   for (const auto& [name, user] : users_) {
-    if (same(user.email, email)) return name;
+    if (user.email_verified && same(user.email, email)) return name;
   }
   return std::nullopt;
 }

@@ -78,7 +78,7 @@ class Identities {
   // The address was confirmed by its link: verified, and a sign-up may sign in.
   std::optional<std::string> confirm_email(const std::string& name, const std::string& email);
   std::optional<std::string> set_admin(const std::string& name, bool admin);
-  // The user whose address this is (case-insensitive), if any.
+  // The user whose confirmed address this is (case-insensitive), if any.
   std::optional<std::string> user_with_email(std::string_view email) const;
   std::vector<User> users() const;
   std::optional<User> user(const std::string& name) const;

@@ -27,7 +27,8 @@ class Browser:
             send["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         if csrf and "inferllama_csrf" in self.cookies:
             send["X-CSRF-Token"] = self.cookies["inferllama_csrf"]
-        data = None if body is None else json.dumps(body).encode()
+        # The console takes changes as JSON only (a cross-site form cannot send that).
+        data = None if method == "GET" else json.dumps(body or {}).encode()
         if data is not None:
             send["Content-Type"] = "application/json"
         conn = http.client.HTTPConnection(self.node.host, self.node.port, timeout=60)
@@ -76,7 +77,9 @@ class ConsoleApiTest(HostedNodeCase):
             attrs = [a.strip() for a in line.split(";")[1:]]
             self.assertIn("SameSite=Lax", attrs)
             self.assertIn("Secure", attrs)
-            self.assertIn("Path=/", attrs)
+            session = line.startswith("inferllama_session=")
+            # The session cookie goes to the console's API only; the CSRF token is read by the page at /.
+            self.assertIn("Path=/api/inferllama/console/" if session else "Path=/", attrs)
             self.assertIn(f"Max-Age={30 * 24 * 3600}", attrs)
             self.assertEqual("HttpOnly" in attrs, line.startswith("inferllama_session="), line)
         self.assertEqual(answer["csrf"], b.cookies["inferllama_csrf"])
@@ -90,6 +93,20 @@ class ConsoleApiTest(HostedNodeCase):
         self.assertEqual(me["user"]["name"], "alice")
         self.assertNotIn("$argon2", json.dumps(me))
         self.assertTrue(any(s["current"] for s in me["sessions"]))
+
+    def test_a_form_from_another_site_cannot_sign_in_or_out(self):
+        b = Browser(self.node)
+        self.assertEqual(b.sign_in("alice")[0], 200)
+        cookie = "; ".join(f"{k}={v}" for k, v in b.cookies.items())
+        for action, body in (("sign-in", b"user=alice&password=x"), ("sign-out", b""), ("refresh", b"")):
+            status, _, _ = self.node.request("POST", "/api/inferllama/console/" + action,
+                                             {"Cookie": cookie, "Content-Type": "text/plain"}, body)
+            self.assertEqual(status, 415, action)
+        self.assertEqual(b.call("GET", "me")[0], 200)
+        # A refresh without the CSRF header is refused without signing anyone out.
+        status, _, _ = b.call("POST", "refresh", csrf=False)
+        self.assertEqual(status, 403)
+        self.assertEqual(b.call("GET", "me")[0], 200)
 
     def test_a_wrong_password_and_an_unknown_user_get_the_same_answer(self):
         b = Browser(self.node)
@@ -189,6 +206,18 @@ class ConsoleApiTest(HostedNodeCase):
         self.assertEqual(admin(self.node, "POST", "users/erin/disable")[0], 200)
         self.assertEqual(b.call("GET", "me")[0], 401)
         self.assertEqual(Browser(self.node).sign_in("erin")[0], 401)
+
+    def test_an_admin_setting_a_password_ends_the_console_sessions_and_their_keys(self):
+        status, _ = admin(self.node, "POST", "users", {"name": "gail"})
+        set_password(self.node, "gail")
+        b = Browser(self.node)
+        self.assertEqual(b.sign_in("gail")[0], 200)
+        status, answer, _ = b.call("POST", "session-key")
+        self.assertEqual(status, 201, answer)
+        self.assertEqual(self.node.request("GET", "/api/whoami-v2", bearer(answer["key"]))[0], 200)
+        set_password(self.node, "gail", "a password set by the admin")
+        self.assertEqual(b.call("GET", "me")[0], 401)
+        self.assertEqual(self.node.request("GET", "/api/whoami-v2", bearer(answer["key"]))[0], 401)
 
     def test_usage_shows_the_users_own_rows(self):
         b = Browser(self.node)

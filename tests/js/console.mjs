@@ -88,7 +88,9 @@ try {
   const problems = [];
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   // A CSP violation (an inline script or style, a foreign origin) is logged as a console error.
-  page.on('console', (m) => { if (m.type() === 'error' && !m.text().includes('status of 401')) problems.push(m.text()); });
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !m.text().includes('status of 401')) problems.push(`${m.text()} (${m.location().url})`);
+  });
 
   // Sign up.
   await page.goto(`${base}/#/sign-up`);
