@@ -39,7 +39,10 @@ def main() -> int:
         "enable_outgoing_utp": args.utp_only, "enable_incoming_utp": args.utp_only,
         "enable_outgoing_tcp": not args.utp_only, "enable_incoming_tcp": not args.utp_only,
         "allow_multiple_connections_per_ip": True,
-        "alert_mask": lt.alert.category_t.status_notification | lt.alert.category_t.error_notification,
+        # connect_notification: a fast download can begin and end between two looks at the peer list (two
+        # seeds then part), so connections are also counted from their alerts.
+        "alert_mask": lt.alert.category_t.status_notification | lt.alert.category_t.error_notification
+        | lt.alert.category_t.connect_notification,
     }
     session = lt.session(settings)
     if args.torrent.startswith("magnet:"):
@@ -68,6 +71,10 @@ def main() -> int:
         for alert in session.pop_alerts():
             if isinstance(alert, lt.torrent_error_alert):
                 error = alert.message()
+            elif isinstance(alert, lt.peer_connect_alert):
+                peers_seen = max(peers_seen, 1)
+                if args.utp_only:  # TCP is off both ways: every connection is uTP
+                    utp_peers_seen = max(utp_peers_seen, 1)
         status = handle.status()
         peers_seen = max(peers_seen, status.num_peers)
         utp_peers_seen = max(utp_peers_seen, sum(1 for peer in handle.get_peer_info()
