@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -326,6 +327,13 @@ class HubAndNodeTest(unittest.TestCase):
         cls.node.stop()
         cls.node.cleanup()
         cls.hub.stop()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound once, then released) for a server that must be told its port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):

@@ -12,16 +12,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import unittest
 
-from harness import wait_until
+from accounts import ADMIN_KEY
+from harness import FakeHub, Node, free_port, wait_until
 
 AIOSMTPD_PYTHON = "/usr/bin/python3"  # python3-aiosmtpd is Debian's, for Debian's Python
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class SmtpServer:
@@ -35,7 +31,7 @@ class SmtpServer:
     def start(self) -> "SmtpServer":
         # The port is taken from a socket just closed: aiosmtpd binds it itself, and the test waits until it
         # answers before any node uses it.
-        self.port = _free_port()
+        self.port = free_port()
         self.log = open(os.path.join(self.dir, "smtpd.log"), "ab")
         self.proc = subprocess.Popen(
             [AIOSMTPD_PYTHON, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{self.port}",
@@ -84,3 +80,32 @@ class SmtpServer:
         if self.log:
             self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class MailNodeCase(unittest.TestCase):
+    """An SMTP server, a fake Hub and a node that mails through it (sign-up on), once per class;
+    `node_args(cls)` adds flags (public_url is http://node.example unless given)."""
+
+    @classmethod
+    def node_args(cls) -> list[str]:
+        return ["--public-url", "http://node.example"]
+
+    @classmethod
+    def setUpClass(cls):
+        cls.smtp = SmtpServer().start()
+        cls.hub = FakeHub().start()
+        cls.node = None
+        try:
+            cls.node = Node(cls.hub.url, None, "--signup", "true", "--smtp-url", cls.smtp.url,
+                            "--smtp-from", "node@inferllama.test", *cls.node_args(), admin_key=ADMIN_KEY).start()
+        except BaseException:
+            cls.tearDownClass()  # a server left running would hold the test's output open
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.node is not None:
+            cls.node.stop()
+            cls.node.cleanup()
+        cls.hub.stop()
+        cls.smtp.stop()

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import shutil
 import subprocess
 import tempfile
 import unittest
 
 import harness
-from accounts import ADMIN_KEY, admin
-from harness import FakeHub, Node
-from smtp_server import SmtpServer
+from accounts import admin
+from harness import free_port
+from smtp_server import MailNodeCase
 from test_console_api import set_password
 
 JS_DIR = os.path.join(harness.ROOT, "tests", "js")
@@ -34,13 +33,15 @@ SHOTS = os.path.join(harness.ROOT, "docs", "screenshots")
 NODEJS = shutil.which("node")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class ConsoleBrowserTest(MailNodeCase):
+    @classmethod
+    def node_args(cls) -> list[str]:
+        # The node names itself as the browser reaches it: mailed links and upload URLs use public_url.
+        # localhost, not 127.0.0.1: Chromium keeps Secure cookies for http://localhost (a secure context).
+        port = free_port()
+        cls.url = f"http://localhost:{port}"
+        return ["--listen", f"127.0.0.1:{port}", "--public-url", cls.url, "--usage-flush-interval", "1s"]
 
-
-class ConsoleBrowserTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         for needed, what in ((NODEJS, "node"), (os.path.exists(PLAYWRIGHT), "playwright-core (npm ci in tests/js)"),
@@ -48,17 +49,8 @@ class ConsoleBrowserTest(unittest.TestCase):
             if not needed:
                 raise unittest.SkipTest(f"{what} is missing")
         cls.tmp = tempfile.mkdtemp(prefix="inferllama-console-")
-        cls.smtp = SmtpServer().start()
-        cls.hub = FakeHub().start()
-        cls.node = None
+        super().setUpClass()
         try:
-            # The node names itself as the browser reaches it: mailed links and upload URLs use public_url.
-            # localhost, not 127.0.0.1: Chromium keeps Secure cookies for http://localhost (a secure context).
-            port = free_port()
-            cls.url = f"http://localhost:{port}"
-            cls.node = Node(cls.hub.url, None, "--listen", f"127.0.0.1:{port}", "--signup", "true",
-                            "--smtp-url", cls.smtp.url, "--smtp-from", "node@inferllama.test", "--public-url", cls.url,
-                            "--usage-flush-interval", "1s", admin_key=ADMIN_KEY).start()
             status, _ = admin(cls.node, "POST", "users", {"name": "olivia", "email": "olivia@example.org"})
             assert status == 201
             set_password(cls.node, "olivia", "operator passphrase 1")
@@ -69,11 +61,7 @@ class ConsoleBrowserTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        if cls.node is not None:
-            cls.node.stop()
-            cls.node.cleanup()
-        cls.hub.stop()
-        cls.smtp.stop()
+        super().tearDownClass()
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def test_a_persons_whole_journey_and_the_operators_pages(self):

@@ -9,32 +9,11 @@ import unittest
 
 from accounts import ADMIN_KEY, admin
 from harness import BINARY, FakeHub, Node
-from smtp_server import SmtpServer
+from smtp_server import MailNodeCase, SmtpServer
 from test_console_api import PASSWORD, Browser, set_password
 
 
-class MailFlowsTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.smtp = SmtpServer().start()
-        cls.hub = FakeHub().start()
-        cls.node = None
-        try:
-            cls.node = Node(cls.hub.url, None, "--signup", "true", "--smtp-url", cls.smtp.url,
-                            "--smtp-from", "node@inferllama.test", "--public-url", "http://node.example",
-                            admin_key=ADMIN_KEY).start()
-        except BaseException:
-            cls.tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.node is not None:
-            cls.node.stop()
-            cls.node.cleanup()
-        cls.hub.stop()
-        cls.smtp.stop()
-
+class MailFlowsTest(MailNodeCase):
     def test_sign_up_needs_the_emailed_link_before_the_first_sign_in(self):
         b = Browser(self.node)
         status, answer, _ = b.call("GET", "config")

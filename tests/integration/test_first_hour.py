@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import BINARY, FakeHub, Node, clean_env, wait_until  # noqa: E402
+from harness import BINARY, FakeHub, Node, clean_env, free_port, wait_until  # noqa: E402
 
 MODEL = "acme/tiny-model"
 
@@ -29,12 +28,6 @@ def serve(*args: str, env: dict | None = None, timeout: float = 60) -> subproces
     bt = [] if "--bt-listen" in args else ["--bt-listen", "127.0.0.1:0"]
     return subprocess.run([BINARY, "serve", "--metrics-listen", "", "--tracker-udp", "127.0.0.1:0", *bt, *args],
                           capture_output=True, text=True, timeout=timeout, env=clean_env(env))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def log_of(node: Node) -> str:

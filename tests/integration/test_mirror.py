@@ -19,16 +19,9 @@ import time
 import unittest
 import urllib.parse
 
-from harness import BINARY, FakeHub, Node, clean_env, sha256
+from harness import BINARY, FakeHub, Node, clean_env, free_port, sha256
 
 MIRROR_TIMEOUT = 180
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound once, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_mirror(node: Node, spec: str, source: str, *extra: str) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ import unittest
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import ROOT, FakeHub, Node, stop_process, wait_until  # noqa: E402
+from harness import FakeHub, Node, ROOT, free_port, stop_process, wait_until  # noqa: E402
 from test_tracker import announce_query, bdecode, compact_peers  # noqa: E402
 
 MODEL = "acme/tiny-model"
@@ -27,12 +27,6 @@ def readme_nginx_block() -> str:
         readme = fh.read()
     section = readme[readme.index("### Behind a reverse proxy"):]
     return re.search(r"```nginx\n(.*?)```", section, re.S).group(1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ReverseProxyTest(unittest.TestCase):

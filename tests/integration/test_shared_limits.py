@@ -2,21 +2,14 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import unittest
 
 from accounts import burst
-from harness import FakeHub, Node, stop_process, wait_until
+from harness import FakeHub, Node, free_port, stop_process, wait_until
 
 REPO = "acme/tiny-model"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Redis:
