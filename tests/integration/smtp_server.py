@@ -57,13 +57,14 @@ class SmtpServer:
         box = mailbox.Maildir(self.maildir, factory=None, create=False)
         return [email.message_from_bytes(box.get_bytes(key), policy=email.policy.default) for key in box.keys()]
 
-    def mail_to(self, address: str, count: int = 1) -> email.message.EmailMessage:
-        """The newest mail to `address` once `count` have arrived for it."""
+    def mail_to(self, address: str, subject: str = "") -> email.message.EmailMessage:
+        """The mail to `address` whose subject holds `subject`, once it has arrived (the only one: Date has
+        whole seconds, so two mails of one second cannot be told apart by it)."""
         def arrived():
-            mails = [m for m in self.messages() if address in str(m["To"])]
-            return mails if len(mails) >= count else None
-        mails = wait_until(arrived, what=f"{count} mail(s) to {address}")
-        return max(mails, key=lambda m: email.utils.parsedate_to_datetime(m["Date"]))
+            mails = [m for m in self.messages() if address in str(m["To"]) and subject in str(m["Subject"])]
+            assert len(mails) <= 1, [str(m["Subject"]) for m in mails]
+            return mails[0] if mails else None
+        return wait_until(arrived, what=f"a mail to {address} about {subject!r}")
 
     @staticmethod
     def link(message, route: str) -> str:
