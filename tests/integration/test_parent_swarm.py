@@ -189,6 +189,11 @@ class FailingParentSwarmTest(unittest.TestCase):
         path = self.a.resolve_path("acme/big-model", "main", "model.safetensors")
         status, _, body = self.a.request("GET", path)
         self.assertEqual((status, sha256(body)), (200, f["sha256"]))
+        # A's torrent must exist before B asks, or B streams the whole file over HTTP while waiting for it
+        # (the plan, not a fallback).
+        commit = self.hub.commit("acme/big-model")
+        torrent = f"/api/models/acme/big-model/torrent/{commit}/model.safetensors?wait=false"
+        wait_for("A's torrent of the file", lambda: self.a.request("GET", torrent)[0] == 200)
         with open(os.path.join(self.b.data_dir, "swarm-staging"), "w") as blocker:
             blocker.write("not a folder")
 
