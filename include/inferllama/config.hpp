@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "inferllama/limit_policy.hpp"
+#include "inferllama/prefetch_spec.hpp"
 
 namespace inferllama {
 
@@ -86,6 +87,10 @@ struct Config {
   std::string mirror_from;                         // node to mirror from; "" = the upstream (when it is a node)
   std::chrono::seconds mirror_interval{300};       // how often mirrored branches are checked for a new commit
 
+  // Snapshots the node keeps current from the Hub without a client asking (src/prefetch/).
+  std::vector<PrefetchSpec> prefetch;            // REPO[@REV][:PATTERN;...],...; more are added at run time
+  std::chrono::seconds prefetch_interval{3600};  // how often each entry's revision is asked of the Hub again
+
   // Users, limits and usage records.
   bool require_auth = false;                              // refuse requests without a node key (401)
   bool cookie_secure = true;                              // the console's cookies carry Secure
@@ -148,6 +153,9 @@ std::span<const std::string_view> client_variables();
 
 // The candidate closest to a misspelt `unknown` (case-insensitive, at most two edits away); nullopt if none.
 std::optional<std::string> closest_spelling(std::string_view unknown, std::span<const std::string> candidates);
+
+// The items of a comma-separated list setting (`mirrors`, `prefetch`): each trimmed of spaces, empty ones left out.
+std::vector<std::string> split_config_list(std::string_view text);
 
 // Where the admin socket of `config` is (admin_socket, inside data_dir when relative); empty = none.
 std::filesystem::path admin_socket_path(const Config& config);

@@ -41,29 +41,11 @@ int admin(const AdminOptions& options) {
   nlohmann::json body = nlohmann::json::object();
   if (options.action != "gc") body = snapshot_of(options);
   if (options.action == "mirror") body["from"] = options.from;
-  std::optional<Config> beside;
-  const auto node = node_target(options.target, beside);
-  if (!node) {
-    const auto expected = admin_socket_path(*beside);
-    std::fprintf(stderr,
-                 "inferllama: no node runs on %s%s: run this beside the node with its --data-dir or --config, or ask "
-                 "it over HTTP(S) with --node URL and its admin key (INFERLLAMA_ADMIN_KEY or --admin-key-file)\n",
-                 beside->data_dir.c_str(), expected.empty() ? " with an admin socket (admin_socket is off)" : "");
-    return 1;
-  }
-  auto called = call_node(*node, "POST", "/api/inferllama/" + options.action, body.dump());
-  if (auto* why = std::get_if<std::string>(&called)) {
-    std::fprintf(stderr, "inferllama: %s\n", why->c_str());
-    return 1;
-  }
-  const auto& answer = std::get<NodeAnswer>(called);
-  auto result = nlohmann::json::parse(answer.body, nullptr, false);
-  if (answer.status != 200 || !result.is_object()) {
-    std::fprintf(stderr, "inferllama: %s failed (HTTP %ld): %s\n", options.action.c_str(), answer.status,
-                 error_of(answer.body).c_str());
-    return 1;
-  }
-  print_done(options, result);
+  const auto node = node_or_explain(options.target);
+  if (!node) return 1;
+  const auto result = ask_node(*node, "POST", "/api/inferllama/" + options.action, body.dump(), options.action);
+  if (!result) return 1;
+  print_done(options, *result);
   return 0;
 }
 

@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
@@ -148,6 +149,37 @@ std::optional<NodeTarget> node_target(const NodeOptions& options, std::optional<
   }
   if (socket.empty()) return std::nullopt;
   return NodeTarget::over_socket(socket);
+}
+
+std::optional<NodeTarget> node_or_explain(const NodeOptions& options) {
+  std::optional<Config> beside;
+  auto node = node_target(options, beside);
+  if (!node) {
+    const bool no_socket = admin_socket_path(*beside).empty();
+    std::fprintf(stderr,
+                 "inferllama: no node runs on %s%s: run this beside the node with its --data-dir or --config, or ask "
+                 "it over HTTP(S) with --node URL and its admin key (INFERLLAMA_ADMIN_KEY or --admin-key-file)\n",
+                 beside->data_dir.c_str(), no_socket ? " with an admin socket (admin_socket is off)" : "");
+  }
+  return node;
+}
+
+std::optional<nlohmann::json> ask_node(const NodeTarget& node, const std::string& method,
+                                       const std::string& path_and_query, const std::string& json_body,
+                                       const std::string& what) {
+  auto called = call_node(node, method, path_and_query, json_body);
+  if (auto* why = std::get_if<std::string>(&called)) {
+    std::fprintf(stderr, "inferllama: %s\n", why->c_str());
+    return std::nullopt;
+  }
+  const auto& answer = std::get<NodeAnswer>(called);
+  auto result = nlohmann::json::parse(answer.body, nullptr, false);
+  if (answer.status != 200 || !result.is_object()) {
+    std::fprintf(stderr, "inferllama: %s failed (HTTP %ld): %s\n", what.c_str(), answer.status,
+                 error_of(answer.body).c_str());
+    return std::nullopt;
+  }
+  return result;
 }
 
 std::string error_of(const std::string& body) {

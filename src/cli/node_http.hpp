@@ -1,5 +1,6 @@
 // Requests to a running node's own API (admin routes, accounts), shared by the commands that make them.
 #pragma once
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -66,6 +67,15 @@ void add_node_options(CLI::App& command, NodeOptions& options, const std::string
 // `beside` then holds that node's configuration (for commands that can work on the data directory itself). Throws
 // UsageError on misuse.
 std::optional<NodeTarget> node_target(const NodeOptions& options, std::optional<Config>& beside);
+
+// node_target, and when no node runs there, says on stderr how to name one and returns nullopt.
+std::optional<NodeTarget> node_or_explain(const NodeOptions& options);
+
+// One request whose answer must be HTTP 200 with a JSON object: that object; otherwise nullopt, after saying on
+// stderr why not ("inferllama: WHAT failed (HTTP N): ERROR", or that the node cannot be reached).
+std::optional<nlohmann::json> ask_node(const NodeTarget& node, const std::string& method,
+                                       const std::string& path_and_query, const std::string& json_body,
+                                       const std::string& what);
 
 // The configuration `serve` would read with this --data-dir and --config (either may be empty), without
 // the admin key the client sends.
