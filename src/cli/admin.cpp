@@ -8,12 +8,6 @@
 namespace inferllama::cli {
 namespace {
 
-// {"repo", "revision", "type"} of the snapshot the command names.
-nlohmann::json snapshot_of(const AdminOptions& options) {
-  const RepoRef ref = snapshot_argument(options.repo, options.repo_type);
-  return {{"repo", ref.repo.name}, {"revision", ref.rev}, {"type", ref.repo.type_name()}};
-}
-
 void print_done(const AdminOptions& options, const nlohmann::json& result) {
   const auto count = [&](const char* field) { return static_cast<unsigned long long>(result.value(field, 0ULL)); };
   const std::string snapshot = result.value("repo", "") + "@" + result.value("commit", "");
@@ -39,7 +33,7 @@ void print_done(const AdminOptions& options, const nlohmann::json& result) {
 
 int admin(const AdminOptions& options) {
   nlohmann::json body = nlohmann::json::object();
-  if (options.action != "gc") body = snapshot_of(options);
+  if (options.action != "gc") body = snapshot_body(options.repo, options.repo_type);
   if (options.action == "mirror") body["from"] = options.from;
   const auto node = node_or_explain(options.target);
   if (!node) return 1;

@@ -49,7 +49,7 @@ int list_cache(const Config& config) {
   prefetch::PrefetchTable table(index->records());
   const auto entries = prefetch::recorded_entries(config.prefetch, table);
   if (!entries.empty()) {
-    std::printf("\nprefetch (every %llds):\n", static_cast<long long>(config.prefetch_interval.count()));
+    std::printf("\nprefetch:\n");
     print_prefetch_entries(entries);
   }
   return 0;

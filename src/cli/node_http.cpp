@@ -101,6 +101,11 @@ RepoRef snapshot_argument(const std::string& repo, const std::string& repo_type)
   return *ref;
 }
 
+nlohmann::json snapshot_body(const std::string& repo, const std::string& repo_type) {
+  const RepoRef ref = snapshot_argument(repo, repo_type);
+  return {{"repo", ref.repo.name}, {"revision", ref.rev}, {"type", ref.repo.type_name()}};
+}
+
 void add_node_options(CLI::App& command, NodeOptions& options, const std::string& key_use) {
   command.add_option("--node", options.node,
                      "Base URL of a running node, asked over HTTP(S) with its admin key (env INFERLLAMA_NODE); "

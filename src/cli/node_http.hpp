@@ -50,6 +50,9 @@ std::variant<NodeAnswer, std::string> call_node(const NodeTarget& node, const st
 // UsageError.
 RepoRef snapshot_argument(const std::string& repo, const std::string& repo_type);
 
+// {"repo", "revision", "type"} of that snapshot, as the admin API takes it. Throws UsageError.
+nlohmann::json snapshot_body(const std::string& repo, const std::string& repo_type);
+
 // How every command that talks to a node names it and its credentials.
 struct NodeOptions {
   std::string node;            // --node URL (env INFERLLAMA_NODE): ask it over HTTP(S)

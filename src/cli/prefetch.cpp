@@ -14,36 +14,16 @@ namespace {
 std::vector<prefetch::Entry> entries_of(const nlohmann::json& answer, std::string& running) {
   std::vector<prefetch::Entry> entries;
   for (const auto& item : answer.value("entries", nlohmann::json::array())) {
-    prefetch::Entry entry;
-    entry.spec.repo =
-        RepoId{parse_repo_type(item.value("type", "model")).value_or(RepoType::model), item.value("repo", "")};
-    entry.spec.rev = item.value("revision", "");
-    entry.spec.patterns = item.value("include", std::vector<std::string>{});
-    entry.configured = item.value("source", "") == "config";
-    entry.added_ms = item.value("added_ms", std::int64_t{0});
-    auto& s = entry.status;
-    s.commit = item.value("commit", "");
-    s.complete_commit = item.value("complete_commit", "");
-    s.pins = item.value("pinned", std::vector<std::string>{});
-    s.files_wanted = item.value("files_wanted", std::uint64_t{0});
-    s.files_held = item.value("files_held", std::uint64_t{0});
-    s.bytes_wanted = item.value("bytes_wanted", std::uint64_t{0});
-    s.bytes_held = item.value("bytes_held", std::uint64_t{0});
-    s.checked_ms = item.value("checked_ms", std::int64_t{0});
-    s.error = item.value("error", "");
-    if (item.value("running", false)) running = entry.spec.key();
-    entries.push_back(std::move(entry));
+    auto entry = prefetch::entry_from_json(item);
+    if (!entry) continue;
+    if (item.value("running", false)) running = entry->spec.key();
+    entries.push_back(std::move(*entry));
   }
   return entries;
 }
 
 std::string short_commit(const std::string& commit) {
   return commit.empty() ? "-" : commit.substr(0, 12);
-}
-
-nlohmann::json snapshot_body(const std::string& repo, const std::string& repo_type) {
-  const RepoRef ref = snapshot_argument(repo, repo_type);
-  return {{"repo", ref.repo.name}, {"revision", ref.rev}, {"type", ref.repo.type_name()}};
 }
 
 std::string named(const nlohmann::json& result) {
@@ -60,6 +40,7 @@ void print_prefetch_entries(const std::vector<prefetch::Entry>& entries, const s
     const std::string state = entry.spec.key() == running ? "fetching"
                               : s.checked_ms == 0         ? "not run yet"
                               : s.current()               ? "current"
+                              : s.commit.empty()          ? "skipped"
                                                           : "incomplete";
     rows.push_back({format_prefetch_spec(entry.spec), entry.configured ? "config" : "added", short_commit(s.commit),
                     std::to_string(s.files_held) + "/" + std::to_string(s.files_wanted),

@@ -16,45 +16,47 @@ std::string dump(const Json& json) {
   return json.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
-std::optional<Entry> entry_of(std::string_view text) {
-  const Json json = Json::parse(text, nullptr, false);
-  if (!json.is_object()) return std::nullopt;
-  const auto type = parse_repo_type(json.value("type", ""));
-  if (!type) return std::nullopt;
-  Entry entry;
-  entry.spec.repo = RepoId{*type, json.value("repo", "")};
-  entry.spec.rev = json.value("revision", "");
-  entry.added_ms = json.value("added_ms", std::int64_t{0});
-  if (const auto it = json.find("include"); it != json.end() && it->is_array()) {
-    for (const auto& pattern : *it) {
-      if (pattern.is_string()) entry.spec.patterns.push_back(pattern.get<std::string>());
+std::vector<std::string> strings(const Json& json, const char* field) {
+  std::vector<std::string> out;
+  if (const auto it = json.find(field); it != json.end() && it->is_array()) {
+    for (const auto& item : *it) {
+      if (item.is_string()) out.push_back(item.get<std::string>());
     }
   }
-  return entry;
+  return out;
 }
 
-EntryStatus status_of(std::string_view text) {
-  const Json json = Json::parse(text, nullptr, false);
+Json status_json(const EntryStatus& status) {
+  return Json{{"commit", status.commit},         {"complete_commit", status.complete_commit},
+              {"pinned", status.pins},           {"files_wanted", status.files_wanted},
+              {"files_held", status.files_held}, {"bytes_wanted", status.bytes_wanted},
+              {"bytes_held", status.bytes_held}, {"checked_ms", status.checked_ms},
+              {"error", status.error},           {"include", status.patterns}};
+}
+
+// What names the entry: the part of entry_json that an added entry's record holds.
+Json listing_json(const Entry& entry) {
+  return Json{{"repo", entry.spec.repo.name},
+              {"type", entry.spec.repo.type_name()},
+              {"revision", entry.spec.rev},
+              {"include", entry.spec.patterns},
+              {"source", entry.configured ? "config" : "added"},
+              {"added_ms", entry.added_ms}};
+}
+
+EntryStatus status_from_json(const Json& json) {
   EntryStatus status;
   if (!json.is_object()) return status;
   status.commit = json.value("commit", "");
   status.complete_commit = json.value("complete_commit", "");
-  if (const auto it = json.find("pins"); it != json.end() && it->is_array()) {
-    for (const auto& pin : *it) {
-      if (pin.is_string()) status.pins.push_back(pin.get<std::string>());
-    }
-  }
+  status.pins = strings(json, "pinned");
   status.files_wanted = json.value("files_wanted", std::uint64_t{0});
   status.files_held = json.value("files_held", std::uint64_t{0});
   status.bytes_wanted = json.value("bytes_wanted", std::uint64_t{0});
   status.bytes_held = json.value("bytes_held", std::uint64_t{0});
   status.checked_ms = json.value("checked_ms", std::int64_t{0});
   status.error = json.value("error", "");
-  if (const auto it = json.find("include"); it != json.end() && it->is_array()) {
-    for (const auto& pattern : *it) {
-      if (pattern.is_string()) status.patterns.push_back(pattern.get<std::string>());
-    }
-  }
+  status.patterns = strings(json, "include");
   return status;
 }
 
@@ -63,19 +65,16 @@ EntryStatus status_of(std::string_view text) {
 std::vector<Entry> PrefetchTable::added() {
   std::vector<Entry> entries;
   records_.scan(RecordTable::prefetch, kEntry, [&](std::string_view, std::string_view value) {
-    if (auto entry = entry_of(value)) entries.push_back(std::move(*entry));
+    if (auto entry = entry_from_json(Json::parse(value, nullptr, false))) entries.push_back(std::move(*entry));
     return true;
   });
   return entries;
 }
 
 void PrefetchTable::put_added(const Entry& entry) {
-  const Json json{{"type", entry.spec.repo.type_name()},
-                  {"repo", entry.spec.repo.name},
-                  {"revision", entry.spec.rev},
-                  {"include", entry.spec.patterns},
-                  {"added_ms", entry.added_ms}};
-  records_.write(RecordTable::prefetch, {{std::string(kEntry) + entry.spec.key(), dump(json)}}, /*sync=*/true);
+  // Its runs are kept under their own key.
+  records_.write(RecordTable::prefetch, {{std::string(kEntry) + entry.spec.key(), dump(listing_json(entry))}},
+                 /*sync=*/true);
 }
 
 void PrefetchTable::remove_added(const std::string& key) {
@@ -87,29 +86,39 @@ void PrefetchTable::remove_added(const std::string& key) {
 std::map<std::string, EntryStatus> PrefetchTable::statuses() {
   std::map<std::string, EntryStatus> statuses;
   records_.scan(RecordTable::prefetch, kStatus, [&](std::string_view key, std::string_view value) {
-    statuses.emplace(std::string(key.substr(kStatus.size())), status_of(value));
+    statuses.emplace(std::string(key.substr(kStatus.size())), status_from_json(Json::parse(value, nullptr, false)));
     return true;
   });
   return statuses;
 }
 
 void PrefetchTable::put_status(const std::string& key, const EntryStatus& status) {
-  const Json json{{"commit", status.commit},
-                  {"complete_commit", status.complete_commit},
-                  {"pins", status.pins},
-                  {"files_wanted", status.files_wanted},
-                  {"files_held", status.files_held},
-                  {"bytes_wanted", status.bytes_wanted},
-                  {"bytes_held", status.bytes_held},
-                  {"checked_ms", status.checked_ms},
-                  {"error", status.error},
-                  {"include", status.patterns}};
   // Synced: the pins it lists are the prefetch's to undo after a crash.
-  records_.write(RecordTable::prefetch, {{std::string(kStatus) + key, dump(json)}}, /*sync=*/true);
+  records_.write(RecordTable::prefetch, {{std::string(kStatus) + key, dump(status_json(status))}}, /*sync=*/true);
 }
 
 void PrefetchTable::erase_status(const std::string& key) {
   records_.write(RecordTable::prefetch, {{std::string(kStatus) + key, std::nullopt}}, /*sync=*/true);
+}
+
+Json entry_json(const Entry& entry) {
+  Json json = status_json(entry.status);
+  json.update(listing_json(entry));
+  json["current"] = entry.status.current();
+  return json;
+}
+
+std::optional<Entry> entry_from_json(const Json& json) {
+  if (!json.is_object()) return std::nullopt;
+  const auto type = parse_repo_type(json.value("type", ""));
+  if (!type) return std::nullopt;
+  Entry entry;
+  entry.spec =
+      PrefetchSpec{RepoId{*type, json.value("repo", "")}, json.value("revision", ""), strings(json, "include")};
+  entry.configured = json.value("source", "") == "config";
+  entry.added_ms = json.value("added_ms", std::int64_t{0});
+  entry.status = status_from_json(json);
+  return entry;
 }
 
 std::optional<PrefetchSpec> spec_of_key(std::string_view key) {

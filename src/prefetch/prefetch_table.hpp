@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -57,6 +58,12 @@ class PrefetchTable {
  private:
   RecordStore& records_;
 };
+
+// An entry as the admin API answers it (and the CLI reads it back): its repo, type, revision, patterns
+// ("include"), source ("config" or "added"), when it was added, its last run ("commit", "pinned",
+// "files_wanted", ..., "error") and whether it is "current".
+nlohmann::json entry_json(const Entry& entry);
+std::optional<Entry> entry_from_json(const nlohmann::json& json);
 
 // The repo and revision a PrefetchSpec::key() names (no patterns); nullopt for another string.
 std::optional<PrefetchSpec> spec_of_key(std::string_view key);

@@ -43,27 +43,6 @@ std::string describe_failures(const std::vector<hub::FetchFailure>& failures) {
   return text;
 }
 
-Json entry_json(const Entry& entry, bool running) {
-  const auto& s = entry.status;
-  return Json{{"repo", entry.spec.repo.name},
-              {"type", entry.spec.repo.type_name()},
-              {"revision", entry.spec.rev},
-              {"include", entry.spec.patterns},
-              {"source", entry.configured ? "config" : "added"},
-              {"added_ms", entry.added_ms},
-              {"commit", s.commit},
-              {"complete_commit", s.complete_commit},
-              {"pinned", s.pins},
-              {"files_wanted", s.files_wanted},
-              {"files_held", s.files_held},
-              {"bytes_wanted", s.bytes_wanted},
-              {"bytes_held", s.bytes_held},
-              {"checked_ms", s.checked_ms},
-              {"error", s.error},
-              {"current", s.current()},
-              {"running", running}};
-}
-
 // The entry a request names: {"repo", "type", "revision"} (and "include" when `with_patterns`).
 std::variant<PrefetchSpec, std::string> spec_of(const std::string& body, bool with_patterns) {
   const Json json = Json::parse(body, nullptr, false);
@@ -366,7 +345,11 @@ std::pair<unsigned, std::string> Prefetcher::answer(const std::string& method, c
     if (method != "GET") return error_answer(405, "use GET");
     std::lock_guard lock(mutex_);
     Json list = Json::array();
-    for (const auto& entry : listed_entries()) list.push_back(entry_json(entry, entry.spec.key() == running_));
+    for (const auto& entry : listed_entries()) {
+      Json item = entry_json(entry);
+      item["running"] = entry.spec.key() == running_;
+      list.push_back(std::move(item));
+    }
     return json_answer(200, Json{{"entries", std::move(list)},
                                  {"interval_seconds", parts_.config.prefetch_interval.count()},
                                  {"max_added", kMaxPrefetchEntries}});
@@ -408,7 +391,7 @@ std::pair<unsigned, std::string> Prefetcher::add(const std::string& body) {
     update_totals();
   }
   if (changed && parts_.wake) parts_.wake();
-  Json answer = entry_json(entry, false);
+  Json answer = entry_json(entry);
   answer["changed"] = changed;
   return json_answer(200, answer);
 }

@@ -169,9 +169,11 @@ class PrefetchTest(unittest.TestCase):
         path = node.resolve_path(MODEL, branch, "config.json")
 
         def commit_seen():
-            # A GET stores the file: the node answers a stored file of a branch it remembers without the Hub.
+            # A GET stores the file (its download is committed just after the client has every byte): the
+            # node answers a stored file of a branch it remembers without asking the Hub.
             status, headers, _ = node.request("GET", path)
             self.assertEqual(status, 200)
+            wait_until(lambda: node.metric("inferllama_downloads_in_flight") == 0, 30, "the download stored")
             return headers["x-repo-commit"]
 
         self.assertEqual(commit_seen(), first)
