@@ -471,6 +471,11 @@ void Node::start_periodic_work() {
       "usage retention", std::chrono::hours(1), [this] { expire_usage(); }, PeriodicTask::First::now);
   usage_flush_.start("usage flush", config_.usage_flush_interval, [this] { flush_usage(); });
   asio::post(workers_, [this] { evictor_.enforce(); });  // a budget lowered since the last run
+  // Rules changed while the node was stopped: what they no longer let it keep goes now, as after a reload.
+  blocking_.post([this] {
+    std::lock_guard lock(rules_mutex_);
+    apply_repo_rules();
+  });
   // Every snapshot of a public repo whose files are all stored is seeded: those seeded before a restart
   // (single files and hybrids too) at the first run, the rest within seconds of their last file being stored.
   seed_cached_.start(

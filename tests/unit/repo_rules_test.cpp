@@ -130,7 +130,10 @@ TEST(RuleSet, TheFirstMatchingRuleDecidesAndNoMatchAllows) {
 
 class RepoRulesTest : public ::testing::Test {
  protected:
-  void SetUp() override { dir_ = testing::fresh_test_dir("repo_rules"); }
+  void SetUp() override {
+    dir_ = testing::fresh_test_dir("repo_rules");
+    std::filesystem::create_directories(dir_);
+  }
   void TearDown() override { std::filesystem::remove_all(dir_); }
   std::filesystem::path write(const std::string& text) {
     std::ofstream(dir_ / "rules", std::ios::binary | std::ios::trunc) << text;
@@ -217,6 +220,7 @@ TEST_F(RepoRulesHubTest, ADeniedRepoIsTheHubsRepoNotFoundNamingTheRuleOnEveryRou
 TEST_F(RepoRulesHubTest, AStoredFileOfARepoThatBecomesDeniedIsNotServedAnyMore) {
   use("");
   answered("acme/open", "main", "config.json");
+  answered("acme/open", "main", "config.json");  // a hit: remembered for the fast path
   ASSERT_TRUE(hub_->resolve_fast(model("acme/open"), "main", "config.json"));
   use("deny acme/open");
   EXPECT_FALSE(hub_->resolve_fast(model("acme/open"), "main", "config.json"));
