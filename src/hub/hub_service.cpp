@@ -502,8 +502,9 @@ std::optional<FileAnswer> HubService::stored_file(const RepoId& repo, const std:
 
 std::optional<FileAnswer> HubService::resolve_fast(const RepoId& repo, const std::string& rev,
                                                    const std::string& path) {
+  if (hosts(repo)) return std::nullopt;
   // A repo its rule refuses or passes through is never answered from the store; the slow path says why.
-  if (hosts(repo) || decide(repo).access != RepoAccess::allow) return std::nullopt;
+  if (policy_ && policy_->decide(repo).access != RepoAccess::allow) return std::nullopt;
   std::lock_guard lock(mutex_);
   const auto now = clock_.now();
   auto vis = visibility_.find(repo.key());

@@ -263,7 +263,13 @@ std::vector<RepoRule> parse_rules(std::string_view text, std::string_view source
 
 RepoRules::RepoRules(std::string config_rules, std::filesystem::path file)
     : config_rules_(std::move(config_rules)), file_(std::move(file)) {
-  rules_.store(std::make_shared<const RuleSet>(load()));
+  store(std::make_shared<const RuleSet>(load()));
+}
+
+void RepoRules::store(std::shared_ptr<const RuleSet> rules) {
+  static std::atomic<std::uint64_t> next_generation{1};
+  rules_.store(std::move(rules));
+  generation_.store(next_generation.fetch_add(1), std::memory_order_release);
   loaded_at_ms_ = now_ms();
 }
 
@@ -278,7 +284,15 @@ std::vector<RepoRule> RepoRules::load() const {
 }
 
 RepoDecision RepoRules::decide(const RepoId& repo) const {
-  return rules_.load()->decide(repo);
+  struct Cached {
+    std::uint64_t generation = 0;
+    std::shared_ptr<const RuleSet> rules;
+  };
+  thread_local Cached cached;
+  // Generations are unique across instances: an equal one is this instance's set in force.
+  const std::uint64_t generation = generation_.load(std::memory_order_acquire);
+  if (cached.generation != generation) cached = Cached{generation, rules_.load()};
+  return cached.rules->decide(repo);
 }
 
 RepoRules::Reloaded RepoRules::reload() {
@@ -286,8 +300,7 @@ RepoRules::Reloaded RepoRules::reload() {
   Reloaded outcome;
   try {
     auto fresh = std::make_shared<const RuleSet>(load());
-    rules_.store(fresh);
-    loaded_at_ms_ = now_ms();
+    store(fresh);
     ++reloads_ok_;
     outcome.ok = true;
     outcome.rules = std::move(fresh);

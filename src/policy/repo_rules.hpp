@@ -90,10 +90,15 @@ class RepoRules final : public RepoPolicy {
 
  private:
   std::vector<RepoRule> load() const;
+  void store(std::shared_ptr<const RuleSet> rules);
 
   const std::string config_rules_;
   const std::filesystem::path file_;
   std::atomic<std::shared_ptr<const RuleSet>> rules_;
+  // Which set is in force, unique across every RepoRules of the process: decide() keeps the set per thread
+  // and looks at this shared, rarely written counter instead of the shared pointer's reference count, which
+  // every I/O thread's every request would otherwise write.
+  std::atomic<std::uint64_t> generation_{0};
   std::mutex reload_mutex_;  // one reload at a time
   std::atomic<std::uint64_t> reloads_ok_{0};
   std::atomic<std::uint64_t> reloads_failed_{0};
