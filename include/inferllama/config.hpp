@@ -86,6 +86,10 @@ struct Config {
   std::string mirror_from;                         // node to mirror from; "" = the upstream (when it is a node)
   std::chrono::seconds mirror_interval{300};       // how often mirrored branches are checked for a new commit
 
+  // Repo rules (src/policy/): which Hub repos are proxied and kept, refused, or passed through unkept.
+  std::string repo_rules;                          // "ACTION [TYPE:]PATTERN [scan=...]", a line or comma apart
+  std::filesystem::path repo_rules_file;           // more rules, after repo_rules; read again on SIGHUP
+
   // Users, limits and usage records.
   bool require_auth = false;                              // refuse requests without a node key (401)
   bool cookie_secure = true;                              // the console's cookies carry Secure

@@ -44,6 +44,15 @@ struct ClusterOptions {
 // bytes by source (from the Hub, from parents, from peers, to peers).
 int cluster_status(const ClusterOptions& options);
 
+struct RulesOptions {
+  std::string action;  // show, reload
+  NodeOptions target;
+  bool json = false;  // the node's answer as it is
+};
+// `rules show`: the repo rules a running node has in force, where each comes from, and how its reloads went;
+// `rules reload`: the node reads them again (as on SIGHUP), and a rule that does not load keeps them.
+int rules(const RulesOptions& options);
+
 // `ls`: lists cached repos, revisions, files and sizes from the data directory's index.
 int list_cache(const Config& config);
 

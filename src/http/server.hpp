@@ -89,6 +89,9 @@ struct ServerDeps {
   // POST /api/inferllama/backup: makes a backup as the JSON body asks (it blocks: called on the blocking
   // pool); the status and a JSON answer.
   std::function<std::pair<unsigned, std::string>(const std::string& body)> backup;
+  // GET /api/inferllama/rules (false) and POST /api/inferllama/rules/reload (true): the repo rules in force,
+  // after reading them again for a reload (it blocks: called on the blocking pool); the status and a JSON answer.
+  std::function<std::pair<unsigned, std::string>(bool reload)> repo_rules;
 };
 
 // The HTTP listeners: Boost.Beast on Asio coroutines, each connection on one of the I/O threads' contexts

@@ -83,7 +83,7 @@ TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
 
 TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
   const auto keys = config_keys();
-  ASSERT_EQ(keys.size(), 79u);
+  ASSERT_EQ(keys.size(), 81u);
   for (const ConfigKey& k : keys) {
     std::string flag = "--" + std::string(k.name);
     std::replace(flag.begin(), flag.end(), '_', '-');
@@ -235,6 +235,10 @@ std::vector<PrecedenceCase> precedence_cases() {
        "https://c.local", "", [](const Config& c) { return c.mirror_from; }},
       {"mirror_interval", "\"1m\"", "30", "1h", "60", "30", "3600", "300",
        [n](const Config& c) { return n(c.mirror_interval.count()); }},
+      {"repo_rules", "[\"deny models:acme/*\", \"allow *\"]", "pass datasets:*", "deny *",
+       "deny models:acme/*\nallow *\n", "pass datasets:*", "deny *", "", [](const Config& c) { return c.repo_rules; }},
+      {"repo_rules_file", "\"/etc/rules\"", "env-rules", "flag-rules", "/etc/rules", "env-rules", "flag-rules", "",
+       [](const Config& c) { return c.repo_rules_file.string(); }},
       {"require_auth", "true", "0", "yes", "1", "0", "1", "0",
        [n](const Config& c) { return n(c.require_auth ? 1 : 0); }},
       {"cookie_secure", "false", "1", "no", "0", "1", "0", "1",
