@@ -567,6 +567,18 @@ constexpr KeySpec kSpecs[] = {
     {{"prefetch_interval", "--prefetch-interval", "INFERLLAMA_PREFETCH_INTERVAL",
       "How often prefetched revisions are asked of the Hub again and their new files fetched, 10s..1d", "1h"},
      [](Config& c, const Input& in) { c.prefetch_interval = in.whole_seconds(10, 24 * 3600); }},
+    {{"repo_rules", "--repo-rules", "INFERLLAMA_REPO_RULES",
+      "Which Hub repos the node proxies: rules \"ACTION [TYPE:]PATTERN [scan=off|warn|deny]\", one a line or "
+      "comma-separated (a TOML array of strings too), first match wins, no match allows; ACTION is allow, deny "
+      "(answered like a missing repo, never asked upstream) or pass (streamed, never stored); TYPE models, "
+      "datasets, spaces or *; PATTERN a glob on owner/name (* within a segment, ** across, * alone = all)",
+      ""},
+     [](Config& c, const Input& in) { c.repo_rules = in.text(); }},
+    {{"repo_rules_file", "--repo-rules-file", "INFERLLAMA_REPO_RULES_FILE",
+      "File of more repo rules (one a line, # comments), matched after repo_rules; read again on SIGHUP and "
+      "POST /api/inferllama/rules/reload, a bad rule keeping the rules in force",
+      ""},
+     [](Config& c, const Input& in) { c.repo_rules_file = in.text(); }},
     {{"require_auth", "--require-auth", "INFERLLAMA_REQUIRE_AUTH",
       "Refuse requests that carry no node API key (401); other bearers count as Hub tokens", "false", true},
      [](Config& c, const Input& in) { c.require_auth = in.boolean(); }},
@@ -896,6 +908,17 @@ void apply_file(Config& c, Applied& applied, const std::filesystem::path& path) 
         users += std::string(name.str()) + ": " + text->get() + "; ";
       }
       raw = users;
+    } else if (const auto* list = node.as_array(); list && spec->key.name == "repo_rules") {
+      // repo_rules = ["deny models:acme/*", "allow *"] reads as one rule a line.
+      std::string rules;
+      for (auto&& rule : *list) {
+        const auto* text = rule.as_string();
+        if (!text)
+          throw ConfigError("invalid repo_rules (from " + origin + "): each rule must be a string, got " +
+                            node_type_name(rule));
+        rules += text->get() + "\n";
+      }
+      raw = rules;
     } else if (const auto* s = node.as_string()) {
       raw = s->get();
     } else if (const auto* i = node.as_integer()) {

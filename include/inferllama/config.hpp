@@ -90,6 +90,9 @@ struct Config {
   // Snapshots the node keeps current from the Hub without a client asking (src/prefetch/).
   std::vector<PrefetchSpec> prefetch;            // REPO[@REV][:PATTERN;...],...; more are added at run time
   std::chrono::seconds prefetch_interval{3600};  // how often each entry's revision is asked of the Hub again
+  // Repo rules (src/policy/): which Hub repos are proxied and kept, refused, or passed through unkept.
+  std::string repo_rules;                          // "ACTION [TYPE:]PATTERN [scan=...]", a line or comma apart
+  std::filesystem::path repo_rules_file;           // more rules, after repo_rules; read again on SIGHUP
 
   // Users, limits and usage records.
   bool require_auth = false;                              // refuse requests without a node key (401)

@@ -194,6 +194,18 @@ int run(int argc, char** argv) {
   add_node_options(*cluster_status_cmd, cluster_options.target, "the node's admin key");
   cluster_cmd->require_subcommand(1);
 
+  RulesOptions rules_show_options{"show"}, rules_reload_options{"reload"};
+  auto* rules_cmd = app.add_subcommand("rules", "The repo rules: which Hub repos the node proxies, refuses or passes");
+  auto* rules_show_cmd = rules_cmd->add_subcommand("show", "The rules in force, in the order they are matched");
+  auto* rules_reload_cmd = rules_cmd->add_subcommand(
+      "reload", "Read the rules again (repo_rules_file), as SIGHUP does; a rule that does not load keeps them");
+  for (auto [command, options] :
+       {std::pair{rules_show_cmd, &rules_show_options}, std::pair{rules_reload_cmd, &rules_reload_options}}) {
+    command->add_flag("--json", options->json, "Print the node's JSON answer as it is");
+    add_node_options(*command, options->target, "the node's admin key");
+  }
+  rules_cmd->require_subcommand(1);
+
   BackupOptions backup_options;
   auto* backup_cmd = app.add_subcommand(
       "backup",
@@ -250,6 +262,8 @@ int run(int argc, char** argv) {
     if (*prefetch_list_cmd) return prefetch(prefetch_list_options);
     if (*prefetch_remove_cmd) return prefetch(prefetch_remove_options);
     if (*refresh_cmd) return refresh(refresh_options);
+    if (*rules_show_cmd) return rules(rules_show_options);
+    if (*rules_reload_cmd) return rules(rules_reload_options);
     if (*backup_cmd) return backup(backup_options);
     if (*restore_cmd) return restore(restore_options);
     if (auto code = accounts.run()) return *code;

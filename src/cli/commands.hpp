@@ -67,6 +67,14 @@ struct RefreshOptions {
 };
 // `refresh`: the node forgets what a branch resolved to (after a force-push) and asks the Hub again.
 int refresh(const RefreshOptions& options);
+struct RulesOptions {
+  std::string action;  // show, reload
+  NodeOptions target;
+  bool json = false;  // the node's answer as it is
+};
+// `rules show`: the repo rules a running node has in force, where each comes from, and how its reloads went;
+// `rules reload`: the node reads them again (as on SIGHUP), and a rule that does not load keeps them.
+int rules(const RulesOptions& options);
 
 // `ls`: lists cached repos, revisions, files and sizes from the data directory's index.
 int list_cache(const Config& config);

@@ -100,11 +100,12 @@ int serve(const Config& config) {
   };
   signals.async_wait(on_signal);
   // SIGHUP: the access log file is opened again at its path, so logrotate can move it away (postrotate
-  // `kill -HUP`); the node goes on serving.
+  // `kill -HUP`), and the repo rules are read again; the node goes on serving.
   asio::signal_set hangups(node.io(), SIGHUP);
   std::function<void(const boost::system::error_code&, int)> on_hangup = [&](const boost::system::error_code& ec, int) {
     if (ec) return;
     node.reopen_logs();
+    node.reload_repo_rules();
     hangups.async_wait(on_hangup);
   };
   hangups.async_wait(on_hangup);

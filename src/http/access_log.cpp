@@ -131,6 +131,8 @@ const char* cache_status_name(CacheStatus status) {
       return "miss";
     case CacheStatus::stream:
       return "stream";
+    case CacheStatus::pass:
+      return "pass";
     case CacheStatus::none:
       break;
   }

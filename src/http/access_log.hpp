@@ -20,6 +20,7 @@ enum class CacheStatus : std::uint8_t {
   hit,     // the file was stored, complete and verified: served from its chunks, nothing fetched for it
   miss,    // it was not stored: this request asked the Hub and started its download (a HEAD only asks)
   stream,  // it was being downloaded for an earlier request: this one joined that download (no second fetch)
+  pass,    // its repo's rule is pass: streamed from the upstream to this client, kept nowhere
 };
 const char* cache_status_name(CacheStatus status);
 

@@ -1,5 +1,5 @@
 // The node's administration, for the admin (admission checked who): pin, unpin, gc, backup, mirror, refresh,
-// prefetch, the users/ and keys/ routes of accounts, and the orgs/ routes of hosted namespaces.
+// prefetch, the repo rules, the users/ and keys/ routes of accounts, and the orgs/ routes of hosted namespaces.
 #include <nlohmann/json.hpp>
 
 #include "cache/evictor.hpp"
@@ -197,6 +197,14 @@ Task<Answer> answer_prefetch(Exchange& x, const std::string& action) {
   co_return hub::Reply{answer.first, {{"Cache-Control", "no-store"}}, "application/json", std::move(answer.second)};
 }
 
+// The repo rules in force (GET rules), or read again (POST rules/reload: 400 with the reason when a rule does
+// not load, the rules in force staying).
+Task<Answer> answer_rules(Exchange& x, bool reload) {
+  if (!x.server.deps.repo_rules) co_return hub::error_reply(404, "no such route");
+  auto answer = co_await offload(x.server.deps.blocking, [&] { return x.server.deps.repo_rules(reload); });
+  co_return hub::Reply{answer.first, {{"Cache-Control", "no-store"}}, "application/json", std::move(answer.second)};
+}
+
 // A backup takes as long as copying the index: the blocking pool makes it while the client waits.
 Task<Answer> answer_backup(Exchange& x) {
   if (!x.server.deps.backup) co_return hub::error_reply(404, "no such route");
@@ -227,6 +235,10 @@ Task<Answer> handle(Exchange& x, const AdminRoute& route) {
     reply.headers.emplace_back("Cache-Control", "no-store");
     co_return reply;
   }
+  if (route.action == "rules") {
+    if (req.method() != bhttp::verb::get && req.method() != bhttp::verb::head) co_return method_not_allowed("use GET");
+    co_return co_await answer_rules(x, false);
+  }
   if (req.method() != bhttp::verb::post) co_return method_not_allowed("use POST");
   // A JSON body cannot be sent across origins without a preflight, which the node never grants: a web
   // page in a browser on this host cannot pin, collect or mirror.
@@ -238,6 +250,7 @@ Task<Answer> handle(Exchange& x, const AdminRoute& route) {
     co_return json_reply({{"chunks_removed", report.chunks_removed}, {"bytes_freed", report.bytes_freed}});
   }
   if (route.action == "backup") co_return co_await answer_backup(x);
+  if (route.action == "rules/reload") co_return co_await answer_rules(x, true);
   const auto body = nlohmann::json::parse(req.body(), nullptr, false);
   if (route.action == "mirror") co_return co_await answer_mirror(x, body);
   if (route.action == "refresh") co_return co_await answer_refresh(x, body);

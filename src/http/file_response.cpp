@@ -46,6 +46,7 @@ void write_connection_fields(const Connection& c, HeadWriter& head) {
 
 CacheStatus cache_status(const hub::FileAnswer& answer) {
   if (answer.blob) return CacheStatus::hit;
+  if (answer.pass) return CacheStatus::pass;
   if (answer.download && !answer.started_download) return CacheStatus::stream;
   return CacheStatus::miss;  // this request's download, or a HEAD the Hub described
 }

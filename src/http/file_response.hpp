@@ -22,7 +22,8 @@ struct FilePlan {
 };
 
 // Where the answer's bytes come from: a stored blob (hit), a download this request started (miss; also a
-// HEAD of a file not stored, which only asked the Hub) or one it joined (stream).
+// HEAD of a file not stored, which only asked the Hub), one it joined (stream), or the upstream straight
+// through (pass).
 CacheStatus cache_status(const hub::FileAnswer& answer);
 
 // Decides the answer to `req` for `answer` (whose size is the stored blob's or the download's) and writes

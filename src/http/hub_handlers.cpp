@@ -152,10 +152,9 @@ Task<Answer> handle(Exchange& x, const UpstreamRoute& route) {
   const std::string method(req.method_string());
   const std::string target(req.target());
   const std::string base = x.server.public_base(x.connection, req);
-  std::optional<RepoId> content_of;
-  if (route.reads_content) content_of = route.repo;
   hub::Reply reply = co_await offload(x.server.deps.blocking, [&] {
-    return x.server.deps.hub.forward(method, target, headers, req.body(), x.caller, content_of, base);
+    return x.server.deps.hub.forward(method, target, headers, req.body(), x.caller, route.repo, route.reads_content,
+                                     base);
   });
   // A file's bytes count against the token limit as they do through resolve; API answers do not.
   if (route.action == "raw" && route.reads_content && req.method() == bhttp::verb::get && reply.status < 300) {

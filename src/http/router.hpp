@@ -12,8 +12,9 @@ namespace inferllama::http {
 struct HealthRoute {};
 struct MetricsRoute {};
 // The node's own administration (the admin key, or loopback callers when the node has none): pin, unpin,
-// gc, backup, mirror, refresh, cluster (GET), prefetch (GET), prefetch/add, prefetch/remove, users/... keys/...
-// (the rest of the path, still encoded, for usage::answer_admin) and orgs/... (for hosting::answer_org_admin).
+// gc, backup, mirror, refresh, cluster (GET), rules (GET) and rules/reload (POST), prefetch (GET), prefetch/add,
+// prefetch/remove, users/... keys/... (the rest of the path, still encoded, for usage::answer_admin) and orgs/...
+// (for hosting::answer_org_admin).
 struct AdminRoute {
   std::string action;
 };

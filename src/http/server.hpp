@@ -94,6 +94,9 @@ struct ServerDeps {
   std::function<std::pair<unsigned, std::string>(const std::string& method, const std::string& action,
                                                  const std::string& body)>
       prefetch;
+  // GET /api/inferllama/rules (false) and POST /api/inferllama/rules/reload (true): the repo rules in force,
+  // after reading them again for a reload (it blocks: called on the blocking pool); the status and a JSON answer.
+  std::function<std::pair<unsigned, std::string>(bool reload)> repo_rules;
 };
 
 // The HTTP listeners: Boost.Beast on Asio coroutines, each connection on one of the I/O threads' contexts

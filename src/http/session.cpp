@@ -162,6 +162,17 @@ class Responder {
     }
     const bool keep = req.keep_alive() && !server_.draining;
     const FilePlan plan = write_file_head(c_, req, answer, body.range, keep);
+    // A pass repo's bytes: the upstream read starts once the range is known, before anything is answered.
+    std::shared_ptr<hub::PassStream> pass;
+    if (answer.pass && plan.send_body) {
+      pass = server_.deps.hub.passes().start(*answer.pass, plan.first, plan.first + plan.length);
+      if (!pass) {
+        hub::Reply busy =
+            hub::error_reply(503, "the node streams as many files of pass repos as it may; retry shortly");
+        busy.headers.emplace_back("Retry-After", "1");
+        co_return co_await write_reply(req, busy);
+      }
+    }
     c_.status = plan.status;
     c_.bytes = 0;  // counted as the body goes out (flowed)
     bool cork = false;
@@ -185,6 +196,8 @@ class Responder {
       }
     } else if (answer.download) {
       ok = co_await stream_download(*answer.download, plan.first, end);
+    } else if (pass) {
+      ok = co_await stream_pass(pass, end - plan.first);
     }
     if (ok) (answer.blob ? server_.stats.bytes_from_cache : server_.stats.bytes_from_downloads).add(end - plan.first);
     // The body is with the kernel: the download's slot is free for the client's next one right away.
@@ -343,6 +356,38 @@ class Responder {
       c_.touch();
     }
     co_return download.verified() || download.state() != cache::Download::State::failed;
+  }
+
+  // `length` bytes of a pass repo's file as the upstream sends them; the read ends with the response.
+  Task<bool> stream_pass(const std::shared_ptr<hub::PassStream>& pass, std::uint64_t length) {
+    struct Cancel {
+      hub::PassStream& stream;
+      ~Cancel() { stream.cancel(); }  // a client gone stops the upstream transfer
+    } cancel{*pass};
+    auto listener = std::make_shared<ProgressTimer>(stream_.get_executor());
+    pass->subscribe(listener);
+    for (std::uint64_t sent = 0; sent < length;) {
+      listener->arm();
+      if (const auto bytes = pass->readable(); !bytes.empty()) {
+        boost::system::error_code ec;
+        co_await asio::async_write(stream_, asio::buffer(bytes.data(), bytes.size()),
+                                   asio::redirect_error(asio::use_awaitable, ec));
+        if (ec) co_return false;
+        c_.touch();
+        pass->consume(bytes.size());
+        server_.flowed(c_, bytes.size(), false);
+        sent += bytes.size();
+        continue;
+      }
+      if (pass->state() == hub::PassStream::State::failed) {
+        spdlog::warn("closing a passed-through response at byte {} of {}: {}", sent, length, pass->error());
+        co_return false;  // the client sees a short body, never a complete-looking one
+      }
+      c_.pause_deadline();
+      co_await listener->wait();
+      c_.touch();
+    }
+    co_return true;
   }
 
   ServerContext& server_;

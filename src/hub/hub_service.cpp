@@ -12,6 +12,7 @@
 #include "hub/hub_protocol.hpp"
 #include "hub/metadata_query.hpp"
 #include "inferllama/metrics.hpp"
+#include "policy/repo_rules.hpp"
 #include "util/url.hpp"
 
 namespace inferllama::hub {
@@ -119,6 +120,7 @@ HubService::HubService(const Config& config, Index& index, Upstream& upstream, c
       upstream_(upstream),
       downloads_(downloads),
       evictor_(evictor),
+      passes_(upstream, config.upstream_retries),
       own_metadata_(std::make_unique<MetadataStore>(index, config.metadata_budget)),
       metadata_(*own_metadata_) {}
 
@@ -130,9 +132,42 @@ HubService::HubService(const Config& config, Index& index, Upstream& upstream, c
       upstream_(upstream),
       downloads_(downloads),
       evictor_(evictor),
+      passes_(upstream, config.upstream_retries),
       metadata_(shared_metadata) {}
 
+RepoDecision HubService::decide(const RepoId& repo) const {
+  if (!policy_ || hosts(repo)) return RepoDecision{};
+  return policy_->decide(repo);
+}
+
+Reply HubService::refusal(const RepoDecision& decision, unsigned status, const std::string& message) {
+  std::string label = "rule=\"";
+  for (char c : decision.rule) {
+    if (c == '\\' || c == '"') label += '\\';
+    label += c;
+  }
+  refusals_.with(label + '"').add();
+  return error_reply(status, message, status == 404 ? "RepoNotFound" : "");
+}
+
+Reply HubService::denied(const RepoDecision& decision) {
+  return refusal(decision, 404, policy::refusal_message(decision));
+}
+
+std::optional<Reply> HubService::refused(const RepoId& repo, bool keeping) {
+  const RepoDecision decision = decide(repo);
+  if (decision.access == RepoAccess::deny) return denied(decision);
+  if (keeping && decision.access == RepoAccess::pass) {
+    return refusal(decision, 403,
+                   repo.key() + " passes through this node without being kept (repo rule \"" + decision.rule +
+                       "\"): nothing of it is stored, pinned, mirrored or seeded");
+  }
+  return std::nullopt;
+}
+
 std::variant<HubService::PinOutcome, Reply> HubService::pin(const RepoId& repo, const std::string& rev, bool pinned) {
+  // Unpinning lets go of what a rule no longer lets the node keep; pinning keeps it.
+  if (auto refusal = refused(repo, pinned)) return std::move(*refusal);
   std::string stale;
   auto resolved = resolve_commit(repo, rev, Caller{}, credentials_for(Caller{}, true), stale);
   if (auto* reply = std::get_if<Reply>(&resolved)) return std::move(*reply);
@@ -158,6 +193,7 @@ std::variant<HubService::PinOutcome, Reply> HubService::pin(const RepoId& repo, 
 
 std::variant<std::string, Reply> HubService::commit_of(const RepoId& repo, const std::string& rev, std::string* stale,
                                                        RefLookup lookup) {
+  if (auto refusal = refused(repo)) return std::move(*refusal);
   std::string why;
   auto commit = resolve_commit(repo, rev, Caller{}, credentials_for(Caller{}, is_public(repo)), why, lookup);
   if (stale) *stale = why;
@@ -184,6 +220,7 @@ std::optional<std::string> HubService::forget_ref(const RepoId& repo, const std:
 std::variant<std::vector<HubService::SnapshotEntry>, Reply> HubService::snapshot_files(const RepoId& repo,
                                                                                        const std::string& commit,
                                                                                        bool stored_only) {
+  if (auto refusal = refused(repo)) return std::move(*refusal);
   if (hosts(repo)) {
     auto listed = hosted_->files(repo, commit);
     if (!listed) return error_reply(404, "Invalid rev id: " + commit, "RevisionNotFound");
@@ -495,6 +532,8 @@ std::optional<FileAnswer> HubService::stored_file(const RepoId& repo, const std:
 std::optional<FileAnswer> HubService::resolve_fast(const RepoId& repo, const std::string& rev,
                                                    const std::string& path) {
   if (hosts(repo)) return std::nullopt;
+  // A repo its rule refuses or passes through is never answered from the store; the slow path says why.
+  if (policy_ && policy_->decide(repo).access != RepoAccess::allow) return std::nullopt;
   std::lock_guard lock(mutex_);
   const auto now = clock_.now();
   auto vis = visibility_.find(repo.key());
@@ -521,10 +560,14 @@ std::optional<FileAnswer> HubService::resolve_fast(const RepoId& repo, const std
 std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const std::string& rev, const std::string& path,
                                                     const Caller& caller, bool want_body) {
   if (hosts(repo)) return hosted_file(repo, rev, path);
+  const RepoDecision decision = decide(repo);
+  if (decision.access == RepoAccess::deny) return denied(decision);
+  // A pass repo's files are never taken from the store nor put in it.
+  const bool pass = decision.access == RepoAccess::pass;
   const bool open = is_public(repo, caller);
   const std::string credentials = credentials_for(caller, open);
   // A stored file needs no upstream call when the repo is public, or the Hub recently let this caller in.
-  if (open || access_granted(repo, caller)) {
+  if (!pass && (open || access_granted(repo, caller))) {
     if (auto commit = fresh_ref(repo, rev)) {
       if (auto stored = stored_file(repo, *commit, path)) {
         ++counters_.hits;
@@ -534,7 +577,10 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
   }
   // Ask the Hub with the caller's own credentials: this is the access check and the file's metadata.
   auto head = call("HEAD", resolve_url(repo, rev, path), caller, credentials);
-  if (unreachable(head)) return stored_during_outage(repo, rev, path, caller, open, describe_failure(head));
+  if (unreachable(head)) {
+    if (pass) return outage_reply(path + " of " + repo.name + " (passed through, never kept)", describe_failure(head));
+    return stored_during_outage(repo, rev, path, caller, open, describe_failure(head));
+  }
   if (head.status >= 300 && head.status != 302) return relay(head);
   if (head.status != 200 && head.status != 302) return relay(head);
   if (!open) remember_access(repo, caller);
@@ -546,7 +592,7 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
     answer.commit = rev;
   }
   store_ref(repo, rev, answer.commit);
-  if (auto stored = stored_file(repo, answer.commit, path)) {
+  if (auto stored = pass ? std::nullopt : stored_file(repo, answer.commit, path)) {
     ++counters_.hits;
     return *stored;
   }
@@ -602,6 +648,10 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
     }
     return fresh;
   };
+  if (pass) {
+    answer.pass = std::make_shared<const cache::BlobSource>(std::move(source));
+    return answer;
+  }
   answer.download =
       downloads_.get_or_start(source, cache::FileClaim{repo, answer.commit, path, open}, &answer.started_download);
   if (answer.download && answer.download->size() != answer.file.size) {
@@ -673,8 +723,12 @@ Reply HubService::relay(const UpstreamResponse& response, const std::string& pub
 }
 
 Reply HubService::forward(const std::string& method, const std::string& target, const HeaderList& headers,
-                          const std::string& body, const Caller& caller, const std::optional<RepoId>& content_of,
-                          const std::string& public_base) {
+                          const std::string& body, const Caller& caller, const std::optional<RepoId>& repo,
+                          bool reads_content, const std::string& public_base) {
+  if (repo) {
+    if (auto refusal = refused(*repo)) return std::move(*refusal);
+  }
+  const std::optional<RepoId> content_of = reads_content ? repo : std::nullopt;
   // Listings can be slow at the Hub: they never hold more than half the blocking threads, which the node's
   // own file and metadata routes need.
   if (forwarding_.fetch_add(1) >= kMaxForwarding) {
@@ -706,6 +760,8 @@ Reply HubService::forward(const std::string& method, const std::string& target, 
 
 Reply HubService::info(const RepoId& repo, const std::optional<std::string>& rev, std::string_view query,
                        const Caller& caller) {
+  const RepoDecision decision = decide(repo);
+  if (decision.access == RepoAccess::deny) return denied(decision);
   const bool open = is_public(repo, caller);
   const std::string credentials = credentials_for(caller, open);
   const auto canonical = canonical_info_query(query);
@@ -718,8 +774,9 @@ Reply HubService::info(const RepoId& repo, const std::optional<std::string>& rev
     if (!recorded_visibility(repo)) return outage_reply(repo.name, describe_failure(response));
     return restricted_outage_reply(describe_failure(response));
   }
-  if (!canonical) {
-    ++counters_.metadata_unstored;
+  // A pass repo's answers are relayed and not kept, as are requests of parameters real clients do not send.
+  if (!canonical || decision.access == RepoAccess::pass) {
+    if (!canonical) ++counters_.metadata_unstored;
     auto response = call("GET", url, caller, credentials);
     if (unreachable(response)) return outage_reply("this revision info of " + repo.name, describe_failure(response));
     return relay(response);
@@ -799,6 +856,8 @@ std::optional<Reply> HubService::stored_tree_page(const RepoId& repo, const std:
 
 Reply HubService::tree(const RepoId& repo, const std::string& rev, const std::string& path, std::string_view query,
                        const Caller& caller, const std::string& public_base) {
+  const RepoDecision decision = decide(repo);
+  if (decision.access == RepoAccess::deny) return denied(decision);
   const bool open = is_public(repo, caller);
   const std::string credentials = credentials_for(caller, open);
   const std::string suffix = path.empty() ? "" : "/" + url::encode(path, true);
@@ -812,8 +871,8 @@ Reply HubService::tree(const RepoId& repo, const std::string& rev, const std::st
   auto commit = resolve_commit(repo, rev, caller, credentials, stale);
   if (auto* refused = std::get_if<Reply>(&commit)) return *refused;
   const std::string& sha = std::get<std::string>(commit);
-  if (!canonical) {
-    ++counters_.metadata_unstored;
+  if (!canonical || decision.access == RepoAccess::pass) {
+    if (!canonical) ++counters_.metadata_unstored;
     auto response = call("GET", with_query(api_url(repo) + "/tree/" + sha + suffix, query), caller, credentials);
     if (unreachable(response)) return outage_reply("this tree listing of " + repo.name, describe_failure(response));
     return relay(response, public_base);
@@ -846,6 +905,8 @@ Reply HubService::tree(const RepoId& repo, const std::string& rev, const std::st
 
 Reply HubService::paths_info(const RepoId& repo, const std::string& rev, const std::string& content_type,
                              const std::string& body, const Caller& caller) {
+  const RepoDecision decision = decide(repo);
+  if (decision.access == RepoAccess::deny) return denied(decision);
   const bool open = is_public(repo, caller);
   const std::string credentials = credentials_for(caller, open);
   HeaderList headers{{"Content-Type", content_type.empty() ? "application/x-www-form-urlencoded" : content_type}};
@@ -857,8 +918,8 @@ Reply HubService::paths_info(const RepoId& repo, const std::string& rev, const s
   if (auto* refused = std::get_if<Reply>(&commit)) return *refused;
   const std::string& sha = std::get<std::string>(commit);
   const auto canonical = canonical_paths_query(content_type, body);
-  if (!canonical) {
-    ++counters_.metadata_unstored;
+  if (!canonical || decision.access == RepoAccess::pass) {
+    if (!canonical) ++counters_.metadata_unstored;
     auto response = call("POST", api_url(repo) + "/paths-info/" + sha, caller, credentials, headers, body);
     if (unreachable(response)) {
       return outage_reply("this paths-info answer of " + repo.name, describe_failure(response));
@@ -881,6 +942,7 @@ Reply HubService::paths_info(const RepoId& repo, const std::string& rev, const s
 }
 
 Reply HubService::refs(const RepoId& repo, std::string_view query, const Caller& caller) {
+  if (auto refusal = refused(repo)) return std::move(*refusal);
   const bool open = is_public(repo, caller);
   return relay(call("GET", with_query(api_url(repo) + "/refs", query), caller, credentials_for(caller, open)));
 }
@@ -903,6 +965,8 @@ constexpr metrics::FamilySpec kMetadataUnstored{
     "Metadata requests with parameters real clients do not send: forwarded, not stored"};
 constexpr metrics::FamilySpec kUpstreamErrors{"inferllama_upstream_errors_total", "counter",
                                               "Upstream failures by kind"};
+constexpr metrics::FamilySpec kRuleRefusals{"inferllama_repo_rule_refusals_total", "counter",
+                                            "Requests refused by a repo rule, by the rule's text"};
 }  // namespace
 
 void HubService::render_metrics(std::string& out) const {
@@ -925,6 +989,11 @@ void HubService::render_metrics(std::string& out) const {
   write_sample(out, kUpstreamErrors, "kind=\"server\"", value(counters_.upstream_server_errors));
   write_sample(out, kUpstreamErrors, "kind=\"transfer_retry\"", value(downloads.retries));
   write_sample(out, kUpstreamErrors, "kind=\"download_failed\"", value(downloads.failed));
+  write_header(out, kRuleRefusals);
+  refusals_.each([&](const std::string& labels, const metrics::Counter& counter) {
+    write_sample(out, kRuleRefusals, labels, static_cast<double>(counter.value()));
+  });
+  passes_.render_metrics(out);
 }
 
 }  // namespace inferllama::hub

@@ -13,13 +13,16 @@
 #include "cache/download.hpp"
 #include "cache/evictor.hpp"
 #include "hub/metadata_store.hpp"
+#include "hub/pass_through.hpp"
 #include "hub/reply.hpp"
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/clock.hpp"
 #include "inferllama/config.hpp"
 #include "inferllama/hosted.hpp"
 #include "inferllama/index.hpp"
+#include "inferllama/metrics.hpp"
 #include "inferllama/repo.hpp"
+#include "inferllama/repo_policy.hpp"
 #include "inferllama/upstream.hpp"
 
 namespace inferllama::hub {
@@ -47,7 +50,8 @@ std::vector<std::string_view> node_hops(std::string_view via);
 // The Via an upstream request carries: the nodes of the caller's chain, then this node.
 std::string via_for_upstream(const Caller& caller);
 
-// A file at a commit: either stored (blob) or on its way (download), or only described (HEAD).
+// A file at a commit: either stored (blob), on its way (download), passed through (pass), or only
+// described (HEAD).
 struct FileAnswer {
   std::string commit;
   std::string stale;  // why a branch name was answered from the last commit seen (upstream down), or ""
@@ -56,6 +60,8 @@ struct FileAnswer {
   std::shared_ptr<cache::Download> download;
   std::shared_ptr<void> lease;    // keeps a stored blob from being evicted while it is served
   bool started_download = false;  // `download` was started for this answer (else it was already running)
+  // The repo's rule is `pass`: the bytes are streamed from here to the client (PassThroughs) and kept nowhere.
+  std::shared_ptr<const cache::BlobSource> pass;
 };
 
 struct HubCounters {
@@ -100,13 +106,27 @@ class HubService {
   // and the caller's own credentials. The node's token goes only with an anonymous read of `content_of`
   // (the repo whose files, history or parquet listing the target reads) when that repo is public. The
   // answer keeps the Hub's status, content, error headers and validators.
+  // A target naming a repo (`repo`) its rule denies is refused before anything goes upstream.
   Reply forward(const std::string& method, const std::string& target, const HeaderList& headers,
-                const std::string& body, const Caller& caller, const std::optional<RepoId>& content_of,
+                const std::string& body, const Caller& caller, const std::optional<RepoId>& repo, bool reads_content,
                 const std::string& public_base);
 
   // The node's own repos: answered from `hosted`, never asked upstream. Set once at start-up.
   void set_hosted(HostedRepos* hosted) { hosted_ = hosted; }
   bool hosts(const RepoId& repo) const { return hosted_ && hosted_->owns(repo); }
+
+  // The operator's repo rules, asked on every route that names a Hub repo before anything is asked upstream
+  // (none: every repo is allowed). Set once at start-up; the rules behind it change on a reload.
+  void set_policy(const RepoPolicy* policy) { policy_ = policy; }
+  // What the rules say of `repo` now; the node's own (hosted) repos are always allowed, as is every repo
+  // without rules.
+  RepoDecision decide(const RepoId& repo) const;
+  // The answer to a request for `repo` that its rule refuses, counted by rule: a `deny` is the Hub's 404
+  // RepoNotFound naming the rule; with `keeping` (pin, mirror, torrents: what keeps or seeds the repo's
+  // files) a `pass` is a 403 too. nullopt when the repo may go on.
+  std::optional<Reply> refused(const RepoId& repo, bool keeping = false);
+  // Reads of files of pass repos.
+  PassThroughs& passes() { return passes_; }
 
   HubCounters& counters() { return counters_; }
   cache::Downloads& downloads() { return downloads_; }
@@ -214,6 +234,9 @@ class HubService {
   enum class Relayed { metadata, api, content };
   Reply relay(const UpstreamResponse& response, const std::string& public_base = {},
               Relayed what = Relayed::metadata) const;
+  // The refusal of a repo by `decision`, counted by its rule.
+  Reply refusal(const RepoDecision& decision, unsigned status, const std::string& message);
+  Reply denied(const RepoDecision& decision);
 
   const Config& config_;
   const Clock& clock_;
@@ -223,6 +246,10 @@ class HubService {
   cache::Evictor& evictor_;
   HubCounters counters_;
   HostedRepos* hosted_ = nullptr;
+  const RepoPolicy* policy_ = nullptr;
+  // Requests refused by each rule, labelled by the rule's text: the rules are the operator's, so are the labels.
+  metrics::Family<metrics::Counter> refusals_;
+  PassThroughs passes_;
   std::unique_ptr<MetadataStore> own_metadata_;  // unless shared
   MetadataStore& metadata_;
 

@@ -49,6 +49,14 @@ std::unique_ptr<usage::RedisRateLimiter> make_shared_limits(const Config& config
   return std::make_unique<usage::RedisRateLimiter>(io, redis, local);
 }
 
+policy::RepoRules load_repo_rules(const Config& config) {
+  try {
+    return policy::RepoRules(config.repo_rules, config.repo_rules_file);
+  } catch (const policy::RuleError& e) {
+    throw ConfigError(std::string("invalid repo rules: ") + e.what());
+  }
+}
+
 // Where a listener bound: its configured host (a validated HOST:PORT) with the port it got (port 0 = any).
 std::string bound(const std::string& listen, std::uint16_t port) {
   HostPort address = HostPort::parse(listen).value_or(HostPort{});
@@ -60,6 +68,7 @@ std::string bound(const std::string& listen, std::uint16_t port) {
 
 Node::Node(const Config& config)
     : config_(checked_for_start(config)),
+      repo_rules_(load_repo_rules(config_)),
       data_dir_lock_(config_.data_dir),
       store_(config_.data_dir),
       index_(open_rocksdb_index(config_.data_dir / "index")),
@@ -103,7 +112,7 @@ Node::Node(const Config& config)
                {.chunk_size = static_cast<std::uint32_t>(config_.chunk_size), .quota = config_.hosted_quota}),
       mirror_({config_, store_, *index_, workers_, hub_, downloads_, evictor_, torrents_}),
       // An entry added at run time is fetched at once rather than at the next interval.
-      prefetcher_({config_, *index_, hub_, nullptr, [this] { prefetch_sync_.run_soon(); }}),
+      prefetcher_({config_, *index_, hub_, [this] { prefetch_sync_.run_soon(); }}),
       account_data_{clock_,
                     index_->records(),
                     identities_,
@@ -116,10 +125,12 @@ Node::Node(const Config& config)
                     &hosting_,
                     [this] { torrents_.recheck_visibility(); }} {
   hub_.set_hosted(&hosting_);
+  hub_.set_policy(&repo_rules_);
   evictor_.set_keep([this](std::unordered_set<std::string>& kept) { return hosting_.keep(kept); });
   downloads_.set_hooks(
       [this](const std::string& etag) {
         evictor_.stored(etag);
+        release_if_unkept(etag);
         evictor_.enforce();
         stored_since_seeding_ = true;
       },
@@ -194,6 +205,73 @@ void Node::register_metrics() {
   if (seeder_) metrics_.add([this](std::string& out) { seeder_->render_metrics(out); });
   metrics_.add([this](std::string& out) { backups_.render_metrics(out); });
   metrics_.add([this](std::string& out) { prefetcher_.render_metrics(out); });
+  metrics_.add([this](std::string& out) { repo_rules_.render_metrics(out); });
+}
+
+void Node::reload_repo_rules() {
+  blocking_.post([this] { reload_repo_rules_now(); });
+}
+
+policy::RepoRules::Reloaded Node::reload_repo_rules_now() {
+  std::lock_guard lock(rules_mutex_);
+  auto reloaded = repo_rules_.reload();
+  if (reloaded.ok) apply_repo_rules();
+  return reloaded;
+}
+
+void Node::apply_repo_rules() {
+  if (const auto stopped = torrents_.apply_rules()) {
+    spdlog::info("repo rules: stopped {} torrents of repos the rules deny or pass through", stopped);
+  }
+  if (repo_rules_.current()->empty()) return;
+  // Each repo is decided once; a key the index holds that names no repo is left alone.
+  std::map<std::string, bool> keeps;
+  auto kept_by_rules = [&](const std::string& repo_key) {
+    auto [it, added] = keeps.try_emplace(repo_key, true);
+    if (added) {
+      const auto repo = parse_repo_key(repo_key);
+      it->second = !repo || hub_.decide(*repo).access == RepoAccess::allow;
+    }
+    return it->second;
+  };
+  std::unordered_set<std::string> kept, unkept;
+  hosting_.keep(kept);  // hosted files are the node's own, whatever the rules say of Hub repos
+  index_->list_files([&](const Index::ListedFile& f) {
+    if (f.cached) (kept_by_rules(f.repo_key) ? kept : unkept).insert(f.file.etag);
+  });
+  for (const auto& [repo, commit] : index_->pinned()) {
+    if (kept_by_rules(repo.key())) continue;
+    index_->set_pinned(repo, commit, false);
+    spdlog::info("repo rules: unpinned {}@{}, which they no longer let the node keep", repo.key(), commit);
+  }
+  std::vector<std::string> released;
+  for (const auto& etag : unkept)
+    if (!kept.contains(etag)) released.push_back(etag);
+  if (released.empty()) return;
+  evictor_.forget(released, "the repo rules no longer let the node keep any repo that holds it");
+  spdlog::info("repo rules: released {} stored files of repos they deny or pass through", released.size());
+}
+
+void Node::release_if_unkept(const std::string& etag) {
+  if (repo_rules_.current()->empty()) return;
+  const BlobScope scope = index_->blob_scope(etag);
+  if (scope.repos.empty()) return;
+  for (const auto& repo : scope.repos)
+    if (hub_.decide(repo).access == RepoAccess::allow) return;
+  std::unordered_set<std::string> hosted;
+  hosting_.keep(hosted);
+  if (hosted.contains(etag)) return;
+  evictor_.forget({etag}, "stored for repos the repo rules now deny or pass through");
+}
+
+std::pair<unsigned, std::string> Node::answer_repo_rules(bool reload) {
+  if (!reload) return {200, repo_rules_.to_json()};
+  const auto reloaded = reload_repo_rules_now();
+  if (reloaded.ok) return {200, repo_rules_.to_json()};
+  return {400, nlohmann::json{{"error", reloaded.error + " (the " + std::to_string(reloaded.rules->rules().size()) +
+                                            " rules in force stay)"},
+                              {"rules", nlohmann::json::parse(repo_rules_.to_json())}}
+                   .dump()};
 }
 
 std::unique_ptr<http::Server> Node::make_server() {
@@ -223,6 +301,7 @@ std::unique_ptr<http::Server> Node::make_server() {
   deps.prefetch = [this](const std::string& method, const std::string& action, const std::string& body) {
     return prefetcher_.answer(method, action, body);
   };
+  deps.repo_rules = [this](bool reload) { return answer_repo_rules(reload); };
   return std::make_unique<http::Server>(io_, std::move(deps));
 }
 
@@ -401,6 +480,11 @@ void Node::start_periodic_work() {
       "usage retention", std::chrono::hours(1), [this] { expire_usage(); }, PeriodicTask::First::now);
   usage_flush_.start("usage flush", config_.usage_flush_interval, [this] { flush_usage(); });
   asio::post(workers_, [this] { evictor_.enforce(); });  // a budget lowered since the last run
+  // Rules changed while the node was stopped: what they no longer let it keep goes now, as after a reload.
+  blocking_.post([this] {
+    std::lock_guard lock(rules_mutex_);
+    apply_repo_rules();
+  });
   // Every snapshot of a public repo whose files are all stored is seeded: those seeded before a restart
   // (single files and hybrids too) at the first run, the rest within seconds of their last file being stored.
   seed_cached_.start(
@@ -480,6 +564,7 @@ void Node::shutdown() {
   prefetcher_.cancel();
   file_upstream_->stop();
   downloads_.shutdown();
+  hub_.passes().shutdown();
   // Responses still in flight end now, while what they hold (a file's lease on the evictor, a download
   // slot of the limiter) is alive: their sockets close, and the I/O context runs until their coroutines
   // have unwound (a response waiting on a download wakes when the download stopped).

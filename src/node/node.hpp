@@ -24,6 +24,7 @@
 #include "inferllama/tracker.hpp"
 #include "inferllama/usage.hpp"
 #include "node/data_dir_lock.hpp"
+#include "policy/repo_rules.hpp"
 #include "prefetch/prefetcher.hpp"
 #include "torrent/mirror.hpp"
 #include "torrent/seeder.hpp"
@@ -79,6 +80,12 @@ class Node {
   void stop();
   // SIGHUP: opens the access log file again at its path (logrotate moved the old one away).
   void reopen_logs();
+  // SIGHUP: reads the repo rules again on the blocking threads and applies them (see reload_repo_rules_now).
+  void reload_repo_rules();
+  // Reads the repo rules again; when they load, what they no longer let the node keep stops at once: the
+  // torrents of denied and passed-through repos, their pins and their stored files. A rule that does not
+  // load keeps the rules in force. Blocking.
+  policy::RepoRules::Reloaded reload_repo_rules_now();
 
   asio::io_context& io() { return io_; }
   // The families of every module but the HTTP server's own (the server renders those).
@@ -90,6 +97,14 @@ class Node {
   void add_torrent(const torrent::SnapshotTorrent& torrent);
   void remove_torrent(const torrent::SnapshotTorrent& torrent);
   void register_metrics();
+  // What the rules in force let the node keep: torrents stopped, pins and stored files released for the
+  // repos they deny or pass through. Blocking.
+  void apply_repo_rules();
+  // A file just stored by a download of a repo whose rule changed meanwhile: released when no repo it was
+  // stored for may keep it. Blocking.
+  void release_if_unkept(const std::string& etag);
+  // GET /api/inferllama/rules (reload false) and POST .../rules/reload: the status and a JSON answer.
+  std::pair<unsigned, std::string> answer_repo_rules(bool reload);
   // The one place the HTTP server is built and given what it serves.
   std::unique_ptr<http::Server> make_server();
   void start_periodic_work();
@@ -103,6 +118,8 @@ class Node {
 
   // As given, with listen host names resolved: checked (TLS files too) before anything opens or binds.
   const Config config_;
+  // Read before anything opens or binds: a rule that does not parse stops the start.
+  policy::RepoRules repo_rules_;
   DataDirLock data_dir_lock_;  // before the index: a second node learns who holds the directory
   ChunkStore store_;
   std::unique_ptr<Index> index_;
@@ -160,6 +177,7 @@ class Node {
   PeriodicTask backup_schedule_{io_.get_executor(), blocking_};
   PeriodicTask account_retention_{io_.get_executor(), blocking_};
   PeriodicTask access_log_rotation_{io_.get_executor(), blocking_};
+  std::mutex rules_mutex_;                        // one reload of the repo rules, and what it releases, at a time
   std::atomic<bool> stored_since_seeding_{true};  // a file was stored since the last look for snapshots to seed
   bool stopped_ = false;                          // shutdown() ran
 };

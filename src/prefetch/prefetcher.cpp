@@ -154,12 +154,8 @@ void Prefetcher::cancel() {
 }
 
 std::string Prefetcher::refusal(const RepoId& repo) {
-  if (parts_.policy) {
-    const RepoDecision decision = parts_.policy->decide(repo);
-    const std::string rule = decision.rule.empty() ? "the default repo rule" : "the repo rule " + decision.rule;
-    if (decision.access == RepoAccess::deny) return "denied by " + rule + ": not fetched";
-    if (decision.access == RepoAccess::pass) return rule + " passes it through without storing: nothing is kept warm";
-  }
+  // The operator's repo rules first, as for mirrors and torrents: a repo they deny or pass through is never kept.
+  if (auto refused = parts_.hub.refused(repo, /*keeping=*/true)) return hub::describe(*refused);
   if (parts_.hub.hosts(repo)) return "a repo this node hosts is always stored here";
   const auto visibility = parts_.hub.visibility(repo);
   if (!visibility.known) return "the Hub cannot be asked, and the node has never seen this repo";

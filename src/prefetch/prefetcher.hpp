@@ -12,7 +12,6 @@
 #include "hub/hub_service.hpp"
 #include "inferllama/config.hpp"
 #include "inferllama/index.hpp"
-#include "inferllama/repo_policy.hpp"
 #include "prefetch/prefetch_table.hpp"
 
 namespace inferllama::prefetch {
@@ -28,9 +27,8 @@ class Prefetcher {
   struct Parts {
     const Config& config;
     Index& index;
-    hub::HubService& hub;
-    const RepoPolicy* policy = nullptr;  // the operator's repo rules; null: every repo is allowed
-    std::function<void()> wake;          // an entry was added: the node runs sync() soon
+    hub::HubService& hub;        // also holds the operator's repo rules
+    std::function<void()> wake;  // an entry was added: the node runs sync() soon
   };
   // Files fetched at once for one entry: the prefetch is background work beside clients' requests.
   static constexpr std::size_t kFilesAtOnce = 4;
@@ -62,7 +60,7 @@ class Prefetcher {
   std::vector<Entry> listed_entries() const;
   // Under mutex_: whether another listed entry pinned `commit` of `repo`.
   bool pinned_for_another(const std::string& key, const RepoId& repo, const std::string& commit) const;
-  // Why the entry is not fetched at all (the repo rules, a gated or hosted repo); "" when it may be.
+  // Why the entry is not fetched at all (the repo rules, a gated, private or hosted repo); "" when it may be.
   std::string refusal(const RepoId& repo);
   // Pins `commit` for the entry `key` (a commit someone pinned by hand stays theirs). Under mutex_.
   void pin(const std::string& key, EntryStatus& status, const RepoId& repo, const std::string& commit);

@@ -145,6 +145,8 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
                                                        const std::string& from) {
   std::lock_guard one_at_a_time(mirror_mutex_);
   if (!is_valid_repo_name(repo.name)) return error_reply(400, "invalid repository name");
+  // The operator's rules before anything: a repo they deny or pass through is never kept.
+  if (auto refused = parts_.hub.refused(repo, /*keeping=*/true)) return *refused;
   // 0. The Hub's word first: a repo it calls gated or private is never mirrored, whatever a source says.
   const auto visibility = parts_.hub.visibility(repo);
   if (visibility.known && !visibility.open) {

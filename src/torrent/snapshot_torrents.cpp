@@ -82,6 +82,8 @@ std::vector<std::string> SnapshotTorrents::damaged_files_beside(const Sha256& ch
 }
 
 std::variant<SnapshotTorrent, hub::Reply> SnapshotTorrents::get(const Request& request) {
+  // A repo the operator's rules deny or pass through has no torrent: nothing of it is kept to seed.
+  if (auto refused = hub_.refused(request.repo, /*keeping=*/true)) return *refused;
   auto resolved = hub_.commit_of(request.repo, request.rev);
   if (auto* refused = std::get_if<hub::Reply>(&resolved)) return *refused;
   const std::string commit = std::get<std::string>(resolved);
@@ -245,7 +247,7 @@ void SnapshotTorrents::restore() {
   for (const auto& [repo_key, commit] : snapshots) {
     auto record = index_.get_meta("torrents|" + repo_key + '@' + commit);
     auto repo = parse_repo_key(repo_key);
-    if (!record || !repo) continue;
+    if (!record || !repo || hub_.decide(*repo).access != RepoAccess::allow) continue;
     // Only what the node last knew to be public; the Hub is asked again when a client wants the torrent.
     if (hub_.recorded_visibility(*repo) != RepoVisibility::open) continue;
     auto entries = Json::parse(*record, nullptr, false);
@@ -277,8 +279,11 @@ std::size_t SnapshotTorrents::seed_cached() {
   std::size_t started = 0;
   for (const auto& [repo_key, commit] : snapshots) {
     auto repo = parse_repo_key(repo_key);
-    // Only what the node last knew to be public: the visibility check stops one that stopped being so.
-    if (!repo || hub_.recorded_visibility(*repo) != RepoVisibility::open) continue;
+    // Only what the node last knew to be public (the visibility check stops one that stopped being so), and
+    // what the operator's rules let it keep.
+    if (!repo || hub_.decide(*repo).access != RepoAccess::allow ||
+        hub_.recorded_visibility(*repo) != RepoVisibility::open)
+      continue;
     {
       std::lock_guard lock(mutex_);
       if (seeded_.contains(key(*repo, commit, "", Format::v1))) continue;
@@ -327,6 +332,32 @@ void SnapshotTorrents::recheck_visibility() {
     }
     stop(keys, repo.name + " is gated or private now");
   }
+}
+
+std::size_t SnapshotTorrents::apply_rules() {
+  std::map<std::string, std::pair<RepoId, RepoDecision>> refused;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [k, torrent] : seeded_) {
+      if (refused.contains(torrent.repo.key())) continue;
+      auto decision = hub_.decide(torrent.repo);
+      if (decision.access != RepoAccess::allow) refused.emplace(torrent.repo.key(), std::pair{torrent.repo, decision});
+    }
+  }
+  std::size_t stopped = 0;
+  for (const auto& [repo_key, refusal] : refused) {
+    const auto& [repo, decision] = refusal;
+    std::lock_guard seeding(seeding_mutex_);
+    std::vector<std::string> keys;
+    {
+      std::lock_guard lock(mutex_);
+      for (const auto& [k, torrent] : seeded_)
+        if (torrent.repo == repo) keys.push_back(k);
+    }
+    stopped += keys.size();
+    stop(keys, "the repo rule \"" + decision.rule + "\" no longer lets the node keep it");
+  }
+  return stopped;
 }
 
 void SnapshotTorrents::stop(const std::vector<std::string>& keys, const std::string& why) {

@@ -72,6 +72,9 @@ class SnapshotTorrents {
   // Stops the torrents of every seeded repo the Hub now calls gated or private. Blocking; run it now
   // and then (the node does every few minutes).
   void recheck_visibility();
+  // Stops the torrents of every seeded repo the operator's rules now deny or pass through (run after the
+  // rules changed); returns how many it stopped. Their tracker swarms go with them.
+  std::size_t apply_rules();
 
   // A read of `chunk` failed under a seed: the stored files (etags) of every seeded torrent holding it
   // whose chunks are really gone or short on disk. The whole torrent is checked, not only the chunk's

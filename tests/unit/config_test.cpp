@@ -83,7 +83,7 @@ TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
 
 TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
   const auto keys = config_keys();
-  ASSERT_EQ(keys.size(), 81u);
+  ASSERT_EQ(keys.size(), 83u);
   for (const ConfigKey& k : keys) {
     std::string flag = "--" + std::string(k.name);
     std::replace(flag.begin(), flag.end(), '_', '-');
@@ -244,6 +244,10 @@ std::vector<PrecedenceCase> precedence_cases() {
        }},
       {"prefetch_interval", "\"10s\"", "30m", "1d", "10", "1800", "86400", "3600",
        [n](const Config& c) { return n(c.prefetch_interval.count()); }},
+      {"repo_rules", "[\"deny models:acme/*\", \"allow *\"]", "pass datasets:*", "deny *",
+       "deny models:acme/*\nallow *\n", "pass datasets:*", "deny *", "", [](const Config& c) { return c.repo_rules; }},
+      {"repo_rules_file", "\"/etc/rules\"", "env-rules", "flag-rules", "/etc/rules", "env-rules", "flag-rules", "",
+       [](const Config& c) { return c.repo_rules_file.string(); }},
       {"require_auth", "true", "0", "yes", "1", "0", "1", "0",
        [n](const Config& c) { return n(c.require_auth ? 1 : 0); }},
       {"cookie_secure", "false", "1", "no", "0", "1", "0", "1",

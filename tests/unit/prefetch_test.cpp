@@ -158,9 +158,10 @@ class PrefetcherTest : public HubFixture {
     prefetcher_.reset();
     HubFixture::TearDown();
   }
+  // A prefetcher (again, as after a restart) under the repo rules `policy` (none: every repo allowed).
   Prefetcher& start(const RepoPolicy* policy = nullptr) {
-    prefetcher_ =
-        std::make_unique<Prefetcher>(Prefetcher::Parts{config_, *index_, *hub_, policy, [this] { ++wakes_; }});
+    hub_->set_policy(policy);
+    prefetcher_ = std::make_unique<Prefetcher>(Prefetcher::Parts{config_, *index_, *hub_, [this] { ++wakes_; }});
     return *prefetcher_;
   }
   bool held(const std::string& repo, const FakeHub::File& file) {
@@ -331,7 +332,7 @@ TEST_F(PrefetcherTest, RepoRulesAndGatedReposAreSkippedWithTheirReason) {
   const OneRule deny("acme/open", RepoAccess::deny);
   start(&deny).sync();
   auto denied = entry("model/acme/open@main").status;
-  EXPECT_NE(denied.error.find("denied by the repo rule acme/*"), std::string::npos) << denied.error;
+  EXPECT_NE(denied.error.find("refused by this node's repo rule \"acme/*\""), std::string::npos) << denied.error;
   EXPECT_FALSE(held("acme/open", kConfig));
   auto gated = entry("model/acme/gated@main").status;
   EXPECT_NE(gated.error.find("gated, private or missing"), std::string::npos) << gated.error;
@@ -343,7 +344,7 @@ TEST_F(PrefetcherTest, RepoRulesAndGatedReposAreSkippedWithTheirReason) {
   const OneRule pass("acme/open", RepoAccess::pass);
   start(&pass).sync();
   denied = entry("model/acme/open@main").status;
-  EXPECT_NE(denied.error.find("passes it through without storing"), std::string::npos) << denied.error;
+  EXPECT_NE(denied.error.find("passes through this node without being kept"), std::string::npos) << denied.error;
 
   // Allowed: the same entry fetches, and a later deny rule undoes its pin.
   start().sync();
