@@ -312,21 +312,34 @@ void Download::fetch_segment(int segment) {
         url_ = *fresh;
       }
     }
+    // A throttling upstream (or the node holding the request back while it throttles this credential) is
+    // asked again no sooner than it said. Longer than a stall may last, the download fails: its clients would
+    // give up meanwhile, and the next download resumes from the staged bytes.
+    if (r.retry_after > owner_.settings_.throttle_patience) {
+      fail("the upstream throttles this node's requests for " + std::to_string(r.retry_after.count()) + " s: " + why);
+      return;
+    }
     if (++failures > owner_.settings_.retries) {
       fail("upstream transfer failed after " + std::to_string(failures) + " attempts: " + why);
       return;
     }
     ++owner_.counters_.retries;
-    spdlog::warn("download {}: {} (bytes {}-{}), retry {}", source_.etag, why, first, last, failures);
-    if (!wait_backoff(failures)) {
+    if (r.retry_after.count() > 0) {
+      // The throttle itself is logged once per episode.
+      spdlog::debug("download {}: {} (bytes {}-{}), retry {} in {} s", source_.etag, why, first, last, failures,
+                    r.retry_after.count());
+    } else {
+      spdlog::warn("download {}: {} (bytes {}-{}), retry {}", source_.etag, why, first, last, failures);
+    }
+    if (!wait_backoff(failures, r.retry_after)) {
       fail("the node is shutting down");
       return;
     }
   }
 }
 
-bool Download::wait_backoff(unsigned attempt) {
-  auto delay = owner_.settings_.backoff * (1u << std::min(attempt - 1, 5u));
+bool Download::wait_backoff(unsigned attempt, std::chrono::milliseconds at_least) {
+  const auto delay = std::max(owner_.settings_.backoff * (1u << std::min(attempt - 1, 5u)), at_least);
   std::unique_lock lock(mutex_);
   wake_.wait_for(lock, delay, [&] { return owner_.stopping_.load() || state() != State::running; });
   return !owner_.stopping_ && state() == State::running;
@@ -648,6 +661,7 @@ DownloadSettings DownloadSettings::from(const Config& config) {
   settings.connections = config.upstream_connections;
   settings.parallel_threshold = config.parallel_threshold;
   settings.retries = config.upstream_retries;
+  settings.throttle_patience = config.upstream_timeout;
   return settings;
 }
 

@@ -56,6 +56,10 @@ struct DownloadSettings {
   std::uint64_t parallel_threshold{};
   unsigned retries{};
   std::chrono::milliseconds backoff{200};  // before the first retry, doubled for each next one; not a setting
+  // The longest wait for a throttling upstream (its Retry-After, or the back-off the node keeps for the
+  // credential) that a retry sits out; a longer one fails the download. upstream_timeout: how long a stall
+  // may last anyway.
+  std::chrono::milliseconds throttle_patience{};
 
   static DownloadSettings from(const Config& config);
 };
@@ -154,7 +158,8 @@ class Download : public std::enable_shared_from_this<Download> {
   void finalize();
   void fail(const std::string& why);
   void notify();
-  bool wait_backoff(unsigned attempt);
+  // Before retry `attempt`: the exponential back-off, or `at_least` when that is longer.
+  bool wait_backoff(unsigned attempt, std::chrono::milliseconds at_least);
   void spawn_connection_locked();
 
   Downloads& owner_;

@@ -5,6 +5,7 @@
 
 #include "inferllama/user_name.hpp"
 
+#include <sys/stat.h>
 #include <algorithm>
 #include <array>
 #include <cerrno>
@@ -351,6 +352,17 @@ constexpr KeySpec kSpecs[] = {
       "process's arguments or environment; not together with upstream_token",
       ""},
      [](Config& c, const Input& in) { c.upstream_token_file = in.text(); }},
+    {{"upstream_tokens_file", "--upstream-tokens-file", "INFERLLAMA_UPSTREAM_TOKENS_FILE",
+      "File of more Hub tokens of the node's, one a line (mode 0600; empty lines and # comments skipped): with "
+      "upstream_token one list, over which requests about public repos are spread by repo, past a token the "
+      "Hub throttles",
+      ""},
+     [](Config& c, const Input& in) { c.upstream_tokens_file = in.text(); }},
+    {{"upstream_throttle_max", "--upstream-throttle-max", "INFERLLAMA_UPSTREAM_THROTTLE_MAX",
+      "The longest the node holds back the requests of a credential the Hub throttles (its 429 or 503 asking "
+      "for longer is taken as this), whole seconds 1s..1d",
+      "1h"},
+     [](Config& c, const Input& in) { c.upstream_throttle_max = in.whole_seconds(1, 86400); }},
     {{"public_url", "--public-url", "INFERLLAMA_PUBLIC_URL",
       "URL this node uses for itself in links (http:// or https://); empty = from the request's Host header", ""},
      [](Config& c, const Input& in) {
@@ -1158,6 +1170,35 @@ std::string read_secret_file(const std::filesystem::path& path, std::string_view
   return secret;
 }
 
+std::vector<std::string> read_token_list(const std::filesystem::path& path, std::string_view key) {
+  auto fail = [&](const std::string& why) {
+    return ConfigError("invalid " + std::string(key) + ": " + path.string() + " " + why);
+  };
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) != 0)
+    throw fail("can be read by group or others: chmod 600 it");
+  const std::string text = read_secret_file(path, key);
+  std::vector<std::string> tokens;
+  std::size_t line_number = 0;
+  for (std::size_t start = 0; start <= text.size();) {
+    const std::size_t end = std::min(text.find('\n', start), text.size());
+    std::string_view line = std::string_view(text).substr(start, end - start);
+    start = end + 1;
+    ++line_number;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    line = trim(line);
+    if (line.empty() || line.front() == '#') continue;
+    if (std::any_of(line.begin(), line.end(),
+                    [](char ch) { return static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f; }))
+      throw fail("line " + std::to_string(line_number) + " holds spaces or control characters (value not shown)");
+    if (std::ranges::find(tokens, line) != tokens.end()) continue;
+    if (tokens.size() == kMaxNodeTokens) throw fail("holds more than " + std::to_string(kMaxNodeTokens) + " tokens");
+    tokens.emplace_back(line);
+  }
+  if (tokens.empty()) throw fail("holds no token");
+  return tokens;
+}
+
 std::map<std::string, std::string> environment_map(char** envp) {
   std::map<std::string, std::string> out;
   if (!envp) return out;
@@ -1251,6 +1292,15 @@ Config load_config(const ConfigSources& sources) {
 
   // 5. Secrets kept in files.
   read_secret_files(config, applied);
+  // The node's tokens, as one list: upstream_token first, then the file's, each once.
+  if (!config.upstream_token.empty()) config.upstream_tokens.push_back(config.upstream_token);
+  if (!config.upstream_tokens_file.empty()) {
+    const std::string from = "upstream_tokens_file (from " + applied.origin_of("upstream_tokens_file") + ")";
+    for (std::string& token : read_token_list(config.upstream_tokens_file, from)) {
+      if (std::ranges::find(config.upstream_tokens, token) == config.upstream_tokens.end())
+        config.upstream_tokens.push_back(std::move(token));
+    }
+  }
 
   // Settings that constrain each other.
   if (!config.upstream_fallback.empty() &&

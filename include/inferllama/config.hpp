@@ -33,6 +33,9 @@ struct Config {
   std::chrono::milliseconds upstream_backoff{10000};  // a failed parent is skipped this long, > 0
   std::string upstream_token;                         // falls back to HF_TOKEN when unset everywhere
   std::filesystem::path upstream_token_file;          // upstream_token read from this file; "" = none
+  std::filesystem::path upstream_tokens_file;         // more Hub tokens, one a line (mode 0600); "" = none
+  std::vector<std::string> upstream_tokens;           // the node's tokens: upstream_token, then the file's
+  std::chrono::seconds upstream_throttle_max{3600};   // the longest back-off a 429/503 of the Hub sets
   std::string public_url;                             // how the node names itself in links; empty = Host header
   std::string log_level = "info";                     // trace|debug|info|warn|error|critical|off
   std::uint64_t chunk_size = 4 * kMiB;                // power of two, 64 KiB .. 64 MiB
@@ -159,6 +162,12 @@ std::filesystem::path admin_socket_path(const Config& config);
 // A secret kept in a file (admin_key_file, upstream_token_file, ...): its content without the trailing
 // newline. Throws ConfigError naming `key` when the file cannot be read or is empty.
 std::string read_secret_file(const std::filesystem::path& path, std::string_view key);
+
+// The Hub tokens of an upstream_tokens_file: one a line, empty lines and lines starting with '#' skipped,
+// each once. Throws ConfigError naming `key` (never a token) when the file is open to group or others, cannot
+// be read, holds no token, more than kMaxNodeTokens, or a line that is no token.
+std::vector<std::string> read_token_list(const std::filesystem::path& path, std::string_view key);
+inline constexpr std::size_t kMaxNodeTokens = 64;
 
 // Parses a NULL-terminated "NAME=value" array (environ / main's envp). Entries without '=' are skipped;
 // for a duplicated NAME the first entry wins (as getenv). A null envp gives an empty map.

@@ -75,6 +75,7 @@ Node::Node(const Config& config)
       backups_(config_, *index_, usage::secret_key_path(config_)),
       upstream_(make_upstream(config_)),
       parents_(upstream::make_parent_set(*upstream_, config_)),
+      throttled_(upstream::make_throttled_upstream(*parents_, config_)),
       secret_box_(usage::SecretBox::from_file(usage::secret_key_path(config_))),
       identities_(index_->records(), clock_, secret_box_),
       usage_log_(index_->records(), clock_),
@@ -85,10 +86,10 @@ Node::Node(const Config& config)
       local_limits_(limiter_clock_),
       io_threads_(io_, or_cores(config_.io_threads) - 1),
       workers_(or_cores(config_.worker_threads)),
-      file_upstream_(torrent::make_swarm_preferring_upstream(*parents_, config_)),
+      file_upstream_(torrent::make_swarm_preferring_upstream(*throttled_, config_)),
       downloads_(store_, *index_, *file_upstream_, workers_, cache::DownloadSettings::from(config_)),
       evictor_(store_, *index_, config.max_disk),
-      hub_(config_, *index_, *parents_, downloads_, evictor_),
+      hub_(config_, *index_, *throttled_, downloads_, evictor_),
       shared_limits_(make_shared_limits(config_, io_, local_limits_)),
       tracker_(tracker::Settings::from(config_)),
       seeder_(make_seeder()),
@@ -124,6 +125,7 @@ Node::Node(const Config& config)
                     [this] { torrents_.recheck_visibility(); }} {
   hub_.set_hosted(&hosting_);
   hub_.set_policy(&repo_rules_);
+  hub_.set_throttle(throttled_.get());
   evictor_.set_keep([this](std::unordered_set<std::string>& kept) { return hosting_.keep(kept); });
   downloads_.set_hooks(
       [this](const std::string& etag) {
@@ -199,6 +201,7 @@ void Node::register_metrics() {
   metrics_.add([this](std::string& out) { limiter().render_metrics(out); });
   metrics_.add([this](std::string& out) { sign_in_guard_.render_metrics(out); });
   metrics_.add([this](std::string& out) { parents_->render_metrics(out); });
+  metrics_.add([this](std::string& out) { throttled_->render_metrics(out); });
   metrics_.add([this](std::string& out) { file_upstream_->render_metrics(out); });
   if (seeder_) metrics_.add([this](std::string& out) { seeder_->render_metrics(out); });
   metrics_.add([this](std::string& out) { backups_.render_metrics(out); });

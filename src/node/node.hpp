@@ -31,6 +31,7 @@
 #include "torrent/swarm_snapshots.hpp"
 #include "torrent/swarm_upstream.hpp"
 #include "upstream/parent_set.hpp"
+#include "upstream/throttle.hpp"
 #include "usage/audit_log.hpp"
 #include "usage/identities.hpp"
 #include "usage/local_limiter.hpp"
@@ -126,6 +127,8 @@ class Node {
   std::unique_ptr<Upstream> upstream_;  // HTTP (or none: offline)
   // Every upstream call goes to the parent that rendezvous hashing picks for its file (or the fallback).
   std::unique_ptr<upstream::ParentSet> parents_;
+  // Every request to the upstream waits, unsent, while the upstream throttles its credential.
+  std::unique_ptr<upstream::ThrottledUpstream> throttled_;
   SystemClock clock_;
   MonotonicClock limiter_clock_;
   usage::SecretBox secret_box_;  // seals users' Hub tokens and the session signing keys

@@ -117,6 +117,17 @@ class FakeHub:
     def manifest(self) -> dict:
         return self.control("GET", "/_fake/manifest")
 
+    def throttle(self, seconds: float, status: int = 429, auth: list[str] | None = None,
+                 headers: list[str] | None = None) -> dict:
+        """Throttle mode (see fake_hub.py): for `seconds` from now, the credentials in `auth` ("anonymous" for
+        none; default every one) get `status` with the time left in `headers` ("retry-after", "ratelimit")."""
+        body: dict = {"seconds": seconds, "status": status}
+        if auth is not None:
+            body["auth"] = auth
+        if headers is not None:
+            body["headers"] = headers
+        return self.control("POST", "/_fake/throttle", body)
+
     def push(self, repo_id: str, files: dict, repo_type: str = "model", branch: str = "main") -> str:
         """A new commit on `branch` with `files` changed (path -> text, {"size": N} for LFS, None to
         delete); returns its sha."""

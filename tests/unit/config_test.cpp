@@ -83,7 +83,7 @@ TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
 
 TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
   const auto keys = config_keys();
-  ASSERT_EQ(keys.size(), 81u);
+  ASSERT_EQ(keys.size(), 83u);
   for (const ConfigKey& k : keys) {
     std::string flag = "--" + std::string(k.name);
     std::replace(flag.begin(), flag.end(), '_', '-');
@@ -118,6 +118,19 @@ std::string secret_file(const std::string& name, const std::string& content) {
   return (dir.path / name).string();
 }
 
+// A list of tokens only its owner may read, as upstream_tokens_file must be; its path.
+std::string token_list(const std::string& name, const std::string& content) {
+  const std::string path = secret_file(name, content);
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::replace);
+  return path;
+}
+
+std::string joined(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : ",") + item;
+  return out;
+}
+
 struct PrecedenceCase {
   std::string key;
   std::string toml_value;  // TOML literal
@@ -147,6 +160,11 @@ std::vector<PrecedenceCase> precedence_cases() {
       {"upstream_token_file", "\"" + secret_file("t1", "tok_in_file\n") + "\"", secret_file("t2", "tok_in_env"),
        secret_file("t3", "tok_in_flag\r\n"), "tok_in_file", "tok_in_env", "tok_in_flag", "",
        [](const Config& c) { return c.upstream_token; }},
+      {"upstream_tokens_file", "\"" + token_list("l1", "hf_node_file\n") + "\"", token_list("l2", "hf_node_env"),
+       token_list("l3", "# the third\nhf_node_flag\nhf_node_more\n"), "hf_node_file", "hf_node_env",
+       "hf_node_flag,hf_node_more", "", [](const Config& c) { return joined(c.upstream_tokens); }},
+      {"upstream_throttle_max", "60", "2m", "1d", "60", "120", "86400", "3600",
+       [n](const Config& c) { return n(c.upstream_throttle_max.count()); }},
       {"public_url", "\"http://file.local\"", "http://env.local/", "https://flag.local", "http://file.local",
        "http://env.local", "https://flag.local", "", [](const Config& c) { return c.public_url; }},
       {"log_level", "\"debug\"", "warn", "error", "debug", "warn", "error", "info",
@@ -562,6 +580,54 @@ TEST_F(ConfigTest, ASecretFromAFileIsValidatedWithoutEchoingIt) {
   }
   s.flags = {{"upstream_token_file", write("hf_has a space", "token").string()}};
   expect_error(s, {"upstream_token_file", "value not shown"});
+}
+
+TEST_F(ConfigTest, TheNodesTokensAreOneListUpstreamTokenFirst) {
+  ConfigSources s;
+  s.env["HF_TOKEN"] = "hf_first";
+  const fs::path list = write("# spread over these\n\n  hf_second  \r\nhf_first\nhf_third\nhf_second\n", "tokens");
+  fs::permissions(list, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::replace);
+  s.flags["upstream_tokens_file"] = list.string();
+  const Config c = load_config(s);
+  EXPECT_EQ(c.upstream_tokens, (std::vector<std::string>{"hf_first", "hf_second", "hf_third"})) << "each once";
+  EXPECT_EQ(c.upstream_token, "hf_first");
+  s.env.clear();
+  EXPECT_EQ(load_config(s).upstream_tokens, (std::vector<std::string>{"hf_second", "hf_first", "hf_third"}));
+  s.flags.clear();
+  s.env["INFERLLAMA_UPSTREAM_TOKEN"] = "hf_alone";
+  EXPECT_EQ(load_config(s).upstream_tokens, std::vector<std::string>{"hf_alone"});
+  EXPECT_EQ(load_config({}).upstream_tokens, std::vector<std::string>{});
+}
+
+TEST_F(ConfigTest, ATokenListMustBeTheOwnersAndHoldOnlyTokens) {
+  auto with_list = [&](const std::string& content, fs::perms mode = fs::perms::owner_read | fs::perms::owner_write) {
+    const fs::path list = write(content, "tokens");
+    fs::permissions(list, mode, fs::perm_options::replace);
+    ConfigSources s;
+    s.env["INFERLLAMA_UPSTREAM_TOKENS_FILE"] = list.string();
+    return s;
+  };
+  expect_error(with_list("hf_a\n", fs::perms::owner_read | fs::perms::group_read),
+               {"upstream_tokens_file", "INFERLLAMA_UPSTREAM_TOKENS_FILE", "group or others", "chmod 600"});
+  expect_error(with_list("hf_a\n", fs::perms::owner_read | fs::perms::others_read),
+               {"upstream_tokens_file", "chmod 600"});
+  expect_error(with_list("# nothing but a comment\n\n"), {"upstream_tokens_file", "holds no token"});
+  try {
+    (void)load_config(with_list("hf_good\nhf_bad token\n"));
+    ADD_FAILURE() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("line 2"), std::string::npos) << what;
+    EXPECT_NE(what.find("value not shown"), std::string::npos) << what;
+    EXPECT_EQ(what.find("hf_bad"), std::string::npos) << what;
+    EXPECT_EQ(what.find("hf_good"), std::string::npos) << what;
+  }
+  std::string many;
+  for (std::size_t i = 0; i <= kMaxNodeTokens; ++i) many += "hf_" + std::to_string(i) + "\n";
+  expect_error(with_list(many), {"upstream_tokens_file", "more than 64 tokens"});
+  ConfigSources missing;
+  missing.flags["upstream_tokens_file"] = (dir_ / "missing").string();
+  expect_error(missing, {"upstream_tokens_file", "cannot be read"});
 }
 
 // ---- unknown names --------------------------------------------------------------------------------
