@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <functional>
 #include <mutex>
 #include <stdexcept>
 
@@ -14,28 +15,43 @@ namespace {
 // One rename's moves at a time: a rename and the hourly job never move the same rows at once.
 std::mutex moving;
 
-// Everything of the account still under `former`, moved to `now`. Throws when a store does.
+// Everything of the account still under `former`, moved to `now`: each step is tried even when one before it
+// failed (Redis down must not keep the repos from their new name), and the rename is marked done only when
+// every step was. Throws what failed.
 void move_account_data(AccountData& data, const std::string& former, const std::string& now) {
-  // Sessions name their user in the JWT they signed: those of the old name end.
-  data.sessions.close_all(former);
-  data.mail_tokens.forget(former);
-  data.audit.rename(former, now);
-  data.usage.rename(UserId::user(former), UserId::user(now));
-  for (const auto& [org, role] : data.namespaces.orgs_of(former)) {
-    data.namespaces.set_member(org, now, role);
-    data.namespaces.remove_member(org, former);
-  }
+  std::string failed;
+  const auto step = [&](std::string_view what, const std::function<void()>& run) {
+    try {
+      run();
+    } catch (const std::exception& e) {
+      failed += (failed.empty() ? "" : "; ") + std::string(what) + ": " + e.what();
+    }
+  };
   std::size_t repos = 0;
-  if (data.hosting) {
-    repos = data.hosting->move_namespace(former, now);
-  } else if (data.index) {
-    hosting::RepoContent content(data.records);
-    repos = hosting::move_namespace(data.records, *data.index, data.namespaces, content, former, now);
-  } else {
-    throw std::logic_error("renaming a user needs the node's hosted repos or its index");
-  }
-  if (auto error = data.identities.finish_rename(former)) throw std::runtime_error(*error);
+  step("hosted repos", [&] {
+    if (data.hosting) {
+      repos = data.hosting->move_namespace(former, now);
+    } else if (data.index) {
+      hosting::RepoContent content(data.records);
+      repos = hosting::move_namespace(data.records, *data.index, data.namespaces, content, former, now);
+    } else {
+      throw std::logic_error("renaming a user needs the node's hosted repos or its index");
+    }
+  });
+  step("organisation memberships", [&] {
+    for (const auto& [org, role] : data.namespaces.orgs_of(former)) {
+      data.namespaces.set_member(org, now, role);
+      data.namespaces.remove_member(org, former);
+    }
+  });
+  step("usage records", [&] { data.usage.rename(UserId::user(former), UserId::user(now)); });
+  step("audit events", [&] { data.audit.rename(former, now); });
+  step("mailed links", [&] { data.mail_tokens.forget(former); });
+  // Sessions name their user in the JWT they signed: those of the old name end.
+  step("console sessions", [&] { data.sessions.close_all(former); });
   if (repos > 0 && data.visibility_changed) data.visibility_changed();
+  if (!failed.empty()) throw std::runtime_error(failed);
+  if (auto error = data.identities.finish_rename(former)) throw std::runtime_error(*error);
 }
 
 }  // namespace
