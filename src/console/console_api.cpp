@@ -131,6 +131,7 @@ void revoke_session_keys(ConsoleDeps& deps, const std::string& user) {
       return !key.revoked_ms && !sid.empty() && !deps.sessions.is_open(user, std::string(sid));
     });
   } catch (const SessionsUnavailable&) {
+    // Not known to be closed: revoked at the next run.
   }
 }
 
@@ -423,7 +424,7 @@ std::string_view cookie_value(std::string_view header, std::string_view name) {
 
 namespace {
 
-ConsoleAnswer answer_signed(ConsoleDeps& deps, const ConsoleRequest& request) {
+ConsoleAnswer route_console(ConsoleDeps& deps, const ConsoleRequest& request) {
   if (request.path == "config") {
     if (request.method != "GET" && request.method != "HEAD") return error(405, "use GET");
     return ok({{"signup", deps.signup && mails_links(deps)}, {"mail", mails_links(deps)}});
@@ -485,7 +486,7 @@ ConsoleAnswer answer_signed(ConsoleDeps& deps, const ConsoleRequest& request) {
 
 ConsoleAnswer answer_console(ConsoleDeps& deps, const ConsoleRequest& request) {
   try {
-    return answer_signed(deps, request);
+    return route_console(deps, request);
   } catch (const SessionsUnavailable& e) {
     // Nobody is signed in or out by a store that did not answer: the page keeps its cookies and tries again.
     ConsoleAnswer answer = error(503, e.what());
