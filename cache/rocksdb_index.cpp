@@ -335,6 +335,21 @@ class RocksIndex final : public Index {
     return get(kBlobScopes, shared_scope_key(etag)) || get(kBlobScopes, scope_key(etag, repo));
   }
 
+  void move_blob_scopes(const std::vector<std::string>& etags, const RepoId& from, const RepoId& to) override {
+    if (!handles_[kBlobScopes]) return;
+    std::lock_guard lock(commit_mutex_);
+    rocksdb::WriteBatch batch;
+    for (const auto& etag : etags) {
+      if (!get(kBlobScopes, scope_key(etag, from))) continue;
+      batch.Delete(handles_[kBlobScopes], scope_key(etag, from));
+      batch.Put(handles_[kBlobScopes], scope_key(etag, to), "");
+    }
+    if (batch.Count() == 0) return;
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    check(db_->Write(wo, &batch), "index scope move");
+  }
+
   BlobScope blob_scope(const std::string& etag) override {
     BlobScope scope;
     if (!handles_[kBlobScopes]) return scope;

@@ -688,6 +688,23 @@ constexpr KeySpec kSpecs[] = {
          in.fail(std::to_string(timeout.count()) + "ms is out of range 1ms..10s");
        c.ratelimit_timeout = timeout;
      }},
+    {{"session_backend", "--session-backend", "INFERLLAMA_SESSION_BACKEND",
+      "Where console sessions live: auto (the Redis of ratelimit_backend when it is one, else local), local "
+      "(this node's index) or redis://[:password@]HOST[:PORT][/DB] (shared: a sign-in holds on every node "
+      "pointed at it)",
+      "auto"},
+     [](Config& c, const Input& in) {
+       const std::string& backend = in.text();
+       if (backend != "auto" && backend != "local" && !backend.starts_with("redis://"))
+         in.fail(quote_text(backend) + " is neither auto, local nor a redis:// URL");
+       c.session_backend = backend;
+     },
+     true},
+    {{"session_backend_password_file", "--session-backend-password-file", "INFERLLAMA_SESSION_BACKEND_PASSWORD_FILE",
+      "File holding the Redis password (read at start; a trailing newline is ignored), for a session_backend URL "
+      "without one",
+      ""},
+     [](Config& c, const Input& in) { c.session_backend_password_file = in.text(); }},
     {{"usage_retention", "--usage-retention", "INFERLLAMA_USAGE_RETENTION",
       "Usage records older than this are deleted, 1d..10000d", "90d"},
      [](Config& c, const Input& in) { c.usage_retention = in.whole_seconds(86400, 10000LL * 86400); }},
@@ -827,15 +844,28 @@ void read_secret_files(Config& c, const Applied& applied) {
     in.secret = true;
     spec->apply(c, in);
   }
-  if (!c.ratelimit_backend_password_file.empty()) {
-    const std::string from =
-        "ratelimit_backend_password_file (from " + applied.origin_of("ratelimit_backend_password_file") + ")";
-    const std::string_view backend = c.ratelimit_backend;
+  // The Redis passwords, for URLs that carry none.
+  struct RedisPassword {
+    std::string_view file_key;
+    std::string_view url_key;
+    const std::filesystem::path Config::*path;
+    const std::string Config::*url;
+    std::string Config::*password;
+  };
+  static constexpr RedisPassword kRedisPasswords[] = {
+      {"ratelimit_backend_password_file", "ratelimit_backend", &Config::ratelimit_backend_password_file,
+       &Config::ratelimit_backend, &Config::ratelimit_backend_password},
+      {"session_backend_password_file", "session_backend", &Config::session_backend_password_file,
+       &Config::session_backend, &Config::session_backend_password}};
+  for (const RedisPassword& r : kRedisPasswords) {
+    if ((c.*r.path).empty()) continue;
+    const std::string from = std::string(r.file_key) + " (from " + applied.origin_of(r.file_key) + ")";
+    const std::string_view backend = c.*r.url;
     const std::string_view authority = backend.substr(0, backend.find('/', std::string_view("redis://").size()));
     if (backend.starts_with("redis://") && authority.find('@') != std::string_view::npos)
-      throw ConfigError("invalid " + from + ": ratelimit_backend carries a password too (from " +
-                        applied.origin_of("ratelimit_backend") + "); give the password one way");
-    c.ratelimit_backend_password = read_secret_file(c.ratelimit_backend_password_file, from);
+      throw ConfigError("invalid " + from + ": " + std::string(r.url_key) + " carries a password too (from " +
+                        applied.origin_of(r.url_key) + "); give the password one way");
+    c.*r.password = read_secret_file(c.*r.path, from);
   }
 }
 

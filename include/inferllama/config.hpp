@@ -113,6 +113,9 @@ struct Config {
   std::string ratelimit_backend_password;                 // read from that file
   bool ratelimit_refuse_when_down = false;                // Redis unreachable: refuse (503) instead of deciding locally
   std::chrono::milliseconds ratelimit_timeout{200};       // wait for Redis at most this long per decision
+  std::string session_backend = "auto";                   // "auto", "local" or "redis://..." (config.cpp)
+  std::filesystem::path session_backend_password_file;    // its Redis password; "" = none (or in the URL)
+  std::string session_backend_password;                   // read from that file
   std::chrono::seconds usage_retention{90 * 86400};       // usage records older than this are deleted
   std::chrono::seconds usage_flush_interval{5};  // counters reach RocksDB this often (a crash loses at most one)
   bool tracker_private = false;                  // announces need a user's passkey (/announce/{passkey})

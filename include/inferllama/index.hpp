@@ -90,6 +90,8 @@ class Index {
 
   // Every repo the stored blob `etag` answers for (see BlobScope); empty for a blob not stored.
   virtual BlobScope blob_scope(const std::string& etag) = 0;
+  // A repo renamed: each of `etags` that answers for `from` answers for `to` instead, in one atomic write.
+  virtual void move_blob_scopes(const std::vector<std::string>& etags, const RepoId& from, const RepoId& to) = 0;
 
   virtual std::uint64_t chunk_refcount(const Sha256& chunk) = 0;
 

@@ -68,7 +68,16 @@ Task<Answer> answer_accounts(Exchange& x, const std::string& action) {
     if (answered && answered->status == 200 && method == "POST" && action.starts_with(kUsers) &&
         (action.ends_with("/disable") || action.ends_with("/password"))) {
       const std::string_view rest = std::string_view(action).substr(kUsers.size());
-      end_console_sessions(server, url::decode(rest.substr(0, rest.find('/'))).value_or(""));
+      const std::string user = url::decode(rest.substr(0, rest.find('/'))).value_or("");
+      try {
+        end_console_sessions(server, user);
+      } catch (const console::SessionsUnavailable& e) {
+        return std::optional(usage::ApiAnswer{
+            503, "application/json",
+            nlohmann::json{{"error", "done for " + user + ", but their console sessions could not be closed: " +
+                                         std::string(e.what()) + "; do it again once the sessions' store answers"}}
+                .dump()});
+      }
     }
     return answered;
   });
@@ -87,7 +96,10 @@ Task<Answer> answer_orgs(Exchange& x, const std::string& action) {
   auto* identities = server.deps.identities;
   const hosting::OrgAdminContext context{
       [identities](std::string_view name) { return identities && identities->user(std::string(name)).has_value(); },
-      cached_upstream(server.deps)};
+      cached_upstream(server.deps),
+      [identities](std::string_view name) {
+        return identities && identities->former_owner(std::string(name)).has_value();
+      }};
   const std::string_view after_orgs = std::string_view(action).substr(std::string_view("orgs").size());
   auto& namespaces = server.deps.hosting->namespaces();
   auto reply = co_await offload(server.deps.blocking, [&] {

@@ -10,7 +10,9 @@
 #include <unordered_map>
 
 #include "console/account_deletion.hpp"
+#include "console/account_rename.hpp"
 #include "console/console_api.hpp"
+#include "hosting/org_admin.hpp"
 #include "inferllama/network.hpp"
 #include "node/build_info.hpp"
 #include "node/start_checks.hpp"
@@ -79,7 +81,7 @@ Node::Node(const Config& config)
       secret_box_(usage::SecretBox::from_file(usage::secret_key_path(config_))),
       identities_(index_->records(), clock_, secret_box_),
       usage_log_(index_->records(), clock_),
-      sessions_(index_->records(), clock_, secret_box_),
+      sessions_(console::make_session_store(config_, index_->records()), clock_, secret_box_),
       audit_log_(index_->records(), clock_),
       mail_tokens_(index_->records(), clock_),
       mailer_({config_.smtp_url, config_.smtp_from, config_.smtp_credentials_file}),
@@ -97,7 +99,8 @@ Node::Node(const Config& config)
                 {[this](const torrent::SnapshotTorrent& t) { add_torrent(t); },
                  [this](const torrent::SnapshotTorrent& t) { remove_torrent(t); }}),
       hosting_({index_->records(), *index_, store_, clock_,
-                [this](std::string_view name) { return identities_.has_user(std::string(name)); },
+                // A renamed user's former name stays the node's: its repos' old names answer 404, never upstream.
+                [this](std::string_view name) { return identities_.name_taken(std::string(name)); },
                 [this](std::string_view name) {
                   auto user = identities_.user(std::string(name));
                   return user ? user->email : std::string();
@@ -126,6 +129,11 @@ Node::Node(const Config& config)
   hub_.set_hosted(&hosting_);
   hub_.set_policy(&repo_rules_);
   hub_.set_throttle(throttled_.get());
+  account_data_.name_refusal = [this](std::string_view name) {
+    return hosting::user_namespace_refusal(
+        hosting_.namespaces(), [this](std::string_view ns) { return hosting::namespace_cached(*index_, ns); }, name,
+        /*force=*/false);
+  };
   evictor_.set_keep([this](std::unordered_set<std::string>& kept) { return hosting_.keep(kept); });
   downloads_.set_hooks(
       [this](const std::string& etag) {
@@ -172,7 +180,7 @@ std::unique_ptr<torrent::Seeder> Node::make_seeder() {
 void Node::add_torrent(const torrent::SnapshotTorrent& t) {
   const auto swarm = t.torrent->swarm_hash();
   std::lock_guard lock(swarms_mutex_);
-  if (!swarm_snapshots_.add(swarm)) return;  // seeded and tracked for another snapshot already
+  if (!swarm_snapshots_.add(swarm, t.repo.key() + "@" + t.commit)) return;  // seeded for another snapshot already
   if (seeder_) {
     if (auto refused = seeder_->add(*t.torrent); !refused.empty()) {
       spdlog::error("cannot seed {}: {}", swarm.hex(), refused);
@@ -337,7 +345,8 @@ std::string Node::operator_overview() {
   bool upstream_healthy = false;
   for (const auto& u : cluster["upstreams"]) upstream_healthy = upstream_healthy || u.value("healthy", false);
   return json{{"cache", {{"bytes_stored", store_.bytes_stored()}, {"max_disk", config_.max_disk}, {"repos", cached}}},
-              {"tracker", {{"swarms", tracker_.swarm_count()}, {"peers", tracker_.peer_count()}}},
+              {"tracker",
+               {{"swarms", tracker_.swarm_count()}, {"peers", tracker_.peer_count()}, {"busiest", busiest_swarms()}}},
               {"mirrors", mirrors},
               {"health",
                {{"upstream", config_.offline    ? "offline"
@@ -345,9 +354,37 @@ std::string Node::operator_overview() {
                                                 : "failing"},
                 {"redis", !shared_limits_               ? "not used"
                           : shared_limits_->connected() ? "connected"
-                                                        : "unreachable"}}},
+                                                        : "unreachable"},
+                {"sessions", sessions_.health()}}},
               {"cluster", cluster}}
       .dump();
+}
+
+nlohmann::json Node::busiest_swarms() {
+  using nlohmann::json;
+  // Bounded, for one page: the largest swarms, with some of their peers.
+  constexpr std::size_t kShownSwarms = 20;
+  constexpr std::size_t kShownPeers = 50;
+  json swarms = json::array();
+  for (const auto& swarm : tracker_.busiest_swarms(kShownSwarms, kShownPeers)) {
+    json peers = json::array();
+    for (const auto& p : swarm.peers) {
+      peers.push_back({{"address", p.peer.ip_text()}, {"port", p.peer.port}, {"seeder", p.seeder}});
+    }
+    std::string name;
+    if (swarm.own) {
+      std::lock_guard lock(swarms_mutex_);
+      name = swarm_snapshots_.name(swarm.hash);
+    }
+    swarms.push_back({{"info_hash", swarm.hash.hex()},
+                      {"snapshot", name},
+                      {"own", swarm.own},
+                      {"seeders", swarm.counts.seeders},
+                      {"leechers", swarm.counts.leechers},
+                      {"downloaded", swarm.counts.downloaded},
+                      {"peers", std::move(peers)}});
+  }
+  return swarms;
 }
 
 std::string Node::cluster_status() const {
@@ -512,10 +549,12 @@ void Node::start_periodic_work() {
         "backup", config_.backup_interval, [this] { backups_.make_scheduled(); },
         backups_.due() ? PeriodicTask::First::now : PeriodicTask::First::after_interval);
   }
-  // Accounts deleted 30 days ago are purged; audit events past their 90 days go.
+  // What renames left under former names moves; accounts deleted 30 days ago are purged; audit events past their
+  // 90 days go.
   account_retention_.start(
       "account retention", std::chrono::hours(1),
       [this] {
+        console::finish_renames(account_data_);
         console::purge_deleted_accounts(account_data_);
         audit_log_.expire();
       },

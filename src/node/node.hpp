@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 
 #include "backup/backups.hpp"
@@ -112,6 +113,8 @@ class Node {
   std::string cluster_status() const;
   // The console's operator pages: disk and what eviction takes next, tracker, mirrors, health, cluster.
   std::string operator_overview();
+  // The tracker's largest swarms with some of their peers' addresses: the operator's page only.
+  nlohmann::json busiest_swarms();
   void flush_usage();
   void expire_usage();
   void shutdown();

@@ -83,7 +83,7 @@ TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
 
 TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
   const auto keys = config_keys();
-  ASSERT_EQ(keys.size(), 83u);
+  ASSERT_EQ(keys.size(), 85u);
   for (const ConfigKey& k : keys) {
     std::string flag = "--" + std::string(k.name);
     std::replace(flag.begin(), flag.end(), '_', '-');
@@ -300,6 +300,11 @@ std::vector<PrecedenceCase> precedence_cases() {
        [n](const Config& c) { return n(c.ratelimit_refuse_when_down ? 1 : 0); }},
       {"ratelimit_timeout", "\"1s\"", "50ms", "2", "1000", "50", "2000", "200",
        [n](const Config& c) { return n(c.ratelimit_timeout.count()); }},
+      {"session_backend", "\"redis://127.0.0.1:1\"", "local", "redis://h:2/1", "redis://127.0.0.1:1", "local",
+       "redis://h:2/1", "auto", [](const Config& c) { return c.session_backend; }},
+      {"session_backend_password_file", "\"" + secret_file("s1", "pw file\n") + "\"", secret_file("s2", "pw:env"),
+       secret_file("s3", "pw@flag"), "pw file", "pw:env", "pw@flag", "",
+       [](const Config& c) { return c.session_backend_password; }},
       {"usage_retention", "\"30d\"", "1d", "365d", "2592000", "86400", "31536000", "7776000",
        [n](const Config& c) { return n(c.usage_retention.count()); }},
       {"usage_flush_interval", "\"1m\"", "1", "10s", "60", "1", "10", "5",
@@ -465,10 +470,13 @@ TEST_F(ConfigTest, SecretsFromFilesAreReadAtLoadAndCheckedAsTheirKeys) {
   EXPECT_EQ(c.upstream_token, "hf_token_in_a_file") << "a token file turns the HF_TOKEN fallback off";
   EXPECT_EQ(c.ratelimit_backend_password, "redis pass");
   EXPECT_EQ(c.ratelimit_backend, "redis://127.0.0.1:6379/2");
+  EXPECT_EQ(c.session_backend, "auto");
+  EXPECT_EQ(c.session_backend_password, "");
 }
 
 TEST_F(ConfigTest, SecretFilesThatCannotServeAreErrorsNamingTheirKey) {
-  for (const std::string key : {"admin_key_file", "upstream_token_file", "ratelimit_backend_password_file"}) {
+  for (const std::string key :
+       {"admin_key_file", "upstream_token_file", "ratelimit_backend_password_file", "session_backend_password_file"}) {
     SCOPED_TRACE(key);
     ConfigSources s;
     s.flags[key] = (dir_ / "missing").string();
@@ -507,6 +515,11 @@ TEST_F(ConfigTest, ASecretGivenBothWaysIsAnError) {
     EXPECT_NE(what.find("ratelimit_backend carries a password too"), std::string::npos) << what;
     EXPECT_EQ(what.find("inline"), std::string::npos) << "the password is not shown: " << what;
   }
+
+  s = {};
+  s.env["INFERLLAMA_SESSION_BACKEND"] = "redis://:inline@127.0.0.1";
+  s.flags["session_backend_password_file"] = write("filed", "pw").string();
+  expect_error(s, {"session_backend carries a password too"});
 
   // An empty key beside its file is no second value.
   s = {};
