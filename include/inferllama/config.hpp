@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "inferllama/limit_policy.hpp"
+#include "inferllama/repo_policy.hpp"
 
 namespace inferllama {
 
@@ -25,38 +26,39 @@ inline constexpr std::uint64_t kMiB = 1024 * kKiB;
 inline constexpr std::uint64_t kGiB = 1024 * kMiB;
 
 struct Config {
-  std::string listen = "0.0.0.0:8080";                // HOST:PORT of the plain HTTP listener ([::1]:8080 for IPv6)
-  std::filesystem::path data_dir = "./data";          // chunk store + RocksDB index; relative = as given
-  std::string upstream = "https://huggingface.co";    // the Hub, or the first parent node (no trailing slash)
-  std::vector<std::string> upstream_parents;          // every URL `upstream` lists, when several; else empty
-  std::string upstream_fallback;                      // tried when every parent failed; "" = none
-  std::chrono::milliseconds upstream_backoff{10000};  // a failed parent is skipped this long, > 0
-  std::string upstream_token;                         // falls back to HF_TOKEN when unset everywhere
-  std::filesystem::path upstream_token_file;          // upstream_token read from this file; "" = none
-  std::string public_url;                             // how the node names itself in links; empty = Host header
-  std::string log_level = "info";                     // trace|debug|info|warn|error|critical|off
-  std::uint64_t chunk_size = 4 * kMiB;                // power of two, 64 KiB .. 64 MiB
-  unsigned upstream_connections = 4;                  // parallel Range connections per large file, 1..32
-  std::uint64_t parallel_threshold = 32 * kMiB;       // files at least this large use parallel ranges
-  std::uint64_t swarm_threshold = 256 * kMiB;         // files this large come from a parent node's swarm; 0 = never
-  unsigned upstream_retries = 5;                      // retries per broken connection, 0..100
-  std::chrono::milliseconds upstream_timeout{30000};  // connect and stall timeout, > 0
-  std::chrono::seconds ref_ttl{60};                   // branch/tag -> commit cache; 0 = always ask upstream
-  std::chrono::seconds access_ttl{60};                // cached gated/private access decisions; 1..60 s
-  unsigned io_threads = 0;                            // 0 = number of cores; at most 1024
-  unsigned worker_threads = 0;                        // 0 = number of cores (hashing, disk, RocksDB); at most 1024
-  std::string tls_listen;                             // HOST:PORT of the HTTPS listener; empty = none
-  std::filesystem::path tls_cert;                     // PEM certificate chain
-  std::filesystem::path tls_key;                      // PEM private key
-  std::uint64_t max_disk = 0;                         // chunk store budget in bytes; 0 = no budget
-  std::uint64_t hosted_quota = 0;                     // bytes per namespace in hosted repos; 0 = no quota
-  std::uint64_t metadata_budget = 256ull << 20;       // stored Hub metadata answers, LRU; 0 = none kept
-  std::chrono::seconds idle_timeout{60};              // a client that makes no progress this long is dropped
-  unsigned max_connections = 10000;                   // further connections get a 503
-  std::string access_log;                             // JSON lines: "" off, "-" stdout, else a file (in data_dir)
+  std::string listen = "0.0.0.0:8080";                    // HOST:PORT of the plain HTTP listener ([::1]:8080 for IPv6)
+  std::filesystem::path data_dir = "./data";              // chunk store + RocksDB index; relative = as given
+  std::string upstream = "https://huggingface.co";        // the Hub, or the first parent node (no trailing slash)
+  std::vector<std::string> upstream_parents;              // every URL `upstream` lists, when several; else empty
+  std::string upstream_fallback;                          // tried when every parent failed; "" = none
+  std::chrono::milliseconds upstream_backoff{10000};      // a failed parent is skipped this long, > 0
+  std::string upstream_token;                             // falls back to HF_TOKEN when unset everywhere
+  std::filesystem::path upstream_token_file;              // upstream_token read from this file; "" = none
+  std::string public_url;                                 // how the node names itself in links; empty = Host header
+  std::string log_level = "info";                         // trace|debug|info|warn|error|critical|off
+  std::uint64_t chunk_size = 4 * kMiB;                    // power of two, 64 KiB .. 64 MiB
+  unsigned upstream_connections = 4;                      // parallel Range connections per large file, 1..32
+  std::uint64_t parallel_threshold = 32 * kMiB;           // files at least this large use parallel ranges
+  std::uint64_t swarm_threshold = 256 * kMiB;             // files this large come from a parent node's swarm; 0 = never
+  unsigned upstream_retries = 5;                          // retries per broken connection, 0..100
+  std::chrono::milliseconds upstream_timeout{30000};      // connect and stall timeout, > 0
+  std::chrono::seconds ref_ttl{60};                       // branch/tag -> commit cache; 0 = always ask upstream
+  std::chrono::seconds access_ttl{60};                    // cached gated/private access decisions; 1..60 s
+  unsigned io_threads = 0;                                // 0 = number of cores; at most 1024
+  unsigned worker_threads = 0;                            // 0 = number of cores (hashing, disk, RocksDB); at most 1024
+  std::string tls_listen;                                 // HOST:PORT of the HTTPS listener; empty = none
+  std::filesystem::path tls_cert;                         // PEM certificate chain
+  std::filesystem::path tls_key;                          // PEM private key
+  std::uint64_t max_disk = 0;                             // chunk store budget in bytes; 0 = no budget
+  std::uint64_t hosted_quota = 0;                         // bytes per namespace in hosted repos; 0 = no quota
+  std::uint64_t metadata_budget = 256ull << 20;           // stored Hub metadata answers, LRU; 0 = none kept
+  std::chrono::seconds idle_timeout{60};                  // a client that makes no progress this long is dropped
+  unsigned max_connections = 10000;                       // further connections get a 503
+  std::string access_log;                                 // JSON lines: "" off, "-" stdout, else a file (in data_dir)
   std::chrono::seconds access_log_retention{30 * 86400};  // a file rotates daily; rotations kept this long; 0 = off
-  bool offline = false;                               // never contact the upstream: serve what is cached
-  std::chrono::seconds offline_grace{0};              // gated/private repos while the Hub can't be asked; 0 = refuse
+  bool offline = false;                                   // never contact the upstream: serve what is cached
+  std::chrono::seconds offline_grace{0};      // gated/private repos while the Hub can't be asked; 0 = refuse
+  ScanAction scan_policy = ScanAction::warn;  // model files scanned on ingest: off | warn | deny (findings: 403)
 
   // Backups of the index (src/backup/), sealed under a key kept outside data_dir.
   std::filesystem::path backup_dir;                   // scheduled backups go here; "" = none
@@ -87,10 +89,10 @@ struct Config {
   std::chrono::seconds mirror_interval{300};       // how often mirrored branches are checked for a new commit
 
   // Users, limits and usage records.
-  bool require_auth = false;                              // refuse requests without a node key (401)
-  bool cookie_secure = true;                              // the console's cookies carry Secure
-  bool signup = false;                                    // anyone may create an account on the console
-  std::string smtp_url;                                   // smtp:// or smtps://; "" = the node sends no mail
+  bool require_auth = false;  // refuse requests without a node key (401)
+  bool cookie_secure = true;  // the console's cookies carry Secure
+  bool signup = false;        // anyone may create an account on the console
+  std::string smtp_url;       // smtp:// or smtps://; "" = the node sends no mail
   std::string smtp_from;
   std::filesystem::path smtp_credentials_file;            // USER:PASSWORD; "" = no AUTH
   std::string admin_key;                                  // bearer of the admin API over TCP; "" = not served over TCP

@@ -222,7 +222,8 @@ Route route(std::string_view path) {
       path == "/api/inferllama/users" || path.starts_with("/api/inferllama/users/") || path == "/api/inferllama/keys" ||
       path.starts_with("/api/inferllama/keys/") || path == "/api/inferllama/orgs" ||
       path.starts_with("/api/inferllama/orgs/") || path == "/api/inferllama/invite" ||
-      path == "/api/inferllama/overview" || path == "/api/inferllama/purge") {
+      path == "/api/inferllama/overview" || path == "/api/inferllama/purge" ||
+      path.starts_with("/api/inferllama/scan/")) {
     return AdminRoute{std::string(path.substr(kAdmin.size()))};
   }
   if (constexpr std::string_view kConsole = "/api/inferllama/console/"; path.starts_with(kConsole)) {

@@ -56,6 +56,9 @@ struct FileAnswer {
   std::shared_ptr<cache::Download> download;
   std::shared_ptr<void> lease;    // keeps a stored blob from being evicted while it is served
   bool started_download = false;  // `download` was started for this answer (else it was already running)
+  // The X-InferLlama-Scan value the scan policy gave this answer (src/http/scan_gate.*); "" when scanning is off
+  // for the repo.
+  std::string scan;
 };
 
 struct HubCounters {

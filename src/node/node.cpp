@@ -77,6 +77,7 @@ Node::Node(const Config& config)
       io_threads_(io_, or_cores(config_.io_threads) - 1),
       workers_(or_cores(config_.worker_threads)),
       file_upstream_(torrent::make_swarm_preferring_upstream(*parents_, config_)),
+      scanning_(*index_, config_.scan_policy, nullptr),
       downloads_(store_, *index_, *file_upstream_, workers_, cache::DownloadSettings::from(config_)),
       evictor_(store_, *index_, config.max_disk),
       hub_(config_, *index_, *parents_, downloads_, evictor_),
@@ -114,6 +115,7 @@ Node::Node(const Config& config)
                     &hosting_,
                     [this] { torrents_.recheck_visibility(); }} {
   hub_.set_hosted(&hosting_);
+  downloads_.set_scanning(&scanning_);
   evictor_.set_keep([this](std::unordered_set<std::string>& kept) { return hosting_.keep(kept); });
   downloads_.set_hooks(
       [this](const std::string& etag) {
@@ -183,6 +185,7 @@ void Node::register_metrics() {
   metrics_.add([](std::string& out) { render_build_info(out); });
   metrics_.add([this](std::string& out) { hub_.render_metrics(out); });
   metrics_.add([this](std::string& out) { downloads_.render_metrics(out); });
+  metrics_.add([this](std::string& out) { scanning_.render_metrics(out); });
   metrics_.add([this](std::string& out) { evictor_.render_metrics(out); });
   metrics_.add([this](std::string& out) { tracker_.render_metrics(out); });
   metrics_.add([this](std::string& out) { limiter().render_metrics(out); });
@@ -215,6 +218,7 @@ std::unique_ptr<http::Server> Node::make_server() {
   deps.hosting = &hosting_;
   deps.account_data = &account_data_;
   deps.index = index_.get();
+  deps.scanning = &scanning_;
   deps.cluster_status = [this] { return cluster_status(); };
   deps.backup = [this](const std::string& body) { return backups_.answer(body); };
   return std::make_unique<http::Server>(io_, std::move(deps));
