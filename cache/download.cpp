@@ -800,6 +800,7 @@ std::shared_ptr<const ScanVerdict> Downloads::scan_stored(const BlobEntry& blob,
   auto& buffer = thread_buffer(std::size_t{1} << 20);
   for (const auto& chunk : blob.chunks) {
     if (scanner.decided()) break;
+    if (stopping_) return nullptr;  // the node stops: the next start scans it when it is asked for
     const int fd = store_.open_chunk(chunk.id);
     if (fd < 0) return nullptr;  // evicted meanwhile
     ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);

@@ -240,7 +240,8 @@ class Downloads {
   scan::ScanService* scanning() const { return scanning_; }
   // Scans a stored blob that has no verdict (stored before scanning, or by a download that did not scan) by
   // reading its chunks once, in order, as far as the format needs, and records the verdict. Null without
-  // scanning, or when the blob (or a chunk of it) is gone. `path` names the file, for its format. Blocking.
+  // scanning, when the blob (or a chunk of it) is gone, or when the node stops meanwhile. `path` names the file,
+  // for its format. Blocking.
   std::shared_ptr<const ScanVerdict> scan_stored(const BlobEntry& blob, const std::string& path);
   std::shared_ptr<const ScanVerdict> scan_stored(const std::string& etag, const std::string& path);
 

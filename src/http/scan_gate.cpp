@@ -70,16 +70,20 @@ Task<std::optional<hub::Reply>> apply_scan_policy(Exchange& x, const RepoId& rep
       const std::string etag = answer.file.etag;
       verdict = co_await offload(blocking, [&] { return scanning->load(etag); });
     }
-    if (!verdict) {
-      // Stored before scanning, or by a download that did not scan: its stored bytes, once.
+    if (!verdict && action == ScanAction::deny) {
+      // Stored before scanning, or by a download that did not scan: its stored bytes, once, before any go out.
       auto& downloads = x.server.deps.hub.downloads();
       const auto blob = answer.blob;
       x.connection.pause_deadline();
       verdict = co_await offload(blocking, [&] { return downloads.scan_stored(*blob, path); });
       x.connection.touch();
-      if (!verdict && action == ScanAction::deny) {
-        co_return hub::error_reply(503, "the file is being evicted or the node is stopping; retry");
-      }
+      if (!verdict) co_return hub::error_reply(503, "the file is being evicted or the node is stopping; retry");
+    } else if (!verdict && scanning->begin_background(answer.file.etag)) {
+      // Under warn the file is served now and scanned beside it: a large file is not held for a read of it.
+      blocking.post([&downloads = x.server.deps.hub.downloads(), scanning, blob = answer.blob, path] {
+        downloads.scan_stored(*blob, path);
+        scanning->end_background(blob->etag);
+      });
     }
     answer.scan = verdict ? scan_header_value(*verdict) : "unscanned";
   } else if (answer.download) {

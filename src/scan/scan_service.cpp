@@ -139,6 +139,17 @@ void ScanService::record(const std::string& etag, const ScanVerdict& verdict) {
   }
 }
 
+bool ScanService::begin_background(const std::string& etag) {
+  std::lock_guard lock(mutex_);
+  if (background_.size() >= kMaxBackground) return false;
+  return background_.insert(etag).second;
+}
+
+void ScanService::end_background(const std::string& etag) {
+  std::lock_guard lock(mutex_);
+  background_.erase(etag);
+}
+
 void ScanService::count_scan(const ScanVerdict& verdict, std::uint64_t bytes, std::chrono::nanoseconds took) {
   files_[kind_index(verdict.kind)][static_cast<std::size_t>(verdict.result)].fetch_add(1, std::memory_order_relaxed);
   findings_.fetch_add(verdict.findings_total, std::memory_order_relaxed);

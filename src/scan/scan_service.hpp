@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 
 #include <nlohmann/json.hpp>
 
@@ -49,6 +50,11 @@ class ScanService {
   // scanned always has it) and in memory. Blocking.
   void record(const std::string& etag, const ScanVerdict& verdict);
 
+  // Claims the one background scan of a stored blob that has no verdict yet: false when one runs already (or
+  // too many do). end_background releases it.
+  bool begin_background(const std::string& etag);
+  void end_background(const std::string& etag);
+
   // A scan ended: its verdict, the bytes the scanner read, the time it took.
   void count_scan(const ScanVerdict& verdict, std::uint64_t bytes, std::chrono::nanoseconds took);
   void count_refusal() { refusals_.fetch_add(1, std::memory_order_relaxed); }
@@ -65,6 +71,8 @@ class ScanService {
   const RepoPolicy* rules_;
   mutable std::mutex mutex_;
   mutable std::unordered_map<std::string, std::shared_ptr<const ScanVerdict>> memory_;
+  static constexpr std::size_t kMaxBackground = 64;
+  std::unordered_set<std::string> background_;  // etags being scanned from their chunks, under mutex_
 
   std::array<std::array<std::atomic<std::uint64_t>, kResults>, kKinds> files_{};
   std::atomic<std::uint64_t> findings_{0};

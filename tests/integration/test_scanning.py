@@ -145,6 +145,12 @@ class ScanningTest(unittest.TestCase):
         self.addCleanup(node.stop)
         return node
 
+    def start_node_on(self, data_dir, *args):
+        """A node on another node's data directory (which that node removes)."""
+        node = Node(self.hub.url, data_dir, *args, admin_key=ADMIN_KEY).start()
+        self.addCleanup(node.stop)
+        return node
+
     def get(self, node, name, method="GET"):
         return node.request(method, node.resolve_path(REPO, "main", name))
 
@@ -223,13 +229,30 @@ class ScanningTest(unittest.TestCase):
             self.assertEqual(status, 403)
         self.assertGreaterEqual(node.metric("inferllama_scan_refusals_total"), 8)
 
-    def test_off_scans_nothing(self):
+    def test_off_scans_nothing_and_what_it_stored_is_scanned_later(self):
         node = self.start_node("--scan-policy", "off")
-        status, headers, body = self.get(node, "evil.pkl")
-        self.assertEqual((status, body), (200, self.files["evil.pkl"]))
-        self.assertNotIn("x-inferllama-scan", headers)
+        for name in ("evil.pkl", "evil/pytorch_model.bin"):
+            status, headers, body = self.get(node, name)
+            self.assertEqual((status, body), (200, self.files[name]))
+            self.assertNotIn("x-inferllama-scan", headers)
         self.settled(node)
         self.assertEqual(self.scan_api(node, "evil.pkl")["status"], "unscanned")
+        node.stop()
+
+        # The same store under deny: a stored file without a verdict is scanned from its chunks before it is served.
+        deny = self.start_node_on(node.data_dir, "--scan-policy", "deny")
+        status, headers, _ = self.get(deny, "evil.pkl")
+        self.assertEqual((status, headers["x-error-code"]), (403, "ScanFindings"))
+        deny.stop()
+
+        # Under warn it is served at once and scanned beside the answer.
+        warn = self.start_node_on(node.data_dir)
+        status, headers, body = self.get(warn, "evil/pytorch_model.bin")
+        self.assertEqual((status, body), (200, self.files["evil/pytorch_model.bin"]))
+        self.assertIn(headers["x-inferllama-scan"], ("unscanned", "findings=1"))
+        wait_until(lambda: self.get(warn, "evil/pytorch_model.bin", "HEAD")[1]["x-inferllama-scan"] == "findings=1",
+                   what="the stored file's scan")
+        self.assertEqual(self.scan_api(warn, "evil.pkl")["status"], "findings=1")
 
     @unittest.skipUnless(os.path.exists(PICKLESCAN), "picklescan's venv (scripts/install-deps.sh --test) is missing")
     def test_picklescan_agrees_on_the_pickles(self):
