@@ -24,6 +24,18 @@ from harness import BINARY, ROOT, FakeHub, Node, clean_env, wait_until  # noqa: 
 REPO = "acme/scanned"
 ADMIN_KEY = "admin-key-of-the-scanning-test"
 PICKLESCAN = os.path.join(ROOT, ".venv", "scan", "bin", "python")
+HUB1_PYTHON = os.path.join(ROOT, ".venv", "hub1", "bin", "python")
+# huggingface_hub downloads each file and prints what it got, or the error it raised.
+HF_DOWNLOAD = """
+import sys
+from huggingface_hub import hf_hub_download
+for name in sys.argv[2:]:
+    try:
+        path = hf_hub_download(sys.argv[1], name)
+        print(name, "ok", open(path, "rb").read().hex())
+    except Exception as e:
+        print(name, "error", type(e).__name__, str(e).replace("\\n", " "))
+"""
 
 
 class RunsOsSystem:
@@ -228,6 +240,31 @@ class ScanningTest(unittest.TestCase):
             status, _, _ = self.get(node, name)
             self.assertEqual(status, 403)
         self.assertGreaterEqual(node.metric("inferllama_scan_refusals_total"), 8)
+
+    @unittest.skipUnless(os.path.exists(HUB1_PYTHON), ".venv/hub1 (scripts/install-deps.sh --test) is missing")
+    def test_huggingface_hub_is_refused_a_file_with_findings_under_deny(self):
+        node = self.start_node("--scan-policy", "deny")
+        home = tempfile.mkdtemp(prefix="scan-hf-home-")
+        self.addCleanup(shutil.rmtree, home, True)
+        env = clean_env({"HF_ENDPOINT": node.url, "HF_HOME": home, "HF_HUB_DISABLE_TELEMETRY": "1",
+                         "HF_HUB_DISABLE_PROGRESS_BARS": "1"})
+        run = subprocess.run([HUB1_PYTHON, "-c", HF_DOWNLOAD, REPO, "model.safetensors", "evil.pkl"],
+                             capture_output=True, text=True, env=env, timeout=180)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        got = {line.split(" ", 1)[0]: line.split(" ", 2)[1:] for line in run.stdout.splitlines()}
+        self.assertEqual(got["model.safetensors"], ["ok", self.files["model.safetensors"].hex()])
+        self.assertEqual(got["evil.pkl"][0], "error")
+        self.assertIn("403", got["evil.pkl"][1])
+        self.assertIn("posix.system", got["evil.pkl"][1])
+        # The client kept no byte of it: no file in its cache holds any part of the pickle.
+        evil = self.files["evil.pkl"]
+        for folder, _, names in os.walk(home):
+            for name in names:
+                path = os.path.join(folder, name)
+                if os.path.isfile(path) and os.path.getsize(path) > 0:
+                    with open(path, "rb") as fh:
+                        data = fh.read()
+                    self.assertFalse(data and evil.startswith(data[:16]), path)
 
     def test_off_scans_nothing_and_what_it_stored_is_scanned_later(self):
         node = self.start_node("--scan-policy", "off")
