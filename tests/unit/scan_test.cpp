@@ -623,13 +623,15 @@ TEST(ScanVerdicts, KeptInTheIndexAndDroppedWithTheirBlob) {
   std::filesystem::remove_all(dir);
 }
 
-// A download feeds the scanner from its in-order hash, and the verdict is stored with the blob.
+// A download feeds the scanner from its in-order hash, and the verdict is stored with the blob: chunks arriving out
+// of order over several connections, one of them cut and resumed, are scanned whole and in order.
 TEST(ScanDownloads, AVerdictIsRecordedWithTheBlobAndShownOnTheDownload) {
   const auto dir = testing::fresh_test_dir("scan-download");
   ChunkStore store(dir);
   auto index = open_rocksdb_index(dir / "index");
   const Bytes data = make_zip({{"archive/data.pkl", reduce_system(2)}, {"archive/data/0", tensor_bytes(300000)}});
   testing::MemoryUpstream upstream(data);
+  upstream.cut_after = 100000;
   asio::thread_pool workers(2);
   cache::DownloadSettings settings = cache::DownloadSettings::from(Config{});
   settings.chunk_size = 64 * 1024;
@@ -648,6 +650,7 @@ TEST(ScanDownloads, AVerdictIsRecordedWithTheBlobAndShownOnTheDownload) {
     download->subscribe(waiter);
     waiter->until_done(*download);
     ASSERT_EQ(download->state(), cache::Download::State::complete) << download->error();
+    EXPECT_GT(upstream.requests.load(), 1);
     ASSERT_NE(download->verdict(), nullptr);
     EXPECT_EQ(download->verdict()->result, ScanResult::findings);
     const auto stored = index->get_scan(etag);
