@@ -54,7 +54,7 @@ constexpr metrics::FamilySpec kFindings{"inferllama_scan_findings_total", "count
 constexpr metrics::FamilySpec kRefusals{"inferllama_scan_refusals_total", "counter",
                                         "Requests refused (403) because the file's scan found something, under deny"};
 constexpr metrics::FamilySpec kBytes{"inferllama_scan_bytes_total", "counter",
-                                     "Bytes the scanners read (a header format's data is not read)"};
+                                     "Bytes fed to the scanners (a header format's data is not fed once its header is read)"};
 constexpr metrics::FamilySpec kSeconds{"inferllama_scan_seconds_total", "counter", "Time spent scanning"};
 
 constexpr std::array<std::string_view, 5> kKindNames = {"none", "pickle", "zip", "safetensors", "gguf"};
