@@ -471,6 +471,23 @@ constexpr KeySpec kSpecs[] = {
       "within this long; 0s = refuse them (at most 7 days)",
       "0s"},
      [](Config& c, const Input& in) { c.offline_grace = in.whole_seconds(0, 7 * 24 * 3600); }},
+    {{"scan_policy", "--scan-policy", "INFERLLAMA_SCAN_POLICY",
+      "Model files (pickles, PyTorch zips, safetensors, GGUF) are scanned as they are stored: off (not scanned), "
+      "warn (the verdict is kept and shown in X-InferLlama-Scan) or deny (a file with findings, or that cannot be "
+      "read as its format, is refused with 403); a repo rule's own scan action overrides it",
+      "warn"},
+     [](Config& c, const Input& in) {
+       const std::string& action = in.text();
+       if (action == "off") {
+         c.scan_policy = ScanAction::off;
+       } else if (action == "warn") {
+         c.scan_policy = ScanAction::warn;
+       } else if (action == "deny") {
+         c.scan_policy = ScanAction::deny;
+       } else {
+         in.fail(quote_text(action) + " is not off, warn or deny");
+       }
+     }},
     {{"backup_dir", "--backup-dir", "INFERLLAMA_BACKUP_DIR",
       "Directory of the node's scheduled backups (inferllama-backup-<UTC time>.ilbk), outside the data directory; "
       "empty = none",

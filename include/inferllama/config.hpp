@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "inferllama/limit_policy.hpp"
+#include "inferllama/repo_policy.hpp"
 
 namespace inferllama {
 
@@ -58,8 +59,9 @@ struct Config {
   unsigned max_connections = 10000;                   // further connections get a 503
   std::string access_log;                             // JSON lines: "" off, "-" stdout, else a file (in data_dir)
   std::chrono::seconds access_log_retention{30 * 86400};  // a file rotates daily; rotations kept this long; 0 = off
-  bool offline = false;                               // never contact the upstream: serve what is cached
-  std::chrono::seconds offline_grace{0};              // gated/private repos while the Hub can't be asked; 0 = refuse
+  bool offline = false;                                   // never contact the upstream: serve what is cached
+  std::chrono::seconds offline_grace{0};      // gated/private repos while the Hub can't be asked; 0 = refuse
+  ScanAction scan_policy = ScanAction::warn;  // model files scanned on ingest: off | warn | deny (findings: 403)
 
   // Backups of the index (src/backup/), sealed under a key kept outside data_dir.
   std::filesystem::path backup_dir;                   // scheduled backups go here; "" = none
@@ -94,10 +96,10 @@ struct Config {
   std::filesystem::path repo_rules_file;           // more rules, after repo_rules; read again on SIGHUP
 
   // Users, limits and usage records.
-  bool require_auth = false;                              // refuse requests without a node key (401)
-  bool cookie_secure = true;                              // the console's cookies carry Secure
-  bool signup = false;                                    // anyone may create an account on the console
-  std::string smtp_url;                                   // smtp:// or smtps://; "" = the node sends no mail
+  bool require_auth = false;  // refuse requests without a node key (401)
+  bool cookie_secure = true;  // the console's cookies carry Secure
+  bool signup = false;        // anyone may create an account on the console
+  std::string smtp_url;       // smtp:// or smtps://; "" = the node sends no mail
   std::string smtp_from;
   std::filesystem::path smtp_credentials_file;            // USER:PASSWORD; "" = no AUTH
   std::string admin_key;                                  // bearer of the admin API over TCP; "" = not served over TCP

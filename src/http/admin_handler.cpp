@@ -10,6 +10,7 @@
 #include "http/connection.hpp"
 #include "http/handlers.hpp"
 #include "http/server_context.hpp"
+#include "scan/scan_service.hpp"
 #include "torrent/mirror.hpp"
 #include "usage/accounts_api.hpp"
 #include "util/offload.hpp"
@@ -174,6 +175,45 @@ Task<Answer> answer_rules(Exchange& x, bool reload) {
   co_return hub::Reply{answer.first, {{"Cache-Control", "no-store"}}, "application/json", std::move(answer.second)};
 }
 
+// GET scan/{repo}/resolve/{rev}/{path}: the scan verdict of a cached file (its resolve URL behind the prefix).
+Task<Answer> answer_scan(Exchange& x, const std::string& action) {
+  if (x.request.method() != bhttp::verb::get && x.request.method() != bhttp::verb::head) {
+    co_return method_not_allowed("use GET");
+  }
+  auto* scanning = x.server.deps.scanning;
+  auto* index = x.server.deps.index;
+  if (!scanning || !index) co_return hub::error_reply(404, "this node scans no files");
+  const Route inner = route(action.substr(std::string_view("scan").size()));
+  const auto* file = std::get_if<ResolveRoute>(&inner);
+  if (!file || !file->passkey.empty()) {
+    co_return hub::error_reply(400, "expected scan/{repo}/resolve/{revision}/{path}, as the file's own URL");
+  }
+  auto& hub = x.server.deps.hub;
+  auto answer = co_await offload(x.server.deps.blocking, [&]() -> hub::Reply {
+    std::string stale;
+    auto commit = hub.commit_of(file->repo, file->rev, &stale);
+    if (auto* refused = std::get_if<hub::Reply>(&commit)) return *refused;
+    const std::string& sha = std::get<std::string>(commit);
+    const auto entry = index->get_file(file->repo, sha, file->path);
+    if (!entry) return hub::error_reply(404, file->path + " at " + sha + " is not cached", "EntryNotFound");
+    const bool stored = index->get_blob(entry->etag).has_value();
+    const auto verdict = scanning->load(entry->etag);
+    nlohmann::json result{{"repo", file->repo.key()},
+                          {"revision", file->rev},
+                          {"commit", sha},
+                          {"path", file->path},
+                          {"etag", entry->etag},
+                          {"size", entry->size},
+                          {"stored", stored},
+                          {"scan_action", std::string(scan::to_string(scanning->action_for(file->repo)))},
+                          {"status", verdict ? scan_header_value(*verdict) : "unscanned"},
+                          {"scan", verdict ? scan::to_json(*verdict) : nlohmann::json()}};
+    return json_reply(result);
+  });
+  answer.headers.emplace_back("Cache-Control", "no-store");
+  co_return answer;
+}
+
 // A backup takes as long as copying the index: the blocking pool makes it while the client waits.
 Task<Answer> answer_backup(Exchange& x) {
   if (!x.server.deps.backup) co_return hub::error_reply(404, "no such route");
@@ -192,6 +232,7 @@ Task<Answer> handle(Exchange& x, const AdminRoute& route) {
     co_return co_await answer_accounts(x, route.action);
   }
   if (route.action == "orgs" || route.action.starts_with("orgs/")) co_return co_await answer_orgs(x, route.action);
+  if (route.action.starts_with("scan/")) co_return co_await answer_scan(x, route.action);
   if (route.action == "cluster") {
     if (req.method() != bhttp::verb::get && req.method() != bhttp::verb::head) co_return method_not_allowed("use GET");
     if (!x.server.deps.cluster_status) co_return hub::error_reply(404, "no such route");

@@ -62,6 +62,9 @@ struct FileAnswer {
   bool started_download = false;  // `download` was started for this answer (else it was already running)
   // The repo's rule is `pass`: the bytes are streamed from here to the client (PassThroughs) and kept nowhere.
   std::shared_ptr<const cache::BlobSource> pass;
+  // The X-InferLlama-Scan value the scan policy gave this answer (src/http/scan_gate.*); "" when scanning is off
+  // for the repo.
+  std::string scan;
 };
 
 struct HubCounters {

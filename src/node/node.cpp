@@ -89,6 +89,7 @@ Node::Node(const Config& config)
       io_threads_(io_, or_cores(config_.io_threads) - 1),
       workers_(or_cores(config_.worker_threads)),
       file_upstream_(torrent::make_swarm_preferring_upstream(*throttled_, config_)),
+      scanning_(*index_, config_.scan_policy, &repo_rules_),
       downloads_(store_, *index_, *file_upstream_, workers_, cache::DownloadSettings::from(config_)),
       evictor_(store_, *index_, config.max_disk),
       hub_(config_, *index_, *throttled_, downloads_, evictor_),
@@ -134,6 +135,7 @@ Node::Node(const Config& config)
         hosting_.namespaces(), [this](std::string_view ns) { return hosting::namespace_cached(*index_, ns); }, name,
         /*force=*/false);
   };
+  downloads_.set_scanning(&scanning_);
   evictor_.set_keep([this](std::unordered_set<std::string>& kept) { return hosting_.keep(kept); });
   downloads_.set_hooks(
       [this](const std::string& etag) {
@@ -204,6 +206,7 @@ void Node::register_metrics() {
   metrics_.add([](std::string& out) { render_build_info(out); });
   metrics_.add([this](std::string& out) { hub_.render_metrics(out); });
   metrics_.add([this](std::string& out) { downloads_.render_metrics(out); });
+  metrics_.add([this](std::string& out) { scanning_.render_metrics(out); });
   metrics_.add([this](std::string& out) { evictor_.render_metrics(out); });
   metrics_.add([this](std::string& out) { tracker_.render_metrics(out); });
   metrics_.add([this](std::string& out) { limiter().render_metrics(out); });
@@ -304,6 +307,7 @@ std::unique_ptr<http::Server> Node::make_server() {
   deps.hosting = &hosting_;
   deps.account_data = &account_data_;
   deps.index = index_.get();
+  deps.scanning = &scanning_;
   deps.cluster_status = [this] { return cluster_status(); };
   deps.backup = [this](const std::string& body) { return backups_.answer(body); };
   deps.repo_rules = [this](bool reload) { return answer_repo_rules(reload); };

@@ -26,6 +26,7 @@
 #include "inferllama/usage.hpp"
 #include "node/data_dir_lock.hpp"
 #include "policy/repo_rules.hpp"
+#include "scan/scan_service.hpp"
 #include "torrent/mirror.hpp"
 #include "torrent/seeder.hpp"
 #include "torrent/snapshot_torrents.hpp"
@@ -150,6 +151,9 @@ class Node {
   ElasticThreads blocking_{kMaxBlockingThreads};
   // File bytes may come from a parent node's swarm.
   std::unique_ptr<torrent::SwarmPreferringUpstream> file_upstream_;
+  // Model files scanned as they are stored: scan_policy, overridden by a repo rule's scan action (no rules
+  // module yet: nullptr), the verdicts and their counters.
+  scan::ScanService scanning_;
   cache::Downloads downloads_;
   cache::Evictor evictor_;
   hub::HubService hub_;

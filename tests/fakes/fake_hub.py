@@ -18,6 +18,7 @@ Usage::
     fake_hub.py [--host 127.0.0.1] [--port 0] [--cdn-port 0] [--data-dir DIR]
                 [--tree-page-size 3] [--big-file-size BYTES]
                 [--cdn-rate BYTES_PER_SEC] [--url-ttl SECONDS] [--verbose]
+                [--files-from NAMESPACE/NAME=DIR ...]
 
 When both origins listen it prints exactly one line on stdout::
 
@@ -255,6 +256,27 @@ def lfs_file(store: BlobStore, repo_key: str, path: str, size: int) -> FileEntry
     pointer = LFS_POINTER.format(digest, size).encode()
     return FileEntry(path, size, digest, git_blob_sha1(pointer), True,
                      pointer_size=len(pointer), disk_path=disk_path)
+
+
+def disk_lfs_file(path: str, disk_path: str) -> FileEntry:
+    """An LFS file whose bytes are a file on disk as it is (served with sendfile like the generated ones)."""
+    hasher = hashlib.sha256()
+    with open(disk_path, "rb") as fh:
+        for block in iter(lambda: fh.read(BLOCK), b""):
+            hasher.update(block)
+    digest, size = hasher.hexdigest(), os.path.getsize(disk_path)
+    pointer = LFS_POINTER.format(digest, size).encode()
+    return FileEntry(path, size, digest, git_blob_sha1(pointer), True, pointer_size=len(pointer), disk_path=disk_path)
+
+
+def repo_from_dir(repo_id: str, root: str) -> Repo:
+    """A model repo whose main branch holds every file under `root` (as LFS files, at their relative paths)."""
+    files = []
+    for folder, _, names in os.walk(root):
+        for name in sorted(names):
+            disk_path = os.path.join(folder, name)
+            files.append(disk_lfs_file(os.path.relpath(disk_path, root).replace(os.sep, "/"), disk_path))
+    return make_repo("model", repo_id, files)
 
 
 def config_json(**fields) -> str:
@@ -662,6 +684,9 @@ class FakeHub:
         self.push_lock = threading.Lock()
         repos, self.renames = build_fixtures(self.blob_store, args.big_file_size, args.sized_models,
                                              args.sized_model_size)
+        for spec in args.files_from:
+            repo_id, _, root = spec.partition("=")
+            repos.append(repo_from_dir(repo_id, root))
         self.repos = {(r.type, r.id): r for r in repos}
         self.blobs: dict[str, FileEntry] = {}         # sha256 -> LFS entry served by the CDN
         self.blob_names: dict[str, set[str]] = {}     # sha256 -> {"acme/x/path", ...} for fault matching
@@ -1709,7 +1734,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cdn-rate", type=int, default=0, help="bytes/s per CDN response (0 = unlimited)")
     p.add_argument("--url-ttl", type=int, default=3600, help="lifetime of signed CDN URLs, seconds")
     p.add_argument("--verbose", action="store_true", help="log requests to stderr")
-    return p.parse_args(argv)
+    p.add_argument("--files-from", action="append", default=[], metavar="NAMESPACE/NAME=DIR",
+                   help="add the model repo NAMESPACE/NAME holding every file under DIR as an LFS file (repeatable)")
+    args = p.parse_args(argv)
+    for spec in args.files_from:
+        repo_id, eq, root = spec.partition("=")
+        if not eq or repo_id.count("/") != 1 or not os.path.isdir(root):
+            p.error(f"--files-from {spec!r}: expected NAMESPACE/NAME=DIR with an existing DIR")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

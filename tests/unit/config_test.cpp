@@ -83,7 +83,7 @@ TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
 
 TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
   const auto keys = config_keys();
-  ASSERT_EQ(keys.size(), 85u);
+  ASSERT_EQ(keys.size(), 86u);
   for (const ConfigKey& k : keys) {
     std::string flag = "--" + std::string(k.name);
     std::replace(flag.begin(), flag.end(), '_', '-');
@@ -208,6 +208,8 @@ std::vector<PrecedenceCase> precedence_cases() {
       {"offline", "true", "0", "yes", "1", "0", "1", "0", [n](const Config& c) { return n(c.offline ? 1 : 0); }},
       {"offline_grace", "\"1h\"", "30", "2m", "3600", "30", "120", "0",
        [n](const Config& c) { return n(c.offline_grace.count()); }},
+      {"scan_policy", "\"deny\"", "off", "warn", "2", "0", "1", "1",
+       [n](const Config& c) { return n(static_cast<int>(c.scan_policy)); }},
       {"backup_dir", "\"/srv/b1\"", "/srv/b2", "b3", "/srv/b1", "/srv/b2", "b3", "",
        [](const Config& c) { return c.backup_dir.string(); }},
       {"backup_key_file", "\"/etc/b1.key\"", "/etc/b2.key", "b3.key", "/etc/b1.key", "/etc/b2.key", "b3.key", "",
