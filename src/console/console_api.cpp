@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "console/account_deletion.hpp"
 #include "console/rights_api.hpp"
 #include "usage/accounts_api.hpp"
 #include "usage/password.hpp"
@@ -548,10 +549,15 @@ std::optional<ConsoleAnswer> answer_operator(ConsoleDeps& deps, std::string_view
   if (slash == std::string_view::npos) return std::nullopt;
   const std::string name(path.substr(kUsers.size(), slash - kUsers.size()));
   const std::string_view action = path.substr(slash + 1);
-  if (action != "reset-link" && action != "disable" && action != "enable") return std::nullopt;
+  if (action != "reset-link" && action != "disable" && action != "enable" && action != "restore") return std::nullopt;
   if (method != "POST") return error(405, "use POST");
   const auto user = deps.identities.user(name);
   if (!user) return error(404, "no user named \"" + name + "\"");
+  if (action == "restore") {
+    if (!deps.account_data) return error(404, "this node keeps no account data");
+    if (auto why = restore_account(*deps.account_data, name)) return error(409, *why);
+    return ok(shown_user(*deps.identities.user(name)));
+  }
   if (action == "reset-link") {
     const bool mailing = mails_links(deps) && user->email_verified;
     const std::string token =

@@ -159,6 +159,18 @@ class DataRightsTest(HostedNodeCase):
         self.assertEqual(admin(self.node, "POST", "users/dave/restore")[0], 409)
         self.assertEqual(Browser(self.node).sign_in("dave")[0], 200)
 
+    def test_an_operator_restores_an_account_from_the_console(self):
+        self.assertEqual(admin(self.node, "POST", "users/carol/admin", {"admin": True})[0], 200)
+        operator = Browser(self.node)
+        self.assertEqual(operator.sign_in("carol")[0], 200)
+        add_user(self.node, "olga")
+        self.assertEqual(admin(self.node, "DELETE", "users/olga")[0], 200)
+        status, restored, _ = operator.call("POST", "operator/users/olga/restore", {})
+        self.assertEqual(status, 200, restored)
+        self.assertIsNone(restored["deleted"])
+        self.assertEqual(operator.call("POST", "operator/users/olga/restore", {})[0], 409)
+        self.assertEqual(operator.call("POST", "operator/users/nobody/restore", {})[0], 404)
+
     def test_the_purge_removes_every_trace_and_frees_the_name(self):
         content = b"carol's weights, to be erased\n"
         create_repo_with_file(self.node, self.keys["carol"], "carol/gone", "weights.bin", content)
