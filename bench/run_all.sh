@@ -19,7 +19,7 @@ done
 here="$(cd "$(dirname "$0")" && pwd)"
 log="$(mktemp -t inferllama-bench-XXXXXX.log)"
 status=0
-for b in hits cold_miss ingest single_flight memory idle_load tracker swarm limits upload console_auth cluster; do
+for b in hits cold_miss ingest scan_ingest single_flight memory idle_load tracker swarm limits upload console_auth cluster; do
   args=(--size "$size")
   [[ $b == memory || $b == idle_load ]] && args=(--size "$memory_size")
   [[ $b == limits ]] && args=(--redis)

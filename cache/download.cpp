@@ -15,6 +15,8 @@
 
 #include "cache/hashing.hpp"
 #include "inferllama/metrics.hpp"
+#include "scan/file_scanner.hpp"
+#include "scan/scan_service.hpp"
 #include "util/url.hpp"
 
 namespace inferllama::cache {
@@ -86,6 +88,10 @@ struct Download::FileHasher {
 
 Download::Download(Downloads& owner, BlobSource source, FileClaim claim, std::string key)
     : owner_(owner), source_(std::move(source)), key_(std::move(key)), shared_(claim.shared), url_(source_.url) {
+  // The format is told by the path of the claim that started the download (or by the bytes, with none).
+  if (owner_.scanning_ && owner_.scanning_->action_for(claim.repo) != ScanAction::off) {
+    scanner_ = std::make_unique<scan::FileScanner>(claim.path, source_.size);
+  }
   claims_.push_back(std::move(claim));
   const std::uint64_t cs = owner_.settings_.chunk_size;
   chunk_count_ = static_cast<std::size_t>((source_.size + cs - 1) / cs);
@@ -312,21 +318,34 @@ void Download::fetch_segment(int segment) {
         url_ = *fresh;
       }
     }
+    // A throttling upstream (or the node holding the request back while it throttles this credential) is
+    // asked again no sooner than it said. Longer than a stall may last, the download fails: its clients would
+    // give up meanwhile, and the next download resumes from the staged bytes.
+    if (r.retry_after > owner_.settings_.throttle_patience) {
+      fail("the upstream throttles this node's requests for " + std::to_string(r.retry_after.count()) + " s: " + why);
+      return;
+    }
     if (++failures > owner_.settings_.retries) {
       fail("upstream transfer failed after " + std::to_string(failures) + " attempts: " + why);
       return;
     }
     ++owner_.counters_.retries;
-    spdlog::warn("download {}: {} (bytes {}-{}), retry {}", source_.etag, why, first, last, failures);
-    if (!wait_backoff(failures)) {
+    if (r.retry_after.count() > 0) {
+      // The throttle itself is logged once per episode.
+      spdlog::debug("download {}: {} (bytes {}-{}), retry {} in {} s", source_.etag, why, first, last, failures,
+                    r.retry_after.count());
+    } else {
+      spdlog::warn("download {}: {} (bytes {}-{}), retry {}", source_.etag, why, first, last, failures);
+    }
+    if (!wait_backoff(failures, r.retry_after)) {
       fail("the node is shutting down");
       return;
     }
   }
 }
 
-bool Download::wait_backoff(unsigned attempt) {
-  auto delay = owner_.settings_.backoff * (1u << std::min(attempt - 1, 5u));
+bool Download::wait_backoff(unsigned attempt, std::chrono::milliseconds at_least) {
+  const auto delay = std::max(owner_.settings_.backoff * (1u << std::min(attempt - 1, 5u)), at_least);
   std::unique_lock lock(mutex_);
   wake_.wait_for(lock, delay, [&] { return owner_.stopping_.load() || state() != State::running; });
   return !owner_.stopping_ && state() == State::running;
@@ -508,7 +527,16 @@ void Download::advance_file_hash() {
     auto& chunk = chunks_[file_hashed_];
     if (chunk.filled.load(std::memory_order_acquire) != chunk.size) break;
     lock.unlock();
-    const bool ok = read_staged(chunk, [&](std::span<const std::uint8_t> bytes) { file_hasher_->update(bytes); });
+    const bool ok = read_staged(chunk, [&](std::span<const std::uint8_t> bytes) {
+      if (!scanner_) return file_hasher_->update(bytes);
+      // Hashed and scanned slice by slice, each slice still in the core's cache for the second look.
+      for (std::size_t at = 0; at < bytes.size(); at += kHashSlice) {
+        const auto slice = bytes.subspan(at, std::min(kHashSlice, bytes.size() - at));
+        file_hasher_->update(slice);
+        scan(slice);
+      }
+    });
+    const bool settled = ok && settle_verdict(file_hashed_ + 1 == chunk_count_);
     lock.lock();
     if (!ok) {
       file_hashing_ = false;
@@ -517,12 +545,46 @@ void Download::advance_file_hash() {
       return;
     }
     ++file_hashed_;
+    if (settled) {
+      lock.unlock();
+      notify();  // a response held back for the verdict (scan_policy deny) may go on
+      lock.lock();
+    }
   }
   const bool whole = file_hashed_ == chunk_count_ && !file_checked_ && state() == State::running;
   if (whole) file_checked_ = true;
   file_hashing_ = false;
   lock.unlock();
+  if (whole && chunk_count_ == 0 && settle_verdict(true)) notify();
   if (whole) verify_file();
+}
+
+void Download::scan(std::span<const std::uint8_t> bytes) {
+  if (!scanner_ || scanner_->decided()) return;
+  const auto started = std::chrono::steady_clock::now();
+  scanner_->update(bytes);
+  scan_time_ += std::chrono::steady_clock::now() - started;
+}
+
+bool Download::settle_verdict(bool end_of_file) {
+  if (!scanner_) return false;
+  {
+    std::lock_guard lock(mutex_);
+    if (verdict_) return false;
+  }
+  if (!end_of_file && !scanner_->decided()) return false;
+  const auto started = std::chrono::steady_clock::now();
+  auto verdict = std::make_shared<const ScanVerdict>(scanner_->finish());
+  scan_time_ += std::chrono::steady_clock::now() - started;
+  owner_.scanning_->count_scan(*verdict, scanner_->scanned_bytes(), scan_time_);
+  std::lock_guard lock(mutex_);
+  verdict_ = std::move(verdict);
+  return true;
+}
+
+std::shared_ptr<const ScanVerdict> Download::verdict() const {
+  std::lock_guard lock(mutex_);
+  return verdict_;
 }
 
 void Download::verify_file() {
@@ -567,6 +629,8 @@ void Download::finalize() {
     };
     const bool stored_before = owner_.index_.get_blob(source_.etag).has_value();
     if (!stored_before) sync_chunks();  // outside the lock: eviction and other commits go on meanwhile
+    // The verdict first: a stored blob that was scanned always has one.
+    if (auto scanned = verdict()) owner_.scanning_->record(source_.etag, *scanned);
     std::lock_guard mutating(owner_.store_.mutation_mutex());
     const bool stored = owner_.index_.get_blob(source_.etag).has_value();
     if (stored_before && !stored) sync_chunks();  // evicted meanwhile: these chunks become the stored ones
@@ -648,6 +712,7 @@ DownloadSettings DownloadSettings::from(const Config& config) {
   settings.connections = config.upstream_connections;
   settings.parallel_threshold = config.parallel_threshold;
   settings.retries = config.upstream_retries;
+  settings.throttle_patience = config.upstream_timeout;
   return settings;
 }
 
@@ -740,6 +805,38 @@ std::size_t Downloads::committing() {
     const Download& d = *entry.second;
     return d.state() == Download::State::running && d.fetched() == d.size();
   }));
+}
+
+std::shared_ptr<const ScanVerdict> Downloads::scan_stored(const BlobEntry& blob, const std::string& path) {
+  if (!scanning_) return nullptr;
+  scan::FileScanner scanner(path, blob.size);
+  const auto started = std::chrono::steady_clock::now();
+  auto& buffer = thread_buffer(std::size_t{1} << 20);
+  for (const auto& chunk : blob.chunks) {
+    if (scanner.decided()) break;
+    if (stopping_) return nullptr;  // the node stops: the next start scans it when it is asked for
+    const int fd = store_.open_chunk(chunk.id);
+    if (fd < 0) return nullptr;  // evicted meanwhile
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    bool ok = true;
+    for (std::uint64_t at = 0; ok && at < chunk.size && !scanner.decided();) {
+      const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), chunk.size - at));
+      ok = read_fully(fd, buffer.data(), n, at);
+      if (ok) scanner.update(std::span<const std::uint8_t>(buffer.data(), n));
+      at += n;
+    }
+    ::close(fd);
+    if (!ok) return nullptr;
+  }
+  auto verdict = std::make_shared<const ScanVerdict>(scanner.finish());
+  scanning_->count_scan(*verdict, scanner.scanned_bytes(), std::chrono::steady_clock::now() - started);
+  scanning_->record(blob.etag, *verdict);
+  return verdict;
+}
+
+std::shared_ptr<const ScanVerdict> Downloads::scan_stored(const std::string& etag, const std::string& path) {
+  auto blob = index_.get_blob(etag);
+  return blob ? scan_stored(*blob, path) : nullptr;
 }
 
 void Downloads::finished(const Download& download) {

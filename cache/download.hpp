@@ -16,8 +16,14 @@
 #include "inferllama/chunk_store.hpp"
 #include "inferllama/config.hpp"
 #include "inferllama/index.hpp"
+#include "inferllama/scan.hpp"
 #include "inferllama/upstream.hpp"
 #include "util/elastic_threads.hpp"
+
+namespace inferllama::scan {
+class FileScanner;
+class ScanService;
+}  // namespace inferllama::scan
 
 namespace inferllama::cache {
 
@@ -56,6 +62,10 @@ struct DownloadSettings {
   std::uint64_t parallel_threshold{};
   unsigned retries{};
   std::chrono::milliseconds backoff{200};  // before the first retry, doubled for each next one; not a setting
+  // The longest wait for a throttling upstream (its Retry-After, or the back-off the node keeps for the
+  // credential) that a retry sits out; a longer one fails the download. upstream_timeout: how long a stall
+  // may last anyway.
+  std::chrono::milliseconds throttle_patience{};
 
   static DownloadSettings from(const Config& config);
 };
@@ -119,6 +129,13 @@ class Download : public std::enable_shared_from_this<Download> {
   // Whether a claim names a file of `repo` at `commit`.
   bool claims(const RepoId& repo, const std::string& commit) const;
 
+  // Whether the download scans its bytes (see Downloads::set_scanning): a verdict will come.
+  bool scanning() const { return scanner_ != nullptr; }
+  // The scanner's verdict once it no longer depends on bytes still to come (a header format's as soon as its
+  // header is in, a pickle's at its end); null before, and for a download that does not scan. Listeners are
+  // told when it is set.
+  std::shared_ptr<const ScanVerdict> verdict() const;
+
  private:
   friend class Downloads;
   struct Chunk {
@@ -149,12 +166,17 @@ class Download : public std::enable_shared_from_this<Download> {
   bool read_staged(const Chunk& chunk, const std::function<void(std::span<const std::uint8_t>)>& consume);
   void hash_chunk(std::size_t index);
   void advance_file_hash();
+  // Feeds the scanner bytes of the file, in order (from the whole-file hash: no second read).
+  void scan(std::span<const std::uint8_t> bytes);
+  // Sets verdict_ from the scanner when it has decided, or at the end of the file; true when it was set now.
+  bool settle_verdict(bool end_of_file);
   void verify_file();
   void maybe_finalize();
   void finalize();
   void fail(const std::string& why);
   void notify();
-  bool wait_backoff(unsigned attempt);
+  // Before retry `attempt`: the exponential back-off, or `at_least` when that is longer.
+  bool wait_backoff(unsigned attempt, std::chrono::milliseconds at_least);
   void spawn_connection_locked();
 
   Downloads& owner_;
@@ -184,6 +206,10 @@ class Download : public std::enable_shared_from_this<Download> {
 
   struct FileHasher;
   std::unique_ptr<FileHasher> file_hasher_;
+  // Touched only by the in-order hash (one run at a time); verdict_ under mutex_.
+  std::unique_ptr<scan::FileScanner> scanner_;
+  std::chrono::nanoseconds scan_time_{0};
+  std::shared_ptr<const ScanVerdict> verdict_;
 };
 
 // The registry of running downloads, with the pools they run on.
@@ -212,6 +238,17 @@ class Downloads {
 
   // Called on a worker after a file was stored (etag), and when a download hit a full disk (its size).
   void set_hooks(std::function<void(const std::string&)> on_stored, std::function<void(std::uint64_t)> on_disk_full);
+  // Scanning of model files: a download whose first claim's repo is scanned (scan_policy, or its rule, is not
+  // off) feeds its bytes to a scanner as the whole-file hash reads them, and its verdict is recorded before the
+  // blob is committed. Set once at start-up; null (the default) scans nothing.
+  void set_scanning(scan::ScanService* scanning) { scanning_ = scanning; }
+  scan::ScanService* scanning() const { return scanning_; }
+  // Scans a stored blob that has no verdict (stored before scanning, or by a download that did not scan) by
+  // reading its chunks once, in order, as far as the format needs, and records the verdict. Null without
+  // scanning, when the blob (or a chunk of it) is gone, or when the node stops meanwhile. `path` names the file,
+  // for its format. Blocking.
+  std::shared_ptr<const ScanVerdict> scan_stored(const BlobEntry& blob, const std::string& path);
+  std::shared_ptr<const ScanVerdict> scan_stored(const std::string& etag, const std::string& path);
 
   const DownloadSettings& settings() const { return settings_; }
   DownloadCounters& counters() { return counters_; }
@@ -235,6 +272,7 @@ class Downloads {
   std::atomic<bool> stopping_{false};
   std::function<void(const std::string&)> on_stored_;
   std::function<void(std::uint64_t)> on_disk_full_;
+  scan::ScanService* scanning_ = nullptr;
 };
 
 }  // namespace inferllama::cache

@@ -28,12 +28,14 @@ enum Family : std::size_t {
   kBlobScopes,
   kHosting,
   kSessions,
+  kScans,
   kPrefetch,
   kFamilyCount
 };
 constexpr const char* kFamilyNames[kFamilyCount] = {"default",     "refs",    "meta",       "files",
                                                     "blobs",       "chunks",  "identities", "usage",
-                                                    "blob_scopes", "hosting", "sessions",   "prefetch"};
+                                                    "blob_scopes", "hosting", "sessions",   "scans",
+                                                    "prefetch"};
 // The record tables (and a blob's scope, dropped with the blob) are read by prefix scans rather than point lookups.
 constexpr bool scanned(std::size_t family) {
   return family == kIdentities || family == kUsage || family == kBlobScopes || family == kHosting ||
@@ -183,6 +185,34 @@ BlobEntry decode_blob(std::string_view v) {
     if (b.chunks[i].size != want) throw std::runtime_error("corrupt blob record");
   }
   return b;
+}
+
+std::string encode(const ScanVerdict& v) {
+  Writer w;
+  w.u8(static_cast<std::uint8_t>(v.result));
+  w.str(v.kind);
+  w.u32(v.scanner_version);
+  w.u32(v.findings_total);
+  w.str(v.error);
+  w.u32(static_cast<std::uint32_t>(v.findings.size()));
+  for (const auto& f : v.findings) w.str(f);
+  return w.take();
+}
+
+ScanVerdict decode_scan(std::string_view v) {
+  Reader r(v);
+  ScanVerdict s;
+  const auto result = r.num<std::uint8_t>();
+  if (result > static_cast<std::uint8_t>(ScanResult::skipped)) throw std::runtime_error("corrupt scan record");
+  s.result = static_cast<ScanResult>(result);
+  s.kind = r.str();
+  s.scanner_version = r.num<std::uint32_t>();
+  s.findings_total = r.num<std::uint32_t>();
+  s.error = r.str();
+  const auto n = r.num<std::uint32_t>();
+  if (n > kMaxFindings) throw std::runtime_error("corrupt scan record");
+  for (std::uint32_t i = 0; i < n; ++i) s.findings.push_back(r.str());
+  return s;
 }
 
 RefEntry decode_ref(std::string_view v) {
@@ -348,6 +378,21 @@ class RocksIndex final : public Index {
     return get(kBlobScopes, shared_scope_key(etag)) || get(kBlobScopes, scope_key(etag, repo));
   }
 
+  void move_blob_scopes(const std::vector<std::string>& etags, const RepoId& from, const RepoId& to) override {
+    if (!handles_[kBlobScopes]) return;
+    std::lock_guard lock(commit_mutex_);
+    rocksdb::WriteBatch batch;
+    for (const auto& etag : etags) {
+      if (!get(kBlobScopes, scope_key(etag, from))) continue;
+      batch.Delete(handles_[kBlobScopes], scope_key(etag, from));
+      batch.Put(handles_[kBlobScopes], scope_key(etag, to), "");
+    }
+    if (batch.Count() == 0) return;
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    check(db_->Write(wo, &batch), "index scope move");
+  }
+
   BlobScope blob_scope(const std::string& etag) override {
     BlobScope scope;
     if (!handles_[kBlobScopes]) return scope;
@@ -364,6 +409,14 @@ class RocksIndex final : public Index {
     return scope;
   }
 
+  std::optional<ScanVerdict> get_scan(const std::string& etag) override {
+    if (!handles_[kScans]) return std::nullopt;  // an index of a node before scanning, opened read-only
+    auto v = get(kScans, etag);
+    if (!v) return std::nullopt;
+    return decode_scan(*v);
+  }
+  void put_scan(const std::string& etag, const ScanVerdict& verdict) override { put(kScans, etag, encode(verdict)); }
+
   std::vector<Sha256> remove_blob(const std::string& etag) override {
     std::lock_guard lock(commit_mutex_);
     std::vector<Sha256> freed;
@@ -372,6 +425,7 @@ class RocksIndex final : public Index {
     const BlobEntry blob = decode_blob(*stored);
     rocksdb::WriteBatch batch;
     batch.Delete(handles_[kBlobs], etag);
+    batch.Delete(handles_[kScans], etag);
     const std::string scopes = scope_prefix(etag);
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handles_[kBlobScopes]));
     for (it->Seek(scopes); it->Valid() && it->key().starts_with(scopes); it->Next()) {

@@ -5,6 +5,7 @@
 
 #include "inferllama/user_name.hpp"
 
+#include <sys/stat.h>
 #include <algorithm>
 #include <array>
 #include <cerrno>
@@ -351,6 +352,17 @@ constexpr KeySpec kSpecs[] = {
       "process's arguments or environment; not together with upstream_token",
       ""},
      [](Config& c, const Input& in) { c.upstream_token_file = in.text(); }},
+    {{"upstream_tokens_file", "--upstream-tokens-file", "INFERLLAMA_UPSTREAM_TOKENS_FILE",
+      "File of more Hub tokens of the node's, one a line (mode 0600; empty lines and # comments skipped): with "
+      "upstream_token one list, over which requests about public repos are spread by repo, past a token the "
+      "Hub throttles",
+      ""},
+     [](Config& c, const Input& in) { c.upstream_tokens_file = in.text(); }},
+    {{"upstream_throttle_max", "--upstream-throttle-max", "INFERLLAMA_UPSTREAM_THROTTLE_MAX",
+      "The longest the node holds back the requests of a credential the Hub throttles (its 429 or 503 asking "
+      "for longer is taken as this), whole seconds 1s..1d",
+      "1h"},
+     [](Config& c, const Input& in) { c.upstream_throttle_max = in.whole_seconds(1, 86400); }},
     {{"public_url", "--public-url", "INFERLLAMA_PUBLIC_URL",
       "URL this node uses for itself in links (http:// or https://); empty = from the request's Host header", ""},
      [](Config& c, const Input& in) {
@@ -459,6 +471,23 @@ constexpr KeySpec kSpecs[] = {
       "within this long; 0s = refuse them (at most 7 days)",
       "0s"},
      [](Config& c, const Input& in) { c.offline_grace = in.whole_seconds(0, 7 * 24 * 3600); }},
+    {{"scan_policy", "--scan-policy", "INFERLLAMA_SCAN_POLICY",
+      "Model files (pickles, PyTorch zips, safetensors, GGUF) are scanned as they are stored: off (not scanned), "
+      "warn (the verdict is kept and shown in X-InferLlama-Scan) or deny (a file with findings, or that cannot be "
+      "read as its format, is refused with 403); a repo rule's own scan action overrides it",
+      "warn"},
+     [](Config& c, const Input& in) {
+       const std::string& action = in.text();
+       if (action == "off") {
+         c.scan_policy = ScanAction::off;
+       } else if (action == "warn") {
+         c.scan_policy = ScanAction::warn;
+       } else if (action == "deny") {
+         c.scan_policy = ScanAction::deny;
+       } else {
+         in.fail(quote_text(action) + " is not off, warn or deny");
+       }
+     }},
     {{"backup_dir", "--backup-dir", "INFERLLAMA_BACKUP_DIR",
       "Directory of the node's scheduled backups (inferllama-backup-<UTC time>.ilbk), outside the data directory; "
       "empty = none",
@@ -686,6 +715,23 @@ constexpr KeySpec kSpecs[] = {
          in.fail(std::to_string(timeout.count()) + "ms is out of range 1ms..10s");
        c.ratelimit_timeout = timeout;
      }},
+    {{"session_backend", "--session-backend", "INFERLLAMA_SESSION_BACKEND",
+      "Where console sessions live: auto (the Redis of ratelimit_backend when it is one, else local), local "
+      "(this node's index) or redis://[:password@]HOST[:PORT][/DB] (shared: a sign-in holds on every node "
+      "pointed at it)",
+      "auto"},
+     [](Config& c, const Input& in) {
+       const std::string& backend = in.text();
+       if (backend != "auto" && backend != "local" && !backend.starts_with("redis://"))
+         in.fail(quote_text(backend) + " is neither auto, local nor a redis:// URL");
+       c.session_backend = backend;
+     },
+     true},
+    {{"session_backend_password_file", "--session-backend-password-file", "INFERLLAMA_SESSION_BACKEND_PASSWORD_FILE",
+      "File holding the Redis password (read at start; a trailing newline is ignored), for a session_backend URL "
+      "without one",
+      ""},
+     [](Config& c, const Input& in) { c.session_backend_password_file = in.text(); }},
     {{"usage_retention", "--usage-retention", "INFERLLAMA_USAGE_RETENTION",
       "Usage records older than this are deleted, 1d..10000d", "90d"},
      [](Config& c, const Input& in) { c.usage_retention = in.whole_seconds(86400, 10000LL * 86400); }},
@@ -825,15 +871,28 @@ void read_secret_files(Config& c, const Applied& applied) {
     in.secret = true;
     spec->apply(c, in);
   }
-  if (!c.ratelimit_backend_password_file.empty()) {
-    const std::string from =
-        "ratelimit_backend_password_file (from " + applied.origin_of("ratelimit_backend_password_file") + ")";
-    const std::string_view backend = c.ratelimit_backend;
+  // The Redis passwords, for URLs that carry none.
+  struct RedisPassword {
+    std::string_view file_key;
+    std::string_view url_key;
+    const std::filesystem::path Config::*path;
+    const std::string Config::*url;
+    std::string Config::*password;
+  };
+  static constexpr RedisPassword kRedisPasswords[] = {
+      {"ratelimit_backend_password_file", "ratelimit_backend", &Config::ratelimit_backend_password_file,
+       &Config::ratelimit_backend, &Config::ratelimit_backend_password},
+      {"session_backend_password_file", "session_backend", &Config::session_backend_password_file,
+       &Config::session_backend, &Config::session_backend_password}};
+  for (const RedisPassword& r : kRedisPasswords) {
+    if ((c.*r.path).empty()) continue;
+    const std::string from = std::string(r.file_key) + " (from " + applied.origin_of(r.file_key) + ")";
+    const std::string_view backend = c.*r.url;
     const std::string_view authority = backend.substr(0, backend.find('/', std::string_view("redis://").size()));
     if (backend.starts_with("redis://") && authority.find('@') != std::string_view::npos)
-      throw ConfigError("invalid " + from + ": ratelimit_backend carries a password too (from " +
-                        applied.origin_of("ratelimit_backend") + "); give the password one way");
-    c.ratelimit_backend_password = read_secret_file(c.ratelimit_backend_password_file, from);
+      throw ConfigError("invalid " + from + ": " + std::string(r.url_key) + " carries a password too (from " +
+                        applied.origin_of(r.url_key) + "); give the password one way");
+    c.*r.password = read_secret_file(c.*r.path, from);
   }
 }
 
@@ -1168,6 +1227,35 @@ std::string read_secret_file(const std::filesystem::path& path, std::string_view
   return secret;
 }
 
+std::vector<std::string> read_token_list(const std::filesystem::path& path, std::string_view key) {
+  auto fail = [&](const std::string& why) {
+    return ConfigError("invalid " + std::string(key) + ": " + path.string() + " " + why);
+  };
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) != 0)
+    throw fail("can be read by group or others: chmod 600 it");
+  const std::string text = read_secret_file(path, key);
+  std::vector<std::string> tokens;
+  std::size_t line_number = 0;
+  for (std::size_t start = 0; start <= text.size();) {
+    const std::size_t end = std::min(text.find('\n', start), text.size());
+    std::string_view line = std::string_view(text).substr(start, end - start);
+    start = end + 1;
+    ++line_number;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    line = trim(line);
+    if (line.empty() || line.front() == '#') continue;
+    if (std::any_of(line.begin(), line.end(),
+                    [](char ch) { return static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f; }))
+      throw fail("line " + std::to_string(line_number) + " holds spaces or control characters (value not shown)");
+    if (std::ranges::find(tokens, line) != tokens.end()) continue;
+    if (tokens.size() == kMaxNodeTokens) throw fail("holds more than " + std::to_string(kMaxNodeTokens) + " tokens");
+    tokens.emplace_back(line);
+  }
+  if (tokens.empty()) throw fail("holds no token");
+  return tokens;
+}
+
 std::map<std::string, std::string> environment_map(char** envp) {
   std::map<std::string, std::string> out;
   if (!envp) return out;
@@ -1273,6 +1361,15 @@ Config load_config(const ConfigSources& sources) {
 
   // 5. Secrets kept in files.
   read_secret_files(config, applied);
+  // The node's tokens, as one list: upstream_token first, then the file's, each once.
+  if (!config.upstream_token.empty()) config.upstream_tokens.push_back(config.upstream_token);
+  if (!config.upstream_tokens_file.empty()) {
+    const std::string from = "upstream_tokens_file (from " + applied.origin_of("upstream_tokens_file") + ")";
+    for (std::string& token : read_token_list(config.upstream_tokens_file, from)) {
+      if (std::ranges::find(config.upstream_tokens, token) == config.upstream_tokens.end())
+        config.upstream_tokens.push_back(std::move(token));
+    }
+  }
 
   // Settings that constrain each other.
   if (!config.upstream_fallback.empty() &&

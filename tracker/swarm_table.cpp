@@ -386,6 +386,48 @@ void SwarmTable::sweep_step() {
   }
 }
 
+template <std::size_t N>
+void SwarmTable::list_peers(const std::vector<Peer<N>>& peers, bool seeders, std::size_t max_peers,
+                            std::vector<ListedPeer>& out) {
+  for (const auto& p : peers) {
+    if (out.size() >= max_peers) return;
+    const std::uint16_t port = static_cast<std::uint16_t>(p.address[N - 2] << 8 | p.address[N - 1]);
+    if constexpr (N == 6) {
+      out.push_back({Endpoint::v4_from(std::span<const std::uint8_t, 4>(p.address.data(), 4), port), seeders});
+    } else {
+      out.push_back({Endpoint::v6_from(std::span<const std::uint8_t, 16>(p.address.data(), 16), port), seeders});
+    }
+  }
+}
+
+std::vector<SwarmPeers> SwarmTable::busiest(std::size_t max_swarms, std::size_t max_peers) {
+  // The swarms by size first, without their peers; then the peers of the few shown, each under its shard's lock.
+  std::vector<std::pair<std::uint64_t, InfoHash>> sizes;
+  each_swarm([&](const InfoHash& hash, const SwarmCounts& c, bool) {
+    sizes.emplace_back(std::uint64_t{c.seeders} + c.leechers, hash);
+  });
+  const auto shown = std::min(max_swarms, sizes.size());
+  std::partial_sort(sizes.begin(), sizes.begin() + static_cast<std::ptrdiff_t>(shown), sizes.end(),
+                    [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<SwarmPeers> out;
+  const std::uint64_t bucket = current_bucket();
+  for (std::size_t i = 0; i < shown; ++i) {
+    Shard& shard = shard_of(sizes[i].second);
+    std::lock_guard lock(shard.mutex);
+    const auto it = shard.swarms.find(sizes[i].second);
+    if (it == shard.swarms.end()) continue;  // gone meanwhile
+    Swarm& swarm = it->second;
+    expire(swarm, bucket);
+    SwarmPeers listed{it->first, swarm.counts(), swarm.own, {}};
+    list_peers(swarm.v4.seeders, true, max_peers, listed.peers);
+    list_peers(swarm.v6.seeders, true, max_peers, listed.peers);
+    list_peers(swarm.v4.leechers, false, max_peers, listed.peers);
+    list_peers(swarm.v6.leechers, false, max_peers, listed.peers);
+    out.push_back(std::move(listed));
+  }
+  return out;
+}
+
 TableTotals SwarmTable::totals() {
   TableTotals totals;
   each_swarm([&](const InfoHash&, const SwarmCounts& c, bool) {

@@ -107,6 +107,9 @@ class SwarmTable {
 
   void sweep();  // every shard, now
   TableTotals totals();
+  // The `max_swarms` swarms with the most peers (aliases not counted twice), each with at most `max_peers` of
+  // its peers, seeders first: the operator's view.
+  std::vector<SwarmPeers> busiest(std::size_t max_swarms, std::size_t max_peers);
   std::size_t open_swarms() const { return open_swarms_.load(std::memory_order_relaxed); }
 
  private:
@@ -163,6 +166,9 @@ class SwarmTable {
                             std::span<std::array<std::uint8_t, N>> out, std::size_t want);
   template <std::size_t N>
   static void merge(PeerSet<N>& into, PeerSet<N>& from);
+  template <std::size_t N>
+  static void list_peers(const std::vector<Peer<N>>& peers, bool seeders, std::size_t max_peers,
+                         std::vector<ListedPeer>& out);
 
   bool open_;
   Limits limits_;

@@ -648,6 +648,10 @@ std::size_t Tracker::peer_count() const {
   return static_cast<std::size_t>(totals.seeders + totals.leechers);
 }
 
+std::vector<SwarmPeers> Tracker::busiest_swarms(std::size_t max_swarms, std::size_t max_peers) const {
+  return impl_->table.busiest(max_swarms, max_peers);
+}
+
 namespace {
 
 using metrics::FamilySpec;

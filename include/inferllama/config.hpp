@@ -18,6 +18,7 @@
 
 #include "inferllama/limit_policy.hpp"
 #include "inferllama/prefetch_spec.hpp"
+#include "inferllama/repo_policy.hpp"
 
 namespace inferllama {
 
@@ -34,6 +35,9 @@ struct Config {
   std::chrono::milliseconds upstream_backoff{10000};  // a failed parent is skipped this long, > 0
   std::string upstream_token;                         // falls back to HF_TOKEN when unset everywhere
   std::filesystem::path upstream_token_file;          // upstream_token read from this file; "" = none
+  std::filesystem::path upstream_tokens_file;         // more Hub tokens, one a line (mode 0600); "" = none
+  std::vector<std::string> upstream_tokens;           // the node's tokens: upstream_token, then the file's
+  std::chrono::seconds upstream_throttle_max{3600};   // the longest back-off a 429/503 of the Hub sets
   std::string public_url;                             // how the node names itself in links; empty = Host header
   std::string log_level = "info";                     // trace|debug|info|warn|error|critical|off
   std::uint64_t chunk_size = 4 * kMiB;                // power of two, 64 KiB .. 64 MiB
@@ -56,8 +60,9 @@ struct Config {
   unsigned max_connections = 10000;                   // further connections get a 503
   std::string access_log;                             // JSON lines: "" off, "-" stdout, else a file (in data_dir)
   std::chrono::seconds access_log_retention{30 * 86400};  // a file rotates daily; rotations kept this long; 0 = off
-  bool offline = false;                               // never contact the upstream: serve what is cached
-  std::chrono::seconds offline_grace{0};              // gated/private repos while the Hub can't be asked; 0 = refuse
+  bool offline = false;                                   // never contact the upstream: serve what is cached
+  std::chrono::seconds offline_grace{0};      // gated/private repos while the Hub can't be asked; 0 = refuse
+  ScanAction scan_policy = ScanAction::warn;  // model files scanned on ingest: off | warn | deny (findings: 403)
 
   // Backups of the index (src/backup/), sealed under a key kept outside data_dir.
   std::filesystem::path backup_dir;                   // scheduled backups go here; "" = none
@@ -95,10 +100,10 @@ struct Config {
   std::filesystem::path repo_rules_file;           // more rules, after repo_rules; read again on SIGHUP
 
   // Users, limits and usage records.
-  bool require_auth = false;                              // refuse requests without a node key (401)
-  bool cookie_secure = true;                              // the console's cookies carry Secure
-  bool signup = false;                                    // anyone may create an account on the console
-  std::string smtp_url;                                   // smtp:// or smtps://; "" = the node sends no mail
+  bool require_auth = false;  // refuse requests without a node key (401)
+  bool cookie_secure = true;  // the console's cookies carry Secure
+  bool signup = false;        // anyone may create an account on the console
+  std::string smtp_url;       // smtp:// or smtps://; "" = the node sends no mail
   std::string smtp_from;
   std::filesystem::path smtp_credentials_file;            // USER:PASSWORD; "" = no AUTH
   std::string admin_key;                                  // bearer of the admin API over TCP; "" = not served over TCP
@@ -114,6 +119,9 @@ struct Config {
   std::string ratelimit_backend_password;                 // read from that file
   bool ratelimit_refuse_when_down = false;                // Redis unreachable: refuse (503) instead of deciding locally
   std::chrono::milliseconds ratelimit_timeout{200};       // wait for Redis at most this long per decision
+  std::string session_backend = "auto";                   // "auto", "local" or "redis://..." (config.cpp)
+  std::filesystem::path session_backend_password_file;    // its Redis password; "" = none (or in the URL)
+  std::string session_backend_password;                   // read from that file
   std::chrono::seconds usage_retention{90 * 86400};       // usage records older than this are deleted
   std::chrono::seconds usage_flush_interval{5};  // counters reach RocksDB this often (a crash loses at most one)
   bool tracker_private = false;                  // announces need a user's passkey (/announce/{passkey})
@@ -166,6 +174,12 @@ std::filesystem::path admin_socket_path(const Config& config);
 // A secret kept in a file (admin_key_file, upstream_token_file, ...): its content without the trailing
 // newline. Throws ConfigError naming `key` when the file cannot be read or is empty.
 std::string read_secret_file(const std::filesystem::path& path, std::string_view key);
+
+// The Hub tokens of an upstream_tokens_file: one a line, empty lines and lines starting with '#' skipped,
+// each once. Throws ConfigError naming `key` (never a token) when the file is open to group or others, cannot
+// be read, holds no token, more than kMaxNodeTokens, or a line that is no token.
+std::vector<std::string> read_token_list(const std::filesystem::path& path, std::string_view key);
+inline constexpr std::size_t kMaxNodeTokens = 64;
 
 // Parses a NULL-terminated "NAME=value" array (environ / main's envp). Entries without '=' are skipped;
 // for a duplicated NAME the first entry wins (as getenv). A null envp gives an empty map.

@@ -10,6 +10,7 @@
 #include "inferllama/digest.hpp"
 #include "inferllama/records.hpp"
 #include "inferllama/repo.hpp"
+#include "inferllama/scan.hpp"
 
 namespace inferllama {
 
@@ -95,10 +96,19 @@ class Index {
 
   // Every repo the stored blob `etag` answers for (see BlobScope); empty for a blob not stored.
   virtual BlobScope blob_scope(const std::string& etag) = 0;
+  // A repo renamed: each of `etags` that answers for `from` answers for `to` instead, in one atomic write.
+  virtual void move_blob_scopes(const std::vector<std::string>& etags, const RepoId& from, const RepoId& to) = 0;
 
   virtual std::uint64_t chunk_refcount(const Sha256& chunk) = 0;
 
-  // Forgets a stored blob in one atomic write: its record, its scope and one reference on each of its chunks.
+  // The model-file scanner's verdict on the blob `etag` (src/scan/), nullopt when it has none. A verdict is
+  // dropped with its blob; one whose blob was never committed (a crash between the two writes) still tells the
+  // truth about the bytes that etag names.
+  virtual std::optional<ScanVerdict> get_scan(const std::string& etag) = 0;
+  virtual void put_scan(const std::string& etag, const ScanVerdict& verdict) = 0;
+
+  // Forgets a stored blob in one atomic write: its record, its scope, its scan verdict and one reference on each
+  // of its chunks.
   // Returns the chunks nothing references any more (the caller deletes their files). File entries stay:
   // a later request for such a path fetches the bytes again.
   virtual std::vector<Sha256> remove_blob(const std::string& etag) = 0;

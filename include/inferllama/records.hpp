@@ -33,4 +33,18 @@ class RecordStore {
   virtual void erase_range(RecordTable table, const std::string& begin, const std::string& end) = 0;
 };
 
+// Every record whose key starts with `from` moves under `to` (the rest of its key kept), in one atomic write
+// (a name changed). Returns how many moved.
+inline std::size_t move_prefix(RecordStore& records, RecordTable table, const std::string& from,
+                               const std::string& to) {
+  std::vector<RecordStore::Write> writes;
+  records.scan(table, from, [&](std::string_view key, std::string_view value) {
+    writes.push_back({to + std::string(key.substr(from.size())), std::string(value)});
+    writes.push_back({std::string(key), std::nullopt});
+    return true;
+  });
+  if (!writes.empty()) records.write(table, writes, /*sync=*/true);
+  return writes.size() / 2;
+}
+
 }  // namespace inferllama

@@ -12,6 +12,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "inferllama/clock.hpp"
 #include "inferllama/config.hpp"
@@ -74,6 +75,18 @@ struct SwarmCounts {
   friend bool operator==(const SwarmCounts&, const SwarmCounts&) = default;
 };
 
+// A swarm as the operator sees it: its counts and some of its peers' addresses.
+struct ListedPeer {
+  Endpoint peer;
+  bool seeder = false;
+};
+struct SwarmPeers {
+  InfoHash hash;
+  SwarmCounts counts;  // the node's own seed not included
+  bool own = false;    // one of the node's own torrents
+  std::vector<ListedPeer> peers;
+};
+
 class Tracker {
  public:
   // Peer expiry and connection-id epochs follow `clock` (monotonic in service, moved by hand in tests).
@@ -112,6 +125,9 @@ class Tracker {
   std::optional<SwarmCounts> counts(const InfoHash& hash) const;
   std::size_t swarm_count() const;
   std::size_t peer_count() const;  // seeders and leechers of every swarm, the node's own seed not included
+  // The `max_swarms` swarms with the most peers, each with at most `max_peers` peers (seeders first); for the
+  // operator's page, which alone may see peers' addresses.
+  std::vector<SwarmPeers> busiest_swarms(std::size_t max_swarms, std::size_t max_peers) const;
 
   // Appends the tracker's metric families (Prometheus text format).
   void render_metrics(std::string& out) const;

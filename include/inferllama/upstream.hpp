@@ -28,6 +28,10 @@ struct UpstreamResponse {
   std::string body;
   std::string error;       // transport failure, empty when an answer arrived
   bool too_large = false;  // the answer went past UpstreamOptions::max_body: `error` says so, status is 0
+  // > 0: the upstream throttles the credential this request went (or would have gone) with, for this long:
+  // it answered 429 or 503 (see upstream/throttle.hpp), or the node held the request back unsent.
+  std::chrono::seconds retry_after{0};
+  bool held_back = false;  // never sent: the node waits out the upstream's back-off of this credential
 
   std::optional<std::string_view> header(std::string_view lower_name) const {
     for (const auto& [k, v] : headers) {
@@ -46,6 +50,9 @@ struct RangeResult {
   long status = 0;
   std::string error;  // empty on success or when the sink stopped the transfer
   std::uint64_t received = 0;
+  HeaderList headers;  // of the last answer (after redirects), names lower-cased
+  // > 0: the answer throttles (or the node held the request back, unsent): ask again no sooner than this.
+  std::chrono::seconds retry_after{0};
   bool ok() const { return error.empty() && (status == 200 || status == 206); }
 };
 
@@ -60,6 +67,15 @@ class Upstream {
   // and https are spoken. Stops at the sink's request or on error; `received` counts the bytes delivered.
   virtual RangeResult fetch_range(const std::string& url, const HeaderList& headers, std::uint64_t first,
                                   std::uint64_t last, const BodySink& sink) = 0;
+};
+
+// What the node knows of the upstream's back-off of each credential its requests go with (anonymous, one of
+// the node's tokens, a user's own token): see upstream/throttle.hpp.
+class UpstreamThrottle {
+ public:
+  virtual ~UpstreamThrottle() = default;
+  // How long requests with this Authorization ("" = anonymous) are held back from now; 0: they go out.
+  virtual std::chrono::seconds held_for(std::string_view authorization) const = 0;
 };
 
 struct UpstreamOptions {

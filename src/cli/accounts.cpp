@@ -113,18 +113,24 @@ usage::ApiAnswer answer_locally(const AccountCommands::Call& call, const Config&
     return hosting::user_namespace_refusal(namespaces, cached_upstream, name, force);
   };
   if (call.api == AccountCommands::Api::usage) return usage::answer_usage(accounts, std::nullopt, call.query);
+  // Sessions where the node keeps them (RocksDB here, or Redis): read for an export, closed by a deletion, a
+  // rename, a disabled user or a password set.
+  const auto sessions_of = [&] {
+    return console::Sessions(console::make_session_store(config, index->records()), clock, box);
+  };
   if (call.api == AccountCommands::Api::rights) {
-    // Sessions are read only for an export and closed by a deletion: built for these alone.
-    console::Sessions sessions(index->records(), clock, box);
+    console::Sessions sessions = sessions_of();
     console::MailTokens mail_tokens(index->records(), clock);
     console::AccountData data{clock,    index->records(), identities, usage_log,        audit,
                               sessions, mail_tokens,      namespaces, config.token_size};
+    data.index = index.get();
+    data.name_refusal = [&](std::string_view name) { return accounts.namespace_refusal(name, /*force=*/false); };
     auto answer = console::answer_rights_admin(data, call.method, call.path, call.body);
     if (!answer) throw std::logic_error("no rights route " + call.method + " " + call.path);
     return *answer;
   }
   if (call.api == AccountCommands::Api::operator_actions) {
-    console::Sessions sessions(index->records(), clock, box);
+    console::Sessions sessions = sessions_of();
     console::SignInGuard guard(clock);
     console::MailTokens tokens(index->records(), clock);
     console::SmtpMailer mailer({config.smtp_url, config.smtp_from, config.smtp_credentials_file});
@@ -138,7 +144,8 @@ usage::ApiAnswer answer_locally(const AccountCommands::Call& call, const Config&
   if (call.api == AccountCommands::Api::orgs) {
     const hosting::OrgAdminContext context{
         [&identities](std::string_view name) { return identities.user(std::string(name)).has_value(); },
-        cached_upstream};
+        cached_upstream,
+        [&identities](std::string_view name) { return identities.former_owner(std::string(name)).has_value(); }};
     auto reply =
         hosting::answer_org_admin(namespaces, context, call.method,
                                   std::string_view(call.path).substr(std::string_view("orgs").size()), call.body);
@@ -149,7 +156,7 @@ usage::ApiAnswer answer_locally(const AccountCommands::Call& call, const Config&
   // A disabled user, or one whose password was set, has no console session left when the node starts.
   if (answer->status == 200 && call.path.starts_with("users/") &&
       (call.path.ends_with("/disable") || call.path.ends_with("/password"))) {
-    console::Sessions sessions(index->records(), clock, box);
+    console::Sessions sessions = sessions_of();
     console::SignInGuard guard(clock);
     console::MailTokens tokens(index->records(), clock);
     console::SmtpMailer mailer({});
@@ -500,6 +507,23 @@ void AccountCommands::add_rights_commands(CLI::App& user) {
                              "deleted user %s: restorable with `inferllama user restore %s` until %s, "
                              "purged then\n",
                              name_.c_str(), name_.c_str(), text_of(parse_answer(body), "purge_after").c_str());
+                       }});
+
+  auto* user_rename = add(user, "rename",
+                          "Rename a user (their right to rectification): their keys, usage, audit events, "
+                          "memberships and hosted repos follow; the old name stays theirs, its repos answer 404; "
+                          "their console sessions end");
+  user_rename->add_option("name", name_, "The user's name now")->required();
+  user_rename->add_option("new_name", new_name_, "1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit")
+      ->required();
+  commands_.push_back({user_rename,
+                       [this] {
+                         return Call{Api::rights, "POST", "users/" + url::encode(name_) + "/rename", "",
+                                     Json{{"name", new_name_}}.dump()};
+                       },
+                       [this](const std::string&) {
+                         std::printf("renamed user %s to %s: %s is reserved for them, their repos are under %s/\n",
+                                     name_.c_str(), new_name_.c_str(), name_.c_str(), new_name_.c_str());
                        }});
 
   auto* user_restore = add(user, "restore", "Restore a user deleted less than 30 days ago; their keys stay revoked");

@@ -27,7 +27,7 @@ class AccountCommands {
 
   // One request of the accounts API: an admin route under /api/inferllama/ (users/, keys/: the accounts';
   // orgs: the hosted namespaces'; operator: the console's reset links and invitations; rights: a user's
-  // export, deletion and restore), or GET /api/usage.
+  // export, deletion, restore and rename), or GET /api/usage.
   enum class Api { accounts, orgs, usage, operator_actions, rights };
   struct Call {
     Api api = Api::accounts;
@@ -49,7 +49,7 @@ class AccountCommands {
 
   NodeOptions target_;
   std::string name_, email_, token_, label_, key_id_, since_, format_ = "table";
-  std::string member_, role_ = "read";
+  std::string member_, role_ = "read", new_name_;
   bool force_ = false;
   bool off_ = false;
   CLI::Option* token_option_ = nullptr;  // hub-token's TOKEN: read from stdin when not given

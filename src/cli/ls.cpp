@@ -5,6 +5,7 @@
 #include "cli/commands.hpp"
 #include "cli/text.hpp"
 #include "inferllama/index.hpp"
+#include "inferllama/scan.hpp"
 
 namespace inferllama::cli {
 
@@ -40,7 +41,19 @@ int list_cache(const Config& config) {
       if (!refs.empty()) refs += "]";
       if (pinned.contains(repo + '@' + commit)) refs += "  pinned";
       std::printf("  @%s  %zu files, %s%s\n", commit.c_str(), files.size(), human_bytes(total).c_str(), refs.c_str());
-      for (const auto& f : files) std::printf("    %10s  %s\n", human_bytes(f.file.size).c_str(), f.path.c_str());
+      for (const auto& f : files) {
+        // The scan verdict of the file's bytes (shared by every path that has them); "unscanned" when stored
+        // before scanning or with scan_policy off.
+        const auto verdict = index->get_scan(f.file.etag);
+        const std::string scan = verdict ? scan_header_value(*verdict) : "unscanned";
+        std::printf("    %10s  %s  [scan: %s]\n", human_bytes(f.file.size).c_str(), f.path.c_str(), scan.c_str());
+        if (!verdict) continue;
+        for (const auto& finding : verdict->findings) std::printf("        ! %s\n", finding.c_str());
+        if (verdict->findings_total > verdict->findings.size()) {
+          std::printf("        ! and %zu more\n", verdict->findings_total - verdict->findings.size());
+        }
+        if (!verdict->error.empty()) std::printf("        ! %s\n", verdict->error.c_str());
+      }
     }
   }
   if (tree.empty()) std::printf("the cache is empty\n");

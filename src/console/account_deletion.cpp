@@ -5,6 +5,7 @@
 #include <mutex>
 #include <stdexcept>
 
+#include "console/account_rename.hpp"
 #include "usage/usage_json.hpp"
 
 namespace inferllama::console {
@@ -23,6 +24,11 @@ std::int64_t grace_ms(std::chrono::seconds grace) {
 
 // Everything of one deleted account, in an order that keeps its name taken until the last step.
 void purge_account(AccountData& data, const std::string& name) {
+  // What a rename left under a former name goes with the rest.
+  finish_renames(data, name);
+  for (const auto& [former, now] : data.identities.unfinished_renames()) {
+    if (now == name) throw std::runtime_error("its former name " + former + " still holds data that could not move");
+  }
   for (const auto& hosted : data.namespaces.repos_in(name)) data.hosting->remove_repo(hosted.repo);
   for (const auto& [org, role] : data.namespaces.orgs_of(name)) data.namespaces.remove_member(org, name);
   data.usage.forget(UserId::user(name));

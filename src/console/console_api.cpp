@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "console/account_deletion.hpp"
 #include "console/rights_api.hpp"
 #include "usage/accounts_api.hpp"
 #include "usage/password.hpp"
@@ -90,15 +91,48 @@ std::string account_of(const ConsoleDeps& deps, const std::string& given) {
   return deps.identities.user_with_email(given).value_or(given);
 }
 
-// Revokes the API keys the console made for `user`'s sessions that are no longer open: called after
-// sessions close, and hourly for those that ran out.
-void revoke_session_keys(ConsoleDeps& deps, const std::string& user) {
+// What revoke_keys_where did: the ids of the keys it picked (revoked now, or already), or why it stopped.
+struct Revoked {
+  std::vector<std::string> ids;
+  std::optional<std::string> error;
+};
+
+// Revokes each key of `user` that `picked` chooses; a key revoked already keeps its time.
+Revoked revoke_keys_where(ConsoleDeps& deps, const std::string& user,
+                          const std::function<bool(const usage::ApiKey&)>& picked) {
+  Revoked revoked;
   const auto keys = deps.identities.keys_of(user);
   const auto* list = std::get_if<std::vector<usage::ApiKey>>(&keys);
-  if (!list) return;
+  if (!list) return revoked;
   for (const auto& key : *list) {
-    if (key.revoked_ms || !key.label.starts_with(kSessionKeyLabel)) continue;
-    if (!deps.sessions.is_open(key.label.substr(kSessionKeyLabel.size()))) deps.identities.revoke_key(key.id);
+    if (!picked(key)) continue;
+    revoked.ids.push_back(key.id);
+    if (key.revoked_ms) continue;
+    if (auto why = deps.identities.revoke_key(key.id)) {
+      revoked.error = why;
+      break;
+    }
+  }
+  return revoked;
+}
+
+// The session a key was made for by the console, or "" for a key of the user's own.
+std::string_view session_of_key(const usage::ApiKey& key) {
+  return key.label.starts_with(kSessionKeyLabel) ? std::string_view(key.label).substr(kSessionKeyLabel.size())
+                                                 : std::string_view();
+}
+
+// Revokes the API keys the console made for `user`'s sessions that are no longer open: called after
+// sessions close, and hourly for those that ran out. While the sessions' store does not answer, none is
+// taken for closed: the keys wait for the next run.
+void revoke_session_keys(ConsoleDeps& deps, const std::string& user) {
+  try {
+    revoke_keys_where(deps, user, [&](const usage::ApiKey& key) {
+      const std::string_view sid = session_of_key(key);
+      return !key.revoked_ms && !sid.empty() && !deps.sessions.is_open(user, std::string(sid));
+    });
+  } catch (const SessionsUnavailable&) {
+    // Not known to be closed: revoked at the next run.
   }
 }
 
@@ -127,7 +161,7 @@ ConsoleAnswer sign_up(ConsoleDeps& deps, const ConsoleRequest& request) {
     return error(400, "invalid email address");
   }
   if (auto problem = usage::password_problem(*password, *name)) return error(400, *problem);
-  if (deps.identities.user(*name)) return error(409, "the name " + *name + " is taken");
+  if (deps.identities.name_taken(*name)) return error(409, "the name " + *name + " is taken");
   if (deps.name_refusal) {
     if (auto refused = deps.name_refusal(*name)) return error(409, *refused);
   }
@@ -190,6 +224,8 @@ ConsoleAnswer reset(ConsoleDeps& deps, const ConsoleRequest& request) {
   if (!found) found = deps.tokens.find(token, purpose = TokenPurpose::invite);
   if (!found) return error(400, "this link is not valid (any more): ask for a new one");
   if (auto problem = usage::password_problem(*password, found->user)) return error(400, *problem);
+  // Every session ends before the password changes: a store that cannot close them leaves the link unspent.
+  end_sessions(deps, found->user);
   auto redeemed = deps.tokens.redeem(token, purpose);
   if (!redeemed) return error(400, "this link is not valid (any more): ask for a new one");
   if (auto why = deps.identities.set_password(redeemed->user, *password)) return error(400, *why);
@@ -199,8 +235,6 @@ ConsoleAnswer reset(ConsoleDeps& deps, const ConsoleRequest& request) {
       user && !redeemed->email.empty() && redeemed->email == user->email) {
     deps.identities.confirm_email(redeemed->user, "");
   }
-  deps.sessions.close_all(redeemed->user);
-  revoke_session_keys(deps, redeemed->user);
   return ok({{"user", shown_user(*deps.identities.user(redeemed->user))}});
 }
 
@@ -226,11 +260,10 @@ ConsoleAnswer sign_in(ConsoleDeps& deps, const ConsoleRequest& request) {
   if (deps.identities.user(*name)->awaiting_verification) {
     return error(403, "confirm your email address first: open the link we sent to it");
   }
-  auto issued = deps.sessions.open(*name);
-  if (auto* why = std::get_if<std::string>(&issued)) return error(503, *why);
+  const IssuedSession issued = deps.sessions.open(*name);
   revoke_session_keys(deps, *name);  // of a session the new one pushed out
   usage::audit(deps.audit, *name, AuditEvent::signed_in, Actor::user, request.network);
-  return signed_in(deps, std::get<IssuedSession>(issued));
+  return signed_in(deps, issued);
 }
 
 // The routes of a signed-in user.
@@ -271,10 +304,12 @@ ConsoleAnswer for_user(ConsoleDeps& deps, const ConsoleRequest& request, const S
       deps.guard.failed(who.user, request.network);
       return error(403, "the current password is wrong");
     }
-    if (auto why = deps.identities.set_password(who.user, *replacement)) return error(400, *why);
-    usage::audit(deps.audit, who.user, AuditEvent::password_changed, Actor::user, request.network);
+    if (auto problem = usage::password_problem(*replacement, who.user)) return error(400, *problem);
+    // The other sessions end before the password changes: a store that cannot close them changes nothing.
     deps.sessions.close_all(who.user, who.sid);
     revoke_session_keys(deps, who.user);
+    if (auto why = deps.identities.set_password(who.user, *replacement)) return error(400, *why);
+    usage::audit(deps.audit, who.user, AuditEvent::password_changed, Actor::user, request.network);
     return ok({{"changed", true}});
   }
   if (path == "profile") {
@@ -309,14 +344,8 @@ ConsoleAnswer for_user(ConsoleDeps& deps, const ConsoleRequest& request, const S
   if (path == "session-key") {
     if (method != "POST") return error(405, "use POST");
     // One key per session: a reloaded page's new key replaces the old one.
-    const std::string label = std::string(kSessionKeyLabel) + who.sid;
-    const auto keys = deps.identities.keys_of(who.user);
-    if (const auto* list = std::get_if<std::vector<usage::ApiKey>>(&keys)) {
-      for (const auto& key : *list) {
-        if (!key.revoked_ms && key.label == label) deps.identities.revoke_key(key.id);
-      }
-    }
-    auto created = deps.identities.create_key(who.user, label);
+    revoke_keys_where(deps, who.user, [&](const usage::ApiKey& key) { return session_of_key(key) == who.sid; });
+    auto created = deps.identities.create_key(who.user, std::string(kSessionKeyLabel) + who.sid);
     if (auto* why = std::get_if<std::string>(&created)) return error(400, *why);
     return ok({{"key", std::get<usage::CreatedKey>(created).secret}}, 201);
   }
@@ -346,19 +375,15 @@ ConsoleAnswer for_user(ConsoleDeps& deps, const ConsoleRequest& request, const S
   if (path.starts_with("keys/") && path.ends_with("/revoke")) {
     if (method != "POST") return error(405, "use POST");
     const std::string id(path.substr(5, path.size() - 5 - 7));
-    auto own_key = [&]() -> std::optional<usage::ApiKey> {
-      const auto keys = deps.identities.keys_of(who.user);
-      if (const auto* list = std::get_if<std::vector<usage::ApiKey>>(&keys)) {
-        for (const auto& key : *list) {
-          if (key.id == id) return key;
-        }
-      }
-      return std::nullopt;
-    };
-    if (!own_key()) return error(404, "no such key of yours");
-    if (auto why = deps.identities.revoke_key(id)) return error(400, *why);
+    const Revoked revoked = revoke_keys_where(deps, who.user, [&](const usage::ApiKey& key) { return key.id == id; });
+    if (revoked.ids.empty()) return error(404, "no such key of yours");
+    if (revoked.error) return error(400, *revoked.error);
     usage::audit(deps.audit, who.user, AuditEvent::key_revoked, Actor::user, request.network, id);
-    return ok(usage::key_json(*own_key()));
+    const auto keys = deps.identities.keys_of(who.user);
+    for (const auto& key : std::get<std::vector<usage::ApiKey>>(keys)) {
+      if (key.id == id) return ok(usage::key_json(key));
+    }
+    return error(404, "no such key of yours");
   }
   if (path == "usage") {
     if (!get) return error(405, "use GET");
@@ -367,6 +392,15 @@ ConsoleAnswer for_user(ConsoleDeps& deps, const ConsoleRequest& request, const S
     return {answer.status, answer.content_type, std::move(answer.body), {}};
   }
   if (path == "export") return export_own_account(deps, request, who);
+  if (path == "rename") {
+    auto renamed = rename_own_account(deps, request, who);
+    if (renamed.status != 200) return renamed;
+    // The sessions of the old name are closed: this browser goes on under the new one.
+    const auto user = json::parse(renamed.body)["user"]["name"].get<std::string>();
+    ConsoleAnswer answer = signed_in(deps, deps.sessions.open(user));
+    revoke_session_keys(deps, user);
+    return answer;
+  }
   if (path == "delete-account") {
     auto deleted = delete_own_account(deps, request, who);
     return deleted.status == 200 ? signed_out(deps, std::move(deleted)) : deleted;
@@ -389,7 +423,9 @@ std::string_view cookie_value(std::string_view header, std::string_view name) {
   return {};
 }
 
-ConsoleAnswer answer_console(ConsoleDeps& deps, const ConsoleRequest& request) {
+namespace {
+
+ConsoleAnswer route_console(ConsoleDeps& deps, const ConsoleRequest& request) {
   if (request.path == "config") {
     if (request.method != "GET" && request.method != "HEAD") return error(405, "use GET");
     return ok({{"signup", deps.signup && mails_links(deps)}, {"mail", mails_links(deps)}});
@@ -421,7 +457,8 @@ ConsoleAnswer answer_console(ConsoleDeps& deps, const ConsoleRequest& request) {
     }
     const auto& renewed = std::get<IssuedSession>(issued);
     const auto user = deps.identities.user(renewed.user);
-    if (!user || !user->active()) {
+    if (!user) return error(401, "no account named " + renewed.user + " on this node");
+    if (!user->active()) {
       end_sessions(deps, renewed.user);
       return signed_out(deps, error(401, "this account is disabled"));
     }
@@ -437,12 +474,26 @@ ConsoleAnswer answer_console(ConsoleDeps& deps, const ConsoleRequest& request) {
     return error(401, "sign in first (or refresh the session)");
   }
   auto user = deps.identities.user(who->user);
-  if (!user || !user->active()) {
-    deps.sessions.close_all(who->user);
-    revoke_session_keys(deps, who->user);
+  // A session shared through Redis may name a user another node has and this one has not: no reason to end it.
+  if (!user) return error(401, "no account named " + who->user + " on this node");
+  if (!user->active()) {
+    end_sessions(deps, who->user);
     return signed_out(deps, error(401, "this account is disabled"));
   }
   return for_user(deps, request, *who);
+}
+
+}  // namespace
+
+ConsoleAnswer answer_console(ConsoleDeps& deps, const ConsoleRequest& request) {
+  try {
+    return route_console(deps, request);
+  } catch (const SessionsUnavailable& e) {
+    // Nobody is signed in or out by a store that did not answer: the page keeps its cookies and tries again.
+    ConsoleAnswer answer = error(503, e.what());
+    answer.headers.emplace_back("Retry-After", "5");
+    return answer;
+  }
 }
 
 void end_sessions(ConsoleDeps& deps, const std::string& user) {
@@ -471,7 +522,7 @@ std::optional<ConsoleAnswer> answer_operator(ConsoleDeps& deps, std::string_view
     const auto name = string_field(given, "name");
     const auto email = string_field(given, "email");
     if (!name || !email || email->empty()) return error(400, "send {\"name\": NAME, \"email\": ADDRESS}");
-    if (deps.identities.user(*name)) return error(409, "the name " + *name + " is taken");
+    if (deps.identities.name_taken(*name)) return error(409, "the name " + *name + " is taken");
     if (deps.name_refusal) {
       if (auto refused = deps.name_refusal(*name)) return error(409, *refused);
     }
@@ -498,10 +549,15 @@ std::optional<ConsoleAnswer> answer_operator(ConsoleDeps& deps, std::string_view
   if (slash == std::string_view::npos) return std::nullopt;
   const std::string name(path.substr(kUsers.size(), slash - kUsers.size()));
   const std::string_view action = path.substr(slash + 1);
-  if (action != "reset-link" && action != "disable" && action != "enable") return std::nullopt;
+  if (action != "reset-link" && action != "disable" && action != "enable" && action != "restore") return std::nullopt;
   if (method != "POST") return error(405, "use POST");
   const auto user = deps.identities.user(name);
   if (!user) return error(404, "no user named \"" + name + "\"");
+  if (action == "restore") {
+    if (!deps.account_data) return error(404, "this node keeps no account data");
+    if (auto why = restore_account(*deps.account_data, name)) return error(409, *why);
+    return ok(shown_user(*deps.identities.user(name)));
+  }
   if (action == "reset-link") {
     const bool mailing = mails_links(deps) && user->email_verified;
     const std::string token =
@@ -518,10 +574,7 @@ std::optional<ConsoleAnswer> answer_operator(ConsoleDeps& deps, std::string_view
   if (auto why = disable ? deps.identities.disable_user(name) : deps.identities.enable_user(name)) {
     return error(400, *why);
   }
-  if (disable) {
-    deps.sessions.close_all(name);
-    revoke_session_keys(deps, name);
-  }
+  if (disable) end_sessions(deps, name);
   return ok(shown_user(*deps.identities.user(name)));
 }
 

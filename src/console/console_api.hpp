@@ -14,6 +14,7 @@
 //                                      (the same answer either way); 503 when the node sends no mail
 //   POST reset {token, password}       {user}: a reset or invitation link sets the password; every
 //                                      session of the user ends
+//   POST rename {name, password}       {user} and new cookies: the user's name changes (rights_api.hpp)
 //   POST sign-out                      200, both cookies cleared, the session closed
 //   POST refresh                       200 {user, csrf} and new cookies: the JWT and refresh token rotate
 //   GET  me                            {user, sessions}
@@ -92,6 +93,7 @@ struct ConsoleAnswer {
   std::vector<std::pair<std::string, std::string>> headers;  // Set-Cookie (repeated), Retry-After
 };
 
+// A store of sessions that does not answer (Redis down) is a 503 with Retry-After: nobody is signed in or out.
 ConsoleAnswer answer_console(ConsoleDeps& deps, const ConsoleRequest& request);
 
 // Operator actions, for an admin user in the console (operator/...) and for the admin API (the same paths
@@ -107,7 +109,7 @@ std::optional<ConsoleAnswer> answer_operator(ConsoleDeps& deps, std::string_view
 // Revokes the console's session keys of sessions that ended (run hourly, after Sessions::expire).
 void revoke_ended_session_keys(ConsoleDeps& deps);
 // Every console session of `user` ends now, with its session keys: the admin disabled them or set their
-// password.
+// password. Throws SessionsUnavailable when the sessions' store does not answer.
 void end_sessions(ConsoleDeps& deps, const std::string& user);
 
 // The value of cookie `name` in a Cookie header, or "".

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "console/account_deletion.hpp"
+#include "console/account_rename.hpp"
 #include "console/data_export.hpp"
 #include "usage/usage_json.hpp"
 #include "util/url.hpp"
@@ -64,6 +65,17 @@ usage::ApiAnswer restore_for_admin(AccountData& data, const std::string& name) {
   return answer(200, usage::user_json(*data.identities.user(name)));
 }
 
+usage::ApiAnswer rename_for_admin(AccountData& data, const std::string& name, std::string_view body) {
+  const auto given = json::parse(body, nullptr, false);
+  if (!given.is_object() || !given.contains("name") || !given["name"].is_string()) {
+    return refused(400, "send {\"name\": NEW_NAME}");
+  }
+  const std::string to = given["name"].get<std::string>();
+  if (auto refusal = rename_account(data, name, to, usage::Actor::admin))
+    return refused(refusal->status, refusal->message);
+  return answer(200, usage::user_json(*data.identities.user(to)));
+}
+
 usage::ApiAnswer purge_now(AccountData& data, std::string_view body) {
   if (!data.hosting) return refused(501, "accounts are purged by a running node: ask it through its admin API");
   const std::string expected =
@@ -110,6 +122,10 @@ std::optional<usage::ApiAnswer> route(AccountData& data, std::string_view method
     if (method != "POST") return refused(405, "use POST");
     return restore_for_admin(data, s[1]);
   }
+  if (s.size() == 3 && s[2] == "rename") {
+    if (method != "POST") return refused(405, "use POST");
+    return rename_for_admin(data, s[1], body);
+  }
   return std::nullopt;
 }
 
@@ -139,6 +155,37 @@ ConsoleAnswer export_own_account(ConsoleDeps& deps, const ConsoleRequest& reques
   } catch (const std::exception& e) {
     return console_error(500, e.what());
   }
+}
+
+ConsoleAnswer rename_own_account(ConsoleDeps& deps, const ConsoleRequest& request, const SignedIn& who) {
+  if (request.method != "POST") return console_error(405, "use POST");
+  if (!deps.account_data) return console_error(404, "this node keeps no account data");
+  const auto body = json::parse(request.body, nullptr, false);
+  if (!body.is_object() || !body.contains("name") || !body["name"].is_string() || !body.contains("password") ||
+      !body["password"].is_string()) {
+    return console_error(400, "send {\"name\": NEW_NAME, \"password\": PASSWORD}: renaming asks for the password");
+  }
+  const std::string to = body["name"].get<std::string>();
+  const std::string password = body["password"].get<std::string>();
+  // Every repo of the user's changes its name: a browser left open is not enough.
+  std::chrono::milliseconds retry_after{0};
+  if (deps.guard.blocked(who.user, request.network, retry_after)) {
+    return console_error(429, "too many wrong passwords for this account or network; try again later");
+  }
+  if (!deps.identities.check_password(who.user, password)) {
+    deps.guard.failed(who.user, request.network);
+    return console_error(403, "the password is wrong");
+  }
+  // The password policy keeps a password from being its user's name.
+  if (password == to) return console_error(400, "the new name may not be your password");
+  try {
+    if (auto refusal = rename_account(*deps.account_data, who.user, to, usage::Actor::user, request.network)) {
+      return console_error(refusal->status, refusal->message);
+    }
+  } catch (const std::exception& e) {
+    return console_error(500, e.what());
+  }
+  return {200, "application/json", dump({{"user", usage::user_json(*deps.identities.user(to))}}), {}};
 }
 
 ConsoleAnswer delete_own_account(ConsoleDeps& deps, const ConsoleRequest& request, const SignedIn& who) {

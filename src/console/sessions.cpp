@@ -17,14 +17,9 @@ namespace {
 
 using nlohmann::json;
 
-constexpr std::string_view kSessionPrefix = "session|";
-constexpr std::string_view kKeyPrefix = "jwtkey|";
 // Reuse of this many earlier refresh tokens is recognised; an older one is merely invalid.
 constexpr std::size_t kSpentKept = 16;
-
-std::string session_key(const std::string& sid) {
-  return std::string(kSessionPrefix) + sid;
-}
+constexpr std::size_t kKeyIdBytes = 9;  // 12 characters of base64url
 
 template <std::size_t N>
 std::string random_text() {
@@ -40,127 +35,147 @@ bool same(std::string_view a, std::string_view b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
+// A key id this node could have made: anything else is not looked up in a shared store.
+bool plausible_key_id(std::string_view id) {
+  return id.size() == (kKeyIdBytes * 4 + 2) / 3 && std::all_of(id.begin(), id.end(), [](char c) {
+           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+         });
+}
+
+std::int64_t ms(std::chrono::seconds s) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(s).count();
+}
+
 }  // namespace
 
 Sessions::Sessions(RecordStore& records, const Clock& clock, usage::SecretBox box, SessionSettings settings)
-    : records_(records), clock_(clock), box_(box), settings_(settings) {
-  records_.scan(RecordTable::sessions, kKeyPrefix, [&](std::string_view name, std::string_view value) {
-    const auto record = json::parse(value, nullptr, false);
-    const auto secret = record.is_object() ? box_.open(record.value("secret", "")) : std::nullopt;
-    JwtKey key{std::string(name.substr(kKeyPrefix.size())), {}};
-    if (!secret || !unhex_to(*secret, key.secret) || !record.contains("created_ms")) {
-      throw std::runtime_error("the session signing key " + key.id +
-                               " does not open with this node's secret key file; restore that file");
-    }
-    keys_.emplace_back(std::move(key), record["created_ms"].get<std::int64_t>());
-    return true;
-  });
-  std::sort(keys_.begin(), keys_.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
-  records_.scan(RecordTable::sessions, kSessionPrefix, [&](std::string_view name, std::string_view value) {
-    try {
-      const auto r = json::parse(value);
-      Live live{r.at("user").get<std::string>(),
-                r.at("refresh").get<std::string>(),
-                r.at("spent").get<std::vector<std::string>>(),
-                r.at("csrf").get<std::string>(),
-                r.at("created_ms").get<std::int64_t>(),
-                r.at("refreshed_ms").get<std::int64_t>(),
-                r.at("expires_ms").get<std::int64_t>()};
-      sessions_.emplace(std::string(name.substr(kSessionPrefix.size())), std::move(live));
-    } catch (const json::exception& e) {
-      throw std::runtime_error("cannot read the session record " + std::string(name) + ": " + e.what());
-    }
-    return true;
-  });
+    : Sessions(make_local_session_store(records), clock, box, settings) {}
+
+Sessions::Sessions(std::unique_ptr<SessionStore> store, const Clock& clock, usage::SecretBox box,
+                   SessionSettings settings)
+    : store_(std::move(store)), clock_(clock), box_(box), settings_(settings) {
   std::lock_guard writing(write_mutex_);
-  if (keys_.empty()) add_key();
+  try {
+    load_keys();
+  } catch (const SessionsUnavailable& e) {
+    if (!store_->shared()) throw;
+    spdlog::warn("console sessions: {}; asked again at the first sign-in", e.what());
+  }
 }
 
 std::int64_t Sessions::now_ms() const {
   return std::chrono::duration_cast<std::chrono::milliseconds>(clock_.now().time_since_epoch()).count();
 }
 
-void Sessions::save(const std::vector<RecordStore::Write>& writes) {
-  records_.write(RecordTable::sessions, writes, /*sync=*/true);
+std::optional<JwtKey> Sessions::open_key(const SealedKey& sealed) {
+  const auto secret = box_.open(sealed.sealed);
+  JwtKey key{sealed.id, {}};
+  if (!secret || !unhex_to(*secret, key.secret)) {
+    if (!store_->shared()) {
+      throw std::runtime_error("the session signing key " + sealed.id +
+                               " does not open with this node's secret key file; restore that file");
+    }
+    spdlog::error(
+        "the session signing key {} in Redis does not open with this node's secret key file: every node sharing "
+        "the sessions needs the same secret_key_file; sessions signed with it are refused here",
+        sealed.id);
+    return std::nullopt;
+  }
+  return key;
+}
+
+void Sessions::load_keys() {
+  std::vector<std::pair<JwtKey, std::int64_t>> loaded;
+  for (const auto& sealed : store_->keys()) {
+    if (auto key = open_key(sealed)) loaded.emplace_back(std::move(*key), sealed.created_ms);
+  }
+  std::sort(loaded.begin(), loaded.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
+  const bool none = loaded.empty();
+  {
+    std::unique_lock lock(mutex_);
+    keys_ = std::move(loaded);
+  }
+  if (none) add_key();
 }
 
 void Sessions::add_key() {
-  JwtKey key{random_text<9>(), {}};
+  JwtKey key{random_text<kKeyIdBytes>(), {}};
   key.secret = usage::crypto::random_bytes<32>();
   const std::int64_t now = now_ms();
-  const json record = {{"secret", box_.seal(hex(key.secret))}, {"created_ms", now}};
-  save({{std::string(kKeyPrefix) + key.id, record.dump()}});
+  store_->add_key({key.id, box_.seal(hex(key.secret)), now});
   std::unique_lock lock(mutex_);
   keys_.emplace_back(std::move(key), now);
 }
 
-const JwtKey* Sessions::key(std::string_view id) const {
-  for (const auto& [key, created] : keys_) {
-    if (key.id == id) return &key;
+std::optional<JwtKey> Sessions::find_key(std::string_view id) {
+  {
+    std::shared_lock lock(mutex_);
+    for (const auto& [key, created] : keys_) {
+      if (key.id == id) return key;
+    }
   }
-  return nullptr;
+  if (!store_->shared() || !plausible_key_id(id)) return std::nullopt;
+  const auto sealed = store_->key(std::string(id));
+  if (!sealed) return std::nullopt;
+  auto key = open_key(*sealed);
+  if (!key) return std::nullopt;
+  std::unique_lock lock(mutex_);
+  if (std::none_of(keys_.begin(), keys_.end(), [&](const auto& k) { return k.first.id == key->id; })) {
+    keys_.emplace_back(*key, sealed->created_ms);
+    std::sort(keys_.begin(), keys_.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
+  }
+  return key;
 }
 
-std::string Sessions::record(const Live& live) const {
-  return json{{"user", live.user},
-              {"refresh", live.refresh_sha256},
-              {"spent", live.spent_sha256},
-              {"csrf", live.csrf},
-              {"created_ms", live.created_ms},
-              {"refreshed_ms", live.refreshed_ms},
-              {"expires_ms", live.expires_ms}}
-      .dump();
+JwtKey Sessions::signing_key() {
+  {
+    std::shared_lock lock(mutex_);
+    if (!keys_.empty()) return keys_.back().first;
+  }
+  // A shared store that did not answer at start.
+  std::lock_guard writing(write_mutex_);
+  {
+    std::shared_lock lock(mutex_);
+    if (!keys_.empty()) return keys_.back().first;
+  }
+  load_keys();
+  std::shared_lock lock(mutex_);
+  return keys_.back().first;
 }
 
-// The caller holds mutex_ (shared or not).
-IssuedSession Sessions::issue(const std::string& sid, const Live& live, const std::string& refresh) const {
+std::int64_t Sessions::signing_key_created() const {
+  std::shared_lock lock(mutex_);
+  return keys_.empty() ? -1 : keys_.back().second;
+}
+
+IssuedSession Sessions::issue(const std::string& sid, const SessionRecord& session, const std::string& refresh) {
   const auto now = std::chrono::duration_cast<std::chrono::seconds>(clock_.now().time_since_epoch()).count();
   const json claims = {
-      {"sub", live.user}, {"sid", sid}, {"rt", refresh}, {"iat", now}, {"exp", now + settings_.access_ttl.count()}};
-  return {sid, live.user, sign_jwt(claims.dump(), keys_.back().first), live.csrf,
-          std::max<std::int64_t>(0, (live.expires_ms - now_ms() + 999) / 1000)};
+      {"sub", session.user}, {"sid", sid}, {"rt", refresh}, {"iat", now}, {"exp", now + settings_.access_ttl.count()}};
+  return {sid, session.user, sign_jwt(claims.dump(), signing_key()), session.csrf,
+          std::max<std::int64_t>(0, (session.expires_ms - now_ms() + 999) / 1000)};
 }
 
-std::variant<IssuedSession, std::string> Sessions::open(const std::string& user) {
-  std::lock_guard writing(write_mutex_);
+IssuedSession Sessions::open(const std::string& user) {
   const std::int64_t now = now_ms();
-  Live live{user,
-            {},
-            {},
-            random_text<32>(),
-            now,
-            now,
-            now + std::chrono::duration_cast<std::chrono::milliseconds>(settings_.session_ttl).count()};
   const std::string refresh = random_text<32>();
-  live.refresh_sha256 = sha256_hex(refresh);
-  std::string sid;
-  do {
-    sid = random_text<16>();
-  } while (sessions_.contains(sid));
-  // Past the per-user bound, the least recently refreshed of the user's sessions closes.
-  std::vector<std::pair<std::int64_t, std::string>> own;
-  for (const auto& [id, s] : sessions_) {
-    if (s.user == user) own.emplace_back(s.refreshed_ms, id);
-  }
-  std::sort(own.begin(), own.end());
-  std::vector<RecordStore::Write> writes{{session_key(sid), record(live)}};
-  std::size_t pushed_out = 0;
-  for (; own.size() - pushed_out + 1 > settings_.max_sessions_per_user; ++pushed_out) {
-    writes.push_back({session_key(own[pushed_out].second), std::nullopt});
-  }
-  try {
-    save(writes);
-  } catch (const std::exception& e) {
-    return std::string("cannot save the session: ") + e.what();
-  }
-  std::unique_lock lock(mutex_);
-  for (std::size_t i = 0; i < pushed_out; ++i) sessions_.erase(own[i].second);
-  auto& stored = sessions_[sid] = std::move(live);
-  return issue(sid, stored, refresh);
+  const SessionRecord session{
+      user, sha256_hex(refresh), {}, random_text<32>(), now, now, now + ms(settings_.session_ttl)};
+  const std::string sid = random_text<16>();  // 128 random bits: no two sessions meet
+  const JwtKey key = signing_key();
+  // A shared store that lost its keys (a Redis restarted without persistence) gets this node's back, or the
+  // other nodes could not verify the session's JWTs.
+  if (store_->shared()) store_->add_key({key.id, box_.seal(hex(key.secret)), signing_key_created()});
+  store_->add(sid, session, settings_.max_sessions_per_user);
+  return issue(sid, session, refresh);
 }
 
-std::optional<Sessions::Claims> Sessions::claims_of(std::string_view jwt) const {
-  const auto payload = verify_jwt(jwt, [this](std::string_view id) { return key(id); });
+std::optional<Sessions::Claims> Sessions::claims_of(std::string_view jwt) {
+  std::optional<JwtKey> found;
+  const auto payload = verify_jwt(jwt, [&](std::string_view id) -> const JwtKey* {
+    found = find_key(id);
+    return found ? &*found : nullptr;
+  });
   if (!payload) return std::nullopt;
   const auto claims = json::parse(*payload, nullptr, false);
   if (!claims.is_object()) return std::nullopt;
@@ -172,160 +187,98 @@ std::optional<Sessions::Claims> Sessions::claims_of(std::string_view jwt) const 
   }
 }
 
-std::optional<SignedIn> Sessions::check(std::string_view jwt, std::optional<Csrf> csrf) const {
-  std::shared_lock lock(mutex_);
+std::optional<SignedIn> Sessions::check(std::string_view jwt, std::optional<Csrf> csrf) {
   const auto claims = claims_of(jwt);
   if (!claims) return std::nullopt;
-  const auto now = clock_.now().time_since_epoch();
-  if (std::chrono::seconds(claims->expires_s) <= now) return std::nullopt;
-  const auto it = sessions_.find(claims->sid);
-  if (it == sessions_.end() || it->second.user != claims->user) return std::nullopt;
-  if (it->second.expires_ms <= now_ms()) return std::nullopt;  // its 30 days are over, expired or not yet
-  if (csrf && (csrf->header.empty() || !same(csrf->header, it->second.csrf) || !same(csrf->cookie, csrf->header))) {
+  if (std::chrono::seconds(claims->expires_s) <= clock_.now().time_since_epoch()) return std::nullopt;
+  const auto session = store_->get(claims->user, claims->sid);
+  if (!session || session->expires_ms <= now_ms()) return std::nullopt;  // closed, or its 30 days are over
+  if (csrf && (csrf->header.empty() || !same(csrf->header, session->csrf) || !same(csrf->cookie, csrf->header))) {
     return std::nullopt;
   }
   return SignedIn{claims->user, claims->sid};
 }
 
 std::variant<IssuedSession, std::string> Sessions::refresh(std::string_view jwt, Csrf csrf) {
-  std::lock_guard writing(write_mutex_);
-  std::optional<Claims> claims;
-  std::unordered_map<std::string, Live>::iterator it;
-  {
-    std::shared_lock lock(mutex_);
-    claims = claims_of(jwt);
-    if (!claims) return std::string("no session");
-    it = sessions_.find(claims->sid);
-    if (it == sessions_.end() || it->second.user != claims->user || it->second.expires_ms <= now_ms()) {
-      return std::string("the session has ended; sign in again");
-    }
-  }
-  Live& live = it->second;
+  const auto claims = claims_of(jwt);
+  if (!claims) return std::string("no session");
+  auto session = store_->get(claims->user, claims->sid);
+  if (!session || session->expires_ms <= now_ms()) return std::string("the session has ended; sign in again");
   const std::string presented = sha256_hex(claims->refresh);
-  if (!same(presented, live.refresh_sha256)) {
-    const bool spent =
-        std::find(live.spent_sha256.begin(), live.spent_sha256.end(), presented) != live.spent_sha256.end();
-    if (!spent) return std::string("no session");
-    // A refresh token came back after it was traded in: two holders of one session. End it for both.
-    try {
-      save({{session_key(claims->sid), std::nullopt}});
-    } catch (const std::exception& e) {
-      // Closed in memory; after a restart the record would hold its family again, with the reused token spent.
-      spdlog::error("cannot delete the reused session of {}: {}", claims->user, e.what());
-    }
-    std::unique_lock lock(mutex_);
-    sessions_.erase(it);
-    return std::string("this session was refreshed elsewhere with the same token; it is closed, sign in again");
-  }
-  if (csrf.header.empty() || !same(csrf.header, live.csrf) || !same(csrf.cookie, csrf.header)) {
+  // The CSRF check spares a reused token: whoever presents one, the session is over.
+  if (same(presented, session->refresh_sha256) &&
+      (csrf.header.empty() || !same(csrf.header, session->csrf) || !same(csrf.cookie, csrf.header))) {
     return std::string("missing or wrong X-CSRF-Token");
   }
-  Live changed = live;
-  changed.spent_sha256.push_back(presented);
-  if (changed.spent_sha256.size() > kSpentKept) changed.spent_sha256.erase(changed.spent_sha256.begin());
   const std::string refresh = random_text<32>();
-  changed.refresh_sha256 = sha256_hex(refresh);
-  changed.refreshed_ms = now_ms();
-  try {
-    save({{session_key(claims->sid), record(changed)}});
-  } catch (const std::exception& e) {
-    return std::string("cannot save the session: ") + e.what();
+  const std::string next = sha256_hex(refresh);
+  const std::int64_t now = now_ms();
+  switch (store_->rotate(claims->user, claims->sid, presented, next, now, kSpentKept)) {
+    case SessionStore::Rotation::rotated:
+      session->refresh_sha256 = next;
+      session->refreshed_ms = now;
+      return issue(claims->sid, *session, refresh);
+    case SessionStore::Rotation::reused:
+      // A refresh token came back after it was traded in: two holders of one session. Ended for both.
+      return std::string("this session was refreshed elsewhere with the same token; it is closed, sign in again");
+    case SessionStore::Rotation::unknown:
+      break;
   }
-  std::unique_lock lock(mutex_);
-  live = std::move(changed);
-  return issue(claims->sid, live, refresh);
+  return std::string("no session");
 }
 
 bool Sessions::close(std::string_view jwt) {
-  std::lock_guard writing(write_mutex_);
-  std::string sid;
-  {
-    std::shared_lock lock(mutex_);
-    const auto claims = claims_of(jwt);
-    if (!claims || !sessions_.contains(claims->sid)) return false;
-    sid = claims->sid;
-  }
-  save({{session_key(sid), std::nullopt}});
-  std::unique_lock lock(mutex_);
-  return sessions_.erase(sid) > 0;
+  const auto claims = claims_of(jwt);
+  return claims && store_->remove(claims->user, claims->sid);
 }
 
 std::size_t Sessions::close_all(const std::string& user, const std::string& except) {
-  std::lock_guard writing(write_mutex_);
-  std::vector<std::string> closing;
-  {
-    std::shared_lock lock(mutex_);
-    for (const auto& [sid, live] : sessions_) {
-      if (live.user == user && sid != except) closing.push_back(sid);
-    }
-  }
-  if (closing.empty()) return 0;
-  std::vector<RecordStore::Write> writes;
-  for (const auto& sid : closing) writes.push_back({session_key(sid), std::nullopt});
-  save(writes);
-  std::unique_lock lock(mutex_);
-  for (const auto& sid : closing) sessions_.erase(sid);
-  return closing.size();
+  return store_->remove_all(user, except);
 }
 
-std::vector<SessionInfo> Sessions::of_user(const std::string& user) const {
+std::vector<SessionInfo> Sessions::of_user(const std::string& user) {
   std::vector<SessionInfo> out;
-  std::shared_lock lock(mutex_);
-  for (const auto& [sid, live] : sessions_) {
-    if (live.user == user) out.push_back({sid, live.created_ms, live.refreshed_ms, live.expires_ms});
+  const std::int64_t now = now_ms();
+  for (const auto& [sid, s] : store_->of_user(user)) {
+    if (s.expires_ms > now) out.push_back({sid, s.created_ms, s.refreshed_ms, s.expires_ms});
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.created_ms < b.created_ms; });
   return out;
 }
 
-std::size_t Sessions::expire() {
-  std::lock_guard writing(write_mutex_);
-  const std::int64_t now = now_ms();
-  const auto ms = [](std::chrono::seconds s) {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(s).count();
-  };
-  if (now - keys_.back().second >= ms(settings_.key_rotation)) add_key();
-  std::vector<std::string> ended;
-  std::vector<RecordStore::Write> writes;
-  {
-    std::shared_lock lock(mutex_);
-    for (const auto& [sid, live] : sessions_) {
-      if (live.expires_ms <= now) {
-        ended.push_back(sid);
-        writes.push_back({session_key(sid), std::nullopt});
-      }
-    }
-  }
-  // A key signs for one rotation; the JWTs it signed may be presented for refresh for a session's life.
-  std::size_t retired = 0;
-  for (; retired + 1 < keys_.size() &&
-         keys_[retired + 1].second + ms(settings_.session_ttl) + ms(settings_.access_ttl) <= now;
-       ++retired) {
-    writes.push_back({std::string(kKeyPrefix) + keys_[retired].first.id, std::nullopt});
-  }
-  if (writes.empty()) return 0;
-  save(writes);
-  std::unique_lock lock(mutex_);
-  for (const auto& sid : ended) sessions_.erase(sid);
-  keys_.erase(keys_.begin(), keys_.begin() + static_cast<std::ptrdiff_t>(retired));
-  return ended.size();
+bool Sessions::is_open(const std::string& user, const std::string& sid) {
+  const auto session = store_->get(user, sid);
+  return session && session->expires_ms > now_ms();
 }
 
-std::optional<std::string> Sessions::user_of(std::string_view jwt) const {
-  std::shared_lock lock(mutex_);
+std::optional<std::string> Sessions::user_of(std::string_view jwt) {
   auto claims = claims_of(jwt);
   if (!claims) return std::nullopt;
   return claims->user;
 }
 
-bool Sessions::is_open(const std::string& sid) const {
-  std::shared_lock lock(mutex_);
-  return sessions_.contains(sid);
-}
-
-std::size_t Sessions::open_sessions() const {
-  std::shared_lock lock(mutex_);
-  return sessions_.size();
+std::size_t Sessions::expire() {
+  std::lock_guard writing(write_mutex_);
+  const std::int64_t now = now_ms();
+  // A shared store's keys may have been added or retired by another node.
+  if (store_->shared() || signing_key_created() < 0) load_keys();
+  if (now - signing_key_created() >= ms(settings_.key_rotation)) add_key();
+  // A key signs for one rotation; the JWTs it signed may be presented for refresh for a session's life.
+  std::vector<std::string> retired;
+  {
+    std::shared_lock lock(mutex_);
+    for (std::size_t i = 0;
+         i + 1 < keys_.size() && keys_[i + 1].second + ms(settings_.session_ttl) + ms(settings_.access_ttl) <= now;
+         ++i) {
+      retired.push_back(keys_[i].first.id);
+    }
+  }
+  store_->remove_keys(retired);
+  {
+    std::unique_lock lock(mutex_);
+    keys_.erase(keys_.begin(), keys_.begin() + static_cast<std::ptrdiff_t>(retired.size()));
+  }
+  return store_->expire(now);
 }
 
 }  // namespace inferllama::console

@@ -158,6 +158,68 @@ std::variant<RepoId, Reply> repo_of_body(const Json& body, const std::string& us
   return repo;
 }
 
+// Each file row of the snapshots under `prefix` ("snap|" for all): its etag and size.
+void for_each_snapshot_file(RecordStore& records, const std::string& prefix,
+                            const std::function<void(std::string_view etag, std::uint64_t size)>& visit) {
+  records.scan(RecordTable::hosting, prefix, [&](std::string_view, std::string_view value) {
+    // {blob}|{size}|{lfs oid or ""}: see repo_content.cpp
+    const auto first = value.find('|');
+    const auto second = value.find('|', first + 1);
+    const std::string_view lfs = value.substr(second + 1);
+    const std::string_view digits = value.substr(first + 1, second - first - 1);
+    std::uint64_t size = 0;
+    std::from_chars(digits.data(), digits.data() + digits.size(), size);
+    visit(lfs.empty() ? value.substr(0, first) : lfs, size);
+    return true;
+  });
+}
+
+// Each pending upload: its etag, the repo it was uploaded for, and when it was stored (seconds).
+void for_each_pending(
+    RecordStore& records,
+    const std::function<void(std::string_view etag, std::string_view repo_key, std::int64_t stored)>& visit) {
+  records.scan(RecordTable::hosting, kPending, [&](std::string_view key, std::string_view value) {
+    const std::string_view rest = key.substr(kPending.size());
+    const auto nul = rest.find('\0');
+    std::int64_t stored = 0;
+    std::from_chars(value.data(), value.data() + value.size(), stored);
+    visit(rest.substr(0, nul), nul == std::string_view::npos ? std::string_view() : rest.substr(nul + 1), stored);
+    return true;
+  });
+}
+
+// One repo of a renamed namespace: content first, its record last (the record is what serves it), so a move
+// cut short is finished by doing it again.
+void move_repo(RecordStore& records, Index& index, Namespaces& namespaces, RepoContent& content, const RepoId& from,
+               const RepoId& to) {
+  // The etags whose scopes name the repo: from both names, in case an earlier try moved the snapshots.
+  std::set<std::string> etags;
+  for (const RepoId* repo : {&from, &to}) {
+    for_each_snapshot_file(records, "snap|" + repo->key() + '\0',
+                           [&](std::string_view etag, std::uint64_t) { etags.emplace(etag); });
+  }
+  std::vector<RecordStore::Write> pending;
+  for_each_pending(records, [&](std::string_view etag, std::string_view repo_key, std::int64_t stored) {
+    if (repo_key == to.key()) etags.emplace(etag);
+    if (repo_key != from.key()) return;
+    etags.emplace(etag);
+    pending.push_back({std::string(kPending) + std::string(etag) + '\0' + to.key(), std::to_string(stored)});
+    pending.push_back({std::string(kPending) + std::string(etag) + '\0' + from.key(), std::nullopt});
+  });
+  if (auto last_pr = records.get(RecordTable::hosting, std::string(kPrCount) + from.key())) {
+    pending.push_back({std::string(kPrCount) + to.key(), *last_pr});
+    pending.push_back({std::string(kPrCount) + from.key(), std::nullopt});
+  }
+  if (!pending.empty()) records.write(RecordTable::hosting, pending, /*sync=*/true);
+  move_prefix(records, RecordTable::hosting, std::string(kDiscussion) + from.key() + '\0',
+              std::string(kDiscussion) + to.key() + '\0');
+  content.move(from, to);
+  // The bytes a private repo holds answer for its new name, and no longer for the old one, which may be a
+  // Hub repo's some day.
+  index.move_blob_scopes({etags.begin(), etags.end()}, from, to);
+  namespaces.move_repo(from, to);
+}
+
 }  // namespace
 
 bool is_true(std::string_view value) {
@@ -243,33 +305,14 @@ struct Hosting::Impl {
     return parse_commit(object->content);
   }
 
-  // Each file row of the snapshots under `prefix` ("snap|" for all): its etag and size.
   void for_each_snapshot_file(const std::string& prefix,
                               const std::function<void(std::string_view etag, std::uint64_t size)>& visit) {
-    deps.records.scan(RecordTable::hosting, prefix, [&](std::string_view, std::string_view value) {
-      // {blob}|{size}|{lfs oid or ""}: see repo_content.cpp
-      const auto first = value.find('|');
-      const auto second = value.find('|', first + 1);
-      const std::string_view lfs = value.substr(second + 1);
-      const std::string_view digits = value.substr(first + 1, second - first - 1);
-      std::uint64_t size = 0;
-      std::from_chars(digits.data(), digits.data() + digits.size(), size);
-      visit(lfs.empty() ? value.substr(0, first) : lfs, size);
-      return true;
-    });
+    hosting::for_each_snapshot_file(deps.records, prefix, visit);
   }
 
-  // Each pending upload: its etag, the repo it was uploaded for, and when it was stored (seconds).
   void for_each_pending(
       const std::function<void(std::string_view etag, std::string_view repo_key, std::int64_t stored)>& visit) {
-    deps.records.scan(RecordTable::hosting, kPending, [&](std::string_view key, std::string_view value) {
-      const std::string_view rest = key.substr(kPending.size());
-      const auto nul = rest.find('\0');
-      std::int64_t stored = 0;
-      std::from_chars(value.data(), value.data() + value.size(), stored);
-      visit(rest.substr(0, nul), nul == std::string_view::npos ? std::string_view() : rest.substr(nul + 1), stored);
-      return true;
-    });
+    hosting::for_each_pending(deps.records, visit);
   }
 
   // What a namespace holds: the distinct files of every commit its repos' branches reach, and the uploads
@@ -590,6 +633,21 @@ std::optional<Reply> Hosting::delete_repo(const Requester& who, const std::strin
   remove_repo(repo);
   spdlog::info("hosted repo {} deleted by {}", repo.key(), who.admin ? "the admin" : who.user);
   return json_reply(200, Json::object());
+}
+
+std::size_t move_namespace(RecordStore& records, Index& index, Namespaces& namespaces, RepoContent& content,
+                           std::string_view from, std::string_view to) {
+  const auto repos = namespaces.repos_in(from);
+  for (const HostedRepo& hosted : repos) {
+    const RepoId renamed{hosted.repo.type, std::string(to) + hosted.repo.name.substr(from.size())};
+    move_repo(records, index, namespaces, content, hosted.repo, renamed);
+  }
+  return repos.size();
+}
+
+std::size_t Hosting::move_namespace(std::string_view from, std::string_view to) {
+  std::lock_guard changing(impl_->changes);
+  return hosting::move_namespace(impl_->deps.records, impl_->deps.index, namespaces_, impl_->content, from, to);
 }
 
 void Hosting::remove_repo(const RepoId& repo) {

@@ -89,6 +89,8 @@ class Hosting : public HostedRepos {
   // What delete_repo does once it has checked the caller: the repo's content and record go, and its files
   // leave the store when nothing else holds them. For the node itself (an account's purge).
   void remove_repo(const RepoId& repo);
+  // A user renamed: move_namespace below, one change at a time with commits and deletions.
+  std::size_t move_namespace(std::string_view from, std::string_view to);
   hub::Reply settings(const Requester& who, const RepoId& repo, const std::string& body);
   hub::Reply preupload(const Requester& who, const RepoId& repo, const std::string& rev, const std::string& body);
   hub::Reply lfs_batch(const Requester& who, const RepoId& repo, const std::string& body, const std::string& base);
@@ -153,5 +155,12 @@ class Hosting : public HostedRepos {
   std::unique_ptr<Impl> impl_;
   Namespaces namespaces_;
 };
+
+// A user renamed: every repo of namespace `from` moves to `to`, keeping its id, visibility and history (its
+// branches, snapshots, pull requests, uploads not committed yet, and the scopes of its stored bytes); the old
+// names answer as missing repos. A move cut short is finished by doing it again. How many repos moved. For a
+// data directory no node runs on; a node moves through Hosting::move_namespace.
+std::size_t move_namespace(RecordStore& records, Index& index, Namespaces& namespaces, RepoContent& content,
+                           std::string_view from, std::string_view to);
 
 }  // namespace inferllama::hosting

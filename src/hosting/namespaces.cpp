@@ -194,6 +194,14 @@ Namespaces::Outcome Namespaces::set_private(const RepoId& id, bool is_private) {
   return Outcome::done;
 }
 
+Namespaces::Outcome Namespaces::move_repo(const RepoId& from, const RepoId& to) {
+  const auto value = records_.get(RecordTable::hosting, repo_key(from));
+  if (!value) return Outcome::missing;
+  if (records_.get(RecordTable::hosting, repo_key(to))) return Outcome::exists;
+  records_.write(RecordTable::hosting, {{repo_key(to), *value}, {repo_key(from), std::nullopt}}, true);
+  return Outcome::done;
+}
+
 std::vector<HostedRepo> Namespaces::repos_in(std::string_view ns) {
   std::vector<HostedRepo> out;
   const std::string prefix = std::string(kRepo) + std::string(ns) + '/';

@@ -62,6 +62,9 @@ class Namespaces {
   Created create_repo(const RepoId& repo, bool is_private);
   Outcome delete_repo(const RepoId& repo);
   Outcome set_private(const RepoId& repo, bool is_private);
+  // The repo's record under another name, with its id, visibility and creation time (a namespace renamed);
+  // exists when `to` has a record already.
+  Outcome move_repo(const RepoId& from, const RepoId& to);
   std::vector<HostedRepo> repos_in(std::string_view ns);
 
  private:

@@ -95,6 +95,9 @@ hub::Reply add_org(Namespaces& ns, const OrgAdminContext& ctx, const std::string
   if (ctx.user_exists && ctx.user_exists(name)) {
     return hub::error_reply(409, "a user is named " + in_quotes(name) + ": a user's name is their own namespace");
   }
+  if (ctx.former_user_name && ctx.former_user_name(name)) {
+    return hub::error_reply(409, "a renamed user was named " + in_quotes(name) + ": the name stays theirs");
+  }
   if (auto refused = cached_refusal(ctx.cached_upstream, name, "an organisation", force)) {
     return hub::error_reply(409, *refused);
   }

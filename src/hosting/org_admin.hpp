@@ -18,16 +18,17 @@
 namespace inferllama::hosting {
 
 struct OrgAdminContext {
-  std::function<bool(std::string_view name)> user_exists;    // a node user of that name exists
-  std::function<bool(std::string_view ns)> cached_upstream;  // the cache holds repos of that Hub namespace
+  std::function<bool(std::string_view name)> user_exists;            // a node user of that name exists
+  std::function<bool(std::string_view ns)> cached_upstream;          // the cache holds repos of that Hub namespace
+  std::function<bool(std::string_view name)> former_user_name = {};  // a renamed user's name before
 };
 
 // Admin routes under /api/inferllama/orgs; `path_after_orgs` is what follows "orgs" ("" or "/...", each
 // segment still percent-encoded), the bodies JSON:
 //   GET orgs                                   {"orgs": [{"name", "members": [{"user", "role"}]}]}
 //   POST orgs {name, force?}                   201 the org; 400 an invalid name; 409 when it exists, is a
-//                                              user's name, or names a namespace cached from the Hub and
-//                                              force is not true
+//                                              user's name (now or before a rename), or names a namespace cached from
+//                                              the Hub and force is not true
 //   DELETE orgs/{name}                         200 {"name"}; 404; 409 while it still hosts repos
 //   GET orgs/{name}/members                    {"name", "members": [...]}
 //   PUT orgs/{name}/members/{user} {role}      200 the member; role read, write or admin; 404 for no such

@@ -225,4 +225,12 @@ void RepoContent::forget(const RepoId& repo) {
   }
 }
 
+void RepoContent::move(const RepoId& from, const RepoId& to) {
+  std::lock_guard lock(commit_mutex_);
+  for (const std::string_view kind : {"ref|", "snap|"}) {
+    move_prefix(records_, RecordTable::hosting, std::string(kind) + from.key() + '\0',
+                std::string(kind) + to.key() + '\0');
+  }
+}
+
 }  // namespace inferllama::hosting

@@ -46,6 +46,8 @@ class RepoContent {
 
   // Forgets the repo's branches and snapshots (its objects may be shared with other repos' commits).
   void forget(const RepoId& repo);
+  // The repo's branches and snapshots are `to`'s (a namespace renamed; the git objects are shared by id).
+  void move(const RepoId& from, const RepoId& to);
 
  private:
   RecordStore& records_;

@@ -10,6 +10,7 @@
 #include "http/connection.hpp"
 #include "http/handlers.hpp"
 #include "http/server_context.hpp"
+#include "scan/scan_service.hpp"
 #include "torrent/mirror.hpp"
 #include "usage/accounts_api.hpp"
 #include "util/offload.hpp"
@@ -68,7 +69,16 @@ Task<Answer> answer_accounts(Exchange& x, const std::string& action) {
     if (answered && answered->status == 200 && method == "POST" && action.starts_with(kUsers) &&
         (action.ends_with("/disable") || action.ends_with("/password"))) {
       const std::string_view rest = std::string_view(action).substr(kUsers.size());
-      end_console_sessions(server, url::decode(rest.substr(0, rest.find('/'))).value_or(""));
+      const std::string user = url::decode(rest.substr(0, rest.find('/'))).value_or("");
+      try {
+        end_console_sessions(server, user);
+      } catch (const console::SessionsUnavailable& e) {
+        return std::optional(usage::ApiAnswer{
+            503, "application/json",
+            nlohmann::json{{"error", "done for " + user + ", but their console sessions could not be closed: " +
+                                         std::string(e.what()) + "; do it again once the sessions' store answers"}}
+                .dump()});
+      }
     }
     return answered;
   });
@@ -87,7 +97,10 @@ Task<Answer> answer_orgs(Exchange& x, const std::string& action) {
   auto* identities = server.deps.identities;
   const hosting::OrgAdminContext context{
       [identities](std::string_view name) { return identities && identities->user(std::string(name)).has_value(); },
-      cached_upstream(server.deps)};
+      cached_upstream(server.deps),
+      [identities](std::string_view name) {
+        return identities && identities->former_owner(std::string(name)).has_value();
+      }};
   const std::string_view after_orgs = std::string_view(action).substr(std::string_view("orgs").size());
   auto& namespaces = server.deps.hosting->namespaces();
   auto reply = co_await offload(server.deps.blocking, [&] {
@@ -205,6 +218,45 @@ Task<Answer> answer_rules(Exchange& x, bool reload) {
   co_return hub::Reply{answer.first, {{"Cache-Control", "no-store"}}, "application/json", std::move(answer.second)};
 }
 
+// GET scan/{repo}/resolve/{rev}/{path}: the scan verdict of a cached file (its resolve URL behind the prefix).
+Task<Answer> answer_scan(Exchange& x, const std::string& action) {
+  if (x.request.method() != bhttp::verb::get && x.request.method() != bhttp::verb::head) {
+    co_return method_not_allowed("use GET");
+  }
+  auto* scanning = x.server.deps.scanning;
+  auto* index = x.server.deps.index;
+  if (!scanning || !index) co_return hub::error_reply(404, "this node scans no files");
+  const Route inner = route(action.substr(std::string_view("scan").size()));
+  const auto* file = std::get_if<ResolveRoute>(&inner);
+  if (!file || !file->passkey.empty()) {
+    co_return hub::error_reply(400, "expected scan/{repo}/resolve/{revision}/{path}, as the file's own URL");
+  }
+  auto& hub = x.server.deps.hub;
+  auto answer = co_await offload(x.server.deps.blocking, [&]() -> hub::Reply {
+    std::string stale;
+    auto commit = hub.commit_of(file->repo, file->rev, &stale);
+    if (auto* refused = std::get_if<hub::Reply>(&commit)) return *refused;
+    const std::string& sha = std::get<std::string>(commit);
+    const auto entry = index->get_file(file->repo, sha, file->path);
+    if (!entry) return hub::error_reply(404, file->path + " at " + sha + " is not cached", "EntryNotFound");
+    const bool stored = index->get_blob(entry->etag).has_value();
+    const auto verdict = scanning->load(entry->etag);
+    nlohmann::json result{{"repo", file->repo.key()},
+                          {"revision", file->rev},
+                          {"commit", sha},
+                          {"path", file->path},
+                          {"etag", entry->etag},
+                          {"size", entry->size},
+                          {"stored", stored},
+                          {"scan_action", std::string(scan::to_string(scanning->action_for(file->repo)))},
+                          {"status", verdict ? scan_header_value(*verdict) : "unscanned"},
+                          {"scan", verdict ? scan::to_json(*verdict) : nlohmann::json()}};
+    return json_reply(result);
+  });
+  answer.headers.emplace_back("Cache-Control", "no-store");
+  co_return answer;
+}
+
 // A backup takes as long as copying the index: the blocking pool makes it while the client waits.
 Task<Answer> answer_backup(Exchange& x) {
   if (!x.server.deps.backup) co_return hub::error_reply(404, "no such route");
@@ -226,6 +278,7 @@ Task<Answer> handle(Exchange& x, const AdminRoute& route) {
   if (route.action == "prefetch" || route.action.starts_with("prefetch/")) {
     co_return co_await answer_prefetch(x, route.action);
   }
+  if (route.action.starts_with("scan/")) co_return co_await answer_scan(x, route.action);
   if (route.action == "cluster") {
     if (req.method() != bhttp::verb::get && req.method() != bhttp::verb::head) co_return method_not_allowed("use GET");
     if (!x.server.deps.cluster_status) co_return hub::error_reply(404, "no such route");

@@ -3,6 +3,7 @@
 #include "cache/download.hpp"
 #include "http/range.hpp"
 #include "inferllama/cluster.hpp"
+#include "inferllama/scan.hpp"
 #include "inferllama/version.hpp"
 
 namespace inferllama::http {
@@ -70,6 +71,7 @@ FilePlan write_file_head(Connection& c, const Request& req, const hub::FileAnswe
   write_connection_fields(c, head);
   head.field("X-Repo-Commit", answer.commit);
   if (!answer.stale.empty()) head.field(hub::kStaleHeader, answer.stale);
+  if (!answer.scan.empty()) head.field(kScanHeader, answer.scan);
   // How much of a file on its way the node holds, over all its connections (`inferllama pull` shows it).
   if (answer.download && !answer.download->verified()) head.field(kFetchedHeader, answer.download->fetched());
   head.field("ETag", quoted_etag);

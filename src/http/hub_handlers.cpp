@@ -6,6 +6,7 @@
 #include "http/connection.hpp"
 #include "http/handlers.hpp"
 #include "http/piece_dispatch.hpp"
+#include "http/scan_gate.hpp"
 #include "http/server_context.hpp"
 #include "inferllama/cluster.hpp"
 #include "util/offload.hpp"
@@ -38,14 +39,17 @@ Answer with_piece_for_child(Exchange& x, hub::FileAnswer answer) {
 
 Task<Answer> answer_file(Exchange& x, const ResolveRoute& route) {
   auto& hub = x.server.deps.hub;
-  // A hit of a public repo is answered without leaving the I/O thread.
-  if (auto hit = hub.resolve_fast(route.repo, route.rev, route.path))
-    co_return with_piece_for_child(x, std::move(*hit));
-  const bool want_body = x.request.method() == bhttp::verb::get;
-  auto outcome = co_await offload(x.server.deps.blocking,
-                                  [&] { return hub.resolve(route.repo, route.rev, route.path, x.caller, want_body); });
-  if (auto* reply = std::get_if<hub::Reply>(&outcome)) co_return std::move(*reply);
-  co_return with_piece_for_child(x, std::move(std::get<hub::FileAnswer>(outcome)));
+  // A hit of a public repo is answered without leaving the I/O thread (its verdict, too, once in memory).
+  std::optional<hub::FileAnswer> file = hub.resolve_fast(route.repo, route.rev, route.path);
+  if (!file) {
+    const bool want_body = x.request.method() == bhttp::verb::get;
+    auto outcome = co_await offload(
+        x.server.deps.blocking, [&] { return hub.resolve(route.repo, route.rev, route.path, x.caller, want_body); });
+    if (auto* reply = std::get_if<hub::Reply>(&outcome)) co_return std::move(*reply);
+    file = std::move(std::get<hub::FileAnswer>(outcome));
+  }
+  if (auto refused = co_await apply_scan_policy(x, route.repo, route.path, *file)) co_return std::move(*refused);
+  co_return with_piece_for_child(x, std::move(*file));
 }
 
 // BEP 47 padding between files: clients that fetch pieces over HTTP ask for these zeros too.
@@ -72,6 +76,10 @@ hub::Reply method_not_allowed(const char* allowed) {
 Task<Answer> handle(Exchange& x, const ResolveRoute& route) {
   if (hosts(x, route.repo)) {
     auto answer = co_await hosted(x, route);
+    if (auto* body = answer ? std::get_if<FileBody>(&*answer) : nullptr) {
+      if (auto refused = co_await apply_scan_policy(x, route.repo, route.path, body->file))
+        co_return std::move(*refused);
+    }
     if (answer) co_return std::move(*answer);
   }
   if (!is_read(x.request)) co_return method_not_allowed("use GET or HEAD");

@@ -26,6 +26,9 @@ struct AccountData;
 namespace inferllama::hosting {
 class Hosting;
 }
+namespace inferllama::scan {
+class ScanService;
+}
 namespace inferllama::torrent {
 class SnapshotTorrents;
 class Mirror;
@@ -84,6 +87,8 @@ struct ServerDeps {
   // their reads. With the index, a Hub namespace the node has cached repos of is taken only with "force".
   hosting::Hosting* hosting = nullptr;
   Index* index = nullptr;
+  // The scan policy of model files: the X-InferLlama-Scan header, 403 under deny, GET /api/inferllama/scan/....
+  scan::ScanService* scanning = nullptr;
   // GET /api/inferllama/cluster: the node's upstreams, swarms and bytes by source, as JSON.
   std::function<std::string()> cluster_status;
   // POST /api/inferllama/backup: makes a backup as the JSON body asks (it blocks: called on the blocking

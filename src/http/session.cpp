@@ -14,6 +14,7 @@
 #include "http/credentials.hpp"
 #include "http/file_response.hpp"
 #include "http/handlers.hpp"
+#include "http/progress_timer.hpp"
 #include "http/server_context.hpp"
 #include "inferllama/cluster.hpp"
 #include "inferllama/version.hpp"
@@ -68,26 +69,6 @@ void set_cork(tcp::socket& socket, bool on) {
   int value = on ? 1 : 0;
   ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_CORK, &value, sizeof value);
 }
-
-// Wakes a reader coroutine when the download it follows moves; the timer lives on the reader's executor.
-class ProgressTimer : public cache::ProgressListener, public std::enable_shared_from_this<ProgressTimer> {
- public:
-  explicit ProgressTimer(const asio::any_io_executor& executor) : timer_(executor) {}
-  void on_progress() override {
-    if (signaled_.exchange(true)) return;
-    asio::post(timer_.get_executor(), [self = shared_from_this()] { self->timer_.cancel(); });
-  }
-  void arm() { signaled_ = false; }
-  Task<void> wait() {
-    timer_.expires_after(std::chrono::seconds(5));
-    boost::system::error_code ec;
-    co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  }
-
- private:
-  asio::steady_timer timer_;
-  std::atomic<bool> signaled_{false};
-};
 
 // Writes answers on one connection's stream. Every response head passes the one sanitiser
 // (clean_fields for messages, HeadWriter for file and tracker heads).

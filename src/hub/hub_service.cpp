@@ -13,6 +13,7 @@
 #include "hub/metadata_query.hpp"
 #include "inferllama/metrics.hpp"
 #include "policy/repo_rules.hpp"
+#include "util/rendezvous.hpp"
 #include "util/url.hpp"
 
 namespace inferllama::hub {
@@ -38,19 +39,40 @@ bool is_hex(std::string_view s, std::size_t length) {
          std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
-// The Hub could not answer: no connection, a timeout, or a server error. Its refusals (4xx) are answers,
-// and so is an answer too large to read: that one is relayed as a 502, never answered from the store.
-// A loop of upstreams (508, from the node that saw its own name in Via) is an answer too: it is relayed.
+// The Hub throttles the credential the request went with: it answered 429 or 503, or the node held the
+// request back (see upstream/throttle.hpp).
+bool throttled(const UpstreamResponse& r) {
+  return r.retry_after.count() > 0;
+}
+
+// The Hub could not answer: no connection, a timeout, or a server error; or it throttles the node. Its
+// refusals (4xx) are answers, and so is an answer too large to read: that one is relayed as a 502, never
+// answered from the store. A loop of upstreams (508, from the node that saw its own name in Via) is an
+// answer too: it is relayed.
 bool unreachable(const UpstreamResponse& r) {
-  return !r.too_large && r.status != kLoopDetected && (!r.error.empty() || r.status >= 500 || r.status == 0);
+  return !r.too_large && r.status != kLoopDetected &&
+         (!r.error.empty() || r.status >= 500 || r.status == 0 || throttled(r));
 }
 
 std::string describe_failure(const UpstreamResponse& r) {
   return r.error.empty() ? "HTTP " + std::to_string(r.status) : r.error;
 }
 
-Reply outage_reply(const std::string& what, const std::string& why) {
-  return error_reply(504, "the upstream Hub is unreachable (" + why + ") and " + what + " is not cached");
+// The Hub throttles the node: 503, and when it may ask again (until then the node holds such requests
+// back). `what` ends the message's first part.
+Reply throttled_reply(const UpstreamResponse& r, const std::string& what) {
+  const std::string wait = std::to_string(r.retry_after.count());
+  Reply reply = error_reply(503, "the upstream Hub is throttling this node's requests" +
+                                     (r.held_back ? std::string() : " (" + describe_failure(r) + ")") + what +
+                                     "; retry in " + wait + " s");
+  reply.headers.emplace_back("Retry-After", wait);
+  return reply;
+}
+
+Reply outage_reply(const std::string& what, const UpstreamResponse& failure) {
+  if (throttled(failure)) return throttled_reply(failure, " and " + what + " is not cached");
+  return error_reply(
+      504, "the upstream Hub is unreachable (" + describe_failure(failure) + ") and " + what + " is not cached");
 }
 
 // An upstream that names bytes by a hash the node holds, with another size, lies about one or the other.
@@ -60,9 +82,10 @@ Reply size_mismatch_reply(const FileEntry& claimed) {
                               ", which is not the size of the bytes with that hash");
 }
 
-Reply restricted_outage_reply(const std::string& why) {
-  return error_reply(503, "the upstream Hub is unreachable (" + why +
-                              "); gated and private repositories are not served without its confirmation");
+Reply restricted_outage_reply(const UpstreamResponse& failure) {
+  static const std::string kWhy = "; gated and private repositories are not served without its confirmation";
+  if (throttled(failure)) return throttled_reply(failure, kWhy);
+  return error_reply(503, "the upstream Hub is unreachable (" + describe_failure(failure) + ")" + kWhy);
 }
 
 std::string credential_key(const std::string& authorization) {
@@ -122,7 +145,9 @@ HubService::HubService(const Config& config, Index& index, Upstream& upstream, c
       evictor_(evictor),
       passes_(upstream, config.upstream_retries),
       own_metadata_(std::make_unique<MetadataStore>(index, config.metadata_budget)),
-      metadata_(*own_metadata_) {}
+      metadata_(*own_metadata_) {
+  adopt_node_tokens();
+}
 
 HubService::HubService(const Config& config, Index& index, Upstream& upstream, cache::Downloads& downloads,
                        cache::Evictor& evictor, MetadataStore& shared_metadata, const Clock& clock)
@@ -133,7 +158,16 @@ HubService::HubService(const Config& config, Index& index, Upstream& upstream, c
       downloads_(downloads),
       evictor_(evictor),
       passes_(upstream, config.upstream_retries),
-      metadata_(shared_metadata) {}
+      metadata_(shared_metadata) {
+  adopt_node_tokens();
+}
+
+void HubService::adopt_node_tokens() {
+  for (const std::string& token : config_.upstream_tokens) {
+    node_authorizations_.push_back("Bearer " + token);
+    node_token_names_.push_back(cache::sha256(token).hex());
+  }
+}
 
 RepoDecision HubService::decide(const RepoId& repo) const {
   if (!policy_ || hosts(repo)) return RepoDecision{};
@@ -169,7 +203,8 @@ std::variant<HubService::PinOutcome, Reply> HubService::pin(const RepoId& repo, 
   // Unpinning lets go of what a rule no longer lets the node keep; pinning keeps it.
   if (auto refusal = refused(repo, pinned)) return std::move(*refusal);
   std::string stale;
-  auto resolved = resolve_commit(repo, rev, Caller{}, credentials_for(Caller{}, true), stale);
+  Credentials credentials = credentials_for(Caller{}, repo, true);
+  auto resolved = resolve_commit(repo, rev, Caller{}, credentials, stale);
   if (auto* reply = std::get_if<Reply>(&resolved)) return std::move(*reply);
   PinOutcome outcome{std::get<std::string>(resolved)};
   std::set<std::string> cached;
@@ -195,7 +230,8 @@ std::variant<std::string, Reply> HubService::commit_of(const RepoId& repo, const
                                                        RefLookup lookup) {
   if (auto refusal = refused(repo)) return std::move(*refusal);
   std::string why;
-  auto commit = resolve_commit(repo, rev, Caller{}, credentials_for(Caller{}, is_public(repo)), why, lookup);
+  Credentials credentials = credentials_for(Caller{}, repo, is_public(repo));
+  auto commit = resolve_commit(repo, rev, Caller{}, credentials, why, lookup);
   if (stale) *stale = why;
   return commit;
 }
@@ -296,12 +332,30 @@ std::string HubService::resolve_url(const RepoId& repo, const std::string& rev, 
 }
 
 UpstreamResponse HubService::call(const std::string& method, const std::string& url, const Caller& caller,
-                                  const std::string& authorization, const HeaderList& extra, const std::string& body) {
+                                  Credentials& credentials, const HeaderList& extra, const std::string& body) {
+  for (std::size_t tried = 1;; ++tried) {
+    auto response = call_once(method, url, caller, credentials.authorization, extra, body);
+    // One of the node's tokens that the upstream throttles is passed over for another that is free, each
+    // tried once at most; when none is free, the caller hears when the first one will be.
+    if (!throttled(response) || credentials.node_token_for.empty() || tried >= node_authorizations_.size()) {
+      return response;
+    }
+    std::string other = node_authorization(credentials.node_token_for);
+    if (other == credentials.authorization || (throttle_ && throttle_->held_for(other).count() > 0)) return response;
+    credentials.authorization = std::move(other);
+  }
+}
+
+UpstreamResponse HubService::call_once(const std::string& method, const std::string& url, const Caller& caller,
+                                       const std::string& authorization, const HeaderList& extra,
+                                       const std::string& body) {
   UpstreamRequest request{method, url, extra, body};
   if (!authorization.empty()) request.headers.emplace_back("Authorization", authorization);
   request.headers.emplace_back("Via", via_for_upstream(caller));
-  ++counters_.upstream_requests;
   auto response = upstream_.fetch(request);
+  // Held back while the upstream throttles this credential: never sent, and logged once per episode.
+  if (response.held_back) return response;
+  ++counters_.upstream_requests;
   if (!response.error.empty()) {
     ++counters_.upstream_transport_errors;
     spdlog::warn("upstream {} {}: {}", method, url::redact(url), response.error);
@@ -321,9 +375,33 @@ UpstreamResponse HubService::call(const std::string& method, const std::string& 
   return response;
 }
 
-std::string HubService::credentials_for(const Caller& caller, bool is_public) const {
-  if (!caller.authorization.empty() || !is_public || config_.upstream_token.empty()) return caller.authorization;
-  return "Bearer " + config_.upstream_token;
+HubService::Credentials HubService::credentials_for(const Caller& caller, const RepoId& repo, bool is_public) const {
+  if (!caller.authorization.empty() || !is_public) return Credentials{caller.authorization, ""};
+  return node_credentials(repo);
+}
+
+HubService::Credentials HubService::node_credentials(const RepoId& repo) const {
+  if (node_authorizations_.empty()) return Credentials{};
+  return Credentials{node_authorization(repo.key()), repo.key()};
+}
+
+std::string HubService::node_authorization(const std::string& repo_key) const {
+  std::vector<std::pair<std::uint64_t, std::size_t>> ranked;
+  for (std::size_t i = 0; i < node_token_names_.size(); ++i) {
+    ranked.emplace_back(rendezvous_weight(node_token_names_[i], repo_key), i);
+  }
+  std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::size_t soonest = ranked.front().second;
+  auto soonest_free = std::chrono::seconds::max();
+  for (const auto& [weight, i] : ranked) {
+    const auto held = throttle_ ? throttle_->held_for(node_authorizations_[i]) : std::chrono::seconds(0);
+    if (held.count() == 0) return node_authorizations_[i];
+    if (held < soonest_free) {
+      soonest = i;
+      soonest_free = held;
+    }
+  }
+  return node_authorizations_[soonest];
 }
 
 bool HubService::is_public(const RepoId& repo, const Caller& caller) {
@@ -354,7 +432,7 @@ HubService::Visibility HubService::visibility(const RepoId& repo, const Caller& 
   }
   // The repo's own info says whether it is private or gated; anyone may read it for public and gated
   // repos. Asked with the node's token so that it counts against the node's quota, not the client's.
-  std::string token = config_.upstream_token.empty() ? "" : "Bearer " + config_.upstream_token;
+  Credentials token = node_credentials(repo);
   // The caller's Via chain goes along (not its credentials): a loop of nodes shows here first.
   auto response = call("GET", api_url(repo) + "?expand=private&expand=gated", Caller{"", caller.via}, token);
   if (unreachable(response) || response.status == kLoopDetected) {
@@ -409,10 +487,11 @@ std::optional<std::string> HubService::last_known_commit(const RepoId& repo, con
   return std::nullopt;
 }
 
-std::string HubService::stale_note(const std::string& rev, const std::string& commit) const {
+std::string HubService::stale_note(const std::string& rev, const std::string& commit,
+                                   const UpstreamResponse& failure) const {
   if (is_commit_sha(rev)) return "";
-  return "upstream unreachable; " + (rev.empty() ? std::string("the default branch") : rev) +
-         " answered with the last commit seen, " + commit;
+  return std::string(throttled(failure) ? "upstream throttling this node; " : "upstream unreachable; ") +
+         (rev.empty() ? std::string("the default branch") : rev) + " answered with the last commit seen, " + commit;
 }
 
 std::optional<std::string> HubService::fresh_ref(const RepoId& repo, const std::string& rev) {
@@ -448,7 +527,7 @@ void HubService::store_ref(const RepoId& repo, const std::string& rev, const std
 }
 
 std::variant<std::string, Reply> HubService::resolve_commit(const RepoId& repo, const std::string& rev,
-                                                            const Caller& caller, const std::string& credentials,
+                                                            const Caller& caller, Credentials& credentials,
                                                             std::string& stale, RefLookup lookup) {
   if (hosts(repo)) {
     if (auto commit = hosted_->commit_of(repo, rev)) return *commit;
@@ -462,8 +541,8 @@ std::variant<std::string, Reply> HubService::resolve_commit(const RepoId& repo, 
   auto response = call("GET", api_url(repo) + "/revision/" + url::encode(rev) + "?expand=sha", caller, credentials);
   if (unreachable(response)) {
     auto commit = last_known_commit(repo, rev);
-    if (!commit) return outage_reply("revision " + rev + " of " + repo.name, describe_failure(response));
-    stale = stale_note(rev, *commit);
+    if (!commit) return outage_reply("revision " + rev + " of " + repo.name, response);
+    stale = stale_note(rev, *commit, response);
     if (!stale.empty()) spdlog::warn("{}: {}", repo.key(), stale);
     return *commit;
   }
@@ -481,7 +560,8 @@ std::variant<std::string, Reply> HubService::resolve_commit(const RepoId& repo, 
 std::variant<FileAnswer, Reply> HubService::hosted_file(const RepoId& repo, const std::string& rev,
                                                         const std::string& path) {
   std::string stale;
-  auto resolved = resolve_commit(repo, rev, Caller{}, "", stale);
+  Credentials none;
+  auto resolved = resolve_commit(repo, rev, Caller{}, none, stale);
   if (auto* refused = std::get_if<Reply>(&resolved)) return std::move(*refused);
   const std::string& commit = std::get<std::string>(resolved);
   const auto file = hosted_->file(repo, commit, path);
@@ -565,7 +645,7 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
   // A pass repo's files are never taken from the store nor put in it.
   const bool pass = decision.access == RepoAccess::pass;
   const bool open = is_public(repo, caller);
-  const std::string credentials = credentials_for(caller, open);
+  Credentials credentials = credentials_for(caller, repo, open);
   // A stored file needs no upstream call when the repo is public, or the Hub recently let this caller in.
   if (!pass && (open || access_granted(repo, caller))) {
     if (auto commit = fresh_ref(repo, rev)) {
@@ -578,8 +658,8 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
   // Ask the Hub with the caller's own credentials: this is the access check and the file's metadata.
   auto head = call("HEAD", resolve_url(repo, rev, path), caller, credentials);
   if (unreachable(head)) {
-    if (pass) return outage_reply(path + " of " + repo.name + " (passed through, never kept)", describe_failure(head));
-    return stored_during_outage(repo, rev, path, caller, open, describe_failure(head));
+    if (pass) return outage_reply(path + " of " + repo.name + " (passed through, never kept)", head);
+    return stored_during_outage(repo, rev, path, caller, open, head);
   }
   if (head.status >= 300 && head.status != 302) return relay(head);
   if (head.status != 200 && head.status != 302) return relay(head);
@@ -630,15 +710,18 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
   // it uses (this one, a refreshed one, each redirect), so a CDN or any other host never sees them.
   cache::BlobSource source;
   source.url = source_url;
-  if (!credentials.empty()) {
-    source.headers.emplace_back("Authorization", credentials);
+  if (!credentials.authorization.empty()) {
+    source.headers.emplace_back("Authorization", credentials.authorization);
     source.credentials_origin = url::http_origin(config_.upstream).value_or("");
   }
   source.etag = answer.file.etag;
   source.lfs = answer.file.lfs;
   source.size = answer.file.size;
-  source.refresh_url = [this, repo, commit = answer.commit, path, caller, credentials]() -> std::optional<std::string> {
-    auto again = call("HEAD", resolve_url(repo, commit, path), caller, credentials);
+  // The credential the download's requests go with: the refresh asks with that one too.
+  source.refresh_url = [this, repo, commit = answer.commit, path, caller,
+                        authorization = credentials.authorization]() -> std::optional<std::string> {
+    Credentials same{authorization, ""};
+    auto again = call("HEAD", resolve_url(repo, commit, path), caller, same);
     auto location = again.header("location");
     if (again.status != 302 || !location) return std::nullopt;
     std::string fresh = location->starts_with("/") ? config_.upstream + std::string(*location) : std::string(*location);
@@ -674,17 +757,17 @@ std::variant<FileAnswer, Reply> HubService::resolve(const RepoId& repo, const st
 
 std::variant<FileAnswer, Reply> HubService::stored_during_outage(const RepoId& repo, const std::string& rev,
                                                                  const std::string& path, const Caller& caller,
-                                                                 bool open, const std::string& why) {
+                                                                 bool open, const UpstreamResponse& failure) {
   if (!open && !granted_within_grace(repo, caller)) {
     // A repo the node never saw has nothing cached; one it knows as gated or private is refused.
-    if (!recorded_visibility(repo)) return outage_reply(repo.name, why);
-    return restricted_outage_reply(why);
+    if (!recorded_visibility(repo)) return outage_reply(repo.name, failure);
+    return restricted_outage_reply(failure);
   }
   auto commit = last_known_commit(repo, rev);
   std::optional<FileAnswer> stored;
   if (commit) stored = stored_file(repo, *commit, path);
-  if (!stored) return outage_reply(path + " at " + rev + " of " + repo.name, why);
-  stored->stale = stale_note(rev, *commit);
+  if (!stored) return outage_reply(path + " at " + rev + " of " + repo.name, failure);
+  stored->stale = stale_note(rev, *commit, failure);
   if (!stored->stale.empty()) spdlog::warn("{}: {}", repo.key(), stored->stale);
   ++counters_.hits;
   return *stored;
@@ -693,6 +776,7 @@ std::variant<FileAnswer, Reply> HubService::stored_during_outage(const RepoId& r
 Reply HubService::relay(const UpstreamResponse& response, const std::string& public_base, Relayed what) const {
   if (response.too_large) return error_reply(502, response.error);
   if (!response.error.empty()) return error_reply(502, "the upstream Hub is unreachable: " + response.error);
+  if (throttled(response)) return throttled_reply(response, "");
   Reply r;
   r.status = static_cast<unsigned>(response.status);
   r.content_type = std::string(response.header("content-type").value_or("application/json"));
@@ -743,14 +827,14 @@ Reply HubService::forward(const std::string& method, const std::string& target, 
   } done{forwarding_};
   const bool read = method == "GET" || method == "HEAD";
   // Asking whether the repo is public costs a request: only when the node's token could go along.
-  const bool open = read && content_of && caller.authorization.empty() && !config_.upstream_token.empty() &&
+  const bool open = read && content_of && caller.authorization.empty() && !node_authorizations_.empty() &&
                     is_public(*content_of, caller);
-  const std::string credentials = credentials_for(caller, open);
+  Credentials credentials = open ? node_credentials(*content_of) : Credentials{caller.authorization, ""};
   auto response = call(read ? "GET" : method, config_.upstream + target, caller, credentials, headers, body);
   // The API's JSON loses its Xet markers; a file's bytes (/raw/) are the file's, whatever keys they hold.
   Reply reply = relay(response, public_base, target.starts_with("/api/") ? Relayed::api : Relayed::content);
   // An answer to someone's credentials is theirs: no shared cache in front of the node may keep it.
-  if (!credentials.empty() && reply.status < 300) {
+  if (!credentials.authorization.empty() && reply.status < 300) {
     std::erase_if(reply.headers, [](const auto& h) { return h.first == "cache-control"; });
     reply.headers.emplace_back("Cache-Control", "private");
   }
@@ -763,7 +847,7 @@ Reply HubService::info(const RepoId& repo, const std::optional<std::string>& rev
   const RepoDecision decision = decide(repo);
   if (decision.access == RepoAccess::deny) return denied(decision);
   const bool open = is_public(repo, caller);
-  const std::string credentials = credentials_for(caller, open);
+  Credentials credentials = credentials_for(caller, repo, open);
   const auto canonical = canonical_info_query(query);
   const std::string url =
       with_query(api_url(repo) + (rev ? "/revision/" + url::encode(*rev) : ""), canonical ? *canonical : query);
@@ -771,14 +855,14 @@ Reply HubService::info(const RepoId& repo, const std::optional<std::string>& rev
     auto response = call("GET", url, caller, credentials);
     if (!unreachable(response)) return relay(response);
     // Only a repo the node knows as gated or private is refused as one; of the rest nothing is cached.
-    if (!recorded_visibility(repo)) return outage_reply(repo.name, describe_failure(response));
-    return restricted_outage_reply(describe_failure(response));
+    if (!recorded_visibility(repo)) return outage_reply(repo.name, response);
+    return restricted_outage_reply(response);
   }
   // A pass repo's answers are relayed and not kept, as are requests of parameters real clients do not send.
   if (!canonical || decision.access == RepoAccess::pass) {
     if (!canonical) ++counters_.metadata_unstored;
     auto response = call("GET", url, caller, credentials);
-    if (unreachable(response)) return outage_reply("this revision info of " + repo.name, describe_failure(response));
+    if (unreachable(response)) return outage_reply("this revision info of " + repo.name, response);
     return relay(response);
   }
   // The default branch has no name in the URL; remember it under the empty name.
@@ -796,10 +880,10 @@ Reply HubService::info(const RepoId& repo, const std::optional<std::string>& rev
     auto commit = last_known_commit(repo, ref_name);
     std::optional<std::string> body;
     if (commit) body = metadata_.get(key_of(*commit));
-    if (!body) return outage_reply("the revision info of " + repo.name, describe_failure(response));
+    if (!body) return outage_reply("the revision info of " + repo.name, response);
     Reply r;
     r.body = std::move(*body);
-    if (auto note = stale_note(ref_name, *commit); !note.empty()) r.headers.emplace_back(kStaleHeader, note);
+    if (auto note = stale_note(ref_name, *commit, response); !note.empty()) r.headers.emplace_back(kStaleHeader, note);
     return r;
   }
   Reply r = relay(response);
@@ -859,7 +943,7 @@ Reply HubService::tree(const RepoId& repo, const std::string& rev, const std::st
   const RepoDecision decision = decide(repo);
   if (decision.access == RepoAccess::deny) return denied(decision);
   const bool open = is_public(repo, caller);
-  const std::string credentials = credentials_for(caller, open);
+  Credentials credentials = credentials_for(caller, repo, open);
   const std::string suffix = path.empty() ? "" : "/" + url::encode(path, true);
   const auto canonical = canonical_tree_query(query);
   if (!open) {
@@ -874,7 +958,7 @@ Reply HubService::tree(const RepoId& repo, const std::string& rev, const std::st
   if (!canonical || decision.access == RepoAccess::pass) {
     if (!canonical) ++counters_.metadata_unstored;
     auto response = call("GET", with_query(api_url(repo) + "/tree/" + sha + suffix, query), caller, credentials);
-    if (unreachable(response)) return outage_reply("this tree listing of " + repo.name, describe_failure(response));
+    if (unreachable(response)) return outage_reply("this tree listing of " + repo.name, response);
     return relay(response, public_base);
   }
   const std::string page_prefix = "tree|" + repo.key() + '@' + sha + '|' + path + '|';
@@ -885,7 +969,7 @@ Reply HubService::tree(const RepoId& repo, const std::string& rev, const std::st
   }
   auto response =
       call("GET", with_query(api_url(repo) + "/tree/" + sha + suffix, canonical->canonical), caller, credentials);
-  if (unreachable(response)) return outage_reply("this tree listing of " + repo.name, describe_failure(response));
+  if (unreachable(response)) return outage_reply("this tree listing of " + repo.name, response);
   Reply r = relay(response, public_base);
   // A page after the first is kept only when its cursor came from a page the node kept: cursors are
   // opaque, and made-up ones must not fill the store.
@@ -908,7 +992,7 @@ Reply HubService::paths_info(const RepoId& repo, const std::string& rev, const s
   const RepoDecision decision = decide(repo);
   if (decision.access == RepoAccess::deny) return denied(decision);
   const bool open = is_public(repo, caller);
-  const std::string credentials = credentials_for(caller, open);
+  Credentials credentials = credentials_for(caller, repo, open);
   HeaderList headers{{"Content-Type", content_type.empty() ? "application/x-www-form-urlencoded" : content_type}};
   if (!open) {
     return relay(call("POST", api_url(repo) + "/paths-info/" + url::encode(rev), caller, credentials, headers, body));
@@ -921,9 +1005,7 @@ Reply HubService::paths_info(const RepoId& repo, const std::string& rev, const s
   if (!canonical || decision.access == RepoAccess::pass) {
     if (!canonical) ++counters_.metadata_unstored;
     auto response = call("POST", api_url(repo) + "/paths-info/" + sha, caller, credentials, headers, body);
-    if (unreachable(response)) {
-      return outage_reply("this paths-info answer of " + repo.name, describe_failure(response));
-    }
+    if (unreachable(response)) return outage_reply("this paths-info answer of " + repo.name, response);
     return relay(response);
   }
   const std::string key = "paths|" + repo.key() + '@' + sha + '|' + canonical->body;
@@ -935,7 +1017,7 @@ Reply HubService::paths_info(const RepoId& repo, const std::string& rev, const s
   }
   const HeaderList form{{"Content-Type", "application/x-www-form-urlencoded"}};
   auto response = call("POST", api_url(repo) + "/paths-info/" + sha, caller, credentials, form, canonical->body);
-  if (unreachable(response)) return outage_reply("this paths-info answer of " + repo.name, describe_failure(response));
+  if (unreachable(response)) return outage_reply("this paths-info answer of " + repo.name, response);
   Reply r = relay(response);
   if (response.status == 200 && describes_every_path(r.body, canonical->paths)) metadata_.put(key, r.body);
   return r;
@@ -943,8 +1025,8 @@ Reply HubService::paths_info(const RepoId& repo, const std::string& rev, const s
 
 Reply HubService::refs(const RepoId& repo, std::string_view query, const Caller& caller) {
   if (auto refusal = refused(repo)) return std::move(*refusal);
-  const bool open = is_public(repo, caller);
-  return relay(call("GET", with_query(api_url(repo) + "/refs", query), caller, credentials_for(caller, open)));
+  Credentials credentials = credentials_for(caller, repo, is_public(repo, caller));
+  return relay(call("GET", with_query(api_url(repo) + "/refs", query), caller, credentials));
 }
 
 namespace {

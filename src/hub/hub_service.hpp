@@ -62,6 +62,9 @@ struct FileAnswer {
   bool started_download = false;  // `download` was started for this answer (else it was already running)
   // The repo's rule is `pass`: the bytes are streamed from here to the client (PassThroughs) and kept nowhere.
   std::shared_ptr<const cache::BlobSource> pass;
+  // The X-InferLlama-Scan value the scan policy gave this answer (src/http/scan_gate.*); "" when scanning is off
+  // for the repo.
+  std::string scan;
 };
 
 struct HubCounters {
@@ -113,6 +116,9 @@ class HubService {
 
   // The node's own repos: answered from `hosted`, never asked upstream. Set once at start-up.
   void set_hosted(HostedRepos* hosted) { hosted_ = hosted; }
+  // What the upstream throttles: the node's tokens it throttles are passed over while another is free. Set
+  // once at start-up; without it every token is taken as free.
+  void set_throttle(const UpstreamThrottle* throttle) { throttle_ = throttle; }
   bool hosts(const RepoId& repo) const { return hosted_ && hosted_->owns(repo); }
 
   // The operator's repo rules, asked on every route that names a Hub repo before anything is asked upstream
@@ -197,31 +203,48 @@ class HubService {
     SystemTime expires;
   };
 
+  // The Authorization an upstream call goes with: the caller's own, or one of the node's tokens picked for
+  // a public repo (`node_token_for` its key), which call() trades for another of them when the upstream
+  // throttles it.
+  struct Credentials {
+    std::string authorization;
+    std::string node_token_for;
+  };
+
   std::string api_url(const RepoId& repo) const;
   std::string resolve_url(const RepoId& repo, const std::string& rev, const std::string& path) const;
   std::variant<std::vector<SnapshotEntry>, Reply> stored_siblings(const RepoId& repo, const std::string& commit);
   // A tree page of a public commit as the node keeps it; nullopt when it keeps none for `query`.
   std::optional<Reply> stored_tree_page(const RepoId& repo, const std::string& sha, const std::string& path,
                                         std::string_view query, const std::string& public_base);
-  // One upstream request on behalf of `caller`, whose Via chain it extends.
+  // One upstream request on behalf of `caller`, whose Via chain it extends. With one of the node's tokens that
+  // the upstream throttles, it goes again with another that is free, which `credentials` then names.
   UpstreamResponse call(const std::string& method, const std::string& url, const Caller& caller,
-                        const std::string& authorization, const HeaderList& extra = {}, const std::string& body = {});
+                        Credentials& credentials, const HeaderList& extra = {}, const std::string& body = {});
+  UpstreamResponse call_once(const std::string& method, const std::string& url, const Caller& caller,
+                             const std::string& authorization, const HeaderList& extra, const std::string& body);
   // Credentials for an upstream call: the caller's; the node's token only for public repos.
-  std::string credentials_for(const Caller& caller, bool is_public) const;
+  Credentials credentials_for(const Caller& caller, const RepoId& repo, bool is_public) const;
+  // One of the node's tokens for requests about `repo`: by rendezvous hashing the same one while it is free,
+  // else the next free one by rank, else the one free soonest; none when the node has no token.
+  Credentials node_credentials(const RepoId& repo) const;
+  std::string node_authorization(const std::string& repo_key) const;
+  void adopt_node_tokens();
   bool access_granted(const RepoId& repo, const Caller& caller);
   // While the Hub cannot be asked: did it let this caller in within `offline_grace`?
   bool granted_within_grace(const RepoId& repo, const Caller& caller);
   // The commit a revision names, from what the node saw last, however old; nullopt if never seen.
   std::optional<std::string> last_known_commit(const RepoId& repo, const std::string& rev);
-  std::string stale_note(const std::string& rev, const std::string& commit) const;
+  // Why `rev` is answered with `commit`, the last commit seen, when `failure` left the node to do so.
+  std::string stale_note(const std::string& rev, const std::string& commit, const UpstreamResponse& failure) const;
   std::variant<FileAnswer, Reply> stored_during_outage(const RepoId& repo, const std::string& rev,
                                                        const std::string& path, const Caller& caller, bool open,
-                                                       const std::string& why);
+                                                       const UpstreamResponse& failure);
   void remember_access(const RepoId& repo, const Caller& caller);
   void record_visibility(const RepoId& repo, RepoVisibility visibility);
   // The commit of `rev`; when the Hub cannot be asked, the last one seen, with `stale` saying so.
   std::variant<std::string, Reply> resolve_commit(const RepoId& repo, const std::string& rev, const Caller& caller,
-                                                  const std::string& credentials, std::string& stale,
+                                                  Credentials& credentials, std::string& stale,
                                                   RefLookup lookup = RefLookup::remembered);
   std::optional<std::string> fresh_ref(const RepoId& repo, const std::string& rev);
   void store_ref(const RepoId& repo, const std::string& rev, const std::string& commit);
@@ -250,6 +273,11 @@ class HubService {
   // Requests refused by each rule, labelled by the rule's text: the rules are the operator's, so are the labels.
   metrics::Family<metrics::Counter> refusals_;
   PassThroughs passes_;
+  const UpstreamThrottle* throttle_ = nullptr;
+  // The node's tokens (config.upstream_tokens) as "Bearer TOKEN", and the names rendezvous hashing ranks
+  // them by (their SHA-256: a repo keeps its token when the list is reordered).
+  std::vector<std::string> node_authorizations_;
+  std::vector<std::string> node_token_names_;
   std::unique_ptr<MetadataStore> own_metadata_;  // unless shared
   MetadataStore& metadata_;
 

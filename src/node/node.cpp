@@ -10,7 +10,9 @@
 #include <unordered_map>
 
 #include "console/account_deletion.hpp"
+#include "console/account_rename.hpp"
 #include "console/console_api.hpp"
+#include "hosting/org_admin.hpp"
 #include "inferllama/network.hpp"
 #include "node/build_info.hpp"
 #include "node/start_checks.hpp"
@@ -75,20 +77,22 @@ Node::Node(const Config& config)
       backups_(config_, *index_, usage::secret_key_path(config_)),
       upstream_(make_upstream(config_)),
       parents_(upstream::make_parent_set(*upstream_, config_)),
+      throttled_(upstream::make_throttled_upstream(*parents_, config_)),
       secret_box_(usage::SecretBox::from_file(usage::secret_key_path(config_))),
       identities_(index_->records(), clock_, secret_box_),
       usage_log_(index_->records(), clock_),
-      sessions_(index_->records(), clock_, secret_box_),
+      sessions_(console::make_session_store(config_, index_->records()), clock_, secret_box_),
       audit_log_(index_->records(), clock_),
       mail_tokens_(index_->records(), clock_),
       mailer_({config_.smtp_url, config_.smtp_from, config_.smtp_credentials_file}),
       local_limits_(limiter_clock_),
       io_threads_(io_, or_cores(config_.io_threads) - 1),
       workers_(or_cores(config_.worker_threads)),
-      file_upstream_(torrent::make_swarm_preferring_upstream(*parents_, config_)),
+      file_upstream_(torrent::make_swarm_preferring_upstream(*throttled_, config_)),
+      scanning_(*index_, config_.scan_policy, &repo_rules_),
       downloads_(store_, *index_, *file_upstream_, workers_, cache::DownloadSettings::from(config_)),
       evictor_(store_, *index_, config.max_disk),
-      hub_(config_, *index_, *parents_, downloads_, evictor_),
+      hub_(config_, *index_, *throttled_, downloads_, evictor_),
       shared_limits_(make_shared_limits(config_, io_, local_limits_)),
       tracker_(tracker::Settings::from(config_)),
       seeder_(make_seeder()),
@@ -96,7 +100,8 @@ Node::Node(const Config& config)
                 {[this](const torrent::SnapshotTorrent& t) { add_torrent(t); },
                  [this](const torrent::SnapshotTorrent& t) { remove_torrent(t); }}),
       hosting_({index_->records(), *index_, store_, clock_,
-                [this](std::string_view name) { return identities_.has_user(std::string(name)); },
+                // A renamed user's former name stays the node's: its repos' old names answer 404, never upstream.
+                [this](std::string_view name) { return identities_.name_taken(std::string(name)); },
                 [this](std::string_view name) {
                   auto user = identities_.user(std::string(name));
                   return user ? user->email : std::string();
@@ -126,6 +131,13 @@ Node::Node(const Config& config)
                     [this] { torrents_.recheck_visibility(); }} {
   hub_.set_hosted(&hosting_);
   hub_.set_policy(&repo_rules_);
+  hub_.set_throttle(throttled_.get());
+  account_data_.name_refusal = [this](std::string_view name) {
+    return hosting::user_namespace_refusal(
+        hosting_.namespaces(), [this](std::string_view ns) { return hosting::namespace_cached(*index_, ns); }, name,
+        /*force=*/false);
+  };
+  downloads_.set_scanning(&scanning_);
   evictor_.set_keep([this](std::unordered_set<std::string>& kept) { return hosting_.keep(kept); });
   downloads_.set_hooks(
       [this](const std::string& etag) {
@@ -172,7 +184,7 @@ std::unique_ptr<torrent::Seeder> Node::make_seeder() {
 void Node::add_torrent(const torrent::SnapshotTorrent& t) {
   const auto swarm = t.torrent->swarm_hash();
   std::lock_guard lock(swarms_mutex_);
-  if (!swarm_snapshots_.add(swarm)) return;  // seeded and tracked for another snapshot already
+  if (!swarm_snapshots_.add(swarm, t.repo.key() + "@" + t.commit)) return;  // seeded for another snapshot already
   if (seeder_) {
     if (auto refused = seeder_->add(*t.torrent); !refused.empty()) {
       spdlog::error("cannot seed {}: {}", swarm.hex(), refused);
@@ -196,11 +208,13 @@ void Node::register_metrics() {
   metrics_.add([](std::string& out) { render_build_info(out); });
   metrics_.add([this](std::string& out) { hub_.render_metrics(out); });
   metrics_.add([this](std::string& out) { downloads_.render_metrics(out); });
+  metrics_.add([this](std::string& out) { scanning_.render_metrics(out); });
   metrics_.add([this](std::string& out) { evictor_.render_metrics(out); });
   metrics_.add([this](std::string& out) { tracker_.render_metrics(out); });
   metrics_.add([this](std::string& out) { limiter().render_metrics(out); });
   metrics_.add([this](std::string& out) { sign_in_guard_.render_metrics(out); });
   metrics_.add([this](std::string& out) { parents_->render_metrics(out); });
+  metrics_.add([this](std::string& out) { throttled_->render_metrics(out); });
   metrics_.add([this](std::string& out) { file_upstream_->render_metrics(out); });
   if (seeder_) metrics_.add([this](std::string& out) { seeder_->render_metrics(out); });
   metrics_.add([this](std::string& out) { backups_.render_metrics(out); });
@@ -296,6 +310,7 @@ std::unique_ptr<http::Server> Node::make_server() {
   deps.hosting = &hosting_;
   deps.account_data = &account_data_;
   deps.index = index_.get();
+  deps.scanning = &scanning_;
   deps.cluster_status = [this] { return cluster_status(); };
   deps.backup = [this](const std::string& body) { return backups_.answer(body); };
   deps.prefetch = [this](const std::string& method, const std::string& action, const std::string& body) {
@@ -340,7 +355,8 @@ std::string Node::operator_overview() {
   bool upstream_healthy = false;
   for (const auto& u : cluster["upstreams"]) upstream_healthy = upstream_healthy || u.value("healthy", false);
   return json{{"cache", {{"bytes_stored", store_.bytes_stored()}, {"max_disk", config_.max_disk}, {"repos", cached}}},
-              {"tracker", {{"swarms", tracker_.swarm_count()}, {"peers", tracker_.peer_count()}}},
+              {"tracker",
+               {{"swarms", tracker_.swarm_count()}, {"peers", tracker_.peer_count()}, {"busiest", busiest_swarms()}}},
               {"mirrors", mirrors},
               {"health",
                {{"upstream", config_.offline    ? "offline"
@@ -348,9 +364,37 @@ std::string Node::operator_overview() {
                                                 : "failing"},
                 {"redis", !shared_limits_               ? "not used"
                           : shared_limits_->connected() ? "connected"
-                                                        : "unreachable"}}},
+                                                        : "unreachable"},
+                {"sessions", sessions_.health()}}},
               {"cluster", cluster}}
       .dump();
+}
+
+nlohmann::json Node::busiest_swarms() {
+  using nlohmann::json;
+  // Bounded, for one page: the largest swarms, with some of their peers.
+  constexpr std::size_t kShownSwarms = 20;
+  constexpr std::size_t kShownPeers = 50;
+  json swarms = json::array();
+  for (const auto& swarm : tracker_.busiest_swarms(kShownSwarms, kShownPeers)) {
+    json peers = json::array();
+    for (const auto& p : swarm.peers) {
+      peers.push_back({{"address", p.peer.ip_text()}, {"port", p.peer.port}, {"seeder", p.seeder}});
+    }
+    std::string name;
+    if (swarm.own) {
+      std::lock_guard lock(swarms_mutex_);
+      name = swarm_snapshots_.name(swarm.hash);
+    }
+    swarms.push_back({{"info_hash", swarm.hash.hex()},
+                      {"snapshot", name},
+                      {"own", swarm.own},
+                      {"seeders", swarm.counts.seeders},
+                      {"leechers", swarm.counts.leechers},
+                      {"downloaded", swarm.counts.downloaded},
+                      {"peers", std::move(peers)}});
+  }
+  return swarms;
 }
 
 std::string Node::cluster_status() const {
@@ -518,10 +562,12 @@ void Node::start_periodic_work() {
         "backup", config_.backup_interval, [this] { backups_.make_scheduled(); },
         backups_.due() ? PeriodicTask::First::now : PeriodicTask::First::after_interval);
   }
-  // Accounts deleted 30 days ago are purged; audit events past their 90 days go.
+  // What renames left under former names moves; accounts deleted 30 days ago are purged; audit events past their
+  // 90 days go.
   account_retention_.start(
       "account retention", std::chrono::hours(1),
       [this] {
+        console::finish_renames(account_data_);
         console::purge_deleted_accounts(account_data_);
         audit_log_.expire();
       },

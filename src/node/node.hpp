@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 
 #include "backup/backups.hpp"
@@ -26,12 +27,14 @@
 #include "node/data_dir_lock.hpp"
 #include "policy/repo_rules.hpp"
 #include "prefetch/prefetcher.hpp"
+#include "scan/scan_service.hpp"
 #include "torrent/mirror.hpp"
 #include "torrent/seeder.hpp"
 #include "torrent/snapshot_torrents.hpp"
 #include "torrent/swarm_snapshots.hpp"
 #include "torrent/swarm_upstream.hpp"
 #include "upstream/parent_set.hpp"
+#include "upstream/throttle.hpp"
 #include "usage/audit_log.hpp"
 #include "usage/identities.hpp"
 #include "usage/local_limiter.hpp"
@@ -112,6 +115,8 @@ class Node {
   std::string cluster_status() const;
   // The console's operator pages: disk and what eviction takes next, tracker, mirrors, health, cluster.
   std::string operator_overview();
+  // The tracker's largest swarms with some of their peers' addresses: the operator's page only.
+  nlohmann::json busiest_swarms();
   void flush_usage();
   void expire_usage();
   void shutdown();
@@ -127,6 +132,8 @@ class Node {
   std::unique_ptr<Upstream> upstream_;  // HTTP (or none: offline)
   // Every upstream call goes to the parent that rendezvous hashing picks for its file (or the fallback).
   std::unique_ptr<upstream::ParentSet> parents_;
+  // Every request to the upstream waits, unsent, while the upstream throttles its credential.
+  std::unique_ptr<upstream::ThrottledUpstream> throttled_;
   SystemClock clock_;
   MonotonicClock limiter_clock_;
   usage::SecretBox secret_box_;  // seals users' Hub tokens and the session signing keys
@@ -145,6 +152,9 @@ class Node {
   ElasticThreads blocking_{kMaxBlockingThreads};
   // File bytes may come from a parent node's swarm.
   std::unique_ptr<torrent::SwarmPreferringUpstream> file_upstream_;
+  // Model files scanned as they are stored: scan_policy, overridden by a repo rule's scan action (no rules
+  // module yet: nullptr), the verdicts and their counters.
+  scan::ScanService scanning_;
   cache::Downloads downloads_;
   cache::Evictor evictor_;
   hub::HubService hub_;

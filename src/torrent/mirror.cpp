@@ -117,7 +117,7 @@ hub::HubService& Mirror::source_hub(const std::string& from) {
     // writing the trees it lists into this node's index under the same keys.
     config = std::make_unique<Config>(parts_.config);
     config->upstream = from;
-    config->upstream_token.clear();
+    config->upstream_tokens.clear();  // the node's Hub tokens never go to another node
     hub = std::make_unique<hub::HubService>(*config, parts_.index, network_, parts_.downloads, parts_.evictor,
                                             parts_.hub.metadata());
   }

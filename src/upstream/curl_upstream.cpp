@@ -258,6 +258,7 @@ class CurlUpstream final : public Upstream {
     }
     curl_easy_setopt(c, CURLOPT_RANGE, nullptr);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, nullptr);
+    result.headers = std::move(headers_seen);  // a throttling answer says in them how long to wait
     return result;
   }
 

@@ -1,7 +1,5 @@
 #include "upstream/parent_set.hpp"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <atomic>
 #include <mutex>
@@ -10,6 +8,7 @@
 
 #include "inferllama/cluster.hpp"
 #include "inferllama/metrics.hpp"
+#include "util/rendezvous.hpp"
 #include "util/url.hpp"
 
 namespace inferllama::upstream {
@@ -31,18 +30,6 @@ bool upstream_failed(long status, const std::string& error) {
 bool range_failed(const RangeResult& r, std::uint64_t first) {
   if (r.status == 200 && first != 0) return false;
   return upstream_failed(r.status, r.error) || (!r.error.empty() && (r.status == 200 || r.status == 206));
-}
-
-// Where `key` ranks at `url`: the first 8 bytes of SHA-256(url, key). Every node computes the same, so
-// every edge sends a file to the same parent, and losing a parent moves only the files it ranked first.
-std::uint64_t rendezvous_weight(const std::string& url, const std::string& key) {
-  const std::string input = url + '\n' + key;
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_Digest(input.data(), input.size(), digest, &length, EVP_sha256(), nullptr);
-  std::uint64_t weight = 0;
-  for (int i = 0; i < 8; ++i) weight = (weight << 8) | digest[i];
-  return weight;
 }
 
 std::string label_value(std::string_view text) {
@@ -199,7 +186,8 @@ class Parents final : public ParentSet {
       if (target->fallback) {
         fallback = target.get();
       } else {
-        // By the URL without its user info: edges with other credentials still agree on each file's parent.
+        // By the URL without its user info: edges with other credentials still agree on each file's parent,
+        // and every edge sends a file to the same parent.
         ranked.emplace_back(rendezvous_weight(target->redacted, key), target.get());
       }
     }

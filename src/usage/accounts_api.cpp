@@ -117,7 +117,7 @@ ApiAnswer add_user(const Accounts& accounts, std::string_view body) {
   }
   auto added = identities.add_user(name, given.strings["email"]);
   if (auto* user = std::get_if<User>(&added)) return json_answer(201, user_json(*user));
-  return error(identities.user(name) ? 409 : 400, std::get<std::string>(added));
+  return error(identities.name_taken(name) ? 409 : 400, std::get<std::string>(added));
 }
 
 // disable, enable, passkey, hub-token, password, admin: a change to one user, answered with the user as it now is.

@@ -19,7 +19,7 @@ constexpr std::string_view kPrefix = "audit|";
 
 constexpr std::array kEvents{AuditEvent::signed_in,          AuditEvent::sign_in_failed, AuditEvent::password_changed,
                              AuditEvent::key_created,        AuditEvent::key_revoked,    AuditEvent::exported,
-                             AuditEvent::deletion_requested, AuditEvent::restored};
+                             AuditEvent::deletion_requested, AuditEvent::restored,       AuditEvent::renamed};
 
 std::string user_prefix(const std::string& user) {
   return std::string(kPrefix) + user + '|';
@@ -74,6 +74,8 @@ std::string_view audit_event_name(AuditEvent event) {
       return "deletion_requested";
     case AuditEvent::restored:
       return "restored";
+    case AuditEvent::renamed:
+      return "renamed";
   }
   return "";
 }
@@ -131,6 +133,11 @@ std::size_t AuditLog::expire() {
   });
   if (!writes.empty()) records_.write(RecordTable::identities, writes, /*sync=*/true);
   return writes.size();
+}
+
+void AuditLog::rename(const std::string& from, const std::string& to) {
+  std::lock_guard lock(mutex_);
+  move_prefix(records_, RecordTable::identities, user_prefix(from), user_prefix(to));
 }
 
 void AuditLog::forget(const std::string& user) {

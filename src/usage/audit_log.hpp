@@ -1,5 +1,5 @@
 // Security events of each account (sign-ins and their failures, password and key changes, exports,
-// deletions and restores), for its user to see in their export and for the operator to answer "who did
+// deletions, restores and renames), for its user to see in their export and for the operator to answer "who did
 // what, when". Kept in the `identities` record table under `audit|USER|...`, in time order, 90 days at
 // most and at most `max_per_user` per user (the oldest dropped first), so a guesser hammering one account
 // cannot grow the table; only names of existing users are recorded (the callers check), so made-up names
@@ -27,6 +27,7 @@ enum class AuditEvent {
   exported,
   deletion_requested,
   restored,
+  renamed,  // detail: the name before
 };
 std::string_view audit_event_name(AuditEvent event);
 
@@ -62,6 +63,8 @@ class AuditLog {
   std::size_t expire();
   // Every event of the user (an account purged).
   void forget(const std::string& user);
+  // The events of `from` become `to`'s (an account renamed). Throws std::runtime_error when the store does.
+  void rename(const std::string& from, const std::string& to);
 
  private:
   std::int64_t now_ms() const;

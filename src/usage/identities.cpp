@@ -20,8 +20,12 @@ using nlohmann::json;
 // Record keys in the identities table.
 constexpr std::string_view kUserPrefix = "user|";
 constexpr std::string_view kKeyRecordPrefix = "key|";
+constexpr std::string_view kFormerPrefix = "former|";  // former|{old name} -> {"user": name now, "moved": bool}
 std::string user_record_key(const std::string& name) {
   return std::string(kUserPrefix) + name;
+}
+std::string former_record_key(const std::string& name) {
+  return std::string(kFormerPrefix) + name;
 }
 std::string key_record_key(const std::string& id) {
   return std::string(kKeyRecordPrefix) + id;
@@ -161,6 +165,15 @@ Identities::Identities(RecordStore& records, const Clock& clock, SecretBox box)
     key_by_hash_[stored.sha256] = stored.key.id;
     keys_[stored.key.id] = std::move(stored);
   });
+  records_.scan(RecordTable::identities, kFormerPrefix, [&](std::string_view key, std::string_view value) {
+    const auto record = json::parse(value, nullptr, false);
+    if (!record.is_object() || !record.contains("user") || !record["user"].is_string()) {
+      throw std::runtime_error("cannot read the identity record " + std::string(key));
+    }
+    formers_[std::string(key.substr(kFormerPrefix.size()))] = {record["user"].get<std::string>(),
+                                                               record.value("moved", false)};
+    return true;
+  });
 }
 
 bool Identities::is_valid_user_name(std::string_view name) {
@@ -220,6 +233,7 @@ std::variant<User, std::string> Identities::add_user(const std::string& name, co
   if (!email.empty() && !is_valid_email(email)) return "invalid email address \"" + email + "\"";
   std::lock_guard writing(write_mutex_);
   if (users_.contains(name)) return "user " + name + " exists";
+  if (formers_.contains(name)) return "the name " + name + " was another user's and stays reserved";
   User user;
   user.name = name;
   user.email = email;
@@ -253,6 +267,98 @@ std::optional<User> Identities::user(const std::string& name) const {
 bool Identities::has_user(const std::string& name) const {
   std::shared_lock lock(mutex_);
   return users_.contains(name);
+}
+
+bool Identities::name_taken(const std::string& name) const {
+  std::shared_lock lock(mutex_);
+  return users_.contains(name) || formers_.contains(name);
+}
+
+std::optional<std::string> Identities::former_owner(const std::string& name) const {
+  std::shared_lock lock(mutex_);
+  const auto it = formers_.find(name);
+  if (it == formers_.end()) return std::nullopt;
+  return it->second.user;
+}
+
+std::string Identities::former_record(const Former& former) {
+  return json{{"user", former.user}, {"moved", former.moved}}.dump();
+}
+
+std::optional<std::string> Identities::rename_user(const std::string& from, const std::string& to) {
+  if (!is_valid_user_name(to)) {
+    return "invalid user name \"" + to + "\": 1 to 64 of A-Z a-z 0-9 . _ -, starting with a letter or a digit";
+  }
+  std::lock_guard writing(write_mutex_);
+  const auto it = users_.find(from);
+  if (it == users_.end()) return "unknown user " + from;
+  if (it->second.deleted_ms) return "user " + from + " is deleted";
+  if (users_.contains(to)) return "the name " + to + " is taken";
+  // A former name is the account's own to take back, nobody else's.
+  const auto taken_back = formers_.find(to);
+  if (taken_back != formers_.end() && taken_back->second.user != from) return "the name " + to + " is taken";
+  User renamed = it->second;
+  renamed.name = to;
+  // The Hub token and the password hash go with the account.
+  std::vector<RecordStore::Write> writes{{user_record_key(to), user_record(renamed, value_or_empty(hub_tokens_, from),
+                                                                           value_or_empty(password_hashes_, from))},
+                                         {user_record_key(from), std::nullopt}};
+  std::vector<StoredKey> moved_keys;
+  for (const auto& [id, stored] : keys_) {
+    if (stored.key.user != from) continue;
+    moved_keys.push_back(stored);
+    moved_keys.back().key.user = to;
+    writes.push_back({key_record_key(id), key_record(moved_keys.back())});
+  }
+  std::unordered_map<std::string, Former> formers = formers_;
+  if (taken_back != formers_.end()) {
+    formers.erase(to);
+    writes.push_back({former_record_key(to), std::nullopt});
+  }
+  for (auto& [name, former] : formers) {
+    if (former.user != from) continue;
+    former.user = to;  // every earlier name of the account now points at its newest
+    writes.push_back({former_record_key(name), former_record(former)});
+  }
+  formers[from] = {to, false};
+  writes.push_back({former_record_key(from), former_record(formers[from])});
+  if (auto error = save(writes)) return error;
+  std::unique_lock lock(mutex_);
+  users_.erase(from);
+  users_[to] = std::move(renamed);
+  user_by_passkey_[users_[to].passkey] = to;
+  for (auto& stored : moved_keys) keys_[stored.key.id] = std::move(stored);
+  for (auto* map : {&hub_tokens_, &password_hashes_}) {
+    if (auto node = map->extract(from)) {
+      node.key() = to;
+      map->insert(std::move(node));
+    }
+  }
+  formers_ = std::move(formers);
+  return std::nullopt;
+}
+
+std::vector<std::pair<std::string, std::string>> Identities::unfinished_renames() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::shared_lock lock(mutex_);
+  for (const auto& [name, former] : formers_) {
+    if (!former.moved) out.emplace_back(name, former.user);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::optional<std::string> Identities::finish_rename(const std::string& former) {
+  std::lock_guard writing(write_mutex_);
+  const auto it = formers_.find(former);
+  if (it == formers_.end()) return "no user was named " + former;
+  if (it->second.moved) return std::nullopt;
+  Former done = it->second;
+  done.moved = true;
+  if (auto error = save({{former_record_key(former), former_record(done)}})) return error;
+  std::unique_lock lock(mutex_);
+  it->second = done;
+  return std::nullopt;
 }
 
 std::optional<std::string> Identities::disable_user(const std::string& name) {
@@ -319,8 +425,15 @@ std::optional<std::string> Identities::purge_user(const std::string& name) {
     key_ids.push_back(id);
     writes.push_back({key_record_key(id), std::nullopt});
   }
+  std::vector<std::string> former_names;
+  for (const auto& [former, account] : formers_) {
+    if (account.user != name) continue;
+    former_names.push_back(former);
+    writes.push_back({former_record_key(former), std::nullopt});
+  }
   if (auto error = save(writes)) return error;
   std::unique_lock lock(mutex_);
+  for (const auto& former : former_names) formers_.erase(former);
   for (const auto& id : key_ids) {
     key_by_hash_.erase(keys_.at(id).sha256);
     keys_.erase(id);

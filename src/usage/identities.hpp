@@ -91,8 +91,22 @@ class Identities {
   std::optional<std::string> delete_user(const std::string& name);
   // Undoes delete_user; the keys stay revoked.
   std::optional<std::string> restore_user(const std::string& name);
-  // Removes a deleted user's record and keys for good: the name is free again.
+  // Removes a deleted user's record and keys for good: the name is free again, and so are its former names.
   std::optional<std::string> purge_user(const std::string& name);
+  // Rectification of the name, in one write: the account, its keys, its passkey, Hub token and password are
+  // `to`'s from the next request on, and `from` stays reserved for the account (a former name: no user or
+  // organisation may take it, its namespace stays the node's) until the account is purged; the user may
+  // take it back. The rest of the account (sessions, usage, audit events, memberships, hosted repos) is
+  // moved by console/account_rename.hpp, which marks the rename done (finish_rename) once all of it moved.
+  // `to` must be a valid name that is no user's and no other account's former name.
+  std::optional<std::string> rename_user(const std::string& from, const std::string& to);
+  // The renames whose data has not all moved yet: (former name, the account's name now).
+  std::vector<std::pair<std::string, std::string>> unfinished_renames() const;
+  std::optional<std::string> finish_rename(const std::string& former);
+  // The account's name now, when `name` is one of its former names.
+  std::optional<std::string> former_owner(const std::string& name) const;
+  // A user's name or an account's former name: no new user or organisation may have it.
+  bool name_taken(const std::string& name) const;
   // A new passkey for the user; the old one is refused from the next announce or web seed request on
   // (torrents handed out with it must be fetched again).
   std::optional<std::string> new_passkey(const std::string& name);
@@ -130,6 +144,8 @@ class Identities {
   std::string current_record(const User& changed) const;
   std::string unused_passkey() const;  // the caller holds write_mutex_
   static std::string key_record(const StoredKey& stored);
+  struct Former;
+  static std::string former_record(const Former& former);
   // Writes (synced); the error to show when the store refused.
   std::optional<std::string> save(const std::vector<RecordStore::Write>& writes);
   std::optional<std::string> set_disabled(const std::string& name, bool disabled);
@@ -151,6 +167,11 @@ class Identities {
   std::unordered_map<std::string, std::string> user_by_passkey_;
   std::unordered_map<std::string, std::string> hub_tokens_;       // user -> plaintext token
   std::unordered_map<std::string, std::string> password_hashes_;  // user -> Argon2id string
+  struct Former {
+    std::string user;    // the account's name now
+    bool moved = false;  // its data has all moved to the account's name
+  };
+  std::unordered_map<std::string, Former> formers_;  // former name -> account
 };
 
 }  // namespace inferllama::usage

@@ -16,11 +16,9 @@
 #include <map>
 #include <random>
 #include <set>
-#include <stdexcept>
 
 #include "inferllama/metrics.hpp"
 #include "usage/local_limiter.hpp"
-#include "util/url.hpp"
 
 namespace inferllama::usage {
 namespace {
@@ -28,6 +26,7 @@ namespace {
 using namespace std::chrono_literals;
 using asio::ip::tcp;
 using SteadyTime = std::chrono::steady_clock::time_point;
+using Reply = RedisReply;
 
 // A download slot lives this long in Redis unless its node refreshes it, so the slots of a node that
 // died holding them come free on their own.
@@ -128,61 +127,6 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1]) / 1000))
 return #ARGV - 1
 )lua";
 
-// One RESP reply, or (`failed`) why none came.
-struct Reply {
-  enum class Kind { failed, error, status, integer, string, nil, array } kind = Kind::failed;
-  std::string text;  // error or status message, string value, or why the reply failed
-  long long integer = 0;
-  std::vector<Reply> elements;
-
-  static Reply failure(std::string why) { return Reply{Kind::failed, std::move(why), 0, {}}; }
-  bool is_error() const { return kind == Kind::error; }
-  bool failed() const { return kind == Kind::failed; }
-};
-
-Reply convert(const redisReply& r) {
-  Reply out;
-  switch (r.type) {
-    case REDIS_REPLY_ERROR:
-      out.kind = Reply::Kind::error;
-      out.text.assign(r.str, r.len);
-      break;
-    case REDIS_REPLY_STATUS:
-      out.kind = Reply::Kind::status;
-      out.text.assign(r.str, r.len);
-      break;
-    case REDIS_REPLY_STRING:
-      out.kind = Reply::Kind::string;
-      out.text.assign(r.str, r.len);
-      break;
-    case REDIS_REPLY_INTEGER:
-      out.kind = Reply::Kind::integer;
-      out.integer = r.integer;
-      break;
-    case REDIS_REPLY_ARRAY:
-      out.kind = Reply::Kind::array;
-      out.elements.reserve(r.elements);
-      for (std::size_t i = 0; i < r.elements; ++i) out.elements.push_back(convert(*r.element[i]));
-      break;
-    default:
-      out.kind = Reply::Kind::nil;
-  }
-  return out;
-}
-
-// A command as RESP: an array of bulk strings.
-std::string encode(const std::vector<std::string>& args) {
-  std::string out = "*" + std::to_string(args.size()) + "\r\n";
-  for (const std::string& arg : args) {
-    out += '$';
-    out += std::to_string(arg.size());
-    out += "\r\n";
-    out += arg;
-    out += "\r\n";
-  }
-  return out;
-}
-
 // The shortest decimal that reads back as exactly `value`.
 std::string exact(double value) {
   std::array<char, 32> text;
@@ -220,72 +164,7 @@ std::chrono::seconds whole_seconds_from(std::int64_t ns) {
   return std::chrono::seconds(static_cast<std::int64_t>(std::ceil(static_cast<double>(ns) / 1e9)));
 }
 
-std::invalid_argument bad_url(const std::string& why) {
-  return std::invalid_argument("Redis URL: " + why + " (expected redis://[:password@]host[:port][/db])");
-}
-
 }  // namespace
-
-RedisSettings RedisSettings::from_url(const std::string& url) {
-  constexpr std::string_view kScheme = "redis://";
-  if (url.starts_with("rediss://")) throw bad_url("TLS (rediss://) is not supported");
-  if (!url.starts_with(kScheme)) throw bad_url("it does not start with redis://");
-  std::string_view rest = std::string_view(url).substr(kScheme.size());
-  if (rest.find_first_of("?#") != std::string_view::npos)
-    throw bad_url("query strings and fragments are not supported");
-  for (char c : rest) {
-    if (static_cast<unsigned char>(c) <= ' ') throw bad_url("it contains spaces or control characters");
-  }
-
-  RedisSettings settings;
-  const std::size_t slash = rest.find('/');
-  std::string_view authority = rest.substr(0, slash);
-  if (const std::size_t at = authority.rfind('@'); at != std::string_view::npos) {
-    const std::string_view userinfo = authority.substr(0, at);
-    authority.remove_prefix(at + 1);
-    if (!userinfo.starts_with(':')) throw bad_url("user names are not supported (give the password as :password@)");
-    auto password = url::decode(userinfo.substr(1));
-    if (!password) throw bad_url("the password has a malformed %-escape");
-    settings.password = std::move(*password);
-    if (settings.password.empty()) throw bad_url("the password after ':' is empty");
-  }
-
-  std::optional<std::string_view> port_text;
-  if (authority.starts_with('[')) {
-    const std::size_t close = authority.find(']');
-    if (close == std::string_view::npos) throw bad_url("the [IPv6] host has no closing ]");
-    settings.host = std::string(authority.substr(1, close - 1));
-    const std::string_view after = authority.substr(close + 1);
-    if (!after.empty() && after.front() != ':')
-      throw bad_url("unexpected \"" + std::string(after) + "\" after the host");
-    if (!after.empty()) port_text = after.substr(1);
-  } else {
-    const std::size_t colon = authority.find(':');
-    if (colon != std::string_view::npos && authority.find(':', colon + 1) != std::string_view::npos) {
-      throw bad_url("an IPv6 host must be in brackets, as in redis://[::1]:6379");
-    }
-    settings.host = std::string(authority.substr(0, colon));
-    if (colon != std::string_view::npos) port_text = authority.substr(colon + 1);
-  }
-  if (settings.host.empty()) throw bad_url("the host is missing");
-  if (port_text) {
-    const auto port = parse_number<unsigned>(*port_text);
-    if (!port || *port == 0 || *port > 65535) {
-      throw bad_url("port \"" + std::string(*port_text) + "\" is not a number from 1 to 65535");
-    }
-    settings.port = static_cast<std::uint16_t>(*port);
-  }
-
-  if (slash != std::string_view::npos) {
-    const std::string_view db = rest.substr(slash + 1);
-    if (!db.empty()) {
-      const auto number = parse_number<unsigned>(db);
-      if (!number) throw bad_url("database \"" + std::string(db) + "\" is not a number");
-      settings.database = *number;
-    }
-  }
-  return settings;
-}
 
 struct RedisRateLimiter::Impl : std::enable_shared_from_this<Impl> {
   using Strand = asio::strand<asio::io_context::executor_type>;
@@ -341,9 +220,7 @@ struct RedisRateLimiter::Impl : std::enable_shared_from_this<Impl> {
         reconnect_timer(strand),
         refresh_timer(strand),
         random(std::random_device{}()) {
-    const bool bracket = this->settings.host.find(':') != std::string::npos;
-    endpoint =
-        (bracket ? "[" + this->settings.host + "]" : this->settings.host) + ":" + std::to_string(this->settings.port);
+    endpoint = this->settings.endpoint();
     // Slot ids of different nodes (and of this node's earlier runs) never meet.
     std::random_device entropy;
     slot_prefix = fmt::format("{:08x}{:08x}:", entropy(), entropy());
@@ -398,10 +275,11 @@ struct RedisRateLimiter::Impl : std::enable_shared_from_this<Impl> {
         if (then) then(reply);
       };
     };
-    if (!settings.password.empty()) write(conn, encode({"AUTH", settings.password}), step("AUTH"));
-    if (settings.database != 0) write(conn, encode({"SELECT", std::to_string(settings.database)}), step("SELECT"));
+    if (!settings.password.empty()) write(conn, encode_redis_command({"AUTH", settings.password}), step("AUTH"));
+    if (settings.database != 0)
+      write(conn, encode_redis_command({"SELECT", std::to_string(settings.database)}), step("SELECT"));
     auto load = [&](std::string_view body, std::string& sha, std::function<void(const Reply&)> then = {}) {
-      write(conn, encode({"SCRIPT", "LOAD", std::string(body)}),
+      write(conn, encode_redis_command({"SCRIPT", "LOAD", std::string(body)}),
             step("SCRIPT LOAD", [&sha, then = std::move(then)](const Reply& reply) {
               sha = reply.text;
               if (then) then(reply);
@@ -425,7 +303,8 @@ struct RedisRateLimiter::Impl : std::enable_shared_from_this<Impl> {
     reported_down = false;
     reported_error = false;
     // Slots released while Redis could not be told, and slots a restarted Redis may have lost.
-    for (auto& [slots_key, slot] : releases_unsent) send(encode({"ZREM", slots_key, slot}), check_reply("ZREM"));
+    for (auto& [slots_key, slot] : releases_unsent)
+      send(encode_redis_command({"ZREM", slots_key, slot}), check_reply("ZREM"));
     releases_unsent.clear();
     refresh_slots();
   }
@@ -491,10 +370,10 @@ struct RedisRateLimiter::Impl : std::enable_shared_from_this<Impl> {
     std::vector<std::string> args{"EVALSHA", sha, std::to_string(keys)};
     args.insert(args.end(), std::make_move_iterator(keys_and_args.begin()),
                 std::make_move_iterator(keys_and_args.end()));
-    std::string command = encode(args);
+    std::string command = encode_redis_command(args);
     send(command, [self = shared_from_this(), body, command, on_reply = std::move(on_reply)](Reply reply) {
       if (!reply.is_error() || !reply.text.starts_with("NOSCRIPT")) return on_reply(std::move(reply));
-      self->send(encode({"SCRIPT", "LOAD", std::string(body)}), self->check_reply("SCRIPT LOAD"));
+      self->send(encode_redis_command({"SCRIPT", "LOAD", std::string(body)}), self->check_reply("SCRIPT LOAD"));
       self->send(command, on_reply);
     });
   }
@@ -540,7 +419,7 @@ struct RedisRateLimiter::Impl : std::enable_shared_from_this<Impl> {
               return self->fail(conn, "malformed reply: " + std::string(conn->reader->errstr));
             }
             if (!parsed) break;
-            Reply reply = convert(*static_cast<redisReply*>(parsed));
+            Reply reply = Reply::from(*static_cast<redisReply*>(parsed));
             freeReplyObject(parsed);
             if (conn->waiting.empty()) return self->fail(conn, "a reply nothing asked for");
             Callback on_reply = std::move(conn->waiting.front().on_reply);
@@ -642,7 +521,7 @@ struct RedisRateLimiter::Impl : std::enable_shared_from_this<Impl> {
       if (it->second.empty()) held.erase(it);
     }
     if (current && current->ready) {
-      send(encode({"ZREM", slots_key, slot}), check_reply("ZREM"));
+      send(encode_redis_command({"ZREM", slots_key, slot}), check_reply("ZREM"));
     } else {
       releases_unsent.emplace_back(slots_key, slot);
     }

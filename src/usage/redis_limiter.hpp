@@ -5,20 +5,9 @@
 
 #include "inferllama/usage.hpp"
 #include "usage/local_limiter.hpp"
+#include "usage/redis_client.hpp"
 
 namespace inferllama::usage {
-
-struct RedisSettings {
-  std::string host = "127.0.0.1";
-  std::uint16_t port = 6379;
-  unsigned database = 0;
-  std::string password;                    // AUTH, when the URL carries one
-  std::chrono::milliseconds timeout{200};  // connect and reply; past it the decision falls back
-  bool refuse_when_down = false;           // true: refuse (503) instead of deciding locally
-  std::string key_prefix = "inferllama:rl:";
-  // redis://[:password@]host[:port][/db]; throws std::invalid_argument with a clear message.
-  static RedisSettings from_url(const std::string& url);
-};
 
 // Limit state in Redis, shared by every node pointed at it: each decision is one atomic Lua script
 // (GCRA over Redis's own clock, so the nodes' clocks need not agree), charges are scripts too, sent

@@ -195,29 +195,66 @@ std::uint64_t UsageLog::expire(std::chrono::seconds retention) {
 }
 
 // Rows are keyed day first: each kept day is one seek for the identity's rows, from the oldest day stored.
+void UsageLog::scan_rows_of(const UserId& who,
+                            const std::function<void(std::string_view key, std::string_view value)>& visit) {
+  std::optional<SystemTime> oldest;
+  records_.scan(RecordTable::usage, kRowPrefix, [&](std::string_view key, std::string_view) {
+    if (auto parts = split_key(key)) oldest = parse_day(std::get<0>(*parts));
+    return false;
+  });
+  if (!oldest) return;
+  const auto today = std::chrono::floor<std::chrono::days>(clock_.now());
+  for (auto day = std::chrono::floor<std::chrono::days>(*oldest); day <= today; day += std::chrono::days(1)) {
+    records_.scan(RecordTable::usage, std::string(kRowPrefix) + day_of(day) + '|' + who.str() + '|',
+                  [&](std::string_view key, std::string_view value) {
+                    visit(key, value);
+                    return true;
+                  });
+  }
+}
+
 std::uint64_t UsageLog::forget(const UserId& who) {
   std::lock_guard flushing(flush_mutex_);
   {
     std::lock_guard lock(mutex_);
     std::erase_if(pending_, [&](const auto& row) { return std::get<1>(row.first) == who.str(); });
   }
-  std::optional<SystemTime> oldest;
-  records_.scan(RecordTable::usage, kRowPrefix, [&](std::string_view key, std::string_view) {
-    if (auto parts = split_key(key)) oldest = parse_day(std::get<0>(*parts));
-    return false;
-  });
-  if (!oldest) return 0;
   std::vector<RecordStore::Write> doomed;
-  const auto today = std::chrono::floor<std::chrono::days>(clock_.now());
-  for (auto day = std::chrono::floor<std::chrono::days>(*oldest); day <= today; day += std::chrono::days(1)) {
-    records_.scan(RecordTable::usage, std::string(kRowPrefix) + day_of(day) + '|' + who.str() + '|',
-                  [&](std::string_view key, std::string_view) {
-                    doomed.push_back({std::string(key), std::nullopt});
-                    return true;
-                  });
-  }
+  scan_rows_of(who, [&](std::string_view key, std::string_view) {
+    doomed.push_back({std::string(key), std::nullopt});
+  });
   if (!doomed.empty()) records_.write(RecordTable::usage, doomed, /*sync=*/true);
   return doomed.size();
+}
+
+std::uint64_t UsageLog::rename(const UserId& from, const UserId& to) {
+  std::lock_guard flushing(flush_mutex_);
+  {
+    std::lock_guard lock(mutex_);
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (std::get<1>(it->first) != from.str()) {
+        ++it;
+        continue;
+      }
+      pending_[Key{std::get<0>(it->first), to.str(), std::get<2>(it->first)}] += it->second;
+      it = pending_.erase(it);
+    }
+  }
+  // Rows `to` has already (a name taken back) are added to, not replaced.
+  std::map<std::string, UsageCounts> moved;
+  std::vector<RecordStore::Write> writes;
+  scan_rows_of(from, [&](std::string_view key, std::string_view value) {
+    const auto parts = split_key(key);
+    if (!parts) return;
+    moved[row_key(std::get<0>(*parts), to.str(), std::get<2>(*parts))] += decode(key, value);
+    writes.push_back({std::string(key), std::nullopt});
+  });
+  for (auto& [key, counts] : moved) {
+    if (auto existing = records_.get(RecordTable::usage, key)) counts += decode(key, *existing);
+    writes.push_back({key, encode(counts)});
+  }
+  if (!writes.empty()) records_.write(RecordTable::usage, writes, /*sync=*/true);
+  return moved.size();
 }
 
 }  // namespace inferllama::usage

@@ -1,10 +1,12 @@
 #pragma once
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -51,9 +53,13 @@ class UsageLog {
   std::uint64_t expire(std::chrono::seconds retention);
   // Deletes every row of `who`, flushed or not (an account purged); returns the number of stored rows deleted.
   std::uint64_t forget(const UserId& who);
+  // Every row of `from`, flushed or not, becomes `to`'s (an account renamed); the number of stored rows moved.
+  std::uint64_t rename(const UserId& from, const UserId& to);
 
  private:
   using Key = std::tuple<std::string, std::string, std::string>;  // day, identity, repo
+  // Every stored row of `who`, day by day from the oldest kept.
+  void scan_rows_of(const UserId& who, const std::function<void(std::string_view key, std::string_view value)>& visit);
   RecordStore& records_;
   const Clock& clock_;
   std::mutex mutex_;  // pending_

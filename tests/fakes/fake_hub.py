@@ -9,7 +9,7 @@ absolute ``Link`` header, URL-encoded revisions and paths).
 Two HTTP origins are served:
 
 * the HUB origin  - ``/api/...``, ``/{prefix}{repo}/resolve/...`` and the
-  control API under ``/_fake/`` (stats, faults, lies, manifest, reset, push, stop);
+  control API under ``/_fake/`` (stats, faults, lies, hostile, throttle, manifest, reset, push, stop);
 * the CDN origin  - ``/blobs/<sha256>?expires=..&sig=..`` (LFS content,
   served with ``os.sendfile`` from files materialised at start-up).
 
@@ -18,6 +18,7 @@ Usage::
     fake_hub.py [--host 127.0.0.1] [--port 0] [--cdn-port 0] [--data-dir DIR]
                 [--tree-page-size 3] [--big-file-size BYTES]
                 [--cdn-rate BYTES_PER_SEC] [--url-ttl SECONDS] [--verbose]
+                [--files-from NAMESPACE/NAME=DIR ...]
 
 When both origins listen it prints exactly one line on stdout::
 
@@ -59,6 +60,13 @@ GENERATOR_VERSION = 1          # bump when BlobStore.materialise changes its out
 APPROVED_TOKEN = "hf_approved"
 UNAPPROVED_TOKEN = "hf_unapproved"
 KNOWN_TOKENS = {APPROVED_TOKEN, UNAPPROVED_TOKEN}
+# Any token with this prefix is valid, approved for no gated repo and member of no private one: a node's own
+# tokens (upstream_token, upstream_tokens_file), which the Hub counts apart in requests_by_auth.
+NODE_TOKEN_PREFIX = "hf_node_"
+
+
+def known_token(token: str) -> bool:
+    return token in KNOWN_TOKENS or token.startswith(NODE_TOKEN_PREFIX)
 
 TYPE_BY_PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space"}
 PLURAL = {v: k for k, v in TYPE_BY_PLURAL.items()}
@@ -250,6 +258,27 @@ def lfs_file(store: BlobStore, repo_key: str, path: str, size: int) -> FileEntry
                      pointer_size=len(pointer), disk_path=disk_path)
 
 
+def disk_lfs_file(path: str, disk_path: str) -> FileEntry:
+    """An LFS file whose bytes are a file on disk as it is (served with sendfile like the generated ones)."""
+    hasher = hashlib.sha256()
+    with open(disk_path, "rb") as fh:
+        for block in iter(lambda: fh.read(BLOCK), b""):
+            hasher.update(block)
+    digest, size = hasher.hexdigest(), os.path.getsize(disk_path)
+    pointer = LFS_POINTER.format(digest, size).encode()
+    return FileEntry(path, size, digest, git_blob_sha1(pointer), True, pointer_size=len(pointer), disk_path=disk_path)
+
+
+def repo_from_dir(repo_id: str, root: str) -> Repo:
+    """A model repo whose main branch holds every file under `root` (as LFS files, at their relative paths)."""
+    files = []
+    for folder, _, names in os.walk(root):
+        for name in sorted(names):
+            disk_path = os.path.join(folder, name)
+            files.append(disk_lfs_file(os.path.relpath(disk_path, root).replace(os.sep, "/"), disk_path))
+    return make_repo("model", repo_id, files)
+
+
 def config_json(**fields) -> str:
     return json.dumps(fields, indent=2, sort_keys=True) + "\n"
 
@@ -341,12 +370,15 @@ class Stats:
             self.cdn_authorization_headers = 0
             self.xet_fileinfo_responses = 0
             self.requests_by_auth: dict[str, int] = {}
+            self.requests_by_kind_and_auth: dict[str, int] = {}  # "KIND AUTH": what went with which credential
             self.total_requests = 0
             self.signed_queries: list[str] = []  # the query of every signed CDN URL handed out
             # The routes a node passes through (listings, whoami, commits, ...): what each one carried.
             self.other_requests: list[dict] = []
             # Every request of the hub origin but the control API's: "METHOD /path?query", in arrival order.
             self.hub_requests: list[str] = []
+            # Requests the throttle mode answered 429/503, by credential (as requests_by_auth).
+            self.throttled_by_auth: dict[str, int] = {}
 
     def signed(self, query: str) -> None:
         with self.lock:
@@ -356,6 +388,8 @@ class Stats:
         with self.lock:
             self.requests[kind] = self.requests.get(kind, 0) + 1
             self.requests_by_auth[auth_key] = self.requests_by_auth.get(auth_key, 0) + 1
+            both = f"{kind} {auth_key}"
+            self.requests_by_kind_and_auth[both] = self.requests_by_kind_and_auth.get(both, 0) + 1
             self.total_requests += 1
 
     def add(self, table: str, key: str, n: int) -> None:
@@ -376,10 +410,12 @@ class Stats:
                 "cdn_authorization_headers": self.cdn_authorization_headers,
                 "xet_fileinfo_responses": self.xet_fileinfo_responses,
                 "requests_by_auth": dict(self.requests_by_auth),
+                "requests_by_kind_and_auth": dict(self.requests_by_kind_and_auth),
                 "total_requests": self.total_requests,
                 "signed_queries": list(self.signed_queries),
                 "other_requests": list(self.other_requests),
                 "hub_requests": list(self.hub_requests),
+                "throttled_by_auth": dict(self.throttled_by_auth),
             }
 
 
@@ -473,6 +509,74 @@ class Hostile:
         with self.lock:
             return {"lfs_locations": list(self.lfs_locations), "redirect_to": self.redirect_to,
                     "endless_info": self.endless_info, "hub_authorization": self.hub_authorization}
+
+
+# --------------------------------------------------------------------------
+# Throttle mode: the Hub's rate limits, as a node must take them.
+# Set with POST /_fake/throttle {...} (GET shows it), cleared by POST /_fake/reset.
+#
+#   seconds   how long the window lasts from now (0 ends it)
+#   status    429 (default) or 503
+#   auth      the credentials it throttles: "anonymous" for none, else the bearer token; default: every one
+#   headers   which of "retry-after" and "ratelimit" (RateLimit: "api";r=0;t=N and RateLimit-Policy, as the
+#             Hub sends them) carry the time left, rounded up; default both, [] neither
+#
+# Every hub-origin request (control API aside) of a throttled credential during the window gets `status`,
+# counted in stats as throttled_by_auth; requests_by_auth counts it as any other.
+# --------------------------------------------------------------------------
+
+THROTTLE_HEADERS = ("retry-after", "ratelimit")
+
+
+class Throttle:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.until = 0.0
+            self.status = 429
+            self.auth: set[str] | None = None
+            self.headers: tuple[str, ...] = THROTTLE_HEADERS
+
+    def replace(self, raw: dict) -> None:
+        if not isinstance(raw, dict):
+            raise ValueError("expected an object: seconds, status, auth, headers")
+        status = int(raw.get("status", 429))
+        if status not in (429, 503):
+            raise ValueError("status must be 429 or 503")
+        auth = raw.get("auth")
+        if auth is not None and (not isinstance(auth, list) or not all(isinstance(a, str) for a in auth)):
+            raise ValueError("auth must be a list of strings")
+        headers = raw.get("headers", list(THROTTLE_HEADERS))
+        if not isinstance(headers, list) or any(h not in THROTTLE_HEADERS for h in headers):
+            raise ValueError(f"headers must be a list among {THROTTLE_HEADERS}")
+        with self.lock:
+            self.until = time.monotonic() + float(raw.get("seconds", 0))
+            self.status = status
+            self.auth = None if auth is None else set(auth)
+            self.headers = tuple(headers)
+
+    def answer(self, auth_key: str) -> tuple[int, list] | None:
+        """(status, headers) when `auth_key` is throttled now, else None."""
+        with self.lock:
+            left = self.until - time.monotonic()
+            if left <= 0 or (self.auth is not None and auth_key not in self.auth):
+                return None
+            wait = max(1, int(-(-left // 1)))
+            headers = []
+            if "retry-after" in self.headers:
+                headers.append(("Retry-After", str(wait)))
+            if "ratelimit" in self.headers:
+                headers += [("RateLimit", f'"api";r=0;t={wait}'),
+                            ("RateLimit-Policy", '"fixed window";"api";q=500;w=300')]
+            return self.status, headers
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {"seconds_left": max(0.0, self.until - time.monotonic()), "status": self.status,
+                    "auth": None if self.auth is None else sorted(self.auth), "headers": list(self.headers)}
 
 
 def corrupt_offset(fault: dict, size: int) -> int:
@@ -572,6 +676,7 @@ class FakeHub:
         self.faults = Faults()
         self.lies = Lies()
         self.hostile = Hostile()
+        self.throttle = Throttle()
         self.hub_port = 0
         self.cdn_port = 0
         self.stop_event = threading.Event()
@@ -579,6 +684,9 @@ class FakeHub:
         self.push_lock = threading.Lock()
         repos, self.renames = build_fixtures(self.blob_store, args.big_file_size, args.sized_models,
                                              args.sized_model_size)
+        for spec in args.files_from:
+            repo_id, _, root = spec.partition("=")
+            repos.append(repo_from_dir(repo_id, root))
         self.repos = {(r.type, r.id): r for r in repos}
         self.blobs: dict[str, FileEntry] = {}         # sha256 -> LFS entry served by the CDN
         self.blob_names: dict[str, set[str]] = {}     # sha256 -> {"acme/x/path", ...} for fault matching
@@ -1059,12 +1167,17 @@ class HubHandler(BaseHandler):
         with hub.stats.lock:
             hub.stats.hub_requests.append(f"{method} {self.path}")
 
+        throttled = hub.throttle.answer(auth_key)
+        if throttled is not None:
+            hub.stats.add("throttled_by_auth", auth_key, 1)
+            status, headers = throttled
+            return self.send_error_json(status, None, "You have been rate-limited; retry later", method, headers)
         decoded_path = "/" + "/".join(segs)
         fault = hub.faults.take(lambda f: f["kind"] == "status"
                                 and (f["match"] in decoded_path or f["match"] in raw_path))
         if fault:
             return self.send_fault_status(fault, method)
-        if auth_header is not None and auth_key not in KNOWN_TOKENS:
+        if auth_header is not None and not known_token(auth_key):
             return self.send_error_json(401, None, "Invalid credentials in Authorization header", method)
         if route is None:
             return self.other_route(method, raw_path, segs, query, auth_header, body)
@@ -1505,11 +1618,20 @@ class HubHandler(BaseHandler):
             return self.send_json(200, hub.manifest(), method=method)
         if action == "hostile" or action.startswith("hostile/"):
             return self.hostile_control(method, action, body)
+        if method in ("GET", "HEAD") and action == "throttle":
+            return self.send_json(200, hub.throttle.snapshot(), method=method)
+        if method == "POST" and action == "throttle":
+            try:
+                hub.throttle.replace(json.loads(body or b"{}"))
+            except (ValueError, TypeError) as exc:
+                return self.send_json(400, {"error": str(exc)})
+            return self.send_json(200, hub.throttle.snapshot())
         if method == "POST" and action == "reset":
             hub.stats.reset()
             hub.faults.replace([])
             hub.lies.replace([])
             hub.hostile.reset()
+            hub.throttle.reset()
             return self.send_json(200, {"ok": True})
         if method == "POST" and action == "faults":
             try:
@@ -1612,7 +1734,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cdn-rate", type=int, default=0, help="bytes/s per CDN response (0 = unlimited)")
     p.add_argument("--url-ttl", type=int, default=3600, help="lifetime of signed CDN URLs, seconds")
     p.add_argument("--verbose", action="store_true", help="log requests to stderr")
-    return p.parse_args(argv)
+    p.add_argument("--files-from", action="append", default=[], metavar="NAMESPACE/NAME=DIR",
+                   help="add the model repo NAMESPACE/NAME holding every file under DIR as an LFS file (repeatable)")
+    args = p.parse_args(argv)
+    for spec in args.files_from:
+        repo_id, eq, root = spec.partition("=")
+        if not eq or repo_id.count("/") != 1 or not os.path.isdir(root):
+            p.error(f"--files-from {spec!r}: expected NAMESPACE/NAME=DIR with an existing DIR")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -117,6 +117,17 @@ class FakeHub:
     def manifest(self) -> dict:
         return self.control("GET", "/_fake/manifest")
 
+    def throttle(self, seconds: float, status: int = 429, auth: list[str] | None = None,
+                 headers: list[str] | None = None) -> dict:
+        """Throttle mode (see fake_hub.py): for `seconds` from now, the credentials in `auth` ("anonymous" for
+        none; default every one) get `status` with the time left in `headers` ("retry-after", "ratelimit")."""
+        body: dict = {"seconds": seconds, "status": status}
+        if auth is not None:
+            body["auth"] = auth
+        if headers is not None:
+            body["headers"] = headers
+        return self.control("POST", "/_fake/throttle", body)
+
     def push(self, repo_id: str, files: dict, repo_type: str = "model", branch: str = "main") -> str:
         """A new commit on `branch` with `files` changed (path -> text, {"size": N} for LFS, None to
         delete); returns its sha."""
@@ -356,3 +367,44 @@ def access_lines(text: str) -> list[dict]:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class Redis:
+    """redis-server on a free loopback port, without persistence."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="inferllama-redis-")
+        self.proc = None
+
+    def start(self) -> "Redis":
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", self.dir], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        for raw in self.proc.stdout:  # redis logs "Ready to accept connections" once it listens
+            if b"Ready to accept connections" in raw:
+                break
+        else:
+            raise RuntimeError("redis-server exited before it was ready")
+        return self
+
+    def stop(self) -> None:
+        if self.proc:
+            stop_process(self.proc)
+            self.proc.stdout.close()
+            self.proc = None
+
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def cli(self, *args: str) -> str:
+        """What redis-cli answers to one command, as it prints it."""
+        return subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True,
+                              timeout=30, check=True).stdout.strip()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

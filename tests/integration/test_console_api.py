@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import unittest
+import urllib.parse
 
 from accounts import HostedNodeCase, admin, bearer
 
@@ -59,6 +60,7 @@ def set_password(node, user: str, password: str = PASSWORD):
 
 class ConsoleApiTest(HostedNodeCase):
     users = ("alice", "bob", "carol", "dave")
+    node_args = ("--tracker-open", "true")  # any swarm is tracked: the operator's page lists it
 
     @classmethod
     def setUpClass(cls):
@@ -240,6 +242,33 @@ class ConsoleApiTest(HostedNodeCase):
         samples = self.node.metrics()
         self.assertGreaterEqual(samples["inferllama_signin_failures_total"], 10)
         self.assertGreaterEqual(samples["inferllama_signin_blocked_total"], 2)
+
+    def test_the_operator_sees_swarms_and_their_peers_and_nobody_else_does(self):
+        info_hash = bytes(range(1, 21))
+        query = urllib.parse.urlencode({"info_hash": info_hash, "peer_id": b"-XX0001-" + b"p" * 12, "port": 51413,
+                                        "uploaded": 0, "downloaded": 0, "left": 0})
+        status, _, answer = self.node.request("GET", "/announce?" + query)
+        self.assertEqual(status, 200, answer)
+        self.assertNotIn(b"failure reason", answer)
+        status, _ = admin(self.node, "POST", "users/bob/admin", {"admin": True})
+        self.assertEqual(status, 200)
+        operator = Browser(self.node)
+        self.assertEqual(operator.sign_in("bob")[0], 200)
+        status, overview, _ = operator.call("GET", "operator/overview")
+        self.assertEqual(status, 200, overview)
+        [swarm] = [s for s in overview["tracker"]["busiest"] if s["info_hash"] == info_hash.hex()]
+        self.assertEqual((swarm["seeders"], swarm["leechers"], swarm["own"]), (1, 0, False))
+        self.assertEqual(swarm["peers"], [{"address": "127.0.0.1", "port": 51413, "seeder": True}])
+        self.assertGreaterEqual(overview["tracker"]["peers"], 1)
+        # The same view through the admin API; a user who is no operator gets none of it.
+        status, from_admin = admin(self.node, "GET", "overview")
+        self.assertEqual(status, 200, from_admin)
+        self.assertIn(info_hash.hex(), json.dumps(from_admin["tracker"]["busiest"]))
+        user = Browser(self.node)
+        self.assertEqual(user.sign_in("dave")[0], 200)
+        status, answer, _ = user.call("GET", "operator/overview")
+        self.assertEqual(status, 403, answer)
+        self.assertNotIn("127.0.0.1", json.dumps(answer))
 
     def test_the_password_never_reaches_the_log(self):
         Browser(self.node).sign_in("bob")

@@ -1,7 +1,7 @@
 """The web console in a real headless Chromium (Debian's `chromium`, driven by playwright-core from
 tests/js): sign-up -> confirm the address -> sign-in -> create a key -> use it with the Python client -> see
-the usage -> upload a model in the browser -> download it with the Python client -> export -> delete the
-account, and an operator's pages (tests/js/console.mjs walks the pages). Screenshots of the main pages are
+the usage -> upload a model in the browser -> download it with the Python client -> change the user name ->
+export -> delete the account, and an operator's pages (tests/js/console.mjs walks the pages). Screenshots of the main pages are
 saved to docs/screenshots/, which the README links.
 
 Needs node, playwright-core (npm ci in tests/js), /usr/bin/chromium and the hub2 virtual environment;
@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import unittest
+import urllib.parse
 
 import harness
 from accounts import admin
@@ -40,7 +41,8 @@ class ConsoleBrowserTest(MailNodeCase):
         # localhost, not 127.0.0.1: Chromium keeps Secure cookies for http://localhost (a secure context).
         port = free_port()
         cls.url = f"http://localhost:{port}"
-        return ["--listen", f"127.0.0.1:{port}", "--public-url", cls.url, "--usage-flush-interval", "1s"]
+        return ["--listen", f"127.0.0.1:{port}", "--public-url", cls.url, "--usage-flush-interval", "1s",
+                "--tracker-open", "true"]
 
     @classmethod
     def setUpClass(cls):
@@ -66,6 +68,10 @@ class ConsoleBrowserTest(MailNodeCase):
 
     def test_a_persons_whole_journey_and_the_operators_pages(self):
         os.makedirs(SHOTS, exist_ok=True)
+        # A peer in a swarm, for the operator's page to list.
+        query = urllib.parse.urlencode({"info_hash": bytes(range(20)), "peer_id": b"-XX0001-" + b"q" * 12,
+                                        "port": 6881, "uploaded": 0, "downloaded": 0, "left": 10})
+        self.assertEqual(self.node.request("GET", "/announce?" + query)[0], 200)
         url = self.url
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "INFERLLAMA_"))}
         run = subprocess.run([NODEJS, CONSOLE_JS, "--url", url, "--user", "paula", "--maildir", self.smtp.maildir,
@@ -84,8 +90,13 @@ class ConsoleBrowserTest(MailNodeCase):
         self.assertGreaterEqual(seen["operator_repos"], 1)
         for name in ("sign-in", "profile", "keys", "usage", "model", "settings", "operator"):
             self.assertTrue(os.path.getsize(os.path.join(SHOTS, f"{name}.png")) > 1000, name)
-        # The node's side: the account is gone from sign-in, and its export named it.
-        self.assertEqual(seen["export"]["user"], "paula")
+        # The rename: the model downloads under the new name only; the export names the account by it.
+        self.assertTrue(seen["old_name_refused"])
+        self.assertEqual(seen["renamed_sha256"], seen["uploaded_sha256"])
+        self.assertEqual(seen["export"]["user"], "paula-renamed")
+        # The operator sees the swarm announced above, with its peer.
+        self.assertGreaterEqual(seen["operator_swarms"], 1)
+        self.assertGreaterEqual(seen["operator_peers"], 1)
 
 
 if __name__ == "__main__":

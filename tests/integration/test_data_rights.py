@@ -1,6 +1,6 @@
 """The privacy policy's data rights through the real binary: a user's export (console, admin API, CLI),
-the deletion of an account (console with the password, admin API, CLI), refused everywhere at once, its
-restore, and its purge (the admin's `purge` with older_than_days 0: the 30 days of the grace are the unit
+the rectification of their name (console with the password, admin API, CLI), the deletion of an account
+(console with the password, admin API, CLI), refused everywhere at once, its restore, and its purge (the admin's `purge` with older_than_days 0: the 30 days of the grace are the unit
 tests' to wait)."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from accounts import ADMIN_KEY, HostedNodeCase, admin, bearer  # noqa: E402
+from accounts import ADMIN_KEY, HostedNodeCase, add_user, admin, bearer, usage  # noqa: E402
 from harness import BINARY, clean_env  # noqa: E402
 from test_console_api import PASSWORD, Browser, set_password  # noqa: E402
 
@@ -159,6 +159,18 @@ class DataRightsTest(HostedNodeCase):
         self.assertEqual(admin(self.node, "POST", "users/dave/restore")[0], 409)
         self.assertEqual(Browser(self.node).sign_in("dave")[0], 200)
 
+    def test_an_operator_restores_an_account_from_the_console(self):
+        self.assertEqual(admin(self.node, "POST", "users/carol/admin", {"admin": True})[0], 200)
+        operator = Browser(self.node)
+        self.assertEqual(operator.sign_in("carol")[0], 200)
+        add_user(self.node, "olga")
+        self.assertEqual(admin(self.node, "DELETE", "users/olga")[0], 200)
+        status, restored, _ = operator.call("POST", "operator/users/olga/restore", {})
+        self.assertEqual(status, 200, restored)
+        self.assertIsNone(restored["deleted"])
+        self.assertEqual(operator.call("POST", "operator/users/olga/restore", {})[0], 409)
+        self.assertEqual(operator.call("POST", "operator/users/nobody/restore", {})[0], 404)
+
     def test_the_purge_removes_every_trace_and_frees_the_name(self):
         content = b"carol's weights, to be erased\n"
         create_repo_with_file(self.node, self.keys["carol"], "carol/gone", "weights.bin", content)
@@ -190,6 +202,84 @@ class DataRightsTest(HostedNodeCase):
         self.assertEqual(self.resolve("carol/gone", "weights.bin")[0], 404)
 
 
+    def test_a_user_renames_themselves_in_the_console_and_everything_follows(self):
+        key = add_user(self.node, "erin")
+        set_password(self.node, "erin")
+        content = b"erin's weights, under whatever name she goes by\n"
+        create_repo_with_file(self.node, key, "erin/tiny", "weights.bin", content)
+        self.assertEqual(self.resolve("erin/tiny", "weights.bin", bearer(key))[0], 200)
+        here, elsewhere = Browser(self.node), Browser(self.node)
+        self.assertEqual(here.sign_in("erin")[0], 200)
+        self.assertEqual(elsewhere.sign_in("erin")[0], 200)
+
+        status, answer, _ = here.call("POST", "rename", {"name": "erin-r", "password": "not the password at all"})
+        self.assertEqual(status, 403, answer)
+        status, answer, _ = here.call("POST", "rename", {"name": "alice", "password": PASSWORD})
+        self.assertEqual(status, 409, answer)
+        status, answer, _ = here.call("POST", "rename", {"name": "no spaces", "password": PASSWORD})
+        self.assertEqual(status, 400, answer)
+        status, answer, _ = here.call("POST", "rename", {"name": "erin-r"}, csrf=False)
+        self.assertEqual(status, 403, answer)  # a change needs the CSRF header, this one too
+        status, answer, _ = here.call("POST", "rename", {"name": "erin-r", "password": PASSWORD})
+        self.assertEqual(status, 200, answer)
+        self.assertEqual(answer["user"]["name"], "erin-r")
+        self.assertEqual(len([c for c in here.last_set_cookie if "Max-Age=0" not in c]), 2)  # a new session
+
+        # This browser goes on under the new name; the others of the old name are signed out.
+        status, me, _ = here.call("GET", "me")
+        self.assertEqual((status, me["user"]["name"], len(me["sessions"])), (200, "erin-r", 1))
+        self.assertEqual(elsewhere.call("GET", "me")[0], 401)
+        self.assertEqual(Browser(self.node).sign_in("erin")[0], 401)
+        self.assertEqual(Browser(self.node).sign_in("erin-r")[0], 200)
+        # The key, the usage and the repo follow; the old names answer 404 and never reach the Hub.
+        status, _, whoami = self.node.request("GET", "/api/whoami-v2", bearer(key))
+        self.assertEqual((status, json.loads(whoami)["name"]), (200, "erin-r"))
+        self.assertTrue(usage(self.node, key))
+        self.assertTrue(all(row["user"] == "erin-r" for row in usage(self.node, key)))
+        status, _, body = self.resolve("erin-r/tiny", "weights.bin", bearer(key))
+        self.assertEqual((status, body), (200, content))
+        before = self.hub.stats()["other_requests"]
+        status, headers, _ = self.resolve("erin/tiny", "weights.bin")
+        self.assertEqual((status, headers.get("x-error-code")), (404, "RepoNotFound"))
+        self.assertEqual(self.node.request("GET", "/api/models/erin/tiny")[0], 404)
+        self.assertEqual(self.hub.stats()["other_requests"], before)
+        # The old name stays hers: no user or organisation takes it.
+        self.assertEqual(admin(self.node, "POST", "users", {"name": "erin"})[0], 409)
+        self.assertEqual(admin(self.node, "POST", "orgs", {"name": "erin"})[0], 409)
+        status, exported, _ = here.call("GET", "export")
+        self.assertEqual(exported["repos"][0]["repo"], "model/erin-r/tiny")
+        [renamed] = [e for e in exported["audit"] if e["event"] == "renamed"]
+        self.assertEqual((renamed["detail"], renamed["by"]), ("erin", "user"))
+        # She may take it back.
+        status, answer, _ = here.call("POST", "rename", {"name": "erin", "password": PASSWORD})
+        self.assertEqual(status, 200, answer)
+        self.assertEqual(self.resolve("erin/tiny", "weights.bin", bearer(key))[0], 200)
+
+    def test_the_admin_renames_a_user_with_the_cli_and_the_api(self):
+        key = add_user(self.node, "frank")
+        create_repo_with_file(self.node, key, "frank/model", "weights.bin", b"frank's\n", private=True)
+        self.assertEqual(admin(self.node, "POST", "orgs", {"name": "makers"})[0], 201)
+        self.assertEqual(admin(self.node, "PUT", "orgs/makers/members/frank", {"role": "write"})[0], 200)
+
+        done = self.node_cli("user", "rename", "frank", "franklin")
+        self.assertIn("renamed user frank to franklin", done.stdout)
+        self.assertIn("franklin", self.node_cli("user", "list").stdout)
+        self.assertEqual(admin(self.node, "GET", "orgs/makers/members"),
+                         (200, {"name": "makers", "members": [{"user": "franklin", "role": "write"}]}))
+        self.assertEqual(self.resolve("franklin/model", "weights.bin", bearer(key))[0], 200)
+        self.assertEqual(self.resolve("franklin/model", "weights.bin")[0], 404)  # still private
+        failed = cli("user", "rename", "frank", "frankie", "--node", self.node.url, env={"INFERLLAMA_ADMIN_KEY": ADMIN_KEY})
+        self.assertEqual(failed.returncode, 1)
+        self.assertIn("no user named", failed.stderr)
+
+        self.assertEqual(admin(self.node, "POST", "users/franklin/rename", {"name": "alice"})[0], 409)
+        self.assertEqual(admin(self.node, "POST", "users/franklin/rename", {"name": "-bad"})[0], 400)
+        status, renamed = admin(self.node, "POST", "users/franklin/rename", {"name": "frank"})
+        self.assertEqual((status, renamed["name"]), (200, "frank"))
+        status, exported = admin(self.node, "GET", "users/frank/export")
+        self.assertEqual([e["by"] for e in exported["audit"] if e["event"] == "renamed"], ["admin", "admin"])
+
+
 class DataDirectoryRightsTest(unittest.TestCase):
     """The same commands on a data directory no node runs on."""
 
@@ -219,6 +309,15 @@ class DataDirectoryRightsTest(unittest.TestCase):
         self.assertIsNone(exported["user"]["deleted"])
         self.assertIsNotNone(exported["keys"][0]["revoked"])
         self.assertIn("no user named", self.run_cli("user", "export", "nobody", code=1).stderr)
+
+    def test_rename_without_a_node(self):
+        self.run_cli("user", "add", "gus")
+        self.run_cli("key", "create", "gus", "--label", "ci")
+        self.assertIn("renamed user gus to gustav", self.run_cli("user", "rename", "gus", "gustav").stdout)
+        self.assertEqual([k["label"] for k in json.loads(self.run_cli("user", "export", "gustav").stdout)["keys"]],
+                         ["ci"])
+        self.assertIn("stays reserved", self.run_cli("user", "add", "gus", code=1).stderr)
+        self.assertIn("no user named", self.run_cli("user", "rename", "nobody", "x", code=1).stderr)
 
 
 if __name__ == "__main__":

@@ -1,51 +1,12 @@
 """Two nodes share one set of limits through a real redis-server on loopback."""
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
 import unittest
 
 from accounts import burst
-from harness import FakeHub, Node, free_port, stop_process, wait_until
+from harness import FakeHub, Node, Redis, wait_until
 
 REPO = "acme/tiny-model"
-
-
-class Redis:
-    """redis-server on a free loopback port, without persistence."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="inferllama-redis-")
-        self.proc = None
-
-    def start(self) -> "Redis":
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", self.dir], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
-        for raw in self.proc.stdout:  # redis logs "Ready to accept connections" once it listens
-            if b"Ready to accept connections" in raw:
-                break
-        else:
-            raise RuntimeError("redis-server exited before it was ready")
-        return self
-
-    def stop(self) -> None:
-        if self.proc:
-            stop_process(self.proc)
-            self.proc.stdout.close()
-            self.proc = None
-
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class SharedLimitTest(unittest.TestCase):

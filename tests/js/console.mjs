@@ -1,7 +1,8 @@
 // The web console in a real headless Chromium (Debian's, driven by playwright-core), one person's whole
 // journey: sign up -> confirm the address from the mail -> sign in -> create a key -> use it with the
 // Python client -> see the usage -> upload a model in the browser -> download it with the Python client ->
-// export the data -> delete the account. Then an operator's pages. Screenshots of the main pages go to
+// change the user name (the model and the key follow) -> export the data -> delete the account. Then an
+// operator's pages, with the swarms and their peers. Screenshots of the main pages go to
 // --shots. Prints one JSON line of what it saw; any failed expectation throws (exit 1).
 //
 // Used by tests/integration/test_console_browser.py, which starts the SMTP server, the fake Hub and the node.
@@ -16,7 +17,7 @@ const args = Object.fromEntries(process.argv.slice(2).reduce((pairs, arg, i, all
   return pairs;
 }, []));
 const base = args.url;
-const user = args.user;
+let user = args.user;  // until the profile page renames them
 const email = `${user}@example.org`;
 const password = 'a long enough passphrase';
 const seen = { screenshots: [] };
@@ -164,6 +165,25 @@ try {
   seen.downloaded_sha256 = pythonDownload(key, `${user}/browser-model`, 'weights.bin');
   expect(seen.downloaded_sha256 === uploaded, 'the browser upload downloads bit for bit');
 
+  // A new user name on the profile page: the model and the key follow, the old name's model is gone.
+  const renamed = `${user}-renamed`;
+  await page.goto(`${base}/#/profile`);
+  await page.getByLabel('New user name').fill(renamed);
+  await page.locator('form[aria-label="Change user name"]').getByLabel('Your password').fill(password);
+  await page.getByRole('button', { name: 'Change user name' }).click();
+  await page.getByText(`Your user name is ${renamed} now.`).waitFor();
+  expect((await page.locator('table').first().textContent()).includes(renamed), 'the profile shows the new name');
+  let oldNameRefused = false;
+  try {
+    pythonDownload(key, `${user}/browser-model`, 'weights.bin');
+  } catch {
+    oldNameRefused = true;
+  }
+  seen.old_name_refused = oldNameRefused;
+  user = renamed;
+  seen.renamed_sha256 = pythonDownload(key, `${user}/browser-model`, 'weights.bin');
+  expect(seen.renamed_sha256 === uploaded, 'the renamed model downloads bit for bit');
+
   await page.goto(`${base}/#/torrents`);
   await page.getByText('Private announce URL').waitFor();
   await shot(page, 'torrents');
@@ -212,6 +232,13 @@ try {
   await operator.goto(`${base}/#/operator`);
   await operator.getByRole('heading', { name: 'Cache' }).waitFor();
   seen.operator_repos = await operator.locator('table').first().locator('tbody tr').count();
+  await operator.getByRole('heading', { name: 'Swarms and peers' }).waitFor();
+  const swarms = operator.locator('.swarms details');
+  seen.operator_swarms = await swarms.count();
+  if (seen.operator_swarms) {
+    await swarms.first().locator('summary').click();
+    seen.operator_peers = await swarms.first().locator('tbody tr').count();
+  }
   await shot(operator, 'operator');
 } finally {
   await browser.close();

@@ -10,6 +10,7 @@
 
 #include "console/account_data.hpp"
 #include "console/account_deletion.hpp"
+#include "console/account_rename.hpp"
 #include "console/data_export.hpp"
 #include "console/rights_api.hpp"
 #include "inferllama/index.hpp"
@@ -94,7 +95,7 @@ class AccountRightsTest : public ::testing::Test {
                                 *index_,
                                 *store_,
                                 clock_,
-                                [this](std::string_view name) { return identities_->has_user(std::string(name)); },
+                                [this](std::string_view name) { return identities_->name_taken(std::string(name)); },
                                 [](std::string_view) { return std::string(); },
                                 [this](const std::vector<std::string>& etags) {
                                   released_.insert(etags.begin(), etags.end());
@@ -120,7 +121,7 @@ class AccountRightsTest : public ::testing::Test {
     EXPECT_EQ(identities_->set_password(name, kPassword), std::nullopt);
     f.key_secret = value_of(identities_->create_key(name, "laptop")).secret;
     f.passkey = identities_->user(name)->passkey;
-    const auto session = value_of(sessions_->open(name));
+    const auto session = sessions_->open(name);
     f.session_jwt = session.jwt;
     f.csrf = session.csrf;
     f.mail_token = mail_->issue(name, TokenPurpose::reset_password, 1h);
@@ -323,6 +324,99 @@ TEST_F(AccountRightsTest, ThePurgeAfterTheGraceRemovesEveryTraceAndFreesTheName)
   EXPECT_TRUE(purge_deleted_accounts(*data_).empty());  // nothing left to do
 }
 
+TEST_F(AccountRightsTest, ARenameMovesEverythingKeptUnderTheNameAndKeepsTheOldOneForTheAccount) {
+  const Footprint alice = use_the_node("alice");
+  use_the_node("bob");
+  const Json before = exported("alice");
+  const std::string weights = before["repos"][0]["branches"][0]["files"][1]["oid"];
+  const std::string commit = commit_of("alice/tiny");
+  const RepoId old_repo{RepoType::model, "alice/tiny"}, new_repo{RepoType::model, "alicia/tiny"};
+  ASSERT_TRUE(index_->blob_serves(weights, old_repo));
+  const std::string repo_id = hosting_->namespaces().repo(old_repo)->id;
+
+  ASSERT_FALSE(rename_account(*data_, "alice", "alicia", usage::Actor::user, "203.0.113.7"));
+  EXPECT_EQ(visibility_changes_, 1);
+  EXPECT_TRUE(identities_->unfinished_renames().empty());
+  // The account answers to its new name: keys, passkey, password.
+  EXPECT_EQ(std::get<usage::Authenticated>(identities_->authenticate(alice.key_secret)).user, "alicia");
+  EXPECT_EQ(identities_->user_of_passkey(alice.passkey), "alicia");
+  EXPECT_TRUE(identities_->check_password("alicia", kPassword));
+  // The old name's sessions and mailed links ended.
+  EXPECT_FALSE(sessions_->check(alice.session_jwt, std::nullopt));
+  EXPECT_FALSE(mail_->redeem(alice.mail_token, TokenPurpose::reset_password));
+  // Its usage (stored and still in memory), audit events, memberships and repos moved.
+  EXPECT_TRUE(usage_->query(UserId::user("alice"), std::nullopt).empty());
+  EXPECT_TRUE(audit_->of_user("alice").empty());
+  EXPECT_TRUE(hosting_->namespaces().orgs_of("alice").empty());
+  const Json after = exported("alicia");
+  EXPECT_EQ(after["user"]["name"], "alicia");
+  EXPECT_EQ(after["usage"].size(), 2u);
+  EXPECT_EQ(after["organizations"], (Json::array({{{"name", "acme"}, {"role", "write"}}})));
+  ASSERT_EQ(after["audit"].size(), 2u);
+  EXPECT_EQ(after["audit"][1]["event"], "renamed");
+  EXPECT_EQ(after["audit"][1]["detail"], "alice");
+  ASSERT_EQ(after["repos"].size(), 1u);
+  EXPECT_EQ(after["repos"][0]["repo"], "model/alicia/tiny");
+  EXPECT_EQ(after["repos"][0]["created"], before["repos"][0]["created"]);
+  EXPECT_EQ(hosting_->namespaces().repo(new_repo)->id, repo_id);
+  EXPECT_EQ(after["repos"][0]["private"], true);
+  EXPECT_EQ(after["repos"][0]["branches"], before["repos"][0]["branches"]);
+  EXPECT_EQ(commit_of("alicia/tiny"), commit);
+  EXPECT_FALSE(hosting_->read_refusal(Requester{"alicia"}, new_repo));
+  EXPECT_EQ(hosting_->read_refusal(Requester{"bob"}, new_repo)->status, 404u);  // still private
+  // The bytes answer for the new name only: the old one may be a Hub repo's some day.
+  EXPECT_TRUE(index_->blob_serves(weights, new_repo));
+  EXPECT_FALSE(index_->blob_serves(weights, old_repo));
+  // The old names answer as missing repos, from a namespace that stays the node's.
+  EXPECT_TRUE(hosting_->owns_namespace("alice"));
+  EXPECT_EQ(hosting_->read_refusal(Requester{"", true}, old_repo)->status, 404u);
+  EXPECT_FALSE(hosting_->commit_of(old_repo, "main"));
+
+  // Refusals: the old name is the account's, other names are checked as at creation.
+  EXPECT_EQ(rename_account(*data_, "bob", "alice", usage::Actor::admin)->status, 409u);
+  EXPECT_EQ(rename_account(*data_, "bob", "alicia", usage::Actor::admin)->status, 409u);
+  EXPECT_EQ(rename_account(*data_, "bob", "acme", usage::Actor::admin)->status, 409u);  // an organisation's
+  EXPECT_EQ(rename_account(*data_, "bob", "bad name", usage::Actor::admin)->status, 400u);
+  EXPECT_EQ(rename_account(*data_, "bob", "bob", usage::Actor::admin)->status, 400u);
+  EXPECT_EQ(rename_account(*data_, "nobody", "x", usage::Actor::admin)->status, 404u);
+  EXPECT_EQ(std::get<std::string>(identities_->add_user("alice", "")),
+            "the name alice was another user's and stays reserved");
+
+  // A rename cut short (here: nowhere to move repos to) is finished by the next run.
+  AccountData cut_short = *data_;
+  cut_short.hosting = nullptr;
+  ASSERT_FALSE(rename_account(cut_short, "bob", "robert", usage::Actor::admin));
+  EXPECT_EQ(identities_->unfinished_renames(), (std::vector<std::pair<std::string, std::string>>{{"bob", "robert"}}));
+  EXPECT_EQ(hosting_->namespaces().repos_in("bob").size(), 1u);
+  EXPECT_EQ(finish_renames(*data_), std::vector<std::string>{"bob"});
+  EXPECT_TRUE(hosting_->namespaces().repos_in("bob").empty());
+  EXPECT_EQ(exported("robert")["repos"].size(), 1u);
+  EXPECT_EQ(exported("robert")["usage"].size(), 2u);
+
+  // The account takes its old name back, after a restart.
+  open();
+  clock_.advance(1s);
+  ASSERT_FALSE(rename_account(*data_, "alicia", "alice", usage::Actor::admin));
+  EXPECT_EQ(commit_of("alice/tiny"), commit);
+  EXPECT_TRUE(index_->blob_serves(weights, old_repo));
+  EXPECT_EQ(exported("alice")["audit"].size(), 3u);
+
+  // Purged, it frees every name it had, and leaves none of them anywhere.
+  ASSERT_EQ(delete_account(*data_, "alice", usage::Actor::admin), std::nullopt);
+  clock_.advance(kDeletionGrace);
+  EXPECT_EQ(purge_deleted_accounts(*data_), std::vector<std::string>{"alice"});
+  EXPECT_FALSE(identities_->name_taken("alicia"));
+  for (const auto table : {RecordTable::identities, RecordTable::sessions, RecordTable::usage, RecordTable::hosting}) {
+    records().scan(table, "", [](std::string_view key, std::string_view value) {
+      for (const std::string name : {"alice", "alicia"}) {
+        EXPECT_EQ(std::string(key).find(name), std::string::npos) << key;
+        EXPECT_EQ(std::string(value).find(name), std::string::npos) << key;
+      }
+      return true;
+    });
+  }
+}
+
 usage::ApiAnswer admin(AccountData& data, std::string_view method, std::string_view path, std::string_view body = {}) {
   auto answer = answer_rights_admin(data, method, path, body);
   EXPECT_TRUE(answer) << path;
@@ -363,6 +457,16 @@ TEST_F(AccountRightsTest, TheAdminRoutesAnswerWithTheUsualStatuses) {
   AccountData without_hosting = *data_;
   without_hosting.hosting = nullptr;
   EXPECT_EQ(admin(without_hosting, "POST", "purge").status, 501u);
+
+  use_the_node("carol");
+  EXPECT_EQ(admin(*data_, "GET", "users/carol/rename").status, 405u);
+  EXPECT_EQ(admin(*data_, "POST", "users/carol/rename", "{}").status, 400u);
+  EXPECT_EQ(admin(*data_, "POST", "users/nobody/rename", R"({"name": "x"})").status, 404u);
+  EXPECT_EQ(admin(*data_, "POST", "users/carol/rename", R"({"name": "acme"})").status, 409u);
+  const auto renamed = admin(*data_, "POST", "users/carol/rename", R"({"name": "caroline"})");
+  ASSERT_EQ(renamed.status, 200u) << renamed.body;
+  EXPECT_EQ(Json::parse(renamed.body)["name"], "caroline");
+  EXPECT_EQ(audit_->of_user("caroline").back().by, usage::Actor::admin);
 }
 
 }  // namespace

@@ -83,7 +83,7 @@ TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
 
 TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
   const auto keys = config_keys();
-  ASSERT_EQ(keys.size(), 83u);
+  ASSERT_EQ(keys.size(), 88u);
   for (const ConfigKey& k : keys) {
     std::string flag = "--" + std::string(k.name);
     std::replace(flag.begin(), flag.end(), '_', '-');
@@ -118,6 +118,19 @@ std::string secret_file(const std::string& name, const std::string& content) {
   return (dir.path / name).string();
 }
 
+// A list of tokens only its owner may read, as upstream_tokens_file must be; its path.
+std::string token_list(const std::string& name, const std::string& content) {
+  const std::string path = secret_file(name, content);
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::replace);
+  return path;
+}
+
+std::string joined(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : ",") + item;
+  return out;
+}
+
 struct PrecedenceCase {
   std::string key;
   std::string toml_value;  // TOML literal
@@ -147,6 +160,11 @@ std::vector<PrecedenceCase> precedence_cases() {
       {"upstream_token_file", "\"" + secret_file("t1", "tok_in_file\n") + "\"", secret_file("t2", "tok_in_env"),
        secret_file("t3", "tok_in_flag\r\n"), "tok_in_file", "tok_in_env", "tok_in_flag", "",
        [](const Config& c) { return c.upstream_token; }},
+      {"upstream_tokens_file", "\"" + token_list("l1", "hf_node_file\n") + "\"", token_list("l2", "hf_node_env"),
+       token_list("l3", "# the third\nhf_node_flag\nhf_node_more\n"), "hf_node_file", "hf_node_env",
+       "hf_node_flag,hf_node_more", "", [](const Config& c) { return joined(c.upstream_tokens); }},
+      {"upstream_throttle_max", "60", "2m", "1d", "60", "120", "86400", "3600",
+       [n](const Config& c) { return n(c.upstream_throttle_max.count()); }},
       {"public_url", "\"http://file.local\"", "http://env.local/", "https://flag.local", "http://file.local",
        "http://env.local", "https://flag.local", "", [](const Config& c) { return c.public_url; }},
       {"log_level", "\"debug\"", "warn", "error", "debug", "warn", "error", "info",
@@ -190,6 +208,8 @@ std::vector<PrecedenceCase> precedence_cases() {
       {"offline", "true", "0", "yes", "1", "0", "1", "0", [n](const Config& c) { return n(c.offline ? 1 : 0); }},
       {"offline_grace", "\"1h\"", "30", "2m", "3600", "30", "120", "0",
        [n](const Config& c) { return n(c.offline_grace.count()); }},
+      {"scan_policy", "\"deny\"", "off", "warn", "2", "0", "1", "1",
+       [n](const Config& c) { return n(static_cast<int>(c.scan_policy)); }},
       {"backup_dir", "\"/srv/b1\"", "/srv/b2", "b3", "/srv/b1", "/srv/b2", "b3", "",
        [](const Config& c) { return c.backup_dir.string(); }},
       {"backup_key_file", "\"/etc/b1.key\"", "/etc/b2.key", "b3.key", "/etc/b1.key", "/etc/b2.key", "b3.key", "",
@@ -291,6 +311,11 @@ std::vector<PrecedenceCase> precedence_cases() {
        [n](const Config& c) { return n(c.ratelimit_refuse_when_down ? 1 : 0); }},
       {"ratelimit_timeout", "\"1s\"", "50ms", "2", "1000", "50", "2000", "200",
        [n](const Config& c) { return n(c.ratelimit_timeout.count()); }},
+      {"session_backend", "\"redis://127.0.0.1:1\"", "local", "redis://h:2/1", "redis://127.0.0.1:1", "local",
+       "redis://h:2/1", "auto", [](const Config& c) { return c.session_backend; }},
+      {"session_backend_password_file", "\"" + secret_file("s1", "pw file\n") + "\"", secret_file("s2", "pw:env"),
+       secret_file("s3", "pw@flag"), "pw file", "pw:env", "pw@flag", "",
+       [](const Config& c) { return c.session_backend_password; }},
       {"usage_retention", "\"30d\"", "1d", "365d", "2592000", "86400", "31536000", "7776000",
        [n](const Config& c) { return n(c.usage_retention.count()); }},
       {"usage_flush_interval", "\"1m\"", "1", "10s", "60", "1", "10", "5",
@@ -456,10 +481,13 @@ TEST_F(ConfigTest, SecretsFromFilesAreReadAtLoadAndCheckedAsTheirKeys) {
   EXPECT_EQ(c.upstream_token, "hf_token_in_a_file") << "a token file turns the HF_TOKEN fallback off";
   EXPECT_EQ(c.ratelimit_backend_password, "redis pass");
   EXPECT_EQ(c.ratelimit_backend, "redis://127.0.0.1:6379/2");
+  EXPECT_EQ(c.session_backend, "auto");
+  EXPECT_EQ(c.session_backend_password, "");
 }
 
 TEST_F(ConfigTest, SecretFilesThatCannotServeAreErrorsNamingTheirKey) {
-  for (const std::string key : {"admin_key_file", "upstream_token_file", "ratelimit_backend_password_file"}) {
+  for (const std::string key :
+       {"admin_key_file", "upstream_token_file", "ratelimit_backend_password_file", "session_backend_password_file"}) {
     SCOPED_TRACE(key);
     ConfigSources s;
     s.flags[key] = (dir_ / "missing").string();
@@ -498,6 +526,11 @@ TEST_F(ConfigTest, ASecretGivenBothWaysIsAnError) {
     EXPECT_NE(what.find("ratelimit_backend carries a password too"), std::string::npos) << what;
     EXPECT_EQ(what.find("inline"), std::string::npos) << "the password is not shown: " << what;
   }
+
+  s = {};
+  s.env["INFERLLAMA_SESSION_BACKEND"] = "redis://:inline@127.0.0.1";
+  s.flags["session_backend_password_file"] = write("filed", "pw").string();
+  expect_error(s, {"session_backend carries a password too"});
 
   // An empty key beside its file is no second value.
   s = {};
@@ -571,6 +604,54 @@ TEST_F(ConfigTest, ASecretFromAFileIsValidatedWithoutEchoingIt) {
   }
   s.flags = {{"upstream_token_file", write("hf_has a space", "token").string()}};
   expect_error(s, {"upstream_token_file", "value not shown"});
+}
+
+TEST_F(ConfigTest, TheNodesTokensAreOneListUpstreamTokenFirst) {
+  ConfigSources s;
+  s.env["HF_TOKEN"] = "hf_first";
+  const fs::path list = write("# spread over these\n\n  hf_second  \r\nhf_first\nhf_third\nhf_second\n", "tokens");
+  fs::permissions(list, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::replace);
+  s.flags["upstream_tokens_file"] = list.string();
+  const Config c = load_config(s);
+  EXPECT_EQ(c.upstream_tokens, (std::vector<std::string>{"hf_first", "hf_second", "hf_third"})) << "each once";
+  EXPECT_EQ(c.upstream_token, "hf_first");
+  s.env.clear();
+  EXPECT_EQ(load_config(s).upstream_tokens, (std::vector<std::string>{"hf_second", "hf_first", "hf_third"}));
+  s.flags.clear();
+  s.env["INFERLLAMA_UPSTREAM_TOKEN"] = "hf_alone";
+  EXPECT_EQ(load_config(s).upstream_tokens, std::vector<std::string>{"hf_alone"});
+  EXPECT_EQ(load_config({}).upstream_tokens, std::vector<std::string>{});
+}
+
+TEST_F(ConfigTest, ATokenListMustBeTheOwnersAndHoldOnlyTokens) {
+  auto with_list = [&](const std::string& content, fs::perms mode = fs::perms::owner_read | fs::perms::owner_write) {
+    const fs::path list = write(content, "tokens");
+    fs::permissions(list, mode, fs::perm_options::replace);
+    ConfigSources s;
+    s.env["INFERLLAMA_UPSTREAM_TOKENS_FILE"] = list.string();
+    return s;
+  };
+  expect_error(with_list("hf_a\n", fs::perms::owner_read | fs::perms::group_read),
+               {"upstream_tokens_file", "INFERLLAMA_UPSTREAM_TOKENS_FILE", "group or others", "chmod 600"});
+  expect_error(with_list("hf_a\n", fs::perms::owner_read | fs::perms::others_read),
+               {"upstream_tokens_file", "chmod 600"});
+  expect_error(with_list("# nothing but a comment\n\n"), {"upstream_tokens_file", "holds no token"});
+  try {
+    (void)load_config(with_list("hf_good\nhf_bad token\n"));
+    ADD_FAILURE() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("line 2"), std::string::npos) << what;
+    EXPECT_NE(what.find("value not shown"), std::string::npos) << what;
+    EXPECT_EQ(what.find("hf_bad"), std::string::npos) << what;
+    EXPECT_EQ(what.find("hf_good"), std::string::npos) << what;
+  }
+  std::string many;
+  for (std::size_t i = 0; i <= kMaxNodeTokens; ++i) many += "hf_" + std::to_string(i) + "\n";
+  expect_error(with_list(many), {"upstream_tokens_file", "more than 64 tokens"});
+  ConfigSources missing;
+  missing.flags["upstream_tokens_file"] = (dir_ / "missing").string();
+  expect_error(missing, {"upstream_tokens_file", "cannot be read"});
 }
 
 // ---- unknown names --------------------------------------------------------------------------------

@@ -244,6 +244,68 @@ TEST_F(IdentitiesTest, EverythingSurvivesAReopen) {
   EXPECT_EQ(ids().user_of_passkey(alice.passkey), "alice");
 }
 
+TEST_F(IdentitiesTest, ARenameCarriesTheAccountOverAndKeepsTheOldNameForIt) {
+  const auto alice = value_of(ids().add_user("alice", "a@example.org"));
+  value_of(ids().add_user("bob", ""));
+  const auto key = value_of(ids().create_key("alice", "laptop"));
+  ASSERT_EQ(ids().set_password("alice", "correct horse battery staple"), std::nullopt);
+  ASSERT_EQ(ids().set_hub_token("alice", "hf_AliceOwnHubToken0123456789"), std::nullopt);
+  ASSERT_EQ(ids().set_admin("alice", true), std::nullopt);
+
+  ASSERT_EQ(ids().rename_user("alice", "alicia"), std::nullopt);
+  EXPECT_FALSE(ids().user("alice"));
+  const auto renamed = ids().user("alicia");
+  ASSERT_TRUE(renamed);
+  EXPECT_EQ(renamed->email, "a@example.org");
+  EXPECT_EQ(renamed->created_ms, alice.created_ms);
+  EXPECT_TRUE(renamed->admin);
+  const auto who = value_of(ids().authenticate(key.secret));
+  EXPECT_EQ(who.user, "alicia");
+  EXPECT_EQ(who.hub_token, "hf_AliceOwnHubToken0123456789");
+  EXPECT_EQ(ids().user_of_passkey(alice.passkey), "alicia");
+  EXPECT_TRUE(ids().check_password("alicia", "correct horse battery staple"));
+  EXPECT_FALSE(ids().check_password("alice", "correct horse battery staple"));
+  EXPECT_EQ(value_of(ids().keys_of("alicia")).size(), 1u);
+  EXPECT_EQ(ids().unfinished_renames(), (std::vector<std::pair<std::string, std::string>>{{"alice", "alicia"}}));
+
+  // The old name is the account's: nobody else gets it, nor the new one.
+  EXPECT_EQ(ids().former_owner("alice"), "alicia");
+  EXPECT_TRUE(ids().name_taken("alice"));
+  EXPECT_FALSE(ids().has_user("alice"));
+  EXPECT_EQ(error_of(ids().add_user("alice", "")), "the name alice was another user's and stays reserved");
+  EXPECT_EQ(ids().rename_user("bob", "alice"), "the name alice is taken");
+  EXPECT_EQ(ids().rename_user("bob", "alicia"), "the name alicia is taken");
+  EXPECT_EQ(ids().rename_user("bob", "no way"),
+            "invalid user name \"no way\": 1 to 64 of A-Z a-z 0-9 . _ -, starting "
+            "with a letter or a digit");
+  EXPECT_EQ(ids().rename_user("nobody", "x"), "unknown user nobody");
+
+  // Kept across a restart, with the moves still to do.
+  open();
+  EXPECT_EQ(value_of(ids().authenticate(key.secret)).user, "alicia");
+  EXPECT_EQ(ids().former_owner("alice"), "alicia");
+  ASSERT_EQ(ids().finish_rename("alice"), std::nullopt);
+  EXPECT_TRUE(ids().unfinished_renames().empty());
+
+  // Renamed again, every former name points at the newest, and the account may take one back.
+  ASSERT_EQ(ids().rename_user("alicia", "ally"), std::nullopt);
+  EXPECT_EQ(ids().former_owner("alice"), "ally");
+  EXPECT_EQ(ids().former_owner("alicia"), "ally");
+  ASSERT_EQ(ids().rename_user("ally", "alice"), std::nullopt);
+  EXPECT_FALSE(ids().former_owner("alice"));
+  EXPECT_EQ(ids().former_owner("ally"), "alice");
+  EXPECT_EQ(value_of(ids().authenticate(key.secret)).user, "alice");
+
+  // A deleted account is not renamed; a purged one frees every name it had.
+  ASSERT_EQ(ids().delete_user("alice"), std::nullopt);
+  EXPECT_EQ(ids().rename_user("alice", "alex"), "user alice is deleted");
+  ASSERT_EQ(ids().purge_user("alice"), std::nullopt);
+  for (const std::string name : {"alice", "alicia", "ally"}) {
+    EXPECT_FALSE(ids().name_taken(name)) << name;
+    value_of(ids().add_user(name, ""));
+  }
+}
+
 TEST_F(IdentitiesTest, HubTokensAreSealedAtRestAndOpenAfterAReopen) {
   value_of(ids().add_user("alice", ""));
   auto key = value_of(ids().create_key("alice", ""));

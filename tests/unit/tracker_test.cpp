@@ -165,6 +165,36 @@ TEST_F(TrackerTest, AnnounceReturnsOtherPeersButNeverTheClientItself) {
   EXPECT_EQ(peers(announce(v4(3), other_port)).size(), 3u);
 }
 
+TEST_F(TrackerTest, TheOperatorSeesTheBusiestSwarmsWithSomeOfTheirPeers) {
+  make(true);
+  Announce small, big;
+  small.hash = hash_of(1);
+  big.hash = hash_of(2);
+  announce(v4(1), small);
+  for (std::uint8_t i = 1; i <= 5; ++i) announce(v4(i), big);
+  Announce seed = big;
+  seed.left = 0;
+  seed.port = 51413;
+  announce(*Endpoint::parse("2001:db8::7"), seed);
+  const auto one = tracker->busiest_swarms(1, 3);
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_EQ(one[0].hash, hash_of(2));
+  EXPECT_EQ(one[0].counts.seeders, 1u);
+  EXPECT_EQ(one[0].counts.leechers, 5u);
+  ASSERT_EQ(one[0].peers.size(), 3u);  // at most as many as asked, seeders first
+  EXPECT_TRUE(one[0].peers[0].seeder);
+  EXPECT_EQ(one[0].peers[0].peer.ip_text(), "2001:db8::7");
+  EXPECT_EQ(one[0].peers[0].peer.port, 51413);
+  EXPECT_FALSE(one[0].peers[1].seeder);
+  EXPECT_EQ(one[0].peers[1].peer.ip_text(), "10.0.0.1");
+  EXPECT_EQ(one[0].peers[1].peer.port, 6881);
+  const auto both = tracker->busiest_swarms(10, 10);
+  ASSERT_EQ(both.size(), 2u);
+  EXPECT_EQ(both[1].hash, hash_of(1));
+  EXPECT_EQ(both[1].peers.size(), 1u);
+  EXPECT_TRUE(tracker->busiest_swarms(0, 10).empty());
+}
+
 TEST_F(TrackerTest, SeedersGetOnlyLeechers) {
   make(true);
   Announce seed;

@@ -144,6 +144,28 @@ TEST_F(UsageLogTest, QueriesFilterByIdentityAndFirstDay) {
   EXPECT_TRUE(log_->query(UserId::user("bob"), std::nullopt).empty());
 }
 
+TEST_F(UsageLogTest, ARenameMovesEveryRowFlushedOrNotAndAddsToRowsOfTheNewName) {
+  const auto alice = UserId::user("alice"), alicia = UserId::user("alicia"), alice2 = UserId::user("alice2");
+  for (int day = 0; day < 3; ++day) {
+    log_->add(alice, "model/acme/x", counts(1, 100, 0, 100));
+    log_->add(alice2, "model/acme/x", counts(5, 0, 0, 0));
+    if (day < 2) log_->flush();  // the last day stays pending
+    clock_.advance(24h);
+  }
+  clock_.advance(-24h);
+  log_->add(alicia, "model/acme/x", counts(10, 0, 0, 0));  // today, already under the new name
+  EXPECT_EQ(log_->rename(alice, alicia), 2u);
+  EXPECT_TRUE(log_->query(alice, std::nullopt).empty());
+  auto rows = log_->query(alicia, std::nullopt);
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].counts, counts(1, 100, 0, 100));
+  EXPECT_EQ(rows[2].counts, counts(11, 100, 0, 100));
+  log_->flush();
+  EXPECT_EQ(log_->query(alicia, std::nullopt)[2].counts, counts(11, 100, 0, 100));
+  EXPECT_EQ(log_->query(alice2, std::nullopt).size(), 3u);  // a name that merely starts the same: untouched
+  EXPECT_EQ(log_->rename(alice, alicia), 0u);               // nothing left to move
+}
+
 TEST_F(UsageLogTest, RetentionDeletesExactlyTheDaysOlderThanItsCutoff) {
   const auto alice = UserId::user("alice");
   const SystemTime today = *parse_day("2026-12-01") + 12h;

@@ -312,6 +312,20 @@ function profilePage() {
       element.reset();
       say('Password changed; your other sessions were signed out.');
     }),
+    h('h2', {}, 'Change your user name'),
+    h('p', {}, 'Your keys, usage and models move to the new name with you. Your models\' old addresses stop working, and your old name stays yours: you can take it back. Your other sessions are signed out.'),
+    form('Change user name', [
+      field('New user name', { name: 'name', autocomplete: 'username', required: true, pattern: '[A-Za-z0-9][A-Za-z0-9._-]{0,63}' },
+        'Letters, digits, . _ -; it is also the namespace of your models.'),
+      field('Your password', { name: 'password', type: 'password', autocomplete: 'current-password', required: true }),
+    ], 'Change user name', async (v) => {
+      const answer = await api('POST', 'rename', { name: v.name, password: v.password });
+      state.sessionKey = null;
+      state.me = await api('GET', 'me');
+      say(`Your user name is ${answer.user.name} now.`);
+      renderNav('#/profile');
+      profilePage();
+    }),
     h('h2', {}, 'Where you are signed in'),
     table(['Signed in', 'Last refreshed', 'Ends', ''], sessions.map((s) => [s.created, s.refreshed, s.expires, s.current ? 'this browser' : ''])));
 }
@@ -572,12 +586,21 @@ async function operatorPage() {
         h('div', { class: 'hint' }, o.cache.max_disk ? `of ${bytes(o.cache.max_disk)}` : 'no budget')),
       h('div', { class: 'card' }, h('div', {}, 'Upstream'), h('div', { class: 'value' }, o.health.upstream)),
       h('div', { class: 'card' }, h('div', {}, 'Redis'), h('div', { class: 'value' }, o.health.redis)),
+      h('div', { class: 'card' }, h('div', {}, 'Sessions'), h('div', { class: 'value' }, o.health.sessions)),
       h('div', { class: 'card' }, h('div', {}, 'Tracked swarms'), h('div', { class: 'value' }, o.tracker.swarms),
         h('div', { class: 'hint' }, `${o.tracker.peers} peers`))),
     h('h2', {}, 'Cache'),
     o.cache.repos.length
       ? table(['Repository', 'Stored', 'Pinned', 'Eviction order'], o.cache.repos.map((r) => [r.repo, bytes(r.bytes), r.pinned ? 'yes' : '', r.evict_rank ? `#${r.evict_rank}` : '']))
       : h('p', {}, 'Nothing cached yet.'),
+    h('h2', {}, 'Swarms and peers'),
+    o.tracker.busiest.length
+      ? h('div', { class: 'swarms' }, o.tracker.busiest.map((w) => h('details', {},
+        h('summary', {}, `${w.snapshot || w.info_hash}: ${w.seeders} seeders, ${w.leechers} leechers`),
+        w.peers.length
+          ? table(['Address', 'Port', 'Has it all'], w.peers.map((p) => [p.address, p.port, p.seeder ? 'yes' : 'no']))
+          : h('p', {}, 'No peer announced lately.'))))
+      : h('p', {}, 'No swarm tracked yet.'),
     h('h2', {}, 'Seeding'),
     table(['', ''], [['Torrents seeded', o.cluster.seeding.torrents], ['Peers', o.cluster.seeding.peers],
       ['Uploaded', bytes(o.cluster.seeding.uploaded)]]),
