@@ -44,11 +44,7 @@ int admin(const AdminOptions& options) {
   std::optional<Config> beside;
   const auto node = node_target(options.target, beside);
   if (!node) {
-    const auto expected = admin_socket_path(*beside);
-    std::fprintf(stderr,
-                 "inferllama: no node runs on %s%s: run this beside the node with its --data-dir or --config, or ask "
-                 "it over HTTP(S) with --node URL and its admin key (INFERLLAMA_ADMIN_KEY or --admin-key-file)\n",
-                 beside->data_dir.c_str(), expected.empty() ? " with an admin socket (admin_socket is off)" : "");
+    report_no_node(*beside);
     return 1;
   }
   auto called = call_node(*node, "POST", "/api/inferllama/" + options.action, body.dump());

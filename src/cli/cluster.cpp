@@ -37,13 +37,13 @@ void print_status(const nlohmann::json& status) {
   const auto limits = status.value("limits", nlohmann::json::object());
   const std::string backend = limits.value("backend", "local");
   std::printf("limits: %s%s\n", backend.c_str(),
-              backend == "local" ? " (this node only)"
+              backend == "local"                 ? " (this node only)"
               : limits.value("connected", false) ? " (connected)"
                                                  : " (not connected: the fallback decides)");
   const auto seeding = status.value("seeding", nlohmann::json::object());
-  std::printf("seeding: %llu torrents, %llu peers, %s sent\n",
-              static_cast<unsigned long long>(count(seeding, "torrents")),
-              static_cast<unsigned long long>(count(seeding, "peers")), human_bytes(count(seeding, "uploaded")).c_str());
+  std::printf(
+      "seeding: %llu torrents, %llu peers, %s sent\n", static_cast<unsigned long long>(count(seeding, "torrents")),
+      static_cast<unsigned long long>(count(seeding, "peers")), human_bytes(count(seeding, "uploaded")).c_str());
 
   rows.clear();
   for (const auto& swarm : status.value("swarms", nlohmann::json::array())) {
@@ -58,8 +58,9 @@ void print_status(const nlohmann::json& status) {
     return;
   }
   std::printf("\n");
-  print_table({{"PARENT SWARM"}, {"INFO-HASH"}, {"SIZE", true}, {"DONE", true}, {"PEERS", true}, {"IN", true}, {"OUT", true}},
-              rows);
+  print_table(
+      {{"PARENT SWARM"}, {"INFO-HASH"}, {"SIZE", true}, {"DONE", true}, {"PEERS", true}, {"IN", true}, {"OUT", true}},
+      rows);
 }
 
 }  // namespace
@@ -68,10 +69,7 @@ int cluster_status(const ClusterOptions& options) {
   std::optional<Config> beside;
   const auto node = node_target(options.target, beside);
   if (!node) {
-    std::fprintf(stderr,
-                 "inferllama: no node runs on %s: run this beside the node with its --data-dir or --config, or ask it "
-                 "over HTTP(S) with --node URL and its admin key (INFERLLAMA_ADMIN_KEY or --admin-key-file)\n",
-                 beside->data_dir.c_str());
+    report_no_node(*beside);
     return 1;
   }
   auto called = call_node(*node, "GET", "/api/inferllama/cluster", "");

@@ -116,6 +116,14 @@ void add_node_options(CLI::App& command, NodeOptions& options, const std::string
   command.add_option("--config", options.config_file, "The node's TOML configuration file (env INFERLLAMA_CONFIG)");
 }
 
+void report_no_node(const Config& beside) {
+  const auto expected = admin_socket_path(beside);
+  std::fprintf(stderr,
+               "inferllama: no node runs on %s%s: run this beside the node with its --data-dir or --config, or ask "
+               "it over HTTP(S) with --node URL and its admin key (INFERLLAMA_ADMIN_KEY or --admin-key-file)\n",
+               beside.data_dir.c_str(), expected.empty() ? " with an admin socket (admin_socket is off)" : "");
+}
+
 std::optional<NodeTarget> node_target(const NodeOptions& options, std::optional<Config>& beside) {
   if (!options.admin_key_flag.empty()) {
     throw UsageError(

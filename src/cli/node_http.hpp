@@ -67,6 +67,10 @@ void add_node_options(CLI::App& command, NodeOptions& options, const std::string
 // UsageError on misuse.
 std::optional<NodeTarget> node_target(const NodeOptions& options, std::optional<Config>& beside);
 
+// Tells the user on stderr that no node runs beside `beside` (the configuration node_target left), and how to
+// reach one; for commands that need a running node.
+void report_no_node(const Config& beside);
+
 // The configuration `serve` would read with this --data-dir and --config (either may be empty), without
 // the admin key the client sends.
 Config config_beside(const std::string& data_dir, const std::string& config_file);

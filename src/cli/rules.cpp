@@ -36,10 +36,7 @@ int rules(const RulesOptions& options) {
   std::optional<Config> beside;
   const auto node = node_target(options.target, beside);
   if (!node) {
-    std::fprintf(stderr,
-                 "inferllama: no node runs on %s: run this beside the node with its --data-dir or --config, or ask it "
-                 "over HTTP(S) with --node URL and its admin key (INFERLLAMA_ADMIN_KEY or --admin-key-file)\n",
-                 beside->data_dir.c_str());
+    report_no_node(*beside);
     return 1;
   }
   const bool reload = options.action == "reload";
