@@ -122,6 +122,14 @@ void add_node_options(CLI::App& command, NodeOptions& options, const std::string
   command.add_option("--config", options.config_file, "The node's TOML configuration file (env INFERLLAMA_CONFIG)");
 }
 
+void report_no_node(const Config& beside) {
+  const auto expected = admin_socket_path(beside);
+  std::fprintf(stderr,
+               "inferllama: no node runs on %s%s: run this beside the node with its --data-dir or --config, or ask "
+               "it over HTTP(S) with --node URL and its admin key (INFERLLAMA_ADMIN_KEY or --admin-key-file)\n",
+               beside.data_dir.c_str(), expected.empty() ? " with an admin socket (admin_socket is off)" : "");
+}
+
 std::optional<NodeTarget> node_target(const NodeOptions& options, std::optional<Config>& beside) {
   if (!options.admin_key_flag.empty()) {
     throw UsageError(
@@ -159,13 +167,7 @@ std::optional<NodeTarget> node_target(const NodeOptions& options, std::optional<
 std::optional<NodeTarget> node_or_explain(const NodeOptions& options) {
   std::optional<Config> beside;
   auto node = node_target(options, beside);
-  if (!node) {
-    const bool no_socket = admin_socket_path(*beside).empty();
-    std::fprintf(stderr,
-                 "inferllama: no node runs on %s%s: run this beside the node with its --data-dir or --config, or ask "
-                 "it over HTTP(S) with --node URL and its admin key (INFERLLAMA_ADMIN_KEY or --admin-key-file)\n",
-                 beside->data_dir.c_str(), no_socket ? " with an admin socket (admin_socket is off)" : "");
-  }
+  if (!node) report_no_node(*beside);
   return node;
 }
 

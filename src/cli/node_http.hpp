@@ -71,7 +71,11 @@ void add_node_options(CLI::App& command, NodeOptions& options, const std::string
 // UsageError on misuse.
 std::optional<NodeTarget> node_target(const NodeOptions& options, std::optional<Config>& beside);
 
-// node_target, and when no node runs there, says on stderr how to name one and returns nullopt.
+// Tells the user on stderr that no node runs beside `beside` (the configuration node_target left), and how to
+// reach one; for commands that need a running node.
+void report_no_node(const Config& beside);
+
+// node_target, and when no node runs there, report_no_node and nullopt.
 std::optional<NodeTarget> node_or_explain(const NodeOptions& options);
 
 // One request whose answer must be HTTP 200 with a JSON object: that object; otherwise nullopt, after saying on
