@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <set>
 #include <unordered_set>
 #include <vector>
 
@@ -54,10 +55,48 @@ std::uint64_t Evictor::kept_files(std::unordered_set<std::string>& kept) {
   return kept_bytes;
 }
 
+std::unordered_set<std::string> Evictor::superseded_files() {
+  struct Name {
+    RepoId repo;
+    RefEntry ref;
+  };
+  std::vector<Name> names;
+  bool any_before = false;
+  index_.list_refs([&](const std::string& repo_key, const std::string&, const RefEntry& ref) {
+    auto repo = parse_repo_key(repo_key);
+    if (!repo) return;
+    any_before = any_before || !ref.before.empty();
+    names.push_back({std::move(*repo), ref});
+  });
+  if (!any_before) return {};
+  auto has_stored_file = [&](const RepoId& repo, const std::string& commit) {
+    const auto etags = index_.etags_of(repo, commit);
+    return std::any_of(etags.begin(), etags.end(), [&](const std::string& etag) { return index_.get_blob(etag); });
+  };
+  // Commits a name points at now: what they hold is current, whatever else holds it too.
+  std::set<std::pair<std::string, std::string>> current;  // repo key, commit
+  for (const auto& name : names) current.emplace(name.repo.key(), name.ref.commit);
+  std::set<std::pair<std::string, std::string>> superseded;
+  std::unordered_set<std::string> old;
+  for (const auto& name : names) {
+    if (name.ref.before.empty() || !has_stored_file(name.repo, name.ref.commit)) continue;
+    for (const auto& commit : name.ref.before) {
+      if (current.contains({name.repo.key(), commit}) || !superseded.emplace(name.repo.key(), commit).second) continue;
+      for (auto& etag : index_.etags_of(name.repo, commit)) old.insert(std::move(etag));
+    }
+  }
+  if (old.empty()) return old;
+  for (const auto& name : names) {
+    for (const auto& etag : index_.etags_of(name.repo, name.ref.commit)) old.erase(etag);
+  }
+  return old;
+}
+
 std::vector<std::string> Evictor::candidates(const std::unordered_set<std::string>& kept) {
   std::vector<std::pair<std::int64_t, std::string>> order;  // last used, etag
   std::vector<std::string> all;
   index_.list_blobs([&](const std::string& etag, std::uint64_t) { all.push_back(etag); });
+  const auto superseded = superseded_files();
   {
     std::lock_guard lock(mutex_);
     for (auto& etag : all) {
@@ -68,6 +107,7 @@ std::vector<std::string> Evictor::candidates(const std::unordered_set<std::strin
     }
   }
   std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::stable_partition(order.begin(), order.end(), [&](const auto& file) { return superseded.contains(file.second); });
   std::vector<std::string> etags;
   etags.reserve(order.size());
   for (auto& [used, etag] : order) etags.push_back(std::move(etag));

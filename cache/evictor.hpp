@@ -26,7 +26,9 @@ struct GcReport {
 
 // Keeps the chunk store under its disk budget by forgetting the least recently used files. A file
 // counts once however many paths or revisions name it; a chunk is deleted only when no stored file
-// references it; files of pinned snapshots and files being read are never evicted.
+// references it; files of pinned snapshots and files being read are never evicted. Files that only
+// commits a branch has moved on from hold go first, once the branch's own commit is cached: a client
+// asking for the branch no longer gets them.
 class Evictor {
  public:
   Evictor(ChunkStore& store, Index& index, std::uint64_t budget_bytes);
@@ -69,8 +71,11 @@ class Evictor {
   void evict_until(std::uint64_t target_bytes);
   // Adds the files never evicted (hosted, pinned) to `kept`; the bytes of the hosted ones.
   std::uint64_t kept_files(std::unordered_set<std::string>& kept);
-  // The evictable files, least recently used first.
+  // The evictable files: those only superseded commits hold first, each part least recently used first.
   std::vector<std::string> candidates(const std::unordered_set<std::string>& kept);
+  // The stored files held only by commits some branch or tag named before the commit it names now, when
+  // that one has a stored file (RefEntry::before), and by no commit a name points at now.
+  std::unordered_set<std::string> superseded_files();
   void release(const std::string& etag);
 
   ChunkStore& store_;

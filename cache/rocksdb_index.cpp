@@ -29,15 +29,17 @@ enum Family : std::size_t {
   kHosting,
   kSessions,
   kScans,
+  kPrefetch,
   kFamilyCount
 };
 constexpr const char* kFamilyNames[kFamilyCount] = {"default",     "refs",    "meta",       "files",
                                                     "blobs",       "chunks",  "identities", "usage",
-                                                    "blob_scopes", "hosting", "sessions",   "scans"};
+                                                    "blob_scopes", "hosting", "sessions",   "scans",
+                                                    "prefetch"};
 // The record tables (and a blob's scope, dropped with the blob) are read by prefix scans rather than point lookups.
 constexpr bool scanned(std::size_t family) {
   return family == kIdentities || family == kUsage || family == kBlobScopes || family == kHosting ||
-         family == kSessions;
+         family == kSessions || family == kPrefetch;
 }
 
 // Scope records: "{etag}\0{repo key}" for each repo a blob was verified for, "{etag}\0*" when it is shared.
@@ -61,6 +63,8 @@ Family family_of(RecordTable table) {
       return kHosting;
     case RecordTable::sessions:
       return kSessions;
+    case RecordTable::prefetch:
+      return kPrefetch;
   }
   throw std::logic_error("unknown record table");
 }
@@ -216,6 +220,12 @@ RefEntry decode_ref(std::string_view v) {
   RefEntry e;
   e.commit = r.str();
   e.fetched_at_ms = r.num<std::int64_t>();
+  // Records written before the node kept a ref's history end here.
+  if (!r.done()) {
+    const auto count = r.num<std::uint32_t>();
+    if (count > kRefHistory) throw std::runtime_error("corrupt ref record");
+    for (std::uint32_t i = 0; i < count; ++i) e.before.push_back(r.str());
+  }
   return e;
 }
 
@@ -300,6 +310,9 @@ class RocksIndex final : public Index {
     Writer w;
     w.str(ref.commit);
     w.i64(ref.fetched_at_ms);
+    const std::size_t kept = std::min(ref.before.size(), kRefHistory);
+    w.u32(static_cast<std::uint32_t>(kept));
+    for (std::size_t i = ref.before.size() - kept; i < ref.before.size(); ++i) w.str(ref.before[i]);
     put(kRefs, ref_key(repo, rev), w.take());
   }
 

@@ -586,6 +586,16 @@ constexpr KeySpec kSpecs[] = {
     {{"mirror_interval", "--mirror-interval", "INFERLLAMA_MIRROR_INTERVAL",
       "How often mirrored branches are checked for a new commit, 10s..1d", "5m"},
      [](Config& c, const Input& in) { c.mirror_interval = in.whole_seconds(10, 24 * 3600); }},
+    {{"prefetch", "--prefetch", "INFERLLAMA_PREFETCH",
+      "Snapshots kept current from the Hub without a client asking, comma-separated "
+      "REPO[@REV][:PATTERN[;PATTERN...]] (datasets/NAME, spaces/NAME for other types; REV defaults to main; "
+      "patterns are globs as huggingface_hub's allow_patterns, none = every file), e.g. "
+      "\"acme/model@main:*.safetensors;config.json\"; `inferllama prefetch add` adds more at run time",
+      ""},
+     [](Config& c, const Input& in) { c.prefetch = in.checked([&] { return parse_prefetch_list(in.text()); }); }},
+    {{"prefetch_interval", "--prefetch-interval", "INFERLLAMA_PREFETCH_INTERVAL",
+      "How often prefetched revisions are asked of the Hub again and their new files fetched, 10s..1d", "1h"},
+     [](Config& c, const Input& in) { c.prefetch_interval = in.whole_seconds(10, 24 * 3600); }},
     {{"repo_rules", "--repo-rules", "INFERLLAMA_REPO_RULES",
       "Which Hub repos the node proxies: rules \"ACTION [TYPE:]PATTERN [scan=off|warn|deny]\", one a line or "
       "comma-separated (a TOML array of strings too), first match wins, no match allows; ACTION is allow, deny "
@@ -1256,6 +1266,18 @@ std::map<std::string, std::string> environment_map(char** envp) {
     out.emplace(std::string(entry.substr(0, eq)), std::string(entry.substr(eq + 1)));
   }
   return out;
+}
+
+std::vector<std::string> split_config_list(std::string_view text) {
+  std::vector<std::string> items;
+  for (std::size_t start = 0; start <= text.size();) {
+    std::size_t comma = text.find(',', start);
+    if (comma == std::string_view::npos) comma = text.size();
+    const std::string_view item = trim(text.substr(start, comma - start));
+    if (!item.empty()) items.emplace_back(item);
+    start = comma + 1;
+  }
+  return items;
 }
 
 std::filesystem::path admin_socket_path(const Config& config) {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "inferllama/limit_policy.hpp"
+#include "inferllama/prefetch_spec.hpp"
 #include "inferllama/repo_policy.hpp"
 
 namespace inferllama {
@@ -91,6 +92,9 @@ struct Config {
   std::string mirror_from;                         // node to mirror from; "" = the upstream (when it is a node)
   std::chrono::seconds mirror_interval{300};       // how often mirrored branches are checked for a new commit
 
+  // Snapshots the node keeps current from the Hub without a client asking (src/prefetch/).
+  std::vector<PrefetchSpec> prefetch;            // REPO[@REV][:PATTERN;...],...; more are added at run time
+  std::chrono::seconds prefetch_interval{3600};  // how often each entry's revision is asked of the Hub again
   // Repo rules (src/policy/): which Hub repos are proxied and kept, refused, or passed through unkept.
   std::string repo_rules;                          // "ACTION [TYPE:]PATTERN [scan=...]", a line or comma apart
   std::filesystem::path repo_rules_file;           // more rules, after repo_rules; read again on SIGHUP
@@ -160,6 +164,9 @@ std::span<const std::string_view> client_variables();
 
 // The candidate closest to a misspelt `unknown` (case-insensitive, at most two edits away); nullopt if none.
 std::optional<std::string> closest_spelling(std::string_view unknown, std::span<const std::string> candidates);
+
+// The items of a comma-separated list setting (`mirrors`, `prefetch`): each trimmed of spaces, empty ones left out.
+std::vector<std::string> split_config_list(std::string_view text);
 
 // Where the admin socket of `config` is (admin_socket, inside data_dir when relative); empty = none.
 std::filesystem::path admin_socket_path(const Config& config);

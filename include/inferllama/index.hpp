@@ -49,9 +49,14 @@ struct BlobScope {
   std::vector<RepoId> repos;  // repos whose upstream delivered these bytes
 };
 
+// The commits a branch named before the one it names now, the newest last: eviction takes the files that only
+// these hold first once the branch's commit is cached (see cache::Evictor).
+inline constexpr std::size_t kRefHistory = 8;
+
 struct RefEntry {
   std::string commit;
-  std::int64_t fetched_at_ms = 0;
+  std::int64_t fetched_at_ms = 0;   // when the upstream named it; 0: forgotten, asked again at the next use
+  std::vector<std::string> before;  // earlier commits of the name, oldest first, at most kRefHistory
 };
 
 // The node's RocksDB index. Calls block on disk: run them on the worker pool, never an I/O thread.

@@ -1,6 +1,6 @@
 // Small records kept beside the cache index in the node's RocksDB: identities (users, API keys), usage
-// counters and hosted namespaces and repos, each in a column family of its own. Keys are composed by their
-// owner (src/usage/, src/hosting/).
+// counters, hosted namespaces and repos, console sessions and the prefetch list, each in a column family of
+// its own. Keys are composed by their owner (src/usage/, src/hosting/, src/console/, src/prefetch/).
 #pragma once
 #include <functional>
 #include <optional>
@@ -10,7 +10,7 @@
 
 namespace inferllama {
 
-enum class RecordTable { identities, usage, hosting, sessions };
+enum class RecordTable { identities, usage, hosting, sessions, prefetch };
 
 class RecordStore {
  public:

@@ -8,12 +8,6 @@
 namespace inferllama::cli {
 namespace {
 
-// {"repo", "revision", "type"} of the snapshot the command names.
-nlohmann::json snapshot_of(const AdminOptions& options) {
-  const RepoRef ref = snapshot_argument(options.repo, options.repo_type);
-  return {{"repo", ref.repo.name}, {"revision", ref.rev}, {"type", ref.repo.type_name()}};
-}
-
 void print_done(const AdminOptions& options, const nlohmann::json& result) {
   const auto count = [&](const char* field) { return static_cast<unsigned long long>(result.value(field, 0ULL)); };
   const std::string snapshot = result.value("repo", "") + "@" + result.value("commit", "");
@@ -39,27 +33,13 @@ void print_done(const AdminOptions& options, const nlohmann::json& result) {
 
 int admin(const AdminOptions& options) {
   nlohmann::json body = nlohmann::json::object();
-  if (options.action != "gc") body = snapshot_of(options);
+  if (options.action != "gc") body = snapshot_body(options.repo, options.repo_type);
   if (options.action == "mirror") body["from"] = options.from;
-  std::optional<Config> beside;
-  const auto node = node_target(options.target, beside);
-  if (!node) {
-    report_no_node(*beside);
-    return 1;
-  }
-  auto called = call_node(*node, "POST", "/api/inferllama/" + options.action, body.dump());
-  if (auto* why = std::get_if<std::string>(&called)) {
-    std::fprintf(stderr, "inferllama: %s\n", why->c_str());
-    return 1;
-  }
-  const auto& answer = std::get<NodeAnswer>(called);
-  auto result = nlohmann::json::parse(answer.body, nullptr, false);
-  if (answer.status != 200 || !result.is_object()) {
-    std::fprintf(stderr, "inferllama: %s failed (HTTP %ld): %s\n", options.action.c_str(), answer.status,
-                 error_of(answer.body).c_str());
-    return 1;
-  }
-  print_done(options, result);
+  const auto node = node_or_explain(options.target);
+  if (!node) return 1;
+  const auto result = ask_node(*node, "POST", "/api/inferllama/" + options.action, body.dump(), options.action);
+  if (!result) return 1;
+  print_done(options, *result);
   return 0;
 }
 

@@ -145,6 +145,44 @@ int run(int argc, char** argv) {
                    "model, dataset or space [default: from the repo's prefix, else model]")
       ->check(CLI::IsMember({"model", "dataset", "space"}));
   add_node_options(*mirror_cmd, mirror_options.target, "the node's admin key");
+  PrefetchOptions prefetch_add_options{"add"}, prefetch_list_options{"list"}, prefetch_remove_options{"remove"};
+  auto* prefetch_cmd =
+      app.add_subcommand("prefetch", "Snapshots the node keeps current from the Hub without a client asking");
+  auto* prefetch_add_cmd = prefetch_cmd->add_subcommand(
+      "add", "Keep a snapshot current: its files are fetched now, and again whenever its revision moves");
+  auto* prefetch_list_cmd = prefetch_cmd->add_subcommand(
+      "list", "Every entry (configured and added) with its commit, files and bytes held of those wanted, last check");
+  auto* prefetch_remove_cmd = prefetch_cmd->add_subcommand(
+      "remove",
+      "Stop keeping a snapshot added at run time current (its commit is unpinned; entries of the "
+      "prefetch setting are removed there)");
+  for (auto [command, options] :
+       {std::pair{prefetch_add_cmd, &prefetch_add_options}, std::pair{prefetch_remove_cmd, &prefetch_remove_options}}) {
+    command->add_option("repo", options->repo, "Repository id, optionally @revision (default main)")->required();
+    command
+        ->add_option("--repo-type", options->repo_type,
+                     "model, dataset or space [default: from the repo's prefix, else model]")
+        ->check(CLI::IsMember({"model", "dataset", "space"}));
+    add_node_options(*command, options->target, "the node's admin key");
+  }
+  prefetch_add_cmd->add_option("--include", prefetch_add_options.include,
+                               "Only the files matching this glob, as huggingface_hub's allow_patterns (e.g. "
+                               "\"*.safetensors\", \"tokenizer/\"); repeat for more [default: every file]");
+  prefetch_list_cmd->add_flag("--json", prefetch_list_options.json, "Print the node's JSON answer as it is");
+  add_node_options(*prefetch_list_cmd, prefetch_list_options.target, "the node's admin key");
+  prefetch_cmd->require_subcommand(1);
+
+  RefreshOptions refresh_options;
+  auto* refresh_cmd = app.add_subcommand(
+      "refresh", "Forget what a branch resolved to (after a force-push on the Hub) and ask the Hub what it names now");
+  refresh_cmd->add_option("repo", refresh_options.repo, "Repository id, optionally @branch (default main)")->required();
+  refresh_cmd
+      ->add_option("--repo-type", refresh_options.repo_type,
+                   "model, dataset or space [default: from the repo's prefix, else model]")
+      ->check(CLI::IsMember({"model", "dataset", "space"}));
+  refresh_cmd->add_flag("--no-resolve", refresh_options.no_resolve,
+                        "Only forget: the next request for the branch asks the Hub");
+  add_node_options(*refresh_cmd, refresh_options.target, "the node's admin key");
   auto* gc_cmd = app.add_subcommand("gc", "Delete stored chunks that no file references, and report what was freed");
   add_node_options(*gc_cmd, gc_options.target, "the node's admin key");
 
@@ -220,6 +258,10 @@ int run(int argc, char** argv) {
     if (*gc_cmd) return admin(gc_options);
     if (*mirror_cmd) return admin(mirror_options);
     if (*cluster_status_cmd) return cluster_status(cluster_options);
+    if (*prefetch_add_cmd) return prefetch(prefetch_add_options);
+    if (*prefetch_list_cmd) return prefetch(prefetch_list_options);
+    if (*prefetch_remove_cmd) return prefetch(prefetch_remove_options);
+    if (*refresh_cmd) return refresh(refresh_options);
     if (*rules_show_cmd) return rules(rules_show_options);
     if (*rules_reload_cmd) return rules(rules_reload_options);
     if (*backup_cmd) return backup(backup_options);

@@ -66,28 +66,14 @@ void print_status(const nlohmann::json& status) {
 }  // namespace
 
 int cluster_status(const ClusterOptions& options) {
-  std::optional<Config> beside;
-  const auto node = node_target(options.target, beside);
-  if (!node) {
-    report_no_node(*beside);
-    return 1;
-  }
-  auto called = call_node(*node, "GET", "/api/inferllama/cluster", "");
-  if (auto* why = std::get_if<std::string>(&called)) {
-    std::fprintf(stderr, "inferllama: %s\n", why->c_str());
-    return 1;
-  }
-  const auto& answer = std::get<NodeAnswer>(called);
-  auto status = nlohmann::json::parse(answer.body, nullptr, false);
-  if (answer.status != 200 || !status.is_object()) {
-    std::fprintf(stderr, "inferllama: cluster status failed (HTTP %ld): %s\n", answer.status,
-                 error_of(answer.body).c_str());
-    return 1;
-  }
+  const auto node = node_or_explain(options.target);
+  if (!node) return 1;
+  const auto status = ask_node(*node, "GET", "/api/inferllama/cluster", "", "cluster status");
+  if (!status) return 1;
   if (options.json) {
-    std::printf("%s\n", status.dump(2).c_str());
+    std::printf("%s\n", status->dump(2).c_str());
   } else {
-    print_status(status);
+    print_status(*status);
   }
   return 0;
 }

@@ -1,8 +1,10 @@
 #pragma once
 #include <string>
+#include <vector>
 
 #include "cli/node_http.hpp"
 #include "inferllama/config.hpp"
+#include "prefetch/prefetch_table.hpp"
 
 namespace inferllama::cli {
 
@@ -44,6 +46,27 @@ struct ClusterOptions {
 // bytes by source (from the Hub, from parents, from peers, to peers).
 int cluster_status(const ClusterOptions& options);
 
+struct PrefetchOptions {
+  std::string action;  // add, list, remove
+  NodeOptions target;
+  std::string repo;                  // [models/|datasets/|spaces/]REPO[@REV]
+  std::string repo_type;             // model, dataset or space; "" = from the repo's prefix, else model
+  std::vector<std::string> include;  // add: the patterns of the files wanted; none = every file
+  bool json = false;                 // list: the node's answer as it is
+};
+// `prefetch add|list|remove`: the snapshots the node keeps current from the Hub, through its admin API.
+int prefetch(const PrefetchOptions& options);
+// The entries as a table (the one `running` names is being fetched), then each entry's last error.
+void print_prefetch_entries(const std::vector<prefetch::Entry>& entries, const std::string& running = {});
+
+struct RefreshOptions {
+  NodeOptions target;
+  std::string repo;  // [models/|datasets/|spaces/]REPO[@REV]
+  std::string repo_type;
+  bool no_resolve = false;  // only forget; the next request asks the Hub
+};
+// `refresh`: the node forgets what a branch resolved to (after a force-push) and asks the Hub again.
+int refresh(const RefreshOptions& options);
 struct RulesOptions {
   std::string action;  // show, reload
   NodeOptions target;

@@ -57,6 +57,14 @@ int list_cache(const Config& config) {
     }
   }
   if (tree.empty()) std::printf("the cache is empty\n");
+  // What the node keeps warm, as its last runs left it (`prefetch list` asks a running node, with the run
+  // in progress).
+  prefetch::PrefetchTable table(index->records());
+  const auto entries = prefetch::recorded_entries(config.prefetch, table);
+  if (!entries.empty()) {
+    std::printf("\nprefetch:\n");
+    print_prefetch_entries(entries);
+  }
   return 0;
 }
 

@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
@@ -100,6 +101,11 @@ RepoRef snapshot_argument(const std::string& repo, const std::string& repo_type)
   return *ref;
 }
 
+nlohmann::json snapshot_body(const std::string& repo, const std::string& repo_type) {
+  const RepoRef ref = snapshot_argument(repo, repo_type);
+  return {{"repo", ref.repo.name}, {"revision", ref.rev}, {"type", ref.repo.type_name()}};
+}
+
 void add_node_options(CLI::App& command, NodeOptions& options, const std::string& key_use) {
   command.add_option("--node", options.node,
                      "Base URL of a running node, asked over HTTP(S) with its admin key (env INFERLLAMA_NODE); "
@@ -156,6 +162,31 @@ std::optional<NodeTarget> node_target(const NodeOptions& options, std::optional<
   }
   if (socket.empty()) return std::nullopt;
   return NodeTarget::over_socket(socket);
+}
+
+std::optional<NodeTarget> node_or_explain(const NodeOptions& options) {
+  std::optional<Config> beside;
+  auto node = node_target(options, beside);
+  if (!node) report_no_node(*beside);
+  return node;
+}
+
+std::optional<nlohmann::json> ask_node(const NodeTarget& node, const std::string& method,
+                                       const std::string& path_and_query, const std::string& json_body,
+                                       const std::string& what) {
+  auto called = call_node(node, method, path_and_query, json_body);
+  if (auto* why = std::get_if<std::string>(&called)) {
+    std::fprintf(stderr, "inferllama: %s\n", why->c_str());
+    return std::nullopt;
+  }
+  const auto& answer = std::get<NodeAnswer>(called);
+  auto result = nlohmann::json::parse(answer.body, nullptr, false);
+  if (answer.status != 200 || !result.is_object()) {
+    std::fprintf(stderr, "inferllama: %s failed (HTTP %ld): %s\n", what.c_str(), answer.status,
+                 error_of(answer.body).c_str());
+    return std::nullopt;
+  }
+  return result;
 }
 
 std::string error_of(const std::string& body) {

@@ -1,5 +1,6 @@
 // Requests to a running node's own API (admin routes, accounts), shared by the commands that make them.
 #pragma once
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -49,6 +50,9 @@ std::variant<NodeAnswer, std::string> call_node(const NodeTarget& node, const st
 // UsageError.
 RepoRef snapshot_argument(const std::string& repo, const std::string& repo_type);
 
+// {"repo", "revision", "type"} of that snapshot, as the admin API takes it. Throws UsageError.
+nlohmann::json snapshot_body(const std::string& repo, const std::string& repo_type);
+
 // How every command that talks to a node names it and its credentials.
 struct NodeOptions {
   std::string node;            // --node URL (env INFERLLAMA_NODE): ask it over HTTP(S)
@@ -70,6 +74,15 @@ std::optional<NodeTarget> node_target(const NodeOptions& options, std::optional<
 // Tells the user on stderr that no node runs beside `beside` (the configuration node_target left), and how to
 // reach one; for commands that need a running node.
 void report_no_node(const Config& beside);
+
+// node_target, and when no node runs there, report_no_node and nullopt.
+std::optional<NodeTarget> node_or_explain(const NodeOptions& options);
+
+// One request whose answer must be HTTP 200 with a JSON object: that object; otherwise nullopt, after saying on
+// stderr why not ("inferllama: WHAT failed (HTTP N): ERROR", or that the node cannot be reached).
+std::optional<nlohmann::json> ask_node(const NodeTarget& node, const std::string& method,
+                                       const std::string& path_and_query, const std::string& json_body,
+                                       const std::string& what);
 
 // The configuration `serve` would read with this --data-dir and --config (either may be empty), without
 // the admin key the client sends.

@@ -33,32 +33,18 @@ void print_rules(const nlohmann::json& answer) {
 }  // namespace
 
 int rules(const RulesOptions& options) {
-  std::optional<Config> beside;
-  const auto node = node_target(options.target, beside);
-  if (!node) {
-    report_no_node(*beside);
-    return 1;
-  }
+  const auto node = node_or_explain(options.target);
+  if (!node) return 1;
   const bool reload = options.action == "reload";
-  auto called = reload ? call_node(*node, "POST", "/api/inferllama/rules/reload", "{}")
-                       : call_node(*node, "GET", "/api/inferllama/rules", "");
-  if (auto* why = std::get_if<std::string>(&called)) {
-    std::fprintf(stderr, "inferllama: %s\n", why->c_str());
-    return 1;
-  }
-  const auto& answer = std::get<NodeAnswer>(called);
-  auto body = nlohmann::json::parse(answer.body, nullptr, false);
-  if (answer.status != 200 || !body.is_object()) {
-    std::fprintf(stderr, "inferllama: rules %s failed (HTTP %ld): %s\n", options.action.c_str(), answer.status,
-                 error_of(answer.body).c_str());
-    return 1;
-  }
+  const auto body = reload ? ask_node(*node, "POST", "/api/inferllama/rules/reload", "{}", "rules reload")
+                           : ask_node(*node, "GET", "/api/inferllama/rules", "", "rules show");
+  if (!body) return 1;
   if (options.json) {
-    std::printf("%s\n", body.dump(2).c_str());
+    std::printf("%s\n", body->dump(2).c_str());
     return 0;
   }
   if (reload) std::printf("repo rules reloaded\n");
-  print_rules(body);
+  print_rules(*body);
   return 0;
 }
 

@@ -1,6 +1,7 @@
 #include "cli/text.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 
 namespace inferllama::cli {
@@ -16,6 +17,18 @@ std::string human_bytes(std::uint64_t bytes) {
   char buf[32];
   std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
   return buf;
+}
+
+std::string ago(std::int64_t unix_ms) {
+  if (unix_ms == 0) return "never";
+  const auto now =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+  const std::int64_t seconds = std::max<std::int64_t>(0, (now - unix_ms) / 1000);
+  if (seconds < 120) return std::to_string(seconds) + " s ago";
+  if (seconds < 2 * 3600) return std::to_string(seconds / 60) + " min ago";
+  if (seconds < 2 * 86400) return std::to_string(seconds / 3600) + " h ago";
+  return std::to_string(seconds / 86400) + " d ago";
 }
 
 void print_table(const std::vector<Column>& columns, const std::vector<std::vector<std::string>>& rows) {

@@ -9,6 +9,9 @@ namespace inferllama::cli {
 // "512 B", "1.5 KiB", "3.2 GiB"
 std::string human_bytes(std::uint64_t bytes);
 
+// How long ago a Unix time in milliseconds was: "12 s ago", "5 min ago", "3 h ago", "2 d ago"; "never" for 0.
+std::string ago(std::int64_t unix_ms);
+
 struct Column {
   std::string title;
   bool right_aligned = false;  // numbers

@@ -1,5 +1,5 @@
-// The node's administration, for the admin (admission checked who): pin, unpin, gc, backup, mirror, the repo
-// rules, the users/ and keys/ routes of accounts, and the orgs/ routes of hosted namespaces.
+// The node's administration, for the admin (admission checked who): pin, unpin, gc, backup, mirror, refresh,
+// prefetch, the repo rules, the users/ and keys/ routes of accounts, and the orgs/ routes of hosted namespaces.
 #include <nlohmann/json.hpp>
 
 #include "cache/evictor.hpp"
@@ -110,7 +110,7 @@ Task<Answer> answer_orgs(Exchange& x, const std::string& action) {
   co_return reply;
 }
 
-// {"repo": ..., "revision": ..., "type": ...} of a pin, unpin or mirror request.
+// {"repo": ..., "revision": ..., "type": ...} of a pin, unpin, mirror or refresh request.
 std::optional<std::pair<RepoId, std::string>> repo_of(const nlohmann::json& body, std::string& error) {
   auto type = parse_repo_type(body.value("type", "model"));
   if (!type) {
@@ -165,6 +165,49 @@ Task<Answer> answer_pin(Exchange& x, const nlohmann::json& body, bool pinned) {
                         {"pinned", pinned},
                         {"changed", done.changed},
                         {"cached_files", done.cached_files}});
+}
+
+// {"repo", "revision", "type", "resolve": true}: forgets what the branch resolved to (a force-push), and with
+// "resolve" asks the Hub at once what it names now.
+Task<Answer> answer_refresh(Exchange& x, const nlohmann::json& body) {
+  if (!body.is_object() || !body.contains("repo") || !body["repo"].is_string() ||
+      (body.contains("resolve") && !body["resolve"].is_boolean())) {
+    co_return hub::error_reply(400, "expected {\"repo\": ..., \"revision\": ..., \"type\": ..., \"resolve\": true}");
+  }
+  std::string error;
+  auto target = repo_of(body, error);
+  if (!target) co_return hub::error_reply(400, error);
+  const auto& [repo, rev] = *target;
+  if (!is_valid_repo_name(repo.name)) co_return hub::error_reply(400, "invalid repository name");
+  if (is_commit_sha(rev)) co_return hub::error_reply(400, rev + " is a commit: it names the same files forever");
+  const bool resolve = body.value("resolve", true);
+  auto& hub = x.server.deps.hub;
+  auto outcome = co_await offload(x.server.deps.blocking, [&]() -> std::variant<nlohmann::json, hub::Reply> {
+    const auto before = hub.forget_ref(repo, rev);
+    nlohmann::json result{{"repo", repo.key()}, {"revision", rev}, {"before", nullptr}};
+    if (before) result["before"] = *before;
+    if (!resolve) return result;
+    std::string stale;
+    auto now = hub.commit_of(repo, rev, &stale);
+    if (auto* refused = std::get_if<hub::Reply>(&now)) return std::move(*refused);
+    result["now"] = std::get<std::string>(now);
+    if (!stale.empty()) result["stale"] = stale;
+    return result;
+  });
+  if (auto* reply = std::get_if<hub::Reply>(&outcome)) co_return std::move(*reply);
+  co_return json_reply(std::get<nlohmann::json>(outcome));
+}
+
+// The prefetch list: answered by the node's prefetcher on the blocking pool (its writes are synced).
+Task<Answer> answer_prefetch(Exchange& x, const std::string& action) {
+  if (!x.server.deps.prefetch) co_return hub::error_reply(404, "no such route");
+  const Request& req = x.request;
+  const std::string method = method_of(req);
+  if (method == "POST" && !req[bhttp::field::content_type].starts_with("application/json"))
+    co_return hub::error_reply(415, "send a JSON body (application/json)");
+  auto answer =
+      co_await offload(x.server.deps.blocking, [&] { return x.server.deps.prefetch(method, action, req.body()); });
+  co_return hub::Reply{answer.first, {{"Cache-Control", "no-store"}}, "application/json", std::move(answer.second)};
 }
 
 // The repo rules in force (GET rules), or read again (POST rules/reload: 400 with the reason when a rule does
@@ -232,6 +275,9 @@ Task<Answer> handle(Exchange& x, const AdminRoute& route) {
     co_return co_await answer_accounts(x, route.action);
   }
   if (route.action == "orgs" || route.action.starts_with("orgs/")) co_return co_await answer_orgs(x, route.action);
+  if (route.action == "prefetch" || route.action.starts_with("prefetch/")) {
+    co_return co_await answer_prefetch(x, route.action);
+  }
   if (route.action.starts_with("scan/")) co_return co_await answer_scan(x, route.action);
   if (route.action == "cluster") {
     if (req.method() != bhttp::verb::get && req.method() != bhttp::verb::head) co_return method_not_allowed("use GET");
@@ -260,6 +306,7 @@ Task<Answer> handle(Exchange& x, const AdminRoute& route) {
   if (route.action == "rules/reload") co_return co_await answer_rules(x, true);
   const auto body = nlohmann::json::parse(req.body(), nullptr, false);
   if (route.action == "mirror") co_return co_await answer_mirror(x, body);
+  if (route.action == "refresh") co_return co_await answer_refresh(x, body);
   co_return co_await answer_pin(x, body, route.action == "pin");
 }
 

@@ -223,7 +223,9 @@ Route route(std::string_view path) {
       path.starts_with("/api/inferllama/keys/") || path == "/api/inferllama/orgs" ||
       path.starts_with("/api/inferllama/orgs/") || path == "/api/inferllama/invite" ||
       path == "/api/inferllama/overview" || path == "/api/inferllama/purge" || path == "/api/inferllama/rules" ||
-      path == "/api/inferllama/rules/reload" || path.starts_with("/api/inferllama/scan/")) {
+      path == "/api/inferllama/rules/reload" || path == "/api/inferllama/refresh" ||
+      path == "/api/inferllama/prefetch" || path == "/api/inferllama/prefetch/add" ||
+      path == "/api/inferllama/prefetch/remove" || path.starts_with("/api/inferllama/scan/")) {
     return AdminRoute{std::string(path.substr(kAdmin.size()))};
   }
   if (constexpr std::string_view kConsole = "/api/inferllama/console/"; path.starts_with(kConsole)) {

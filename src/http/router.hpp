@@ -12,9 +12,9 @@ namespace inferllama::http {
 struct HealthRoute {};
 struct MetricsRoute {};
 // The node's own administration (the admin key, or loopback callers when the node has none): pin, unpin,
-// gc, backup, mirror, cluster (GET), rules (GET) and rules/reload (POST), users/... keys/... (the rest of the
-// path, still encoded, for usage::answer_admin), orgs/... (for hosting::answer_org_admin) and
-// scan/{repo}/resolve/{rev}/{path} (a file's scan verdict).
+// gc, backup, mirror, refresh, cluster (GET), rules (GET) and rules/reload (POST), prefetch (GET), prefetch/add,
+// prefetch/remove, users/... keys/... (the rest of the path, still encoded, for usage::answer_admin), orgs/...
+// (for hosting::answer_org_admin) and scan/{repo}/resolve/{rev}/{path} (a file's scan verdict).
 struct AdminRoute {
   std::string action;
 };

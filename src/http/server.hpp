@@ -94,6 +94,11 @@ struct ServerDeps {
   // POST /api/inferllama/backup: makes a backup as the JSON body asks (it blocks: called on the blocking
   // pool); the status and a JSON answer.
   std::function<std::pair<unsigned, std::string>(const std::string& body)> backup;
+  // GET /api/inferllama/prefetch, POST .../prefetch/add and .../prefetch/remove: the method, the action
+  // ("prefetch", "prefetch/add", ...) and the body; the status and a JSON answer (blocking: on the pool).
+  std::function<std::pair<unsigned, std::string>(const std::string& method, const std::string& action,
+                                                 const std::string& body)>
+      prefetch;
   // GET /api/inferllama/rules (false) and POST /api/inferllama/rules/reload (true): the repo rules in force,
   // after reading them again for a reload (it blocks: called on the blocking pool); the status and a JSON answer.
   std::function<std::pair<unsigned, std::string>(bool reload)> repo_rules;

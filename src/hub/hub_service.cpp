@@ -226,13 +226,31 @@ std::variant<HubService::PinOutcome, Reply> HubService::pin(const RepoId& repo, 
   return outcome;
 }
 
-std::variant<std::string, Reply> HubService::commit_of(const RepoId& repo, const std::string& rev, std::string* stale) {
+std::variant<std::string, Reply> HubService::commit_of(const RepoId& repo, const std::string& rev, std::string* stale,
+                                                       RefLookup lookup) {
   if (auto refusal = refused(repo)) return std::move(*refusal);
   std::string why;
   Credentials credentials = credentials_for(Caller{}, repo, is_public(repo));
-  auto commit = resolve_commit(repo, rev, Caller{}, credentials, why);
+  auto commit = resolve_commit(repo, rev, Caller{}, credentials, why, lookup);
   if (stale) *stale = why;
   return commit;
+}
+
+std::optional<std::string> HubService::forget_ref(const RepoId& repo, const std::string& rev) {
+  if (is_commit_sha(rev)) return std::nullopt;  // a commit names the same files forever
+  std::optional<std::string> named = last_known_commit(repo, rev);
+  for (const std::string& name : {rev, std::string()}) {
+    {
+      std::lock_guard lock(mutex_);
+      refs_.erase(repo.key() + '\0' + name);
+    }
+    // Kept with its history for outages and eviction, but too old for fresh_ref.
+    if (auto stored = index_.get_ref(repo, name); stored && stored->fetched_at_ms != 0) {
+      stored->fetched_at_ms = 0;
+      index_.put_ref(repo, name, *stored);
+    }
+  }
+  return named;
 }
 
 std::variant<std::vector<HubService::SnapshotEntry>, Reply> HubService::snapshot_files(const RepoId& repo,
@@ -494,7 +512,15 @@ std::optional<std::string> HubService::fresh_ref(const RepoId& repo, const std::
 
 void HubService::store_ref(const RepoId& repo, const std::string& rev, const std::string& commit) {
   if (is_commit_sha(rev) || !is_commit_sha(commit)) return;
-  index_.put_ref(repo, rev, RefEntry{commit, now_ms()});
+  RefEntry entry{commit, now_ms(), {}};
+  // The commits the name left behind: eviction takes what only they hold first.
+  if (auto stored = index_.get_ref(repo, rev)) {
+    entry.before = std::move(stored->before);
+    if (stored->commit != commit) entry.before.push_back(std::move(stored->commit));
+    std::erase(entry.before, commit);  // a branch moved back to a commit it named before
+    if (entry.before.size() > kRefHistory) entry.before.erase(entry.before.begin(), entry.before.end() - kRefHistory);
+  }
+  index_.put_ref(repo, rev, entry);
   std::lock_guard lock(mutex_);
   if (refs_.size() > kMaxMemoEntries) refs_.clear();
   refs_[repo.key() + '\0' + rev] = Memo<std::string>{commit, clock_.now() + config_.ref_ttl};
@@ -502,13 +528,16 @@ void HubService::store_ref(const RepoId& repo, const std::string& rev, const std
 
 std::variant<std::string, Reply> HubService::resolve_commit(const RepoId& repo, const std::string& rev,
                                                             const Caller& caller, Credentials& credentials,
-                                                            std::string& stale) {
+                                                            std::string& stale, RefLookup lookup) {
   if (hosts(repo)) {
     if (auto commit = hosted_->commit_of(repo, rev)) return *commit;
     if (!hosted_->visibility(repo)) return error_reply(404, "Repository not found", "RepoNotFound");
     return error_reply(404, "Invalid rev id: " + rev, "RevisionNotFound");
   }
-  if (auto commit = fresh_ref(repo, rev)) return *commit;
+  if (is_commit_sha(rev)) return rev;
+  if (lookup == RefLookup::remembered) {
+    if (auto commit = fresh_ref(repo, rev)) return *commit;
+  }
   auto response = call("GET", api_url(repo) + "/revision/" + url::encode(rev) + "?expand=sha", caller, credentials);
   if (unreachable(response)) {
     auto commit = last_known_commit(repo, rev);

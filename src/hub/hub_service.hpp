@@ -155,9 +155,19 @@ class HubService {
   // What the Hub said last, as the index keeps it (nullopt: never asked). Blocking.
   std::optional<RepoVisibility> recorded_visibility(const RepoId& repo);
 
-  // The commit `rev` names (resolved as the other routes do), or the Hub's refusal; `stale` (if given)
-  // says why it is the last commit seen rather than the Hub's answer, or is empty. Blocking.
-  std::variant<std::string, Reply> commit_of(const RepoId& repo, const std::string& rev, std::string* stale = nullptr);
+  // How a branch or tag name is resolved: as every route resolves it (what the node remembers, within
+  // ref_ttl), or by asking the Hub now (a prefetch looking for a moved branch).
+  enum class RefLookup { remembered, ask_hub };
+  // The commit `rev` names, or the Hub's refusal; `stale` (if given) says why it is the last commit seen
+  // rather than the Hub's answer, or is empty. Blocking.
+  std::variant<std::string, Reply> commit_of(const RepoId& repo, const std::string& rev, std::string* stale = nullptr,
+                                             RefLookup lookup = RefLookup::remembered);
+
+  // Forgets what `rev` of `repo` resolved to (a branch force-pushed on the Hub), and the default branch's
+  // unnamed resolution, which may be the same branch: the next request asks the Hub at once. The commit
+  // stays the last one seen, answered while the Hub cannot be asked. Returns the commit `rev` named,
+  // nullopt when the node never resolved it. Blocking.
+  std::optional<std::string> forget_ref(const RepoId& repo, const std::string& rev);
 
   // Every file of a public repo at a commit, from the Hub's recursive tree (stored like any tree answer,
   // so a cached commit lists without the Hub). Blocking.
@@ -234,7 +244,8 @@ class HubService {
   void record_visibility(const RepoId& repo, RepoVisibility visibility);
   // The commit of `rev`; when the Hub cannot be asked, the last one seen, with `stale` saying so.
   std::variant<std::string, Reply> resolve_commit(const RepoId& repo, const std::string& rev, const Caller& caller,
-                                                  Credentials& credentials, std::string& stale);
+                                                  Credentials& credentials, std::string& stale,
+                                                  RefLookup lookup = RefLookup::remembered);
   std::optional<std::string> fresh_ref(const RepoId& repo, const std::string& rev);
   void store_ref(const RepoId& repo, const std::string& rev, const std::string& commit);
   std::optional<FileAnswer> stored_file(const RepoId& repo, const std::string& commit, const std::string& path);

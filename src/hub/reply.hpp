@@ -17,4 +17,8 @@ struct Reply {
 // An error as the Hub words one: the status, `X-Error-Code` (when given), `X-Error-Message` and a JSON body.
 Reply error_reply(unsigned status, const std::string& message, const std::string& code = {});
 
+// What an answer says went wrong, for a log line or a status: "HTTP 401: " and its X-Error-Message (else the
+// start of its body).
+std::string describe(const Reply& reply);
+
 }  // namespace inferllama::hub

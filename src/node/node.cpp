@@ -116,6 +116,8 @@ Node::Node(const Config& config)
                 }},
                {.chunk_size = static_cast<std::uint32_t>(config_.chunk_size), .quota = config_.hosted_quota}),
       mirror_({config_, store_, *index_, workers_, hub_, downloads_, evictor_, torrents_}),
+      // An entry added at run time is fetched at once rather than at the next interval.
+      prefetcher_({config_, *index_, hub_, [this] { prefetch_sync_.run_soon(); }}),
       account_data_{clock_,
                     index_->records(),
                     identities_,
@@ -216,6 +218,7 @@ void Node::register_metrics() {
   metrics_.add([this](std::string& out) { file_upstream_->render_metrics(out); });
   if (seeder_) metrics_.add([this](std::string& out) { seeder_->render_metrics(out); });
   metrics_.add([this](std::string& out) { backups_.render_metrics(out); });
+  metrics_.add([this](std::string& out) { prefetcher_.render_metrics(out); });
   metrics_.add([this](std::string& out) { repo_rules_.render_metrics(out); });
 }
 
@@ -310,6 +313,9 @@ std::unique_ptr<http::Server> Node::make_server() {
   deps.scanning = &scanning_;
   deps.cluster_status = [this] { return cluster_status(); };
   deps.backup = [this](const std::string& body) { return backups_.answer(body); };
+  deps.prefetch = [this](const std::string& method, const std::string& action, const std::string& body) {
+    return prefetcher_.answer(method, action, body);
+  };
   deps.repo_rules = [this](bool reload) { return answer_repo_rules(reload); };
   return std::make_unique<http::Server>(io_, std::move(deps));
 }
@@ -501,6 +507,9 @@ void Node::start() {
                url::redact(config_.upstream));
   start_periodic_work();
 
+  // Run-time entries may be added at any time: the task runs even while the list is empty (a cheap run).
+  prefetch_sync_.start(
+      "prefetch", config_.prefetch_interval, [this] { prefetcher_.sync(); }, PeriodicTask::First::now);
   if (auto mirrors = mirror_.synced_mirrors(); !mirrors.empty()) {
     mirror_sync_.start(
         "mirror sync", config_.mirror_interval, [this, mirrors] { mirror_.sync(mirrors); }, PeriodicTask::First::now);
@@ -595,9 +604,10 @@ void Node::shutdown() {
   if (stopped_) return;
   stopped_ = true;
   io_.stop();
-  // Downloads stop before the mirror sync is waited for: a mirror or a torrent waiting on them then fails
-  // at once.
+  // Downloads stop before the mirror and prefetch syncs are waited for: a mirror, a prefetch or a torrent
+  // waiting on them then fails at once.
   mirror_.cancel();
+  prefetcher_.cancel();
   file_upstream_->stop();
   downloads_.shutdown();
   hub_.passes().shutdown();
@@ -614,6 +624,7 @@ void Node::shutdown() {
   // Periodic work before the seed and the pools: a run in progress is waited for, and none adds a torrent
   // to a seed that stopped.
   mirror_sync_.stop();
+  prefetch_sync_.stop();
   usage_flush_.stop();
   usage_retention_.stop();
   visibility_check_.stop();

@@ -26,6 +26,7 @@
 #include "inferllama/usage.hpp"
 #include "node/data_dir_lock.hpp"
 #include "policy/repo_rules.hpp"
+#include "prefetch/prefetcher.hpp"
 #include "scan/scan_service.hpp"
 #include "torrent/mirror.hpp"
 #include "torrent/seeder.hpp"
@@ -63,7 +64,7 @@ class Node {
   Node& operator=(const Node&) = delete;
 
   // Binds the listeners, prints on stdout the lines scripts read to learn the ports, and starts the
-  // periodic work (usage flush and retention, visibility checks, mirror sync). Throws when a listener
+  // periodic work (usage flush and retention, visibility checks, mirror and prefetch sync). Throws when a listener
   // cannot be bound.
   void start();
   // Runs the I/O threads until stop(), then stops every part in turn and writes the last usage counts.
@@ -168,6 +169,8 @@ class Node {
   // The namespaces the node owns and their repos: answered here, stored beside the cache, never evicted.
   hosting::Hosting hosting_;
   torrent::Mirror mirror_;
+  // Snapshots kept warm from the Hub (the `prefetch` setting and the admin API's entries).
+  prefetch::Prefetcher prefetcher_;
   console::AccountData account_data_;  // what the node keeps about each person: exports, deletions, purges
   std::unique_ptr<tracker::UdpServer> udp_tracker_;  // tracker_udp
   std::uint16_t udp_port_ = 0;
@@ -177,6 +180,7 @@ class Node {
   PeriodicTask usage_retention_{io_.get_executor(), blocking_};
   PeriodicTask visibility_check_{io_.get_executor(), blocking_};
   PeriodicTask mirror_sync_{io_.get_executor(), blocking_};
+  PeriodicTask prefetch_sync_{io_.get_executor(), blocking_};
   PeriodicTask seed_cached_{io_.get_executor(), blocking_};
   PeriodicTask hosted_gc_{io_.get_executor(), blocking_};
   PeriodicTask session_retention_{io_.get_executor(), blocking_};

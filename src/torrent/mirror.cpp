@@ -9,10 +9,11 @@
 
 #include <iterator>
 
-#include "inferllama/network.hpp"
-#include "torrent/download_wait.hpp"
-#include "torrent/metainfo.hpp"
+#include "cache/download_wait.hpp"
+#include "hub/snapshot_fetch.hpp"
 #include "inferllama/cluster.hpp"
+#include "inferllama/network.hpp"
+#include "torrent/metainfo.hpp"
 #include "upstream/curl_upstream.hpp"
 #include "util/url.hpp"
 
@@ -212,7 +213,7 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
   std::vector<std::string> held;  // stored already: not fetched again
   for (const auto& f : files) {
     // A blob held for another, restricted repo is not this repo's until the source delivered its bytes too.
-    if (parts_.index.get_blob(f.file.etag) && parts_.index.blob_serves(f.file.etag, repo)) {
+    if (hub::stored_for(parts_.index, repo, f.file.etag)) {
       held.push_back(f.path);
     } else {
       missing.push_back(&f);
@@ -258,7 +259,7 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
       ingested.push_back(f);
     }
   }
-  wait_until_done(ingests);
+  cache::wait_until_done(ingests);
   std::string failures;
   for (std::size_t i = 0; i < ingests.size(); ++i) {
     if (ingests[i]->state() == cache::Download::State::failed)
@@ -299,12 +300,7 @@ std::variant<MirrorOutcome, hub::Reply> Mirror::mirror(const RepoId& repo, const
 
 std::vector<RepoRef> Mirror::synced_mirrors() const {
   std::vector<RepoRef> specs;
-  std::string list = parts_.config.mirrors;
-  for (std::size_t start = 0; start <= list.size();) {
-    auto comma = list.find(',', start);
-    const std::string item = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    start = comma == std::string::npos ? list.size() + 1 : comma + 1;
-    if (item.find_first_not_of(' ') == std::string::npos) continue;
+  for (const auto& item : split_config_list(parts_.config.mirrors)) {
     auto spec = parse_repo_ref(item);
     if (!spec) throw ConfigError("invalid mirrors entry \"" + item + "\": expected REPO[@REV]");
     specs.push_back(std::move(*spec));

@@ -7,7 +7,7 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
-#include "torrent/download_wait.hpp"
+#include "hub/snapshot_fetch.hpp"
 #include "torrent/metainfo.hpp"
 #include "util/url.hpp"
 
@@ -122,8 +122,7 @@ std::variant<SnapshotTorrents::Stored, hub::Reply> SnapshotTorrents::complete(co
                                                                               const Files& files, bool wait) {
   std::vector<std::size_t> missing;
   for (std::size_t i = 0; i < files.size(); ++i) {
-    // A blob stored for another, restricted repo is fetched from this repo's upstream and verified first.
-    if (!index_.get_blob(files[i].file.etag) || !index_.blob_serves(files[i].file.etag, repo)) missing.push_back(i);
+    if (!hub::stored_for(index_, repo, files[i].file.etag)) missing.push_back(i);
   }
   if (!missing.empty() && !wait) {
     return error_reply(409, std::to_string(missing.size()) + " of the " + std::to_string(files.size()) +
@@ -131,23 +130,11 @@ std::variant<SnapshotTorrents::Stored, hub::Reply> SnapshotTorrents::complete(co
                                 "); ask without wait=false and the node fetches them first");
   }
   // Every missing file is fetched at once through the cache, as if a client had asked for it.
-  std::vector<std::size_t> fetched;
-  std::vector<std::shared_ptr<cache::Download>> downloads;
-  for (std::size_t i : missing) {
-    auto outcome = hub_.resolve(repo, commit, files[i].path, hub::Caller{}, true);
-    if (auto* refused = std::get_if<hub::Reply>(&outcome)) return *refused;
-    auto& answer = std::get<hub::FileAnswer>(outcome);
-    if (answer.download) {
-      fetched.push_back(i);
-      downloads.push_back(std::move(answer.download));
-    }
-  }
-  wait_until_done(downloads);
-  for (std::size_t k = 0; k < downloads.size(); ++k) {
-    if (downloads[k]->state() == cache::Download::State::failed) {
-      return error_reply(502,
-                         "fetching " + files[fetched[k]].path + " for the torrent failed: " + downloads[k]->error());
-    }
+  auto fetched = hub::fetch_snapshot(hub_, index_, repo, commit, files, files.size());
+  if (!fetched.failures.empty()) {
+    auto& first = fetched.failures.front();
+    if (first.refused) return std::move(*first.refused);
+    return error_reply(502, "fetching " + first.path + " for the torrent failed: " + first.error);
   }
   // Leases keep every file in the store until the torrent is seeded; from then on eviction stops it first.
   Stored stored;

@@ -27,6 +27,7 @@ void PeriodicTask::start(std::string name, std::chrono::steady_clock::duration i
   {
     std::lock_guard lock(state_->mutex);
     if (state_->stopped) return;
+    state_->started = true;
     if (first == First::after_interval) {
       arm();
       return;
@@ -38,16 +39,32 @@ void PeriodicTask::start(std::string name, std::chrono::steady_clock::duration i
 
 void PeriodicTask::arm() {
   timer_.expires_after(interval_);
-  timer_.async_wait([this, weak = std::weak_ptr<State>(state_)](const boost::system::error_code& ec) {
+  const std::uint64_t wait = ++state_->wait;
+  timer_.async_wait([this, wait, weak = std::weak_ptr<State>(state_)](const boost::system::error_code& ec) {
     const auto state = weak.lock();
     if (ec || !state) return;
     {
       std::lock_guard lock(state->mutex);
-      if (state->stopped) return;
+      if (state->stopped || state->wait != wait) return;
       state->running = true;
     }
     dispatch_run();
   });
+}
+
+void PeriodicTask::run_soon() {
+  {
+    std::lock_guard lock(state_->mutex);
+    if (state_->stopped || !state_->started) return;
+    if (state_->running) {
+      state_->again = true;
+      return;
+    }
+    ++state_->wait;  // the wait in progress, even if it just ended, starts nothing
+    timer_.cancel();
+    state_->running = true;
+  }
+  dispatch_run();
 }
 
 void PeriodicTask::dispatch_run() {
@@ -63,13 +80,21 @@ void PeriodicTask::run() {
   } catch (const std::exception& e) {
     spdlog::error("{} failed: {}", name_, e.what());
   }
-  std::lock_guard lock(state_->mutex);
-  state_->running = false;
-  if (state_->stopped) {
-    state_->idle.notify_all();
-  } else {
-    arm();
+  {
+    std::lock_guard lock(state_->mutex);
+    if (state_->stopped) {
+      state_->running = false;
+      state_->idle.notify_all();
+      return;
+    }
+    if (!state_->again) {
+      state_->running = false;
+      arm();
+      return;
+    }
+    state_->again = false;
   }
+  dispatch_run();
 }
 
 void PeriodicTask::stop() {

@@ -2,6 +2,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -28,6 +29,9 @@ class PeriodicTask {
   // Once. `name` says in the log whose run failed.
   void start(std::string name, std::chrono::steady_clock::duration interval, std::function<void()> fn,
              First first = First::after_interval);
+  // Starts a run now rather than at the end of the wait (work was added: a prefetch entry); a run in
+  // progress is followed by another at once. Nothing before start() or after stop(). Any thread.
+  void run_soon();
   // No run starts after this; a run already posted or in progress is waited for (never call it from a
   // run), so a pool runner must still be running: stop before joining it.
   void stop();
@@ -38,7 +42,10 @@ class PeriodicTask {
     std::mutex mutex;
     std::condition_variable idle;
     bool stopped = false;
-    bool running = false;  // a run is posted or in progress
+    bool started = false;
+    bool running = false;    // a run is posted or in progress
+    bool again = false;      // run_soon() during a run: the next one starts when it ends
+    std::uint64_t wait = 0;  // numbers the timer's waits: a wait superseded by run_soon() starts nothing
   };
   void arm();  // under state_->mutex, not stopped
   void dispatch_run();

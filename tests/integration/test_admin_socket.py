@@ -94,12 +94,14 @@ class LoopbackIsNoIdentityTest(HubAndNodeTest):
 
     def test_the_admin_api_is_not_served_over_tcp(self):
         mirror = json.dumps({"repo": "acme/tiny-model", "from": self.node.url}).encode()
-        for action, body in (("pin", PIN), ("unpin", PIN), ("gc", b"{}"), ("backup", b"{}"), ("mirror", mirror)):
+        for action, body in (("pin", PIN), ("unpin", PIN), ("gc", b"{}"), ("backup", b"{}"), ("mirror", mirror),
+                             ("refresh", PIN), ("prefetch/add", PIN), ("prefetch/remove", PIN)):
             status, _, answer = self.node.request("POST", f"/api/inferllama/{action}", JSON, body)
             self.assertEqual(status, 403, (action, answer))
             self.assertIn(b"admin socket", answer, action)
             self.assertIn(b"admin_key", answer, action)
-        for path in ("/api/inferllama/users", "/api/inferllama/keys?user=x", "/api/inferllama/cluster"):
+        for path in ("/api/inferllama/users", "/api/inferllama/keys?user=x", "/api/inferllama/cluster",
+                     "/api/inferllama/prefetch"):
             self.assertEqual(self.node.request("GET", path)[0], 403, path)
         self.assertEqual(self.node.request("GET", "/api/usage")[0], 401)
 

@@ -83,7 +83,7 @@ TEST(ConfigDefaults, EmptySourcesGiveDefaults) {
 
 TEST(ConfigKeys, NamesAreDerivedAndDefaultsRoundTrip) {
   const auto keys = config_keys();
-  ASSERT_EQ(keys.size(), 86u);
+  ASSERT_EQ(keys.size(), 88u);
   for (const ConfigKey& k : keys) {
     std::string flag = "--" + std::string(k.name);
     std::replace(flag.begin(), flag.end(), '_', '-');
@@ -255,6 +255,15 @@ std::vector<PrecedenceCase> precedence_cases() {
        "https://c.local", "", [](const Config& c) { return c.mirror_from; }},
       {"mirror_interval", "\"1m\"", "30", "1h", "60", "30", "3600", "300",
        [n](const Config& c) { return n(c.mirror_interval.count()); }},
+      {"prefetch", "\"acme/a:*.json\"", "acme/b@v1, datasets/acme/c", "spaces/acme/d:app.py;a/", "acme/a@main:*.json",
+       "acme/b@v1,datasets/acme/c@main", "spaces/acme/d@main:app.py;a/", "",
+       [](const Config& c) {
+         std::string text;
+         for (const auto& spec : c.prefetch) text += (text.empty() ? "" : ",") + format_prefetch_spec(spec);
+         return text;
+       }},
+      {"prefetch_interval", "\"10s\"", "30m", "1d", "10", "1800", "86400", "3600",
+       [n](const Config& c) { return n(c.prefetch_interval.count()); }},
       {"repo_rules", "[\"deny models:acme/*\", \"allow *\"]", "pass datasets:*", "deny *",
        "deny models:acme/*\nallow *\n", "pass datasets:*", "deny *", "", [](const Config& c) { return c.repo_rules; }},
       {"repo_rules_file", "\"/etc/rules\"", "env-rules", "flag-rules", "/etc/rules", "env-rules", "flag-rules", "",

@@ -120,6 +120,49 @@ TEST_F(EvictorTest, PinnedSnapshotsAreNeverEvicted) {
   EXPECT_FALSE(stored(old_pinned));
 }
 
+TEST_F(EvictorTest, FilesOnlyACommitTheBranchMovedOnFromHoldsGoFirstOnceTheNewCommitIsCached) {
+  Evictor evictor(*store_, *index_, 4 * kFileSize);
+  const std::string old_commit = commit_, new_commit(40, 'b'), by_sha(40, 'c');
+  const auto unrelated = store_file("x.bin", 'x', by_sha);  // a commit asked for by its sha: no branch
+  evictor.stored(unrelated);
+  const auto shared = store_file("shared.bin", 's', old_commit);
+  index_->put_file(repo_, new_commit, "shared.bin", FileEntry{shared, true, kFileSize});
+  evictor.stored(shared);
+  const auto newer = store_file("new.bin", 'n', new_commit);
+  evictor.stored(newer);
+  const auto older = store_file("old.bin", 'o', old_commit);
+  evictor.stored(older);  // the most recently used, but only the commit main left holds it
+  index_->put_ref(repo_, "main", RefEntry{new_commit, 1, {old_commit}});
+
+  EXPECT_EQ(evictor.eviction_order(10), (std::vector<std::string>{older, unrelated, shared, newer}));
+  const auto other = store_file("y.bin", 'y', by_sha);
+  evictor.stored(other);
+  evictor.enforce();
+  EXPECT_FALSE(stored(older));
+  EXPECT_TRUE(stored(unrelated));
+  EXPECT_TRUE(stored(shared)) << "the new commit holds it too";
+  EXPECT_TRUE(stored(newer));
+}
+
+TEST_F(EvictorTest, AnOldCommitKeepsItsPlaceWhileTheBranchsNewCommitIsNotCached) {
+  Evictor evictor(*store_, *index_, 0);
+  const std::string new_commit(40, 'b'), by_sha(40, 'c');
+  const auto unrelated = store_file("x.bin", 'x', by_sha);
+  evictor.stored(unrelated);
+  const auto older = store_file("old.bin", 'o');
+  evictor.stored(older);
+  // main moved, but nothing of its new commit is stored: the old one is the best the node has.
+  index_->put_file(repo_, new_commit, "new.bin", FileEntry{std::string(64, 'e'), true, kFileSize});
+  index_->put_ref(repo_, "main", RefEntry{new_commit, 1, {commit_}});
+  EXPECT_EQ(evictor.eviction_order(10), (std::vector<std::string>{unrelated, older}));
+  // A tag still naming the old commit keeps it current too.
+  const auto newer = store_file("new.bin", 'n', new_commit);
+  evictor.stored(newer);
+  EXPECT_EQ(evictor.eviction_order(10).front(), older);
+  index_->put_ref(repo_, "v1", RefEntry{commit_, 1, {}});
+  EXPECT_EQ(evictor.eviction_order(10), (std::vector<std::string>{unrelated, older, newer}));
+}
+
 TEST_F(EvictorTest, AFileBeingReadIsRemovedOnlyOnceItsLeaseEnds) {
   Evictor evictor(*store_, *index_, kFileSize);
   const auto read = store_file("read.bin", 'r');

@@ -48,9 +48,9 @@ TEST_F(HubServiceTest, ABranchIsAskedAgainOnceItsTtlPassedACommitShaNever) {
 
   // A branch looked up longer than ref_ttl ago is asked again (after a restart the index says when).
   const auto long_ago = std::chrono::system_clock::now() - config_.ref_ttl - std::chrono::seconds(1);
-  index_->put_ref(RepoId{RepoType::model, "acme/open"}, "main",
-                  RefEntry{kCommit1, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                         long_ago.time_since_epoch()).count()});
+  index_->put_ref(
+      RepoId{RepoType::model, "acme/open"}, "main",
+      RefEntry{kCommit1, std::chrono::duration_cast<std::chrono::milliseconds>(long_ago.time_since_epoch()).count()});
   restart();
   const FileAnswer moved = answered("acme/open", "main", "config.json");
   EXPECT_EQ(moved.commit, kCommit2);
@@ -69,6 +69,44 @@ TEST_F(HubServiceTest, ABranchIsAskedAgainOnceItsTtlPassedACommitShaNever) {
   answered("acme/open", "main", "config.json");
   answered("acme/open", "main", "config.json");
   EXPECT_EQ(hub_api_.count("HEAD "), 4u);
+}
+
+TEST_F(HubServiceTest, AForgottenBranchIsAskedAgainAtOnceAndRemembersTheCommitItLeft) {
+  const RepoId open{RepoType::model, "acme/open"};
+  EXPECT_FALSE(hub_->forget_ref(open, "main")) << "never resolved";
+  answered("acme/open", "main", "config.json");
+  hub_api_.move_branch("acme/open", "main", kCommit2);  // a force-push
+  EXPECT_EQ(answered("acme/open", "main", "config.json").commit, kCommit1) << "within ref_ttl";
+  const auto revisions = hub_api_.count("/revision/main");
+
+  EXPECT_EQ(hub_->forget_ref(open, "main"), kCommit1);
+  EXPECT_EQ(hub_->forget_ref(open, kCommit1), std::nullopt) << "a commit never moves";
+  EXPECT_FALSE(hub_->resolve_fast(open, "main", "config.json")) << "the fast path forgot it too";
+  EXPECT_EQ(std::get<std::string>(hub_->commit_of(open, "main")), kCommit2);
+  EXPECT_EQ(hub_api_.count("/revision/main"), revisions + 1);
+  EXPECT_EQ(answered("acme/open", "main", "config.json").commit, kCommit2);
+  const auto ref = index_->get_ref(open, "main");
+  ASSERT_TRUE(ref);
+  EXPECT_EQ(ref->before, std::vector<std::string>{kCommit1});
+
+  // After a restart the index alone says the branch must be asked again.
+  hub_->forget_ref(open, "main");
+  restart();
+  EXPECT_EQ(index_->get_ref(open, "main")->fetched_at_ms, 0);
+  EXPECT_EQ(std::get<std::string>(hub_->commit_of(open, "main")), kCommit2);
+  EXPECT_EQ(hub_api_.count("/revision/main"), revisions + 2);
+  // While the Hub cannot be asked, a forgotten branch still names the last commit seen.
+  hub_->forget_ref(open, "main");
+  hub_api_.set_down(true);
+  std::string stale;
+  EXPECT_EQ(std::get<std::string>(hub_->commit_of(open, "main", &stale)), kCommit2);
+  EXPECT_FALSE(stale.empty());
+  hub_api_.set_down(false);
+
+  // Back to the first commit: the history holds each commit once, the current one not at all.
+  hub_api_.move_branch("acme/open", "main", kCommit1);
+  EXPECT_EQ(std::get<std::string>(hub_->commit_of(open, "main", nullptr, HubService::RefLookup::ask_hub)), kCommit1);
+  EXPECT_EQ(index_->get_ref(open, "main")->before, std::vector<std::string>{kCommit2});
 }
 
 TEST_F(HubServiceTest, AGatedReposRefusalsAreRelayedAndItsStoredFilesServeOnlyWhomTheHubLetsIn) {

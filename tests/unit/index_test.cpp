@@ -14,9 +14,7 @@ namespace {
 
 class IndexTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = testing::fresh_test_dir("index");
-  }
+  void SetUp() override { dir_ = testing::fresh_test_dir("index"); }
   void TearDown() override { std::filesystem::remove_all(dir_); }
   std::filesystem::path dir_;
 };
@@ -61,12 +59,22 @@ TEST_F(IndexTest, CommitMakesFilesVisibleAndCountsChunkReferences) {
     EXPECT_EQ(index->chunk_refcount(blob.chunks[1].id), 2u);
     EXPECT_EQ(index->chunk_refcount(blob.chunks[0].id), 2u);
     index->put_ref(repo, "main", RefEntry{commit, 1234});
+    // A name's history keeps its kRefHistory newest commits.
+    std::vector<std::string> before;
+    for (std::size_t i = 0; i <= kRefHistory; ++i) before.push_back(std::string(40, static_cast<char>('0' + i)));
+    index->put_ref(repo, "v2", RefEntry{commit, 5678, before});
     index->put_meta("k", "v");
   }
   // Everything survives a reopen.
   auto index = open_rocksdb_index(dir_);
   EXPECT_EQ(index->get_ref(repo, "main")->commit, commit);
   EXPECT_EQ(index->get_ref(repo, "main")->fetched_at_ms, 1234);
+  EXPECT_TRUE(index->get_ref(repo, "main")->before.empty());
+  const auto v2 = index->get_ref(repo, "v2");
+  ASSERT_TRUE(v2);
+  ASSERT_EQ(v2->before.size(), kRefHistory);
+  EXPECT_EQ(v2->before.front(), std::string(40, '1'));
+  EXPECT_EQ(v2->before.back(), std::string(40, static_cast<char>('0' + kRefHistory)));
   EXPECT_EQ(index->get_meta("k"), "v");
   EXPECT_FALSE(index->get_ref(RepoId{RepoType::dataset, "acme/x"}, "main"));
   int listed = 0;

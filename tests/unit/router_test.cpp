@@ -155,6 +155,11 @@ TEST(Router, AccountRoutes) {
   EXPECT_EQ(std::get<AdminRoute>(route("/api/inferllama/rules")).action, "rules");
   EXPECT_EQ(std::get<AdminRoute>(route("/api/inferllama/rules/reload")).action, "rules/reload");
   EXPECT_FALSE(std::holds_alternative<AdminRoute>(route("/api/inferllama/rules/other")));
+  EXPECT_EQ(std::get<AdminRoute>(route("/api/inferllama/refresh")).action, "refresh");
+  for (const std::string action : {"prefetch", "prefetch/add", "prefetch/remove"}) {
+    EXPECT_EQ(std::get<AdminRoute>(route("/api/inferllama/" + action)).action, action);
+  }
+  EXPECT_FALSE(std::holds_alternative<AdminRoute>(route("/api/inferllama/prefetch/other")));
 
   // A torrent's web seed and resolve URLs under a passkey; nothing else is reachable that way.
   r = route("/p/" + passkey + "/acme/tiny/resolve/main/config.json");
