@@ -241,6 +241,18 @@ class ScanningTest(unittest.TestCase):
             self.assertEqual(status, 403)
         self.assertGreaterEqual(node.metric("inferllama_scan_refusals_total"), 8)
 
+    def test_a_rules_scan_action_overrides_the_nodes(self):
+        """scan_policy warn for the node, scan=deny in the repo's rule: the rule decides; off in another rule."""
+        node = self.start_node("--repo-rules", f"allow models:{REPO} scan=deny, allow *")
+        status, headers, body = self.get(node, "evil.pkl")
+        self.assertEqual((status, headers.get("x-error-code")), (403, "ScanFindings"), body[:200])
+        self.settled(node)
+        self.assertEqual(self.scan_api(node, "evil.pkl")["scan_action"], "deny")
+        relaxed = self.start_node("--scan-policy", "deny", "--repo-rules", f"allow models:{REPO} scan=off")
+        status, headers, body = self.get(relaxed, "evil.pkl")
+        self.assertEqual((status, body), (200, self.files["evil.pkl"]))
+        self.assertNotIn("x-inferllama-scan", headers)
+
     @unittest.skipUnless(os.path.exists(HUB1_PYTHON), ".venv/hub1 (scripts/install-deps.sh --test) is missing")
     def test_huggingface_hub_is_refused_a_file_with_findings_under_deny(self):
         node = self.start_node("--scan-policy", "deny")
