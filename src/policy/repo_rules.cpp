@@ -71,16 +71,9 @@ bool match_rows(std::string_view pattern, std::string_view name, std::uint8_t* r
   return reach[n] != 0;
 }
 
-const char* type_name(const std::optional<RepoType>& type) {
-  if (!type) return "*";
-  switch (*type) {
-    case RepoType::dataset:
-      return "datasets";
-    case RepoType::space:
-      return "spaces";
-    default:
-      return "models";
-  }
+// "models", "datasets", "spaces" as the repo's own segment names them; "*" for a rule of every type.
+std::string_view type_name(const std::optional<RepoType>& type) {
+  return type ? RepoId{*type, {}}.api_segment() : std::string_view("*");
 }
 
 struct Token {
