@@ -1,9 +1,9 @@
 #include "cache/download.hpp"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,9 +12,11 @@
 #include <cstring>
 #include <system_error>
 #include <thread>
+#include <utility>
 
 #include "cache/hashing.hpp"
 #include "inferllama/metrics.hpp"
+#include "inferllama/sync_point.hpp"
 #include "scan/file_scanner.hpp"
 #include "scan/scan_service.hpp"
 #include "util/url.hpp"
@@ -28,12 +30,13 @@ constexpr std::uint32_t kNotifyStep = 256 * 1024;
 // the last piece that crosses a step; a piece waits at most kMaxGatherAge for the next.
 constexpr std::size_t kGatherSlack = 64 * 1024;
 constexpr auto kMaxGatherAge = std::chrono::milliseconds(5);
-// How much the hashing pool yields to the connections, the whole-file hash and the rest of the node.
-constexpr int kHashingNice = 10;
 // A chunk is hashed in slices of this size (see Download::hash_chunk).
 constexpr std::size_t kHashSlice = 64 * 1024;
 // One upstream Range request covers at most this much (see Download::start).
 constexpr std::uint64_t kSegmentBytes = 32u << 20;
+// Parallel connections are added one at a time (see Download::pace_connections_locked), each measured over
+// this long from its first byte.
+constexpr auto kRampWindow = std::chrono::milliseconds(250);
 const HeaderList kNoHeaders;
 
 bool read_fully(int fd, std::uint8_t* out, std::size_t size, std::uint64_t offset) {
@@ -53,10 +56,14 @@ std::string download_key(const std::string& etag, const FileClaim& claim) {
   return claim.shared ? etag : etag + "." + sha256(claim.repo.key()).hex().substr(0, 16);
 }
 
-// The hashing pool's threads run at a lower priority (Linux: the nice value is per thread).
-void lower_thread_priority() {
-  thread_local const bool lowered = ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kHashingNice) == 0;
-  (void)lowered;
+// The hashing pool's threads take only CPU nothing else wants (SCHED_IDLE; Linux sets it per thread). A
+// thread cannot leave that class again without CAP_SYS_NICE, so work that must not wait runs elsewhere.
+void run_in_background() {
+  thread_local const bool idle = [] {
+    const sched_param none{};
+    return ::sched_setscheduler(0, SCHED_IDLE, &none) == 0;
+  }();
+  (void)idle;
 }
 
 std::vector<std::uint8_t>& thread_buffer(std::size_t size) {
@@ -183,7 +190,9 @@ void Download::start() {
       ++chunks_in_open;
     }
     if (chunks_in_open > 0) segments_.push_back(open);
-    for (std::size_t i = 0; i < std::min(parts, segments_.size()); ++i) spawn_connection_locked();
+    // One connection first; more only while they make the download faster (pace_connections_locked).
+    max_connections_ = static_cast<unsigned>(parts);
+    if (!segments_.empty()) spawn_connection_locked();
   }
   // Chunks staged whole by an earlier attempt are hashed now; an empty file has only nothing to check.
   for (std::size_t i : full_chunks) chunk_filled(i);
@@ -195,17 +204,29 @@ void Download::spawn_connection_locked() {
   owner_.connections_.post([self = shared_from_this()] { self->run_connection(); });
 }
 
+namespace {
+// Whether the connection on this thread has written bytes yet (see Download::pace_connections_locked).
+thread_local bool t_connection_delivered = false;
+}  // namespace
+
 void Download::run_connection() {
+  t_connection_delivered = false;
   for (int segment; (segment = claim_segment()) >= 0;) fetch_segment(segment);
-  std::lock_guard lock(mutex_);
-  --connections_;
 }
 
 int Download::claim_segment() {
   std::lock_guard lock(mutex_);
-  if (state() != State::running || owner_.stopping_) return -1;
-  // Urgent segments (a reader waits at their start) first, then the rest in order.
+  // Ending a connection and no longer counting it are one step: two connections deciding at once that one
+  // too many runs must not both end.
+  auto end_connection = [this] {
+    --connections_;
+    return -1;
+  };
+  if (state() != State::running || owner_.stopping_) return end_connection();
+  // Urgent segments (a reader waits at their start) first, then the rest in order, on as many connections as
+  // pay their way.
   for (bool urgent : {true, false}) {
+    if (!urgent && connections_ > wanted_connections_) return end_connection();
     for (std::size_t i = 0; i < segments_.size(); ++i) {
       auto& seg = segments_[i];
       if (!seg.active && seg.next < seg.end && seg.urgent == urgent) {
@@ -214,7 +235,38 @@ int Download::claim_segment() {
       }
     }
   }
-  return -1;
+  return end_connection();
+}
+
+// Parallel Range connections pay on an upstream that caps each connection (a CDN far away, a throttled
+// origin); on a fast one they only take CPU from the clients being served. So a download starts with one and
+// adds one at a time, each measured over kRampWindow from its first byte (its request's round trips are no
+// measure of the rate). An added connection stays if it brought at least half the share it would have on a
+// capped upstream (n connections after n - 1: a rate up by 1 + 0.5 / (n - 1)); one that did not is retired
+// after its segment, and the count stays.
+void Download::pace_connections_locked(std::uint32_t bytes, bool first_of_connection) {
+  if (ramp_.settled) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (ramp_.window_start == std::chrono::steady_clock::time_point{}) {
+    if (first_of_connection) ramp_.window_start = now;
+    return;
+  }
+  ramp_.window_bytes += bytes;
+  const std::chrono::duration<double> elapsed = now - ramp_.window_start;
+  if (elapsed < kRampWindow) return;
+  const double rate = static_cast<double>(ramp_.window_bytes) / elapsed.count();
+  if (ramp_.rate > 0 && rate < ramp_.rate * (1 + 0.5 / (wanted_connections_ - 1))) {
+    --wanted_connections_;
+    ramp_.settled = true;
+    return;
+  }
+  ramp_ = Ramp{{}, 0, rate, false};
+  if (wanted_connections_ >= max_connections_) {
+    ramp_.settled = true;
+    return;
+  }
+  ++wanted_connections_;
+  spawn_connection_locked();
 }
 
 void Download::prioritize(std::uint64_t offset) {
@@ -401,6 +453,7 @@ std::size_t Download::write_body(int segment, std::span<const char> bytes) {
     {
       std::lock_guard lock(mutex_);
       segments_[static_cast<std::size_t>(segment)].next += w;
+      pace_connections_locked(w, !std::exchange(t_connection_delivered, true));
     }
     if (!source_.upstream) owner_.counters_.upstream_bytes += w;  // bytes from elsewhere are not fetched upstream
     done += w;
@@ -466,11 +519,16 @@ void Download::notify() {
 
 // The whole-file hash decides whether readers get the last byte: it runs on the workers as soon as the
 // next chunk in order is full. A chunk's own hashes (its address, v1 SHA-1) are needed only to store it:
-// they run on the hashing pool, whose threads yield to everything else, so the chunk hashes take what CPU
-// the download leaves and finish after it when there is none.
+// while bytes still arrive they run on the hashing pool, with CPU the transfer does not want (every cycle
+// they took from it would delay the clients). Once the file is verified they are all that stands between
+// it and its commit: the workers hash whatever chunk the pool has not started (see hash_remaining_chunks).
 void Download::chunk_filled(std::size_t index) {
   asio::post(owner_.workers_, [self = shared_from_this()] { self->advance_file_hash(); });
-  asio::post(owner_.hashers_, [self = shared_from_this(), index] { self->hash_chunk(index); });
+  asio::post(owner_.hashers_, [self = shared_from_this(), index] {
+    run_in_background();
+    INFERLLAMA_SYNC_POINT("Download::chunk_filled:background_hash");
+    self->hash_chunk(index);
+  });
 }
 
 // A chunk was written moments ago and is in the page cache: hashed in place through a mapping rather
@@ -489,9 +547,9 @@ bool Download::read_staged(const Chunk& chunk, const std::function<void(std::spa
 }
 
 void Download::hash_chunk(std::size_t index) {
-  lower_thread_priority();
-  if (state() != State::running) return;
   auto& chunk = chunks_[index];
+  // Each chunk is hashed once, by the pool or by the workers, whichever comes first.
+  if (state() != State::running || chunk.hash_claimed.exchange(true)) return;
   ChunkHasher hasher(owner_.settings_.chunk_size);
   // In slices that stay in the core's cache between the SHA-1 and the SHA-256 pass over them.
   const bool ok = read_staged(chunk, [&](std::span<const std::uint8_t> bytes) {
@@ -600,7 +658,12 @@ void Download::verify_file() {
   // Readers may have every byte now; making the file durable and visible is the node's business.
   verified_.store(true, std::memory_order_release);
   notify();
+  hash_remaining_chunks();
   maybe_finalize();
+}
+
+void Download::hash_remaining_chunks() {
+  for (std::size_t i = 0; i < chunk_count_ && state() == State::running; ++i) hash_chunk(i);
 }
 
 void Download::maybe_finalize() {

@@ -146,6 +146,7 @@ class Download : public std::enable_shared_from_this<Download> {
     ChunkRef ref;
     Sha1 padded_sha1;
     Sha256 file_root;  // the pieces root of a file that is only this chunk
+    std::atomic<bool> hash_claimed{false};
   };
   struct Segment {
     std::uint64_t next = 0;
@@ -158,13 +159,17 @@ class Download : public std::enable_shared_from_this<Download> {
   // Picks up the chunks an earlier attempt staged for this file; returns the bytes found.
   std::uint64_t resume_staged();
   void run_connection();
+  // The next segment for a connection, or -1 when the connection ends (it is no longer counted then).
   int claim_segment();
+  void pace_connections_locked(std::uint32_t bytes, bool first_of_connection);
   void fetch_segment(int segment);
   std::size_t write_body(int segment, std::span<const char> bytes);
   int chunk_fd_locked(std::size_t index);
   void chunk_filled(std::size_t index);
   bool read_staged(const Chunk& chunk, const std::function<void(std::span<const std::uint8_t>)>& consume);
   void hash_chunk(std::size_t index);
+  // On a worker, once the file is verified: hashes every chunk the hashing pool has not begun.
+  void hash_remaining_chunks();
   void advance_file_hash();
   // Feeds the scanner bytes of the file, in order (from the whole-file hash: no second read).
   void scan(std::span<const std::uint8_t> bytes);
@@ -193,6 +198,14 @@ class Download : public std::enable_shared_from_this<Download> {
   std::condition_variable wake_;
   std::vector<Segment> segments_;
   unsigned connections_ = 0;
+  unsigned max_connections_ = 1;     // upstream_connections for a file past parallel_threshold, else 1
+  unsigned wanted_connections_ = 1;  // what the rate says pays (see pace_connections_locked)
+  struct Ramp {
+    std::chrono::steady_clock::time_point window_start;  // zero: until a new connection's first byte
+    std::uint64_t window_bytes = 0;
+    double rate = 0;  // bytes/s in the last window, with one connection fewer than wanted now
+    bool settled = false;
+  } ramp_;
   std::size_t hashed_count_ = 0;
   std::size_t file_hashed_ = 0;  // chunks fed to the whole-file hash, in order
   bool file_hashing_ = false;
@@ -263,7 +276,7 @@ class Downloads {
   Index& index_;
   Upstream& upstream_;
   asio::thread_pool& workers_;
-  asio::thread_pool hashers_;   // chunk hashes, at a lower priority (see Download::chunk_filled)
+  asio::thread_pool hashers_;   // chunk hashes with idle CPU (see Download::chunk_filled)
   ElasticThreads connections_;  // one per upstream connection, while it runs
   DownloadSettings settings_;
   DownloadCounters counters_;

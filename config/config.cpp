@@ -386,7 +386,7 @@ constexpr KeySpec kSpecs[] = {
        c.chunk_size = v;
      }},
     {{"upstream_connections", "--upstream-connections", "INFERLLAMA_UPSTREAM_CONNECTIONS",
-      "Parallel Range connections per large file, 1..32", "4"},
+      "Parallel Range connections per large file at most (added one at a time while each raises the rate), 1..32", "4"},
      [](Config& c, const Input& in) { c.upstream_connections = static_cast<unsigned>(in.integer(1, 32)); }},
     {{"parallel_threshold", "--parallel-threshold", "INFERLLAMA_PARALLEL_THRESHOLD",
       "Files at least this large are fetched with parallel Range connections", "32MiB"},

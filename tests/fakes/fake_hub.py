@@ -372,6 +372,9 @@ class Stats:
             self.requests_by_auth: dict[str, int] = {}
             self.requests_by_kind_and_auth: dict[str, int] = {}  # "KIND AUTH": what went with which credential
             self.total_requests = 0
+            # CDN GETs being answered now, and the most at once: how many parallel connections a node used.
+            self.cdn_gets_active = 0
+            self.cdn_gets_peak = 0
             self.signed_queries: list[str] = []  # the query of every signed CDN URL handed out
             # The routes a node passes through (listings, whoami, commits, ...): what each one carried.
             self.other_requests: list[dict] = []
@@ -391,6 +394,15 @@ class Stats:
             both = f"{kind} {auth_key}"
             self.requests_by_kind_and_auth[both] = self.requests_by_kind_and_auth.get(both, 0) + 1
             self.total_requests += 1
+
+    def cdn_get_started(self) -> None:
+        with self.lock:
+            self.cdn_gets_active += 1
+            self.cdn_gets_peak = max(self.cdn_gets_peak, self.cdn_gets_active)
+
+    def cdn_get_ended(self) -> None:
+        with self.lock:
+            self.cdn_gets_active -= 1
 
     def add(self, table: str, key: str, n: int) -> None:
         with self.lock:
@@ -412,6 +424,7 @@ class Stats:
                 "requests_by_auth": dict(self.requests_by_auth),
                 "requests_by_kind_and_auth": dict(self.requests_by_kind_and_auth),
                 "total_requests": self.total_requests,
+                "cdn_gets_peak": self.cdn_gets_peak,
                 "signed_queries": list(self.signed_queries),
                 "other_requests": list(self.other_requests),
                 "hub_requests": list(self.hub_requests),
@@ -1710,8 +1723,14 @@ class CdnHandler(BaseHandler):
                 return self.send_fault_status(fault, method)
         headers = [("Content-Type", "application/octet-stream"), ("Accept-Ranges", "bytes"),
                    ("ETag", f'"{sha}"'), ("Cache-Control", "public, max-age=604800, immutable")]
-        self.serve_content(f, headers, method, matcher, hub.cdn_rate,
-                           lambda n: hub.stats.add("cdn_bytes", sha, n), hub.lies.any_for("endless", names))
+        if method == "GET":
+            hub.stats.cdn_get_started()
+        try:
+            self.serve_content(f, headers, method, matcher, hub.cdn_rate,
+                               lambda n: hub.stats.add("cdn_bytes", sha, n), hub.lies.any_for("endless", names))
+        finally:
+            if method == "GET":
+                hub.stats.cdn_get_ended()
 
 
 # --------------------------------------------------------------------------

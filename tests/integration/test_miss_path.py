@@ -51,7 +51,7 @@ class MissPathTest(unittest.TestCase):
         self.assertEqual(self.cdn_bytes(f["sha256"]), f["size"])
         self.assertEqual(self.hub.stats()["requests"]["cdn_get"], 1)
 
-    def test_large_file_uses_parallel_ranges_once(self):
+    def test_large_file_is_fetched_in_ranges_once(self):
         f = self.hub.files("acme/big-model")["model.safetensors"]
         status, _, body = self.fetch("model.safetensors", repo="acme/big-model")
         self.assertEqual((status, sha256(body)), (200, f["sha256"]))
@@ -197,6 +197,26 @@ class CommandLineTest(unittest.TestCase):
         result = self.run_binary("serve", "--listen", "127.0.0.1:0", env={"INFERLLAMA_CHUNK_SIZE": "3000"})
         self.assertEqual(result.returncode, 2)
         self.assertIn("chunk_size", result.stderr)
+
+
+class ParallelRangesTest(unittest.TestCase):
+    """A CDN that caps each connection: the node adds parallel Range connections while each one raises the
+    rate, up to upstream_connections."""
+
+    def test_connections_are_added_while_they_raise_the_rate(self):
+        hub = FakeHub("--big-file-size", str(48 * 1024 * 1024), "--cdn-rate", str(6 * 1024 * 1024)).start()
+        node = Node(hub.url, None, "--upstream-connections", "4").start()
+        try:
+            f = hub.files("acme/big-model")["model.safetensors"]
+            status, _, body = node.request("GET", node.resolve_path("acme/big-model", "main", "model.safetensors"))
+            self.assertEqual((status, sha256(body)), (200, f["sha256"]))
+            stats = hub.stats()
+            self.assertGreaterEqual(stats["cdn_gets_peak"], 3, stats["requests"])
+            self.assertEqual(stats["cdn_bytes"][f["sha256"]], f["size"], "a byte was fetched twice")
+        finally:
+            node.stop()
+            node.cleanup()
+            hub.stop()
 
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@
 
 #include <condition_variable>
 #include <filesystem>
+#include <future>
 #include <thread>
 
 #include "cache/hashing.hpp"
 #include "fake_upstreams.hpp"
+#include "inferllama/sync_point.hpp"
 #include "test_support.hpp"
 
 namespace inferllama::cache {
@@ -230,6 +232,41 @@ TEST_F(DownloadTest, ABlobOfAPublicRepoIsSharedAndItsDownloadJoinedByAnyRepo) {
   EXPECT_EQ(downloads_->get_or_start(source(real_etag()), {RepoId{RepoType::model, "x/y"}, commit_, "c", false}),
             nullptr);
 }
+
+#ifdef INFERLLAMA_SYNC_POINTS
+// The hashing pool runs on idle CPU only; a machine with none to spare still commits the file, because once
+// it is verified the workers hash every chunk the pool has not begun.
+TEST_F(DownloadTest, AVerifiedFileIsCommittedWhileTheHashingPoolGetsNoCpu) {
+  std::promise<void> cpu_for_the_pool;
+  std::shared_future<void> pool_may_run = cpu_for_the_pool.get_future().share();
+  std::atomic<int> held{0};
+  sync_point::Scoped starve("Download::chunk_filled:background_hash", [&](void*) {
+    ++held;
+    pool_may_run.wait();
+  });
+  struct Release {
+    std::promise<void>& promise;
+    ~Release() { promise.set_value(); }  // before the fixture stops the pool, also when an assertion fails
+  } release{cpu_for_the_pool};
+
+  auto waiter = std::make_shared<Waiter>();
+  auto d = downloads_->get_or_start(source(real_etag()), {repo_, commit_, "a.bin"});
+  ASSERT_TRUE(d);
+  d->subscribe(waiter);
+  waiter->until_done(*d);
+  ASSERT_EQ(d->state(), Download::State::complete) << d->error();
+  EXPECT_GT(held.load(), 0) << "the sync point was not reached";
+  auto blob = index_->get_blob(real_etag());
+  ASSERT_TRUE(blob);
+  ASSERT_EQ(blob->chunks.size(), 6u);
+  for (std::size_t i = 0; i < blob->chunks.size(); ++i) {
+    auto part = std::span<const std::uint8_t>(data_).subspan(i * 65536, blob->chunks[i].size);
+    EXPECT_EQ(blob->chunks[i].id, piece_root(part, 65536));
+    EXPECT_EQ(blob->chunks[i].piece_sha1, sha1(part));
+  }
+  EXPECT_EQ(blob->v2_root, v2_root_of(data_));
+}
+#endif
 
 TEST_F(DownloadTest, EmptyFile) {
   data_.clear();
