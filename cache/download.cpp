@@ -1,9 +1,9 @@
 #include "cache/download.hpp"
 
 #include <fcntl.h>
-#include <sched.h>
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,13 +30,19 @@ constexpr std::uint32_t kNotifyStep = 256 * 1024;
 // the last piece that crosses a step; a piece waits at most kMaxGatherAge for the next.
 constexpr std::size_t kGatherSlack = 64 * 1024;
 constexpr auto kMaxGatherAge = std::chrono::milliseconds(5);
+// The hashing pool's priority (see run_in_background).
+constexpr int kBackgroundNice = 19;
 // A chunk is hashed in slices of this size (see Download::hash_chunk).
 constexpr std::size_t kHashSlice = 64 * 1024;
 // One upstream Range request covers at most this much (see Download::start).
 constexpr std::uint64_t kSegmentBytes = 32u << 20;
-// Parallel connections are added one at a time (see Download::pace_connections_locked), each measured over
-// this long from its first byte.
+// Parallel connections are added one at a time (see Download::pace_connections_locked), each measured over a
+// window from its first byte of at least this long, and of kRampWindowsPerFirstByte times the time the
+// download's first connection waited for its first byte (a measure of the round trip).
 constexpr auto kRampWindow = std::chrono::milliseconds(250);
+constexpr int kRampWindowsPerFirstByte = 8;
+// An added connection stays if the connections before it kept at least this share of their rate.
+constexpr double kRampKeptShare = 0.7;
 const HeaderList kNoHeaders;
 
 bool read_fully(int fd, std::uint8_t* out, std::size_t size, std::uint64_t offset) {
@@ -56,14 +62,14 @@ std::string download_key(const std::string& etag, const FileClaim& claim) {
   return claim.shared ? etag : etag + "." + sha256(claim.repo.key()).hex().substr(0, 16);
 }
 
-// The hashing pool's threads take only CPU nothing else wants (SCHED_IDLE; Linux sets it per thread). A
-// thread cannot leave that class again without CAP_SYS_NICE, so work that must not wait runs elsewhere.
+// The hashing pool's threads take what CPU the transfers and their clients leave: nice 19, set per thread
+// (Linux). Not SCHED_IDLE, though it measured a little faster: a thread of that class that is preempted
+// holding a lock the connections take (the pool's queue, a download's mutex, the process's mmap lock) may
+// wait long for the CPU on a busy machine, and the connections with it. A thread cannot raise its priority
+// again without CAP_SYS_NICE, so work that must not wait runs on the workers.
 void run_in_background() {
-  thread_local const bool idle = [] {
-    const sched_param none{};
-    return ::sched_setscheduler(0, SCHED_IDLE, &none) == 0;
-  }();
-  (void)idle;
+  thread_local const bool lowered = ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kBackgroundNice) == 0;
+  (void)lowered;
 }
 
 std::vector<std::uint8_t>& thread_buffer(std::size_t size) {
@@ -157,6 +163,7 @@ void Download::start() {
   spdlog::info("download {} ({} bytes{}) from {}", source_.etag, source_.size,
                resumed ? ", " + std::to_string(resumed) + " already staged" : std::string(), url::redact(source_.url));
   std::vector<std::size_t> full_chunks;
+  bool no_connection = false;
   {
     std::lock_guard lock(mutex_);
     const DownloadSettings& s = owner_.settings_;
@@ -192,24 +199,37 @@ void Download::start() {
     if (chunks_in_open > 0) segments_.push_back(open);
     // One connection first; more only while they make the download faster (pace_connections_locked).
     max_connections_ = static_cast<unsigned>(parts);
-    if (!segments_.empty()) spawn_connection_locked();
+    ramp_.requested = std::chrono::steady_clock::now();
+    no_connection = !segments_.empty() && !spawn_connection_locked();
   }
+  if (no_connection) return fail("no thread for an upstream connection");
   // Chunks staged whole by an earlier attempt are hashed now; an empty file has only nothing to check.
   for (std::size_t i : full_chunks) chunk_filled(i);
   if (chunk_count_ == 0) asio::post(owner_.workers_, [self = shared_from_this()] { self->advance_file_hash(); });
 }
 
-void Download::spawn_connection_locked() {
+bool Download::spawn_connection_locked() {
   ++connections_;
-  owner_.connections_.post([self = shared_from_this()] { self->run_connection(); });
+  try {
+    owner_.connections_.post([self = shared_from_this(), ordinal = spawned_] { self->run_connection(ordinal); });
+  } catch (const std::exception& e) {  // no thread to be had (a pids limit): the connection is not counted
+    --connections_;
+    spdlog::warn("download {}: no thread for another upstream connection: {}", source_.etag, e.what());
+    return false;
+  }
+  ++spawned_;
+  return true;
 }
 
 namespace {
-// Whether the connection on this thread has written bytes yet (see Download::pace_connections_locked).
+// The connection on this thread: its place in the order the download started them, and whether it has
+// written bytes yet (see Download::pace_connections_locked).
+thread_local unsigned t_connection_ordinal = 0;
 thread_local bool t_connection_delivered = false;
 }  // namespace
 
-void Download::run_connection() {
+void Download::run_connection(unsigned ordinal) {
+  t_connection_ordinal = ordinal;
   t_connection_delivered = false;
   for (int segment; (segment = claim_segment()) >= 0;) fetch_segment(segment);
 }
@@ -238,35 +258,44 @@ int Download::claim_segment() {
   return end_connection();
 }
 
-// Parallel Range connections pay on an upstream that caps each connection (a CDN far away, a throttled
-// origin); on a fast one they only take CPU from the clients being served. So a download starts with one and
-// adds one at a time, each measured over kRampWindow from its first byte (its request's round trips are no
-// measure of the rate). An added connection stays if it brought at least half the share it would have on a
-// capped upstream (n connections after n - 1: a rate up by 1 + 0.5 / (n - 1)); one that did not is retired
-// after its segment, and the count stays.
-void Download::pace_connections_locked(std::uint32_t bytes, bool first_of_connection) {
+// Parallel Range connections pay where the upstream caps each connection (a CDN far away, a throttled
+// origin); where something they share is the limit (the link, this machine's CPU) they only take from the
+// clients being served. So a download starts with one and adds one at a time. Each addition is measured over
+// a window from the new connection's first byte (its request's round trips say nothing of the rate): if the
+// connections before it kept kRampKeptShare of the rate they had in the window before, they share no limit
+// with it and the next one is tried; if they slowed down, one connection is retired (whichever next ends a
+// segment) and the count stays. A new connection still in TCP slow start takes little from the others, so a
+// distant upstream errs toward more connections, as a fixed count would.
+void Download::pace_connections_locked(std::uint32_t bytes, bool first_of_connection, unsigned ordinal) {
   if (ramp_.settled) return;
   const auto now = std::chrono::steady_clock::now();
   if (ramp_.window_start == std::chrono::steady_clock::time_point{}) {
-    if (first_of_connection) ramp_.window_start = now;
+    if (!first_of_connection || ordinal != ramp_.newest) return;
+    ramp_.window_start = now;
+    if (ordinal == 0)
+      ramp_.window =
+          std::max<std::chrono::nanoseconds>(kRampWindow, kRampWindowsPerFirstByte * (now - ramp_.requested));
     return;
   }
-  ramp_.window_bytes += bytes;
+  (ordinal < ramp_.newest ? ramp_.older_bytes : ramp_.newest_bytes) += bytes;
   const std::chrono::duration<double> elapsed = now - ramp_.window_start;
-  if (elapsed < kRampWindow) return;
-  const double rate = static_cast<double>(ramp_.window_bytes) / elapsed.count();
-  if (ramp_.rate > 0 && rate < ramp_.rate * (1 + 0.5 / (wanted_connections_ - 1))) {
-    --wanted_connections_;
+  if (elapsed < ramp_.window) return;
+  const double older_rate = static_cast<double>(ramp_.older_bytes) / elapsed.count();
+  const double rate = static_cast<double>(ramp_.older_bytes + ramp_.newest_bytes) / elapsed.count();
+  if (ramp_.newest > 0 && older_rate < kRampKeptShare * ramp_.rate) {
+    wanted_connections_ = std::max(1u, wanted_connections_ - 1);
     ramp_.settled = true;
     return;
   }
-  ramp_ = Ramp{{}, 0, rate, false};
-  if (wanted_connections_ >= max_connections_) {
+  ramp_.rate = rate;
+  ramp_.window_start = {};
+  ramp_.older_bytes = ramp_.newest_bytes = 0;
+  ramp_.newest = spawned_;
+  if (wanted_connections_ >= max_connections_ || !spawn_connection_locked()) {
     ramp_.settled = true;
     return;
   }
   ++wanted_connections_;
-  spawn_connection_locked();
 }
 
 void Download::prioritize(std::uint64_t offset) {
@@ -453,7 +482,7 @@ std::size_t Download::write_body(int segment, std::span<const char> bytes) {
     {
       std::lock_guard lock(mutex_);
       segments_[static_cast<std::size_t>(segment)].next += w;
-      pace_connections_locked(w, !std::exchange(t_connection_delivered, true));
+      pace_connections_locked(w, !std::exchange(t_connection_delivered, true), t_connection_ordinal);
     }
     if (!source_.upstream) owner_.counters_.upstream_bytes += w;  // bytes from elsewhere are not fetched upstream
     done += w;
@@ -524,10 +553,11 @@ void Download::notify() {
 // it and its commit: the workers hash whatever chunk the pool has not started (see hash_remaining_chunks).
 void Download::chunk_filled(std::size_t index) {
   asio::post(owner_.workers_, [self = shared_from_this()] { self->advance_file_hash(); });
-  asio::post(owner_.hashers_, [self = shared_from_this(), index] {
+  // A weak reference: a task still queued when a worker has hashed the chunk must not keep a stored
+  // download, and the descriptors of its chunks (whose space an eviction would free), alive.
+  asio::post(owner_.hashers_, [weak = weak_from_this(), index] {
     run_in_background();
-    INFERLLAMA_SYNC_POINT("Download::chunk_filled:background_hash");
-    self->hash_chunk(index);
+    if (auto self = weak.lock()) self->hash_chunk(index, /*in_background=*/true);
   });
 }
 
@@ -546,28 +576,39 @@ bool Download::read_staged(const Chunk& chunk, const std::function<void(std::spa
   return true;
 }
 
-void Download::hash_chunk(std::size_t index) {
+void Download::hash_chunk(std::size_t index, bool in_background) {
   auto& chunk = chunks_[index];
-  // Each chunk is hashed once, by the pool or by the workers, whichever comes first.
-  if (state() != State::running || chunk.hash_claimed.exchange(true)) return;
+  // The pool hashes each chunk once. After the file is verified a worker hashes every chunk whose hashes are
+  // not recorded yet, those the pool is in the middle of too: a pool thread that gets no CPU holds up no
+  // commit. The first result is recorded; both are the same.
+  if (state() != State::running || chunk.hashes_recorded.load(std::memory_order_acquire)) return;
+  if (in_background) INFERLLAMA_SYNC_POINT("Download::hash_chunk:in_background");
   ChunkHasher hasher(owner_.settings_.chunk_size);
+  // A pool thread stops as soon as its work is moot (a worker recorded the chunk, or the download ended): it
+  // holds the download, and the descriptors of its chunks, only as long as it has to.
+  auto moot = [&] {
+    return in_background && (chunk.hashes_recorded.load(std::memory_order_relaxed) || state() != State::running);
+  };
+  bool abandoned = false;
   // In slices that stay in the core's cache between the SHA-1 and the SHA-256 pass over them.
   const bool ok = read_staged(chunk, [&](std::span<const std::uint8_t> bytes) {
-    for (std::size_t at = 0; at < bytes.size(); at += kHashSlice) {
+    for (std::size_t at = 0; at < bytes.size() && !(abandoned = moot()); at += kHashSlice) {
       hasher.update(bytes.subspan(at, std::min(kHashSlice, bytes.size() - at)));
     }
   });
+  if (abandoned) return;
   if (!ok) {
     fail("cannot read back a staged chunk");
     return;
   }
   const ChunkHashes h = hasher.finish();
   // Start writing the chunk to disk now, so that the fsync before the commit finds little left to do. It
-  // may wait for the disk: here it holds up only this pool, never the connections.
+  // may wait for the disk: it holds up a hashing thread or a worker, never the connections.
   ::sync_file_range(chunk.fd, 0, 0, SYNC_FILE_RANGE_WRITE);
   bool all_hashed;
   {
     std::lock_guard lock(mutex_);
+    if (chunk.hashes_recorded.exchange(true)) return;
     chunk.ref = ChunkRef{h.root, h.piece_sha1, chunk.size};
     chunk.padded_sha1 = h.padded_sha1;
     chunk.file_root = h.file_root;
@@ -663,7 +704,14 @@ void Download::verify_file() {
 }
 
 void Download::hash_remaining_chunks() {
-  for (std::size_t i = 0; i < chunk_count_ && state() == State::running; ++i) hash_chunk(i);
+  // A task per chunk, so that other downloads' work on the workers goes on in between; at a stop the chunks
+  // not hashed yet stay staged for the next start.
+  for (std::size_t i = 0; i < chunk_count_; ++i) {
+    if (chunks_[i].hashes_recorded.load(std::memory_order_acquire)) continue;
+    asio::post(owner_.workers_, [self = shared_from_this(), i] {
+      if (!self->owner_.stopping_) self->hash_chunk(i, /*in_background=*/false);
+    });
+  }
 }
 
 void Download::maybe_finalize() {

@@ -145,8 +145,8 @@ class Download : public std::enable_shared_from_this<Download> {
     int fd = -1;
     ChunkRef ref;
     Sha1 padded_sha1;
-    Sha256 file_root;  // the pieces root of a file that is only this chunk
-    std::atomic<bool> hash_claimed{false};
+    Sha256 file_root;                          // the pieces root of a file that is only this chunk
+    std::atomic<bool> hashes_recorded{false};  // ref, padded_sha1 and file_root are set (under mutex_)
   };
   struct Segment {
     std::uint64_t next = 0;
@@ -158,16 +158,17 @@ class Download : public std::enable_shared_from_this<Download> {
   void start();
   // Picks up the chunks an earlier attempt staged for this file; returns the bytes found.
   std::uint64_t resume_staged();
-  void run_connection();
+  void run_connection(unsigned ordinal);
   // The next segment for a connection, or -1 when the connection ends (it is no longer counted then).
   int claim_segment();
-  void pace_connections_locked(std::uint32_t bytes, bool first_of_connection);
+  // After a connection (the ordinal-th the download started) wrote `bytes`.
+  void pace_connections_locked(std::uint32_t bytes, bool first_of_connection, unsigned ordinal);
   void fetch_segment(int segment);
   std::size_t write_body(int segment, std::span<const char> bytes);
   int chunk_fd_locked(std::size_t index);
   void chunk_filled(std::size_t index);
   bool read_staged(const Chunk& chunk, const std::function<void(std::span<const std::uint8_t>)>& consume);
-  void hash_chunk(std::size_t index);
+  void hash_chunk(std::size_t index, bool in_background);
   // On a worker, once the file is verified: hashes every chunk the hashing pool has not begun.
   void hash_remaining_chunks();
   void advance_file_hash();
@@ -182,7 +183,8 @@ class Download : public std::enable_shared_from_this<Download> {
   void notify();
   // Before retry `attempt`: the exponential back-off, or `at_least` when that is longer.
   bool wait_backoff(unsigned attempt, std::chrono::milliseconds at_least);
-  void spawn_connection_locked();
+  // False when no thread could be had for it.
+  bool spawn_connection_locked();
 
   Downloads& owner_;
   BlobSource source_;
@@ -198,12 +200,17 @@ class Download : public std::enable_shared_from_this<Download> {
   std::condition_variable wake_;
   std::vector<Segment> segments_;
   unsigned connections_ = 0;
+  unsigned spawned_ = 0;             // connections started so far: the next one's ordinal
   unsigned max_connections_ = 1;     // upstream_connections for a file past parallel_threshold, else 1
   unsigned wanted_connections_ = 1;  // what the rate says pays (see pace_connections_locked)
   struct Ramp {
-    std::chrono::steady_clock::time_point window_start;  // zero: until a new connection's first byte
-    std::uint64_t window_bytes = 0;
-    double rate = 0;  // bytes/s in the last window, with one connection fewer than wanted now
+    std::chrono::steady_clock::time_point requested;     // when the first connection was started
+    std::chrono::nanoseconds window{};                   // set at the first connection's first byte
+    std::chrono::steady_clock::time_point window_start;  // zero: until the newest connection's first byte
+    unsigned newest = 0;                                 // the ordinal of the connection being measured
+    std::uint64_t older_bytes = 0;                       // in this window, from connections before it
+    std::uint64_t newest_bytes = 0;
+    double rate = 0;  // bytes/s of every connection in the window before
     bool settled = false;
   } ramp_;
   std::size_t hashed_count_ = 0;

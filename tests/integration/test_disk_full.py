@@ -48,6 +48,11 @@ class DiskFullTest(unittest.TestCase):
         self.assertEqual(self.fetch(0)[0], 200)
         status, _, body = self.fetch(1, "config.json")
         self.assertEqual((status, sha256(body)), (200, self.digest(1, "config.json")))
+        # The client has every byte once they are verified; the file is stored a moment later. It must be
+        # stored before the disk fills, or the hit below would be a miss on a full disk.
+        deadline = time.monotonic() + 30
+        while self.node.metric('inferllama_downloads_total{result="completed"}') < 2:
+            self.assertLess(time.monotonic(), deadline, "the two files were not stored")
         # Fill the file system but for 6 MiB: the next 12 MiB download runs out of space midway.
         st = os.statvfs(self.mount)
         with open(os.path.join(self.mount, "filler"), "wb") as fh:
@@ -66,6 +71,10 @@ class DiskFullTest(unittest.TestCase):
             if "inferllama_evictions_total 1" in metrics.decode():
                 break
             self.assertLess(time.monotonic(), deadline, "nothing was evicted")
+        # An evicted chunk's space comes back once no thread of the node has it open any more (a hashing
+        # thread of the node's lowest priority may still be reading it on a busy machine).
+        while os.statvfs(self.mount).f_bavail * os.statvfs(self.mount).f_frsize < SIZE - (6 << 20):
+            self.assertLess(time.monotonic(), deadline, "the evicted file's space did not come back")
         status, _, body = self.fetch(1)
         self.assertEqual((status, sha256(body)), (200, self.digest(1)))
 

@@ -234,13 +234,14 @@ TEST_F(DownloadTest, ABlobOfAPublicRepoIsSharedAndItsDownloadJoinedByAnyRepo) {
 }
 
 #ifdef INFERLLAMA_SYNC_POINTS
-// The hashing pool runs on idle CPU only; a machine with none to spare still commits the file, because once
-// it is verified the workers hash every chunk the pool has not begun.
+// The hashing pool runs on CPU nothing else wants; a machine with none to spare still commits the file,
+// because once it is verified the workers hash every chunk whose hashes are not recorded, those the pool
+// has begun included.
 TEST_F(DownloadTest, AVerifiedFileIsCommittedWhileTheHashingPoolGetsNoCpu) {
   std::promise<void> cpu_for_the_pool;
   std::shared_future<void> pool_may_run = cpu_for_the_pool.get_future().share();
   std::atomic<int> held{0};
-  sync_point::Scoped starve("Download::chunk_filled:background_hash", [&](void*) {
+  sync_point::Scoped starve("Download::hash_chunk:in_background", [&](void*) {
     ++held;
     pool_may_run.wait();
   });
