@@ -19,6 +19,15 @@ namespace {
 using testing::MemoryUpstream;
 using testing::Waiter;
 
+// The file's BEP 52 pieces root, from its bytes: the merkle root of its 64 KiB pieces' roots.
+Sha256 v2_root_of(std::span<const std::uint8_t> data) {
+  std::vector<Sha256> layer;
+  for (std::size_t at = 0; at < data.size(); at += 65536) {
+    layer.push_back(piece_root(data.subspan(at, std::min<std::size_t>(65536, data.size() - at)), 65536));
+  }
+  return piece_layer_root(layer, 65536);
+}
+
 class DownloadTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -44,6 +53,19 @@ class DownloadTest : public ::testing::Test {
     return BlobSource{"mem://file", {}, std::move(etag), true, data_.size(), nullptr};
   }
   std::string real_etag() { return sha256(data_).hex(); }
+  // The blob `etag` is stored as data_'s six 64 KiB chunks, each under its hashes, with the file's v2 root.
+  void expect_stored_as_chunks_of_data(const std::string& etag) {
+    auto blob = index_->get_blob(etag);
+    ASSERT_TRUE(blob);
+    ASSERT_EQ(blob->chunks.size(), 6u);
+    for (std::size_t i = 0; i < blob->chunks.size(); ++i) {
+      auto part = std::span<const std::uint8_t>(data_).subspan(i * 65536, blob->chunks[i].size);
+      EXPECT_EQ(blob->chunks[i].id, piece_root(part, 65536));
+      EXPECT_EQ(blob->chunks[i].piece_sha1, sha1(part));
+      EXPECT_TRUE(store_->contains(blob->chunks[i].id));
+    }
+    EXPECT_EQ(blob->v2_root, v2_root_of(data_));
+  }
 
   std::filesystem::path dir_;
   std::vector<std::uint8_t> data_;
@@ -56,15 +78,6 @@ class DownloadTest : public ::testing::Test {
   RepoId repo_{RepoType::model, "acme/x"};
   std::string commit_ = std::string(40, 'a');
 };
-
-// The file's BEP 52 pieces root, from its bytes: the merkle root of its 64 KiB pieces' roots.
-Sha256 v2_root_of(std::span<const std::uint8_t> data) {
-  std::vector<Sha256> layer;
-  for (std::size_t at = 0; at < data.size(); at += 65536) {
-    layer.push_back(piece_root(data.subspan(at, std::min<std::size_t>(65536, data.size() - at)), 65536));
-  }
-  return piece_layer_root(layer, 65536);
-}
 
 TEST_F(DownloadTest, StoresVerifiedChunksAndCommitsEveryClaim) {
   auto waiter = std::make_shared<Waiter>();
@@ -81,16 +94,7 @@ TEST_F(DownloadTest, StoresVerifiedChunksAndCommitsEveryClaim) {
   EXPECT_EQ(d->readable(65536 + 100), 65536u - 100);
   EXPECT_EQ(d->readable(5 * 65536), 123u);
   EXPECT_EQ(d->readable(data_.size()), 0u);
-  auto blob = index_->get_blob(real_etag());
-  ASSERT_TRUE(blob);
-  EXPECT_EQ(blob->chunks.size(), 6u);
-  for (std::size_t i = 0; i < blob->chunks.size(); ++i) {
-    auto part = std::span<const std::uint8_t>(data_).subspan(i * 65536, blob->chunks[i].size);
-    EXPECT_EQ(blob->chunks[i].id, piece_root(part, 65536));
-    EXPECT_EQ(blob->chunks[i].piece_sha1, sha1(part));
-    EXPECT_TRUE(store_->contains(blob->chunks[i].id));
-  }
-  EXPECT_EQ(blob->v2_root, v2_root_of(data_));
+  expect_stored_as_chunks_of_data(real_etag());
   EXPECT_TRUE(index_->get_file(repo_, commit_, "a.bin"));
   EXPECT_TRUE(index_->get_file(repo_, commit_, "b.bin"));
   // Once committed, asking again starts nothing.
@@ -111,15 +115,7 @@ TEST_F(DownloadTest, AGitBlobIsStoredUnderTheSameChunkHashes) {
   d->subscribe(waiter);
   waiter->until_done(*d);
   ASSERT_EQ(d->state(), Download::State::complete) << d->error();
-  auto blob = index_->get_blob(etag);
-  ASSERT_TRUE(blob);
-  ASSERT_EQ(blob->chunks.size(), 6u);
-  for (std::size_t i = 0; i < blob->chunks.size(); ++i) {
-    auto part = std::span<const std::uint8_t>(data_).subspan(i * 65536, blob->chunks[i].size);
-    EXPECT_EQ(blob->chunks[i].id, piece_root(part, 65536));
-    EXPECT_EQ(blob->chunks[i].piece_sha1, sha1(part));
-  }
-  EXPECT_EQ(blob->v2_root, v2_root_of(data_));
+  expect_stored_as_chunks_of_data(etag);
 }
 
 TEST_F(DownloadTest, HashMismatchCommitsNothingAndHoldsTheLastByte) {
@@ -257,15 +253,7 @@ TEST_F(DownloadTest, AVerifiedFileIsCommittedWhileTheHashingPoolGetsNoCpu) {
   waiter->until_done(*d);
   ASSERT_EQ(d->state(), Download::State::complete) << d->error();
   EXPECT_GT(held.load(), 0) << "the sync point was not reached";
-  auto blob = index_->get_blob(real_etag());
-  ASSERT_TRUE(blob);
-  ASSERT_EQ(blob->chunks.size(), 6u);
-  for (std::size_t i = 0; i < blob->chunks.size(); ++i) {
-    auto part = std::span<const std::uint8_t>(data_).subspan(i * 65536, blob->chunks[i].size);
-    EXPECT_EQ(blob->chunks[i].id, piece_root(part, 65536));
-    EXPECT_EQ(blob->chunks[i].piece_sha1, sha1(part));
-  }
-  EXPECT_EQ(blob->v2_root, v2_root_of(data_));
+  expect_stored_as_chunks_of_data(real_etag());
 }
 #endif
 
