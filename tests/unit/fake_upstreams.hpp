@@ -39,8 +39,10 @@ class MemoryUpstream : public Upstream {
         r.error = "connection reset";
         return r;
       }
+      // Counted before the sink sees the bytes: the download may be stored before the sink returns.
+      sent += n;
       std::size_t taken = sink(std::span<const char>(reinterpret_cast<const char*>(data_.data() + pos), n));
-      sent += taken;
+      sent -= n - taken;
       r.received += taken;
       if (taken < n) return r;
       pos += n;
