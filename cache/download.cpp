@@ -39,7 +39,7 @@ constexpr std::uint64_t kSegmentBytes = 32u << 20;
 // Parallel connections are added one at a time (see Download::pace_connections_locked), each measured over a
 // window from its first byte of at least this long, and of kRampWindowsPerFirstByte times the time the
 // download's first connection waited for its first byte (a measure of the round trip).
-constexpr auto kRampWindow = std::chrono::milliseconds(250);
+constexpr auto kRampWindow = std::chrono::milliseconds(100);
 constexpr int kRampWindowsPerFirstByte = 8;
 // An added connection stays if the connections before it kept at least this share of their rate.
 constexpr double kRampKeptShare = 0.7;
