@@ -19,6 +19,9 @@ unsigned make_private_dir(const std::filesystem::path& dir);
 class ChunkStore {
  public:
   explicit ChunkStore(std::filesystem::path data_dir);
+  ~ChunkStore();
+  ChunkStore(const ChunkStore&) = delete;
+  ChunkStore& operator=(const ChunkStore&) = delete;
 
   std::filesystem::path chunk_path(const Sha256& id) const;
   bool contains(const Sha256& id) const;
@@ -46,6 +49,7 @@ class ChunkStore {
  private:
   std::filesystem::path root_;
   std::filesystem::path chunks_;
+  int chunks_fd_ = -1;  // chunks_, opened once: a hit opens its chunk relative to it (see open_chunk)
   std::filesystem::path staging_;
   std::atomic<std::uint64_t> bytes_stored_{0};
   std::mutex mutation_mutex_;

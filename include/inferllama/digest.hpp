@@ -17,14 +17,19 @@ constexpr int hex_digit(char c) {
   return -1;
 }
 
-// Lower-case hex of bytes.
-inline std::string hex(std::span<const std::uint8_t> bytes) {
+// Writes the lower-case hex of bytes, 2 * bytes.size() characters, to `out`.
+inline void hex_to(std::span<const std::uint8_t> bytes, char* out) {
   static constexpr char digits[] = "0123456789abcdef";
-  std::string out(2 * bytes.size(), '0');
   for (std::size_t i = 0; i < bytes.size(); ++i) {
     out[2 * i] = digits[bytes[i] >> 4];
     out[2 * i + 1] = digits[bytes[i] & 0xf];
   }
+}
+
+// Lower-case hex of bytes.
+inline std::string hex(std::span<const std::uint8_t> bytes) {
+  std::string out(2 * bytes.size(), '0');
+  hex_to(bytes, out.data());
   return out;
 }
 inline std::string hex(std::string_view bytes) {
