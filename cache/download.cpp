@@ -581,18 +581,16 @@ void Download::hash_chunk(std::size_t index, bool in_background) {
   // The pool hashes each chunk once. After the file is verified a worker hashes every chunk whose hashes are
   // not recorded yet, those the pool is in the middle of too: a pool thread that gets no CPU holds up no
   // commit. The first result is recorded; both are the same.
-  if (state() != State::running || chunk.hashes_recorded.load(std::memory_order_acquire)) return;
+  auto moot = [&] { return state() != State::running || chunk.hashes_recorded.load(std::memory_order_acquire); };
+  if (moot()) return;
   if (in_background) INFERLLAMA_SYNC_POINT("Download::hash_chunk:in_background");
   ChunkHasher hasher(owner_.settings_.chunk_size);
   // A pool thread stops as soon as its work is moot (a worker recorded the chunk, or the download ended): it
   // holds the download, and the descriptors of its chunks, only as long as it has to.
-  auto moot = [&] {
-    return in_background && (chunk.hashes_recorded.load(std::memory_order_relaxed) || state() != State::running);
-  };
   bool abandoned = false;
   // In slices that stay in the core's cache between the SHA-1 and the SHA-256 pass over them.
   const bool ok = read_staged(chunk, [&](std::span<const std::uint8_t> bytes) {
-    for (std::size_t at = 0; at < bytes.size() && !(abandoned = moot()); at += kHashSlice) {
+    for (std::size_t at = 0; at < bytes.size() && !(abandoned = in_background && moot()); at += kHashSlice) {
       hasher.update(bytes.subspan(at, std::min(kHashSlice, bytes.size() - at)));
     }
   });
