@@ -319,16 +319,17 @@ class Node:
 
 class HubAndNodeTest(unittest.TestCase):
     """A fake Hub and a node in front of it, started once for the whole test class; `hub_args` are the
-    fake Hub's options, `node_args` the node's."""
+    fake Hub's options, `node_args` the node's, `admin_key` the node's admin key (none by default)."""
 
     hub_args: tuple[str, ...] = ()
     node_args: tuple[str, ...] = ()
+    admin_key: str | None = None
 
     @classmethod
     def setUpClass(cls):
         cls.hub = FakeHub(*cls.hub_args).start()
         try:
-            cls.node = Node(cls.hub.url, None, *cls.node_args).start()
+            cls.node = Node(cls.hub.url, None, *cls.node_args, admin_key=cls.admin_key).start()
         except BaseException:
             cls.hub.stop()  # a fake Hub left running would hold the test's output open
             raise

@@ -16,7 +16,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(__file__))
 import bencode  # noqa: E402
-from harness import BINARY, FakeHub, Node, ROOT, clean_env, sha256, wait_until  # noqa: E402
+from harness import BINARY, ROOT, HubAndNodeTest, clean_env, sha256, wait_until  # noqa: E402
 
 ADMIN_KEY = "repo-rules-admin-key-0123456789"
 MODEL = "acme/tiny-model"
@@ -36,24 +36,16 @@ except Exception as e:
 '''
 
 
-class RepoRulesTest(unittest.TestCase):
+class RepoRulesTest(HubAndNodeTest):
+    admin_key = ADMIN_KEY
+
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="inferllama-rules-")
         cls.rules_file = os.path.join(cls.tmp, "repo-rules")
         cls.write_rules("")
-        cls.hub = FakeHub().start()
-        try:
-            cls.node = Node(cls.hub.url, None, "--repo-rules-file", cls.rules_file, admin_key=ADMIN_KEY).start()
-        except BaseException:
-            cls.hub.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.node.stop()
-        cls.node.cleanup()
-        cls.hub.stop()
+        cls.node_args = ("--repo-rules-file", cls.rules_file)
+        super().setUpClass()
 
     @classmethod
     def write_rules(cls, text: str) -> None:
