@@ -702,6 +702,7 @@ void Download::verify_file() {
 }
 
 void Download::hash_remaining_chunks() {
+  INFERLLAMA_SYNC_POINT("Download::hash_remaining_chunks");
   // A task per chunk, so that other downloads' work on the workers goes on in between; at a stop the chunks
   // not hashed yet stay staged for the next start.
   for (std::size_t i = 0; i < chunk_count_; ++i) {

@@ -236,11 +236,16 @@ TEST_F(DownloadTest, ABlobOfAPublicRepoIsSharedAndItsDownloadJoinedByAnyRepo) {
 TEST_F(DownloadTest, AVerifiedFileIsCommittedWhileTheHashingPoolGetsNoCpu) {
   std::promise<void> cpu_for_the_pool;
   std::shared_future<void> pool_may_run = cpu_for_the_pool.get_future().share();
+  std::promise<void> pool_held;
+  std::shared_future<void> pool_is_held = pool_held.get_future().share();
   std::atomic<int> held{0};
   sync_point::Scoped starve("Download::hash_chunk:in_background", [&](void*) {
-    ++held;
+    if (held++ == 0) pool_held.set_value();
     pool_may_run.wait();
   });
+  // The file may be verified before the pool thread had any CPU (a loaded machine): the workers take over
+  // only once the pool is held in the middle of a chunk, the case under test.
+  sync_point::Scoped after_verification("Download::hash_remaining_chunks", [&](void*) { pool_is_held.wait(); });
   struct Release {
     std::promise<void>& promise;
     ~Release() { promise.set_value(); }  // before the fixture stops the pool, also when an assertion fails
