@@ -24,18 +24,21 @@ void Evictor::stored(const std::string& etag) {
 }
 
 std::shared_ptr<void> Evictor::lease(const std::string& etag) {
+  Readers::value_type* readers = nullptr;
   {
     std::lock_guard lock(mutex_);
     if (gone_.contains(etag)) return nullptr;
-    ++readers_[etag];
+    readers = &*readers_.try_emplace(etag, 0).first;
+    ++readers->second;
     last_used_[etag] = ++tick_;
   }
-  return std::shared_ptr<void>(this, [etag](Evictor* self) { self->release(etag); });
+  // The entry, not a copy of its etag: it stays in the map (whose nodes do not move) while it has readers.
+  return std::shared_ptr<void>(this, [readers](Evictor* self) { self->release(*readers); });
 }
 
-void Evictor::release(const std::string& etag) {
+void Evictor::release(Readers::value_type& readers) {
   std::lock_guard lock(mutex_);
-  if (auto it = readers_.find(etag); it != readers_.end() && --it->second == 0) readers_.erase(it);
+  if (--readers.second == 0) readers_.erase(readers_.find(readers.first));
 }
 
 void Evictor::enforce() {

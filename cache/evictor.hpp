@@ -76,7 +76,8 @@ class Evictor {
   // The stored files held only by commits some branch or tag named before the commit it names now, when
   // that one has a stored file (RefEntry::before), and by no commit a name points at now.
   std::unordered_set<std::string> superseded_files();
-  void release(const std::string& etag);
+  using Readers = std::unordered_map<std::string, unsigned>;  // etag -> leases held
+  void release(Readers::value_type& readers);
 
   ChunkStore& store_;
   Index& index_;
@@ -85,7 +86,7 @@ class Evictor {
   std::mutex evict_mutex_;  // one eviction at a time
   std::mutex mutex_;
   std::unordered_map<std::string, std::int64_t> last_used_;  // etag -> steady tick of its last use
-  std::unordered_map<std::string, unsigned> readers_;
+  Readers readers_;
   std::unordered_set<std::string> gone_;  // evicted and not stored again
   std::int64_t tick_ = 0;
   std::function<void(const std::string&)> before_release_;

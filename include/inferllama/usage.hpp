@@ -61,6 +61,9 @@ class RateLimiter {
   // allowed, refuses while the tokens are in debt, and for a file download takes a concurrent-download
   // slot. A refused request counts nothing.
   virtual Task<Decision> admit(const UserId& who, const LimitPolicy& policy, bool download) = 0;
+  // The same decision when it can be made without waiting (a limiter in memory always can): admit() is
+  // then not awaited, and a request costs no coroutine for it. nullopt: await admit().
+  virtual std::optional<Decision> decide_now(const UserId&, const LimitPolicy&, bool) { return std::nullopt; }
   // `bytes` of file content sent to `who`, charged to its token limit as they flow. The limit may go
   // into debt: a download already streaming is never cut, the next request is refused instead.
   virtual void charge(const UserId& who, const LimitPolicy& policy, std::uint64_t bytes) = 0;

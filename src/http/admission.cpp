@@ -49,7 +49,7 @@ bool Gate::is_admin(const Request& req, const Origin& origin) const {
 hub::Reply Gate::unauthorized(const Origin& origin, bool credentials, const std::string& message,
                               HeaderList& limit_headers) {
   stats_.unauthorized.add();
-  if (credentials) failed_attempts_.failed(client_network(origin.client));
+  if (credentials) failed_attempts_.failed(origin.network);
   limit_headers.emplace_back("WWW-Authenticate", "Bearer realm=\"inferllama\"");
   return hub::error_reply(401, message);
 }
@@ -63,17 +63,29 @@ const LimitPolicy* Gate::policy_for(const UserId& who) const {
   return policy->limits_anything() ? policy : nullptr;
 }
 
-Task<Account> Gate::charge(UserId who, std::string repo, bool download) {
+Account Gate::account_for(UserId who, std::string repo) const {
   Account account;
   account.who = std::move(who);
   account.repo = std::move(repo);
   account.policy = policy_for(account.who);
-  if (account.policy && limiter_) {
-    const UserId& charged = account.who;
-    account.decision = co_await limiter_->admit(charged, *account.policy, download);
-    if (!account.decision.allowed) stats_.limited.add();
-  }
-  co_return account;
+  return account;
+}
+
+bool Gate::decide_now(Account& account, bool download) {
+  if (!account.policy || !limiter_) return true;
+  auto decision = limiter_->decide_now(account.who, *account.policy, download);
+  if (!decision) return false;
+  settle(account, std::move(*decision));
+  return true;
+}
+
+Task<void> Gate::decide(Account& account, bool download) {
+  settle(account, co_await limiter_->admit(account.who, *account.policy, download));
+}
+
+void Gate::settle(Account& account, Decision decision) {
+  account.decision = std::move(decision);
+  if (!account.decision.allowed) stats_.limited.add();
 }
 
 Task<Admission> Gate::admit(const Request& req, const Origin& origin) {
@@ -87,7 +99,7 @@ Task<Admission> Gate::admit(const Request& req, const Origin& origin) {
   admission.credentials = !req[bhttp::field::authorization].empty() || !passkey_of(route).empty();
   if (admission.credentials) {
     std::chrono::milliseconds retry_after{0};
-    if (failed_attempts_.blocked(client_network(origin.client), retry_after)) {
+    if (failed_attempts_.blocked(origin.network, retry_after)) {
       const auto seconds = std::chrono::ceil<std::chrono::seconds>(retry_after).count();
       Refusal refusal =
           refuse(429, "too many refused credentials from this address; retry in " + std::to_string(seconds) + " s");
@@ -148,7 +160,11 @@ Task<Admission> Gate::admit(const Request& req, const Origin& origin) {
                                      : (passed->repo ? passed->repo->key() : std::string());
     const bool download =
         req.method() == bhttp::verb::get && (resolve || (api && api->kind == ApiRoute::Kind::webseed));
-    auto refusal = co_await open_account(req, origin, admission, caller, passkey, repo, download);
+    auto refusal = open_account(req, origin, admission, caller, passkey, repo);
+    if (!refusal) {
+      if (!decide_now(*admission.account, download)) co_await decide(*admission.account, download);
+      refusal = limit_refusal(admission);
+    }
     if (refusal) {
       admission.verdict = Refusal{std::move(*refusal)};
       co_return admission;
@@ -158,24 +174,23 @@ Task<Admission> Gate::admit(const Request& req, const Origin& origin) {
   co_return admission;
 }
 
-Task<std::optional<hub::Reply>> Gate::open_account(const Request& req, const Origin& origin, Admission& admission,
-                                                   hub::Caller& caller, const std::string& passkey,
-                                                   const std::string& repo, bool download) {
+std::optional<hub::Reply> Gate::open_account(const Request& req, const Origin& origin, Admission& admission,
+                                             hub::Caller& caller, const std::string& passkey, const std::string& repo) {
   std::string user;  // the node user; none: the request is the client address's
   const std::string_view bearer = bearer_of(req[bhttp::field::authorization]);
   if (!passkey.empty()) {
     // A torrent's web seed: BitTorrent clients send no credentials, so the Hub sees an anonymous caller.
     auto owner = identities_->user_of_passkey(passkey);
     if (!owner) {
-      co_return unauthorized(origin, admission.credentials, "unknown passkey, or its user is disabled",
-                             admission.limit_headers);
+      return unauthorized(origin, admission.credentials, "unknown passkey, or its user is disabled",
+                          admission.limit_headers);
     }
     user = std::move(*owner);
     caller.authorization.clear();
   } else if (usage::Identities::is_node_key(bearer)) {
     auto checked = identities_->authenticate(bearer);
     if (const auto* why = std::get_if<std::string>(&checked)) {
-      co_return unauthorized(origin, admission.credentials, *why, admission.limit_headers);
+      return unauthorized(origin, admission.credentials, *why, admission.limit_headers);
     }
     auto& who = std::get<usage::Authenticated>(checked);
     user = std::move(who.user);
@@ -184,26 +199,29 @@ Task<std::optional<hub::Reply>> Gate::open_account(const Request& req, const Ori
     caller.authorization = who.hub_token.empty() ? std::string() : "Bearer " + who.hub_token;
   } else if (req[bhttp::field::authorization].find(usage::kKeyPrefix) != std::string_view::npos) {
     // Something like a node key in another form ("Basic", no scheme, a tab): refused, never passed on.
-    co_return unauthorized(origin, admission.credentials, "send a node key as Authorization: Bearer il_...",
-                           admission.limit_headers);
+    return unauthorized(origin, admission.credentials, "send a node key as Authorization: Bearer il_...",
+                        admission.limit_headers);
   } else if (config_.require_auth) {
-    co_return unauthorized(origin, admission.credentials,
-                           "this node needs an API key: send Authorization: Bearer il_... (set HF_TOKEN to your "
-                           "node key)",
-                           admission.limit_headers);
+    return unauthorized(origin, admission.credentials,
+                        "this node needs an API key: send Authorization: Bearer il_... (set HF_TOKEN to your "
+                        "node key)",
+                        admission.limit_headers);
   } else if (!config_.admin_key.empty() && same_secret(bearer, config_.admin_key)) {
     caller.authorization.clear();  // the admin key opens the admin API, and is nobody's Hub token
   } else if (bearer.empty()) {
     // The Hub reads bearer tokens only: anything else (the admin key in another form, a password) stays here.
     caller.authorization.clear();
   }
-  UserId who = user.empty() ? UserId::address(origin.client.is_unspecified() ? std::string("unknown")
-                                                                             : client_network(origin.client))
+  UserId who = user.empty() ? UserId::address(origin.client.is_unspecified() ? "unknown" : origin.network)
                             : UserId::user(std::move(user));
-  admission.account = co_await charge(std::move(who), repo, download);
+  admission.account = account_for(std::move(who), repo);
+  return std::nullopt;
+}
+
+std::optional<hub::Reply> Gate::limit_refusal(Admission& admission) const {
   const Decision& decision = admission.account->decision;
   admission.limit_headers = rate_limit_headers(decision);
-  if (decision.allowed) co_return std::nullopt;
+  if (decision.allowed) return std::nullopt;
   hub::Reply refusal;
   if (decision.refused_by) {
     refusal.status = 429;
@@ -215,7 +233,7 @@ Task<std::optional<hub::Reply>> Gate::open_account(const Request& req, const Ori
     refusal.body = R"({"error":"rate limits cannot be checked right now; retry shortly"})";
   }
   refusal.headers.emplace_back("X-Error-Message", nlohmann::json::parse(refusal.body).value("error", "rate limited"));
-  co_return refusal;
+  return refusal;
 }
 
 }  // namespace inferllama::http

@@ -23,6 +23,7 @@ namespace inferllama::http {
 struct Origin {
   Listener listener = Listener::plain;
   asio::ip::address client;  // unspecified on the admin socket
+  std::string_view network;  // client_network(client): what limits and failed credentials are counted by
 };
 
 struct Admitted {
@@ -56,16 +57,22 @@ class Gate {
   // asks for a bearer token.
   hub::Reply unauthorized(const Origin& origin, bool credentials, const std::string& message,
                           HeaderList& limit_headers);
-  // `who`'s limits applied to this request (a download when `download`): the decision is in the account.
-  Task<Account> charge(UserId who, std::string repo, bool download);
+  // An account of `who` for a request about `repo` ("" for none), with the limits that apply to it.
+  Account account_for(UserId who, std::string repo) const;
+  // Applies the account's limits to this request (a download when `download`): the decision is in the
+  // account. False when the limiter must be awaited: then decide().
+  bool decide_now(Account& account, bool download);
+  Task<void> decide(Account& account, bool download);
   bool keeps_users() const { return identities_ != nullptr; }
 
  private:
   // Identifies the caller of a Hub route (passkey, node key, or address), sets the credentials the Hub
-  // sees, and applies its limits; a refusal when it may not go on.
-  Task<std::optional<hub::Reply>> open_account(const Request& req, const Origin& origin, Admission& admission,
-                                               hub::Caller& caller, const std::string& passkey, const std::string& repo,
-                                               bool download);
+  // sees, and opens its account; a refusal when its credentials do not hold.
+  std::optional<hub::Reply> open_account(const Request& req, const Origin& origin, Admission& admission,
+                                         hub::Caller& caller, const std::string& passkey, const std::string& repo);
+  // The account's decision as RateLimit headers, and the refusal when it was refused.
+  std::optional<hub::Reply> limit_refusal(Admission& admission) const;
+  void settle(Account& account, Decision decision);
   const LimitPolicy* policy_for(const UserId& who) const;
 
   const Config& config_;

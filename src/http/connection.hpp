@@ -61,6 +61,7 @@ struct Connection {
 
   // The current request.
   asio::ip::address client;      // who it is from: the peer, or the client a trusted proxy names
+  std::string network;           // client_network(client): formatted when the client changes, not per request
   bool forwarded_https = false;  // a trusted proxy says the client spoke https
   bool credentials = false;      // it presents a key or passkey (see FailedAttempts)
   std::string user;              // the node user a key or passkey named, "" for anyone else (the access log)

@@ -76,7 +76,7 @@ Task<Answer> handle(Exchange& x, const ConsoleRoute& route) {
                                   console::cookie_value(cookies, console::kCsrfCookie),
                                   x.request[console::kCsrfHeader],
                                   x.request[bhttp::field::content_type],
-                                  client_network(x.connection.client)};
+                                  x.connection.network};
   auto console = console_deps(server);
   // Passwords cost ~100 ms of Argon2id and changes are synced writes: off the I/O thread.
   auto answer = co_await offload(server.deps.blocking, [&] { return console::answer_console(console, request); });

@@ -24,7 +24,8 @@ namespace {
 constexpr std::size_t kUploadSlice = 1 << 20;
 
 hosting::Requester requester(const Exchange& x) {
-  return {x.connection.user, x.server.gate.is_admin(x.request, Origin{x.connection.listener, x.connection.client})};
+  return {x.connection.user,
+          x.server.gate.is_admin(x.request, Origin{x.connection.listener, x.connection.client, x.connection.network})};
 }
 
 // hf_xet (Python client 1.20 and later) asks for a Xet token before any upload and shows the user only the

@@ -48,7 +48,9 @@ Task<Answer> answer_file(Exchange& x, const ResolveRoute& route) {
     if (auto* reply = std::get_if<hub::Reply>(&outcome)) co_return std::move(*reply);
     file = std::move(std::get<hub::FileAnswer>(outcome));
   }
-  if (auto refused = co_await apply_scan_policy(x, route.repo, route.path, *file)) co_return std::move(*refused);
+  ScanCheck scan = check_scan_policy(x, route.repo, route.path, *file);
+  if (!scan.settled) scan.refusal = co_await apply_scan_policy(x, route.repo, route.path, *file);
+  if (scan.refusal) co_return std::move(*scan.refusal);
   co_return with_piece_for_child(x, std::move(*file));
 }
 
@@ -73,7 +75,10 @@ hub::Reply method_not_allowed(const char* allowed) {
   return hub::error_reply(405, allowed);
 }
 
-Task<Answer> handle(Exchange& x, const ResolveRoute& route) {
+namespace {
+
+// A file of a repo the node hosts, or a request that is not a read.
+Task<Answer> handle_unusual(Exchange& x, const ResolveRoute& route) {
   if (hosts(x, route.repo)) {
     auto answer = co_await hosted(x, route);
     if (auto* body = answer ? std::get_if<FileBody>(&*answer) : nullptr) {
@@ -84,6 +89,14 @@ Task<Answer> handle(Exchange& x, const ResolveRoute& route) {
   }
   if (!is_read(x.request)) co_return method_not_allowed("use GET or HEAD");
   co_return co_await answer_file(x, route);
+}
+
+}  // namespace
+
+// Not a coroutine itself: a read of a Hub file costs one coroutine frame here, answer_file's.
+Task<Answer> handle(Exchange& x, const ResolveRoute& route) {
+  if (hosts(x, route.repo) || !is_read(x.request)) return handle_unusual(x, route);
+  return answer_file(x, route);
 }
 
 Task<Answer> handle(Exchange& x, const ApiRoute& api) {

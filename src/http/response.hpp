@@ -1,7 +1,9 @@
 // How the node's answers become HTTP responses, and the one place every header value it writes passes.
 #pragma once
 #include <algorithm>
+#include <charconv>
 #include <cstdint>
+#include <iterator>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -18,16 +20,41 @@ namespace inferllama::http {
 using Request = boost::beast::http::request<boost::beast::http::string_body>;
 using StringResponse = boost::beast::http::response<boost::beast::http::string_body>;
 
-// A header value may hold visible characters, spaces and tabs; CR, LF, NUL and every other control
-// character would end the header early (response splitting) or confuse whoever reads it.
+namespace detail {
+// Per byte: whether it may stand in a header value (visible characters, spaces and tabs; CR, LF, NUL and
+// every other control character would end the header early or confuse whoever reads it), and whether it
+// may stand in a field name (an RFC 9110 token character). A table: every response head passes here.
+struct HeaderBytes {
+  bool value[256] = {};
+  bool token[256] = {};
+  constexpr HeaderBytes() {
+    for (int c = 0; c < 256; ++c) value[c] = (c >= 0x20 && c != 0x7f) || c == '\t';
+    for (int c = '0'; c <= '9'; ++c) token[c] = true;
+    for (int c = 'a'; c <= 'z'; ++c) token[c] = true;
+    for (int c = 'A'; c <= 'Z'; ++c) token[c] = true;
+    for (char c : std::string_view("!#$%&'*+-.^_`|~")) token[static_cast<unsigned char>(c)] = true;
+  }
+};
+inline constexpr HeaderBytes kHeaderBytes;
+
+// The first byte of `text` that may not stand in a header value, or its size.
+inline std::size_t first_unclean(std::string_view text) {
+  std::size_t i = 0;
+  while (i < text.size() && kHeaderBytes.value[static_cast<unsigned char>(text[i])]) ++i;
+  return i;
+}
+}  // namespace detail
+
 inline bool is_clean_header_value(std::string_view value) {
-  return std::none_of(value.begin(), value.end(), [](unsigned char c) { return (c < 0x20 && c != '\t') || c == 0x7f; });
+  return detail::first_unclean(value) == value.size();
 }
 
-// Appends the value without its control characters (tabs kept).
+// Appends the value without its control characters (tabs kept): clean runs go in whole.
 inline void append_clean_header_value(std::string& out, std::string_view value) {
-  for (unsigned char c : value) {
-    if ((c >= 0x20 && c != 0x7f) || c == '\t') out += static_cast<char>(c);
+  while (!value.empty()) {
+    const std::size_t clean = detail::first_unclean(value);
+    out.append(value.data(), clean);
+    value.remove_prefix(std::min(clean + 1, value.size()));
   }
 }
 
@@ -41,11 +68,8 @@ inline std::string clean_header_value(std::string_view value) {
 
 // An RFC 9110 token: what a field name may be.
 inline bool is_header_name(std::string_view name) {
-  static constexpr std::string_view kSpecials = "!#$%&'*+-.^_`|~";
-  return !name.empty() && std::all_of(name.begin(), name.end(), [](unsigned char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           kSpecials.find(static_cast<char>(c)) != std::string_view::npos;
-  });
+  return !name.empty() &&
+         std::all_of(name.begin(), name.end(), [](unsigned char c) { return detail::kHeaderBytes.token[c]; });
 }
 
 // Makes every field of a response safe to write: control characters leave the values, and a field whose
@@ -83,7 +107,9 @@ class HeadWriter {
   HeadWriter(std::string& out, unsigned status, unsigned version) : out_(out) {
     out_.clear();
     out_ += version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
-    out_ += std::to_string(status);
+    char digits[10];
+    const auto end = std::to_chars(std::begin(digits), std::end(digits), status).ptr;
+    out_.append(digits, static_cast<std::size_t>(end - digits));
     out_ += ' ';
     const auto reason = boost::beast::http::obsolete_reason(static_cast<boost::beast::http::status>(status));
     out_.append(reason.data(), reason.size());
@@ -96,7 +122,19 @@ class HeadWriter {
     append_clean_header_value(out_, value);
     out_ += "\r\n";
   }
-  void field(std::string_view name, std::uint64_t value) { field(name, std::string_view(std::to_string(value))); }
+  // The value in double quotes (an entity tag).
+  void quoted_field(std::string_view name, std::string_view value) {
+    if (!is_header_name(name)) return;
+    out_ += name;
+    out_ += ": \"";
+    append_clean_header_value(out_, value);
+    out_ += "\"\r\n";
+  }
+  void field(std::string_view name, std::uint64_t value) {
+    char digits[20];
+    const auto end = std::to_chars(std::begin(digits), std::end(digits), value).ptr;
+    field(name, std::string_view(digits, static_cast<std::size_t>(end - digits)));
+  }
   // The connection's fate as HTTP/1.0 and 1.1 say it, then the blank line that ends the head.
   void finish(unsigned version, bool keep_alive) {
     if (!keep_alive) {

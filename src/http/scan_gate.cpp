@@ -56,20 +56,39 @@ hub::Reply refusal(const ScanVerdict& verdict, const std::string& path) {
 
 }  // namespace
 
-Task<std::optional<hub::Reply>> apply_scan_policy(Exchange& x, const RepoId& repo, const std::string& path,
-                                                  hub::FileAnswer& answer) {
+ScanCheck check_scan_policy(Exchange& x, const RepoId& repo, const std::string& path, hub::FileAnswer& answer) {
   auto* scanning = x.server.deps.scanning;
-  if (!scanning) co_return std::nullopt;
+  if (!scanning) return {};
   const ScanAction action = scanning->action_for(repo);
-  if (action == ScanAction::off) co_return std::nullopt;
-  auto& blocking = x.server.deps.blocking;
+  if (action == ScanAction::off) return {};
   std::shared_ptr<const ScanVerdict> verdict;
   if (answer.blob) {
     verdict = scanning->cached(answer.file.etag);
-    if (!verdict) {
-      const std::string etag = answer.file.etag;
-      verdict = co_await offload(blocking, [&] { return scanning->load(etag); });
-    }
+    if (!verdict) return {.settled = false};
+    answer.scan = scan_header_value(*verdict);
+  } else if (answer.download) {
+    verdict = answer.download->verdict();
+    if (!verdict && action == ScanAction::deny) return {.settled = false};
+    answer.scan = verdict ? scan_header_value(*verdict) : "pending";
+  }
+  if (verdict && action == ScanAction::deny && scan::refused_under_deny(*verdict)) {
+    scanning->count_refusal();
+    return {.refusal = refusal(*verdict, path)};
+  }
+  return {};
+}
+
+Task<std::optional<hub::Reply>> apply_scan_policy(Exchange& x, const RepoId& repo, const std::string& path,
+                                                  hub::FileAnswer& answer) {
+  if (ScanCheck now = check_scan_policy(x, repo, path, answer); now.settled) co_return std::move(now.refusal);
+  auto* scanning = x.server.deps.scanning;
+  const ScanAction action = scanning->action_for(repo);
+  auto& blocking = x.server.deps.blocking;
+  std::shared_ptr<const ScanVerdict> verdict;
+  if (answer.blob) {
+    // Not in memory: from the index, or else from the stored bytes.
+    const std::string etag = answer.file.etag;
+    verdict = co_await offload(blocking, [&] { return scanning->load(etag); });
     if (!verdict && action == ScanAction::deny) {
       // Stored before scanning, or by a download that did not scan: its stored bytes, once, before any go out.
       auto& downloads = x.server.deps.hub.downloads();
@@ -86,15 +105,11 @@ Task<std::optional<hub::Reply>> apply_scan_policy(Exchange& x, const RepoId& rep
       });
     }
     answer.scan = verdict ? scan_header_value(*verdict) : "unscanned";
-  } else if (answer.download) {
-    verdict = answer.download->verdict();
-    if (!verdict && action == ScanAction::deny) {
-      verdict = co_await wait_for_verdict(x, *answer.download, path);
-      if (!verdict) {
-        co_return hub::error_reply(502, "the file could not be fetched: " + answer.download->error(), "");
-      }
-    }
-    answer.scan = verdict ? scan_header_value(*verdict) : "pending";
+  } else {
+    // A download under deny whose verdict is not known yet.
+    verdict = co_await wait_for_verdict(x, *answer.download, path);
+    if (!verdict) co_return hub::error_reply(502, "the file could not be fetched: " + answer.download->error(), "");
+    answer.scan = scan_header_value(*verdict);
   }
   if (verdict && action == ScanAction::deny && scan::refused_under_deny(*verdict)) {
     scanning->count_refusal();

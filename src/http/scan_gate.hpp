@@ -10,6 +10,15 @@
 
 namespace inferllama::http {
 
+// The policy applied from what the node holds in memory, without waiting: `settled` is false when the verdict
+// must first be loaded, scanned for or waited on (then apply_scan_policy). Settled: answer.scan is set, and
+// `refusal` holds the answer when the policy refuses the file.
+struct ScanCheck {
+  bool settled = true;
+  std::optional<hub::Reply> refusal;
+};
+ScanCheck check_scan_policy(Exchange& x, const RepoId& repo, const std::string& path, hub::FileAnswer& answer);
+
 // Sets answer.scan, and returns the refusal when the policy refuses the file. Under deny, a file on its way
 // whose verdict is not known yet is held until it is: a header format's comes with its header, a pickle's
 // (plain, or in PyTorch's zip) only at the end of the download, so its first client waits for the whole file.

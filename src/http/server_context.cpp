@@ -21,6 +21,14 @@ asio::ip::address to_address(const Address16& bytes) {
   return v6;
 }
 
+// The client and its network, formatted only when the client changes: a connection's requests mostly come
+// from one client, and formatting an address costs about as much as answering a stored range.
+void set_client(Connection& c, const asio::ip::address& client) {
+  if (client == c.client && !c.network.empty()) return;
+  c.client = client;
+  c.network = client_network(client);
+}
+
 }  // namespace
 
 ServerContext::ServerContext(ServerDeps d)
@@ -47,7 +55,7 @@ void ServerContext::rotate_access_log() {
 
 void ServerContext::identify_client(Connection& c, const Request& req) const {
   if (trusted_proxies_.empty()) {
-    c.client = c.peer.address();
+    set_client(c, c.peer.address());
     c.forwarded_https = false;
     return;
   }
@@ -58,7 +66,7 @@ void ServerContext::identify_client(Connection& c, const Request& req) const {
     headers.x_forwarded_for.push_back(it->value());
   headers.x_forwarded_proto = req["X-Forwarded-Proto"];
   const auto origin = client_origin(address16(c.peer.address()), trusted_proxies_, headers);
-  c.client = to_address(origin.address);
+  set_client(c, to_address(origin.address));
   c.forwarded_https = origin.https;
 }
 

@@ -3,8 +3,10 @@
 #include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <cstring>
@@ -79,12 +81,12 @@ class Responder {
 
   Responder(ServerContext& server, Stream& stream, Connection& c) : server_(server), stream_(stream), c_(c) {}
 
-  // Writes the answer; whether the connection stays open.
+  // Writes the answer; whether the connection stays open. Not a coroutine: only the writer's frame is made.
   Task<bool> write(const Request& req, Answer& answer) {
-    if (auto* reply = std::get_if<hub::Reply>(&answer)) co_return co_await write_reply(req, *reply);
-    if (auto* file = std::get_if<FileBody>(&answer)) co_return co_await write_file(req, *file);
-    if (auto* pad = std::get_if<PadBody>(&answer)) co_return co_await write_pad(req, pad->size);
-    co_return co_await write_tracker(req);
+    if (auto* reply = std::get_if<hub::Reply>(&answer)) return write_reply(req, *reply);
+    if (auto* file = std::get_if<FileBody>(&answer)) return write_file(req, *file);
+    if (auto* pad = std::get_if<PadBody>(&answer)) return write_pad(req, pad->size);
+    return write_tracker(req);
   }
 
   // A message in the Hub's terms. HEAD gets the GET answer's head, Content-Length included, and no body.
@@ -161,7 +163,9 @@ class Responder {
       cork = answer.blob && plan.send_body;
       if (cork) set_cork(stream_, true);
     }
-    if (!co_await write_head()) co_return false;
+    if (std::size_t sent = 0; !head_sent_now(sent)) {
+      if (!co_await write_head_rest(sent)) co_return false;
+    }
     if (!plan.send_body) {
       // Nothing to send, but a download a GET started must still finish before an empty file is listed.
       const bool wait_for_verification =
@@ -192,7 +196,9 @@ class Responder {
     const FilePlan plan = write_pad_head(c_, req, size, keep);
     c_.status = plan.status;
     c_.bytes = 0;  // counted as the zeros go out (flowed)
-    if (!co_await write_head()) co_return false;
+    if (std::size_t sent = 0; !head_sent_now(sent)) {
+      if (!co_await write_head_rest(sent)) co_return false;
+    }
     for (std::uint64_t left = plan.send_body ? plan.length : 0; left > 0;) {
       const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(left, zeros.size()));
       boost::system::error_code ec;
@@ -217,17 +223,50 @@ class Responder {
     c_.bytes = 0;
     c_.responded = true;
     const std::array<asio::const_buffer, 2> buffers{asio::buffer(c_.head), asio::buffer(c_.tracker_reply)};
-    boost::system::error_code ec;
-    co_await asio::async_write(stream_, buffers, asio::redirect_error(asio::use_awaitable, ec));
-    if (!ec) c_.bytes = c_.tracker_reply.size();
-    co_return keep && !ec;
+    const std::size_t sent = send_now(buffers);
+    bool ok = sent == asio::buffer_size(buffers);
+    if (!ok) ok = co_await write_rest(buffers, sent);
+    if (ok) c_.bytes = c_.tracker_reply.size();
+    co_return keep&& ok;
   }
 
-  // The head in c.head.
-  Task<bool> write_head() {
+  // The head in c.head: whether it all went out. A plain socket nearly always takes it at once, with no
+  // coroutine frame made and no trip through the event loop.
+  bool head_sent_now(std::size_t& sent) {
     c_.responded = true;
+    sent = send_now(head_buffer());
+    return sent == c_.head.size();
+  }
+  Task<bool> write_head_rest(std::size_t sent) { return write_rest(head_buffer(), sent); }
+  std::array<asio::const_buffer, 1> head_buffer() const { return {asio::buffer(c_.head)}; }
+
+  // Whatever of the buffers a plain socket takes without waiting; 0 for TLS, and on an error (which the
+  // awaited write after it reports).
+  template <std::size_t N>
+  std::size_t send_now(const std::array<asio::const_buffer, N>& buffers) {
+    if constexpr (!kPlain) {
+      return 0;
+    } else {
+      std::array<iovec, N> iov{};
+      for (std::size_t i = 0; i < N; ++i) iov[i] = {const_cast<void*>(buffers[i].data()), buffers[i].size()};
+      msghdr message{};
+      message.msg_iov = iov.data();
+      message.msg_iovlen = N;
+      for (;;) {
+        const ssize_t n = ::sendmsg(stream_.native_handle(), &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n >= 0) return static_cast<std::size_t>(n);
+        if (errno != EINTR) return 0;
+      }
+    }
+  }
+
+  // The buffers after their first `sent` bytes, by an awaited write; whether they all went out.
+  template <std::size_t N>
+  Task<bool> write_rest(std::array<asio::const_buffer, N> buffers, std::size_t sent) {
+    beast::buffers_suffix<std::array<asio::const_buffer, N>> rest(buffers);
+    rest.consume(sent);
     boost::system::error_code ec;
-    co_await asio::async_write(stream_, asio::buffer(c_.head), asio::redirect_error(asio::use_awaitable, ec));
+    co_await asio::async_write(stream_, rest, asio::redirect_error(asio::use_awaitable, ec));
     co_return !ec;
   }
 
@@ -253,30 +292,45 @@ class Responder {
       }
       co_return true;
     } else {
-      if (!stream_.native_non_blocking()) stream_.native_non_blocking(true);
-      off_t off = static_cast<off_t>(offset);
-      while (length > 0) {
-        const ssize_t n = ::sendfile(stream_.native_handle(), fd, &off, std::min<std::uint64_t>(length, 1u << 30));
-        if (n > 0) {
-          length -= static_cast<std::uint64_t>(n);
-          server_.flowed(c_, static_cast<std::uint64_t>(n), from_cache);
-          continue;
+      for (;;) {
+        switch (sendfile_now(fd, offset, length, from_cache)) {
+          case Sent::all:
+            co_return true;
+          case Sent::failed:
+            co_return false;
+          case Sent::socket_full:
+            break;
         }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-          boost::system::error_code ec;
-          co_await stream_.async_wait(tcp::socket::wait_write, asio::redirect_error(asio::use_awaitable, ec));
-          if (ec) co_return false;
-          c_.touch();
-          continue;
-        }
-        // The client went away, or the file is shorter than the index says.
-        spdlog::debug("sendfile stopped at offset {} with {} bytes left: {}", off, length,
-                      n == 0 ? std::string("end of file") : std::generic_category().message(errno));
-        co_return false;
+        boost::system::error_code ec;
+        co_await stream_.async_wait(tcp::socket::wait_write, asio::redirect_error(asio::use_awaitable, ec));
+        if (ec) co_return false;
+        c_.touch();
       }
-      co_return true;
     }
+  }
+
+  enum class Sent { all, socket_full, failed };
+  // Plain TCP: sendfile until the range is out or the socket's buffer is full; `offset` and `length` say
+  // what is left. A small range goes out here whole, with no coroutine frame made for it.
+  Sent sendfile_now(int fd, std::uint64_t& offset, std::uint64_t& length, bool from_cache) {
+    if (!stream_.native_non_blocking()) stream_.native_non_blocking(true);
+    while (length > 0) {
+      off_t off = static_cast<off_t>(offset);
+      const ssize_t n = ::sendfile(stream_.native_handle(), fd, &off, std::min<std::uint64_t>(length, 1u << 30));
+      if (n > 0) {
+        offset += static_cast<std::uint64_t>(n);
+        length -= static_cast<std::uint64_t>(n);
+        server_.flowed(c_, static_cast<std::uint64_t>(n), from_cache);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Sent::socket_full;
+      // The client went away, or the file is shorter than the index says.
+      spdlog::debug("sendfile stopped at offset {} with {} bytes left: {}", offset, length,
+                    n == 0 ? std::string("end of file") : std::generic_category().message(errno));
+      return Sent::failed;
+    }
+    return Sent::all;
   }
 
   Task<bool> stream_stored(const BlobEntry& blob, std::uint64_t first, std::uint64_t end) {
@@ -297,7 +351,15 @@ class Responder {
         server_.deps.blocking.post([&hub, etag = blob.etag] { hub.evictor().forget({etag}); });
         co_return false;
       }
-      const bool ok = co_await send_range(fd, within, n, true);
+      std::uint64_t offset = within, left = n;
+      bool ok = false;
+      if constexpr (kPlain) {
+        const Sent sent = sendfile_now(fd, offset, left, true);
+        ok = sent == Sent::all;
+        if (sent == Sent::socket_full) ok = co_await send_range(fd, offset, left, true);
+      } else {
+        ok = co_await send_range(fd, offset, left, true);
+      }
       ::close(fd);
       if (!ok) co_return false;
       pos += n;
@@ -458,7 +520,7 @@ class StreamedBody : public BodyStream {
 template <class Stream>
 Task<bool> answer_request(ServerContext& server, Responder<Stream>& responder, Connection& c, const Request& req,
                           BodyStream* body = nullptr) {
-  const Origin origin{c.listener, c.client};
+  const Origin origin{c.listener, c.client, c.network};
   Admission admission = co_await server.gate.admit(req, origin);
   c.route = admission.route;
   c.credentials = admission.credentials;

@@ -34,11 +34,12 @@ Task<Answer> handle(Exchange& x, const TrackerRoute& route) {
       refusal = "this tracker is private: announce with your passkey (/announce/PASSKEY, /scrape/PASSKEY)";
     } else if (!identities || !(user = identities->user_of_passkey(route.passkey))) {
       refusal = "unknown passkey, or its user is disabled";
-      x.server.failed_attempts.failed(client_network(c.client));
+      x.server.failed_attempts.failed(c.network);
     } else {
       UserId who = UserId::user(std::move(*user));
       std::string no_repo;
-      c.account = co_await x.server.gate.charge(std::move(who), std::move(no_repo), false);
+      c.account = x.server.gate.account_for(std::move(who), std::move(no_repo));
+      if (!x.server.gate.decide_now(*c.account, false)) co_await x.server.gate.decide(*c.account, false);
       c.user = c.account->who.str();
       if (!c.account->decision.allowed) {
         refusal = "rate limit exceeded: retry in " + std::to_string(retry_after_seconds(c.account->decision)) + " s";

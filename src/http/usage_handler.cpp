@@ -15,7 +15,7 @@ Task<Answer> handle(Exchange& x, const UsageRoute&) {
   Connection& c = x.connection;
   if (!is_read(x.request)) co_return method_not_allowed("use GET");
   if (!server.deps.identities) co_return hub::error_reply(404, "this node keeps no usage records");
-  const Origin origin{c.listener, c.client};
+  const Origin origin{c.listener, c.client, c.network};
   std::optional<std::string> viewer;
   const std::string_view bearer = bearer_of(x.request[bhttp::field::authorization]);
   if (usage::Identities::is_node_key(bearer)) {

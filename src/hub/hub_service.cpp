@@ -614,18 +614,25 @@ std::optional<FileAnswer> HubService::resolve_fast(const RepoId& repo, const std
   if (hosts(repo)) return std::nullopt;
   // A repo its rule refuses or passes through is never answered from the store; the slow path says why.
   if (policy_ && policy_->decide(repo).access != RepoAccess::allow) return std::nullopt;
+  // One key string, grown into each table's key in turn: this is every hit's path.
+  std::string key = repo.key();
+  const std::size_t repo_key_size = key.size();
+  key.reserve(repo_key_size + 2 + std::max<std::size_t>(rev.size(), 40) + path.size());
   std::lock_guard lock(mutex_);
   const auto now = clock_.now();
-  auto vis = visibility_.find(repo.key());
+  auto vis = visibility_.find(key);
   if (vis == visibility_.end() || vis->second.expires <= now || vis->second.value != RepoVisibility::open)
     return std::nullopt;
-  std::string commit = rev;
+  std::string_view commit = rev;
   if (!is_commit_sha(rev)) {
-    auto ref = refs_.find(repo.key() + '\0' + rev);
+    ((key += '\0') += rev);
+    auto ref = refs_.find(key);
     if (ref == refs_.end() || ref->second.expires <= now) return std::nullopt;
     commit = ref->second.value;
+    key.resize(repo_key_size);
   }
-  auto it = files_.find(repo.key() + '@' + commit + '\0' + path);
+  (((key += '@') += commit) += '\0') += path;
+  auto it = files_.find(key);
   if (it == files_.end()) return std::nullopt;
   FileAnswer answer = it->second;
   answer.lease = evictor_.lease(answer.file.etag);

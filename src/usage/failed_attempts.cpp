@@ -11,11 +11,11 @@ std::int64_t FailedAttempts::now_ns() const {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_.now().time_since_epoch()).count();
 }
 
-bool FailedAttempts::blocked(const std::string& address, std::chrono::milliseconds& retry_after) {
+bool FailedAttempts::blocked(std::string_view address, std::chrono::milliseconds& retry_after) {
   if (policy_.requests == 0) return false;
   const std::int64_t now = now_ns();
   std::lock_guard lock(mutex_);
-  const auto it = addresses_.find(address);
+  const auto it = addresses_.find(std::string(address));
   if (it == addresses_.end()) return false;
   // Blocked while not even one more failure would fit: the same test as a failure's, without taking it.
   GcraState probe = it->second;
@@ -29,17 +29,17 @@ bool FailedAttempts::blocked(const std::string& address, std::chrono::millisecon
   return true;
 }
 
-void FailedAttempts::failed(const std::string& address) {
+void FailedAttempts::failed(std::string_view address) {
   ++failures_;
   if (policy_.requests == 0) return;
   const std::int64_t now = now_ns();
   const double interval = policy_.request_interval_seconds() * 1e9;
   std::lock_guard lock(mutex_);
-  auto it = addresses_.find(address);
+  auto it = addresses_.find(std::string(address));
   if (it == addresses_.end()) {
     if (addresses_.size() >= max_addresses_) sweep(now);
     if (addresses_.size() >= max_addresses_) return;  // full of addresses still failing: this one goes untracked
-    it = addresses_.emplace(address, GcraState{}).first;
+    it = addresses_.emplace(std::string(address), GcraState{}).first;
   }
   Gcra::take(it->second, now, interval, 1);
 }
@@ -52,7 +52,6 @@ std::size_t FailedAttempts::tracked() const {
   std::lock_guard lock(mutex_);
   return addresses_.size();
 }
-
 
 namespace {
 constexpr metrics::FamilySpec kFailures{

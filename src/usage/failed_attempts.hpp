@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include "inferllama/limit_policy.hpp"
@@ -22,9 +23,9 @@ class FailedAttempts {
   FailedAttempts(const Clock& clock, const LimitPolicy& policy, std::size_t max_addresses = 100000);
 
   // Whether `address` may present credentials now; if not, how long until it may.
-  bool blocked(const std::string& address, std::chrono::milliseconds& retry_after);
+  bool blocked(std::string_view address, std::chrono::milliseconds& retry_after);
   // `address` presented a credential that was refused.
-  void failed(const std::string& address);
+  void failed(std::string_view address);
 
   std::size_t tracked() const;
   std::uint64_t failures() const { return failures_.load(); }

@@ -39,6 +39,9 @@ class LocalRateLimiter final : public RateLimiter {
  public:
   explicit LocalRateLimiter(const Clock& clock);
   Task<Decision> admit(const UserId& who, const LimitPolicy& policy, bool download) override;
+  std::optional<Decision> decide_now(const UserId& who, const LimitPolicy& policy, bool download) override {
+    return decide(who, policy, download);
+  }
   void charge(const UserId& who, const LimitPolicy& policy, std::uint64_t bytes) override;
   void render_metrics(std::string& out) const override;
   // This limiter's samples of kDecisions (a shared backend renders them under its own header).

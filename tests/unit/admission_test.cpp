@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "http/admission.hpp"
+#include "http/credentials.hpp"
 #include "inferllama/index.hpp"
 #include "test_support.hpp"
 #include "usage/identities.hpp"
@@ -48,8 +49,10 @@ class AdmissionTest : public ::testing::Test {
                   const std::string& authorization = "", bhttp::verb method = bhttp::verb::get) {
     Request req{method, target, 11};
     if (!authorization.empty()) req.set(bhttp::field::authorization, authorization);
-    const Origin origin{
-        listener, listener == Listener::admin_socket ? asio::ip::address() : asio::ip::make_address("203.0.113.7")};
+    const asio::ip::address client =
+        listener == Listener::admin_socket ? asio::ip::address() : asio::ip::make_address("203.0.113.7");
+    const std::string network = client_network(client);
+    const Origin origin{listener, client, network};
     std::optional<Admission> out;
     asio::io_context io;
     asio::co_spawn(
