@@ -43,11 +43,32 @@ class EvpContext {
   const EVP_MD* md_;
 };
 
+// The digest, fetched from the provider once: EVP_sha256() at every init has OpenSSL 3 look the
+// algorithm up again (under a lock), which costs more than hashing a key.
+template <class D>
+const EVP_MD* digest_of() {
+  static const EVP_MD* const md = [] {
+    constexpr bool kSha256 = std::is_same_v<D, Sha256>;
+    const EVP_MD* fetched = EVP_MD_fetch(nullptr, kSha256 ? "SHA2-256" : "SHA1", nullptr);
+    if (fetched != nullptr) return fetched;
+    return kSha256 ? EVP_sha256() : EVP_sha1();
+  }();
+  return md;
+}
+
+// A whole input at once, on the thread's own context: a request's key check costs no allocation.
+template <class D>
+D digest_once(const void* data, std::size_t size) {
+  thread_local EvpContext context(digest_of<D>());
+  context.update(data, size);
+  return context.template finish_and_reset<D>();
+}
+
 }  // namespace
 
 template <class D>
 struct DigestStream<D>::Impl {
-  EvpContext ctx{std::is_same_v<D, Sha256> ? EVP_sha256() : EVP_sha1()};
+  EvpContext ctx{digest_of<D>()};
 };
 template <class D>
 DigestStream<D>::DigestStream() : impl_(std::make_unique<Impl>()) {}
@@ -71,27 +92,19 @@ template class DigestStream<Sha256>;
 template class DigestStream<Sha1>;
 
 Sha256 sha256(std::span<const std::uint8_t> bytes) {
-  Sha256Stream s;
-  s.update(bytes);
-  return s.finish();
+  return digest_once<Sha256>(bytes.data(), bytes.size());
 }
 
 Sha1 sha1(std::span<const std::uint8_t> bytes) {
-  Sha1Stream s;
-  s.update(bytes);
-  return s.finish();
+  return digest_once<Sha1>(bytes.data(), bytes.size());
 }
 
 Sha256 sha256(std::string_view text) {
-  Sha256Stream s;
-  s.update(text);
-  return s.finish();
+  return digest_once<Sha256>(text.data(), text.size());
 }
 
 Sha1 sha1(std::string_view text) {
-  Sha1Stream s;
-  s.update(text);
-  return s.finish();
+  return digest_once<Sha1>(text.data(), text.size());
 }
 
 void start_git_blob(Sha1Stream& stream, std::uint64_t size) {

@@ -115,21 +115,9 @@ class HeadWriter {
     out_.append(reason.data(), reason.size());
     out_ += "\r\n";
   }
-  void field(std::string_view name, std::string_view value) {
-    if (!is_header_name(name)) return;
-    out_ += name;
-    out_ += ": ";
-    append_clean_header_value(out_, value);
-    out_ += "\r\n";
-  }
+  void field(std::string_view name, std::string_view value) { put(name, value, ""); }
   // The value in double quotes (an entity tag).
-  void quoted_field(std::string_view name, std::string_view value) {
-    if (!is_header_name(name)) return;
-    out_ += name;
-    out_ += ": \"";
-    append_clean_header_value(out_, value);
-    out_ += "\"\r\n";
-  }
+  void quoted_field(std::string_view name, std::string_view value) { put(name, value, "\""); }
   void field(std::string_view name, std::uint64_t value) {
     char digits[20];
     const auto end = std::to_chars(std::begin(digits), std::end(digits), value).ptr;
@@ -146,6 +134,16 @@ class HeadWriter {
   }
 
  private:
+  void put(std::string_view name, std::string_view value, std::string_view quote) {
+    if (!is_header_name(name)) return;
+    out_ += name;
+    out_ += ": ";
+    out_ += quote;
+    append_clean_header_value(out_, value);
+    out_ += quote;
+    out_ += "\r\n";
+  }
+
   std::string& out_;
 };
 

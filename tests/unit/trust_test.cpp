@@ -36,7 +36,8 @@ TEST(Router, ControlCharactersInAnyDecodedSegmentAreBadRequests) {
     EXPECT_TRUE(std::holds_alternative<BadRequest>(route_target(target))) << target;
   }
   EXPECT_TRUE(std::holds_alternative<ResolveRoute>(route_target("/acme/x/resolve/refs%2Fpr%2F1/a%20b.json?x=1")));
-  EXPECT_TRUE(std::holds_alternative<ApiRoute>(route_target("/api/models/acme/x/tree/main?recursive=true&cursor=ab%3D")));
+  EXPECT_TRUE(
+      std::holds_alternative<ApiRoute>(route_target("/api/models/acme/x/tree/main?recursive=true&cursor=ab%3D")));
   // A tracker's binary info_hash is its own parser's to read.
   EXPECT_TRUE(std::holds_alternative<TrackerRoute>(route_target("/announce?info_hash=%00%0d%0a%7f&port=1")));
 }
@@ -68,11 +69,16 @@ TEST(Response, HeadsWrittenFieldByFieldPassTheSameSanitiser) {
   HeadWriter head(out, 206, 11);
   head.field("X-InferLlama-Stale", "branch main\r\nSet-Cookie: x=1");
   head.field("Bad Name", "dropped");
-  head.field("Content-Length", std::uint64_t{65536});
+  head.quoted_field("ETag", "abc\r\nSet-Cookie: x=1");
+  head.field("X-Tabbed", std::string("\x01"
+                                     "a\tb\x7f\0",
+                                     6));
+  head.field("Content-Length", std::uint64_t{18446744073709551615u});
   head.finish(11, false);
   EXPECT_EQ(out,
             "HTTP/1.1 206 Partial Content\r\nX-InferLlama-Stale: branch mainSet-Cookie: x=1\r\n"
-            "Content-Length: 65536\r\nConnection: close\r\n\r\n");
+            "ETag: \"abcSet-Cookie: x=1\"\r\nX-Tabbed: a\tb\r\nContent-Length: 18446744073709551615\r\nConnection: "
+            "close\r\n\r\n");
   HeadWriter keep(out, 200, 10);
   keep.finish(10, true);
   EXPECT_EQ(out, "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n");
@@ -84,7 +90,9 @@ TEST(Response, ErrorBodiesSurviveInvalidUtf8) {
   EXPECT_NE(reply.body.find("no file"), std::string::npos);
 }
 
-Address16 addr(const char* text) { return *parse_address(text); }
+Address16 addr(const char* text) {
+  return *parse_address(text);
+}
 
 TEST(Forwarded, HeadersAreBelievedOnlyFromTrustedProxies) {
   const std::vector<Network> trusted = *parse_networks("127.0.0.1/32, 10.0.0.0/8 ::1");
