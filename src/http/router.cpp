@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cstdint>
+#include <span>
 #include <vector>
 
 #include "util/url.hpp"
@@ -21,15 +23,21 @@ std::vector<std::string_view> split(std::string_view path) {
   return out;
 }
 
-// Joins decoded segments [from, end) with '/'; nullopt if any escape is malformed.
+// Joins decoded segments [from, end) with '/'; nullopt if any escape is malformed. Decoded in place:
+// a file's path is on every hit's way.
 std::optional<std::string> join_decoded(const std::vector<std::string_view>& segs, std::size_t from) {
-  std::string out;
+  std::size_t room = 0;
+  for (std::size_t i = from; i < segs.size(); ++i) room += segs[i].size() + 1;
+  std::string out(room, '\0');
+  std::size_t size = 0;
   for (std::size_t i = from; i < segs.size(); ++i) {
-    auto d = url::decode(segs[i]);
-    if (!d) return std::nullopt;
-    if (i > from) out += '/';
-    out += *d;
+    if (i > from) out[size++] = '/';
+    const auto decoded = url::decode_to(
+        segs[i], std::span(reinterpret_cast<std::uint8_t*>(out.data()) + size, out.size() - size), false);
+    if (!decoded) return std::nullopt;
+    size += *decoded;
   }
+  out.resize(size);
   return out;
 }
 
@@ -273,8 +281,9 @@ Route route(std::string_view path) {
   }
   if (!path.starts_with("/")) return BadRequest{"invalid path"};
   // Also as decoded: a proxy between the node and a parent node may decode the path it passes on.
-  if (const auto decoded = url::decode(path); is_node_path(path) || (decoded && is_node_path(*decoded))) {
-    return NotFound{};
+  if (is_node_path(path)) return NotFound{};
+  if (path.find('%') != std::string_view::npos) {
+    if (const auto decoded = url::decode(path); decoded && is_node_path(*decoded)) return NotFound{};
   }
   const auto segs = split(path.substr(1));
   Route routed = hub_route(segs);
