@@ -19,26 +19,34 @@ class ContentRange {
  public:
   // "bytes */size": no range of the file is satisfiable.
   void unsatisfiable(std::uint64_t size) {
-    end_ = put("bytes */", text_.data());
-    end_ = put(size, end_);
+    size_ = 0;
+    put("bytes */");
+    put(size);
   }
   // "bytes first-last/size".
   void partial(std::uint64_t first, std::uint64_t last, std::uint64_t size) {
-    end_ = put("bytes ", text_.data());
-    end_ = put(first, end_);
-    end_ = put("-", end_);
-    end_ = put(last, end_);
-    end_ = put("/", end_);
-    end_ = put(size, end_);
+    size_ = 0;
+    put("bytes ");
+    put(first);
+    put("-");
+    put(last);
+    put("/");
+    put(size);
   }
-  std::string_view str() const { return {text_.data(), static_cast<std::size_t>(end_ - text_.data())}; }
+  std::string_view str() const { return {text_.data(), size_}; }
 
  private:
-  static char* put(std::string_view text, char* at) { return std::copy(text.begin(), text.end(), at); }
-  static char* put(std::uint64_t n, char* at) { return std::to_chars(at, at + 20, n).ptr; }
+  void put(std::string_view text) {
+    std::copy(text.begin(), text.end(), text_.data() + size_);
+    size_ += text.size();
+  }
+  void put(std::uint64_t n) {
+    const char* end = std::to_chars(text_.data() + size_, text_.data() + text_.size(), n).ptr;
+    size_ = static_cast<std::size_t>(end - text_.data());
+  }
 
   std::array<char, 6 + 3 * 20 + 2> text_{};  // "bytes " and three numbers of up to 20 digits, "-" and "/"
-  char* end_ = text_.data();
+  std::size_t size_ = 0;
 };
 
 // Status, Content-Range and the body's bytes of a Range request on `size` bytes.

@@ -11,8 +11,8 @@
 namespace inferllama::http {
 
 // The policy applied from what the node holds in memory, without waiting: `settled` is false when the verdict
-// must first be loaded, scanned for or waited on (then apply_scan_policy). Settled: answer.scan is set, and
-// `refusal` holds the answer when the policy refuses the file.
+// must first be loaded, scanned for or waited on (then apply_scan_policy). Settled: answer.scan is set where
+// the repo's action scans the file, and `refusal` holds the answer when the policy refuses it.
 struct ScanCheck {
   bool settled = true;
   std::optional<hub::Reply> refusal;

@@ -22,7 +22,7 @@ asio::ip::address to_address(const Address16& bytes) {
 }
 
 // The client and its network, formatted only when the client changes: a connection's requests mostly come
-// from one client, and formatting an address costs about as much as answering a stored range.
+// from one client, and inet_ntop formats with sprintf, a cost every small request paid.
 void set_client(Connection& c, const asio::ip::address& client) {
   if (client == c.client && !c.network.empty()) return;
   c.client = client;

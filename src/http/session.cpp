@@ -272,7 +272,8 @@ class Responder {
 
   // Every write that goes out is counted by flowed(), so a client that drops the connection mid-chunk
   // has still been charged for what it received.
-  Task<bool> send_range(int fd, std::uint64_t offset, std::uint64_t length, bool from_cache) {
+  // `socket_full`: the caller's sendfile_now just found the socket's buffer full, so this waits first.
+  Task<bool> send_range(int fd, std::uint64_t offset, std::uint64_t length, bool from_cache, bool socket_full = false) {
     if constexpr (!kPlain) {
       // TLS encrypts in user space: read the file and write it through the stream.
       std::vector<char> buffer(std::min<std::uint64_t>(length, 256 * 1024));
@@ -292,7 +293,13 @@ class Responder {
       }
       co_return true;
     } else {
-      for (;;) {
+      for (bool wait = socket_full;; wait = true) {
+        if (wait) {
+          boost::system::error_code ec;
+          co_await stream_.async_wait(tcp::socket::wait_write, asio::redirect_error(asio::use_awaitable, ec));
+          if (ec) co_return false;
+          c_.touch();
+        }
         switch (sendfile_now(fd, offset, length, from_cache)) {
           case Sent::all:
             co_return true;
@@ -301,10 +308,6 @@ class Responder {
           case Sent::socket_full:
             break;
         }
-        boost::system::error_code ec;
-        co_await stream_.async_wait(tcp::socket::wait_write, asio::redirect_error(asio::use_awaitable, ec));
-        if (ec) co_return false;
-        c_.touch();
       }
     }
   }
@@ -356,7 +359,7 @@ class Responder {
       if constexpr (kPlain) {
         const Sent sent = sendfile_now(fd, offset, left, true);
         ok = sent == Sent::all;
-        if (sent == Sent::socket_full) ok = co_await send_range(fd, offset, left, true);
+        if (sent == Sent::socket_full) ok = co_await send_range(fd, offset, left, true, /*socket_full=*/true);
       } else {
         ok = co_await send_range(fd, offset, left, true);
       }

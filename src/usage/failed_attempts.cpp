@@ -15,7 +15,7 @@ bool FailedAttempts::blocked(std::string_view address, std::chrono::milliseconds
   if (policy_.requests == 0) return false;
   const std::int64_t now = now_ns();
   std::lock_guard lock(mutex_);
-  const auto it = addresses_.find(std::string(address));
+  const auto it = addresses_.find(address);
   if (it == addresses_.end()) return false;
   // Blocked while not even one more failure would fit: the same test as a failure's, without taking it.
   GcraState probe = it->second;
@@ -35,7 +35,7 @@ void FailedAttempts::failed(std::string_view address) {
   const std::int64_t now = now_ns();
   const double interval = policy_.request_interval_seconds() * 1e9;
   std::lock_guard lock(mutex_);
-  auto it = addresses_.find(std::string(address));
+  auto it = addresses_.find(address);
   if (it == addresses_.end()) {
     if (addresses_.size() >= max_addresses_) sweep(now);
     if (addresses_.size() >= max_addresses_) return;  // full of addresses still failing: this one goes untracked

@@ -2,6 +2,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -41,7 +42,12 @@ class FailedAttempts {
   const LimitPolicy policy_;
   const std::size_t max_addresses_;
   mutable std::mutex mutex_;
-  std::unordered_map<std::string, GcraState> addresses_;
+  // Looked up by a string_view (the connection's network) without building a string.
+  struct AddressHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view address) const { return std::hash<std::string_view>{}(address); }
+  };
+  std::unordered_map<std::string, GcraState, AddressHash, std::equal_to<>> addresses_;
   std::atomic<std::uint64_t> failures_{0}, refusals_{0};
 };
 

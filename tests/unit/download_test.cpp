@@ -245,7 +245,9 @@ TEST_F(DownloadTest, AVerifiedFileIsCommittedWhileTheHashingPoolGetsNoCpu) {
   });
   // The file may be verified before the pool thread had any CPU (a loaded machine): the workers take over
   // only once the pool is held in the middle of a chunk, the case under test.
-  sync_point::Scoped after_verification("Download::hash_remaining_chunks", [&](void*) { pool_is_held.wait(); });
+  // Bounded, so that a pool that never starts fails the test below instead of hanging it.
+  sync_point::Scoped after_verification("Download::hash_remaining_chunks",
+                                        [&](void*) { pool_is_held.wait_for(std::chrono::seconds(60)); });
   struct Release {
     std::promise<void>& promise;
     ~Release() { promise.set_value(); }  // before the fixture stops the pool, also when an assertion fails
