@@ -169,6 +169,9 @@ class Download : public std::enable_shared_from_this<Download> {
   void chunk_filled(std::size_t index);
   bool read_staged(const Chunk& chunk, const std::function<void(std::span<const std::uint8_t>)>& consume);
   void hash_chunk(std::size_t index, bool in_background);
+  // Whether the in-order whole-file hash has more than a segment of full chunks waiting: the CPU, not the
+  // upstream, is what limits the transfer then.
+  bool file_hash_behind();
   // On a worker, once the file is verified: hashes every chunk the hashing pool has not begun.
   void hash_remaining_chunks();
   void advance_file_hash();

@@ -53,11 +53,11 @@ class DownloadTest : public ::testing::Test {
     return BlobSource{"mem://file", {}, std::move(etag), true, data_.size(), nullptr};
   }
   std::string real_etag() { return sha256(data_).hex(); }
-  // The blob `etag` is stored as data_'s six 64 KiB chunks, each under its hashes, with the file's v2 root.
+  // The blob `etag` is stored as data_'s 64 KiB chunks, each under its hashes, with the file's v2 root.
   void expect_stored_as_chunks_of_data(const std::string& etag) {
     auto blob = index_->get_blob(etag);
     ASSERT_TRUE(blob);
-    ASSERT_EQ(blob->chunks.size(), 6u);
+    ASSERT_EQ(blob->chunks.size(), (data_.size() + 65535) / 65536);
     for (std::size_t i = 0; i < blob->chunks.size(); ++i) {
       auto part = std::span<const std::uint8_t>(data_).subspan(i * 65536, blob->chunks[i].size);
       EXPECT_EQ(blob->chunks[i].id, piece_root(part, 65536));
@@ -260,6 +260,34 @@ TEST_F(DownloadTest, AVerifiedFileIsCommittedWhileTheHashingPoolGetsNoCpu) {
   waiter->until_done(*d);
   ASSERT_EQ(d->state(), Download::State::complete) << d->error();
   EXPECT_GT(held.load(), 0) << "the sync point was not reached";
+  expect_stored_as_chunks_of_data(real_etag());
+}
+
+// When the in-order file hash falls more than a segment behind the bytes that arrived (the CPU is what
+// limits the transfer), the hashing pool leaves its chunks to the workers, which hash them once the file is
+// verified: the file is stored all the same.
+TEST_F(DownloadTest, APoolBehindTheFileHashLeavesItsChunksToTheWorkers) {
+  data_.resize((34u << 20) + 123);  // past a segment (32 MiB) and two chunks
+  for (std::size_t i = 0; i < data_.size(); ++i) data_[i] = static_cast<std::uint8_t>((i * 7919) >> 5);
+  upstream_ = std::make_unique<MemoryUpstream>(data_);
+  downloads_ = std::make_unique<Downloads>(*store_, *index_, *upstream_, workers_, settings_);
+  std::promise<void> left;
+  std::shared_future<void> pool_left_a_chunk = left.get_future().share();
+  std::atomic<int> left_to_workers{0};
+  sync_point::Scoped count("Download::hash_chunk:left_to_workers", [&](void*) {
+    if (left_to_workers++ == 0) left.set_value();
+  });
+  // The file hash waits (bounded) until the pool has found it behind and left a chunk.
+  sync_point::Scoped hold_file_hash("Download::advance_file_hash:chunk",
+                                    [&](void*) { pool_left_a_chunk.wait_for(std::chrono::seconds(60)); });
+
+  auto waiter = std::make_shared<Waiter>();
+  auto d = downloads_->get_or_start(source(real_etag()), {repo_, commit_, "big.bin"});
+  ASSERT_TRUE(d);
+  d->subscribe(waiter);
+  waiter->until_done(*d);
+  ASSERT_EQ(d->state(), Download::State::complete) << d->error();
+  EXPECT_GT(left_to_workers.load(), 0) << "the pool never found the file hash behind";
   expect_stored_as_chunks_of_data(real_etag());
 }
 #endif
