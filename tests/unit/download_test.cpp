@@ -53,6 +53,16 @@ class DownloadTest : public ::testing::Test {
     return BlobSource{"mem://file", {}, std::move(etag), true, data_.size(), nullptr};
   }
   std::string real_etag() { return sha256(data_).hex(); }
+  // Starts the download of `blob` for `claim` and waits until it has ended; null when none was started.
+  std::shared_ptr<Download> download_to_the_end(const BlobSource& blob, const FileClaim& claim) {
+    auto d = downloads_->get_or_start(blob, claim);
+    if (d) {
+      auto waiter = std::make_shared<Waiter>();
+      d->subscribe(waiter);
+      waiter->until_done(*d);
+    }
+    return d;
+  }
   // The blob `etag` is stored as data_'s 64 KiB chunks, each under its hashes, with the file's v2 root.
   void expect_stored_as_chunks_of_data(const std::string& etag) {
     auto blob = index_->get_blob(etag);
@@ -108,21 +118,16 @@ TEST_F(DownloadTest, AGitBlobIsStoredUnderTheSameChunkHashes) {
   start_git_blob(git, data_.size());
   git.update(data_);
   const std::string etag = git.finish().hex();
-  auto waiter = std::make_shared<Waiter>();
-  auto d = downloads_->get_or_start(BlobSource{"mem://file", {}, etag, false, data_.size(), nullptr},
-                                    {repo_, commit_, "tokenizer.json"});
+  auto d = download_to_the_end(BlobSource{"mem://file", {}, etag, false, data_.size(), nullptr},
+                               {repo_, commit_, "tokenizer.json"});
   ASSERT_TRUE(d);
-  d->subscribe(waiter);
-  waiter->until_done(*d);
   ASSERT_EQ(d->state(), Download::State::complete) << d->error();
   expect_stored_as_chunks_of_data(etag);
 }
 
 TEST_F(DownloadTest, HashMismatchCommitsNothingAndHoldsTheLastByte) {
-  auto waiter = std::make_shared<Waiter>();
-  auto d = downloads_->get_or_start(source(std::string(64, '0')), {repo_, commit_, "a.bin"});
-  d->subscribe(waiter);
-  waiter->until_done(*d);
+  auto d = download_to_the_end(source(std::string(64, '0')), {repo_, commit_, "a.bin"});
+  ASSERT_TRUE(d);
   EXPECT_EQ(d->state(), Download::State::failed);
   EXPECT_NE(d->error().find("mismatch"), std::string::npos);
   EXPECT_LT(d->readable(0), data_.size());  // the last byte never became readable
@@ -132,10 +137,8 @@ TEST_F(DownloadTest, HashMismatchCommitsNothingAndHoldsTheLastByte) {
 
 TEST_F(DownloadTest, BrokenConnectionsResumeWhereTheyStopped) {
   upstream_->cut_after = 100 * 1024;
-  auto waiter = std::make_shared<Waiter>();
-  auto d = downloads_->get_or_start(source(real_etag()), {repo_, commit_, "a.bin"});
-  d->subscribe(waiter);
-  waiter->until_done(*d);
+  auto d = download_to_the_end(source(real_etag()), {repo_, commit_, "a.bin"});
+  ASSERT_TRUE(d);
   ASSERT_EQ(d->state(), Download::State::complete) << d->error();
   EXPECT_EQ(upstream_->sent.load(), data_.size());
   EXPECT_GT(upstream_->requests.load(), 3);
@@ -146,18 +149,14 @@ TEST_F(DownloadTest, AFailedDownloadResumesFromItsStagedChunks) {
   settings_.connections = 1;
   downloads_ = std::make_unique<Downloads>(*store_, *index_, *upstream_, workers_, settings_);
   upstream_->cut_after = 150 * 1024;  // the connection breaks after 150 KiB, with no retry left
-  auto waiter = std::make_shared<Waiter>();
-  auto first = downloads_->get_or_start(source(real_etag()), {repo_, commit_, "a.bin"});
-  first->subscribe(waiter);
-  waiter->until_done(*first);
+  auto first = download_to_the_end(source(real_etag()), {repo_, commit_, "a.bin"});
+  ASSERT_TRUE(first);
   ASSERT_EQ(first->state(), Download::State::failed);
   const std::uint64_t sent_before = upstream_->sent.load();
   first.reset();
 
-  auto second = downloads_->get_or_start(source(real_etag()), {repo_, commit_, "a.bin"});
-  auto waiter2 = std::make_shared<Waiter>();
-  second->subscribe(waiter2);
-  waiter2->until_done(*second);
+  auto second = download_to_the_end(source(real_etag()), {repo_, commit_, "a.bin"});
+  ASSERT_TRUE(second);
   ASSERT_EQ(second->state(), Download::State::complete) << second->error();
   // Only what was missing was fetched again.
   EXPECT_EQ(upstream_->sent.load(), data_.size());
@@ -253,11 +252,8 @@ TEST_F(DownloadTest, AVerifiedFileIsCommittedWhileTheHashingPoolGetsNoCpu) {
     ~Release() { promise.set_value(); }  // before the fixture stops the pool, also when an assertion fails
   } release{cpu_for_the_pool};
 
-  auto waiter = std::make_shared<Waiter>();
-  auto d = downloads_->get_or_start(source(real_etag()), {repo_, commit_, "a.bin"});
+  auto d = download_to_the_end(source(real_etag()), {repo_, commit_, "a.bin"});
   ASSERT_TRUE(d);
-  d->subscribe(waiter);
-  waiter->until_done(*d);
   ASSERT_EQ(d->state(), Download::State::complete) << d->error();
   EXPECT_GT(held.load(), 0) << "the sync point was not reached";
   expect_stored_as_chunks_of_data(real_etag());
@@ -281,11 +277,8 @@ TEST_F(DownloadTest, APoolBehindTheFileHashLeavesItsChunksToTheWorkers) {
   sync_point::Scoped hold_file_hash("Download::advance_file_hash:chunk",
                                     [&](void*) { pool_left_a_chunk.wait_for(std::chrono::seconds(60)); });
 
-  auto waiter = std::make_shared<Waiter>();
-  auto d = downloads_->get_or_start(source(real_etag()), {repo_, commit_, "big.bin"});
+  auto d = download_to_the_end(source(real_etag()), {repo_, commit_, "big.bin"});
   ASSERT_TRUE(d);
-  d->subscribe(waiter);
-  waiter->until_done(*d);
   ASSERT_EQ(d->state(), Download::State::complete) << d->error();
   EXPECT_GT(left_to_workers.load(), 0) << "the pool never found the file hash behind";
   expect_stored_as_chunks_of_data(real_etag());
@@ -297,10 +290,8 @@ TEST_F(DownloadTest, EmptyFile) {
   upstream_ = std::make_unique<MemoryUpstream>(data_);
   downloads_ = std::make_unique<Downloads>(*store_, *index_, *upstream_, workers_, settings_);
   BlobSource s{"mem://empty", {}, "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391", false, 0, nullptr};
-  auto waiter = std::make_shared<Waiter>();
-  auto d = downloads_->get_or_start(s, {repo_, commit_, "empty.txt"});
-  d->subscribe(waiter);
-  waiter->until_done(*d);
+  auto d = download_to_the_end(s, {repo_, commit_, "empty.txt"});
+  ASSERT_TRUE(d);
   EXPECT_EQ(d->state(), Download::State::complete) << d->error();
   EXPECT_TRUE(index_->get_file(repo_, commit_, "empty.txt"));
 }
